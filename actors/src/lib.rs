@@ -1,0 +1,14 @@
+//! Keel's library crate: the pieces every part of the runtime shares.
+//!
+//! - [`store`]: the sled handle, its trees, migrations and group commit.
+//! - [`supervisor`]: OTP-style supervision over actix actors (restart budget, escalation).
+//! - [`mailbox`]: request/response with a deadline that answers "full" at once instead of queueing.
+//! - [`fanout`]: non-blocking delivery of one event to many subscribers.
+//!
+//! The HTTP and WebSocket façade lives in the `keel` binary crate and only talks to this crate
+//! through messages and the [`store::Store`] handle.
+
+pub mod fanout;
+pub mod mailbox;
+pub mod store;
+pub mod supervisor;

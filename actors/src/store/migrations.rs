@@ -1,0 +1,129 @@
+//! Versioned schema migrations, recorded in the `meta` tree and run at every start.
+//!
+//! Each migration runs once: its version is written to `meta/schema_version` after it succeeds,
+//! and the next start skips it. A migration must itself be safe to re-run, because a crash after
+//! its writes but before the version is recorded runs it again.
+
+use super::{Store, StoreError, trees};
+
+/// Key in the `meta` tree holding the schema version, a big-endian `u32`.
+const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
+
+/// One schema step.
+#[derive(Debug)]
+pub struct Migration {
+    /// Version the store is at after this step; versions are consecutive from 1.
+    pub version: u32,
+    /// What it does, for logs.
+    pub name: &'static str,
+    /// The step itself. Must be idempotent.
+    pub apply: fn(&Store) -> Result<(), StoreError>,
+}
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "create entity trees", apply: create_trees }];
+
+/// The schema version this binary writes.
+pub const CURRENT_SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+fn create_trees(store: &Store) -> Result<(), StoreError> {
+    for name in trees::ALL {
+        store.tree(name)?;
+    }
+    Ok(())
+}
+
+/// Reads the recorded schema version; 0 for a new store.
+pub(crate) fn schema_version(store: &Store) -> Result<u32, StoreError> {
+    let meta = store.tree(trees::META)?;
+    match meta.get(SCHEMA_VERSION_KEY)? {
+        None => Ok(0),
+        Some(raw) => {
+            let bytes: [u8; 4] = raw.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt(format!("schema_version has {} bytes, not 4", raw.len()))
+            })?;
+            Ok(u32::from_be_bytes(bytes))
+        }
+    }
+}
+
+/// Brings the store up to [`CURRENT_SCHEMA_VERSION`], flushing after each step.
+pub(crate) fn run(store: &Store) -> Result<(), StoreError> {
+    run_list(store, MIGRATIONS)
+}
+
+fn run_list(store: &Store, migrations: &[Migration]) -> Result<(), StoreError> {
+    let supported = migrations.last().map_or(0, |m| m.version);
+    let found = schema_version(store)?;
+    if found > supported {
+        return Err(StoreError::SchemaTooNew { found, supported });
+    }
+    let meta = store.tree(trees::META)?;
+    for migration in migrations.iter().filter(|m| m.version > found) {
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "running store migration"
+        );
+        (migration.apply)(store).map_err(|source| StoreError::Migration {
+            version: migration.version,
+            name: migration.name,
+            source: Box::new(source),
+        })?;
+        meta.insert(SCHEMA_VERSION_KEY, &migration.version.to_be_bytes())?;
+        // Start-up is the one place a blocking flush is right: nothing is served yet.
+        meta.flush()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::store::StoreConfig;
+
+    static APPLIED: AtomicU32 = AtomicU32::new(0);
+
+    fn count_and_write(store: &Store) -> Result<(), StoreError> {
+        APPLIED.fetch_add(1, Ordering::SeqCst);
+        store.tree(trees::META)?.insert(b"marker", b"v2".as_slice())?;
+        Ok(())
+    }
+
+    const WITH_V2: &[Migration] = &[
+        Migration { version: 1, name: "create entity trees", apply: create_trees },
+        Migration { version: 2, name: "test marker", apply: count_and_write },
+    ];
+
+    #[test]
+    fn a_new_store_is_at_the_current_version_and_reopening_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(schema_version(&store).unwrap(), CURRENT_SCHEMA_VERSION);
+        run(&store).unwrap();
+        assert_eq!(schema_version(&store).unwrap(), CURRENT_SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn pending_migrations_run_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        APPLIED.store(0, Ordering::SeqCst);
+        run_list(&store, WITH_V2).unwrap();
+        run_list(&store, WITH_V2).unwrap();
+        assert_eq!(APPLIED.load(Ordering::SeqCst), 1);
+        assert_eq!(schema_version(&store).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_keel_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        run_list(&store, WITH_V2).unwrap();
+        let err = run_list(&store, MIGRATIONS).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1 }));
+    }
+}

@@ -1,0 +1,302 @@
+//! Embedded persistence: one sled database, one tree per entity, flush-before-ack.
+//!
+//! The promise Keel makes to its users is that nothing it acknowledged is ever lost. sled only
+//! makes writes durable when it flushes, so every code path that answers 2xx for a state change
+//! first awaits [`Store::commit`], which joins the next group flush (see [`group_commit`]).
+//! Changes that touch several trees go through sled transactions ([`Store::transaction`]), so a
+//! crash leaves either all of them or none.
+
+mod error;
+mod group_commit;
+mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::StoreError;
+pub use group_commit::GroupCommit;
+pub use migrations::{CURRENT_SCHEMA_VERSION, MIGRATIONS, Migration};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Names of the trees Keel keeps, one per entity (DESIGN.md, "Storage").
+pub mod trees {
+    /// Schema version and other store-wide facts.
+    pub const META: &str = "meta";
+    /// User accounts, keyed by user id.
+    pub const USERS: &str = "users";
+    /// Encrypted exchange credentials, keyed by credential id.
+    pub const CREDENTIALS: &str = "credentials";
+    /// Bot definitions and their lifecycle state, keyed by bot id.
+    pub const BOTS: &str = "bots";
+    /// Orders, keyed by bot id then order id.
+    pub const ORDERS: &str = "orders";
+    /// Fills, keyed by bot id then fill id.
+    pub const FILLS: &str = "fills";
+    /// Positions, keyed by bot id.
+    pub const POSITIONS: &str = "positions";
+    /// Per-bot event journal, keyed by bot id then sequence.
+    pub const EVENTS: &str = "events";
+    /// Every event with a monotonic id, waiting for the optional Postgres sink.
+    pub const OUTBOX: &str = "outbox";
+
+    /// Every tree, in the order the first migration creates them.
+    pub const ALL: [&str; 9] =
+        [META, USERS, CREDENTIALS, BOTS, ORDERS, FILLS, POSITIONS, EVENTS, OUTBOX];
+}
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory that holds the sled files.
+    pub path: PathBuf,
+    /// Upper bound of sled's page cache, in bytes. sled's own default is 1 GiB, too much for a
+    /// small VPS.
+    pub cache_capacity_bytes: u64,
+    /// sled's background flush period. Acknowledged writes never rely on it (they await
+    /// [`Store::commit`]); it only bounds how much unacknowledged work a crash can lose.
+    pub background_flush: Option<Duration>,
+}
+
+impl StoreConfig {
+    /// A configuration with Keel's defaults for `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            cache_capacity_bytes: 64 * 1024 * 1024,
+            background_flush: Some(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The one handle to Keel's database. Cheap to clone; every clone shares the same trees and the
+/// same group-commit flusher.
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: sled::Db,
+    path: PathBuf,
+    flusher: GroupCommit,
+}
+
+impl Store {
+    /// Opens (or creates) the database and brings its schema up to date.
+    ///
+    /// This blocks on disk I/O: call it at start-up or from a blocking thread.
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] when the files cannot be opened (another process holds the lock, a
+    /// corrupt file, no permission), and [`StoreError::SchemaTooNew`] when the data was written by
+    /// a newer Keel.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.path)
+            .map_err(|source| StoreError::Io { path: config.path.clone(), source })?;
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(config.background_flush.map(|d| d.as_millis() as u64))
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                flusher: GroupCommit::new(db.clone()),
+                db,
+                path: config.path.clone(),
+            }),
+        };
+        migrations::run(&store)?;
+        Ok(store)
+    }
+
+    /// The directory the database lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// One of the trees named in [`trees`].
+    ///
+    /// # Errors
+    /// Fails only if sled cannot create the tree (I/O error).
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
+    /// Makes every write that finished before this call durable, sharing one flush with every
+    /// other writer waiting at the same time. Await it before acknowledging a state change.
+    ///
+    /// # Errors
+    /// The flush failed; nothing written since the last successful flush may be acknowledged.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.inner.flusher.commit().await
+    }
+
+    /// Runs `f` as one sled transaction over `trees`, so its writes land together or not at all.
+    ///
+    /// sled may run the closure more than once on conflict: it must not do I/O or other side
+    /// effects. The result is not durable until [`Store::commit`] returns.
+    ///
+    /// # Errors
+    /// [`StoreError::Aborted`] with the closure's own reason, or a storage error.
+    pub fn transaction<R>(
+        &self,
+        trees: &[&sled::Tree],
+        f: impl Fn(&[sled::transaction::TransactionalTree]) -> TxResult<R>,
+    ) -> Result<R, StoreError> {
+        use sled::Transactional;
+        let trees: Vec<sled::Tree> = trees.iter().map(|t| (*t).clone()).collect();
+        trees.as_slice().transaction(|txs| f(txs)).map_err(|e| match e {
+            sled::transaction::TransactionError::Abort(reason) => StoreError::Aborted(reason),
+            sled::transaction::TransactionError::Storage(err) => StoreError::Sled(err),
+        })
+    }
+
+    /// A new id, unique and increasing across restarts. Gaps are possible; reuse is not.
+    ///
+    /// # Errors
+    /// sled persists its id counter periodically and that write can fail.
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()?)
+    }
+
+    /// Checks that the store accepts a durable write: used by the readiness probe.
+    ///
+    /// # Errors
+    /// The write or its flush failed.
+    pub async fn probe_writable(&self) -> Result<(), StoreError> {
+        let meta = self.tree(trees::META)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        meta.insert(b"probe", &now.to_be_bytes())?;
+        self.commit().await
+    }
+
+    /// Flushes everything, for shutdown.
+    ///
+    /// # Errors
+    /// The final flush failed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.commit().await
+    }
+
+    /// Bytes the database occupies on disk, as sled reports it.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+/// What a transaction closure returns.
+pub type TxResult<R> = sled::transaction::ConflictableTransactionResult<R, String>;
+
+/// Big-endian key for an id, so that sled's byte order is numeric order.
+pub fn id_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Composite big-endian key (`owner`, `id`), so one owner's rows scan together and in order.
+pub fn pair_key(owner: u64, id: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&owner.to_be_bytes());
+    key[8..].copy_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Reads the id back out of a key written by [`id_key`] (or the owner out of a [`pair_key`]).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when the key is shorter than eight bytes.
+pub fn key_id(key: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = key
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("key of {} bytes is not an id", key.len())))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Encodes a value for storage.
+///
+/// # Errors
+/// The value cannot be serialised (a map with non-string keys, say).
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(StoreError::Codec)
+}
+
+/// Decodes a stored value.
+///
+/// # Errors
+/// The bytes are not a valid encoding of `T`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(StoreError::Codec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_temp() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn keys_sort_numerically() {
+        let mut keys = [id_key(256), id_key(1), id_key(255)];
+        keys.sort();
+        assert_eq!(keys, [id_key(1), id_key(255), id_key(256)]);
+        assert!(pair_key(1, u64::MAX) < pair_key(2, 0));
+        assert_eq!(key_id(&pair_key(7, 9)).unwrap(), 7);
+        assert!(key_id(b"short").is_err());
+    }
+
+    #[test]
+    fn ids_increase() {
+        let (_dir, store) = open_temp();
+        let a = store.next_id().unwrap();
+        let b = store.next_id().unwrap();
+        assert!(b > a);
+    }
+
+    #[test]
+    fn aborted_transaction_writes_nothing() {
+        let (_dir, store) = open_temp();
+        let orders = store.tree(trees::ORDERS).unwrap();
+        let fills = store.tree(trees::FILLS).unwrap();
+        let result: Result<(), _> = store.transaction(&[&orders, &fills], |tx| {
+            tx[0].insert(&id_key(1), b"order".as_slice())?;
+            tx[1].insert(&id_key(1), b"fill".as_slice())?;
+            sled::transaction::abort("risk check failed".to_string())
+        });
+        assert!(
+            matches!(result, Err(StoreError::Aborted(reason)) if reason == "risk check failed")
+        );
+        assert!(orders.is_empty());
+        assert!(fills.is_empty());
+    }
+
+    #[tokio::test]
+    async fn committed_writes_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+            store.tree(trees::USERS).unwrap().insert(id_key(1), encode(&"alice").unwrap()).unwrap();
+            store.commit().await.unwrap();
+        }
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let raw = store.tree(trees::USERS).unwrap().get(id_key(1)).unwrap().unwrap();
+        assert_eq!(decode::<String>(&raw).unwrap(), "alice");
+    }
+
+    #[tokio::test]
+    async fn readiness_probe_writes_and_flushes() {
+        let (_dir, store) = open_temp();
+        store.probe_writable().await.unwrap();
+        assert!(store.tree(trees::META).unwrap().get(b"probe").unwrap().is_some());
+    }
+}

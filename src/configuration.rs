@@ -1,0 +1,313 @@
+//! Typed settings, layered: embedded `config/default.toml`, then an optional file, then
+//! `KEEL__SECTION__KEY` environment variables.
+//!
+//! Every check names the key it failed on, so an operator knows what to fix without reading code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, Environment as EnvSource, File, FileFormat};
+use serde::{Deserialize, Serialize};
+
+/// The embedded defaults.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment variables that override settings.
+const ENV_PREFIX: &str = "KEEL";
+/// Separator between the prefix, sections and keys in environment variable names.
+const ENV_SEPARATOR: &str = "__";
+
+/// Where Keel runs; decides log format and how strict secret handling is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// A developer's machine: pretty logs, secrets generated on first start.
+    Development,
+    /// A real deployment: JSON logs, secrets only from the environment.
+    Production,
+}
+
+/// All of Keel's settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `development` or `production`.
+    pub environment: Environment,
+    /// The HTTP server.
+    pub server: ServerSettings,
+    /// The embedded database.
+    pub store: StoreSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Restart budget of the supervisors.
+    pub supervisor: SupervisorSettings,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub host: String,
+    /// Listen port; 0 picks a free one (tests).
+    pub port: u16,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Deadline for a request to an actor, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long graceful shutdown waits for in-flight requests, in seconds.
+    pub shutdown_timeout_secs: u64,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// Data directory.
+    pub path: PathBuf,
+    /// sled page cache cap, in MiB.
+    pub cache_capacity_mb: u64,
+    /// sled background flush period, in milliseconds; 0 turns it off.
+    pub background_flush_ms: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// Level or filter directives.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty in development, JSON in production.
+    Auto,
+    /// Human-readable, coloured on a terminal.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[supervisor]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorSettings {
+    /// Restarts allowed within the period.
+    pub max_restarts: u32,
+    /// The period, in seconds.
+    pub period_secs: u64,
+}
+
+/// A setting that cannot be used, named by its key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The sources could not be read or parsed (the message names the key where it can).
+    #[error("configuration error: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value parsed but is out of range or inconsistent.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// The key, dotted (`server.port`).
+        key: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid { key, problem: problem.into() }
+}
+
+impl Settings {
+    /// Loads the layered settings and validates them.
+    ///
+    /// # Errors
+    /// A source cannot be read, a value has the wrong type, a key is unknown, or a value is out
+    /// of range. The message names the key.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, EnvSource::with_prefix(ENV_PREFIX))
+    }
+
+    /// Like [`Settings::load`] but with environment variables from `vars` only (for tests).
+    ///
+    /// # Errors
+    /// As [`Settings::load`].
+    pub fn load_with_env(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let source = EnvSource::with_prefix(ENV_PREFIX).source(Some(vars.into_iter().collect()));
+        Self::load_from(file, source)
+    }
+
+    fn load_from(file: Option<&Path>, env: EnvSource) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder().add_source(File::from_str(DEFAULTS, FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        }
+        let env = env.prefix_separator(ENV_SEPARATOR).separator(ENV_SEPARATOR).try_parsing(true);
+        let settings: Settings = builder.add_source(env).build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks ranges and consistency that types alone cannot express.
+    ///
+    /// # Errors
+    /// The first invalid value, by key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let server = &self.server;
+        if server.host.trim().is_empty() {
+            return Err(invalid("server.host", "must not be empty"));
+        }
+        self.listen_address()?;
+        if server.workers > 256 {
+            return Err(invalid("server.workers", "must be at most 256 (0 = one per core)"));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&server.max_body_bytes) {
+            return Err(invalid("server.max_body_bytes", "must be between 1024 and 67108864"));
+        }
+        if !(10..=120_000).contains(&server.request_timeout_ms) {
+            return Err(invalid("server.request_timeout_ms", "must be between 10 and 120000"));
+        }
+        if server.shutdown_timeout_secs > 6 {
+            // Keel promises to exit within 10 s of SIGTERM; the actors and the final flush need
+            // the rest.
+            return Err(invalid(
+                "server.shutdown_timeout_secs",
+                "must be at most 6 so that shutdown completes within 10 s",
+            ));
+        }
+        if self.store.path.as_os_str().is_empty() {
+            return Err(invalid("store.path", "must not be empty"));
+        }
+        if !(1..=65_536).contains(&self.store.cache_capacity_mb) {
+            return Err(invalid("store.cache_capacity_mb", "must be between 1 and 65536"));
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(invalid("log.level", "must not be empty"));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid("log.level", format!("is not a valid filter: {err}")));
+        }
+        if self.supervisor.max_restarts == 0 {
+            return Err(invalid("supervisor.max_restarts", "must be at least 1"));
+        }
+        if !(1..=3600).contains(&self.supervisor.period_secs) {
+            return Err(invalid("supervisor.period_secs", "must be between 1 and 3600"));
+        }
+        Ok(())
+    }
+
+    /// The socket address to bind.
+    ///
+    /// # Errors
+    /// `server.host` is not an IP address or `localhost`.
+    pub fn listen_address(&self) -> Result<SocketAddr, SettingsError> {
+        let host = match self.server.host.as_str() {
+            "localhost" => "127.0.0.1",
+            other => other,
+        };
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|_| invalid("server.host", format!("`{host}` is not an IP address")))?;
+        Ok(SocketAddr::new(ip, self.server.port))
+    }
+
+    /// The actor request deadline.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.server.request_timeout_ms)
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    ///
+    /// # Errors
+    /// Serialisation failed (a bug).
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn the_embedded_defaults_serve_on_localhost_8080_in_development() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(settings.environment, Environment::Development);
+        assert_eq!(settings.listen_address().unwrap().to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.store.path, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_which_overrides_the_defaults() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "[server]\nport = 9000\nhost = \"0.0.0.0\"").unwrap();
+        let settings =
+            Settings::load_with_env(Some(file.path()), env(&[("KEEL__SERVER__PORT", "9100")]))
+                .unwrap();
+        assert_eq!(settings.server.port, 9100);
+        assert_eq!(settings.server.host, "0.0.0.0");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("KEEL__SERVER__PORT", "eighty")], "server.port"),
+            (&[("KEEL__SERVER__PORT", "70000")], "server.port"),
+            (&[("KEEL__ENVIRONMENT", "staging")], "environment"),
+            (&[("KEEL__SERVER__HOST", "my host")], "server.host"),
+            (&[("KEEL__SERVER__MAX_BODY_BYTES", "1")], "server.max_body_bytes"),
+            (&[("KEEL__STORE__CACHE_CAPACITY_MB", "0")], "store.cache_capacity_mb"),
+            (&[("KEEL__LOG__LEVEL", "info,[")], "log.level"),
+            (&[("KEEL__LOG__FORMAT", "xml")], "log.format"),
+            (&[("KEEL__SERVER__SHUTDOWN_TIMEOUT_SECS", "60")], "server.shutdown_timeout_secs"),
+            (&[("KEEL__SUPERVISOR__MAX_RESTARTS", "0")], "supervisor.max_restarts"),
+        ];
+        for (vars, key) in cases {
+            let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();
+            assert!(err.contains(key), "{vars:?}: `{err}` does not name `{key}`");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused() {
+        let err = Settings::load_with_env(None, env(&[("KEEL__SERVER__PROT", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error_naming_it() {
+        let err = Settings::load_with_env(Some(Path::new("/nonexistent/keel.toml")), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/keel.toml"), "{err}");
+    }
+
+    #[test]
+    fn the_effective_configuration_prints_as_toml_that_loads_again() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        let text = settings.to_redacted_toml().unwrap();
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        let again = Settings::load_with_env(Some(file.path()), env(&[])).unwrap();
+        assert_eq!(again.server.port, settings.server.port);
+    }
+}

@@ -1,0 +1,300 @@
+//! The one JSON error shape, for every error Keel answers.
+//!
+//! Handlers return [`ApiError`]. Its body is completed with `request_id`, `timestamp` and `path`
+//! by the request middleware ([`super::request`]), which also rewrites every other error response
+//! (actix's own 404, 405, 413 and extractor errors) into the same shape, so no HTML or plain-text
+//! error body can leave the server.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use keel_actors::mailbox::AskError;
+use serde::Serialize;
+
+/// Seconds a client should wait before retrying an overloaded or unavailable actor.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// One field-level problem, listed under `details`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, dotted for nested ones (`risk.max_position`), or `body`.
+    pub field: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl FieldError {
+    /// A problem with `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+/// The `error` object of an error response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`BOT_NOT_FOUND`).
+    pub code: Cow<'static, str>,
+    /// What happened, for a person.
+    pub message: String,
+    /// Field errors, for `VALIDATION_FAILED` and readiness.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldError>,
+    /// The request's id, also in the `X-Request-Id` header.
+    pub request_id: String,
+    /// When the error was answered, RFC 3339 UTC.
+    pub timestamp: String,
+    /// The request path.
+    pub path: String,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: &'a ErrorBody,
+}
+
+impl ErrorBody {
+    /// Renders the response for `status`, keeping the headers already set on `headers_from`.
+    pub(crate) fn into_response(
+        self,
+        status: StatusCode,
+        headers_from: &HttpResponse,
+    ) -> HttpResponse {
+        let mut builder = HttpResponse::build(status);
+        for (name, value) in headers_from.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                builder.append_header((name.clone(), value.clone()));
+            }
+        }
+        builder.json(Envelope { error: &self })
+    }
+
+    /// The body for an error response that did not come from an [`ApiError`] (actix's own).
+    pub(crate) fn for_foreign(
+        status: StatusCode,
+        req: &HttpRequest,
+        cause: Option<String>,
+    ) -> Self {
+        let (code, message): (&'static str, String) = match status {
+            StatusCode::NOT_FOUND => {
+                ("NOT_FOUND", format!("no route for {} {}", req.method(), req.path()))
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("METHOD_NOT_ALLOWED", format!("{} is not allowed on {}", req.method(), req.path()))
+            }
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ("PAYLOAD_TOO_LARGE", "the request body is too large".to_owned())
+            }
+            s if s.is_server_error() => ("INTERNAL", "internal error".to_owned()),
+            s => (
+                "BAD_REQUEST",
+                cause.unwrap_or_else(|| s.canonical_reason().unwrap_or("bad request").to_owned()),
+            ),
+        };
+        Self::new(code, message, Vec::new())
+    }
+
+    fn new(code: impl Into<Cow<'static, str>>, message: String, details: Vec<FieldError>) -> Self {
+        Self {
+            code: code.into(),
+            message,
+            details,
+            request_id: String::new(),
+            timestamp: String::new(),
+            path: String::new(),
+        }
+    }
+}
+
+/// An error answered to an API client.
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+    retry_after: Option<u64>,
+    /// The cause, logged but never sent (5xx bodies leak nothing).
+    source: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    /// An error with any status and code.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            body: ErrorBody::new(code, message.into(), Vec::new()),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// 404 with a specific code (`BOT_NOT_FOUND`). Also the answer for another user's resource.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// 400 for a request that cannot be parsed at all.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 422 `VALIDATION_FAILED` with the field errors.
+    pub fn validation(details: Vec<FieldError>) -> Self {
+        let message = match details.as_slice() {
+            [one] => format!("{}: {}", one.field, one.message),
+            many => format!("{} fields are invalid", many.len()),
+        };
+        let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", message);
+        err.body.details = details;
+        err
+    }
+
+    /// 401 `UNAUTHORIZED`.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    }
+
+    /// 409 `CONFLICT`.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "CONFLICT", message)
+    }
+
+    /// 429 `RATE_LIMITED`, retry after `secs`.
+    pub fn rate_limited(secs: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", "too many requests")
+            .retry_after(secs)
+    }
+
+    /// 503 `OVERLOADED`: a mailbox is full; retry shortly.
+    pub fn overloaded(what: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "OVERLOADED",
+            format!("{what} is overloaded; retry shortly"),
+        )
+        .retry_after(RETRY_AFTER_SECS)
+    }
+
+    /// 500 `INTERNAL`: `source` is logged, the client learns nothing about it.
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error");
+        err.source = Some(source.into());
+        err
+    }
+
+    /// Adds field errors under `details`.
+    pub fn with_details(mut self, details: Vec<FieldError>) -> Self {
+        self.body.details = details;
+        self
+    }
+
+    /// Adds a `Retry-After` header.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The code, for tests and logs.
+    pub fn code(&self) -> &str {
+        &self.body.code
+    }
+}
+
+impl fmt::Debug for ApiError {
+    /// Walks the whole `source()` chain, so a logged 500 says what really failed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status.as_u16(), self.body.code, self.body.message)?;
+        if let Some(source) = &self.source {
+            write!(f, "\ncaused by: {source}")?;
+            for cause in source.chain().skip(1) {
+                write!(f, "\ncaused by: {cause}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.body.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        let mut response = response.json(Envelope { error: &self.body });
+        // The request middleware completes this body with the request's id, time and path.
+        response.extensions_mut().insert(self.body.clone());
+        response
+    }
+}
+
+impl From<AskError> for ApiError {
+    /// The one mapping of actor mailbox errors: full → 503, deadline → 504, gone → 503.
+    fn from(err: AskError) -> Self {
+        match err {
+            AskError::Full { actor } => Self::overloaded(actor),
+            AskError::Timeout { actor } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "TIMEOUT",
+                format!("{actor} did not answer in time"),
+            ),
+            AskError::Gone { actor } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("{actor} is restarting; retry shortly"),
+            )
+            .retry_after(RETRY_AFTER_SECS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::body::to_bytes;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn mailbox_errors_map_to_503_and_504_with_retry_after() {
+        let cases = [
+            (AskError::Full { actor: "vault" }, 503, "OVERLOADED", true),
+            (AskError::Timeout { actor: "vault" }, 504, "TIMEOUT", false),
+            (AskError::Gone { actor: "vault" }, 503, "UNAVAILABLE", true),
+        ];
+        for (ask, status, code, retry) in cases {
+            let err = ApiError::from(ask);
+            let res = err.error_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers().contains_key(header::RETRY_AFTER), retry);
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+        }
+    }
+
+    #[test]
+    fn internal_errors_leak_nothing_but_log_the_chain() {
+        let cause = anyhow::anyhow!("disk on fire").context("saving bot 7");
+        let err = ApiError::internal(cause);
+        assert_eq!(err.body.message, "internal error");
+        let logged = format!("{err:?}");
+        assert!(logged.contains("saving bot 7") && logged.contains("disk on fire"), "{logged}");
+    }
+}

@@ -1,0 +1,69 @@
+//! `GET /health/live` and `GET /health/ready`.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use keel_actors::mailbox::ask;
+use keel_actors::supervisor::{ChildState, GetStatus};
+use serde_json::json;
+
+use super::error::{ApiError, FieldError};
+use crate::startup::AppState;
+
+/// How long each readiness check may take.
+const CHECK_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Liveness: the process serves HTTP. Touches nothing else, so it stays fast under load.
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "live"}))
+}
+
+/// Readiness: the store takes a durable write and every supervised actor is running.
+///
+/// # Errors
+/// 503 `NOT_READY` with one detail per failing check.
+pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut problems = Vec::new();
+    match tokio::time::timeout(CHECK_DEADLINE, state.store.probe_writable()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => problems.push(FieldError::new("store", format!("not writable: {err}"))),
+        Err(_) => problems.push(FieldError::new("store", "flush took longer than 2 s")),
+    }
+    let actors = match ask(&state.root, GetStatus, CHECK_DEADLINE, "root supervisor").await {
+        Ok(status) => {
+            for child in &status.children {
+                if child.state != ChildState::Running {
+                    problems.push(FieldError::new(
+                        format!("actors.{}", child.name),
+                        format!("{:?}", child.state).to_lowercase(),
+                    ));
+                }
+            }
+            for failure in &status.escalated {
+                problems.push(FieldError::new(
+                    format!("actors.{}.{}", failure.supervisor, failure.child),
+                    format!("failed: {}", failure.reason),
+                ));
+            }
+            Some(status)
+        }
+        Err(err) => {
+            problems.push(FieldError::new("actors", err.to_string()));
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NOT_READY",
+            "Keel is not ready",
+        )
+        .with_details(problems)
+        .retry_after(5));
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "checks": { "store": "ok", "actors": actors },
+    })))
+}

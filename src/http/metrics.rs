@@ -1,0 +1,141 @@
+//! Prometheus: the recorder, the per-request middleware and `GET /metrics`.
+//!
+//! Request metrics are labelled by the *matched route pattern* (`/api/v1/bots/{id}`), never the
+//! raw path, so their cardinality is bounded by the route table.
+
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets for request and actor histograms, in seconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0,
+];
+/// How often histogram buckets are compacted between scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+static RECORDER: OnceLock<Recorder> = OnceLock::new();
+/// Serialises installation, so two apps starting at once (tests) install one recorder.
+static INSTALLING: Mutex<()> = Mutex::new(());
+
+/// The installed Prometheus recorder and the process collector.
+#[derive(Debug)]
+pub struct Recorder {
+    handle: PrometheusHandle,
+    process: metrics_process::Collector,
+}
+
+impl Recorder {
+    /// Installs the global recorder, once per process (tests build many apps in one process).
+    ///
+    /// # Errors
+    /// Another recorder was installed first.
+    pub fn install() -> anyhow::Result<&'static Recorder> {
+        if let Some(recorder) = RECORDER.get() {
+            return Ok(recorder);
+        }
+        let _installing = INSTALLING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(recorder) = RECORDER.get() {
+            return Ok(recorder);
+        }
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)?
+            .install_recorder()?;
+        let process = metrics_process::Collector::default();
+        process.describe();
+        describe();
+        let recorder = RECORDER.get_or_init(|| Recorder { handle, process });
+        std::thread::Builder::new().name("metrics-upkeep".to_owned()).spawn(|| {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                if let Some(r) = RECORDER.get() {
+                    r.handle.run_upkeep();
+                }
+            }
+        })?;
+        Ok(recorder)
+    }
+
+    /// The Prometheus text exposition, with fresh process figures.
+    pub fn render(&self) -> String {
+        self.process.collect();
+        self.handle.render()
+    }
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "keel_http_requests_total",
+        "HTTP requests by method, route and status."
+    );
+    metrics::describe_histogram!(
+        "keel_http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency by method and route."
+    );
+    metrics::describe_gauge!("keel_http_requests_in_flight", "HTTP requests being served.");
+    metrics::describe_counter!("keel_actor_restarts_total", "Actor restarts by supervisors.");
+    metrics::describe_counter!(
+        "keel_actor_failures_total",
+        "Actors given up on after spending their restart budget."
+    );
+    metrics::describe_counter!("keel_mailbox_full_total", "Requests refused by a full mailbox.");
+    metrics::describe_counter!("keel_actor_timeouts_total", "Actor requests past their deadline.");
+    metrics::describe_counter!("keel_panics_total", "Panics caught anywhere in the process.");
+    metrics::describe_counter!("keel_store_flushes_total", "sled flushes led by group commit.");
+    metrics::describe_counter!(
+        "keel_store_commits_total",
+        "Durable commits, by whether they led a flush or shared one."
+    );
+    metrics::describe_histogram!(
+        "keel_store_flush_seconds",
+        metrics::Unit::Seconds,
+        "Duration of one group-commit flush."
+    );
+}
+
+/// Counts and times every request by its matched route pattern.
+///
+/// # Errors
+/// Passes on the inner service's error.
+pub async fn middleware(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let in_flight = metrics::gauge!("keel_http_requests_in_flight");
+    in_flight.increment(1.0);
+    let result = next.call(req).await;
+    in_flight.decrement(1.0);
+    let (route, status) = match &result {
+        Ok(res) => (
+            res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()),
+            res.status().as_u16().to_string(),
+        ),
+        Err(err) => {
+            ("unmatched".to_owned(), err.as_response_error().status_code().as_u16().to_string())
+        }
+    };
+    metrics::histogram!("keel_http_request_duration_seconds", "method" => method.clone(),
+        "route" => route.clone())
+    .record(started.elapsed().as_secs_f64());
+    metrics::counter!("keel_http_requests_total", "method" => method, "route" => route,
+        "status" => status)
+    .increment(1);
+    result
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn scrape(recorder: web::Data<&'static Recorder>) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
+        .body(recorder.render())
+}

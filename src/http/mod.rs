@@ -1,0 +1,136 @@
+//! The HTTP façade: one place that declares every route, the extractor error handlers, and the
+//! middleware stack.
+//!
+//! Handlers turn requests into actor messages and answers into JSON; they hold no state of their
+//! own. Every `/api/v1` route is declared in [`api_routes`], which is also what the test that
+//! proves "no route ships unprotected" walks.
+
+pub mod error;
+pub mod health;
+pub mod metrics;
+pub mod request;
+
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::http::Method;
+use actix_web::{HttpRequest, web};
+pub use error::{ApiError, FieldError};
+
+/// Prefix of the versioned API.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (register, login, refresh, the OpenAPI document).
+    Public,
+    /// Only an authenticated user; the handler takes the `AuthUser` extractor.
+    User,
+}
+
+/// One `/api/v1` route: what it matches, who may call it, and its handler.
+pub struct ApiRoute {
+    /// HTTP method.
+    pub method: Method,
+    /// Path under [`API_PREFIX`], with `{param}` placeholders.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+    route: actix_web::Route,
+}
+
+impl std::fmt::Debug for ApiRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}{} ({:?})", self.method, API_PREFIX, self.path, self.access)
+    }
+}
+
+impl ApiRoute {
+    /// A route; `route` supplies the handler, and its method is set from `method`.
+    pub fn new(
+        method: Method,
+        path: &'static str,
+        access: Access,
+        route: actix_web::Route,
+    ) -> Self {
+        Self { method: method.clone(), path, access, route: route.method(method) }
+    }
+}
+
+/// Every `/api/v1` route. Add new endpoints here and nowhere else.
+pub fn api_routes() -> Vec<ApiRoute> {
+    vec![]
+}
+
+/// Registers the whole HTTP surface on an `App`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Resources rather than `cfg.route`, so a wrong method answers 405 rather than 404.
+    cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
+        .service(web::resource("/health/ready").route(web::get().to(health::ready)))
+        .service(web::resource("/metrics").route(web::get().to(metrics::scrape)));
+    let mut scope = web::scope(API_PREFIX);
+    let mut routes = api_routes();
+    // One resource per path, so a wrong method on a known path answers 405, not 404.
+    while let Some(first) = routes.first() {
+        let path = first.path;
+        let mut resource = web::resource(path);
+        let (same, rest): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path == path);
+        for api_route in same {
+            resource = resource.route(api_route.route);
+        }
+        scope = scope.service(resource);
+        routes = rest;
+    }
+    cfg.service(scope);
+}
+
+/// Extractor settings that turn every parse failure into the JSON error shape.
+pub fn extractor_configs(
+    max_body_bytes: usize,
+) -> (web::JsonConfig, web::PayloadConfig, web::PathConfig, web::QueryConfig) {
+    (
+        web::JsonConfig::default()
+            .limit(max_body_bytes)
+            .error_handler(|err, _req| json_error(err).into()),
+        web::PayloadConfig::default().limit(max_body_bytes),
+        web::PathConfig::default().error_handler(|err, req| path_error(err, req).into()),
+        web::QueryConfig::default().error_handler(|err, _req| query_error(err).into()),
+    )
+}
+
+fn json_error(err: JsonPayloadError) -> ApiError {
+    match err {
+        JsonPayloadError::OverflowKnownLength { length, limit } => ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body has {length} bytes; the limit is {limit}"),
+        ),
+        JsonPayloadError::Overflow { limit } => ApiError::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body exceeds the limit of {limit} bytes"),
+        ),
+        JsonPayloadError::ContentType => ApiError::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the body must be JSON with Content-Type: application/json",
+        ),
+        JsonPayloadError::Deserialize(e) if e.is_data() => {
+            ApiError::validation(vec![FieldError::new("body", e.to_string())])
+        }
+        JsonPayloadError::Deserialize(e) => {
+            ApiError::bad_request("MALFORMED_JSON", format!("the body is not valid JSON: {e}"))
+        }
+        other => ApiError::bad_request("BAD_REQUEST", format!("cannot read the body: {other}")),
+    }
+}
+
+fn path_error(err: PathError, req: &HttpRequest) -> ApiError {
+    let PathError::Deserialize(e) = err else {
+        return ApiError::not_found("NOT_FOUND", format!("nothing at {}", req.path()));
+    };
+    ApiError::not_found("NOT_FOUND", format!("nothing at {}: {e}", req.path()))
+}
+
+fn query_error(err: QueryPayloadError) -> ApiError {
+    ApiError::validation(vec![FieldError::new("query", err.to_string())])
+}

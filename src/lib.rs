@@ -1,0 +1,10 @@
+//! The `keel` binary's library: CLI, configuration, HTTP façade, telemetry and start-up.
+//!
+//! Domain types, actors and storage live in the `keel_actors` crate; this crate turns HTTP into
+//! actor messages and runs the process.
+
+pub mod cli;
+pub mod configuration;
+pub mod http;
+pub mod startup;
+pub mod telemetry;

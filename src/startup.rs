@@ -1,0 +1,248 @@
+//! Building and running the application: store, actor tree, HTTP server, graceful shutdown.
+//!
+//! `main` and the tests start Keel the same way: [`Application::build`] binds the port (0 picks a
+//! free one) and [`Application::run_until_stopped`] serves until SIGTERM, SIGINT or a
+//! [`StopHandle`], then shuts down in order.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use keel_actors::mailbox::ask;
+use keel_actors::store::{Store, StoreConfig};
+use keel_actors::supervisor::{RestartPolicy, Shutdown, Supervisor};
+use tokio::sync::Notify;
+
+use crate::configuration::Settings;
+use crate::http::{self, metrics::Recorder};
+
+/// Everything from SIGTERM to exit must fit in this, with margin under the promised 10 s.
+const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
+/// Share of the budget the actor tree gets to stop.
+const ACTOR_STOP_DEADLINE: Duration = Duration::from_secs(2);
+/// How long the server waits for a client to send its request head.
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every handler can reach: shared handles, never mutable state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The root of the supervisor tree.
+    pub root: Addr<Supervisor>,
+    /// The effective settings.
+    pub settings: Arc<Settings>,
+}
+
+/// Stops a running [`Application`] as SIGTERM would.
+#[derive(Debug, Clone, Default)]
+pub struct StopHandle(Arc<Notify>);
+
+impl StopHandle {
+    /// Starts graceful shutdown.
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// A built, bound, not yet serving Keel.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+    stop: StopHandle,
+    shutdown_timeout: Duration,
+    signals: Signals,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("port", &self.port).finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Opens the store, starts the actor tree and binds the HTTP listener.
+    ///
+    /// Must run inside an actix `System` (`actix_web::main`, `actix_web::test`).
+    ///
+    /// # Errors
+    /// The store cannot be opened or migrated, the metrics recorder cannot be installed, or the
+    /// address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let recorder = Recorder::install().context("installing the metrics recorder")?;
+        let store_config = StoreConfig {
+            path: settings.store.path.clone(),
+            cache_capacity_bytes: settings.store.cache_capacity_mb * 1024 * 1024,
+            background_flush: (settings.store.background_flush_ms > 0)
+                .then(|| Duration::from_millis(settings.store.background_flush_ms)),
+        };
+        let store = tokio::task::spawn_blocking(move || Store::open(&store_config))
+            .await
+            .context("opening the store")?
+            .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
+
+        let policy = RestartPolicy {
+            max_restarts: settings.supervisor.max_restarts,
+            period: Duration::from_secs(settings.supervisor.period_secs),
+        };
+        let root = Supervisor::new("root", policy).start();
+
+        let address = settings.listen_address()?;
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("binding {address} (server.host, server.port)"))?;
+        let port = listener.local_addr()?.port();
+
+        let settings = Arc::new(settings);
+        let state = AppState { store, root, settings: settings.clone() };
+        let data = web::Data::new(state.clone());
+        let recorder = web::Data::new(recorder);
+        let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);
+        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(recorder.clone())
+                .app_data(json.clone())
+                .app_data(payload.clone())
+                .app_data(path.clone())
+                .app_data(query.clone())
+                .wrap(from_fn(http::metrics::middleware))
+                .wrap(from_fn(http::request::middleware))
+                .configure(http::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout.as_secs())
+        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+        .listen(listener)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let signals = Signals::listen();
+        tracing::info!(%address, port, environment = ?settings.environment,
+            store = %settings.store.path.display(), "Keel is listening");
+        Ok(Self {
+            port,
+            server: server.run(),
+            state,
+            stop: StopHandle::default(),
+            shutdown_timeout,
+            signals,
+        })
+    }
+
+    /// The bound port (useful when the configured port was 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that triggers graceful shutdown, as SIGTERM does.
+    pub fn stop_handle(&self) -> StopHandle {
+        self.stop.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or [`StopHandle::stop`], then stops accepting connections,
+    /// drains in-flight requests, stops the actors in reverse start order and flushes the store,
+    /// all within 10 s.
+    ///
+    /// # Errors
+    /// The server failed, or the final flush failed.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self { server, state, stop, shutdown_timeout, mut signals, .. } = self;
+        let handle = server.handle();
+        let mut server = std::pin::pin!(server);
+        let reason = tokio::select! {
+            result = &mut server => {
+                result.context("the HTTP server stopped")?;
+                "the HTTP server stopped"
+            }
+            reason = signals.recv() => reason,
+            () = stop.0.notified() => "stop requested",
+        };
+        let deadline = Instant::now() + SHUTDOWN_BUDGET;
+        tracing::info!(reason, "shutting down");
+
+        // 1. Stop accepting, drain in-flight requests (bounded by server.shutdown_timeout_secs).
+        // The server future processes the stop command, so it must be polled alongside.
+        let drain = futures_util::future::join(handle.stop(true), &mut server);
+        if tokio::time::timeout(shutdown_timeout + Duration::from_millis(500), drain).await.is_err()
+        {
+            tracing::warn!("in-flight requests did not finish in time; dropping them");
+        }
+
+        // 2. Stop the actor tree, children in reverse start order.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let actors = ACTOR_STOP_DEADLINE.min(remaining);
+        match ask(
+            &state.root,
+            Shutdown { deadline: actors },
+            actors + Duration::from_millis(200),
+            "root supervisor",
+        )
+        .await
+        {
+            Ok(report) if report.stuck.is_empty() => {
+                tracing::info!(stopped = ?report.stopped, "actors stopped");
+            }
+            Ok(report) => tracing::warn!(stuck = ?report.stuck, "some actors did not stop in time"),
+            Err(err) => tracing::warn!(error = %err, "the actor tree did not answer shutdown"),
+        }
+
+        // 3. Make everything durable.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(remaining, state.store.flush())
+            .await
+            .context("the final store flush did not finish in time")?
+            .context("the final store flush failed")?;
+        tracing::info!("Keel stopped");
+        Ok(())
+    }
+}
+
+/// SIGTERM and SIGINT, listened for from [`Application::build`] on, so a signal that arrives
+/// right after start-up is not lost to the default handler (which would kill the process).
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn listen() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => {
+                    tracing::error!("cannot listen for signals; stop Keel with SIGKILL");
+                    None
+                }
+            };
+            Self { streams }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Resolves on SIGTERM or SIGINT, naming which.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        match &mut self.streams {
+            Some((term, int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}

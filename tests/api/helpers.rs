@@ -1,0 +1,119 @@
+//! `spawn_app()`: the real application on a free port with its own data directory.
+
+use std::time::{Duration, Instant};
+
+use keel::configuration::Settings;
+use keel::startup::{Application, StopHandle};
+use serde_json::Value;
+
+/// A running Keel for one test.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// A client with a short timeout.
+    pub client: reqwest::Client,
+    /// Stops the app as SIGTERM would.
+    pub stop: StopHandle,
+    /// Kept alive for the test's duration; removed afterwards.
+    pub data_dir: tempfile::TempDir,
+}
+
+/// Settings for a test: port 0, a fresh data directory, quiet logs.
+pub fn test_settings(data_dir: &std::path::Path) -> Settings {
+    let vars = [
+        ("KEEL__SERVER__PORT", "0".to_owned()),
+        ("KEEL__SERVER__WORKERS", "1".to_owned()),
+        ("KEEL__STORE__PATH", data_dir.display().to_string()),
+        ("KEEL__LOG__LEVEL", "warn".to_owned()),
+    ];
+    Settings::load_with_env(None, vars.into_iter().map(|(k, v)| (k.to_owned(), v)))
+        .expect("test settings are valid")
+}
+
+/// Starts the application as `main` does, with `adjust` applied to the settings first.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary data directory");
+    let mut settings = test_settings(data_dir.path());
+    adjust(&mut settings);
+    keel::telemetry::init(&settings);
+    let app = Application::build(settings).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.stop_handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a reqwest client"),
+        stop,
+        data_dir,
+    }
+}
+
+/// Starts the application with the test defaults.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+impl TestApp {
+    /// `GET` a path.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.expect("request sent")
+    }
+
+    /// `POST` a raw body with a content type.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.address))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// Asserts `response` is an error in the one JSON shape with `status` and `code`, and returns
+/// its `error` object.
+pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let header_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("every response has X-Request-Id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert!(content_type.starts_with("application/json"), "content type {content_type}");
+    let body: Value = response.json().await.expect("the error body is JSON");
+    let error = body["error"].clone();
+    assert_eq!(error["code"], code, "code in {body}");
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
+    assert_eq!(error["request_id"], header_id.as_str(), "request_id matches the header");
+    assert!(error["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "timestamp in {body}");
+    assert!(error["path"].as_str().is_some_and(|p| p.starts_with('/')), "path in {body}");
+    error
+}
+
+/// Polls `check` every 20 ms until it holds, or fails the test after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out after {within:?} waiting for: {what}");
+}

@@ -1,0 +1,7 @@
+//! Integration tests against the real application, compiled into one binary.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test with its line
+
+mod errors;
+mod health;
+mod helpers;
+mod process;
