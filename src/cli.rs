@@ -24,6 +24,22 @@ pub enum Command {
     Serve,
     /// Print the effective configuration with secrets redacted, or say which key is invalid.
     CheckConfig,
+    /// Manage the vault's master key.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+}
+
+/// `keel vault …`.
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Print a new random master key (base64 of 32 bytes) for `vault.master_key`.
+    Keygen,
+    /// Re-wrap every stored credential under a new master key. Run it with Keel stopped.
+    ///
+    /// The new key comes from KEEL_VAULT_NEW_MASTER_KEY (development generates one when unset).
+    /// Interrupted, it leaves every credential readable with the old and new keys together;
+    /// running it again finishes the job.
+    Rotate,
 }
 
 #[cfg(test)]
@@ -44,5 +60,7 @@ mod tests {
         let cli = Cli::try_parse_from(["keel", "check-config", "--config", "x.toml"]).unwrap();
         assert!(matches!(cli.command, Some(Command::CheckConfig)));
         assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
+        let cli = Cli::try_parse_from(["keel", "vault", "rotate"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Vault(VaultCommand::Rotate))));
     }
 }

@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use config::{Config, Environment as EnvSource, File, FileFormat};
-use serde::{Deserialize, Serialize};
+use keel_actors::vault::MasterKey;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The embedded defaults.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
@@ -42,6 +46,62 @@ pub struct Settings {
     pub log: LogSettings,
     /// Restart budget of the supervisors.
     pub supervisor: SupervisorSettings,
+    /// Users and tokens.
+    pub auth: AuthSettings,
+    /// The credential vault.
+    pub vault: VaultSettings,
+}
+
+/// Fewest bytes accepted for `auth.jwt_secret`.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// HS256 secret; generated in development when absent.
+    #[serde(default, serialize_with = "redact")]
+    pub jwt_secret: Option<SecretString>,
+    /// `iss` of issued tokens, required on presented ones.
+    pub issuer: String,
+    /// `aud` of issued tokens, required on presented ones.
+    pub audience: String,
+    /// Access-token lifetime, seconds.
+    pub access_ttl_secs: u64,
+    /// Session (refresh-token family) lifetime, seconds.
+    pub refresh_ttl_secs: u64,
+    /// Tolerated clock skew, seconds.
+    pub leeway_secs: u64,
+    /// Login attempts per minute per account.
+    pub login_attempts_per_minute_per_account: u32,
+    /// Login attempts per minute per client IP.
+    pub login_attempts_per_minute_per_ip: u32,
+    /// Concurrent password hashes; 0 = half the cores, at least 1.
+    pub hash_concurrency: usize,
+    /// Password hashes allowed to wait.
+    pub hash_queue: usize,
+}
+
+/// `[vault]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    /// Base64 of the 32-byte master key; generated in development when absent.
+    #[serde(default, serialize_with = "redact")]
+    pub master_key: Option<SecretString>,
+    /// The key being rotated away from.
+    #[serde(default, serialize_with = "redact")]
+    pub previous_master_key: Option<SecretString>,
+    /// Exchange accounts per user.
+    pub max_credentials_per_user: usize,
+}
+
+/// Serialises a secret as `[redacted]`, so printing settings cannot leak it.
+fn redact<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+    match secret {
+        Some(_) => serializer.serialize_str("[redacted]"),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// `[server]`.
@@ -133,7 +193,8 @@ impl Settings {
     /// A source cannot be read, a value has the wrong type, a key is unknown, or a value is out
     /// of range. The message names the key.
     pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        Self::load_from(file, EnvSource::with_prefix(ENV_PREFIX))
+        let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
+        Self::load_with_env(file, std::env::vars().filter(|(k, _)| k.starts_with(&prefix)))
     }
 
     /// Like [`Settings::load`] but with environment variables from `vars` only (for tests).
@@ -144,8 +205,17 @@ impl Settings {
         file: Option<&Path>,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
-        let source = EnvSource::with_prefix(ENV_PREFIX).source(Some(vars.into_iter().collect()));
-        Self::load_from(file, source)
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let from_env = |key: &str| vars.contains_key(key);
+        let secrets_from_env = [
+            ("auth.jwt_secret", from_env("KEEL__AUTH__JWT_SECRET")),
+            ("vault.master_key", from_env("KEEL__VAULT__MASTER_KEY")),
+            ("vault.previous_master_key", from_env("KEEL__VAULT__PREVIOUS_MASTER_KEY")),
+        ];
+        let source = EnvSource::with_prefix(ENV_PREFIX).source(Some(vars));
+        let settings = Self::load_from(file, source)?;
+        settings.validate_secrets(&secrets_from_env)?;
+        Ok(settings)
     }
 
     fn load_from(file: Option<&Path>, env: EnvSource) -> Result<Self, SettingsError> {
@@ -203,6 +273,88 @@ impl Settings {
         }
         if !(1..=3600).contains(&self.supervisor.period_secs) {
             return Err(invalid("supervisor.period_secs", "must be between 1 and 3600"));
+        }
+        let auth = &self.auth;
+        if auth.issuer.trim().is_empty() {
+            return Err(invalid("auth.issuer", "must not be empty"));
+        }
+        if auth.audience.trim().is_empty() {
+            return Err(invalid("auth.audience", "must not be empty"));
+        }
+        if !(60..=86_400).contains(&auth.access_ttl_secs) {
+            return Err(invalid("auth.access_ttl_secs", "must be between 60 and 86400"));
+        }
+        if auth.refresh_ttl_secs < auth.access_ttl_secs || auth.refresh_ttl_secs > 31_536_000 {
+            return Err(invalid(
+                "auth.refresh_ttl_secs",
+                "must be at least auth.access_ttl_secs and at most 31536000",
+            ));
+        }
+        if auth.leeway_secs > 300 {
+            return Err(invalid("auth.leeway_secs", "must be at most 300"));
+        }
+        if auth.login_attempts_per_minute_per_account == 0 {
+            return Err(invalid(
+                "auth.login_attempts_per_minute_per_account",
+                "must be at least 1",
+            ));
+        }
+        if auth.login_attempts_per_minute_per_ip == 0 {
+            return Err(invalid("auth.login_attempts_per_minute_per_ip", "must be at least 1"));
+        }
+        if auth.hash_concurrency > 64 {
+            return Err(invalid("auth.hash_concurrency", "must be at most 64 (0 = automatic)"));
+        }
+        if !(1..=1_000_000).contains(&self.vault.max_credentials_per_user) {
+            return Err(invalid("vault.max_credentials_per_user", "must be between 1 and 1000000"));
+        }
+        Ok(())
+    }
+
+    /// Checks the secrets: well-formed wherever they come from, and in production present and
+    /// taken from the environment (`from_env` says which were).
+    fn validate_secrets(&self, from_env: &[(&'static str, bool)]) -> Result<(), SettingsError> {
+        if let Some(secret) = &self.auth.jwt_secret
+            && secret.expose_secret().len() < MIN_JWT_SECRET_BYTES
+        {
+            return Err(invalid(
+                "auth.jwt_secret",
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            ));
+        }
+        for (key, value) in [
+            ("vault.master_key", &self.vault.master_key),
+            ("vault.previous_master_key", &self.vault.previous_master_key),
+        ] {
+            if let Some(value) = value
+                && let Err(err) = MasterKey::from_base64(value)
+            {
+                let problem = err.to_string();
+                let problem = problem.strip_prefix("vault.master_key ").unwrap_or(&problem);
+                return Err(invalid(key, format!("{problem} (expected base64 of 32 bytes)")));
+            }
+        }
+        if self.environment != Environment::Production {
+            return Ok(());
+        }
+        for (key, present, required) in [
+            ("auth.jwt_secret", self.auth.jwt_secret.is_some(), true),
+            ("vault.master_key", self.vault.master_key.is_some(), true),
+            ("vault.previous_master_key", self.vault.previous_master_key.is_some(), false),
+        ] {
+            let env_name = format!("KEEL__{}", key.replace('.', "__").to_uppercase());
+            let in_env = from_env.iter().any(|(k, yes)| *k == key && *yes);
+            if required && !present {
+                return Err(invalid(key, format!("is required in production: set {env_name}")));
+            }
+            if present && !in_env {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "must come from the environment ({env_name}) in production, not a file"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -283,6 +435,59 @@ mod tests {
             let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();
             assert!(err.contains(key), "{vars:?}: `{err}` does not name `{key}`");
         }
+    }
+
+    const JWT: &str = "0123456789abcdef0123456789abcdef";
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    #[test]
+    fn production_refuses_to_start_without_its_secrets_from_the_environment() {
+        let prod = ("KEEL__ENVIRONMENT", "production");
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            (&[prod], Some("auth.jwt_secret")),
+            (&[prod, ("KEEL__AUTH__JWT_SECRET", JWT)], Some("vault.master_key")),
+            (
+                &[prod, ("KEEL__AUTH__JWT_SECRET", "too short"), ("KEEL__VAULT__MASTER_KEY", KEY)],
+                Some("auth.jwt_secret"),
+            ),
+            (
+                &[prod, ("KEEL__AUTH__JWT_SECRET", JWT), ("KEEL__VAULT__MASTER_KEY", "c2hvcnQ=")],
+                Some("vault.master_key"),
+            ),
+            (&[prod, ("KEEL__AUTH__JWT_SECRET", JWT), ("KEEL__VAULT__MASTER_KEY", KEY)], None),
+        ];
+        for (vars, failing_key) in cases {
+            let result = Settings::load_with_env(None, env(vars));
+            match failing_key {
+                Some(key) => {
+                    let err = result.unwrap_err().to_string();
+                    assert!(err.contains(key), "{vars:?}: `{err}` does not name {key}");
+                    assert!(!err.contains(JWT) && !err.contains(KEY), "a secret leaked: {err}");
+                }
+                None => assert!(result.is_ok(), "{vars:?}: {:?}", result.err()),
+            }
+        }
+    }
+
+    #[test]
+    fn production_secrets_in_a_file_are_refused() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "environment = \"production\"\n[auth]\njwt_secret = \"{JWT}\"").unwrap();
+        let vars = env(&[("KEEL__VAULT__MASTER_KEY", KEY)]);
+        let err = Settings::load_with_env(Some(file.path()), vars).unwrap_err().to_string();
+        assert!(err.contains("auth.jwt_secret") && err.contains("environment"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_when_printed() {
+        let vars = env(&[("KEEL__AUTH__JWT_SECRET", JWT), ("KEEL__VAULT__MASTER_KEY", KEY)]);
+        let settings = Settings::load_with_env(None, vars).unwrap();
+        let text = settings.to_redacted_toml().unwrap();
+        assert!(!text.contains(JWT) && !text.contains(KEY), "{text}");
+        assert!(text.contains("[redacted]"), "{text}");
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains(JWT) && !debug.contains(KEY), "{debug}");
     }
 
     #[test]

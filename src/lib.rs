@@ -3,8 +3,11 @@
 //! Domain types, actors and storage live in the `keel_actors` crate; this crate turns HTTP into
 //! actor messages and runs the process.
 
+pub mod auth;
 pub mod cli;
 pub mod configuration;
 pub mod http;
+pub mod secrets;
 pub mod startup;
 pub mod telemetry;
+pub mod vault_cli;

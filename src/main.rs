@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel::cli::{Cli, Command};
+use keel::cli::{Cli, Command, VaultCommand};
 use keel::configuration::Settings;
 use keel::startup::Application;
 
@@ -30,19 +30,34 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Vault(VaultCommand::Keygen) => report(keel::vault_cli::keygen()),
+        Command::Vault(VaultCommand::Rotate) => {
+            keel::telemetry::init(&settings);
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(rt) => report(rt.block_on(keel::vault_cli::rotate_keys(&settings))),
+                Err(err) => report(Err(err.into())),
+            }
+        }
         Command::Serve => {
             keel::telemetry::init(&settings);
             let result = actix_web::rt::System::new().block_on(async move {
                 Application::build(settings).await?.run_until_stopped().await
             });
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    tracing::error!(error = ?err, "Keel failed");
-                    eprintln!("keel: {err:#}");
-                    ExitCode::FAILURE
-                }
+            if let Err(err) = &result {
+                tracing::error!(error = ?err, "Keel failed");
             }
+            report(result)
+        }
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keel: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

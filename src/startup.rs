@@ -13,13 +13,16 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
 use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{RestartPolicy, Shutdown, Supervisor};
+use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
 use tokio::sync::Notify;
 
+use crate::auth::{LoginThrottle, TokenIssuer};
 use crate::configuration::Settings;
-use crate::http::{self, metrics::Recorder};
+use crate::http::{self, ApiError, metrics::Recorder};
 
 /// Everything from SIGTERM to exit must fit in this, with margin under the promised 10 s.
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
@@ -27,6 +30,9 @@ const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
 const ACTOR_STOP_DEADLINE: Duration = Duration::from_secs(2);
 /// How long the server waits for a client to send its request head.
 const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often idle login-throttle keys are forgotten.
+const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What every handler can reach: shared handles, never mutable state.
 #[derive(Debug, Clone)]
@@ -37,6 +43,65 @@ pub struct AppState {
     pub root: Addr<Supervisor>,
     /// The effective settings.
     pub settings: Arc<Settings>,
+    /// Users, sessions, tokens.
+    pub identity: Arc<Identity>,
+    /// Where the (restartable) vault currently is.
+    pub vault: VaultAddress,
+}
+
+impl AppState {
+    /// The running vault.
+    ///
+    /// # Errors
+    /// 503 while the vault is being restarted.
+    pub fn vault(&self) -> Result<Addr<Vault>, ApiError> {
+        self.vault
+            .get()
+            .filter(Addr::connected)
+            .ok_or_else(|| ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "vault" }))
+    }
+}
+
+/// Identity services shared by the auth handlers and the `AuthUser` extractor.
+#[derive(Debug)]
+pub struct Identity {
+    /// Signs and verifies access tokens.
+    pub tokens: TokenIssuer,
+    /// User accounts.
+    pub users: Users,
+    /// Login sessions and refresh tokens.
+    pub sessions: Sessions,
+    /// Argon2id off the worker threads.
+    pub hasher: PasswordHasher,
+    /// Login throttling.
+    pub throttle: LoginThrottle,
+    /// Session lifetime.
+    pub refresh_ttl: Duration,
+}
+
+impl Identity {
+    fn build(
+        settings: &Settings,
+        store: &Store,
+        jwt_secret: &secrecy::SecretString,
+    ) -> anyhow::Result<Self> {
+        let auth = &settings.auth;
+        let concurrency = match auth.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        };
+        Ok(Self {
+            tokens: TokenIssuer::new(auth, jwt_secret),
+            users: Users::new(store.clone())?,
+            sessions: Sessions::new(store.clone())?,
+            hasher: PasswordHasher::new(concurrency, auth.hash_queue)?,
+            throttle: LoginThrottle::new(
+                auth.login_attempts_per_minute_per_account,
+                auth.login_attempts_per_minute_per_ip,
+            ),
+            refresh_ttl: Duration::from_secs(auth.refresh_ttl_secs),
+        })
+    }
 }
 
 /// Stops a running [`Application`] as SIGTERM would.
@@ -87,11 +152,27 @@ impl Application {
             .context("opening the store")?
             .with_context(|| format!("opening the store at {}", settings.store.path.display()))?;
 
+        let secrets = crate::secrets::resolve(&settings)?;
+        let identity = Arc::new(Identity::build(&settings, &store, &secrets.jwt_secret)?);
+        let throttle = identity.throttle.clone();
+        actix::spawn(async move {
+            let mut every = tokio::time::interval(THROTTLE_PRUNE_INTERVAL);
+            loop {
+                every.tick().await;
+                throttle.prune();
+            }
+        });
+
         let policy = RestartPolicy {
             max_restarts: settings.supervisor.max_restarts,
             period: Duration::from_secs(settings.supervisor.period_secs),
         };
-        let root = Supervisor::new("root", policy).start();
+        let (vault_spec, vault) = VaultSpec::new(
+            store.clone(),
+            secrets.key_ring,
+            settings.vault.max_credentials_per_user,
+        );
+        let root = Supervisor::new("root", policy).child(vault_spec).start();
 
         let address = settings.listen_address()?;
         let listener = TcpListener::bind(address)
@@ -99,7 +180,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let state = AppState { store, root, settings: settings.clone() };
+        let state = AppState { store, root, settings: settings.clone(), identity, vault };
         let data = web::Data::new(state.clone());
         let recorder = web::Data::new(recorder);
         let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);

@@ -9,6 +9,8 @@
 //! through messages and the [`store::Store`] handle.
 
 pub mod fanout;
+pub mod identity;
 pub mod mailbox;
 pub mod store;
 pub mod supervisor;
+pub mod vault;

@@ -109,11 +109,16 @@ impl ErrorBody {
     }
 }
 
-/// An error answered to an API client.
+/// An error answered to an API client. Boxed, so `Result<T, ApiError>` stays small.
 pub struct ApiError {
+    inner: Box<Inner>,
+}
+
+struct Inner {
     status: StatusCode,
     body: ErrorBody,
     retry_after: Option<u64>,
+    www_authenticate: bool,
     /// The cause, logged but never sent (5xx bodies leak nothing).
     source: Option<anyhow::Error>,
 }
@@ -126,10 +131,13 @@ impl ApiError {
         message: impl Into<String>,
     ) -> Self {
         Self {
-            status,
-            body: ErrorBody::new(code, message.into(), Vec::new()),
-            retry_after: None,
-            source: None,
+            inner: Box::new(Inner {
+                status,
+                body: ErrorBody::new(code, message.into(), Vec::new()),
+                retry_after: None,
+                www_authenticate: false,
+                source: None,
+            }),
         }
     }
 
@@ -150,7 +158,7 @@ impl ApiError {
             many => format!("{} fields are invalid", many.len()),
         };
         let mut err = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "VALIDATION_FAILED", message);
-        err.body.details = details;
+        err.inner.body.details = details;
         err
     }
 
@@ -183,33 +191,45 @@ impl ApiError {
     /// 500 `INTERNAL`: `source` is logged, the client learns nothing about it.
     pub fn internal(source: impl Into<anyhow::Error>) -> Self {
         let mut err = Self::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "internal error");
-        err.source = Some(source.into());
+        err.inner.source = Some(source.into());
         err
     }
 
     /// Adds field errors under `details`.
     pub fn with_details(mut self, details: Vec<FieldError>) -> Self {
-        self.body.details = details;
+        self.inner.body.details = details;
+        self
+    }
+
+    /// Adds `WWW-Authenticate: Bearer`, as a 401 for a protected resource should.
+    pub fn www_authenticate(mut self) -> Self {
+        self.inner.www_authenticate = true;
         self
     }
 
     /// Adds a `Retry-After` header.
     pub fn retry_after(mut self, secs: u64) -> Self {
-        self.retry_after = Some(secs);
+        self.inner.retry_after = Some(secs);
         self
     }
 
     /// The code, for tests and logs.
     pub fn code(&self) -> &str {
-        &self.body.code
+        &self.inner.body.code
     }
 }
 
 impl fmt::Debug for ApiError {
     /// Walks the whole `source()` chain, so a logged 500 says what really failed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.body.code, self.body.message)?;
-        if let Some(source) = &self.source {
+        write!(
+            f,
+            "{} {}: {}",
+            self.inner.status.as_u16(),
+            self.inner.body.code,
+            self.inner.body.message
+        )?;
+        if let Some(source) = &self.inner.source {
             write!(f, "\ncaused by: {source}")?;
             for cause in source.chain().skip(1) {
                 write!(f, "\ncaused by: {cause}")?;
@@ -221,26 +241,29 @@ impl fmt::Debug for ApiError {
 
 impl fmt::Display for ApiError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.body.message)
+        f.write_str(&self.inner.body.message)
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.inner.status
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.status.is_server_error() {
+        if self.inner.status.is_server_error() {
             tracing::error!(error = ?self, "request failed");
         }
-        let mut response = HttpResponse::build(self.status);
-        if let Some(secs) = self.retry_after {
+        let mut response = HttpResponse::build(self.inner.status);
+        if let Some(secs) = self.inner.retry_after {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from(secs)));
         }
-        let mut response = response.json(Envelope { error: &self.body });
+        if self.inner.www_authenticate {
+            response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        let mut response = response.json(Envelope { error: &self.inner.body });
         // The request middleware completes this body with the request's id, time and path.
-        response.extensions_mut().insert(self.body.clone());
+        response.extensions_mut().insert(self.inner.body.clone());
         response
     }
 }
@@ -293,7 +316,7 @@ mod tests {
     fn internal_errors_leak_nothing_but_log_the_chain() {
         let cause = anyhow::anyhow!("disk on fire").context("saving bot 7");
         let err = ApiError::internal(cause);
-        assert_eq!(err.body.message, "internal error");
+        assert_eq!(err.inner.body.message, "internal error");
         let logged = format!("{err:?}");
         assert!(logged.contains("saving bot 7") && logged.contains("disk on fire"), "{logged}");
     }

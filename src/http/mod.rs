@@ -5,6 +5,8 @@
 //! own. Every `/api/v1` route is declared in [`api_routes`], which is also what the test that
 //! proves "no route ships unprotected" walks.
 
+pub mod accounts;
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod metrics;
@@ -58,7 +60,24 @@ impl ApiRoute {
 
 /// Every `/api/v1` route. Add new endpoints here and nowhere else.
 pub fn api_routes() -> Vec<ApiRoute> {
-    vec![]
+    use Access::{Public, User};
+    use Method as M;
+    vec![
+        ApiRoute::new(M::POST, "/auth/register", Public, web::route().to(auth::register)),
+        ApiRoute::new(M::POST, "/auth/login", Public, web::route().to(auth::login)),
+        ApiRoute::new(M::POST, "/auth/refresh", Public, web::route().to(auth::refresh)),
+        ApiRoute::new(M::POST, "/auth/logout", User, web::route().to(auth::logout)),
+        ApiRoute::new(M::GET, "/me", User, web::route().to(auth::me)),
+        ApiRoute::new(M::DELETE, "/me", User, web::route().to(auth::delete_me)),
+        ApiRoute::new(M::POST, "/exchange-accounts", User, web::route().to(accounts::create)),
+        ApiRoute::new(M::GET, "/exchange-accounts", User, web::route().to(accounts::list)),
+        ApiRoute::new(
+            M::DELETE,
+            "/exchange-accounts/{id}",
+            User,
+            web::route().to(accounts::delete),
+        ),
+    ]
 }
 
 /// Registers the whole HTTP surface on an `App`.

@@ -18,6 +18,22 @@ pub struct TestApp {
     pub data_dir: tempfile::TempDir,
 }
 
+/// The JWT secret every test app signs with, so tests can forge tokens.
+pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
+/// A password that satisfies the policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A registered user's tokens.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// User id.
+    pub user_id: u64,
+    /// Bearer access token.
+    pub access: String,
+    /// Refresh token.
+    pub refresh: String,
+}
+
 /// Settings for a test: port 0, a fresh data directory, quiet logs.
 pub fn test_settings(data_dir: &std::path::Path) -> Settings {
     let vars = [
@@ -25,6 +41,7 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
         ("KEEL__SERVER__WORKERS", "1".to_owned()),
         ("KEEL__STORE__PATH", data_dir.display().to_string()),
         ("KEEL__LOG__LEVEL", "warn".to_owned()),
+        ("KEEL__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
     ];
     Settings::load_with_env(None, vars.into_iter().map(|(k, v)| (k.to_owned(), v)))
         .expect("test settings are valid")
@@ -60,6 +77,67 @@ impl TestApp {
     /// `GET` a path.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(format!("{}{path}", self.address)).send().await.expect("request sent")
+    }
+
+    /// `POST` JSON.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(format!("{}{path}", self.address)).json(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Any method, with an optional bearer token.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// Registers `email` with [`PASSWORD`] and returns its tokens.
+    pub async fn register(&self, email: &str) -> Tokens {
+        let res = self
+            .post_json(
+                "/api/v1/auth/register",
+                &serde_json::json!({"email": email, "password": PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(res.status().as_u16(), 201, "register {email}");
+        let body: Value = res.json().await.unwrap();
+        Tokens {
+            user_id: body["user"]["id"].as_u64().unwrap(),
+            access: body["tokens"]["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["tokens"]["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Logs in and returns the response.
+    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            &serde_json::json!({"email": email, "password": password}),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /api/v1/me` with `token`: its status.
+    pub async fn me_status(&self, token: &str) -> u16 {
+        self.call(reqwest::Method::GET, "/api/v1/me", Some(token)).await.status().as_u16()
     }
 
     /// `POST` a raw body with a content type.

@@ -21,14 +21,23 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "create entity trees", apply: create_trees }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "create entity trees", apply: create_trees },
+    Migration { version: 2, name: "create identity trees", apply: create_identity_trees },
+];
 
 /// The schema version this binary writes.
 pub const CURRENT_SCHEMA_VERSION: u32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 fn create_trees(store: &Store) -> Result<(), StoreError> {
     for name in trees::ALL {
+        store.tree(name)?;
+    }
+    Ok(())
+}
+
+fn create_identity_trees(store: &Store) -> Result<(), StoreError> {
+    for name in trees::IDENTITY {
         store.tree(name)?;
     }
     Ok(())
@@ -89,13 +98,14 @@ mod tests {
 
     fn count_and_write(store: &Store) -> Result<(), StoreError> {
         APPLIED.fetch_add(1, Ordering::SeqCst);
-        store.tree(trees::META)?.insert(b"marker", b"v2".as_slice())?;
+        store.tree(trees::META)?.insert(b"marker", b"v3".as_slice())?;
         Ok(())
     }
 
-    const WITH_V2: &[Migration] = &[
+    const WITH_NEXT: &[Migration] = &[
         Migration { version: 1, name: "create entity trees", apply: create_trees },
-        Migration { version: 2, name: "test marker", apply: count_and_write },
+        Migration { version: 2, name: "create identity trees", apply: create_identity_trees },
+        Migration { version: 3, name: "test marker", apply: count_and_write },
     ];
 
     #[test]
@@ -112,18 +122,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
         APPLIED.store(0, Ordering::SeqCst);
-        run_list(&store, WITH_V2).unwrap();
-        run_list(&store, WITH_V2).unwrap();
+        run_list(&store, WITH_NEXT).unwrap();
+        run_list(&store, WITH_NEXT).unwrap();
         assert_eq!(APPLIED.load(Ordering::SeqCst), 1);
-        assert_eq!(schema_version(&store).unwrap(), 2);
+        assert_eq!(schema_version(&store).unwrap(), 3);
     }
 
     #[test]
     fn a_store_from_a_newer_keel_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
-        run_list(&store, WITH_V2).unwrap();
+        run_list(&store, WITH_NEXT).unwrap();
         let err = run_list(&store, MIGRATIONS).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 2, supported: 1 }));
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 3, supported: 2 }));
     }
 }

@@ -40,8 +40,17 @@ pub mod trees {
     pub const EVENTS: &str = "events";
     /// Every event with a monotonic id, waiting for the optional Postgres sink.
     pub const OUTBOX: &str = "outbox";
+    /// Normalised email → user id: the uniqueness index for `users`.
+    pub const USER_EMAILS: &str = "user_emails";
+    /// Login sessions (refresh-token families), keyed by (user id, session id).
+    pub const SESSIONS: &str = "sessions";
+    /// Refresh tokens, keyed by the BLAKE2b hash of the token (never the token itself).
+    pub const REFRESH_TOKENS: &str = "refresh_tokens";
 
-    /// Every tree, in the order the first migration creates them.
+    /// Trees added by migration 2 (identity).
+    pub const IDENTITY: [&str; 3] = [USER_EMAILS, SESSIONS, REFRESH_TOKENS];
+
+    /// Every tree the first migration creates.
     pub const ALL: [&str; 9] =
         [META, USERS, CREDENTIALS, BOTS, ORDERS, FILLS, POSITIONS, EVENTS, OUTBOX];
 }

@@ -1,0 +1,75 @@
+//! `AuthUser`: the only way a handler learns who is calling.
+//!
+//! It reads `Authorization: Bearer <jwt>`, verifies the token, and checks that its user still
+//! exists and its session is still active (not logged out, not revoked by refresh-token reuse).
+//! Any failure is 401 `UNAUTHORIZED` with `WWW-Authenticate: Bearer`, saying no more.
+
+use std::future::{Ready, ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, web};
+
+use crate::http::ApiError;
+use crate::startup::AppState;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthUser {
+    /// The user.
+    pub user_id: u64,
+    /// Their login session.
+    pub session_id: u64,
+}
+
+fn unauthorized(message: &str) -> ApiError {
+    ApiError::unauthorized(message).www_authenticate()
+}
+
+impl AuthUser {
+    /// Authenticates a bearer token (also used by the WebSocket `auth` message).
+    ///
+    /// # Errors
+    /// 401 for a bad, expired or revoked token or a deleted user; 500 if the store fails.
+    pub fn from_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
+        let (user_id, claims) = state.identity.tokens.verify(token).map_err(|rejected| {
+            tracing::debug!(reason = %rejected, "access token refused");
+            unauthorized("invalid or expired access token")
+        })?;
+        let identity = &state.identity;
+        if !identity.users.exists(user_id).map_err(ApiError::internal)? {
+            return Err(unauthorized("invalid or expired access token"));
+        }
+        if !identity.sessions.is_active(user_id, claims.sid).map_err(ApiError::internal)? {
+            return Err(unauthorized("the session has ended; log in again"));
+        }
+        Ok(Self { user_id, session_id: claims.sid })
+    }
+
+    fn from_request_sync(req: &HttpRequest) -> Result<Self, ApiError> {
+        let state = req
+            .app_data::<web::Data<AppState>>()
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not registered")))?;
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("an access token is required"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        Self::from_token(state, token)
+    }
+}
+
+impl FromRequest for AuthUser {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Self::from_request_sync(req))
+    }
+}

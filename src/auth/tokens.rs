@@ -1,0 +1,160 @@
+//! Access tokens: HS256 JWTs with `iss`, `aud`, `sub`, `exp`, `iat`, `jti` and `sid`.
+//!
+//! The algorithm is pinned: a token whose header names any other (including `none`) is refused
+//! before its signature is looked at. Refresh tokens are not JWTs at all (see
+//! `keel_actors::identity::Sessions`), so one can never pass for an access token.
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::configuration::AuthSettings;
+
+/// The one algorithm Keel signs and accepts.
+pub const ALGORITHM: Algorithm = Algorithm::HS256;
+
+/// The claims of an access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// The user id, as a decimal string.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Unique token id.
+    pub jti: String,
+    /// The login session it belongs to; revoking the session revokes the token.
+    pub sid: u64,
+}
+
+/// A freshly signed access token.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The compact JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+}
+
+/// Why a presented token was refused. Never shown to clients beyond "invalid token".
+#[derive(Debug, thiserror::Error)]
+#[error("invalid access token: {0}")]
+pub struct TokenRejected(pub String);
+
+/// Signs and verifies access tokens.
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl TokenIssuer {
+    /// An issuer for `settings`, signing with `secret`.
+    pub fn new(settings: &AuthSettings, secret: &SecretString) -> Self {
+        let bytes = secret.expose_secret().as_bytes();
+        let mut validation = Validation::new(ALGORITHM);
+        validation.algorithms = vec![ALGORITHM];
+        validation.leeway = settings.leeway_secs;
+        validation.validate_exp = true;
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            validation,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            ttl: Duration::from_secs(settings.access_ttl_secs),
+        }
+    }
+
+    /// Signs an access token for `user_id` in session `session_id`.
+    ///
+    /// # Errors
+    /// Signing failed (a bug).
+    pub fn issue(&self, user_id: u64, session_id: u64) -> anyhow::Result<IssuedToken> {
+        let iat = now_secs();
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: user_id.to_string(),
+            exp: iat + self.ttl.as_secs(),
+            iat,
+            jti: uuid::Uuid::new_v4().to_string(),
+            sid: session_id,
+        };
+        let token = encode(&Header::new(ALGORITHM), &claims, &self.encoding)?;
+        Ok(IssuedToken { token, expires_in: self.ttl.as_secs() })
+    }
+
+    /// Verifies signature, algorithm, issuer, audience and expiry, and returns the claims with
+    /// the user id parsed.
+    ///
+    /// # Errors
+    /// [`TokenRejected`] for anything wrong with the token.
+    pub fn verify(&self, token: &str) -> Result<(u64, AccessClaims), TokenRejected> {
+        let data = decode::<AccessClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| TokenRejected(e.to_string()))?;
+        if data.header.alg != ALGORITHM {
+            return Err(TokenRejected("algorithm".into()));
+        }
+        let user_id = data.claims.sub.parse().map_err(|_| TokenRejected("sub".into()))?;
+        Ok((user_id, data.claims))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::Settings;
+
+    fn issuer() -> TokenIssuer {
+        let settings = Settings::load_with_env(None, []).unwrap();
+        TokenIssuer::new(&settings.auth, &SecretString::from("k".repeat(32)))
+    }
+
+    #[test]
+    fn an_issued_token_verifies_to_its_user_and_session() {
+        let issuer = issuer();
+        let issued = issuer.issue(42, 7).unwrap();
+        assert_eq!(issued.expires_in, 900);
+        let (user, claims) = issuer.verify(&issued.token).unwrap();
+        assert_eq!(user, 42);
+        assert_eq!(claims.sid, 7);
+        assert_eq!(claims.iss, "keel");
+        assert_eq!(claims.aud, "keel-api");
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let issuer = issuer();
+        for token in ["", "a.b.c", "not a token", "krt_abcdef"] {
+            assert!(issuer.verify(token).is_err(), "{token}");
+        }
+    }
+}

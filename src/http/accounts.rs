@@ -1,0 +1,128 @@
+//! `/api/v1/exchange-accounts`: credentials stored in, and only in, the vault.
+
+use actix_web::{HttpResponse, web};
+use keel_actors::mailbox::ask;
+use keel_actors::vault::{AddCredential, ListCredentials, RemoveCredential, VaultError};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{ApiError, FieldError};
+use crate::auth::AuthUser;
+use crate::startup::AppState;
+
+/// Venues that take signed orders and so need credentials.
+pub const CREDENTIAL_VENUES: &[&str] = &["binance", "binance_futures"];
+/// Longest label.
+const MAX_LABEL_CHARS: usize = 64;
+/// Longest API key or secret accepted (Binance's are 64 characters; Ed25519 PEMs are longer).
+const MAX_KEY_CHARS: usize = 512;
+
+/// `POST /exchange-accounts` body. Its `Debug` shows no key material.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    venue: String,
+    label: String,
+    api_key: SecretString,
+    api_secret: SecretString,
+    #[serde(default)]
+    testnet: bool,
+}
+
+fn check_key(field: &str, value: &SecretString, details: &mut Vec<FieldError>) {
+    let value = value.expose_secret();
+    if value.is_empty() {
+        details.push(FieldError::new(field, "must not be empty"));
+    } else if value.chars().count() > MAX_KEY_CHARS {
+        details.push(FieldError::new(field, format!("must be at most {MAX_KEY_CHARS} characters")));
+    } else if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        details.push(FieldError::new(field, "must not contain spaces or control characters"));
+    }
+}
+
+fn validate(body: &NewAccount) -> Result<(), ApiError> {
+    let mut details = Vec::new();
+    if !CREDENTIAL_VENUES.contains(&body.venue.as_str()) {
+        details.push(FieldError::new(
+            "venue",
+            format!("must be one of {}", CREDENTIAL_VENUES.join(", ")),
+        ));
+    }
+    let label = body.label.trim();
+    if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
+        details
+            .push(FieldError::new("label", format!("must be 1 to {MAX_LABEL_CHARS} characters")));
+    } else if label.chars().any(char::is_control) {
+        details.push(FieldError::new("label", "must not contain control characters"));
+    }
+    check_key("api_key", &body.api_key, &mut details);
+    check_key("api_secret", &body.api_secret, &mut details);
+    if details.is_empty() { Ok(()) } else { Err(ApiError::validation(details)) }
+}
+
+/// Maps vault errors to API errors; nothing secret is in any of them.
+pub fn vault_error(err: VaultError) -> ApiError {
+    match err {
+        VaultError::NotFound => {
+            ApiError::not_found("EXCHANGE_ACCOUNT_NOT_FOUND", "no such exchange account")
+        }
+        VaultError::Limit(n) => {
+            ApiError::conflict(format!("at most {n} exchange accounts per user"))
+        }
+        other => ApiError::internal(other),
+    }
+}
+
+/// `POST /exchange-accounts`.
+///
+/// # Errors
+/// 422 for invalid fields, 409 past the per-user limit, 503/504 if the vault is busy.
+#[tracing::instrument(skip_all, fields(user_id = user.user_id))]
+pub async fn create(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: web::Json<NewAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    validate(&body)?;
+    let add = AddCredential {
+        user_id: user.user_id,
+        venue: body.venue,
+        label: body.label.trim().to_owned(),
+        api_key: body.api_key,
+        api_secret: body.api_secret,
+        testnet: body.testnet,
+    };
+    let view = ask(&state.vault()?, add, state.settings.request_timeout(), "vault")
+        .await?
+        .map_err(vault_error)?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+/// `GET /exchange-accounts`.
+///
+/// # Errors
+/// 503/504 if the vault is busy.
+pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let query = ListCredentials { user_id: user.user_id };
+    let views = ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
+        .await?
+        .map_err(vault_error)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": views })))
+}
+
+/// `DELETE /exchange-accounts/{id}`. Another user's id answers 404, like a missing one.
+///
+/// # Errors
+/// 404 for an unknown id.
+pub async fn delete(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let query = RemoveCredential { user_id: user.user_id, credential_id: id.into_inner() };
+    ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
+        .await?
+        .map_err(vault_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}

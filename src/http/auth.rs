@@ -1,0 +1,250 @@
+//! `/api/v1/auth/*` and `/api/v1/me`.
+
+use std::net::IpAddr;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use keel_actors::identity::{IdentityError, UserRecord, normalize_email, validate_password};
+use keel_actors::mailbox::ask;
+use keel_actors::vault::RemoveUserCredentials;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, FieldError};
+use crate::auth::AuthUser;
+use crate::startup::AppState;
+
+/// `POST /auth/register` and `POST /auth/login` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    email: String,
+    password: SecretString,
+}
+
+/// `POST /auth/refresh` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    refresh_token: SecretString,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    id: u64,
+    email: String,
+    created_at: String,
+}
+
+impl From<&UserRecord> for UserView {
+    fn from(user: &UserRecord) -> Self {
+        let created = std::time::UNIX_EPOCH + std::time::Duration::from_millis(user.created_at_ms);
+        Self {
+            id: user.id,
+            email: user.email.clone(),
+            created_at: humantime::format_rfc3339_seconds(created).to_string(),
+        }
+    }
+}
+
+/// Tokens handed out by register, login and refresh.
+#[derive(Debug, Serialize)]
+struct TokenPair {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    refresh_token: String,
+    refresh_expires_in: u64,
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(err: IdentityError) -> Self {
+        match err {
+            IdentityError::EmailTaken => {
+                ApiError::conflict("an account with this email already exists")
+            }
+            IdentityError::InvalidCredentials => {
+                ApiError::unauthorized("invalid email or password")
+            }
+            IdentityError::InvalidRefreshToken | IdentityError::RefreshTokenReused => {
+                ApiError::unauthorized(err.to_string())
+            }
+            IdentityError::Overloaded => ApiError::overloaded("password hashing"),
+            IdentityError::Hashing | IdentityError::Store(_) => ApiError::internal(err),
+        }
+    }
+}
+
+/// Validates email and password shape, collecting both problems at once.
+fn check_new_credentials(body: &Credentials) -> Result<String, ApiError> {
+    let email = normalize_email(&body.email);
+    let password = validate_password(&body.password);
+    let mut details = Vec::new();
+    if let Err(message) = &email {
+        details.push(FieldError::new("email", message));
+    }
+    if let Err(message) = password {
+        details.push(FieldError::new("password", message));
+    }
+    match email {
+        Ok(email) if details.is_empty() => Ok(email),
+        _ => Err(ApiError::validation(details)),
+    }
+}
+
+/// Starts a session for `user_id`, makes it durable, and answers with its tokens.
+async fn start_session(state: &AppState, user_id: u64) -> Result<TokenPair, ApiError> {
+    let identity = &state.identity;
+    let (session, refresh) = identity.sessions.start(user_id, identity.refresh_ttl)?;
+    state.store.commit().await.map_err(ApiError::internal)?;
+    token_pair(state, user_id, session.id, refresh.0, session.expires_at_ms)
+}
+
+fn token_pair(
+    state: &AppState,
+    user_id: u64,
+    session_id: u64,
+    refresh: SecretString,
+    session_expires_at_ms: u64,
+) -> Result<TokenPair, ApiError> {
+    let access = state.identity.tokens.issue(user_id, session_id).map_err(ApiError::internal)?;
+    let now = keel_actors::identity::now_ms();
+    Ok(TokenPair {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in,
+        refresh_token: refresh.expose_secret().to_owned(),
+        refresh_expires_in: session_expires_at_ms.saturating_sub(now) / 1000,
+    })
+}
+
+/// `POST /auth/register`: creates an account and logs it in.
+///
+/// # Errors
+/// 422 for a bad email or password, 409 for a taken email, 503 when hashing is saturated.
+#[tracing::instrument(skip_all)]
+pub async fn register(
+    state: web::Data<AppState>,
+    body: web::Json<Credentials>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let email = check_new_credentials(&body)?;
+    let hash = state.identity.hasher.hash(body.password).await?;
+    let user = state.identity.users.create(&email, hash)?;
+    let tokens = start_session(&state, user.id).await?;
+    tracing::info!(user_id = user.id, "user registered");
+    Ok(HttpResponse::Created().json(serde_json::json!({
+        "user": UserView::from(&user),
+        "tokens": tokens,
+    })))
+}
+
+fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
+    req.peer_addr().map(|addr| addr.ip())
+}
+
+/// `POST /auth/login`.
+///
+/// Takes the same time whether or not the email exists: an unknown email is checked against a
+/// decoy hash of the same cost.
+///
+/// # Errors
+/// 401 for a wrong email or password, 429 when throttled, 503 when hashing is saturated.
+#[tracing::instrument(skip_all)]
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<Credentials>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    // A malformed email cannot match any account, but is throttled and hashed like one.
+    let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.to_lowercase());
+    if let Err(wait) = state.identity.throttle.attempt(&email, client_ip(&req)) {
+        metrics::counter!("keel_login_throttled_total").increment(1);
+        return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+    }
+    let user = state.identity.users.by_email(&email).map_err(ApiError::internal)?;
+    let stored = user.as_ref().map(|u| u.password_hash.clone());
+    let matched = state.identity.hasher.verify(stored, body.password).await?;
+    let Some(user) = user.filter(|_| matched) else {
+        metrics::counter!("keel_login_failures_total").increment(1);
+        return Err(IdentityError::InvalidCredentials.into());
+    };
+    let tokens = start_session(&state, user.id).await?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// `POST /auth/refresh`: rotates the refresh token. Reusing an old one revokes its session.
+///
+/// # Errors
+/// 401 for an unknown, expired, reused or revoked refresh token.
+#[tracing::instrument(skip_all)]
+pub async fn refresh(
+    state: web::Data<AppState>,
+    body: web::Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = &state.identity;
+    let result = identity.sessions.rotate(&body.refresh_token);
+    // A detected reuse revoked the session: make that durable before answering.
+    state.store.commit().await.map_err(ApiError::internal)?;
+    let (session, next) = result?;
+    if !identity.users.exists(session.user_id).map_err(ApiError::internal)? {
+        return Err(IdentityError::InvalidRefreshToken.into());
+    }
+    let tokens = token_pair(&state, session.user_id, session.id, next.0, session.expires_at_ms)?;
+    Ok(HttpResponse::Ok().json(tokens))
+}
+
+/// `POST /auth/logout`: ends the caller's session; its access and refresh tokens stop working.
+///
+/// # Errors
+/// 401 without a valid token.
+pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state
+        .identity
+        .sessions
+        .revoke(user.user_id, user.session_id, "logout")
+        .map_err(ApiError::internal)?;
+    state.store.commit().await.map_err(ApiError::internal)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /me`.
+///
+/// # Errors
+/// 401 without a valid token.
+pub async fn me(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let record = state
+        .identity
+        .users
+        .get(user.user_id)
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    Ok(HttpResponse::Ok().json(UserView::from(&record)))
+}
+
+/// `DELETE /me`: deletes the account, its exchange credentials and its sessions.
+///
+/// # Errors
+/// 401 without a valid token; 503/504 if the vault cannot answer.
+pub async fn delete_me(
+    user: AuthUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let vault = state.vault()?;
+    let removed = ask(
+        &vault,
+        RemoveUserCredentials { user_id: user.user_id },
+        state.settings.request_timeout(),
+        "vault",
+    )
+    .await?
+    .map_err(super::accounts::vault_error)?;
+    let identity = &state.identity;
+    identity.sessions.remove_all(user.user_id).map_err(ApiError::internal)?;
+    identity.users.delete(user.user_id).map_err(ApiError::internal)?;
+    state.store.commit().await.map_err(ApiError::internal)?;
+    tracing::info!(user_id = user.user_id, credentials = removed, "account deleted");
+    Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
+}
