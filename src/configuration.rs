@@ -50,6 +50,43 @@ pub struct Settings {
     pub auth: AuthSettings,
     /// The credential vault.
     pub vault: VaultSettings,
+    /// Market-data feeds.
+    pub feed: FeedSettings,
+    /// Venues.
+    pub venues: VenuesSettings,
+}
+
+/// `[feed]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedSettings {
+    /// Seconds a symbol stays tracked after the last market request.
+    pub warm_secs: u64,
+    /// Milliseconds a market request waits for the first data.
+    pub first_data_wait_ms: u64,
+}
+
+/// `[venues]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VenuesSettings {
+    /// The simulated venue.
+    pub sim: SimVenueSettings,
+}
+
+/// `[venues.sim]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimVenueSettings {
+    /// Whether it runs.
+    pub enabled: bool,
+    /// Symbols it lists; from the environment as a comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub symbols: Vec<String>,
+    /// Random-walk seed.
+    pub seed: u64,
+    /// Trades per second per watched symbol.
+    pub trades_per_sec: u32,
 }
 
 /// Fewest bytes accepted for `auth.jwt_secret`.
@@ -94,6 +131,22 @@ pub struct VaultSettings {
     pub previous_master_key: Option<SecretString>,
     /// Exchange accounts per user.
     pub max_credentials_per_user: usize,
+}
+
+/// Accepts a TOML list or, as environment variables must give it, a comma-separated string.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match ListOrCsv::deserialize(deserializer)? {
+        ListOrCsv::List(list) => list,
+        ListOrCsv::Csv(csv) => {
+            csv.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        }
+    })
 }
 
 /// Serialises a secret as `[redacted]`, so printing settings cannot leak it.
@@ -305,6 +358,27 @@ impl Settings {
         if auth.hash_concurrency > 64 {
             return Err(invalid("auth.hash_concurrency", "must be at most 64 (0 = automatic)"));
         }
+        if !(1..=86_400).contains(&self.feed.warm_secs) {
+            return Err(invalid("feed.warm_secs", "must be between 1 and 86400"));
+        }
+        if !(10..=30_000).contains(&self.feed.first_data_wait_ms) {
+            return Err(invalid("feed.first_data_wait_ms", "must be between 10 and 30000"));
+        }
+        let sim = &self.venues.sim;
+        if sim.enabled && sim.symbols.is_empty() {
+            return Err(invalid("venues.sim.symbols", "must list at least one symbol"));
+        }
+        if let Some(bad) =
+            sim.symbols.iter().find(|s| keel_actors::market::Symbol::parse(s).is_none())
+        {
+            return Err(invalid(
+                "venues.sim.symbols",
+                format!("`{bad}` is not a symbol (2-20 letters and digits)"),
+            ));
+        }
+        if sim.trades_per_sec > 100_000 {
+            return Err(invalid("venues.sim.trades_per_sec", "must be at most 100000"));
+        }
         if !(1..=1_000_000).contains(&self.vault.max_credentials_per_user) {
             return Err(invalid("vault.max_credentials_per_user", "must be between 1 and 1000000"));
         }
@@ -415,6 +489,9 @@ mod tests {
                 .unwrap();
         assert_eq!(settings.server.port, 9100);
         assert_eq!(settings.server.host, "0.0.0.0");
+        let vars = env(&[("KEEL__VENUES__SIM__SYMBOLS", "BTCUSDT,SOLUSDT")]);
+        let settings = Settings::load_with_env(None, vars).unwrap();
+        assert_eq!(settings.venues.sim.symbols, ["BTCUSDT", "SOLUSDT"]);
     }
 
     #[test]
@@ -430,6 +507,7 @@ mod tests {
             (&[("KEEL__LOG__FORMAT", "xml")], "log.format"),
             (&[("KEEL__SERVER__SHUTDOWN_TIMEOUT_SECS", "60")], "server.shutdown_timeout_secs"),
             (&[("KEEL__SUPERVISOR__MAX_RESTARTS", "0")], "supervisor.max_restarts"),
+            (&[("KEEL__VENUES__SIM__SYMBOLS", "BTC-USDT")], "venues.sim.symbols"),
         ];
         for (vars, key) in cases {
             let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();

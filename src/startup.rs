@@ -13,10 +13,12 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use keel_actors::feed::{FeedAddress, FeedConfig, FeedSpec, SimConfig};
 use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
+use keel_actors::market::{Symbol, VenueId};
 use keel_actors::store::{Store, StoreConfig};
-use keel_actors::supervisor::{RestartPolicy, Shutdown, Supervisor};
+use keel_actors::supervisor::{ChildSpec, RestartPolicy, Shutdown, Supervisor, SupervisorSpec};
 use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
 use tokio::sync::Notify;
 
@@ -47,6 +49,8 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// Where the (restartable) vault currently is.
     pub vault: VaultAddress,
+    /// Each enabled venue's feed.
+    pub feeds: Arc<std::collections::BTreeMap<VenueId, FeedAddress>>,
 }
 
 impl AppState {
@@ -172,7 +176,8 @@ impl Application {
             secrets.key_ring,
             settings.vault.max_credentials_per_user,
         );
-        let root = Supervisor::new("root", policy).child(vault_spec).start();
+        let (feeds_spec, feeds) = feeds(&settings, policy);
+        let root = Supervisor::new("root", policy).child(vault_spec).child(feeds_spec).start();
 
         let address = settings.listen_address()?;
         let listener = TcpListener::bind(address)
@@ -180,7 +185,14 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let state = AppState { store, root, settings: settings.clone(), identity, vault };
+        let state = AppState {
+            store,
+            root,
+            settings: settings.clone(),
+            identity,
+            vault,
+            feeds: Arc::new(feeds),
+        };
         let data = web::Data::new(state.clone());
         let recorder = web::Data::new(recorder);
         let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);
@@ -283,6 +295,39 @@ impl Application {
         tracing::info!("Keel stopped");
         Ok(())
     }
+}
+
+/// The feeds supervisor with one feed per enabled venue, and where each feed's address is.
+fn feeds(
+    settings: &Settings,
+    policy: RestartPolicy,
+) -> (SupervisorSpec, std::collections::BTreeMap<VenueId, FeedAddress>) {
+    let mut configs = Vec::new();
+    let sim = &settings.venues.sim;
+    if sim.enabled {
+        configs.push(FeedConfig {
+            venue: VenueId::Sim,
+            warm_for: Duration::from_secs(settings.feed.warm_secs),
+            first_data_wait: Duration::from_millis(settings.feed.first_data_wait_ms),
+            sim: Some(SimConfig {
+                symbols: sim.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
+                seed: sim.seed,
+                trades_per_sec: sim.trades_per_sec,
+            }),
+        });
+    }
+    let slots: Vec<(FeedConfig, FeedAddress)> =
+        configs.into_iter().map(|config| (config, FeedAddress::default())).collect();
+    let addresses = slots.iter().map(|(config, slot)| (config.venue, slot.clone())).collect();
+    let spec = SupervisorSpec::new("feeds", policy, move || {
+        slots
+            .iter()
+            .map(|(config, slot)| {
+                Box::new(FeedSpec::new(config.clone(), slot.clone())) as Box<dyn ChildSpec>
+            })
+            .collect()
+    });
+    (spec, addresses)
 }
 
 /// SIGTERM and SIGINT, listened for from [`Application::build`] on, so a signal that arrives

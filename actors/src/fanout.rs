@@ -77,6 +77,20 @@ where
         self.entries.is_empty()
     }
 
+    /// Offers `event` to one subscriber without waiting; `on_full` gets it back if the mailbox
+    /// is full. A closed subscriber is removed. False if there is no such subscriber.
+    pub fn publish_to(&mut self, key: &K, event: M, on_full: impl FnOnce(M)) -> bool {
+        let Some(index) = self.entries.iter().position(|(k, _)| k == key) else { return false };
+        match self.entries[index].1.try_send(event) {
+            Ok(()) => {}
+            Err(SendError::Full(event)) => on_full(event),
+            Err(SendError::Closed(_)) => {
+                self.entries.swap_remove(index);
+            }
+        }
+        true
+    }
+
     /// Offers `event` to every subscriber without waiting. `on_full` is called with the key and
     /// the undelivered event for each full mailbox, so the caller can conflate or count it.
     pub fn publish(&mut self, event: &M, mut on_full: impl FnMut(&K, M)) -> Delivery {

@@ -9,8 +9,11 @@
 //! through messages and the [`store::Store`] handle.
 
 pub mod fanout;
+pub mod feed;
 pub mod identity;
 pub mod mailbox;
+pub mod market;
 pub mod store;
 pub mod supervisor;
 pub mod vault;
+pub mod venues;

@@ -9,6 +9,7 @@ pub mod accounts;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod markets;
 pub mod metrics;
 pub mod request;
 
@@ -76,6 +77,19 @@ pub fn api_routes() -> Vec<ApiRoute> {
             "/exchange-accounts/{id}",
             User,
             web::route().to(accounts::delete),
+        ),
+        ApiRoute::new(M::GET, "/venues", User, web::route().to(markets::venues)),
+        ApiRoute::new(
+            M::GET,
+            "/markets/{venue}/{symbol}/ticker",
+            User,
+            web::route().to(markets::ticker),
+        ),
+        ApiRoute::new(
+            M::GET,
+            "/markets/{venue}/{symbol}/candles",
+            User,
+            web::route().to(markets::candles),
         ),
     ]
 }

@@ -6,6 +6,7 @@ mod auth;
 mod errors;
 mod health;
 mod helpers;
+mod markets;
 mod process;
 mod protection;
 mod tampering;

@@ -2,8 +2,8 @@
 
 use actix::Recipient;
 
-use super::ChildExited;
 use super::panic::take_last_panic;
+use super::{ChildExited, ChildFailed};
 
 /// Owned by a supervised actor. When the actor goes away (stopped, or dropped by the runtime
 /// after a panic) the lifeline is dropped with it and tells the supervisor why.
@@ -12,12 +12,23 @@ pub struct Lifeline {
     index: usize,
     generation: u64,
     supervisor: Recipient<ChildExited>,
+    failures: Recipient<ChildFailed>,
     reason: Option<String>,
 }
 
 impl Lifeline {
-    pub(crate) fn new(index: usize, generation: u64, supervisor: Recipient<ChildExited>) -> Self {
-        Self { index, generation, supervisor, reason: None }
+    pub(crate) fn new(
+        index: usize,
+        generation: u64,
+        supervisor: Recipient<ChildExited>,
+        failures: Recipient<ChildFailed>,
+    ) -> Self {
+        Self { index, generation, supervisor, failures, reason: None }
+    }
+
+    /// Where a child that is itself a supervisor escalates: its own supervisor.
+    pub fn escalation(&self) -> Recipient<ChildFailed> {
+        self.failures.clone()
     }
 
     /// Records why the actor is about to stop (a caught panic, a fatal error), for the

@@ -14,6 +14,7 @@
 
 mod lifeline;
 mod panic;
+mod slot;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -23,6 +24,7 @@ use actix::prelude::*;
 pub use lifeline::Lifeline;
 pub use panic::{catch_panic, install_panic_hook};
 use serde::Serialize;
+pub use slot::AddressSlot;
 
 use crate::mailbox::{Ask, Query};
 
@@ -247,9 +249,14 @@ impl Supervisor {
     }
 
     /// Adds a child; children start in the order they are added and stop in reverse.
-    pub fn child(mut self, spec: impl ChildSpec) -> Self {
+    pub fn child(self, spec: impl ChildSpec) -> Self {
+        self.boxed_child(Box::new(spec))
+    }
+
+    /// Adds a child given as a trait object.
+    pub fn boxed_child(mut self, spec: Box<dyn ChildSpec>) -> Self {
         self.children.push(Child {
-            spec: Box::new(spec),
+            spec,
             handle: None,
             state: ChildState::Restarting,
             generation: 0,
@@ -260,10 +267,11 @@ impl Supervisor {
     }
 
     fn start_child(&mut self, index: usize, ctx: &mut Context<Self>) {
-        let me = ctx.address().recipient();
+        let me = ctx.address();
         let child = &mut self.children[index];
         child.generation += 1;
-        let lifeline = Lifeline::new(index, child.generation, me);
+        let lifeline =
+            Lifeline::new(index, child.generation, me.clone().recipient(), me.recipient());
         match child.spec.start(lifeline) {
             Ok(handle) => {
                 child.handle = Some(handle);
@@ -454,6 +462,44 @@ impl Handler<Stop> for Supervisor {
     /// Stopped as a child of another supervisor: stop the subtree first.
     fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
         Box::pin(self.stop_children(Duration::from_secs(5)).map(|_, _, ctx| ctx.stop()))
+    }
+}
+
+/// A nested supervisor as a child: on every (re)start it builds its children afresh from
+/// `children`, and escalates to the supervisor above it.
+pub struct SupervisorSpec {
+    name: String,
+    policy: RestartPolicy,
+    children: Box<dyn Fn() -> Vec<Box<dyn ChildSpec>>>,
+}
+
+impl fmt::Debug for SupervisorSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorSpec").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl SupervisorSpec {
+    /// A nested supervisor named `name` over the children `children` builds.
+    pub fn new(
+        name: impl Into<String>,
+        policy: RestartPolicy,
+        children: impl Fn() -> Vec<Box<dyn ChildSpec>> + 'static,
+    ) -> Self {
+        Self { name: name.into(), policy, children: Box::new(children) }
+    }
+}
+
+impl ChildSpec for SupervisorSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&mut self, lifeline: Lifeline) -> Result<Box<dyn ChildHandle>, StartError> {
+        let supervisor =
+            Supervisor::new(self.name.clone(), self.policy).escalate_to(lifeline.escalation());
+        let supervisor = (self.children)().into_iter().fold(supervisor, Supervisor::boxed_child);
+        Ok(Box::new(supervisor.with_lifeline(lifeline).start()))
     }
 }
 

@@ -22,7 +22,7 @@ pub use self::keys::{KeyRing, MasterKey};
 use crate::identity::now_ms;
 use crate::mailbox::{Ask, Query};
 use crate::store::{Store, StoreError, decode, encode, id_key, pair_key, trees};
-use crate::supervisor::{ChildHandle, ChildSpec, Lifeline, StartError, Stop};
+use crate::supervisor::{AddressSlot, ChildHandle, ChildSpec, Lifeline, StartError, Stop};
 
 /// The vault's mailbox size. Signing is on the order path, so it must absorb bursts.
 const MAILBOX_CAPACITY: usize = 1024;
@@ -464,12 +464,15 @@ impl Handler<Stop> for Vault {
     }
 }
 
-/// Starts the vault under a supervisor, publishing its current address to `address`.
+/// Where the vault's current address can be read; it changes when the vault is restarted.
+pub type VaultAddress = AddressSlot<Vault>;
+
+/// Starts the vault under a supervisor, publishing its current address.
 pub struct VaultSpec {
     store: Store,
     ring: std::sync::Arc<KeyRing>,
     max_per_user: usize,
-    address: std::sync::Arc<std::sync::RwLock<Option<Addr<Vault>>>>,
+    address: VaultAddress,
 }
 
 impl fmt::Debug for VaultSpec {
@@ -478,27 +481,12 @@ impl fmt::Debug for VaultSpec {
     }
 }
 
-/// Where the vault's current address can be read; it changes when the vault is restarted.
-#[derive(Debug, Clone, Default)]
-pub struct VaultAddress(std::sync::Arc<std::sync::RwLock<Option<Addr<Vault>>>>);
-
-impl VaultAddress {
-    /// The running vault, if it is running.
-    pub fn get(&self) -> Option<Addr<Vault>> {
-        self.0.read().ok().and_then(|guard| guard.clone())
-    }
-}
-
 impl VaultSpec {
     /// A spec for a vault over `store` with `ring`, and where its address will be published.
     pub fn new(store: Store, ring: KeyRing, max_per_user: usize) -> (Self, VaultAddress) {
         let address = VaultAddress::default();
-        let spec = Self {
-            store,
-            ring: std::sync::Arc::new(ring),
-            max_per_user,
-            address: address.0.clone(),
-        };
+        let spec =
+            Self { store, ring: std::sync::Arc::new(ring), max_per_user, address: address.clone() };
         (spec, address)
     }
 }
@@ -513,9 +501,7 @@ impl ChildSpec for VaultSpec {
             .map_err(|e| StartError(e.to_string()))?;
         vault._lifeline = Some(lifeline);
         let addr = vault.start();
-        if let Ok(mut slot) = self.address.write() {
-            *slot = Some(addr.clone());
-        }
+        self.address.set(addr.clone());
         Ok(Box::new(addr))
     }
 }

@@ -1,0 +1,598 @@
+//! Feed actors: one per venue, holding its market-data source and fanning events out.
+//!
+//! Subscriptions are reference-counted per stream (symbol × kind): the source produces a stream
+//! only while someone wants it. Every event is delivered with `try_send` into each subscriber's
+//! bounded mailbox, so the feed never waits for a subscriber. A subscriber whose mailbox is full
+//! gets the latest quote conflated (delivered on the next tick); a trade it cannot take is dropped
+//! and counted in `keel_feed_dropped_total`. The feed also keeps per-symbol state (last trade,
+//! best bid/ask, rolling candles) for the market endpoints, subscribing on demand and keeping a
+//! symbol warm for a while after the last request.
+
+mod state;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use serde::Serialize;
+pub use state::{BestQuote, LastTrade, SymbolState};
+
+use crate::fanout::Subscribers;
+use crate::mailbox::{Ask, Query, Replier};
+use crate::market::{
+    Candle, EventKind, Interval, MarketEvent, StreamKind, Symbol, VenueId, now_us,
+};
+use crate::supervisor::{AddressSlot, ChildHandle, ChildSpec, Lifeline, StartError, Stop};
+use crate::venues::sim::{Instrument, SimMarket};
+
+/// How often the feed runs its housekeeping: sim generation, conflated deliveries, waiters.
+const TICK: Duration = Duration::from_millis(10);
+/// The feed's own mailbox: control messages only (events come from its source).
+const MAILBOX_CAPACITY: usize = 4096;
+
+/// A market event delivered to a subscriber. Cloning shares the event.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct MarketData(pub Arc<MarketEvent>);
+
+/// Who subscribed (a bot id, a client connection id); unique per feed.
+pub type SubscriberId = u64;
+
+/// Why the feed refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FeedError {
+    /// The venue does not list this symbol.
+    #[error("{venue} has no symbol {symbol}")]
+    UnknownSymbol {
+        /// Venue.
+        venue: VenueId,
+        /// Symbol.
+        symbol: String,
+    },
+    /// The venue does not offer this kind of stream.
+    #[error("{venue} has no {kind} stream")]
+    Unsupported {
+        /// Venue.
+        venue: VenueId,
+        /// Stream kind.
+        kind: &'static str,
+    },
+    /// Nothing arrived within the wait.
+    #[error("no market data for {symbol} on {venue} yet")]
+    NoData {
+        /// Venue.
+        venue: VenueId,
+        /// Symbol.
+        symbol: String,
+    },
+}
+
+/// Configuration of a simulated feed.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Symbols it simulates.
+    pub symbols: Vec<Symbol>,
+    /// Seed of the random walk.
+    pub seed: u64,
+    /// Trades per second per active symbol.
+    pub trades_per_sec: u32,
+}
+
+/// Configuration common to every feed.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    /// Which venue.
+    pub venue: VenueId,
+    /// How long a symbol stays tracked after the last market request.
+    pub warm_for: Duration,
+    /// How long a market request waits for the first data.
+    pub first_data_wait: Duration,
+    /// The simulated market, for `VenueId::Sim`.
+    pub sim: Option<SimConfig>,
+}
+
+/// Subscribe `recipient` to one stream.
+pub struct Subscribe {
+    /// Symbol.
+    pub symbol: Symbol,
+    /// Stream kind.
+    pub kind: StreamKind,
+    /// Subscriber id (unsubscribe with the same).
+    pub subscriber: SubscriberId,
+    /// Where events go.
+    pub recipient: Recipient<MarketData>,
+}
+
+impl fmt::Debug for Subscribe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Subscribe({} {} by {})", self.symbol, self.kind.as_str(), self.subscriber)
+    }
+}
+
+impl Query for Subscribe {
+    type Answer = Result<(), FeedError>;
+}
+
+/// Stop delivering one stream to a subscriber.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Unsubscribe {
+    /// Symbol.
+    pub symbol: Symbol,
+    /// Stream kind.
+    pub kind: StreamKind,
+    /// Subscriber id.
+    pub subscriber: SubscriberId,
+}
+
+/// Last trade and best bid/ask of a symbol.
+#[derive(Debug, Clone)]
+pub struct GetTicker {
+    /// Symbol.
+    pub symbol: Symbol,
+}
+impl Query for GetTicker {
+    type Answer = Result<Ticker, FeedError>;
+}
+
+/// A symbol's ticker.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ticker {
+    /// Venue.
+    pub venue: VenueId,
+    /// Symbol.
+    pub symbol: Symbol,
+    /// Last trade.
+    pub last_trade: Option<LastTrade>,
+    /// Best bid/ask.
+    pub quote: Option<BestQuote>,
+}
+
+/// Rolling candles of a symbol.
+#[derive(Debug, Clone)]
+pub struct GetCandles {
+    /// Symbol.
+    pub symbol: Symbol,
+    /// Interval.
+    pub interval: Interval,
+    /// How many, newest last.
+    pub limit: usize,
+}
+impl Query for GetCandles {
+    type Answer = Result<Vec<Candle>, FeedError>;
+}
+
+/// The venue's health.
+#[derive(Debug, Clone, Copy)]
+pub struct GetVenueStatus;
+impl Query for GetVenueStatus {
+    type Answer = VenueStatus;
+}
+
+/// Connection state of a venue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Connectivity {
+    /// Receiving data.
+    Connected,
+    /// Connected but some streams are stale or reconnecting.
+    Degraded,
+    /// No connection.
+    Down,
+}
+
+/// What `GET /venues` shows for one venue.
+#[derive(Debug, Clone, Serialize)]
+pub struct VenueStatus {
+    /// Venue.
+    pub venue: VenueId,
+    /// State.
+    pub state: Connectivity,
+    /// Active streams (`market:sim:BTCUSDT:trades`).
+    pub streams: Vec<String>,
+    /// Milliseconds since the last message, if any arrived.
+    pub last_message_age_ms: Option<u64>,
+    /// Subscriptions across all streams.
+    pub subscribers: usize,
+}
+
+#[derive(Default)]
+struct Stream {
+    subscribers: Subscribers<SubscriberId, MarketData>,
+    /// Latest undelivered quote per subscriber whose mailbox was full.
+    conflated: HashMap<SubscriberId, MarketData>,
+}
+
+enum Waiting {
+    Ticker(Replier<Result<Ticker, FeedError>>),
+    Candles(Interval, usize, Replier<Result<Vec<Candle>, FeedError>>),
+}
+
+struct Waiter {
+    symbol: Symbol,
+    until: Instant,
+    what: Waiting,
+}
+
+/// One venue's feed.
+pub struct FeedActor {
+    config: FeedConfig,
+    sim: Option<SimMarket>,
+    streams: HashMap<(Symbol, StreamKind), Stream>,
+    symbols: HashMap<Symbol, SymbolState>,
+    warm_until: HashMap<Symbol, Instant>,
+    waiters: Vec<Waiter>,
+    /// Fractional trades owed per symbol by the sim's rate.
+    sim_debt: HashMap<Symbol, f64>,
+    last_tick: Instant,
+    last_message: Option<Instant>,
+    _lifeline: Option<Lifeline>,
+}
+
+impl fmt::Debug for FeedActor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FeedActor").field("venue", &self.config.venue).finish_non_exhaustive()
+    }
+}
+
+impl FeedActor {
+    /// A feed for `config`.
+    pub fn new(config: FeedConfig) -> Self {
+        let sim = config.sim.as_ref().map(|sim| {
+            SimMarket::new(
+                sim.seed,
+                sim.symbols.iter().cloned().map(Instrument::for_symbol).collect(),
+            )
+        });
+        Self {
+            config,
+            sim,
+            streams: HashMap::new(),
+            symbols: HashMap::new(),
+            warm_until: HashMap::new(),
+            waiters: Vec::new(),
+            sim_debt: HashMap::new(),
+            last_tick: Instant::now(),
+            last_message: None,
+            _lifeline: None,
+        }
+    }
+
+    fn venue(&self) -> VenueId {
+        self.config.venue
+    }
+
+    fn check_symbol(&self, symbol: &Symbol) -> Result<(), FeedError> {
+        match &self.sim {
+            Some(sim) if sim.instrument(symbol).is_none() => {
+                Err(FeedError::UnknownSymbol { venue: self.venue(), symbol: symbol.to_string() })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_kind(&self, kind: StreamKind) -> Result<(), FeedError> {
+        let supported = match self.venue() {
+            VenueId::Sim => {
+                matches!(kind, StreamKind::Trades | StreamKind::Quotes | StreamKind::Candles1m)
+            }
+            VenueId::Binance => kind != StreamKind::Liquidations,
+            VenueId::BinanceFutures => true,
+        };
+        if supported {
+            Ok(())
+        } else {
+            Err(FeedError::Unsupported { venue: self.venue(), kind: kind.as_str() })
+        }
+    }
+
+    /// Symbols the source must produce: those with subscribers or kept warm.
+    fn active_symbols(&self) -> Vec<Symbol> {
+        let mut active: Vec<Symbol> = self.streams.keys().map(|(s, _)| s.clone()).collect();
+        active.extend(self.warm_until.keys().cloned());
+        active.sort();
+        active.dedup();
+        active
+    }
+
+    fn warm(&mut self, symbol: &Symbol) {
+        self.warm_until.insert(symbol.clone(), Instant::now() + self.config.warm_for);
+    }
+
+    /// Folds an event into state and fans it out.
+    fn dispatch(&mut self, event: MarketEvent) {
+        self.last_message = Some(Instant::now());
+        let venue = self.venue().as_str();
+        metrics::counter!("keel_feed_messages_total", "venue" => venue).increment(1);
+        self.symbols.entry(event.symbol.clone()).or_default().apply(&event);
+        let Some(kind) = event.stream_kind() else { return };
+        let Some(stream) = self.streams.get_mut(&(event.symbol.clone(), kind)) else { return };
+        let data = MarketData(Arc::new(event));
+        let Stream { subscribers, conflated } = stream;
+        let delivery = subscribers.publish(&data, |subscriber, undelivered| match kind {
+            StreamKind::Quotes | StreamKind::Candles1m | StreamKind::Depth => {
+                conflated.insert(*subscriber, undelivered);
+            }
+            StreamKind::Trades | StreamKind::Liquidations => {
+                metrics::counter!("keel_feed_dropped_total", "venue" => venue, "stream" => kind.as_str())
+                    .increment(1);
+            }
+        });
+        if delivery.delivered > 0 {
+            metrics::counter!("keel_feed_deliveries_total", "venue" => venue)
+                .increment(delivery.delivered as u64);
+        }
+    }
+
+    /// Retries conflated deliveries; the latest value only.
+    fn flush_conflated(&mut self) {
+        for stream in self.streams.values_mut() {
+            if stream.conflated.is_empty() {
+                continue;
+            }
+            let pending = std::mem::take(&mut stream.conflated);
+            for (subscriber, data) in pending {
+                let _ = stream.subscribers.publish_to(&subscriber, data, |data| {
+                    stream.conflated.insert(subscriber, data);
+                });
+            }
+        }
+    }
+
+    fn generate_sim(&mut self, elapsed: Duration) {
+        let Some(rate) = self.config.sim.as_ref().map(|s| f64::from(s.trades_per_sec)) else {
+            return;
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for symbol in self.active_symbols() {
+            let debt = self.sim_debt.entry(symbol.clone()).or_default();
+            *debt += rate * elapsed.as_secs_f64();
+            let due = debt.floor() as u64;
+            *debt -= due as f64;
+            for _ in 0..due {
+                let Some(sim) = self.sim.as_mut() else { return };
+                let Some([trade, quote]) = sim.step(&symbol, now_ms, now_us()) else { break };
+                self.dispatch(trade);
+                self.dispatch(quote);
+            }
+            if due > 0 {
+                self.publish_candle(&symbol, now_ms);
+            }
+        }
+    }
+
+    /// Sends the current 1 m candle to `candles.1m` subscribers (once per tick at most).
+    fn publish_candle(&mut self, symbol: &Symbol, now_ms: u64) {
+        if !self.streams.contains_key(&(symbol.clone(), StreamKind::Candles1m)) {
+            return;
+        }
+        let Some(candle) =
+            self.symbols.get(symbol).and_then(|s| s.current_candle(Interval::M1)).cloned()
+        else {
+            return;
+        };
+        self.dispatch(MarketEvent {
+            venue: self.venue(),
+            symbol: symbol.clone(),
+            exchange_ts: now_ms,
+            received_us: now_us(),
+            kind: EventKind::Candle(candle),
+        });
+    }
+
+    fn answer_waiters(&mut self, force_timeout: bool) {
+        let now = Instant::now();
+        let waiters = std::mem::take(&mut self.waiters);
+        for waiter in waiters {
+            let ready = self.symbols.get(&waiter.symbol).is_some_and(SymbolState::has_data);
+            if ready {
+                self.answer(waiter);
+            } else if force_timeout || now >= waiter.until {
+                let err =
+                    FeedError::NoData { venue: self.venue(), symbol: waiter.symbol.to_string() };
+                match waiter.what {
+                    Waiting::Ticker(r) => r.send(Err(err)),
+                    Waiting::Candles(_, _, r) => r.send(Err(err)),
+                }
+            } else {
+                self.waiters.push(waiter);
+            }
+        }
+    }
+
+    fn answer(&self, waiter: Waiter) {
+        let state = self.symbols.get(&waiter.symbol);
+        match waiter.what {
+            Waiting::Ticker(replier) => replier.send(Ok(Ticker {
+                venue: self.venue(),
+                symbol: waiter.symbol.clone(),
+                last_trade: state.and_then(|s| s.last_trade.clone()),
+                quote: state.and_then(|s| s.quote.clone()),
+            })),
+            Waiting::Candles(interval, limit, replier) => {
+                replier.send(Ok(state.map(|s| s.candles(interval, limit)).unwrap_or_default()));
+            }
+        }
+    }
+
+    fn request(&mut self, symbol: Symbol, what: Waiting) {
+        if let Err(err) = self.check_symbol(&symbol) {
+            match what {
+                Waiting::Ticker(r) => r.send(Err(err)),
+                Waiting::Candles(_, _, r) => r.send(Err(err)),
+            }
+            return;
+        }
+        self.warm(&symbol);
+        let waiter = Waiter { symbol, until: Instant::now() + self.config.first_data_wait, what };
+        if self.symbols.get(&waiter.symbol).is_some_and(SymbolState::has_data) {
+            self.answer(waiter);
+        } else {
+            self.waiters.push(waiter);
+        }
+    }
+
+    fn expire_warm(&mut self) {
+        let now = Instant::now();
+        self.warm_until.retain(|_, until| *until > now);
+        let streams = &self.streams;
+        let warm = &self.warm_until;
+        self.symbols.retain(|symbol, _| {
+            warm.contains_key(symbol) || streams.keys().any(|(s, _)| s == symbol)
+        });
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_tick);
+        self.last_tick = now;
+        self.generate_sim(elapsed);
+        self.flush_conflated();
+        self.answer_waiters(false);
+        self.expire_warm();
+    }
+
+    fn status(&self) -> VenueStatus {
+        let mut streams: Vec<String> = self
+            .streams
+            .keys()
+            .map(|(symbol, kind)| format!("market:{}:{}:{}", self.venue(), symbol, kind.as_str()))
+            .collect();
+        streams.sort();
+        let state = match (&self.sim, self.last_message) {
+            (Some(_), _) => Connectivity::Connected,
+            (None, Some(_)) => Connectivity::Connected,
+            (None, None) => Connectivity::Down,
+        };
+        VenueStatus {
+            venue: self.venue(),
+            state,
+            streams,
+            last_message_age_ms: self.last_message.map(|t| t.elapsed().as_millis() as u64),
+            subscribers: self.streams.values().map(|s| s.subscribers.len()).sum(),
+        }
+    }
+}
+
+impl Actor for FeedActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.last_tick = Instant::now();
+        ctx.run_interval(TICK, |this, _| this.tick());
+        tracing::info!(venue = %self.venue(), "feed started");
+    }
+
+    fn stopping(&mut self, _: &mut Context<Self>) -> Running {
+        self.answer_waiters(true);
+        Running::Stop
+    }
+}
+
+impl Handler<Ask<Subscribe>> for FeedActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<Subscribe>, _: &mut Context<Self>) {
+        let (sub, replier) = ask.into_parts();
+        let checked = self.check_symbol(&sub.symbol).and_then(|()| self.check_kind(sub.kind));
+        if checked.is_ok() {
+            let stream = self.streams.entry((sub.symbol.clone(), sub.kind)).or_default();
+            stream.subscribers.subscribe(sub.subscriber, sub.recipient);
+            metrics::gauge!("keel_feed_streams", "venue" => self.venue().as_str())
+                .set(self.streams.len() as f64);
+        }
+        replier.send(checked);
+    }
+}
+
+impl Handler<Unsubscribe> for FeedActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Unsubscribe, _: &mut Context<Self>) {
+        let key = (msg.symbol, msg.kind);
+        if let Some(stream) = self.streams.get_mut(&key) {
+            stream.subscribers.unsubscribe(&msg.subscriber);
+            stream.conflated.remove(&msg.subscriber);
+            if stream.subscribers.is_empty() {
+                self.streams.remove(&key);
+            }
+        }
+        metrics::gauge!("keel_feed_streams", "venue" => self.venue().as_str())
+            .set(self.streams.len() as f64);
+    }
+}
+
+impl Handler<Ask<GetTicker>> for FeedActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<GetTicker>, _: &mut Context<Self>) {
+        let (GetTicker { symbol }, replier) = ask.into_parts();
+        self.request(symbol, Waiting::Ticker(replier));
+    }
+}
+
+impl Handler<Ask<GetCandles>> for FeedActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<GetCandles>, _: &mut Context<Self>) {
+        let (GetCandles { symbol, interval, limit }, replier) = ask.into_parts();
+        self.request(symbol, Waiting::Candles(interval, limit, replier));
+    }
+}
+
+impl Handler<Ask<GetVenueStatus>> for FeedActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<GetVenueStatus>, _: &mut Context<Self>) {
+        ask.reply(self.status());
+    }
+}
+
+impl Handler<Stop> for FeedActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Where a venue's feed currently is.
+pub type FeedAddress = AddressSlot<FeedActor>;
+
+/// Starts a feed under a supervisor, publishing its address.
+#[derive(Debug)]
+pub struct FeedSpec {
+    config: FeedConfig,
+    address: FeedAddress,
+    name: String,
+}
+
+impl FeedSpec {
+    /// A spec for `config`, publishing to `address`.
+    pub fn new(config: FeedConfig, address: FeedAddress) -> Self {
+        let name = format!("feed.{}", config.venue);
+        Self { config, address, name }
+    }
+}
+
+impl ChildSpec for FeedSpec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(&mut self, lifeline: Lifeline) -> Result<Box<dyn ChildHandle>, StartError> {
+        let mut feed = FeedActor::new(self.config.clone());
+        feed._lifeline = Some(lifeline);
+        let addr = feed.start();
+        self.address.set(addr.clone());
+        Ok(Box::new(addr))
+    }
+}
+
+#[cfg(test)]
+mod tests;

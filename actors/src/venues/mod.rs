@@ -1,0 +1,3 @@
+//! Venue connectors: one module per venue.
+
+pub mod sim;

@@ -1,0 +1,135 @@
+//! `/api/v1/venues` and `/api/v1/markets/{venue}/{symbol}/…`: market state from the feeds.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use futures_util::future::join_all;
+use keel_actors::feed::{FeedActor, FeedError, GetCandles, GetTicker, GetVenueStatus};
+use keel_actors::mailbox::ask;
+use keel_actors::market::{Interval, Symbol, VenueId};
+use serde::Deserialize;
+
+use super::{ApiError, FieldError};
+use crate::auth::AuthUser;
+use crate::startup::AppState;
+
+/// Most candles one request returns.
+const MAX_CANDLES: usize = 1_000;
+/// Candles returned when `limit` is not given.
+const DEFAULT_CANDLES: usize = 100;
+
+fn feed_for(state: &AppState, venue: &str) -> Result<(VenueId, actix::Addr<FeedActor>), ApiError> {
+    let not_found =
+        || ApiError::not_found("VENUE_NOT_FOUND", format!("no venue `{venue}` is enabled"));
+    let id = VenueId::parse(venue).ok_or_else(not_found)?;
+    let slot = state.feeds.get(&id).ok_or_else(not_found)?;
+    let addr = slot
+        .get()
+        .ok_or_else(|| ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "feed" }))?;
+    Ok((id, addr))
+}
+
+fn symbol(venue: VenueId, raw: &str) -> Result<Symbol, ApiError> {
+    Symbol::parse(raw).ok_or_else(|| symbol_not_found(venue, raw))
+}
+
+fn symbol_not_found(venue: VenueId, raw: &str) -> ApiError {
+    ApiError::not_found("SYMBOL_NOT_FOUND", format!("{venue} has no symbol `{raw}`"))
+}
+
+fn feed_error(err: FeedError) -> ApiError {
+    match err {
+        FeedError::UnknownSymbol { venue, symbol } => symbol_not_found(venue, &symbol),
+        FeedError::Unsupported { .. } => ApiError::not_found("NOT_FOUND", err.to_string()),
+        FeedError::NoData { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "MARKET_DATA_UNAVAILABLE",
+            err.to_string(),
+        )
+        .retry_after(1),
+    }
+}
+
+/// `GET /venues`: every enabled venue's state, streams and data age.
+///
+/// # Errors
+/// 401 without a token.
+pub async fn venues(_user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let timeout = state.settings.request_timeout();
+    let asks = state.feeds.iter().map(|(venue, slot)| async move {
+        let status = match slot.get() {
+            Some(addr) => ask(&addr, GetVenueStatus, timeout, "feed").await.ok(),
+            None => None,
+        };
+        match status {
+            Some(status) => serde_json::to_value(status).unwrap_or_default(),
+            None => serde_json::json!({"venue": venue, "state": "down", "streams": [], "last_message_age_ms": null}),
+        }
+    });
+    let items = join_all(asks).await;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+/// `GET /markets/{venue}/{symbol}/ticker`: last trade and best bid/ask.
+///
+/// # Errors
+/// 404 for an unknown venue or symbol, 503 `MARKET_DATA_UNAVAILABLE` if no data arrives in time.
+pub async fn ticker(
+    _user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (venue, raw_symbol) = path.into_inner();
+    let (venue, feed) = feed_for(&state, &venue)?;
+    let symbol = symbol(venue, &raw_symbol)?;
+    let ticker = ask(&feed, GetTicker { symbol }, state.settings.request_timeout(), "feed")
+        .await?
+        .map_err(feed_error)?;
+    Ok(HttpResponse::Ok().json(ticker))
+}
+
+/// Query of `GET /markets/{venue}/{symbol}/candles`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandlesQuery {
+    interval: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /markets/{venue}/{symbol}/candles?interval=1m&limit=100`: rolling in-memory candles.
+///
+/// # Errors
+/// 404 for an unknown venue or symbol, 422 for a bad interval or limit, 503 without data.
+pub async fn candles(
+    _user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+    query: web::Query<CandlesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (venue, raw_symbol) = path.into_inner();
+    let (venue, feed) = feed_for(&state, &venue)?;
+    let symbol = symbol(venue, &raw_symbol)?;
+    let mut details = Vec::new();
+    let interval = match query.interval.as_deref() {
+        None => Some(Interval::M1),
+        Some(raw) => Interval::parse(raw),
+    };
+    if interval.is_none() {
+        details.push(FieldError::new("interval", "must be one of 1m, 5m, 15m, 1h"));
+    }
+    let limit = query.limit.unwrap_or(DEFAULT_CANDLES);
+    if !(1..=MAX_CANDLES).contains(&limit) {
+        details.push(FieldError::new("limit", format!("must be between 1 and {MAX_CANDLES}")));
+    }
+    let Some(interval) = interval.filter(|_| details.is_empty()) else {
+        return Err(ApiError::validation(details));
+    };
+    let request = GetCandles { symbol: symbol.clone(), interval, limit };
+    let candles =
+        ask(&feed, request, state.settings.request_timeout(), "feed").await?.map_err(feed_error)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "venue": venue,
+        "symbol": symbol,
+        "interval": interval,
+        "items": candles,
+    })))
+}
