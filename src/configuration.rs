@@ -72,6 +72,22 @@ pub struct FeedSettings {
 pub struct VenuesSettings {
     /// The simulated venue.
     pub sim: SimVenueSettings,
+    /// Binance spot.
+    pub binance: BinanceVenueSettings,
+    /// Binance USD-M futures.
+    pub binance_futures: BinanceVenueSettings,
+}
+
+/// `[venues.binance]`, `[venues.binance_futures]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinanceVenueSettings {
+    /// Whether the feed connects.
+    pub enabled: bool,
+    /// Testnet presets.
+    pub testnet: bool,
+    /// Combined-stream endpoint; empty for the preset.
+    pub ws_url: String,
 }
 
 /// `[venues.sim]`.
@@ -376,6 +392,18 @@ impl Settings {
                 format!("`{bad}` is not a symbol (2-20 letters and digits)"),
             ));
         }
+        for (key, venue) in [
+            ("venues.binance.ws_url", &self.venues.binance),
+            ("venues.binance_futures.ws_url", &self.venues.binance_futures),
+        ] {
+            let url = venue.ws_url.trim();
+            if !(url.is_empty() || url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(invalid(
+                    key,
+                    "must be a ws:// or wss:// URL (or empty for the preset)",
+                ));
+            }
+        }
         if sim.trades_per_sec > 100_000 {
             return Err(invalid("venues.sim.trades_per_sec", "must be at most 100000"));
         }
@@ -508,6 +536,7 @@ mod tests {
             (&[("KEEL__SERVER__SHUTDOWN_TIMEOUT_SECS", "60")], "server.shutdown_timeout_secs"),
             (&[("KEEL__SUPERVISOR__MAX_RESTARTS", "0")], "supervisor.max_restarts"),
             (&[("KEEL__VENUES__SIM__SYMBOLS", "BTC-USDT")], "venues.sim.symbols"),
+            (&[("KEEL__VENUES__BINANCE__WS_URL", "http://x")], "venues.binance.ws_url"),
         ];
         for (vars, key) in cases {
             let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();

@@ -20,6 +20,8 @@ use keel_actors::market::{Symbol, VenueId};
 use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{ChildSpec, RestartPolicy, Shutdown, Supervisor, SupervisorSpec};
 use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
+use keel_actors::venues::binance::connection::ConnectionConfig;
+use keel_actors::venues::binance::streams as binance_streams;
 use tokio::sync::Notify;
 
 use crate::auth::{LoginThrottle, TokenIssuer};
@@ -314,6 +316,26 @@ fn feeds(
                 seed: sim.seed,
                 trades_per_sec: sim.trades_per_sec,
             }),
+            binance: None,
+        });
+    }
+    for (venue, config) in [
+        (VenueId::Binance, &settings.venues.binance),
+        (VenueId::BinanceFutures, &settings.venues.binance_futures),
+    ] {
+        if !config.enabled {
+            continue;
+        }
+        let url = match config.ws_url.trim() {
+            "" => binance_streams::ws_url(venue, config.testnet).unwrap_or_default().to_owned(),
+            url => url.to_owned(),
+        };
+        configs.push(FeedConfig {
+            venue,
+            warm_for: Duration::from_secs(settings.feed.warm_secs),
+            first_data_wait: Duration::from_millis(settings.feed.first_data_wait_ms),
+            sim: None,
+            binance: Some(ConnectionConfig::for_venue(venue, url)),
         });
     }
     let slots: Vec<(FeedConfig, FeedAddress)> =

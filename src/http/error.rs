@@ -251,8 +251,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        if self.inner.status.is_server_error() {
+        if self.inner.status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = ?self, "request failed");
+        } else if self.inner.status.is_server_error() {
+            tracing::warn!(error = %self, code = %self.inner.body.code, "request not served");
         }
         let mut response = HttpResponse::build(self.inner.status);
         if let Some(secs) = self.inner.retry_after {

@@ -87,3 +87,51 @@ async fn a_market_without_data_answers_503_market_data_unavailable() {
     assert!(res.headers().contains_key("retry-after"));
     assert_error(res, 503, "MARKET_DATA_UNAVAILABLE").await;
 }
+
+#[path = "../../actors/tests/fake_binance/mod.rs"]
+#[allow(dead_code)] // the fake offers more faults than these tests use
+mod fake_binance;
+
+#[actix_web::test]
+async fn a_binance_ticker_comes_from_the_exchange_stream_on_demand() {
+    let fake = fake_binance::FakeBinance::start().await;
+    let url = fake.url.clone();
+    let app = spawn_app_with(move |s| {
+        s.venues.binance.enabled = true;
+        s.venues.binance.ws_url = url;
+    })
+    .await;
+    let user = app.register("binance@example.com").await;
+    let client = app.client.clone();
+    let request = client
+        .get(format!("{}/api/v1/markets/binance/BTCUSDT/ticker", app.address))
+        .bearer_auth(&user.access)
+        .send();
+    let pending = actix_web::rt::spawn(request);
+    // The request subscribes on demand; the exchange then streams.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !fake.subscriptions().contains("btcusdt@trade") {
+        assert!(std::time::Instant::now() < deadline, "the feed never subscribed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    fake.publish(
+        "btcusdt@trade",
+        r#"{"e":"trade","E":1732307467123,"s":"BTCUSDT","t":42,"p":"98234.51000000","q":"0.00120000","T":1732307467122,"m":true,"M":true}"#,
+    );
+    let res = pending.await.unwrap().unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let ticker: Value = res.json().await.unwrap();
+    assert_eq!(ticker["venue"], "binance");
+    assert_eq!(ticker["last_trade"]["price"], "98234.51000000");
+    assert_eq!(ticker["last_trade"]["side"], "sell");
+    let venues: Value =
+        app.call(Method::GET, "/api/v1/venues", Some(&user.access)).await.json().await.unwrap();
+    let binance = venues["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["venue"] == "binance")
+        .unwrap()
+        .clone();
+    assert_eq!(binance["state"], "connected", "{binance}");
+}

@@ -10,7 +10,7 @@
 
 mod state;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,12 +25,18 @@ use crate::market::{
     Candle, EventKind, Interval, MarketEvent, StreamKind, Symbol, VenueId, now_us,
 };
 use crate::supervisor::{AddressSlot, ChildHandle, ChildSpec, Lifeline, StartError, Stop};
+use crate::venues::binance::connection::{self, Command, ConnectionConfig, Output};
+use crate::venues::binance::streams::{self as binance_streams, MAX_STREAMS_PER_CONNECTION};
 use crate::venues::sim::{Instrument, SimMarket};
 
 /// How often the feed runs its housekeeping: sim generation, conflated deliveries, waiters.
 const TICK: Duration = Duration::from_millis(10);
 /// The feed's own mailbox: control messages only (events come from its source).
 const MAILBOX_CAPACITY: usize = 4096;
+/// Events buffered between the venue's connections and the feed.
+const SOURCE_BUFFER: usize = 65_536;
+/// Commands buffered per connection.
+const COMMAND_BUFFER: usize = 4_096;
 
 /// A market event delivered to a subscriber. Cloning shares the event.
 #[derive(Debug, Clone, Message)]
@@ -91,6 +97,8 @@ pub struct FeedConfig {
     pub first_data_wait: Duration,
     /// The simulated market, for `VenueId::Sim`.
     pub sim: Option<SimConfig>,
+    /// The Binance connection settings, for `binance` and `binance_futures`.
+    pub binance: Option<ConnectionConfig>,
 }
 
 /// Subscribe `recipient` to one stream.
@@ -216,10 +224,22 @@ struct Waiter {
     what: Waiting,
 }
 
+/// One live connection of a venue, as the feed sees it.
+struct Link {
+    commands: tokio::sync::mpsc::Sender<Command>,
+    streams: BTreeSet<String>,
+    connected: bool,
+}
+
 /// One venue's feed.
 pub struct FeedActor {
     config: FeedConfig,
     sim: Option<SimMarket>,
+    /// Connections to the venue (Binance), each holding at most 1024 streams.
+    links: Vec<Link>,
+    /// Where the connections send their output; `None` for the sim.
+    source: Option<tokio::sync::mpsc::Sender<Output>>,
+    budget: std::sync::Arc<governor::DefaultDirectRateLimiter>,
     streams: HashMap<(Symbol, StreamKind), Stream>,
     symbols: HashMap<Symbol, SymbolState>,
     warm_until: HashMap<Symbol, Instant>,
@@ -249,6 +269,9 @@ impl FeedActor {
         Self {
             config,
             sim,
+            links: Vec::new(),
+            source: None,
+            budget: connection::connection_budget(),
             streams: HashMap::new(),
             symbols: HashMap::new(),
             warm_until: HashMap::new(),
@@ -295,6 +318,66 @@ impl FeedActor {
         active.sort();
         active.dedup();
         active
+    }
+
+    /// Brings the venue's subscriptions in line with what is wanted: every subscribed stream,
+    /// plus trades and quotes of warm symbols. The first want of a stream subscribes it on a
+    /// connection with room (opening one if all are full); the last unsubscribes it.
+    fn reconcile(&mut self) {
+        let Some(source) = self.source.clone() else { return };
+        let Some(config) = self.config.binance.clone() else { return };
+        let venue = self.venue();
+        let mut wanted: BTreeSet<String> = self
+            .streams
+            .keys()
+            .filter_map(|(symbol, kind)| binance_streams::stream_name(venue, symbol, *kind))
+            .collect();
+        for symbol in self.warm_until.keys() {
+            for kind in [StreamKind::Trades, StreamKind::Quotes] {
+                wanted.extend(binance_streams::stream_name(venue, symbol, kind));
+            }
+        }
+        for link in &mut self.links {
+            let gone: Vec<String> = link.streams.difference(&wanted).cloned().collect();
+            if !gone.is_empty() {
+                for name in &gone {
+                    link.streams.remove(name);
+                }
+                send_command(link, Command::Unsubscribe(gone));
+            }
+        }
+        let have: BTreeSet<String> =
+            self.links.iter().flat_map(|l| l.streams.iter().cloned()).collect();
+        let mut new: Vec<String> = wanted.difference(&have).cloned().collect();
+        while !new.is_empty() {
+            let index = match self
+                .links
+                .iter()
+                .position(|l| l.streams.len() < MAX_STREAMS_PER_CONNECTION)
+            {
+                Some(index) => index,
+                None => {
+                    let (commands, rx) = tokio::sync::mpsc::channel(COMMAND_BUFFER);
+                    let index = self.links.len();
+                    connection::spawn(
+                        index,
+                        config.clone(),
+                        self.budget.clone(),
+                        rx,
+                        source.clone(),
+                    );
+                    self.links.push(Link { commands, streams: BTreeSet::new(), connected: false });
+                    index
+                }
+            };
+            let link = &mut self.links[index];
+            let room = MAX_STREAMS_PER_CONNECTION - link.streams.len();
+            let batch: Vec<String> = new.drain(..room.min(new.len())).collect();
+            link.streams.extend(batch.iter().cloned());
+            send_command(link, Command::Subscribe(batch));
+        }
+        let total: usize = self.links.iter().map(|l| l.streams.len()).sum();
+        metrics::gauge!("keel_feed_venue_streams", "venue" => venue.as_str()).set(total as f64);
     }
 
     fn warm(&mut self, symbol: &Symbol) {
@@ -428,6 +511,7 @@ impl FeedActor {
             return;
         }
         self.warm(&symbol);
+        self.reconcile();
         let waiter = Waiter { symbol, until: Instant::now() + self.config.first_data_wait, what };
         if self.symbols.get(&waiter.symbol).is_some_and(SymbolState::has_data) {
             self.answer(waiter);
@@ -438,7 +522,11 @@ impl FeedActor {
 
     fn expire_warm(&mut self) {
         let now = Instant::now();
+        let before = self.warm_until.len();
         self.warm_until.retain(|_, until| *until > now);
+        if self.warm_until.len() != before {
+            self.reconcile();
+        }
         let streams = &self.streams;
         let warm = &self.warm_until;
         self.symbols.retain(|symbol, _| {
@@ -463,10 +551,13 @@ impl FeedActor {
             .map(|(symbol, kind)| format!("market:{}:{}:{}", self.venue(), symbol, kind.as_str()))
             .collect();
         streams.sort();
-        let state = match (&self.sim, self.last_message) {
-            (Some(_), _) => Connectivity::Connected,
-            (None, Some(_)) => Connectivity::Connected,
-            (None, None) => Connectivity::Down,
+        let up = self.links.iter().filter(|l| l.connected).count();
+        let state = if self.sim.is_some() || (up > 0 && up == self.links.len()) {
+            Connectivity::Connected
+        } else if up > 0 {
+            Connectivity::Degraded
+        } else {
+            Connectivity::Down
         };
         VenueStatus {
             venue: self.venue(),
@@ -485,12 +576,70 @@ impl Actor for FeedActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.last_tick = Instant::now();
         ctx.run_interval(TICK, |this, _| this.tick());
+        if self.config.binance.is_some() {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(SOURCE_BUFFER);
+            self.source = Some(tx);
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        }
         tracing::info!(venue = %self.venue(), "feed started");
     }
 
     fn stopping(&mut self, _: &mut Context<Self>) -> Running {
         self.answer_waiters(true);
         Running::Stop
+    }
+}
+
+fn send_command(link: &Link, command: Command) {
+    if link.commands.try_send(command).is_err() {
+        tracing::error!("a venue connection's command queue is full; its subscriptions may lag");
+    }
+}
+
+impl StreamHandler<Output> for FeedActor {
+    fn handle(&mut self, output: Output, _: &mut Context<Self>) {
+        match output {
+            Output::Event(event) => self.dispatch(event),
+            Output::Connected { connection } => {
+                if let Some(link) = self.links.get_mut(connection) {
+                    link.connected = true;
+                }
+            }
+            Output::Disconnected { connection, reason } => {
+                tracing::warn!(venue = %self.venue(), connection, %reason, "venue connection lost");
+                if let Some(link) = self.links.get_mut(connection) {
+                    link.connected = false;
+                }
+            }
+            Output::Gap { streams, reason } => {
+                let venue = self.venue();
+                for name in streams {
+                    let Some((symbol, kind)) = binance_streams::parse_stream_name(venue, &name)
+                    else {
+                        continue;
+                    };
+                    let Some(stream) = self.streams.get_mut(&(symbol.clone(), kind)) else {
+                        continue;
+                    };
+                    let gap = MarketData(Arc::new(MarketEvent {
+                        venue,
+                        symbol,
+                        exchange_ts: 0,
+                        received_us: now_us(),
+                        kind: EventKind::Gap { reason: reason.clone() },
+                    }));
+                    // A gap must not be lost to a full mailbox: it waits with the conflated values.
+                    let Stream { subscribers, conflated } = stream;
+                    subscribers.publish(&gap, |subscriber, undelivered| {
+                        conflated.insert(*subscriber, undelivered);
+                    });
+                }
+            }
+        }
+    }
+
+    fn finished(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(venue = %self.venue(), "venue connections ended");
     }
 }
 
@@ -505,6 +654,7 @@ impl Handler<Ask<Subscribe>> for FeedActor {
             stream.subscribers.subscribe(sub.subscriber, sub.recipient);
             metrics::gauge!("keel_feed_streams", "venue" => self.venue().as_str())
                 .set(self.streams.len() as f64);
+            self.reconcile();
         }
         replier.send(checked);
     }
@@ -520,6 +670,7 @@ impl Handler<Unsubscribe> for FeedActor {
             stream.conflated.remove(&msg.subscriber);
             if stream.subscribers.is_empty() {
                 self.streams.remove(&key);
+                self.reconcile();
             }
         }
         metrics::gauge!("keel_feed_streams", "venue" => self.venue().as_str())

@@ -21,6 +21,7 @@ fn sim_feed(trades_per_sec: u32) -> Addr<FeedActor> {
             seed: 42,
             trades_per_sec,
         }),
+        binance: None,
     })
     .start()
 }
@@ -153,6 +154,7 @@ async fn without_data_a_market_request_answers_no_data_after_the_wait() {
         warm_for: Duration::from_secs(60),
         first_data_wait: Duration::from_millis(100),
         sim: Some(SimConfig { symbols: vec![sym("BTCUSDT")], seed: 1, trades_per_sec: 0 }),
+        binance: None,
     })
     .start();
     let started = Instant::now();

@@ -1,3 +1,4 @@
 //! Venue connectors: one module per venue.
 
+pub mod binance;
 pub mod sim;

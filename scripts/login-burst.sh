@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Login burst: does a burst of concurrent logins (Argon2id) leave GET /health/live fast?
+#
+# Builds release, then RUNS times: starts a fresh `target/release/keel` on 127.0.0.1 (free port,
+# temporary data directory, login throttles raised so the burst measures hashing rather than
+# 429s), waits for /health/ready, runs `examples/login_burst.rs` against it (idle health baseline,
+# then LOGINS concurrent logins over USERS accounts while health is polled every 5 ms), and stops
+# Keel with SIGTERM. Everything stays on loopback and is removed on exit, however the script ends.
+#
+#   scripts/login-burst.sh                    # 3 runs of 200 logins over 20 accounts
+#   RUNS=1 LOGINS=500 scripts/login-burst.sh
+#
+# Exits non-zero if any run failed, including a health p99 during the burst of 50 ms or more.
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+LOGINS=${LOGINS:-200}
+USERS=${USERS:-20}
+IDLE_SECS=${IDLE_SECS:-3}
+# High enough that no login of the burst is throttled.
+THROTTLE=100000
+# Bounds, so the script always ends by itself.
+READY_TIMEOUT_SECS=30
+RUN_TIMEOUT_SECS=300
+STOP_TIMEOUT_SECS=15
+
+cd "$(dirname "$0")/.."
+cargo build --release --bin keel --example login_burst
+
+work=$(mktemp -d -t keel-login-burst.XXXXXX)
+keel_pid=""
+
+stop_keel() {
+    if [[ -n $keel_pid ]] && kill -0 "$keel_pid" 2>/dev/null; then
+        kill -TERM "$keel_pid"
+        for _ in $(seq 1 $((STOP_TIMEOUT_SECS * 10))); do
+            kill -0 "$keel_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$keel_pid" 2>/dev/null; then
+            echo "keel did not stop within ${STOP_TIMEOUT_SECS} s of SIGTERM; killing it" >&2
+            kill -KILL "$keel_pid" 2>/dev/null || true
+        fi
+        wait "$keel_pid" 2>/dev/null || true
+    fi
+    keel_pid=""
+}
+cleanup() {
+    stop_keel
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port nothing listens on (Keel refuses to start, and the wait below says so, if it is taken
+# in the meantime).
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+start_keel() {
+    local run=$1 port=$2
+    mkdir -p "$work/data-$run"
+    env -u RUST_LOG \
+        KEEL__SERVER__HOST=127.0.0.1 \
+        KEEL__SERVER__PORT="$port" \
+        KEEL__STORE__PATH="$work/data-$run" \
+        KEEL__LOG__LEVEL=warn \
+        KEEL__AUTH__LOGIN_ATTEMPTS_PER_MINUTE_PER_ACCOUNT=$THROTTLE \
+        KEEL__AUTH__LOGIN_ATTEMPTS_PER_MINUTE_PER_IP=$THROTTLE \
+        target/release/keel serve >"$work/keel-$run.log" 2>&1 &
+    keel_pid=$!
+    local deadline=$((SECONDS + READY_TIMEOUT_SECS))
+    until curl -fsS --max-time 2 "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
+        if ! kill -0 "$keel_pid" 2>/dev/null; then
+            echo "keel exited during start-up:" >&2
+            cat "$work/keel-$run.log" >&2
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "keel was not ready within ${READY_TIMEOUT_SECS} s:" >&2
+            cat "$work/keel-$run.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+others=$(pgrep -af 'criterion|cargo bench|actor_hop' || true)
+if [[ -n $others ]]; then
+    echo "warning: other benchmarks are running; figures will be polluted:" >&2
+    echo "$others" >&2
+fi
+echo "host: $(nproc) cores; keel $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+    "(workers and hash_concurrency at their defaults)"
+
+failed=0
+for run in $(seq 1 "$RUNS"); do
+    port=$(free_port)
+    echo
+    echo "== run $run of $RUNS (port $port) =="
+    start_keel "$run" "$port"
+    status=0
+    timeout "$RUN_TIMEOUT_SECS" target/release/examples/login_burst "http://127.0.0.1:$port" \
+        --logins "$LOGINS" --users "$USERS" --idle-secs "$IDLE_SECS" || status=$?
+    stop_keel
+    if ((status != 0)); then
+        echo "run $run failed (exit $status)" >&2
+        failed=1
+    fi
+    if [[ -s $work/keel-$run.log ]]; then
+        echo "keel warnings during run $run:"
+        cat "$work/keel-$run.log"
+    fi
+done
+exit "$failed"
