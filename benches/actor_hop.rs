@@ -127,6 +127,49 @@ fn time_requests(
     })
 }
 
+/// The four request/response benches of one group: `ask`, `Addr::send`, and the two channel
+/// baselines, all timed from a task on `system`.
+fn hop_benches(
+    c: &mut Criterion,
+    name: &str,
+    system: &actix_rt::SystemRunner,
+    echo: &Addr<Echo>,
+    requests: &mpsc::Sender<EchoRequest>,
+) {
+    let mut group = c.benchmark_group(name);
+    group.bench_function("actor_ask", |b| {
+        b.iter_custom(|iters| {
+            let echo = echo.clone();
+            time_requests(system, iters, async move |n| {
+                ask(&echo, Ping(n), DEADLINE, "echo").await.expect("echo answers")
+            })
+        })
+    });
+    group.bench_function("actor_send", |b| {
+        b.iter_custom(|iters| {
+            let echo = echo.clone();
+            time_requests(system, iters, async move |n| {
+                echo.send(Ping(n)).await.expect("echo answers")
+            })
+        })
+    });
+    group.bench_function("baseline_mpsc_oneshot", |b| {
+        b.iter_custom(|iters| {
+            let requests = requests.clone();
+            time_requests(system, iters, async move |n| channel_request(&requests, n).await)
+        })
+    });
+    group.bench_function("baseline_mpsc_oneshot_deadline", |b| {
+        b.iter_custom(|iters| {
+            let requests = requests.clone();
+            time_requests(system, iters, async move |n| {
+                channel_request_with_deadline(&requests, n).await
+            })
+        })
+    });
+    group.finish();
+}
+
 fn hop_same_arbiter(c: &mut Criterion) {
     let system = actix_rt::System::new();
     let echo = system.block_on(async { Echo.start() });
@@ -135,38 +178,7 @@ fn hop_same_arbiter(c: &mut Criterion) {
         actix_rt::spawn(echo_task(inbox));
     });
 
-    let mut group = c.benchmark_group("hop_same_arbiter");
-    group.bench_function("actor_ask", |b| {
-        b.iter_custom(|iters| {
-            let echo = echo.clone();
-            time_requests(&system, iters, async move |n| {
-                ask(&echo, Ping(n), DEADLINE, "echo").await.expect("echo answers")
-            })
-        })
-    });
-    group.bench_function("actor_send", |b| {
-        b.iter_custom(|iters| {
-            let echo = echo.clone();
-            time_requests(&system, iters, async move |n| {
-                echo.send(Ping(n)).await.expect("echo answers")
-            })
-        })
-    });
-    group.bench_function("baseline_mpsc_oneshot", |b| {
-        b.iter_custom(|iters| {
-            let requests = requests.clone();
-            time_requests(&system, iters, async move |n| channel_request(&requests, n).await)
-        })
-    });
-    group.bench_function("baseline_mpsc_oneshot_deadline", |b| {
-        b.iter_custom(|iters| {
-            let requests = requests.clone();
-            time_requests(&system, iters, async move |n| {
-                channel_request_with_deadline(&requests, n).await
-            })
-        })
-    });
-    group.finish();
+    hop_benches(c, "hop_same_arbiter", &system, &echo, &requests);
 }
 
 fn hop_cross_arbiter(c: &mut Criterion) {
@@ -187,38 +199,7 @@ fn hop_cross_arbiter(c: &mut Criterion) {
             .expect("the echo task ends when the channel closes");
     });
 
-    let mut group = c.benchmark_group("hop_cross_arbiter");
-    group.bench_function("actor_ask", |b| {
-        b.iter_custom(|iters| {
-            let echo = echo.clone();
-            time_requests(&system, iters, async move |n| {
-                ask(&echo, Ping(n), DEADLINE, "echo").await.expect("echo answers")
-            })
-        })
-    });
-    group.bench_function("actor_send", |b| {
-        b.iter_custom(|iters| {
-            let echo = echo.clone();
-            time_requests(&system, iters, async move |n| {
-                echo.send(Ping(n)).await.expect("echo answers")
-            })
-        })
-    });
-    group.bench_function("baseline_mpsc_oneshot", |b| {
-        b.iter_custom(|iters| {
-            let requests = requests.clone();
-            time_requests(&system, iters, async move |n| channel_request(&requests, n).await)
-        })
-    });
-    group.bench_function("baseline_mpsc_oneshot_deadline", |b| {
-        b.iter_custom(|iters| {
-            let requests = requests.clone();
-            time_requests(&system, iters, async move |n| {
-                channel_request_with_deadline(&requests, n).await
-            })
-        })
-    });
-    group.finish();
+    hop_benches(c, "hop_cross_arbiter", &system, &echo, &requests);
 
     drop(requests);
     baseline_thread.join().expect("baseline thread");
