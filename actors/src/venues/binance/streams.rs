@@ -24,7 +24,7 @@ pub const SPOT_TESTNET_WS_URL: &str = "wss://stream.testnet.binance.vision/strea
 pub const FUTURES_WS_URL: &str = "wss://fstream.binance.com/stream";
 /// USD-M futures testnet market streams, combined-stream endpoint.
 /// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
-pub const FUTURES_TESTNET_WS_URL: &str = "wss://stream.binancefuture.com/stream";
+pub const FUTURES_TESTNET_WS_URL: &str = "wss://fstream.binancefuture.com/stream";
 /// Spot REST API.
 /// <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information>
 pub const SPOT_REST_URL: &str = "https://api.binance.com";
