@@ -14,7 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::{IdentityError, now_ms, random_bytes};
-use crate::store::{Store, StoreError, TxResult, decode, encode, id_key, pair_key, trees};
+use crate::store::{
+    Store, StoreError, TxResult, decode, decode_tx, encode, encode_tx, id_key, pair_key, trees,
+};
 
 /// Prefix of every refresh token, so one is recognisable in a leak scan.
 const TOKEN_PREFIX: &str = "krt_";
@@ -203,18 +205,6 @@ impl Sessions {
         }
         Ok(())
     }
-}
-
-fn decode_tx<T: serde::de::DeserializeOwned>(
-    raw: &[u8],
-) -> Result<T, sled::transaction::ConflictableTransactionError<String>> {
-    decode(raw).map_err(|e| sled::transaction::ConflictableTransactionError::Abort(e.to_string()))
-}
-
-fn encode_tx<T: Serialize>(
-    value: &T,
-) -> Result<Vec<u8>, sled::transaction::ConflictableTransactionError<String>> {
-    encode(value).map_err(|e| sled::transaction::ConflictableTransactionError::Abort(e.to_string()))
 }
 
 #[cfg(test)]

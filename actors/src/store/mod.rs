@@ -203,6 +203,26 @@ impl Store {
 /// What a transaction closure returns.
 pub type TxResult<R> = sled::transaction::ConflictableTransactionResult<R, String>;
 
+/// [`decode`] inside a transaction closure: a value that does not decode aborts the transaction.
+///
+/// # Errors
+/// The abort, with the decoding error as its reason.
+pub fn decode_tx<T: DeserializeOwned>(
+    raw: &[u8],
+) -> Result<T, sled::transaction::ConflictableTransactionError<String>> {
+    decode(raw).map_err(|e| sled::transaction::ConflictableTransactionError::Abort(e.to_string()))
+}
+
+/// [`encode`] inside a transaction closure: a value that does not encode aborts the transaction.
+///
+/// # Errors
+/// The abort, with the encoding error as its reason.
+pub fn encode_tx<T: Serialize>(
+    value: &T,
+) -> Result<Vec<u8>, sled::transaction::ConflictableTransactionError<String>> {
+    encode(value).map_err(|e| sled::transaction::ConflictableTransactionError::Abort(e.to_string()))
+}
+
 /// Big-endian key for an id, so that sled's byte order is numeric order.
 pub fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
