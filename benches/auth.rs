@@ -122,6 +122,7 @@ impl Fixture {
             vault: VaultAddress::default(),
             // No feeds: the extractor never touches them.
             feeds: Arc::default(),
+            bots: keel_actors::bot::BotsAddress::default(),
         };
         Self {
             state,

@@ -56,6 +56,7 @@ fn main() {
             first_data_wait: Duration::from_secs(2),
             sim: None,
             binance: Some(ConnectionConfig::for_venue(VenueId::Binance, fake.url.clone())),
+            rest_url: None,
         })
         .start();
         let samples = Arc::new(Mutex::new(Vec::with_capacity((rate * seconds * subscribers) as usize)));

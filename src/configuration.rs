@@ -52,8 +52,22 @@ pub struct Settings {
     pub vault: VaultSettings,
     /// Market-data feeds.
     pub feed: FeedSettings,
+    /// Bots.
+    pub bots: BotsSettings,
     /// Venues.
     pub venues: VenuesSettings,
+}
+
+/// `[bots]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotsSettings {
+    /// Arbiter threads bots run on; 0 means one per CPU core.
+    pub arbiters: usize,
+    /// Bots one user may define.
+    pub max_per_user: usize,
+    /// Paper market orders without a quote fill at the last trade this many basis points worse.
+    pub paper_slippage_bps: rust_decimal::Decimal,
 }
 
 /// `[feed]`.
@@ -88,6 +102,8 @@ pub struct BinanceVenueSettings {
     pub testnet: bool,
     /// Combined-stream endpoint; empty for the preset.
     pub ws_url: String,
+    /// REST endpoint (exchange info, signed orders); empty for the preset.
+    pub rest_url: String,
 }
 
 /// `[venues.sim]`.
@@ -377,6 +393,17 @@ impl Settings {
         if !(1..=86_400).contains(&self.feed.warm_secs) {
             return Err(invalid("feed.warm_secs", "must be between 1 and 86400"));
         }
+        if self.bots.arbiters > 256 {
+            return Err(invalid("bots.arbiters", "must be at most 256 (0 = one per core)"));
+        }
+        if !(1..=100_000).contains(&self.bots.max_per_user) {
+            return Err(invalid("bots.max_per_user", "must be between 1 and 100000"));
+        }
+        if self.bots.paper_slippage_bps < rust_decimal::Decimal::ZERO
+            || self.bots.paper_slippage_bps > rust_decimal::Decimal::from(1000)
+        {
+            return Err(invalid("bots.paper_slippage_bps", "must be between 0 and 1000"));
+        }
         if !(10..=30_000).contains(&self.feed.first_data_wait_ms) {
             return Err(invalid("feed.first_data_wait_ms", "must be between 10 and 30000"));
         }
@@ -401,6 +428,18 @@ impl Settings {
                 return Err(invalid(
                     key,
                     "must be a ws:// or wss:// URL (or empty for the preset)",
+                ));
+            }
+        }
+        for (key, venue) in [
+            ("venues.binance.rest_url", &self.venues.binance),
+            ("venues.binance_futures.rest_url", &self.venues.binance_futures),
+        ] {
+            let url = venue.rest_url.trim();
+            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    key,
+                    "must be an http:// or https:// URL (or empty for the preset)",
                 ));
             }
         }
@@ -537,6 +576,7 @@ mod tests {
             (&[("KEEL__SUPERVISOR__MAX_RESTARTS", "0")], "supervisor.max_restarts"),
             (&[("KEEL__VENUES__SIM__SYMBOLS", "BTC-USDT")], "venues.sim.symbols"),
             (&[("KEEL__VENUES__BINANCE__WS_URL", "http://x")], "venues.binance.ws_url"),
+            (&[("KEEL__VENUES__BINANCE__REST_URL", "ws://x")], "venues.binance.rest_url"),
         ];
         for (vars, key) in cases {
             let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();

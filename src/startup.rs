@@ -13,6 +13,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
+use keel_actors::bot::{BotRepo, BotSupervisor, BotsAddress, BotsConfig, BotsSpec};
 use keel_actors::feed::{FeedAddress, FeedConfig, FeedSpec, SimConfig};
 use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub vault: VaultAddress,
     /// Each enabled venue's feed.
     pub feeds: Arc<std::collections::BTreeMap<VenueId, FeedAddress>>,
+    /// Where the (restartable) bot supervisor currently is.
+    pub bots: BotsAddress,
 }
 
 impl AppState {
@@ -65,6 +68,18 @@ impl AppState {
             .get()
             .filter(Addr::connected)
             .ok_or_else(|| ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "vault" }))
+    }
+}
+
+impl AppState {
+    /// The running bot supervisor.
+    ///
+    /// # Errors
+    /// 503 while it is being restarted.
+    pub fn bots(&self) -> Result<Addr<BotSupervisor>, ApiError> {
+        self.bots
+            .get()
+            .ok_or_else(|| ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "bots" }))
     }
 }
 
@@ -179,7 +194,24 @@ impl Application {
             settings.vault.max_credentials_per_user,
         );
         let (feeds_spec, feeds) = feeds(&settings, policy);
-        let root = Supervisor::new("root", policy).child(vault_spec).child(feeds_spec).start();
+        let feeds = Arc::new(feeds);
+        let bots = BotsAddress::default();
+        let bots_config = BotsConfig {
+            policy,
+            arbiters: match settings.bots.arbiters {
+                0 => std::thread::available_parallelism().map_or(1, usize::from),
+                n => n,
+            },
+            max_bots_per_user: settings.bots.max_per_user,
+            paper_slippage_bps: settings.bots.paper_slippage_bps,
+        };
+        let bots_spec =
+            BotsSpec::new(BotRepo::new(&store)?, feeds.clone(), bots_config, bots.clone());
+        let root = Supervisor::new("root", policy)
+            .child(vault_spec)
+            .child(feeds_spec)
+            .child(bots_spec)
+            .start();
 
         let address = settings.listen_address()?;
         let listener = TcpListener::bind(address)
@@ -187,14 +219,8 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let state = AppState {
-            store,
-            root,
-            settings: settings.clone(),
-            identity,
-            vault,
-            feeds: Arc::new(feeds),
-        };
+        let state =
+            AppState { store, root, settings: settings.clone(), identity, vault, feeds, bots };
         let data = web::Data::new(state.clone());
         let recorder = web::Data::new(recorder);
         let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);
@@ -317,6 +343,7 @@ fn feeds(
                 trades_per_sec: sim.trades_per_sec,
             }),
             binance: None,
+            rest_url: None,
         });
     }
     for (venue, config) in [
@@ -336,6 +363,12 @@ fn feeds(
             first_data_wait: Duration::from_millis(settings.feed.first_data_wait_ms),
             sim: None,
             binance: Some(ConnectionConfig::for_venue(venue, url)),
+            rest_url: Some(match config.rest_url.trim() {
+                "" => {
+                    binance_streams::rest_url(venue, config.testnet).unwrap_or_default().to_owned()
+                }
+                url => url.to_owned(),
+            }),
         });
     }
     let slots: Vec<(FeedConfig, FeedAddress)> =

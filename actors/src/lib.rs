@@ -8,12 +8,17 @@
 //! The HTTP and WebSocket façade lives in the `keel` binary crate and only talks to this crate
 //! through messages and the [`store::Store`] handle.
 
+pub mod bot;
 pub mod fanout;
 pub mod feed;
 pub mod identity;
 pub mod mailbox;
 pub mod market;
 pub mod store;
+pub mod strategy;
 pub mod supervisor;
+pub mod tls;
+pub mod trading;
+pub mod validation;
 pub mod vault;
 pub mod venues;

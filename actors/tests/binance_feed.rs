@@ -278,6 +278,7 @@ mod feed {
             first_data_wait: Duration::from_secs(2),
             sim: None,
             binance: Some(fast_config(&fake.url)),
+            rest_url: None,
         })
         .start();
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -17,21 +17,7 @@ use serde::Serialize;
 /// Seconds a client should wait before retrying an overloaded or unavailable actor.
 const RETRY_AFTER_SECS: u64 = 1;
 
-/// One field-level problem, listed under `details`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FieldError {
-    /// The field, dotted for nested ones (`risk.max_position`), or `body`.
-    pub field: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl FieldError {
-    /// A problem with `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
-    }
-}
+pub use keel_actors::validation::FieldError;
 
 /// The `error` object of an error response.
 #[derive(Debug, Clone, Serialize)]

@@ -7,11 +7,13 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod bots;
 pub mod error;
 pub mod health;
 pub mod markets;
 pub mod metrics;
 pub mod request;
+pub mod trading;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
@@ -91,6 +93,38 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             web::route().to(markets::candles),
         ),
+        ApiRoute::new(M::POST, "/bots", User, web::route().to(bots::create)),
+        ApiRoute::new(M::GET, "/bots", User, web::route().to(bots::list)),
+        ApiRoute::new(M::GET, "/bots/{id}", User, web::route().to(bots::get)),
+        ApiRoute::new(M::PATCH, "/bots/{id}", User, web::route().to(bots::update)),
+        ApiRoute::new(M::DELETE, "/bots/{id}", User, web::route().to(bots::delete)),
+        ApiRoute::new(
+            M::POST,
+            "/bots/{id}/close-position",
+            User,
+            web::route().to(trading::close_position),
+        ),
+        ApiRoute::new(M::GET, "/bots/{id}/orders", User, web::route().to(trading::orders)),
+        ApiRoute::new(M::POST, "/bots/{id}/orders", User, web::route().to(trading::place)),
+        ApiRoute::new(
+            M::DELETE,
+            "/bots/{id}/orders/{order_id}",
+            User,
+            web::route().to(trading::cancel),
+        ),
+        ApiRoute::new(M::GET, "/bots/{id}/fills", User, web::route().to(trading::fills)),
+        ApiRoute::new(M::GET, "/bots/{id}/position", User, web::route().to(trading::position)),
+        ApiRoute::new(
+            M::GET,
+            "/bots/{id}/performance",
+            User,
+            web::route().to(trading::performance),
+        ),
+        ApiRoute::new(M::GET, "/bots/{id}/events", User, web::route().to(trading::events)),
+        // After the fixed sub-paths, so `close-position` and the rest are not taken as actions.
+        ApiRoute::new(M::POST, "/bots/{id}/{action}", User, web::route().to(bots::control)),
+        ApiRoute::new(M::POST, "/kill-switch", User, web::route().to(trading::kill_switch)),
+        ApiRoute::new(M::GET, "/portfolio", User, web::route().to(trading::portfolio)),
     ]
 }
 

@@ -57,15 +57,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = app.stop_handle();
     actix_web::rt::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("a reqwest client"),
-        stop,
-        data_dir,
-    }
+    TestApp { address, client: http_client(), stop, data_dir }
 }
 
 /// Starts the application with the test defaults.
@@ -194,4 +186,10 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("timed out after {within:?} waiting for: {what}");
+}
+
+/// A reqwest client for talking to the app (with rustls's crypto provider installed first).
+pub fn http_client() -> reqwest::Client {
+    keel_actors::tls::install_crypto_provider();
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a reqwest client")
 }

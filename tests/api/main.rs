@@ -3,6 +3,8 @@
 
 mod accounts;
 mod auth;
+mod bot_recovery;
+mod bots;
 mod errors;
 mod health;
 mod helpers;

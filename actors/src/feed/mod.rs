@@ -99,7 +99,14 @@ pub struct FeedConfig {
     pub sim: Option<SimConfig>,
     /// The Binance connection settings, for `binance` and `binance_futures`.
     pub binance: Option<ConnectionConfig>,
+    /// The venue's REST endpoint, for its instrument rules (exchange info).
+    pub rest_url: Option<String>,
 }
+
+/// How often a venue's instrument rules are reloaded.
+const EXCHANGE_INFO_REFRESH: Duration = Duration::from_secs(3600);
+/// How soon a failed load is retried.
+const EXCHANGE_INFO_RETRY: Duration = Duration::from_secs(30);
 
 /// Subscribe `recipient` to one stream.
 pub struct Subscribe {
@@ -133,6 +140,27 @@ pub struct Unsubscribe {
     pub kind: StreamKind,
     /// Subscriber id.
     pub subscriber: SubscriberId,
+}
+
+/// The trading rules (tick, step, minimums) of one symbol.
+#[derive(Debug, Clone)]
+pub struct GetInstrument {
+    /// Symbol.
+    pub symbol: Symbol,
+}
+impl Query for GetInstrument {
+    type Answer = Result<crate::trading::InstrumentFilters, InstrumentError>;
+}
+
+/// Why a symbol's rules are not known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InstrumentError {
+    /// The venue does not list the symbol.
+    #[error("unknown symbol")]
+    UnknownSymbol,
+    /// The venue's rules are not loaded (its REST endpoint is unreachable).
+    #[error("instrument rules unavailable")]
+    Unavailable,
 }
 
 /// Last trade and best bid/ask of a symbol.
@@ -248,6 +276,8 @@ pub struct FeedActor {
     sim_debt: HashMap<Symbol, f64>,
     last_tick: Instant,
     last_message: Option<Instant>,
+    /// The venue's tradable symbols and their rules, once exchange info loaded.
+    instruments: Option<HashMap<Symbol, crate::trading::InstrumentFilters>>,
     _lifeline: Option<Lifeline>,
 }
 
@@ -279,8 +309,34 @@ impl FeedActor {
             sim_debt: HashMap::new(),
             last_tick: Instant::now(),
             last_message: None,
+            instruments: None,
             _lifeline: None,
         }
+    }
+
+    /// Loads the venue's exchange info now, and again every hour (every 30 s until it works).
+    fn load_instruments(&self, ctx: &mut Context<Self>) {
+        let Some(url) = self.config.rest_url.clone() else { return };
+        let venue = self.venue();
+        let fut = async move {
+            let client = crate::venues::binance::rest::RestClient::new(venue, &url)?;
+            client.exchange_info().await
+        };
+        ctx.spawn(fut.into_actor(self).map(|loaded, this, ctx| {
+            let next = match loaded {
+                Ok(instruments) => {
+                    tracing::info!(venue = %this.venue(), symbols = instruments.len(), "exchange info loaded");
+                    this.instruments = Some(instruments);
+                    EXCHANGE_INFO_REFRESH
+                }
+                Err(err) => {
+                    metrics::counter!("keel_feed_errors_total", "venue" => this.venue().as_str(), "reason" => "exchange_info").increment(1);
+                    tracing::warn!(venue = %this.venue(), error = %err, "exchange info not loaded; symbols are checked by syntax only");
+                    EXCHANGE_INFO_RETRY
+                }
+            };
+            ctx.run_later(next, |this, ctx| this.load_instruments(ctx));
+        }));
     }
 
     fn venue(&self) -> VenueId {
@@ -288,12 +344,19 @@ impl FeedActor {
     }
 
     fn check_symbol(&self, symbol: &Symbol) -> Result<(), FeedError> {
-        match &self.sim {
-            Some(sim) if sim.instrument(symbol).is_none() => {
-                Err(FeedError::UnknownSymbol { venue: self.venue(), symbol: symbol.to_string() })
-            }
-            _ => Ok(()),
+        let unknown = match (&self.sim, &self.instruments) {
+            (Some(sim), _) => sim.instrument(symbol).is_none(),
+            (None, Some(instruments)) => !instruments.contains_key(symbol),
+            // Exchange info not loaded: the symbol's syntax was checked; the venue will say.
+            (None, None) => false,
+        };
+        if unknown {
+            return Err(FeedError::UnknownSymbol {
+                venue: self.venue(),
+                symbol: symbol.to_string(),
+            });
         }
+        Ok(())
     }
 
     fn check_kind(&self, kind: StreamKind) -> Result<(), FeedError> {
@@ -576,6 +639,7 @@ impl Actor for FeedActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.last_tick = Instant::now();
         ctx.run_interval(TICK, |this, _| this.tick());
+        self.load_instruments(ctx);
         if self.config.binance.is_some() {
             let (tx, mut rx) = tokio::sync::mpsc::channel(SOURCE_BUFFER);
             self.source = Some(tx);
@@ -709,6 +773,25 @@ impl Handler<Stop> for FeedActor {
 
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
+    }
+}
+
+impl Handler<Ask<GetInstrument>> for FeedActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<GetInstrument>, _: &mut Context<Self>) {
+        let (GetInstrument { symbol }, replier) = ask.into_parts();
+        let answer = match (&self.sim, &self.instruments) {
+            (Some(sim), _) => sim
+                .instrument(&symbol)
+                .map(Instrument::filters)
+                .ok_or(InstrumentError::UnknownSymbol),
+            (None, Some(instruments)) => {
+                instruments.get(&symbol).cloned().ok_or(InstrumentError::UnknownSymbol)
+            }
+            (None, None) => Err(InstrumentError::Unavailable),
+        };
+        replier.send(answer);
     }
 }
 

@@ -22,6 +22,7 @@ fn sim_feed(trades_per_sec: u32) -> Addr<FeedActor> {
             trades_per_sec,
         }),
         binance: None,
+        rest_url: None,
     })
     .start()
 }
@@ -155,6 +156,7 @@ async fn without_data_a_market_request_answers_no_data_after_the_wait() {
         first_data_wait: Duration::from_millis(100),
         sim: Some(SimConfig { symbols: vec![sym("BTCUSDT")], seed: 1, trades_per_sec: 0 }),
         binance: None,
+        rest_url: None,
     })
     .start();
     let started = Instant::now();

@@ -78,7 +78,7 @@ impl fmt::Display for Symbol {
 }
 
 /// Which side of the book took liquidity (for trades) or was liquidated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// Buy.
@@ -86,6 +86,8 @@ pub enum Side {
     /// Sell.
     Sell,
 }
+
+crate::deserialize_from_names!(Side { "buy" => Side::Buy, "sell" => Side::Sell });
 
 /// A price level: (price, quantity).
 pub type Level = (Decimal, Decimal);

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 pub use lifeline::Lifeline;
+pub(crate) use panic::take_last_panic;
 pub use panic::{catch_panic, install_panic_hook};
 use serde::Serialize;
 pub use slot::AddressSlot;

@@ -23,7 +23,24 @@ pub struct Instrument {
     pub start_price: Decimal,
 }
 
+/// Smallest order value on the simulated venue, in quote (Binance's common spot minimum).
+const SIM_MIN_NOTIONAL: Decimal = Decimal::from_parts(5, 0, 0, false, 0);
+/// Largest order quantity on the simulated venue, in lots.
+const SIM_MAX_LOTS: i64 = 900_000_000;
+
 impl Instrument {
+    /// The rules orders on this instrument must follow: prices on the tick, quantities on the
+    /// step (one step at least), a 5-quote minimum order value.
+    pub fn filters(&self) -> crate::trading::InstrumentFilters {
+        crate::trading::InstrumentFilters {
+            tick_size: self.tick_size,
+            step_size: self.step_size,
+            min_qty: self.step_size,
+            max_qty: self.step_size * Decimal::from(SIM_MAX_LOTS),
+            min_notional: SIM_MIN_NOTIONAL,
+        }
+    }
+
     /// Keel's defaults for well-known symbols, generic ones for the rest.
     pub fn for_symbol(symbol: Symbol) -> Self {
         let (tick, step, start) = match symbol.as_str() {

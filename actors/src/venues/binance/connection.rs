@@ -178,6 +178,7 @@ impl Connection {
     }
 
     async fn run(mut self, budget: Arc<DefaultDirectRateLimiter>) {
+        crate::tls::install_crypto_provider();
         let mut attempt: u32 = 0;
         let mut lost: Option<String> = None;
         loop {

@@ -5,4 +5,5 @@
 
 pub mod connection;
 pub mod parse;
+pub mod rest;
 pub mod streams;

@@ -1,0 +1,511 @@
+//! `BotActor`: one running bot. It owns its [`BotEngine`], subscribes to its symbol's trades and
+//! quotes, persists every change, and answers its owner's trading commands.
+//!
+//! Every change the engine reports is written in one sled transaction straight away, and made
+//! durable by a shared flush (group commit) before anything is acknowledged: a command's answer is
+//! sent after the flush, and the read endpoints show fills and journal lines only up to the last
+//! flushed id ([`LiveView`]), so nothing a client saw can be lost to a crash.
+//!
+//! Strategy code runs inside `catch_unwind`: a panic stops this actor with the panic as its reason
+//! and the bot supervisor restarts it from the store, within the restart budget.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::engine::{BotEngine, BotEventKind, CancelError, Effects};
+use super::model::{BotId, BotStatus};
+use super::repo::BotRepo;
+use crate::feed::{FeedAddress, MarketData, Subscribe, Unsubscribe};
+use crate::mailbox::{Ask, Query, ask};
+use crate::market::{StreamKind, Symbol};
+use crate::supervisor::{Stop, catch_panic, take_last_panic};
+use crate::trading::risk::RiskRejection;
+use crate::trading::{Order, OrderRequest, Position};
+
+/// A bot's mailbox: market data and commands share it; the feed conflates quotes when it is full.
+pub const BOT_MAILBOX: usize = 4096;
+/// How often the strategy's state is saved even without fills, so a restart loses little warm-up.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
+/// A strategy call slower than this counts as over budget.
+pub const CALLBACK_BUDGET: Duration = Duration::from_millis(5);
+/// Consecutive over-budget calls after which the bot is paused.
+const OVER_BUDGET_LIMIT: u32 = 20;
+/// Every this many events, one strategy call is timed into the histogram (timing all of them
+/// would cost more than some strategies do).
+const TIMING_SAMPLE: u64 = 64;
+/// How long the bot waits for the feed to accept its subscriptions.
+const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
+/// How often the actor checks that its supervisor is still there (an orphan must not trade).
+const SUPERVISOR_CHECK: Duration = Duration::from_secs(1);
+
+/// Owner commands a running bot handles.
+#[derive(Debug, Clone)]
+pub enum TradeCommand {
+    /// Place an order.
+    Place(OrderRequest),
+    /// Cancel one order.
+    Cancel(u64),
+    /// Flatten the position.
+    ClosePosition,
+    /// Cancel every open order.
+    CancelAll,
+}
+
+/// What a [`TradeCommand`] did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum TradeOutcome {
+    /// The order placed, canceled or used to close.
+    Order(Order),
+    /// Nothing to do (closing a flat position).
+    Nothing,
+    /// How many orders were canceled.
+    Canceled(usize),
+}
+
+/// Why a [`TradeCommand`] failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TradeError {
+    /// Risk checks or the venue refused the order.
+    #[error("{}: {}", .0.code, .0.reason)]
+    Rejected(RiskRejection),
+    /// The order is not open.
+    #[error(transparent)]
+    Cancel(#[from] CancelError),
+    /// The change could not be stored; it did not happen.
+    #[error("could not store the change")]
+    Store,
+}
+
+impl Query for TradeCommand {
+    type Answer = Result<TradeOutcome, TradeError>;
+}
+
+/// Pauses or resumes the strategy.
+#[derive(Debug, Clone, Copy)]
+pub struct SetPaused(pub bool);
+impl Query for SetPaused {
+    type Answer = ();
+}
+
+/// Stops the bot for good: cancels open orders, saves state, then stops the actor.
+#[derive(Debug, Clone, Copy)]
+pub struct StopBot {
+    /// Also flatten the position first (kill switch).
+    pub flatten: bool,
+}
+impl Query for StopBot {
+    type Answer = Result<usize, TradeError>;
+}
+
+/// What a running bot reports for the read endpoints.
+#[derive(Debug, Clone)]
+pub struct GetLive;
+impl Query for GetLive {
+    type Answer = LiveView;
+}
+
+/// Durable position and watermarks of a running bot.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveView {
+    /// Position as of the last flush.
+    pub position: Position,
+    /// Mark price now, if known.
+    pub mark_price: Option<Decimal>,
+    /// Fills up to this id are durable.
+    pub durable_fill_id: u64,
+    /// Journal lines up to this id are durable.
+    pub durable_event_id: u64,
+    /// Whether the strategy is being called.
+    pub status: BotStatus,
+}
+
+/// The bot told its supervisor it paused itself.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct BotPaused {
+    /// The bot.
+    pub bot_id: BotId,
+    /// Why.
+    pub reason: String,
+}
+
+/// A bot actor went away.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct BotExited {
+    /// The bot.
+    pub bot_id: BotId,
+    /// Which incarnation.
+    pub generation: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Tells the supervisor when the actor is dropped, however it died.
+#[derive(Debug)]
+pub struct BotLifeline {
+    bot_id: BotId,
+    generation: u64,
+    supervisor: Recipient<BotExited>,
+    reason: Option<String>,
+}
+
+impl BotLifeline {
+    /// A lifeline for incarnation `generation` of `bot_id`.
+    pub fn new(bot_id: BotId, generation: u64, supervisor: Recipient<BotExited>) -> Self {
+        Self { bot_id, generation, supervisor, reason: None }
+    }
+}
+
+impl Drop for BotLifeline {
+    fn drop(&mut self) {
+        let reason = self
+            .reason
+            .take()
+            .or_else(|| take_last_panic().map(|m| format!("panicked: {m}")))
+            .unwrap_or_else(|| "stopped unexpectedly".to_owned());
+        // Rare, and must not be lost to a full mailbox.
+        self.supervisor.do_send(BotExited {
+            bot_id: self.bot_id,
+            generation: self.generation,
+            reason,
+        });
+    }
+}
+
+/// Everything a bot actor needs to start.
+#[derive(Debug)]
+pub struct BotActorArgs {
+    /// The bot.
+    pub bot_id: BotId,
+    /// Its symbol.
+    pub symbol: Symbol,
+    /// Its engine, rebuilt from the store.
+    pub engine: BotEngine,
+    /// Whether it starts paused.
+    pub paused: bool,
+    /// Storage.
+    pub repo: BotRepo,
+    /// The venue's feed.
+    pub feed: FeedAddress,
+    /// Death notice.
+    pub lifeline: BotLifeline,
+    /// Where it reports self-pauses.
+    pub supervisor: Recipient<BotPaused>,
+}
+
+/// One running bot.
+#[derive(Debug)]
+pub struct BotActor {
+    args: BotActorArgs,
+    fx: Effects,
+    paused: bool,
+    durable_fill_id: u64,
+    durable_event_id: u64,
+    durable_position: Position,
+    events_seen: u64,
+    over_budget: u32,
+    dirty_snapshot: bool,
+}
+
+impl BotActor {
+    /// A bot actor that has not started yet.
+    pub fn new(args: BotActorArgs) -> Self {
+        let state = args.engine.snapshot();
+        Self {
+            paused: args.paused,
+            durable_fill_id: state.last_fill_id,
+            durable_event_id: state.last_event_id,
+            durable_position: state.position,
+            fx: Effects::default(),
+            args,
+            events_seen: 0,
+            over_budget: 0,
+            dirty_snapshot: false,
+        }
+    }
+
+    fn id(&self) -> BotId {
+        self.args.bot_id
+    }
+
+    /// Writes pending effects in one transaction, then flushes in the background; `then` runs
+    /// (with whether it all worked) once durable.
+    fn persist(&mut self, ctx: &mut Context<Self>, then: Option<Box<dyn FnOnce(bool) + Send>>) {
+        let state = self.args.engine.snapshot();
+        let written = if self.fx.is_empty() && then.is_none() {
+            return;
+        } else {
+            self.args.repo.persist(self.id(), &self.fx, &state)
+        };
+        if let Err(err) = &written {
+            // The engine moved on but the store did not: crash so the restart reloads the truth.
+            tracing::error!(bot_id = self.id(), error = %err, "bot state could not be stored");
+            self.args.lifeline.reason = Some(format!("store write failed: {err}"));
+            ctx.stop();
+        }
+        metrics::counter!("keel_fills_total").increment(self.fx.fills.len() as u64);
+        for order in &self.fx.orders {
+            metrics::counter!("keel_orders_total", "status" => status_label(order.status))
+                .increment(1);
+        }
+        if let Some(reason) = self.fx.paused.take() {
+            self.paused = true;
+            let _ = self.args.supervisor.try_send(BotPaused { bot_id: self.id(), reason });
+        }
+        self.fx.clear();
+        self.dirty_snapshot = false;
+        let store = self.args.repo.store().clone();
+        let ok = written.is_ok();
+        ctx.spawn(async move { ok && store.commit().await.is_ok() }.into_actor(self).map(
+            move |durable, act, _| {
+                if durable {
+                    act.durable_fill_id = act.durable_fill_id.max(state.last_fill_id);
+                    act.durable_event_id = act.durable_event_id.max(state.last_event_id);
+                    if state.last_fill_id >= act.durable_fill_id {
+                        act.durable_position = state.position;
+                    }
+                }
+                if let Some(then) = then {
+                    then(durable);
+                }
+            },
+        ));
+    }
+
+    /// Holds the mailbox until everything written is durable, then stops the actor.
+    fn stop_after_flush(&mut self, ctx: &mut Context<Self>, then: impl FnOnce(bool) + 'static) {
+        let store = self.args.repo.store().clone();
+        ctx.wait(async move { store.commit().await.is_ok() }.into_actor(self).map(
+            move |durable, _, ctx| {
+                then(durable);
+                ctx.stop();
+            },
+        ));
+    }
+
+    fn on_event(&mut self, data: &MarketData, ctx: &mut Context<Self>) {
+        self.events_seen += 1;
+        let timed = self.events_seen.is_multiple_of(TIMING_SAMPLE);
+        let started = timed.then(Instant::now);
+        let engine = &mut self.args.engine;
+        let fx = &mut self.fx;
+        if let Err(panic) = catch_panic(|| engine.on_market(&data.0, fx)) {
+            tracing::error!(bot_id = self.args.bot_id, %panic, "strategy panicked");
+            self.args.lifeline.reason = Some(format!("strategy panicked: {panic}"));
+            ctx.stop();
+            return;
+        }
+        if let Some(started) = started {
+            let took = started.elapsed();
+            metrics::histogram!("keel_strategy_callback_seconds").record(took.as_secs_f64());
+            metrics::histogram!("keel_tick_to_strategy_seconds")
+                .record(crate::market::now_us().saturating_sub(data.0.received_us) as f64 / 1e6);
+            self.over_budget = if took > CALLBACK_BUDGET { self.over_budget + 1 } else { 0 };
+            if self.over_budget >= OVER_BUDGET_LIMIT && !self.paused {
+                let reason = format!(
+                    "strategy callbacks exceeded {} ms {OVER_BUDGET_LIMIT} times in a row",
+                    CALLBACK_BUDGET.as_millis()
+                );
+                self.args.engine.set_strategy_active(false);
+                self.fx.paused = Some(reason);
+            }
+        }
+        self.dirty_snapshot = true;
+        if !self.fx.is_empty() {
+            self.persist(ctx, None);
+        }
+    }
+
+    fn subscribe(&self, ctx: &mut Context<Self>) {
+        let Some(feed) = self.args.feed.get() else {
+            tracing::warn!(bot_id = self.id(), "venue feed is not running; the bot waits for data");
+            return;
+        };
+        let recipient = ctx.address().recipient::<MarketData>();
+        for kind in [StreamKind::Trades, StreamKind::Quotes] {
+            let subscribe = Subscribe {
+                symbol: self.args.symbol.clone(),
+                kind,
+                subscriber: self.id(),
+                recipient: recipient.clone(),
+            };
+            let feed = feed.clone();
+            let bot_id = self.id();
+            ctx.spawn(
+                async move {
+                    match ask(&feed, subscribe, SUBSCRIBE_DEADLINE, "feed").await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(err)) => {
+                            tracing::warn!(bot_id, %err, "feed refused the subscription")
+                        }
+                        Err(err) => {
+                            tracing::warn!(bot_id, %err, "feed did not answer the subscription")
+                        }
+                    }
+                }
+                .into_actor(self),
+            );
+        }
+    }
+}
+
+fn status_label(status: crate::trading::OrderStatus) -> &'static str {
+    use crate::trading::OrderStatus::*;
+    match status {
+        New => "new",
+        Accepted => "accepted",
+        PartiallyFilled => "partially_filled",
+        Filled => "filled",
+        Canceled => "canceled",
+        Rejected => "rejected",
+        Unknown => "unknown",
+        Reconciled => "reconciled",
+    }
+}
+
+impl Actor for BotActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(BOT_MAILBOX);
+        self.args.engine.set_strategy_active(!self.paused);
+        self.subscribe(ctx);
+        ctx.run_interval(SNAPSHOT_INTERVAL, |act, _| {
+            if act.dirty_snapshot {
+                act.dirty_snapshot = false;
+                if let Err(err) = act.args.repo.put_state(act.id(), &act.args.engine.snapshot()) {
+                    tracing::warn!(bot_id = act.id(), error = %err, "strategy snapshot not stored");
+                }
+            }
+        });
+        ctx.run_interval(SUPERVISOR_CHECK, |act, ctx| {
+            if !act.args.supervisor.connected() {
+                act.args.lifeline.reason = Some("supervisor gone".into());
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(feed) = self.args.feed.get() {
+            for kind in [StreamKind::Trades, StreamKind::Quotes] {
+                let _ = feed.try_send(Unsubscribe {
+                    symbol: self.args.symbol.clone(),
+                    kind,
+                    subscriber: self.id(),
+                });
+            }
+        }
+        if self.dirty_snapshot {
+            let _ = self.args.repo.put_state(self.id(), &self.args.engine.snapshot());
+        }
+    }
+}
+
+impl Handler<MarketData> for BotActor {
+    type Result = ();
+
+    fn handle(&mut self, data: MarketData, ctx: &mut Context<Self>) {
+        self.on_event(&data, ctx);
+    }
+}
+
+impl Handler<Ask<TradeCommand>> for BotActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<TradeCommand>, ctx: &mut Context<Self>) {
+        let (command, replier) = ask.into_parts();
+        let engine = &mut self.args.engine;
+        let fx = &mut self.fx;
+        let result = match command {
+            TradeCommand::Place(req) => {
+                engine.place_manual(req, fx).map(TradeOutcome::Order).map_err(TradeError::Rejected)
+            }
+            TradeCommand::Cancel(id) => engine
+                .cancel(id, "canceled by owner", fx)
+                .map(TradeOutcome::Order)
+                .map_err(TradeError::from),
+            TradeCommand::ClosePosition => engine
+                .close_position(fx)
+                .map(|o| o.map_or(TradeOutcome::Nothing, TradeOutcome::Order))
+                .map_err(TradeError::Rejected),
+            TradeCommand::CancelAll => {
+                Ok(TradeOutcome::Canceled(engine.cancel_all("canceled by owner", fx)))
+            }
+        };
+        self.persist(
+            ctx,
+            Some(Box::new(move |durable| {
+                replier.send(if durable { result } else { Err(TradeError::Store) });
+            })),
+        );
+    }
+}
+
+impl Handler<Ask<SetPaused>> for BotActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<SetPaused>, ctx: &mut Context<Self>) {
+        let (SetPaused(paused), replier) = ask.into_parts();
+        self.paused = paused;
+        self.args.engine.set_strategy_active(!paused);
+        let status = if paused { BotStatus::Paused } else { BotStatus::Running };
+        let now = crate::market::now_us() / 1000;
+        self.args.engine.log(now, BotEventKind::Status { status, reason: None }, &mut self.fx);
+        self.persist(ctx, Some(Box::new(move |_| replier.send(()))));
+    }
+}
+
+impl Handler<Ask<StopBot>> for BotActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<StopBot>, ctx: &mut Context<Self>) {
+        let (StopBot { flatten }, replier) = ask.into_parts();
+        let engine = &mut self.args.engine;
+        let canceled = engine.cancel_all("bot stopped", &mut self.fx);
+        if flatten && let Err(rejection) = engine.close_position(&mut self.fx) {
+            tracing::warn!(bot_id = self.args.bot_id, reason = %rejection.reason, "could not flatten");
+        }
+        let now = crate::market::now_us() / 1000;
+        engine.log(
+            now,
+            BotEventKind::Status { status: BotStatus::Stopped, reason: None },
+            &mut self.fx,
+        );
+        self.args.lifeline.reason = Some("stopped on request".into());
+        self.persist(ctx, None);
+        self.stop_after_flush(ctx, move |durable| {
+            replier.send(if durable { Ok(canceled) } else { Err(TradeError::Store) });
+        });
+    }
+}
+
+impl Handler<Ask<GetLive>> for BotActor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<GetLive>, _: &mut Context<Self>) {
+        ask.reply(LiveView {
+            position: self.durable_position.clone(),
+            mark_price: self.args.engine.mark_price(),
+            durable_fill_id: self.durable_fill_id,
+            durable_event_id: self.durable_event_id,
+            status: if self.paused { BotStatus::Paused } else { BotStatus::Running },
+        });
+    }
+}
+
+impl Handler<Stop> for BotActor {
+    type Result = ();
+
+    /// Process shutdown: keep orders and state as they are, so the bot resumes on the next start.
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.args.lifeline.reason = Some("stopped on request".into());
+        self.persist(ctx, None);
+        self.stop_after_flush(ctx, |_| {});
+    }
+}

@@ -1,0 +1,367 @@
+//! The engine's order manager: brackets and OCO, exits replacing brackets, cancels, closing,
+//! rejections recorded with reasons, the daily-loss pause, and the position always equal to the
+//! fills.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use super::*;
+use crate::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
+use crate::strategy::{Intent, Strategy, StrategyContext};
+use crate::trading::OrderOrigin;
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+/// A strategy that does exactly what the test queues, once per event.
+#[derive(Debug, Default)]
+struct Scripted {
+    queue: Arc<std::sync::Mutex<Vec<Intent>>>,
+}
+
+impl Strategy for Scripted {
+    fn on_event(&mut self, _: &MarketEvent, _: &StrategyContext<'_>, out: &mut Vec<Intent>) {
+        out.append(&mut self.queue.lock().unwrap());
+    }
+    fn save(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn restore(&mut self, _: serde_json::Value) -> Result<(), serde_json::Error> {
+        Ok(())
+    }
+}
+
+fn filters() -> InstrumentFilters {
+    InstrumentFilters {
+        tick_size: d("0.01"),
+        step_size: d("0.001"),
+        min_qty: d("0.001"),
+        max_qty: d("1000"),
+        min_notional: d("1"),
+    }
+}
+
+fn engine(
+    risk: RiskLimits,
+    bracket: Option<Bracket>,
+) -> (BotEngine, Arc<std::sync::Mutex<Vec<Intent>>>) {
+    engine_for(risk, bracket, false)
+}
+
+fn engine_for(
+    risk: RiskLimits,
+    bracket: Option<Bracket>,
+    live: bool,
+) -> (BotEngine, Arc<std::sync::Mutex<Vec<Intent>>>) {
+    let strategy = Scripted::default();
+    let queue = strategy.queue.clone();
+    let config = EngineConfig {
+        bot_id: 7,
+        filters: filters(),
+        risk,
+        bracket,
+        paper: PaperConfig { fee_bps: d("10"), slippage_bps: d("0") },
+        allow_short: false,
+        live,
+    };
+    let state = BotState {
+        position: Position { quote_balance: d("10000"), ..Position::default() },
+        ..BotState::default()
+    };
+    (BotEngine::new(config, state, Box::new(strategy), Vec::new()), queue)
+}
+
+fn quote(bid: &str, ask: &str, ts: u64) -> MarketEvent {
+    MarketEvent {
+        venue: VenueId::Sim,
+        symbol: Symbol::parse("BTCUSDT").unwrap(),
+        exchange_ts: ts,
+        received_us: ts * 1000,
+        kind: EventKind::Quote { bid: d(bid), bid_qty: d("10"), ask: d(ask), ask_qty: d("10") },
+    }
+}
+
+fn trade(price: &str, ts: u64) -> MarketEvent {
+    MarketEvent {
+        venue: VenueId::Sim,
+        symbol: Symbol::parse("BTCUSDT").unwrap(),
+        exchange_ts: ts,
+        received_us: ts * 1000,
+        kind: EventKind::Trade { price: d(price), qty: d("10"), side: Side::Buy, trade_id: ts },
+    }
+}
+
+fn assert_position_matches_fills(engine: &BotEngine, fills: &[Fill]) {
+    let mut replay = Position { quote_balance: d("10000"), ..Position::default() };
+    for f in fills {
+        replay.apply(f.side, f.qty, f.price, f.fee);
+    }
+    assert_eq!(engine.position(), &replay);
+}
+
+#[test]
+fn a_filled_entry_gets_a_bracket_and_one_leg_filling_cancels_the_other() {
+    let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
+    let (mut engine, queue) = engine(RiskLimits::default(), Some(bracket));
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    queue.lock().unwrap().push(Intent::Place(OrderRequest::market(Side::Buy, d("1"))));
+    engine.on_market(&quote("99.99", "100.00", 2), &mut fx);
+
+    assert_eq!(engine.position().qty, d("1"));
+    let open = engine.open_orders();
+    assert_eq!(open.len(), 2, "{open:#?}");
+    let tp = open.iter().find(|o| o.origin == OrderOrigin::TakeProfit).unwrap();
+    let sl = open.iter().find(|o| o.origin == OrderOrigin::StopLoss).unwrap();
+    assert_eq!(tp.order_type, OrderType::Limit { price: d("102.00") });
+    assert_eq!(sl.order_type, OrderType::Stop { stop_price: d("99.00") });
+    assert_eq!((tp.oco_with, sl.oco_with), (Some(sl.id), Some(tp.id)));
+    assert_eq!(tp.client_order_id, format!("keel-7-{:06}", tp.id));
+
+    // The market trades through the take-profit: it fills and the stop is canceled.
+    engine.on_market(&trade("102.50", 3), &mut fx);
+    assert!(engine.position().qty.is_zero());
+    assert!(engine.open_orders().is_empty(), "{:#?}", engine.open_orders());
+    let canceled = fx.orders.iter().rev().find(|o| o.origin == OrderOrigin::StopLoss).unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled);
+    assert_eq!(canceled.reason.as_deref(), Some("other bracket leg filled"));
+    assert_position_matches_fills(&engine, &fx.fills);
+    assert!(engine.position().realized_pnl > Decimal::ZERO);
+}
+
+#[test]
+fn an_exit_order_replaces_the_bracket_instead_of_being_refused() {
+    let bracket = Bracket { take_profit_pct: d("5"), stop_loss_pct: d("5") };
+    let (mut engine, queue) = engine(RiskLimits::default(), Some(bracket));
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    queue.lock().unwrap().push(Intent::Place(OrderRequest::market(Side::Buy, d("1"))));
+    engine.on_market(&quote("99.99", "100.00", 2), &mut fx);
+    assert_eq!(engine.open_orders().len(), 2);
+
+    queue.lock().unwrap().push(Intent::Place(OrderRequest::market(Side::Sell, d("1"))));
+    engine.on_market(&quote("100.99", "101.00", 3), &mut fx);
+    assert!(engine.position().qty.is_zero(), "{:?}", engine.position());
+    assert!(engine.open_orders().is_empty());
+    assert!(fx.orders.iter().all(|o| o.status != OrderStatus::Rejected), "{:#?}", fx.orders);
+    assert_position_matches_fills(&engine, &fx.fills);
+}
+
+#[test]
+fn rejections_are_recorded_with_their_reason_and_cancel_and_close_work() {
+    let risk = RiskLimits { max_order_notional: Some(d("500")), ..RiskLimits::default() };
+    let (mut engine, _) = engine(risk, None);
+    let mut fx = Effects::default();
+    // No price yet: a market order cannot be valued.
+    assert!(engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).is_err());
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    fx.clear();
+
+    let err = engine.place_manual(OrderRequest::market(Side::Buy, d("6")), &mut fx).unwrap_err();
+    assert_eq!(err.code, "MAX_ORDER_NOTIONAL");
+    let rejected = fx.orders.last().unwrap();
+    assert_eq!(rejected.status, OrderStatus::Rejected);
+    assert!(rejected.reason.as_deref().unwrap().starts_with("MAX_ORDER_NOTIONAL"), "{rejected:?}");
+
+    let resting =
+        engine.place_manual(OrderRequest::limit(Side::Buy, d("1"), d("90.00")), &mut fx).unwrap();
+    assert_eq!(resting.status, OrderStatus::Accepted);
+    let canceled = engine.cancel(resting.id, "by test", &mut fx).unwrap();
+    assert_eq!(canceled.status, OrderStatus::Canceled);
+    assert_eq!(engine.cancel(resting.id, "again", &mut fx), Err(CancelError::NotOpen(resting.id)));
+
+    let bought = engine.place_manual(OrderRequest::market(Side::Buy, d("2")), &mut fx).unwrap();
+    assert_eq!((bought.status, bought.avg_fill_price), (OrderStatus::Filled, d("100.00")));
+    let closed = engine.close_position(&mut fx).unwrap().unwrap();
+    assert_eq!((closed.side, closed.status), (Side::Sell, OrderStatus::Filled));
+    assert!(engine.position().qty.is_zero());
+    assert_eq!(engine.close_position(&mut fx).unwrap(), None, "flat: nothing to close");
+    assert_position_matches_fills(&engine, &fx.fills);
+}
+
+#[test]
+fn reaching_the_daily_loss_limit_pauses_the_strategy_with_a_reason() {
+    let risk = RiskLimits { max_daily_loss: Some(d("50")), ..RiskLimits::default() };
+    let (mut engine, queue) = engine(risk, None);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    queue.lock().unwrap().push(Intent::Place(OrderRequest::market(Side::Buy, d("10"))));
+    engine.on_market(&quote("99.99", "100.00", 2), &mut fx);
+    assert!(fx.paused.is_none());
+    // Marked 10 lower on 10 units: 100 down, past the 50 limit.
+    engine.on_market(&quote("89.99", "90.00", 3), &mut fx);
+    let reason = fx.paused.clone().expect("paused");
+    assert!(reason.contains("max_daily_loss"), "{reason}");
+    // Paused: the strategy's further intents are not acted on.
+    fx.clear();
+    queue.lock().unwrap().push(Intent::Place(OrderRequest::market(Side::Buy, d("1"))));
+    engine.on_market(&quote("89.99", "90.00", 4), &mut fx);
+    assert!(fx.orders.is_empty());
+}
+
+#[test]
+fn restarting_from_a_snapshot_keeps_the_position_and_re_arms_open_orders() {
+    let (mut engine, _) = engine(RiskLimits::default(), None);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    let resting =
+        engine.place_manual(OrderRequest::limit(Side::Buy, d("1"), d("95.00")), &mut fx).unwrap();
+    let snapshot = engine.snapshot();
+
+    let (fresh, _) = self::engine(RiskLimits::default(), None);
+    let config = fresh.config.clone();
+    let mut revived = BotEngine::new(
+        config,
+        snapshot,
+        Box::new(Scripted::default()),
+        engine.open_orders().to_vec(),
+    );
+    assert_eq!(revived.position(), engine.position());
+    let mut fx2 = Effects::default();
+    revived.on_market(&trade("94.00", 5), &mut fx2);
+    assert_eq!(fx2.fills.len(), 1, "the re-armed limit fills");
+    assert_eq!(fx2.fills[0].order_id, resting.id);
+    assert_eq!(fx2.fills[0].id, fx.fills.last().unwrap().id + 1, "fill ids continue");
+    assert_eq!(revived.position().qty, d("2"));
+}
+
+fn venue_report(order_id: u64, status: &str, executed: &str, quote: &str) -> ExecReport {
+    ExecReport {
+        order_id,
+        outcome: ExecOutcome::Venue {
+            status: status.into(),
+            executed_qty: d(executed),
+            cum_quote: d(quote),
+            fills: Vec::new(),
+            ts: 10,
+        },
+    }
+}
+
+#[test]
+fn live_orders_wait_for_the_venue_and_fills_come_from_its_cumulative_totals() {
+    let (mut engine, _) = engine_for(RiskLimits::default(), None, true);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    let order =
+        engine.place_manual(OrderRequest::limit(Side::Buy, d("2"), d("99.00")), &mut fx).unwrap();
+    assert_eq!(order.status, OrderStatus::New, "not acknowledged yet");
+    assert_eq!(fx.outbound, vec![Outbound::Place(order.clone())]);
+    // A live limit is never filled by the paper venue.
+    engine.on_market(&trade("98.00", 2), &mut fx);
+    assert!(fx.fills.is_empty());
+
+    fx.clear();
+    engine.on_exec(venue_report(order.id, "NEW", "0", "0"), &mut fx);
+    assert_eq!(engine.open_orders()[0].status, OrderStatus::Accepted);
+    engine.on_exec(venue_report(order.id, "PARTIALLY_FILLED", "0.5", "49.5"), &mut fx);
+    // The same report again (a poll racing an answer) adds nothing.
+    engine.on_exec(venue_report(order.id, "PARTIALLY_FILLED", "0.5", "49.5"), &mut fx);
+    assert_eq!(fx.fills.len(), 1);
+    engine.on_exec(venue_report(order.id, "FILLED", "2", "197.25"), &mut fx);
+    assert_eq!(fx.fills.len(), 2);
+    assert_eq!((fx.fills[1].qty, fx.fills[1].price), (d("1.5"), d("98.5")));
+    assert!(engine.open_orders().is_empty());
+    assert_eq!(fx.orders.last().unwrap().status, OrderStatus::Filled);
+    assert_eq!(engine.position().qty, d("2"));
+    assert_position_matches_fills(&engine, &fx.fills);
+}
+
+#[test]
+fn an_unknown_outcome_stays_open_until_a_query_reconciles_it() {
+    let (mut engine, _) = engine_for(RiskLimits::default(), None, true);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    let order = engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    engine.on_exec(
+        ExecReport { order_id: order.id, outcome: ExecOutcome::Unknown("503".into()) },
+        &mut fx,
+    );
+    assert_eq!(engine.open_orders()[0].status, OrderStatus::Unknown);
+    // It still counts: the quantity it may have bought is not forgotten.
+    engine.on_exec(venue_report(order.id, "FILLED", "1", "100.01"), &mut fx);
+    let last = fx.orders.last().unwrap();
+    assert_eq!((last.status, last.filled_qty), (OrderStatus::Reconciled, d("1")));
+    assert_eq!(engine.position().qty, d("1"));
+
+    // Never received: reconciled with nothing filled.
+    let lost = engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    engine.on_exec(
+        ExecReport { order_id: lost.id, outcome: ExecOutcome::Unknown("timeout".into()) },
+        &mut fx,
+    );
+    engine.on_exec(ExecReport { order_id: lost.id, outcome: ExecOutcome::NotFound }, &mut fx);
+    let last = fx.orders.last().unwrap();
+    assert_eq!((last.status, last.filled_qty), (OrderStatus::Reconciled, d("0")));
+    assert!(engine.open_orders().is_empty());
+    assert_position_matches_fills(&engine, &fx.fills);
+}
+
+#[test]
+fn live_stops_are_armed_locally_and_sent_as_market_orders_when_crossed() {
+    let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
+    let (mut engine, _) = engine_for(RiskLimits::default(), Some(bracket), true);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    let entry = engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    fx.clear();
+    engine.on_exec(
+        ExecReport {
+            order_id: entry.id,
+            outcome: ExecOutcome::Venue {
+                status: "FILLED".into(),
+                executed_qty: d("1"),
+                cum_quote: d("100"),
+                fills: vec![VenueFillReport { price: d("100"), qty: d("1"), fee: Some(d("0.1")) }],
+                ts: 2,
+            },
+        },
+        &mut fx,
+    );
+    assert_eq!(fx.fills[0].fee, d("0.1"), "the venue's fee is kept");
+    let tp = engine.open_orders().iter().find(|o| o.origin == OrderOrigin::TakeProfit).cloned();
+    let sl = engine.open_orders().iter().find(|o| o.origin == OrderOrigin::StopLoss).cloned();
+    let (tp, sl) = (tp.unwrap(), sl.unwrap());
+    let placed: Vec<u64> = fx
+        .outbound
+        .iter()
+        .map(|o| match o {
+            Outbound::Place(o) => o.id,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(placed, vec![tp.id], "only the limit goes to the venue");
+    assert_eq!(sl.status, OrderStatus::Accepted);
+
+    fx.clear();
+    engine.on_market(&trade("99.50", 3), &mut fx);
+    assert!(fx.outbound.is_empty());
+    engine.on_market(&trade("98.90", 4), &mut fx);
+    let sent = match fx.outbound.as_slice() {
+        [Outbound::Place(o)] => o.clone(),
+        other => panic!("expected the stop to be sent, got {other:?}"),
+    };
+    assert_eq!((sent.id, sent.status), (sl.id, OrderStatus::New));
+
+    // The stop fills: the take-profit at the venue is asked to cancel, and ends when it says so.
+    fx.clear();
+    engine.on_exec(venue_report(sl.id, "FILLED", "1", "98.9"), &mut fx);
+    assert!(engine.position().qty.is_zero());
+    assert_eq!(fx.outbound, vec![Outbound::Cancel(tp.clone())]);
+    assert_eq!(engine.open_orders().len(), 1);
+    engine.on_exec(venue_report(tp.id, "CANCELED", "0", "0"), &mut fx);
+    assert!(engine.open_orders().is_empty());
+    assert_eq!(fx.orders.last().unwrap().status, OrderStatus::Canceled);
+}
+
+#[test]
+fn venue_fees_convert_to_quote_or_are_estimated() {
+    use super::live::fee_in_quote;
+    assert_eq!(fee_in_quote("BTCUSDT", d("0.1"), "USDT", d("100")), Some(d("0.1")));
+    assert_eq!(fee_in_quote("BTCUSDT", d("0.001"), "BTC", d("100")), Some(d("0.100")));
+    assert_eq!(fee_in_quote("BTCUSDT", d("0.0002"), "BNB", d("100")), None);
+    assert_eq!(fee_in_quote("BTCUSDT", d("0"), "BNB", d("100")), Some(d("0")));
+}

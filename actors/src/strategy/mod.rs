@@ -1,0 +1,193 @@
+//! Strategies: pure, deterministic decision code behind one trait.
+//!
+//! # Contract
+//!
+//! A [`Strategy`] sees market events and its own fills, and answers with [`Intent`]s. It does no
+//! I/O, reads no clock (time comes from the events), and keeps no randomness: the same sequence of
+//! calls gives the same intents, which is what makes backtests and paper bots agree. It may be
+//! called from inside `catch_unwind`, so a panic costs the bot, never the process.
+//!
+//! Intents are requests, not orders: the order manager runs risk checks and the venue's filters on
+//! each one, and may reject it. A strategy learns what happened from [`StrategyContext`] on its
+//! next call and from [`Strategy::on_fill`].
+//!
+//! Indicators are incremental (O(1) per event). A strategy's state can be saved and restored
+//! ([`Strategy::save`] / [`Strategy::restore`]), so a restarted bot continues where it was.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::market::MarketEvent;
+use crate::trading::{Fill, InstrumentFilters, OrderRequest, Position, Side};
+
+/// What a strategy asks the order manager to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "intent", rename_all = "snake_case")]
+pub enum Intent {
+    /// Place an order.
+    Place(OrderRequest),
+    /// Cancel every open order this strategy placed.
+    CancelAll,
+}
+
+/// One of the bot's open orders, as a strategy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrderView {
+    /// Order id.
+    pub id: u64,
+    /// Buy or sell.
+    pub side: Side,
+    /// Limit price, if a limit order.
+    pub price: Option<Decimal>,
+    /// Quantity still to fill.
+    pub remaining: Decimal,
+    /// The tag the strategy gave it.
+    pub tag: u32,
+}
+
+/// What a strategy may read about its bot at each call.
+#[derive(Debug, Clone, Copy)]
+pub struct StrategyContext<'a> {
+    /// Current position and balances.
+    pub position: &'a Position,
+    /// The bot's open orders placed by the strategy.
+    pub open_orders: &'a [OpenOrderView],
+    /// The instrument's tick, step and notional rules.
+    pub filters: &'a InstrumentFilters,
+    /// Event time of the current call, ms since the epoch.
+    pub now_ms: u64,
+}
+
+/// A strategy kind with validated parameters, ready to build.
+pub trait Strategy: Send + std::fmt::Debug {
+    /// Reacts to one market event, pushing any intents into `out`.
+    fn on_event(&mut self, event: &MarketEvent, ctx: &StrategyContext<'_>, out: &mut Vec<Intent>);
+
+    /// Reacts to a fill of one of its orders (after the position was updated).
+    fn on_fill(&mut self, fill: &Fill, ctx: &StrategyContext<'_>, out: &mut Vec<Intent>) {
+        let _ = (fill, ctx, out);
+    }
+
+    /// The strategy's internal state, for persistence.
+    fn save(&self) -> serde_json::Value;
+
+    /// Restores state produced by [`Strategy::save`] of the same kind and params.
+    ///
+    /// # Errors
+    /// When the value is not such a state; the bot then starts the strategy fresh.
+    fn restore(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error>;
+}
+
+/// A strategy as the API names it: `{"kind": "ema_cross", "params": {...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StrategySpec {
+    /// `ema_cross`, `rsi`, `grid` or `dca`.
+    pub kind: String,
+    /// The kind's parameters.
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+mod common;
+pub mod dca;
+pub mod ema_cross;
+pub mod grid;
+pub mod indicators;
+pub mod rsi;
+#[cfg(test)]
+mod testing;
+
+use crate::validation::FieldError;
+
+/// Longest indicator period accepted.
+pub const MAX_PERIOD: u32 = 10_000;
+
+/// The strategy kinds `build` knows.
+pub const KINDS: [&str; 4] = ["ema_cross", "rsi", "grid", "dca"];
+
+/// Builds a strategy from its API description, checking every parameter against the
+/// instrument's rules.
+///
+/// # Errors
+/// Every problem found, as field errors (`strategy.kind`, `strategy.params.<name>`).
+pub fn build(
+    spec: &StrategySpec,
+    filters: &InstrumentFilters,
+) -> Result<Box<dyn Strategy>, Vec<FieldError>> {
+    fn checked<P, S: Strategy + 'static>(
+        params: &serde_json::Value,
+        validate: impl Fn(&P) -> Vec<FieldError>,
+        make: impl Fn(P) -> S,
+    ) -> Result<Box<dyn Strategy>, Vec<FieldError>>
+    where
+        P: serde::de::DeserializeOwned,
+    {
+        let params: P = common::parse(params)?;
+        let errors = validate(&params);
+        if errors.is_empty() { Ok(Box::new(make(params))) } else { Err(errors) }
+    }
+    let params = &spec.params;
+    match spec.kind.as_str() {
+        "ema_cross" => {
+            checked(params, |p: &ema_cross::Params| p.validate(filters), ema_cross::EmaCross::new)
+        }
+        "rsi" => checked(params, |p: &rsi::Params| p.validate(filters), rsi::RsiStrategy::new),
+        "grid" => checked(params, |p: &grid::Params| p.validate(filters), grid::Grid::new),
+        "dca" => checked(params, |p: &dca::Params| p.validate(filters), dca::Dca::new),
+        other => Err(vec![FieldError::new(
+            "strategy.kind",
+            format!(
+                "unknown strategy `{}`; known: {}",
+                other.chars().take(40).collect::<String>(),
+                KINDS.join(", ")
+            ),
+        )]),
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use super::*;
+    use crate::strategy::testing::filters;
+
+    #[test]
+    fn build_names_the_field_of_every_problem() {
+        let cases = [
+            (r#"{"kind": "ema_cross", "params": {"fast": 5, "slow": 20, "qty": "0.01"}}"#, vec![]),
+            (
+                r#"{"kind": "rsi", "params": {"period": 14, "oversold": 30, "overbought": 70, "qty": "0.01"}}"#,
+                vec![],
+            ),
+            (
+                r#"{"kind": "grid", "params": {"lower": "90", "upper": "110", "levels": 5, "qty_per_level": "0.01"}}"#,
+                vec![],
+            ),
+            (
+                r#"{"kind": "dca", "params": {"interval_secs": 60, "quote_amount": "50", "take_profit_pct": "2"}}"#,
+                vec![],
+            ),
+            (r#"{"kind": "martingale", "params": {}}"#, vec!["strategy.kind"]),
+            (r#"{"kind": "ema_cross", "params": {"fast": 5}}"#, vec!["strategy.params"]),
+            (
+                r#"{"kind": "ema_cross", "params": {"fast": 5, "slow": 20, "qty": "0.01", "x": 1}}"#,
+                vec!["strategy.params"],
+            ),
+            (
+                r#"{"kind": "ema_cross", "params": {"fast": "five", "slow": 20, "qty": "0.01"}}"#,
+                vec!["strategy.params"],
+            ),
+            (
+                r#"{"kind": "ema_cross", "params": {"fast": 50, "slow": 20, "qty": "0.0001"}}"#,
+                vec!["strategy.params.fast", "strategy.params.qty"],
+            ),
+        ];
+        for (json, fields) in cases {
+            let spec: StrategySpec = serde_json::from_str(json).unwrap();
+            let got: Vec<String> = match build(&spec, &filters()) {
+                Ok(_) => vec![],
+                Err(errors) => errors.into_iter().map(|e| e.field).collect(),
+            };
+            assert_eq!(got, fields, "{json}");
+        }
+    }
+}

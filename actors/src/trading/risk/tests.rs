@@ -1,0 +1,229 @@
+//! Every rejection code, and acceptance exactly at each limit.
+
+use super::*;
+use crate::trading::{OrderOrigin, OrderStatus};
+
+fn d(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn filters() -> InstrumentFilters {
+    InstrumentFilters {
+        tick_size: d("0.01"),
+        step_size: d("0.001"),
+        min_qty: d("0.002"),
+        max_qty: d("100"),
+        min_notional: d("5"),
+    }
+}
+
+fn open(side: Side, qty: &str, price: &str) -> Order {
+    Order {
+        id: 99,
+        bot_id: 1,
+        client_order_id: "keel-1-000099".into(),
+        side,
+        order_type: OrderType::Limit { price: d(price) },
+        qty: d(qty),
+        filled_qty: Decimal::ZERO,
+        avg_fill_price: Decimal::ZERO,
+        status: OrderStatus::Accepted,
+        origin: OrderOrigin::Manual,
+        tag: 0,
+        oco_with: None,
+        reason: None,
+        created_ts: 0,
+        updated_ts: 0,
+    }
+}
+
+struct Case {
+    req: OrderRequest,
+    limits: RiskLimits,
+    position: Position,
+    open: Vec<Order>,
+    mark: Option<Decimal>,
+    spot: bool,
+    headroom: Option<Decimal>,
+}
+
+impl Case {
+    fn new(req: OrderRequest) -> Self {
+        Self {
+            req,
+            limits: RiskLimits::default(),
+            position: Position { qty: d("1"), quote_balance: d("1000"), ..Position::default() },
+            open: Vec::new(),
+            mark: Some(d("100")),
+            spot: true,
+            headroom: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), &'static str> {
+        let f = filters();
+        let ctx = RiskContext {
+            filters: &f,
+            limits: &self.limits,
+            position: &self.position,
+            open_orders: &self.open,
+            mark_price: self.mark,
+            allow_short: !self.spot,
+            base_balance_check: self.spot,
+            user_exposure_headroom: self.headroom,
+        };
+        check_order(&self.req, &ctx).map_err(|r| {
+            assert!(!r.reason.is_empty());
+            r.code
+        })
+    }
+}
+
+fn buy(qty: &str) -> OrderRequest {
+    OrderRequest::market(Side::Buy, d(qty))
+}
+
+fn sell(qty: &str) -> OrderRequest {
+    OrderRequest::market(Side::Sell, d(qty))
+}
+
+#[test]
+fn every_rule_rejects_with_its_code_and_passes_at_its_boundary() {
+    let limits = |f: fn(&mut RiskLimits)| {
+        let mut l = RiskLimits::default();
+        f(&mut l);
+        l
+    };
+    let cases: Vec<(&str, Case, Result<(), &str>)> = vec![
+        ("plain buy", Case::new(buy("1")), Ok(())),
+        ("zero", Case::new(buy("0")), Err("QTY_NOT_POSITIVE")),
+        ("negative", Case::new(buy("-1")), Err("QTY_NOT_POSITIVE")),
+        ("off step", Case::new(buy("0.0025")), Err("QTY_OFF_STEP")),
+        ("below min qty", Case::new(buy("0.001")), Err("BELOW_MIN_QTY")),
+        (
+            "at min qty but tiny notional",
+            Case { mark: Some(d("1")), ..Case::new(buy("0.002")) },
+            Err("BELOW_MIN_NOTIONAL"),
+        ),
+        ("above max qty", Case::new(buy("100.001")), Err("ABOVE_MAX_QTY")),
+        (
+            "off tick",
+            Case::new(OrderRequest::limit(Side::Buy, d("1"), d("99.995"))),
+            Err("PRICE_OFF_TICK"),
+        ),
+        ("no price", Case { mark: None, ..Case::new(buy("1")) }, Err("NO_PRICE")),
+        (
+            "notional at the limit",
+            Case {
+                limits: limits(|l| l.max_order_notional = Some(d("100"))),
+                ..Case::new(buy("1"))
+            },
+            Ok(()),
+        ),
+        (
+            "notional over",
+            Case {
+                limits: limits(|l| l.max_order_notional = Some(d("99.99"))),
+                ..Case::new(buy("1"))
+            },
+            Err("MAX_ORDER_NOTIONAL"),
+        ),
+        (
+            "position at the limit",
+            Case { limits: limits(|l| l.max_position = Some(d("2"))), ..Case::new(buy("1")) },
+            Ok(()),
+        ),
+        (
+            "position over",
+            Case { limits: limits(|l| l.max_position = Some(d("1.999"))), ..Case::new(buy("1")) },
+            Err("MAX_POSITION"),
+        ),
+        (
+            "open buys count towards the position",
+            Case {
+                limits: limits(|l| l.max_position = Some(d("2"))),
+                open: vec![open(Side::Buy, "0.5", "90")],
+                ..Case::new(buy("1"))
+            },
+            Err("MAX_POSITION"),
+        ),
+        (
+            "reducing is always allowed",
+            Case { limits: limits(|l| l.max_position = Some(d("0.5"))), ..Case::new(sell("0.5")) },
+            Ok(()),
+        ),
+        (
+            "open orders at the limit",
+            Case {
+                limits: limits(|l| l.max_open_orders = Some(1)),
+                open: vec![open(Side::Buy, "0.1", "90")],
+                ..Case::new(buy("1"))
+            },
+            Err("MAX_OPEN_ORDERS"),
+        ),
+        ("sell what is held", Case::new(sell("1")), Ok(())),
+        ("spot cannot short", Case::new(sell("1.001")), Err("NO_SHORTING")),
+        (
+            "open sells hold the position",
+            Case { open: vec![open(Side::Sell, "0.5", "110")], ..Case::new(sell("0.6")) },
+            Err("NO_SHORTING"),
+        ),
+        ("futures may short", Case { spot: false, ..Case::new(sell("3")) }, Ok(())),
+        ("balance covers exactly", Case::new(buy("10")), Ok(())),
+        ("balance short", Case::new(buy("10.001")), Err("INSUFFICIENT_BALANCE")),
+        (
+            "open buys reserve the balance",
+            Case { open: vec![open(Side::Buy, "1", "100")], ..Case::new(buy("9.001")) },
+            Err("INSUFFICIENT_BALANCE"),
+        ),
+        (
+            "user headroom",
+            Case { headroom: Some(d("50")), ..Case::new(buy("1")) },
+            Err("USER_EXPOSURE"),
+        ),
+        (
+            "user headroom does not limit exits",
+            Case { headroom: Some(d("50")), ..Case::new(sell("1")) },
+            Ok(()),
+        ),
+    ];
+    for (name, case, expected) in cases {
+        assert_eq!(case.check(), expected, "{name}");
+    }
+}
+
+#[test]
+fn limits_must_be_positive_and_sane() {
+    let bad = RiskLimits {
+        max_order_notional: Some(d("0")),
+        max_position: Some(d("-1")),
+        max_open_orders: Some(0),
+        max_daily_loss: Some(d("1e13")),
+    };
+    let fields: Vec<_> = bad.validate().into_iter().map(|e| e.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "risk.max_order_notional",
+            "risk.max_position",
+            "risk.max_daily_loss",
+            "risk.max_open_orders"
+        ]
+    );
+    assert!(RiskLimits::default().validate().is_empty());
+}
+
+#[test]
+fn the_daily_loss_counts_from_the_start_of_the_utc_day() {
+    let day = 86_400_000u64;
+    let mut loss = DailyLoss::new();
+    let limits = RiskLimits { max_daily_loss: Some(d("50")), ..RiskLimits::default() };
+    let mut p = Position { quote_balance: d("1000"), ..Position::default() };
+    p.apply(Side::Buy, d("10"), d("100"), d("0"));
+    // Yesterday's loss does not count today.
+    assert_eq!(loss.observe(3 * day - 1, &p, Some(d("90"))), d("0"));
+    assert_eq!(loss.observe(3 * day + 5, &p, Some(d("90"))), d("0"));
+    assert_eq!(loss.observe(3 * day + 6, &p, Some(d("85"))), d("-50"));
+    assert!(loss.breached(&limits));
+    assert!(!loss.breached(&RiskLimits::default()));
+}

@@ -1,0 +1,429 @@
+//! Binance REST: exchange info (instrument rules) and signed spot orders.
+//!
+//! Follows <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>. Signed requests
+//! carry `timestamp` (local time corrected by the server-time offset, so `-1021` does not happen)
+//! and `recvWindow`; the payload is signed in the vault (HMAC-SHA256, hex), never here. Request
+//! weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the budget is nearly
+//! spent. An answer that does not say what happened (a timeout, a 5xx, an unreadable 2xx) is
+//! [`RestError::is_unknown_outcome`]: the order must be queried before any retry.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::market::{Symbol, VenueId};
+use crate::trading::{InstrumentFilters, Order, OrderType, Side};
+
+/// How long one REST call may take.
+pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
+/// `recvWindow` sent with signed requests, ms.
+pub const RECV_WINDOW_MS: u64 = 5_000;
+/// Binance's request-weight budget per minute per IP (spot).
+pub const WEIGHT_PER_MINUTE: u32 = 6_000;
+/// Keel slows down above this share of the budget.
+const WEIGHT_SLOWDOWN: u32 = WEIGHT_PER_MINUTE * 9 / 10;
+
+/// What went wrong with a REST call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RestError {
+    /// Binance answered with an error.
+    #[error("binance answered {status}: {code} {msg}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Binance's error code (`-2010`), 0 when the body had none.
+        code: i64,
+        /// Binance's message.
+        msg: String,
+    },
+    /// No answer in time, or the connection broke after the request left.
+    #[error("no answer from binance: {0}")]
+    NoAnswer(String),
+    /// The request could not be sent at all (bad URL, refused connection).
+    #[error("request not sent: {0}")]
+    NotSent(String),
+    /// A 2xx whose body is not what Binance documents.
+    #[error("unreadable answer: {0}")]
+    Decode(String),
+    /// The vault would not sign.
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+impl RestError {
+    /// Whether the order may or may not exist now: query it before doing anything else.
+    pub fn is_unknown_outcome(&self) -> bool {
+        match self {
+            RestError::Api { status, .. } => *status >= 500,
+            RestError::NoAnswer(_) | RestError::Decode(_) => true,
+            RestError::NotSent(_) | RestError::Sign(_) => false,
+        }
+    }
+
+    /// `-1021`: the timestamp is outside `recvWindow` (resync the clock and retry).
+    pub fn is_clock_skew(&self) -> bool {
+        matches!(self, RestError::Api { code: -1021, .. })
+    }
+
+    /// `-2013`: the order does not exist.
+    pub fn is_no_such_order(&self) -> bool {
+        matches!(self, RestError::Api { code: -2013, .. })
+    }
+}
+
+/// Signs a payload: the vault's `Sign`, behind a closure so this module needs no actor.
+pub type Signer<'a> = &'a (
+        dyn Fn(String) -> futures_util::future::BoxFuture<'static, Result<(String, String), String>>
+            + Sync
+    );
+
+/// A venue's REST endpoint with its clock offset and weight budget. Share one per venue.
+#[derive(Debug)]
+pub struct RestClient {
+    http: reqwest::Client,
+    base: String,
+    venue: VenueId,
+    /// Server time minus local time, ms.
+    offset_ms: AtomicI64,
+    used_weight: AtomicU32,
+}
+
+/// An order as Binance reports it (new order, query, cancel).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VenueOrder {
+    /// Our client order id.
+    #[serde(default)]
+    pub client_order_id: String,
+    /// `NEW`, `PARTIALLY_FILLED`, `FILLED`, `CANCELED`, `REJECTED`, `EXPIRED`, …
+    pub status: String,
+    /// Filled base quantity so far.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub executed_qty: Decimal,
+    /// Filled quote amount so far.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cummulative_quote_qty: Decimal,
+    /// Executions in this answer (new orders with `newOrderRespType=FULL` only).
+    #[serde(default)]
+    pub fills: Vec<VenueFill>,
+}
+
+/// One execution in a FULL new-order answer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VenueFill {
+    /// Price.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub price: Decimal,
+    /// Quantity.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub qty: Decimal,
+    /// Fee.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub commission: Decimal,
+    /// The fee's asset.
+    pub commission_asset: String,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    code: i64,
+    msg: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerTime {
+    server_time: i64,
+}
+
+#[derive(Deserialize)]
+struct ExchangeInfo {
+    symbols: Vec<SymbolInfo>,
+}
+
+#[derive(Deserialize)]
+struct SymbolInfo {
+    symbol: String,
+    status: String,
+    #[serde(default)]
+    filters: Vec<serde_json::Value>,
+}
+
+impl RestClient {
+    /// A client for `base` (`https://api.binance.com`, or a local fake in tests).
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built (TLS set-up).
+    pub fn new(venue: VenueId, base: &str) -> Result<Self, RestError> {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(REST_TIMEOUT)
+            .connect_timeout(REST_TIMEOUT)
+            .build()
+            .map_err(|e| RestError::NotSent(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            venue,
+            offset_ms: AtomicI64::new(0),
+            used_weight: AtomicU32::new(0),
+        })
+    }
+
+    fn path(&self, spot: &'static str, futures: &'static str) -> String {
+        let path = if self.venue == VenueId::BinanceFutures { futures } else { spot };
+        format!("{}{path}", self.base)
+    }
+
+    /// Binance's time now, by our clock and the last measured offset, ms.
+    pub fn timestamp(&self) -> u64 {
+        let local = crate::market::now_us() as i64 / 1000;
+        (local + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+    }
+
+    /// Measures the offset to Binance's clock (`GET /api/v3/time`), half the round trip
+    /// included.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn sync_time(&self) -> Result<i64, RestError> {
+        let sent = crate::market::now_us() as i64 / 1000;
+        let res = self.send(self.http.get(self.path("/api/v3/time", "/fapi/v1/time"))).await?;
+        let now = crate::market::now_us() as i64 / 1000;
+        let time: ServerTime = decode(&res)?;
+        let offset = time.server_time - (sent + now) / 2;
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        Ok(offset)
+    }
+
+    /// Every tradable symbol's rules (`GET /api/v3/exchangeInfo`).
+    ///
+    /// # Errors
+    /// The call failed or the answer is not exchange info.
+    pub async fn exchange_info(&self) -> Result<HashMap<Symbol, InstrumentFilters>, RestError> {
+        let url = self.path("/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo");
+        let body = self.send(self.http.get(url)).await?;
+        let info: ExchangeInfo = decode(&body)?;
+        Ok(info
+            .symbols
+            .into_iter()
+            .filter(|s| s.status == "TRADING")
+            .filter_map(|s| Some((Symbol::parse(&s.symbol)?, filters_of(&s.filters)?)))
+            .collect())
+    }
+
+    /// Places `order` (`POST /api/v3/order`, `newOrderRespType=FULL`). A stop is sent as the
+    /// market order it becomes when triggered (Keel emulates stops).
+    ///
+    /// # Errors
+    /// See [`RestError::is_unknown_outcome`].
+    pub async fn place(
+        &self,
+        symbol: &Symbol,
+        order: &Order,
+        signer: Signer<'_>,
+    ) -> Result<VenueOrder, RestError> {
+        let side = match order.side {
+            Side::Buy => "BUY",
+            Side::Sell => "SELL",
+        };
+        let qty = order.remaining().normalize().to_string();
+        let mut params = vec![
+            ("symbol", symbol.to_string()),
+            ("side", side.to_owned()),
+            ("quantity", qty),
+            ("newClientOrderId", order.client_order_id.clone()),
+            ("newOrderRespType", "FULL".to_owned()),
+        ];
+        match order.order_type {
+            OrderType::Limit { price } => {
+                params.push(("type", "LIMIT".to_owned()));
+                params.push(("timeInForce", "GTC".to_owned()));
+                params.push(("price", price.normalize().to_string()));
+            }
+            OrderType::Market | OrderType::Stop { .. } => {
+                params.push(("type", "MARKET".to_owned()))
+            }
+        }
+        self.signed(reqwest::Method::POST, "/api/v3/order", params, signer).await
+    }
+
+    /// Looks an order up by our client id (`GET /api/v3/order`).
+    ///
+    /// # Errors
+    /// [`RestError::is_no_such_order`] when Binance never received it.
+    pub async fn query(
+        &self,
+        symbol: &Symbol,
+        client_order_id: &str,
+        signer: Signer<'_>,
+    ) -> Result<VenueOrder, RestError> {
+        let params =
+            vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())];
+        self.signed(reqwest::Method::GET, "/api/v3/order", params, signer).await
+    }
+
+    /// Cancels an order by our client id (`DELETE /api/v3/order`).
+    ///
+    /// # Errors
+    /// [`RestError::is_no_such_order`] when it is not open there.
+    pub async fn cancel(
+        &self,
+        symbol: &Symbol,
+        client_order_id: &str,
+        signer: Signer<'_>,
+    ) -> Result<VenueOrder, RestError> {
+        let params =
+            vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())];
+        self.signed(reqwest::Method::DELETE, "/api/v3/order", params, signer).await
+    }
+
+    async fn signed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        mut params: Vec<(&str, String)>,
+        signer: Signer<'_>,
+    ) -> Result<VenueOrder, RestError> {
+        params.push(("recvWindow", RECV_WINDOW_MS.to_string()));
+        params.push(("timestamp", self.timestamp().to_string()));
+        let query = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let (api_key, signature) = signer(query.clone()).await.map_err(RestError::Sign)?;
+        let url = format!("{}{path}?{query}&signature={signature}", self.base);
+        let req = self.http.request(method, url).header("X-MBX-APIKEY", api_key);
+        let body = self.send(req).await?;
+        decode(&body)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, RestError> {
+        if self.used_weight.load(Ordering::Relaxed) >= WEIGHT_SLOWDOWN {
+            // Near the minute's budget: spread what is left rather than get banned (-1003/418).
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let res = req.send().await.map_err(|e| {
+            if e.is_connect() || e.is_builder() {
+                RestError::NotSent(e.to_string())
+            } else {
+                RestError::NoAnswer(e.to_string())
+            }
+        })?;
+        if let Some(weight) = res
+            .headers()
+            .get("x-mbx-used-weight-1m")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u32>().ok())
+        {
+            self.used_weight.store(weight, Ordering::Relaxed);
+            metrics::gauge!("keel_venue_used_weight", "venue" => self.venue.as_str())
+                .set(f64::from(weight));
+        }
+        let status = res.status().as_u16();
+        let body = res.bytes().await.map_err(|e| RestError::NoAnswer(e.to_string()))?;
+        if (200..300).contains(&status) {
+            return Ok(body.to_vec());
+        }
+        let (code, msg) = match serde_json::from_slice::<ApiErrorBody>(&body) {
+            Ok(e) => (e.code, e.msg),
+            Err(_) => (0, String::from_utf8_lossy(&body).chars().take(200).collect()),
+        };
+        metrics::counter!("keel_venue_errors_total", "venue" => self.venue.as_str(), "code" => code.to_string()).increment(1);
+        Err(RestError::Api { status, code, msg })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RestError> {
+    serde_json::from_slice(body).map_err(|e| RestError::Decode(e.to_string()))
+}
+
+/// Percent-encodes a query value (Binance's values are ASCII; anything else is escaped).
+fn urlencode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads PRICE_FILTER, LOT_SIZE and (MIN_)NOTIONAL into filters; `None` without the first two.
+fn filters_of(filters: &[serde_json::Value]) -> Option<InstrumentFilters> {
+    let field = |f: &serde_json::Value, k: &str| f.get(k)?.as_str()?.parse::<Decimal>().ok();
+    let find =
+        |t: &str| filters.iter().find(|f| f.get("filterType").and_then(|v| v.as_str()) == Some(t));
+    let price = find("PRICE_FILTER")?;
+    let lot = find("LOT_SIZE")?;
+    let min_notional = find("NOTIONAL")
+        .and_then(|f| field(f, "minNotional"))
+        .or_else(|| {
+            find("MIN_NOTIONAL")
+                .and_then(|f| field(f, "minNotional").or_else(|| field(f, "notional")))
+        })
+        .unwrap_or_default();
+    Some(InstrumentFilters {
+        tick_size: field(price, "tickSize")?,
+        step_size: field(lot, "stepSize")?,
+        min_qty: field(lot, "minQty")?,
+        max_qty: field(lot, "maxQty")?,
+        min_notional,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_info_filters_are_read_from_binances_shapes() {
+        let spot: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[{"filterType":"PRICE_FILTER","minPrice":"0.01","maxPrice":"1000000.00","tickSize":"0.01"},
+                {"filterType":"LOT_SIZE","minQty":"0.00001","maxQty":"9000.00000000","stepSize":"0.00001"},
+                {"filterType":"NOTIONAL","minNotional":"5.00000000","applyMinToMarket":true}]"#,
+        )
+        .unwrap();
+        let f = filters_of(&spot).unwrap();
+        assert_eq!(f.tick_size.to_string(), "0.01");
+        assert_eq!(f.step_size.to_string(), "0.00001");
+        assert_eq!(f.min_notional.to_string(), "5.00000000");
+        let futures: Vec<serde_json::Value> = serde_json::from_str(
+            r#"[{"filterType":"PRICE_FILTER","tickSize":"0.10"},{"filterType":"LOT_SIZE","minQty":"0.001","maxQty":"1000","stepSize":"0.001"},
+                {"filterType":"MIN_NOTIONAL","notional":"100"}]"#,
+        )
+        .unwrap();
+        assert_eq!(filters_of(&futures).unwrap().min_notional, Decimal::ONE_HUNDRED);
+        assert!(filters_of(&[]).is_none());
+    }
+
+    #[test]
+    fn the_fixture_order_answers_decode() {
+        let fixtures = include_str!("../../../tests/fixtures/binance/rest_spot.jsonl");
+        let mut lines = fixtures.lines();
+        let full: VenueOrder = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!((full.status.as_str(), full.fills.len()), ("FILLED", 1));
+        assert_eq!(full.client_order_id, "keel-42-000017");
+        let query: VenueOrder = serde_json::from_str(lines.next().unwrap()).unwrap();
+        assert_eq!(query.status, "NEW");
+    }
+
+    #[test]
+    fn only_answers_that_leave_the_outcome_open_are_unknown() {
+        let api = |status, code| RestError::Api { status, code, msg: String::new() };
+        assert!(api(503, 0).is_unknown_outcome());
+        assert!(!api(400, -2010).is_unknown_outcome());
+        assert!(api(400, -1021).is_clock_skew());
+        assert!(RestError::NoAnswer("timeout".into()).is_unknown_outcome());
+        assert!(!RestError::NotSent("refused".into()).is_unknown_outcome());
+        assert_eq!(urlencode("keel-1-000001"), "keel-1-000001");
+        assert_eq!(urlencode("a b&c"), "a%20b%26c");
+    }
+}

@@ -1,0 +1,363 @@
+//! `/api/v1/bots`: define, edit, delete and drive bots. Every change goes through the bot
+//! supervisor; validation that needs the venue's rules asks the venue's feed.
+
+use actix_web::{HttpResponse, web};
+use keel_actors::bot::supervisor::{ControlBot, CreateBot, DeleteBot, GetBot, ListBots, UpdateBot};
+use keel_actors::bot::{BotError, BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
+use keel_actors::feed::{GetInstrument, InstrumentError};
+use keel_actors::mailbox::ask;
+use keel_actors::market::{Symbol, VenueId};
+use keel_actors::strategy::StrategySpec;
+use keel_actors::trading::InstrumentFilters;
+use keel_actors::trading::risk::RiskLimits;
+use keel_actors::vault::ListCredentials;
+use serde::Deserialize;
+
+use super::accounts::vault_error;
+use super::{ApiError, FieldError};
+use crate::auth::AuthUser;
+use crate::startup::AppState;
+
+/// `POST /bots` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBot {
+    name: String,
+    venue: String,
+    symbol: String,
+    mode: BotMode,
+    #[serde(default)]
+    exchange_account_id: Option<u64>,
+    strategy: StrategySpec,
+    #[serde(default)]
+    risk: RiskLimits,
+    #[serde(default)]
+    bracket: Option<Bracket>,
+    #[serde(default)]
+    paper: PaperSettings,
+}
+
+/// `PATCH /bots/{id}` body: any subset of the editable fields. `bracket: null` removes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotPatch {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    strategy: Option<StrategySpec>,
+    #[serde(default)]
+    risk: Option<RiskLimits>,
+    #[serde(default, with = "double_option")]
+    bracket: Option<Option<Bracket>>,
+    #[serde(default)]
+    paper: Option<PaperSettings>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+mod double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, T, D>(de: D) -> Result<Option<Option<T>>, D::Error>
+    where
+        T: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Option::<T>::deserialize(de).map(Some)
+    }
+}
+
+/// Maps bot errors to API errors.
+pub fn bot_error(err: BotError) -> ApiError {
+    match err {
+        BotError::NotFound(id) => {
+            ApiError::not_found("BOT_NOT_FOUND", format!("no bot {id} for this user"))
+        }
+        BotError::Conflict(message) | BotError::Limit(message) => ApiError::conflict(message),
+        BotError::Trade(err) => super::trading::trade_error(err),
+        BotError::Unavailable(err) => err.into(),
+        BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
+    }
+}
+
+fn now_ms() -> u64 {
+    keel_actors::market::now_us() / 1000
+}
+
+/// The instrument's rules, from the venue's feed.
+async fn filters_for(
+    state: &AppState,
+    venue: VenueId,
+    symbol: &Symbol,
+    details: &mut Vec<FieldError>,
+) -> Result<Option<InstrumentFilters>, ApiError> {
+    let feed =
+        state.feeds.get(&venue).and_then(|slot| slot.get()).ok_or_else(|| {
+            ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "feed" })
+        })?;
+    let query = GetInstrument { symbol: symbol.clone() };
+    match ask(&feed, query, state.settings.request_timeout(), "feed").await? {
+        Ok(filters) => Ok(Some(filters)),
+        Err(InstrumentError::UnknownSymbol) => {
+            details.push(FieldError::new("symbol", format!("{venue} has no symbol {symbol}")));
+            Ok(None)
+        }
+        Err(InstrumentError::Unavailable) => Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "MARKET_DATA_UNAVAILABLE",
+            format!("{venue}'s instrument rules are not available yet; retry shortly"),
+        )
+        .retry_after(5)),
+    }
+}
+
+/// Checks that a live bot's exchange account is the user's, on the bot's venue.
+async fn check_account(
+    state: &AppState,
+    user_id: u64,
+    venue: VenueId,
+    account: Option<u64>,
+    details: &mut Vec<FieldError>,
+) -> Result<(), ApiError> {
+    let Some(account) = account else { return Ok(()) };
+    let query = ListCredentials { user_id };
+    let accounts = ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
+        .await?
+        .map_err(vault_error)?;
+    let found = accounts.iter().any(|a| a.id == account && a.venue == venue.as_str());
+    if !found {
+        details.push(FieldError::new(
+            "exchange_account_id",
+            format!("no exchange account {account} of yours on {venue}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The venue and symbol, or field errors for them.
+fn venue_and_symbol(
+    state: &AppState,
+    raw_venue: &str,
+    raw_symbol: &str,
+    details: &mut Vec<FieldError>,
+) -> Option<(VenueId, Symbol)> {
+    let venue = VenueId::parse(raw_venue).filter(|v| state.feeds.contains_key(v));
+    if venue.is_none() {
+        let enabled: Vec<&str> = state.feeds.keys().map(|v| v.as_str()).collect();
+        details.push(FieldError::new(
+            "venue",
+            format!("must be an enabled venue: {}", enabled.join(", ")),
+        ));
+    }
+    let symbol = Symbol::parse(raw_symbol);
+    if symbol.is_none() {
+        details.push(FieldError::new("symbol", "must be 2 to 20 letters and digits"));
+    }
+    venue.zip(symbol)
+}
+
+fn static_errors(record: &BotRecord) -> Vec<FieldError> {
+    keel_actors::bot::model::validate_static(
+        &record.name,
+        record.mode,
+        record.exchange_account_id,
+        &record.risk,
+        record.bracket.as_ref(),
+        &record.paper,
+    )
+}
+
+/// Validates a whole definition, filling in the instrument's rules; field errors are collected
+/// and reported together.
+async fn validate(
+    state: &AppState,
+    record: &mut BotRecord,
+    mut details: Vec<FieldError>,
+) -> Result<(), ApiError> {
+    details.extend(static_errors(record));
+    if let Some(filters) = filters_for(state, record.venue, &record.symbol, &mut details).await? {
+        record.filters = filters;
+        if let Err(errors) = keel_actors::strategy::build(&record.strategy, &record.filters) {
+            details.extend(errors);
+        }
+    }
+    if record.mode == BotMode::Live {
+        check_account(
+            state,
+            record.user_id,
+            record.venue,
+            record.exchange_account_id,
+            &mut details,
+        )
+        .await?;
+        if details.is_empty() {
+            // Say so plainly rather than accept a bot that cannot trade.
+            details.push(FieldError::new(
+                "mode",
+                "live execution is not available in this build yet; use paper",
+            ));
+        }
+    }
+    if details.is_empty() { Ok(()) } else { Err(ApiError::validation(details)) }
+}
+
+/// `POST /bots`.
+///
+/// # Errors
+/// 422 with every bad field, 409 past the per-user bot limit.
+#[tracing::instrument(skip_all, fields(user_id = user.user_id))]
+pub async fn create(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: web::Json<NewBot>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let mut details = Vec::new();
+    let Some((venue, symbol)) = venue_and_symbol(&state, &body.venue, &body.symbol, &mut details)
+    else {
+        details.extend(keel_actors::bot::model::validate_static(
+            &body.name,
+            body.mode,
+            body.exchange_account_id,
+            &body.risk,
+            body.bracket.as_ref(),
+            &body.paper,
+        ));
+        return Err(ApiError::validation(details));
+    };
+    let now = now_ms();
+    let mut record = BotRecord {
+        id: 0,
+        user_id: user.user_id,
+        name: body.name.trim().to_owned(),
+        venue,
+        symbol,
+        mode: body.mode,
+        exchange_account_id: body.exchange_account_id,
+        strategy: body.strategy,
+        risk: body.risk,
+        bracket: body.bracket,
+        paper: body.paper,
+        filters: InstrumentFilters::default(),
+        status: BotStatus::Created,
+        status_reason: None,
+        created_ts: now,
+        updated_ts: now,
+    };
+    validate(&state, &mut record, details).await?;
+    let created = ask(&state.bots()?, CreateBot(record), state.settings.request_timeout(), "bots")
+        .await?
+        .map_err(bot_error)?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// `GET /bots`.
+///
+/// # Errors
+/// 503/504 if the bot supervisor is busy.
+pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let bots = ask(
+        &state.bots()?,
+        ListBots { user_id: user.user_id },
+        state.settings.request_timeout(),
+        "bots",
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": bots })))
+}
+
+/// One of the user's bots, or 404.
+pub async fn owned_bot(state: &AppState, user_id: u64, bot_id: u64) -> Result<BotRecord, ApiError> {
+    ask(&state.bots()?, GetBot { user_id, bot_id }, state.settings.request_timeout(), "bots")
+        .await?
+        .map_err(bot_error)
+}
+
+/// `GET /bots/{id}`.
+///
+/// # Errors
+/// 404 for an unknown bot or another user's.
+pub async fn get(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(owned_bot(&state, user.user_id, id.into_inner()).await?))
+}
+
+/// `PATCH /bots/{id}`: only while the bot is not running.
+///
+/// # Errors
+/// 404, 409 while running, 422 with every bad field.
+#[tracing::instrument(skip_all, fields(user_id = user.user_id, bot_id = %id))]
+pub async fn update(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+    body: web::Json<BotPatch>,
+) -> Result<HttpResponse, ApiError> {
+    let mut record = owned_bot(&state, user.user_id, id.into_inner()).await?;
+    if record.status.is_active() {
+        return Err(ApiError::conflict(format!(
+            "bot {} is {:?}; stop it before editing",
+            record.id, record.status
+        )));
+    }
+    let patch = body.into_inner();
+    if let Some(name) = patch.name {
+        record.name = name.trim().to_owned();
+    }
+    if let Some(strategy) = patch.strategy {
+        record.strategy = strategy;
+    }
+    if let Some(risk) = patch.risk {
+        record.risk = risk;
+    }
+    if let Some(bracket) = patch.bracket {
+        record.bracket = bracket;
+    }
+    if let Some(paper) = patch.paper {
+        record.paper = paper;
+    }
+    record.updated_ts = now_ms();
+    validate(&state, &mut record, Vec::new()).await?;
+    let updated = ask(&state.bots()?, UpdateBot(record), state.settings.request_timeout(), "bots")
+        .await?
+        .map_err(bot_error)?;
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+/// `DELETE /bots/{id}`: only while the bot is not running; its history goes with it.
+///
+/// # Errors
+/// 404, 409 while running.
+pub async fn delete(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let query = DeleteBot { user_id: user.user_id, bot_id: id.into_inner() };
+    ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
+        .await?
+        .map_err(bot_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /bots/{id}/{start|stop|pause|resume}`.
+///
+/// # Errors
+/// 404 for an unknown bot or action, 409 for a transition the state machine does not allow.
+#[tracing::instrument(skip_all, fields(user_id = user.user_id))]
+pub async fn control(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    path: web::Path<(u64, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let (bot_id, action) = path.into_inner();
+    let control = Control::parse(&action)
+        .ok_or_else(|| ApiError::not_found("NOT_FOUND", format!("no bot action `{action}`")))?;
+    let query = ControlBot { user_id: user.user_id, bot_id, control };
+    let record = ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
+        .await?
+        .map_err(bot_error)?;
+    Ok(HttpResponse::Ok().json(record))
+}
