@@ -13,7 +13,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
-use keel_actors::bot::{BotRepo, BotSupervisor, BotsAddress, BotsConfig, BotsSpec};
+use keel_actors::bot::{BotRepo, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, LiveVenues};
 use keel_actors::feed::{FeedAddress, FeedConfig, FeedSpec, SimConfig};
 use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
@@ -22,6 +22,7 @@ use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{ChildSpec, RestartPolicy, Shutdown, Supervisor, SupervisorSpec};
 use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
 use keel_actors::venues::binance::connection::ConnectionConfig;
+use keel_actors::venues::binance::rest::RestClient;
 use keel_actors::venues::binance::streams as binance_streams;
 use tokio::sync::Notify;
 
@@ -204,6 +205,7 @@ impl Application {
             },
             max_bots_per_user: settings.bots.max_per_user,
             paper_slippage_bps: settings.bots.paper_slippage_bps,
+            live: live_venues(&settings, vault.clone())?,
         };
         let bots_spec =
             BotsSpec::new(BotRepo::new(&store)?, feeds.clone(), bots_config, bots.clone());
@@ -325,6 +327,27 @@ impl Application {
     }
 }
 
+/// A Binance venue's REST base URL: configured, or the preset for (test)net.
+fn rest_url(venue: VenueId, config: &crate::configuration::BinanceVenueSettings) -> String {
+    match config.rest_url.trim() {
+        "" => binance_streams::rest_url(venue, config.testnet).unwrap_or_default().to_owned(),
+        url => url.to_owned(),
+    }
+}
+
+/// What live bots trade through: Binance spot when it is enabled (USD-M futures orders are not
+/// supported yet; the API refuses live futures bots).
+fn live_venues(settings: &Settings, vault: VaultAddress) -> anyhow::Result<LiveVenues> {
+    let mut rest = std::collections::BTreeMap::new();
+    let spot = &settings.venues.binance;
+    if spot.enabled {
+        let client = RestClient::new(VenueId::Binance, &rest_url(VenueId::Binance, spot))
+            .context("building the Binance REST client")?;
+        rest.insert(VenueId::Binance, Arc::new(client));
+    }
+    Ok(LiveVenues { vault, rest })
+}
+
 /// The feeds supervisor with one feed per enabled venue, and where each feed's address is.
 fn feeds(
     settings: &Settings,
@@ -363,12 +386,7 @@ fn feeds(
             first_data_wait: Duration::from_millis(settings.feed.first_data_wait_ms),
             sim: None,
             binance: Some(ConnectionConfig::for_venue(venue, url)),
-            rest_url: Some(match config.rest_url.trim() {
-                "" => {
-                    binance_streams::rest_url(venue, config.testnet).unwrap_or_default().to_owned()
-                }
-                url => url.to_owned(),
-            }),
+            rest_url: Some(rest_url(venue, config)),
         });
     }
     let slots: Vec<(FeedConfig, FeedAddress)> =

@@ -123,11 +123,24 @@ async fn check_account(
     let accounts = ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
         .await?
         .map_err(vault_error)?;
-    let found = accounts.iter().any(|a| a.id == account && a.venue == venue.as_str());
-    if !found {
+    let Some(found) = accounts.iter().find(|a| a.id == account && a.venue == venue.as_str()) else {
         details.push(FieldError::new(
             "exchange_account_id",
             format!("no exchange account {account} of yours on {venue}"),
+        ));
+        return Ok(());
+    };
+    let venue_testnet = match venue {
+        VenueId::BinanceFutures => state.settings.venues.binance_futures.testnet,
+        _ => state.settings.venues.binance.testnet,
+    };
+    if found.testnet != venue_testnet {
+        // A testnet key on mainnet (or the reverse) is refused by the venue on every order.
+        let (key, server) =
+            if found.testnet { ("a testnet", "mainnet") } else { ("a mainnet", "testnet") };
+        details.push(FieldError::new(
+            "exchange_account_id",
+            format!("account {account} holds {key} key but {venue} is configured for {server}"),
         ));
     }
     Ok(())
@@ -189,11 +202,11 @@ async fn validate(
             &mut details,
         )
         .await?;
-        if details.is_empty() {
+        if record.venue != VenueId::Binance {
             // Say so plainly rather than accept a bot that cannot trade.
             details.push(FieldError::new(
                 "mode",
-                "live execution is not available in this build yet; use paper",
+                format!("live orders are taken on binance (spot) only, not {}", record.venue),
             ));
         }
     }

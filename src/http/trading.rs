@@ -8,9 +8,9 @@ use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
 use keel_actors::bot::performance;
 use keel_actors::bot::supervisor::{ForBot, GetLiveBot, KillSwitch, ListBots};
-use keel_actors::bot::{BotRecord, LiveView, TradeCommand, TradeError};
+use keel_actors::bot::{BotRecord, LiveView, TradeCommand, TradeError, TradeOutcome};
 use keel_actors::mailbox::ask;
-use keel_actors::trading::{OrderRequest, Position};
+use keel_actors::trading::{OrderRequest, OrderStatus, Position};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -225,10 +225,18 @@ async fn command(
     bot_id: u64,
     command: TradeCommand,
 ) -> Result<HttpResponse, ApiError> {
+    let is_cancel = matches!(command, TradeCommand::Cancel(_));
     let query = ForBot { user_id, bot_id, command };
     let outcome = ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
         .await?
         .map_err(bot_error)?;
+    // A live order the venue has not answered yet (or a cancel it has not confirmed): 202, and
+    // the order's later states show in `GET /bots/{id}/orders` and the bot's events.
+    let pending = matches!(&outcome, TradeOutcome::Order(o)
+        if o.status == OrderStatus::New || (is_cancel && o.status.is_open()));
+    if pending {
+        return Ok(HttpResponse::Accepted().json(outcome));
+    }
     Ok(HttpResponse::Ok().json(outcome))
 }
 

@@ -161,30 +161,7 @@ async fn tokens_survive_a_restart_with_the_generated_development_secret() {
     // No configured secret: development generates one into the data directory and must reuse it.
     let first = spawn_app_with(|s| s.auth.jwt_secret = None).await;
     let user = first.register("persist@example.com").await;
-    first.stop.stop();
-    let dir = first.data_dir.path().to_owned();
-    // Give the first app time to release the store's lock.
-    let mut second = None;
-    for _ in 0..100 {
-        let mut settings = crate::helpers::test_settings(&dir);
-        settings.auth.jwt_secret = None;
-        match keel::startup::Application::build(settings).await {
-            Ok(app) => {
-                second = Some(app);
-                break;
-            }
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
-        }
-    }
-    let second = second.expect("the second app starts on the same data directory");
-    let address = format!("http://127.0.0.1:{}", second.port());
-    actix_web::rt::spawn(second.run_until_stopped());
-    let res = first
-        .client
-        .get(format!("{address}/api/v1/me"))
-        .bearer_auth(&user.access)
-        .send()
-        .await
-        .unwrap();
+    let second = first.restart_with(|s| s.auth.jwt_secret = None).await;
+    let res = second.call(Method::GET, "/api/v1/me", Some(&user.access)).await;
     assert_eq!(res.status().as_u16(), 200);
 }

@@ -60,6 +60,32 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     TestApp { address, client: http_client(), stop, data_dir }
 }
 
+impl TestApp {
+    /// Stops this app and starts another on the same data directory (a graceful restart), with
+    /// `adjust` applied to fresh test settings.
+    pub async fn restart_with(self, adjust: impl Fn(&mut Settings)) -> TestApp {
+        self.stop.stop();
+        let data_dir = self.data_dir;
+        // The first app releases the store's lock as it stops.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let app = loop {
+            let mut settings = test_settings(data_dir.path());
+            adjust(&mut settings);
+            match Application::build(settings).await {
+                Ok(app) => break app,
+                Err(err) => {
+                    assert!(Instant::now() < deadline, "no restart on the same data: {err:#}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let stop = app.stop_handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        TestApp { address, client: http_client(), stop, data_dir }
+    }
+}
+
 /// Starts the application with the test defaults.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await

@@ -6,8 +6,14 @@ mod auth;
 mod bot_recovery;
 mod bots;
 mod errors;
+#[path = "../../actors/tests/fake_binance/mod.rs"]
+#[allow(dead_code)] // the fake offers more faults than these tests use
+mod fake_binance;
+#[path = "../../actors/tests/fake_rest/mod.rs"]
+mod fake_rest;
 mod health;
 mod helpers;
+mod live;
 mod markets;
 mod process;
 mod protection;

@@ -88,20 +88,31 @@ async fn a_market_without_data_answers_503_market_data_unavailable() {
     assert_error(res, 503, "MARKET_DATA_UNAVAILABLE").await;
 }
 
-#[path = "../../actors/tests/fake_binance/mod.rs"]
-#[allow(dead_code)] // the fake offers more faults than these tests use
-mod fake_binance;
-
 #[actix_web::test]
 async fn a_binance_ticker_comes_from_the_exchange_stream_on_demand() {
-    let fake = fake_binance::FakeBinance::start().await;
-    let url = fake.url.clone();
+    let fake = crate::fake_binance::FakeBinance::start().await;
+    let rest = crate::fake_rest::FakeRest::start().await;
+    let (url, rest_url) = (fake.url.clone(), rest.url());
     let app = spawn_app_with(move |s| {
         s.venues.binance.enabled = true;
         s.venues.binance.ws_url = url;
+        s.venues.binance.rest_url = rest_url;
     })
     .await;
     let user = app.register("binance@example.com").await;
+    // Symbols are checked against the exchange's list once it is loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let res =
+            app.call(Method::GET, "/api/v1/markets/binance/NOPEUSDT/ticker", Some(&user.access));
+        let res = res.await;
+        if res.status().as_u16() == 404 {
+            assert_error(res, 404, "SYMBOL_NOT_FOUND").await;
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "exchange info never loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let client = app.client.clone();
     let request = client
         .get(format!("{}/api/v1/markets/binance/BTCUSDT/ticker", app.address))

@@ -9,13 +9,15 @@
 //! Strategy code runs inside `catch_unwind`: a panic stops this actor with the panic as its reason
 //! and the bot supervisor restarts it from the store, within the restart budget.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::engine::{BotEngine, BotEventKind, CancelError, Effects};
+use super::engine::{BotEngine, BotEventKind, CancelError, Effects, ExecOutcome, Outbound};
+use super::live::{LiveLink, LiveResult, NOT_FOUND_GRACE, execute};
 use super::model::{BotId, BotStatus};
 use super::repo::BotRepo;
 use crate::feed::{FeedAddress, MarketData, Subscribe, Unsubscribe};
@@ -40,6 +42,10 @@ const TIMING_SAMPLE: u64 = 64;
 const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 /// How often the actor checks that its supervisor is still there (an orphan must not trade).
 const SUPERVISOR_CHECK: Duration = Duration::from_secs(1);
+/// How often a live bot asks the venue about its open orders (and reconciles unknown ones).
+pub const LIVE_POLL: Duration = Duration::from_secs(3);
+/// Venue failures in a row after which a live bot pauses its strategy.
+pub const VENUE_FAILURE_LIMIT: u32 = 5;
 
 /// Owner commands a running bot handles.
 #[derive(Debug, Clone)]
@@ -196,6 +202,8 @@ pub struct BotActorArgs {
     pub lifeline: BotLifeline,
     /// Where it reports self-pauses.
     pub supervisor: Recipient<BotPaused>,
+    /// The venue link of a live bot (`None` for paper).
+    pub live: Option<LiveLink>,
 }
 
 /// One running bot.
@@ -210,6 +218,14 @@ pub struct BotActor {
     events_seen: u64,
     over_budget: u32,
     dirty_snapshot: bool,
+    /// Live orders with a request outstanding (not polled meanwhile).
+    in_flight: HashSet<u64>,
+    /// When each live order was last sent (or found open at start).
+    sent_at: HashMap<u64, Instant>,
+    /// Venue failures in a row.
+    venue_failures: u32,
+    /// Stopping: nothing new goes to the venue.
+    stopping: bool,
 }
 
 impl BotActor {
@@ -226,6 +242,10 @@ impl BotActor {
             events_seen: 0,
             over_budget: 0,
             dirty_snapshot: false,
+            in_flight: HashSet::new(),
+            sent_at: HashMap::new(),
+            venue_failures: 0,
+            stopping: false,
         }
     }
 
@@ -257,12 +277,17 @@ impl BotActor {
             self.paused = true;
             let _ = self.args.supervisor.try_send(BotPaused { bot_id: self.id(), reason });
         }
+        // Sent only once what they concern is durable.
+        let outbound = std::mem::take(&mut self.fx.outbound);
         self.fx.clear();
         self.dirty_snapshot = false;
         let store = self.args.repo.store().clone();
         let ok = written.is_ok();
         ctx.spawn(async move { ok && store.commit().await.is_ok() }.into_actor(self).map(
-            move |durable, act, _| {
+            move |durable, act, ctx| {
+                if durable && !outbound.is_empty() {
+                    act.dispatch(outbound, ctx);
+                }
                 if durable {
                     act.durable_fill_id = act.durable_fill_id.max(state.last_fill_id);
                     act.durable_event_id = act.durable_event_id.max(state.last_event_id);
@@ -318,6 +343,98 @@ impl BotActor {
         self.dirty_snapshot = true;
         if !self.fx.is_empty() {
             self.persist(ctx, None);
+        }
+    }
+
+    /// Sends durable requests to the venue; the answers are applied as they come.
+    fn dispatch(&mut self, outbound: Vec<Outbound>, ctx: &mut Context<Self>) {
+        let Some(link) = self.args.live.clone() else {
+            tracing::error!(bot_id = self.id(), "a paper bot produced venue requests; dropped");
+            return;
+        };
+        if self.stopping {
+            // Left as recorded; the next start reconciles them with the venue.
+            return;
+        }
+        for request in &outbound {
+            let order = super::live::order_of(request);
+            self.in_flight.insert(order.id);
+            if matches!(request, Outbound::Place(_)) {
+                self.sent_at.insert(order.id, Instant::now());
+            }
+        }
+        let symbol = self.args.symbol.clone();
+        ctx.spawn(
+            execute(link, symbol, outbound)
+                .into_actor(self)
+                .map(|results, act, ctx| act.apply_live(results, ctx)),
+        );
+    }
+
+    /// Applies the venue's answers, pauses the strategy when the venue keeps failing, and stores
+    /// (and sends) whatever follows.
+    fn apply_live(&mut self, results: Vec<LiveResult>, ctx: &mut Context<Self>) {
+        let mut last_error = None;
+        self.args.engine.observe_time(crate::market::now_us() / 1000);
+        for result in results {
+            let id = result.order_id;
+            self.in_flight.remove(&id);
+            if result.cancel_failed {
+                self.args.engine.cancel_failed(id);
+            }
+            if let Some(err) = result.venue_error {
+                self.venue_failures += 1;
+                last_error = Some(err);
+            } else if result.order_answered {
+                self.venue_failures = 0;
+            }
+            let Some(report) = result.report else { continue };
+            let recent = self.sent_at.get(&id).is_some_and(|t| t.elapsed() < NOT_FOUND_GRACE);
+            if report.outcome == ExecOutcome::NotFound && recent {
+                continue;
+            }
+            let engine = &mut self.args.engine;
+            let fx = &mut self.fx;
+            if let Err(panic) = catch_panic(|| engine.on_exec(report, fx)) {
+                tracing::error!(bot_id = self.args.bot_id, %panic, "strategy panicked on a fill");
+                self.args.lifeline.reason = Some(format!("strategy panicked: {panic}"));
+                self.persist(ctx, None);
+                ctx.stop();
+                return;
+            }
+        }
+        if let Some(err) = last_error
+            && self.venue_failures >= VENUE_FAILURE_LIMIT
+            && !self.paused
+        {
+            let reason = format!("the venue failed {} times in a row: {err}", self.venue_failures);
+            self.args.engine.set_strategy_active(false);
+            let now = crate::market::now_us() / 1000;
+            let message = reason.clone();
+            self.args.engine.log(
+                now,
+                BotEventKind::Log { level: "error".into(), message },
+                &mut self.fx,
+            );
+            self.fx.paused = Some(reason);
+        }
+        let open = self.args.engine.open_orders();
+        self.sent_at.retain(|id, _| open.iter().any(|o| o.id == *id));
+        self.persist(ctx, None);
+    }
+
+    /// Asks the venue about every open live order that has no request outstanding.
+    fn poll_live(&mut self, ctx: &mut Context<Self>) {
+        let requests: Vec<Outbound> = self
+            .args
+            .engine
+            .open_orders()
+            .iter()
+            .filter(|o| !super::engine::is_armed_stop(o) && !self.in_flight.contains(&o.id))
+            .map(|o| Outbound::Query(o.clone()))
+            .collect();
+        if !requests.is_empty() {
+            self.dispatch(requests, ctx);
         }
     }
 
@@ -383,6 +500,14 @@ impl Actor for BotActor {
                 }
             }
         });
+        if self.args.live.is_some() {
+            // Orders found open at start may have been sent just before a crash: "no such
+            // order" is not believed for them until the grace period has passed.
+            let now = Instant::now();
+            self.sent_at = self.args.engine.open_orders().iter().map(|o| (o.id, now)).collect();
+            self.poll_live(ctx);
+            ctx.run_interval(LIVE_POLL, |act, ctx| act.poll_live(ctx));
+        }
         ctx.run_interval(SUPERVISOR_CHECK, |act, ctx| {
             if !act.args.supervisor.connected() {
                 act.args.lifeline.reason = Some("supervisor gone".into());
@@ -421,6 +546,7 @@ impl Handler<Ask<TradeCommand>> for BotActor {
     fn handle(&mut self, ask: Ask<TradeCommand>, ctx: &mut Context<Self>) {
         let (command, replier) = ask.into_parts();
         let engine = &mut self.args.engine;
+        engine.observe_time(crate::market::now_us() / 1000);
         let fx = &mut self.fx;
         let result = match command {
             TradeCommand::Place(req) => {
@@ -453,6 +579,9 @@ impl Handler<Ask<SetPaused>> for BotActor {
     fn handle(&mut self, ask: Ask<SetPaused>, ctx: &mut Context<Self>) {
         let (SetPaused(paused), replier) = ask.into_parts();
         self.paused = paused;
+        if !paused {
+            self.venue_failures = 0;
+        }
         self.args.engine.set_strategy_active(!paused);
         let status = if paused { BotStatus::Paused } else { BotStatus::Running };
         let now = crate::market::now_us() / 1000;
@@ -467,6 +596,7 @@ impl Handler<Ask<StopBot>> for BotActor {
     fn handle(&mut self, ask: Ask<StopBot>, ctx: &mut Context<Self>) {
         let (StopBot { flatten }, replier) = ask.into_parts();
         let engine = &mut self.args.engine;
+        engine.observe_time(crate::market::now_us() / 1000);
         let canceled = engine.cancel_all("bot stopped", &mut self.fx);
         if flatten && let Err(rejection) = engine.close_position(&mut self.fx) {
             tracing::warn!(bot_id = self.args.bot_id, reason = %rejection.reason, "could not flatten");
@@ -478,10 +608,33 @@ impl Handler<Ask<StopBot>> for BotActor {
             &mut self.fx,
         );
         self.args.lifeline.reason = Some("stopped on request".into());
-        self.persist(ctx, None);
-        self.stop_after_flush(ctx, move |durable| {
+        let reply = move |durable| {
             replier.send(if durable { Ok(canceled) } else { Err(TradeError::Store) });
-        });
+        };
+        let Some(link) = self.args.live.clone() else {
+            self.persist(ctx, None);
+            self.stop_after_flush(ctx, reply);
+            return;
+        };
+        // Live: the cancels (and the flattening order) are sent and answered before stopping.
+        let outbound = std::mem::take(&mut self.fx.outbound);
+        self.persist(ctx, None);
+        self.stopping = true;
+        let store = self.args.repo.store().clone();
+        let symbol = self.args.symbol.clone();
+        ctx.wait(
+            async move {
+                match store.commit().await {
+                    Ok(()) => execute(link, symbol, outbound).await,
+                    Err(_) => Vec::new(),
+                }
+            }
+            .into_actor(self)
+            .map(move |results, act, ctx| {
+                act.apply_live(results, ctx);
+                act.stop_after_flush(ctx, reply);
+            }),
+        );
     }
 }
 

@@ -232,6 +232,12 @@ impl BotEngine {
         self.venue.mark_price()
     }
 
+    /// Moves the engine's clock to at least `now_ms` (wall time), for changes that do not come
+    /// from a market event: owner commands and venue answers. Backtests never call it.
+    pub fn observe_time(&mut self, now_ms: u64) {
+        self.state.last_event_ms = self.state.last_event_ms.max(now_ms);
+    }
+
     /// Whether the strategy is called on events.
     pub fn set_strategy_active(&mut self, active: bool) {
         self.strategy_active = active;
@@ -662,7 +668,7 @@ pub fn client_order_id(bot_id: BotId, order_id: u64) -> String {
 }
 
 mod live;
-use live::is_armed_stop;
+pub use live::is_armed_stop;
 pub use live::{ExecOutcome, ExecReport, VenueFillReport, fee_in_quote};
 
 #[cfg(test)]

@@ -17,7 +17,8 @@ use super::actor::{
     StopBot, TradeCommand, TradeError, TradeOutcome,
 };
 use super::engine::{BotEngine, EngineConfig};
-use super::model::{BotId, BotRecord, BotStatus, Control, UserId};
+use super::live::LiveLink;
+use super::model::{BotId, BotMode, BotRecord, BotStatus, Control, UserId};
 use super::repo::BotRepo;
 use crate::feed::FeedAddress;
 use crate::mailbox::{Ask, AskError, Query};
@@ -79,6 +80,17 @@ pub struct BotsConfig {
     pub max_bots_per_user: usize,
     /// Paper slippage when there is no quote, in basis points.
     pub paper_slippage_bps: rust_decimal::Decimal,
+    /// What live bots trade through.
+    pub live: LiveVenues,
+}
+
+/// The venues live bots can trade on, and the vault that signs for them.
+#[derive(Debug, Clone, Default)]
+pub struct LiveVenues {
+    /// The vault.
+    pub vault: crate::vault::VaultAddress,
+    /// One REST client per venue that takes live orders.
+    pub rest: BTreeMap<VenueId, Arc<crate::venues::binance::rest::RestClient>>,
 }
 
 macro_rules! query {
@@ -289,8 +301,22 @@ impl BotSupervisor {
                 slippage_bps: self.config.paper_slippage_bps,
             },
             allow_short: record.venue == VenueId::BinanceFutures,
-            live: false,
+            live: record.mode == BotMode::Live,
         };
+        let live =
+            match record.mode {
+                BotMode::Paper => None,
+                BotMode::Live => Some(LiveLink {
+                    rest: self.config.live.rest.get(&record.venue).cloned().ok_or_else(|| {
+                        format!("live orders on {} are not configured", record.venue)
+                    })?,
+                    vault: self.config.live.vault.clone(),
+                    user_id: record.user_id,
+                    credential_id: record
+                        .exchange_account_id
+                        .ok_or("a live bot needs an account")?,
+                }),
+            };
         let mut state = state;
         if state.last_order_id == 0 && state.position == Default::default() {
             state.position.quote_balance = record.paper.starting_quote;
@@ -306,6 +332,7 @@ impl BotSupervisor {
             feed: self.feeds.get(&record.venue).cloned().unwrap_or_default(),
             lifeline: BotLifeline::new(bot_id, self.generation, ctx.address().recipient()),
             supervisor: ctx.address().recipient(),
+            live,
         };
         if self.arbiters.is_empty() {
             self.arbiters = (0..self.config.arbiters.max(1)).map(|_| Arbiter::new()).collect();

@@ -264,15 +264,17 @@ impl BotEngine {
         if known_qty.is_zero() && !fills.is_empty() && listed == new_qty {
             // A new-order answer listing every execution: keep them as they were.
             for f in fills {
-                let fee = f.fee.unwrap_or_else(|| estimate(f.price, f.qty));
-                batch.push(PaperFill { order_id, price: f.price, qty: f.qty, fee, liquidity, ts });
+                let (price, qty) = (f.price.normalize(), f.qty.normalize());
+                let fee = f.fee.unwrap_or_else(|| estimate(price, qty)).normalize();
+                batch.push(PaperFill { order_id, price, qty, fee, liquidity, ts });
             }
         } else {
             // Only totals: one fill for the difference, at its average price.
             let quote = (cum_quote - known_quote).max(Decimal::ZERO);
             let price = (quote / new_qty).round_dp(12).normalize();
-            let fee = estimate(price, new_qty);
-            batch.push(PaperFill { order_id, price, qty: new_qty, fee, liquidity, ts });
+            let fee = estimate(price, new_qty).normalize();
+            let qty = new_qty.normalize();
+            batch.push(PaperFill { order_id, price, qty, fee, liquidity, ts });
         }
         for fill in &batch {
             self.apply_fill(fill, fx);

@@ -4,11 +4,12 @@
 //! carry `timestamp` (local time corrected by the server-time offset, so `-1021` does not happen)
 //! and `recvWindow`; the payload is signed in the vault (HMAC-SHA256, hex), never here. Request
 //! weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the budget is nearly
-//! spent. An answer that does not say what happened (a timeout, a 5xx, an unreadable 2xx) is
+//! spent; a 429 or 418 stops every request on the venue for its `Retry-After`. An answer that
+//! does not say what happened (a timeout, a 5xx, an unreadable 2xx) is
 //! [`RestError::is_unknown_outcome`]: the order must be queried before any retry.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -23,6 +24,10 @@ pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RECV_WINDOW_MS: u64 = 5_000;
 /// Binance's request-weight budget per minute per IP (spot).
 pub const WEIGHT_PER_MINUTE: u32 = 6_000;
+/// Back-off after a 429/418 without `Retry-After`, seconds.
+const DEFAULT_BACKOFF_SECS: u64 = 60;
+/// Longest back-off honoured as given (418 bans run from 2 minutes to 3 days), seconds.
+const MAX_BACKOFF_SECS: u64 = 3 * 24 * 3600;
 /// Keel slows down above this share of the budget.
 const WEIGHT_SLOWDOWN: u32 = WEIGHT_PER_MINUTE * 9 / 10;
 
@@ -51,15 +56,20 @@ pub enum RestError {
     /// The vault would not sign.
     #[error("signing failed: {0}")]
     Sign(String),
+    /// Binance asked for a pause (429, or 418 for an IP ban) and it has not passed; nothing was
+    /// sent.
+    #[error("rate limited by binance for another {0} ms")]
+    Backoff(u64),
 }
 
 impl RestError {
     /// Whether the order may or may not exist now: query it before doing anything else.
     pub fn is_unknown_outcome(&self) -> bool {
         match self {
-            RestError::Api { status, .. } => *status >= 500,
+            // -1006/-1007: Binance's own "execution status unknown" codes.
+            RestError::Api { status, code, .. } => *status >= 500 || matches!(code, -1006 | -1007),
             RestError::NoAnswer(_) | RestError::Decode(_) => true,
-            RestError::NotSent(_) | RestError::Sign(_) => false,
+            RestError::NotSent(_) | RestError::Sign(_) | RestError::Backoff(_) => false,
         }
     }
 
@@ -89,6 +99,8 @@ pub struct RestClient {
     /// Server time minus local time, ms.
     offset_ms: AtomicI64,
     used_weight: AtomicU32,
+    /// No request before this time (ms since the epoch): Binance's `Retry-After`.
+    blocked_until_ms: AtomicU64,
 }
 
 /// An order as Binance reports it (new order, query, cancel).
@@ -171,6 +183,7 @@ impl RestClient {
             venue,
             offset_ms: AtomicI64::new(0),
             used_weight: AtomicU32::new(0),
+            blocked_until_ms: AtomicU64::new(0),
         })
     }
 
@@ -191,6 +204,8 @@ impl RestClient {
     /// # Errors
     /// The call failed.
     pub async fn sync_time(&self) -> Result<i64, RestError> {
+        // Wait for the budget first, so the wait is not counted as network time.
+        self.throttle().await;
         let sent = crate::market::now_us() as i64 / 1000;
         let res = self.send(self.http.get(self.path("/api/v3/time", "/fapi/v1/time"))).await?;
         let now = crate::market::now_us() as i64 / 1000;
@@ -206,6 +221,7 @@ impl RestClient {
     /// The call failed or the answer is not exchange info.
     pub async fn exchange_info(&self) -> Result<HashMap<Symbol, InstrumentFilters>, RestError> {
         let url = self.path("/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo");
+        self.throttle().await;
         let body = self.send(self.http.get(url)).await?;
         let info: ExchangeInfo = decode(&body)?;
         Ok(info
@@ -267,10 +283,11 @@ impl RestClient {
         self.signed(reqwest::Method::GET, "/api/v3/order", params, signer).await
     }
 
-    /// Cancels an order by our client id (`DELETE /api/v3/order`).
+    /// Cancels an order by our client id (`DELETE /api/v3/order`). The answer's
+    /// `client_order_id` is the cancel's own id; ours is `origClientOrderId`.
     ///
     /// # Errors
-    /// [`RestError::is_no_such_order`] when it is not open there.
+    /// `-2011` ("Unknown order sent.") when it is not open there.
     pub async fn cancel(
         &self,
         symbol: &Symbol,
@@ -289,6 +306,7 @@ impl RestClient {
         mut params: Vec<(&str, String)>,
         signer: Signer<'_>,
     ) -> Result<VenueOrder, RestError> {
+        self.throttle().await;
         params.push(("recvWindow", RECV_WINDOW_MS.to_string()));
         params.push(("timestamp", self.timestamp().to_string()));
         let query = params
@@ -303,10 +321,20 @@ impl RestClient {
         decode(&body)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, RestError> {
+    /// Near the minute's budget: spread what is left rather than get banned (-1003/418).
+    async fn throttle(&self) {
         if self.used_weight.load(Ordering::Relaxed) >= WEIGHT_SLOWDOWN {
-            // Near the minute's budget: spread what is left rather than get banned (-1003/418).
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Sends (callers [`throttle`](Self::throttle) first, before taking any timestamp).
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, RestError> {
+        let now = crate::market::now_us() / 1000;
+        let blocked_until = self.blocked_until_ms.load(Ordering::Relaxed);
+        if now < blocked_until {
+            // Sending during a 429/418 back-off gets the ban extended (up to days for 418).
+            return Err(RestError::Backoff(blocked_until - now));
         }
         let res = req.send().await.map_err(|e| {
             if e.is_connect() || e.is_builder() {
@@ -326,6 +354,17 @@ impl RestClient {
                 .set(f64::from(weight));
         }
         let status = res.status().as_u16();
+        if matches!(status, 418 | 429) {
+            let wait_secs = res
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(DEFAULT_BACKOFF_SECS);
+            let until = crate::market::now_us() / 1000 + wait_secs.min(MAX_BACKOFF_SECS) * 1000;
+            self.blocked_until_ms.fetch_max(until, Ordering::Relaxed);
+            tracing::warn!(venue = %self.venue, status, wait_secs, "binance asked for a pause");
+        }
         let body = res.bytes().await.map_err(|e| RestError::NoAnswer(e.to_string()))?;
         if (200..300).contains(&status) {
             return Ok(body.to_vec());
@@ -413,6 +452,37 @@ mod tests {
         assert_eq!(full.client_order_id, "keel-42-000017");
         let query: VenueOrder = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!(query.status, "NEW");
+    }
+
+    #[tokio::test]
+    async fn a_429_stops_every_request_for_its_retry_after() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = std::sync::Arc::new(AtomicU32::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let body = r#"{"code":-1003,"msg":"Too many requests."}"#;
+                let answer = format!(
+                    "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            }
+        });
+        let client = RestClient::new(VenueId::Binance, &base).unwrap();
+        let first = client.sync_time().await.unwrap_err();
+        assert!(matches!(first, RestError::Api { status: 429, code: -1003, .. }), "{first:?}");
+        assert!(!first.is_unknown_outcome(), "a 429 was refused, not lost");
+        match client.sync_time().await.unwrap_err() {
+            RestError::Backoff(ms) => assert!((6_000..=7_000).contains(&ms), "{ms}"),
+            other => panic!("expected a back-off, got {other:?}"),
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "nothing is sent during the back-off");
     }
 
     #[test]

@@ -1,0 +1,199 @@
+//! A live bot's link to its venue: the engine's [`Outbound`] requests go out as signed REST
+//! calls, and what the venue answers comes back as [`ExecReport`]s.
+//!
+//! The rules, in the order they matter for money:
+//! - a request is sent only after the order it concerns is durable (the actor calls
+//!   [`execute`] from its commit callback), so the store always knows every order the venue may
+//!   have;
+//! - the client order id is fixed per order, so a query after a lost answer finds it, and a place
+//!   is never retried blind: an unknown outcome (timeout, 5xx) is queried, not re-sent;
+//! - `-1021` (clock outside `recvWindow`) means the venue refused it: the clock offset is
+//!   measured again and the request sent once more;
+//! - the payload is signed by the vault; the secret never leaves it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+
+use super::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport, fee_in_quote};
+use crate::mailbox::ask;
+use crate::market::Symbol;
+use crate::trading::Order;
+use crate::vault::{Sign, VaultAddress};
+use crate::venues::binance::rest::{RECV_WINDOW_MS, RestClient, RestError, VenueOrder};
+
+/// How long the vault may take to sign.
+const SIGN_DEADLINE: Duration = Duration::from_secs(2);
+/// Before this long after an order was last sent, "no such order" may only mean "not arrived
+/// yet": the venue accepts a request up to `recvWindow` after its timestamp.
+pub const NOT_FOUND_GRACE: Duration = Duration::from_millis(RECV_WINDOW_MS + 2_000);
+
+/// What a live bot trades through.
+#[derive(Debug, Clone)]
+pub struct LiveLink {
+    /// The venue's REST client (shared by every bot on the venue).
+    pub rest: Arc<RestClient>,
+    /// The vault, which signs.
+    pub vault: VaultAddress,
+    /// The bot's owner.
+    pub user_id: u64,
+    /// The exchange account (vault credential) to sign with.
+    pub credential_id: u64,
+}
+
+/// The result of one request.
+#[derive(Debug)]
+pub struct LiveResult {
+    /// The order it concerned.
+    pub order_id: u64,
+    /// What was learned, if anything.
+    pub report: Option<ExecReport>,
+    /// A cancel that did not go through (the engine may ask again).
+    pub cancel_failed: bool,
+    /// The venue could not be reached or did not say what happened (counts towards pausing the
+    /// bot).
+    pub venue_error: Option<String>,
+    /// A place or cancel the venue answered (ends a run of failures; a query does not: a venue
+    /// that answers queries but fails every order is still failing).
+    pub order_answered: bool,
+}
+
+impl LiveResult {
+    fn new(order_id: u64) -> Self {
+        Self {
+            order_id,
+            report: None,
+            cancel_failed: false,
+            venue_error: None,
+            order_answered: false,
+        }
+    }
+
+    fn report(order_id: u64, outcome: ExecOutcome) -> Self {
+        Self { report: Some(ExecReport { order_id, outcome }), ..Self::new(order_id) }
+    }
+}
+
+/// The order a request concerns.
+pub fn order_of(request: &Outbound) -> &Order {
+    match request {
+        Outbound::Place(o) | Outbound::Cancel(o) | Outbound::Query(o) => o,
+    }
+}
+
+/// Sends `requests` in order and reports what each achieved.
+pub async fn execute(link: LiveLink, symbol: Symbol, requests: Vec<Outbound>) -> Vec<LiveResult> {
+    let signer = signer(&link);
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let result = match request {
+            Outbound::Place(order) => place(&link, &symbol, &order, &signer).await,
+            Outbound::Cancel(order) => cancel(&link, &symbol, &order, &signer).await,
+            Outbound::Query(order) => query(&link, &symbol, &order, &signer).await,
+        };
+        results.push(result);
+    }
+    results
+}
+
+type BoxSigner =
+    Box<dyn Fn(String) -> BoxFuture<'static, Result<(String, String), String>> + Send + Sync>;
+
+fn signer(link: &LiveLink) -> BoxSigner {
+    let vault = link.vault.clone();
+    let (user_id, credential_id) = (link.user_id, link.credential_id);
+    Box::new(move |payload: String| {
+        let vault = vault.get();
+        Box::pin(async move {
+            let vault = vault.ok_or_else(|| "the vault is restarting".to_owned())?;
+            let sign = Sign { user_id, credential_id, payload };
+            match ask(&vault, sign, SIGN_DEADLINE, "vault").await {
+                Ok(Ok(signed)) => Ok((signed.api_key, signed.signature)),
+                Ok(Err(err)) => Err(err.to_string()),
+                Err(err) => Err(err.to_string()),
+            }
+        })
+    })
+}
+
+async fn place(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
+    let mut answer = link.rest.place(symbol, order, signer.as_ref()).await;
+    if matches!(&answer, Err(err) if err.is_clock_skew()) {
+        // Refused for its timestamp: nothing was placed, so sending again is safe.
+        if let Err(err) = link.rest.sync_time().await {
+            tracing::warn!(error = %err, "venue clock could not be measured");
+        }
+        answer = link.rest.place(symbol, order, signer.as_ref()).await;
+    }
+    match answer {
+        Ok(venue) => LiveResult {
+            order_answered: true,
+            ..LiveResult::report(order.id, venue_outcome(symbol, venue))
+        },
+        Err(err) if err.is_unknown_outcome() => LiveResult {
+            venue_error: Some(err.to_string()),
+            ..LiveResult::report(order.id, ExecOutcome::Unknown(err.to_string()))
+        },
+        Err(err) => {
+            let error = matches!(err, RestError::NotSent(_) | RestError::Backoff(_))
+                .then(|| err.to_string());
+            LiveResult {
+                venue_error: error,
+                ..LiveResult::report(order.id, ExecOutcome::Rejected(err.to_string()))
+            }
+        }
+    }
+}
+
+async fn cancel(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
+    match link.rest.cancel(symbol, &order.client_order_id, signer.as_ref()).await {
+        Ok(venue) => LiveResult {
+            order_answered: true,
+            ..LiveResult::report(order.id, venue_outcome(symbol, venue))
+        },
+        // Not open there (filled, or never arrived): ask what it is.
+        Err(err) if is_not_open(&err) => query(link, symbol, order, signer).await,
+        Err(err) => {
+            tracing::warn!(order_id = order.id, error = %err, "cancel did not go through");
+            LiveResult {
+                cancel_failed: true,
+                venue_error: Some(err.to_string()),
+                ..LiveResult::new(order.id)
+            }
+        }
+    }
+}
+
+async fn query(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
+    match link.rest.query(symbol, &order.client_order_id, signer.as_ref()).await {
+        Ok(venue) => LiveResult::report(order.id, venue_outcome(symbol, venue)),
+        // The caller decides whether it is too soon to believe (see [`NOT_FOUND_GRACE`]).
+        Err(err) if err.is_no_such_order() => LiveResult::report(order.id, ExecOutcome::NotFound),
+        Err(err) => LiveResult { venue_error: Some(err.to_string()), ..LiveResult::new(order.id) },
+    }
+}
+
+fn is_not_open(err: &RestError) -> bool {
+    // -2011 "Unknown order sent." is what a cancel of a closed order gets.
+    err.is_no_such_order() || matches!(err, RestError::Api { code: -2011, .. })
+}
+
+fn venue_outcome(symbol: &Symbol, venue: VenueOrder) -> ExecOutcome {
+    let fills = venue
+        .fills
+        .into_iter()
+        .map(|f| VenueFillReport {
+            price: f.price,
+            qty: f.qty,
+            fee: fee_in_quote(symbol.as_str(), f.commission, &f.commission_asset, f.price),
+        })
+        .collect();
+    ExecOutcome::Venue {
+        status: venue.status,
+        executed_qty: venue.executed_qty,
+        cum_quote: venue.cummulative_quote_qty,
+        fills,
+        ts: crate::market::now_us() / 1000,
+    }
+}

@@ -1,0 +1,411 @@
+//! Binance REST against a local fake exchange: instrument rules, clock offset, signed orders,
+//! unknown outcomes after 5xx and silence, limit orders filled in part and canceled.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test with its line
+
+mod fake_rest;
+
+use std::time::{Duration, Instant};
+
+use fake_rest::{API_KEY, FakeRest, Fault, SECRET_KEY};
+use futures_util::future::BoxFuture;
+use keel_actors::market::{Symbol, VenueId};
+use keel_actors::trading::{Order, OrderOrigin, OrderStatus, OrderType, Side};
+use keel_actors::vault::hmac_sha256_hex;
+use keel_actors::venues::binance::rest::{REST_TIMEOUT, RestClient, RestError, VenueOrder};
+use rust_decimal::Decimal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+type TestSigner =
+    Box<dyn Fn(String) -> BoxFuture<'static, Result<(String, String), String>> + Send + Sync>;
+
+/// Signs as the vault does: HMAC-SHA256 of the payload with `secret`, hex.
+fn signer_with(api_key: &str, secret: &str) -> TestSigner {
+    let (api_key, secret) = (api_key.to_owned(), secret.to_owned());
+    Box::new(move |payload: String| {
+        let signed = hmac_sha256_hex(secret.as_bytes(), payload.as_bytes())
+            .map(|signature| (api_key.clone(), signature))
+            .map_err(|e| e.to_string());
+        Box::pin(async move { signed })
+    })
+}
+
+fn good_signer() -> TestSigner {
+    signer_with(API_KEY, SECRET_KEY)
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn btc() -> Symbol {
+    Symbol::parse("BTCUSDT").unwrap()
+}
+
+fn order(client_order_id: &str, side: Side, order_type: OrderType, qty: &str) -> Order {
+    Order {
+        id: 17,
+        bot_id: 42,
+        client_order_id: client_order_id.to_owned(),
+        side,
+        order_type,
+        qty: dec(qty),
+        filled_qty: Decimal::ZERO,
+        avg_fill_price: Decimal::ZERO,
+        status: OrderStatus::New,
+        origin: OrderOrigin::Strategy,
+        tag: 0,
+        oco_with: None,
+        reason: None,
+        created_ts: 0,
+        updated_ts: 0,
+    }
+}
+
+fn market_buy(client_order_id: &str, qty: &str) -> Order {
+    order(client_order_id, Side::Buy, OrderType::Market, qty)
+}
+
+async fn spot(fake: &FakeRest) -> RestClient {
+    RestClient::new(VenueId::Binance, &fake.url()).unwrap()
+}
+
+async fn place(
+    client: &RestClient,
+    order: Order,
+    signer: &TestSigner,
+) -> Result<VenueOrder, RestError> {
+    client.place(&btc(), &order, signer.as_ref()).await
+}
+
+async fn query(
+    client: &RestClient,
+    id: &str,
+    signer: &TestSigner,
+) -> Result<VenueOrder, RestError> {
+    client.query(&btc(), id, signer.as_ref()).await
+}
+
+async fn cancel(
+    client: &RestClient,
+    id: &str,
+    signer: &TestSigner,
+) -> Result<VenueOrder, RestError> {
+    client.cancel(&btc(), id, signer.as_ref()).await
+}
+
+fn api_code(result: &Result<VenueOrder, RestError>) -> Option<(u16, i64)> {
+    match result {
+        Err(RestError::Api { status, code, .. }) => Some((*status, *code)),
+        _ => None,
+    }
+}
+
+#[test]
+fn the_fake_knows_binances_signing_example() {
+    let payload = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&\
+                   recvWindow=5000&timestamp=1499827319559";
+    assert_eq!(
+        hmac_sha256_hex(SECRET_KEY.as_bytes(), payload.as_bytes()).unwrap(),
+        "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
+    );
+}
+
+#[tokio::test]
+async fn exchange_info_keeps_trading_symbols_with_their_filters() {
+    let fake = FakeRest::start().await;
+    let info = spot(&fake).await.exchange_info().await.unwrap();
+    let btc_filters = &info[&btc()];
+    assert_eq!(btc_filters.tick_size, dec("0.01"));
+    assert_eq!(btc_filters.step_size, dec("0.00001"));
+    assert_eq!(btc_filters.min_qty, dec("0.00001"));
+    assert_eq!(btc_filters.max_qty, dec("9000"));
+    assert_eq!(btc_filters.min_notional, dec("5"));
+    assert!(info.contains_key(&Symbol::parse("ETHUSDT").unwrap()));
+    assert!(!info.contains_key(&Symbol::parse("LUNAUSDT").unwrap()), "a BREAK symbol is kept");
+    assert_eq!(info.len(), 2);
+
+    // USD-M futures: its own path, and MIN_NOTIONAL's `notional` instead of NOTIONAL.
+    let futures = RestClient::new(VenueId::BinanceFutures, &fake.url()).unwrap();
+    let info = futures.exchange_info().await.unwrap();
+    assert_eq!(info.len(), 2);
+    assert_eq!(info[&btc()].min_notional, dec("5"));
+    assert_eq!(info[&btc()].tick_size, dec("0.01"));
+}
+
+#[tokio::test]
+async fn sync_time_measures_the_servers_clock() {
+    let fake = FakeRest::start().await;
+    fake.set_clock_skew_ms(-20_000);
+    for client in
+        [spot(&fake).await, RestClient::new(VenueId::BinanceFutures, &fake.url()).unwrap()]
+    {
+        let before = client.timestamp() as i64 - fake.server_time_ms();
+        assert!((19_000..=21_000).contains(&before), "unsynced clock is {before} ms off");
+        let offset = client.sync_time().await.unwrap();
+        assert!((-21_000..=-19_000).contains(&offset), "measured offset {offset}");
+        let after = client.timestamp() as i64 - fake.server_time_ms();
+        assert!(after.abs() <= 1_000, "synced clock is still {after} ms off");
+    }
+}
+
+#[tokio::test]
+async fn a_signed_market_order_fills_and_is_found_by_query() {
+    let fake = FakeRest::start().await;
+    fake.set_price(dec("50000"));
+    let client = spot(&fake).await;
+    let signer = good_signer();
+
+    let placed = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    let placed = placed.unwrap();
+    assert_eq!(placed.client_order_id, "keel-42-000001");
+    assert_eq!(placed.status, "FILLED");
+    assert_eq!(placed.executed_qty, dec("0.1"));
+    assert_eq!(placed.cummulative_quote_qty, dec("5000"));
+    assert_eq!(placed.fills.len(), 1);
+    let fill = &placed.fills[0];
+    assert_eq!((fill.price, fill.qty), (dec("50000"), dec("0.1")));
+    assert_eq!((fill.commission, fill.commission_asset.as_str()), (dec("5"), "USDT"));
+
+    let stored = fake.order("keel-42-000001").unwrap();
+    assert_eq!((stored["side"].as_str(), stored["type"].as_str()), (Some("BUY"), Some("MARKET")));
+    assert_eq!(stored["origQty"], "0.10000000");
+
+    let queried = query(&client, "keel-42-000001", &signer).await.unwrap();
+    assert_eq!(queried.status, "FILLED");
+    assert_eq!(queried.executed_qty, dec("0.1"));
+    assert!(queried.fills.is_empty());
+    assert_eq!(fake.posts(), 1);
+
+    let wrong_secret = signer_with(API_KEY, "not-the-secret");
+    let refused = place(&client, market_buy("keel-42-000002", "0.1"), &wrong_secret);
+    let refused = refused.await;
+    assert_eq!(api_code(&refused), Some((400, -1022)), "{refused:?}");
+    assert!(!refused.unwrap_err().is_unknown_outcome());
+
+    let wrong_key = signer_with("someone-elses-key", SECRET_KEY);
+    let refused = place(&client, market_buy("keel-42-000003", "0.1"), &wrong_key);
+    assert_eq!(api_code(&refused.await), Some((401, -2015)));
+    assert_eq!(fake.posts(), 1, "a refused signature reached the book");
+    assert!(fake.order("keel-42-000002").is_none());
+}
+
+#[tokio::test]
+async fn a_stop_goes_out_as_a_market_order_for_what_remains() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let mut stop =
+        order("keel-42-000009", Side::Sell, OrderType::Stop { stop_price: dec("90") }, "0.3");
+    stop.filled_qty = dec("0.1");
+    let placed = place(&client, stop, &good_signer()).await.unwrap();
+    assert_eq!((placed.status.as_str(), placed.executed_qty), ("FILLED", dec("0.2")));
+    let stored = fake.order("keel-42-000009").unwrap();
+    assert_eq!(stored["type"], "MARKET");
+    assert_eq!(stored["side"], "SELL");
+    assert_eq!(stored["origQty"], "0.20000000");
+}
+
+#[tokio::test]
+async fn a_skewed_clock_is_refused_until_synced() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let signer = good_signer();
+
+    // The server is 20 s ahead: our timestamps are older than recvWindow.
+    fake.set_clock_skew_ms(20_000);
+    let stale = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    let err = stale.unwrap_err();
+    assert!(err.is_clock_skew(), "{err:?}");
+    assert!(!err.is_unknown_outcome());
+    assert_eq!(fake.posts(), 0);
+    assert!(fake.order("keel-42-000001").is_none());
+    client.sync_time().await.unwrap();
+    let placed = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    assert_eq!(placed.unwrap().status, "FILLED");
+
+    // The server falls 20 s behind: our timestamps are now in its future.
+    fake.set_clock_skew_ms(-20_000);
+    let ahead = place(&client, market_buy("keel-42-000002", "0.1"), &signer).await;
+    assert!(ahead.as_ref().is_err_and(RestError::is_clock_skew), "{ahead:?}");
+    client.sync_time().await.unwrap();
+    let placed = place(&client, market_buy("keel-42-000002", "0.1"), &signer).await;
+    assert_eq!(placed.unwrap().status, "FILLED");
+    assert_eq!(fake.posts(), 2);
+}
+
+#[tokio::test]
+async fn a_503_leaves_the_outcome_unknown() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let signer = good_signer();
+    fake.fail_next(1, Fault::ServerError);
+    let answer = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    assert_eq!(api_code(&answer), Some((503, -1001)));
+    assert!(answer.unwrap_err().is_unknown_outcome());
+    // Here the venue dropped it: the query says so.
+    let queried = query(&client, "keel-42-000001", &signer).await;
+    assert!(queried.is_err_and(|e| e.is_no_such_order()));
+    assert_eq!(fake.posts(), 1);
+}
+
+#[tokio::test]
+async fn an_order_accepted_behind_a_503_is_found_by_query() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let signer = good_signer();
+    fake.fail_next(1, Fault::AcceptThenServerError);
+    let answer = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    assert!(answer.unwrap_err().is_unknown_outcome());
+    let queried = query(&client, "keel-42-000001", &signer).await.unwrap();
+    assert_eq!((queried.status.as_str(), queried.executed_qty), ("FILLED", dec("0.1")));
+    assert_eq!(fake.posts(), 1, "the order was sent twice");
+
+    // Sending it again blind would be refused by the client id, never filled twice.
+    let again = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    assert_eq!(api_code(&again), Some((400, -2010)));
+    assert!(!again.unwrap_err().is_unknown_outcome());
+}
+
+#[tokio::test]
+async fn a_resting_limit_fills_in_part_and_is_canceled() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let signer = good_signer();
+    let limit = order("keel-42-000005", Side::Buy, OrderType::Limit { price: dec("95.50") }, "0.2");
+
+    let placed = place(&client, limit, &signer).await.unwrap();
+    assert_eq!((placed.status.as_str(), placed.executed_qty), ("NEW", Decimal::ZERO));
+    assert!(placed.fills.is_empty());
+    let stored = fake.order("keel-42-000005").unwrap();
+    assert_eq!(
+        (stored["price"].as_str(), stored["timeInForce"].as_str()),
+        (Some("95.50000000"), Some("GTC"))
+    );
+
+    assert!(fake.fill_limit("keel-42-000005", dec("0.05")));
+    let queried = query(&client, "keel-42-000005", &signer).await.unwrap();
+    assert_eq!(queried.status, "PARTIALLY_FILLED");
+    assert_eq!(queried.executed_qty, dec("0.05"));
+    assert_eq!(queried.cummulative_quote_qty, dec("4.775"));
+
+    let canceled = cancel(&client, "keel-42-000005", &signer).await.unwrap();
+    assert_eq!((canceled.status.as_str(), canceled.executed_qty), ("CANCELED", dec("0.05")));
+    assert!(!fake.fill_limit("keel-42-000005", dec("0.05")), "a canceled order filled");
+
+    let again = cancel(&client, "keel-42-000005", &signer).await;
+    assert_eq!(api_code(&again), Some((400, -2011)));
+    let queried = query(&client, "keel-42-000005", &signer).await.unwrap();
+    assert_eq!(queried.status, "CANCELED");
+
+    let unknown = query(&client, "keel-42-999999", &signer).await;
+    assert!(unknown.as_ref().is_err_and(RestError::is_no_such_order), "{unknown:?}");
+    let unknown = cancel(&client, "keel-42-999999", &signer).await;
+    assert_eq!(api_code(&unknown), Some((400, -2011)));
+}
+
+#[tokio::test]
+async fn a_limit_filled_in_full_cannot_be_canceled() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let signer = good_signer();
+    let limit = order("keel-42-000006", Side::Sell, OrderType::Limit { price: dec("101") }, "0.1");
+    place(&client, limit, &signer).await.unwrap();
+    assert!(!fake.fill_limit("keel-42-000006", dec("0.2")), "filled more than ordered");
+    assert!(fake.fill_limit("keel-42-000006", dec("0.1")));
+    let queried = query(&client, "keel-42-000006", &signer).await.unwrap();
+    assert_eq!((queried.status.as_str(), queried.cummulative_quote_qty), ("FILLED", dec("10.1")));
+    let cancel = cancel(&client, "keel-42-000006", &signer).await;
+    assert_eq!(api_code(&cancel), Some((400, -2011)));
+}
+
+#[tokio::test]
+async fn an_order_never_answered_is_no_answer_within_the_timeout() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let signer = good_signer();
+    fake.fail_next(1, Fault::Hang);
+    let started = Instant::now();
+    let answer = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    let took = started.elapsed();
+    assert!(matches!(answer, Err(RestError::NoAnswer(_))), "{answer:?}");
+    assert!(answer.unwrap_err().is_unknown_outcome());
+    assert!(took >= REST_TIMEOUT - Duration::from_millis(100), "gave up after {took:?}");
+    assert!(took < REST_TIMEOUT + Duration::from_secs(2), "waited {took:?}");
+    assert_eq!(fake.posts(), 1);
+    // The fake lost this one; the client still answers the next call.
+    let queried = query(&client, "keel-42-000001", &signer).await;
+    assert!(queried.is_err_and(|e| e.is_no_such_order()));
+}
+
+/// Sends raw bytes and returns the status line and body of the answer.
+async fn raw(fake: &FakeRest, request: &[u8]) -> (String, String) {
+    let addr = fake.url().trim_start_matches("http://").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The fake may answer (and close) before reading everything; a failed write is fine.
+    let _ = tcp.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (head.lines().next().unwrap_or_default().to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_fake_answers_malformed_requests_with_json() {
+    let fake = FakeRest::start().await;
+    let cases: [(&[u8], &str); 5] = [
+        (b"garbage\r\n\r\n", "400"),
+        (b"GET /api/v3/order?symbol=%ZZ HTTP/1.1\r\nX-MBX-APIKEY: x\r\n\r\n", "400"),
+        (b"GET /api/v3/order?a=1&a=2 HTTP/1.1\r\n\r\n", "400"),
+        (b"GET /nowhere HTTP/1.1\r\n\r\n", "404"),
+        (b"POST /api/v3/order HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", "413"),
+    ];
+    for (request, status) in cases {
+        let (status_line, body) = raw(&fake, request).await;
+        assert!(
+            status_line.contains(status),
+            "{status_line} for {:?}",
+            String::from_utf8_lossy(request)
+        );
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(body["code"].as_i64().is_some() && body["msg"].is_string(), "{body}");
+    }
+    let huge = vec![b'a'; 70 * 1024];
+    let (status_line, _) = raw(&fake, &huge).await;
+    assert!(status_line.contains("413"), "{status_line}");
+    // Unsigned: no key.
+    let (status_line, body) =
+        raw(&fake, b"GET /api/v3/order?symbol=BTCUSDT HTTP/1.1\r\n\r\n").await;
+    assert!(status_line.contains("401") && body.contains("-2015"), "{status_line} {body}");
+
+    // Still serving, with a weight header that only grows.
+    let client = spot(&fake).await;
+    let weight = fake.used_weight();
+    client.sync_time().await.unwrap();
+    assert!(fake.used_weight() > weight);
+    let (status_line, body) = raw(&fake, b"GET /api/v3/time HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(status_line.ends_with("200 OK") && body.contains("serverTime"), "{status_line}");
+}
+
+#[tokio::test]
+async fn requests_slow_down_near_the_weight_budget() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    fake.set_used_weight(6_000);
+    client.sync_time().await.unwrap(); // learns the weight from X-MBX-USED-WEIGHT-1M
+    let started = Instant::now();
+    client.sync_time().await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(250), "did not slow down: {took:?}");
+}
+
+/// Near the weight budget the client waits before sending; that wait must not be counted as
+/// network time in the offset.
+#[tokio::test]
+async fn sync_time_is_not_biased_by_the_weight_slowdown() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    fake.set_used_weight(6_000);
+    client.sync_time().await.unwrap();
+    let offset = client.sync_time().await.unwrap();
+    assert!(offset.abs() <= 60, "offset {offset} ms against a server with no skew");
+}
