@@ -68,6 +68,9 @@ pub struct BotsSettings {
     pub max_per_user: usize,
     /// Paper market orders without a quote fill at the last trade this many basis points worse.
     pub paper_slippage_bps: rust_decimal::Decimal,
+    /// Most exposure (quote currency: position at mark plus open orders that add to it) one
+    /// user's bots may hold together; 0 means no limit.
+    pub max_user_exposure: rust_decimal::Decimal,
 }
 
 /// `[feed]`.
@@ -403,6 +406,9 @@ impl Settings {
             || self.bots.paper_slippage_bps > rust_decimal::Decimal::from(1000)
         {
             return Err(invalid("bots.paper_slippage_bps", "must be between 0 and 1000"));
+        }
+        if self.bots.max_user_exposure < rust_decimal::Decimal::ZERO {
+            return Err(invalid("bots.max_user_exposure", "must be 0 (no limit) or positive"));
         }
         if !(10..=30_000).contains(&self.feed.first_data_wait_ms) {
             return Err(invalid("feed.first_data_wait_ms", "must be between 10 and 30000"));

@@ -206,6 +206,7 @@ impl Application {
             max_bots_per_user: settings.bots.max_per_user,
             paper_slippage_bps: settings.bots.paper_slippage_bps,
             live: live_venues(&settings, vault.clone())?,
+            max_user_exposure: Some(settings.bots.max_user_exposure).filter(|l| !l.is_zero()),
         };
         let bots_spec =
             BotsSpec::new(BotRepo::new(&store)?, feeds.clone(), bots_config, bots.clone());

@@ -353,3 +353,40 @@ async fn the_kill_switch_stops_every_bot_and_cancels_their_orders() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_users_bots_together_stay_within_the_exposure_limit() {
+    // Sim BTCUSDT starts at 98k: 0.002 is about 196, the limit 320 leaves about 124.
+    let app = crate::helpers::spawn_app_with(|s| s.bots.max_user_exposure = 320.into()).await;
+    let user = app.register("bots-exposure@example.com").await;
+    let first = app.create_bot(&user.access, &quiet_bot()).await["id"].as_u64().unwrap();
+    let second = app.create_bot(&user.access, &quiet_bot()).await["id"].as_u64().unwrap();
+    for id in [first, second] {
+        assert_eq!(app.control(&user.access, id, "start").await.status().as_u16(), 200);
+    }
+    let buy = json!({"side": "buy", "qty": "0.002", "type": "market"});
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let path = format!("/api/v1/bots/{first}/orders");
+        let res = app.send(Method::POST, &path, Some(&buy), &user.access).await;
+        if res.status().as_u16() == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "no market buy filled in 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second bot learns of the first one's position within its refresh interval.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let path = format!("/api/v1/bots/{second}/orders");
+    let error = assert_error(
+        app.send(Method::POST, &path, Some(&buy), &user.access).await,
+        422,
+        "ORDER_REJECTED",
+    )
+    .await;
+    assert!(error["message"].as_str().unwrap().contains("USER_EXPOSURE"), "{error}");
+    // A smaller order fits in what is left.
+    let small = json!({"side": "buy", "qty": "0.001", "type": "market"});
+    let res = app.send(Method::POST, &path, Some(&small), &user.access).await;
+    assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
+}

@@ -204,6 +204,8 @@ pub struct BotActorArgs {
     pub supervisor: Recipient<BotPaused>,
     /// The venue link of a live bot (`None` for paper).
     pub live: Option<LiveLink>,
+    /// The owner's exposure book, when a per-user limit is set.
+    pub exposure: Option<super::exposure::ExposureLink>,
 }
 
 /// One running bot.
@@ -267,6 +269,11 @@ impl BotActor {
             tracing::error!(bot_id = self.id(), error = %err, "bot state could not be stored");
             self.args.lifeline.reason = Some(format!("store write failed: {err}"));
             ctx.stop();
+        }
+        if let Some(link) = &self.args.exposure
+            && !(self.fx.orders.is_empty() && self.fx.fills.is_empty())
+        {
+            link.book.publish(link.user_id, self.args.bot_id, self.args.engine.exposure());
         }
         metrics::counter!("keel_fills_total").increment(self.fx.fills.len() as u64);
         for order in &self.fx.orders {
@@ -423,6 +430,14 @@ impl BotActor {
         self.persist(ctx, None);
     }
 
+    /// Publishes this bot's exposure and reads its budget under the owner's limit.
+    fn refresh_exposure(&mut self) {
+        let Some(link) = &self.args.exposure else { return };
+        let engine = &mut self.args.engine;
+        link.book.publish(link.user_id, self.args.bot_id, engine.exposure());
+        engine.set_user_budget(link.book.budget(link.user_id, self.args.bot_id));
+    }
+
     /// Asks the venue about every open live order that has no request outstanding.
     fn poll_live(&mut self, ctx: &mut Context<Self>) {
         let requests: Vec<Outbound> = self
@@ -500,6 +515,10 @@ impl Actor for BotActor {
                 }
             }
         });
+        if self.args.exposure.is_some() {
+            self.refresh_exposure();
+            ctx.run_interval(super::exposure::REFRESH, |act, _| act.refresh_exposure());
+        }
         if self.args.live.is_some() {
             // Orders found open at start may have been sent just before a crash: "no such
             // order" is not believed for them until the grace period has passed.
@@ -517,6 +536,9 @@ impl Actor for BotActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(link) = &self.args.exposure {
+            link.book.remove(link.user_id, self.args.bot_id);
+        }
         if let Some(feed) = self.args.feed.get() {
             for kind in [StreamKind::Trades, StreamKind::Quotes] {
                 let _ = feed.try_send(Unsubscribe {
@@ -545,6 +567,7 @@ impl Handler<Ask<TradeCommand>> for BotActor {
 
     fn handle(&mut self, ask: Ask<TradeCommand>, ctx: &mut Context<Self>) {
         let (command, replier) = ask.into_parts();
+        self.refresh_exposure();
         let engine = &mut self.args.engine;
         engine.observe_time(crate::market::now_us() / 1000);
         let fx = &mut self.fx;

@@ -174,6 +174,9 @@ pub struct BotEngine {
     paper_fills: Vec<PaperFill>,
     /// Live orders the venue was asked to cancel (asked once, until it answers).
     cancel_pending: Vec<u64>,
+    /// Most exposure this bot may hold under its owner's limit (the limit less the owner's other
+    /// bots), when one is set.
+    user_budget: Option<Decimal>,
 }
 
 impl BotEngine {
@@ -207,6 +210,7 @@ impl BotEngine {
             intents: Vec::new(),
             paper_fills: Vec::new(),
             cancel_pending: Vec::new(),
+            user_budget: None,
         }
     }
 
@@ -236,6 +240,31 @@ impl BotEngine {
     /// from a market event: owner commands and venue answers. Backtests never call it.
     pub fn observe_time(&mut self, now_ms: u64) {
         self.state.last_event_ms = self.state.last_event_ms.max(now_ms);
+    }
+
+    /// Sets the most exposure this bot may hold under its owner's limit (`None`: no limit).
+    pub fn set_user_budget(&mut self, budget: Option<Decimal>) {
+        self.user_budget = budget;
+    }
+
+    /// The bot's exposure in quote: its position at the mark price plus the remaining notional
+    /// of open orders that would add to it (exits and bracket legs do not).
+    pub fn exposure(&self) -> Decimal {
+        let mark = self.venue.mark_price();
+        let position = mark.map_or(Decimal::ZERO, |m| self.state.position.qty.abs() * m);
+        let adding = |o: &&Order| {
+            matches!(o.origin, OrderOrigin::Strategy | OrderOrigin::Manual)
+                && (self.state.position.qty.is_zero()
+                    || self.state.position.qty.is_sign_positive()
+                        == (o.side == crate::trading::Side::Buy))
+        };
+        let orders: Decimal = self
+            .open
+            .iter()
+            .filter(adding)
+            .filter_map(|o| Some(o.remaining() * o.order_type.limit_price().or(mark)?))
+            .sum();
+        position + orders
     }
 
     /// Whether the strategy is called on events.
@@ -438,7 +467,7 @@ impl BotEngine {
             mark_price: self.venue.mark_price(),
             allow_short: self.config.allow_short,
             base_balance_check: !self.config.allow_short,
-            user_exposure_headroom: None,
+            user_exposure_headroom: self.user_budget.map(|budget| budget - self.exposure()),
         };
         let exempt =
             matches!(origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss | OrderOrigin::Close);

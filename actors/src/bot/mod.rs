@@ -4,12 +4,14 @@
 //! - [`model`]: the bot definition and its lifecycle state machine;
 //! - [`engine`]: the pure trading core (strategy, risk, orders, brackets, paper fills);
 //! - [`repo`]: how bots, orders, fills, state and journal are stored;
+//! - [`exposure`]: per-user exposure across bots;
 //! - [`live`]: a live bot's signed REST link to its venue;
 //! - [`actor`]: `BotActor`, one running bot;
 //! - [`supervisor`]: `BotSupervisor`, which owns definitions and restarts bot actors.
 
 pub mod actor;
 pub mod engine;
+pub mod exposure;
 pub mod live;
 pub mod model;
 pub mod performance;

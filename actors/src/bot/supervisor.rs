@@ -17,6 +17,7 @@ use super::actor::{
     StopBot, TradeCommand, TradeError, TradeOutcome,
 };
 use super::engine::{BotEngine, EngineConfig};
+use super::exposure::{ExposureBook, ExposureLink};
 use super::live::LiveLink;
 use super::model::{BotId, BotMode, BotRecord, BotStatus, Control, UserId};
 use super::repo::BotRepo;
@@ -82,6 +83,8 @@ pub struct BotsConfig {
     pub paper_slippage_bps: rust_decimal::Decimal,
     /// What live bots trade through.
     pub live: LiveVenues,
+    /// Most exposure (quote) one user's bots may hold together; `None` for no limit.
+    pub max_user_exposure: Option<rust_decimal::Decimal>,
 }
 
 /// The venues live bots can trade on, and the vault that signs for them.
@@ -214,6 +217,8 @@ pub struct BotSupervisor {
     next_arbiter: usize,
     generation: u64,
     stopping: bool,
+    /// The per-user exposure book, when a limit is configured.
+    exposure: Option<Arc<ExposureBook>>,
     _lifeline: Option<Lifeline>,
 }
 
@@ -237,7 +242,10 @@ impl BotSupervisor {
         config: BotsConfig,
     ) -> Result<Self, StoreError> {
         let bots = repo.all_bots()?.into_iter().map(|b| (b.id, b)).collect();
+        let exposure =
+            config.max_user_exposure.map(|limit| Arc::new(ExposureBook::new(Some(limit))));
         Ok(Self {
+            exposure,
             repo,
             feeds,
             config,
@@ -333,6 +341,10 @@ impl BotSupervisor {
             lifeline: BotLifeline::new(bot_id, self.generation, ctx.address().recipient()),
             supervisor: ctx.address().recipient(),
             live,
+            exposure: self
+                .exposure
+                .as_ref()
+                .map(|book| ExposureLink { book: book.clone(), user_id: record.user_id }),
         };
         if self.arbiters.is_empty() {
             self.arbiters = (0..self.config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
