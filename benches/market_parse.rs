@@ -5,7 +5,9 @@
 //! `shared/fixtures/binance`), in the combined-stream wrapper as Keel's connection receives them
 //! (`…/wrapped`) and raw (`…/raw`):
 //!
-//! - `parse` is [`parse`]: one `serde_json` pass, exact decimals, the symbol, the event;
+//! - `parse` is [`parse_with`] and a warm [`SymbolCache`], as a connection parses: one
+//!   `serde_json` pass, exact decimals, the symbol, the event; `parse_uncached` is [`parse`],
+//!   which validates and allocates the symbol each time;
 //! - `serde_baseline` is `serde_json::from_str` of the same frame into a borrowed struct with
 //!   the fields `parse` reads, all `&str`, `u64` and `bool`: no decimals, no symbol, no checks.
 //!
@@ -25,7 +27,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keel_actors::market::{Symbol, VenueId};
-use keel_actors::venues::binance::parse::{Inbound, parse, parse_decimal};
+use keel_actors::venues::binance::parse::{Inbound, SymbolCache, parse, parse_decimal, parse_with};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -138,7 +140,14 @@ macro_rules! compare {
         assert!(matches!(parsed, Ok(Inbound::Event(_))), "{}: {parsed:?}", $name);
         assert!(serde_json::from_str::<$baseline>(frame).is_ok(), "{}: baseline", $name);
         let mut group = $c.benchmark_group($name);
-        group.bench_function("parse", |b| b.iter(|| parse(venue, black_box(frame), RECEIVED_US)));
+        // As a connection parses: with its warm symbol cache.
+        let mut symbols = SymbolCache::default();
+        group.bench_function("parse", |b| {
+            b.iter(|| parse_with(venue, black_box(frame), RECEIVED_US, &mut symbols))
+        });
+        group.bench_function("parse_uncached", |b| {
+            b.iter(|| parse(venue, black_box(frame), RECEIVED_US))
+        });
         group.bench_function("serde_baseline", |b| {
             b.iter(|| serde_json::from_str::<$baseline>(black_box(frame)))
         });

@@ -318,3 +318,34 @@ mod feed {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_futures_liquidation_arrives_as_a_liquidation_event() {
+    let fake = FakeBinance::start().await;
+    let config = ConnectionConfig {
+        venue: VenueId::BinanceFutures,
+        max_outgoing_per_sec: 50,
+        ..fast_config(&fake.url)
+    };
+    let mut conn = start(config, 10, Duration::from_millis(100));
+    conn.subscribe(&["btcusdt@forceOrder"]).await;
+    until(Duration::from_secs(2), "subscribed", || {
+        fake.subscriptions().contains("btcusdt@forceOrder")
+    })
+    .await;
+    // The USD-M fixture's frame, as the futures stream sends it.
+    fake.publish(
+        "btcusdt@forceOrder",
+        r#"{"e":"forceOrder","E":1732307467500,"o":{"s":"BTCUSDT","S":"SELL","o":"LIMIT","f":"IOC","q":"0.014","p":"98010.00","ap":"98020.40","X":"FILLED","l":"0.014","z":"0.014","T":1732307467498}}"#,
+    );
+    let want = |o: &Output| matches!(o, Output::Event(e) if matches!(e.kind, EventKind::Liquidation { .. }));
+    let Output::Event(event) = conn.expect(Duration::from_secs(2), "a liquidation", want).await
+    else {
+        unreachable!()
+    };
+    assert_eq!((event.venue, event.symbol.as_str()), (VenueId::BinanceFutures, "BTCUSDT"));
+    assert_eq!(event.exchange_ts, 1732307467500);
+    let EventKind::Liquidation { side, price, qty, .. } = event.kind else { unreachable!() };
+    assert_eq!(side, keel_actors::market::Side::Sell);
+    assert_eq!((price.to_string(), qty.to_string()), ("98010.00".to_owned(), "0.014".to_owned()));
+}

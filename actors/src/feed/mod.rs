@@ -488,6 +488,8 @@ impl FeedActor {
     }
 
     fn generate_sim(&mut self, elapsed: Duration) {
+        /// Most simulated time one tick generates, seconds.
+        const MAX_SIM_CATCH_UP: f64 = 0.05;
         let Some(rate) = self.config.sim.as_ref().map(|s| f64::from(s.trades_per_sec)) else {
             return;
         };
@@ -496,7 +498,9 @@ impl FeedActor {
             .map_or(0, |d| d.as_millis() as u64);
         for symbol in self.active_symbols() {
             let debt = self.sim_debt.entry(symbol.clone()).or_default();
-            *debt += rate * elapsed.as_secs_f64();
+            // A tick that ran late does not try to make up for all of it: on a slow machine that
+            // spirals (each catch-up makes the next tick later still) and starves the arbiter.
+            *debt = (*debt + rate * elapsed.as_secs_f64()).min((rate * MAX_SIM_CATCH_UP).max(1.0));
             let due = debt.floor() as u64;
             *debt -= due as f64;
             for _ in 0..due {

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::parse::{Inbound, MAX_FRAME_BYTES, parse};
+use super::parse::{Inbound, MAX_FRAME_BYTES, SymbolCache, parse_with};
 use super::streams::{self, subscribe_request, unsubscribe_request};
 use crate::market::{MarketEvent, VenueId, now_us};
 
@@ -150,6 +150,7 @@ struct Connection {
     output: mpsc::Sender<Output>,
     next_request_id: u64,
     last_error_log: Option<Instant>,
+    symbols: SymbolCache,
 }
 
 /// Starts connection number `index` of a venue. It runs until `commands` is closed.
@@ -168,6 +169,7 @@ pub fn spawn(
         output,
         next_request_id: 1,
         last_error_log: None,
+        symbols: SymbolCache::default(),
     };
     tokio::spawn(connection.run(budget))
 }
@@ -373,7 +375,7 @@ impl Connection {
         text: &str,
         last_seen: &mut HashMap<String, Instant>,
     ) -> Option<Ended> {
-        match parse(self.config.venue, text, now_us()) {
+        match parse_with(self.config.venue, text, now_us(), &mut self.symbols) {
             Ok(Inbound::Event(event)) => {
                 if let Some(name) = event
                     .stream_kind()

@@ -18,9 +18,10 @@
 //! (Keel's combined-stream connection sends nothing else) are recognised as snapshots.
 //!
 //! Cost: `benches/market_parse.rs` compares [`parse`] with a bare `serde_json` read of the same
-//! frame into borrowed strings; the JSON pass costs the same, the rest is the decimals and
-//! [`Symbol::parse`] (two allocations per event).
+//! frame into borrowed strings; the JSON pass costs the same, the rest is the decimals and the
+//! symbol ([`Symbol::parse`], two allocations, or a [`SymbolCache`] hit on a connection).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -161,6 +162,53 @@ impl ParseError {
 /// # Errors
 /// The frame is malformed, inconsistent, or not market data Keel consumes; see [`ParseError`].
 pub fn parse(venue: VenueId, text: &str, received_us: u64) -> Result<Inbound, ParseError> {
+    parse_with(venue, text, received_us, &mut SymbolCache::default())
+}
+
+/// Symbols already seen on one connection: an event's symbol is then a clone of a shared one (an
+/// atomic increment) instead of a validated, upper-cased new allocation.
+#[derive(Debug, Default)]
+pub struct SymbolCache {
+    last: Option<Symbol>,
+    known: HashMap<Box<str>, Symbol>,
+}
+
+impl SymbolCache {
+    /// Most distinct spellings kept (a connection carries at most 1024 streams).
+    const MAX: usize = 4096;
+
+    /// The symbol spelled `raw` (as the frame has it), parsed once.
+    pub fn get(&mut self, raw: &str) -> Option<Symbol> {
+        if let Some(last) = &self.last
+            && last.as_str() == raw
+        {
+            return Some(last.clone());
+        }
+        let symbol = match self.known.get(raw) {
+            Some(symbol) => symbol.clone(),
+            None => {
+                let symbol = Symbol::parse(raw)?;
+                if self.known.len() < Self::MAX {
+                    self.known.insert(raw.into(), symbol.clone());
+                }
+                symbol
+            }
+        };
+        self.last = Some(symbol.clone());
+        Some(symbol)
+    }
+}
+
+/// [`parse`] with a connection's [`SymbolCache`].
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_with(
+    venue: VenueId,
+    text: &str,
+    received_us: u64,
+    symbols: &mut SymbolCache,
+) -> Result<Inbound, ParseError> {
     if venue == VenueId::Sim {
         return Err(ParseError::Unsupported("the sim venue has no Binance streams".to_owned()));
     }
@@ -173,9 +221,9 @@ pub fn parse(venue: VenueId, text: &str, received_us: u64) -> Result<Inbound, Pa
     de.end()?;
     // By reference: a `Body` is a few hundred bytes, not worth moving.
     match frame.data {
-        Presence::Object => convert(venue, &mut frame.inner, frame.stream, received_us),
+        Presence::Object => convert(venue, &mut frame.inner, frame.stream, received_us, symbols),
         Presence::Other => Err(ParseError::WrongType("data")),
-        Presence::Absent => convert(venue, &mut frame.outer, None, received_us),
+        Presence::Absent => convert(venue, &mut frame.outer, None, received_us, symbols),
     }
 }
 
@@ -185,6 +233,7 @@ fn convert(
     b: &mut Body<'_>,
     stream: Option<&str>,
     received_us: u64,
+    symbols: &mut SymbolCache,
 ) -> Result<Inbound, ParseError> {
     let (stream_symbol, channel) = match stream.and_then(|s| s.split_once('@')) {
         Some((symbol, channel)) => (Some(symbol), Some(channel)),
@@ -260,7 +309,7 @@ fn convert(
         (Some(symbol), _) | (None, Some(symbol)) => symbol,
         (None, None) => return Err(ParseError::MissingField("s")),
     };
-    let symbol = Symbol::parse(symbol).ok_or_else(|| ParseError::BadSymbol(excerpt(symbol)))?;
+    let symbol = symbols.get(symbol).ok_or_else(|| ParseError::BadSymbol(excerpt(symbol)))?;
     let event = MarketEvent { venue, symbol, exchange_ts, received_us, kind };
     if let Some(expected) = channel.and_then(channel_kind)
         && event.stream_kind() != Some(expected)
