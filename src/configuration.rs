@@ -54,6 +54,8 @@ pub struct Settings {
     pub feed: FeedSettings,
     /// Bots.
     pub bots: BotsSettings,
+    /// The WebSocket API.
+    pub ws: WsSettings,
     /// Venues.
     pub venues: VenuesSettings,
 }
@@ -71,6 +73,29 @@ pub struct BotsSettings {
     /// Most exposure (quote currency: position at mark plus open orders that add to it) one
     /// user's bots may hold together; 0 means no limit.
     pub max_user_exposure: rust_decimal::Decimal,
+}
+
+/// `[ws]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WsSettings {
+    /// Connections allowed in total.
+    pub max_connections: usize,
+    /// Connections allowed per user.
+    pub max_per_user: usize,
+    /// Channels one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// How long an unauthenticated connection may wait before sending `auth`, ms.
+    pub auth_timeout_ms: u64,
+    /// Seconds between server pings.
+    pub ping_secs: u64,
+    /// Seconds without a pong (or any frame) after which the connection is closed.
+    pub pong_timeout_secs: u64,
+    /// Frames a connection may have waiting for its socket; past it market data is dropped (and
+    /// `lagged` sent) and a bot event closes the connection with 1013.
+    pub outbound_queue: usize,
+    /// Seconds a client may stay behind (dropping market data) before it is disconnected (1013).
+    pub max_lag_secs: u64,
 }
 
 /// `[feed]`.
@@ -406,6 +431,25 @@ impl Settings {
             || self.bots.paper_slippage_bps > rust_decimal::Decimal::from(1000)
         {
             return Err(invalid("bots.paper_slippage_bps", "must be between 0 and 1000"));
+        }
+        let ws = &self.ws;
+        if ws.max_connections == 0 || ws.max_per_user == 0 || ws.max_subscriptions == 0 {
+            return Err(invalid(
+                "ws",
+                "max_connections, max_per_user and max_subscriptions must be positive",
+            ));
+        }
+        if !(100..=60_000).contains(&ws.auth_timeout_ms) {
+            return Err(invalid("ws.auth_timeout_ms", "must be between 100 and 60000"));
+        }
+        if ws.ping_secs == 0 || ws.pong_timeout_secs <= ws.ping_secs {
+            return Err(invalid("ws.pong_timeout_secs", "must be longer than ws.ping_secs (> 0)"));
+        }
+        if !(1..=3600).contains(&ws.max_lag_secs) {
+            return Err(invalid("ws.max_lag_secs", "must be between 1 and 3600"));
+        }
+        if !(4..=65_536).contains(&ws.outbound_queue) {
+            return Err(invalid("ws.outbound_queue", "must be between 4 and 65536"));
         }
         if self.bots.max_user_exposure < rust_decimal::Decimal::ZERO {
             return Err(invalid("bots.max_user_exposure", "must be 0 (no limit) or positive"));

@@ -11,3 +11,4 @@ pub mod secrets;
 pub mod startup;
 pub mod telemetry;
 pub mod vault_cli;
+pub mod ws;

@@ -18,6 +18,7 @@ use keel_actors::feed::{FeedAddress, FeedConfig, FeedSpec, SimConfig};
 use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
 use keel_actors::market::{Symbol, VenueId};
+use keel_actors::session::SessionDirectory;
 use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{ChildSpec, RestartPolicy, Shutdown, Supervisor, SupervisorSpec};
 use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
@@ -57,6 +58,10 @@ pub struct AppState {
     pub feeds: Arc<std::collections::BTreeMap<VenueId, FeedAddress>>,
     /// Where the (restartable) bot supervisor currently is.
     pub bots: BotsAddress,
+    /// Users' sessions (live connections), which bots publish their events to.
+    pub sessions: SessionDirectory,
+    /// WebSocket connection counts and limits.
+    pub ws_limits: Arc<crate::ws::Limits>,
 }
 
 impl AppState {
@@ -197,6 +202,9 @@ impl Application {
         let (feeds_spec, feeds) = feeds(&settings, policy);
         let feeds = Arc::new(feeds);
         let bots = BotsAddress::default();
+        let sessions = SessionDirectory::default();
+        let ws_limits =
+            Arc::new(crate::ws::Limits::new(settings.ws.max_connections, settings.ws.max_per_user));
         let bots_config = BotsConfig {
             policy,
             arbiters: match settings.bots.arbiters {
@@ -207,6 +215,7 @@ impl Application {
             paper_slippage_bps: settings.bots.paper_slippage_bps,
             live: live_venues(&settings, vault.clone())?,
             max_user_exposure: Some(settings.bots.max_user_exposure).filter(|l| !l.is_zero()),
+            sessions: sessions.clone(),
         };
         let bots_spec =
             BotsSpec::new(BotRepo::new(&store)?, feeds.clone(), bots_config, bots.clone());
@@ -222,8 +231,17 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let state =
-            AppState { store, root, settings: settings.clone(), identity, vault, feeds, bots };
+        let state = AppState {
+            store,
+            root,
+            settings: settings.clone(),
+            identity,
+            vault,
+            feeds,
+            bots,
+            sessions,
+            ws_limits,
+        };
         let data = web::Data::new(state.clone());
         let recorder = web::Data::new(recorder);
         let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);

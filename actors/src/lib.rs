@@ -14,6 +14,7 @@ pub mod feed;
 pub mod identity;
 pub mod mailbox;
 pub mod market;
+pub mod session;
 pub mod store;
 pub mod strategy;
 pub mod supervisor;

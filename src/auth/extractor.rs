@@ -20,6 +20,8 @@ pub struct AuthUser {
     pub user_id: u64,
     /// Their login session.
     pub session_id: u64,
+    /// When the access token expires, seconds since the epoch.
+    pub expires_at: u64,
 }
 
 fn unauthorized(message: &str) -> ApiError {
@@ -43,10 +45,14 @@ impl AuthUser {
         if !identity.sessions.is_active(user_id, claims.sid).map_err(ApiError::internal)? {
             return Err(unauthorized("the session has ended; log in again"));
         }
-        Ok(Self { user_id, session_id: claims.sid })
+        Ok(Self { user_id, session_id: claims.sid, expires_at: claims.exp })
     }
 
-    fn from_request_sync(req: &HttpRequest) -> Result<Self, ApiError> {
+    /// The bearer token of a request's `Authorization` header, authenticated.
+    ///
+    /// # Errors
+    /// As [`AuthUser::from_token`], and 401 without a well-formed header.
+    pub fn from_request_sync(req: &HttpRequest) -> Result<Self, ApiError> {
         let state = req
             .app_data::<web::Data<AppState>>()
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not registered")))?;

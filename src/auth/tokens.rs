@@ -68,7 +68,8 @@ impl std::fmt::Debug for TokenIssuer {
     }
 }
 
-fn now_secs() -> u64 {
+/// Seconds since the Unix epoch, now.
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 

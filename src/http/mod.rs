@@ -147,6 +147,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         scope = scope.service(resource);
         routes = rest;
     }
+    // The WebSocket upgrade authenticates with a bearer header or a first `auth` message
+    // (browsers cannot set headers on an upgrade), so it is not in the route table above.
+    scope = scope.service(web::resource("/ws").route(web::get().to(crate::ws::connect)));
     cfg.service(scope);
 }
 

@@ -18,3 +18,4 @@ mod markets;
 mod process;
 mod protection;
 mod tampering;
+mod ws;

@@ -206,6 +206,10 @@ pub struct BotActorArgs {
     pub live: Option<LiveLink>,
     /// The owner's exposure book, when a per-user limit is set.
     pub exposure: Option<super::exposure::ExposureLink>,
+    /// The bot's owner.
+    pub user_id: super::model::UserId,
+    /// Where the owner's live connections are (events go there once durable).
+    pub sessions: crate::session::SessionDirectory,
 }
 
 /// One running bot.
@@ -286,12 +290,20 @@ impl BotActor {
         }
         // Sent only once what they concern is durable.
         let outbound = std::mem::take(&mut self.fx.outbound);
+        let events = if self.args.sessions.is_connected(self.args.user_id) {
+            std::mem::take(&mut self.fx.events)
+        } else {
+            Vec::new()
+        };
         self.fx.clear();
         self.dirty_snapshot = false;
         let store = self.args.repo.store().clone();
         let ok = written.is_ok();
         ctx.spawn(async move { ok && store.commit().await.is_ok() }.into_actor(self).map(
             move |durable, act, ctx| {
+                if durable {
+                    act.args.sessions.publish(act.args.user_id, act.args.bot_id, &events);
+                }
                 if durable && !outbound.is_empty() {
                     act.dispatch(outbound, ctx);
                 }

@@ -85,6 +85,8 @@ pub struct BotsConfig {
     pub live: LiveVenues,
     /// Most exposure (quote) one user's bots may hold together; `None` for no limit.
     pub max_user_exposure: Option<rust_decimal::Decimal>,
+    /// Where users' live connections are, for bot events.
+    pub sessions: crate::session::SessionDirectory,
 }
 
 /// The venues live bots can trade on, and the vault that signs for them.
@@ -341,6 +343,8 @@ impl BotSupervisor {
             lifeline: BotLifeline::new(bot_id, self.generation, ctx.address().recipient()),
             supervisor: ctx.address().recipient(),
             live,
+            user_id: record.user_id,
+            sessions: self.config.sessions.clone(),
             exposure: self
                 .exposure
                 .as_ref()

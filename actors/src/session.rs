@@ -1,0 +1,226 @@
+//! Per-user sessions: one `SessionActor` per user with live client connections, relaying what the
+//! user's bots do to those connections.
+//!
+//! The [`SessionDirectory`] is the sessions' supervisor and registry in one: a connection that
+//! authenticates calls [`SessionDirectory::attach`], which starts the user's session on demand; the
+//! session stops itself when its last connection leaves. A session holds no durable state (bot
+//! events are in each bot's journal, and clients resync from `GET /bots/{id}/events?after=seq`),
+//! so a session that dies is simply started again by the next connection that needs it.
+//!
+//! Bots publish after their changes are durable ([`SessionDirectory::publish`]): a look-up in the
+//! directory, and a `try_send` to the owner's session when one exists. Nothing here waits on a
+//! client. A session that cannot take an event (its mailbox is full) tells every connection to
+//! close with 1013, because bot events are never dropped silently.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use actix::prelude::*;
+
+use crate::bot::engine::BotEvent;
+use crate::bot::model::{BotId, UserId};
+
+/// A session's mailbox.
+pub const SESSION_MAILBOX: usize = 4096;
+/// How long attaching to a session may take.
+const ATTACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Bot events for one user's connections.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct BotEvents {
+    /// The bot.
+    pub bot_id: BotId,
+    /// Its new journal lines, durable, in order.
+    pub events: Arc<[BotEvent]>,
+}
+
+/// What a session tells a connection.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum SessionEvent {
+    /// Bot events.
+    Bot(BotEvents),
+    /// Events were lost on the way: close (1013) so the client reconnects and resyncs.
+    Overflow,
+}
+
+/// Identifies a connection within its session.
+pub type ConnectionId = u64;
+
+/// Adds a connection to its user's session.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Attach {
+    id: ConnectionId,
+    recipient: Recipient<SessionEvent>,
+    /// Answered once attached; dropped unanswered if the session stopped first.
+    attached: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Removes a connection.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Detach(pub ConnectionId);
+
+/// One user's session.
+#[derive(Debug)]
+pub struct SessionActor {
+    user_id: UserId,
+    directory: SessionDirectory,
+    connections: Vec<(ConnectionId, Recipient<SessionEvent>)>,
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(SESSION_MAILBOX);
+        metrics::gauge!("keel_sessions").increment(1.0);
+    }
+
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
+        metrics::gauge!("keel_sessions").decrement(1.0);
+        self.directory.forget(self.user_id, &ctx.address());
+    }
+}
+
+impl Handler<Attach> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, _: &mut Context<Self>) {
+        self.connections.push((msg.id, msg.recipient));
+        let _ = msg.attached.send(());
+    }
+}
+
+impl Handler<Detach> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Detach(id): Detach, ctx: &mut Context<Self>) {
+        self.connections.retain(|(c, r)| *c != id && r.connected());
+        if self.connections.is_empty() {
+            // Idle: the next connection starts a new one.
+            self.directory.forget(self.user_id, &ctx.address());
+            ctx.stop();
+        }
+    }
+}
+
+impl Handler<BotEvents> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BotEvents, _: &mut Context<Self>) {
+        self.connections.retain(|(_, recipient)| {
+            match recipient.try_send(SessionEvent::Bot(msg.clone())) {
+                Ok(()) => true,
+                Err(SendError::Full(_)) => {
+                    // This connection cannot keep up; it must not miss events silently. Rare, and
+                    // must arrive, so `do_send` (it is the last message the connection gets).
+                    metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
+                    recipient.do_send(SessionEvent::Overflow);
+                    false
+                }
+                Err(SendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+impl Handler<SessionEvent> for SessionActor {
+    type Result = ();
+
+    /// `Overflow` from the directory: this session lost events; every connection must resync.
+    fn handle(&mut self, msg: SessionEvent, ctx: &mut Context<Self>) {
+        if let SessionEvent::Overflow = msg {
+            for (_, recipient) in self.connections.drain(..) {
+                recipient.do_send(SessionEvent::Overflow);
+            }
+            self.directory.forget(self.user_id, &ctx.address());
+            ctx.stop();
+        }
+    }
+}
+
+/// Where each user's session is. Cheap to clone; all clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionDirectory {
+    sessions: Arc<RwLock<HashMap<UserId, Addr<SessionActor>>>>,
+}
+
+impl SessionDirectory {
+    /// The user's running session, if any.
+    pub fn get(&self, user_id: UserId) -> Option<Addr<SessionActor>> {
+        let sessions = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
+        sessions.get(&user_id).filter(|a| a.connected()).cloned()
+    }
+
+    /// Adds a connection to the user's session, starting it (on the calling arbiter) if needed,
+    /// and waits until the session has it. Returns the session, to [`Detach`] from when the
+    /// connection ends; `None` if no session would take it.
+    pub async fn attach(
+        &self,
+        user_id: UserId,
+        id: ConnectionId,
+        recipient: Recipient<SessionEvent>,
+    ) -> Option<Addr<SessionActor>> {
+        // A session that was stopping as the connection arrived drops the request: try again,
+        // and the next attempt starts a fresh session.
+        for _ in 0..3 {
+            let (attached, ack) = tokio::sync::oneshot::channel();
+            let addr =
+                self.try_attach(user_id, Attach { id, recipient: recipient.clone(), attached });
+            if let Ok(Ok(())) = tokio::time::timeout(ATTACH_DEADLINE, ack).await {
+                return Some(addr);
+            }
+            self.forget(user_id, &addr);
+        }
+        None
+    }
+
+    fn try_attach(&self, user_id: UserId, attach: Attach) -> Addr<SessionActor> {
+        let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+        let addr = match sessions.get(&user_id).filter(|a| a.connected()) {
+            Some(addr) => addr.clone(),
+            None => {
+                let session =
+                    SessionActor { user_id, directory: self.clone(), connections: Vec::new() };
+                let addr = session.start();
+                sessions.insert(user_id, addr.clone());
+                addr
+            }
+        };
+        // Rare (once per connection) and acknowledged: `do_send`.
+        addr.do_send(attach);
+        addr
+    }
+
+    /// Hands a bot's durable events to its owner's session, if the owner is connected.
+    pub fn publish(&self, user_id: UserId, bot_id: BotId, events: &[BotEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let Some(session) = self.get(user_id) else { return };
+        let message = BotEvents { bot_id, events: events.into() };
+        match session.try_send(message) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
+                session.do_send(SessionEvent::Overflow);
+            }
+            Err(SendError::Closed(_)) => {}
+        }
+    }
+
+    /// Whether anyone of `user_id` is connected (so bots skip copying events otherwise).
+    pub fn is_connected(&self, user_id: UserId) -> bool {
+        self.get(user_id).is_some()
+    }
+
+    fn forget(&self, user_id: UserId, addr: &Addr<SessionActor>) {
+        let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
+        if sessions.get(&user_id).is_some_and(|a| a == addr) {
+            sessions.remove(&user_id);
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! `ClientConnection`: one actor per WebSocket client.
+//!
+//! It reads the client's frames (an actix-ws `MessageStream` added as the actor's stream),
+//! subscribes to feeds and to the user's session, and writes through a bounded queue drained by a
+//! writer future that lives in the actor's context:
+//!
+//! - the queue holds `ws.outbound_queue` frames; a market event that finds it full is dropped and
+//!   counted, and the client is told with `lagged` once there is room;
+//! - a bot event that cannot be queued closes the connection with 1013 (never dropped silently);
+//! - stopping the actor drops the writer even while a socket write is blocked, so a half-open
+//!   connection is reaped by the heartbeat whatever state its socket is in; the close frame is sent
+//!   by a detached task with a deadline.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::web;
+use actix_ws::{CloseCode, CloseReason, Message, ProtocolError, Session};
+use keel_actors::bot::supervisor::GetBot;
+use keel_actors::feed::{MarketData, Subscribe, SubscriberId, Unsubscribe};
+use keel_actors::mailbox::ask;
+use keel_actors::market::{StreamKind, Symbol, VenueId};
+use keel_actors::session::{Detach, SessionActor, SessionEvent};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::Limits;
+use super::protocol::{
+    Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, market_data_json,
+    parse_op,
+};
+use crate::auth::AuthUser;
+use crate::startup::AppState;
+
+/// The connection's mailbox (feed events, session events): the feed never waits on it.
+const MAILBOX: usize = 4096;
+/// How long the close frame may take to go out once the connection is done.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a subscription request to a feed or the bots may take.
+const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
+/// WebSocket close code for "not authenticated" (4401 mirrors HTTP 401).
+pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
+/// WebSocket close code for "too many connections" (4429 mirrors HTTP 429).
+pub const CLOSE_TOO_MANY: u16 = 4429;
+
+/// One frame waiting for the socket.
+#[derive(Debug)]
+enum Outgoing {
+    /// Text, with the feed's receive time for market events (tick-to-client latency).
+    Text(String, Option<u64>),
+    Ping,
+    Pong(web::Bytes),
+}
+
+/// State of one subscribed channel.
+#[derive(Debug)]
+struct Subscription {
+    channel: Channel,
+    seq: u64,
+    /// Market events dropped since the last `lagged` notice.
+    dropped: u64,
+}
+
+/// One WebSocket client.
+pub struct ClientConnection {
+    id: SubscriberId,
+    state: web::Data<AppState>,
+    limits: Arc<Limits>,
+    session: Session,
+    out: mpsc::Sender<Outgoing>,
+    /// Taken by the writer when the actor starts.
+    out_rx: Option<mpsc::Receiver<Outgoing>>,
+    user: Option<AuthUser>,
+    /// Access-token expiry (seconds since the epoch) of the current authentication.
+    expires_at: u64,
+    subscriptions: HashMap<String, Subscription>,
+    /// Market streams subscribed, to the channel name.
+    markets: HashMap<(VenueId, Symbol, StreamKind), String>,
+    user_session: Option<Addr<SessionActor>>,
+    last_heard: Instant,
+    lagged: bool,
+    /// Since when market data has been dropped without the client catching up.
+    lagging_since: Option<Instant>,
+    closing: bool,
+    opened: Instant,
+}
+
+impl std::fmt::Debug for ClientConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConnection").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl ClientConnection {
+    /// A connection for `session`, already authenticated when `user` is set.
+    pub fn new(
+        id: SubscriberId,
+        state: web::Data<AppState>,
+        limits: Arc<Limits>,
+        session: Session,
+        user: Option<(AuthUser, u64)>,
+    ) -> Self {
+        let (out, out_rx) = mpsc::channel(state.settings.ws.outbound_queue);
+        let (user, expires_at) = match user {
+            Some((user, exp)) => (Some(user), exp),
+            None => (None, 0),
+        };
+        Self {
+            id,
+            state,
+            limits,
+            session,
+            out,
+            out_rx: Some(out_rx),
+            user,
+            expires_at,
+            subscriptions: HashMap::new(),
+            markets: HashMap::new(),
+            user_session: None,
+            last_heard: Instant::now(),
+            lagged: false,
+            lagging_since: None,
+            closing: false,
+            opened: Instant::now(),
+        }
+    }
+
+    /// Queues a control message; a full queue means the client is not reading: close (1013).
+    fn send_control(&mut self, value: &serde_json::Value, ctx: &mut Context<Self>) {
+        if self.out.try_send(Outgoing::Text(control_frame(value), None)).is_err() {
+            self.close(CloseCode::Again, "the client is not reading", "slow_client", ctx);
+        }
+    }
+
+    fn send_error(&mut self, error: &OpError, ctx: &mut Context<Self>) {
+        let value = json!({"type": "error", "code": error.code, "message": error.message});
+        self.send_control(&value, ctx);
+    }
+
+    /// Ends the connection: stops the actor (dropping the writer, even mid-write) and sends the
+    /// close frame from a detached task with a deadline.
+    fn close(
+        &mut self,
+        code: CloseCode,
+        description: &str,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        metrics::counter!("keel_ws_disconnects_total", "reason" => reason).increment(1);
+        let session = self.session.clone();
+        let close = CloseReason { code, description: Some(description.to_owned()) };
+        actix_web::rt::spawn(async move {
+            let _ = tokio::time::timeout(CLOSE_DEADLINE, session.close(Some(close))).await;
+        });
+        ctx.stop();
+    }
+
+    fn authenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
+        let user = match AuthUser::from_token(&self.state, token) {
+            Ok(user) => user,
+            Err(_) => {
+                if self.user.is_none() {
+                    self.close(
+                        CloseCode::Other(CLOSE_UNAUTHENTICATED),
+                        "invalid or expired access token",
+                        "unauthenticated",
+                        ctx,
+                    );
+                } else {
+                    let error = OpError::new("UNAUTHORIZED", "invalid or expired access token");
+                    self.send_error(&error, ctx);
+                }
+                return;
+            }
+        };
+        if let Some(current) = self.user
+            && current.user_id != user.user_id
+        {
+            let error = OpError::new("UNAUTHORIZED", "a connection stays with one user");
+            self.send_error(&error, ctx);
+            return;
+        }
+        let first = self.user.is_none();
+        if first && !self.limits.admit_user(user.user_id) {
+            self.close(
+                CloseCode::Other(CLOSE_TOO_MANY),
+                "too many connections for this user",
+                "limit",
+                ctx,
+            );
+            return;
+        }
+        self.user = Some(user);
+        self.expires_at = user.expires_at;
+        self.send_control(&json!({"type": "authenticated", "user_id": user.user_id, "expires_at": user.expires_at}), ctx);
+        if first {
+            self.attach_session(ctx);
+        }
+        self.watch_expiry(ctx);
+    }
+
+    /// Closes with 4401 when the token expires, unless a later `auth` moved the expiry.
+    fn watch_expiry(&mut self, ctx: &mut Context<Self>) {
+        let now = crate::auth::now_secs();
+        let wait = Duration::from_secs(self.expires_at.saturating_sub(now));
+        let expiry = self.expires_at;
+        ctx.run_later(wait, move |act, ctx| {
+            if act.expires_at == expiry {
+                act.close(
+                    CloseCode::Other(CLOSE_UNAUTHENTICATED),
+                    "the access token expired; reconnect or send auth before it does",
+                    "expired",
+                    ctx,
+                );
+            }
+        });
+    }
+
+    /// Joins the user's session so bot events arrive here.
+    fn attach_session(&mut self, ctx: &mut Context<Self>) {
+        let Some(user) = self.user else { return };
+        let sessions = self.state.sessions.clone();
+        let recipient = ctx.address().recipient::<SessionEvent>();
+        let id = self.id;
+        ctx.wait(
+            async move { sessions.attach(user.user_id, id, recipient).await }.into_actor(self).map(
+                |session, act, ctx| match session {
+                    Some(session) => act.user_session = Some(session),
+                    None => {
+                        act.close(CloseCode::Again, "the session is unavailable", "session", ctx)
+                    }
+                },
+            ),
+        );
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        let op = match parse_op(text) {
+            Ok(op) => op,
+            Err(error) => return self.send_error(&error, ctx),
+        };
+        match op {
+            ClientOp::Auth { token } => self.authenticate(&token, ctx),
+            ClientOp::Ping => self.send_control(&json!({"type": "pong"}), ctx),
+            _ if self.user.is_none() => {
+                let error =
+                    OpError::new("UNAUTHENTICATED", "send {\"op\":\"auth\",\"token\":…} first");
+                self.send_error(&error, ctx);
+            }
+            ClientOp::Subscribe { channels } => self.subscribe(channels, ctx),
+            ClientOp::Unsubscribe { channels } => self.unsubscribe(channels, ctx),
+        }
+    }
+
+    fn subscribe(&mut self, names: Vec<String>, ctx: &mut Context<Self>) {
+        if names.is_empty() || names.len() > MAX_CHANNELS_PER_OP {
+            let message = format!("name 1 to {MAX_CHANNELS_PER_OP} channels");
+            return self.send_error(&OpError::new("BAD_MESSAGE", message), ctx);
+        }
+        let Some(user) = self.user else { return };
+        let max = self.state.settings.ws.max_subscriptions;
+        let mut wanted = Vec::new();
+        for name in names {
+            let Some(channel) = Channel::parse(&name) else {
+                let name: String = name.chars().take(100).collect();
+                let message = format!("no channel `{name}`; see docs/WEBSOCKET.md");
+                self.send_error(&OpError::new("UNKNOWN_CHANNEL", message), ctx);
+                continue;
+            };
+            let name = channel.name();
+            if self.subscriptions.contains_key(&name) || wanted.iter().any(|(n, _)| *n == name) {
+                continue;
+            }
+            if self.subscriptions.len() + wanted.len() >= max {
+                let message = format!("at most {max} channels per connection");
+                self.send_error(&OpError::new("TOO_MANY_SUBSCRIPTIONS", message), ctx);
+                break;
+            }
+            wanted.push((name, channel));
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        // Checked and registered away from the actor, in order; the answer lists what worked.
+        let state = self.state.clone();
+        let recipient = ctx.address().recipient::<MarketData>();
+        let id = self.id;
+        ctx.wait(
+            async move {
+                let mut results = Vec::with_capacity(wanted.len());
+                for (name, channel) in wanted {
+                    let checked =
+                        check_channel(&state, user.user_id, id, &channel, &recipient).await;
+                    results.push((name, channel, checked));
+                }
+                results
+            }
+            .into_actor(self)
+            .map(|results, act, ctx| {
+                let mut added = Vec::new();
+                for (name, channel, checked) in results {
+                    match checked {
+                        Ok(()) => {
+                            if let Channel::Market { venue, symbol, kind } = &channel {
+                                act.markets.insert((*venue, symbol.clone(), *kind), name.clone());
+                            }
+                            act.subscriptions
+                                .insert(name.clone(), Subscription { channel, seq: 0, dropped: 0 });
+                            added.push(name);
+                        }
+                        Err(error) => act.send_error(&error, ctx),
+                    }
+                }
+                if !added.is_empty() {
+                    act.send_control(&json!({"type": "subscribed", "channels": added}), ctx);
+                }
+            }),
+        );
+    }
+
+    fn unsubscribe(&mut self, names: Vec<String>, ctx: &mut Context<Self>) {
+        let mut removed = Vec::new();
+        for name in names.iter().take(MAX_CHANNELS_PER_OP) {
+            let Some(name) = Channel::parse(name).map(|c| c.name()) else { continue };
+            if let Some(sub) = self.subscriptions.remove(&name) {
+                self.leave(&sub.channel);
+                removed.push(name);
+            }
+        }
+        self.send_control(&json!({"type": "unsubscribed", "channels": removed}), ctx);
+    }
+
+    /// Releases a channel's feed subscription.
+    fn leave(&mut self, channel: &Channel) {
+        let Channel::Market { venue, symbol, kind } = channel else { return };
+        self.markets.remove(&(*venue, symbol.clone(), *kind));
+        if let Some(feed) = self.state.feeds.get(venue).and_then(|f| f.get()) {
+            let unsubscribe =
+                Unsubscribe { symbol: symbol.clone(), kind: *kind, subscriber: self.id };
+            let _ = feed.try_send(unsubscribe);
+        }
+    }
+
+    fn on_market(
+        &mut self,
+        event: &Arc<keel_actors::market::MarketEvent>,
+        ctx: &mut Context<Self>,
+    ) {
+        let single;
+        let kinds: &[StreamKind] = match event.stream_kind() {
+            Some(kind) => {
+                single = [kind];
+                &single
+            }
+            // A gap: every subscribed stream of the symbol may have missed data.
+            None => &StreamKind::ALL,
+        };
+        let data = market_data_json(event);
+        let ts = if event.exchange_ts > 0 { event.exchange_ts } else { event.received_us / 1000 };
+        for kind in kinds {
+            let Some(name) = self.markets.get(&(event.venue, event.symbol.clone(), *kind)) else {
+                continue;
+            };
+            let Some(sub) = self.subscriptions.get_mut(name) else { continue };
+            sub.seq += 1;
+            let frame = event_frame(name, sub.seq, ts, &data);
+            match self.out.try_send(Outgoing::Text(frame, Some(event.received_us))) {
+                Ok(()) => {}
+                Err(_) => {
+                    sub.dropped += 1;
+                    self.lagged = true;
+                    metrics::counter!("keel_ws_dropped_total", "channel" => "market").increment(1);
+                }
+            }
+        }
+        if self.lagged {
+            // Caught up once the queue is half empty again: tell the client what it missed.
+            if self.out.capacity() * 2 >= self.out.max_capacity() {
+                self.flush_lagged();
+            }
+            self.check_lag(ctx);
+        }
+    }
+
+    fn on_bot_events(
+        &mut self,
+        bot_id: u64,
+        events: &[keel_actors::bot::BotEvent],
+        ctx: &mut Context<Self>,
+    ) {
+        let bot_channel = format!("bot:{bot_id}");
+        for event in events {
+            let data = match serde_json::to_string(event) {
+                Ok(data) => data,
+                Err(_) => continue,
+            };
+            for name in [bot_channel.as_str(), "account"] {
+                let Some(sub) = self.subscriptions.get_mut(name) else { continue };
+                // A bot channel's seq is the bot's journal id: a client that sees a gap reads
+                // `GET /bots/{id}/events?after=<last seq>`.
+                sub.seq = if name == "account" { sub.seq + 1 } else { event.id };
+                let frame = event_frame(name, sub.seq, event.ts, &data);
+                if self.out.try_send(Outgoing::Text(frame, None)).is_err() {
+                    metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
+                    return self.close(
+                        CloseCode::Again,
+                        "bot events could not be delivered; reconnect and resync",
+                        "slow_client",
+                        ctx,
+                    );
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let timeout = Duration::from_secs(self.state.settings.ws.pong_timeout_secs);
+        if self.last_heard.elapsed() > timeout {
+            return self.close(CloseCode::Away, "no pong in time", "heartbeat", ctx);
+        }
+        // A full queue cannot take the ping either; the timeout above reaps the connection.
+        let _ = self.out.try_send(Outgoing::Ping);
+        if self.lagged {
+            self.flush_lagged();
+            self.check_lag(ctx);
+        }
+        if let Some(session) = &self.user_session
+            && !session.connected()
+        {
+            // The session went away (it is restarted on demand): join again.
+            self.user_session = None;
+            self.attach_session(ctx);
+        }
+    }
+
+    /// Disconnects a client that has stayed behind for longer than `ws.max_lag_secs`.
+    fn check_lag(&mut self, ctx: &mut Context<Self>) {
+        if !self.lagged {
+            self.lagging_since = None;
+            return;
+        }
+        let since = *self.lagging_since.get_or_insert_with(Instant::now);
+        if since.elapsed() > Duration::from_secs(self.state.settings.ws.max_lag_secs) {
+            self.close(CloseCode::Again, "the client stayed too far behind", "slow_client", ctx);
+        }
+    }
+
+    fn flush_lagged(&mut self) {
+        let mut all_sent = true;
+        for (name, sub) in &mut self.subscriptions {
+            if sub.dropped == 0 {
+                continue;
+            }
+            let notice = json!({"type": "lagged", "channel": name, "dropped": sub.dropped});
+            if self.out.try_send(Outgoing::Text(control_frame(&notice), None)).is_ok() {
+                sub.dropped = 0;
+                metrics::counter!("keel_ws_lagged_total").increment(1);
+            } else {
+                all_sent = false;
+            }
+        }
+        self.lagged = !all_sent;
+    }
+}
+
+/// Checks a channel for `user_id` and registers what it needs.
+async fn check_channel(
+    state: &AppState,
+    user_id: u64,
+    id: SubscriberId,
+    channel: &Channel,
+    recipient: &Recipient<MarketData>,
+) -> Result<(), OpError> {
+    match channel {
+        Channel::Account => Ok(()),
+        Channel::Bot(bot_id) => {
+            // Another user's bot and a missing one answer the same.
+            let forbidden =
+                || OpError::new("FORBIDDEN_CHANNEL", format!("bot:{bot_id} is not a bot of yours"));
+            let bots = state.bots().map_err(|_| unavailable())?;
+            let query = GetBot { user_id, bot_id: *bot_id };
+            match ask(&bots, query, LOOKUP_DEADLINE, "bots").await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(forbidden()),
+                Err(_) => Err(unavailable()),
+            }
+        }
+        Channel::Market { venue, symbol, kind } => {
+            let Some(feed) = state.feeds.get(venue) else {
+                return Err(OpError::new(
+                    "UNKNOWN_CHANNEL",
+                    format!("venue {venue} is not enabled"),
+                ));
+            };
+            let feed = feed.get().ok_or_else(unavailable)?;
+            let subscribe = Subscribe {
+                symbol: symbol.clone(),
+                kind: *kind,
+                subscriber: id,
+                recipient: recipient.clone(),
+            };
+            match ask(&feed, subscribe, LOOKUP_DEADLINE, "feed").await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(OpError::new("UNKNOWN_CHANNEL", err.to_string())),
+                Err(_) => Err(unavailable()),
+            }
+        }
+    }
+}
+
+fn unavailable() -> OpError {
+    OpError::new("UNAVAILABLE", "the server is busy; try again")
+}
+
+/// Drains the queue into the socket until either ends.
+async fn write_frames(mut session: Session, mut rx: mpsc::Receiver<Outgoing>) {
+    while let Some(frame) = rx.recv().await {
+        let sent = match frame {
+            Outgoing::Text(text, received_us) => {
+                let sent = session.text(text).await;
+                if let Some(received_us) = received_us {
+                    let now = keel_actors::market::now_us();
+                    metrics::histogram!("keel_ws_tick_to_client_seconds")
+                        .record(now.saturating_sub(received_us) as f64 / 1e6);
+                }
+                sent
+            }
+            Outgoing::Ping => session.ping(b"keel").await,
+            Outgoing::Pong(bytes) => session.pong(&bytes).await,
+        };
+        if sent.is_err() {
+            return;
+        }
+        metrics::counter!("keel_ws_messages_out_total").increment(1);
+    }
+}
+
+impl Actor for ClientConnection {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        metrics::gauge!("keel_ws_clients").increment(1.0);
+        if let Some(rx) = self.out_rx.take() {
+            let writer = write_frames(self.session.clone(), rx);
+            ctx.spawn(writer.into_actor(self).map(|(), act, ctx| {
+                act.closing = true;
+                metrics::counter!("keel_ws_disconnects_total", "reason" => "socket").increment(1);
+                ctx.stop();
+            }));
+        }
+        let ws = &self.state.settings.ws;
+        let ping = Duration::from_secs(ws.ping_secs);
+        ctx.run_interval(ping, |act, ctx| act.heartbeat(ctx));
+        if self.user.is_some() {
+            self.send_control(&json!({"type": "authenticated", "user_id": self.user.map(|u| u.user_id), "expires_at": self.expires_at}), ctx);
+            self.attach_session(ctx);
+            self.watch_expiry(ctx);
+        } else {
+            let wait = Duration::from_millis(ws.auth_timeout_ms);
+            ctx.run_later(wait, |act, ctx| {
+                if act.user.is_none() {
+                    act.close(
+                        CloseCode::Other(CLOSE_UNAUTHENTICATED),
+                        "authenticate within the time allowed",
+                        "unauthenticated",
+                        ctx,
+                    );
+                }
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        metrics::gauge!("keel_ws_clients").decrement(1.0);
+        metrics::histogram!("keel_ws_connection_seconds")
+            .record(self.opened.elapsed().as_secs_f64());
+        let channels: Vec<Channel> = self.subscriptions.drain().map(|(_, s)| s.channel).collect();
+        for channel in &channels {
+            self.leave(channel);
+        }
+        if let Some(session) = self.user_session.take() {
+            let _ = session.try_send(Detach(self.id));
+        }
+        self.limits.release(self.user.map(|u| u.user_id));
+        if !self.closing {
+            metrics::counter!("keel_ws_disconnects_total", "reason" => "other").increment(1);
+        }
+    }
+}
+
+impl StreamHandler<Result<Message, ProtocolError>> for ClientConnection {
+    fn handle(&mut self, msg: Result<Message, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(Message::Text(text)) => self.on_text(&text, ctx),
+            Ok(Message::Binary(_)) => {
+                let error = OpError::new("BAD_MESSAGE", "send JSON text frames, not binary");
+                self.send_error(&error, ctx);
+            }
+            Ok(Message::Ping(bytes)) => {
+                let _ = self.out.try_send(Outgoing::Pong(bytes));
+            }
+            Ok(Message::Pong(_) | Message::Nop | Message::Continuation(_)) => {}
+            Ok(Message::Close(_)) => {
+                self.closing = true;
+                metrics::counter!("keel_ws_disconnects_total", "reason" => "client").increment(1);
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => {
+                self.close(CloseCode::Size, "frames are limited to 64 KiB", "too_large", ctx);
+            }
+            Err(_) => self.close(CloseCode::Protocol, "protocol error", "protocol", ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // The client's side of the socket ended.
+        if !self.closing {
+            self.closing = true;
+            metrics::counter!("keel_ws_disconnects_total", "reason" => "client").increment(1);
+        }
+        ctx.stop();
+    }
+}
+
+impl Handler<MarketData> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, MarketData(event): MarketData, ctx: &mut Context<Self>) {
+        self.on_market(&event, ctx);
+    }
+}
+
+impl Handler<SessionEvent> for ClientConnection {
+    type Result = ();
+
+    fn handle(&mut self, event: SessionEvent, ctx: &mut Context<Self>) {
+        match event {
+            SessionEvent::Bot(batch) => self.on_bot_events(batch.bot_id, &batch.events, ctx),
+            SessionEvent::Overflow => self.close(
+                CloseCode::Again,
+                "bot events could not be delivered; reconnect and resync",
+                "slow_client",
+                ctx,
+            ),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The live WebSocket API: `GET /api/v1/ws` (protocol in `docs/WEBSOCKET.md`).
+//!
+//! Built on actix-ws (actix-web-actors is deprecated and its send queue is unbounded): the
+//! handler upgrades, then hands the socket to a [`connection::ClientConnection`] actor with a
+//! bounded outbound queue. Connections are counted here, in total and per user.
+
+pub mod connection;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use actix::{Actor, AsyncContext};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::auth::AuthUser;
+use crate::http::ApiError;
+use crate::startup::AppState;
+use connection::ClientConnection;
+
+/// Largest frame a client may send.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Feed subscriber ids of WebSocket connections have the top bit set, so they never collide with
+/// bot ids on the same feed.
+const CONNECTION_ID_BASE: u64 = 1 << 63;
+
+/// Connection counts against `ws.max_connections` and `ws.max_per_user`.
+#[derive(Debug)]
+pub struct Limits {
+    max_total: usize,
+    max_per_user: usize,
+    total: AtomicUsize,
+    per_user: Mutex<HashMap<u64, usize>>,
+    next_id: AtomicU64,
+}
+
+impl Limits {
+    /// Limits from the settings.
+    pub fn new(max_total: usize, max_per_user: usize) -> Self {
+        Self {
+            max_total,
+            max_per_user,
+            total: AtomicUsize::new(0),
+            per_user: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Counts a new connection; false (and nothing counted) past the total.
+    fn admit_connection(&self) -> bool {
+        self.total
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_total).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts a connection for `user_id`; false (and nothing counted) past the per-user limit.
+    pub fn admit_user(&self, user_id: u64) -> bool {
+        let mut per_user = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = per_user.entry(user_id).or_default();
+        if *count >= self.max_per_user {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// Uncounts a connection (and its user, once admitted).
+    pub fn release(&self, user_id: Option<u64>) {
+        self.total.fetch_sub(1, Ordering::AcqRel);
+        let Some(user_id) = user_id else { return };
+        let mut per_user = self.per_user.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = per_user.get_mut(&user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_user.remove(&user_id);
+            }
+        }
+    }
+
+    /// Connections now.
+    pub fn connections(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    fn next_id(&self) -> u64 {
+        CONNECTION_ID_BASE | self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn too_many(message: &str) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_CONNECTIONS", message).retry_after(5)
+}
+
+/// `GET /api/v1/ws`: authenticates a bearer header if there is one (else the client has
+/// `ws.auth_timeout_ms` to send `auth`), applies the connection limits, and upgrades.
+///
+/// # Errors
+/// 401 for a bad bearer token, 429 `TOO_MANY_CONNECTIONS` past a limit, 400 when the request is
+/// not a WebSocket upgrade.
+pub async fn connect(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let user = if req.headers().contains_key(header::AUTHORIZATION) {
+        Some(AuthUser::from_request_sync(&req)?)
+    } else {
+        None
+    };
+    let limits = state.ws_limits.clone();
+    if !limits.admit_connection() {
+        metrics::counter!("keel_ws_refused_total", "reason" => "total").increment(1);
+        return Err(too_many("the server has as many connections as it takes"));
+    }
+    if let Some(user) = user
+        && !limits.admit_user(user.user_id)
+    {
+        limits.release(None);
+        metrics::counter!("keel_ws_refused_total", "reason" => "user").increment(1);
+        return Err(too_many("too many connections for this user"));
+    }
+    let (response, session, stream) = match actix_ws::handle(&req, body) {
+        Ok(parts) => parts,
+        Err(err) => {
+            limits.release(user.map(|u| u.user_id));
+            return Err(ApiError::bad_request(
+                "NOT_A_WEBSOCKET",
+                format!("GET /api/v1/ws must be a WebSocket upgrade: {err}"),
+            ));
+        }
+    };
+    let stream = stream.max_frame_size(MAX_FRAME_BYTES);
+    let id = limits.next_id();
+    let user = user.map(|u| (u, u.expires_at));
+    let connection = ClientConnection::new(id, state, limits, session, user);
+    ClientConnection::create(move |ctx| {
+        ctx.add_stream(stream);
+        connection
+    });
+    Ok(response)
+}
+
+/// Shared by every worker.
+pub type SharedLimits = Arc<Limits>;

@@ -1,0 +1,347 @@
+//! The WebSocket API with a real client (tokio-tungstenite) against the running server: both ways
+//! of authenticating, market and bot channels, forbidden channels, malformed input, limits, the
+//! heartbeat, and slow clients being cut off.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::bots::quiet_bot;
+use crate::helpers::{TestApp, spawn_app_with};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn ws_url(app: &TestApp) -> String {
+    format!("{}/api/v1/ws", app.address.replacen("http://", "ws://", 1))
+}
+
+/// Connects, with a bearer header when `token` is given.
+async fn connect(app: &TestApp, token: Option<&str>) -> Result<Socket, WsError> {
+    let mut request = ws_url(app).into_client_request().unwrap();
+    if let Some(token) = token {
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket)
+}
+
+async fn send(socket: &mut Socket, value: Value) {
+    socket.send(Message::Text(value.to_string().into())).await.unwrap();
+}
+
+/// What the server said next (a text frame as JSON, or how the connection ended).
+#[derive(Debug)]
+enum Heard {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+async fn next(socket: &mut Socket, within: Duration) -> Heard {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => panic!("nothing heard within {within:?}"),
+            Ok(None) | Ok(Some(Err(_))) => return Heard::Closed(None),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return Heard::Json(serde_json::from_str(&text).unwrap());
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Heard::Closed(frame.map(|f| u16::from(f.code)));
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// Skips frames until one of `kind` (`"type"` field) arrives.
+async fn expect_type(socket: &mut Socket, kind: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match next(socket, left).await {
+            Heard::Json(value) if value["type"] == kind => return value,
+            Heard::Json(_) => {}
+            Heard::Closed(code) => panic!("closed ({code:?}) while waiting for {kind}"),
+        }
+    }
+}
+
+/// Reads until the connection ends and returns the close code, if any.
+async fn expect_closed(socket: &mut Socket, within: Duration) -> Option<u16> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "still open after {within:?}");
+        if let Heard::Closed(code) = next(socket, left).await {
+            return code;
+        }
+    }
+}
+
+fn quick(s: &mut keel::configuration::Settings) {
+    s.ws.auth_timeout_ms = 300;
+}
+
+#[actix_web::test]
+async fn a_header_authenticated_client_receives_market_events_with_a_sequence() {
+    let app = spawn_app_with(quick).await;
+    let user = app.register("ws-market@example.com").await;
+    let mut socket = connect(&app, Some(&user.access)).await.unwrap();
+    let hello = expect_type(&mut socket, "authenticated").await;
+    assert_eq!(hello["user_id"], user.user_id);
+    send(&mut socket, json!({"op": "subscribe", "channels": ["market:sim:btcusdt:trades"]})).await;
+    let subscribed = expect_type(&mut socket, "subscribed").await;
+    assert_eq!(subscribed["channels"], json!(["market:sim:BTCUSDT:trades"]));
+    let first = expect_type(&mut socket, "event").await;
+    let second = expect_type(&mut socket, "event").await;
+    assert_eq!(first["channel"], "market:sim:BTCUSDT:trades");
+    assert_eq!(first["data"]["kind"], "trade");
+    assert_eq!(first["data"]["symbol"], "BTCUSDT");
+    assert!(first["data"]["price"].as_str().unwrap().parse::<f64>().unwrap() > 0.0, "{first}");
+    assert_eq!(second["seq"].as_u64().unwrap(), first["seq"].as_u64().unwrap() + 1);
+
+    send(&mut socket, json!({"op": "unsubscribe", "channels": ["market:sim:BTCUSDT:trades"]}))
+        .await;
+    expect_type(&mut socket, "unsubscribed").await;
+    send(&mut socket, json!({"op": "ping"})).await;
+    expect_type(&mut socket, "pong").await;
+}
+
+#[actix_web::test]
+async fn a_first_auth_message_works_and_without_one_the_connection_closes_with_4401() {
+    let app = spawn_app_with(quick).await;
+    let user = app.register("ws-auth@example.com").await;
+
+    let mut socket = connect(&app, None).await.unwrap();
+    send(&mut socket, json!({"op": "subscribe", "channels": ["account"]})).await;
+    let error = expect_type(&mut socket, "error").await;
+    assert_eq!(error["code"], "UNAUTHENTICATED");
+    send(&mut socket, json!({"op": "auth", "token": user.access})).await;
+    expect_type(&mut socket, "authenticated").await;
+    send(&mut socket, json!({"op": "subscribe", "channels": ["account"]})).await;
+    expect_type(&mut socket, "subscribed").await;
+
+    // Silent past the deadline: 4401.
+    let mut silent = connect(&app, None).await.unwrap();
+    assert_eq!(expect_closed(&mut silent, Duration::from_secs(5)).await, Some(4401));
+    // A forged token in the first message: 4401 at once.
+    let mut forged = connect(&app, None).await.unwrap();
+    send(&mut forged, json!({"op": "auth", "token": "eyJhbGciOiJIUzI1NiJ9.e30.forged"})).await;
+    assert_eq!(expect_closed(&mut forged, Duration::from_secs(5)).await, Some(4401));
+    // A bad bearer header is refused before the upgrade.
+    match connect(&app, Some("garbage")).await {
+        Err(WsError::Http(res)) => assert_eq!(res.status().as_u16(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
+
+#[actix_web::test]
+async fn bot_channels_are_for_their_owner_and_carry_the_journal_sequence() {
+    let app = spawn_app_with(quick).await;
+    let alice = app.register("ws-alice@example.com").await;
+    let mallory = app.register("ws-mallory@example.com").await;
+    let bot = app.create_bot(&alice.access, &quiet_bot()).await["id"].as_u64().unwrap();
+    assert_eq!(app.control(&alice.access, bot, "start").await.status().as_u16(), 200);
+
+    // Someone else's bot and a bot that does not exist get the same answer.
+    let mut intruder = connect(&app, Some(&mallory.access)).await.unwrap();
+    for id in [bot, 999_999] {
+        send(&mut intruder, json!({"op": "subscribe", "channels": [format!("bot:{id}")]})).await;
+        let error = expect_type(&mut intruder, "error").await;
+        assert_eq!(error["code"], "FORBIDDEN_CHANNEL");
+        assert_eq!(error["message"], format!("bot:{id} is not a bot of yours"));
+    }
+
+    let mut socket = connect(&app, Some(&alice.access)).await.unwrap();
+    let channels = [format!("bot:{bot}"), "account".to_owned()];
+    send(&mut socket, json!({"op": "subscribe", "channels": channels})).await;
+    expect_type(&mut socket, "subscribed").await;
+    let orders = format!("/api/v1/bots/{bot}/orders");
+    let buy = json!({"side": "buy", "qty": "0.001", "type": "market"});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.send(Method::POST, &orders, Some(&buy), &alice.access).await.status() != 200 {
+        assert!(Instant::now() < deadline, "no market order filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut bot_events = Vec::new();
+    let mut account_events = 0;
+    while !bot_events.iter().any(|e: &Value| e["data"]["kind"] == "fill") {
+        let event = expect_type(&mut socket, "event").await;
+        if event["channel"] == "account" {
+            account_events += 1;
+        } else {
+            assert_eq!(event["channel"], format!("bot:{bot}"));
+            bot_events.push(event);
+        }
+    }
+    let fill = bot_events.iter().find(|e| e["data"]["kind"] == "fill").unwrap();
+    assert_eq!(fill["data"]["data"]["qty"], "0.001", "{fill}");
+    // The bot channel's seq is the journal id, so a gap can be filled from REST.
+    let journal =
+        app.get_json(&format!("/api/v1/bots/{bot}/events?limit=100"), &alice.access).await;
+    let ids: Vec<u64> =
+        journal["items"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    for event in &bot_events {
+        assert!(ids.contains(&event["seq"].as_u64().unwrap()), "{event} not in {ids:?}");
+    }
+    assert!(account_events >= 1, "the account channel sees the bot's events too");
+}
+
+#[actix_web::test]
+async fn malformed_input_gets_errors_and_the_connection_stays_open() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.ws.max_subscriptions = 2;
+    })
+    .await;
+    let user = app.register("ws-malformed@example.com").await;
+    let mut socket = connect(&app, Some(&user.access)).await.unwrap();
+    expect_type(&mut socket, "authenticated").await;
+    let cases = [
+        ("{not json", "BAD_MESSAGE"),
+        ("[1,2,3]", "BAD_MESSAGE"),
+        (r#"{"op":"subscribe","channels":"account"}"#, "BAD_MESSAGE"),
+        (r#"{"op":"teleport"}"#, "UNKNOWN_OP"),
+        (r#"{"op":"subscribe","channels":["market:sim:DOGEUSDT:trades"]}"#, "UNKNOWN_CHANNEL"),
+        (r#"{"op":"subscribe","channels":["weather:today"]}"#, "UNKNOWN_CHANNEL"),
+        (
+            r#"{"op":"subscribe","channels":["account","market:sim:BTCUSDT:quotes","market:sim:ETHUSDT:quotes"]}"#,
+            "TOO_MANY_SUBSCRIPTIONS",
+        ),
+    ];
+    for (text, code) in cases {
+        socket.send(Message::Text(text.into())).await.unwrap();
+        let error = expect_type(&mut socket, "error").await;
+        assert_eq!(error["code"], code, "{text}: {error}");
+    }
+    socket.send(Message::Binary(vec![1, 2, 3].into())).await.unwrap();
+    assert_eq!(expect_type(&mut socket, "error").await["code"], "BAD_MESSAGE");
+    send(&mut socket, json!({"op": "ping"})).await;
+    expect_type(&mut socket, "pong").await;
+
+    // Over 64 KiB: closed with 1009.
+    let huge = format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(70_000));
+    let _ = socket.send(Message::Text(huge.into())).await;
+    assert_eq!(expect_closed(&mut socket, Duration::from_secs(5)).await, Some(1009));
+}
+
+#[actix_web::test]
+async fn connections_past_the_per_user_limit_are_refused_with_429() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.ws.max_per_user = 1;
+    })
+    .await;
+    let user = app.register("ws-limit@example.com").await;
+    let mut first = connect(&app, Some(&user.access)).await.unwrap();
+    expect_type(&mut first, "authenticated").await;
+    match connect(&app, Some(&user.access)).await {
+        Err(WsError::Http(res)) => assert_eq!(res.status().as_u16(), 429),
+        other => panic!("expected 429, got {other:?}"),
+    }
+    // Authenticating by message past the limit closes with 4429.
+    let mut second = connect(&app, None).await.unwrap();
+    send(&mut second, json!({"op": "auth", "token": user.access})).await;
+    assert_eq!(expect_closed(&mut second, Duration::from_secs(5)).await, Some(4429));
+    // Once the first leaves, there is room again.
+    first.close(None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match connect(&app, Some(&user.access)).await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(err) => panic!("no room after the first connection closed: {err}"),
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_client_that_never_answers_pings_is_closed() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.ws.ping_secs = 1;
+        s.ws.pong_timeout_secs = 2;
+    })
+    .await;
+    let user = app.register("ws-heartbeat@example.com").await;
+    let mut socket = connect(&app, Some(&user.access)).await.unwrap();
+    // Not reading means not answering pings (tungstenite answers them as it reads).
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    let started = Instant::now();
+    assert_eq!(expect_closed(&mut socket, Duration::from_secs(5)).await, Some(1001));
+    assert!(started.elapsed() < Duration::from_secs(2), "it was closed while we slept");
+}
+
+#[actix_web::test]
+async fn a_client_that_stops_reading_loses_market_data_with_notice_and_is_cut_off_for_bot_events() {
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.ws.outbound_queue = 8;
+        s.ws.max_lag_secs = 2;
+        s.venues.sim.trades_per_sec = 20_000;
+    })
+    .await;
+    let user = app.register("ws-slow@example.com").await;
+    let bot = app.create_bot(&user.access, &quiet_bot()).await["id"].as_u64().unwrap();
+    assert_eq!(app.control(&user.access, bot, "start").await.status().as_u16(), 200);
+
+    // A client with a tiny receive buffer, so the server's writes block soon after it stops
+    // reading.
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let addr = app.address.trim_start_matches("http://").parse().unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let mut request = ws_url(&app).into_client_request().unwrap();
+    let bearer = format!("Bearer {}", user.access).parse().unwrap();
+    request.headers_mut().insert("authorization", bearer);
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await.unwrap();
+    let mut socket: Socket = socket;
+    let channels = ["market:sim:BTCUSDT:trades".to_owned(), format!("bot:{bot}")];
+    send(&mut socket, json!({"op": "subscribe", "channels": channels})).await;
+    // Stop reading while trades pour in, until the socket and the queue are full.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let orders = format!("/api/v1/bots/{bot}/orders");
+    let buy = json!({"side": "buy", "qty": "0.001", "type": "market"});
+    let res = app.send(Method::POST, &orders, Some(&buy), &user.access).await;
+    assert!(matches!(res.status().as_u16(), 200 | 422), "{}", res.status());
+
+    // Reading again: market data was dropped with notice, and the connection ends with 1013,
+    // because the bot events found no room or the client stayed behind too long.
+    let mut lagged = 0;
+    let mut seen = 0;
+    let mut bot_seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "never cut off: {seen} frames, {bot_seen} bot events, {lagged} lagged"
+        );
+        match next(&mut socket, left).await {
+            Heard::Json(value) if value["type"] == "lagged" => {
+                lagged += value["dropped"].as_u64().unwrap();
+            }
+            Heard::Json(value) => {
+                seen += 1;
+                if value["channel"] != "market:sim:BTCUSDT:trades" {
+                    bot_seen += 1;
+                }
+            }
+            Heard::Closed(code) => break code,
+        }
+    };
+    assert!(matches!(code, Some(1013) | None), "closed with {code:?}");
+    // Notices go out whenever the queue has drained enough; a client that never catches up may
+    // be cut off before any.
+    let _ = lagged;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("keel_ws_dropped_total"), "drops are counted");
+}
