@@ -114,6 +114,7 @@ impl Fixture {
         let (user_id, session_id) = target.expect("the middle user has sessions");
         let token = identity.tokens.issue(user_id, session_id).expect("the token signs").token;
 
+        let protection = Arc::new(keel::http::protect::Protection::new(&settings.protection));
         let state = AppState {
             store,
             root,
@@ -125,6 +126,7 @@ impl Fixture {
             bots: keel_actors::bot::BotsAddress::default(),
             sessions: Default::default(),
             ws_limits: Arc::new(keel::ws::Limits::new(1, 1)),
+            protection,
         };
         Self {
             state,

@@ -56,6 +56,8 @@ pub struct Settings {
     pub bots: BotsSettings,
     /// The WebSocket API.
     pub ws: WsSettings,
+    /// Rate limits, overload shedding, proxies, CORS and security headers.
+    pub protection: ProtectionSettings,
     /// Venues.
     pub venues: VenuesSettings,
 }
@@ -73,6 +75,27 @@ pub struct BotsSettings {
     /// Most exposure (quote currency: position at mark plus open orders that add to it) one
     /// user's bots may hold together; 0 means no limit.
     pub max_user_exposure: rust_decimal::Decimal,
+}
+
+/// `[protection]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionSettings {
+    /// Requests served at once; more answer 503 `OVERLOADED` at once (health checks exempt).
+    pub max_in_flight: usize,
+    /// Requests per minute per client IP without a valid access token.
+    pub per_ip_per_minute: u32,
+    /// Requests per minute per authenticated user.
+    pub per_user_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (IP addresses); from the environment as a
+    /// comma-separated string.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub trusted_proxies: Vec<String>,
+    /// Send `Strict-Transport-Security` (Keel is served over TLS, e.g. behind a proxy).
+    pub hsts: bool,
+    /// Origins allowed by CORS. Empty: none in production, any in development.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub cors_allowed_origins: Vec<String>,
 }
 
 /// `[ws]`.
@@ -431,6 +454,36 @@ impl Settings {
             || self.bots.paper_slippage_bps > rust_decimal::Decimal::from(1000)
         {
             return Err(invalid("bots.paper_slippage_bps", "must be between 0 and 1000"));
+        }
+        let protection = &self.protection;
+        if protection.max_in_flight == 0
+            || protection.per_ip_per_minute == 0
+            || protection.per_user_per_minute == 0
+        {
+            return Err(invalid(
+                "protection",
+                "max_in_flight, per_ip_per_minute and per_user_per_minute must be positive",
+            ));
+        }
+        if let Some(bad) = protection
+            .trusted_proxies
+            .iter()
+            .find(|p| p.trim().parse::<std::net::IpAddr>().is_err())
+        {
+            return Err(invalid(
+                "protection.trusted_proxies",
+                format!("`{bad}` is not an IP address"),
+            ));
+        }
+        if let Some(bad) = protection
+            .cors_allowed_origins
+            .iter()
+            .find(|o| !(o.starts_with("http://") || o.starts_with("https://")) || o.ends_with('/'))
+        {
+            return Err(invalid(
+                "protection.cors_allowed_origins",
+                format!("`{bad}` is not an origin like https://app.example.com"),
+            ));
         }
         let ws = &self.ws;
         if ws.max_connections == 0 || ws.max_per_user == 0 || ws.max_subscriptions == 0 {

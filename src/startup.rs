@@ -62,6 +62,8 @@ pub struct AppState {
     pub sessions: SessionDirectory,
     /// WebSocket connection counts and limits.
     pub ws_limits: Arc<crate::ws::Limits>,
+    /// Rate limits, the in-flight cap, trusted proxies.
+    pub protection: Arc<http::protect::Protection>,
 }
 
 impl AppState {
@@ -182,11 +184,14 @@ impl Application {
         let secrets = crate::secrets::resolve(&settings)?;
         let identity = Arc::new(Identity::build(&settings, &store, &secrets.jwt_secret)?);
         let throttle = identity.throttle.clone();
+        let protection = Arc::new(http::protect::Protection::new(&settings.protection));
+        let limiters = protection.clone();
         actix::spawn(async move {
             let mut every = tokio::time::interval(THROTTLE_PRUNE_INTERVAL);
             loop {
                 every.tick().await;
                 throttle.prune();
+                limiters.prune();
             }
         });
 
@@ -241,7 +246,9 @@ impl Application {
             bots,
             sessions,
             ws_limits,
+            protection,
         };
+        let cors = settings.clone();
         let data = web::Data::new(state.clone());
         let recorder = web::Data::new(recorder);
         let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);
@@ -254,6 +261,8 @@ impl Application {
                 .app_data(payload.clone())
                 .app_data(path.clone())
                 .app_data(query.clone())
+                .wrap(from_fn(http::protect::middleware))
+                .wrap(http::cors(&cors))
                 .wrap(from_fn(http::metrics::middleware))
                 .wrap(from_fn(http::request::middleware))
                 .configure(http::configure)

@@ -140,8 +140,8 @@ pub async fn register(
     })))
 }
 
-fn client_ip(req: &HttpRequest) -> Option<IpAddr> {
-    req.peer_addr().map(|addr| addr.ip())
+fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
+    state.protection.client_ip(req)
 }
 
 /// `POST /auth/login`.
@@ -160,7 +160,7 @@ pub async fn login(
     let body = body.into_inner();
     // A malformed email cannot match any account, but is throttled and hashed like one.
     let email = normalize_email(&body.email).unwrap_or_else(|_| body.email.to_lowercase());
-    if let Err(wait) = state.identity.throttle.attempt(&email, client_ip(&req)) {
+    if let Err(wait) = state.identity.throttle.attempt(&email, client_ip(&state, &req)) {
         metrics::counter!("keel_login_throttled_total").increment(1);
         return Err(ApiError::rate_limited(wait.as_secs().max(1)));
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod markets;
 pub mod metrics;
+pub mod protect;
 pub mod request;
 pub mod trading;
 
@@ -19,6 +20,28 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
 use actix_web::{HttpRequest, web};
 pub use error::{ApiError, FieldError};
+
+/// CORS from `protection.cors_allowed_origins`: the listed origins; with none listed, none in
+/// production and any in development.
+pub fn cors(settings: &crate::configuration::Settings) -> actix_cors::Cors {
+    let origins = &settings.protection.cors_allowed_origins;
+    let development = settings.environment == crate::configuration::Environment::Development;
+    if origins.is_empty() && development {
+        return actix_cors::Cors::permissive();
+    }
+    let mut cors = actix_cors::Cors::default()
+        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+        ])
+        .expose_headers(["x-request-id", "retry-after"])
+        .max_age(600);
+    for origin in origins {
+        cors = cors.allowed_origin(origin);
+    }
+    cors
+}
 
 /// Prefix of the versioned API.
 pub const API_PREFIX: &str = "/api/v1";

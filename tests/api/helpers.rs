@@ -42,6 +42,9 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
         ("KEEL__STORE__PATH", data_dir.display().to_string()),
         ("KEEL__LOG__LEVEL", "warn".to_owned()),
         ("KEEL__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
+        // Tests poll; the limits themselves are tested in `protection.rs` with low values.
+        ("KEEL__PROTECTION__PER_IP_PER_MINUTE", "100000".to_owned()),
+        ("KEEL__PROTECTION__PER_USER_PER_MINUTE", "100000".to_owned()),
     ];
     Settings::load_with_env(None, vars.into_iter().map(|(k, v)| (k.to_owned(), v)))
         .expect("test settings are valid")
