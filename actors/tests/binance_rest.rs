@@ -409,3 +409,21 @@ async fn sync_time_is_not_biased_by_the_weight_slowdown() {
     let offset = client.sync_time().await.unwrap();
     assert!(offset.abs() <= 60, "offset {offset} ms against a server with no skew");
 }
+
+/// An account that has placed nearly Binance's 100 orders in 10 s gets no new one from Keel until
+/// the window passes (Binance would refuse it and count it against the account).
+#[tokio::test]
+async fn an_account_near_its_order_budget_is_held_back() {
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    fake.set_order_count_10s(99);
+    let signer = good_signer();
+    place(&client, market_buy("keel-1-000001", "0.1"), &signer).await.unwrap();
+    let held = place(&client, market_buy("keel-1-000002", "0.1"), &signer).await.unwrap_err();
+    match held {
+        RestError::Backoff(ms) => assert!(ms <= 10_000, "{ms}"),
+        other => panic!("expected a back-off, got {other:?}"),
+    }
+    assert!(!held.is_unknown_outcome(), "held back means not sent");
+    assert_eq!(fake.posts(), 1, "the second order never left");
+}

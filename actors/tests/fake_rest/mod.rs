@@ -220,6 +220,8 @@ struct State {
     posts: AtomicUsize,
     requests: AtomicUsize,
     weight: AtomicU32,
+    /// Reported in `X-MBX-ORDER-COUNT-10S`.
+    order_count_10s: AtomicU32,
 }
 
 /// A running fake on a free loopback port. Dropping it stops the server and releases hung
@@ -245,6 +247,7 @@ impl FakeRest {
             posts: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             weight: AtomicU32::new(0),
+            order_count_10s: AtomicU32::new(0),
         });
         let (shutdown, mut stop) = watch::channel(());
         let s = state.clone();
@@ -318,6 +321,11 @@ impl FakeRest {
     /// Requests read so far, any path, well-formed or not.
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// What every answer reports in `X-MBX-ORDER-COUNT-10S` from now on.
+    pub fn set_order_count_10s(&self, count: u32) {
+        self.state.order_count_10s.store(count, Ordering::SeqCst);
     }
 
     /// The running `X-MBX-USED-WEIGHT-1M` total.
@@ -531,10 +539,12 @@ async fn write_answer(tcp: &mut TcpStream, state: &State, answer: &Answer) -> st
     let _ = write!(
         out,
         "HTTP/1.1 {} {reason}\r\nContent-Type: application/json;charset=UTF-8\r\n\
-         Content-Length: {}\r\nX-MBX-USED-WEIGHT-1M: {}\r\nConnection: close\r\n\r\n{}",
+         Content-Length: {}\r\nX-MBX-USED-WEIGHT-1M: {}\r\nX-MBX-ORDER-COUNT-10S: {}\r\n\
+         Connection: close\r\n\r\n{}",
         answer.status,
         answer.body.len(),
         state.weight.load(Ordering::SeqCst),
+        state.order_count_10s.load(Ordering::SeqCst),
         answer.body,
     );
     tcp.write_all(out.as_bytes()).await?;

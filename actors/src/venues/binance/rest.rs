@@ -4,11 +4,13 @@
 //! carry `timestamp` (local time corrected by the server-time offset, so `-1021` does not happen)
 //! and `recvWindow`; the payload is signed in the vault (HMAC-SHA256, hex), never here. Request
 //! weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the budget is nearly
-//! spent; a 429 or 418 stops every request on the venue for its `Retry-After`. An answer that
+//! spent; a 429 or 418 stops every request on the venue for its `Retry-After`; an account whose
+//! `X-MBX-ORDER-COUNT-10S` is near Binance's 100 gets no new order until the window passes. An answer that
 //! does not say what happened (a timeout, a 5xx, an unreadable 2xx) is
 //! [`RestError::is_unknown_outcome`]: the order must be queried before any retry.
 
 use std::collections::HashMap;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -28,6 +30,10 @@ pub const WEIGHT_PER_MINUTE: u32 = 6_000;
 const DEFAULT_BACKOFF_SECS: u64 = 60;
 /// Longest back-off honoured as given (418 bans run from 2 minutes to 3 days), seconds.
 const MAX_BACKOFF_SECS: u64 = 3 * 24 * 3600;
+/// Orders per 10 s per account on spot (Binance's `ORDERS` limit), and where Keel stops short.
+const ORDER_SLOWDOWN_10S: u32 = 95;
+/// The order-count window, ms.
+const ORDER_WINDOW_MS: u64 = 10_000;
 /// Keel slows down above this share of the budget.
 const WEIGHT_SLOWDOWN: u32 = WEIGHT_PER_MINUTE * 9 / 10;
 
@@ -101,6 +107,8 @@ pub struct RestClient {
     used_weight: AtomicU32,
     /// No request before this time (ms since the epoch): Binance's `Retry-After`.
     blocked_until_ms: AtomicU64,
+    /// Per account (API key): orders counted in the current 10 s window and when it was read.
+    order_counts: std::sync::Mutex<HashMap<String, (u32, u64)>>,
 }
 
 /// An order as Binance reports it (new order, query, cancel).
@@ -184,6 +192,7 @@ impl RestClient {
             offset_ms: AtomicI64::new(0),
             used_weight: AtomicU32::new(0),
             blocked_until_ms: AtomicU64::new(0),
+            order_counts: std::sync::Mutex::default(),
         })
     }
 
@@ -315,9 +324,21 @@ impl RestClient {
             .collect::<Vec<_>>()
             .join("&");
         let (api_key, signature) = signer(query.clone()).await.map_err(RestError::Sign)?;
+        let places = method == reqwest::Method::POST;
+        if places {
+            self.check_order_rate(&api_key)?;
+        }
         let url = format!("{}{path}?{query}&signature={signature}", self.base);
-        let req = self.http.request(method, url).header("X-MBX-APIKEY", api_key);
-        let body = self.send(req).await?;
+        let req = self.http.request(method, url).header("X-MBX-APIKEY", &api_key);
+        let (body, headers) = self.send_reading(req).await?;
+        if places && let Some(count) = header_u32(&headers, "x-mbx-order-count-10s") {
+            let now = crate::market::now_us() / 1000;
+            let mut counts = self.order_counts.lock().unwrap_or_else(PoisonError::into_inner);
+            if counts.len() > 10_000 {
+                counts.retain(|_, (_, at)| now.saturating_sub(*at) < ORDER_WINDOW_MS);
+            }
+            counts.insert(api_key, (count, now));
+        }
         decode(&body)
     }
 
@@ -329,7 +350,27 @@ impl RestClient {
     }
 
     /// Sends (callers [`throttle`](Self::throttle) first, before taking any timestamp).
+    /// Refuses a new order on an account that has used nearly all of its 10-second order budget
+    /// (Binance: 100 per 10 s per account on spot), instead of being refused by Binance.
+    fn check_order_rate(&self, api_key: &str) -> Result<(), RestError> {
+        let counts = self.order_counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(&(count, at)) = counts.get(api_key) else { return Ok(()) };
+        let elapsed = (crate::market::now_us() / 1000).saturating_sub(at);
+        if count >= ORDER_SLOWDOWN_10S && elapsed < ORDER_WINDOW_MS {
+            return Err(RestError::Backoff(ORDER_WINDOW_MS - elapsed));
+        }
+        Ok(())
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Vec<u8>, RestError> {
+        self.send_reading(req).await.map(|(body, _)| body)
+    }
+
+    /// Sends, and returns the body with the headers of a 2xx answer.
+    async fn send_reading(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(Vec<u8>, reqwest::header::HeaderMap), RestError> {
         let now = crate::market::now_us() / 1000;
         let blocked_until = self.blocked_until_ms.load(Ordering::Relaxed);
         if now < blocked_until {
@@ -343,12 +384,7 @@ impl RestClient {
                 RestError::NoAnswer(e.to_string())
             }
         })?;
-        if let Some(weight) = res
-            .headers()
-            .get("x-mbx-used-weight-1m")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u32>().ok())
-        {
+        if let Some(weight) = header_u32(res.headers(), "x-mbx-used-weight-1m") {
             self.used_weight.store(weight, Ordering::Relaxed);
             metrics::gauge!("keel_venue_used_weight", "venue" => self.venue.as_str())
                 .set(f64::from(weight));
@@ -365,9 +401,10 @@ impl RestClient {
             self.blocked_until_ms.fetch_max(until, Ordering::Relaxed);
             tracing::warn!(venue = %self.venue, status, wait_secs, "binance asked for a pause");
         }
+        let headers = res.headers().clone();
         let body = res.bytes().await.map_err(|e| RestError::NoAnswer(e.to_string()))?;
         if (200..300).contains(&status) {
-            return Ok(body.to_vec());
+            return Ok((body.to_vec(), headers));
         }
         let (code, msg) = match serde_json::from_slice::<ApiErrorBody>(&body) {
             Ok(e) => (e.code, e.msg),
@@ -376,6 +413,10 @@ impl RestClient {
         metrics::counter!("keel_venue_errors_total", "venue" => self.venue.as_str(), "code" => code.to_string()).increment(1);
         Err(RestError::Api { status, code, msg })
     }
+}
+
+fn header_u32(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u32> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RestError> {
