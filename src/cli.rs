@@ -27,6 +27,69 @@ pub enum Command {
     /// Manage the vault's master key.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// Run a strategy over a trade file: the bot engine with paper fills on a simulated clock.
+    Backtest(BacktestArgs),
+    /// Data tools.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+/// `keel backtest`.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    /// Strategy kind: ema_cross, rsi, grid or dca.
+    #[arg(long)]
+    pub strategy: String,
+    /// Strategy parameters as JSON, e.g. '{"fast":100,"slow":400,"qty":"0.001"}'.
+    #[arg(long, default_value = "{}")]
+    pub params: String,
+    /// Trades: Keel's CSV (ts,price,qty,side) or a Binance trades/aggTrades dump.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// The instrument (its tick and step sizes come from the sim venue's table).
+    #[arg(long, default_value = "BTCUSDT")]
+    pub symbol: String,
+    /// Fee per fill, basis points.
+    #[arg(long, default_value = "10")]
+    pub fee_bps: rust_decimal::Decimal,
+    /// Starting quote balance.
+    #[arg(long, default_value = "10000")]
+    pub starting_quote: rust_decimal::Decimal,
+    /// Take-profit of a bracket around each entry, percent (with --bracket-sl).
+    #[arg(long, requires = "bracket_sl")]
+    pub bracket_tp: Option<rust_decimal::Decimal>,
+    /// Stop-loss of a bracket around each entry, percent (with --bracket-tp).
+    #[arg(long, requires = "bracket_tp")]
+    pub bracket_sl: Option<rust_decimal::Decimal>,
+    /// Skip (and count) rows that do not parse instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the equity curve (ts,equity after each fill) to this CSV file.
+    #[arg(long, value_name = "FILE")]
+    pub equity_csv: Option<PathBuf>,
+}
+
+/// `keel data …`.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write a seeded synthetic trade series (the sim venue's random walk) as Keel's CSV.
+    Synth {
+        /// Number of trades.
+        #[arg(long)]
+        ticks: u64,
+        /// Seed; the same seed gives the same series.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Instrument.
+        #[arg(long, default_value = "BTCUSDT")]
+        symbol: String,
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// `keel vault …`.

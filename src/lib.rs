@@ -4,6 +4,7 @@
 //! actor messages and runs the process.
 
 pub mod auth;
+pub mod backtest_cli;
 pub mod cli;
 pub mod configuration;
 pub mod http;

@@ -31,6 +31,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Vault(VaultCommand::Keygen) => report(keel::vault_cli::keygen()),
+        Command::Backtest(args) => report(keel::backtest_cli::backtest(&args)),
+        Command::Data(command) => report(keel::backtest_cli::data(&command)),
         Command::Vault(VaultCommand::Rotate) => {
             keel::telemetry::init(&settings);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();

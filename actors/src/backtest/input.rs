@@ -1,0 +1,331 @@
+//! Trade files for backtests.
+//!
+//! Formats, told apart by their columns (a header row is optional in each):
+//! - Keel's CSV: `ts,price,qty,side` (ms since the epoch; `side` is the aggressor, `buy`/`sell`);
+//!   what `keel data synth` writes;
+//! - Binance `trades` dumps: `id,price,qty,quote_qty,time,is_buyer_maker,is_best_match`;
+//! - Binance `aggTrades` dumps: `agg_id,price,qty,first_id,last_id,time,is_buyer_maker[,is_best_match]`.
+//!
+//! Binance times in microseconds (spot dumps from 2025 on) are read as such. A row that does not
+//! parse, has the wrong column count, or goes back in time is an error naming the file and line,
+//! or is skipped and counted with `skip_bad_rows`.
+
+use std::fmt;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use rust_decimal::Decimal;
+
+use crate::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
+use crate::venues::sim::{Instrument, SimMarket};
+
+/// A row that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line number.
+    pub line: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.reason)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Keel,
+    BinanceTrades,
+    BinanceAggTrades,
+}
+
+/// Reads trades from a file, in order, as market events on `symbol`.
+#[derive(Debug)]
+pub struct TradeReader<R> {
+    lines: std::io::Lines<R>,
+    file: PathBuf,
+    symbol: Symbol,
+    line: u64,
+    format: Option<Format>,
+    last_ts: u64,
+    skip_bad_rows: bool,
+    skipped: u64,
+}
+
+impl TradeReader<std::io::BufReader<std::fs::File>> {
+    /// Opens `path`.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn open(path: &Path, symbol: Symbol, skip_bad_rows: bool) -> std::io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        Ok(Self::new(std::io::BufReader::with_capacity(1 << 16, file), path, symbol, skip_bad_rows))
+    }
+}
+
+impl<R: BufRead> TradeReader<R> {
+    /// Reads from `reader`, naming `file` in errors.
+    pub fn new(reader: R, file: &Path, symbol: Symbol, skip_bad_rows: bool) -> Self {
+        Self {
+            lines: reader.lines(),
+            file: file.to_owned(),
+            symbol,
+            line: 0,
+            format: None,
+            last_ts: 0,
+            skip_bad_rows,
+            skipped: 0,
+        }
+    }
+
+    /// Rows skipped so far (with `skip_bad_rows`).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    fn error(&self, reason: impl Into<String>) -> InputError {
+        InputError { file: self.file.clone(), line: self.line, reason: reason.into() }
+    }
+
+    fn parse_row(&mut self, row: &str) -> Result<Option<MarketEvent>, InputError> {
+        let fields: Vec<&str> = row.split(',').map(str::trim).collect();
+        let format = match self.format {
+            Some(format) => format,
+            None => {
+                // The first row decides; a header (no number in the price column) is skipped.
+                let format = detect(&fields).ok_or_else(|| {
+                    self.error(format!(
+                        "{} columns: expected ts,price,qty,side or a Binance trades/aggTrades dump",
+                        fields.len()
+                    ))
+                })?;
+                self.format = Some(format);
+                if fields.get(1).is_some_and(|p| p.parse::<Decimal>().is_err()) {
+                    return Ok(None);
+                }
+                format
+            }
+        };
+        let (ts, price, qty, side) = match (format, fields.as_slice()) {
+            (Format::Keel, [ts, price, qty, side]) => (*ts, *price, *qty, side_of(side)),
+            (Format::BinanceTrades, [_, price, qty, _, ts, maker, _]) => {
+                (*ts, *price, *qty, maker_side(maker))
+            }
+            (Format::BinanceAggTrades, [_, price, qty, _, _, ts, maker, ..])
+                if fields.len() <= 8 =>
+            {
+                (*ts, *price, *qty, maker_side(maker))
+            }
+            _ => {
+                return Err(self.error(format!("{} columns, unlike the rows before", fields.len())));
+            }
+        };
+        let ts: u64 = ts.parse().map_err(|_| self.error(format!("time `{ts}` is not a number")))?;
+        // Binance spot dumps switched to microseconds; anything past year 5138 in ms is µs.
+        let ts = if ts >= 100_000_000_000_000 { ts / 1000 } else { ts };
+        let price: Decimal = price
+            .parse()
+            .ok()
+            .filter(|p: &Decimal| *p > Decimal::ZERO)
+            .ok_or_else(|| self.error(format!("price `{price}` is not a positive decimal")))?;
+        let qty: Decimal = qty
+            .parse()
+            .ok()
+            .filter(|q: &Decimal| *q > Decimal::ZERO)
+            .ok_or_else(|| self.error(format!("quantity `{qty}` is not a positive decimal")))?;
+        let side = side.ok_or_else(|| {
+            self.error("side must be buy/sell (or true/false for is_buyer_maker)")
+        })?;
+        if ts < self.last_ts {
+            return Err(
+                self.error(format!("time {ts} is before the previous row's {}", self.last_ts))
+            );
+        }
+        self.last_ts = ts;
+        Ok(Some(MarketEvent {
+            venue: VenueId::Sim,
+            symbol: self.symbol.clone(),
+            exchange_ts: ts,
+            received_us: ts * 1000,
+            kind: EventKind::Trade { price, qty, side, trade_id: self.line },
+        }))
+    }
+}
+
+fn detect(fields: &[&str]) -> Option<Format> {
+    match fields.len() {
+        4 => Some(Format::Keel),
+        8 => Some(Format::BinanceAggTrades),
+        // Both Binance dumps have 7 columns: `trades` has the buyer-maker flag in column 6,
+        // `aggTrades` has the time there.
+        7 if is_bool(fields[5]) => Some(Format::BinanceTrades),
+        7 => Some(Format::BinanceAggTrades),
+        _ => None,
+    }
+}
+
+fn is_bool(s: &str) -> bool {
+    matches!(s.to_ascii_lowercase().as_str(), "true" | "false" | "is_buyer_maker")
+}
+
+fn side_of(s: &str) -> Option<Side> {
+    match s.to_ascii_lowercase().as_str() {
+        "buy" | "b" => Some(Side::Buy),
+        "sell" | "s" => Some(Side::Sell),
+        _ => None,
+    }
+}
+
+/// The aggressor from Binance's `is_buyer_maker`: a maker buyer means the taker sold.
+fn maker_side(s: &str) -> Option<Side> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" => Some(Side::Sell),
+        "false" => Some(Side::Buy),
+        _ => None,
+    }
+}
+
+impl<R: BufRead> Iterator for TradeReader<R> {
+    type Item = Result<MarketEvent, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            self.line += 1;
+            let row = match self.lines.next()? {
+                Ok(row) => row,
+                Err(err) => return Some(Err(self.error(format!("unreadable: {err}")))),
+            };
+            if row.trim().is_empty() {
+                continue;
+            }
+            match self.parse_row(&row) {
+                Ok(Some(event)) => return Some(Ok(event)),
+                Ok(None) => {}
+                Err(_) if self.skip_bad_rows => self.skipped += 1,
+                Err(err) => return Some(Err(err)),
+            }
+        }
+    }
+}
+
+/// A seeded synthetic trade series: the sim venue's random walk, one trade every 100 ms from a
+/// fixed start, so the same seed always gives the same ticks.
+pub fn synth(ticks: u64, seed: u64, symbol: Symbol) -> impl Iterator<Item = MarketEvent> {
+    const START_MS: u64 = 1_700_000_000_000;
+    let mut market = SimMarket::new(seed, vec![Instrument::for_symbol(symbol.clone())]);
+    (0..ticks).filter_map(move |i| {
+        let ts = START_MS + i * 100;
+        market.step(&symbol, ts, ts * 1000).map(|[trade, _quote]| trade)
+    })
+}
+
+/// Writes events (trades) as Keel's CSV, with a header.
+///
+/// # Errors
+/// The writer failed.
+pub fn write_csv(
+    events: impl Iterator<Item = MarketEvent>,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
+    writeln!(out, "ts,price,qty,side")?;
+    let mut rows = 0;
+    for event in events {
+        if let EventKind::Trade { price, qty, side, .. } = event.kind {
+            let side = if side == Side::Buy { "buy" } else { "sell" };
+            writeln!(out, "{},{price},{qty},{side}", event.exchange_ts)?;
+            rows += 1;
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, skip: bool) -> (Vec<Result<MarketEvent, InputError>>, u64) {
+        let mut reader = TradeReader::new(
+            std::io::Cursor::new(text.to_owned()),
+            Path::new("t.csv"),
+            Symbol::parse("BTCUSDT").unwrap(),
+            skip,
+        );
+        let rows: Vec<_> = reader.by_ref().collect();
+        (rows, reader.skipped())
+    }
+
+    fn trade(event: &MarketEvent) -> (u64, String, String, Side) {
+        match &event.kind {
+            EventKind::Trade { price, qty, side, .. } => {
+                (event.exchange_ts, price.to_string(), qty.to_string(), *side)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_three_formats_read_with_or_without_a_header() {
+        let cases = [
+            ("ts,price,qty,side\n1000,100.5,0.1,buy\n2000,101,0.2,sell\n", (1000, Side::Buy)),
+            ("1000,100.5,0.1,buy\n2000,101,0.2,sell\n", (1000, Side::Buy)),
+            // trades: id,price,qty,quote_qty,time,is_buyer_maker,is_best_match
+            (
+                "1,100.5,0.1,10.05,1000,true,true\n2,101,0.2,20.2,2000,false,true\n",
+                (1000, Side::Sell),
+            ),
+            (
+                "id,price,qty,quote_qty,time,is_buyer_maker,is_best_match\n1,100.5,0.1,10.05,1000,True,True\n2,101,0.2,20.2,2000,False,True\n",
+                (1000, Side::Sell),
+            ),
+            // aggTrades, 8 and 7 columns.
+            ("7,100.5,0.1,1,2,1000,false,true\n8,101,0.2,3,3,2000,true,true\n", (1000, Side::Buy)),
+            ("7,100.5,0.1,1,2,1000,false\n8,101,0.2,3,3,2000,true\n", (1000, Side::Buy)),
+        ];
+        for (text, (ts, side)) in cases {
+            let (rows, _) = read(text, false);
+            let rows: Vec<MarketEvent> = rows.into_iter().map(Result::unwrap).collect();
+            assert_eq!(rows.len(), 2, "{text}");
+            assert_eq!(trade(&rows[0]), (ts, "100.5".into(), "0.1".into(), side), "{text}");
+            assert_eq!(trade(&rows[1]).0, 2000, "{text}");
+        }
+        // Recent spot dumps stamp microseconds.
+        let (rows, _) = read("7,100.5,0.1,1,2,1735689600123456,false,true\n", false);
+        assert_eq!(rows[0].as_ref().unwrap().exchange_ts, 1_735_689_600_123);
+    }
+
+    #[test]
+    fn bad_rows_name_the_file_and_line_or_are_skipped_and_counted() {
+        let text = "ts,price,qty,side\n1000,100,0.1,buy\n2000,abc,0.1,buy\n1500,100,0.1,buy\n3000,100,0.1\n4000,100,-1,sell\n5000,100,0.1,hold\n6000,100,0.1,sell\n";
+        let (rows, _) = read(text, false);
+        let error = rows.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(error.to_string(), "t.csv:3: price `abc` is not a positive decimal");
+        let (rows, skipped) = read(text, true);
+        let good: Vec<u64> = rows.into_iter().map(|r| r.unwrap().exchange_ts).collect();
+        assert_eq!(good, [1000, 1500, 6000], "a bad row does not move the clock");
+        assert_eq!(skipped, 4);
+        let (rows, _) = read("1000,100,0.1,buy\n500,100,0.1,buy\n", false);
+        assert!(rows[1].as_ref().unwrap_err().reason.contains("before the previous"));
+        let (rows, _) = read("a,b\n", false);
+        assert!(rows[0].as_ref().unwrap_err().reason.contains("2 columns"));
+    }
+
+    #[test]
+    fn synth_is_seeded_and_round_trips_through_csv() {
+        let symbol = Symbol::parse("BTCUSDT").unwrap();
+        let a: Vec<_> = synth(1000, 3, symbol.clone()).collect();
+        assert_eq!(a, synth(1000, 3, symbol.clone()).collect::<Vec<_>>());
+        assert_ne!(a, synth(1000, 4, symbol).collect::<Vec<_>>());
+        let mut csv = Vec::new();
+        assert_eq!(write_csv(a.iter().cloned(), &mut csv).unwrap(), 1000);
+        let (rows, _) = read(std::str::from_utf8(&csv).unwrap(), false);
+        let back: Vec<_> = rows.into_iter().map(Result::unwrap).map(|e| trade(&e)).collect();
+        let orig: Vec<_> = a.iter().map(trade).collect();
+        assert_eq!(back, orig);
+    }
+}
