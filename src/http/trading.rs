@@ -85,6 +85,42 @@ fn watermarks(live: Option<&LiveView>) -> (u64, u64) {
     live.map_or((u64::MAX, u64::MAX), |l| (l.durable_fill_id, l.durable_event_id))
 }
 
+/// Which of a bot's journals a paged endpoint reads, and its durable watermark.
+#[derive(Debug, Clone, Copy)]
+enum Journal {
+    Orders,
+    Fills,
+    Events,
+}
+
+/// One page of a bot's orders, fills or events, cut at what is durable.
+async fn page(
+    user: AuthUser,
+    state: &AppState,
+    bot_id: u64,
+    q: &PageQuery,
+    journal: Journal,
+) -> Result<HttpResponse, ApiError> {
+    let limit = q.limit()?;
+    let (_, live) = live(state, user.user_id, bot_id).await?;
+    let (fills_upto, events_upto) = watermarks(live.as_ref());
+    let repo = repo(state)?;
+    let after = q.after;
+    let body = match journal {
+        // Orders show their latest state; they carry no watermark.
+        Journal::Orders => {
+            serde_json::to_value(read(move || repo.orders(bot_id, after, u64::MAX, limit)).await?)
+        }
+        Journal::Fills => {
+            serde_json::to_value(read(move || repo.fills(bot_id, after, fills_upto, limit)).await?)
+        }
+        Journal::Events => serde_json::to_value(
+            read(move || repo.events(bot_id, after, events_upto, limit)).await?,
+        ),
+    };
+    Ok(HttpResponse::Ok().json(body.map_err(ApiError::internal)?))
+}
+
 /// `GET /bots/{id}/orders`.
 ///
 /// # Errors
@@ -95,13 +131,7 @@ pub async fn orders(
     id: web::Path<u64>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let bot_id = id.into_inner();
-    let limit = q.limit()?;
-    live(&state, user.user_id, bot_id).await?;
-    let repo = repo(&state)?;
-    let after = q.after;
-    let page = read(move || repo.orders(bot_id, after, u64::MAX, limit)).await?;
-    Ok(HttpResponse::Ok().json(page))
+    page(user, &state, id.into_inner(), &q, Journal::Orders).await
 }
 
 /// `GET /bots/{id}/fills`.
@@ -114,14 +144,7 @@ pub async fn fills(
     id: web::Path<u64>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let bot_id = id.into_inner();
-    let limit = q.limit()?;
-    let (_, live) = live(&state, user.user_id, bot_id).await?;
-    let (upto, _) = watermarks(live.as_ref());
-    let repo = repo(&state)?;
-    let after = q.after;
-    let page = read(move || repo.fills(bot_id, after, upto, limit)).await?;
-    Ok(HttpResponse::Ok().json(page))
+    page(user, &state, id.into_inner(), &q, Journal::Fills).await
 }
 
 /// `GET /bots/{id}/events`.
@@ -134,14 +157,7 @@ pub async fn events(
     id: web::Path<u64>,
     q: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let bot_id = id.into_inner();
-    let limit = q.limit()?;
-    let (_, live) = live(&state, user.user_id, bot_id).await?;
-    let (_, upto) = watermarks(live.as_ref());
-    let repo = repo(&state)?;
-    let after = q.after;
-    let page = read(move || repo.events(bot_id, after, upto, limit)).await?;
-    Ok(HttpResponse::Ok().json(page))
+    page(user, &state, id.into_inner(), &q, Journal::Events).await
 }
 
 /// A bot's position, the mark price, and the last fill id the position includes: from its live

@@ -166,12 +166,7 @@ impl ClientConnection {
             Ok(user) => user,
             Err(_) => {
                 if self.user.is_none() {
-                    self.close(
-                        CloseCode::Other(CLOSE_UNAUTHENTICATED),
-                        "invalid or expired access token",
-                        "unauthenticated",
-                        ctx,
-                    );
+                    self.unauthenticated("invalid or expired access token", "unauthenticated", ctx);
                 } else {
                     let error = OpError::new("UNAUTHORIZED", "invalid or expired access token");
                     self.send_error(&error, ctx);
@@ -198,11 +193,29 @@ impl ClientConnection {
         }
         self.user = Some(user);
         self.expires_at = user.expires_at;
-        self.send_control(&json!({"type": "authenticated", "user_id": user.user_id, "expires_at": user.expires_at}), ctx);
+        self.welcome(ctx);
         if first {
             self.attach_session(ctx);
         }
         self.watch_expiry(ctx);
+    }
+
+    /// Closes with 4401.
+    fn unauthenticated(
+        &mut self,
+        description: &str,
+        reason: &'static str,
+        ctx: &mut Context<Self>,
+    ) {
+        self.close(CloseCode::Other(CLOSE_UNAUTHENTICATED), description, reason, ctx);
+    }
+
+    /// Says who the connection is for and until when.
+    fn welcome(&mut self, ctx: &mut Context<Self>) {
+        let user_id = self.user.map(|u| u.user_id);
+        let hello =
+            json!({"type": "authenticated", "user_id": user_id, "expires_at": self.expires_at});
+        self.send_control(&hello, ctx);
     }
 
     /// Closes with 4401 when the token expires, unless a later `auth` moved the expiry.
@@ -212,8 +225,7 @@ impl ClientConnection {
         let expiry = self.expires_at;
         ctx.run_later(wait, move |act, ctx| {
             if act.expires_at == expiry {
-                act.close(
-                    CloseCode::Other(CLOSE_UNAUTHENTICATED),
+                act.unauthenticated(
                     "the access token expired; reconnect or send auth before it does",
                     "expired",
                     ctx,
@@ -559,15 +571,14 @@ impl Actor for ClientConnection {
         let ping = Duration::from_secs(ws.ping_secs);
         ctx.run_interval(ping, |act, ctx| act.heartbeat(ctx));
         if self.user.is_some() {
-            self.send_control(&json!({"type": "authenticated", "user_id": self.user.map(|u| u.user_id), "expires_at": self.expires_at}), ctx);
+            self.welcome(ctx);
             self.attach_session(ctx);
             self.watch_expiry(ctx);
         } else {
             let wait = Duration::from_millis(ws.auth_timeout_ms);
             ctx.run_later(wait, |act, ctx| {
                 if act.user.is_none() {
-                    act.close(
-                        CloseCode::Other(CLOSE_UNAUTHENTICATED),
+                    act.unauthenticated(
                         "authenticate within the time allowed",
                         "unauthenticated",
                         ctx,

@@ -429,13 +429,7 @@ impl BotEngine {
                 != (req.side == crate::trading::Side::Buy);
         if reduces && !matches!(origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss) {
             // An exit replaces the bracket: its legs would otherwise hold the quantity being sold.
-            let legs: Vec<u64> = self
-                .open
-                .iter()
-                .filter(|o| matches!(o.origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss))
-                .map(|o| o.id)
-                .collect();
-            for id in legs {
+            for id in self.bracket_legs() {
                 self.cancel_open(id, "bracket replaced by an exit order", fx);
             }
         }
@@ -593,13 +587,7 @@ impl BotEngine {
         }
         if self.state.position.qty.is_zero() {
             // Nothing left to protect: bracket legs would open a new position.
-            let legs: Vec<u64> = self
-                .open
-                .iter()
-                .filter(|o| matches!(o.origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss))
-                .map(|o| o.id)
-                .collect();
-            for id in legs {
+            for id in self.bracket_legs() {
                 self.cancel_open(id, "position is flat", fx);
             }
         }
@@ -613,6 +601,15 @@ impl BotEngine {
         if order.origin == OrderOrigin::Strategy && self.strategy_active {
             self.strategy.on_fill(&fill, &ctx, &mut self.intents);
         }
+    }
+
+    /// Ids of the open bracket legs.
+    fn bracket_legs(&self) -> Vec<u64> {
+        self.open
+            .iter()
+            .filter(|o| matches!(o.origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss))
+            .map(|o| o.id)
+            .collect()
     }
 
     /// Places the take-profit limit and stop-loss stop around a filled entry, linked as OCO.
