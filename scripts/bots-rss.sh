@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Bots RSS: how much memory does Keel hold with 1,000 paper bots running on the sim venue?
+#
+# Builds release, then RUNS times: starts a fresh `target/release/keel` on 127.0.0.1 (free port,
+# temporary data directory, a fixed JWT secret), waits for /health/ready, runs
+# `examples/bots_rss.rs` against it (idle RSS as the baseline, then BOTS ema_cross paper bots
+# over USERS accounts on BTCUSDT/ETHUSDT, started and left running RUN_SECS while VmRSS is sampled
+# every second), and stops Keel with SIGTERM, timing its shutdown. Everything stays on loopback
+# and is removed on exit, however the script ends.
+#
+#   scripts/bots-rss.sh                        # 3 runs of 1000 bots over 20 accounts, 30 s each
+#   RUNS=1 BOTS=2000 USERS=40 scripts/bots-rss.sh
+#   RUNS=1 RUN_SECS=180 scripts/bots-rss.sh   # longer: RSS follows the store's growth
+#   FAST=5000 SLOW=9000 scripts/bots-rss.sh    # bots that never trade (nothing written)
+#
+# Exits non-zero if any run failed, including a largest RSS above MAX_RSS_MB while running.
+set -euo pipefail
+
+RUNS=${RUNS:-3}
+BOTS=${BOTS:-1000}
+USERS=${USERS:-20}
+RUN_SECS=${RUN_SECS:-30}
+# EMA periods, in trades: 5/20 cross every few seconds on the sim feed, so the bots trade.
+FAST=${FAST:-5}
+SLOW=${SLOW:-20}
+MAX_RSS_MB=${MAX_RSS_MB:-256}
+# Bots per user allowed: enough for BOTS over USERS accounts.
+MAX_PER_USER=$(((BOTS + USERS - 1) / USERS))
+# Bounds, so the script always ends by itself.
+READY_TIMEOUT_SECS=30
+RUN_TIMEOUT_SECS=$((RUN_SECS + 300))
+STOP_TIMEOUT_SECS=30
+
+cd "$(dirname "$0")/.."
+cargo build --release --bin keel --example bots_rss
+
+work=$(mktemp -d -t keel-bots-rss.XXXXXX)
+keel_pid=""
+
+stop_keel() {
+    if [[ -n $keel_pid ]] && kill -0 "$keel_pid" 2>/dev/null; then
+        local began=$SECONDS stopped=0
+        kill -TERM "$keel_pid"
+        for _ in $(seq 1 $((STOP_TIMEOUT_SECS * 10))); do
+            if ! kill -0 "$keel_pid" 2>/dev/null; then
+                stopped=1
+                break
+            fi
+            sleep 0.1
+        done
+        if ((stopped)); then
+            echo "keel stopped $((SECONDS - began)) s after SIGTERM (whole seconds)"
+        else
+            echo "keel did not stop within ${STOP_TIMEOUT_SECS} s of SIGTERM; killing it" >&2
+            kill -KILL "$keel_pid" 2>/dev/null || true
+        fi
+        wait "$keel_pid" 2>/dev/null || true
+    fi
+    keel_pid=""
+}
+cleanup() {
+    stop_keel
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A port nothing listens on (Keel refuses to start, and the wait below says so, if it is taken
+# in the meantime).
+free_port() {
+    local port
+    for _ in $(seq 1 50); do
+        port=$((20000 + RANDOM % 40000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    echo "no free port found" >&2
+    return 1
+}
+
+start_keel() {
+    local run=$1 port=$2
+    mkdir -p "$work/data-$run"
+    env -u RUST_LOG \
+        KEEL__SERVER__HOST=127.0.0.1 \
+        KEEL__SERVER__PORT="$port" \
+        KEEL__STORE__PATH="$work/data-$run" \
+        KEEL__LOG__LEVEL=warn \
+        KEEL__AUTH__JWT_SECRET="bots-rss-only-secret-0123456789abcdef" \
+        KEEL__BOTS__MAX_PER_USER="$MAX_PER_USER" \
+        target/release/keel serve >"$work/keel-$run.log" 2>&1 &
+    keel_pid=$!
+    local deadline=$((SECONDS + READY_TIMEOUT_SECS))
+    until curl -fsS --max-time 2 "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
+        if ! kill -0 "$keel_pid" 2>/dev/null; then
+            echo "keel exited during start-up:" >&2
+            cat "$work/keel-$run.log" >&2
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "keel was not ready within ${READY_TIMEOUT_SECS} s:" >&2
+            cat "$work/keel-$run.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+others=$(pgrep -af 'criterion|cargo bench|actor_hop|bot_engine' || true)
+if [[ -n $others ]]; then
+    echo "warning: other benchmarks are running; figures will be polluted:" >&2
+    echo "$others" >&2
+fi
+echo "host: $(nproc) cores; keel $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+    "(workers, bot arbiters and sim venue at their defaults)"
+
+failed=0
+for run in $(seq 1 "$RUNS"); do
+    port=$(free_port)
+    echo
+    echo "== run $run of $RUNS (port $port) =="
+    start_keel "$run" "$port"
+    status=0
+    timeout "$RUN_TIMEOUT_SECS" target/release/examples/bots_rss "http://127.0.0.1:$port" \
+        --pid "$keel_pid" --bots "$BOTS" --users "$USERS" --run-secs "$RUN_SECS" \
+        --fast "$FAST" --slow "$SLOW" --data-dir "$work/data-$run" \
+        --max-rss-mb "$MAX_RSS_MB" || status=$?
+    stop_keel
+    echo "store on disk after run $run: $(du -sh "$work/data-$run" | cut -f1)"
+    if ((status != 0)); then
+        echo "run $run failed (exit $status)" >&2
+        failed=1
+    fi
+    if [[ -s $work/keel-$run.log ]]; then
+        echo "keel warnings during run $run (first 20 lines of $(wc -l <"$work/keel-$run.log")):"
+        head -n 20 "$work/keel-$run.log"
+    fi
+done
+exit "$failed"
