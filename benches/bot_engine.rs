@@ -8,7 +8,8 @@
 //! - `trading`: `qty` 0.001 BTC. The fast EMA crosses the slow one every 15 trades or so, so the
 //!   bot buys or sells on 3.3 % of events (3,255 market orders filled per 100k events): each
 //!   time an order, its fill, journal lines and the bot's state are written to the store in one
-//!   sled transaction, followed by a group commit (flush) in the background.
+//!   sled transaction; one flush at a time runs in the background and covers every write made
+//!   before it started (the next one starts when it ends).
 //! - `quiet`: `qty` 0.00001 BTC, below the 5 USDT minimum order value at this price, so the same
 //!   crossings happen but the strategy never places an order: nothing is written.
 //!
@@ -495,9 +496,9 @@ fn actor_group(
 /// Waits until a bot has no commit left in flight: its durable fill id has not moved for
 /// [`SETTLE_QUIET`]. Returns when it last moved, from the call (at most [`DEADLINE`]).
 ///
-/// A trading bot spawns one group-commit future per write, and actix polls every spawned
-/// future of an actor each time the actor is woken; a backlog of them keeps the bot's thread
-/// busy after the last event was handled, slowing whatever is measured next.
+/// A trading bot keeps one flush in flight and queues what its writes leave to do behind it;
+/// the flush that covers the last write may still be running when the last event has been
+/// handled, and would take CPU from whatever is measured next.
 async fn settle_durable(bot: &Addr<BotActor>) -> Duration {
     let start = Instant::now();
     let mut last = None;

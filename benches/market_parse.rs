@@ -11,6 +11,10 @@
 //! - `serde_baseline` is `serde_json::from_str` of the same frame into a borrowed struct with
 //!   the fields `parse` reads, all `&str`, `u64` and `bool`: no decimals, no symbol, no checks.
 //!
+//! After each message's criterion group, `…/interleaved` times the two sides in alternating
+//! rounds and prints the median ratio of the rounds: on a shared machine, criterion's figures for
+//! `parse` and `serde_baseline` are taken seconds apart and their ratio moves with the noise.
+//!
 //! The target is `parse` within 1.5× of `serde_baseline`. `depth20/wrapped` is a full
 //! `depth20@100ms` futures frame (20 levels a side), the largest frame Keel subscribes to.
 //! `parts/*` prices the pieces `parse` adds: a decimal through `rust_decimal`'s `from_str` and
@@ -23,7 +27,7 @@
 
 use std::hint::black_box;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use keel_actors::market::{Symbol, VenueId};
@@ -152,7 +156,48 @@ macro_rules! compare {
             b.iter(|| serde_json::from_str::<$baseline>(black_box(frame)))
         });
         group.finish();
+        interleaved(
+            $name,
+            || drop(black_box(parse_with(venue, black_box(frame), RECEIVED_US, &mut symbols))),
+            || drop(black_box(serde_json::from_str::<$baseline>(black_box(frame)))),
+        );
     }};
+}
+
+/// Rounds of the interleaved comparison, and calls of each side per round.
+const ROUNDS: usize = 61;
+const PER_ROUND: u32 = 10_000;
+
+/// The ratio `parse / baseline` measured the noise-proof way: [`ROUNDS`] rounds, each timing
+/// [`PER_ROUND`] calls of one, then of the other (which goes first alternates), so a slow
+/// patch of a shared machine slows both sides of a round alike. Prints the median and quartile
+/// ratios of the rounds, next to criterion's own (sequential) figures.
+fn interleaved(name: &str, mut parse: impl FnMut(), mut baseline: impl FnMut()) {
+    let time = |f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..PER_ROUND {
+            f();
+        }
+        start.elapsed().as_secs_f64() * 1e9 / f64::from(PER_ROUND)
+    };
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let (p, b) = if round % 2 == 0 {
+            let p = time(&mut parse);
+            (p, time(&mut baseline))
+        } else {
+            let b = time(&mut baseline);
+            (time(&mut parse), b)
+        };
+        rounds.push((p / b, p, b));
+    }
+    rounds.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (q1, median, q3) = (rounds[ROUNDS / 4], rounds[ROUNDS / 2], rounds[3 * ROUNDS / 4]);
+    println!(
+        "{name}/interleaved: ratio {:.2} (quartiles {:.2}–{:.2}) over {ROUNDS} rounds; median \
+         round: parse {:.0} ns, baseline {:.0} ns",
+        median.0, q1.0, q3.0, median.1, median.2
+    );
 }
 
 fn messages(c: &mut Criterion) {

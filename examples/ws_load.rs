@@ -293,8 +293,8 @@ struct Window {
     end_us: AtomicU64,
     /// Reading clients stop at this.
     stop: AtomicBool,
-    /// When reading clients were closed with 1013 (too slow), µs since the epoch: the server
-    /// counts those with the silent ones.
+    /// When reading clients were closed with 1013 (too slow) or 1001 (heartbeat), µs since the
+    /// epoch: the server counts those with the silent ones.
     slow_closes: Mutex<Vec<u64>>,
 }
 
@@ -395,7 +395,7 @@ async fn read_events(
         let text = match &message {
             Message::Text(text) => text.as_str(),
             Message::Close(frame) => {
-                if frame.as_ref().is_some_and(|f| u16::from(f.code) == 1013) {
+                if frame.as_ref().is_some_and(|f| [1001, 1013].contains(&u16::from(f.code))) {
                     window.slow_closes.lock().unwrap_or_else(PoisonError::into_inner).push(now);
                 }
                 stats.ended = Some(describe_close(Some(&message), None));
@@ -575,6 +575,7 @@ struct ServerSample {
     hwm_kib: Option<u64>,
     ws_clients: Option<f64>,
     slow_client_disconnects: Option<f64>,
+    heartbeat_disconnects: Option<f64>,
     market_dropped: Option<f64>,
     feed_dropped: Option<f64>,
     /// `keel_ws_tick_to_client_seconds` buckets (le, cumulative count) and count.
@@ -643,6 +644,8 @@ async fn sample_server(
             sample.ws_clients = ServerSample::value(&metrics, "keel_ws_clients");
             sample.slow_client_disconnects =
                 ServerSample::value(&metrics, r#"keel_ws_disconnects_total{reason="slow_client"}"#);
+            sample.heartbeat_disconnects =
+                ServerSample::value(&metrics, r#"keel_ws_disconnects_total{reason="heartbeat"}"#);
             sample.market_dropped =
                 ServerSample::value(&metrics, r#"keel_ws_dropped_total{channel="market"}"#);
             sample.feed_dropped = ServerSample::sum(&metrics, "keel_feed_dropped_total");
@@ -961,25 +964,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// When the server dropped the first and the last of `count` silent clients, in seconds after
-/// `stopped_us`, from `keel_ws_disconnects_total{reason="slow_client"}`.
+/// `stopped_us`, from `keel_ws_disconnects_total` with reason `slow_client` (1013, behind for
+/// `ws.max_lag_secs`) or `heartbeat` (1001, nothing heard for `ws.pong_timeout_secs`).
 fn silent_dropped(
     samples: &[ServerSample],
     stopped_us: u64,
     count: usize,
     reading_slow_closes: &[u64],
 ) -> (Option<f64>, Option<f64>) {
-    let base = samples
-        .iter()
-        .rev()
-        .find(|s| s.at_us <= stopped_us)
-        .and_then(|s| s.slow_client_disconnects)
-        .unwrap_or(0.0);
+    let base = samples.iter().rev().find(|s| s.at_us <= stopped_us).map_or(0.0, dropped);
     let mut first = None;
     let mut all = None;
     for sample in samples.iter().filter(|s| s.at_us > stopped_us) {
         // Reading clients closed as too slow by then are not silent ones.
         let reading = reading_slow_closes.iter().filter(|at| **at <= sample.at_us).count();
-        let gone = sample.slow_client_disconnects.unwrap_or(0.0) - base - reading as f64;
+        let gone = dropped(sample) - base - reading as f64;
         let after = (sample.at_us - stopped_us) as f64 / 1e6;
         if gone >= 1.0 && first.is_none() {
             first = Some(after);
@@ -989,6 +988,11 @@ fn silent_dropped(
         }
     }
     (first, all)
+}
+
+/// Connections the server has closed as too slow or silent, so far.
+fn dropped(sample: &ServerSample) -> f64 {
+    sample.slow_client_disconnects.unwrap_or(0.0) + sample.heartbeat_disconnects.unwrap_or(0.0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1185,26 +1189,23 @@ fn report(
     // Silent clients.
     let mut silent_disconnect_secs = f64::NAN;
     if !drains.is_empty() {
-        let base_disconnects = samples
-            .iter()
-            .rev()
-            .find(|s| s.at_us <= silent_stopped_us)
-            .and_then(|s| s.slow_client_disconnects)
-            .unwrap_or(0.0);
+        let before = samples.iter().rev().find(|s| s.at_us <= silent_stopped_us);
+        let base_slow = before.and_then(|s| s.slow_client_disconnects).unwrap_or(0.0);
+        let base_heartbeat = before.and_then(|s| s.heartbeat_disconnects).unwrap_or(0.0);
         let slow = window.slow_closes.lock().unwrap_or_else(PoisonError::into_inner);
         let (first_seen, all_seen) =
             silent_dropped(samples, silent_stopped_us, drains.len(), &slow);
         if !slow.is_empty() {
             println!(
-                "note                     {} reading clients were closed with 1013 too; they are \
-                 subtracted from the server's slow_client count below",
+                "note                     {} reading clients were closed with 1013 or 1001 too; \
+                 they are subtracted from the server's counts below",
                 slow.len()
             );
         }
         silent_disconnect_secs = all_seen.unwrap_or(f64::NAN);
         println!(
             "silent: server dropped   first {} s, all {} s after the last silent client stopped reading \
-             (keel_ws_disconnects_total{{reason=\"slow_client\"}}, sampled every 0.5 s)",
+             (keel_ws_disconnects_total, reasons slow_client + heartbeat, sampled every 0.5 s)",
             first_seen.map_or("never".to_owned(), |s| format!("{s:.1}")),
             all_seen.map_or("not all".to_owned(), |s| format!("{s:.1}"))
         );
@@ -1218,14 +1219,15 @@ fn report(
             }
             next = after + 2.0;
             timeline.push(format!(
-                "{after:+.0}s:{}c/{:.0}d/{:.0}MiB",
+                "{after:+.0}s:{}c/{:.0}+{:.0}/{:.0}MiB",
                 sample.ws_clients.map_or("?".to_owned(), |c| format!("{c:.0}")),
-                sample.slow_client_disconnects.unwrap_or(0.0) - base_disconnects,
+                sample.slow_client_disconnects.unwrap_or(0.0) - base_slow,
+                sample.heartbeat_disconnects.unwrap_or(0.0) - base_heartbeat,
                 sample.rss_kib.map_or(f64::NAN, mib)
             ));
         }
         println!(
-            "silent timeline          (t: ws clients / silent dropped / RSS) {}",
+            "silent timeline          (t: ws clients / closed 1013 + closed 1001 / RSS) {}",
             timeline.join(" ")
         );
         let mut outcomes: Vec<&str> = drains.iter().map(|(d, _)| d.ended.as_str()).collect();

@@ -532,14 +532,16 @@ fn unavailable() -> OpError {
 
 /// Drains the queue into the socket until either ends.
 async fn write_frames(mut session: Session, mut rx: mpsc::Receiver<Outgoing>) {
+    // Resolved once per connection, not looked up in the registry for every frame.
+    let tick_to_client = metrics::histogram!("keel_ws_tick_to_client_seconds");
+    let messages_out = metrics::counter!("keel_ws_messages_out_total");
     while let Some(frame) = rx.recv().await {
         let sent = match frame {
             Outgoing::Text(text, received_us) => {
                 let sent = session.text(text).await;
                 if let Some(received_us) = received_us {
                     let now = keel_actors::market::now_us();
-                    metrics::histogram!("keel_ws_tick_to_client_seconds")
-                        .record(now.saturating_sub(received_us) as f64 / 1e6);
+                    tick_to_client.record(now.saturating_sub(received_us) as f64 / 1e6);
                 }
                 sent
             }
@@ -549,7 +551,7 @@ async fn write_frames(mut session: Session, mut rx: mpsc::Receiver<Outgoing>) {
         if sent.is_err() {
             return;
         }
-        metrics::counter!("keel_ws_messages_out_total").increment(1);
+        messages_out.increment(1);
     }
 }
 

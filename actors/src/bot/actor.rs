@@ -16,7 +16,9 @@ use actix::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::engine::{BotEngine, BotEventKind, CancelError, Effects, ExecOutcome, Outbound};
+use super::engine::{
+    BotEngine, BotEvent, BotEventKind, BotState, CancelError, Effects, ExecOutcome, Outbound,
+};
 use super::live::{LiveLink, LiveResult, NOT_FOUND_GRACE, execute};
 use super::model::{BotId, BotStatus};
 use super::repo::BotRepo;
@@ -212,6 +214,31 @@ pub struct BotActorArgs {
     pub sessions: crate::session::SessionDirectory,
 }
 
+/// What a write leaves to do once it is durable: applied in write order after the flush that
+/// covers it.
+struct AfterFlush {
+    /// Whether the write itself succeeded (a failed one is never reported durable).
+    written: bool,
+    /// The engine's state as written.
+    state: BotState,
+    /// Venue requests, sent only once durable.
+    outbound: Vec<Outbound>,
+    /// Journal lines for the owner's live connections.
+    events: Vec<BotEvent>,
+    /// The command's answer.
+    then: Option<Box<dyn FnOnce(bool) + Send>>,
+}
+
+impl std::fmt::Debug for AfterFlush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AfterFlush")
+            .field("written", &self.written)
+            .field("outbound", &self.outbound.len())
+            .field("events", &self.events.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// One running bot.
 #[derive(Debug)]
 pub struct BotActor {
@@ -232,6 +259,12 @@ pub struct BotActor {
     venue_failures: u32,
     /// Stopping: nothing new goes to the venue.
     stopping: bool,
+    /// Writes waiting for the next flush.
+    awaiting: Vec<AfterFlush>,
+    /// Writes the flush in progress covers; `None` when no flush is in progress. One flush at a
+    /// time per bot: a bot writing on every event would otherwise pile up one commit future per
+    /// write, and actix polls them all each time the actor wakes.
+    flushing: Option<Vec<AfterFlush>>,
 }
 
 impl BotActor {
@@ -252,6 +285,8 @@ impl BotActor {
             sent_at: HashMap::new(),
             venue_failures: 0,
             stopping: false,
+            awaiting: Vec::new(),
+            flushing: None,
         }
     }
 
@@ -297,35 +332,58 @@ impl BotActor {
         };
         self.fx.clear();
         self.dirty_snapshot = false;
+        self.awaiting.push(AfterFlush { written: written.is_ok(), state, outbound, events, then });
+        self.flush(ctx);
+    }
+
+    /// Starts a flush covering every write so far, unless one is in progress (its completion
+    /// starts the next).
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing.is_some() || self.awaiting.is_empty() {
+            return;
+        }
+        self.flushing = Some(std::mem::take(&mut self.awaiting));
         let store = self.args.repo.store().clone();
-        let ok = written.is_ok();
-        ctx.spawn(async move { ok && store.commit().await.is_ok() }.into_actor(self).map(
-            move |durable, act, ctx| {
-                if durable {
-                    act.args.sessions.publish(act.args.user_id, act.args.bot_id, &events);
-                }
-                if durable && !outbound.is_empty() {
-                    act.dispatch(outbound, ctx);
-                }
-                if durable {
-                    act.durable_fill_id = act.durable_fill_id.max(state.last_fill_id);
-                    act.durable_event_id = act.durable_event_id.max(state.last_event_id);
-                    if state.last_fill_id >= act.durable_fill_id {
-                        act.durable_position = state.position;
-                    }
-                }
-                if let Some(then) = then {
-                    then(durable);
-                }
+        ctx.spawn(async move { store.commit().await.is_ok() }.into_actor(self).map(
+            |durable, act, ctx| {
+                let batch = act.flushing.take().unwrap_or_default();
+                act.after_flush(batch, durable, ctx);
+                act.flush(ctx);
             },
         ));
+    }
+
+    /// Applies what waited for a flush, in write order.
+    fn after_flush(&mut self, batch: Vec<AfterFlush>, flushed: bool, ctx: &mut Context<Self>) {
+        for AfterFlush { written, state, outbound, events, then } in batch {
+            let durable = written && flushed;
+            if durable {
+                self.args.sessions.publish(self.args.user_id, self.args.bot_id, &events);
+                if !outbound.is_empty() {
+                    self.dispatch(outbound, ctx);
+                }
+                self.durable_fill_id = self.durable_fill_id.max(state.last_fill_id);
+                self.durable_event_id = self.durable_event_id.max(state.last_event_id);
+                if state.last_fill_id >= self.durable_fill_id {
+                    self.durable_position = state.position;
+                }
+            }
+            if let Some(then) = then {
+                then(durable);
+            }
+        }
     }
 
     /// Holds the mailbox until everything written is durable, then stops the actor.
     fn stop_after_flush(&mut self, ctx: &mut Context<Self>, then: impl FnOnce(bool) + 'static) {
         let store = self.args.repo.store().clone();
         ctx.wait(async move { store.commit().await.is_ok() }.into_actor(self).map(
-            move |durable, _, ctx| {
+            move |durable, act, ctx| {
+                // This flush covers every write so far, including any a flush in progress
+                // covers: answer them all before stopping.
+                let mut batch = act.flushing.take().unwrap_or_default();
+                batch.append(&mut act.awaiting);
+                act.after_flush(batch, durable, ctx);
                 then(durable);
                 ctx.stop();
             },

@@ -221,9 +221,9 @@ pub fn parse_with(
     de.end()?;
     // By reference: a `Body` is a few hundred bytes, not worth moving.
     match frame.data {
-        Presence::Object => convert(venue, &mut frame.inner, frame.stream, received_us, symbols),
+        Presence::Object => convert(venue, &mut frame.body, frame.stream, received_us, symbols),
         Presence::Other => Err(ParseError::WrongType("data")),
-        Presence::Absent => convert(venue, &mut frame.outer, None, received_us, symbols),
+        Presence::Absent => convert(venue, &mut frame.body, None, received_us, symbols),
     }
 }
 
@@ -586,13 +586,14 @@ fn excerpt(s: &str) -> String {
     s[..end].to_owned()
 }
 
-/// A whole frame: the wrapper's `stream` and `data` (`inner`), or a raw payload (`outer`).
+/// A whole frame: the wrapper's `stream` and its `data`, or a raw payload. Both fill the one
+/// `body` (half the stack a separate body for each would take, and it is written on every frame):
+/// a payload key both in the wrapper and in its `data` is a duplicate field.
 #[derive(Default)]
 struct Frame<'a> {
     stream: Option<&'a str>,
     data: Presence,
-    inner: Body<'a>,
-    outer: Body<'a>,
+    body: Body<'a>,
 }
 
 /// Whether an object-valued key was seen, and as an object.
@@ -716,8 +717,8 @@ impl<'de> Fill<'de> for Frame<'de> {
         while let Some(key) = map.next_key::<&'de str>()? {
             match key {
                 "stream" => put(&mut self.stream, &mut map, "stream")?,
-                "data" => put_object(&mut self.data, &mut self.inner, &mut map, "data")?,
-                _ => body_entry(&mut self.outer, key, &mut map)?,
+                "data" => put_object(&mut self.data, &mut self.body, &mut map, "data")?,
+                _ => body_entry(&mut self.body, key, &mut map)?,
             }
         }
         Ok(())
