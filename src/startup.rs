@@ -268,6 +268,9 @@ impl Application {
                 .configure(http::configure)
         })
         .disable_signals()
+        // Live frames are small and must not wait for Nagle's algorithm (with delayed ACKs, up to
+        // 40 ms on Linux): actix-web leaves the OS default (off) unless told.
+        .tcp_nodelay(true)
         .shutdown_timeout(shutdown_timeout.as_secs())
         .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
         .listen(listener)?;
