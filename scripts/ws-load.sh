@@ -17,11 +17,6 @@
 #   scripts/ws-load.sh                           # 3 runs × 3 scenarios, ~2 min per run plus the build
 #   RUNS=1 CLIENTS=200 RATE=100 scripts/ws-load.sh
 #   SCENARIOS="keel baseline" scripts/ws-load.sh
-#   NODELAY_SHIM=/tmp/nodelay.so SCENARIOS="keel keel-nodelay" scripts/ws-load.sh
-#
-# `keel-nodelay` and `keel-nodelay+silent` run Keel with LD_PRELOAD=$NODELAY_SHIM, a shared object
-# that sets TCP_NODELAY on every accepted socket (source in docs/PERFORMANCE-ws.md): the effect of
-# `HttpServer::tcp_nodelay(true)` measured without rebuilding Keel.
 #
 # Exits non-zero if a scenario failed to run. Missing the p99 target (ws_load exits 2) is reported
 # in the summary, not treated as a failure of the script.
@@ -126,9 +121,9 @@ wait_listening() {
 }
 
 start_keel() {
-    local name=$1 port=$2 preload=${3:-}
+    local name=$1 port=$2
     mkdir -p "$work/data-$name"
-    env -u RUST_LOG ${preload:+LD_PRELOAD="$preload"} \
+    env -u RUST_LOG \
         KEEL__SERVER__HOST=127.0.0.1 \
         KEEL__SERVER__PORT="$port" \
         KEEL__STORE__PATH="$work/data-$name" \
@@ -178,16 +173,6 @@ for run in $(seq 1 "$RUNS"); do
         keel+silent)
             start_keel "$name" "$port"
             extra=(--silent "$SILENT" --silent-wait-secs "$SILENT_WAIT_SECS")
-            ;;
-        keel-nodelay | keel-nodelay+silent)
-            if [[ ! -r ${NODELAY_SHIM:-} ]]; then
-                echo "$scenario needs NODELAY_SHIM=<path to the shared object>" >&2
-                exit 1
-            fi
-            start_keel "$name" "$port" "$NODELAY_SHIM"
-            if [[ $scenario == *+silent ]]; then
-                extra=(--silent "$SILENT" --silent-wait-secs "$SILENT_WAIT_SECS")
-            fi
             ;;
         *)
             echo "unknown scenario $scenario" >&2

@@ -7,6 +7,12 @@ use keel::cli::{Cli, Command, VaultCommand};
 use keel::configuration::Settings;
 use keel::startup::Application;
 
+/// mimalloc instead of glibc's malloc: the WebSocket fan-out allocates a frame and a mailbox
+/// envelope per client per event on one thread and frees them on another, and glibc's allocator
+/// spent a fifth of the server's CPU on that in the load test (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for an unusable configuration, distinct from a runtime failure.
 const EXIT_BAD_CONFIG: u8 = 2;
 

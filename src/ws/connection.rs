@@ -85,6 +85,8 @@ pub struct ClientConnection {
     lagging_since: Option<Instant>,
     closing: bool,
     opened: Instant,
+    /// `keel_ws_dropped_total{channel="market"}`, resolved once (a lagging client drops many).
+    market_dropped: metrics::Counter,
 }
 
 impl std::fmt::Debug for ClientConnection {
@@ -124,6 +126,7 @@ impl ClientConnection {
             lagging_since: None,
             closing: false,
             opened: Instant::now(),
+            market_dropped: metrics::counter!("keel_ws_dropped_total", "channel" => "market"),
         }
     }
 
@@ -387,7 +390,7 @@ impl ClientConnection {
                 Err(_) => {
                     sub.dropped += 1;
                     self.lagged = true;
-                    metrics::counter!("keel_ws_dropped_total", "channel" => "market").increment(1);
+                    self.market_dropped.increment(1);
                 }
             }
         }
