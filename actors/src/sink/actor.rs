@@ -59,8 +59,8 @@ impl Actor for PgSink {
             Err(err) => {
                 // Checked at start-up already; if it still fails, say so and stay degraded
                 // rather than crash-loop the supervisor.
-                tracing::error!(error = %err, "the Postgres sink cannot start");
-                self.health.failed(&err.to_string());
+                tracing::error!(error = %err.detail(), "the Postgres sink cannot start");
+                self.health.failed(&err.detail());
             }
         }
         self.health.publish_metrics(self.started);
@@ -127,9 +127,10 @@ impl Drainer {
                     self.migrated = false;
                     metrics::counter!("keel_sink_errors_total", "reason" => err.reason())
                         .increment(1);
-                    self.health.failed(&err.to_string());
+                    let detail = err.detail();
+                    self.health.failed(&detail);
                     let wait = backoff(failures, self.config.max_backoff);
-                    tracing::warn!(error = %err, attempt = failures, backlog = self.outbox.backlog(),
+                    tracing::warn!(error = %detail, attempt = failures, backlog = self.outbox.backlog(),
                         retry_in = ?wait, "Postgres sink attempt failed; the backlog is kept");
                     tokio::time::sleep(wait).await;
                 }

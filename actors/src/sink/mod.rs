@@ -61,10 +61,10 @@ pub enum SinkError {
     #[error("invalid sink.postgres configuration: {0}")]
     Config(String),
     /// Postgres refused or failed a statement, or the connection broke.
-    #[error("postgres: {0}")]
+    #[error("postgres")]
     Postgres(#[from] tokio_postgres::Error),
     /// No connection could be had from the pool (Postgres down, pool exhausted).
-    #[error("connection pool: {0}")]
+    #[error("connection pool")]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A step took longer than its deadline (a connection that hangs).
     #[error("{what} took longer than {after:?}")]
@@ -83,7 +83,7 @@ pub enum SinkError {
         supported: i32,
     },
     /// Reading or trimming the outbox failed.
-    #[error("outbox: {0}")]
+    #[error("outbox")]
     Store(#[from] StoreError),
     /// A blocking task (outbox read or trim) did not finish.
     #[error("outbox task failed: {0}")]
@@ -94,6 +94,23 @@ impl SinkError {
     /// Whether trying again later can succeed. Only configuration errors cannot.
     pub fn is_transient(&self) -> bool {
         !matches!(self, SinkError::Config(_))
+    }
+
+    /// The message with its causes, `outer: inner: innermost`, for logs and readiness (the
+    /// causes say *why*: "connection refused", the server's own error).
+    pub fn detail(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            // Some wrappers repeat their cause in their own message.
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
     }
 
     /// A short label for metrics (`keel_sink_errors_total{reason}`).
@@ -187,6 +204,13 @@ mod tests {
             let err = parse_url(bad).unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn the_detail_names_the_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = SinkError::Store(StoreError::Sled(sled::Error::Io(io)));
+        assert_eq!(err.detail(), "outbox: storage error: IO error: connection refused");
     }
 
     #[test]
