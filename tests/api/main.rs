@@ -17,5 +17,6 @@ mod live;
 mod markets;
 mod process;
 mod protection;
+mod sink;
 mod tampering;
 mod ws;
