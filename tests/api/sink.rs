@@ -516,3 +516,29 @@ async fn a_backlog_left_by_a_stopped_keel_is_delivered_after_the_restart() {
     app.stop.stop();
     schema.remove().await;
 }
+
+#[actix_web::test]
+async fn a_second_keel_cannot_feed_a_schema_another_keel_claimed() {
+    let test = "a_second_keel_cannot_feed_a_schema_another_keel_claimed";
+    let Some(url) = postgres_url(test) else { return };
+    let schema = TestSchema::new(&url).await;
+    let first = spawn_app_with(|s| sink_on(s, &url, &schema.name)).await;
+    eventually(Duration::from_secs(10), "the first Keel claims the schema", || async {
+        first.sink_report().await["state"] == "ok"
+    })
+    .await;
+
+    // Its own store, so its ids would collide with the first one's: refused, and it says why.
+    let second = spawn_app_with(|s| sink_on(s, &url, &schema.name)).await;
+    eventually(Duration::from_secs(10), "the second Keel is refused", || async {
+        let sink = second.sink_report().await;
+        sink["state"] == "degraded"
+            && sink["last_error"].as_str().is_some_and(|e| e.contains("another Keel"))
+    })
+    .await;
+    assert_eq!(first.sink_report().await["state"], "ok");
+    assert_eq!(schema.count("keel_sink_owner").await, 1);
+    first.stop.stop();
+    second.stop.stop();
+    schema.remove().await;
+}

@@ -129,7 +129,9 @@ impl Drainer {
                         .increment(1);
                     let detail = err.detail();
                     self.health.failed(&detail);
-                    let wait = backoff(failures, self.config.max_backoff);
+                    // What a person must fix is retried at the longest interval, not hammered.
+                    let attempt = if err.is_transient() { failures } else { u32::MAX };
+                    let wait = backoff(attempt, self.config.max_backoff);
                     tracing::warn!(error = %detail, attempt = failures, backlog = self.outbox.backlog(),
                         retry_in = ?wait, "Postgres sink attempt failed; the backlog is kept");
                     tokio::time::sleep(wait).await;
@@ -145,7 +147,9 @@ impl Drainer {
             let mut client = self.pool.get().await?;
             let schema = self.config.schema.clone();
             let after = self.config.batch_timeout;
-            let result = tokio::time::timeout(after, pg::migrate(&mut client, &schema)).await;
+            let store_id = self.outbox.store_id().to_owned();
+            let migration = pg::migrate(&mut client, &schema, &store_id);
+            let result = tokio::time::timeout(after, migration).await;
             settle(client, result, "the schema migration", after)?;
             self.migrated = true;
             contacted = true;

@@ -82,6 +82,17 @@ pub enum SinkError {
         /// Newest version this binary writes.
         supported: i32,
     },
+    /// Another Keel store feeds this schema: its ids would collide with ours.
+    #[error(
+        "schema {schema} is fed by another Keel (store {owner}); give each Keel its own \
+         sink.postgres.schema"
+    )]
+    ClaimedByAnother {
+        /// The schema.
+        schema: String,
+        /// The store id that claimed it.
+        owner: String,
+    },
     /// Reading or trimming the outbox failed.
     #[error("outbox")]
     Store(#[from] StoreError),
@@ -91,9 +102,14 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Whether trying again later can succeed. Only configuration errors cannot.
+    /// Whether trying again later can succeed without a person changing something.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, SinkError::Config(_))
+        !matches!(
+            self,
+            SinkError::Config(_)
+                | SinkError::ClaimedByAnother { .. }
+                | SinkError::SchemaTooNew { .. }
+        )
     }
 
     /// The message with its causes, `outer: inner: innermost`, for logs and readiness (the
@@ -120,7 +136,7 @@ impl SinkError {
             SinkError::Postgres(_) => "postgres",
             SinkError::Pool(_) => "connect",
             SinkError::Timeout { .. } => "timeout",
-            SinkError::SchemaTooNew { .. } => "schema",
+            SinkError::SchemaTooNew { .. } | SinkError::ClaimedByAnother { .. } => "schema",
             SinkError::Store(_) | SinkError::Task(_) => "outbox",
         }
     }

@@ -17,6 +17,8 @@ use crate::store::{Store, StoreError, id_key, key_id, trees};
 const FORMAT_V1: u8 = 1;
 /// Bytes before the JSON payload: version, kind, bot id, entity id, user flag, user id.
 const HEADER_LEN: usize = 1 + 1 + 8 + 8 + 1 + 8;
+/// Key in the `meta` tree of this store's sink identity (hex), made once.
+const STORE_ID_KEY: &[u8] = b"sink_store_id";
 
 /// What an outbox row copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,12 +127,15 @@ pub struct Outbox {
     /// Rows in the tree: counted once at open, then kept by the writers and the sink (sled's
     /// own `len` walks the whole tree).
     backlog: Arc<AtomicU64>,
+    /// This store's identity in Postgres: ids (bots, fills, outbox) are only unique within one
+    /// store, so a sink schema must be fed by one store only.
+    store_id: Arc<str>,
 }
 
 impl Outbox {
-    /// Opens the outbox and counts its rows.
+    /// Opens the outbox, counts its rows, and reads (or makes, once) the store's sink identity.
     ///
-    /// This walks the tree once: call it at start-up or on a blocking thread.
+    /// This walks the tree and may flush: call it at start-up or on a blocking thread.
     ///
     /// # Errors
     /// sled failed.
@@ -141,7 +146,18 @@ impl Outbox {
             key?;
             rows += 1;
         }
-        Ok(Self { store: store.clone(), tree, backlog: Arc::new(AtomicU64::new(rows)) })
+        let store_id = store_id(store)?;
+        Ok(Self {
+            store: store.clone(),
+            tree,
+            backlog: Arc::new(AtomicU64::new(rows)),
+            store_id: store_id.into(),
+        })
+    }
+
+    /// This store's sink identity, which the sink claims its Postgres schema with.
+    pub fn store_id(&self) -> &str {
+        &self.store_id
     }
 
     /// Whether the outbox tree holds any row, without counting them (cheap).
@@ -215,6 +231,26 @@ impl Outbox {
     }
 }
 
+/// The store's sink identity: 16 random bytes in hex, made on first use and flushed at once, so
+/// it never changes for a store (a new one would make the sink refuse its own schema).
+fn store_id(store: &Store) -> Result<String, StoreError> {
+    let meta = store.tree(trees::META)?;
+    if let Some(raw) = meta.get(STORE_ID_KEY)? {
+        return String::from_utf8(raw.to_vec())
+            .map_err(|_| StoreError::Corrupt("the sink store id is not text".to_owned()));
+    }
+    let id = hex::encode(rand::random::<[u8; 16]>());
+    // Another thread may have made one meanwhile: the first one written wins.
+    match meta.compare_and_swap(STORE_ID_KEY, None as Option<&[u8]>, Some(id.as_bytes()))? {
+        Ok(()) => {
+            // Start-up, before anything is served: a blocking flush is right here.
+            meta.flush()?;
+            Ok(id)
+        }
+        Err(_) => store_id(store),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,8 +305,11 @@ mod tests {
         assert_eq!(OutboxRecord::decode(&rows[0].1).unwrap().user_id, None);
         outbox.remove(&[rows[0].0, rows[1].0]).unwrap();
         assert_eq!(outbox.backlog(), 1);
-        // A reopened outbox counts what is there.
-        assert_eq!(Outbox::open(&store).unwrap().backlog(), 1);
+        // A reopened outbox counts what is there, and keeps the store's identity.
+        let again = Outbox::open(&store).unwrap();
+        assert_eq!(again.backlog(), 1);
+        assert_eq!(again.store_id(), outbox.store_id());
+        assert_eq!(outbox.store_id().len(), 32);
         assert!(Outbox::holds_rows(&store).unwrap());
     }
 }

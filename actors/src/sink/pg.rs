@@ -7,7 +7,10 @@
 //! - `keel_bot_events`: the bots' journals, `(bot_id, event_id)`;
 //! - `keel_outbox_rejects`: outbox rows this Keel could not read, kept raw for a person to look
 //!   at rather than dropped or retried forever, `(outbox_id)`;
-//! - `keel_schema_migrations`: the versions applied.
+//! - `keel_schema_migrations`: the versions applied;
+//! - `keel_sink_owner`: the one Keel store feeding this schema. Ids are unique only within a
+//!   store, so a second Keel writing here would have its rows silently taken for repeats; the
+//!   sink refuses a schema another store claimed.
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
@@ -64,6 +67,11 @@ CREATE TABLE {schema}.keel_outbox_rejects (
     raw         bytea       NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE {schema}.keel_sink_owner (
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    store_id    text        NOT NULL,
+    claimed_at  timestamptz NOT NULL DEFAULT now()
+);
 CREATE INDEX keel_fills_user ON {schema}.keel_fills (user_id, bot_id);
 CREATE INDEX keel_order_updates_user ON {schema}.keel_order_updates (user_id, bot_id);
 CREATE VIEW {schema}.keel_orders AS
@@ -98,14 +106,17 @@ pub fn pool(config: &PgSinkConfig) -> Result<Pool, SinkError> {
         .map_err(|err| SinkError::Config(format!("the connection pool: {err}")))
 }
 
-/// Brings the sink's schema up to [`PG_SCHEMA_VERSION`], in one transaction under an advisory
-/// lock. Safe to run on every connect: a schema that is current costs one query.
+/// Brings the sink's schema up to [`PG_SCHEMA_VERSION`] and claims it for `store_id`, in one
+/// transaction under an advisory lock. Safe to run on every connect: a current schema costs a
+/// few small queries.
 ///
 /// # Errors
-/// Postgres failed (nothing was applied), or its schema is newer than this binary.
+/// Postgres failed (nothing was applied), its schema is newer than this binary, or another
+/// store feeds it.
 pub async fn migrate(
     client: &mut deadpool_postgres::Client,
     schema: &str,
+    store_id: &str,
 ) -> Result<(), SinkError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
@@ -142,6 +153,20 @@ pub async fn migrate(
             &[&step.version, &step.name],
         )
         .await?;
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {schema}.keel_sink_owner (store_id) VALUES ($1) ON CONFLICT DO NOTHING"
+        ),
+        &[&store_id],
+    )
+    .await?;
+    let owner: String = tx
+        .query_one(&format!("SELECT store_id FROM {schema}.keel_sink_owner"), &[])
+        .await?
+        .try_get(0)?;
+    if owner != store_id {
+        return Err(SinkError::ClaimedByAnother { schema: schema.to_owned(), owner });
     }
     tx.commit().await?;
     Ok(())
