@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod live;
 mod markets;
+mod postgres;
 mod process;
 mod protection;
 mod sink;
