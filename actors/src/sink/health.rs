@@ -137,3 +137,37 @@ impl SinkHealth {
         metrics::gauge!("keel_sink_up").set(if up { 1.0 } else { 0.0 });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Store, StoreConfig};
+
+    #[test]
+    fn failures_degrade_the_state_until_a_success_clears_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let health = SinkHealth::new(Outbox::open(&store).unwrap());
+        let report = health.report();
+        assert_eq!(report.state, SinkState::Starting);
+        assert_eq!(report.last_success_age_secs, None);
+
+        assert_eq!(health.failed("connection refused"), 1);
+        assert_eq!(health.failed("connection refused"), 2);
+        let report = health.report();
+        assert_eq!(report.state, SinkState::Degraded);
+        assert_eq!(report.last_error.as_deref(), Some("connection refused"));
+
+        assert_eq!(health.succeeded(7), 2, "the success ends two failures");
+        let report = health.report();
+        assert_eq!(
+            (report.state, report.delivered, report.consecutive_errors),
+            (SinkState::Ok, 7, 0)
+        );
+        assert_eq!(report.last_error, None);
+        assert_eq!(report.last_success_age_secs, Some(0));
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["state"], "ok");
+        assert!(json.get("last_error").is_none());
+    }
+}
