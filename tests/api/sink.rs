@@ -158,12 +158,15 @@ async fn every_row_arrives_exactly_once_across_a_cut_and_restored_connection() {
 
     // The answer to a COMMIT is lost: Postgres has the batch, the sink cannot know it. The rows
     // stay in the outbox and go again later, where Postgres ignores them.
-    let before = schema.count("keel_bot_events").await;
+    let rows = || async {
+        schema.count("keel_bot_events").await + schema.count("keel_order_updates").await
+    };
+    let before = rows().await;
     proxy.lose_next_commit_answer();
     app.place_and_cancel(&user, bot).await;
     eventually(Duration::from_secs(15), "a batch committed without an answer", || async {
         proxy.answers_lost()
-            && schema.count("keel_bot_events").await > before
+            && rows().await > before
             && app.sink_report().await["state"] == "degraded"
     })
     .await;
