@@ -31,7 +31,7 @@ struct PgMigration {
 /// Every step, oldest first. Applied ones are never edited: add a step instead.
 const PG_MIGRATIONS: &[PgMigration] = &[PgMigration {
     version: 1,
-    name: "orders, fills, bot events, rejects",
+    name: "orders, fills, bot events, rejects, owner",
     sql: r"
 CREATE TABLE {schema}.keel_order_updates (
     bot_id      bigint      NOT NULL,
