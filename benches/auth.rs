@@ -127,6 +127,7 @@ impl Fixture {
             sessions: Default::default(),
             ws_limits: Arc::new(keel::ws::Limits::new(1, 1)),
             protection,
+            sink: None,
         };
         Self {
             state,

@@ -19,6 +19,7 @@ use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
 use keel_actors::market::{Symbol, VenueId};
 use keel_actors::session::SessionDirectory;
+use keel_actors::sink::{Outbox, PgSinkSpec, SinkHealth};
 use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{ChildSpec, RestartPolicy, Shutdown, Supervisor, SupervisorSpec};
 use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
@@ -64,6 +65,8 @@ pub struct AppState {
     pub ws_limits: Arc<crate::ws::Limits>,
     /// Rate limits, the in-flight cap, trusted proxies.
     pub protection: Arc<http::protect::Protection>,
+    /// The Postgres sink's state, when it is configured.
+    pub sink: Option<SinkHealth>,
 }
 
 impl AppState {
@@ -222,13 +225,21 @@ impl Application {
             max_user_exposure: Some(settings.bots.max_user_exposure).filter(|l| !l.is_zero()),
             sessions: sessions.clone(),
         };
-        let bots_spec =
-            BotsSpec::new(BotRepo::new(&store)?, feeds.clone(), bots_config, bots.clone());
-        let root = Supervisor::new("root", policy)
-            .child(vault_spec)
-            .child(feeds_spec)
-            .child(bots_spec)
-            .start();
+        let sink = postgres_sink(&settings, &store).await?;
+        let mut repo = BotRepo::new(&store)?;
+        if let Some((_, _, outbox)) = &sink {
+            repo = repo.with_outbox(outbox.clone());
+        }
+        let bots_spec = BotsSpec::new(repo, feeds.clone(), bots_config, bots.clone());
+        let mut root =
+            Supervisor::new("root", policy).child(vault_spec).child(feeds_spec).child(bots_spec);
+        let mut sink_health = None;
+        if let Some((spec, health, _)) = sink {
+            // Last to start, first to stop: a batch cut short stays in the outbox.
+            root = root.child(spec);
+            sink_health = Some(health);
+        }
+        let root = root.start();
 
         let address = settings.listen_address()?;
         let listener = TcpListener::bind(address)
@@ -247,6 +258,7 @@ impl Application {
             sessions,
             ws_limits,
             protection,
+            sink: sink_health,
         };
         let cors = settings.clone();
         let data = web::Data::new(state.clone());
@@ -356,6 +368,34 @@ impl Application {
         tracing::info!("Keel stopped");
         Ok(())
     }
+}
+
+/// The Postgres sink's child spec, health and outbox when `sink.postgres.url` is set. Without
+/// it nothing is queued for Postgres; rows left from a time it was on wait for it to be on again.
+async fn postgres_sink(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<Option<(PgSinkSpec, SinkHealth, Outbox)>> {
+    let store = store.clone();
+    let Some(config) = settings.sink.postgres.sink_config() else {
+        let leftover = tokio::task::spawn_blocking(move || Outbox::holds_rows(&store))
+            .await
+            .context("checking the outbox")??;
+        if leftover {
+            tracing::warn!(
+                "the outbox holds rows from when the Postgres sink was on; \
+                they stay until sink.postgres.url is set again"
+            );
+        }
+        return Ok(None);
+    };
+    // Counting the backlog walks the outbox once.
+    let outbox = tokio::task::spawn_blocking(move || Outbox::open(&store))
+        .await
+        .context("opening the outbox")??;
+    tracing::info!(schema = %config.schema, backlog = outbox.backlog(), "Postgres sink on");
+    let (spec, health) = PgSinkSpec::new(config, outbox.clone());
+    Ok(Some((spec, health, outbox)))
 }
 
 /// A Binance venue's REST base URL: configured, or the preset for (test)net.

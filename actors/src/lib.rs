@@ -4,6 +4,7 @@
 //! - [`supervisor`]: OTP-style supervision over actix actors (restart budget, escalation).
 //! - [`mailbox`]: request/response with a deadline that answers "full" at once instead of queueing.
 //! - [`fanout`]: non-blocking delivery of one event to many subscribers.
+//! - [`sink`]: the optional Postgres sink and the outbox it drains.
 //!
 //! The HTTP and WebSocket façade lives in the `keel` binary crate and only talks to this crate
 //! through messages and the [`store::Store`] handle.
@@ -16,6 +17,7 @@ pub mod identity;
 pub mod mailbox;
 pub mod market;
 pub mod session;
+pub mod sink;
 pub mod store;
 pub mod strategy;
 pub mod supervisor;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use keel_actors::mailbox::ask;
+use keel_actors::sink::{SINK_CHILD_NAME, SinkReport, SinkState};
 use keel_actors::supervisor::{ChildState, GetStatus};
 use serde_json::json;
 
@@ -19,7 +20,9 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "live"}))
 }
 
-/// Readiness: the store takes a durable write and every supervised actor is running.
+/// Readiness: the store takes a durable write and every supervised actor is running. The
+/// Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
+/// depend on it, and its backlog waits safely in the outbox.
 ///
 /// # Errors
 /// 503 `NOT_READY` with one detail per failing check.
@@ -30,10 +33,16 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         Ok(Err(err)) => problems.push(FieldError::new("store", format!("not writable: {err}"))),
         Err(_) => problems.push(FieldError::new("store", "flush took longer than 2 s")),
     }
+    let mut sink = state.sink.as_ref().map_or_else(SinkReport::disabled, |s| s.report());
     let actors = match ask(&state.root, GetStatus, CHECK_DEADLINE, "root supervisor").await {
         Ok(status) => {
             for child in &status.children {
-                if child.state != ChildState::Running {
+                if child.name == SINK_CHILD_NAME {
+                    if child.state != ChildState::Running {
+                        sink.state = SinkState::Degraded;
+                        sink.last_error = Some(format!("the sink actor is {:?}", child.state));
+                    }
+                } else if child.state != ChildState::Running {
                     problems.push(FieldError::new(
                         format!("actors.{}", child.name),
                         format!("{:?}", child.state).to_lowercase(),
@@ -64,6 +73,6 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     }
     Ok(HttpResponse::Ok().json(json!({
         "status": "ready",
-        "checks": { "store": "ok", "actors": actors },
+        "checks": { "store": "ok", "actors": actors, "sink": sink },
     })))
 }

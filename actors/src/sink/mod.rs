@@ -1,0 +1,241 @@
+//! The optional Postgres sink: a copy of every order change, fill and journal line in Postgres,
+//! for reporting and analytics, without making Postgres part of the trading path.
+//!
+//! - [`outbox`]: bot writes put a copy of each change in the sled `outbox` tree, in the same
+//!   transaction as the change itself;
+//! - [`pg`]: the sink's own Postgres schema (versioned migrations) and the batch insert;
+//! - [`actor`]: `PgSink`, a supervised actor that drains the outbox in batches: one Postgres
+//!   transaction per batch with `ON CONFLICT DO NOTHING`, and the rows are removed from sled only
+//!   after `COMMIT` succeeded;
+//! - [`health`]: the sink's state for readiness and metrics.
+//!
+//! Nothing is lost and nothing is duplicated across Postgres outages: a batch that did not commit
+//! stays in the outbox and is sent again; a batch that committed but whose answer was lost is sent
+//! again too, and every table's primary key (from the entity's own ids) makes the repeat a no-op.
+
+pub mod actor;
+pub mod health;
+pub mod outbox;
+pub mod pg;
+
+use std::time::Duration;
+
+pub use actor::{PgSink, PgSinkSpec};
+pub use health::{SinkHealth, SinkReport, SinkState};
+pub use outbox::{Outbox, OutboxRecord, RecordKind};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::config::SslMode;
+
+use crate::store::StoreError;
+
+/// The supervisor child's name, as readiness and metrics show it.
+pub const SINK_CHILD_NAME: &str = "pg_sink";
+
+/// How the sink connects and drains.
+#[derive(Debug, Clone)]
+pub struct PgSinkConfig {
+    /// `postgres://user:password@host:port/db` (a secret: it may hold a password).
+    pub url: SecretString,
+    /// Schema the sink's tables live in; created when missing.
+    pub schema: String,
+    /// Most connections in the pool.
+    pub pool_size: usize,
+    /// How long opening a connection may take.
+    pub connect_timeout: Duration,
+    /// How long to wait for a free pooled connection.
+    pub wait_timeout: Duration,
+    /// How long one batch (its whole transaction) may take before it is abandoned and retried.
+    pub batch_timeout: Duration,
+    /// Most outbox rows per Postgres transaction.
+    pub batch_size: usize,
+    /// How often an empty outbox is looked at again.
+    pub poll_interval: Duration,
+    /// Longest wait between retries after errors (the waits grow from 100 ms, with jitter).
+    pub max_backoff: Duration,
+}
+
+/// What can go wrong in the sink, split by whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The configuration cannot work (bad URL, schema name, TLS demanded): retrying will not help.
+    #[error("invalid sink.postgres configuration: {0}")]
+    Config(String),
+    /// Postgres refused or failed a statement, or the connection broke.
+    #[error("postgres")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection could be had from the pool (Postgres down, pool exhausted).
+    #[error("connection pool")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A step took longer than its deadline (a connection that hangs).
+    #[error("{what} took longer than {after:?}")]
+    Timeout {
+        /// The step.
+        what: &'static str,
+        /// Its deadline.
+        after: Duration,
+    },
+    /// Postgres holds a sink schema newer than this binary knows.
+    #[error("the Postgres schema is at version {found}; this Keel knows up to {supported}")]
+    SchemaTooNew {
+        /// Version recorded in Postgres.
+        found: i32,
+        /// Newest version this binary writes.
+        supported: i32,
+    },
+    /// Another Keel store feeds this schema: its ids would collide with ours.
+    #[error(
+        "schema {schema} is fed by another Keel (store {owner}); give each Keel its own \
+         sink.postgres.schema"
+    )]
+    ClaimedByAnother {
+        /// The schema.
+        schema: String,
+        /// The store id that claimed it.
+        owner: String,
+    },
+    /// Reading or trimming the outbox failed.
+    #[error("outbox")]
+    Store(#[from] StoreError),
+    /// A blocking task (outbox read or trim) did not finish.
+    #[error("outbox task failed: {0}")]
+    Task(String),
+}
+
+impl SinkError {
+    /// Whether trying again later can succeed without a person changing something.
+    pub fn is_transient(&self) -> bool {
+        !matches!(
+            self,
+            SinkError::Config(_)
+                | SinkError::ClaimedByAnother { .. }
+                | SinkError::SchemaTooNew { .. }
+        )
+    }
+
+    /// The message with its causes, `outer: inner: innermost`, for logs and readiness (the
+    /// causes say *why*: "connection refused", the server's own error).
+    pub fn detail(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            // Some wrappers repeat their cause in their own message.
+            if !text.ends_with(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
+    }
+
+    /// A short label for metrics (`keel_sink_errors_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SinkError::Config(_) => "config",
+            SinkError::Postgres(_) => "postgres",
+            SinkError::Pool(_) => "connect",
+            SinkError::Timeout { .. } => "timeout",
+            SinkError::SchemaTooNew { .. } | SinkError::ClaimedByAnother { .. } => "schema",
+            SinkError::Store(_) | SinkError::Task(_) => "outbox",
+        }
+    }
+}
+
+/// Longest schema name accepted (Postgres identifiers are at most 63 bytes).
+const MAX_SCHEMA_LEN: usize = 63;
+
+impl PgSinkConfig {
+    /// Parses the URL into a connection configuration and checks the schema name.
+    ///
+    /// # Errors
+    /// [`SinkError::Config`] saying what is wrong, never echoing the URL (it may hold a password).
+    pub fn connection(&self) -> Result<tokio_postgres::Config, SinkError> {
+        check_schema(&self.schema)?;
+        let mut config = parse_url(self.url.expose_secret())?;
+        config.connect_timeout(self.connect_timeout);
+        if config.get_application_name().is_none() {
+            config.application_name("keel");
+        }
+        Ok(config)
+    }
+}
+
+/// Checks a Postgres URL without connecting: it parses, names a host, and does not demand TLS
+/// (Keel's sink speaks plain TCP: keep Postgres on the same host or reach it through a tunnel).
+///
+/// # Errors
+/// [`SinkError::Config`] saying what is wrong, without the URL itself.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, SinkError> {
+    // The parser's own message may quote the text it choked on, password included: not shown.
+    let config: tokio_postgres::Config = url.parse().map_err(|_: tokio_postgres::Error| {
+        SinkError::Config(
+            "the URL does not parse (expected postgres://user:password@host:port/database)"
+                .to_owned(),
+        )
+    })?;
+    if config.get_hosts().is_empty() {
+        return Err(SinkError::Config("the URL names no host".to_owned()));
+    }
+    if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
+        return Err(SinkError::Config(
+            "sslmode must be disable or prefer: the sink does not speak TLS".to_owned(),
+        ));
+    }
+    Ok(config)
+}
+
+/// Checks a schema name: lower-case letters, digits and `_`, not starting with a digit, so it
+/// can be written into SQL without quoting.
+///
+/// # Errors
+/// [`SinkError::Config`] saying what is wrong.
+pub fn check_schema(schema: &str) -> Result<(), SinkError> {
+    let mut chars = schema.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= MAX_SCHEMA_LEN {
+        Ok(())
+    } else {
+        Err(SinkError::Config(format!(
+            "schema `{schema}` must be 1-{MAX_SCHEMA_LEN} characters of a-z, 0-9 and _, \
+             not starting with a digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_without_echoing_them() {
+        assert!(parse_url("postgres://keel@127.0.0.1:5432/keel").is_ok());
+        assert!(parse_url("postgres://keel@localhost/keel?sslmode=disable").is_ok());
+        for bad in [
+            "mysql://root:hunter2@localhost/x",
+            "postgres://keel:hunter2@localhost/keel?sslmode=require",
+            "not a url at all hunter2",
+        ] {
+            let err = parse_url(bad).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_detail_names_the_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = SinkError::Store(StoreError::Sled(sled::Error::Io(io)));
+        assert_eq!(err.detail(), "outbox: storage error: IO error: connection refused");
+    }
+
+    #[test]
+    fn schema_names_must_be_plain_identifiers() {
+        for good in ["keel", "_x", "keel_test_1a2b"] {
+            assert!(check_schema(good).is_ok(), "{good}");
+        }
+        for bad in ["", "1keel", "Keel", "keel; drop table x", "a\"b", &"k".repeat(64)] {
+            assert!(check_schema(bad).is_err(), "{bad}");
+        }
+    }
+}
