@@ -107,10 +107,19 @@ impl Live {
         }
     }
 
-    async fn position_qty(&self) -> String {
-        let position =
-            self.app.get_json(&format!("/api/v1/bots/{}/position", self.bot), &self.token).await;
-        position["qty"].as_str().unwrap().to_owned()
+    /// Waits until the position shows `qty`. The position endpoint shows only what is durable,
+    /// and an order's new status can be read a flush before the position it moved.
+    async fn assert_position(&self, qty: &str) {
+        let path = format!("/api/v1/bots/{}/position", self.bot);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let position = self.app.get_json(&path, &self.token).await;
+            if position["qty"] == qty {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the position never became {qty}: {position}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -137,7 +146,7 @@ async fn a_live_order_is_sent_once_and_a_lost_answer_is_reconciled_not_resent() 
     };
     // The venue's commission (0.1% in USDT) is the fill's fee.
     assert_eq!(fills["items"][0]["fee"], "0.01", "{fills}");
-    assert_eq!(live.position_qty().await, "0.1");
+    live.assert_position("0.1").await;
 
     // The venue takes the next order but the answer is a 503: the bot must query, not resend.
     live.rest.fail_next(1, Fault::AcceptThenServerError);
@@ -146,7 +155,7 @@ async fn a_live_order_is_sent_once_and_a_lost_answer_is_reconciled_not_resent() 
     let reconciled = live.wait_for(id, "reconciled").await;
     assert_eq!(reconciled["filled_qty"], "0.1", "{reconciled}");
     assert_eq!(live.rest.posts(), 2, "no duplicate order");
-    assert_eq!(live.position_qty().await, "0.2");
+    live.assert_position("0.2").await;
 }
 
 #[actix_web::test]
@@ -168,7 +177,7 @@ async fn a_live_limit_rests_fills_in_part_and_is_canceled_at_the_venue() {
     let canceled = live.wait_for(id, "canceled").await;
     assert_eq!(canceled["filled_qty"], "0.05");
     assert_eq!(live.rest.order(&client_id).unwrap()["status"], "CANCELED");
-    assert_eq!(live.position_qty().await, "0.05");
+    live.assert_position("0.05").await;
     assert_error(live.app.send(Method::DELETE, &cancel, None, &live.token).await, 409, "CONFLICT")
         .await;
 }
@@ -217,7 +226,7 @@ async fn open_live_orders_are_reconciled_with_the_venue_at_start() {
     assert!(live.rest.fill_limit(&client_id, "0.2".parse().unwrap()));
     let filled = live.wait_for(id, "filled").await;
     assert_eq!(filled["avg_fill_price"], "90", "{filled}");
-    assert_eq!(live.position_qty().await, "0.2");
+    live.assert_position("0.2").await;
     assert_eq!(live.rest.posts(), 1, "nothing re-sent on restart");
 }
 
