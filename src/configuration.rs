@@ -258,6 +258,9 @@ pub struct ServerSettings {
     pub request_timeout_ms: u64,
     /// How long graceful shutdown waits for in-flight requests, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Kernel send buffer of each accepted connection, in bytes (`SO_SNDBUF`); 0 leaves the OS
+    /// default, which grows to megabytes.
+    pub socket_send_buffer_bytes: usize,
 }
 
 /// `[store]`.
@@ -392,6 +395,13 @@ impl Settings {
             return Err(invalid(
                 "server.shutdown_timeout_secs",
                 "must be at most 6 so that shutdown completes within 10 s",
+            ));
+        }
+        let send_buffer = server.socket_send_buffer_bytes;
+        if send_buffer != 0 && !(4096..=16 * 1024 * 1024).contains(&send_buffer) {
+            return Err(invalid(
+                "server.socket_send_buffer_bytes",
+                "must be 0 (the OS default) or between 4096 and 16777216",
             ));
         }
         if self.store.path.as_os_str().is_empty() {

@@ -42,6 +42,24 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often idle login-throttle keys are forgotten.
 const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Applies per-connection socket options as actix-web accepts each connection: a capped kernel
+/// send buffer, so a client that stops reading backs up into its own bounded WebSocket queue
+/// (where it is seen and cut off) within seconds instead of megabytes later.
+fn socket_options(
+    send_buffer_bytes: usize,
+) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + Clone + 'static {
+    move |connection, _| {
+        if send_buffer_bytes == 0 {
+            return;
+        }
+        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+            && let Err(err) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer_bytes)
+        {
+            tracing::debug!(error = %err, "could not set the connection's send buffer");
+        }
+    }
+}
+
 /// What every handler can reach: shared handles, never mutable state.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -279,6 +297,7 @@ impl Application {
                 .wrap(from_fn(http::request::middleware))
                 .configure(http::configure)
         })
+        .on_connect(socket_options(settings.server.socket_send_buffer_bytes))
         .disable_signals()
         // Live frames are small and must not wait for Nagle's algorithm (with delayed ACKs, up to
         // 40 ms on Linux): actix-web leaves the OS default (off) unless told.
