@@ -127,6 +127,15 @@ impl Fixture {
             sessions: Default::default(),
             ws_limits: Arc::new(keel::ws::Limits::new(1, 1)),
             protection,
+            backtests: keel_actors::backtest::jobs::Jobs::start(
+                keel_actors::backtest::jobs::JobsConfig {
+                    workers: 1,
+                    queue: 1,
+                    max_per_user: 1,
+                    keep_finished: 1,
+                },
+            )
+            .expect("the backtest pool starts"),
         };
         Self {
             state,
