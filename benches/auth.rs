@@ -128,6 +128,15 @@ impl Fixture {
             ws_limits: Arc::new(keel::ws::Limits::new(1, 1)),
             protection,
             sink: None,
+            backtests: keel_actors::backtest::jobs::Jobs::start(
+                keel_actors::backtest::jobs::JobsConfig {
+                    workers: 1,
+                    queue: 1,
+                    max_per_user: 1,
+                    keep_finished: 1,
+                },
+            )
+            .expect("the backtest pool starts"),
         };
         Self {
             state,

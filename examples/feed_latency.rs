@@ -57,6 +57,7 @@ fn main() {
             sim: None,
             binance: Some(ConnectionConfig::for_venue(VenueId::Binance, fake.url.clone())),
             rest_url: None,
+            recorder: None,
         })
         .start();
         let samples = Arc::new(Mutex::new(Vec::with_capacity((rate * seconds * subscribers) as usize)));

@@ -1,10 +1,16 @@
 //! `keel backtest` and `keel data synth`.
+//!
+//! On a terminal (and without `--json`) `keel backtest` shows a progress bar on stderr: bytes of
+//! the file read, with an estimate of the time left.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use keel_actors::backtest::input::{InputError, TradeReader, synth, write_csv};
-use keel_actors::backtest::{BacktestConfig, Report, run};
+use keel_actors::backtest::{BacktestConfig, Outcome, Report, run};
 use keel_actors::bot::Bracket;
 use keel_actors::market::Symbol;
 use keel_actors::strategy::StrategySpec;
@@ -43,6 +49,7 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         "--starting-quote must be positive and --fee-bps not negative"
     );
     let config = BacktestConfig {
+        bot_id: 0,
         strategy: StrategySpec { kind: args.strategy.clone(), params },
         filters: Instrument::for_symbol(symbol.clone()).filters(),
         risk: RiskLimits::default(),
@@ -51,9 +58,25 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         slippage_bps: Decimal::from(5),
         starting_quote: args.starting_quote,
     };
-    let mut reader = TradeReader::open(&args.data, symbol, args.skip_bad_rows)
-        .with_context(|| format!("opening {}", args.data.display()))?;
-    let outcome = match run(&config, reader.by_ref()) {
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let mut reader =
+        TradeReader::open_counted(&args.data, symbol, args.skip_bad_rows, bytes_read.clone())
+            .with_context(|| format!("opening {}", args.data.display()))?;
+    let bar = progress_bar(args);
+    let mut seen: u64 = 0;
+    let ticks = reader.by_ref().inspect(|_| {
+        seen += 1;
+        if seen.is_multiple_of(PROGRESS_EVERY)
+            && let Some(bar) = &bar
+        {
+            bar.set_position(bytes_read.load(Ordering::Relaxed));
+        }
+    });
+    let outcome = run(&config, ticks);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let outcome = match outcome {
         Err(fields) => {
             let problems: Vec<String> =
                 fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect();
@@ -64,20 +87,20 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         }
         Ok(Ok(outcome)) => outcome,
     };
+    let curve = equity_after_fills(&outcome, args.starting_quote);
     if let Some(path) = &args.equity_csv {
         let mut out = std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
         );
         writeln!(out, "ts,equity")?;
-        let mut position = keel_actors::trading::Position {
-            quote_balance: args.starting_quote,
-            ..Default::default()
-        };
-        for fill in &outcome.fills {
-            position.apply(fill.side, fill.qty, fill.price, fill.fee);
-            writeln!(out, "{},{}", fill.ts, position.quote_balance + position.qty * fill.price)?;
+        for (ts, equity) in &curve {
+            writeln!(out, "{ts},{equity}")?;
         }
         out.flush()?;
+    }
+    if let Some(path) = &args.plot {
+        plot_equity(path, &outcome.report, args.starting_quote, &curve)
+            .with_context(|| format!("drawing {}", path.display()))?;
     }
     let skipped = reader.skipped();
     if args.json {
@@ -87,6 +110,79 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     } else {
         print_report(&outcome.report, skipped);
     }
+    Ok(())
+}
+
+/// Ticks between two progress-bar updates.
+const PROGRESS_EVERY: u64 = 1 << 14;
+
+/// A progress bar over the file's bytes, on stderr, when stderr is a terminal and the report
+/// is not JSON.
+fn progress_bar(args: &BacktestArgs) -> Option<indicatif::ProgressBar> {
+    if args.json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let total = std::fs::metadata(&args.data).map(|m| m.len()).unwrap_or(0);
+    let target = indicatif::ProgressDrawTarget::stderr_with_hz(10);
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), target);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    Some(bar)
+}
+
+/// Equity (quote balance plus the position at the fill's price) after each fill.
+fn equity_after_fills(outcome: &Outcome, starting_quote: Decimal) -> Vec<(u64, Decimal)> {
+    let mut position =
+        keel_actors::trading::Position { quote_balance: starting_quote, ..Default::default() };
+    outcome
+        .fills
+        .iter()
+        .map(|fill| {
+            position.apply(fill.side, fill.qty, fill.price, fill.fee);
+            (fill.ts, position.quote_balance + position.qty * fill.price)
+        })
+        .collect()
+}
+
+/// Draws the equity curve from the first tick (the starting quote) through every fill to the
+/// last tick (the ending equity) as an SVG line chart, hours on the x axis.
+fn plot_equity(
+    path: &Path,
+    report: &Report,
+    starting_quote: Decimal,
+    curve: &[(u64, Decimal)],
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    use rust_decimal::prelude::ToPrimitive as _;
+
+    let (first, last) = report.span_ms;
+    let hours = |ts: u64| ts.saturating_sub(first) as f64 / 3_600_000.0;
+    let value = |d: Decimal| d.to_f64().unwrap_or(0.0);
+    let mut points = vec![(0.0, value(starting_quote))];
+    points.extend(curve.iter().map(|(ts, equity)| (hours(*ts), value(*equity))));
+    points.push((hours(last), value(starting_quote + report.performance.net_pnl)));
+    let x_end = points.iter().map(|p| p.0).fold(0.0, f64::max).max(1e-6);
+    let (low, high) =
+        points.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let pad = ((high - low) * 0.05).max(high.abs() * 1e-4).max(1e-6);
+
+    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("equity: {} ticks, {} fills", report.ticks, curve.len()),
+            ("sans-serif", 20),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(90)
+        .build_cartesian_2d(0.0..x_end, (low - pad)..(high + pad))?;
+    chart.configure_mesh().x_desc("hours since the first tick").y_desc("equity (quote)").draw()?;
+    chart.draw_series(LineSeries::new(points, &BLUE))?;
+    root.present()?;
     Ok(())
 }
 
@@ -128,5 +224,47 @@ pub fn data(command: &DataCommand) -> anyhow::Result<()> {
             eprintln!("wrote {rows} trades to {}", out.display());
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_actors::backtest::input::synth;
+
+    use super::*;
+
+    #[test]
+    fn the_plot_is_an_svg_line_through_the_equity_curve() {
+        let symbol = Symbol::parse("BTCUSDT").unwrap();
+        let config = BacktestConfig {
+            bot_id: 0,
+            strategy: StrategySpec {
+                kind: "ema_cross".into(),
+                params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
+            },
+            filters: Instrument::for_symbol(symbol.clone()).filters(),
+            risk: RiskLimits::default(),
+            bracket: None,
+            fee_bps: Decimal::TEN,
+            slippage_bps: Decimal::from(5),
+            starting_quote: Decimal::from(10_000),
+        };
+        let ticks = synth(5_000, 3, symbol).map(Ok::<_, ()>);
+        let outcome = run(&config, ticks).unwrap().unwrap();
+        let curve = equity_after_fills(&outcome, config.starting_quote);
+        assert_eq!(curve.len(), outcome.fills.len());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("equity.svg");
+        plot_equity(&path, &outcome.report, config.starting_quote, &curve).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("polyline"),
+            "{}",
+            &svg[..200.min(svg.len())]
+        );
+        assert!(svg.contains("equity (quote)"));
+        // No fills at all still draws (a flat line).
+        let empty = Outcome { fills: Vec::new(), ..outcome };
+        plot_equity(&path, &empty.report, config.starting_quote, &[]).unwrap();
     }
 }

@@ -43,7 +43,8 @@ pub struct BacktestArgs {
     /// Strategy parameters as JSON, e.g. '{"fast":100,"slow":400,"qty":"0.001"}'.
     #[arg(long, default_value = "{}")]
     pub params: String,
-    /// Trades: Keel's CSV (ts,price,qty,side) or a Binance trades/aggTrades dump.
+    /// Trades: Keel's CSV (ts,price,qty,side), a Binance trades/aggTrades dump, or a Keel
+    /// recording (`*.krec`, trades and quotes).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
     /// The instrument (its tick and step sizes come from the sim venue's table).
@@ -70,6 +71,9 @@ pub struct BacktestArgs {
     /// Write the equity curve (ts,equity after each fill) to this CSV file.
     #[arg(long, value_name = "FILE")]
     pub equity_csv: Option<PathBuf>,
+    /// Draw the equity curve into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
 }
 
 /// `keel data …`.

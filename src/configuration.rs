@@ -62,6 +62,40 @@ pub struct Settings {
     pub venues: VenuesSettings,
     /// Optional sinks that copy Keel's records elsewhere.
     pub sink: SinkSettings,
+    /// Recording market data to files.
+    pub record: RecordSettings,
+    /// Backtests over HTTP.
+    pub backtests: BacktestSettings,
+}
+
+/// `[record]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordSettings {
+    /// Whether feeds record the events they handle.
+    pub enabled: bool,
+    /// Directory of the recordings; empty means `<store.path>/record`.
+    pub path: PathBuf,
+    /// Events queued for the writer thread; past it events are dropped and counted.
+    pub queue: usize,
+}
+
+/// `[backtests]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestSettings {
+    /// Worker threads running backtests; 0 means half the cores, at least 1.
+    pub workers: usize,
+    /// Backtests waiting for a worker; more answer 503.
+    pub queue: usize,
+    /// Backtests one user may have queued or running at once; more answer 429.
+    pub max_per_user: usize,
+    /// Finished backtests kept (in memory) per user.
+    pub keep_finished: usize,
+    /// Largest uploaded trade file, in bytes; larger uploads answer 413.
+    pub max_upload_bytes: u64,
+    /// Uploaded files kept per user; older ones are deleted.
+    pub max_uploads_per_user: usize,
 }
 
 /// `[bots]`.
@@ -172,6 +206,11 @@ pub struct SimVenueSettings {
     pub seed: u64,
     /// Trades per second per watched symbol.
     pub trades_per_sec: u32,
+    /// A file (recording, Keel CSV or Binance dump) to replay instead of the random walk; empty
+    /// for the random walk.
+    pub replay: PathBuf,
+    /// Replay pace in events per second; 0 = as fast as subscribers take them.
+    pub replay_events_per_sec: u32,
 }
 
 /// Fewest bytes accepted for `auth.jwt_secret`.
@@ -375,6 +414,7 @@ impl Settings {
     /// # Errors
     /// The first invalid value, by key.
     pub fn validate(&self) -> Result<(), SettingsError> {
+        self.validate_record_and_backtests()?;
         let server = &self.server;
         if server.host.trim().is_empty() {
             return Err(invalid("server.host", "must not be empty"));
@@ -616,6 +656,48 @@ impl Settings {
         Ok(())
     }
 
+    /// Checks `[record]`, `[backtests]` and the sim venue's replay.
+    fn validate_record_and_backtests(&self) -> Result<(), SettingsError> {
+        if !(1..=10_000_000).contains(&self.record.queue) {
+            return Err(invalid("record.queue", "must be between 1 and 10000000"));
+        }
+        let bt = &self.backtests;
+        if bt.workers > 256 {
+            return Err(invalid("backtests.workers", "must be at most 256 (0 = half the cores)"));
+        }
+        if !(1..=100_000).contains(&bt.queue) {
+            return Err(invalid("backtests.queue", "must be between 1 and 100000"));
+        }
+        if !(1..=1000).contains(&bt.max_per_user) {
+            return Err(invalid("backtests.max_per_user", "must be between 1 and 1000"));
+        }
+        if !(1..=10_000).contains(&bt.keep_finished) {
+            return Err(invalid("backtests.keep_finished", "must be between 1 and 10000"));
+        }
+        if !(1024..=(16u64 << 30)).contains(&bt.max_upload_bytes) {
+            return Err(invalid(
+                "backtests.max_upload_bytes",
+                "must be between 1024 and 17179869184 (16 GiB)",
+            ));
+        }
+        if !(1..=10_000).contains(&bt.max_uploads_per_user) {
+            return Err(invalid("backtests.max_uploads_per_user", "must be between 1 and 10000"));
+        }
+        if self.venues.sim.replay_events_per_sec > 10_000_000 {
+            return Err(invalid("venues.sim.replay_events_per_sec", "must be at most 10000000"));
+        }
+        Ok(())
+    }
+
+    /// Where recordings are: `record.path`, or `<store.path>/record` when it is empty.
+    pub fn record_dir(&self) -> PathBuf {
+        if self.record.path.as_os_str().is_empty() {
+            self.store.path.join("record")
+        } else {
+            self.record.path.clone()
+        }
+    }
+
     /// The socket address to bind.
     ///
     /// # Errors
@@ -771,6 +853,9 @@ mod tests {
             (&[("KEEL__VENUES__SIM__SYMBOLS", "BTC-USDT")], "venues.sim.symbols"),
             (&[("KEEL__VENUES__BINANCE__WS_URL", "http://x")], "venues.binance.ws_url"),
             (&[("KEEL__VENUES__BINANCE__REST_URL", "ws://x")], "venues.binance.rest_url"),
+            (&[("KEEL__RECORD__QUEUE", "0")], "record.queue"),
+            (&[("KEEL__BACKTESTS__MAX_PER_USER", "0")], "backtests.max_per_user"),
+            (&[("KEEL__BACKTESTS__MAX_UPLOAD_BYTES", "10")], "backtests.max_upload_bytes"),
         ];
         for (vars, key) in cases {
             let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();

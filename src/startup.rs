@@ -85,6 +85,8 @@ pub struct AppState {
     pub protection: Arc<http::protect::Protection>,
     /// The Postgres sink's state, when it is configured.
     pub sink: Option<SinkHealth>,
+    /// Backtest jobs and their worker pool.
+    pub backtests: keel_actors::backtest::jobs::Jobs,
 }
 
 impl AppState {
@@ -225,7 +227,15 @@ impl Application {
             secrets.key_ring,
             settings.vault.max_credentials_per_user,
         );
-        let (feeds_spec, feeds) = feeds(&settings, policy);
+        let market_recorder = if settings.record.enabled {
+            let dir = settings.record_dir();
+            let started = keel_actors::record::Recorder::start(dir.clone(), settings.record.queue);
+            Some(started.with_context(|| format!("starting the recorder in {}", dir.display()))?)
+        } else {
+            None
+        };
+        let (feeds_spec, feeds) = feeds(&settings, policy, market_recorder);
+        let backtests = backtest_jobs(&settings).context("starting the backtest workers")?;
         let feeds = Arc::new(feeds);
         let bots = BotsAddress::default();
         let sessions = SessionDirectory::default();
@@ -277,6 +287,7 @@ impl Application {
             ws_limits,
             protection,
             sink: sink_health,
+            backtests,
         };
         let cors = settings.clone();
         let data = web::Data::new(state.clone());
@@ -438,10 +449,26 @@ fn live_venues(settings: &Settings, vault: VaultAddress) -> anyhow::Result<LiveV
     Ok(LiveVenues { vault, rest })
 }
 
+/// The backtest worker pool from `[backtests]`.
+fn backtest_jobs(settings: &Settings) -> std::io::Result<keel_actors::backtest::jobs::Jobs> {
+    let bt = &settings.backtests;
+    let workers = match bt.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+        n => n,
+    };
+    keel_actors::backtest::jobs::Jobs::start(keel_actors::backtest::jobs::JobsConfig {
+        workers,
+        queue: bt.queue,
+        max_per_user: bt.max_per_user,
+        keep_finished: bt.keep_finished,
+    })
+}
+
 /// The feeds supervisor with one feed per enabled venue, and where each feed's address is.
 fn feeds(
     settings: &Settings,
     policy: RestartPolicy,
+    recorder: Option<keel_actors::record::Recorder>,
 ) -> (SupervisorSpec, std::collections::BTreeMap<VenueId, FeedAddress>) {
     let mut configs = Vec::new();
     let sim = &settings.venues.sim;
@@ -454,9 +481,11 @@ fn feeds(
                 symbols: sim.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
                 seed: sim.seed,
                 trades_per_sec: sim.trades_per_sec,
+                replay: sim_replay(sim),
             }),
             binance: None,
             rest_url: None,
+            recorder: recorder.clone(),
         });
     }
     for (venue, config) in [
@@ -477,6 +506,7 @@ fn feeds(
             sim: None,
             binance: Some(ConnectionConfig::for_venue(venue, url)),
             rest_url: Some(rest_url(venue, config)),
+            recorder: recorder.clone(),
         });
     }
     let slots: Vec<(FeedConfig, FeedAddress)> =
@@ -491,6 +521,22 @@ fn feeds(
             .collect()
     });
     (spec, addresses)
+}
+
+/// The sim venue's replay, when `venues.sim.replay` names a file (CSV rows play on its first
+/// symbol).
+fn sim_replay(
+    sim: &crate::configuration::SimVenueSettings,
+) -> Option<keel_actors::feed::ReplayConfig> {
+    if sim.replay.as_os_str().is_empty() {
+        return None;
+    }
+    let symbol = sim.symbols.iter().find_map(|s| Symbol::parse(s))?;
+    Some(keel_actors::feed::ReplayConfig {
+        path: sim.replay.clone(),
+        symbol,
+        events_per_sec: sim.replay_events_per_sec,
+    })
 }
 
 /// SIGTERM and SIGINT, listened for from [`Application::build`] on, so a signal that arrives

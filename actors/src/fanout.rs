@@ -77,6 +77,11 @@ where
         self.entries.is_empty()
     }
 
+    /// The subscribers' keys, in subscription order.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.entries.iter().map(|(k, _)| k)
+    }
+
     /// Offers `event` to one subscriber without waiting; `on_full` gets it back if the mailbox
     /// is full. A closed subscriber is removed. False if there is no such subscriber.
     pub fn publish_to(&mut self, key: &K, event: M, on_full: impl FnOnce(M)) -> bool {

@@ -5,6 +5,8 @@
 //! - [`mailbox`]: request/response with a deadline that answers "full" at once instead of queueing.
 //! - [`fanout`]: non-blocking delivery of one event to many subscribers.
 //! - [`sink`]: the optional Postgres sink and the outbox it drains.
+//! - [`record`]: recording market data to compact, checksummed daily files.
+//! - [`backtest`]: strategies over recorded or historical trades, and backtest jobs.
 //!
 //! The HTTP and WebSocket façade lives in the `keel` binary crate and only talks to this crate
 //! through messages and the [`store::Store`] handle.
@@ -16,6 +18,7 @@ pub mod feed;
 pub mod identity;
 pub mod mailbox;
 pub mod market;
+pub mod record;
 pub mod session;
 pub mod sink;
 pub mod store;

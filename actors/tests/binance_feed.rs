@@ -279,6 +279,7 @@ mod feed {
             sim: None,
             binance: Some(fast_config(&fake.url)),
             rest_url: None,
+            recorder: None,
         })
         .start();
         let seen = Arc::new(Mutex::new(Vec::new()));

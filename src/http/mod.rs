@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod backtests;
 pub mod bots;
 pub mod error;
 pub mod health;
@@ -148,6 +149,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(M::POST, "/bots/{id}/{action}", User, web::route().to(bots::control)),
         ApiRoute::new(M::POST, "/kill-switch", User, web::route().to(trading::kill_switch)),
         ApiRoute::new(M::GET, "/portfolio", User, web::route().to(trading::portfolio)),
+        // Before `/backtests/{id}`, so `uploads` is not taken for an id.
+        ApiRoute::new(M::POST, "/backtests/uploads", User, web::route().to(backtests::upload)),
+        ApiRoute::new(M::POST, "/backtests", User, web::route().to(backtests::create)),
+        ApiRoute::new(M::GET, "/backtests", User, web::route().to(backtests::list)),
+        ApiRoute::new(M::GET, "/backtests/{id}", User, web::route().to(backtests::get)),
+        ApiRoute::new(M::DELETE, "/backtests/{id}", User, web::route().to(backtests::cancel)),
     ]
 }
 

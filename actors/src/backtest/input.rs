@@ -6,17 +6,25 @@
 //! - Binance `trades` dumps: `id,price,qty,quote_qty,time,is_buyer_maker,is_best_match`;
 //! - Binance `aggTrades` dumps: `agg_id,price,qty,first_id,last_id,time,is_buyer_maker[,is_best_match]`.
 //!
+//! - Keel's recordings (`*.krec`, see [`crate::record::format`]), told apart by their magic
+//!   bytes: their trades and quotes, on the recorded symbol, in recorded order.
+//!
 //! Binance times in microseconds (spot dumps from 2025 on) are read as such. A row that does not
 //! parse, has the wrong column count, or goes back in time is an error naming the file and line,
-//! or is skipped and counted with `skip_bad_rows`.
+//! or is skipped and counted with `skip_bad_rows`. In a recording, a record whose checksum fails
+//! is such an error (the "line" is the record's number); a torn tail (the last record cut short
+//! by a crash) ends the file and counts as one skipped row.
 
 use std::fmt;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rust_decimal::Decimal;
 
 use crate::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
+use crate::record::format::{self as record, RecordError};
 use crate::venues::sim::{Instrument, SimMarket};
 
 /// A row that could not be used.
@@ -45,10 +53,17 @@ enum Format {
     BinanceAggTrades,
 }
 
-/// Reads trades from a file, in order, as market events on `symbol`.
+/// Where a [`TradeReader`] reads from.
+#[derive(Debug)]
+enum Source<R> {
+    Csv(std::io::Lines<R>),
+    Recorded(record::Reader<R>),
+}
+
+/// Reads trades (and, from recordings, quotes) from a file, in order, as market events.
 #[derive(Debug)]
 pub struct TradeReader<R> {
-    lines: std::io::Lines<R>,
+    source: Source<R>,
     file: PathBuf,
     symbol: Symbol,
     line: u64,
@@ -56,24 +71,89 @@ pub struct TradeReader<R> {
     last_ts: u64,
     skip_bad_rows: bool,
     skipped: u64,
+    /// Whether a recording's torn tail was counted in `skipped`.
+    tail_counted: bool,
 }
 
-impl TradeReader<std::io::BufReader<std::fs::File>> {
-    /// Opens `path`.
+/// A reader that adds the bytes it reads to a shared counter.
+#[derive(Debug)]
+pub struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// A file whose bytes read so far are counted (for progress), shareable across threads.
+pub type CountedFile = std::io::BufReader<Counted<std::fs::File>>;
+
+impl TradeReader<CountedFile> {
+    /// Opens `path`, a CSV file or a recording (told apart by its first bytes).
     ///
     /// # Errors
-    /// The file cannot be opened.
+    /// The file cannot be opened, or it starts like a recording but its header is damaged.
     pub fn open(path: &Path, symbol: Symbol, skip_bad_rows: bool) -> std::io::Result<Self> {
+        Self::open_counted(path, symbol, skip_bad_rows, Arc::default())
+    }
+
+    /// Like [`TradeReader::open`], adding every byte read to `bytes_read`.
+    ///
+    /// # Errors
+    /// As [`TradeReader::open`].
+    pub fn open_counted(
+        path: &Path,
+        symbol: Symbol,
+        skip_bad_rows: bool,
+        bytes_read: Arc<AtomicU64>,
+    ) -> std::io::Result<Self> {
         let file = std::fs::File::open(path)?;
-        Ok(Self::new(std::io::BufReader::with_capacity(1 << 16, file), path, symbol, skip_bad_rows))
+        let reader =
+            std::io::BufReader::with_capacity(1 << 16, Counted { inner: file, count: bytes_read });
+        Self::detect(reader, path, symbol, skip_bad_rows)
     }
 }
 
 impl<R: BufRead> TradeReader<R> {
-    /// Reads from `reader`, naming `file` in errors.
+    /// Reads a CSV file from `reader`, naming `file` in errors.
     pub fn new(reader: R, file: &Path, symbol: Symbol, skip_bad_rows: bool) -> Self {
+        Self::with_source(Source::Csv(reader.lines()), file, symbol, skip_bad_rows)
+    }
+
+    /// Reads a recording or a CSV file from `reader`, whichever its first bytes say.
+    ///
+    /// # Errors
+    /// The input cannot be read, or it starts like a recording but its header is damaged.
+    pub fn detect(
+        mut reader: R,
+        file: &Path,
+        symbol: Symbol,
+        skip_bad_rows: bool,
+    ) -> std::io::Result<Self> {
+        let start = reader.fill_buf()?;
+        let prefix = start.len().min(record::MAGIC.len());
+        let recorded = prefix > 0 && start[..prefix] == record::MAGIC[..prefix];
+        if !recorded {
+            return Ok(Self::new(reader, file, symbol, skip_bad_rows));
+        }
+        let recording = record::Reader::new(reader).map_err(|err| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {err}", file.display()),
+            )
+        })?;
+        let symbol = recording.header().symbol.clone();
+        Ok(Self::with_source(Source::Recorded(recording), file, symbol, skip_bad_rows))
+    }
+
+    fn with_source(source: Source<R>, file: &Path, symbol: Symbol, skip_bad_rows: bool) -> Self {
         Self {
-            lines: reader.lines(),
+            source,
             file: file.to_owned(),
             symbol,
             line: 0,
@@ -81,12 +161,44 @@ impl<R: BufRead> TradeReader<R> {
             last_ts: 0,
             skip_bad_rows,
             skipped: 0,
+            tail_counted: false,
         }
     }
 
-    /// Rows skipped so far (with `skip_bad_rows`).
+    /// Rows skipped so far (with `skip_bad_rows`, and a recording's torn tail).
     pub fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// Whether the input is a recording.
+    pub fn is_recording(&self) -> bool {
+        matches!(self.source, Source::Recorded(_))
+    }
+
+    /// The next trade or quote of a recording.
+    fn next_recorded(&mut self) -> Option<Result<MarketEvent, InputError>> {
+        loop {
+            let Source::Recorded(recording) = &mut self.source else { return None };
+            let next = recording.next_event();
+            self.line = recording.records();
+            let Some(next) = next else {
+                if recording.torn_tail() && !self.tail_counted {
+                    self.tail_counted = true;
+                    self.skipped += 1;
+                }
+                return None;
+            };
+            match next {
+                Ok(event)
+                    if matches!(event.kind, EventKind::Trade { .. } | EventKind::Quote { .. }) =>
+                {
+                    return Some(Ok(event));
+                }
+                Ok(_) => {}
+                Err(RecordError::Checksum { .. }) if self.skip_bad_rows => self.skipped += 1,
+                Err(err) => return Some(Err(self.error(err.to_string()))),
+            }
+        }
     }
 
     fn error(&self, reason: impl Into<String>) -> InputError {
@@ -197,7 +309,8 @@ impl<R: BufRead> Iterator for TradeReader<R> {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             self.line += 1;
-            let row = match self.lines.next()? {
+            let Source::Csv(lines) = &mut self.source else { return self.next_recorded() };
+            let row = match lines.next()? {
                 Ok(row) => row,
                 Err(err) => return Some(Err(self.error(format!("unreadable: {err}")))),
             };
@@ -327,5 +440,78 @@ mod tests {
         let back: Vec<_> = rows.into_iter().map(Result::unwrap).map(|e| trade(&e)).collect();
         let orig: Vec<_> = a.iter().map(trade).collect();
         assert_eq!(back, orig);
+    }
+
+    /// A recording of `n` sim steps (trade and quote each) plus a gap, and the trades and quotes.
+    fn recording(n: u64) -> (Vec<u8>, Vec<MarketEvent>) {
+        let symbol = Symbol::parse("ETHUSDT").unwrap();
+        let mut market = SimMarket::new(5, vec![Instrument::for_symbol(symbol.clone())]);
+        let mut events: Vec<MarketEvent> = (0..n)
+            .flat_map(|i| market.step(&symbol, 1000 + i, (1000 + i) * 1000).unwrap())
+            .collect();
+        let mut gap = events[0].clone();
+        gap.kind = EventKind::Gap { reason: "test".into() };
+        events.insert(1, gap);
+        let mut bytes = Vec::new();
+        record::write_recording(&mut bytes, VenueId::Sim, &symbol, &events).unwrap();
+        events.remove(1);
+        (bytes, events)
+    }
+
+    fn read_recording(bytes: Vec<u8>, skip: bool) -> (Vec<Result<MarketEvent, InputError>>, u64) {
+        let mut reader = TradeReader::detect(
+            std::io::Cursor::new(bytes),
+            Path::new("r.krec"),
+            Symbol::parse("BTCUSDT").unwrap(),
+            skip,
+        )
+        .unwrap();
+        assert!(reader.is_recording());
+        let rows: Vec<_> = reader.by_ref().collect();
+        (rows, reader.skipped())
+    }
+
+    #[test]
+    fn recordings_are_detected_and_give_their_trades_and_quotes_on_their_own_symbol() {
+        let (bytes, events) = recording(50);
+        let (rows, skipped) = read_recording(bytes, false);
+        let rows: Vec<MarketEvent> = rows.into_iter().map(Result::unwrap).collect();
+        assert_eq!(rows, events, "the gap is left out, everything else as recorded");
+        assert_eq!(skipped, 0);
+        assert_eq!(rows[0].symbol.as_str(), "ETHUSDT");
+    }
+
+    #[test]
+    fn a_recordings_torn_tail_is_skipped_and_counted() {
+        let (bytes, events) = recording(20);
+        let cut = bytes.len() - 3;
+        let (rows, skipped) = read_recording(bytes[..cut].to_vec(), false);
+        let rows: Vec<MarketEvent> = rows.into_iter().map(Result::unwrap).collect();
+        assert_eq!(rows, events[..events.len() - 1]);
+        assert_eq!(skipped, 1);
+    }
+
+    #[test]
+    fn a_wrong_checksum_names_the_file_and_record_or_is_skipped() {
+        let (mut bytes, events) = recording(20);
+        // Corrupt the last byte of the 5th record's payload (records: header, trade, gap, ...).
+        let mut reader = record::Reader::new(bytes.as_slice()).unwrap();
+        for _ in 0..4 {
+            reader.next_event().unwrap().unwrap();
+        }
+        let fifth_end = {
+            reader.next_event().unwrap().unwrap();
+            reader.offset() as usize
+        };
+        bytes[fifth_end - 1] ^= 0xff;
+        let (rows, _) = read_recording(bytes.clone(), false);
+        let error = rows.into_iter().find_map(Result::err).unwrap();
+        assert_eq!(error.file, Path::new("r.krec"));
+        assert_eq!(error.line, 5);
+        assert!(error.reason.contains("checksum mismatch"), "{error}");
+        let (rows, skipped) = read_recording(bytes, true);
+        let rows: Vec<MarketEvent> = rows.into_iter().map(Result::unwrap).collect();
+        assert_eq!(skipped, 1);
+        assert_eq!(rows.len(), events.len() - 1, "only the bad record is lost");
     }
 }

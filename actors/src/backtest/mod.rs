@@ -4,9 +4,11 @@
 //!
 //! - [`input`]: trade files (Keel's CSV, Binance's `trades` and `aggTrades` dumps) and the
 //!   synthetic series `keel data synth` writes;
-//! - [`run`]: drives the engine and reports.
+//! - [`run`]: drives the engine and reports;
+//! - [`jobs`]: backtests as jobs on a bounded pool of worker threads (the HTTP API's).
 
 pub mod input;
+pub mod jobs;
 
 use std::time::Instant;
 
@@ -20,12 +22,15 @@ use crate::market::MarketEvent;
 use crate::strategy::StrategySpec;
 use crate::trading::paper::PaperConfig;
 use crate::trading::risk::RiskLimits;
-use crate::trading::{Fill, InstrumentFilters, Position};
+use crate::trading::{Fill, InstrumentFilters, Order, Position};
 use crate::validation::FieldError;
 
 /// A backtest's settings.
 #[derive(Debug, Clone)]
 pub struct BacktestConfig {
+    /// The bot id orders are made for (it is part of their client order ids); 0 for a plain
+    /// backtest, a bot's own id to compare with what that bot did.
+    pub bot_id: u64,
     /// The strategy and its parameters.
     pub strategy: StrategySpec,
     /// The instrument's rules.
@@ -62,12 +67,14 @@ pub struct Report {
     pub span_ms: (u64, u64),
 }
 
-/// The result of a run: the report and every fill, in order (for equity curves and parity
-/// checks).
+/// The result of a run: the report, every order in its final state and every fill, in order
+/// (for equity curves and parity checks).
 #[derive(Debug, Clone)]
 pub struct Outcome {
     /// Figures.
     pub report: Report,
+    /// Orders by id, as they ended.
+    pub orders: Vec<Order>,
     /// Fills.
     pub fills: Vec<Fill>,
 }
@@ -83,7 +90,7 @@ pub fn run<E>(
 ) -> Result<Result<Outcome, E>, Vec<FieldError>> {
     let strategy = crate::strategy::build(&config.strategy, &config.filters)?;
     let engine_config = EngineConfig {
-        bot_id: 0,
+        bot_id: config.bot_id,
         filters: config.filters.clone(),
         risk: config.risk.clone(),
         bracket: config.bracket,
@@ -98,6 +105,7 @@ pub fn run<E>(
     let mut engine = BotEngine::new(engine_config, state, strategy, Vec::new());
     let mut fx = Effects::default();
     let mut fills = Vec::new();
+    let mut orders: Vec<Order> = Vec::new();
     let mut ticks_seen: u64 = 0;
     let (mut first_ts, mut last_ts) = (None, 0);
     let started = Instant::now();
@@ -113,7 +121,14 @@ pub fn run<E>(
         if !fx.fills.is_empty() {
             fills.append(&mut fx.fills);
         }
-        // Orders and journal lines are what a bot would store; a backtest only keeps fills.
+        // Order ids count up from 1, so each version replaces its order in place.
+        for order in fx.orders.drain(..) {
+            match usize::try_from(order.id.saturating_sub(1)) {
+                Ok(index) if index < orders.len() => orders[index] = order,
+                _ => orders.push(order),
+            }
+        }
+        // Journal lines are what a bot would store; a backtest has no use for them.
         fx.clear();
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -128,7 +143,7 @@ pub fn run<E>(
         ticks_per_sec: if seconds > 0.0 { ticks_seen as f64 / seconds } else { 0.0 },
         span_ms: (first_ts.unwrap_or(0), last_ts),
     };
-    Ok(Ok(Outcome { report, fills }))
+    Ok(Ok(Outcome { report, orders, fills }))
 }
 
 #[cfg(test)]
@@ -140,6 +155,7 @@ mod tests {
     fn config() -> BacktestConfig {
         let symbol = Symbol::parse("BTCUSDT").unwrap();
         BacktestConfig {
+            bot_id: 0,
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
@@ -166,6 +182,10 @@ mod tests {
         let (a, b) = (run(&ticks), run(&ticks));
         assert!(a.report.performance.fill_count > 10, "the strategy trades: {:?}", a.report);
         assert_eq!(a.fills, b.fills);
+        assert_eq!(a.orders, b.orders);
+        assert_eq!(a.orders.len() as u64, a.report.orders);
+        assert!(a.orders.iter().enumerate().all(|(i, o)| o.id == i as u64 + 1));
+        assert!(a.fills.iter().all(|f| a.orders[f.order_id as usize - 1].filled_qty >= f.qty));
         let mut replay = Position { quote_balance: Decimal::from(10_000), ..Position::default() };
         for fill in &a.fills {
             replay.apply(fill.side, fill.qty, fill.price, fill.fee);

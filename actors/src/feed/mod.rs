@@ -7,7 +7,12 @@
 //! and counted in `keel_feed_dropped_total`. The feed also keeps per-symbol state (last trade,
 //! best bid/ask, rolling candles) for the market endpoints, subscribing on demand and keeping a
 //! symbol warm for a while after the last request.
+//!
+//! With a [`Recorder`] configured, every event the feed handles is also queued for recording
+//! (never waited on: see [`crate::record`]). The sim venue can replay a file instead of its
+//! random walk ([`replay`]), losslessly and deterministically.
 
+mod replay;
 mod state;
 
 use std::collections::{BTreeSet, HashMap};
@@ -16,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+pub use replay::{ReplayConfig, ReplayStatus};
 use serde::Serialize;
 pub use state::{BestQuote, LastTrade, SymbolState};
 
@@ -24,6 +30,7 @@ use crate::mailbox::{Ask, Query, Replier};
 use crate::market::{
     Candle, EventKind, Interval, MarketEvent, StreamKind, Symbol, VenueId, now_us,
 };
+use crate::record::Recorder;
 use crate::supervisor::{AddressSlot, ChildHandle, ChildSpec, Lifeline, StartError, Stop};
 use crate::venues::binance::connection::{self, Command, ConnectionConfig, Output};
 use crate::venues::binance::streams::{self as binance_streams, MAX_STREAMS_PER_CONNECTION};
@@ -84,6 +91,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// Trades per second per active symbol.
     pub trades_per_sec: u32,
+    /// Replay this file instead of the random walk.
+    pub replay: Option<ReplayConfig>,
 }
 
 /// Configuration common to every feed.
@@ -101,6 +110,8 @@ pub struct FeedConfig {
     pub binance: Option<ConnectionConfig>,
     /// The venue's REST endpoint, for its instrument rules (exchange info).
     pub rest_url: Option<String>,
+    /// Where events are recorded, when recording is on.
+    pub recorder: Option<Recorder>,
 }
 
 /// How often a venue's instrument rules are reloaded.
@@ -232,6 +243,9 @@ pub struct VenueStatus {
     pub last_message_age_ms: Option<u64>,
     /// Subscriptions across all streams.
     pub subscribers: usize,
+    /// Where the replay is, when the venue replays a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayStatus>,
 }
 
 #[derive(Default)]
@@ -278,6 +292,8 @@ pub struct FeedActor {
     last_message: Option<Instant>,
     /// The venue's tradable symbols and their rules, once exchange info loaded.
     instruments: Option<HashMap<Symbol, crate::trading::InstrumentFilters>>,
+    /// The file being replayed instead of the sim's random walk.
+    replay: Option<replay::Replay>,
     _lifeline: Option<Lifeline>,
 }
 
@@ -310,6 +326,7 @@ impl FeedActor {
             last_tick: Instant::now(),
             last_message: None,
             instruments: None,
+            replay: None,
             _lifeline: None,
         }
     }
@@ -447,15 +464,28 @@ impl FeedActor {
         self.warm_until.insert(symbol.clone(), Instant::now() + self.config.warm_for);
     }
 
+    /// Folds an event into state and queues it for recording; returns it shared, with its
+    /// stream kind.
+    fn observe(&mut self, event: MarketEvent) -> (Arc<MarketEvent>, Option<StreamKind>) {
+        self.last_message = Some(Instant::now());
+        metrics::counter!("keel_feed_messages_total", "venue" => self.venue().as_str())
+            .increment(1);
+        self.symbols.entry(event.symbol.clone()).or_default().apply(&event);
+        let kind = event.stream_kind();
+        let event = Arc::new(event);
+        if let Some(recorder) = &self.config.recorder {
+            recorder.record(&event);
+        }
+        (event, kind)
+    }
+
     /// Folds an event into state and fans it out.
     fn dispatch(&mut self, event: MarketEvent) {
-        self.last_message = Some(Instant::now());
         let venue = self.venue().as_str();
-        metrics::counter!("keel_feed_messages_total", "venue" => venue).increment(1);
-        self.symbols.entry(event.symbol.clone()).or_default().apply(&event);
-        let Some(kind) = event.stream_kind() else { return };
+        let (event, kind) = self.observe(event);
+        let Some(kind) = kind else { return };
         let Some(stream) = self.streams.get_mut(&(event.symbol.clone(), kind)) else { return };
-        let data = MarketData(Arc::new(event));
+        let data = MarketData(event);
         let Stream { subscribers, conflated } = stream;
         let delivery = subscribers.publish(&data, |subscriber, undelivered| match kind {
             StreamKind::Quotes | StreamKind::Candles1m | StreamKind::Depth => {
@@ -469,6 +499,35 @@ impl FeedActor {
         if delivery.delivered > 0 {
             metrics::counter!("keel_feed_deliveries_total", "venue" => venue)
                 .increment(delivery.delivered as u64);
+        }
+    }
+
+    /// Plays the replay's events owed for `elapsed`: each delivered to every subscriber, in
+    /// order, with nothing conflated or dropped.
+    fn play_replay(&mut self, elapsed: Duration) {
+        let Some(replay) = self.replay.as_mut() else { return };
+        replay.drain_backlog(&mut self.streams);
+        let budget = replay.budget(elapsed.as_secs_f64());
+        let mut touched: Vec<Symbol> = Vec::new();
+        for _ in 0..budget {
+            let Some(replay) = self.replay.as_mut() else { return };
+            let Some(mut event) = replay.next_event(&self.streams) else { break };
+            event.venue = self.venue();
+            event.received_us = now_us();
+            if !touched.contains(&event.symbol) {
+                touched.push(event.symbol.clone());
+            }
+            let (event, kind) = self.observe(event);
+            let Some(kind) = kind else { continue };
+            let id = (event.symbol.clone(), kind);
+            if let (Some(replay), Some(stream)) = (self.replay.as_mut(), self.streams.get_mut(&id))
+            {
+                replay.deliver(&id, stream, &MarketData(event));
+            }
+        }
+        let now_ms = now_us() / 1000;
+        for symbol in touched {
+            self.publish_candle(&symbol, now_ms);
         }
     }
 
@@ -605,7 +664,11 @@ impl FeedActor {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last_tick);
         self.last_tick = now;
-        self.generate_sim(elapsed);
+        if self.replay.is_some() {
+            self.play_replay(elapsed);
+        } else {
+            self.generate_sim(elapsed);
+        }
         self.flush_conflated();
         self.answer_waiters(false);
         self.expire_warm();
@@ -632,6 +695,7 @@ impl FeedActor {
             streams,
             last_message_age_ms: self.last_message.map(|t| t.elapsed().as_millis() as u64),
             subscribers: self.streams.values().map(|s| s.subscribers.len()).sum(),
+            replay: self.replay.as_ref().map(|r| r.status.clone()),
         }
     }
 }
@@ -642,6 +706,9 @@ impl Actor for FeedActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         self.last_tick = Instant::now();
+        if let Some(replay) = self.config.sim.as_ref().and_then(|sim| sim.replay.clone()) {
+            self.replay = Some(replay::Replay::start(replay));
+        }
         ctx.run_interval(TICK, |this, _| this.tick());
         self.load_instruments(ctx);
         if self.config.binance.is_some() {
@@ -686,16 +753,19 @@ impl StreamHandler<Output> for FeedActor {
                     else {
                         continue;
                     };
-                    let Some(stream) = self.streams.get_mut(&(symbol.clone(), kind)) else {
-                        continue;
-                    };
                     let gap = MarketData(Arc::new(MarketEvent {
                         venue,
-                        symbol,
+                        symbol: symbol.clone(),
                         exchange_ts: 0,
                         received_us: now_us(),
                         kind: EventKind::Gap { reason: reason.clone() },
                     }));
+                    if let Some(recorder) = &self.config.recorder {
+                        recorder.record(&gap.0);
+                    }
+                    let Some(stream) = self.streams.get_mut(&(symbol, kind)) else {
+                        continue;
+                    };
                     // A gap must not be lost to a full mailbox: it waits with the conflated values.
                     let Stream { subscribers, conflated } = stream;
                     subscribers.publish(&gap, |subscriber, undelivered| {

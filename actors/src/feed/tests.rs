@@ -20,9 +20,11 @@ fn sim_feed(trades_per_sec: u32) -> Addr<FeedActor> {
             symbols: vec![sym("BTCUSDT"), sym("ETHUSDT")],
             seed: 42,
             trades_per_sec,
+            replay: None,
         }),
         binance: None,
         rest_url: None,
+        recorder: None,
     })
     .start()
 }
@@ -154,9 +156,15 @@ async fn without_data_a_market_request_answers_no_data_after_the_wait() {
         venue: VenueId::Sim,
         warm_for: Duration::from_secs(60),
         first_data_wait: Duration::from_millis(100),
-        sim: Some(SimConfig { symbols: vec![sym("BTCUSDT")], seed: 1, trades_per_sec: 0 }),
+        sim: Some(SimConfig {
+            symbols: vec![sym("BTCUSDT")],
+            seed: 1,
+            trades_per_sec: 0,
+            replay: None,
+        }),
         binance: None,
         rest_url: None,
+        recorder: None,
     })
     .start();
     let started = Instant::now();
@@ -204,4 +212,137 @@ async fn a_full_quote_subscriber_gets_the_latest_quote_conflated() {
     assert!(seen.iter().all(|e| matches!(e.kind, EventKind::Quote { .. })));
     // Deliveries move forward in time: a conflated quote is never older than one already seen.
     assert!(seen.windows(2).all(|w| w[0].received_us <= w[1].received_us));
+}
+
+/// A recording of `steps` sim steps on BTCUSDT (a trade and a quote each), and its events.
+fn recording(dir: &std::path::Path, steps: u64) -> (std::path::PathBuf, Vec<MarketEvent>) {
+    let symbol = sym("BTCUSDT");
+    let mut market = SimMarket::new(9, vec![Instrument::for_symbol(symbol.clone())]);
+    let events: Vec<MarketEvent> = (0..steps)
+        .flat_map(|i| market.step(&symbol, 1_700_000_000_000 + i * 100, 0).unwrap())
+        .collect();
+    let path = dir.join("replay.krec");
+    let mut file = std::fs::File::create(&path).unwrap();
+    crate::record::format::write_recording(&mut file, VenueId::Sim, &symbol, &events).unwrap();
+    (path, events)
+}
+
+fn replay_feed(path: std::path::PathBuf, events_per_sec: u32) -> Addr<FeedActor> {
+    FeedActor::new(FeedConfig {
+        venue: VenueId::Sim,
+        warm_for: Duration::from_secs(60),
+        first_data_wait: Duration::from_secs(2),
+        sim: Some(SimConfig {
+            symbols: vec![sym("BTCUSDT")],
+            seed: 42,
+            trades_per_sec: 1_000,
+            replay: Some(ReplayConfig { path, symbol: sym("BTCUSDT"), events_per_sec }),
+        }),
+        binance: None,
+        rest_url: None,
+        recorder: None,
+    })
+    .start()
+}
+
+/// An event without what the feed stamps on delivery.
+fn unstamped(event: &MarketEvent) -> (u64, EventKind) {
+    (event.exchange_ts, event.kind.clone())
+}
+
+#[actix_rt::test]
+async fn a_replay_starts_with_a_bots_subscriptions_and_delivers_every_event_in_order_even_to_a_slow_subscriber()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, events) = recording(dir.path(), 400);
+    let feed = replay_feed(path, 0);
+    // Like a bot: one subscriber on trades and quotes, here with a tiny, slow mailbox.
+    let (seen, to) = collector(8, Some(Duration::from_micros(300)));
+    subscribe(&feed, "BTCUSDT", StreamKind::Trades, 1, to.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(seen.lock().unwrap().is_empty(), "no replay before the quotes are subscribed too");
+    let status = ask(&feed, GetVenueStatus, DEADLINE, "feed").await.unwrap();
+    assert_eq!(status.replay.unwrap(), ReplayStatus::default());
+    subscribe(&feed, "BTCUSDT", StreamKind::Quotes, 1, to).await.unwrap();
+    wait_for("the whole replay", || seen.lock().unwrap().len() >= events.len()).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let got: Vec<_> = seen.lock().unwrap().iter().map(|e| unstamped(e)).collect();
+    let want: Vec<_> = events.iter().map(unstamped).collect();
+    assert_eq!(got, want, "every event, once, in file order");
+    let status = ask(&feed, GetVenueStatus, DEADLINE, "feed").await.unwrap();
+    let replay = status.replay.unwrap();
+    assert!(replay.started && replay.finished && replay.error.is_none(), "{replay:?}");
+    assert_eq!(replay.played, events.len() as u64);
+}
+
+#[actix_rt::test]
+async fn a_replay_of_a_missing_file_reports_why_and_generates_nothing() {
+    let feed = replay_feed("/nonexistent/replay.krec".into(), 0);
+    let (seen, to) = collector(64, None);
+    subscribe(&feed, "BTCUSDT", StreamKind::Trades, 1, to.clone()).await.unwrap();
+    subscribe(&feed, "BTCUSDT", StreamKind::Quotes, 1, to).await.unwrap();
+    let until = Instant::now() + DEADLINE;
+    let status = loop {
+        let status = ask(&feed, GetVenueStatus, DEADLINE, "feed").await.unwrap();
+        if status.replay.as_ref().is_some_and(|r| r.finished) || Instant::now() > until {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let replay = status.replay.unwrap();
+    assert!(replay.error.unwrap().contains("/nonexistent/replay.krec"));
+    assert!(seen.lock().unwrap().is_empty(), "no random walk instead");
+}
+
+#[actix_rt::test]
+async fn a_recording_feed_writes_what_it_handles_to_the_days_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = crate::record::Recorder::start(dir.path().to_owned(), 1024).unwrap();
+    let feed = FeedActor::new(FeedConfig {
+        venue: VenueId::Sim,
+        warm_for: Duration::from_secs(60),
+        first_data_wait: Duration::from_secs(2),
+        sim: Some(SimConfig {
+            symbols: vec![sym("BTCUSDT")],
+            seed: 3,
+            trades_per_sec: 500,
+            replay: None,
+        }),
+        binance: None,
+        rest_url: None,
+        recorder: Some(recorder),
+    })
+    .start();
+    let (seen, to) = collector(4096, None);
+    subscribe(&feed, "BTCUSDT", StreamKind::Trades, 1, to).await.unwrap();
+    wait_for("trades", || seen.lock().unwrap().len() >= 20).await;
+    let recorded = || {
+        let files = crate::record::files_between(
+            dir.path(),
+            VenueId::Sim,
+            &sym("BTCUSDT"),
+            "2000-01-01",
+            "2999-12-31",
+        )
+        .unwrap();
+        files
+            .iter()
+            .flat_map(|path| {
+                let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+                crate::record::format::Reader::new(file)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_for("the recording", || recorded().len() >= 40).await;
+    let recorded = recorded();
+    let first: Vec<_> = seen.lock().unwrap().iter().take(20).map(|e| (**e).clone()).collect();
+    let trades: Vec<_> = recorded
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::Trade { .. }))
+        .take(20)
+        .collect();
+    assert_eq!(trades, first, "the recorded trades are the delivered ones, exactly");
 }
