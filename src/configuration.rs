@@ -62,6 +62,19 @@ pub struct Settings {
     pub venues: VenuesSettings,
     /// Optional sinks that copy Keel's records elsewhere.
     pub sink: SinkSettings,
+    /// Operator endpoints (`keel backup`).
+    #[serde(default)]
+    pub admin: AdminSettings,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the operator endpoints (`GET /admin/backup`), at least 32 bytes; they
+    /// are off when unset. A secret: in production from `KEEL__ADMIN__TOKEN` only.
+    #[serde(default, serialize_with = "redact")]
+    pub token: Option<SecretString>,
 }
 
 /// `[bots]`.
@@ -349,6 +362,7 @@ impl Settings {
             ("auth.jwt_secret", from_env("KEEL__AUTH__JWT_SECRET")),
             ("vault.master_key", from_env("KEEL__VAULT__MASTER_KEY")),
             ("vault.previous_master_key", from_env("KEEL__VAULT__PREVIOUS_MASTER_KEY")),
+            ("admin.token", from_env("KEEL__ADMIN__TOKEN")),
         ];
         let source = EnvSource::with_prefix(ENV_PREFIX).source(Some(vars));
         let settings = Self::load_from(file, source)?;
@@ -569,6 +583,14 @@ impl Settings {
                 format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
             ));
         }
+        if let Some(token) = &self.admin.token
+            && token.expose_secret().len() < MIN_JWT_SECRET_BYTES
+        {
+            return Err(invalid(
+                "admin.token",
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            ));
+        }
         for (key, value) in [
             ("vault.master_key", &self.vault.master_key),
             ("vault.previous_master_key", &self.vault.previous_master_key),
@@ -588,6 +610,7 @@ impl Settings {
             ("auth.jwt_secret", self.auth.jwt_secret.is_some(), true),
             ("vault.master_key", self.vault.master_key.is_some(), true),
             ("vault.previous_master_key", self.vault.previous_master_key.is_some(), false),
+            ("admin.token", self.admin.token.is_some(), false),
         ] {
             let env_name = format!("KEEL__{}", key.replace('.', "__").to_uppercase());
             let in_env = from_env.iter().any(|(k, yes)| *k == key && *yes);
