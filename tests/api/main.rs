@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod backup;
 mod bot_recovery;
 mod bots;
 mod errors;
