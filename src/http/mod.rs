@@ -10,6 +10,8 @@ pub mod admin;
 pub mod auth;
 pub mod bots;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod markets;
 pub mod metrics;
