@@ -250,7 +250,7 @@ mod tests {
                 exchange_ts: n,
                 received_us: n * 1000,
                 kind: EventKind::Trade {
-                    price: rust_decimal::Decimal::new(98_000_00 + n as i64, 2),
+                    price: rust_decimal::Decimal::new(9_800_000 + n as i64, 2),
                     qty: rust_decimal::Decimal::new(1, 3),
                     side: Side::Buy,
                     trade_id: n,
