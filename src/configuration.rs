@@ -825,6 +825,23 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_token_must_be_long_and_in_production_from_the_environment() {
+        let dev = Settings::load_with_env(None, env(&[("KEEL__ADMIN__TOKEN", "short")]));
+        assert!(dev.unwrap_err().to_string().contains("admin.token"));
+        let token = "admin-token-admin-token-admin-token!";
+        let dev = Settings::load_with_env(None, env(&[("KEEL__ADMIN__TOKEN", token)])).unwrap();
+        assert!(dev.admin.token.is_some());
+        assert!(!dev.to_redacted_toml().unwrap().contains(token));
+        let prod = [
+            ("KEEL__ENVIRONMENT", "production"),
+            ("KEEL__AUTH__JWT_SECRET", JWT),
+            ("KEEL__VAULT__MASTER_KEY", KEY),
+            ("KEEL__ADMIN__TOKEN", token),
+        ];
+        assert!(Settings::load_with_env(None, env(&prod)).is_ok());
+    }
+
+    #[test]
     fn production_secrets_in_a_file_are_refused() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         writeln!(file, "environment = \"production\"\n[auth]\njwt_secret = \"{JWT}\"").unwrap();
