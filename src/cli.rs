@@ -1,4 +1,4 @@
-//! Command line: `keel [serve]`, `keel check-config`, `keel --version`.
+//! Command line: `keel [serve]`, `keel check-config`, `keel backup`, `keel restore`, `keel --version`.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,38 @@ pub enum Command {
     /// Data tools.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Write a consistent backup of the running Keel's store to FILE (docs/OPERATIONS.md).
+    Backup(BackupArgs),
+    /// Restore a backup into the store directory. Run it with Keel stopped.
+    Restore(RestoreArgs),
+}
+
+/// `keel backup`.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    /// Where to write the backup (atomically: nothing is left at FILE on failure).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Read a stopped Keel's store directly instead of asking the running server.
+    #[arg(long)]
+    pub offline: bool,
+    /// The running Keel's base URL; default from server.host and server.port.
+    #[arg(long, value_name = "URL", conflicts_with = "offline")]
+    pub url: Option<String>,
+}
+
+/// `keel restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Restore over a non-empty store (which is kept beside it, renamed).
+    #[arg(long)]
+    pub force: bool,
+    /// The store directory; default store.path.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
 }
 
 /// `keel backtest`.

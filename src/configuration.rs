@@ -66,6 +66,9 @@ pub struct Settings {
     pub record: RecordSettings,
     /// Backtests over HTTP.
     pub backtests: BacktestSettings,
+    /// Operator endpoints (`keel backup`).
+    #[serde(default)]
+    pub admin: AdminSettings,
 }
 
 /// `[record]`.
@@ -96,6 +99,16 @@ pub struct BacktestSettings {
     pub max_upload_bytes: u64,
     /// Uploaded files kept per user; older ones are deleted.
     pub max_uploads_per_user: usize,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the operator endpoints (`GET /admin/backup`), at least 32 bytes; they
+    /// are off when unset. A secret: in production from `KEEL__ADMIN__TOKEN` only.
+    #[serde(default, serialize_with = "redact")]
+    pub token: Option<SecretString>,
 }
 
 /// `[bots]`.
@@ -391,6 +404,7 @@ impl Settings {
             ("auth.jwt_secret", from_env("KEEL__AUTH__JWT_SECRET")),
             ("vault.master_key", from_env("KEEL__VAULT__MASTER_KEY")),
             ("vault.previous_master_key", from_env("KEEL__VAULT__PREVIOUS_MASTER_KEY")),
+            ("admin.token", from_env("KEEL__ADMIN__TOKEN")),
         ];
         let source = EnvSource::with_prefix(ENV_PREFIX).source(Some(vars));
         let settings = Self::load_from(file, source)?;
@@ -619,6 +633,14 @@ impl Settings {
                 format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
             ));
         }
+        if let Some(token) = &self.admin.token
+            && token.expose_secret().len() < MIN_JWT_SECRET_BYTES
+        {
+            return Err(invalid(
+                "admin.token",
+                format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
+            ));
+        }
         for (key, value) in [
             ("vault.master_key", &self.vault.master_key),
             ("vault.previous_master_key", &self.vault.previous_master_key),
@@ -638,6 +660,7 @@ impl Settings {
             ("auth.jwt_secret", self.auth.jwt_secret.is_some(), true),
             ("vault.master_key", self.vault.master_key.is_some(), true),
             ("vault.previous_master_key", self.vault.previous_master_key.is_some(), false),
+            ("admin.token", self.admin.token.is_some(), false),
         ] {
             let env_name = format!("KEEL__{}", key.replace('.', "__").to_uppercase());
             let in_env = from_env.iter().any(|(k, yes)| *k == key && *yes);
@@ -894,6 +917,23 @@ mod tests {
                 None => assert!(result.is_ok(), "{vars:?}: {:?}", result.err()),
             }
         }
+    }
+
+    #[test]
+    fn the_admin_token_must_be_long_and_in_production_from_the_environment() {
+        let dev = Settings::load_with_env(None, env(&[("KEEL__ADMIN__TOKEN", "short")]));
+        assert!(dev.unwrap_err().to_string().contains("admin.token"));
+        let token = "admin-token-admin-token-admin-token!";
+        let dev = Settings::load_with_env(None, env(&[("KEEL__ADMIN__TOKEN", token)])).unwrap();
+        assert!(dev.admin.token.is_some());
+        assert!(!dev.to_redacted_toml().unwrap().contains(token));
+        let prod = [
+            ("KEEL__ENVIRONMENT", "production"),
+            ("KEEL__AUTH__JWT_SECRET", JWT),
+            ("KEEL__VAULT__MASTER_KEY", KEY),
+            ("KEEL__ADMIN__TOKEN", token),
+        ];
+        assert!(Settings::load_with_env(None, env(&prod)).is_ok());
     }
 
     #[test]

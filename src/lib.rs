@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod backtest_cli;
+pub mod backup_cli;
 pub mod cli;
 pub mod configuration;
 pub mod http;

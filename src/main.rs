@@ -39,6 +39,14 @@ fn main() -> ExitCode {
         Command::Vault(VaultCommand::Keygen) => report(keel::vault_cli::keygen()),
         Command::Backtest(args) => report(keel::backtest_cli::backtest(&args)),
         Command::Data(command) => report(keel::backtest_cli::data(&command)),
+        Command::Restore(args) => report(keel::backup_cli::restore(&settings, &args)),
+        Command::Backup(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(rt) => report(rt.block_on(keel::backup_cli::backup(&settings, &args))),
+                Err(err) => report(Err(err.into())),
+            }
+        }
         Command::Vault(VaultCommand::Rotate) => {
             keel::telemetry::init(&settings);
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();

@@ -40,7 +40,7 @@ fn check_key(field: &str, value: &SecretString, details: &mut Vec<FieldError>) {
     }
 }
 
-fn validate(body: &NewAccount) -> Result<(), ApiError> {
+pub(super) fn validate(body: &NewAccount) -> Result<(), ApiError> {
     let mut details = Vec::new();
     if !CREDENTIAL_VENUES.contains(&body.venue.as_str()) {
         details.push(FieldError::new(

@@ -18,8 +18,8 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    email: String,
-    password: SecretString,
+    pub(super) email: String,
+    pub(super) password: SecretString,
 }
 
 /// `POST /auth/refresh` body.

@@ -6,10 +6,13 @@
 //! proves "no route ships unprotected" walks.
 
 pub mod accounts;
+pub mod admin;
 pub mod auth;
 pub mod backtests;
 pub mod bots;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod health;
 pub mod markets;
 pub mod metrics;
@@ -163,7 +166,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     // Resources rather than `cfg.route`, so a wrong method answers 405 rather than 404.
     cfg.service(web::resource("/health/live").route(web::get().to(health::live)))
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
-        .service(web::resource("/metrics").route(web::get().to(metrics::scrape)));
+        .service(web::resource("/metrics").route(web::get().to(metrics::scrape)))
+        // Guarded by `admin.token`, not by user tokens: outside the `/api/v1` route table.
+        .service(web::resource(admin::BACKUP_PATH).route(web::get().to(admin::backup)));
     let mut scope = web::scope(API_PREFIX);
     let mut routes = api_routes();
     // One resource per path, so a wrong method on a known path answers 405, not 404.

@@ -4,6 +4,7 @@
 mod accounts;
 mod auth;
 mod backtests;
+mod backup;
 mod bot_recovery;
 mod bots;
 mod errors;

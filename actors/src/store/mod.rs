@@ -6,6 +6,7 @@
 //! Changes that touch several trees go through sled transactions ([`Store::transaction`]), so a
 //! crash leaves either all of them or none.
 
+pub mod backup;
 mod error;
 mod group_commit;
 mod migrations;
@@ -91,6 +92,27 @@ struct Inner {
     db: sled::Db,
     path: PathBuf,
     flusher: GroupCommit,
+    /// Shared by every multi-tree transaction, taken exclusively by a backup, so that a backup
+    /// holds each transaction whole or not at all ([`backup`]).
+    barrier: std::sync::RwLock<()>,
+    /// Added to sled's id counter: a restored store starts past every id of its backup
+    /// (`meta/id_floor`, written by [`backup::restore`]; 0 otherwise).
+    id_floor: u64,
+}
+
+/// Key in the `meta` tree of the id floor, a big-endian `u64`.
+pub(crate) const ID_FLOOR_KEY: &[u8] = b"id_floor";
+
+/// Reads `meta/id_floor`; 0 when absent.
+pub(crate) fn read_id_floor(db: &sled::Db) -> Result<u64, StoreError> {
+    match db.open_tree(trees::META)?.get(ID_FLOOR_KEY)? {
+        None => Ok(0),
+        Some(raw) => {
+            raw.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
+                StoreError::Corrupt(format!("id_floor has {} bytes, not 8", raw.len()))
+            })
+        }
+    }
 }
 
 impl Store {
@@ -111,11 +133,14 @@ impl Store {
             .flush_every_ms(config.background_flush.map(|d| d.as_millis() as u64))
             .mode(sled::Mode::HighThroughput)
             .open()?;
+        let id_floor = read_id_floor(&db)?;
         let store = Self {
             inner: Arc::new(Inner {
+                id_floor,
                 flusher: GroupCommit::new(db.clone()),
                 db,
                 path: config.path.clone(),
+                barrier: std::sync::RwLock::new(()),
             }),
         };
         migrations::run(&store)?;
@@ -158,6 +183,8 @@ impl Store {
     ) -> Result<R, StoreError> {
         use sled::Transactional;
         let trees: Vec<sled::Tree> = trees.iter().map(|t| (*t).clone()).collect();
+        // Held only while sled runs the closure (no I/O, no await): a backup waits for it.
+        let _barrier = self.inner.barrier.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         trees.as_slice().transaction(|txs| f(txs)).map_err(|e| match e {
             sled::transaction::TransactionError::Abort(reason) => StoreError::Aborted(reason),
             sled::transaction::TransactionError::Storage(err) => StoreError::Sled(err),
@@ -169,7 +196,7 @@ impl Store {
     /// # Errors
     /// sled persists its id counter periodically and that write can fail.
     pub fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self.inner.db.generate_id()?)
+        Ok(self.inner.id_floor.saturating_add(self.inner.db.generate_id()?))
     }
 
     /// Checks that the store accepts a durable write: used by the readiness probe.
