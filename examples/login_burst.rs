@@ -9,9 +9,14 @@
 //! 3. burst: fires `--logins` concurrent `POST /api/v1/auth/login`, spread over the accounts,
 //!    while the same poller runs; only probes that start inside the burst are counted.
 //!
+//! 4. saturation (with `--api-clients N`): N tasks, each with an account's access token, call
+//!    `GET /api/v1/bots` back to back for `--api-secs`, as many as the server answers, while the
+//!    poller runs: the API at capacity (answers 200, or fast 503 `OVERLOADED` past
+//!    `protection.max_in_flight`).
+//!
 //! It prints latency percentiles of both, login outcomes, the burst's duration and the server's
-//! own mean hash time (from `/metrics`), and exits 2 when the health p99 during the burst is not
-//! under `--max-health-p99-ms`. The poller runs on its own thread and runtime with its own
+//! own mean hash time (from `/metrics`), the saturation's request rate and outcomes, and exits 2
+//! when the health p99 during the burst or the saturation is not under `--max-health-p99-ms`. The poller runs on its own thread and runtime with its own
 //! connection, so the 200 login tasks cannot delay it on the client side.
 //!
 //! Keel's login throttle (5/min per account, 20/min per IP by default) would turn most of the
@@ -59,6 +64,12 @@ struct Args {
     /// Exit 2 unless the health p99 during the burst is below this, in milliseconds.
     #[arg(long, default_value_t = 50.0)]
     max_health_p99_ms: f64,
+    /// Concurrent API callers in the saturation phase (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    api_clients: usize,
+    /// Length of the saturation phase, in seconds (at most 300).
+    #[arg(long, default_value_t = 10)]
+    api_secs: u64,
 }
 
 /// One health probe: when it started, how long it took, whether it answered 200.
@@ -179,14 +190,14 @@ async fn hash_totals(client: &reqwest::Client, base: &str) -> anyhow::Result<(f6
     Ok((value("keel_password_hash_seconds_sum"), value("keel_password_hash_seconds_count")))
 }
 
-/// Registers `count` fresh accounts and returns their emails.
+/// Registers `count` fresh accounts and returns their emails and access tokens.
 async fn register(
     client: &reqwest::Client,
     base: &str,
     count: usize,
-) -> anyhow::Result<Vec<String>> {
+) -> anyhow::Result<Vec<(String, String)>> {
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
-    let mut emails = Vec::with_capacity(count);
+    let mut accounts = Vec::with_capacity(count);
     for n in 0..count {
         let email = format!("burst-{nonce}-{n}@example.com");
         let res = client
@@ -202,9 +213,52 @@ async fn register(
                 res.text().await.unwrap_or_default()
             );
         }
-        emails.push(email);
+        let body: serde_json::Value = res.json().await.context("the registration answer")?;
+        let token = body["tokens"]["access_token"].as_str().context("no access_token")?.to_owned();
+        accounts.push((email, token));
     }
-    Ok(emails)
+    Ok(accounts)
+}
+
+/// Saturation: `clients` tasks calling `GET /api/v1/bots` back to back for `secs`; returns the
+/// count by status (0 for transport errors) and the requests' latencies.
+async fn saturate(
+    base: &str,
+    accounts: &Arc<Vec<(String, String)>>,
+    clients: usize,
+    secs: u64,
+) -> anyhow::Result<(std::collections::BTreeMap<u16, usize>, Vec<Duration>)> {
+    let http = client(clients)?;
+    let until = Instant::now() + Duration::from_secs(secs.min(300));
+    let mut tasks = JoinSet::new();
+    for n in 0..clients {
+        let (http, accounts, url) = (http.clone(), accounts.clone(), format!("{base}/api/v1/bots"));
+        tasks.spawn(async move {
+            let token = &accounts[n % accounts.len()].1;
+            let mut seen = Vec::new();
+            while Instant::now() < until {
+                let sent = Instant::now();
+                let status = match http.get(&url).bearer_auth(token).send().await {
+                    Ok(res) => {
+                        let status = res.status().as_u16();
+                        res.bytes().await.map_or(0, |_| status)
+                    }
+                    Err(_) => 0,
+                };
+                seen.push((status, sent.elapsed()));
+            }
+            seen
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut latencies = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        for (status, took) in joined.context("an API task panicked")? {
+            *statuses.entry(status).or_insert(0) += 1;
+            latencies.push(took);
+        }
+    }
+    Ok((statuses, latencies))
 }
 
 /// Login outcomes by status.
@@ -239,7 +293,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let setup = client(4)?;
-    let emails = Arc::new(register(&setup, &base, args.users).await?);
+    let accounts = Arc::new(register(&setup, &base, args.users).await?);
     let (hash_sum_before, hash_count_before) = hash_totals(&setup, &base).await?;
 
     let logins = client(args.logins)?;
@@ -247,10 +301,10 @@ async fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for n in 0..args.logins {
-        let (client, emails, url) =
-            (logins.clone(), emails.clone(), format!("{base}/api/v1/auth/login"));
+        let (client, accounts, url) =
+            (logins.clone(), accounts.clone(), format!("{base}/api/v1/auth/login"));
         tasks.spawn(async move {
-            let body = json!({"email": emails[n % emails.len()], "password": PASSWORD});
+            let body = json!({"email": accounts[n % accounts.len()].0, "password": PASSWORD});
             let sent = Instant::now();
             let status = match client.post(url).json(&body).send().await {
                 Ok(res) => {
@@ -306,7 +360,36 @@ async fn main() -> anyhow::Result<()> {
             "note                   not every login succeeded: the burst hashed less than asked"
         );
     }
-    let held = health_p99_ms < args.max_health_p99_ms && failed == 0;
+    let mut held = health_p99_ms < args.max_health_p99_ms && failed == 0;
+
+    if args.api_clients > 0 {
+        let poller = HealthPoller::start(format!("{base}/health/live"), interval)?;
+        let start = Instant::now();
+        let (statuses, latencies) =
+            saturate(&base, &accounts, args.api_clients, args.api_secs).await?;
+        let end = Instant::now();
+        let (health, failed) = health_summary(&poller.finish()?, start, end);
+        let total: usize = statuses.values().sum();
+        let secs = (end - start).as_secs_f64();
+        println!(
+            "saturation             {} clients × {secs:.1} s: {total} requests ({:.0}/s)",
+            args.api_clients,
+            total as f64 / secs
+        );
+        let outcomes: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        println!("api outcomes           {} (0 = transport error)", outcomes.join(" "));
+        println!("{}", Summary::new(latencies).line("api"));
+        println!("{}  failed={failed}", health.line("health, saturated"));
+        let p99 = health.percentile(99.0).as_secs_f64() * 1e3;
+        let saturated_held = p99 < args.max_health_p99_ms && failed == 0;
+        println!(
+            "saturation verdict     {}: health p99 {p99:.2} ms (limit {} ms)",
+            if saturated_held { "PASS" } else { "FAIL" },
+            args.max_health_p99_ms
+        );
+        held &= saturated_held;
+    }
+
     let limit = args.max_health_p99_ms;
     let verdict = if held { "PASS" } else { "FAIL" };
     println!(

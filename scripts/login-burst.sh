@@ -4,19 +4,25 @@
 # Builds release, then RUNS times: starts a fresh `target/release/keel` on 127.0.0.1 (free port,
 # temporary data directory, login throttles raised so the burst measures hashing rather than
 # 429s), waits for /health/ready, runs `examples/login_burst.rs` against it (idle health baseline,
-# then LOGINS concurrent logins over USERS accounts while health is polled every 5 ms), and stops
-# Keel with SIGTERM. Everything stays on loopback and is removed on exit, however the script ends.
+# then LOGINS concurrent logins over USERS accounts while health is polled every 5 ms, then
+# API_CLIENTS callers of GET /api/v1/bots back to back for API_SECS: the API saturated, health still
+# polled), and stops Keel with SIGTERM. The per-IP and per-user rate limits are raised as well, so
+# the saturation reaches the handlers instead of being answered 429. Everything stays on loopback and is removed on exit, however the script ends.
 #
 #   scripts/login-burst.sh                    # 3 runs of 200 logins over 20 accounts
 #   RUNS=1 LOGINS=500 scripts/login-burst.sh
+#   API_CLIENTS=0 scripts/login-burst.sh      # the login burst only
 #
-# Exits non-zero if any run failed, including a health p99 during the burst of 50 ms or more.
+# Exits non-zero if any run failed, including a health p99 during the burst or the saturation of
+# 50 ms or more.
 set -euo pipefail
 
 RUNS=${RUNS:-3}
 LOGINS=${LOGINS:-200}
 USERS=${USERS:-20}
 IDLE_SECS=${IDLE_SECS:-3}
+API_CLIENTS=${API_CLIENTS:-256}
+API_SECS=${API_SECS:-10}
 # High enough that no login of the burst is throttled.
 THROTTLE=100000
 # Bounds, so the script always ends by itself.
@@ -77,6 +83,8 @@ start_keel() {
         KEEL__LOG__LEVEL=warn \
         KEEL__AUTH__LOGIN_ATTEMPTS_PER_MINUTE_PER_ACCOUNT=$THROTTLE \
         KEEL__AUTH__LOGIN_ATTEMPTS_PER_MINUTE_PER_IP=$THROTTLE \
+        KEEL__PROTECTION__PER_IP_PER_MINUTE=$THROTTLE \
+        KEEL__PROTECTION__PER_USER_PER_MINUTE=$THROTTLE \
         target/release/keel serve >"$work/keel-$run.log" 2>&1 &
     keel_pid=$!
     local deadline=$((SECONDS + READY_TIMEOUT_SECS))
@@ -111,7 +119,8 @@ for run in $(seq 1 "$RUNS"); do
     start_keel "$run" "$port"
     status=0
     timeout "$RUN_TIMEOUT_SECS" target/release/examples/login_burst "http://127.0.0.1:$port" \
-        --logins "$LOGINS" --users "$USERS" --idle-secs "$IDLE_SECS" || status=$?
+        --logins "$LOGINS" --users "$USERS" --idle-secs "$IDLE_SECS" \
+        --api-clients "$API_CLIENTS" --api-secs "$API_SECS" || status=$?
     stop_keel
     if ((status != 0)); then
         echo "run $run failed (exit $status)" >&2
