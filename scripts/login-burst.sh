@@ -31,23 +31,16 @@ RUN_TIMEOUT_SECS=300
 STOP_TIMEOUT_SECS=15
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 cargo build --release --bin keel --example login_burst
 
 work=$(mktemp -d -t keel-login-burst.XXXXXX)
 keel_pid=""
 
 stop_keel() {
-    if [[ -n $keel_pid ]] && kill -0 "$keel_pid" 2>/dev/null; then
-        kill -TERM "$keel_pid"
-        for _ in $(seq 1 $((STOP_TIMEOUT_SECS * 10))); do
-            kill -0 "$keel_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$keel_pid" 2>/dev/null; then
-            echo "keel did not stop within ${STOP_TIMEOUT_SECS} s of SIGTERM; killing it" >&2
-            kill -KILL "$keel_pid" 2>/dev/null || true
-        fi
-        wait "$keel_pid" 2>/dev/null || true
+    if [[ -n $keel_pid ]]; then
+        stop_pid "$keel_pid" "$STOP_TIMEOUT_SECS" keel
     fi
     keel_pid=""
 }
@@ -57,21 +50,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A port nothing listens on (Keel refuses to start, and the wait below says so, if it is taken
-# in the meantime).
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
 
 start_keel() {
     local run=$1 port=$2
@@ -87,20 +65,7 @@ start_keel() {
         KEEL__PROTECTION__PER_USER_PER_MINUTE=$THROTTLE \
         target/release/keel serve >"$work/keel-$run.log" 2>&1 &
     keel_pid=$!
-    local deadline=$((SECONDS + READY_TIMEOUT_SECS))
-    until curl -fsS --max-time 2 "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; do
-        if ! kill -0 "$keel_pid" 2>/dev/null; then
-            echo "keel exited during start-up:" >&2
-            cat "$work/keel-$run.log" >&2
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "keel was not ready within ${READY_TIMEOUT_SECS} s:" >&2
-            cat "$work/keel-$run.log" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
+    wait_ready "$keel_pid" "$port" "$work/keel-$run.log" /health/ready "$READY_TIMEOUT_SECS"
 }
 
 others=$(pgrep -af 'criterion|cargo bench|actor_hop' || true)

@@ -42,6 +42,8 @@ RUN_TIMEOUT_SECS=$((RUN_SECS + WARMUP_SECS + SILENT_WAIT_SECS + 2 * SETUP_LIMIT_
 STOP_TIMEOUT_SECS=20
 
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 cargo build --release --bin keel --examples
 
 # Each process holds one descriptor per connection.
@@ -57,23 +59,8 @@ results="$work/results"
 : >"$results"
 
 stop_server() {
-    if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
-        local began=$SECONDS stopped=0
-        kill -TERM "$server_pid"
-        for _ in $(seq 1 $((STOP_TIMEOUT_SECS * 10))); do
-            if ! kill -0 "$server_pid" 2>/dev/null; then
-                stopped=1
-                break
-            fi
-            sleep 0.1
-        done
-        if ((stopped)); then
-            echo "server stopped $((SECONDS - began)) s after SIGTERM (whole seconds)"
-        else
-            echo "server did not stop within ${STOP_TIMEOUT_SECS} s of SIGTERM; killing it" >&2
-            kill -KILL "$server_pid" 2>/dev/null || true
-        fi
-        wait "$server_pid" 2>/dev/null || true
+    if [[ -n $server_pid ]]; then
+        stop_pid "$server_pid" "$STOP_TIMEOUT_SECS" server
     fi
     server_pid=""
 }
@@ -83,42 +70,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# A port nothing listens on.
-free_port() {
-    local port
-    for _ in $(seq 1 50); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    echo "no free port found" >&2
-    return 1
-}
-
-wait_listening() {
-    local port=$1 log=$2 path=$3
-    local deadline=$((SECONDS + READY_TIMEOUT_SECS))
-    until if [[ -n $path ]]; then
-        curl -fsS --max-time 2 "http://127.0.0.1:$port$path" >/dev/null 2>&1
-    else
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
-    fi; do
-        if ! kill -0 "$server_pid" 2>/dev/null; then
-            echo "the server exited during start-up:" >&2
-            cat "$log" >&2
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            echo "the server was not ready within ${READY_TIMEOUT_SECS} s:" >&2
-            cat "$log" >&2
-            return 1
-        fi
-        sleep 0.1
-    done
-}
 
 start_keel() {
     local name=$1 port=$2
@@ -134,7 +85,7 @@ start_keel() {
         KEEL__VENUES__SIM__TRADES_PER_SEC="$RATE" \
         target/release/keel serve >"$work/server-$name.log" 2>&1 &
     server_pid=$!
-    wait_listening "$port" "$work/server-$name.log" /health/ready
+    wait_ready "$server_pid" "$port" "$work/server-$name.log" /health/ready "$READY_TIMEOUT_SECS"
 }
 
 start_baseline() {
@@ -142,7 +93,7 @@ start_baseline() {
     target/release/examples/ws_load baseline --port "$port" --rate "$RATE" --queue 1024 \
         --max-secs $((RUN_TIMEOUT_SECS + 60)) >"$work/server-$name.log" 2>&1 &
     server_pid=$!
-    wait_listening "$port" "$work/server-$name.log" ""
+    wait_ready "$server_pid" "$port" "$work/server-$name.log" "" "$READY_TIMEOUT_SECS"
 }
 
 others=$(pgrep -af 'criterion|cargo bench|actor_hop|bot_engine|bots_rss|login_burst' || true)
