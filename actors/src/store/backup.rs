@@ -514,6 +514,21 @@ mod tests {
     use super::*;
     use crate::store::{StoreConfig, id_key, trees};
 
+    /// sled lets go of its directory lock when its background threads drop the database, a
+    /// moment after the last handle: retries `f` (for at most 10 s) while the store reads as in
+    /// use, so a test does not race that release.
+    fn once_released<T>(mut f: impl FnMut() -> Result<T, BackupError>) -> Result<T, BackupError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match f() {
+                Err(BackupError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn store_with_rows() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&StoreConfig::new(dir.path().join("data"))).unwrap();
@@ -585,9 +600,9 @@ mod tests {
         assert!(matches!(err, BackupError::InUse { .. }), "{err}");
         let path = store.path().to_owned();
         drop(store);
-        let err = restore(&file, &path, false).unwrap_err();
+        let err = once_released(|| restore(&file, &path, false)).unwrap_err();
         assert!(matches!(err, BackupError::NotEmpty(_)), "{err}");
-        let (_, kept) = restore(&file, &path, true).unwrap();
+        let (_, kept) = once_released(|| restore(&file, &path, true)).unwrap();
         assert!(kept.unwrap().exists());
         assert_eq!(
             Store::open(&StoreConfig::new(&path)).unwrap().tree(trees::USERS).unwrap().len(),
@@ -601,7 +616,11 @@ mod tests {
         let path = store.path().to_owned();
         drop(store);
         let mut bytes = Vec::new();
-        let info = write_offline(&path, &mut bytes).unwrap();
+        let info = once_released(|| {
+            bytes.clear();
+            write_offline(&path, &mut bytes)
+        })
+        .unwrap();
         assert_eq!(info.schema_version, migrations::CURRENT_SCHEMA_VERSION);
         let file = dir.path().join("offline.backup");
         std::fs::write(&file, &bytes).unwrap();
