@@ -1,17 +1,20 @@
 //! `ClientConnection`: one actor per WebSocket client.
 //!
 //! It reads the client's frames (an actix-ws `MessageStream` added as the actor's stream),
-//! subscribes to feeds and to the user's session, and writes through a bounded queue drained by a
-//! writer future that lives in the actor's context:
+//! subscribes to market streams through its thread's [`Hub`] and to the user's session, and writes
+//! through a bounded queue ([`Outbound`]) drained by a writer future that lives in the actor's
+//! context:
 //!
-//! - the queue holds `ws.outbound_queue` frames; a market event that finds it full is dropped and
-//!   counted, and the client is told with `lagged` once there is room;
+//! - the queue holds `ws.outbound_queue` frames; the hub drops a market event that finds it full
+//!   and counts it, and the client is told with `lagged` once there is room (checked by the hub as
+//!   it delivers, and every second here, which also cuts off a client behind for
+//!   `ws.max_lag_secs`);
 //! - a bot event that cannot be queued closes the connection with 1013 (never dropped silently);
 //! - stopping the actor drops the writer even while a socket write is blocked, so a half-open
 //!   connection is reaped by the heartbeat whatever state its socket is in; the close frame is sent
 //!   by a detached task with a deadline.
 
-use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,23 +22,25 @@ use actix::prelude::*;
 use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError, Session};
 use keel_actors::bot::supervisor::GetBot;
-use keel_actors::feed::{MarketData, Subscribe, SubscriberId, Unsubscribe};
+use keel_actors::feed::{MarketData, Subscribe, SubscriberId};
 use keel_actors::mailbox::ask;
-use keel_actors::market::{StreamKind, Symbol, VenueId};
 use keel_actors::session::{Detach, SessionActor, SessionEvent};
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::Limits;
+use super::hub::{Hub, Outbound, Outgoing, StreamKey};
 use super::protocol::{
-    Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, market_data_json,
-    parse_op,
+    Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, parse_op,
 };
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
-/// The connection's mailbox (feed events, session events): the feed never waits on it.
+/// The connection's mailbox (session events, subscription answers); market data does not pass
+/// through it.
 const MAILBOX: usize = 4096;
+/// How often a lagging client is told what it missed and checked against `ws.max_lag_secs`.
+const LAG_CHECK: Duration = Duration::from_secs(1);
 /// How long the close frame may take to go out once the connection is done.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a subscription request to a feed or the bots may take.
@@ -45,48 +50,23 @@ pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
 /// WebSocket close code for "too many connections" (4429 mirrors HTTP 429).
 pub const CLOSE_TOO_MANY: u16 = 4429;
 
-/// One frame waiting for the socket.
-#[derive(Debug)]
-enum Outgoing {
-    /// Text, with the feed's receive time for market events (tick-to-client latency).
-    Text(String, Option<u64>),
-    Ping,
-    Pong(web::Bytes),
-}
-
-/// State of one subscribed channel.
-#[derive(Debug)]
-struct Subscription {
-    channel: Channel,
-    seq: u64,
-    /// Market events dropped since the last `lagged` notice.
-    dropped: u64,
-}
-
 /// One WebSocket client.
 pub struct ClientConnection {
     id: SubscriberId,
     state: web::Data<AppState>,
     limits: Arc<Limits>,
     session: Session,
-    out: mpsc::Sender<Outgoing>,
+    /// The bounded queue and the subscribed channels, shared with the thread's market hub.
+    outbound: Rc<Outbound>,
     /// Taken by the writer when the actor starts.
     out_rx: Option<mpsc::Receiver<Outgoing>>,
     user: Option<AuthUser>,
     /// Access-token expiry (seconds since the epoch) of the current authentication.
     expires_at: u64,
-    subscriptions: HashMap<String, Subscription>,
-    /// Market streams subscribed, to the channel name.
-    markets: HashMap<(VenueId, Symbol, StreamKind), String>,
     user_session: Option<Addr<SessionActor>>,
     last_heard: Instant,
-    lagged: bool,
-    /// Since when market data has been dropped without the client catching up.
-    lagging_since: Option<Instant>,
     closing: bool,
     opened: Instant,
-    /// `keel_ws_dropped_total{channel="market"}`, resolved once (a lagging client drops many).
-    market_dropped: metrics::Counter,
 }
 
 impl std::fmt::Debug for ClientConnection {
@@ -104,7 +84,7 @@ impl ClientConnection {
         session: Session,
         user: Option<(AuthUser, u64)>,
     ) -> Self {
-        let (out, out_rx) = mpsc::channel(state.settings.ws.outbound_queue);
+        let (outbound, out_rx) = Outbound::new(state.settings.ws.outbound_queue);
         let (user, expires_at) = match user {
             Some((user, exp)) => (Some(user), exp),
             None => (None, 0),
@@ -114,25 +94,20 @@ impl ClientConnection {
             state,
             limits,
             session,
-            out,
+            outbound,
             out_rx: Some(out_rx),
             user,
             expires_at,
-            subscriptions: HashMap::new(),
-            markets: HashMap::new(),
             user_session: None,
             last_heard: Instant::now(),
-            lagged: false,
-            lagging_since: None,
             closing: false,
             opened: Instant::now(),
-            market_dropped: metrics::counter!("keel_ws_dropped_total", "channel" => "market"),
         }
     }
 
     /// Queues a control message; a full queue means the client is not reading: close (1013).
     fn send_control(&mut self, value: &serde_json::Value, ctx: &mut Context<Self>) {
-        if self.out.try_send(Outgoing::Text(control_frame(value), None)).is_err() {
+        if !self.outbound.try_send(Outgoing::Text(control_frame(value), None)) {
             self.close(CloseCode::Again, "the client is not reading", "slow_client", ctx);
         }
     }
@@ -289,10 +264,10 @@ impl ClientConnection {
                 continue;
             };
             let name = channel.name();
-            if self.subscriptions.contains_key(&name) || wanted.iter().any(|(n, _)| *n == name) {
+            if self.outbound.has_channel(&name) || wanted.iter().any(|(n, _)| *n == name) {
                 continue;
             }
-            if self.subscriptions.len() + wanted.len() >= max {
+            if self.outbound.channel_count() + wanted.len() >= max {
                 let message = format!("at most {max} channels per connection");
                 self.send_error(&OpError::new("TOO_MANY_SUBSCRIPTIONS", message), ctx);
                 break;
@@ -303,30 +278,34 @@ impl ClientConnection {
             return;
         }
         // Checked and registered away from the actor, in order; the answer lists what worked.
+        // Market streams are delivered to this thread's hub, which writes into `outbound`.
         let state = self.state.clone();
-        let recipient = ctx.address().recipient::<MarketData>();
-        let id = self.id;
+        let limits = self.limits.clone();
+        let hub = Hub::local(move || limits.next_id());
+        let recipient = hub.recipient();
+        let hub_id = hub.id;
         ctx.wait(
             async move {
                 let mut results = Vec::with_capacity(wanted.len());
                 for (name, channel) in wanted {
                     let checked =
-                        check_channel(&state, user.user_id, id, &channel, &recipient).await;
+                        check_channel(&state, user.user_id, hub_id, &channel, &recipient).await;
                     results.push((name, channel, checked));
                 }
                 results
             }
             .into_actor(self)
-            .map(|results, act, ctx| {
+            .map(move |results, act, ctx| {
                 let mut added = Vec::new();
                 for (name, channel, checked) in results {
                     match checked {
                         Ok(()) => {
-                            if let Channel::Market { venue, symbol, kind } = &channel {
-                                act.markets.insert((*venue, symbol.clone(), *kind), name.clone());
+                            let key = market_key(&channel);
+                            let state = act.outbound.add_channel(name.clone(), channel);
+                            if let Some(key) = key {
+                                let outbound = act.outbound.clone();
+                                hub.join(key, act.id, state, outbound, &act.state.feeds);
                             }
-                            act.subscriptions
-                                .insert(name.clone(), Subscription { channel, seq: 0, dropped: 0 });
                             added.push(name);
                         }
                         Err(error) => act.send_error(&error, ctx),
@@ -343,64 +322,19 @@ impl ClientConnection {
         let mut removed = Vec::new();
         for name in names.iter().take(MAX_CHANNELS_PER_OP) {
             let Some(name) = Channel::parse(name).map(|c| c.name()) else { continue };
-            if let Some(sub) = self.subscriptions.remove(&name) {
-                self.leave(&sub.channel);
+            if let Some(state) = self.outbound.remove_channel(&name) {
+                self.leave(&state.channel);
                 removed.push(name);
             }
         }
         self.send_control(&json!({"type": "unsubscribed", "channels": removed}), ctx);
     }
 
-    /// Releases a channel's feed subscription.
-    fn leave(&mut self, channel: &Channel) {
-        let Channel::Market { venue, symbol, kind } = channel else { return };
-        self.markets.remove(&(*venue, symbol.clone(), *kind));
-        if let Some(feed) = self.state.feeds.get(venue).and_then(|f| f.get()) {
-            let unsubscribe =
-                Unsubscribe { symbol: symbol.clone(), kind: *kind, subscriber: self.id };
-            let _ = feed.try_send(unsubscribe);
-        }
-    }
-
-    fn on_market(
-        &mut self,
-        event: &Arc<keel_actors::market::MarketEvent>,
-        ctx: &mut Context<Self>,
-    ) {
-        let single;
-        let kinds: &[StreamKind] = match event.stream_kind() {
-            Some(kind) => {
-                single = [kind];
-                &single
-            }
-            // A gap: every subscribed stream of the symbol may have missed data.
-            None => &StreamKind::ALL,
-        };
-        let data = market_data_json(event);
-        let ts = if event.exchange_ts > 0 { event.exchange_ts } else { event.received_us / 1000 };
-        for kind in kinds {
-            let Some(name) = self.markets.get(&(event.venue, event.symbol.clone(), *kind)) else {
-                continue;
-            };
-            let Some(sub) = self.subscriptions.get_mut(name) else { continue };
-            sub.seq += 1;
-            let frame = event_frame(name, sub.seq, ts, &data);
-            match self.out.try_send(Outgoing::Text(frame, Some(event.received_us))) {
-                Ok(()) => {}
-                Err(_) => {
-                    sub.dropped += 1;
-                    self.lagged = true;
-                    self.market_dropped.increment(1);
-                }
-            }
-        }
-        if self.lagged {
-            // Caught up once the queue is half empty again: tell the client what it missed.
-            if self.out.capacity() * 2 >= self.out.max_capacity() {
-                self.flush_lagged();
-            }
-            self.check_lag(ctx);
-        }
+    /// Leaves a market channel's stream at the thread's hub.
+    fn leave(&self, channel: &Channel) {
+        let Some(key) = market_key(channel) else { return };
+        let limits = self.limits.clone();
+        Hub::local(move || limits.next_id()).leave(&key, self.id, &self.state.feeds);
     }
 
     fn on_bot_events(
@@ -416,12 +350,13 @@ impl ClientConnection {
                 Err(_) => continue,
             };
             for name in [bot_channel.as_str(), "account"] {
-                let Some(sub) = self.subscriptions.get_mut(name) else { continue };
+                let Some(sub) = self.outbound.channel(name) else { continue };
                 // A bot channel's seq is the bot's journal id: a client that sees a gap reads
                 // `GET /bots/{id}/events?after=<last seq>`.
-                sub.seq = if name == "account" { sub.seq + 1 } else { event.id };
-                let frame = event_frame(name, sub.seq, event.ts, &data);
-                if self.out.try_send(Outgoing::Text(frame, None)).is_err() {
+                let seq = if name == "account" { sub.seq.get() + 1 } else { event.id };
+                sub.seq.set(seq);
+                let frame = event_frame(name, seq, event.ts, &data);
+                if !self.outbound.try_send(Outgoing::Text(frame, None)) {
                     metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
                     return self.close(
                         CloseCode::Again,
@@ -440,11 +375,7 @@ impl ClientConnection {
             return self.close(CloseCode::Away, "no pong in time", "heartbeat", ctx);
         }
         // A full queue cannot take the ping either; the timeout above reaps the connection.
-        let _ = self.out.try_send(Outgoing::Ping);
-        if self.lagged {
-            self.flush_lagged();
-            self.check_lag(ctx);
-        }
+        let _ = self.outbound.try_send(Outgoing::Ping);
         if let Some(session) = &self.user_session
             && !session.connected()
         {
@@ -454,33 +385,22 @@ impl ClientConnection {
         }
     }
 
-    /// Disconnects a client that has stayed behind for longer than `ws.max_lag_secs`.
+    /// Tells a lagging client what it missed once there is room, and disconnects one that has
+    /// stayed behind for longer than `ws.max_lag_secs`.
     fn check_lag(&mut self, ctx: &mut Context<Self>) {
-        if !self.lagged {
-            self.lagging_since = None;
-            return;
-        }
-        let since = *self.lagging_since.get_or_insert_with(Instant::now);
-        if since.elapsed() > Duration::from_secs(self.state.settings.ws.max_lag_secs) {
+        self.outbound.flush_lagged();
+        let Some(lagging) = self.outbound.lagging_for() else { return };
+        if lagging > Duration::from_secs(self.state.settings.ws.max_lag_secs) {
             self.close(CloseCode::Again, "the client stayed too far behind", "slow_client", ctx);
         }
     }
+}
 
-    fn flush_lagged(&mut self) {
-        let mut all_sent = true;
-        for (name, sub) in &mut self.subscriptions {
-            if sub.dropped == 0 {
-                continue;
-            }
-            let notice = json!({"type": "lagged", "channel": name, "dropped": sub.dropped});
-            if self.out.try_send(Outgoing::Text(control_frame(&notice), None)).is_ok() {
-                sub.dropped = 0;
-                metrics::counter!("keel_ws_lagged_total").increment(1);
-            } else {
-                all_sent = false;
-            }
-        }
-        self.lagged = !all_sent;
+/// The hub stream a market channel is delivered from.
+fn market_key(channel: &Channel) -> Option<StreamKey> {
+    match channel {
+        Channel::Market { venue, symbol, kind } => Some((*venue, symbol.clone(), *kind)),
+        _ => None,
     }
 }
 
@@ -575,6 +495,7 @@ impl Actor for ClientConnection {
         let ws = &self.state.settings.ws;
         let ping = Duration::from_secs(ws.ping_secs);
         ctx.run_interval(ping, |act, ctx| act.heartbeat(ctx));
+        ctx.run_interval(LAG_CHECK, |act, ctx| act.check_lag(ctx));
         if self.user.is_some() {
             self.welcome(ctx);
             self.attach_session(ctx);
@@ -597,9 +518,8 @@ impl Actor for ClientConnection {
         metrics::gauge!("keel_ws_clients").decrement(1.0);
         metrics::histogram!("keel_ws_connection_seconds")
             .record(self.opened.elapsed().as_secs_f64());
-        let channels: Vec<Channel> = self.subscriptions.drain().map(|(_, s)| s.channel).collect();
-        for channel in &channels {
-            self.leave(channel);
+        for state in self.outbound.take_channels() {
+            self.leave(&state.channel);
         }
         if let Some(session) = self.user_session.take() {
             let _ = session.try_send(Detach(self.id));
@@ -621,7 +541,7 @@ impl StreamHandler<Result<Message, ProtocolError>> for ClientConnection {
                 self.send_error(&error, ctx);
             }
             Ok(Message::Ping(bytes)) => {
-                let _ = self.out.try_send(Outgoing::Pong(bytes));
+                let _ = self.outbound.try_send(Outgoing::Pong(bytes));
             }
             Ok(Message::Pong(_) | Message::Nop | Message::Continuation(_)) => {}
             Ok(Message::Close(_)) => {
@@ -643,14 +563,6 @@ impl StreamHandler<Result<Message, ProtocolError>> for ClientConnection {
             metrics::counter!("keel_ws_disconnects_total", "reason" => "client").increment(1);
         }
         ctx.stop();
-    }
-}
-
-impl Handler<MarketData> for ClientConnection {
-    type Result = ();
-
-    fn handle(&mut self, MarketData(event): MarketData, ctx: &mut Context<Self>) {
-        self.on_market(&event, ctx);
     }
 }
 

@@ -5,6 +5,7 @@
 //! bounded outbound queue. Connections are counted here, in total and per user.
 
 pub mod connection;
+pub mod hub;
 pub mod protocol;
 
 use std::collections::HashMap;

@@ -1,9 +1,6 @@
 //! The WebSocket protocol's messages and channel names (see `docs/WEBSOCKET.md`).
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use keel_actors::market::{MarketEvent, StreamKind, Symbol, VenueId};
 use serde::Deserialize;
@@ -146,45 +143,9 @@ pub fn control_frame(value: &serde_json::Value) -> String {
     value.to_string()
 }
 
-/// Market events whose JSON each thread keeps. A connection handles its mailbox in batches, and
-/// a connection that lags is handling events seconds old while others handle new ones, so the
-/// JSON of the last few seconds of events (at 1,000 events/s) is kept, not just the latest.
-const JSON_CACHE: usize = 4096;
-
-thread_local! {
-    /// The last [`JSON_CACHE`] market events serialised on this thread, by address: every
-    /// connection gets the same `Arc` from the feed, so an event's JSON is written once per
-    /// thread, not once per client. The entry holds the `Arc`, so the address cannot be reused
-    /// while it is cached.
-    static EVENT_JSON: RefCell<JsonCache> = RefCell::new(JsonCache::default());
-}
-
-#[derive(Default)]
-struct JsonCache {
-    by_event: HashMap<usize, (Arc<MarketEvent>, Arc<str>)>,
-    /// Insertion order, oldest first, for eviction.
-    order: VecDeque<usize>,
-}
-
-/// The event's JSON (`data`), shared by every connection on this thread.
-pub fn market_data_json(event: &Arc<MarketEvent>) -> Arc<str> {
-    let address = Arc::as_ptr(event) as usize;
-    EVENT_JSON.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        if let Some((_, json)) = cache.by_event.get(&address) {
-            return json.clone();
-        }
-        let json: Arc<str> =
-            serde_json::to_string(event.as_ref()).unwrap_or_else(|_| "null".to_owned()).into();
-        if cache.order.len() >= JSON_CACHE
-            && let Some(oldest) = cache.order.pop_front()
-        {
-            cache.by_event.remove(&oldest);
-        }
-        cache.by_event.insert(address, (event.clone(), json.clone()));
-        cache.order.push_back(address);
-        json
-    })
+/// The event's JSON (`data`). The thread's hub writes it once per event for all its clients.
+pub fn market_data_json(event: &MarketEvent) -> String {
+    serde_json::to_string(event).unwrap_or_else(|_| "null".to_owned())
 }
 
 #[cfg(test)]
@@ -238,39 +199,6 @@ mod tests {
         ] {
             assert_eq!(parse_op(bad).unwrap_err().code, "BAD_MESSAGE", "{bad}");
         }
-    }
-
-    #[test]
-    fn market_json_is_written_once_per_event_while_the_event_is_recent() {
-        use keel_actors::market::{EventKind, Side};
-        let event = |n: u64| {
-            Arc::new(MarketEvent {
-                venue: VenueId::Sim,
-                symbol: Symbol::parse("BTCUSDT").unwrap(),
-                exchange_ts: n,
-                received_us: n * 1000,
-                kind: EventKind::Trade {
-                    price: rust_decimal::Decimal::new(9_800_000 + n as i64, 2),
-                    qty: rust_decimal::Decimal::new(1, 3),
-                    side: Side::Buy,
-                    trade_id: n,
-                },
-            })
-        };
-        let events: Vec<_> = (0..JSON_CACHE as u64 + 20).map(event).collect();
-        let first: Vec<_> = events.iter().map(market_data_json).collect();
-        for (event, json) in events.iter().zip(&first) {
-            let value: serde_json::Value = serde_json::from_str(json).unwrap();
-            assert_eq!(value["trade_id"], event.exchange_ts, "{json}");
-        }
-        // The newest JSON_CACHE events come back as the very same string.
-        for (event, json) in events.iter().zip(&first).skip(20) {
-            assert!(Arc::ptr_eq(&market_data_json(event), json));
-        }
-        // The oldest were pushed out: written again, with the same content.
-        let again = market_data_json(&events[0]);
-        assert!(!Arc::ptr_eq(&again, &first[0]));
-        assert_eq!(again, first[0]);
     }
 
     #[test]

@@ -112,6 +112,59 @@ async fn a_header_authenticated_client_receives_market_events_with_a_sequence() 
     expect_type(&mut socket, "pong").await;
 }
 
+/// The next frame, which must be an event on `channel`; returns its `seq`.
+async fn event_seq(socket: &mut Socket, channel: &str) -> u64 {
+    let event = expect_type(socket, "event").await;
+    assert_eq!(event["channel"], channel, "{event}");
+    event["seq"].as_u64().unwrap()
+}
+
+#[actix_web::test]
+async fn clients_sharing_a_stream_come_and_go_without_disturbing_each_other() {
+    const TRADES: &str = "market:sim:BTCUSDT:trades";
+    let app = spawn_app_with(quick).await;
+    let user = app.register("ws-shared@example.com").await;
+    let mut a = connect(&app, Some(&user.access)).await.unwrap();
+    let mut b = connect(&app, Some(&user.access)).await.unwrap();
+    for socket in [&mut a, &mut b] {
+        expect_type(socket, "authenticated").await;
+        send(socket, json!({"op": "subscribe", "channels": [TRADES]})).await;
+        expect_type(socket, "subscribed").await;
+        event_seq(socket, TRADES).await;
+    }
+
+    // A leaves: nothing more arrives for it after the answer, and B's sequence goes on unbroken.
+    send(&mut a, json!({"op": "unsubscribe", "channels": [TRADES]})).await;
+    expect_type(&mut a, "unsubscribed").await;
+    send(&mut a, json!({"op": "ping"})).await;
+    let after = match next(&mut a, Duration::from_secs(5)).await {
+        Heard::Json(value) => value,
+        Heard::Closed(code) => panic!("closed ({code:?})"),
+    };
+    assert_eq!(after["type"], "pong", "an event came after `unsubscribed`: {after}");
+    let mut seq = event_seq(&mut b, TRADES).await;
+    for _ in 0..3 {
+        let next_seq = event_seq(&mut b, TRADES).await;
+        assert_eq!(next_seq, seq + 1);
+        seq = next_seq;
+    }
+
+    // Everyone leaves the stream, then comes back: it is delivered again, from seq 1 for a
+    // channel subscribed anew.
+    drop(a);
+    send(&mut b, json!({"op": "unsubscribe", "channels": [TRADES]})).await;
+    expect_type(&mut b, "unsubscribed").await;
+    send(&mut b, json!({"op": "subscribe", "channels": [TRADES]})).await;
+    expect_type(&mut b, "subscribed").await;
+    assert_eq!(event_seq(&mut b, TRADES).await, 1);
+    let mut c = connect(&app, Some(&user.access)).await.unwrap();
+    expect_type(&mut c, "authenticated").await;
+    send(&mut c, json!({"op": "subscribe", "channels": [TRADES]})).await;
+    expect_type(&mut c, "subscribed").await;
+    assert_eq!(event_seq(&mut c, TRADES).await, 1);
+    assert_eq!(event_seq(&mut c, TRADES).await, 2);
+}
+
 #[actix_web::test]
 async fn a_first_auth_message_works_and_without_one_the_connection_closes_with_4401() {
     let app = spawn_app_with(quick).await;
