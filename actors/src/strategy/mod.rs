@@ -79,7 +79,7 @@ pub trait Strategy: Send + std::fmt::Debug {
 }
 
 /// A strategy as the API names it: `{"kind": "ema_cross", "params": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StrategySpec {
     /// `ema_cross`, `rsi`, `grid` or `dca`.
     pub kind: String,
