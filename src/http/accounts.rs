@@ -25,15 +25,19 @@ const MAX_KEY_CHARS: usize = 512;
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// `binance` or `binance_futures`.
-    #[schema(example = "binance")]
+    #[schema(pattern = "^(binance|binance_futures)$", example = "binance")]
     venue: String,
-    /// The owner's name for it, 1 to 64 characters.
+    /// The owner's name for it, 1 to 64 characters (surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 64)]
     label: String,
-    /// The venue's API key; stored encrypted, never shown again.
-    #[schema(value_type = String, format = Password)]
+    /// The venue's API key; stored encrypted, never shown again. No spaces or control
+    /// characters (as `check_key` says), at most 512 characters.
+    #[schema(value_type = String, format = Password, pattern = r"^[^\s\x00-\x1F\x7F-\x9F]+$",
+        max_length = 512)]
     api_key: SecretString,
-    /// The venue's API secret; stored encrypted, never shown again.
-    #[schema(value_type = String, format = Password)]
+    /// The venue's API secret; stored encrypted, never shown again. Like `api_key`.
+    #[schema(value_type = String, format = Password, pattern = r"^[^\s\x00-\x1F\x7F-\x9F]+$",
+        max_length = 512)]
     api_secret: SecretString,
     /// Whether the key is for the venue's testnet.
     #[serde(default)]

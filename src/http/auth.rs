@@ -20,7 +20,7 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// The account's email address.
-    #[schema(example = "ada@example.com")]
+    #[schema(format = Email, example = "ada@example.com")]
     pub(super) email: String,
     /// At registration: 12 to 128 characters.
     #[schema(value_type = String, format = Password)]

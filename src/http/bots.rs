@@ -24,12 +24,13 @@ use crate::startup::AppState;
 #[serde(deny_unknown_fields)]
 pub struct NewBot {
     /// The owner's label, 1 to 64 printable characters.
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     /// An enabled venue (`GET /venues`).
-    #[schema(example = "sim")]
+    #[schema(value_type = VenueId, example = "sim")]
     venue: String,
     /// The instrument, 2 to 20 letters and digits.
-    #[schema(example = "BTCUSDT")]
+    #[schema(pattern = "^[A-Za-z0-9]{2,20}$", example = "BTCUSDT")]
     symbol: String,
     /// Paper or live.
     mode: BotMode,
@@ -53,8 +54,9 @@ pub struct NewBot {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotPatch {
-    /// New label.
+    /// New label, 1 to 64 printable characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     name: Option<String>,
     /// New strategy.
     #[serde(default)]

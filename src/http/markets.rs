@@ -16,7 +16,7 @@ use crate::auth::AuthUser;
 use crate::startup::AppState;
 
 /// Most candles one request returns.
-const MAX_CANDLES: usize = 1_000;
+pub const MAX_CANDLES: usize = 1_000;
 /// Candles returned when `limit` is not given.
 const DEFAULT_CANDLES: usize = 100;
 
@@ -116,6 +116,7 @@ pub struct CandlesQuery {
     #[param(value_type = Option<Interval>)]
     interval: Option<String>,
     /// How many candles, newest last: 1 to 1000, 100 by default.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

@@ -430,6 +430,21 @@ mod tests {
         }
     }
 
+    /// A query parameter's schema, by operation and name.
+    fn query_schema<'a>(doc: &'a Value, path: &str, name: &str) -> &'a Value {
+        let parameters = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        &parameters.iter().find(|p| p["name"] == name).unwrap()["schema"]
+    }
+
+    #[test]
+    fn documented_bounds_are_the_ones_the_handlers_check() {
+        let doc = document();
+        let page = query_schema(&doc, "/bots/{id}/orders", "limit");
+        assert_eq!(page["maximum"], keel_actors::bot::repo::MAX_PAGE);
+        let candles = query_schema(&doc, "/markets/{venue}/{symbol}/candles", "limit");
+        assert_eq!(candles["maximum"], crate::http::markets::MAX_CANDLES);
+    }
+
     #[test]
     fn bodies_and_parameters_bring_their_extractor_errors() {
         let doc = document();

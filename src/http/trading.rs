@@ -40,8 +40,9 @@ pub struct PageQuery {
     /// Rows after this id (the last page's `next_after`); from the start by default.
     #[serde(default)]
     after: u64,
-    /// Rows per page, 1 to 1000; 100 by default.
+    /// Rows per page, 1 to 500; 100 by default.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 

@@ -82,6 +82,7 @@ pub trait Strategy: Send + std::fmt::Debug {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StrategySpec {
     /// `ema_cross`, `rsi`, `grid` or `dca`.
+    #[schema(pattern = "^(ema_cross|rsi|grid|dca)$", example = "ema_cross")]
     pub kind: String,
     /// The kind's parameters.
     #[serde(default)]
