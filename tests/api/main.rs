@@ -20,6 +20,7 @@ mod markets;
 mod postgres;
 mod process;
 mod protection;
+mod schemathesis;
 mod sink;
 mod tampering;
 mod ws;
