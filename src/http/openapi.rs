@@ -454,5 +454,9 @@ mod tests {
         }
         let get = &doc["paths"]["/bots/{id}"]["get"]["responses"];
         assert!(get.get("404").is_some() && get.get("415").is_none());
+        // The kill switch's body is optional, but a bad one is refused like any other.
+        let kill = &doc["paths"]["/kill-switch"]["post"];
+        assert_ne!(kill["requestBody"]["required"], true);
+        assert!(kill["responses"].get("422").is_some() && kill["responses"].get("415").is_some());
     }
 }

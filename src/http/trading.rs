@@ -4,7 +4,8 @@
 //! Reports read the store directly, but only up to what the bot has made durable (its
 //! [`LiveView`] watermarks), so nothing shown can be lost to a crash.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;
 use keel_actors::bot::engine::BotEvent;
 use keel_actors::bot::performance;
@@ -454,12 +455,13 @@ pub struct KillBody {
 }
 
 /// `POST /kill-switch`: stop every bot of the user and cancel their orders; `flatten` also
-/// closes their positions.
+/// closes their positions. The body is optional, but one that is sent must be valid: a typo must
+/// not quietly turn a flattening kill switch into one that leaves positions open.
 ///
 /// # Errors
-/// 503/504 if the bot supervisor is busy.
+/// 400/415/422 for a body that is not a valid [`KillBody`]; 503/504 if the bot supervisor is busy.
 #[utoipa::path(post, path = "/kill-switch", tag = "trading",
-    request_body(content = Option<KillBody>, description = "Optional."),
+    request_body(content = Option<KillBody>, description = "Optional: no body is `{}`."),
     responses(
         (status = 200, description = "What was stopped and canceled.", body = KillReport),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
@@ -468,15 +470,31 @@ pub struct KillBody {
 pub async fn kill_switch(
     user: AuthUser,
     state: web::Data<AppState>,
-    body: Option<web::Json<KillBody>>,
-) -> Result<HttpResponse, ApiError> {
-    let flatten = body.is_some_and(|b| b.flatten);
+    req: HttpRequest,
+    body: Result<web::Json<KillBody>, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let flatten = match body {
+        Ok(body) => body.flatten,
+        Err(_) if has_no_body(&req) => false,
+        // Already the JSON error shape (the extractor's error handler made it).
+        Err(err) => return Err(err),
+    };
     let timeout = state.settings.request_timeout() * 3;
-    let report =
-        ask(&state.bots()?, KillSwitch { user_id: user.user_id, flatten }, timeout, "bots")
-            .await?
-            .map_err(bot_error)?;
+    let query = KillSwitch { user_id: user.user_id, flatten };
+    let report = ask(&state.bots()?, query, timeout, "bots")
+        .await
+        .map_err(ApiError::from)?
+        .map_err(bot_error)?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// Whether a request carries no body at all (no length or a zero one, and not chunked).
+fn has_no_body(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+    }
 }
 
 /// `GET /portfolio`: totals across the user's bots.
