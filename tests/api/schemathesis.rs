@@ -1,6 +1,7 @@
 //! schemathesis against a real Keel: generated requests to the auth, exchange-account, bot and
-//! bot-trading endpoints, from the served OpenAPI document. No answer may be a 5xx, and every
-//! answer's status, content type, headers and body must be what the document says.
+//! bot-trading endpoints, from the served OpenAPI document. No answer may be a 5xx, every
+//! answer's status, content type, headers and body must be what the document says, and a request
+//! the document calls invalid must be refused.
 //!
 //! `KEEL_SCHEMATHESIS` names the `st` executable (`.ci/run` installs a pinned schemathesis into a
 //! virtualenv and sets it); without it the test says it was skipped.
@@ -100,7 +101,7 @@ async fn generated_requests_get_no_5xx_and_only_documented_answers() {
         "--exclude-operation-id=auth_logout".to_owned(),
         "--exclude-operation-id=auth_delete_me".to_owned(),
         "--checks=not_a_server_error,status_code_conformance,content_type_conformance,\
-         response_headers_conformance,response_schema_conformance"
+         response_headers_conformance,response_schema_conformance,negative_data_rejection"
             .to_owned(),
         "--phases=examples,coverage,fuzzing,stateful".to_owned(),
         format!("--max-examples={MAX_EXAMPLES}"),
