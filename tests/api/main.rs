@@ -20,7 +20,6 @@ mod markets;
 mod postgres;
 mod process;
 mod protection;
-mod schemathesis;
 mod sink;
 mod tampering;
 mod ws;
