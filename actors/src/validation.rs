@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// One field-level problem, listed under `details` in a `VALIDATION_FAILED` answer.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field, dotted for nested ones (`risk.max_position`), or `body`.
     pub field: String,

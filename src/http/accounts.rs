@@ -2,11 +2,14 @@
 
 use actix_web::{HttpResponse, web};
 use keel_actors::mailbox::ask;
-use keel_actors::vault::{AddCredential, ListCredentials, RemoveCredential, VaultError};
+use keel_actors::vault::{
+    AddCredential, CredentialView, ListCredentials, RemoveCredential, VaultError,
+};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{ApiError, FieldError};
+use super::error::ErrorResponse;
+use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
@@ -18,13 +21,25 @@ const MAX_LABEL_CHARS: usize = 64;
 const MAX_KEY_CHARS: usize = 512;
 
 /// `POST /exchange-accounts` body. Its `Debug` shows no key material.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
+    /// `binance` or `binance_futures`.
+    #[schema(pattern = "^(binance|binance_futures)$", example = "binance")]
     venue: String,
+    /// The owner's name for it, 1 to 64 characters (surrounding spaces are trimmed).
+    #[schema(min_length = 1, max_length = 64)]
     label: String,
+    /// The venue's API key; stored encrypted, never shown again. No spaces or control
+    /// characters (as `check_key` says), at most 512 characters.
+    #[schema(value_type = String, format = Password, pattern = r"^[^\s\x00-\x1F\x7F-\x9F]+$",
+        max_length = 512)]
     api_key: SecretString,
+    /// The venue's API secret; stored encrypted, never shown again. Like `api_key`.
+    #[schema(value_type = String, format = Password, pattern = r"^[^\s\x00-\x1F\x7F-\x9F]+$",
+        max_length = 512)]
     api_secret: SecretString,
+    /// Whether the key is for the venue's testnet.
     #[serde(default)]
     testnet: bool,
 }
@@ -77,6 +92,16 @@ pub fn vault_error(err: VaultError) -> ApiError {
 ///
 /// # Errors
 /// 422 for invalid fields, 409 past the per-user limit, 503/504 if the vault is busy.
+#[utoipa::path(post, path = "/exchange-accounts", tag = "exchange-accounts",
+    request_body = NewAccount,
+    responses(
+        (status = 201, description = "Stored in the vault.", body = CredentialView),
+        (status = 409, description = "At the per-user limit (`CONFLICT`).", body = ErrorResponse),
+        (status = 422, description = "Invalid fields (`VALIDATION_FAILED`).",
+            body = ErrorResponse),
+        (status = 504, description = "The vault did not answer in time (`TIMEOUT`).",
+            body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id))]
 pub async fn create(
     user: AuthUser,
@@ -103,18 +128,34 @@ pub async fn create(
 ///
 /// # Errors
 /// 503/504 if the vault is busy.
+#[utoipa::path(get, path = "/exchange-accounts", tag = "exchange-accounts",
+    responses(
+        (status = 200, description = "The caller's exchange accounts.",
+            body = Items<CredentialView>),
+        (status = 504, description = "The vault did not answer in time (`TIMEOUT`).",
+            body = ErrorResponse),
+    ))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query = ListCredentials { user_id: user.user_id };
     let views = ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
         .await?
         .map_err(vault_error)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": views })))
+    Ok(HttpResponse::Ok().json(Items { items: views }))
 }
 
 /// `DELETE /exchange-accounts/{id}`. Another user's id answers 404, like a missing one.
 ///
 /// # Errors
 /// 404 for an unknown id.
+#[utoipa::path(delete, path = "/exchange-accounts/{id}", tag = "exchange-accounts",
+    params(("id" = u64, Path, description = "The exchange account's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such account of the caller's \
+            (`EXCHANGE_ACCOUNT_NOT_FOUND`).", body = ErrorResponse),
+        (status = 504, description = "The vault did not answer in time (`TIMEOUT`).",
+            body = ErrorResponse),
+    ))]
 pub async fn delete(
     user: AuthUser,
     state: web::Data<AppState>,

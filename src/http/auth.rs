@@ -10,30 +10,41 @@ use keel_actors::vault::RemoveUserCredentials;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::error::ErrorResponse;
 use super::{ApiError, FieldError};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
 /// `POST /auth/register` and `POST /auth/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
+    /// The account's email address.
+    #[schema(format = Email, example = "ada@example.com")]
     pub(super) email: String,
+    /// At registration: 12 to 128 characters.
+    #[schema(value_type = String, format = Password)]
     pub(super) password: SecretString,
 }
 
 /// `POST /auth/refresh` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    #[schema(value_type = String, format = Password)]
     refresh_token: SecretString,
 }
 
 /// A user as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
+    /// Id.
     id: u64,
+    /// Email address, normalised.
     email: String,
+    /// When the account was made, RFC 3339 UTC.
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
@@ -49,13 +60,28 @@ impl From<&UserRecord> for UserView {
 }
 
 /// Tokens handed out by register, login and refresh.
-#[derive(Debug, Serialize)]
-struct TokenPair {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenPair {
+    /// The bearer token for `Authorization: Bearer …`.
     access_token: String,
+    /// Always `Bearer`.
+    #[schema(value_type = String, example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: u64,
+    /// Single-use token for `POST /auth/refresh`.
     refresh_token: String,
+    /// Seconds until the session (and so the refresh token) expires.
     refresh_expires_in: u64,
+}
+
+/// What `POST /auth/register` answers: the new account, logged in.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    /// The account.
+    user: UserView,
+    /// Its first session's tokens.
+    tokens: TokenPair,
 }
 
 impl From<IdentityError> for ApiError {
@@ -123,6 +149,14 @@ fn token_pair(
 ///
 /// # Errors
 /// 422 for a bad email or password, 409 for a taken email, 503 when hashing is saturated.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 201, description = "The account, logged in.", body = Registered),
+        (status = 409, description = "An account with this email exists (`CONFLICT`).",
+            body = ErrorResponse),
+        (status = 422, description = "Bad email or password (`VALIDATION_FAILED`).",
+            body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn register(
     state: web::Data<AppState>,
@@ -134,10 +168,7 @@ pub async fn register(
     let user = state.identity.users.create(&email, hash)?;
     let tokens = start_session(&state, user.id).await?;
     tracing::info!(user_id = user.id, "user registered");
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "user": UserView::from(&user),
-        "tokens": tokens,
-    })))
+    Ok(HttpResponse::Created().json(Registered { user: UserView::from(&user), tokens }))
 }
 
 fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
@@ -151,6 +182,12 @@ fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
 ///
 /// # Errors
 /// 401 for a wrong email or password, 429 when throttled, 503 when hashing is saturated.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Credentials,
+    responses(
+        (status = 200, description = "A new session's tokens.", body = TokenPair),
+        (status = 401, description = "Wrong email or password (`UNAUTHORIZED`).",
+            body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn login(
     req: HttpRequest,
@@ -179,6 +216,13 @@ pub async fn login(
 ///
 /// # Errors
 /// 401 for an unknown, expired, reused or revoked refresh token.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens; the old refresh token is spent.",
+            body = TokenPair),
+        (status = 401, description = "Unknown, expired, reused or revoked refresh token \
+            (`UNAUTHORIZED`).", body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
     state: web::Data<AppState>,
@@ -200,6 +244,8 @@ pub async fn refresh(
 ///
 /// # Errors
 /// 401 without a valid token.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth",
+    responses((status = 204, description = "The session is over.")))]
 pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state
         .identity
@@ -214,6 +260,8 @@ pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpRe
 ///
 /// # Errors
 /// 401 without a valid token.
+#[utoipa::path(get, path = "/me", tag = "auth",
+    responses((status = 200, description = "The caller's account.", body = UserView)))]
 pub async fn me(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let record = state
         .identity
@@ -228,6 +276,12 @@ pub async fn me(user: AuthUser, state: web::Data<AppState>) -> Result<HttpRespon
 ///
 /// # Errors
 /// 401 without a valid token; 503/504 if the vault cannot answer.
+#[utoipa::path(delete, path = "/me", tag = "auth",
+    responses(
+        (status = 204, description = "The account and everything of it is gone."),
+        (status = 504, description = "The vault did not answer in time (`TIMEOUT`).",
+            body = ErrorResponse),
+    ))]
 pub async fn delete_me(
     user: AuthUser,
     state: web::Data<AppState>,

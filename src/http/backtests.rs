@@ -18,7 +18,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt as _;
 use keel_actors::backtest::BacktestConfig;
 use keel_actors::backtest::input::TradeReader;
-use keel_actors::backtest::jobs::{Canceled, JobId, JobSpec, SubmitError};
+use keel_actors::backtest::jobs::{Canceled, JobId, JobSpec, JobView, SubmitError};
 use keel_actors::bot::Bracket;
 use keel_actors::market::{Symbol, VenueId};
 use keel_actors::strategy::StrategySpec;
@@ -27,7 +27,8 @@ use keel_actors::venues::sim::Instrument;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, FieldError};
+use super::error::ErrorResponse;
+use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
@@ -41,40 +42,56 @@ const UPLOAD_CHECK_ROWS: usize = 16;
 const SLIPPAGE_BPS: i64 = 5;
 
 /// `POST /backtests` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBacktest {
+    /// The strategy and its parameters.
     strategy: StrategySpec,
     /// The instrument (rules from the sim venue's table) and, for recordings, whose files.
     #[serde(default = "default_symbol")]
+    #[schema(default = "BTCUSDT")]
     symbol: String,
+    /// Fee per fill, basis points, 0 to 1000.
     #[serde(default = "default_fee_bps")]
+    #[schema(default = "10")]
     fee_bps: Decimal,
+    /// Starting quote balance.
     #[serde(default = "default_starting_quote")]
+    #[schema(default = "10000")]
     starting_quote: Decimal,
+    /// OCO bracket around every filled entry.
     #[serde(default)]
     bracket: Option<Bracket>,
+    /// Skip rows that cannot be read instead of failing.
     #[serde(default)]
     skip_bad_rows: bool,
+    /// Where the trades come from.
     data: DataSource,
 }
 
 /// Where the trades come from: exactly one of the two.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DataSource {
+    /// An id from `POST /backtests/uploads`.
     #[serde(default)]
     upload_id: Option<String>,
+    /// A range of the feeds' recordings.
     #[serde(default)]
     recorded: Option<RecordedRange>,
 }
 
 /// Recordings of a venue (and the body's symbol), from one UTC day to another, inclusive.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordedRange {
+    /// The venue whose recordings to read.
     venue: String,
+    /// First UTC day, `YYYY-MM-DD`.
+    #[schema(format = Date)]
     from: String,
+    /// Last UTC day, `YYYY-MM-DD`.
+    #[schema(format = Date)]
     to: String,
 }
 
@@ -91,12 +108,19 @@ fn default_starting_quote() -> Decimal {
 }
 
 /// What an upload answers.
-#[derive(Debug, Serialize)]
-struct Upload {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Upload {
+    /// The id to name in `data.upload_id`.
     id: String,
+    /// Bytes stored.
     bytes: u64,
+    /// `csv` or `recording`.
+    #[schema(value_type = String, example = "csv")]
     format: &'static str,
 }
+
+/// 404 of `/backtests/{id}`.
+const BACKTEST_NOT_FOUND: &str = "No such backtest of the caller's (`BACKTEST_NOT_FOUND`).";
 
 fn not_found(id: JobId) -> ApiError {
     ApiError::not_found("BACKTEST_NOT_FOUND", format!("no backtest {id} for this user"))
@@ -143,6 +167,14 @@ fn is_upload_id(id: &str) -> bool {
 /// # Errors
 /// 413 past `backtests.max_upload_bytes`, 422 when the start of the file is not a trade file
 /// Keel reads.
+#[utoipa::path(post, path = "/backtests/uploads", tag = "backtests",
+    request_body(content = String, content_type = "application/octet-stream",
+        description = "A trade file: Keel CSV, a Binance trades dump or a Keel recording."),
+    responses(
+        (status = 201, description = "Stored.", body = Upload),
+        (status = 422, description = "The start of the file is not a trade file Keel reads \
+            (`VALIDATION_FAILED`).", body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id))]
 pub async fn upload(
     user: AuthUser,
@@ -385,6 +417,17 @@ async fn data_files(
 /// # Errors
 /// 422 with every bad field, 429 `TOO_MANY_BACKTESTS` past the user's limit, 503 when the
 /// queue is full.
+#[utoipa::path(post, path = "/backtests", tag = "backtests", request_body = NewBacktest,
+    responses(
+        (status = 202, description = "Queued.", body = JobView,
+            headers(("Location" = String, description = "The job's URL."))),
+        (status = 422, description = "Every bad field (`VALIDATION_FAILED`).",
+            body = ErrorResponse),
+        (status = 429, description = "As many backtests queued or running as allowed \
+            (`TOO_MANY_BACKTESTS`), or too many requests (`RATE_LIMITED`).",
+            body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id))]
 pub async fn create(
     user: AuthUser,
@@ -423,14 +466,22 @@ pub async fn create(
 ///
 /// # Errors
 /// None beyond authentication.
+#[utoipa::path(get, path = "/backtests", tag = "backtests",
+    responses((status = 200, description = "The caller's backtests.", body = Items<JobView>)))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": state.backtests.list(user.user_id) })))
+    Ok(HttpResponse::Ok().json(Items { items: state.backtests.list(user.user_id) }))
 }
 
 /// `GET /backtests/{id}`: progress, then the report.
 ///
 /// # Errors
 /// 404 for an unknown id or another user's.
+#[utoipa::path(get, path = "/backtests/{id}", tag = "backtests",
+    params(("id" = u64, Path, description = "The backtest's id.")),
+    responses(
+        (status = 200, description = "Progress, then the report.", body = JobView),
+        (status = 404, description = BACKTEST_NOT_FOUND, body = ErrorResponse),
+    ))]
 pub async fn get(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -446,6 +497,13 @@ pub async fn get(
 ///
 /// # Errors
 /// 404 for an unknown id or another user's.
+#[utoipa::path(delete, path = "/backtests/{id}", tag = "backtests",
+    params(("id" = u64, Path, description = "The backtest's id.")),
+    responses(
+        (status = 202, description = "Cancel requested; the job as it was.", body = JobView),
+        (status = 204, description = "A finished job, forgotten."),
+        (status = 404, description = BACKTEST_NOT_FOUND, body = ErrorResponse),
+    ))]
 pub async fn cancel(
     user: AuthUser,
     state: web::Data<AppState>,

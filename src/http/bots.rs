@@ -14,44 +14,77 @@ use keel_actors::vault::ListCredentials;
 use serde::Deserialize;
 
 use super::accounts::vault_error;
-use super::{ApiError, FieldError};
+use super::error::ErrorResponse;
+use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
 /// `POST /bots` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBot {
+    /// The owner's label, 1 to 64 printable characters.
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
+    /// An enabled venue (`GET /venues`).
+    #[schema(value_type = VenueId, example = "sim")]
     venue: String,
+    /// The instrument, 2 to 20 letters and digits.
+    #[schema(pattern = "^[A-Za-z0-9]{2,20}$", example = "BTCUSDT")]
     symbol: String,
+    /// Paper or live.
     mode: BotMode,
+    /// The exchange account a live bot trades with.
     #[serde(default)]
     exchange_account_id: Option<u64>,
+    /// The strategy and its parameters.
     strategy: StrategySpec,
+    /// Pre-trade limits; none by default.
     #[serde(default)]
     risk: RiskLimits,
+    /// OCO bracket around every filled entry.
     #[serde(default)]
     bracket: Option<Bracket>,
+    /// Paper account settings.
     #[serde(default)]
     paper: PaperSettings,
 }
 
 /// `PATCH /bots/{id}` body: any subset of the editable fields. `bracket: null` removes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotPatch {
+    /// New label, 1 to 64 printable characters.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     name: Option<String>,
+    /// New strategy.
     #[serde(default)]
     strategy: Option<StrategySpec>,
+    /// New limits (replacing all of them).
     #[serde(default)]
     risk: Option<RiskLimits>,
+    /// New bracket; `null` removes it.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<Bracket>)]
     bracket: Option<Option<Bracket>>,
+    /// New paper settings.
     #[serde(default)]
     paper: Option<PaperSettings>,
 }
+
+/// The `{id}` of `/bots/{id}/…`.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+pub struct BotPath(
+    /// The bot's id.
+    pub u64,
+);
+
+/// 404 of a route under `/bots/{id}`.
+pub const BOT_NOT_FOUND: &str = "No such bot of the caller's (`BOT_NOT_FOUND`).";
+/// 504 of a route that asks the bot supervisor.
+pub const SUPERVISOR_TIMEOUT: &str = "The bot supervisor did not answer in time (`TIMEOUT`).";
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 mod double_option {
@@ -217,6 +250,16 @@ async fn validate(
 ///
 /// # Errors
 /// 422 with every bad field, 409 past the per-user bot limit.
+#[utoipa::path(post, path = "/bots", tag = "bots", request_body = NewBot,
+    responses(
+        (status = 201, description = "The bot, created (not started).", body = BotRecord),
+        (status = 409, description = "At the per-user bot limit (`CONFLICT`).",
+            body = ErrorResponse),
+        (status = 422, description = "Every bad field (`VALIDATION_FAILED`).",
+            body = ErrorResponse),
+        (status = 504, description = "An actor did not answer in time (`TIMEOUT`).",
+            body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id))]
 pub async fn create(
     user: AuthUser,
@@ -267,6 +310,12 @@ pub async fn create(
 ///
 /// # Errors
 /// 503/504 if the bot supervisor is busy.
+#[utoipa::path(get, path = "/bots", tag = "bots",
+    responses(
+        (status = 200, description = "The caller's bots.", body = Items<BotRecord>),
+        (status = 504, description = "The bot supervisor did not answer in time (`TIMEOUT`).",
+            body = ErrorResponse),
+    ))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let bots = ask(
         &state.bots()?,
@@ -275,7 +324,7 @@ pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResp
         "bots",
     )
     .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": bots })))
+    Ok(HttpResponse::Ok().json(Items { items: bots }))
 }
 
 /// One of the user's bots, or 404.
@@ -289,6 +338,12 @@ pub async fn owned_bot(state: &AppState, user_id: u64, bot_id: u64) -> Result<Bo
 ///
 /// # Errors
 /// 404 for an unknown bot or another user's.
+#[utoipa::path(get, path = "/bots/{id}", tag = "bots", params(BotPath),
+    responses(
+        (status = 200, description = "The bot.", body = BotRecord),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn get(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -301,6 +356,16 @@ pub async fn get(
 ///
 /// # Errors
 /// 404, 409 while running, 422 with every bad field.
+#[utoipa::path(patch, path = "/bots/{id}", tag = "bots", params(BotPath), request_body = BotPatch,
+    responses(
+        (status = 200, description = "The bot, edited.", body = BotRecord),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 409, description = "The bot is running or paused (`CONFLICT`).",
+            body = ErrorResponse),
+        (status = 422, description = "Every bad field (`VALIDATION_FAILED`).",
+            body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id, bot_id = %id))]
 pub async fn update(
     user: AuthUser,
@@ -343,6 +408,14 @@ pub async fn update(
 ///
 /// # Errors
 /// 404, 409 while running.
+#[utoipa::path(delete, path = "/bots/{id}", tag = "bots", params(BotPath),
+    responses(
+        (status = 204, description = "Deleted, with its history."),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 409, description = "The bot is running or paused (`CONFLICT`).",
+            body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn delete(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -359,6 +432,19 @@ pub async fn delete(
 ///
 /// # Errors
 /// 404 for an unknown bot or action, 409 for a transition the state machine does not allow.
+#[utoipa::path(post, path = "/bots/{id}/{action}", tag = "bots",
+    params(
+        ("id" = u64, Path, description = "The bot's id."),
+        ("action" = Control, Path, description = "The lifecycle command."),
+    ),
+    responses(
+        (status = 200, description = "The bot in its new state.", body = BotRecord),
+        (status = 404, description = "No such bot of the caller's (`BOT_NOT_FOUND`), or no \
+            such action (`NOT_FOUND`).", body = ErrorResponse),
+        (status = 409, description = "The state machine does not allow it from the bot's \
+            state (`CONFLICT`).", body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id))]
 pub async fn control(
     user: AuthUser,

@@ -20,9 +20,10 @@ const RETRY_AFTER_SECS: u64 = 1;
 pub use keel_actors::validation::FieldError;
 
 /// The `error` object of an error response.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`BOT_NOT_FOUND`).
+    #[schema(value_type = String, example = "BOT_NOT_FOUND")]
     pub code: Cow<'static, str>,
     /// What happened, for a person.
     pub message: String,
@@ -32,14 +33,17 @@ pub struct ErrorBody {
     /// The request's id, also in the `X-Request-Id` header.
     pub request_id: String,
     /// When the error was answered, RFC 3339 UTC.
+    #[schema(format = DateTime)]
     pub timestamp: String,
     /// The request path.
     pub path: String,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: &'a ErrorBody,
+/// Every error response's body: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    /// What went wrong.
+    pub error: ErrorBody,
 }
 
 impl ErrorBody {
@@ -55,7 +59,7 @@ impl ErrorBody {
                 builder.append_header((name.clone(), value.clone()));
             }
         }
-        builder.json(Envelope { error: &self })
+        builder.json(ErrorResponse { error: self })
     }
 
     /// The body for an error response that did not come from an [`ApiError`] (actix's own).
@@ -249,7 +253,7 @@ impl ResponseError for ApiError {
         if self.inner.www_authenticate {
             response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
         }
-        let mut response = response.json(Envelope { error: &self.inner.body });
+        let mut response = response.json(ErrorResponse { error: self.inner.body.clone() });
         // The request middleware completes this body with the request's id, time and path.
         response.extensions_mut().insert(self.inner.body.clone());
         response

@@ -3,17 +3,20 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
-use keel_actors::feed::{FeedActor, FeedError, GetCandles, GetTicker, GetVenueStatus};
+use keel_actors::feed::{
+    Connectivity, FeedActor, FeedError, GetCandles, GetTicker, GetVenueStatus, Ticker, VenueStatus,
+};
 use keel_actors::mailbox::ask;
-use keel_actors::market::{Interval, Symbol, VenueId};
-use serde::Deserialize;
+use keel_actors::market::{Candle, Interval, Symbol, VenueId};
+use serde::{Deserialize, Serialize};
 
-use super::{ApiError, FieldError};
+use super::error::ErrorResponse;
+use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
 /// Most candles one request returns.
-const MAX_CANDLES: usize = 1_000;
+pub const MAX_CANDLES: usize = 1_000;
 /// Candles returned when `limit` is not given.
 const DEFAULT_CANDLES: usize = 100;
 
@@ -53,6 +56,9 @@ fn feed_error(err: FeedError) -> ApiError {
 ///
 /// # Errors
 /// 401 without a token.
+#[utoipa::path(get, path = "/venues", tag = "markets",
+    responses((status = 200, description = "Every enabled venue's state.",
+        body = Items<VenueStatus>)))]
 pub async fn venues(_user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let timeout = state.settings.request_timeout();
     let asks = state.feeds.iter().map(|(venue, slot)| async move {
@@ -60,19 +66,33 @@ pub async fn venues(_user: AuthUser, state: web::Data<AppState>) -> Result<HttpR
             Some(addr) => ask(&addr, GetVenueStatus, timeout, "feed").await.ok(),
             None => None,
         };
-        match status {
-            Some(status) => serde_json::to_value(status).unwrap_or_default(),
-            None => serde_json::json!({"venue": venue, "state": "down", "streams": [], "last_message_age_ms": null}),
-        }
+        // A feed that is restarting or does not answer is shown as down.
+        status.unwrap_or(VenueStatus {
+            venue: *venue,
+            state: Connectivity::Down,
+            streams: Vec::new(),
+            last_message_age_ms: None,
+            subscribers: 0,
+            replay: None,
+        })
     });
     let items = join_all(asks).await;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(Items { items }))
 }
 
 /// `GET /markets/{venue}/{symbol}/ticker`: last trade and best bid/ask.
 ///
 /// # Errors
 /// 404 for an unknown venue or symbol, 503 `MARKET_DATA_UNAVAILABLE` if no data arrives in time.
+#[utoipa::path(get, path = "/markets/{venue}/{symbol}/ticker", tag = "markets",
+    params(MarketPath),
+    responses(
+        (status = 200, description = "Last trade and best bid/ask.", body = Ticker),
+        (status = 404, description = UNKNOWN_MARKET, body = ErrorResponse),
+        (status = 503, description = NO_DATA, body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 504, description = FEED_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn ticker(
     _user: AuthUser,
     state: web::Data<AppState>,
@@ -88,17 +108,67 @@ pub async fn ticker(
 }
 
 /// Query of `GET /markets/{venue}/{symbol}/candles`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CandlesQuery {
+    /// `1m`, `5m`, `15m` or `1h`; `1m` by default.
+    #[param(value_type = Option<Interval>)]
     interval: Option<String>,
+    /// How many candles, newest last: 1 to 1000, 100 by default.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
+
+/// `{venue}` and `{symbol}` of `/markets/{venue}/{symbol}/…`.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MarketPath {
+    /// An enabled venue.
+    #[param(example = "sim")]
+    pub venue: String,
+    /// The instrument.
+    #[param(example = "BTCUSDT")]
+    pub symbol: String,
+}
+
+/// Rolling candles of one symbol.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CandlesView {
+    /// Venue.
+    venue: VenueId,
+    /// Symbol.
+    symbol: Symbol,
+    /// Interval.
+    interval: Interval,
+    /// The candles, oldest first.
+    items: Vec<Candle>,
+}
+
+/// 404 of the market routes.
+const UNKNOWN_MARKET: &str = "No such enabled venue (`VENUE_NOT_FOUND`) or symbol (`SYMBOL_NOT_FOUND`), or the venue does \
+     not keep this (`NOT_FOUND`).";
+/// 503 of the market routes.
+const NO_DATA: &str = "No market data arrived in time (`MARKET_DATA_UNAVAILABLE`), or the feed \
+     is restarting (`UNAVAILABLE`).";
+/// 504 of the market routes.
+const FEED_TIMEOUT: &str = "The feed did not answer in time (`TIMEOUT`).";
 
 /// `GET /markets/{venue}/{symbol}/candles?interval=1m&limit=100`: rolling in-memory candles.
 ///
 /// # Errors
 /// 404 for an unknown venue or symbol, 422 for a bad interval or limit, 503 without data.
+#[utoipa::path(get, path = "/markets/{venue}/{symbol}/candles", tag = "markets",
+    params(MarketPath, CandlesQuery),
+    responses(
+        (status = 200, description = "Rolling in-memory candles.", body = CandlesView),
+        (status = 404, description = UNKNOWN_MARKET, body = ErrorResponse),
+        (status = 422, description = "A bad interval or limit (`VALIDATION_FAILED`).",
+            body = ErrorResponse),
+        (status = 503, description = NO_DATA, body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 504, description = FEED_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn candles(
     _user: AuthUser,
     state: web::Data<AppState>,
@@ -126,10 +196,5 @@ pub async fn candles(
     let request = GetCandles { symbol: symbol.clone(), interval, limit };
     let candles =
         ask(&feed, request, state.settings.request_timeout(), "feed").await?.map_err(feed_error)?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "venue": venue,
-        "symbol": symbol,
-        "interval": interval,
-        "items": candles,
-    })))
+    Ok(HttpResponse::Ok().json(CandlesView { venue, symbol, interval, items: candles }))
 }

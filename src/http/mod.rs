@@ -16,6 +16,7 @@ mod fuzz;
 pub mod health;
 pub mod markets;
 pub mod metrics;
+pub mod openapi;
 pub mod protect;
 pub mod request;
 pub mod trading;
@@ -45,6 +46,13 @@ pub fn cors(settings: &crate::configuration::Settings) -> actix_cors::Cors {
         cors = cors.allowed_origin(origin);
     }
     cors
+}
+
+/// A list answer: `{"items": [...]}`, so fields can be added beside the list later.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    /// The rows.
+    pub items: Vec<T>,
 }
 
 /// Prefix of the versioned API.
@@ -93,6 +101,7 @@ pub fn api_routes() -> Vec<ApiRoute> {
     use Access::{Public, User};
     use Method as M;
     vec![
+        ApiRoute::new(M::GET, "/openapi.json", Public, web::route().to(openapi::document)),
         ApiRoute::new(M::POST, "/auth/register", Public, web::route().to(auth::register)),
         ApiRoute::new(M::POST, "/auth/login", Public, web::route().to(auth::login)),
         ApiRoute::new(M::POST, "/auth/refresh", Public, web::route().to(auth::refresh)),

@@ -4,18 +4,29 @@
 //! Reports read the store directly, but only up to what the bot has made durable (its
 //! [`LiveView`] watermarks), so nothing shown can be lost to a crash.
 
-use actix_web::{HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;
+use keel_actors::bot::engine::BotEvent;
 use keel_actors::bot::performance;
+use keel_actors::bot::repo::Page;
+use keel_actors::bot::supervisor::KillReport;
 use keel_actors::bot::supervisor::{ForBot, GetLiveBot, KillSwitch, ListBots};
-use keel_actors::bot::{BotRecord, LiveView, TradeCommand, TradeError, TradeOutcome};
+use keel_actors::bot::{BotRecord, BotStatus, LiveView, TradeCommand, TradeError, TradeOutcome};
 use keel_actors::mailbox::ask;
-use keel_actors::trading::{OrderRequest, OrderStatus, Position};
+use keel_actors::market::Symbol;
+use keel_actors::trading::{Fill, Order, OrderRequest, OrderStatus, Position};
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiError;
-use super::bots::bot_error;
+use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT, bot_error};
+use super::error::ErrorResponse;
+
+/// 422 of the paged reports.
+const BAD_PAGE: &str = "A bad `after` or `limit` (`VALIDATION_FAILED`).";
+/// 409 of the trading commands.
+const NOT_RUNNING: &str = "The bot is not running (`CONFLICT`).";
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
@@ -23,12 +34,16 @@ use crate::startup::AppState;
 const DEFAULT_PAGE: usize = 100;
 
 /// `?after=&limit=` on the paged reports.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Rows after this id (the last page's `next_after`); from the start by default.
     #[serde(default)]
     after: u64,
+    /// Rows per page, 1 to 500; 100 by default.
     #[serde(default)]
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
@@ -125,6 +140,14 @@ async fn page(
 ///
 /// # Errors
 /// 404 for another user's bot, 422 for a bad page.
+#[utoipa::path(get, path = "/bots/{id}/orders", tag = "trading", params(BotPath, PageQuery),
+    responses(
+        (status = 200, description = "A page of the bot's orders, in their latest state.",
+            body = Page<Order>),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 422, description = BAD_PAGE, body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn orders(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -138,6 +161,13 @@ pub async fn orders(
 ///
 /// # Errors
 /// 404 for another user's bot, 422 for a bad page.
+#[utoipa::path(get, path = "/bots/{id}/fills", tag = "trading", params(BotPath, PageQuery),
+    responses(
+        (status = 200, description = "A page of the bot's durable fills.", body = Page<Fill>),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 422, description = BAD_PAGE, body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn fills(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -151,6 +181,14 @@ pub async fn fills(
 ///
 /// # Errors
 /// 404 for another user's bot, 422 for a bad page.
+#[utoipa::path(get, path = "/bots/{id}/events", tag = "trading", params(BotPath, PageQuery),
+    responses(
+        (status = 200, description = "A page of the bot's durable journal.",
+            body = Page<BotEvent>),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 422, description = BAD_PAGE, body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn events(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -180,31 +218,97 @@ async fn position_of(
     Ok((position, None, stored.last_fill_id))
 }
 
-fn position_json(
-    record: &BotRecord,
-    position: &Position,
-    mark: Option<Decimal>,
+/// A bot's position as `GET /bots/{id}/position` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PositionView {
+    /// The bot.
+    bot_id: u64,
+    /// The last fill the position includes.
     fills_through: u64,
-) -> serde_json::Value {
-    serde_json::json!({
-        "bot_id": record.id,
-        "fills_through": fills_through,
-        "symbol": record.symbol,
-        "qty": position.qty,
-        "avg_entry_price": position.avg_entry_price,
-        "realized_pnl": position.realized_pnl,
-        "unrealized_pnl": mark.map(|m| position.unrealized_pnl(m)),
-        "fees": position.fees,
-        "quote_balance": position.quote_balance,
-        "mark_price": mark,
-        "exposure": mark.map(|m| position.exposure(m)),
-    })
+    /// Instrument.
+    symbol: Symbol,
+    /// Signed base quantity: positive long, negative short.
+    qty: Decimal,
+    /// Average entry price of the open quantity; zero when flat.
+    avg_entry_price: Decimal,
+    /// Profit realised by closing quantity, before fees.
+    realized_pnl: Decimal,
+    /// Profit of the open quantity at the mark price; null without a mark (bot not running).
+    unrealized_pnl: Option<Decimal>,
+    /// Fees paid, in quote.
+    fees: Decimal,
+    /// Quote balance.
+    quote_balance: Decimal,
+    /// The mark price; null without one.
+    mark_price: Option<Decimal>,
+    /// Absolute notional at the mark price; null without a mark.
+    exposure: Option<Decimal>,
+}
+
+impl PositionView {
+    fn new(
+        record: &BotRecord,
+        position: &Position,
+        mark: Option<Decimal>,
+        fills_through: u64,
+    ) -> Self {
+        Self {
+            bot_id: record.id,
+            fills_through,
+            symbol: record.symbol.clone(),
+            qty: position.qty,
+            avg_entry_price: position.avg_entry_price,
+            realized_pnl: position.realized_pnl,
+            unrealized_pnl: mark.map(|m| position.unrealized_pnl(m)),
+            fees: position.fees,
+            quote_balance: position.quote_balance,
+            mark_price: mark,
+            exposure: mark.map(|m| position.exposure(m)),
+        }
+    }
+}
+
+/// One bot's row of `GET /portfolio`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PortfolioItem {
+    /// Its position.
+    #[serde(flatten)]
+    position: PositionView,
+    /// Its lifecycle state.
+    status: BotStatus,
+    /// Its label.
+    name: String,
+}
+
+/// `GET /portfolio`: totals across the caller's bots, and each bot's row.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Portfolio {
+    /// How many bots.
+    bots: usize,
+    /// Realised P&L, before fees.
+    realized_pnl: Decimal,
+    /// Unrealised P&L of the bots with a mark price.
+    unrealized_pnl: Decimal,
+    /// Fees paid.
+    fees: Decimal,
+    /// Realised plus unrealised, minus fees.
+    net_pnl: Decimal,
+    /// Absolute notional of the bots with a mark price.
+    exposure: Decimal,
+    /// One row per bot.
+    items: Vec<PortfolioItem>,
 }
 
 /// `GET /bots/{id}/position`.
 ///
 /// # Errors
 /// 404 for another user's bot.
+#[utoipa::path(get, path = "/bots/{id}/position", tag = "trading", params(BotPath),
+    responses(
+        (status = 200, description = "The bot's position.", body = PositionView),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn position(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -212,13 +316,20 @@ pub async fn position(
 ) -> Result<HttpResponse, ApiError> {
     let (record, live) = live(&state, user.user_id, id.into_inner()).await?;
     let (position, mark, through) = position_of(&state, &record, live.as_ref()).await?;
-    Ok(HttpResponse::Ok().json(position_json(&record, &position, mark, through)))
+    Ok(HttpResponse::Ok().json(PositionView::new(&record, &position, mark, through)))
 }
 
 /// `GET /bots/{id}/performance`.
 ///
 /// # Errors
 /// 404 for another user's bot.
+#[utoipa::path(get, path = "/bots/{id}/performance", tag = "trading", params(BotPath),
+    responses(
+        (status = 200, description = "The bot's figures over its durable fills.",
+            body = performance::Performance),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn performance(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -260,6 +371,19 @@ async fn command(
 ///
 /// # Errors
 /// 404, 409 when the bot is not running, 422 `ORDER_REJECTED` with the risk check's reason.
+#[utoipa::path(post, path = "/bots/{id}/orders", tag = "trading", params(BotPath),
+    request_body = OrderRequest,
+    responses(
+        (status = 200, description = "The order, as it stands after risk checks (a paper \
+            order may already be filled).", body = Order),
+        (status = 202, description = "A live order the venue has not answered yet; its later \
+            states show in the bot's orders and events.", body = Order),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 409, description = NOT_RUNNING, body = ErrorResponse),
+        (status = 422, description = "Invalid fields (`VALIDATION_FAILED`), or refused by \
+            the risk checks or the venue (`ORDER_REJECTED`).", body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id, bot_id = %id))]
 pub async fn place(
     user: AuthUser,
@@ -274,6 +398,20 @@ pub async fn place(
 ///
 /// # Errors
 /// 404, 409 when the order is not open or the bot not running.
+#[utoipa::path(delete, path = "/bots/{id}/orders/{order_id}", tag = "trading",
+    params(
+        ("id" = u64, Path, description = "The bot's id."),
+        ("order_id" = u64, Path, description = "The order's id (per bot)."),
+    ),
+    responses(
+        (status = 200, description = "The order, canceled.", body = Order),
+        (status = 202, description = "A live order whose cancel the venue has not confirmed \
+            yet.", body = Order),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 409, description = "The order is not open, or the bot is not running \
+            (`CONFLICT`).", body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn cancel(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -287,6 +425,18 @@ pub async fn cancel(
 ///
 /// # Errors
 /// 404, 409 when the bot is not running, 422 if the closing order is refused.
+#[utoipa::path(post, path = "/bots/{id}/close-position", tag = "trading", params(BotPath),
+    responses(
+        (status = 200, description = "The closing order, or null when the position was \
+            already flat.", body = Option<Order>),
+        (status = 202, description = "A live closing order the venue has not answered yet.",
+            body = Order),
+        (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
+        (status = 409, description = NOT_RUNNING, body = ErrorResponse),
+        (status = 422, description = "The closing order was refused (`ORDER_REJECTED`).",
+            body = ErrorResponse),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn close_position(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -296,37 +446,66 @@ pub async fn close_position(
 }
 
 /// `POST /kill-switch` body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KillBody {
+    /// Also close every position with market orders.
     #[serde(default)]
     flatten: bool,
 }
 
 /// `POST /kill-switch`: stop every bot of the user and cancel their orders; `flatten` also
-/// closes their positions.
+/// closes their positions. The body is optional, but one that is sent must be valid: a typo must
+/// not quietly turn a flattening kill switch into one that leaves positions open.
 ///
 /// # Errors
-/// 503/504 if the bot supervisor is busy.
+/// 400/415/422 for a body that is not a valid [`KillBody`]; 503/504 if the bot supervisor is busy.
+#[utoipa::path(post, path = "/kill-switch", tag = "trading",
+    request_body(content = Option<KillBody>, description = "Optional: no body is `{}`."),
+    responses(
+        (status = 200, description = "What was stopped and canceled.", body = KillReport),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id))]
 pub async fn kill_switch(
     user: AuthUser,
     state: web::Data<AppState>,
-    body: Option<web::Json<KillBody>>,
-) -> Result<HttpResponse, ApiError> {
-    let flatten = body.is_some_and(|b| b.flatten);
+    req: HttpRequest,
+    body: Result<web::Json<KillBody>, actix_web::Error>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let flatten = match body {
+        Ok(body) => body.flatten,
+        Err(_) if has_no_body(&req) => false,
+        // Already the JSON error shape (the extractor's error handler made it).
+        Err(err) => return Err(err),
+    };
     let timeout = state.settings.request_timeout() * 3;
-    let report =
-        ask(&state.bots()?, KillSwitch { user_id: user.user_id, flatten }, timeout, "bots")
-            .await?
-            .map_err(bot_error)?;
+    let query = KillSwitch { user_id: user.user_id, flatten };
+    let report = ask(&state.bots()?, query, timeout, "bots")
+        .await
+        .map_err(ApiError::from)?
+        .map_err(bot_error)?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+/// Whether a request carries no body at all (no length or a zero one, and not chunked).
+fn has_no_body(req: &HttpRequest) -> bool {
+    let headers = req.headers();
+    match headers.get(header::CONTENT_LENGTH) {
+        Some(length) => length.as_bytes() == b"0",
+        None => !headers.contains_key(header::TRANSFER_ENCODING),
+    }
 }
 
 /// `GET /portfolio`: totals across the user's bots.
 ///
 /// # Errors
 /// 503/504 if the bot supervisor is busy.
+#[utoipa::path(get, path = "/portfolio", tag = "trading",
+    responses(
+        (status = 200, description = "Totals across the caller's bots.", body = Portfolio),
+        (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+    ))]
 pub async fn portfolio(
     user: AuthUser,
     state: web::Data<AppState>,
@@ -356,18 +535,16 @@ pub async fn portfolio(
             unrealized += position.unrealized_pnl(mark);
             exposure += position.exposure(mark);
         }
-        let mut item = position_json(&record, &position, mark, through);
-        item["status"] = serde_json::json!(record.status);
-        item["name"] = serde_json::json!(record.name);
-        items.push(item);
+        let position = PositionView::new(&record, &position, mark, through);
+        items.push(PortfolioItem { position, status: record.status, name: record.name });
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "bots": items.len(),
-        "realized_pnl": realized,
-        "unrealized_pnl": unrealized,
-        "fees": fees,
-        "net_pnl": realized + unrealized - fees,
-        "exposure": exposure,
-        "items": items,
-    })))
+    Ok(HttpResponse::Ok().json(Portfolio {
+        bots: items.len(),
+        realized_pnl: realized,
+        unrealized_pnl: unrealized,
+        fees,
+        net_pnl: realized + unrealized - fees,
+        exposure,
+        items,
+    }))
 }

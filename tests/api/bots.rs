@@ -355,6 +355,28 @@ async fn the_kill_switch_stops_every_bot_and_cancels_their_orders() {
 }
 
 #[actix_web::test]
+async fn the_kill_switch_takes_no_body_but_refuses_a_bad_one() {
+    let app = spawn_app().await;
+    let user = app.register("bots-kill-body@example.com").await;
+    let res = app.send(Method::POST, "/api/v1/kill-switch", None, &user.access).await;
+    assert_eq!(res.status().as_u16(), 200);
+    for bad in [json!({"flatten": "yes"}), json!({"flaten": true}), json!(true)] {
+        let res = app.send(Method::POST, "/api/v1/kill-switch", Some(&bad), &user.access).await;
+        assert_error(res, 422, "VALIDATION_FAILED").await;
+    }
+    let res = app
+        .client
+        .post(format!("{}/api/v1/kill-switch", app.address))
+        .bearer_auth(&user.access)
+        .header("content-type", "application/json")
+        .body("{\"flatten\": tru")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "MALFORMED_JSON").await;
+}
+
+#[actix_web::test]
 async fn a_users_bots_together_stay_within_the_exposure_limit() {
     // Sim BTCUSDT starts at 98k: 0.002 is about 196, the limit 320 leaves about 124.
     let app = crate::helpers::spawn_app_with(|s| s.bots.max_user_exposure = 320.into()).await;

@@ -57,7 +57,7 @@ pub struct JobSpec {
 }
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for a worker.
@@ -80,7 +80,7 @@ impl JobStatus {
 }
 
 /// The report of a finished job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobResult {
     /// Figures.
     #[serde(flatten)]
@@ -90,7 +90,7 @@ pub struct JobResult {
 }
 
 /// What `GET /backtests/{id}` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     /// Id.
     pub id: JobId,

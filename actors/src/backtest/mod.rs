@@ -48,7 +48,7 @@ pub struct BacktestConfig {
 }
 
 /// What a backtest found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// P&L, fees, trades, win rate, drawdown, exposure.
     #[serde(flatten)]

@@ -43,7 +43,7 @@ pub struct BotState {
 }
 
 /// One line of a bot's journal (`GET /bots/{id}/events`, and the owner's live channel).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BotEvent {
     /// Per-bot sequence number.
     pub id: u64,
@@ -55,7 +55,7 @@ pub struct BotEvent {
 }
 
 /// What a journal line records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum BotEventKind {
     /// An order was created or changed.

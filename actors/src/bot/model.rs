@@ -15,7 +15,7 @@ pub type BotId = u64;
 pub type UserId = u64;
 
 /// Where a bot is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BotStatus {
     /// Defined, never started.
@@ -55,7 +55,7 @@ impl BotStatus {
 }
 
 /// The lifecycle commands an owner sends (`POST /bots/{id}/start|stop|pause|resume`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Control {
     /// Start (or restart after a stop or failure).
@@ -82,7 +82,7 @@ impl Control {
 }
 
 /// Paper or real money.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BotMode {
     /// Simulated fills against live market data.
@@ -94,7 +94,7 @@ pub enum BotMode {
 crate::deserialize_from_names!(BotMode { "paper" => BotMode::Paper, "live" => BotMode::Live });
 
 /// An OCO bracket placed around every filled entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Bracket {
     /// Take profit this many percent beyond the entry price.
@@ -104,7 +104,7 @@ pub struct Bracket {
 }
 
 /// Paper account settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaperSettings {
     /// Quote balance the bot starts with.
@@ -125,7 +125,7 @@ impl Default for PaperSettings {
 }
 
 /// A bot's definition and lifecycle state, as stored in the `bots` tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BotRecord {
     /// Id.
     pub id: BotId,

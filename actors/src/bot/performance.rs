@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::trading::{Fill, Position};
 
 /// A bot's figures.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Performance {
     /// P&L realised by closing quantity, before fees.
     pub realized_pnl: Decimal,

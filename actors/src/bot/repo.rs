@@ -45,7 +45,7 @@ pub struct BotRepo {
 }
 
 /// One page of rows, oldest first, and the cursor for the next one.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     /// The rows.
     pub items: Vec<T>,

@@ -189,7 +189,7 @@ pub struct KillSwitch {
 query!(KillSwitch => Result<KillReport, BotError>);
 
 /// What the kill switch did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct KillReport {
     /// Bots stopped.
     pub bots_stopped: usize,

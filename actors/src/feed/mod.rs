@@ -185,7 +185,7 @@ impl Query for GetTicker {
 }
 
 /// A symbol's ticker.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Ticker {
     /// Venue.
     pub venue: VenueId,
@@ -219,7 +219,7 @@ impl Query for GetVenueStatus {
 }
 
 /// Connection state of a venue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Connectivity {
     /// Receiving data.
@@ -231,7 +231,7 @@ pub enum Connectivity {
 }
 
 /// What `GET /venues` shows for one venue.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct VenueStatus {
     /// Venue.
     pub venue: VenueId,

@@ -36,7 +36,7 @@ pub struct ReplayConfig {
 }
 
 /// Where a replay is, for `GET /venues`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReplayStatus {
     /// Whether it has started (its first symbol has trade and quote subscribers).
     pub started: bool,

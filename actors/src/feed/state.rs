@@ -11,7 +11,7 @@ use crate::market::{Candle, EventKind, Interval, MarketEvent, Side};
 pub const CANDLES_KEPT: usize = 1_000;
 
 /// The last trade.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LastTrade {
     /// Price.
     pub price: Decimal,
@@ -24,7 +24,7 @@ pub struct LastTrade {
 }
 
 /// Best bid and ask.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BestQuote {
     /// Bid.
     pub bid: Decimal,

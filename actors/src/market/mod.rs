@@ -13,7 +13,19 @@ use serde::{Deserialize, Serialize};
 pub use stream::{StreamKey, StreamKind, StreamKindParseError};
 
 /// A venue Keel connects to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum VenueId {
     /// The built-in simulated market.
@@ -50,8 +62,11 @@ impl fmt::Display for VenueId {
 }
 
 /// An instrument symbol, upper case (`BTCUSDT`). Cheap to clone.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "BTCUSDT")]
 pub struct Symbol(Arc<str>);
 
 impl Symbol {
@@ -78,7 +93,7 @@ impl fmt::Display for Symbol {
 }
 
 /// Which side of the book took liquidity (for trades) or was liquidated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     /// Buy.
@@ -93,7 +108,7 @@ crate::deserialize_from_names!(Side { "buy" => Side::Buy, "sell" => Side::Sell }
 pub type Level = (Decimal, Decimal);
 
 /// Candle intervals Keel keeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Interval {
     /// One minute.
     #[serde(rename = "1m")]
@@ -140,7 +155,7 @@ impl Interval {
 }
 
 /// One candle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Candle {
     /// Its interval.
     pub interval: Interval,

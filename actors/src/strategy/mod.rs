@@ -79,9 +79,10 @@ pub trait Strategy: Send + std::fmt::Debug {
 }
 
 /// A strategy as the API names it: `{"kind": "ema_cross", "params": {...}}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StrategySpec {
     /// `ema_cross`, `rsi`, `grid` or `dca`.
+    #[schema(pattern = "^(ema_cross|rsi|grid|dca)$", example = "ema_cross")]
     pub kind: String,
     /// The kind's parameters.
     #[serde(default)]

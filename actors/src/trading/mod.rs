@@ -33,7 +33,7 @@ impl Side {
 }
 
 /// How an order executes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OrderType {
     /// At the best available price, now.
@@ -62,7 +62,7 @@ impl OrderType {
 }
 
 /// Who asked for an order. Brackets and position closes are placed by the order manager.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderOrigin {
     /// The bot's strategy.
@@ -79,7 +79,7 @@ pub enum OrderOrigin {
 
 /// What a strategy (or the owner) asks for. The order manager turns it into an [`Order`] after
 /// risk checks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderRequest {
     /// Buy or sell.
     pub side: Side,
@@ -112,7 +112,7 @@ impl OrderRequest {
 }
 
 /// Where an order is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Created locally, not yet acknowledged by the venue.
@@ -152,7 +152,7 @@ impl OrderStatus {
 }
 
 /// One order of one bot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     /// Per-bot sequence number, from 1.
     pub id: u64,
@@ -195,7 +195,7 @@ impl Order {
 }
 
 /// Whether a fill added liquidity or took it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Liquidity {
     /// Resting order filled by someone else.
@@ -205,7 +205,7 @@ pub enum Liquidity {
 }
 
 /// One execution.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Fill {
     /// Per-bot sequence number, from 1.
     pub id: u64,
@@ -230,7 +230,7 @@ pub struct Fill {
 }
 
 /// A bot's holdings and profit, in one instrument.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Position {
     /// Signed base quantity: positive long, negative short.
     pub qty: Decimal,
@@ -285,7 +285,7 @@ impl Position {
 }
 
 /// A venue's rules for one instrument, checked before any order leaves Keel.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstrumentFilters {
     /// Smallest price increment.
     pub tick_size: Decimal,

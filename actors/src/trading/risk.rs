@@ -13,7 +13,7 @@ const MAX_LIMIT: u64 = 1_000_000_000_000;
 const MAX_OPEN_ORDERS: u32 = 1000;
 
 /// A bot's own limits. Each is optional; an absent limit does not apply.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RiskLimits {
     /// Largest price × quantity of one order, in quote.

@@ -85,7 +85,7 @@ pub struct CredentialRecord {
 }
 
 /// What callers may see of a credential.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct CredentialView {
     /// Its id.
     pub id: u64,

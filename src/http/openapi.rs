@@ -1,0 +1,462 @@
+//! The OpenAPI document of `/api/v1`, served at `GET /api/v1/openapi.json`.
+//!
+//! It is generated from the code: each handler's `#[utoipa::path]` says its own answers and the
+//! request and response types derive `ToSchema`. What every route shares is not repeated on each
+//! handler but added here from the route table ([`super::api_routes`]), so it cannot drift from
+//! what the middleware and extractors really do:
+//!
+//! - every route: 429 `RATE_LIMITED` and 503 `OVERLOADED` (the protection middleware, with
+//!   `Retry-After`) and 500 `INTERNAL`;
+//! - [`Access::User`] routes: the bearer scheme and 401 `UNAUTHORIZED` (with `WWW-Authenticate`);
+//! - a JSON body: 400 (not JSON), 413, 415 (not `application/json`) and 422 (wrong fields);
+//!   another body: 400 and 413;
+//! - path parameters: 404 when one does not parse; query parameters: 422.
+//!
+//! A handler's own entry for a status wins over the shared one. Operation ids are the handler's
+//! name after its tag (`bots_create`). The tests below fail when a route
+//! is missing from the document, when a `$ref` does not resolve, or when an error answer is not the
+//! one JSON error shape.
+
+use std::sync::LazyLock;
+
+use actix_web::HttpResponse;
+use actix_web::http::Method;
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema};
+
+use keel_actors::bot::Control;
+use keel_actors::market::Interval;
+
+use super::error::ErrorResponse;
+use super::{Access, accounts, auth, backtests, bots, markets, trading};
+
+/// Name of the bearer security scheme in the document.
+const BEARER: &str = "bearer";
+/// Content type of every JSON body.
+const JSON: &str = "application/json";
+
+/// The `/api/v1` document.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Keel API",
+        description = "Keel's HTTP API: accounts, exchange credentials, market data, bots, \
+            trading and backtests. Every error answers `{\"error\": {...}}` (`ErrorResponse`). \
+            The WebSocket API (`GET /api/v1/ws`) is described in docs/WEBSOCKET.md."
+    ),
+    servers((url = "/api/v1")),
+    paths(
+        document,
+        auth::register,
+        auth::login,
+        auth::refresh,
+        auth::logout,
+        auth::me,
+        auth::delete_me,
+        accounts::create,
+        accounts::list,
+        accounts::delete,
+        markets::venues,
+        markets::ticker,
+        markets::candles,
+        bots::create,
+        bots::list,
+        bots::get,
+        bots::update,
+        bots::delete,
+        bots::control,
+        trading::close_position,
+        trading::orders,
+        trading::place,
+        trading::cancel,
+        trading::fills,
+        trading::position,
+        trading::performance,
+        trading::events,
+        trading::kill_switch,
+        trading::portfolio,
+        backtests::upload,
+        backtests::create,
+        backtests::list,
+        backtests::get,
+        backtests::cancel,
+    ),
+    // Types used only as parameters are not collected from the paths: list them here.
+    components(schemas(ErrorResponse, Control, Interval)),
+    modifiers(&Shared),
+    tags(
+        (name = "auth", description = "Accounts and sessions."),
+        (name = "exchange-accounts", description = "Venue credentials, kept in the vault."),
+        (name = "markets", description = "Market state from the feeds."),
+        (name = "bots", description = "Bot definitions and their lifecycle."),
+        (name = "trading", description = "A bot's orders, fills, journal and figures."),
+        (name = "backtests", description = "Backtests as jobs."),
+        (name = "meta", description = "This document."),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document, built once.
+static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+
+/// `GET /openapi.json`: this document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI document of `/api/v1`.", body = Object)))]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(&*DOCUMENT)
+}
+
+/// Adds what every route shares; see the module doc.
+struct Shared;
+
+/// A reusable error answer: its component name, status and description.
+struct SharedError {
+    name: &'static str,
+    status: u16,
+    description: &'static str,
+}
+
+const BAD_REQUEST: SharedError = SharedError {
+    name: "BadRequest",
+    status: 400,
+    description: "The body cannot be read or is not JSON (`MALFORMED_JSON`, `BAD_REQUEST`).",
+};
+const UNAUTHORIZED: SharedError = SharedError {
+    name: "Unauthorized",
+    status: 401,
+    description: "No bearer token, or one that is invalid, expired or revoked, or whose account \
+        is gone (`UNAUTHORIZED`).",
+};
+const PATH_NOT_FOUND: SharedError = SharedError {
+    name: "PathNotFound",
+    status: 404,
+    description: "A path parameter does not parse (`NOT_FOUND`).",
+};
+const TOO_LARGE: SharedError = SharedError {
+    name: "PayloadTooLarge",
+    status: 413,
+    description: "The body is over the size limit (`PAYLOAD_TOO_LARGE`).",
+};
+const UNSUPPORTED: SharedError = SharedError {
+    name: "UnsupportedMediaType",
+    status: 415,
+    description: "The body is not `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).",
+};
+const INVALID: SharedError = SharedError {
+    name: "ValidationFailed",
+    status: 422,
+    description: "A field is missing, unknown or of the wrong type (`VALIDATION_FAILED`, with \
+        `details`).",
+};
+const RATE_LIMITED: SharedError = SharedError {
+    name: "RateLimited",
+    status: 429,
+    description: "Over the caller's request budget (`RATE_LIMITED`).",
+};
+const INTERNAL: SharedError = SharedError {
+    name: "Internal",
+    status: 500,
+    description: "Something failed inside Keel (`INTERNAL`); the body says nothing more.",
+};
+const UNAVAILABLE: SharedError = SharedError {
+    name: "Unavailable",
+    status: 503,
+    description: "Too many requests in flight or an actor's mailbox is full (`OVERLOADED`), or \
+        an actor is restarting (`UNAVAILABLE`).",
+};
+
+/// Every shared error answer.
+const SHARED: [SharedError; 9] = [
+    BAD_REQUEST,
+    UNAUTHORIZED,
+    PATH_NOT_FOUND,
+    TOO_LARGE,
+    UNSUPPORTED,
+    INVALID,
+    RATE_LIMITED,
+    INTERNAL,
+    UNAVAILABLE,
+];
+
+impl SharedError {
+    fn response(&self) -> Response {
+        let mut response = ResponseBuilder::new().description(self.description).content(
+            JSON,
+            ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorResponse"))).build(),
+        );
+        if matches!(self.status, 429 | 503) {
+            response = response.header(
+                "Retry-After",
+                HeaderBuilder::new()
+                    .schema(Some(u64::schema()))
+                    .description(Some("Seconds to wait before retrying."))
+                    .build(),
+            );
+        }
+        if self.status == 401 {
+            response = response.header(
+                "WWW-Authenticate",
+                HeaderBuilder::new()
+                    .schema(Some(String::schema()))
+                    .description(Some("`Bearer`."))
+                    .build(),
+            );
+        }
+        response.build()
+    }
+
+    /// Adds this answer to `operation` unless the handler documents the status itself.
+    fn add_to(&self, operation: &mut Operation) {
+        operation
+            .responses
+            .responses
+            .entry(self.status.to_string())
+            .or_insert_with(|| RefOr::Ref(Ref::from_response_name(self.name)));
+    }
+}
+
+impl Modify for Shared {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+        for shared in &SHARED {
+            components.responses.insert(shared.name.to_owned(), RefOr::T(shared.response()));
+        }
+        for route in super::api_routes() {
+            // A route without an operation is left alone: the tests below name it.
+            let Some(item) = doc.paths.paths.get_mut(route.path) else { continue };
+            let Some(operation) = operation_mut(item, &route.method) else { continue };
+            add_shared(operation, route.access);
+            qualify_operation_id(operation);
+        }
+    }
+}
+
+fn add_shared(operation: &mut Operation, access: Access) {
+    if access == Access::User {
+        operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+        UNAUTHORIZED.add_to(operation);
+    }
+    let body_types: Vec<String> = match &operation.request_body {
+        Some(RefOr::T(body)) => body.content.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    if body_types.iter().any(|t| t == JSON) {
+        for shared in [&BAD_REQUEST, &TOO_LARGE, &UNSUPPORTED, &INVALID] {
+            shared.add_to(operation);
+        }
+    } else if !body_types.is_empty() {
+        BAD_REQUEST.add_to(operation);
+        TOO_LARGE.add_to(operation);
+    }
+    let parameters = operation.parameters.as_deref().unwrap_or_default();
+    let has = |place: ParameterIn| {
+        parameters.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))
+    };
+    let (path, query) = (has(ParameterIn::Path), has(ParameterIn::Query));
+    if path {
+        PATH_NOT_FOUND.add_to(operation);
+    }
+    if query {
+        INVALID.add_to(operation);
+    }
+    for shared in [&RATE_LIMITED, &INTERNAL, &UNAVAILABLE] {
+        shared.add_to(operation);
+    }
+}
+
+/// utoipa names an operation after its handler, and several modules have a `create` or a `list`:
+/// prefix the tag, so ids are unique (`bots_create`, `exchange_accounts_create`).
+fn qualify_operation_id(operation: &mut Operation) {
+    let tag = operation.tags.as_ref().and_then(|tags| tags.first()).map(|t| t.replace('-', "_"));
+    if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+        *id = format!("{tag}_{id}");
+    }
+}
+
+fn operation_mut<'a>(item: &'a mut PathItem, method: &Method) -> Option<&'a mut Operation> {
+    match *method {
+        Method::GET => item.get.as_mut(),
+        Method::POST => item.post.as_mut(),
+        Method::PUT => item.put.as_mut(),
+        Method::PATCH => item.patch.as_mut(),
+        Method::DELETE => item.delete.as_mut(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::http::{API_PREFIX, api_routes};
+
+    fn document() -> Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap()
+    }
+
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+    /// Every `(method, path)` the document has an operation for.
+    fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+        let mut found = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in METHODS {
+                if let Some(operation) = item.get(method) {
+                    found.push((method.to_owned(), path.clone(), operation));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_document_has_exactly_the_route_tables_operations() {
+        let doc = document();
+        let documented: BTreeSet<(String, String)> =
+            operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
+        let routes: BTreeSet<(String, String)> = api_routes()
+            .iter()
+            .map(|r| (r.method.as_str().to_lowercase(), r.path.to_owned()))
+            .collect();
+        let missing: Vec<_> = routes.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&routes).collect();
+        assert!(missing.is_empty(), "routes missing from the document: {missing:?}");
+        assert!(extra.is_empty(), "documented but not routed: {extra:?}");
+        assert_eq!(doc["servers"][0]["url"], API_PREFIX);
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+    }
+
+    #[test]
+    fn operation_ids_are_unique_and_name_their_handler() {
+        let doc = document();
+        let ids: Vec<&str> = operations(&doc)
+            .into_iter()
+            .map(|(_, _, op)| op["operationId"].as_str().unwrap())
+            .collect();
+        let unique: BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "duplicate operation ids: {ids:?}");
+        assert!(unique.contains("bots_create") && unique.contains("exchange_accounts_create"));
+    }
+
+    #[test]
+    fn user_routes_need_the_bearer_token_and_public_ones_do_not() {
+        let doc = document();
+        for route in api_routes() {
+            let method = route.method.as_str().to_lowercase();
+            let operation = &doc["paths"][route.path][&method];
+            let secured = operation["security"][0].get(BEARER).is_some();
+            let answers_401 = operation["responses"].get("401").is_some();
+            match route.access {
+                Access::User => assert!(secured && answers_401, "{route:?} is not secured"),
+                Access::Public => assert!(!secured, "{route:?} asks for a token"),
+            }
+        }
+        assert_eq!(doc["components"]["securitySchemes"][BEARER]["scheme"], "bearer");
+    }
+
+    /// Every `$ref` string anywhere in `value`.
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("$ref", Value::String(target)) => out.push(target),
+                        _ => refs(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_ref_resolves_inside_the_document() {
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 50, "suspiciously few $refs: {}", found.len());
+        let broken: BTreeSet<&str> = found
+            .into_iter()
+            .filter(|r| r.strip_prefix('#').and_then(|pointer| doc.pointer(pointer)).is_none())
+            .collect();
+        assert!(broken.is_empty(), "unresolved $refs: {broken:?}");
+    }
+
+    /// The response object of a status, following a `$ref` to `components.responses`.
+    fn resolve<'a>(doc: &'a Value, response: &'a Value) -> &'a Value {
+        match response.get("$ref").and_then(Value::as_str) {
+            Some(target) => doc.pointer(&target[1..]).unwrap(),
+            None => response,
+        }
+    }
+
+    #[test]
+    fn every_error_answer_is_the_json_error_shape_and_every_route_can_be_throttled() {
+        let doc = document();
+        for (method, path, operation) in operations(&doc) {
+            let responses = operation["responses"].as_object().unwrap();
+            for status in ["429", "500", "503"] {
+                assert!(responses.contains_key(status), "{method} {path} lacks {status}");
+            }
+            for (status, response) in responses {
+                let response = resolve(&doc, response);
+                if status.as_str() < "400" {
+                    continue;
+                }
+                let schema = &response["content"][JSON]["schema"]["$ref"];
+                assert_eq!(
+                    schema, "#/components/schemas/ErrorResponse",
+                    "{method} {path} {status} is not the error shape"
+                );
+                if status == "429" || status == "503" {
+                    assert!(
+                        response["headers"].get("Retry-After").is_some(),
+                        "{method} {path} {status} has no Retry-After"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A query parameter's schema, by operation and name.
+    fn query_schema<'a>(doc: &'a Value, path: &str, name: &str) -> &'a Value {
+        let parameters = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+        &parameters.iter().find(|p| p["name"] == name).unwrap()["schema"]
+    }
+
+    #[test]
+    fn documented_bounds_are_the_ones_the_handlers_check() {
+        let doc = document();
+        let page = query_schema(&doc, "/bots/{id}/orders", "limit");
+        assert_eq!(page["maximum"], keel_actors::bot::repo::MAX_PAGE);
+        let candles = query_schema(&doc, "/markets/{venue}/{symbol}/candles", "limit");
+        assert_eq!(candles["maximum"], crate::http::markets::MAX_CANDLES);
+    }
+
+    #[test]
+    fn bodies_and_parameters_bring_their_extractor_errors() {
+        let doc = document();
+        let create = &doc["paths"]["/bots"]["post"]["responses"];
+        for status in ["400", "413", "415", "422"] {
+            assert!(create.get(status).is_some(), "POST /bots lacks {status}");
+        }
+        let get = &doc["paths"]["/bots/{id}"]["get"]["responses"];
+        assert!(get.get("404").is_some() && get.get("415").is_none());
+        // The kill switch's body is optional, but a bad one is refused like any other.
+        let kill = &doc["paths"]["/kill-switch"]["post"];
+        assert_ne!(kill["requestBody"]["required"], true);
+        assert!(kill["responses"].get("422").is_some() && kill["responses"].get("415").is_some());
+    }
+}
