@@ -27,7 +27,7 @@ use keel_actors::market::{MarketEvent, StreamKind, Symbol, VenueId};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::protocol::{Channel, control_frame, event_frame, market_data_json};
+use super::protocol::{Channel, EventFrame, control_frame, market_data_json};
 
 /// One market stream of one venue.
 pub type StreamKey = (VenueId, Symbol, StreamKind);
@@ -134,10 +134,10 @@ impl Outbound {
     }
 
     /// Queues a market event's frame on `channel`, or counts it dropped when the queue is full.
-    fn deliver_market(&self, channel: &ChannelState, ts: u64, data: &str, received_us: u64) {
+    fn deliver_market(&self, channel: &ChannelState, frame: &EventFrame, received_us: u64) {
         let seq = channel.seq.get() + 1;
         channel.seq.set(seq);
-        let frame = event_frame(&channel.name, seq, ts, data);
+        let frame = frame.with_seq(seq);
         if !self.try_send(Outgoing::Text(frame, Some(received_us))) {
             channel.dropped.set(channel.dropped.get() + 1);
             self.lagged.set(true);
@@ -318,8 +318,11 @@ impl HubActor {
         for kind in kinds {
             let key = (event.venue, event.symbol.clone(), *kind);
             let Some(stream) = members.streams.get(&key) else { continue };
+            // Every member's channel has the stream's name; only the seq differs per client.
+            let Some(first) = stream.first() else { continue };
+            let frame = EventFrame::new(&first.channel.name, ts, &data);
             for member in stream {
-                member.outbound.deliver_market(&member.channel, ts, &data, event.received_us);
+                member.outbound.deliver_market(&member.channel, &frame, event.received_us);
             }
         }
     }

@@ -127,15 +127,43 @@ fn push_json_str(out: &mut String, s: &str) {
     }
 }
 
-/// `{"type":"event","channel":…,"seq":…,"ts":…,"data":…}` with `data` already JSON.
+/// An event frame's text before and after its `seq`, built once per event and channel and shared
+/// by every client of the channel (only the `seq` is theirs).
+#[derive(Debug)]
+pub struct EventFrame {
+    head: String,
+    tail: String,
+}
+
+impl EventFrame {
+    /// `{"type":"event","channel":…,"seq":…,"ts":…,"data":…}` with `data` already JSON.
+    pub fn new(channel: &str, ts: u64, data: &str) -> Self {
+        let mut head = String::with_capacity(channel.len() + 40);
+        head.push_str(r#"{"type":"event","channel":"#);
+        push_json_str(&mut head, channel);
+        head.push_str(r#","seq":"#);
+        let mut tail = String::with_capacity(data.len() + 32);
+        let _ = write!(tail, r#","ts":{ts},"data":"#);
+        tail.push_str(data);
+        tail.push('}');
+        Self { head, tail }
+    }
+
+    /// The frame with `seq`.
+    pub fn with_seq(&self, seq: u64) -> String {
+        let mut digits = itoa::Buffer::new();
+        let seq = digits.format(seq);
+        let mut out = String::with_capacity(self.head.len() + seq.len() + self.tail.len());
+        out.push_str(&self.head);
+        out.push_str(seq);
+        out.push_str(&self.tail);
+        out
+    }
+}
+
+/// One event frame (see [`EventFrame`]).
 pub fn event_frame(channel: &str, seq: u64, ts: u64, data: &str) -> String {
-    let mut out = String::with_capacity(data.len() + channel.len() + 64);
-    out.push_str(r#"{"type":"event","channel":"#);
-    push_json_str(&mut out, channel);
-    let _ = write!(out, r#","seq":{seq},"ts":{ts},"data":"#);
-    out.push_str(data);
-    out.push('}');
-    out
+    EventFrame::new(channel, ts, data).with_seq(seq)
 }
 
 /// A control message (`subscribed`, `error`, `lagged`, ...), from a JSON value.
@@ -198,6 +226,19 @@ mod tests {
             r#"{"channels":[]}"#,
         ] {
             assert_eq!(parse_op(bad).unwrap_err().code, "BAD_MESSAGE", "{bad}");
+        }
+    }
+
+    #[test]
+    fn one_event_frame_serves_every_seq() {
+        let frame = EventFrame::new("market:sim:BTCUSDT:trades", 17, r#"{"price":"1.5"}"#);
+        for seq in [0, 1, 9, 10, 12_345, u64::MAX] {
+            let text = frame.with_seq(seq);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(value["seq"], seq, "{text}");
+            assert_eq!(value["ts"], 17);
+            assert_eq!(value["channel"], "market:sim:BTCUSDT:trades");
+            assert_eq!(value["data"]["price"], "1.5");
         }
     }
 
