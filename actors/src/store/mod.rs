@@ -64,7 +64,8 @@ pub struct StoreConfig {
     /// Directory that holds the sled files.
     pub path: PathBuf,
     /// Upper bound of sled's page cache, in bytes. sled's own default is 1 GiB, too much for a
-    /// small VPS.
+    /// small VPS. sled counts a page at its size in the log, so the memory the cache really
+    /// takes is several times this.
     pub cache_capacity_bytes: u64,
     /// sled's background flush period. Acknowledged writes never rely on it (they await
     /// [`Store::commit`]); it only bounds how much unacknowledged work a crash can lose.
@@ -76,7 +77,7 @@ impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            cache_capacity_bytes: 64 * 1024 * 1024,
+            cache_capacity_bytes: 16 * 1024 * 1024,
             background_flush: Some(Duration::from_millis(500)),
         }
     }
