@@ -13,6 +13,7 @@
 #   RUNS=1 RUN_SECS=180 scripts/bots-rss.sh   # longer: RSS follows the store's growth
 #   FAST=5000 SLOW=9000 scripts/bots-rss.sh    # bots that never trade (nothing written)
 #   KEEL_BIN=/tmp/keel-base scripts/bots-rss.sh  # another build of keel (A/B against a baseline)
+#   NO_BUILD=1 scripts/bots-rss.sh             # no cargo build first
 #
 # Exits non-zero if any run failed, including a largest RSS above MAX_RSS_MB while running.
 set -euo pipefail
@@ -37,7 +38,10 @@ STOP_TIMEOUT_SECS=30
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
-cargo build --release --bin keel --example bots_rss
+# NO_BUILD=1 uses the binaries as they are (while another cargo holds the build directory).
+if [[ -z ${NO_BUILD:-} ]]; then
+    cargo build --release --bin keel --example bots_rss
+fi
 
 work=$(mktemp -d -t keel-bots-rss.XXXXXX)
 keel_pid=""
