@@ -12,6 +12,8 @@
 #   RUNS=1 BOTS=2000 USERS=40 scripts/bots-rss.sh
 #   RUNS=1 RUN_SECS=180 scripts/bots-rss.sh   # longer: RSS follows the store's growth
 #   FAST=5000 SLOW=9000 scripts/bots-rss.sh    # bots that never trade (nothing written)
+#   KEEL_BIN=/tmp/keel-base scripts/bots-rss.sh  # another build of keel (A/B against a baseline)
+#   NO_BUILD=1 scripts/bots-rss.sh             # no cargo build first
 #
 # Exits non-zero if any run failed, including a largest RSS above MAX_RSS_MB while running.
 set -euo pipefail
@@ -24,6 +26,8 @@ RUN_SECS=${RUN_SECS:-30}
 FAST=${FAST:-5}
 SLOW=${SLOW:-20}
 MAX_RSS_MB=${MAX_RSS_MB:-256}
+# The keel binary under test (built here unless another one is named).
+KEEL_BIN=${KEEL_BIN:-target/release/keel}
 # Bots per user allowed: enough for BOTS over USERS accounts.
 MAX_PER_USER=$(((BOTS + USERS - 1) / USERS))
 # Bounds, so the script always ends by itself.
@@ -34,7 +38,10 @@ STOP_TIMEOUT_SECS=30
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
-cargo build --release --bin keel --example bots_rss
+# NO_BUILD=1 uses the binaries as they are (while another cargo holds the build directory).
+if [[ -z ${NO_BUILD:-} ]]; then
+    cargo build --release --bin keel --example bots_rss
+fi
 
 work=$(mktemp -d -t keel-bots-rss.XXXXXX)
 keel_pid=""
@@ -62,7 +69,7 @@ start_keel() {
         KEEL__LOG__LEVEL=warn \
         KEEL__AUTH__JWT_SECRET="bots-rss-only-secret-0123456789abcdef" \
         KEEL__BOTS__MAX_PER_USER="$MAX_PER_USER" \
-        target/release/keel serve >"$work/keel-$run.log" 2>&1 &
+        "$KEEL_BIN" serve >"$work/keel-$run.log" 2>&1 &
     keel_pid=$!
     wait_ready "$keel_pid" "$port" "$work/keel-$run.log" /health/ready "$READY_TIMEOUT_SECS"
 }
@@ -72,7 +79,8 @@ if [[ -n $others ]]; then
     echo "warning: other benchmarks are running; figures will be polluted:" >&2
     echo "$others" >&2
 fi
-echo "host: $(nproc) cores; keel $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); keel $KEEL_BIN" \
+    "(tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'))" \
     "(workers, bot arbiters and sim venue at their defaults)"
 
 failed=0

@@ -5,7 +5,11 @@
 //! - `orders`: `pair_key(bot, order)` → [`Order`] (rewritten as it changes)
 //! - `fills`: `pair_key(bot, fill)` → [`Fill`]
 //! - `positions`: `id_key(bot)` → [`BotState`] (position, counters, strategy state)
-//! - `events`: `pair_key(bot, event)` → [`BotEvent`]
+//! - `events`: `pair_key(bot, last event)` → the [`BotEvent`]s of one write, oldest first (a
+//!   list: one row per engine call, not per line; rows written before schema 3 hold one event)
+//!
+//! Rows in these four trees are JSON, deflated when that is shorter ([`encode_packed`]): a
+//! trading bot writes them on every fill, and sled's memory and disk follow their size and number.
 //!
 //! - `outbox`: when the Postgres sink is on, a copy of every order change, fill and journal line
 //!   (see [`crate::sink::outbox`])
@@ -23,7 +27,9 @@ use serde::de::DeserializeOwned;
 use super::engine::{BotEvent, BotState, Effects};
 use super::model::{BotId, BotRecord, UserId};
 use crate::sink::outbox::{Outbox, OutboxRecord, RecordKind};
-use crate::store::{Store, StoreError, decode, encode, id_key, pair_key, trees};
+use crate::store::{
+    Store, StoreError, decode, encode, encode_packed, id_key, pair_key, trees, unpack,
+};
 use crate::trading::{Fill, Order};
 
 /// Most rows one page returns.
@@ -146,7 +152,7 @@ impl BotRepo {
     /// # Errors
     /// Encoding or sled failed.
     pub fn put_state(&self, id: BotId, state: &BotState) -> Result<(), StoreError> {
-        self.positions.insert(id_key(id), encode(state)?)?;
+        self.positions.insert(id_key(id), encode_packed(state)?)?;
         Ok(())
     }
 
@@ -179,42 +185,58 @@ impl BotRepo {
     /// # Errors
     /// Encoding or sled failed; nothing was written.
     pub fn persist(&self, id: BotId, fx: &Effects, state: &BotState) -> Result<(), StoreError> {
-        // Encoded once, outside the closure: sled may run it more than once.
-        let orders = encoded(id, &fx.orders, |o| o.id)?;
+        // Encoded once, outside the closure: sled may run it more than once. An order that
+        // changed twice in one call is written once, as it ended.
+        let mut latest: Vec<&Order> = Vec::with_capacity(fx.orders.len());
+        for order in &fx.orders {
+            match latest.iter_mut().find(|o| o.id == order.id) {
+                Some(slot) => *slot = order,
+                None => latest.push(order),
+            }
+        }
+        let orders = encoded(id, &latest, |o| o.id)?;
         let fills = encoded(id, &fx.fills, |f| f.id)?;
-        let events = encoded(id, &fx.events, |e| e.id)?;
-        let state = encode(state)?;
+        // The journal lines of one call share one row, keyed by the last one's id.
+        let journal = match fx.events.last() {
+            Some(last) => Some((pair_key(id, last.id), encode_packed(&fx.events)?)),
+            None => None,
+        };
+        let state = encode_packed(state)?;
         let mut trees = vec![&self.orders, &self.fills, &self.events, &self.positions];
         let staged = match &self.outbox {
             Some(outbox) => {
                 trees.push(outbox.tree());
                 let user_id = self.owner(id)?;
-                let copies = [
-                    (RecordKind::Order, &orders),
-                    (RecordKind::Fill, &fills),
-                    (RecordKind::Event, &events),
-                ];
-                let records: Vec<OutboxRecord> = copies
-                    .into_iter()
-                    .flat_map(|(kind, rows)| {
-                        rows.iter().map(move |(entity_id, _, payload)| OutboxRecord {
-                            kind,
-                            bot_id: id,
-                            user_id,
-                            entity_id: *entity_id,
-                            payload: payload.clone(),
-                        })
-                    })
-                    .collect();
+                let record = |kind, entity_id, payload| OutboxRecord {
+                    kind,
+                    bot_id: id,
+                    user_id,
+                    entity_id,
+                    payload,
+                };
+                // The sink receives every version of every order, and JSON, as before.
+                let mut records = Vec::new();
+                for order in &fx.orders {
+                    records.push(record(RecordKind::Order, order.id, encode(order)?));
+                }
+                for fill in &fx.fills {
+                    records.push(record(RecordKind::Fill, fill.id, encode(fill)?));
+                }
+                for event in &fx.events {
+                    records.push(record(RecordKind::Event, event.id, encode(event)?));
+                }
                 outbox.stage(&records)?
             }
             None => Vec::new(),
         };
         self.store.transaction(&trees, |t| {
-            for (table, rows) in [(&t[0], &orders), (&t[1], &fills), (&t[2], &events)] {
+            for (table, rows) in [(&t[0], &orders), (&t[1], &fills)] {
                 for (_, key, value) in rows {
                     table.insert(key.as_slice(), value.as_slice())?;
                 }
+            }
+            if let Some((key, value)) = &journal {
+                t[2].insert(key.as_slice(), value.as_slice())?;
             }
             t[3].insert(id_key(id).as_slice(), state.as_slice())?;
             if let Some(outbox) = t.get(4) {
@@ -279,7 +301,7 @@ impl BotRepo {
         upto: u64,
         limit: usize,
     ) -> Result<Page<BotEvent>, StoreError> {
-        page(&self.events, id, after, upto, limit)
+        journal_page(&self.events, id, after, upto, limit)
     }
 
     /// Every fill of a bot, for performance figures.
@@ -291,16 +313,65 @@ impl BotRepo {
     }
 }
 
-/// A row encoded for a transaction: its id, its key and its JSON.
+/// A row encoded for a transaction: its id, its key and its packed JSON.
 type EncodedRow = (u64, [u8; 16], Vec<u8>);
 
-/// Each row's (id, key, JSON), for a transaction.
+/// Each row's (id, key, packed JSON), for a transaction.
 fn encoded<T: Serialize>(
     bot: BotId,
     rows: &[T],
     id: impl Fn(&T) -> u64,
 ) -> Result<Vec<EncodedRow>, StoreError> {
-    rows.iter().map(|row| Ok((id(row), pair_key(bot, id(row)), encode(row)?))).collect()
+    rows.iter().map(|row| Ok((id(row), pair_key(bot, id(row)), encode_packed(row)?))).collect()
+}
+
+/// Decodes one `events` row: the lines of one write (a list), or a single line (rows written
+/// before schema 3; migration 3 repacks them, but either form reads).
+///
+/// # Errors
+/// The row does not decode.
+pub(crate) fn journal_lines(raw: &[u8]) -> Result<Vec<BotEvent>, StoreError> {
+    let json = unpack(raw)?;
+    if json.first() == Some(&b'[') {
+        serde_json::from_slice(&json).map_err(StoreError::Codec)
+    } else {
+        Ok(vec![serde_json::from_slice(&json).map_err(StoreError::Codec)?])
+    }
+}
+
+/// A page of journal lines with ids in (`after`, `upto`], from rows keyed by their last line.
+fn journal_page(
+    tree: &sled::Tree,
+    owner: u64,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Page<BotEvent>, StoreError> {
+    let (Some(from), true) = (after.checked_add(1), after < upto) else {
+        return Ok(Page { items: Vec::new(), next_after: None });
+    };
+    let mut items = Vec::new();
+    let mut more = false;
+    // A row's key is its last line's id, so the first row with a key past `after` holds the
+    // first line wanted; rows keep going past `upto` only as far as the one that crosses it.
+    'rows: for row in tree.range(pair_key(owner, from)..=pair_key(owner, u64::MAX)) {
+        let (_, raw) = row?;
+        for line in journal_lines(&raw)? {
+            if line.id <= after {
+                continue;
+            }
+            if line.id > upto {
+                break 'rows;
+            }
+            if items.len() == limit {
+                more = true;
+                break 'rows;
+            }
+            items.push(line);
+        }
+    }
+    let next_after = more.then(|| items.last().map_or(after, |e| e.id));
+    Ok(Page { items, next_after })
 }
 
 fn page<T: DeserializeOwned>(
@@ -396,5 +467,117 @@ mod tests {
         assert!(rows.iter().all(|r| r.bot_id == 9 && r.user_id.is_none()));
         let fill: Fill = decode(&rows[0].payload).unwrap();
         assert_eq!(fill, repo.all_fills(9, u64::MAX).unwrap()[0]);
+    }
+
+    fn line(id: u64) -> BotEvent {
+        BotEvent {
+            id,
+            ts: id,
+            kind: BotEventKind::Log { level: "info".into(), message: format!("line {id}") },
+        }
+    }
+
+    #[test]
+    fn journal_pages_cut_through_the_rows_of_several_writes() {
+        let (_dir, store) = open();
+        let repo = BotRepo::new(&store).unwrap();
+        // Writes of 3, 1 and 4 lines: rows keyed 3, 4 and 8.
+        for ids in [1..=3, 4..=4, 5..=8] {
+            let mut fx = Effects::default();
+            fx.events.extend(ids.map(line));
+            repo.persist(9, &fx, &BotState::default()).unwrap();
+        }
+        assert_eq!(store.tree(trees::EVENTS).unwrap().len(), 3);
+        let ids = |page: &Page<BotEvent>| page.items.iter().map(|e| e.id).collect::<Vec<_>>();
+        let page = repo.events(9, 0, u64::MAX, 2).unwrap();
+        assert_eq!((ids(&page), page.next_after), (vec![1, 2], Some(2)));
+        let page = repo.events(9, 2, u64::MAX, 3).unwrap();
+        assert_eq!((ids(&page), page.next_after), (vec![3, 4, 5], Some(5)));
+        let page = repo.events(9, 5, u64::MAX, 10).unwrap();
+        assert_eq!((ids(&page), page.next_after), (vec![6, 7, 8], None));
+        // Nothing past the durable watermark, even inside a row.
+        let page = repo.events(9, 0, 6, 10).unwrap();
+        assert_eq!((ids(&page), page.next_after), (vec![1, 2, 3, 4, 5, 6], None));
+        let page = repo.events(9, 3, 6, 2).unwrap();
+        assert_eq!((ids(&page), page.next_after), (vec![4, 5], Some(5)));
+        assert!(repo.events(9, 8, u64::MAX, 10).unwrap().items.is_empty());
+        assert!(repo.events(8, 0, u64::MAX, 10).unwrap().items.is_empty());
+        assert!(repo.events(10, 0, u64::MAX, 10).unwrap().items.is_empty());
+    }
+
+    #[test]
+    fn an_order_changed_twice_in_one_write_is_stored_as_it_ended() {
+        let (_dir, store) = open();
+        let repo = BotRepo::new(&store).unwrap();
+        let mut fx = Effects::default();
+        let mut order = Order {
+            id: 1,
+            bot_id: 9,
+            client_order_id: "k-9-1".into(),
+            side: Side::Buy,
+            order_type: crate::trading::OrderType::Market,
+            qty: Decimal::new(1, 3),
+            filled_qty: Decimal::ZERO,
+            avg_fill_price: Decimal::ZERO,
+            status: crate::trading::OrderStatus::New,
+            origin: crate::trading::OrderOrigin::Strategy,
+            tag: 0,
+            oco_with: None,
+            reason: None,
+            created_ts: 1,
+            updated_ts: 1,
+        };
+        fx.orders.push(order.clone());
+        order.status = crate::trading::OrderStatus::Filled;
+        order.filled_qty = order.qty;
+        fx.orders.push(order.clone());
+        repo.persist(9, &fx, &BotState::default()).unwrap();
+        assert_eq!(repo.order(9, 1).unwrap(), Some(order));
+        assert!(repo.open_orders(9).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_schema_2_store_of_json_rows_opens_migrates_and_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = BotState::default();
+        state.position.quote_balance = Decimal::new(10_000, 0);
+        state.last_fill_id = 1;
+        state.last_event_id = 2;
+        state.strategy = Some(serde_json::json!({"fast": {"period": 5, "value": 98_000.5}}));
+        let fx = effects(9);
+        {
+            let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+            // Exactly as schema 2 wrote them: plain JSON, one journal line per row.
+            let tree = |name| store.tree(name).unwrap();
+            tree(trees::FILLS).insert(pair_key(9, 1), encode(&fx.fills[0]).unwrap()).unwrap();
+            for event in &fx.events {
+                tree(trees::EVENTS).insert(pair_key(9, event.id), encode(event).unwrap()).unwrap();
+            }
+            tree(trees::POSITIONS).insert(id_key(9), encode(&state).unwrap()).unwrap();
+            crate::store::set_schema_version(&store, 2).unwrap();
+            store.commit().await.unwrap();
+        }
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 3);
+        let repo = BotRepo::new(&store).unwrap();
+        assert_eq!(repo.state(9).unwrap(), state);
+        assert_eq!(repo.all_fills(9, u64::MAX).unwrap(), fx.fills);
+        assert_eq!(repo.events(9, 0, u64::MAX, 10).unwrap().items, fx.events);
+        let page = repo.events(9, 0, u64::MAX, 1).unwrap();
+        assert_eq!((page.items, page.next_after), (fx.events[..1].to_vec(), Some(1)));
+        // Every journal row is now a list, and the state (long enough) is deflated.
+        for row in store.tree(trees::EVENTS).unwrap().iter() {
+            let (_, raw) = row.unwrap();
+            assert_eq!(crate::store::unpack(&raw).unwrap().first(), Some(&b'['));
+        }
+        let raw = store.tree(trees::POSITIONS).unwrap().get(id_key(9)).unwrap().unwrap();
+        assert_eq!(raw.first(), Some(&1), "state row not deflated");
+        // New writes go on from there.
+        let mut more = Effects::default();
+        more.events.push(line(3));
+        repo.persist(9, &more, &state).unwrap();
+        let ids: Vec<u64> =
+            repo.events(9, 0, u64::MAX, 10).unwrap().items.iter().map(|e| e.id).collect();
+        assert_eq!(ids, [1, 2, 3]);
     }
 }

@@ -20,6 +20,9 @@ pub enum StoreError {
     /// A stored value does not decode, or a value does not encode.
     #[error("stored value does not decode")]
     Codec(#[source] serde_json::Error),
+    /// A packed value does not inflate (or, in theory, does not deflate).
+    #[error("stored value does not inflate")]
+    Pack(#[source] std::io::Error),
     /// A stored key or value is not what this version of Keel wrote.
     #[error("corrupt store: {0}")]
     Corrupt(String),
@@ -58,6 +61,7 @@ impl StoreError {
             StoreError::Sled(_)
             | StoreError::Io { .. }
             | StoreError::Codec(_)
+            | StoreError::Pack(_)
             | StoreError::Corrupt(_)
             | StoreError::SchemaTooNew { .. }
             | StoreError::Migration { .. } => false,

@@ -24,6 +24,11 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "create entity trees", apply: create_trees },
     Migration { version: 2, name: "create identity trees", apply: create_identity_trees },
+    Migration {
+        version: 3,
+        name: "pack bot rows, one journal row per write",
+        apply: pack_bot_rows,
+    },
 ];
 
 /// The schema version this binary writes.
@@ -43,6 +48,46 @@ fn create_identity_trees(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Rows rewritten per sled batch by [`pack_bot_rows`].
+const PACK_BATCH: usize = 1024;
+
+/// Schema 3: rows of `orders`, `fills`, `positions` and `events` are packed JSON
+/// ([`super::encode_packed`]), and an `events` row holds the list of lines one write made. Rows
+/// of schema 2 are rewritten in that form: each JSON value packed, each journal line made a list
+/// of one (its key, the line's id, is already the id of the last line in the row). Re-running it
+/// finds everything packed already and changes nothing.
+fn pack_bot_rows(store: &Store) -> Result<(), StoreError> {
+    for name in [trees::ORDERS, trees::FILLS, trees::POSITIONS, trees::EVENTS] {
+        let tree = store.tree(name)?;
+        let journal = name == trees::EVENTS;
+        let mut batch = sled::Batch::default();
+        let mut queued = 0;
+        for row in tree.iter() {
+            let (key, raw) = row?;
+            let json = super::unpack(&raw)?;
+            let packed = if journal && json.first() == Some(&b'{') {
+                let mut list = Vec::with_capacity(json.len() + 2);
+                list.push(b'[');
+                list.extend_from_slice(&json);
+                list.push(b']');
+                super::pack(list)?
+            } else {
+                super::pack(json.into_owned())?
+            };
+            if packed != raw.as_ref() {
+                batch.insert(key, packed);
+                queued += 1;
+            }
+            if queued == PACK_BATCH {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                queued = 0;
+            }
+        }
+        tree.apply_batch(batch)?;
+    }
+    Ok(())
+}
+
 /// Reads the recorded schema version; 0 for a new store.
 pub(crate) fn schema_version(store: &Store) -> Result<u32, StoreError> {
     let meta = store.tree(trees::META)?;
@@ -55,6 +100,15 @@ pub(crate) fn schema_version(store: &Store) -> Result<u32, StoreError> {
             Ok(u32::from_be_bytes(bytes))
         }
     }
+}
+
+/// Records `version` as the store's schema version, for tests that build a store as an older
+/// Keel left it.
+#[cfg(test)]
+pub(crate) fn set_schema_version(store: &Store, version: u32) -> Result<(), StoreError> {
+    store.tree(trees::META)?.insert(SCHEMA_VERSION_KEY, &version.to_be_bytes())?;
+    store.tree(trees::META)?.flush()?;
+    Ok(())
 }
 
 /// Brings the store up to [`CURRENT_SCHEMA_VERSION`], flushing after each step.
@@ -105,7 +159,8 @@ mod tests {
     const WITH_NEXT: &[Migration] = &[
         Migration { version: 1, name: "create entity trees", apply: create_trees },
         Migration { version: 2, name: "create identity trees", apply: create_identity_trees },
-        Migration { version: 3, name: "test marker", apply: count_and_write },
+        Migration { version: 3, name: "pack bot rows", apply: pack_bot_rows },
+        Migration { version: 4, name: "test marker", apply: count_and_write },
     ];
 
     #[test]
@@ -125,7 +180,7 @@ mod tests {
         run_list(&store, WITH_NEXT).unwrap();
         run_list(&store, WITH_NEXT).unwrap();
         assert_eq!(APPLIED.load(Ordering::SeqCst), 1);
-        assert_eq!(schema_version(&store).unwrap(), 3);
+        assert_eq!(schema_version(&store).unwrap(), 4);
     }
 
     #[test]
@@ -134,6 +189,6 @@ mod tests {
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
         run_list(&store, WITH_NEXT).unwrap();
         let err = run_list(&store, MIGRATIONS).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 3, supported: 2 }));
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 4, supported: 3 }));
     }
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 pub use error::StoreError;
 pub use group_commit::GroupCommit;
+#[cfg(test)]
+pub(crate) use migrations::set_schema_version;
 pub use migrations::{CURRENT_SCHEMA_VERSION, MIGRATIONS, Migration};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -62,7 +64,8 @@ pub struct StoreConfig {
     /// Directory that holds the sled files.
     pub path: PathBuf,
     /// Upper bound of sled's page cache, in bytes. sled's own default is 1 GiB, too much for a
-    /// small VPS.
+    /// small VPS. sled counts a page at its size in the log, so the memory the cache really
+    /// takes is several times this.
     pub cache_capacity_bytes: u64,
     /// sled's background flush period. Acknowledged writes never rely on it (they await
     /// [`Store::commit`]); it only bounds how much unacknowledged work a crash can lose.
@@ -74,7 +77,7 @@ impl StoreConfig {
     pub fn new(path: impl Into<PathBuf>) -> Self {
         Self {
             path: path.into(),
-            cache_capacity_bytes: 64 * 1024 * 1024,
+            cache_capacity_bytes: 16 * 1024 * 1024,
             background_flush: Some(Duration::from_millis(500)),
         }
     }
@@ -283,12 +286,62 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(StoreError::Codec)
 }
 
-/// Decodes a stored value.
+/// First byte of a value written by [`encode_packed`] and deflated: JSON never starts with it.
+const DEFLATED: u8 = 0x01;
+/// Values shorter than this are not worth deflating.
+const DEFLATE_FROM: usize = 96;
+
+/// Encodes a value for one of the high-volume trees (orders, fills, positions, events): its JSON,
+/// deflated (behind a [`DEFLATED`] byte) when that is shorter. [`decode`] reads both forms, so
+/// a tree may hold either, and rows written before this encoding existed still read.
+///
+/// # Errors
+/// The value cannot be serialised.
+pub fn encode_packed<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    pack(encode(value)?)
+}
+
+/// [`encode_packed`] for JSON already encoded.
+///
+/// # Errors
+/// Deflating failed (it writes to memory, so only on allocation failure).
+pub fn pack(json: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    use std::io::Write;
+    if json.len() < DEFLATE_FROM {
+        return Ok(json);
+    }
+    let mut out = Vec::with_capacity(json.len() / 2);
+    out.push(DEFLATED);
+    let mut deflater = flate2::write::DeflateEncoder::new(out, flate2::Compression::fast());
+    deflater.write_all(&json).map_err(StoreError::Pack)?;
+    let packed = deflater.finish().map_err(StoreError::Pack)?;
+    Ok(if packed.len() < json.len() { packed } else { json })
+}
+
+/// The JSON of a stored value, inflated if [`encode_packed`] deflated it.
+///
+/// # Errors
+/// A deflated value that does not inflate.
+pub fn unpack(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
+    use std::io::Read;
+    match bytes.split_first() {
+        Some((&DEFLATED, deflated)) => {
+            let mut json = Vec::with_capacity(deflated.len() * 3);
+            flate2::read::DeflateDecoder::new(deflated)
+                .read_to_end(&mut json)
+                .map_err(StoreError::Pack)?;
+            Ok(std::borrow::Cow::Owned(json))
+        }
+        _ => Ok(std::borrow::Cow::Borrowed(bytes)),
+    }
+}
+
+/// Decodes a stored value, written by [`encode`] or [`encode_packed`].
 ///
 /// # Errors
 /// The bytes are not a valid encoding of `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(StoreError::Codec)
+    serde_json::from_slice(&unpack(bytes)?).map_err(StoreError::Codec)
 }
 
 #[cfg(test)]
@@ -334,6 +387,19 @@ mod tests {
         );
         assert!(orders.is_empty());
         assert!(fills.is_empty());
+    }
+
+    #[test]
+    fn packed_values_decode_and_short_ones_stay_plain_json() {
+        let short = encode_packed(&"abc").unwrap();
+        assert_eq!(short, b"\"abc\"");
+        let long: Vec<String> = (0..20).map(|i| format!("line {i} of a journal")).collect();
+        let packed = encode_packed(&long).unwrap();
+        assert_eq!(packed[0], DEFLATED);
+        assert!(packed.len() < encode(&long).unwrap().len() / 2, "{} bytes", packed.len());
+        assert_eq!(decode::<Vec<String>>(&packed).unwrap(), long);
+        assert_eq!(decode::<Vec<String>>(&encode(&long).unwrap()).unwrap(), long);
+        assert!(matches!(decode::<String>(&[DEFLATED, 0xff, 0x00]), Err(StoreError::Pack(_))));
     }
 
     #[tokio::test]
