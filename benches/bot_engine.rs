@@ -248,6 +248,7 @@ fn start_bot(
         exposure: None,
         user_id: 1,
         sessions: Default::default(),
+        mailbox: BOT_MAILBOX,
     };
     BotActor::start_in_arbiter(arbiter, move |_| BotActor::new(args))
 }

@@ -58,6 +58,7 @@ fn main() {
             binance: Some(ConnectionConfig::for_venue(VenueId::Binance, fake.url.clone())),
             rest_url: None,
             recorder: None,
+            mailbox: keel_actors::feed::DEFAULT_MAILBOX,
         })
         .start();
         let samples = Arc::new(Mutex::new(Vec::with_capacity((rate * seconds * subscribers) as usize)));

@@ -66,6 +66,8 @@ pub struct Settings {
     pub record: RecordSettings,
     /// Backtests over HTTP.
     pub backtests: BacktestSettings,
+    /// Actors' mailbox capacities.
+    pub mailboxes: MailboxSettings,
     /// Operator endpoints (`keel backup`).
     #[serde(default)]
     pub admin: AdminSettings,
@@ -99,6 +101,57 @@ pub struct BacktestSettings {
     pub max_upload_bytes: u64,
     /// Uploaded files kept per user; older ones are deleted.
     pub max_uploads_per_user: usize,
+}
+
+/// `[mailboxes]`: how many messages each actor's bounded mailbox holds. Past it a `try_send`
+/// fails: feeds conflate or drop market data, `ask` answers 503 `OVERLOADED`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailboxSettings {
+    /// The root and feeds supervisors (lifecycle and status messages).
+    pub supervisor: usize,
+    /// The bot supervisor, which every bot request passes.
+    pub bot_supervisor: usize,
+    /// Each running bot (market data and commands).
+    pub bot: usize,
+    /// Each venue's feed (subscriptions and market requests).
+    pub feed: usize,
+    /// The vault (credentials and signatures).
+    pub vault: usize,
+    /// Each connected user's session (bot events).
+    pub session: usize,
+    /// Each WebSocket connection (session events, subscription answers).
+    pub ws_connection: usize,
+    /// Each HTTP worker thread's market hub (market events for its connections).
+    pub ws_hub: usize,
+}
+
+/// Smallest mailbox accepted: actix's own default. 0 would make actix's mailbox unbounded.
+const MIN_MAILBOX: usize = 16;
+/// Largest mailbox accepted, per actor.
+const MAX_MAILBOX: usize = 1 << 20;
+
+impl MailboxSettings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        for (key, value) in [
+            ("mailboxes.supervisor", self.supervisor),
+            ("mailboxes.bot_supervisor", self.bot_supervisor),
+            ("mailboxes.bot", self.bot),
+            ("mailboxes.feed", self.feed),
+            ("mailboxes.vault", self.vault),
+            ("mailboxes.session", self.session),
+            ("mailboxes.ws_connection", self.ws_connection),
+            ("mailboxes.ws_hub", self.ws_hub),
+        ] {
+            if !(MIN_MAILBOX..=MAX_MAILBOX).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("must be between {MIN_MAILBOX} and {MAX_MAILBOX} messages"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[admin]`.
@@ -619,6 +672,7 @@ impl Settings {
             return Err(invalid("vault.max_credentials_per_user", "must be between 1 and 1000000"));
         }
         self.sink.postgres.validate()?;
+        self.mailboxes.validate()?;
         Ok(())
     }
 
@@ -879,11 +933,38 @@ mod tests {
             (&[("KEEL__RECORD__QUEUE", "0")], "record.queue"),
             (&[("KEEL__BACKTESTS__MAX_PER_USER", "0")], "backtests.max_per_user"),
             (&[("KEEL__BACKTESTS__MAX_UPLOAD_BYTES", "10")], "backtests.max_upload_bytes"),
+            (&[("KEEL__MAILBOXES__BOT", "0")], "mailboxes.bot"),
+            (&[("KEEL__MAILBOXES__SESSION", "15")], "mailboxes.session"),
+            (&[("KEEL__MAILBOXES__WS_HUB", "1048577")], "mailboxes.ws_hub"),
         ];
         for (vars, key) in cases {
             let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();
             assert!(err.contains(key), "{vars:?}: `{err}` does not name `{key}`");
         }
+    }
+
+    #[test]
+    fn mailbox_caps_default_to_the_built_in_sizes_and_follow_the_environment() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        let m = &settings.mailboxes;
+        let defaults = [m.supervisor, m.bot_supervisor, m.bot, m.feed, m.vault, m.session];
+        assert_eq!(defaults, [256, 1024, 4096, 4096, 1024, 4096]);
+        assert_eq!((m.ws_connection, m.ws_hub), (4096, 65_536));
+        assert_eq!(m.supervisor, keel_actors::supervisor::DEFAULT_MAILBOX);
+        assert_eq!(m.bot, keel_actors::bot::actor::BOT_MAILBOX);
+        assert_eq!(m.feed, keel_actors::feed::DEFAULT_MAILBOX);
+        assert_eq!(m.vault, keel_actors::vault::DEFAULT_MAILBOX);
+        assert_eq!(m.session, keel_actors::session::SESSION_MAILBOX);
+
+        let vars =
+            env(&[("KEEL__MAILBOXES__BOT", "128"), ("KEEL__MAILBOXES__WS_CONNECTION", "64")]);
+        let settings = Settings::load_with_env(None, vars).unwrap();
+        assert_eq!((settings.mailboxes.bot, settings.mailboxes.ws_connection), (128, 64));
+        assert_eq!(settings.mailboxes.feed, 4096);
+        let err = Settings::load_with_env(None, env(&[("KEEL__MAILBOXES__BOT", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 16 and 1048576"), "{err}");
     }
 
     const JWT: &str = "0123456789abcdef0123456789abcdef";

@@ -222,10 +222,12 @@ impl Application {
             max_restarts: settings.supervisor.max_restarts,
             period: Duration::from_secs(settings.supervisor.period_secs),
         };
+        let mailboxes = &settings.mailboxes;
         let (vault_spec, vault) = VaultSpec::new(
             store.clone(),
             secrets.key_ring,
             settings.vault.max_credentials_per_user,
+            mailboxes.vault,
         );
         let market_recorder = if settings.record.enabled {
             let dir = settings.record_dir();
@@ -238,7 +240,7 @@ impl Application {
         let backtests = backtest_jobs(&settings).context("starting the backtest workers")?;
         let feeds = Arc::new(feeds);
         let bots = BotsAddress::default();
-        let sessions = SessionDirectory::default();
+        let sessions = SessionDirectory::new(mailboxes.session);
         let ws_limits =
             Arc::new(crate::ws::Limits::new(settings.ws.max_connections, settings.ws.max_per_user));
         let bots_config = BotsConfig {
@@ -252,6 +254,8 @@ impl Application {
             live: live_venues(&settings, vault.clone())?,
             max_user_exposure: Some(settings.bots.max_user_exposure).filter(|l| !l.is_zero()),
             sessions: sessions.clone(),
+            mailbox: mailboxes.bot_supervisor,
+            bot_mailbox: mailboxes.bot,
         };
         let sink = postgres_sink(&settings, &store).await?;
         let mut repo = BotRepo::new(&store)?;
@@ -259,8 +263,11 @@ impl Application {
             repo = repo.with_outbox(outbox.clone());
         }
         let bots_spec = BotsSpec::new(repo, feeds.clone(), bots_config, bots.clone());
-        let mut root =
-            Supervisor::new("root", policy).child(vault_spec).child(feeds_spec).child(bots_spec);
+        let mut root = Supervisor::new("root", policy)
+            .with_mailbox(mailboxes.supervisor)
+            .child(vault_spec)
+            .child(feeds_spec)
+            .child(bots_spec);
         let mut sink_health = None;
         if let Some((spec, health, _)) = sink {
             // Last to start, first to stop: a batch cut short stays in the outbox.
@@ -486,6 +493,7 @@ fn feeds(
             binance: None,
             rest_url: None,
             recorder: recorder.clone(),
+            mailbox: settings.mailboxes.feed,
         });
     }
     for (venue, config) in [
@@ -507,6 +515,7 @@ fn feeds(
             binance: Some(ConnectionConfig::for_venue(venue, url)),
             rest_url: Some(rest_url(venue, config)),
             recorder: recorder.clone(),
+            mailbox: settings.mailboxes.feed,
         });
     }
     let slots: Vec<(FeedConfig, FeedAddress)> =
@@ -519,7 +528,8 @@ fn feeds(
                 Box::new(FeedSpec::new(config.clone(), slot.clone())) as Box<dyn ChildSpec>
             })
             .collect()
-    });
+    })
+    .with_mailbox(settings.mailboxes.supervisor);
     (spec, addresses)
 }
 

@@ -20,7 +20,8 @@ use actix::prelude::*;
 use crate::bot::engine::BotEvent;
 use crate::bot::model::{BotId, UserId};
 
-/// A session's mailbox.
+/// A session's mailbox unless [`SessionDirectory::new`] sets `mailboxes.session`. A full one makes
+/// every connection of the user close with 1013 and resync.
 pub const SESSION_MAILBOX: usize = 4096;
 /// How long attaching to a session may take.
 const ATTACH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -75,7 +76,7 @@ impl Actor for SessionActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(SESSION_MAILBOX);
+        ctx.set_mailbox_capacity(self.directory.mailbox);
         metrics::gauge!("keel_sessions").increment(1.0);
     }
 
@@ -143,12 +144,26 @@ impl Handler<SessionEvent> for SessionActor {
 }
 
 /// Where each user's session is. Cheap to clone; all clones share it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionDirectory {
     sessions: Arc<RwLock<HashMap<UserId, Addr<SessionActor>>>>,
+    /// Capacity of each session's mailbox.
+    mailbox: usize,
+}
+
+impl Default for SessionDirectory {
+    /// A directory whose sessions have [`SESSION_MAILBOX`]-message mailboxes.
+    fn default() -> Self {
+        Self::new(SESSION_MAILBOX)
+    }
 }
 
 impl SessionDirectory {
+    /// An empty directory whose sessions have mailboxes of `mailbox` messages.
+    pub fn new(mailbox: usize) -> Self {
+        Self { sessions: Arc::default(), mailbox }
+    }
+
     /// The user's running session, if any.
     pub fn get(&self, user_id: UserId) -> Option<Addr<SessionActor>> {
         let sessions = self.sessions.read().unwrap_or_else(PoisonError::into_inner);
@@ -221,6 +236,49 @@ impl SessionDirectory {
         let mut sessions = self.sessions.write().unwrap_or_else(PoisonError::into_inner);
         if sessions.get(&user_id).is_some_and(|a| a == addr) {
             sessions.remove(&user_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that ignores what its session tells it.
+    struct Connection;
+
+    impl Actor for Connection {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SessionEvent> for Connection {
+        type Result = ();
+        fn handle(&mut self, _: SessionEvent, _: &mut Context<Self>) {}
+    }
+
+    fn events() -> BotEvents {
+        BotEvents { bot_id: 1, events: Vec::<BotEvent>::new().into() }
+    }
+
+    #[actix_rt::test]
+    async fn a_session_takes_as_many_events_as_its_configured_mailbox_holds() {
+        const CAPACITY: usize = 4;
+        let directory = SessionDirectory::new(CAPACITY);
+        let connection = Connection.start().recipient();
+        let session = directory.attach(7, 1, connection).await.expect("the session starts");
+        // Nothing below yields, so the session is not polled and its mailbox only fills. actix
+        // parks a sender on the message that reaches the capacity and refuses its next one.
+        for n in 0..CAPACITY {
+            assert!(session.try_send(events()).is_ok(), "event {n} was refused");
+        }
+        assert!(matches!(session.try_send(events()), Err(SendError::Full(_))));
+
+        // With the default capacity the same burst and one more event fit.
+        let directory = SessionDirectory::default();
+        let connection = Connection.start().recipient();
+        let session = directory.attach(7, 1, connection).await.expect("the session starts");
+        for n in 0..=CAPACITY {
+            assert!(session.try_send(events()).is_ok(), "event {n} was refused");
         }
     }
 }

@@ -280,6 +280,7 @@ mod feed {
             binance: Some(fast_config(&fake.url)),
             rest_url: None,
             recorder: None,
+            mailbox: keel_actors::feed::DEFAULT_MAILBOX,
         })
         .start();
         let seen = Arc::new(Mutex::new(Vec::new()));

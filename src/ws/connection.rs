@@ -36,9 +36,6 @@ use super::protocol::{
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
-/// The connection's mailbox (session events, subscription answers); market data does not pass
-/// through it.
-const MAILBOX: usize = 4096;
 /// How often a lagging client is told what it missed and checked against `ws.max_lag_secs`.
 const LAG_CHECK: Duration = Duration::from_secs(1);
 /// How long the close frame may take to go out once the connection is done.
@@ -281,7 +278,7 @@ impl ClientConnection {
         // Market streams are delivered to this thread's hub, which writes into `outbound`.
         let state = self.state.clone();
         let limits = self.limits.clone();
-        let hub = Hub::local(move || limits.next_id());
+        let hub = Hub::local(state.settings.mailboxes.ws_hub, move || limits.next_id());
         let recipient = hub.recipient();
         let hub_id = hub.id;
         ctx.wait(
@@ -334,7 +331,8 @@ impl ClientConnection {
     fn leave(&self, channel: &Channel) {
         let Some(key) = market_key(channel) else { return };
         let limits = self.limits.clone();
-        Hub::local(move || limits.next_id()).leave(&key, self.id, &self.state.feeds);
+        let hub = Hub::local(self.state.settings.mailboxes.ws_hub, move || limits.next_id());
+        hub.leave(&key, self.id, &self.state.feeds);
     }
 
     fn on_bot_events(
@@ -482,7 +480,8 @@ impl Actor for ClientConnection {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(MAILBOX);
+        // Session events and subscription answers; market data does not pass through it.
+        ctx.set_mailbox_capacity(self.state.settings.mailboxes.ws_connection);
         metrics::gauge!("keel_ws_clients").increment(1.0);
         if let Some(rx) = self.out_rx.take() {
             let writer = write_frames(self.session.clone(), rx);

@@ -32,10 +32,6 @@ use super::protocol::{Channel, EventFrame, control_frame, market_data_json};
 /// One market stream of one venue.
 pub type StreamKey = (VenueId, Symbol, StreamKind);
 
-/// The hub's mailbox: the feed never waits on it, so it is sized for a few seconds of a busy
-/// venue; a full one loses the event for every connection on the thread.
-const HUB_MAILBOX: usize = 1 << 16;
-
 /// How long renewing the hub's feed subscription may take.
 const RESUBSCRIBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -211,8 +207,11 @@ thread_local! {
 }
 
 impl Hub {
-    /// This thread's hub, started on first use with feed subscriber id `id()`.
-    pub fn local(id: impl FnOnce() -> SubscriberId) -> Self {
+    /// This thread's hub, started on first use with feed subscriber id `id()` and a mailbox of
+    /// `mailbox` messages (`mailboxes.ws_hub`). The feed never waits on the hub, so the mailbox is
+    /// sized for a few seconds of a busy venue; a full one loses the event for every connection on
+    /// the thread.
+    pub fn local(mailbox: usize, id: impl FnOnce() -> SubscriberId) -> Self {
         HUB.with(|hub| {
             let mut hub = hub.borrow_mut();
             if let Some(hub) = hub.as_ref()
@@ -221,7 +220,7 @@ impl Hub {
                 return hub.clone();
             }
             let members = Rc::new(RefCell::new(Members::default()));
-            let addr = HubActor { members: members.clone() }.start();
+            let addr = HubActor { members: members.clone(), mailbox }.start();
             let started = Self { id: id(), addr, members };
             *hub = Some(started.clone());
             started
@@ -291,13 +290,14 @@ impl Hub {
 /// Receives the feed's events for the thread and writes them into the members' queues.
 struct HubActor {
     members: Rc<RefCell<Members>>,
+    mailbox: usize,
 }
 
 impl Actor for HubActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(HUB_MAILBOX);
+        ctx.set_mailbox_capacity(self.mailbox);
     }
 }
 

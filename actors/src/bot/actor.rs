@@ -29,7 +29,8 @@ use crate::supervisor::{Stop, catch_panic, take_last_panic};
 use crate::trading::risk::RiskRejection;
 use crate::trading::{Order, OrderRequest, Position};
 
-/// A bot's mailbox: market data and commands share it; the feed conflates quotes when it is full.
+/// The default of a bot's mailbox (`mailboxes.bot`): market data and commands share it; the feed
+/// conflates quotes when it is full.
 pub const BOT_MAILBOX: usize = 4096;
 /// How often the strategy's state is saved even without fills, so a restart loses little warm-up.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
@@ -212,6 +213,8 @@ pub struct BotActorArgs {
     pub user_id: super::model::UserId,
     /// Where the owner's live connections are (events go there once durable).
     pub sessions: crate::session::SessionDirectory,
+    /// Capacity of the bot's mailbox ([`BOT_MAILBOX`] unless configured).
+    pub mailbox: usize,
 }
 
 /// What a write leaves to do once it is durable: applied in write order after the flush that
@@ -574,7 +577,7 @@ impl Actor for BotActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(BOT_MAILBOX);
+        ctx.set_mailbox_capacity(self.args.mailbox);
         self.args.engine.set_strategy_active(!self.paused);
         self.subscribe(ctx);
         ctx.run_interval(SNAPSHOT_INTERVAL, |act, _| {

@@ -34,8 +34,6 @@ use crate::trading::paper::PaperConfig;
 const BOT_DEADLINE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for bots to save their state.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// The supervisor's mailbox.
-const SUPERVISOR_MAILBOX: usize = 1024;
 
 /// Where the bot supervisor's current address is published.
 pub type BotsAddress = AddressSlot<BotSupervisor>;
@@ -87,6 +85,10 @@ pub struct BotsConfig {
     pub max_user_exposure: Option<rust_decimal::Decimal>,
     /// Where users' live connections are, for bot events.
     pub sessions: crate::session::SessionDirectory,
+    /// Capacity of the supervisor's own mailbox: every bot request from the API passes it.
+    pub mailbox: usize,
+    /// Capacity of each bot's mailbox (market data and commands share it).
+    pub bot_mailbox: usize,
 }
 
 /// The venues live bots can trade on, and the vault that signs for them.
@@ -345,6 +347,7 @@ impl BotSupervisor {
             live,
             user_id: record.user_id,
             sessions: self.config.sessions.clone(),
+            mailbox: self.config.bot_mailbox,
             exposure: self
                 .exposure
                 .as_ref()
@@ -420,7 +423,7 @@ impl Actor for BotSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(SUPERVISOR_MAILBOX);
+        ctx.set_mailbox_capacity(self.config.mailbox);
         let active: Vec<BotId> =
             self.bots.values().filter(|b| b.status.is_active()).map(|b| b.id).collect();
         tracing::info!(bots = self.bots.len(), resuming = active.len(), "bot supervisor started");

@@ -38,8 +38,9 @@ use crate::venues::sim::{Instrument, SimMarket};
 
 /// How often the feed runs its housekeeping: sim generation, conflated deliveries, waiters.
 const TICK: Duration = Duration::from_millis(10);
-/// The feed's own mailbox: control messages only (events come from its source).
-const MAILBOX_CAPACITY: usize = 4096;
+/// The default of the feed's own mailbox (`mailboxes.feed`): control messages only (events come
+/// from its source).
+pub const DEFAULT_MAILBOX: usize = 4096;
 /// Events buffered between the venue's connections and the feed.
 const SOURCE_BUFFER: usize = 65_536;
 /// Commands buffered per connection.
@@ -112,6 +113,8 @@ pub struct FeedConfig {
     pub rest_url: Option<String>,
     /// Where events are recorded, when recording is on.
     pub recorder: Option<Recorder>,
+    /// Capacity of the feed's mailbox (subscriptions and market requests).
+    pub mailbox: usize,
 }
 
 /// How often a venue's instrument rules are reloaded.
@@ -704,7 +707,7 @@ impl Actor for FeedActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(self.config.mailbox);
         self.last_tick = Instant::now();
         if let Some(replay) = self.config.sim.as_ref().and_then(|sim| sim.replay.clone()) {
             self.replay = Some(replay::Replay::start(replay));

@@ -25,6 +25,7 @@ fn sim_feed(trades_per_sec: u32) -> Addr<FeedActor> {
         binance: None,
         rest_url: None,
         recorder: None,
+        mailbox: super::DEFAULT_MAILBOX,
     })
     .start()
 }
@@ -165,6 +166,7 @@ async fn without_data_a_market_request_answers_no_data_after_the_wait() {
         binance: None,
         rest_url: None,
         recorder: None,
+        mailbox: super::DEFAULT_MAILBOX,
     })
     .start();
     let started = Instant::now();
@@ -241,6 +243,7 @@ fn replay_feed(path: std::path::PathBuf, events_per_sec: u32) -> Addr<FeedActor>
         binance: None,
         rest_url: None,
         recorder: None,
+        mailbox: super::DEFAULT_MAILBOX,
     })
     .start()
 }
@@ -311,6 +314,7 @@ async fn a_recording_feed_writes_what_it_handles_to_the_days_file() {
         binance: None,
         rest_url: None,
         recorder: Some(recorder),
+        mailbox: super::DEFAULT_MAILBOX,
     })
     .start();
     let (seen, to) = collector(4096, None);

@@ -33,7 +33,8 @@ const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 /// tell the truth about it while the outbox is empty.
 const IDLE_PING: Duration = Duration::from_secs(10);
 
-/// The sink actor. It handles only [`Stop`]: everything else happens in its drain loop.
+/// The sink actor. It handles only [`Stop`]: everything else happens in its drain loop, so its
+/// mailbox keeps actix's default capacity (16) and is not configurable.
 pub struct PgSink {
     config: Arc<PgSinkConfig>,
     outbox: Outbox,

@@ -33,8 +33,9 @@ use crate::mailbox::{Ask, Query};
 const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often, while stopping, a supervisor looks whether a child has finished stopping.
 const STOP_POLL_INTERVAL: Duration = Duration::from_millis(5);
-/// The mailbox of a supervisor: small, because only lifecycle messages go there.
-const SUPERVISOR_MAILBOX: usize = 256;
+/// A supervisor's mailbox unless [`Supervisor::with_mailbox`] sets `mailboxes.supervisor`: small,
+/// because only lifecycle and status messages go there.
+pub const DEFAULT_MAILBOX: usize = 256;
 
 /// How many restarts a supervisor allows within a period before it gives up on a child.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +212,7 @@ pub struct Supervisor {
     escalated: Vec<ChildFailed>,
     stopping: bool,
     lifeline: Option<Lifeline>,
+    mailbox: usize,
 }
 
 impl fmt::Debug for Supervisor {
@@ -234,7 +236,14 @@ impl Supervisor {
             escalated: Vec::new(),
             stopping: false,
             lifeline: None,
+            mailbox: DEFAULT_MAILBOX,
         }
+    }
+
+    /// Sets the capacity of the supervisor's mailbox (`mailboxes.supervisor`).
+    pub fn with_mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity;
+        self
     }
 
     /// Who hears about a child that spent its restart budget.
@@ -385,7 +394,7 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(SUPERVISOR_MAILBOX);
+        ctx.set_mailbox_capacity(self.mailbox);
         for index in 0..self.children.len() {
             self.start_child(index, ctx);
         }
@@ -471,6 +480,7 @@ impl Handler<Stop> for Supervisor {
 pub struct SupervisorSpec {
     name: String,
     policy: RestartPolicy,
+    mailbox: usize,
     children: Box<dyn Fn() -> Vec<Box<dyn ChildSpec>>>,
 }
 
@@ -487,7 +497,13 @@ impl SupervisorSpec {
         policy: RestartPolicy,
         children: impl Fn() -> Vec<Box<dyn ChildSpec>> + 'static,
     ) -> Self {
-        Self { name: name.into(), policy, children: Box::new(children) }
+        Self { name: name.into(), policy, mailbox: DEFAULT_MAILBOX, children: Box::new(children) }
+    }
+
+    /// Sets the capacity of the supervisor's mailbox, for every (re)start.
+    pub fn with_mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity;
+        self
     }
 }
 
@@ -497,8 +513,9 @@ impl ChildSpec for SupervisorSpec {
     }
 
     fn start(&mut self, lifeline: Lifeline) -> Result<Box<dyn ChildHandle>, StartError> {
-        let supervisor =
-            Supervisor::new(self.name.clone(), self.policy).escalate_to(lifeline.escalation());
+        let supervisor = Supervisor::new(self.name.clone(), self.policy)
+            .with_mailbox(self.mailbox)
+            .escalate_to(lifeline.escalation());
         let supervisor = (self.children)().into_iter().fold(supervisor, Supervisor::boxed_child);
         Ok(Box::new(supervisor.with_lifeline(lifeline).start()))
     }

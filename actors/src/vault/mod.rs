@@ -24,8 +24,9 @@ use crate::mailbox::{Ask, Query};
 use crate::store::{Store, StoreError, decode, encode, id_key, pair_key, trees};
 use crate::supervisor::{AddressSlot, ChildHandle, ChildSpec, Lifeline, StartError, Stop};
 
-/// The vault's mailbox size. Signing is on the order path, so it must absorb bursts.
-const MAILBOX_CAPACITY: usize = 1024;
+/// The vault's mailbox unless [`Vault::with_mailbox`] sets `mailboxes.vault`. Signing is on the
+/// order path, so it must absorb bursts.
+pub const DEFAULT_MAILBOX: usize = 1024;
 
 /// What went wrong in the vault. Messages never contain secret material.
 #[derive(Debug, thiserror::Error)]
@@ -305,6 +306,7 @@ pub struct Vault {
     credentials: Credentials,
     store: Store,
     max_per_user: usize,
+    mailbox: usize,
     _lifeline: Option<Lifeline>,
 }
 
@@ -329,8 +331,15 @@ impl Vault {
             credentials: Credentials::new(store.clone())?,
             store,
             max_per_user,
+            mailbox: DEFAULT_MAILBOX,
             _lifeline: None,
         })
+    }
+
+    /// Sets the capacity of the vault's mailbox.
+    pub fn with_mailbox(mut self, capacity: usize) -> Self {
+        self.mailbox = capacity;
+        self
     }
 
     /// Replies after the store has made this handler's writes durable.
@@ -373,7 +382,7 @@ impl Actor for Vault {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.set_mailbox_capacity(self.mailbox);
         tracing::info!(key_id = self.ring.current().id(), "vault started");
     }
 }
@@ -472,6 +481,7 @@ pub struct VaultSpec {
     store: Store,
     ring: std::sync::Arc<KeyRing>,
     max_per_user: usize,
+    mailbox: usize,
     address: VaultAddress,
 }
 
@@ -482,11 +492,17 @@ impl fmt::Debug for VaultSpec {
 }
 
 impl VaultSpec {
-    /// A spec for a vault over `store` with `ring`, and where its address will be published.
-    pub fn new(store: Store, ring: KeyRing, max_per_user: usize) -> (Self, VaultAddress) {
+    /// A spec for a vault over `store` with `ring` and a mailbox of `mailbox` messages, and
+    /// where its address will be published.
+    pub fn new(
+        store: Store,
+        ring: KeyRing,
+        max_per_user: usize,
+        mailbox: usize,
+    ) -> (Self, VaultAddress) {
         let address = VaultAddress::default();
-        let spec =
-            Self { store, ring: std::sync::Arc::new(ring), max_per_user, address: address.clone() };
+        let ring = std::sync::Arc::new(ring);
+        let spec = Self { store, ring, max_per_user, mailbox, address: address.clone() };
         (spec, address)
     }
 }
@@ -498,7 +514,8 @@ impl ChildSpec for VaultSpec {
 
     fn start(&mut self, lifeline: Lifeline) -> Result<Box<dyn ChildHandle>, StartError> {
         let mut vault = Vault::new(self.store.clone(), self.ring.clone(), self.max_per_user)
-            .map_err(|e| StartError(e.to_string()))?;
+            .map_err(|e| StartError(e.to_string()))?
+            .with_mailbox(self.mailbox);
         vault._lifeline = Some(lifeline);
         let addr = vault.start();
         self.address.set(addr.clone());
