@@ -61,6 +61,9 @@ pub struct ClientConnection {
     /// Access-token expiry (seconds since the epoch) of the current authentication.
     expires_at: u64,
     user_session: Option<Addr<SessionActor>>,
+    /// The thread's market hub, once a market channel was asked for: channels leave the hub they
+    /// joined (never one started just to leave).
+    hub: Option<Hub>,
     last_heard: Instant,
     closing: bool,
     opened: Instant,
@@ -96,6 +99,7 @@ impl ClientConnection {
             user,
             expires_at,
             user_session: None,
+            hub: None,
             last_heard: Instant::now(),
             closing: false,
             opened: Instant::now(),
@@ -279,6 +283,7 @@ impl ClientConnection {
         let state = self.state.clone();
         let limits = self.limits.clone();
         let hub = Hub::local(state.settings.mailboxes.ws_hub, move || limits.next_id());
+        self.hub = Some(hub.clone());
         let recipient = hub.recipient();
         let hub_id = hub.id;
         ctx.wait(
@@ -329,9 +334,7 @@ impl ClientConnection {
 
     /// Leaves a market channel's stream at the thread's hub.
     fn leave(&self, channel: &Channel) {
-        let Some(key) = market_key(channel) else { return };
-        let limits = self.limits.clone();
-        let hub = Hub::local(self.state.settings.mailboxes.ws_hub, move || limits.next_id());
+        let (Some(key), Some(hub)) = (market_key(channel), &self.hub) else { return };
         hub.leave(&key, self.id, &self.state.feeds);
     }
 
