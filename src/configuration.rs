@@ -948,7 +948,7 @@ mod tests {
         let settings = Settings::load_with_env(None, env(&[])).unwrap();
         let m = &settings.mailboxes;
         let defaults = [m.supervisor, m.bot_supervisor, m.bot, m.feed, m.vault, m.session];
-        assert_eq!(defaults, [256, 1024, 4096, 4096, 1024, 4096]);
+        assert_eq!(defaults, [256, 1024, 256, 4096, 1024, 4096]);
         assert_eq!((m.ws_connection, m.ws_hub), (4096, 65_536));
         assert_eq!(m.supervisor, keel_actors::supervisor::DEFAULT_MAILBOX);
         assert_eq!(m.bot, keel_actors::bot::actor::BOT_MAILBOX);

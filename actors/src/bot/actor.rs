@@ -30,8 +30,9 @@ use crate::trading::risk::RiskRejection;
 use crate::trading::{Order, OrderRequest, Position};
 
 /// The default of a bot's mailbox (`mailboxes.bot`): market data and commands share it; the feed
-/// conflates quotes when it is full.
-pub const BOT_MAILBOX: usize = 4096;
+/// conflates quotes and drops trades (counted) when it is full. Small, because it is multiplied
+/// by the number of bots: 1,000 bots that fall behind a busy feed hold at most about 26 MB here.
+pub const BOT_MAILBOX: usize = 256;
 /// How often the strategy's state is saved even without fills, so a restart loses little warm-up.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(10);
 /// A strategy call slower than this counts as over budget.
