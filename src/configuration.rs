@@ -366,6 +366,10 @@ pub struct ServerSettings {
     /// Kernel send buffer of each accepted connection, in bytes (`SO_SNDBUF`); 0 leaves the OS
     /// default, which grows to megabytes.
     pub socket_send_buffer_bytes: usize,
+    /// How long a connection's sent data may stay unacknowledged, or its unsent data wait on a
+    /// peer that advertises no room, before the kernel drops it (`TCP_USER_TIMEOUT`, Linux), in
+    /// seconds; 0 leaves the OS default (no limit while the peer acknowledges window probes).
+    pub socket_user_timeout_secs: u64,
 }
 
 /// `[store]`.
@@ -509,6 +513,12 @@ impl Settings {
             return Err(invalid(
                 "server.socket_send_buffer_bytes",
                 "must be 0 (the OS default) or between 4096 and 16777216",
+            ));
+        }
+        if server.socket_user_timeout_secs > 3_600 {
+            return Err(invalid(
+                "server.socket_user_timeout_secs",
+                "must be 0 (the OS default) or at most 3600",
             ));
         }
         if self.store.path.as_os_str().is_empty() {

@@ -42,21 +42,36 @@ const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often idle login-throttle keys are forgotten.
 const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Applies per-connection socket options as actix-web accepts each connection: a capped kernel
-/// send buffer, so a client that stops reading backs up into its own bounded WebSocket queue
-/// (where it is seen and cut off) within seconds instead of megabytes later.
+/// Applies per-connection socket options as actix-web accepts each connection:
+/// - a capped kernel send buffer, so a client that stops reading backs up into its own bounded
+///   WebSocket queue (where it is seen and cut off) within seconds instead of megabytes later;
+/// - on Linux, `TCP_USER_TIMEOUT`, so the kernel drops a connection whose data has waited that
+///   long on a peer that neither acknowledges nor reads. A client cut off for not reading still
+///   has a socket blocked on its full buffers (its close frame waits behind them); without this
+///   that socket, and the HTTP connection holding it, would stay for as long as the peer answers
+///   window probes.
 fn socket_options(
     send_buffer_bytes: usize,
+    user_timeout: Duration,
 ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + Clone + 'static {
     move |connection, _| {
-        if send_buffer_bytes == 0 {
+        let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
             return;
-        }
-        if let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
-            && let Err(err) = socket2::SockRef::from(stream).set_send_buffer_size(send_buffer_bytes)
+        };
+        let socket = socket2::SockRef::from(stream);
+        if send_buffer_bytes != 0
+            && let Err(err) = socket.set_send_buffer_size(send_buffer_bytes)
         {
             tracing::debug!(error = %err, "could not set the connection's send buffer");
         }
+        #[cfg(target_os = "linux")]
+        if !user_timeout.is_zero()
+            && let Err(err) = socket.set_tcp_user_timeout(Some(user_timeout))
+        {
+            tracing::debug!(error = %err, "could not set the connection's user timeout");
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = user_timeout;
     }
 }
 
@@ -315,7 +330,10 @@ impl Application {
                 .wrap(from_fn(http::request::middleware))
                 .configure(http::configure)
         })
-        .on_connect(socket_options(settings.server.socket_send_buffer_bytes))
+        .on_connect(socket_options(
+            settings.server.socket_send_buffer_bytes,
+            Duration::from_secs(settings.server.socket_user_timeout_secs),
+        ))
         .disable_signals()
         // Live frames are small and must not wait for Nagle's algorithm (with delayed ACKs, up to
         // 40 ms on Linux): actix-web leaves the OS default (off) unless told.

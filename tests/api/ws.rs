@@ -332,6 +332,20 @@ async fn a_client_that_never_answers_pings_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(2), "it was closed while we slept");
 }
 
+/// A client with a tiny receive buffer, so the server's writes block soon after it stops reading.
+async fn small_window_client(app: &TestApp, token: &str) -> Socket {
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let addr = app.address.trim_start_matches("http://").parse().unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let mut request = ws_url(app).into_client_request().unwrap();
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    request.headers_mut().insert("authorization", bearer);
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await.unwrap();
+    socket
+}
+
 #[actix_web::test]
 async fn a_client_that_stops_reading_loses_market_data_with_notice_and_is_cut_off_for_bot_events() {
     let app = spawn_app_with(|s| {
@@ -345,18 +359,7 @@ async fn a_client_that_stops_reading_loses_market_data_with_notice_and_is_cut_of
     let bot = app.create_bot(&user.access, &quiet_bot()).await["id"].as_u64().unwrap();
     assert_eq!(app.control(&user.access, bot, "start").await.status().as_u16(), 200);
 
-    // A client with a tiny receive buffer, so the server's writes block soon after it stops
-    // reading.
-    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(4096).unwrap();
-    let addr = app.address.trim_start_matches("http://").parse().unwrap();
-    let stream = tcp.connect(addr).await.unwrap();
-    let mut request = ws_url(&app).into_client_request().unwrap();
-    let bearer = format!("Bearer {}", user.access).parse().unwrap();
-    request.headers_mut().insert("authorization", bearer);
-    let (socket, _) =
-        tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await.unwrap();
-    let mut socket: Socket = socket;
+    let mut socket = small_window_client(&app, &user.access).await;
     let channels = ["market:sim:BTCUSDT:trades".to_owned(), format!("bot:{bot}")];
     send(&mut socket, json!({"op": "subscribe", "channels": channels})).await;
     // Stop reading while trades pour in, until the socket and the queue are full.
@@ -399,4 +402,47 @@ async fn a_client_that_stops_reading_loses_market_data_with_notice_and_is_cut_of
     let _ = lagged;
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("keel_ws_dropped_total"), "drops are counted");
+}
+
+/// `keel_ws_disconnects_total{reason="slow_client"}` now (the registry is shared by every test in
+/// this binary, so callers compare before and after).
+async fn slow_client_disconnects(app: &TestApp) -> f64 {
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"keel_ws_disconnects_total{reason="slow_client"} "#))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+#[cfg(target_os = "linux")]
+#[actix_web::test]
+async fn a_client_cut_off_for_not_reading_also_loses_its_socket() {
+    // Cut off for not reading, the client's close frame waits behind data it never reads; the
+    // socket's user timeout is what frees the connection. It is longer than the time to be cut
+    // off (the queue fills at once, then 1 s behind, checked every second), so the server cuts
+    // the client off first.
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.ws.outbound_queue = 8;
+        s.ws.max_lag_secs = 1;
+        s.venues.sim.trades_per_sec = 20_000;
+        s.server.socket_user_timeout_secs = 6;
+    })
+    .await;
+    let user = app.register("ws-reaped@example.com").await;
+    let cut_before = slow_client_disconnects(&app).await;
+    let mut socket = small_window_client(&app, &user.access).await;
+    send(&mut socket, json!({"op": "subscribe", "channels": ["market:sim:BTCUSDT:trades"]})).await;
+
+    // Not reading: the queue fills, the server cuts the client off, and its window stays shut.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slow_client_disconnects(&app).await <= cut_before {
+        assert!(Instant::now() < deadline, "the silent client was never cut off");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    // Reading now: what had arrived, then a reset. Without the timeout the server would still be
+    // holding the connection, and the 1013 close frame would arrive once the client read.
+    assert_eq!(expect_closed(&mut socket, Duration::from_secs(30)).await, None);
 }
