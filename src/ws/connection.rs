@@ -2,17 +2,17 @@
 //!
 //! It reads the client's frames (an actix-ws `MessageStream` added as the actor's stream),
 //! subscribes to market streams through its thread's [`Hub`] and to the user's session, and writes
-//! through a bounded queue ([`Outbound`]) drained by a writer future that lives in the actor's
-//! context:
+//! through a bounded queue ([`Outbound`]) that the socket's response body
+//! ([`FrameBody`](super::outbound::FrameBody)) encodes as the HTTP dispatcher polls it:
 //!
 //! - the queue holds `ws.outbound_queue` frames; the hub drops a market event that finds it full
 //!   and counts it, and the client is told with `lagged` once there is room (checked by the hub as
 //!   it delivers, and every second here, which also cuts off a client behind for
 //!   `ws.max_lag_secs`);
 //! - a bot event that cannot be queued closes the connection with 1013 (never dropped silently);
-//! - stopping the actor drops the writer even while a socket write is blocked, so a half-open
-//!   connection is reaped by the heartbeat whatever state its socket is in; the close frame is sent
-//!   by a detached task with a deadline.
+//! - closing queues the close frame behind what is queued and stops the actor at once: its
+//!   subscriptions end even while a socket write is blocked, so a half-open connection is reaped
+//!   by the heartbeat whatever state its socket is in.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -20,16 +20,16 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_web::web;
-use actix_ws::{CloseCode, CloseReason, Message, ProtocolError, Session};
+use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use keel_actors::bot::supervisor::GetBot;
 use keel_actors::feed::{MarketData, Subscribe, SubscriberId};
 use keel_actors::mailbox::ask;
 use keel_actors::session::{Detach, SessionActor, SessionEvent};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::Limits;
-use super::hub::{Hub, Outbound, Outgoing, StreamKey};
+use super::hub::{Hub, StreamKey};
+use super::outbound::{Outbound, Outgoing};
 use super::protocol::{
     Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, parse_op,
 };
@@ -38,8 +38,6 @@ use crate::startup::AppState;
 
 /// How often a lagging client is told what it missed and checked against `ws.max_lag_secs`.
 const LAG_CHECK: Duration = Duration::from_secs(1);
-/// How long the close frame may take to go out once the connection is done.
-const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a subscription request to a feed or the bots may take.
 const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
 /// WebSocket close code for "not authenticated" (4401 mirrors HTTP 401).
@@ -52,11 +50,9 @@ pub struct ClientConnection {
     id: SubscriberId,
     state: web::Data<AppState>,
     limits: Arc<Limits>,
-    session: Session,
-    /// The bounded queue and the subscribed channels, shared with the thread's market hub.
+    /// The bounded queue and the subscribed channels, shared with the thread's market hub and
+    /// the socket's response body.
     outbound: Rc<Outbound>,
-    /// Taken by the writer when the actor starts.
-    out_rx: Option<mpsc::Receiver<Outgoing>>,
     user: Option<AuthUser>,
     /// Access-token expiry (seconds since the epoch) of the current authentication.
     expires_at: u64,
@@ -76,15 +72,14 @@ impl std::fmt::Debug for ClientConnection {
 }
 
 impl ClientConnection {
-    /// A connection for `session`, already authenticated when `user` is set.
+    /// A connection writing through `outbound`, already authenticated when `user` is set.
     pub fn new(
         id: SubscriberId,
         state: web::Data<AppState>,
         limits: Arc<Limits>,
-        session: Session,
+        outbound: Rc<Outbound>,
         user: Option<(AuthUser, u64)>,
     ) -> Self {
-        let (outbound, out_rx) = Outbound::new(state.settings.ws.outbound_queue);
         let (user, expires_at) = match user {
             Some((user, exp)) => (Some(user), exp),
             None => (None, 0),
@@ -93,9 +88,7 @@ impl ClientConnection {
             id,
             state,
             limits,
-            session,
             outbound,
-            out_rx: Some(out_rx),
             user,
             expires_at,
             user_session: None,
@@ -108,7 +101,7 @@ impl ClientConnection {
 
     /// Queues a control message; a full queue means the client is not reading: close (1013).
     fn send_control(&mut self, value: &serde_json::Value, ctx: &mut Context<Self>) {
-        if !self.outbound.try_send(Outgoing::Text(control_frame(value), None)) {
+        if !self.outbound.try_send(Outgoing::Text(control_frame(value))) {
             self.close(CloseCode::Again, "the client is not reading", "slow_client", ctx);
         }
     }
@@ -118,8 +111,8 @@ impl ClientConnection {
         self.send_control(&value, ctx);
     }
 
-    /// Ends the connection: stops the actor (dropping the writer, even mid-write) and sends the
-    /// close frame from a detached task with a deadline.
+    /// Ends the connection: queues the close frame behind what is queued and stops the actor (its
+    /// subscriptions end now, whatever state the socket is in).
     fn close(
         &mut self,
         code: CloseCode,
@@ -132,11 +125,7 @@ impl ClientConnection {
         }
         self.closing = true;
         metrics::counter!("keel_ws_disconnects_total", "reason" => reason).increment(1);
-        let session = self.session.clone();
-        let close = CloseReason { code, description: Some(description.to_owned()) };
-        actix_web::rt::spawn(async move {
-            let _ = tokio::time::timeout(CLOSE_DEADLINE, session.close(Some(close))).await;
-        });
+        self.outbound.close(CloseReason { code, description: Some(description.to_owned()) });
         ctx.stop();
     }
 
@@ -357,7 +346,7 @@ impl ClientConnection {
                 let seq = if name == "account" { sub.seq.get() + 1 } else { event.id };
                 sub.seq.set(seq);
                 let frame = event_frame(name, seq, event.ts, &data);
-                if !self.outbound.try_send(Outgoing::Text(frame, None)) {
+                if !self.outbound.try_send(Outgoing::Text(frame)) {
                     metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
                     return self.close(
                         CloseCode::Again,
@@ -454,31 +443,6 @@ fn unavailable() -> OpError {
     OpError::new("UNAVAILABLE", "the server is busy; try again")
 }
 
-/// Drains the queue into the socket until either ends.
-async fn write_frames(mut session: Session, mut rx: mpsc::Receiver<Outgoing>) {
-    // Resolved once per connection, not looked up in the registry for every frame.
-    let tick_to_client = metrics::histogram!("keel_ws_tick_to_client_seconds");
-    let messages_out = metrics::counter!("keel_ws_messages_out_total");
-    while let Some(frame) = rx.recv().await {
-        let sent = match frame {
-            Outgoing::Text(text, received_us) => {
-                let sent = session.text(text).await;
-                if let Some(received_us) = received_us {
-                    let now = keel_actors::market::now_us();
-                    tick_to_client.record(now.saturating_sub(received_us) as f64 / 1e6);
-                }
-                sent
-            }
-            Outgoing::Ping => session.ping(b"keel").await,
-            Outgoing::Pong(bytes) => session.pong(&bytes).await,
-        };
-        if sent.is_err() {
-            return;
-        }
-        messages_out.increment(1);
-    }
-}
-
 impl Actor for ClientConnection {
     type Context = Context<Self>;
 
@@ -486,14 +450,6 @@ impl Actor for ClientConnection {
         // Session events and subscription answers; market data does not pass through it.
         ctx.set_mailbox_capacity(self.state.settings.mailboxes.ws_connection);
         metrics::gauge!("keel_ws_clients").increment(1.0);
-        if let Some(rx) = self.out_rx.take() {
-            let writer = write_frames(self.session.clone(), rx);
-            ctx.spawn(writer.into_actor(self).map(|(), act, ctx| {
-                act.closing = true;
-                metrics::counter!("keel_ws_disconnects_total", "reason" => "socket").increment(1);
-                ctx.stop();
-            }));
-        }
         let ws = &self.state.settings.ws;
         let ping = Duration::from_secs(ws.ping_secs);
         ctx.run_interval(ping, |act, ctx| act.heartbeat(ctx));
@@ -530,6 +486,8 @@ impl Actor for ClientConnection {
         if !self.closing {
             metrics::counter!("keel_ws_disconnects_total", "reason" => "other").increment(1);
         }
+        // Whatever stopped the actor (the server shutting down, say), the client is told.
+        self.outbound.close(CloseReason { code: CloseCode::Away, description: None });
     }
 }
 
@@ -546,23 +504,34 @@ impl StreamHandler<Result<Message, ProtocolError>> for ClientConnection {
                 let _ = self.outbound.try_send(Outgoing::Pong(bytes));
             }
             Ok(Message::Pong(_) | Message::Nop | Message::Continuation(_)) => {}
-            Ok(Message::Close(_)) => {
+            Ok(Message::Close(reason)) => {
                 self.closing = true;
                 metrics::counter!("keel_ws_disconnects_total", "reason" => "client").increment(1);
+                // The closing handshake: echo the client's code.
+                let code = reason.map_or(CloseCode::Normal, |r| r.code);
+                self.outbound.close(CloseReason { code, description: None });
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
                 self.close(CloseCode::Size, "frames are limited to 64 KiB", "too_large", ctx);
+            }
+            Err(_) if self.outbound.body_gone() => {
+                // The connection failed (a read or write error ended it): nothing to send.
+                self.closing = true;
+                metrics::counter!("keel_ws_disconnects_total", "reason" => "socket").increment(1);
+                ctx.stop();
             }
             Err(_) => self.close(CloseCode::Protocol, "protocol error", "protocol", ctx),
         }
     }
 
     fn finished(&mut self, ctx: &mut Context<Self>) {
-        // The client's side of the socket ended.
+        // The client's side of the socket ended, or the connection did (the response body went
+        // with it: a write failed).
         if !self.closing {
             self.closing = true;
-            metrics::counter!("keel_ws_disconnects_total", "reason" => "client").increment(1);
+            let reason = if self.outbound.body_gone() { "socket" } else { "client" };
+            metrics::counter!("keel_ws_disconnects_total", "reason" => reason).increment(1);
         }
         ctx.stop();
     }

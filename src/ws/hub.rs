@@ -13,170 +13,24 @@
 //! a stream leaves. All of it happens on one thread in that order, so a `Subscribe` that follows a
 //! `Unsubscribe` reaches the feed after it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
-use actix_web::web;
 use keel_actors::feed::{FeedAddress, MarketData, Subscribe, SubscriberId, Unsubscribe};
 use keel_actors::mailbox::ask;
 use keel_actors::market::{MarketEvent, StreamKind, Symbol, VenueId};
-use serde_json::json;
-use tokio::sync::mpsc;
 
-use super::protocol::{Channel, EventFrame, control_frame, market_data_json};
+use super::outbound::{ChannelState, Outbound};
+use super::protocol::{EventFrame, market_data_json};
 
 /// One market stream of one venue.
 pub type StreamKey = (VenueId, Symbol, StreamKind);
 
 /// How long renewing the hub's feed subscription may take.
 const RESUBSCRIBE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// One frame waiting for the socket.
-#[derive(Debug)]
-pub enum Outgoing {
-    /// Text, with the feed's receive time for market events (tick-to-client latency).
-    Text(String, Option<u64>),
-    /// A heartbeat ping.
-    Ping,
-    /// The answer to the client's ping.
-    Pong(web::Bytes),
-}
-
-/// One subscribed channel of one connection.
-#[derive(Debug)]
-pub struct ChannelState {
-    /// What the channel is.
-    pub channel: Channel,
-    /// Its name, as the client wrote it canonically (`market:sim:BTCUSDT:trades`).
-    pub name: String,
-    /// The last `seq` sent on it.
-    pub seq: Cell<u64>,
-    /// Market events dropped since the last `lagged` notice.
-    pub dropped: Cell<u64>,
-}
-
-/// A connection's outbound side: its queue and its subscriptions, shared (on its thread) by the
-/// connection and the hub.
-#[derive(Debug)]
-pub struct Outbound {
-    out: mpsc::Sender<Outgoing>,
-    channels: RefCell<HashMap<String, Rc<ChannelState>>>,
-    /// Some market event could not be queued and the client has not been told yet.
-    lagged: Cell<bool>,
-    /// Since when market data has been dropped without the client catching up.
-    lagging_since: Cell<Option<Instant>>,
-    /// `keel_ws_dropped_total{channel="market"}`, resolved once (a lagging client drops many).
-    market_dropped: metrics::Counter,
-}
-
-impl Outbound {
-    /// An outbound side with a queue of `capacity` frames; the receiver goes to the writer.
-    pub fn new(capacity: usize) -> (Rc<Self>, mpsc::Receiver<Outgoing>) {
-        let (out, rx) = mpsc::channel(capacity.max(1));
-        let outbound = Self {
-            out,
-            channels: RefCell::default(),
-            lagged: Cell::new(false),
-            lagging_since: Cell::new(None),
-            market_dropped: metrics::counter!("keel_ws_dropped_total", "channel" => "market"),
-        };
-        (Rc::new(outbound), rx)
-    }
-
-    /// Queues a frame; false when the queue is full (or the writer is gone).
-    pub fn try_send(&self, frame: Outgoing) -> bool {
-        self.out.try_send(frame).is_ok()
-    }
-
-    /// The channel called `name`, if subscribed.
-    pub fn channel(&self, name: &str) -> Option<Rc<ChannelState>> {
-        self.channels.borrow().get(name).cloned()
-    }
-
-    /// Whether `name` is subscribed.
-    pub fn has_channel(&self, name: &str) -> bool {
-        self.channels.borrow().contains_key(name)
-    }
-
-    /// How many channels are subscribed.
-    pub fn channel_count(&self) -> usize {
-        self.channels.borrow().len()
-    }
-
-    /// Records a subscribed channel.
-    pub fn add_channel(&self, name: String, channel: Channel) -> Rc<ChannelState> {
-        let state = Rc::new(ChannelState {
-            channel,
-            name: name.clone(),
-            seq: Cell::new(0),
-            dropped: Cell::new(0),
-        });
-        self.channels.borrow_mut().insert(name, state.clone());
-        state
-    }
-
-    /// Forgets a channel; its state if it was subscribed.
-    pub fn remove_channel(&self, name: &str) -> Option<Rc<ChannelState>> {
-        self.channels.borrow_mut().remove(name)
-    }
-
-    /// Forgets every channel, returning them.
-    pub fn take_channels(&self) -> Vec<Rc<ChannelState>> {
-        self.channels.borrow_mut().drain().map(|(_, state)| state).collect()
-    }
-
-    /// Queues a market event's frame on `channel`, or counts it dropped when the queue is full.
-    fn deliver_market(&self, channel: &ChannelState, frame: &EventFrame, received_us: u64) {
-        let seq = channel.seq.get() + 1;
-        channel.seq.set(seq);
-        let frame = frame.with_seq(seq);
-        if !self.try_send(Outgoing::Text(frame, Some(received_us))) {
-            channel.dropped.set(channel.dropped.get() + 1);
-            self.lagged.set(true);
-            self.market_dropped.increment(1);
-        } else if self.lagged.get() && self.out.capacity() * 2 >= self.out.max_capacity() {
-            // Caught up once the queue is half empty again: tell the client what it missed.
-            self.flush_lagged();
-        }
-    }
-
-    /// Sends the `lagged` notices owed; the client stays lagged while one does not fit.
-    pub fn flush_lagged(&self) {
-        if !self.lagged.get() {
-            return;
-        }
-        let mut all_sent = true;
-        for (name, channel) in self.channels.borrow().iter() {
-            let dropped = channel.dropped.get();
-            if dropped == 0 {
-                continue;
-            }
-            let notice = json!({"type": "lagged", "channel": name, "dropped": dropped});
-            if self.try_send(Outgoing::Text(control_frame(&notice), None)) {
-                channel.dropped.set(0);
-                metrics::counter!("keel_ws_lagged_total").increment(1);
-            } else {
-                all_sent = false;
-            }
-        }
-        self.lagged.set(!all_sent);
-    }
-
-    /// How long the client has been lagging without catching up (`None` while it keeps up).
-    pub fn lagging_for(&self) -> Option<std::time::Duration> {
-        if !self.lagged.get() {
-            self.lagging_since.set(None);
-            return None;
-        }
-        let since = self.lagging_since.get().unwrap_or_else(Instant::now);
-        self.lagging_since.set(Some(since));
-        Some(since.elapsed())
-    }
-}
 
 /// One connection's subscription to one stream, as the hub holds it.
 #[derive(Debug)]
@@ -320,7 +174,7 @@ impl HubActor {
             let Some(stream) = members.streams.get(&key) else { continue };
             // Every member's channel has the stream's name; only the seq differs per client.
             let Some(first) = stream.first() else { continue };
-            let frame = EventFrame::new(&first.channel.name, ts, &data);
+            let frame = Rc::new(EventFrame::new(&first.channel.name, ts, &data));
             for member in stream {
                 member.outbound.deliver_market(&member.channel, &frame, event.received_us);
             }

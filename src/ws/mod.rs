@@ -2,10 +2,11 @@
 //!
 //! Built on actix-ws (actix-web-actors is deprecated and its send queue is unbounded): the
 //! handler upgrades, then hands the socket to a [`connection::ClientConnection`] actor with a
-//! bounded outbound queue. Connections are counted here, in total and per user.
+//! bounded outbound queue, which the response body ([`outbound::FrameBody`]) encodes. Connections are counted here, in total and per user.
 
 pub mod connection;
 pub mod hub;
+pub mod outbound;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use actix::{Actor, AsyncContext};
+use actix_web::body::MessageBody;
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -20,6 +22,7 @@ use crate::auth::AuthUser;
 use crate::http::ApiError;
 use crate::startup::AppState;
 use connection::ClientConnection;
+use outbound::{FrameBody, Outbound};
 
 /// Largest frame a client may send.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -124,7 +127,9 @@ pub async fn connect(
         metrics::counter!("keel_ws_refused_total", "reason" => "user").increment(1);
         return Err(too_many("too many connections for this user"));
     }
-    let (response, session, stream) = match actix_ws::handle(&req, body) {
+    // actix-ws reads the socket; the body that writes it is ours (`FrameBody`), so its `Session`
+    // goes unused.
+    let (response, _session, stream) = match actix_ws::handle(&req, body) {
         Ok(parts) => parts,
         Err(err) => {
             limits.release(user.map(|u| u.user_id));
@@ -137,7 +142,10 @@ pub async fn connect(
     let stream = stream.max_frame_size(MAX_FRAME_BYTES);
     let id = limits.next_id();
     let user = user.map(|u| (u, u.expires_at));
-    let connection = ClientConnection::new(id, state, limits, session, user);
+    let outbound = Outbound::new(state.settings.ws.outbound_queue);
+    let response =
+        response.map_body(|_, reader_link| FrameBody::new(outbound.clone(), reader_link).boxed());
+    let connection = ClientConnection::new(id, state, limits, outbound, user);
     ClientConnection::create(move |ctx| {
         ctx.add_stream(stream);
         connection

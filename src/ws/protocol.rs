@@ -149,6 +149,11 @@ impl EventFrame {
         Self { head, tail }
     }
 
+    /// The text before and after the `seq`.
+    pub fn parts(&self) -> (&str, &str) {
+        (&self.head, &self.tail)
+    }
+
     /// The frame with `seq`.
     pub fn with_seq(&self, seq: u64) -> String {
         let mut digits = itoa::Buffer::new();
