@@ -16,7 +16,12 @@
 //! 4. meanwhile samples the server's VmRSS and CPU (`/proc/<pid>`) and, against Keel,
 //!    `/metrics` (`keel_ws_clients`, `keel_ws_disconnects_total{reason="slow_client"}`, dropped
 //!    frames, the server's own `keel_ws_tick_to_client_seconds` histogram);
-//! 5. with silent clients, keeps watching (the reading clients keep reading, unmeasured) until
+//! 5. with `--bots`, each account also has one trading paper bot (`ema_cross(2, 5)` on the
+//!    channel's symbol), started once every client is subscribed and stopped at the end of the
+//!    window; every client (silent ones too) also subscribes to its account's `bot:{id}` channel,
+//!    and after the run each reading client's bot events are checked against the bot's journal
+//!    (`GET /bots/{id}/events`): every line written while it was subscribed must have arrived;
+//! 6. with silent clients, keeps watching (the reading clients keep reading, unmeasured) until
 //!    every silent one has been disconnected by the server or `--silent-wait-secs` after they
 //!    stopped reading, then reads each silent socket to its end to see what it was sent and how
 //!    it ended (close code, or no close).
@@ -73,6 +78,10 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const MAX_DURATION_SECS: u64 = 600;
 /// Keel's frames start with this; anything else is a control message, parsed in full.
 const EVENT_PREFIX: &str = r#"{"type":"event""#;
+/// What follows [`EVENT_PREFIX`] in a bot event.
+const BOT_CHANNEL_PREFIX: &str = r#","channel":"bot:"#;
+/// How long bot events may take to arrive after the bots were stopped.
+const BOT_SETTLE: Duration = Duration::from_secs(2);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -143,6 +152,10 @@ struct RunArgs {
     /// The p99 target, in milliseconds, for the verdict line.
     #[arg(long, default_value_t = 5.0)]
     target_p99_ms: f64,
+    /// One trading paper bot per account, its `bot:{id}` channel subscribed by the account's
+    /// clients, and a check that no reading client missed a line of its bot's journal.
+    #[arg(long)]
+    bots: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -319,6 +332,10 @@ struct ClientStats {
     /// How the connection ended before the stop, if it did.
     ended: Option<String>,
     first_frame_len: usize,
+    /// The bot (index into the run's bots) whose channel this client subscribed to.
+    bot: Option<usize>,
+    /// The `seq` (journal ids) of the bot events received.
+    bot_seqs: Vec<u64>,
 }
 
 impl ClientStats {
@@ -336,6 +353,8 @@ impl ClientStats {
             lagged_dropped: 0,
             ended: None,
             first_frame_len: 0,
+            bot: None,
+            bot_seqs: Vec::new(),
         }
     }
 }
@@ -373,8 +392,10 @@ async fn read_events(
     window: Arc<Window>,
     seconds: usize,
     target_us: u64,
+    bot: Option<usize>,
 ) -> ClientStats {
     let mut stats = ClientStats::new(seconds);
+    stats.bot = bot;
     loop {
         let next = ws.next().await;
         let now = now_us();
@@ -403,6 +424,12 @@ async fn read_events(
             }
             _ => continue,
         };
+        if text[EVENT_PREFIX.len().min(text.len())..].starts_with(BOT_CHANNEL_PREFIX) {
+            if let Some(seq) = field_u64(text, r#""seq":"#) {
+                stats.bot_seqs.push(seq);
+            }
+            continue;
+        }
         if text.starts_with(EVENT_PREFIX) {
             stats.events_total += 1;
             if stats.first_frame_len == 0 {
@@ -447,8 +474,9 @@ async fn read_events(
     stats
 }
 
-/// Opens one connection, waits for `authenticated`, subscribes and waits for `subscribed`.
-async fn open_client(url: &str, token: &str, channel: &str) -> anyhow::Result<Ws> {
+/// Opens one connection, waits for `authenticated`, subscribes to `channels` and waits for
+/// `subscribed`.
+async fn open_client(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws> {
     let mut request = url.into_client_request()?;
     request
         .headers_mut()
@@ -474,7 +502,7 @@ async fn open_client(url: &str, token: &str, channel: &str) -> anyhow::Result<Ws
         match value["type"].as_str() {
             Some("authenticated") if !authenticated => {
                 authenticated = true;
-                let op = json!({"op": "subscribe", "channels": [channel]});
+                let op = json!({"op": "subscribe", "channels": channels});
                 ws.send(Message::text(op.to_string())).await?;
             }
             Some("subscribed") => subscribed = true,
@@ -773,6 +801,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokens
     };
     let idle_rss = args.pid.and_then(rss_kib);
+    let bots = if args.bots && !args.no_auth {
+        let symbol = args.channel.split(':').nth(2).context("--bots needs a market channel")?;
+        let bots = Bots::create(&base, &tokens, symbol).await?;
+        println!("created {} paper bots (one per account), not started yet", bots.ids.len());
+        Some(bots)
+    } else {
+        None
+    };
+    // What each user's clients subscribe to.
+    let channels: Vec<Vec<String>> = (0..tokens.len())
+        .map(|user| {
+            let mut channels = vec![args.channel.clone()];
+            if let Some(bots) = &bots {
+                channels.push(format!("bot:{}", bots.ids[user]));
+            }
+            channels
+        })
+        .collect();
+    let bot_of = |user: usize| bots.as_ref().map(|_| user);
 
     // Server sampling runs from before the first connection to the end.
     let sampler_stop = Arc::new(AtomicBool::new(false));
@@ -799,13 +846,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let setup_began = Instant::now();
     let mut readers = JoinSet::new();
     for n in 0..args.clients {
-        let (url, token, channel) =
-            (url.clone(), tokens[n % tokens.len()].clone(), args.channel.clone());
+        let user = n % tokens.len();
+        let (url, token, channels) = (url.clone(), tokens[user].clone(), channels[user].clone());
+        let bot = bot_of(user);
         let (limit, window, ready_tx) = (limit.clone(), window.clone(), ready_tx.clone());
         readers.spawn(async move {
             let permit = limit.acquire_owned().await.ok()?;
             let opened =
-                tokio::time::timeout(CONNECT_TIMEOUT, open_client(&url, &token, &channel)).await;
+                tokio::time::timeout(CONNECT_TIMEOUT, open_client(&url, &token, &channels)).await;
             drop(permit);
             let ws = match opened {
                 Ok(Ok(ws)) => ws,
@@ -819,7 +867,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             };
             let _ = ready_tx.send(Ok(()));
-            Some(read_events(ws, window, seconds, target_us).await)
+            Some(read_events(ws, window, seconds, target_us, bot).await)
         });
     }
     drop(ready_tx);
@@ -851,17 +899,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.silent > 0 {
         let mut tasks = JoinSet::new();
         for n in 0..args.silent {
-            let (url, token, channel) = (
-                url.clone(),
-                tokens[(args.clients + n) % tokens.len()].clone(),
-                args.channel.clone(),
-            );
+            let user = (args.clients + n) % tokens.len();
+            let (url, token, channels) =
+                (url.clone(), tokens[user].clone(), channels[user].clone());
             let limit = limit.clone();
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await?;
-                let ws = tokio::time::timeout(CONNECT_TIMEOUT, open_client(&url, &token, &channel))
-                    .await
-                    .context("set-up took over 30 s")??;
+                let ws =
+                    tokio::time::timeout(CONNECT_TIMEOUT, open_client(&url, &token, &channels))
+                        .await
+                        .context("set-up took over 30 s")??;
                 anyhow::Ok((ws, now_us()))
             });
         }
@@ -882,6 +929,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("  connection failure: {failure}");
     }
 
+    // The bots trade from here to the end of the window.
+    if let Some(bots) = &bots {
+        bots.control(&base, &tokens, "start").await?;
+        println!("started the bots");
+    }
+
     // The window.
     let connected_rss = args.pid.and_then(rss_kib);
     let start = now_us() + args.warmup_secs * 1_000_000;
@@ -892,6 +945,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let cpu_before = (cpu_secs(args.pid), cpu_secs(None), machine_jiffies());
     tokio::time::sleep(Duration::from_secs(args.duration_secs)).await;
     let cpu_after = (cpu_secs(args.pid), cpu_secs(None), machine_jiffies());
+    if let Some(bots) = &bots {
+        bots.control(&base, &tokens, "stop").await?;
+        tokio::time::sleep(BOT_SETTLE).await;
+    }
 
     // With silent clients: keep the readers reading (unmeasured) until the server has dropped
     // every silent one, or the wait is over.
@@ -944,6 +1001,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     sampler_stop.store(true, Ordering::Release);
     let _ = tokio::time::timeout(Duration::from_secs(5), sampler).await;
     let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(PoisonError::into_inner));
+    let bot_check = match &bots {
+        Some(bots) => Some(bots.check(&base, &tokens, &all).await?),
+        None => None,
+    };
 
     report(
         &args,
@@ -960,7 +1021,175 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         &drains,
         &window,
         setup_secs,
+        bot_check.as_ref(),
     )
+}
+
+/// One paper bot per account, for `--bots`.
+#[derive(Debug)]
+struct Bots {
+    /// Bot id of each account (same order as the tokens).
+    ids: Vec<u64>,
+    /// The last journal id of each bot before it was started: later lines are the run's.
+    before: Vec<u64>,
+    client: reqwest::Client,
+}
+
+/// What the clients' bot channels delivered, against the bots' journals.
+#[derive(Debug)]
+struct BotCheck {
+    /// Journal lines the bots wrote during the run, in all.
+    lines: usize,
+    /// Reading clients that received every line of their bot's.
+    complete: usize,
+    /// Lines missed, summed over the reading clients.
+    missed: usize,
+    /// Lines received twice, summed over the reading clients.
+    duplicates: usize,
+    /// For the first client that missed lines: its bot, the journal's first and last id, the
+    /// first and last it missed, and the first and last it received.
+    example: Option<String>,
+}
+
+impl Bots {
+    async fn create(base: &str, tokens: &[String], symbol: &str) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
+        // About 5 quote at sim prices, above the minimum order value; 50/200 crosses every few
+        // seconds at 1,000 trades/s, so each bot writes a few journal lines a second.
+        let qty = if symbol == "BTCUSDT" { "0.0001" } else { "0.002" };
+        let mut ids = Vec::with_capacity(tokens.len());
+        let mut before = Vec::with_capacity(tokens.len());
+        for (n, token) in tokens.iter().enumerate() {
+            let body = json!({
+                "name": format!("ws-load-{n}"),
+                "venue": "sim",
+                "symbol": symbol,
+                "mode": "paper",
+                "strategy": {"kind": "ema_cross", "params": {"fast": 50, "slow": 200, "qty": qty}},
+                "paper": {"starting_quote": "100000", "fee_bps": "10"}
+            });
+            let res = client.post(format!("{base}/api/v1/bots")).bearer_auth(token).json(&body);
+            let res = res.send().await?;
+            let status = res.status();
+            let answer: Value = res.json().await.unwrap_or(Value::Null);
+            if status.as_u16() != 201 {
+                bail!("creating a bot answered {status}: {answer}");
+            }
+            let id = answer["id"].as_u64().context("no bot id")?;
+            let journal = journal_ids(&client, base, token, id, 0).await?;
+            ids.push(id);
+            before.push(journal.last().copied().unwrap_or(0));
+        }
+        Ok(Self { ids, before, client })
+    }
+
+    /// `POST /bots/{id}/start` (or `stop`) for every bot; a busy server (503, 504) is asked
+    /// again, up to five times.
+    async fn control(&self, base: &str, tokens: &[String], action: &str) -> anyhow::Result<()> {
+        for (id, token) in self.ids.iter().zip(tokens) {
+            let url = format!("{base}/api/v1/bots/{id}/{action}");
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let began = Instant::now();
+                let res = self.client.post(&url).bearer_auth(token).send().await?;
+                let status = res.status();
+                if status.is_success() {
+                    break;
+                }
+                let body = res.text().await.unwrap_or_default();
+                println!(
+                    "{action} bot {id}: {status} after {:.1} s (try {tries}): {body}",
+                    began.elapsed().as_secs_f64()
+                );
+                // A request that timed out may have been carried out: asked again, it is then an
+                // invalid transition (409), which means done.
+                if status.as_u16() == 409 && tries > 1 {
+                    break;
+                }
+                if ![503, 504].contains(&status.as_u16()) || tries == 5 {
+                    bail!("{action} bot {id} answered {status}");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every reading client against its bot's journal since the start.
+    async fn check(
+        &self,
+        base: &str,
+        tokens: &[String],
+        all: &[ClientStats],
+    ) -> anyhow::Result<BotCheck> {
+        let mut journals = Vec::with_capacity(self.ids.len());
+        for ((id, token), after) in self.ids.iter().zip(tokens).zip(&self.before) {
+            journals.push(journal_ids(&self.client, base, token, *id, *after).await?);
+        }
+        let mut check = BotCheck {
+            lines: journals.iter().map(Vec::len).sum(),
+            complete: 0,
+            missed: 0,
+            duplicates: 0,
+            example: None,
+        };
+        for stats in all {
+            let Some(journal) = stats.bot.and_then(|bot| journals.get(bot)) else { continue };
+            let mut seen = stats.bot_seqs.clone();
+            seen.sort_unstable();
+            let received = seen.len();
+            seen.dedup();
+            check.duplicates += received - seen.len();
+            let missing: Vec<u64> =
+                journal.iter().copied().filter(|id| seen.binary_search(id).is_err()).collect();
+            let missed = missing.len();
+            check.missed += missed;
+            if missed > 0 && check.example.is_none() {
+                let bot = stats.bot.map_or(0, |b| self.ids[b]);
+                check.example = Some(format!(
+                    "bot {bot}: journal {:?}..{:?}, missed {:?}..{:?}, received {:?}..{:?} ({})",
+                    journal.first(),
+                    journal.last(),
+                    missing.first(),
+                    missing.last(),
+                    seen.first(),
+                    seen.last(),
+                    stats.ended.as_deref().unwrap_or("open at the stop"),
+                ));
+            }
+            if missed == 0 {
+                check.complete += 1;
+            }
+        }
+        Ok(check)
+    }
+}
+
+/// The ids of a bot's journal lines after `after`, all pages.
+async fn journal_ids(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    bot: u64,
+    mut after: u64,
+) -> anyhow::Result<Vec<u64>> {
+    let mut ids = Vec::new();
+    loop {
+        let url = format!("{base}/api/v1/bots/{bot}/events?after={after}&limit=500");
+        let res = client.get(url).bearer_auth(token).send().await?;
+        let status = res.status();
+        let page: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("reading bot {bot}'s journal answered {status}: {page}");
+        }
+        let items = page["items"].as_array().context("no items")?;
+        ids.extend(items.iter().filter_map(|line| line["id"].as_u64()));
+        match page["next_after"].as_u64() {
+            Some(next) if !items.is_empty() => after = next,
+            _ => return Ok(ids),
+        }
+    }
 }
 
 /// When the server dropped the first and the last of `count` silent clients, in seconds after
@@ -1011,6 +1240,7 @@ fn report(
     drains: &[(Drained, u64)],
     window: &Window,
     setup_secs: f64,
+    bot_check: Option<&BotCheck>,
 ) -> anyhow::Result<()> {
     let window_secs = (end - start) as f64 / 1e6;
     let mut latency = Histogram::new();
@@ -1168,7 +1398,8 @@ fn report(
                 .map(|le| format!("≤{}ms {:.2}%", le * 1e3, delta(*le) / total * 100.0))
                 .collect();
             println!(
-                "server-side tick-to-write {total:.0} frames handed to actix-ws in window: {}",
+                "server-side tick-to-write {total:.0} socket writes in window (each at its oldest \
+                 market frame): {}",
                 shares.join(", ")
             );
         }
@@ -1253,6 +1484,20 @@ fn report(
         );
     }
 
+    if let Some(check) = bot_check {
+        println!(
+            "bot events               {} journal lines written by the bots during the run; {} of {} \
+             reading clients received every line of their bot's ({} missed, {} twice)",
+            check.lines,
+            check.complete,
+            all.len(),
+            check.missed,
+            check.duplicates
+        );
+        if let Some(example) = &check.example {
+            println!("  first client that missed lines: {example}");
+        }
+    }
     let held = p99 <= (args.target_p99_ms * 1e3) as u64;
     println!(
         "verdict                  {}: p99 {:.2} ms (target ≤ {} ms)",
@@ -1264,7 +1509,7 @@ fn report(
         "RESULT label={} setup_s={setup_secs:.1} clients={} silent={} n={} p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} \
          max_ms={:.3} events_median={events_median:.0} gaps={gaps} lagged={lagged} \
          rss_idle_mib={:.1} rss_max_mib={:.1} server_cpu_pct={server_cpu:.0} client_cpu_pct={client_cpu:.0} \
-         silent_all_dropped_s={silent_disconnect_secs:.1} failed={}",
+         silent_all_dropped_s={silent_disconnect_secs:.1} bot_lines={} bot_missed={} failed={}",
         args.label,
         all.len(),
         drains.len(),
@@ -1276,6 +1521,8 @@ fn report(
         ms(max),
         idle_rss.map_or(f64::NAN, |r| mib(r.0)),
         rss_max.map_or(f64::NAN, mib),
+        bot_check.map_or(f64::NAN, |c| c.lines as f64),
+        bot_check.map_or(f64::NAN, |c| c.missed as f64),
         failures.len()
     );
     if !held {

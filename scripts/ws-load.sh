@@ -17,6 +17,9 @@
 #   scripts/ws-load.sh                           # 3 runs × 3 scenarios, ~2 min per run plus the build
 #   RUNS=1 CLIENTS=200 RATE=100 scripts/ws-load.sh
 #   SCENARIOS="keel baseline" scripts/ws-load.sh
+#   KEEL_BIN=/tmp/keel-base NO_BUILD=1 scripts/ws-load.sh   # another build of keel, no cargo build
+#   BOTS=1 scripts/ws-load.sh                    # + a trading paper bot per account, its channel
+#                                                # subscribed too: did every client get every line?
 #
 # Exits non-zero if a scenario failed to run. Missing the p99 target (ws_load exits 2) is reported
 # in the summary, not treated as a failure of the script.
@@ -32,6 +35,10 @@ WARMUP_SECS=${WARMUP_SECS:-3}
 SILENT_WAIT_SECS=${SILENT_WAIT_SECS:-40}
 TARGET_P99_MS=${TARGET_P99_MS:-5}
 SCENARIOS=${SCENARIOS:-"keel baseline keel+silent"}
+# BOTS=1: one trading paper bot per account in the Keel scenarios (ws_load --bots).
+BOTS=${BOTS:-}
+# The keel binary under test (built here unless another one is named).
+KEEL_BIN=${KEEL_BIN:-target/release/keel}
 # Connections per user Keel must allow (ws.max_per_user is 20 by default).
 MAX_PER_USER=$(((CLIENTS + SILENT + USERS - 1) / USERS))
 # Bounds, so the script always ends by itself: connecting may take SETUP_LIMIT_SECS (reading
@@ -44,7 +51,10 @@ STOP_TIMEOUT_SECS=20
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
-cargo build --release --bin keel --examples
+# NO_BUILD=1 uses the binaries as they are (while another cargo holds the build directory).
+if [[ -z ${NO_BUILD:-} ]]; then
+    cargo build --release --bin keel --examples
+fi
 
 # Each process holds one descriptor per connection.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -83,7 +93,7 @@ start_keel() {
         KEEL__WS__MAX_PER_USER="$MAX_PER_USER" \
         KEEL__WS__MAX_CONNECTIONS=10000 \
         KEEL__VENUES__SIM__TRADES_PER_SEC="$RATE" \
-        target/release/keel serve >"$work/server-$name.log" 2>&1 &
+        "$KEEL_BIN" serve >"$work/server-$name.log" 2>&1 &
     server_pid=$!
     wait_ready "$server_pid" "$port" "$work/server-$name.log" /health/ready "$READY_TIMEOUT_SECS"
 }
@@ -116,6 +126,7 @@ for run in $(seq 1 "$RUNS"); do
         case $scenario in
         keel)
             start_keel "$name" "$port"
+            if [[ -n $BOTS ]]; then extra=(--bots); fi
             ;;
         baseline)
             start_baseline "$name" "$port"
@@ -124,6 +135,7 @@ for run in $(seq 1 "$RUNS"); do
         keel+silent)
             start_keel "$name" "$port"
             extra=(--silent "$SILENT" --silent-wait-secs "$SILENT_WAIT_SECS")
+            if [[ -n $BOTS ]]; then extra+=(--bots); fi
             ;;
         *)
             echo "unknown scenario $scenario" >&2
@@ -156,7 +168,7 @@ echo
 echo "== medians over $RUNS runs =="
 for scenario in $SCENARIOS; do
     for key in setup_s p50_ms p90_ms p99_ms max_ms events_median gaps lagged rss_idle_mib \
-        rss_max_mib server_cpu_pct client_cpu_pct silent_all_dropped_s failed; do
+        rss_max_mib server_cpu_pct client_cpu_pct silent_all_dropped_s bot_lines bot_missed failed; do
         values=$(grep " label=$scenario " "$results" | tr ' ' '\n' | sed -n "s/^$key=//p" |
             sort -g | tr '\n' ' ')
         [[ -z $values ]] && continue
