@@ -63,6 +63,16 @@ pub struct ChannelState {
     pub dropped: Cell<u64>,
 }
 
+/// What became of a frame offered to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    Queued,
+    /// The queue is at capacity: the client is not reading fast enough.
+    Full,
+    /// The connection is closing or gone.
+    Closed,
+}
+
 /// The queue and what the body needs to know about the end of the connection.
 #[derive(Debug, Default)]
 struct Queue {
@@ -107,10 +117,18 @@ impl Outbound {
 
     /// Queues a frame; false when the queue is full or the connection is closing or gone.
     pub fn try_send(&self, frame: Outgoing) -> bool {
+        matches!(self.push(frame), Push::Queued)
+    }
+
+    /// Queues a frame, waking the body if it waits, or says why not.
+    fn push(&self, frame: Outgoing) -> Push {
         let waker = {
             let mut queue = self.queue.borrow_mut();
-            if queue.closed || queue.body_gone || queue.frames.len() >= self.capacity {
-                return false;
+            if queue.closed || queue.body_gone {
+                return Push::Closed;
+            }
+            if queue.frames.len() >= self.capacity {
+                return Push::Full;
             }
             queue.frames.push_back(frame);
             queue.waker.take()
@@ -118,7 +136,7 @@ impl Outbound {
         if let Some(waker) = waker {
             waker.wake();
         }
-        true
+        Push::Queued
     }
 
     /// Ends the connection: queued market frames are dropped (they are stale, and a client that
@@ -138,12 +156,6 @@ impl Outbound {
         if let Some(waker) = waker {
             waker.wake();
         }
-    }
-
-    /// Whether the connection is closing or gone: nothing more will be queued.
-    fn is_closed(&self) -> bool {
-        let queue = self.queue.borrow();
-        queue.closed || queue.body_gone
     }
 
     /// Whether the response body is gone: the HTTP connection ended.
@@ -195,19 +207,20 @@ impl Outbound {
 
     /// Queues a market event's frame on `channel`, or counts it dropped when the queue is full.
     pub fn deliver_market(&self, channel: &ChannelState, frame: &Rc<EventFrame>, received_us: u64) {
-        if self.is_closed() {
-            // Not a lagging client: one that is going away (its actor leaves the hub soon).
-            return;
-        }
         let seq = channel.seq.get() + 1;
         channel.seq.set(seq);
-        if !self.try_send(Outgoing::Market { frame: frame.clone(), seq, received_us }) {
-            channel.dropped.set(channel.dropped.get() + 1);
-            self.lagged.set(true);
-            self.market_dropped.increment(1);
-        } else if self.lagged.get() && self.queued() * 2 <= self.capacity {
-            // Caught up once the queue is half empty again: tell the client what it missed.
-            self.flush_lagged();
+        match self.push(Outgoing::Market { frame: frame.clone(), seq, received_us }) {
+            Push::Full => {
+                channel.dropped.set(channel.dropped.get() + 1);
+                self.lagged.set(true);
+                self.market_dropped.increment(1);
+            }
+            Push::Queued if self.lagged.get() && self.queued() * 2 <= self.capacity => {
+                // Caught up once the queue is half empty again: tell the client what it missed.
+                self.flush_lagged();
+            }
+            // Closed: not a lagging client but one going away (its actor leaves the hub soon).
+            Push::Queued | Push::Closed => {}
         }
     }
 
