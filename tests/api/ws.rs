@@ -332,6 +332,15 @@ async fn a_client_that_never_answers_pings_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(2), "it was closed while we slept");
 }
 
+/// A server that cuts a client off quickly: an 8-frame queue, 1 s behind at most, and trades
+/// pouring in to fill it.
+fn cuts_off_quickly(s: &mut keel::configuration::Settings) {
+    quick(s);
+    s.ws.outbound_queue = 8;
+    s.ws.max_lag_secs = 1;
+    s.venues.sim.trades_per_sec = 20_000;
+}
+
 /// A client with a tiny receive buffer, so the server's writes block soon after it stops reading.
 async fn small_window_client(app: &TestApp, token: &str) -> Socket {
     let tcp = tokio::net::TcpSocket::new_v4().unwrap();
@@ -348,13 +357,7 @@ async fn small_window_client(app: &TestApp, token: &str) -> Socket {
 
 #[actix_web::test]
 async fn a_client_that_stops_reading_loses_market_data_with_notice_and_is_cut_off_for_bot_events() {
-    let app = spawn_app_with(|s| {
-        quick(s);
-        s.ws.outbound_queue = 8;
-        s.ws.max_lag_secs = 1;
-        s.venues.sim.trades_per_sec = 20_000;
-    })
-    .await;
+    let app = spawn_app_with(cuts_off_quickly).await;
     let user = app.register("ws-slow@example.com").await;
     let bot = app.create_bot(&user.access, &quiet_bot()).await["id"].as_u64().unwrap();
     assert_eq!(app.control(&user.access, bot, "start").await.status().as_u16(), 200);
@@ -422,10 +425,7 @@ async fn a_client_cut_off_for_not_reading_also_loses_its_socket() {
     // off (the queue fills at once, then 1 s behind, checked every second), so the server cuts
     // the client off first.
     let app = spawn_app_with(|s| {
-        quick(s);
-        s.ws.outbound_queue = 8;
-        s.ws.max_lag_secs = 1;
-        s.venues.sim.trades_per_sec = 20_000;
+        cuts_off_quickly(s);
         s.server.socket_user_timeout_secs = 6;
     })
     .await;

@@ -557,20 +557,11 @@ mod tests {
             crate::store::set_schema_version(&store, 2).unwrap();
             store.commit().await.unwrap();
         }
-        // sled lets go of its directory lock from a background thread a moment after the last
-        // handle is dropped: reopen until it has (at most 10 s).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let store = loop {
-            match Store::open(&StoreConfig::new(dir.path())) {
-                Ok(store) => break store,
-                Err(err)
-                    if std::time::Instant::now() < deadline && err.to_string().contains("lock") =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Err(err) => panic!("reopening the store: {err}"),
-            }
-        };
+        let store = crate::store::once_released(
+            || Store::open(&StoreConfig::new(dir.path())),
+            |err| err.to_string().contains("lock"),
+        )
+        .unwrap_or_else(|err| panic!("reopening the store: {err}"));
         assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 3);
         let repo = BotRepo::new(&store).unwrap();
         assert_eq!(repo.state(9).unwrap(), state);

@@ -514,19 +514,9 @@ mod tests {
     use super::*;
     use crate::store::{StoreConfig, id_key, trees};
 
-    /// sled lets go of its directory lock when its background threads drop the database, a
-    /// moment after the last handle: retries `f` (for at most 10 s) while the store reads as in
-    /// use, so a test does not race that release.
-    fn once_released<T>(mut f: impl FnMut() -> Result<T, BackupError>) -> Result<T, BackupError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match f() {
-                Err(BackupError::InUse { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                other => return other,
-            }
-        }
+    /// `f`, retried while the store reads as in use ([`crate::store::once_released`]).
+    fn once_released<T>(f: impl FnMut() -> Result<T, BackupError>) -> Result<T, BackupError> {
+        crate::store::once_released(f, |err| matches!(err, BackupError::InUse { .. }))
     }
 
     fn store_with_rows() -> (tempfile::TempDir, Store) {

@@ -69,7 +69,7 @@ impl GroupCommit {
         }
     }
 
-    /// Number of flushes led so far and tickets issued, for tests and benchmarks.
+    /// Tickets issued so far (one per `commit` call), for tests and benchmarks.
     pub fn tickets_issued(&self) -> u64 {
         self.inner.issued.load(Ordering::Acquire)
     }

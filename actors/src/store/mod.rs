@@ -344,6 +344,25 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(&unpack(bytes)?).map_err(StoreError::Codec)
 }
 
+/// Retries `attempt` while `in_use` says the store is still locked, for at most 10 s. sled lets go
+/// of its directory lock from a background thread a moment after the last handle is dropped, so
+/// a test that reopens (or restores into) a directory at once would race that release.
+#[cfg(test)]
+pub(crate) fn once_released<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    in_use: impl Fn(&E) -> bool,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match attempt() {
+            Err(err) if in_use(&err) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
