@@ -52,17 +52,17 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use keel_actors::bot::actor::{
     BOT_MAILBOX, BotActor, BotActorArgs, BotExited, BotLifeline, BotPaused, GetLive,
 };
-use keel_actors::bot::engine::{BotEngine, BotState, Effects, EngineConfig};
 use keel_actors::bot::repo::BotRepo;
 use keel_actors::feed::{FeedAddress, MarketData};
 use keel_actors::mailbox::{Ask, Query, ask};
-use keel_actors::market::{MarketEvent, Symbol};
 use keel_actors::store::{Store, StoreConfig};
-use keel_actors::strategy::StrategySpec;
-use keel_actors::trading::InstrumentFilters;
-use keel_actors::trading::paper::PaperConfig;
-use keel_actors::trading::risk::RiskLimits;
-use keel_actors::venues::sim::{Instrument, SimMarket};
+use keel_core::engine::{BotEngine, BotState, Effects, EngineConfig};
+use keel_core::market::{MarketEvent, Symbol};
+use keel_core::strategy::StrategySpec;
+use keel_core::trading::InstrumentFilters;
+use keel_core::trading::paper::PaperConfig;
+use keel_core::trading::risk::RiskLimits;
+use keel_venues::sim::{Instrument, SimMarket};
 use rust_decimal::Decimal;
 use tokio::sync::{mpsc, oneshot};
 
@@ -131,7 +131,7 @@ fn engine(flavour: Flavour) -> BotEngine {
         kind: "ema_cross".into(),
         params: serde_json::json!({"fast": 5, "slow": 20, "qty": flavour.qty()}),
     };
-    let strategy = keel_actors::strategy::build(&spec, &filters()).expect("valid params");
+    let strategy = keel_core::strategy::build(&spec, &filters()).expect("valid params");
     let config = EngineConfig {
         bot_id: BOT_ID,
         filters: filters(),
@@ -142,7 +142,7 @@ fn engine(flavour: Flavour) -> BotEngine {
         live: false,
     };
     let state = BotState {
-        position: keel_actors::trading::Position {
+        position: keel_core::trading::Position {
             quote_balance: Decimal::from(1_000_000_000),
             ..Default::default()
         },

@@ -23,15 +23,15 @@
 //!
 //! `cargo bench --bench market_parse`
 //!
-//! [`MarketEvent`]: keel_actors::market::MarketEvent
+//! [`MarketEvent`]: keel_core::market::MarketEvent
 
 use std::hint::black_box;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keel_actors::market::{Symbol, VenueId};
-use keel_actors::venues::binance::parse::{Inbound, SymbolCache, parse, parse_decimal, parse_with};
+use keel_core::market::{Symbol, VenueId};
+use keel_venues::binance::parse::{Inbound, SymbolCache, parse, parse_decimal, parse_with};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 

@@ -186,7 +186,7 @@ fn bucket_quantile(before: &[(f64, f64)], after: &[(f64, f64)], p: f64) -> Optio
 
 /// An HTTP/1.1 client for loopback.
 fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
-    keel_actors::tls::install_crypto_provider();
+    keel_venues::tls::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(connections)

@@ -7,18 +7,16 @@
 //! latency the feed adds: channel to the feed actor, fan-out, subscriber mailbox.
 #![allow(clippy::unwrap_used)] // a measurement tool: a panic is a failed run with its line
 
-#[path = "../actors/tests/fake_binance/mod.rs"]
-#[allow(dead_code)]
-mod fake_binance;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use keel_actors::feed::{FeedActor, FeedConfig, MarketData, Subscribe};
 use keel_actors::mailbox::ask;
-use keel_actors::market::{EventKind, StreamKind, Symbol, VenueId, now_us};
-use keel_actors::venues::binance::connection::ConnectionConfig;
+use keel_core::market::{EventKind, StreamKind, Symbol, VenueId};
+use keel_testkit::fake_binance;
+use keel_venues::binance::connection::ConnectionConfig;
+use keel_venues::now_us;
 
 struct Recorder(Arc<Mutex<Vec<u64>>>);
 impl Actor for Recorder {

@@ -137,7 +137,7 @@ impl HealthPoller {
 
 /// An HTTP/1.1 client for loopback, keeping up to `connections` idle connections.
 fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
-    keel_actors::tls::install_crypto_provider();
+    keel_venues::tls::install_crypto_provider();
     Ok(reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(connections)

@@ -14,15 +14,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
-use keel_actors::bot::engine::{BotEngine, BotState, Effects, EngineConfig};
 use keel_actors::bot::repo::BotRepo;
-use keel_actors::market::{MarketEvent, Symbol};
 use keel_actors::store::{Store, StoreConfig, trees};
-use keel_actors::strategy::StrategySpec;
-use keel_actors::trading::Position;
-use keel_actors::trading::paper::PaperConfig;
-use keel_actors::trading::risk::RiskLimits;
-use keel_actors::venues::sim::{Instrument, SimMarket};
+use keel_core::engine::{BotEngine, BotState, Effects, EngineConfig};
+use keel_core::market::{MarketEvent, Symbol};
+use keel_core::strategy::StrategySpec;
+use keel_core::trading::Position;
+use keel_core::trading::paper::PaperConfig;
+use keel_core::trading::risk::RiskLimits;
+use keel_venues::sim::{Instrument, SimMarket};
 use rust_decimal::Decimal;
 
 #[global_allocator]
@@ -82,7 +82,7 @@ fn engine(bot_id: u64, instrument: &Instrument, qty: &str, args: &Args) -> BotEn
         params: serde_json::json!({"fast": args.fast, "slow": args.slow, "qty": qty}),
     };
     let filters = instrument.filters();
-    let strategy = keel_actors::strategy::build(&spec, &filters).expect("valid params");
+    let strategy = keel_core::strategy::build(&spec, &filters).expect("valid params");
     let config = EngineConfig {
         bot_id,
         filters,

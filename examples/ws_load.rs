@@ -515,7 +515,7 @@ async fn open_client(url: &str, token: &str, channels: &[String]) -> anyhow::Res
 
 /// Registers `count` accounts and returns their access tokens.
 async fn register(base: &str, count: usize) -> anyhow::Result<Vec<String>> {
-    keel_actors::tls::install_crypto_provider();
+    keel_venues::tls::install_crypto_provider();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build()?;
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
     let limit = Arc::new(Semaphore::new(8));
@@ -638,7 +638,7 @@ async fn sample_server(
 ) {
     let client = match &metrics_url {
         Some(_) => {
-            keel_actors::tls::install_crypto_provider();
+            keel_venues::tls::install_crypto_provider();
             reqwest::Client::builder().timeout(Duration::from_secs(2)).build().ok()
         }
         None => None,

@@ -12,10 +12,10 @@ use anyhow::Context as _;
 use keel_actors::backtest::input::{InputError, TradeReader, synth, write_csv};
 use keel_actors::backtest::{BacktestConfig, Outcome, Report, run};
 use keel_actors::bot::Bracket;
-use keel_actors::market::Symbol;
-use keel_actors::strategy::StrategySpec;
-use keel_actors::trading::risk::RiskLimits;
-use keel_actors::venues::sim::Instrument;
+use keel_core::market::Symbol;
+use keel_core::strategy::StrategySpec;
+use keel_core::trading::risk::RiskLimits;
+use keel_venues::sim::Instrument;
 use rust_decimal::Decimal;
 
 use crate::cli::{BacktestArgs, DataCommand};
@@ -136,7 +136,7 @@ fn progress_bar(args: &BacktestArgs) -> Option<indicatif::ProgressBar> {
 /// Equity (quote balance plus the position at the fill's price) after each fill.
 fn equity_after_fills(outcome: &Outcome, starting_quote: Decimal) -> Vec<(u64, Decimal)> {
     let mut position =
-        keel_actors::trading::Position { quote_balance: starting_quote, ..Default::default() };
+        keel_core::trading::Position { quote_balance: starting_quote, ..Default::default() };
     outcome
         .fills
         .iter()

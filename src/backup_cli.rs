@@ -86,7 +86,7 @@ async fn download(settings: &Settings, url: &str, partial: &Path) -> anyhow::Res
              Keel and use --offline"
         );
     };
-    keel_actors::tls::install_crypto_provider();
+    keel_venues::tls::install_crypto_provider();
     let client = reqwest::Client::builder().timeout(BACKUP_TIMEOUT).build()?;
     let endpoint = format!("{url}{}", crate::http::admin::BACKUP_PATH);
     let mut response = client

@@ -644,7 +644,7 @@ impl Settings {
             return Err(invalid("venues.sim.symbols", "must list at least one symbol"));
         }
         if let Some(bad) =
-            sim.symbols.iter().find(|s| keel_actors::market::Symbol::parse(s).is_none())
+            sim.symbols.iter().find(|s| keel_core::market::Symbol::parse(s).is_none())
         {
             return Err(invalid(
                 "venues.sim.symbols",

@@ -17,15 +17,15 @@ use keel_actors::bot::{BotRepo, BotSupervisor, BotsAddress, BotsConfig, BotsSpec
 use keel_actors::feed::{FeedAddress, FeedConfig, FeedSpec, SimConfig};
 use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
-use keel_actors::market::{Symbol, VenueId};
 use keel_actors::session::SessionDirectory;
 use keel_actors::sink::{Outbox, PgSinkSpec, SinkHealth};
 use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{ChildSpec, RestartPolicy, Shutdown, Supervisor, SupervisorSpec};
 use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
-use keel_actors::venues::binance::connection::ConnectionConfig;
-use keel_actors::venues::binance::rest::RestClient;
-use keel_actors::venues::binance::streams as binance_streams;
+use keel_core::market::{Symbol, VenueId};
+use keel_venues::binance::connection::ConnectionConfig;
+use keel_venues::binance::rest::RestClient;
+use keel_venues::binance::streams as binance_streams;
 use tokio::sync::Notify;
 
 use crate::auth::{LoginThrottle, TokenIssuer};

@@ -1,4 +1,6 @@
-//! Keel's library crate: the pieces every part of the runtime shares.
+//! keel-actors: Keel's runtime. The supervisor tree and its actors (feeds, bots, sessions, the
+//! vault), the store they persist to, and the plumbing between them. Domain logic lives in
+//! `keel-core`; exchange connectors in `keel-venues`.
 //!
 //! - [`store`]: the sled handle, its trees, migrations and group commit.
 //! - [`supervisor`]: OTP-style supervision over actix actors (restart budget, escalation).
@@ -17,15 +19,9 @@ pub mod fanout;
 pub mod feed;
 pub mod identity;
 pub mod mailbox;
-pub mod market;
 pub mod record;
 pub mod session;
 pub mod sink;
 pub mod store;
-pub mod strategy;
 pub mod supervisor;
-pub mod tls;
-pub mod trading;
-pub mod validation;
 pub mod vault;
-pub mod venues;

@@ -17,8 +17,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::prelude::*;
 
-use crate::bot::engine::BotEvent;
-use crate::bot::model::{BotId, UserId};
+use keel_core::bot::{BotId, UserId};
+use keel_core::engine::BotEvent;
 
 /// A session's mailbox unless [`SessionDirectory::new`] sets `mailboxes.session`. A full one makes
 /// every connection of the user close with 1013 and resync.

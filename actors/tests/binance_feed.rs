@@ -1,16 +1,14 @@
 //! A Binance connection against a local fake exchange: reconnects, staleness, limits, garbage.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test with its line
 
-mod fake_binance;
-
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_binance::FakeBinance;
 use governor::{Quota, RateLimiter};
-use keel_actors::market::{EventKind, VenueId};
-use keel_actors::venues::binance::connection::{self, Command, ConnectionConfig, Output};
+use keel_core::market::{EventKind, VenueId};
+use keel_testkit::fake_binance::FakeBinance;
+use keel_venues::binance::connection::{self, Command, ConnectionConfig, Output};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -254,7 +252,7 @@ mod feed {
     use actix::prelude::*;
     use keel_actors::feed::{FeedActor, FeedConfig, MarketData, Subscribe};
     use keel_actors::mailbox::ask;
-    use keel_actors::market::{MarketEvent, StreamKind, Symbol};
+    use keel_core::market::{MarketEvent, StreamKind, Symbol};
 
     use super::*;
 
@@ -348,6 +346,6 @@ async fn a_futures_liquidation_arrives_as_a_liquidation_event() {
     assert_eq!((event.venue, event.symbol.as_str()), (VenueId::BinanceFutures, "BTCUSDT"));
     assert_eq!(event.exchange_ts, 1732307467500);
     let EventKind::Liquidation { side, price, qty, .. } = event.kind else { unreachable!() };
-    assert_eq!(side, keel_actors::market::Side::Sell);
+    assert_eq!(side, keel_core::market::Side::Sell);
     assert_eq!((price.to_string(), qty.to_string()), ("98010.00".to_owned(), "0.014".to_owned()));
 }

@@ -20,10 +20,10 @@ use keel_actors::backtest::BacktestConfig;
 use keel_actors::backtest::input::TradeReader;
 use keel_actors::backtest::jobs::{Canceled, JobId, JobSpec, JobView, SubmitError};
 use keel_actors::bot::Bracket;
-use keel_actors::market::{Symbol, VenueId};
-use keel_actors::strategy::StrategySpec;
-use keel_actors::trading::risk::RiskLimits;
-use keel_actors::venues::sim::Instrument;
+use keel_core::market::{Symbol, VenueId};
+use keel_core::strategy::StrategySpec;
+use keel_core::trading::risk::RiskLimits;
+use keel_venues::sim::Instrument;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -334,7 +334,7 @@ fn check_settings(body: &NewBacktest, symbol: Option<&Symbol>) -> Vec<FieldError
     }
     if let Some(symbol) = symbol {
         let filters = Instrument::for_symbol(symbol.clone()).filters();
-        if let Err(errors) = keel_actors::strategy::build(&body.strategy, &filters) {
+        if let Err(errors) = keel_core::strategy::build(&body.strategy, &filters) {
             details.extend(errors);
         }
     }

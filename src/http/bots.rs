@@ -6,11 +6,11 @@ use keel_actors::bot::supervisor::{ControlBot, CreateBot, DeleteBot, GetBot, Lis
 use keel_actors::bot::{BotError, BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
 use keel_actors::feed::{GetInstrument, InstrumentError};
 use keel_actors::mailbox::ask;
-use keel_actors::market::{Symbol, VenueId};
-use keel_actors::strategy::StrategySpec;
-use keel_actors::trading::InstrumentFilters;
-use keel_actors::trading::risk::RiskLimits;
 use keel_actors::vault::ListCredentials;
+use keel_core::market::{Symbol, VenueId};
+use keel_core::strategy::StrategySpec;
+use keel_core::trading::InstrumentFilters;
+use keel_core::trading::risk::RiskLimits;
 use serde::Deserialize;
 
 use super::accounts::vault_error;
@@ -113,7 +113,7 @@ pub fn bot_error(err: BotError) -> ApiError {
 }
 
 fn now_ms() -> u64 {
-    keel_actors::market::now_us() / 1000
+    keel_venues::now_us() / 1000
 }
 
 /// The instrument's rules, from the venue's feed.
@@ -202,7 +202,7 @@ fn venue_and_symbol(
 }
 
 fn static_errors(record: &BotRecord) -> Vec<FieldError> {
-    keel_actors::bot::model::validate_static(
+    keel_core::bot::validate_static(
         &record.name,
         record.mode,
         record.exchange_account_id,
@@ -222,7 +222,7 @@ async fn validate(
     details.extend(static_errors(record));
     if let Some(filters) = filters_for(state, record.venue, &record.symbol, &mut details).await? {
         record.filters = filters;
-        if let Err(errors) = keel_actors::strategy::build(&record.strategy, &record.filters) {
+        if let Err(errors) = keel_core::strategy::build(&record.strategy, &record.filters) {
             details.extend(errors);
         }
     }
@@ -270,7 +270,7 @@ pub async fn create(
     let mut details = Vec::new();
     let Some((venue, symbol)) = venue_and_symbol(&state, &body.venue, &body.symbol, &mut details)
     else {
-        details.extend(keel_actors::bot::model::validate_static(
+        details.extend(keel_core::bot::validate_static(
             &body.name,
             body.mode,
             body.exchange_account_id,

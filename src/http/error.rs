@@ -17,7 +17,7 @@ use serde::Serialize;
 /// Seconds a client should wait before retrying an overloaded or unavailable actor.
 const RETRY_AFTER_SECS: u64 = 1;
 
-pub use keel_actors::validation::FieldError;
+pub use keel_core::validation::FieldError;
 
 /// The `error` object of an error response.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

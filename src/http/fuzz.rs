@@ -8,7 +8,7 @@
 use actix_web::ResponseError;
 use actix_web::error::JsonPayloadError;
 use keel_actors::identity::{normalize_email, validate_password};
-use keel_actors::trading::OrderRequest;
+use keel_core::trading::OrderRequest;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde::de::DeserializeOwned;

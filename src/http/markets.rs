@@ -7,7 +7,7 @@ use keel_actors::feed::{
     Connectivity, FeedActor, FeedError, GetCandles, GetTicker, GetVenueStatus, Ticker, VenueStatus,
 };
 use keel_actors::mailbox::ask;
-use keel_actors::market::{Candle, Interval, Symbol, VenueId};
+use keel_core::market::{Candle, Interval, Symbol, VenueId};
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorResponse;

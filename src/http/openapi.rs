@@ -27,7 +27,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref, RefOr, Response, Respo
 use utoipa::{Modify, OpenApi, PartialSchema};
 
 use keel_actors::bot::Control;
-use keel_actors::market::Interval;
+use keel_core::market::Interval;
 
 use super::error::ErrorResponse;
 use super::{Access, accounts, auth, backtests, bots, markets, trading};

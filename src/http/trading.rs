@@ -7,15 +7,15 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;
-use keel_actors::bot::engine::BotEvent;
-use keel_actors::bot::performance;
 use keel_actors::bot::repo::Page;
 use keel_actors::bot::supervisor::KillReport;
 use keel_actors::bot::supervisor::{ForBot, GetLiveBot, KillSwitch, ListBots};
 use keel_actors::bot::{BotRecord, BotStatus, LiveView, TradeCommand, TradeError, TradeOutcome};
 use keel_actors::mailbox::ask;
-use keel_actors::market::Symbol;
-use keel_actors::trading::{Fill, Order, OrderRequest, OrderStatus, Position};
+use keel_core::bot::performance;
+use keel_core::engine::BotEvent;
+use keel_core::market::Symbol;
+use keel_core::trading::{Fill, Order, OrderRequest, OrderStatus, Position};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -341,7 +341,7 @@ pub async fn performance(
     let repo = repo(&state)?;
     let bot_id = record.id;
     let fills = read(move || repo.all_fills(bot_id, upto)).await?;
-    let now = keel_actors::market::now_us() / 1000;
+    let now = keel_venues::now_us() / 1000;
     let figures = performance::compute(&fills, record.paper.starting_quote, mark, now);
     Ok(HttpResponse::Ok().json(figures))
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use keel_actors::feed::{FeedAddress, MarketData, Subscribe, SubscriberId, Unsubscribe};
 use keel_actors::mailbox::ask;
-use keel_actors::market::{MarketEvent, StreamKind, Symbol, VenueId};
+use keel_core::market::{MarketEvent, StreamKind, Symbol, VenueId};
 
 use super::outbound::{ChannelState, Outbound};
 use super::protocol::{EventFrame, market_data_json};

@@ -333,7 +333,7 @@ impl MessageBody for FrameBody {
         this.messages_out.increment(written);
         // One sample per write, for its oldest market frame: the write's worst latency.
         if let Some(received_us) = oldest_market {
-            let now = keel_actors::market::now_us();
+            let now = keel_venues::now_us();
             this.tick_to_client.record(now.saturating_sub(received_us) as f64 / 1e6);
         }
         Poll::Ready(Some(Ok(buf.freeze())))

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use keel_actors::market::{MarketEvent, StreamKind, Symbol, VenueId};
+use keel_core::market::{MarketEvent, StreamKind, Symbol, VenueId};
 use serde::Deserialize;
 
 /// Channels one `subscribe` or `unsubscribe` may name.

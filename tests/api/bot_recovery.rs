@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_actors::trading::{Position, Side};
+use keel_core::trading::{Position, Side};
 use serde_json::{Value, json};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");

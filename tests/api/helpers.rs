@@ -219,6 +219,6 @@ where
 
 /// A reqwest client for talking to the app (with rustls's crypto provider installed first).
 pub fn http_client() -> reqwest::Client {
-    keel_actors::tls::install_crypto_provider();
+    keel_venues::tls::install_crypto_provider();
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a reqwest client")
 }

@@ -8,11 +8,6 @@ mod backup;
 mod bot_recovery;
 mod bots;
 mod errors;
-#[path = "../../actors/tests/fake_binance/mod.rs"]
-#[allow(dead_code)] // the fake offers more faults than these tests use
-mod fake_binance;
-#[path = "../../actors/tests/fake_rest/mod.rs"]
-mod fake_rest;
 mod health;
 mod helpers;
 mod live;
@@ -21,5 +16,8 @@ mod postgres;
 mod process;
 mod protection;
 mod sink;
+mod store_fixture;
 mod tampering;
 mod ws;
+
+use keel_testkit::{fake_binance, fake_rest};

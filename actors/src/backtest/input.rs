@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rust_decimal::Decimal;
 
-use crate::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
 use crate::record::format::{self as record, RecordError};
-use crate::venues::sim::{Instrument, SimMarket};
+use keel_core::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
+use keel_venues::sim::{Instrument, SimMarket};
 
 /// A row that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,8 @@ use serde::Serialize;
 
 use super::input::{InputError, TradeReader};
 use super::{BacktestConfig, Report, run};
-use crate::market::{MarketEvent, Symbol, now_us};
+use keel_core::market::{MarketEvent, Symbol};
+use keel_venues::now_us;
 
 /// A job's id, unique in this process.
 pub type JobId = u64;

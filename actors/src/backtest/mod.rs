@@ -1,10 +1,9 @@
-//! Backtests: a strategy over recorded or historical trades, through the very [`BotEngine`] live
-//! and paper bots run (strategy, risk, order manager, brackets, paper fills), on a simulated
-//! clock. Deterministic: the same ticks and parameters give the same orders and fills.
+//! Backtests as the runtime runs them: the run loop (`keel_core::backtest`) timed by the wall
+//! clock, over trade files, and as jobs.
 //!
-//! - [`input`]: trade files (Keel's CSV, Binance's `trades` and `aggTrades` dumps) and the
-//!   synthetic series `keel data synth` writes;
-//! - [`run`]: drives the engine and reports;
+//! - [`input`]: trade files (Keel's CSV, Binance's `trades` and `aggTrades` dumps, recordings)
+//!   and the synthetic series `keel data synth` writes;
+//! - [`run`]: the core run loop, timed;
 //! - [`jobs`]: backtests as jobs on a bounded pool of worker threads (the HTTP API's).
 
 pub mod input;
@@ -12,194 +11,24 @@ pub mod jobs;
 
 use std::time::Instant;
 
-use rust_decimal::Decimal;
-use serde::Serialize;
+use keel_core::market::MarketEvent;
+use keel_core::validation::FieldError;
 
-use crate::bot::engine::{BotEngine, BotState, Effects, EngineConfig};
-use crate::bot::model::Bracket;
-use crate::bot::performance::{self, Performance};
-use crate::market::MarketEvent;
-use crate::strategy::StrategySpec;
-use crate::trading::paper::PaperConfig;
-use crate::trading::risk::RiskLimits;
-use crate::trading::{Fill, InstrumentFilters, Order, Position};
-use crate::validation::FieldError;
+pub use keel_core::backtest::{BacktestConfig, Outcome, Report};
 
-/// A backtest's settings.
-#[derive(Debug, Clone)]
-pub struct BacktestConfig {
-    /// The bot id orders are made for (it is part of their client order ids); 0 for a plain
-    /// backtest, a bot's own id to compare with what that bot did.
-    pub bot_id: u64,
-    /// The strategy and its parameters.
-    pub strategy: StrategySpec,
-    /// The instrument's rules.
-    pub filters: InstrumentFilters,
-    /// Pre-trade limits.
-    pub risk: RiskLimits,
-    /// Bracket around entries.
-    pub bracket: Option<Bracket>,
-    /// Fee per fill, basis points.
-    pub fee_bps: Decimal,
-    /// Slippage for market orders without a quote, basis points.
-    pub slippage_bps: Decimal,
-    /// Starting quote balance.
-    pub starting_quote: Decimal,
-}
-
-/// What a backtest found.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Report {
-    /// P&L, fees, trades, win rate, drawdown, exposure.
-    #[serde(flatten)]
-    pub performance: Performance,
-    /// Position at the end.
-    pub position: Position,
-    /// Orders created (any outcome).
-    pub orders: u64,
-    /// Ticks fed to the engine.
-    pub ticks: u64,
-    /// Wall time of the run, seconds.
-    pub seconds: f64,
-    /// Ticks per second of wall time.
-    pub ticks_per_sec: f64,
-    /// First and last tick time, ms.
-    pub span_ms: (u64, u64),
-}
-
-/// The result of a run: the report, every order in its final state and every fill, in order
-/// (for equity curves and parity checks).
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Figures.
-    pub report: Report,
-    /// Orders by id, as they ended.
-    pub orders: Vec<Order>,
-    /// Fills.
-    pub fills: Vec<Fill>,
-}
-
-/// Runs `config` over `ticks` (in time order).
+/// Runs `config` over `ticks` (in time order) and times it.
 ///
 /// # Errors
-/// The strategy's parameters are invalid (field errors); a tick that cannot be read ends the run
-/// with its error.
+/// As [`keel_core::backtest::run`]: invalid strategy parameters, or the first unreadable tick.
 pub fn run<E>(
     config: &BacktestConfig,
     ticks: impl IntoIterator<Item = Result<MarketEvent, E>>,
 ) -> Result<Result<Outcome, E>, Vec<FieldError>> {
-    let strategy = crate::strategy::build(&config.strategy, &config.filters)?;
-    let engine_config = EngineConfig {
-        bot_id: config.bot_id,
-        filters: config.filters.clone(),
-        risk: config.risk.clone(),
-        bracket: config.bracket,
-        paper: PaperConfig { fee_bps: config.fee_bps, slippage_bps: config.slippage_bps },
-        allow_short: false,
-        live: false,
-    };
-    let state = BotState {
-        position: Position { quote_balance: config.starting_quote, ..Position::default() },
-        ..BotState::default()
-    };
-    let mut engine = BotEngine::new(engine_config, state, strategy, Vec::new());
-    let mut fx = Effects::default();
-    let mut fills = Vec::new();
-    let mut orders: Vec<Order> = Vec::new();
-    let mut ticks_seen: u64 = 0;
-    let (mut first_ts, mut last_ts) = (None, 0);
     let started = Instant::now();
-    for tick in ticks {
-        let tick = match tick {
-            Ok(tick) => tick,
-            Err(err) => return Ok(Err(err)),
-        };
-        ticks_seen += 1;
-        first_ts.get_or_insert(tick.exchange_ts);
-        last_ts = tick.exchange_ts;
-        engine.on_market(&tick, &mut fx);
-        if !fx.fills.is_empty() {
-            fills.append(&mut fx.fills);
-        }
-        // Order ids count up from 1, so each version replaces its order in place.
-        for order in fx.orders.drain(..) {
-            match usize::try_from(order.id.saturating_sub(1)) {
-                Ok(index) if index < orders.len() => orders[index] = order,
-                _ => orders.push(order),
-            }
-        }
-        // Journal lines are what a bot would store; a backtest has no use for them.
-        fx.clear();
-    }
+    let outcome = keel_core::backtest::run(config, ticks)?;
     let seconds = started.elapsed().as_secs_f64();
-    let mark = engine.mark_price();
-    let performance = performance::compute(&fills, config.starting_quote, mark, last_ts);
-    let report = Report {
-        performance,
-        position: engine.position().clone(),
-        orders: engine.snapshot().last_order_id,
-        ticks: ticks_seen,
-        seconds,
-        ticks_per_sec: if seconds > 0.0 { ticks_seen as f64 / seconds } else { 0.0 },
-        span_ms: (first_ts.unwrap_or(0), last_ts),
-    };
-    Ok(Ok(Outcome { report, orders, fills }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::market::Symbol;
-    use crate::venues::sim::Instrument;
-
-    fn config() -> BacktestConfig {
-        let symbol = Symbol::parse("BTCUSDT").unwrap();
-        BacktestConfig {
-            bot_id: 0,
-            strategy: StrategySpec {
-                kind: "ema_cross".into(),
-                params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
-            },
-            filters: Instrument::for_symbol(symbol).filters(),
-            risk: RiskLimits::default(),
-            bracket: None,
-            fee_bps: Decimal::TEN,
-            slippage_bps: Decimal::from(5),
-            starting_quote: Decimal::from(10_000),
-        }
-    }
-
-    fn synth(n: u64, seed: u64) -> Vec<MarketEvent> {
-        input::synth(n, seed, Symbol::parse("BTCUSDT").unwrap()).collect()
-    }
-
-    #[test]
-    fn a_run_is_deterministic_and_its_position_is_the_sum_of_its_fills() {
-        let ticks = synth(20_000, 7);
-        let run = |ticks: &[MarketEvent]| {
-            run(&config(), ticks.iter().cloned().map(Ok::<_, ()>)).unwrap().unwrap()
-        };
-        let (a, b) = (run(&ticks), run(&ticks));
-        assert!(a.report.performance.fill_count > 10, "the strategy trades: {:?}", a.report);
-        assert_eq!(a.fills, b.fills);
-        assert_eq!(a.orders, b.orders);
-        assert_eq!(a.orders.len() as u64, a.report.orders);
-        assert!(a.orders.iter().enumerate().all(|(i, o)| o.id == i as u64 + 1));
-        assert!(a.fills.iter().all(|f| a.orders[f.order_id as usize - 1].filled_qty >= f.qty));
-        let mut replay = Position { quote_balance: Decimal::from(10_000), ..Position::default() };
-        for fill in &a.fills {
-            replay.apply(fill.side, fill.qty, fill.price, fill.fee);
-        }
-        assert_eq!(replay, a.report.position);
-        assert_eq!(a.report.ticks, 20_000);
-    }
-
-    #[test]
-    fn bad_parameters_are_field_errors_and_a_bad_tick_ends_the_run() {
-        let mut bad = config();
-        bad.strategy.params = serde_json::json!({"fast": 30, "slow": 10, "qty": "0.001"});
-        assert!(run(&bad, Vec::<Result<MarketEvent, ()>>::new()).is_err());
-        let ticks = vec![Ok(synth(1, 1).remove(0)), Err("line 2: bad price")];
-        assert_eq!(run(&config(), ticks).unwrap().unwrap_err(), "line 2: bad price");
-    }
+    Ok(outcome.map(|mut o| {
+        o.report = o.report.timed(seconds);
+        o
+    }))
 }

@@ -16,18 +16,18 @@ use actix::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::engine::{
-    BotEngine, BotEvent, BotEventKind, BotState, CancelError, Effects, ExecOutcome, Outbound,
-};
 use super::live::{LiveLink, LiveResult, NOT_FOUND_GRACE, execute};
-use super::model::{BotId, BotStatus};
 use super::repo::BotRepo;
 use crate::feed::{FeedAddress, MarketData, Subscribe, Unsubscribe};
 use crate::mailbox::{Ask, Query, ask};
-use crate::market::{StreamKind, Symbol};
 use crate::supervisor::{Stop, catch_panic, take_last_panic};
-use crate::trading::risk::RiskRejection;
-use crate::trading::{Order, OrderRequest, Position};
+use keel_core::bot::{BotId, BotStatus};
+use keel_core::engine::{
+    BotEngine, BotEvent, BotEventKind, BotState, CancelError, Effects, ExecOutcome, Outbound,
+};
+use keel_core::market::{StreamKind, Symbol};
+use keel_core::trading::risk::RiskRejection;
+use keel_core::trading::{Order, OrderRequest, Position};
 
 /// The default of a bot's mailbox (`mailboxes.bot`): market data and commands share it; the feed
 /// conflates quotes and drops trades (counted) when it is full. Small, because it is multiplied
@@ -211,7 +211,7 @@ pub struct BotActorArgs {
     /// The owner's exposure book, when a per-user limit is set.
     pub exposure: Option<super::exposure::ExposureLink>,
     /// The bot's owner.
-    pub user_id: super::model::UserId,
+    pub user_id: keel_core::bot::UserId,
     /// Where the owner's live connections are (events go there once durable).
     pub sessions: crate::session::SessionDirectory,
     /// Capacity of the bot's mailbox ([`BOT_MAILBOX`] unless configured).
@@ -410,7 +410,7 @@ impl BotActor {
             let took = started.elapsed();
             metrics::histogram!("keel_strategy_callback_seconds").record(took.as_secs_f64());
             metrics::histogram!("keel_tick_to_strategy_seconds")
-                .record(crate::market::now_us().saturating_sub(data.0.received_us) as f64 / 1e6);
+                .record(keel_venues::now_us().saturating_sub(data.0.received_us) as f64 / 1e6);
             self.over_budget = if took > CALLBACK_BUDGET { self.over_budget + 1 } else { 0 };
             if self.over_budget >= OVER_BUDGET_LIMIT && !self.paused {
                 let reason = format!(
@@ -456,7 +456,7 @@ impl BotActor {
     /// (and sends) whatever follows.
     fn apply_live(&mut self, results: Vec<LiveResult>, ctx: &mut Context<Self>) {
         let mut last_error = None;
-        self.args.engine.observe_time(crate::market::now_us() / 1000);
+        self.args.engine.observe_time(keel_venues::now_us() / 1000);
         for result in results {
             let id = result.order_id;
             self.in_flight.remove(&id);
@@ -490,7 +490,7 @@ impl BotActor {
         {
             let reason = format!("the venue failed {} times in a row: {err}", self.venue_failures);
             self.args.engine.set_strategy_active(false);
-            let now = crate::market::now_us() / 1000;
+            let now = keel_venues::now_us() / 1000;
             let message = reason.clone();
             self.args.engine.log(
                 now,
@@ -519,7 +519,7 @@ impl BotActor {
             .engine
             .open_orders()
             .iter()
-            .filter(|o| !super::engine::is_armed_stop(o) && !self.in_flight.contains(&o.id))
+            .filter(|o| !keel_core::engine::is_armed_stop(o) && !self.in_flight.contains(&o.id))
             .map(|o| Outbound::Query(o.clone()))
             .collect();
         if !requests.is_empty() {
@@ -560,8 +560,8 @@ impl BotActor {
     }
 }
 
-fn status_label(status: crate::trading::OrderStatus) -> &'static str {
-    use crate::trading::OrderStatus::*;
+fn status_label(status: keel_core::trading::OrderStatus) -> &'static str {
+    use keel_core::trading::OrderStatus::*;
     match status {
         New => "new",
         Accepted => "accepted",
@@ -643,7 +643,7 @@ impl Handler<Ask<TradeCommand>> for BotActor {
         let (command, replier) = ask.into_parts();
         self.refresh_exposure();
         let engine = &mut self.args.engine;
-        engine.observe_time(crate::market::now_us() / 1000);
+        engine.observe_time(keel_venues::now_us() / 1000);
         let fx = &mut self.fx;
         let result = match command {
             TradeCommand::Place(req) => {
@@ -681,7 +681,7 @@ impl Handler<Ask<SetPaused>> for BotActor {
         }
         self.args.engine.set_strategy_active(!paused);
         let status = if paused { BotStatus::Paused } else { BotStatus::Running };
-        let now = crate::market::now_us() / 1000;
+        let now = keel_venues::now_us() / 1000;
         self.args.engine.log(now, BotEventKind::Status { status, reason: None }, &mut self.fx);
         self.persist(ctx, Some(Box::new(move |_| replier.send(()))));
     }
@@ -693,12 +693,12 @@ impl Handler<Ask<StopBot>> for BotActor {
     fn handle(&mut self, ask: Ask<StopBot>, ctx: &mut Context<Self>) {
         let (StopBot { flatten }, replier) = ask.into_parts();
         let engine = &mut self.args.engine;
-        engine.observe_time(crate::market::now_us() / 1000);
+        engine.observe_time(keel_venues::now_us() / 1000);
         let canceled = engine.cancel_all("bot stopped", &mut self.fx);
         if flatten && let Err(rejection) = engine.close_position(&mut self.fx) {
             tracing::warn!(bot_id = self.args.bot_id, reason = %rejection.reason, "could not flatten");
         }
-        let now = crate::market::now_us() / 1000;
+        let now = keel_venues::now_us() / 1000;
         engine.log(
             now,
             BotEventKind::Status { status: BotStatus::Stopped, reason: None },

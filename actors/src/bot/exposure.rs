@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use super::model::{BotId, UserId};
+use keel_core::bot::{BotId, UserId};
 
 /// How often a bot re-reads its owner's other bots' exposure.
 pub const REFRESH: Duration = Duration::from_millis(250);

@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport, fee_in_quote};
 use crate::mailbox::ask;
-use crate::market::Symbol;
-use crate::trading::Order;
 use crate::vault::{Sign, VaultAddress};
-use crate::venues::binance::rest::{RECV_WINDOW_MS, RestClient, RestError, VenueOrder};
+use keel_core::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport, fee_in_quote};
+use keel_core::market::Symbol;
+use keel_core::trading::Order;
+use keel_venues::binance::rest::{RECV_WINDOW_MS, RestClient, RestError, VenueOrder};
 
 /// How long the vault may take to sign.
 const SIGN_DEADLINE: Duration = Duration::from_secs(2);
@@ -194,6 +194,6 @@ fn venue_outcome(symbol: &Symbol, venue: VenueOrder) -> ExecOutcome {
         executed_qty: venue.executed_qty,
         cum_quote: venue.cummulative_quote_qty,
         fills,
-        ts: crate::market::now_us() / 1000,
+        ts: keel_venues::now_us() / 1000,
     }
 }

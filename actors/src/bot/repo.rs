@@ -24,13 +24,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::engine::{BotEvent, BotState, Effects};
-use super::model::{BotId, BotRecord, UserId};
 use crate::sink::outbox::{Outbox, OutboxRecord, RecordKind};
 use crate::store::{
     Store, StoreError, decode, encode, encode_packed, id_key, pair_key, trees, unpack,
 };
-use crate::trading::{Fill, Order};
+use keel_core::bot::{BotId, BotRecord, UserId};
+use keel_core::engine::{BotEvent, BotState, Effects};
+use keel_core::trading::{Fill, Order};
 
 /// Most rows one page returns.
 pub const MAX_PAGE: usize = 500;
@@ -404,9 +404,9 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::bot::engine::BotEventKind;
     use crate::store::StoreConfig;
-    use crate::trading::{Liquidity, Side};
+    use keel_core::engine::BotEventKind;
+    use keel_core::trading::{Liquidity, Side};
 
     fn effects(bot_id: BotId) -> Effects {
         let mut fx = Effects::default();
@@ -515,12 +515,12 @@ mod tests {
             bot_id: 9,
             client_order_id: "k-9-1".into(),
             side: Side::Buy,
-            order_type: crate::trading::OrderType::Market,
+            order_type: keel_core::trading::OrderType::Market,
             qty: Decimal::new(1, 3),
             filled_qty: Decimal::ZERO,
             avg_fill_price: Decimal::ZERO,
-            status: crate::trading::OrderStatus::New,
-            origin: crate::trading::OrderOrigin::Strategy,
+            status: keel_core::trading::OrderStatus::New,
+            origin: keel_core::trading::OrderOrigin::Strategy,
             tag: 0,
             oco_with: None,
             reason: None,
@@ -528,7 +528,7 @@ mod tests {
             updated_ts: 1,
         };
         fx.orders.push(order.clone());
-        order.status = crate::trading::OrderStatus::Filled;
+        order.status = keel_core::trading::OrderStatus::Filled;
         order.filled_qty = order.qty;
         fx.orders.push(order.clone());
         repo.persist(9, &fx, &BotState::default()).unwrap();

@@ -16,19 +16,19 @@ use super::actor::{
     BotActor, BotActorArgs, BotExited, BotLifeline, BotPaused, GetLive, LiveView, SetPaused,
     StopBot, TradeCommand, TradeError, TradeOutcome,
 };
-use super::engine::{BotEngine, EngineConfig};
 use super::exposure::{ExposureBook, ExposureLink};
 use super::live::LiveLink;
-use super::model::{BotId, BotMode, BotRecord, BotStatus, Control, UserId};
 use super::repo::BotRepo;
 use crate::feed::FeedAddress;
 use crate::mailbox::{Ask, AskError, Query};
-use crate::market::VenueId;
 use crate::store::StoreError;
 use crate::supervisor::{
     AddressSlot, ChildHandle, ChildSpec, Lifeline, RestartPolicy, StartError, Stop,
 };
-use crate::trading::paper::PaperConfig;
+use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus, Control, UserId};
+use keel_core::engine::{BotEngine, EngineConfig};
+use keel_core::market::VenueId;
+use keel_core::trading::paper::PaperConfig;
 
 /// How long the supervisor waits for a bot to answer a forwarded command.
 const BOT_DEADLINE: Duration = Duration::from_secs(5);
@@ -97,7 +97,7 @@ pub struct LiveVenues {
     /// The vault.
     pub vault: crate::vault::VaultAddress,
     /// One REST client per venue that takes live orders.
-    pub rest: BTreeMap<VenueId, Arc<crate::venues::binance::rest::RestClient>>,
+    pub rest: BTreeMap<VenueId, Arc<keel_venues::binance::rest::RestClient>>,
 }
 
 macro_rules! query {
@@ -299,7 +299,7 @@ impl BotSupervisor {
     /// Starts the actor of an active bot, rebuilding its engine from the store.
     fn launch(&mut self, bot_id: BotId, ctx: &mut Context<Self>) -> Result<(), String> {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
-        let strategy = crate::strategy::build(&record.strategy, &record.filters)
+        let strategy = keel_core::strategy::build(&record.strategy, &record.filters)
             .map_err(|errors| format!("strategy does not build: {errors:?}"))?;
         let state = self.repo.state(bot_id).map_err(|e| e.to_string())?;
         let open = self.repo.open_orders(bot_id).map_err(|e| e.to_string())?;
@@ -416,7 +416,7 @@ impl BotSupervisor {
 }
 
 fn now_ms() -> u64 {
-    crate::market::now_us() / 1000
+    keel_venues::now_us() / 1000
 }
 
 impl Actor for BotSupervisor {

@@ -27,14 +27,13 @@ pub use state::{BestQuote, LastTrade, SymbolState};
 
 use crate::fanout::Subscribers;
 use crate::mailbox::{Ask, Query, Replier};
-use crate::market::{
-    Candle, EventKind, Interval, MarketEvent, StreamKind, Symbol, VenueId, now_us,
-};
 use crate::record::Recorder;
 use crate::supervisor::{AddressSlot, ChildHandle, ChildSpec, Lifeline, StartError, Stop};
-use crate::venues::binance::connection::{self, Command, ConnectionConfig, Output};
-use crate::venues::binance::streams::{self as binance_streams, MAX_STREAMS_PER_CONNECTION};
-use crate::venues::sim::{Instrument, SimMarket};
+use keel_core::market::{Candle, EventKind, Interval, MarketEvent, StreamKind, Symbol, VenueId};
+use keel_venues::binance::connection::{self, Command, ConnectionConfig, Output};
+use keel_venues::binance::streams::{self as binance_streams, MAX_STREAMS_PER_CONNECTION};
+use keel_venues::now_us;
+use keel_venues::sim::{Instrument, SimMarket};
 
 /// How often the feed runs its housekeeping: sim generation, conflated deliveries, waiters.
 const TICK: Duration = Duration::from_millis(10);
@@ -163,7 +162,7 @@ pub struct GetInstrument {
     pub symbol: Symbol,
 }
 impl Query for GetInstrument {
-    type Answer = Result<crate::trading::InstrumentFilters, InstrumentError>;
+    type Answer = Result<keel_core::trading::InstrumentFilters, InstrumentError>;
 }
 
 /// Why a symbol's rules are not known.
@@ -294,7 +293,7 @@ pub struct FeedActor {
     last_tick: Instant,
     last_message: Option<Instant>,
     /// The venue's tradable symbols and their rules, once exchange info loaded.
-    instruments: Option<HashMap<Symbol, crate::trading::InstrumentFilters>>,
+    instruments: Option<HashMap<Symbol, keel_core::trading::InstrumentFilters>>,
     /// The file being replayed instead of the sim's random walk.
     replay: Option<replay::Replay>,
     _lifeline: Option<Lifeline>,
@@ -339,7 +338,7 @@ impl FeedActor {
         let Some(url) = self.config.rest_url.clone() else { return };
         let venue = self.venue();
         let fut = async move {
-            let client = crate::venues::binance::rest::RestClient::new(venue, &url)?;
+            let client = keel_venues::binance::rest::RestClient::new(venue, &url)?;
             client.exchange_info().await
         };
         ctx.spawn(fut.into_actor(self).map(|loaded, this, ctx| {

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{MarketData, Stream, SubscriberId};
 use crate::backtest::input::TradeReader;
-use crate::market::{MarketEvent, StreamKind, Symbol};
+use keel_core::market::{MarketEvent, StreamKind, Symbol};
 
 /// Events read ahead of the feed.
 const READ_AHEAD: usize = 8192;

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::market::{Candle, EventKind, Interval, MarketEvent, Side};
+use keel_core::market::{Candle, EventKind, Interval, MarketEvent, Side};
 
 /// Candles kept per interval.
 pub const CANDLES_KEPT: usize = 1_000;
@@ -134,7 +134,7 @@ impl SymbolState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::market::{Symbol, VenueId};
+    use keel_core::market::{Symbol, VenueId};
 
     fn trade(ts: u64, price: i64, qty: i64) -> MarketEvent {
         MarketEvent {

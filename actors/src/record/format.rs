@@ -23,7 +23,7 @@ use std::io::{self, Read, Write};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
+use keel_core::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
 
 /// The first bytes of every recording.
 pub const MAGIC: &[u8; 8] = b"KEELREC1";

@@ -17,7 +17,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync
 use std::time::{Duration, Instant};
 
 use super::format::{self, Reader};
-use crate::market::{MarketEvent, Symbol, VenueId};
+use keel_core::market::{MarketEvent, Symbol, VenueId};
 
 /// How often the writer hands buffered records to the OS when events trickle in.
 const IDLE_FLUSH: Duration = Duration::from_secs(1);
@@ -301,7 +301,7 @@ mod tests {
     use rust_decimal::Decimal;
 
     use super::*;
-    use crate::market::{EventKind, Side};
+    use keel_core::market::{EventKind, Side};
 
     fn sym(s: &str) -> Symbol {
         Symbol::parse(s).unwrap()

@@ -6,9 +6,9 @@ use rust_decimal::Decimal;
 
 use super::*;
 use crate::backtest::input::{synth, write_csv};
-use crate::strategy::StrategySpec;
-use crate::trading::risk::RiskLimits;
-use crate::venues::sim::Instrument;
+use keel_core::strategy::StrategySpec;
+use keel_core::trading::risk::RiskLimits;
+use keel_venues::sim::Instrument;
 
 fn spec(files: Vec<PathBuf>) -> JobSpec {
     let symbol = Symbol::parse("BTCUSDT").unwrap();

@@ -1,7 +1,7 @@
 //! The recording format: round trips, torn tails, checksums, damaged input.
 
 use super::*;
-use crate::market::{Candle, Interval};
+use keel_core::market::{Candle, Interval};
 
 fn sym() -> Symbol {
     Symbol::parse("BTCUSDT").unwrap()

@@ -11,8 +11,8 @@
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
-use keel_actors::market::{EventKind, VenueId};
-use keel_actors::venues::binance::parse::{Inbound, SymbolCache, parse, parse_decimal, parse_with};
+use keel_core::market::{EventKind, VenueId};
+use keel_venues::binance::parse::{Inbound, SymbolCache, parse, parse_decimal, parse_with};
 use rust_decimal::Decimal;
 
 /// Cases per target when `KEEL_FUZZ_CASES` is unset: a second or two each in a debug build.

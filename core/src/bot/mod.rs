@@ -1,4 +1,8 @@
 //! What a bot is: its definition, its lifecycle state machine, and validation of what owners send.
+//!
+//! - [`performance`]: P&L, win rate, drawdown and exposure from a bot's fills.
+
+pub mod performance;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

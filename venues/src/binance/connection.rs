@@ -27,7 +27,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::parse::{Inbound, MAX_FRAME_BYTES, SymbolCache, parse_with};
 use super::streams::{self, subscribe_request, unsubscribe_request};
-use crate::market::{MarketEvent, VenueId, now_us};
+use crate::now_us;
+use keel_core::market::{MarketEvent, VenueId};
 
 /// Streams per `SUBSCRIBE` message; Binance accepts long lists, but small ones keep each
 /// message well under frame limits.

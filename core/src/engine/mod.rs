@@ -14,7 +14,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::model::{BotId, Bracket};
+use crate::bot::{BotId, Bracket};
 use crate::market::MarketEvent;
 use crate::strategy::{Intent, OpenOrderView, Strategy, StrategyContext};
 use crate::trading::paper::{PaperConfig, PaperFill, PaperVenue};
@@ -67,7 +67,7 @@ pub enum BotEventKind {
     /// The lifecycle state changed.
     Status {
         /// New state.
-        status: super::model::BotStatus,
+        status: crate::bot::BotStatus,
         /// Why, when the runtime decided it.
         reason: Option<String>,
     },

@@ -17,8 +17,8 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::market::{Symbol, VenueId};
-use crate::trading::{InstrumentFilters, Order, OrderType, Side};
+use keel_core::market::{Symbol, VenueId};
+use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
 
 /// How long one REST call may take.
 pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -203,7 +203,7 @@ impl RestClient {
 
     /// Binance's time now, by our clock and the last measured offset, ms.
     pub fn timestamp(&self) -> u64 {
-        let local = crate::market::now_us() as i64 / 1000;
+        let local = crate::now_us() as i64 / 1000;
         (local + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
     }
 
@@ -215,9 +215,9 @@ impl RestClient {
     pub async fn sync_time(&self) -> Result<i64, RestError> {
         // Wait for the budget first, so the wait is not counted as network time.
         self.throttle().await;
-        let sent = crate::market::now_us() as i64 / 1000;
+        let sent = crate::now_us() as i64 / 1000;
         let res = self.send(self.http.get(self.path("/api/v3/time", "/fapi/v1/time"))).await?;
-        let now = crate::market::now_us() as i64 / 1000;
+        let now = crate::now_us() as i64 / 1000;
         let time: ServerTime = decode(&res)?;
         let offset = time.server_time - (sent + now) / 2;
         self.offset_ms.store(offset, Ordering::Relaxed);
@@ -332,7 +332,7 @@ impl RestClient {
         let req = self.http.request(method, url).header("X-MBX-APIKEY", &api_key);
         let (body, headers) = self.send_reading(req).await?;
         if places && let Some(count) = header_u32(&headers, "x-mbx-order-count-10s") {
-            let now = crate::market::now_us() / 1000;
+            let now = crate::now_us() / 1000;
             let mut counts = self.order_counts.lock().unwrap_or_else(PoisonError::into_inner);
             if counts.len() > 10_000 {
                 counts.retain(|_, (_, at)| now.saturating_sub(*at) < ORDER_WINDOW_MS);
@@ -355,7 +355,7 @@ impl RestClient {
     fn check_order_rate(&self, api_key: &str) -> Result<(), RestError> {
         let counts = self.order_counts.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(&(count, at)) = counts.get(api_key) else { return Ok(()) };
-        let elapsed = (crate::market::now_us() / 1000).saturating_sub(at);
+        let elapsed = (crate::now_us() / 1000).saturating_sub(at);
         if count >= ORDER_SLOWDOWN_10S && elapsed < ORDER_WINDOW_MS {
             return Err(RestError::Backoff(ORDER_WINDOW_MS - elapsed));
         }
@@ -371,7 +371,7 @@ impl RestClient {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<(Vec<u8>, reqwest::header::HeaderMap), RestError> {
-        let now = crate::market::now_us() / 1000;
+        let now = crate::now_us() / 1000;
         let blocked_until = self.blocked_until_ms.load(Ordering::Relaxed);
         if now < blocked_until {
             // Sending during a 429/418 back-off gets the ban extended (up to days for 418).
@@ -397,7 +397,7 @@ impl RestClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .unwrap_or(DEFAULT_BACKOFF_SECS);
-            let until = crate::market::now_us() / 1000 + wait_secs.min(MAX_BACKOFF_SECS) * 1000;
+            let until = crate::now_us() / 1000 + wait_secs.min(MAX_BACKOFF_SECS) * 1000;
             self.blocked_until_ms.fetch_max(until, Ordering::Relaxed);
             tracing::warn!(venue = %self.venue, status, wait_secs, "binance asked for a pause");
         }
@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn the_fixture_order_answers_decode() {
-        let fixtures = include_str!("../../../tests/fixtures/binance/rest_spot.jsonl");
+        let fixtures = include_str!("../../../testkit/fixtures/binance/rest_spot.jsonl");
         let mut lines = fixtures.lines();
         let full: VenueOrder = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!((full.status.as_str(), full.fills.len()), ("FILLED", 1));

@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use keel_actors::vault::hmac_sha256_hex;
+use crate::hmac_sha256_hex;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -684,7 +684,7 @@ impl State {
         };
         let payload = format!("{query}{body}");
         let valid = hmac_sha256_hex(SECRET_KEY.as_bytes(), payload.as_bytes())
-            .is_ok_and(|expected| expected.eq_ignore_ascii_case(&signature));
+            .eq_ignore_ascii_case(&signature);
         if !valid {
             return Err(Answer::bad(-1022, "Signature for this request is not valid."));
         }

@@ -2,16 +2,14 @@
 //! unknown outcomes after 5xx and silence, limit orders filled in part and canceled.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test with its line
 
-mod fake_rest;
-
 use std::time::{Duration, Instant};
 
-use fake_rest::{API_KEY, FakeRest, Fault, SECRET_KEY};
 use futures_util::future::BoxFuture;
-use keel_actors::market::{Symbol, VenueId};
-use keel_actors::trading::{Order, OrderOrigin, OrderStatus, OrderType, Side};
-use keel_actors::vault::hmac_sha256_hex;
-use keel_actors::venues::binance::rest::{REST_TIMEOUT, RestClient, RestError, VenueOrder};
+use keel_core::market::{Symbol, VenueId};
+use keel_core::trading::{Order, OrderOrigin, OrderStatus, OrderType, Side};
+use keel_testkit::fake_rest::{API_KEY, FakeRest, Fault, SECRET_KEY};
+use keel_testkit::hmac_sha256_hex;
+use keel_venues::binance::rest::{REST_TIMEOUT, RestClient, RestError, VenueOrder};
 use rust_decimal::Decimal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,9 +20,7 @@ type TestSigner =
 fn signer_with(api_key: &str, secret: &str) -> TestSigner {
     let (api_key, secret) = (api_key.to_owned(), secret.to_owned());
     Box::new(move |payload: String| {
-        let signed = hmac_sha256_hex(secret.as_bytes(), payload.as_bytes())
-            .map(|signature| (api_key.clone(), signature))
-            .map_err(|e| e.to_string());
+        let signed = Ok((api_key.clone(), hmac_sha256_hex(secret.as_bytes(), payload.as_bytes())));
         Box::pin(async move { signed })
     })
 }
@@ -105,7 +101,7 @@ fn the_fake_knows_binances_signing_example() {
     let payload = "symbol=LTCBTC&side=BUY&type=LIMIT&timeInForce=GTC&quantity=1&price=0.1&\
                    recvWindow=5000&timestamp=1499827319559";
     assert_eq!(
-        hmac_sha256_hex(SECRET_KEY.as_bytes(), payload.as_bytes()).unwrap(),
+        hmac_sha256_hex(SECRET_KEY.as_bytes(), payload.as_bytes()),
         "c8db56825ae71d6d79447849e617115f4a920fa2acdcab2b053c4b2838bd6b71"
     );
 }

@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::streams::{channel_kind, is_partial_depth};
-use crate::market::{Candle, EventKind, Interval, Level, MarketEvent, Side, Symbol, VenueId};
+use keel_core::market::{Candle, EventKind, Interval, Level, MarketEvent, Side, Symbol, VenueId};
 
 /// Largest frame parsed. A `depth20` frame is about 2 KiB; anything past this is not a stream
 /// Keel subscribes to, and is refused before any work is spent on it.

@@ -8,7 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
-use crate::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
+use keel_core::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
 
 /// Price and size rules of a simulated instrument.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +31,8 @@ const SIM_MAX_LOTS: i64 = 900_000_000;
 impl Instrument {
     /// The rules orders on this instrument must follow: prices on the tick, quantities on the
     /// step (one step at least), a 5-quote minimum order value.
-    pub fn filters(&self) -> crate::trading::InstrumentFilters {
-        crate::trading::InstrumentFilters {
+    pub fn filters(&self) -> keel_core::trading::InstrumentFilters {
+        keel_core::trading::InstrumentFilters {
             tick_size: self.tick_size,
             step_size: self.step_size,
             min_qty: self.step_size,

@@ -96,7 +96,7 @@ pub mod grid;
 pub mod indicators;
 pub mod rsi;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use crate::validation::FieldError;
 

@@ -25,7 +25,7 @@ enum Script {
     Drop,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct State {
     /// Subscriptions of the most recent connection.
     subscriptions: Mutex<BTreeSet<String>>,
@@ -39,6 +39,7 @@ struct State {
     pongs: AtomicUsize,
 }
 
+#[derive(Debug)]
 /// A running fake server on 127.0.0.1.
 pub struct FakeBinance {
     /// `ws://127.0.0.1:PORT/stream`.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::market::{StreamKind, Symbol, VenueId};
+use keel_core::market::{StreamKind, Symbol, VenueId};
 
 /// Spot market streams, combined-stream endpoint.
 /// <https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams>

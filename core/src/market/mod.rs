@@ -259,10 +259,3 @@ impl MarketEvent {
         })
     }
 }
-
-/// Microseconds since the Unix epoch, now.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}

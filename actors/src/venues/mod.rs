@@ -1,4 +1,0 @@
-//! Venue connectors: one module per venue.
-
-pub mod binance;
-pub mod sim;

@@ -1,0 +1,121 @@
+//! On-disk compatibility: a data directory written by an earlier Keel opens with its users,
+//! exchange accounts, bots, orders, fills and positions intact.
+//!
+//! `tests/fixtures/store-bdb1687/` was written by the binary at commit `bdb1687` (before the
+//! crates were split) with `scripts/make-store-fixture.sh`; `expected.json` is what that binary's
+//! API answered just before it stopped. Each fixture is copied into a fresh directory first, so
+//! the committed one is never modified.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, spawn_app_with};
+
+/// Copies a directory tree (files and folders only; a fixture has nothing else).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Starts Keel on a copy of `tests/fixtures/<name>/data`, with the fixture's expectations.
+async fn open_fixture(name: &str) -> (TestApp, Value) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let expected: Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("expected.json")).unwrap()).unwrap();
+    let app =
+        spawn_app_with(|settings| copy_tree(&fixture.join("data"), &settings.store.path)).await;
+    (app, expected)
+}
+
+impl TestApp {
+    /// Logs in and returns the access token.
+    async fn token(&self, email: &str, password: &str) -> String {
+        let res = self.login(email, password).await;
+        assert_eq!(res.status().as_u16(), 200, "{email} logs in with the password it had");
+        let body: Value = res.json().await.unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    }
+
+    /// `GET path` as JSON, expecting 200.
+    async fn json(&self, path: &str, token: &str) -> Value {
+        let res = self.call(Method::GET, path, Some(token)).await;
+        assert_eq!(res.status().as_u16(), 200, "GET {path}");
+        res.json().await.unwrap()
+    }
+}
+
+/// A position without the fields that move with the market (the mark price and what follows
+/// from it), which a reopened store cannot be expected to repeat.
+fn booked(position: &Value) -> Value {
+    let mut position = position.clone();
+    for moving in ["mark_price", "unrealized_pnl", "exposure"] {
+        position.as_object_mut().unwrap().remove(moving);
+    }
+    position
+}
+
+#[actix_web::test]
+async fn a_data_directory_from_before_the_crate_split_opens_with_everything_intact() {
+    let (app, expected) = open_fixture("store-bdb1687").await;
+    let password = expected["password"].as_str().unwrap();
+    let users = expected["users"].as_object().unwrap();
+    assert_eq!(users.len(), 2);
+    for (email, was) in users {
+        let token = app.token(email, password).await;
+        assert_eq!(app.json("/api/v1/me", &token).await, was["me"], "{email}: the user");
+        assert_eq!(
+            app.json("/api/v1/exchange-accounts", &token).await,
+            was["exchange_accounts"],
+            "{email}: the exchange accounts"
+        );
+        let bots = was["bots"]["items"].as_array().unwrap();
+        assert!(!bots.is_empty());
+        for bot in bots {
+            let id = bot["id"].as_u64().unwrap();
+            let path = format!("/api/v1/bots/{id}");
+            // A bot that was running comes back running (its actor restarts on open).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let now = loop {
+                let now = app.json(&path, &token).await;
+                if now["status"] == bot["status"] || Instant::now() > deadline {
+                    break now;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(now, *bot, "{email}: bot {id}");
+            let per_bot = &was["per_bot"][id.to_string()];
+            for report in ["orders", "fills"] {
+                assert_eq!(
+                    app.json(&format!("{path}/{report}?limit=500"), &token).await,
+                    per_bot[report],
+                    "{email}: bot {id}'s {report}"
+                );
+            }
+            assert_eq!(
+                booked(&app.json(&format!("{path}/position"), &token).await),
+                booked(&per_bot["position"]),
+                "{email}: bot {id}'s position"
+            );
+        }
+    }
+    // The fixture really holds trading history, so the comparisons above compared something.
+    let alice = &users["alice@example.com"]["per_bot"];
+    let fills: usize = alice
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|bot| bot["fills"]["items"].as_array().unwrap().len())
+        .sum();
+    assert!(fills >= 6, "the fixture has fills: {fills}");
+}
