@@ -14,17 +14,12 @@
 //! run keeps a core busy for minutes, which would skew the API tests that wait on real time.
 #![allow(clippy::unwrap_used)] // a panic is a failed test with its line
 
-#[path = "api/helpers.rs"]
-#[allow(dead_code)] // shared with the API tests, which use more of it
-mod helpers;
-
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use keel_testkit::{TestApp, spawn_app};
 use serde_json::{Value, json};
-
-use crate::helpers::{TestApp, spawn_app};
 
 /// Where the test finds schemathesis.
 const ST_VAR: &str = "KEEL_SCHEMATHESIS";

@@ -6,12 +6,47 @@
 //! - [`hmac_sha256_hex`]: request signing done independently of Keel's vault, so the fakes check
 //!   Keel's signatures rather than agree with them by construction.
 //!
+//! With the `app` feature (on by default), the real application for integration tests:
+//! - `app`: [`spawn_app`] starts Keel on port 0 with its own data directory and gives a
+//!   [`TestApp`] with the plain HTTP calls;
+//! - `auth`, `bots`, `backtests`, `health`: typed helpers for one area of the API each
+//!   (`app.register(..)`, `app.create_bot(..)`, [`quiet_bot`], ...);
+//! - `asserts`: [`assert_error`] for the one error shape and [`eventually`] for polling.
+//!
+//! `app` depends on the root `keel` package, which dev-depends on this crate: cargo allows that
+//! cycle for dev-dependencies, and `keel`'s integration tests then link one `keel` library, so
+//! a `keel::configuration::Settings` in a test is the one [`spawn_app_with`] adjusts. The feature
+//! keeps `keel-venues` and `keel-actors`, which only need the fakes, from building the whole
+//! application for their own tests.
+//!
 //! `fixtures/` holds verbatim copies of the venues' documented wire-format samples.
 
 #![allow(clippy::unwrap_used)] // test support: a panic is a failed test with its line
 
 pub mod fake_binance;
 pub mod fake_rest;
+
+#[cfg(feature = "app")]
+mod app;
+#[cfg(feature = "app")]
+mod asserts;
+#[cfg(feature = "app")]
+mod auth;
+#[cfg(feature = "app")]
+mod backtests;
+#[cfg(feature = "app")]
+mod bots;
+#[cfg(feature = "app")]
+mod health;
+
+#[cfg(feature = "app")]
+pub use app::{JWT_SECRET, TestApp, http_client, spawn_app, spawn_app_with, test_settings};
+#[cfg(feature = "app")]
+pub use asserts::{assert_error, eventually};
+#[cfg(feature = "app")]
+pub use auth::{PASSWORD, Tokens};
+#[cfg(feature = "app")]
+pub use bots::quiet_bot;
 
 use orion::hazardous::mac::hmac::sha256::{HmacSha256, SecretKey};
 

@@ -1,9 +1,8 @@
 //! Exchange accounts: stored encrypted, listed with a hint, scoped to their owner.
 
+use keel_testkit::{TestApp, assert_error, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-use crate::helpers::{TestApp, assert_error, spawn_app};
 
 pub const API_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
 pub const API_SECRET: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";

@@ -1,9 +1,8 @@
 //! Register, login, refresh, logout, me.
 
+use keel_testkit::{PASSWORD, assert_error, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-use crate::helpers::{PASSWORD, assert_error, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn register_then_me_shows_the_normalised_email() {

@@ -13,12 +13,11 @@ use keel_core::market::{MarketEvent, Symbol, VenueId};
 use keel_core::strategy::StrategySpec;
 use keel_core::trading::risk::RiskLimits;
 use keel_core::trading::{Fill, Order, OrderOrigin, OrderStatus};
+use keel_testkit::{TestApp, assert_error, eventually, spawn_app_with};
 use keel_venues::sim::{Instrument, SimMarket};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-use crate::helpers::{TestApp, assert_error, eventually, spawn_app_with};
 
 fn btc() -> Symbol {
     Symbol::parse("BTCUSDT").unwrap()
@@ -153,52 +152,6 @@ fn synth_csv(ticks: u64) -> Vec<u8> {
     let mut csv = Vec::new();
     write_csv(synth(ticks, 5, btc()), &mut csv).unwrap();
     csv
-}
-
-impl TestApp {
-    /// Uploads `body` and returns the upload's id.
-    async fn upload(&self, token: &str, body: Vec<u8>) -> String {
-        let res = self
-            .client
-            .post(format!("{}/api/v1/backtests/uploads", self.address))
-            .bearer_auth(token)
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let json: Value = res.json().await.unwrap();
-        assert_eq!(status, 201, "upload: {json}");
-        json["id"].as_str().unwrap().to_owned()
-    }
-
-    /// Starts a backtest and returns its id.
-    async fn start_backtest(&self, token: &str, body: &Value) -> u64 {
-        let res = self.send(Method::POST, "/api/v1/backtests", Some(body), token).await;
-        let status = res.status().as_u16();
-        let location = res.headers().get("location").map(|v| v.to_str().unwrap().to_owned());
-        let json: Value = res.json().await.unwrap();
-        assert_eq!(status, 202, "start: {json}");
-        let id = json["id"].as_u64().unwrap();
-        assert_eq!(location.unwrap(), format!("/api/v1/backtests/{id}"));
-        id
-    }
-
-    /// Polls a backtest until `done` holds; returns it.
-    async fn backtest_until(&self, token: &str, id: u64, done: impl Fn(&Value) -> bool) -> Value {
-        let path = format!("/api/v1/backtests/{id}");
-        let mut last = Value::Null;
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::time::Instant::now() < deadline {
-            last = self.get_json(&path, token).await;
-            if done(&last) {
-                return last;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("backtest {id} never got there: {last}");
-    }
 }
 
 fn job(data: Value) -> Value {
@@ -408,25 +361,6 @@ async fn an_upload_over_the_limit_answers_413() {
     assert_error(res, 413, "PAYLOAD_TOO_LARGE").await;
     let small = app.upload(&user.access, synth_csv(50)).await;
     assert_eq!(small.len(), 32);
-}
-
-impl TestApp {
-    /// `POST` a raw CSV body with a token.
-    async fn post_raw_with_token(
-        &self,
-        path: &str,
-        body: Vec<u8>,
-        token: &str,
-    ) -> reqwest::Response {
-        self.client
-            .post(format!("{}{path}", self.address))
-            .bearer_auth(token)
-            .header("content-type", "text/csv")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-    }
 }
 
 #[test]

@@ -7,13 +7,12 @@ use keel::backup_cli;
 use keel::cli::{BackupArgs, RestoreArgs};
 use keel::configuration::Settings;
 use keel_actors::vault::MasterKey;
+use keel_testkit::{PASSWORD, assert_error, quiet_bot, spawn_app_with, test_settings};
 use reqwest::Method;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::accounts::{API_KEY, API_SECRET};
-use crate::bots::quiet_bot;
-use crate::helpers::{PASSWORD, assert_error, spawn_app_with, test_settings};
 
 const ADMIN_TOKEN: &str = "admin-token-admin-token-admin-token!";
 

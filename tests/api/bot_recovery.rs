@@ -82,7 +82,7 @@ impl Api {
 }
 
 async fn login(client: &reqwest::Client, base: &str, register: bool) -> String {
-    let creds = json!({"email": "survivor@example.com", "password": crate::helpers::PASSWORD});
+    let creds = json!({"email": "survivor@example.com", "password": keel_testkit::PASSWORD});
     let path = if register { "/api/v1/auth/register" } else { "/api/v1/auth/login" };
     let res = client.post(format!("{base}{path}")).json(&creds).send().await.unwrap();
     let body: Value = res.json().await.unwrap();
@@ -125,7 +125,7 @@ async fn a_paper_bot_survives_sigkill_with_identical_fills_position_and_pnl() {
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let base = format!("http://127.0.0.1:{port}");
-    let client = crate::helpers::http_client();
+    let client = keel_testkit::http_client();
 
     let mut keel = start_keel(dir.path(), port);
     let api = Api {
@@ -170,7 +170,7 @@ async fn a_paper_bot_survives_sigkill_with_identical_fills_position_and_pnl() {
 
     let mut keel = start_keel(dir.path(), port);
     // A new client: the old one's pooled connections died with the process.
-    let client = crate::helpers::http_client();
+    let client = keel_testkit::http_client();
     let api = Api {
         base: base.clone(),
         client: client.clone(),

@@ -3,62 +3,9 @@
 
 use std::time::Duration;
 
+use keel_testkit::{assert_error, quiet_bot, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-use crate::helpers::{TestApp, assert_error, spawn_app};
-
-/// An `ema_cross` paper bot on sim BTCUSDT whose slow EMA needs so many trades that it never
-/// trades by itself in a test: manual orders are all that happen.
-pub fn quiet_bot() -> Value {
-    json!({
-        "name": "quiet",
-        "venue": "sim",
-        "symbol": "BTCUSDT",
-        "mode": "paper",
-        "strategy": {"kind": "ema_cross", "params": {"fast": 5000, "slow": 9000, "qty": "0.001"}},
-        "paper": {"starting_quote": "10000", "fee_bps": "10"}
-    })
-}
-
-impl TestApp {
-    /// A request with a JSON body and a token.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-        token: &str,
-    ) -> reqwest::Response {
-        let mut req =
-            self.client.request(method, format!("{}{path}", self.address)).bearer_auth(token);
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        req.send().await.expect("request sent")
-    }
-
-    /// Creates a bot and returns its JSON.
-    pub async fn create_bot(&self, token: &str, body: &Value) -> Value {
-        let res = self.send(Method::POST, "/api/v1/bots", Some(body), token).await;
-        let status = res.status().as_u16();
-        let json: Value = res.json().await.unwrap();
-        assert_eq!(status, 201, "create bot: {json}");
-        json
-    }
-
-    /// `POST /bots/{id}/{action}` and its status.
-    pub async fn control(&self, token: &str, id: u64, action: &str) -> reqwest::Response {
-        self.send(Method::POST, &format!("/api/v1/bots/{id}/{action}"), None, token).await
-    }
-
-    /// `GET` as JSON, asserting 200.
-    pub async fn get_json(&self, path: &str, token: &str) -> Value {
-        let res = self.send(Method::GET, path, None, token).await;
-        assert_eq!(res.status().as_u16(), 200, "GET {path}");
-        res.json().await.unwrap()
-    }
-}
 
 #[actix_web::test]
 async fn create_reports_every_bad_field_together() {
@@ -379,7 +326,7 @@ async fn the_kill_switch_takes_no_body_but_refuses_a_bad_one() {
 #[actix_web::test]
 async fn a_users_bots_together_stay_within_the_exposure_limit() {
     // Sim BTCUSDT starts at 98k: 0.002 is about 196, the limit 320 leaves about 124.
-    let app = crate::helpers::spawn_app_with(|s| s.bots.max_user_exposure = 320.into()).await;
+    let app = keel_testkit::spawn_app_with(|s| s.bots.max_user_exposure = 320.into()).await;
     let user = app.register("bots-exposure@example.com").await;
     let first = app.create_bot(&user.access, &quiet_bot()).await["id"].as_u64().unwrap();
     let second = app.create_bot(&user.access, &quiet_bot()).await["id"].as_u64().unwrap();

@@ -1,6 +1,6 @@
 //! The one JSON error shape, for Keel's errors and actix's own.
 
-use crate::helpers::{assert_error, spawn_app};
+use keel_testkit::{assert_error, spawn_app};
 
 #[actix_web::test]
 async fn an_unknown_route_answers_404_in_the_error_shape() {

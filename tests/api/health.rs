@@ -1,10 +1,9 @@
 //! Health checks and metrics.
 
+use keel_testkit::{eventually, spawn_app};
 use serde_json::Value;
 
 use std::time::Duration;
-
-use crate::helpers::{eventually, spawn_app};
 
 #[actix_web::test]
 async fn live_answers_200() {

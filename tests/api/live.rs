@@ -4,13 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use keel_testkit::{TestApp, assert_error, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::accounts::{API_KEY, API_SECRET};
 use crate::fake_binance::FakeBinance;
 use crate::fake_rest::{FakeRest, Fault};
-use crate::helpers::{TestApp, assert_error, spawn_app_with};
 
 struct Live {
     app: TestApp,

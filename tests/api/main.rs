@@ -9,7 +9,6 @@ mod bot_recovery;
 mod bots;
 mod errors;
 mod health;
-mod helpers;
 mod live;
 mod markets;
 mod postgres;

@@ -1,9 +1,8 @@
 //! Venues and market endpoints on the simulated venue.
 
+use keel_testkit::{assert_error, spawn_app, spawn_app_with};
 use reqwest::Method;
 use serde_json::Value;
-
-use crate::helpers::{assert_error, spawn_app, spawn_app_with};
 
 #[actix_web::test]
 async fn the_sim_venue_serves_tickers_and_candles_on_demand() {

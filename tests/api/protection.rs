@@ -1,9 +1,8 @@
 //! No `/api/v1` route ships unprotected: walk the one route table.
 
 use keel::http::{API_PREFIX, Access, api_routes};
+use keel_testkit::{assert_error, spawn_app};
 use reqwest::Method;
-
-use crate::helpers::{assert_error, spawn_app};
 
 /// Routes anyone may call. Adding to this list is a security decision: review it as one.
 const PUBLIC: &[(&str, &str)] = &[
@@ -59,7 +58,7 @@ async fn every_api_route_but_the_public_allowlist_answers_401_without_a_token() 
 
 #[actix_web::test]
 async fn api_responses_carry_security_headers_and_no_store() {
-    let app = crate::helpers::spawn_app_with(|s| s.protection.hsts = true).await;
+    let app = keel_testkit::spawn_app_with(|s| s.protection.hsts = true).await;
     for path in ["/api/v1/me", "/health/live", "/api/v1/nowhere"] {
         let res = app.get(path).await;
         let headers = res.headers();
@@ -75,7 +74,7 @@ async fn api_responses_carry_security_headers_and_no_store() {
 
 #[actix_web::test]
 async fn rate_limits_are_per_ip_and_per_user_and_trust_only_listed_proxies() {
-    let app = crate::helpers::spawn_app_with(|s| {
+    let app = keel_testkit::spawn_app_with(|s| {
         s.protection.per_ip_per_minute = 3;
         s.protection.per_user_per_minute = 5;
         s.protection.trusted_proxies = vec!["127.0.0.1".into()];
@@ -110,7 +109,7 @@ async fn rate_limits_are_per_ip_and_per_user_and_trust_only_listed_proxies() {
 
 #[actix_web::test]
 async fn an_untrusted_peer_cannot_pick_its_address_and_users_have_their_own_budget() {
-    let app = crate::helpers::spawn_app_with(|s| {
+    let app = keel_testkit::spawn_app_with(|s| {
         s.protection.per_ip_per_minute = 100;
         s.protection.per_user_per_minute = 3;
     })
@@ -127,7 +126,7 @@ async fn an_untrusted_peer_cannot_pick_its_address_and_users_have_their_own_budg
     )
     .await;
     // No proxy is trusted here, so X-Forwarded-For changes nothing for anonymous callers either.
-    let app = crate::helpers::spawn_app_with(|s| s.protection.per_ip_per_minute = 2).await;
+    let app = keel_testkit::spawn_app_with(|s| s.protection.per_ip_per_minute = 2).await;
     for ip in ["192.0.2.1", "192.0.2.2"] {
         let res =
             app.client.get(format!("{}/api/v1/me", app.address)).header("x-forwarded-for", ip);
@@ -140,7 +139,7 @@ async fn an_untrusted_peer_cannot_pick_its_address_and_users_have_their_own_budg
 
 #[actix_web::test]
 async fn cors_allows_only_configured_origins_in_production_style_settings() {
-    let app = crate::helpers::spawn_app_with(|s| {
+    let app = keel_testkit::spawn_app_with(|s| {
         s.protection.cors_allowed_origins = vec!["https://app.example.com".into()];
     })
     .await;

@@ -13,12 +13,9 @@ use std::time::{Duration, Instant};
 use keel::configuration::Settings;
 use keel_actors::sink::Outbox;
 use keel_actors::store::{Store, StoreConfig, trees};
-use reqwest::Method;
+use keel_testkit::{TestApp, Tokens, eventually, spawn_app_with};
 use secrecy::SecretString;
-use serde_json::{Value, json};
 
-use crate::bots::quiet_bot;
-use crate::helpers::{TestApp, Tokens, eventually, spawn_app_with};
 use crate::postgres::{Proxy, TestSchema, postgres_url, upstream, via};
 
 /// The sink settings tests use: quick polls and short backoffs so outages heal within seconds.
@@ -32,70 +29,6 @@ fn sink_on(settings: &mut Settings, url: &str, schema: &str) {
     sink.connect_timeout_ms = 1000;
     sink.wait_timeout_ms = 1000;
     sink.batch_timeout_ms = 3000;
-}
-
-impl TestApp {
-    /// `checks.sink` from `/health/ready`, asserting readiness answered 200.
-    async fn sink_report(&self) -> Value {
-        let res = self.get("/health/ready").await;
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, 200, "readiness: {body}");
-        body["checks"]["sink"].clone()
-    }
-
-    /// A running quiet paper bot; returns its id.
-    async fn running_bot(&self, user: &Tokens) -> u64 {
-        let bot = self.create_bot(&user.access, &quiet_bot()).await;
-        let id = bot["id"].as_u64().unwrap();
-        assert_eq!(self.control(&user.access, id, "start").await.status().as_u16(), 200);
-        id
-    }
-
-    /// Places a resting limit far below the market and cancels it: two order versions and two
-    /// journal lines.
-    async fn place_and_cancel(&self, user: &Tokens, bot: u64) {
-        let orders = format!("/api/v1/bots/{bot}/orders");
-        let limit = json!({"side": "buy", "qty": "0.01", "type": "limit", "price": "1000.00"});
-        let res = self.send(Method::POST, &orders, Some(&limit), &user.access).await;
-        let status = res.status().as_u16();
-        let order: Value = res.json().await.unwrap();
-        assert_eq!(status, 200, "place: {order}");
-        let cancel = format!("{orders}/{}", order["id"]);
-        let res = self.send(Method::DELETE, &cancel, None, &user.access).await;
-        assert_eq!(res.status().as_u16(), 200, "cancel");
-    }
-
-    /// A market buy, retried until the sim has quoted (its first seconds): adds a fill.
-    async fn market_buy(&self, user: &Tokens, bot: u64) {
-        let orders = format!("/api/v1/bots/{bot}/orders");
-        let buy = json!({"side": "buy", "qty": "0.001", "type": "market"});
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let res = self.send(Method::POST, &orders, Some(&buy), &user.access).await;
-            let body: Value = res.json().await.unwrap();
-            if body["status"] == "filled" {
-                return;
-            }
-            assert!(Instant::now() < until, "no market buy filled in 10 s: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Every row of a paged report (`orders`, `fills`, `events`).
-    async fn all_pages(&self, user: &Tokens, bot: u64, report: &str) -> Vec<Value> {
-        let mut rows = Vec::new();
-        let mut after = 0;
-        loop {
-            let path = format!("/api/v1/bots/{bot}/{report}?after={after}&limit=500");
-            let page = self.get_json(&path, &user.access).await;
-            rows.extend(page["items"].as_array().unwrap().iter().cloned());
-            match page["next_after"].as_u64() {
-                Some(next) => after = next,
-                None => return rows,
-            }
-        }
-    }
 }
 
 /// Postgres holds exactly Keel's rows for `bot`: the same journal lines and fills by id (each

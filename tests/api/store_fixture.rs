@@ -9,10 +9,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use reqwest::Method;
+use keel_testkit::{TestApp, spawn_app_with};
 use serde_json::Value;
-
-use crate::helpers::{TestApp, spawn_app_with};
 
 /// Copies a directory tree (files and folders only; a fixture has nothing else).
 fn copy_tree(from: &Path, to: &Path) {
@@ -38,23 +36,6 @@ async fn open_fixture(name: &str) -> (TestApp, Value) {
     (app, expected)
 }
 
-impl TestApp {
-    /// Logs in and returns the access token.
-    async fn token(&self, email: &str, password: &str) -> String {
-        let res = self.login(email, password).await;
-        assert_eq!(res.status().as_u16(), 200, "{email} logs in with the password it had");
-        let body: Value = res.json().await.unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    }
-
-    /// `GET path` as JSON, expecting 200.
-    async fn json(&self, path: &str, token: &str) -> Value {
-        let res = self.call(Method::GET, path, Some(token)).await;
-        assert_eq!(res.status().as_u16(), 200, "GET {path}");
-        res.json().await.unwrap()
-    }
-}
-
 /// A position without the fields that move with the market (the mark price and what follows
 /// from it), which a reopened store cannot be expected to repeat.
 fn booked(position: &Value) -> Value {
@@ -73,9 +54,9 @@ async fn a_data_directory_from_before_the_crate_split_opens_with_everything_inta
     assert_eq!(users.len(), 2);
     for (email, was) in users {
         let token = app.token(email, password).await;
-        assert_eq!(app.json("/api/v1/me", &token).await, was["me"], "{email}: the user");
+        assert_eq!(app.get_json("/api/v1/me", &token).await, was["me"], "{email}: the user");
         assert_eq!(
-            app.json("/api/v1/exchange-accounts", &token).await,
+            app.get_json("/api/v1/exchange-accounts", &token).await,
             was["exchange_accounts"],
             "{email}: the exchange accounts"
         );
@@ -87,7 +68,7 @@ async fn a_data_directory_from_before_the_crate_split_opens_with_everything_inta
             // A bot that was running comes back running (its actor restarts on open).
             let deadline = Instant::now() + Duration::from_secs(10);
             let now = loop {
-                let now = app.json(&path, &token).await;
+                let now = app.get_json(&path, &token).await;
                 if now["status"] == bot["status"] || Instant::now() > deadline {
                     break now;
                 }
@@ -97,13 +78,13 @@ async fn a_data_directory_from_before_the_crate_split_opens_with_everything_inta
             let per_bot = &was["per_bot"][id.to_string()];
             for report in ["orders", "fills"] {
                 assert_eq!(
-                    app.json(&format!("{path}/{report}?limit=500"), &token).await,
+                    app.get_json(&format!("{path}/{report}?limit=500"), &token).await,
                     per_bot[report],
                     "{email}: bot {id}'s {report}"
                 );
             }
             assert_eq!(
-                booked(&app.json(&format!("{path}/position"), &token).await),
+                booked(&app.get_json(&format!("{path}/position"), &token).await),
                 booked(&per_bot["position"]),
                 "{email}: bot {id}'s position"
             );

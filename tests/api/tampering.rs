@@ -3,10 +3,9 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use keel_testkit::{JWT_SECRET, TestApp, Tokens, assert_error, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
-
-use crate::helpers::{JWT_SECRET, TestApp, Tokens, assert_error, spawn_app};
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -134,7 +133,7 @@ async fn the_token_of_a_deleted_user_is_refused() {
     assert_eq!(res.status().as_u16(), 204);
     assert_refused(&app, &user.access, "deleted user").await;
     assert_error(
-        app.login("victim@example.com", crate::helpers::PASSWORD).await,
+        app.login("victim@example.com", keel_testkit::PASSWORD).await,
         401,
         "UNAUTHORIZED",
     )

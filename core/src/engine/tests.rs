@@ -7,9 +7,12 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 
 use super::*;
+use crate::bot::Bracket;
 use crate::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
 use crate::strategy::{Intent, Strategy, StrategyContext};
-use crate::trading::OrderOrigin;
+use crate::trading::paper::PaperConfig;
+use crate::trading::risk::RiskLimits;
+use crate::trading::{Fill, InstrumentFilters, OrderOrigin, OrderStatus, OrderType, Position};
 
 fn d(s: &str) -> Decimal {
     s.parse().unwrap()

@@ -1,12 +1,18 @@
-//! `spawn_app()`: the real application on a free port with its own data directory.
+//! `spawn_app()`: the real application on a free port with its own data directory, and the
+//! plain HTTP calls every test makes through it.
+//!
+//! Typed helpers for one area of the API sit in modules of their own ([`crate::auth`],
+//! [`crate::bots`], [`crate::backtests`], [`crate::health`]), each adding to [`TestApp`].
 
 use std::time::{Duration, Instant};
 
 use keel::configuration::Settings;
 use keel::startup::{Application, StopHandle};
+use reqwest::Method;
 use serde_json::Value;
 
 /// A running Keel for one test.
+#[derive(Debug)]
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub address: String,
@@ -20,19 +26,6 @@ pub struct TestApp {
 
 /// The JWT secret every test app signs with, so tests can forge tokens.
 pub const JWT_SECRET: &str = "test-secret-test-secret-test-secret!";
-/// A password that satisfies the policy.
-pub const PASSWORD: &str = "correct horse battery staple";
-
-/// A registered user's tokens.
-#[derive(Debug, Clone)]
-pub struct Tokens {
-    /// User id.
-    pub user_id: u64,
-    /// Bearer access token.
-    pub access: String,
-    /// Refresh token.
-    pub refresh: String,
-}
 
 /// Settings for a test: port 0, a fresh data directory, quiet logs.
 pub fn test_settings(data_dir: &std::path::Path) -> Settings {
@@ -115,12 +108,7 @@ impl TestApp {
     }
 
     /// Any method, with an optional bearer token.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-    ) -> reqwest::Response {
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut req = self.client.request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             req = req.bearer_auth(token);
@@ -128,37 +116,27 @@ impl TestApp {
         req.send().await.expect("request sent")
     }
 
-    /// Registers `email` with [`PASSWORD`] and returns its tokens.
-    pub async fn register(&self, email: &str) -> Tokens {
-        let res = self
-            .post_json(
-                "/api/v1/auth/register",
-                &serde_json::json!({"email": email, "password": PASSWORD}),
-                None,
-            )
-            .await;
-        assert_eq!(res.status().as_u16(), 201, "register {email}");
-        let body: Value = res.json().await.unwrap();
-        Tokens {
-            user_id: body["user"]["id"].as_u64().unwrap(),
-            access: body["tokens"]["access_token"].as_str().unwrap().to_owned(),
-            refresh: body["tokens"]["refresh_token"].as_str().unwrap().to_owned(),
+    /// A request with a JSON body and a token.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: &str,
+    ) -> reqwest::Response {
+        let mut req =
+            self.client.request(method, format!("{}{path}", self.address)).bearer_auth(token);
+        if let Some(body) = body {
+            req = req.json(body);
         }
+        req.send().await.expect("request sent")
     }
 
-    /// Logs in and returns the response.
-    pub async fn login(&self, email: &str, password: &str) -> reqwest::Response {
-        self.post_json(
-            "/api/v1/auth/login",
-            &serde_json::json!({"email": email, "password": password}),
-            None,
-        )
-        .await
-    }
-
-    /// `GET /api/v1/me` with `token`: its status.
-    pub async fn me_status(&self, token: &str) -> u16 {
-        self.call(reqwest::Method::GET, "/api/v1/me", Some(token)).await.status().as_u16()
+    /// `GET` as JSON, asserting 200.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let res = self.send(Method::GET, path, None, token).await;
+        assert_eq!(res.status().as_u16(), 200, "GET {path}");
+        res.json().await.unwrap()
     }
 
     /// `POST` a raw body with a content type.
@@ -176,45 +154,6 @@ impl TestApp {
             .await
             .expect("request sent")
     }
-}
-
-/// Asserts `response` is an error in the one JSON shape with `status` and `code`, and returns
-/// its `error` object.
-pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let header_id = response
-        .headers()
-        .get("x-request-id")
-        .expect("every response has X-Request-Id")
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert!(content_type.starts_with("application/json"), "content type {content_type}");
-    let body: Value = response.json().await.expect("the error body is JSON");
-    let error = body["error"].clone();
-    assert_eq!(error["code"], code, "code in {body}");
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "message in {body}");
-    assert_eq!(error["request_id"], header_id.as_str(), "request_id matches the header");
-    assert!(error["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "timestamp in {body}");
-    assert!(error["path"].as_str().is_some_and(|p| p.starts_with('/')), "path in {body}");
-    error
-}
-
-/// Polls `check` every 20 ms until it holds, or fails the test after `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while Instant::now() < until {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out after {within:?} waiting for: {what}");
 }
 
 /// A reqwest client for talking to the app (with rustls's crypto provider installed first).

@@ -1,0 +1,82 @@
+//! Brackets: a take-profit limit and a stop-loss stop placed around a filled entry and linked as
+//! one-cancels-the-other, so that whichever fills first cancels its partner.
+//!
+//! Only an entry that opened or added to the position gets a bracket, for at most the position's
+//! size. When the take-profit leg is refused no stop is placed, and the legs are linked only when
+//! both are open.
+
+use rust_decimal::Decimal;
+
+use super::{BotEngine, Effects};
+use crate::trading::{Order, OrderOrigin, OrderRequest, OrderType, Side};
+
+impl BotEngine {
+    /// Ids of the open bracket legs.
+    pub(super) fn bracket_legs(&self) -> Vec<u64> {
+        self.open
+            .iter()
+            .filter(|o| matches!(o.origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss))
+            .map(|o| o.id)
+            .collect()
+    }
+
+    /// Places the take-profit limit and stop-loss stop around a filled entry, linked as OCO.
+    pub(super) fn place_bracket(&mut self, entry: &Order, fx: &mut Effects) {
+        let Some(bracket) = self.config.bracket else { return };
+        // Only entries that opened or added to the position get a bracket.
+        let pos = self.state.position.qty;
+        let adds = (entry.side == Side::Buy) == pos.is_sign_positive() && !pos.is_zero();
+        if !adds {
+            return;
+        }
+        let qty = self.config.filters.floor_qty(entry.filled_qty.min(pos.abs()));
+        if qty.is_zero() {
+            return;
+        }
+        let hundred = Decimal::ONE_HUNDRED;
+        let entry_price = entry.avg_fill_price;
+        let (tp, sl) = match entry.side {
+            Side::Buy => (
+                entry_price * (hundred + bracket.take_profit_pct) / hundred,
+                entry_price * (hundred - bracket.stop_loss_pct) / hundred,
+            ),
+            Side::Sell => (
+                entry_price * (hundred - bracket.take_profit_pct) / hundred,
+                entry_price * (hundred + bracket.stop_loss_pct) / hundred,
+            ),
+        };
+        let exit = entry.side.opposite();
+        let filters = &self.config.filters;
+        let tp_req = OrderRequest {
+            side: exit,
+            qty,
+            order_type: OrderType::Limit { price: filters.round_price(tp) },
+            tag: entry.tag,
+        };
+        let sl_req = OrderRequest {
+            side: exit,
+            qty,
+            order_type: OrderType::Stop { stop_price: filters.round_price(sl) },
+            tag: entry.tag,
+        };
+        let Ok(tp_order) = self.place(tp_req, OrderOrigin::TakeProfit, fx) else { return };
+        if tp_order.status.is_final() {
+            return;
+        }
+        match self.place(sl_req, OrderOrigin::StopLoss, fx) {
+            Ok(sl_order) if sl_order.status.is_open() => {
+                self.link_oco(tp_order.id, sl_order.id, fx);
+            }
+            _ => {}
+        }
+    }
+
+    fn link_oco(&mut self, a: u64, b: u64, fx: &mut Effects) {
+        for (id, other) in [(a, b), (b, a)] {
+            if let Some(order) = self.open.iter_mut().find(|o| o.id == id) {
+                order.oco_with = Some(other);
+                fx.orders.push(order.clone());
+            }
+        }
+    }
+}

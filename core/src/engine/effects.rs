@@ -1,0 +1,91 @@
+//! What the engine reports: the [`Effects`] of one call (orders, fills, journal lines, a pause,
+//! requests for a live venue), for the bot actor to persist in one transaction and publish, and
+//! the journal line types ([`BotEvent`]) a bot's history is made of.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trading::{Fill, Order, Position};
+
+/// One line of a bot's journal (`GET /bots/{id}/events`, and the owner's live channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BotEvent {
+    /// Per-bot sequence number.
+    pub id: u64,
+    /// When, ms since the epoch.
+    pub ts: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: BotEventKind,
+}
+
+/// What a journal line records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum BotEventKind {
+    /// An order was created or changed.
+    Order(Order),
+    /// A fill.
+    Fill(Fill),
+    /// The position after a fill.
+    Position(Position),
+    /// The lifecycle state changed.
+    Status {
+        /// New state.
+        status: crate::bot::BotStatus,
+        /// Why, when the runtime decided it.
+        reason: Option<String>,
+    },
+    /// Something the owner should read.
+    Log {
+        /// `info`, `warn` or `error`.
+        level: String,
+        /// The message.
+        message: String,
+    },
+}
+
+/// What one call changed, for the actor to persist (in one transaction) and publish.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Orders created or changed, latest version last.
+    pub orders: Vec<Order>,
+    /// New fills.
+    pub fills: Vec<Fill>,
+    /// New journal lines.
+    pub events: Vec<BotEvent>,
+    /// Set when the engine paused the strategy, with the reason.
+    pub paused: Option<String>,
+    /// Requests for a live venue, to send once the effects above are durable.
+    pub outbound: Vec<Outbound>,
+}
+
+/// A request for a live venue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// Place this order (a triggered stop goes as a market order).
+    Place(Order),
+    /// Cancel this order.
+    Cancel(Order),
+    /// Ask what became of this order (its outcome is unknown).
+    Query(Order),
+}
+
+impl Effects {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+            && self.fills.is_empty()
+            && self.events.is_empty()
+            && self.paused.is_none()
+            && self.outbound.is_empty()
+    }
+
+    /// Empties it for reuse.
+    pub fn clear(&mut self) {
+        self.orders.clear();
+        self.fills.clear();
+        self.events.clear();
+        self.paused = None;
+        self.outbound.clear();
+    }
+}

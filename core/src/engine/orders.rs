@@ -1,0 +1,151 @@
+//! The order manager: turns a request into a numbered [`Order`], runs the pre-trade risk checks
+//! (bracket legs and closes are exempt), hands it to the paper venue or, live, to the actor, and
+//! records every version of it; and cancels open orders.
+//!
+//! An exit order replaces the bracket: the bracket legs would otherwise hold the quantity being
+//! sold, and risk would refuse the exit.
+
+use rust_decimal::Decimal;
+
+use super::{BotEngine, BotEventKind, Effects, Outbound, is_armed_stop};
+use crate::bot::BotId;
+use crate::trading::risk::{RiskContext, RiskRejection, check_order};
+use crate::trading::{Order, OrderOrigin, OrderRequest, OrderStatus, Side};
+
+/// Why a cancel did nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CancelError {
+    /// The order is not open: unknown, or already final.
+    #[error("order {0} is not open")]
+    NotOpen(u64),
+}
+
+/// The id sent to the venue for a bot's order: the same on every retry, unique per bot, and
+/// within Binance's 36-character, `[.A-Za-z0-9:/_-]` rule.
+pub fn client_order_id(bot_id: BotId, order_id: u64) -> String {
+    format!("keel-{bot_id}-{order_id:06}")
+}
+
+impl BotEngine {
+    /// Turns `req` into the bot's next order, checks it (unless `origin` is exempt) and submits
+    /// it; the order is recorded in `fx` whatever the outcome.
+    pub(super) fn place(
+        &mut self,
+        req: OrderRequest,
+        origin: OrderOrigin,
+        fx: &mut Effects,
+    ) -> Result<Order, RiskRejection> {
+        let reduces = !self.state.position.qty.is_zero()
+            && self.state.position.qty.is_sign_positive() != (req.side == Side::Buy);
+        if reduces && !matches!(origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss) {
+            // An exit replaces the bracket: its legs would otherwise hold the quantity being sold.
+            for id in self.bracket_legs() {
+                self.cancel_open(id, "bracket replaced by an exit order", fx);
+            }
+        }
+        let now = self.now();
+        self.state.last_order_id += 1;
+        let id = self.state.last_order_id;
+        let mut order = Order {
+            id,
+            bot_id: self.config.bot_id,
+            client_order_id: client_order_id(self.config.bot_id, id),
+            side: req.side,
+            order_type: req.order_type,
+            qty: req.qty,
+            filled_qty: Decimal::ZERO,
+            avg_fill_price: Decimal::ZERO,
+            status: OrderStatus::New,
+            origin,
+            tag: req.tag,
+            oco_with: None,
+            reason: None,
+            created_ts: now,
+            updated_ts: now,
+        };
+        let ctx = RiskContext {
+            filters: &self.config.filters,
+            limits: &self.config.risk,
+            position: &self.state.position,
+            open_orders: &self.open,
+            mark_price: self.venue.mark_price(),
+            allow_short: self.config.allow_short,
+            base_balance_check: !self.config.allow_short,
+            user_exposure_headroom: self.user_budget.map(|budget| budget - self.exposure()),
+        };
+        let exempt =
+            matches!(origin, OrderOrigin::TakeProfit | OrderOrigin::StopLoss | OrderOrigin::Close);
+        let checked = if exempt { Ok(()) } else { check_order(&req, &ctx) };
+        if let Err(rejection) = checked {
+            order.status = OrderStatus::Rejected;
+            order.reason = Some(format!("{}: {}", rejection.code, rejection.reason));
+            self.record_order(&order, fx);
+            return Err(rejection);
+        }
+        if self.config.live {
+            return Ok(self.send_live(order, fx));
+        }
+        self.paper_fills.clear();
+        let mut fills = std::mem::take(&mut self.paper_fills);
+        let submitted = self.venue.submit(&order, now, &mut fills);
+        match submitted {
+            Err(reason) => {
+                order.status = OrderStatus::Rejected;
+                order.reason = Some(format!("VENUE_REJECTED: {reason}"));
+                self.record_order(&order, fx);
+                self.paper_fills = fills;
+                Err(RiskRejection { code: "VENUE_REJECTED", reason })
+            }
+            Ok(()) => {
+                order.status = OrderStatus::Accepted;
+                self.open.push(order.clone());
+                self.views_dirty = true;
+                self.record_order(&order, fx);
+                for fill in &fills {
+                    self.apply_fill(fill, fx);
+                }
+                fills.clear();
+                self.paper_fills = fills;
+                // The latest version (immediate fills update it) is the last one recorded.
+                Ok(fx.orders.iter().rev().find(|o| o.id == id).cloned().unwrap_or(order))
+            }
+        }
+    }
+
+    /// Records a version of an order and its journal line.
+    pub(super) fn record_order(&mut self, order: &Order, fx: &mut Effects) {
+        fx.orders.push(order.clone());
+        self.log(order.updated_ts, BotEventKind::Order(order.clone()), fx);
+    }
+
+    /// Cancels an open order (one resting at a live venue: asks the venue to); `None` when it is
+    /// not open.
+    pub(super) fn cancel_open(
+        &mut self,
+        order_id: u64,
+        reason: &str,
+        fx: &mut Effects,
+    ) -> Option<Order> {
+        let index = self.open.iter().position(|o| o.id == order_id)?;
+        if self.config.live && !is_armed_stop(&self.open[index]) {
+            // The venue has it: ask it to cancel; the order ends when the venue says so.
+            let order = self.open[index].clone();
+            if self.cancel_pending.contains(&order_id) {
+                return Some(order);
+            }
+            self.cancel_pending.push(order_id);
+            fx.outbound.push(Outbound::Cancel(order.clone()));
+            let message = format!("cancel of order {order_id} requested: {reason}");
+            self.log(self.now(), BotEventKind::Log { level: "info".into(), message }, fx);
+            return Some(order);
+        }
+        self.venue.cancel(order_id);
+        let mut order = self.open.remove(index);
+        self.views_dirty = true;
+        order.status = OrderStatus::Canceled;
+        order.reason = Some(reason.to_owned());
+        order.updated_ts = self.now();
+        self.record_order(&order, fx);
+        Some(order)
+    }
+}

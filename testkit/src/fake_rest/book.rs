@@ -1,0 +1,343 @@
+//! The fake's order book: placing (`POST`), querying (`GET`) and canceling (`DELETE`) orders, in
+//! the answer shapes of Binance's spot REST API, with the scripted [`Fault`]s applied to
+//! placements.
+//!
+//! A `MARKET` order fills at once at the fake's price with one fill paying 0.1 % in the quote
+//! asset; a `LIMIT` `GTC` order rests (`NEW`) until the test fills it; `IOC` and `FOK` limits
+//! expire at once, since limits never cross by themselves here.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::exchange_info::{FILTERS, SYMBOLS};
+use super::http::{Answer, Reply};
+use super::{Fault, State, d8, lock};
+
+/// Commission rate on fills, in the quote asset.
+const COMMISSION_RATE: Decimal = Decimal::from_parts(1, 0, 0, false, 3);
+
+/// One order in the book.
+#[derive(Debug, Clone)]
+pub(super) struct StoredOrder {
+    symbol: String,
+    order_id: u64,
+    client_order_id: String,
+    side: String,
+    kind: String,
+    time_in_force: String,
+    /// Limit price; zero for a market order, as Binance reports it.
+    price: Decimal,
+    orig_qty: Decimal,
+    executed_qty: Decimal,
+    cumm_quote: Decimal,
+    status: &'static str,
+    time: i64,
+    update_time: i64,
+}
+
+impl StoredOrder {
+    pub(super) fn is_open(&self) -> bool {
+        matches!(self.status, "NEW" | "PARTIALLY_FILLED")
+    }
+
+    /// The `GET /api/v3/order` shape.
+    pub(super) fn query_json(&self) -> Value {
+        json!({
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "clientOrderId": self.client_order_id,
+            "price": d8(self.price),
+            "origQty": d8(self.orig_qty),
+            "executedQty": d8(self.executed_qty),
+            "cummulativeQuoteQty": d8(self.cumm_quote),
+            "status": self.status,
+            "timeInForce": self.time_in_force,
+            "type": self.kind,
+            "side": self.side,
+            "stopPrice": d8(Decimal::ZERO),
+            "icebergQty": d8(Decimal::ZERO),
+            "time": self.time,
+            "updateTime": self.update_time,
+            "isWorking": true,
+            "workingTime": self.time,
+            "origQuoteOrderQty": d8(Decimal::ZERO),
+            "selfTradePreventionMode": "NONE",
+        })
+    }
+
+    /// The `POST /api/v3/order` shape for `resp_type` (`ACK`, `RESULT` or `FULL`).
+    fn new_order_json(&self, resp_type: &str, fills: &[Value]) -> Value {
+        let mut v = json!({
+            "symbol": self.symbol,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "clientOrderId": self.client_order_id,
+            "transactTime": self.time,
+        });
+        if resp_type == "ACK" {
+            return v;
+        }
+        let more = json!({
+            "price": d8(self.price),
+            "origQty": d8(self.orig_qty),
+            "executedQty": d8(self.executed_qty),
+            "origQuoteOrderQty": d8(Decimal::ZERO),
+            "cummulativeQuoteQty": d8(self.cumm_quote),
+            "status": self.status,
+            "timeInForce": self.time_in_force,
+            "type": self.kind,
+            "side": self.side,
+            "workingTime": self.time,
+            "selfTradePreventionMode": "NONE",
+        });
+        merge(&mut v, more);
+        if resp_type == "FULL" {
+            merge(&mut v, json!({ "fills": fills }));
+        }
+        v
+    }
+
+    /// The `DELETE /api/v3/order` shape; `cancel_id` is the cancel request's own client id.
+    fn cancel_json(&self, cancel_id: &str, now: i64) -> Value {
+        json!({
+            "symbol": self.symbol,
+            "origClientOrderId": self.client_order_id,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "clientOrderId": cancel_id,
+            "transactTime": now,
+            "price": d8(self.price),
+            "origQty": d8(self.orig_qty),
+            "executedQty": d8(self.executed_qty),
+            "origQuoteOrderQty": d8(Decimal::ZERO),
+            "cummulativeQuoteQty": d8(self.cumm_quote),
+            "status": self.status,
+            "timeInForce": self.time_in_force,
+            "type": self.kind,
+            "side": self.side,
+            "selfTradePreventionMode": "NONE",
+        })
+    }
+}
+
+/// The orders the fake holds, and the counters it hands ids out from.
+#[derive(Debug, Default)]
+pub(super) struct Book {
+    pub(super) orders: HashMap<String, StoredOrder>,
+    pub(super) next_order_id: u64,
+    pub(super) next_trade_id: u64,
+    pub(super) next_generated_id: u64,
+}
+
+impl Book {
+    /// Fills `qty` of the resting limit order `client_order_id` at its price, at `now`. False
+    /// (and nothing changes) when there is no such open limit order, or `qty` is not positive or
+    /// more than what remains.
+    pub(super) fn fill_limit(&mut self, client_order_id: &str, qty: Decimal, now: i64) -> bool {
+        let Some(order) = self.orders.get_mut(client_order_id) else { return false };
+        if order.kind != "LIMIT" || !order.is_open() || qty <= Decimal::ZERO {
+            return false;
+        }
+        if order.executed_qty + qty > order.orig_qty {
+            return false;
+        }
+        order.executed_qty += qty;
+        order.cumm_quote += qty * order.price;
+        order.status =
+            if order.executed_qty == order.orig_qty { "FILLED" } else { "PARTIALLY_FILLED" };
+        order.update_time = now;
+        true
+    }
+}
+
+fn merge(into: &mut Value, more: Value) {
+    if let (Value::Object(into), Value::Object(more)) = (into, more) {
+        into.extend(more);
+    }
+}
+
+fn decimal_param(params: &HashMap<String, String>, name: &str) -> Result<Decimal, Answer> {
+    params
+        .get(name)
+        .and_then(|v| v.parse::<Decimal>().ok())
+        .filter(|d| *d > Decimal::ZERO)
+        .ok_or_else(|| Answer::mandatory(name))
+}
+
+impl State {
+    pub(super) fn post(&self, params: &HashMap<String, String>) -> Reply {
+        self.posts.fetch_add(1, Ordering::SeqCst);
+        let fault = lock(&self.faults).pop_front();
+        match fault {
+            Some(Fault::Hang) => Reply::Hang,
+            Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
+            Some(Fault::AcceptThenServerError) => {
+                let _ = self.new_order(params);
+                Reply::Answer(Answer::server_error())
+            }
+            None => Reply::Answer(self.new_order(params).unwrap_or_else(|e| e)),
+        }
+    }
+
+    fn new_order(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
+        let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
+        let Some(&(_, _, quote, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
+            return Err(Answer::bad(-1121, "Invalid symbol."));
+        };
+        if status != "TRADING" {
+            return Err(Answer::bad(-2010, "Market is closed."));
+        }
+        let side = match params.get("side").map(String::as_str) {
+            Some(s @ ("BUY" | "SELL")) => s.to_owned(),
+            Some(_) => return Err(Answer::bad(-1117, "Invalid side.")),
+            None => return Err(Answer::mandatory("side")),
+        };
+        let kind = match params.get("type").map(String::as_str) {
+            Some(t @ ("MARKET" | "LIMIT")) => t.to_owned(),
+            Some(_) => return Err(Answer::bad(-1116, "Invalid orderType.")),
+            None => return Err(Answer::mandatory("type")),
+        };
+        let qty = decimal_param(params, "quantity")?;
+        let market_price = *lock(&self.price);
+        let (price, time_in_force) = if kind == "LIMIT" {
+            let price = decimal_param(params, "price")?;
+            let tif = match params.get("timeInForce").map(String::as_str) {
+                Some(t @ ("GTC" | "IOC" | "FOK")) => t.to_owned(),
+                Some(_) => return Err(Answer::bad(-1115, "Invalid timeInForce.")),
+                None => return Err(Answer::mandatory("timeInForce")),
+            };
+            (price, tif)
+        } else {
+            for extra in ["price", "timeInForce"] {
+                if params.contains_key(extra) {
+                    return Err(Answer::bad(
+                        -1106,
+                        &format!("Parameter '{extra}' sent when not required."),
+                    ));
+                }
+            }
+            (Decimal::ZERO, "GTC".to_owned())
+        };
+        let f = &FILTERS;
+        if qty < f.min_qty || qty > f.max_qty || !(qty % f.step).is_zero() {
+            return Err(Answer::bad(-1013, "Filter failure: LOT_SIZE"));
+        }
+        if kind == "LIMIT"
+            && (price < f.min_price || price > f.max_price || !(price % f.tick).is_zero())
+        {
+            return Err(Answer::bad(-1013, "Filter failure: PRICE_FILTER"));
+        }
+        let notional_price = if kind == "LIMIT" { price } else { market_price };
+        if qty * notional_price < f.min_notional {
+            return Err(Answer::bad(-1013, "Filter failure: NOTIONAL"));
+        }
+        let resp_type = match params.get("newOrderRespType").map(String::as_str) {
+            None => "FULL",
+            Some(t @ ("ACK" | "RESULT" | "FULL")) => t,
+            Some(_) => return Err(Answer::bad(-1100, "Illegal characters found in a parameter.")),
+        };
+
+        let now = self.now_ms();
+        let mut book = lock(&self.book);
+        let client_order_id = match params.get("newClientOrderId") {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => {
+                book.next_generated_id += 1;
+                format!("fakeGenerated{}", book.next_generated_id)
+            }
+        };
+        if book.orders.contains_key(&client_order_id) {
+            return Err(Answer::bad(-2010, "Duplicate order sent."));
+        }
+        book.next_order_id += 1;
+        let mut order = StoredOrder {
+            symbol: symbol.clone(),
+            order_id: book.next_order_id,
+            client_order_id: client_order_id.clone(),
+            side,
+            kind,
+            time_in_force,
+            price,
+            orig_qty: qty,
+            executed_qty: Decimal::ZERO,
+            cumm_quote: Decimal::ZERO,
+            status: "NEW",
+            time: now,
+            update_time: now,
+        };
+        let mut fills = Vec::new();
+        if order.kind == "MARKET" {
+            let quote_qty = qty * market_price;
+            book.next_trade_id += 1;
+            fills.push(json!({
+                "price": d8(market_price),
+                "qty": d8(qty),
+                "commission": d8(quote_qty * COMMISSION_RATE),
+                "commissionAsset": quote,
+                "tradeId": book.next_trade_id,
+            }));
+            order.executed_qty = qty;
+            order.cumm_quote = quote_qty;
+            order.status = "FILLED";
+        } else if order.time_in_force != "GTC" {
+            // Limits never cross in the fake, so IOC and FOK expire unfilled.
+            order.status = "EXPIRED";
+        }
+        let answer = order.new_order_json(resp_type, &fills);
+        book.orders.insert(client_order_id, order);
+        Ok(Answer::ok(answer))
+    }
+
+    /// The order `params` name (`origClientOrderId` or `orderId`, and its `symbol`).
+    fn find<'b>(
+        book: &'b mut Book,
+        params: &HashMap<String, String>,
+    ) -> Result<Option<&'b mut StoredOrder>, Answer> {
+        let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
+        let found = match (params.get("origClientOrderId"), params.get("orderId")) {
+            (Some(id), _) => book.orders.get_mut(id),
+            (None, Some(id)) => {
+                let id = id.parse::<u64>().map_err(|_| Answer::mandatory("orderId"))?;
+                book.orders.values_mut().find(|o| o.order_id == id)
+            }
+            (None, None) => {
+                return Err(Answer::bad(
+                    -1102,
+                    "Param 'origClientOrderId' or 'orderId' must be sent, but both were \
+                     empty/null!",
+                ));
+            }
+        };
+        Ok(found.filter(|o| &o.symbol == symbol))
+    }
+
+    pub(super) fn query(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
+        let mut book = lock(&self.book);
+        match Self::find(&mut book, params)? {
+            Some(order) => Ok(Answer::ok(order.query_json())),
+            None => Err(Answer::bad(-2013, "Order does not exist.")),
+        }
+    }
+
+    pub(super) fn cancel(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
+        let now = self.now_ms();
+        let mut book = lock(&self.book);
+        book.next_generated_id += 1;
+        let cancel_id = match params.get("newClientOrderId") {
+            Some(id) if !id.is_empty() => id.clone(),
+            _ => format!("fakeCancel{}", book.next_generated_id),
+        };
+        match Self::find(&mut book, params)? {
+            Some(order) if order.is_open() => {
+                order.status = "CANCELED";
+                order.update_time = now;
+                Ok(Answer::ok(order.cancel_json(&cancel_id, now)))
+            }
+            _ => Err(Answer::bad(-2011, "Unknown order sent.")),
+        }
+    }
+}

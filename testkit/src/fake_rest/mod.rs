@@ -1,0 +1,272 @@
+//! A local fake of Binance's spot REST API (and the two public USD-M futures endpoints the client
+//! reads), with scripted faults.
+//!
+//! It speaks plain HTTP/1.1 on 127.0.0.1, one request per connection (`Connection: close`), and
+//! answers in the shapes of `../shared/fixtures/binance/rest_spot.jsonl` (new order with
+//! `newOrderRespType=FULL`, query order, cancel order, error bodies, exchange info) and with the
+//! signing rules of `../shared/fixtures/binance/signing.txt` (Binance's documented example key
+//! pair, [`API_KEY`] and [`SECRET_KEY`]):
+//!
+//! - `GET /api/v3/time`, `GET /fapi/v1/time`: `{"serverTime":…}`, by the fake's clock (real time
+//!   plus [`FakeRest::set_clock_skew_ms`]).
+//! - `GET /api/v3/exchangeInfo`, `GET /fapi/v1/exchangeInfo`: BTCUSDT and ETHUSDT trading, plus
+//!   LUNAUSDT not trading (spot status `BREAK`; futures status `SETTLING`, as Binance's futures
+//!   API has no `BREAK`). Spot uses the `NOTIONAL` filter, futures the `MIN_NOTIONAL` filter with
+//!   `notional`, as the real endpoints do.
+//! - `POST`, `GET`, `DELETE /api/v3/order`: signed. Checked in Binance's order: the
+//!   `X-MBX-APIKEY` header (`-2015`, HTTP 401), the `signature` over the query string followed by
+//!   the body with the `signature` pair removed (`-1022`), `timestamp` against `recvWindow`
+//!   (`-1021`: more than 1 s ahead of the server, or older than `recvWindow`).
+//!
+//! Orders live in memory, keyed by client order id. A `MARKET` order fills at once at
+//! [`FakeRest::set_price`] with one fill paying 0.1 % in the quote asset; a `LIMIT` `GTC` order
+//! rests (`NEW`) until the test calls [`FakeRest::fill_limit`]. Simplifications: every reused
+//! `newClientOrderId` is `-2010 Duplicate order sent.` (the real exchange only refuses ids of
+//! *open* orders), limits never cross by themselves, and `IOC`/`FOK` limits expire at once.
+//!
+//! Faults ([`Fault`], [`FakeRest::fail_next`]) apply to `POST /api/v3/order` requests that passed
+//! the key, signature and timestamp checks. Every answer carries `X-MBX-USED-WEIGHT-1M` with a
+//! running total (it never resets). Requests over 64 KiB, malformed request lines or queries get a
+//! 4xx JSON answer; nothing a client sends can panic the server.
+//!
+//! This module holds the fake's handle ([`FakeRest`]: start, clock, price, faults, counters) and
+//! its routing; the parts it routes to are:
+//! - `http`: reading a request and writing an answer (framing, limits, headers);
+//! - `signing`: the API key, signature and timestamp checks of signed requests;
+//! - `book`: the orders (place, query, cancel) and the faults applied to placements;
+//! - `exchange_info`: the symbols and filters the fake lists and enforces.
+
+#![allow(dead_code)] // each test binary uses a different part of the fake
+
+mod book;
+mod exchange_info;
+mod http;
+mod signing;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use book::{Book, StoredOrder};
+use exchange_info::{futures_exchange_info, spot_exchange_info};
+use http::{Answer, Reply, Request, serve};
+
+/// The API key of Binance's signing example (`signing.txt`).
+pub const API_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
+/// The secret key of Binance's signing example (`signing.txt`).
+pub const SECRET_KEY: &str = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j";
+/// Largest request (head and body) the fake reads.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// How long a [`Fault::Hang`] holds the connection (unless the fake is dropped first).
+pub const HANG_FOR: Duration = Duration::from_secs(30);
+/// How long a client may take to send its whole request.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the next order request suffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// HTTP 503 `-1001`; the order is not stored.
+    ServerError,
+    /// The order is stored (and a market order filled) but the answer is HTTP 503 `-1001`: the
+    /// client cannot know what happened.
+    AcceptThenServerError,
+    /// The request is read and never answered; the connection is held for [`HANG_FOR`] or until
+    /// the fake is dropped. The order is not stored.
+    Hang,
+}
+
+/// What the server tasks share with the handle.
+#[derive(Debug)]
+struct State {
+    skew_ms: AtomicI64,
+    price: Mutex<Decimal>,
+    book: Mutex<Book>,
+    faults: Mutex<VecDeque<Fault>>,
+    posts: AtomicUsize,
+    requests: AtomicUsize,
+    weight: AtomicU32,
+    /// Reported in `X-MBX-ORDER-COUNT-10S`.
+    order_count_10s: AtomicU32,
+}
+
+/// A running fake on a free loopback port. Dropping it stops the server and releases hung
+/// connections.
+#[derive(Debug)]
+pub struct FakeRest {
+    url: String,
+    state: Arc<State>,
+    /// Dropped with the fake: every task waiting on a receiver ends.
+    _shutdown: watch::Sender<()>,
+}
+
+impl FakeRest {
+    /// Starts the server on 127.0.0.1 with a free port.
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let state = Arc::new(State {
+            skew_ms: AtomicI64::new(0),
+            price: Mutex::new(Decimal::ONE_HUNDRED),
+            book: Mutex::new(Book { next_order_id: 28_457, ..Book::default() }),
+            faults: Mutex::new(VecDeque::new()),
+            posts: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
+            weight: AtomicU32::new(0),
+            order_count_10s: AtomicU32::new(0),
+        });
+        let (shutdown, mut stop) = watch::channel(());
+        let s = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { continue };
+                        tokio::spawn(serve(tcp, s.clone(), stop.clone()));
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        Self { url: format!("http://{addr}"), state, _shutdown: shutdown }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Moves the fake's clock: server time is real time plus `skew_ms`.
+    pub fn set_clock_skew_ms(&self, skew_ms: i64) {
+        self.state.skew_ms.store(skew_ms, Ordering::SeqCst);
+    }
+
+    /// The fake's time now, ms since the epoch.
+    pub fn server_time_ms(&self) -> i64 {
+        self.state.now_ms()
+    }
+
+    /// The price market orders fill at from now on (100 at start).
+    pub fn set_price(&self, price: Decimal) {
+        *lock(&self.state.price) = price;
+    }
+
+    /// The next `n` order placements (after they pass authentication) suffer `fault`, after any
+    /// faults already queued.
+    pub fn fail_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Fills `qty` of the resting limit order `client_order_id` at its price. False (and nothing
+    /// changes) when there is no such open limit order, or `qty` is not positive or more than
+    /// what remains.
+    pub fn fill_limit(&self, client_order_id: &str, qty: Decimal) -> bool {
+        let now = self.state.now_ms();
+        lock(&self.state.book).fill_limit(client_order_id, qty, now)
+    }
+
+    /// `POST /api/v3/order` requests that passed the key, signature and timestamp checks
+    /// (faulted ones included).
+    pub fn posts(&self) -> usize {
+        self.state.posts.load(Ordering::SeqCst)
+    }
+
+    /// Requests read so far, any path, well-formed or not.
+    pub fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// What every answer reports in `X-MBX-ORDER-COUNT-10S` from now on.
+    pub fn set_order_count_10s(&self, count: u32) {
+        self.state.order_count_10s.store(count, Ordering::SeqCst);
+    }
+
+    /// The running `X-MBX-USED-WEIGHT-1M` total.
+    pub fn used_weight(&self) -> u32 {
+        self.state.weight.load(Ordering::SeqCst)
+    }
+
+    /// Sets the running weight total (to push a client towards its budget).
+    pub fn set_used_weight(&self, weight: u32) {
+        self.state.weight.store(weight, Ordering::SeqCst);
+    }
+
+    /// The stored order, in the `GET /api/v3/order` shape.
+    pub fn order(&self, client_order_id: &str) -> Option<Value> {
+        lock(&self.state.book).orders.get(client_order_id).map(StoredOrder::query_json)
+    }
+}
+
+/// Locks, ignoring poisoning (a panicking test thread must not take the server down with it).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn real_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A decimal as Binance writes it: a string with 8 decimals.
+fn d8(d: Decimal) -> String {
+    format!("{:.8}", d.round_dp(8))
+}
+
+impl State {
+    fn now_ms(&self) -> i64 {
+        real_now_ms() + self.skew_ms.load(Ordering::SeqCst)
+    }
+
+    fn add_weight(&self, weight: u32) {
+        self.weight.fetch_add(weight, Ordering::SeqCst);
+    }
+
+    fn handle(&self, request: &Request) -> Reply {
+        let method = request.method.as_str();
+        let answer = match (method, request.path.as_str()) {
+            ("GET", "/api/v3/time" | "/fapi/v1/time") => {
+                self.add_weight(1);
+                Answer::ok(json!({ "serverTime": self.now_ms() }))
+            }
+            ("GET", "/api/v3/exchangeInfo") => {
+                self.add_weight(20);
+                Answer::ok(spot_exchange_info(self.now_ms()))
+            }
+            ("GET", "/fapi/v1/exchangeInfo") => {
+                self.add_weight(1);
+                Answer::ok(futures_exchange_info(self.now_ms()))
+            }
+            ("POST" | "GET" | "DELETE", "/api/v3/order") => {
+                self.add_weight(if method == "GET" { 4 } else { 1 });
+                return self.signed(request);
+            }
+            (_, "/api/v3/order" | "/api/v3/time" | "/api/v3/exchangeInfo") => {
+                self.add_weight(1);
+                Answer::error(405, -1000, "Method not allowed.")
+            }
+            _ => {
+                self.add_weight(1);
+                Answer::error(404, -1000, "Unknown path.")
+            }
+        };
+        Reply::Answer(answer)
+    }
+
+    /// A signed order request: key, signature and timestamp, then the order book.
+    fn signed(&self, request: &Request) -> Reply {
+        match self.authenticate(request) {
+            Err(answer) => Reply::Answer(answer),
+            Ok(params) => match request.method.as_str() {
+                "POST" => self.post(&params),
+                "GET" => Reply::Answer(self.query(&params).unwrap_or_else(|e| e)),
+                _ => Reply::Answer(self.cancel(&params).unwrap_or_else(|e| e)),
+            },
+        }
+    }
+}
