@@ -7,7 +7,7 @@
 
 use rust_decimal::Decimal;
 
-use super::{BotEngine, Effects};
+use super::{BotEngine, BotEventKind, Effects, is_armed_stop};
 use crate::trading::{Order, OrderOrigin, OrderRequest, OrderType, Side};
 
 impl BotEngine {
@@ -69,6 +69,33 @@ impl BotEngine {
             }
             _ => {}
         }
+    }
+
+    /// Keeps a bracket's legs the same size: when one leg has filled in part, its partner may
+    /// only exit what the first still has to, or the pair would sell (or buy) more than the
+    /// position holds once both are done. A partner resting at a live venue would need a
+    /// cancel and replace there; it is left as it is and the journal says so.
+    pub(super) fn shrink_partner(&mut self, partner: u64, remaining: Decimal, fx: &mut Effects) {
+        let now = self.now();
+        let live = self.config.live;
+        let Some(order) = self.open.iter_mut().find(|o| o.id == partner) else { return };
+        if order.remaining() <= remaining {
+            return;
+        }
+        if live && !is_armed_stop(order) {
+            let message = format!(
+                "bracket leg {partner} at the venue still exits {}; its partner has {remaining} left",
+                order.remaining()
+            );
+            self.log(now, BotEventKind::Log { level: "warn".into(), message }, fx);
+            return;
+        }
+        order.qty = order.filled_qty + remaining;
+        order.updated_ts = now;
+        let order = order.clone();
+        self.venue.reduce(partner, remaining);
+        self.views_dirty = true;
+        self.record_order(&order, fx);
     }
 
     fn link_oco(&mut self, a: u64, b: u64, fx: &mut Effects) {

@@ -1,6 +1,6 @@
 //! Fills: one execution updates its order (filled quantity, average price, status), the
 //! position and balances, and the journal; a filled bracket leg cancels its partner (OCO), a
-//! filled entry gets its bracket, a flat position loses its bracket legs, and the strategy is
+//! filled entry gets its bracket, a leg filled in part shrinks its partner, a flat position loses its bracket legs, and the strategy is
 //! told (`on_fill`) about fills of its own orders.
 
 use rust_decimal::Decimal;
@@ -58,6 +58,11 @@ impl BotEngine {
         self.log(fill.ts, BotEventKind::Fill(fill.clone()), fx);
         self.log(fill.ts, BotEventKind::Position(self.state.position.clone()), fx);
 
+        if order.status == OrderStatus::PartiallyFilled
+            && let Some(other) = order.oco_with
+        {
+            self.shrink_partner(other, order.remaining(), fx);
+        }
         if order.status == OrderStatus::Filled {
             if let Some(other) = order.oco_with {
                 self.cancel_open(other, "other bracket leg filled", fx);

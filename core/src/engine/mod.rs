@@ -222,7 +222,8 @@ impl BotEngine {
         ids.len()
     }
 
-    /// Flattens the position with a market order (after canceling bracket legs).
+    /// Flattens the position with a market order, after canceling the open orders on the closing
+    /// side (bracket legs, resting exits), which would otherwise take it past flat.
     ///
     /// # Errors
     /// Risk or the venue refused the closing order. `Ok(None)` when already flat.
@@ -232,6 +233,12 @@ impl BotEngine {
             return Ok(None);
         }
         let side = if self.state.position.qty.is_sign_positive() { Side::Sell } else { Side::Buy };
+        // Open orders on the closing side (bracket legs, resting exits) would take the position
+        // past flat once the close has filled: a short on spot, a flip on futures.
+        let exits: Vec<u64> = self.open.iter().filter(|o| o.side == side).map(|o| o.id).collect();
+        for id in exits {
+            self.cancel_open(id, "position closed", fx);
+        }
         self.place(OrderRequest::market(side, qty), OrderOrigin::Close, fx).map(Some)
     }
 

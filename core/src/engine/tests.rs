@@ -368,3 +368,54 @@ fn venue_fees_convert_to_quote_or_are_estimated() {
     assert_eq!(fee_in_quote("BTCUSDT", d("0.0002"), "BNB", d("100")), None);
     assert_eq!(fee_in_quote("BTCUSDT", d("0"), "BNB", d("100")), Some(d("0")));
 }
+
+fn trade_of(price: &str, qty: &str, ts: u64) -> MarketEvent {
+    let mut event = trade(price, ts);
+    if let EventKind::Trade { qty: q, .. } = &mut event.kind {
+        *q = d(qty);
+    }
+    event
+}
+
+#[test]
+fn closing_cancels_the_resting_sells_that_would_take_a_spot_bot_short() {
+    let (mut engine, _) = engine(RiskLimits::default(), None);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    engine.place_manual(OrderRequest::market(Side::Buy, d("2")), &mut fx).unwrap();
+    let exit =
+        engine.place_manual(OrderRequest::limit(Side::Sell, d("1"), d("105.00")), &mut fx).unwrap();
+    let resting_buy =
+        engine.place_manual(OrderRequest::limit(Side::Buy, d("1"), d("90.00")), &mut fx).unwrap();
+
+    let closed = engine.close_position(&mut fx).unwrap().unwrap();
+    assert_eq!((closed.side, closed.qty, closed.status), (Side::Sell, d("2"), OrderStatus::Filled));
+    engine.on_market(&trade("106", 2), &mut fx);
+
+    assert!(engine.position().qty.is_zero(), "{:?}", engine.position());
+    let last = |id| fx.orders.iter().rev().find(|o| o.id == id).unwrap();
+    assert_eq!(last(exit.id).status, OrderStatus::Canceled);
+    assert_eq!(last(exit.id).reason.as_deref(), Some("position closed"));
+    assert!(engine.open_orders().iter().any(|o| o.id == resting_buy.id), "buys stay");
+    assert_position_matches_fills(&engine, &fx.fills);
+}
+
+#[test]
+fn a_take_profit_filled_in_part_shrinks_its_stop_loss_to_what_is_left() {
+    let bracket = Bracket { take_profit_pct: d("1.5"), stop_loss_pct: d("2") };
+    let (mut engine, _) = engine(RiskLimits::default(), Some(bracket));
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    let stop = engine.open_orders().iter().find(|o| o.origin == OrderOrigin::StopLoss).unwrap().id;
+
+    engine.on_market(&trade_of("101.60", "0.3", 2), &mut fx);
+    assert_eq!(engine.position().qty, d("0.7"));
+    let shrunk = engine.open_orders().iter().find(|o| o.id == stop).unwrap().clone();
+    assert_eq!(shrunk.remaining(), d("0.7"));
+    assert_eq!(fx.orders.iter().rev().find(|o| o.id == stop), Some(&shrunk), "persisted");
+
+    engine.on_market(&trade("97", 3), &mut fx);
+    assert!(engine.position().qty.is_zero(), "{:?}", engine.position());
+    assert_position_matches_fills(&engine, &fx.fills);
+}

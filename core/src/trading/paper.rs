@@ -179,6 +179,18 @@ impl PaperVenue {
         }
     }
 
+    /// Lowers what a working order still has to fill to `remaining` (never raises it); false when
+    /// it was not working.
+    pub fn reduce(&mut self, order_id: u64, remaining: Decimal) -> bool {
+        match self.working.iter_mut().find(|w| w.id == order_id) {
+            Some(working) => {
+                working.remaining = working.remaining.min(remaining);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Cancels a working order; false when it was not working.
     pub fn cancel(&mut self, order_id: u64) -> bool {
         let before = self.working.len();

@@ -222,22 +222,13 @@ proptest! {
         }
     }
 
-    /// A spot bot (no shorting) never holds a negative quantity.
-    ///
-    /// Fails today, for two reasons found while writing it:
-    /// - `close_position` sells the whole position without canceling or counting the bot's
-    ///   other open sells (only bracket legs are canceled), so a resting sell that fills
-    ///   afterwards leaves the bot short (the minimal case is in
-    ///   `core/tests/proptest-regressions/orders.txt`: two market buys, a resting sell of 0.011,
-    ///   close-position, then a trade through the sell);
-    /// - a bracket's take-profit leg that fills in part does not shrink the stop-loss leg, which
-    ///   then sells the whole entry (buy 1 at 100 with a 1 % bracket, a trade of 0.3 at 101.50,
-    ///   a trade at 98: the position ends at -0.3).
-    ///
-    /// A real spot venue would refuse the extra sell. Left to the engine's owner: fixing either
-    /// changes what the engine does.
+    /// A spot bot (no shorting) never holds a negative quantity. It caught two ways it once
+    /// did (the minimal cases are in `core/tests/proptest-regressions/orders.txt`):
+    /// - close-position sold the whole position while another sell still rested, which then
+    ///   filled (close-position now cancels the open orders on its side first);
+    /// - a take-profit leg filled in part left its stop-loss leg at the full entry size (a leg
+    ///   filled in part now shrinks its partner).
     #[test]
-    #[ignore = "known bug: close-position ignores the bot's other open sells (see doc)"]
     fn a_spot_position_never_goes_short(
         ticks in prop::collection::vec(tick(), 20..80),
         commands in prop::collection::vec(command(), 1..150),
