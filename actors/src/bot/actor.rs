@@ -20,7 +20,7 @@ use super::live::{LiveLink, LiveResult, NOT_FOUND_GRACE, execute};
 use super::repo::BotRepo;
 use crate::feed::{FeedAddress, MarketData, Subscribe, Unsubscribe};
 use crate::mailbox::{Ask, Query, ask};
-use crate::supervisor::{Stop, catch_panic, take_last_panic};
+use crate::supervisor::{Lifeline, Stop, catch_panic};
 use keel_core::bot::{BotId, BotStatus};
 use keel_core::engine::{
     BotEngine, BotEvent, BotEventKind, BotState, CancelError, Effects, ExecOutcome, Outbound,
@@ -143,50 +143,6 @@ pub struct BotPaused {
     pub reason: String,
 }
 
-/// A bot actor went away.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct BotExited {
-    /// The bot.
-    pub bot_id: BotId,
-    /// Which incarnation.
-    pub generation: u64,
-    /// Why.
-    pub reason: String,
-}
-
-/// Tells the supervisor when the actor is dropped, however it died.
-#[derive(Debug)]
-pub struct BotLifeline {
-    bot_id: BotId,
-    generation: u64,
-    supervisor: Recipient<BotExited>,
-    reason: Option<String>,
-}
-
-impl BotLifeline {
-    /// A lifeline for incarnation `generation` of `bot_id`.
-    pub fn new(bot_id: BotId, generation: u64, supervisor: Recipient<BotExited>) -> Self {
-        Self { bot_id, generation, supervisor, reason: None }
-    }
-}
-
-impl Drop for BotLifeline {
-    fn drop(&mut self) {
-        let reason = self
-            .reason
-            .take()
-            .or_else(|| take_last_panic().map(|m| format!("panicked: {m}")))
-            .unwrap_or_else(|| "stopped unexpectedly".to_owned());
-        // Rare, and must not be lost to a full mailbox.
-        self.supervisor.do_send(BotExited {
-            bot_id: self.bot_id,
-            generation: self.generation,
-            reason,
-        });
-    }
-}
-
 /// Everything a bot actor needs to start.
 #[derive(Debug)]
 pub struct BotActorArgs {
@@ -202,8 +158,8 @@ pub struct BotActorArgs {
     pub repo: BotRepo,
     /// The venue's feed.
     pub feed: FeedAddress,
-    /// Death notice.
-    pub lifeline: BotLifeline,
+    /// Tells the bot supervisor when the actor goes away, and why.
+    pub lifeline: Lifeline,
     /// Where it reports self-pauses.
     pub supervisor: Recipient<BotPaused>,
     /// The venue link of a live bot (`None` for paper).
@@ -310,7 +266,7 @@ impl BotActor {
         if let Err(err) = &written {
             // The engine moved on but the store did not: crash so the restart reloads the truth.
             tracing::error!(bot_id = self.id(), error = %err, "bot state could not be stored");
-            self.args.lifeline.reason = Some(format!("store write failed: {err}"));
+            self.args.lifeline.crashed(format!("store write failed: {err}"));
             ctx.stop();
         }
         if let Some(link) = &self.args.exposure
@@ -402,7 +358,7 @@ impl BotActor {
         let fx = &mut self.fx;
         if let Err(panic) = catch_panic(|| engine.on_market(&data.0, fx)) {
             tracing::error!(bot_id = self.args.bot_id, %panic, "strategy panicked");
-            self.args.lifeline.reason = Some(format!("strategy panicked: {panic}"));
+            self.args.lifeline.crashed(format!("strategy panicked: {panic}"));
             ctx.stop();
             return;
         }
@@ -478,7 +434,7 @@ impl BotActor {
             let fx = &mut self.fx;
             if let Err(panic) = catch_panic(|| engine.on_exec(report, fx)) {
                 tracing::error!(bot_id = self.args.bot_id, %panic, "strategy panicked on a fill");
-                self.args.lifeline.reason = Some(format!("strategy panicked: {panic}"));
+                self.args.lifeline.crashed(format!("strategy panicked: {panic}"));
                 self.persist(ctx, None);
                 ctx.stop();
                 return;
@@ -603,7 +559,7 @@ impl Actor for BotActor {
         }
         ctx.run_interval(SUPERVISOR_CHECK, |act, ctx| {
             if !act.args.supervisor.connected() {
-                act.args.lifeline.reason = Some("supervisor gone".into());
+                act.args.lifeline.crashed("supervisor gone");
                 ctx.stop();
             }
         });
@@ -704,7 +660,7 @@ impl Handler<Ask<StopBot>> for BotActor {
             BotEventKind::Status { status: BotStatus::Stopped, reason: None },
             &mut self.fx,
         );
-        self.args.lifeline.reason = Some("stopped on request".into());
+        self.args.lifeline.stopped_on_request();
         let reply = move |durable| {
             replier.send(if durable { Ok(canceled) } else { Err(TradeError::Store) });
         };
@@ -754,7 +710,7 @@ impl Handler<Stop> for BotActor {
 
     /// Process shutdown: keep orders and state as they are, so the bot resumes on the next start.
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        self.args.lifeline.reason = Some("stopped on request".into());
+        self.args.lifeline.stopped_on_request();
         self.persist(ctx, None);
         self.stop_after_flush(ctx, |_| {});
     }

@@ -5,7 +5,7 @@
 //! never stalls another. A bot actor that dies is restarted from the store; past the restart budget
 //! the bot is marked `failed` with the reason, and its owner sees it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,8 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::actor::{
-    BotActor, BotActorArgs, BotExited, BotLifeline, BotPaused, GetLive, LiveView, SetPaused,
-    StopBot, TradeCommand, TradeError, TradeOutcome,
+    BotActor, BotActorArgs, BotPaused, GetLive, LiveView, SetPaused, StopBot, TradeCommand,
+    TradeError, TradeOutcome,
 };
 use super::exposure::{ExposureBook, ExposureLink};
 use super::live::LiveLink;
@@ -23,7 +23,8 @@ use crate::feed::FeedAddress;
 use crate::mailbox::{Ask, AskError, Query};
 use crate::store::StoreError;
 use crate::supervisor::{
-    AddressSlot, ChildHandle, ChildSpec, Lifeline, RestartPolicy, StartError, Stop,
+    AddressSlot, ChildExited, ChildHandle, ChildSpec, Lifeline, RestartPolicy, RestartWindow,
+    StartError, Stop,
 };
 use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus, Control, UserId};
 use keel_core::engine::{BotEngine, EngineConfig};
@@ -214,7 +215,8 @@ pub struct BotSupervisor {
     config: BotsConfig,
     bots: BTreeMap<BotId, BotRecord>,
     running: HashMap<BotId, RunningBot>,
-    restarts: HashMap<BotId, VecDeque<Instant>>,
+    /// Each bot's restart budget; forgotten when the bot is started by hand or deleted.
+    restarts: HashMap<BotId, RestartWindow>,
     /// Bots with a lifecycle change in flight; another change meanwhile is a conflict.
     busy: HashMap<BotId, ()>,
     arbiters: Vec<Arbiter>,
@@ -223,7 +225,8 @@ pub struct BotSupervisor {
     stopping: bool,
     /// The per-user exposure book, when a limit is configured.
     exposure: Option<Arc<ExposureBook>>,
-    _lifeline: Option<Lifeline>,
+    /// Ties this supervisor to the root supervisor.
+    lifeline: Option<Lifeline>,
 }
 
 impl std::fmt::Debug for BotSupervisor {
@@ -261,7 +264,7 @@ impl BotSupervisor {
             next_arbiter: 0,
             generation: 0,
             stopping: false,
-            _lifeline: None,
+            lifeline: None,
         })
     }
 
@@ -342,7 +345,7 @@ impl BotSupervisor {
             paused: record.status == BotStatus::Paused,
             repo: self.repo.clone(),
             feed: self.feeds.get(&record.venue).cloned().unwrap_or_default(),
-            lifeline: BotLifeline::new(bot_id, self.generation, ctx.address().recipient()),
+            lifeline: Lifeline::new(bot_id, self.generation, ctx.address().recipient()),
             supervisor: ctx.address().recipient(),
             live,
             user_id: record.user_id,
@@ -692,11 +695,12 @@ impl Handler<Ask<KillSwitch>> for BotSupervisor {
     }
 }
 
-impl Handler<BotExited> for BotSupervisor {
+impl Handler<ChildExited> for BotSupervisor {
     type Result = ();
 
-    fn handle(&mut self, exit: BotExited, ctx: &mut Context<Self>) {
-        let BotExited { bot_id, generation, reason } = exit;
+    /// A bot actor went away: restart it within its budget, or mark the bot failed.
+    fn handle(&mut self, exit: ChildExited, ctx: &mut Context<Self>) {
+        let ChildExited { child: bot_id, generation, reason } = exit;
         let current = self.running.get(&bot_id).map(|r| r.generation);
         if current == Some(generation) {
             self.running.remove(&bot_id);
@@ -713,20 +717,16 @@ impl Handler<BotExited> for BotSupervisor {
             }
             return;
         }
-        if reason == "stopped on request" {
+        if reason.is_requested() {
             return;
         }
         tracing::warn!(bot_id, %reason, "bot actor died");
-        let window = self.restarts.entry(bot_id).or_default();
-        let now = Instant::now();
-        while window.front().is_some_and(|t| now.duration_since(*t) > self.config.policy.period) {
-            window.pop_front();
-        }
-        if window.len() as u32 >= self.config.policy.max_restarts {
-            self.mark_failed(bot_id, reason, ctx);
+        let policy = self.config.policy;
+        let window = self.restarts.entry(bot_id).or_insert_with(|| RestartWindow::new(policy));
+        if !window.admit(Instant::now()) {
+            self.mark_failed(bot_id, reason.to_string(), ctx);
             return;
         }
-        window.push_back(now);
         metrics::counter!("keel_actor_restarts_total", "actor" => "bot").increment(1);
         if let Err(launch) = self.launch(bot_id, ctx) {
             self.mark_failed(bot_id, format!("{reason}; restart failed: {launch}"), ctx);
@@ -756,7 +756,7 @@ impl Handler<Stop> for BotSupervisor {
     /// Process shutdown: bots save their state and stop; they resume on the next start.
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         self.stopping = true;
-        if let Some(lifeline) = self._lifeline.as_mut() {
+        if let Some(lifeline) = self.lifeline.as_mut() {
             lifeline.stopped_on_request();
         }
         if self.running.is_empty() {
@@ -800,7 +800,7 @@ impl ChildSpec for BotsSpec {
         let mut supervisor =
             BotSupervisor::new(self.repo.clone(), self.feeds.clone(), self.config.clone())
                 .map_err(|e| StartError(format!("bots do not load: {e}")))?;
-        supervisor._lifeline = Some(lifeline);
+        supervisor.lifeline = Some(lifeline);
         let addr = supervisor.start();
         self.address.set(addr.clone());
         Ok(Box::new(addr))
