@@ -1,15 +1,13 @@
-//! A live bot's order plumbing: durable venue requests go out through the bot's [`LiveLink`]
-//! (`super::super::live`), and the venue's answers come back into the engine. Open orders are
-//! polled, and a venue that keeps failing pauses the strategy.
-//!
-//! [`LiveLink`]: crate::bot::live::LiveLink
+//! A live bot's order plumbing: durable venue requests go out through the bot's
+//! [`LiveLink`](crate::bot::live::LiveLink), and the venue's answers come back into the engine.
+//! Open orders are polled, and a venue that keeps failing pauses the strategy.
 
 use std::time::Instant;
 
 use actix::prelude::*;
 
 use super::{BotActor, VENUE_FAILURE_LIMIT};
-use crate::bot::live::{LiveResult, NOT_FOUND_GRACE, execute};
+use crate::bot::live::{LiveResult, NOT_FOUND_GRACE, execute, order_of};
 use crate::supervisor::catch_panic;
 use keel_core::engine::{BotEventKind, ExecOutcome, Outbound};
 
@@ -25,7 +23,7 @@ impl BotActor {
             return;
         }
         for request in &outbound {
-            let order = crate::bot::live::order_of(request);
+            let order = order_of(request);
             self.in_flight.insert(order.id);
             if matches!(request, Outbound::Place(_)) {
                 self.sent_at.insert(order.id, Instant::now());
