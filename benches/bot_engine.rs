@@ -49,13 +49,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_rt::SystemRunner;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use keel_actors::bot::actor::{
-    BOT_MAILBOX, BotActor, BotActorArgs, BotExited, BotLifeline, BotPaused, GetLive,
-};
+use keel_actors::bot::actor::{BOT_MAILBOX, BotActor, BotActorArgs, BotPaused, GetLive};
 use keel_actors::bot::repo::BotRepo;
 use keel_actors::feed::{FeedAddress, MarketData};
 use keel_actors::mailbox::{Ask, Query, ask};
 use keel_actors::store::{Store, StoreConfig};
+use keel_actors::supervisor::{ChildExited, Lifeline};
 use keel_core::engine::{BotEngine, BotState, Effects, EngineConfig};
 use keel_core::market::{MarketEvent, Symbol};
 use keel_core::strategy::StrategySpec;
@@ -214,14 +213,14 @@ impl Handler<BotPaused> for SupervisorStub {
     }
 }
 
-impl Handler<BotExited> for SupervisorStub {
+impl Handler<ChildExited> for SupervisorStub {
     type Result = ();
 
-    fn handle(&mut self, exited: BotExited, _: &mut Context<Self>) {
-        if exited.reason == "stopped on request" {
+    fn handle(&mut self, exited: ChildExited, _: &mut Context<Self>) {
+        if exited.reason.is_requested() {
             return; // the end of a group
         }
-        eprintln!("bot {} exited during the bench: {}", exited.bot_id, exited.reason);
+        eprintln!("bot {} exited during the bench: {}", exited.child, exited.reason);
     }
 }
 
@@ -242,7 +241,7 @@ fn start_bot(
         paused: false,
         repo,
         feed: FeedAddress::default(),
-        lifeline: BotLifeline::new(BOT_ID, 1, supervisor.clone().recipient()),
+        lifeline: Lifeline::new(BOT_ID, 1, supervisor.clone().recipient()),
         supervisor: supervisor.clone().recipient(),
         live: None,
         exposure: None,

@@ -8,22 +8,27 @@
 //! - as a backstop it checks every child's mailbox on a timer and treats a closed one as a death.
 //!
 //! A dead child is restarted through its [`ChildSpec`], which rebuilds its state (from the store).
-//! Restarts are counted in a sliding window ([`RestartPolicy`]); past the budget the child is
-//! marked failed and a [`ChildFailed`] goes to the supervisor's parent instead of looping.
-//! Every restart increments `keel_actor_restarts_total{actor}`.
+//! Restarts are counted in a sliding window ([`RestartWindow`] under a [`RestartPolicy`]); past
+//! the budget the child is marked failed and a [`ChildFailed`] goes to the supervisor's parent
+//! instead of looping. Every restart increments `keel_actor_restarts_total{actor}`.
+//!
+//! The bot supervisor (`crate::bot::supervisor`) supervises its bot actors with the same pieces:
+//! a [`Lifeline`] per bot, an [`ExitReason`] per death, a [`RestartWindow`] per bot.
 
+mod exit;
 mod lifeline;
 mod panic;
+mod restart;
 mod slot;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-pub use lifeline::Lifeline;
-pub(crate) use panic::take_last_panic;
+pub use exit::ExitReason;
+pub use lifeline::{ChildExited, ChildKey, Lifeline};
 pub use panic::{catch_panic, install_panic_hook};
+pub use restart::{RestartPolicy, RestartWindow};
 use serde::Serialize;
 pub use slot::AddressSlot;
 
@@ -36,22 +41,6 @@ const STOP_POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// A supervisor's mailbox unless [`Supervisor::with_mailbox`] sets `mailboxes.supervisor`: small,
 /// because only lifecycle and status messages go there.
 pub const DEFAULT_MAILBOX: usize = 256;
-
-/// How many restarts a supervisor allows within a period before it gives up on a child.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// Restarts allowed within `period`.
-    pub max_restarts: u32,
-    /// Length of the sliding window.
-    pub period: Duration,
-}
-
-impl Default for RestartPolicy {
-    /// Three restarts in ten seconds, as in DESIGN.md.
-    fn default() -> Self {
-        Self { max_restarts: 3, period: Duration::from_secs(10) }
-    }
-}
 
 /// Why a child could not be started.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -99,15 +88,6 @@ where
     }
 }
 
-/// A child's lifeline was dropped or its mailbox found closed.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub(crate) struct ChildExited {
-    index: usize,
-    generation: u64,
-    reason: String,
-}
-
 /// Sent to a supervisor's parent when a child spent its restart budget.
 #[derive(Debug, Clone, Message, Serialize)]
 #[rtype(result = "()")]
@@ -117,7 +97,7 @@ pub struct ChildFailed {
     /// The child it gave up on.
     pub child: String,
     /// The child's last exit reason.
-    pub reason: String,
+    pub reason: ExitReason,
 }
 
 /// Asks a supervisor for the state of its children.
@@ -157,7 +137,7 @@ pub enum ChildState {
     Restarting,
     /// Spent its restart budget; no longer restarted.
     Failed {
-        /// The last exit reason.
+        /// The last exit reason, as text (readiness reports it).
         reason: String,
     },
     /// Stopped on request.
@@ -199,7 +179,7 @@ struct Child {
     handle: Option<Box<dyn ChildHandle>>,
     state: ChildState,
     generation: u64,
-    recent_restarts: VecDeque<Instant>,
+    window: RestartWindow,
     restarts: u64,
 }
 
@@ -270,7 +250,7 @@ impl Supervisor {
             handle: None,
             state: ChildState::Restarting,
             generation: 0,
-            recent_restarts: VecDeque::new(),
+            window: RestartWindow::new(self.policy),
             restarts: 0,
         });
         self
@@ -280,8 +260,8 @@ impl Supervisor {
         let me = ctx.address();
         let child = &mut self.children[index];
         child.generation += 1;
-        let lifeline =
-            Lifeline::new(index, child.generation, me.clone().recipient(), me.recipient());
+        let lifeline = Lifeline::new(index as ChildKey, child.generation, me.clone().recipient())
+            .escalating_to(me.recipient());
         match child.spec.start(lifeline) {
             Ok(handle) => {
                 child.handle = Some(handle);
@@ -298,12 +278,11 @@ impl Supervisor {
         }
     }
 
-    fn on_exit(&mut self, index: usize, reason: String, ctx: &mut Context<Self>) {
+    fn on_exit(&mut self, index: usize, reason: ExitReason, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         let name = self.name.clone();
-        let policy = self.policy;
         let Some(child) = self.children.get_mut(index) else {
             return;
         };
@@ -311,19 +290,15 @@ impl Supervisor {
             return;
         }
         child.handle = None;
-        let now = Instant::now();
-        while child.recent_restarts.front().is_some_and(|t| now.duration_since(*t) > policy.period)
-        {
-            child.recent_restarts.pop_front();
-        }
         let child_name = child.spec.name().to_owned();
-        if child.recent_restarts.len() >= policy.max_restarts as usize {
+        if !child.window.admit(Instant::now()) {
+            let policy = child.window.policy();
             tracing::error!(supervisor = %name, child = %child_name, %reason,
                 max_restarts = policy.max_restarts, period = ?policy.period,
                 "child spent its restart budget; marking it failed and escalating");
             metrics::counter!("keel_actor_failures_total", "actor" => child_name.clone())
                 .increment(1);
-            child.state = ChildState::Failed { reason: reason.clone() };
+            child.state = ChildState::Failed { reason: reason.to_string() };
             let failure = ChildFailed { supervisor: name, child: child_name, reason };
             if let Some(parent) = &self.parent {
                 parent.do_send(failure);
@@ -332,7 +307,6 @@ impl Supervisor {
         }
         tracing::warn!(supervisor = %name, child = %child_name, %reason, "restarting child");
         metrics::counter!("keel_actor_restarts_total", "actor" => child_name).increment(1);
-        child.recent_restarts.push_back(now);
         child.restarts += 1;
         child.state = ChildState::Restarting;
         self.start_child(index, ctx);
@@ -410,7 +384,7 @@ impl Actor for Supervisor {
                 .map(|(i, _)| i)
                 .collect();
             for index in dead {
-                this.on_exit(index, "mailbox closed".to_owned(), ctx);
+                this.on_exit(index, ExitReason::MailboxClosed, ctx);
             }
         });
     }
@@ -426,9 +400,10 @@ impl Handler<ChildExited> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: ChildExited, ctx: &mut Context<Self>) {
-        let current = self.children.get(msg.index).is_some_and(|c| c.generation == msg.generation);
+        let Ok(index) = usize::try_from(msg.child) else { return };
+        let current = self.children.get(index).is_some_and(|c| c.generation == msg.generation);
         if current {
-            self.on_exit(msg.index, msg.reason, ctx);
+            self.on_exit(index, msg.reason, ctx);
         }
     }
 }
@@ -513,9 +488,11 @@ impl ChildSpec for SupervisorSpec {
     }
 
     fn start(&mut self, lifeline: Lifeline) -> Result<Box<dyn ChildHandle>, StartError> {
-        let supervisor = Supervisor::new(self.name.clone(), self.policy)
-            .with_mailbox(self.mailbox)
-            .escalate_to(lifeline.escalation());
+        let mut supervisor =
+            Supervisor::new(self.name.clone(), self.policy).with_mailbox(self.mailbox);
+        if let Some(parent) = lifeline.escalation() {
+            supervisor = supervisor.escalate_to(parent);
+        }
         let supervisor = (self.children)().into_iter().fold(supervisor, Supervisor::boxed_child);
         Ok(Box::new(supervisor.with_lifeline(lifeline).start()))
     }

@@ -1,0 +1,106 @@
+//! A live bot's order plumbing: durable venue requests go out through the bot's
+//! [`LiveLink`](crate::bot::live::LiveLink), and the venue's answers come back into the engine.
+//! Open orders are polled, and a venue that keeps failing pauses the strategy.
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::{BotActor, VENUE_FAILURE_LIMIT};
+use crate::bot::live::{LiveResult, NOT_FOUND_GRACE, execute, order_of};
+use crate::supervisor::catch_panic;
+use keel_core::engine::{BotEventKind, ExecOutcome, Outbound};
+
+impl BotActor {
+    /// Sends durable requests to the venue; the answers are applied as they come.
+    pub(super) fn dispatch(&mut self, outbound: Vec<Outbound>, ctx: &mut Context<Self>) {
+        let Some(link) = self.args.live.clone() else {
+            tracing::error!(bot_id = self.id(), "a paper bot produced venue requests; dropped");
+            return;
+        };
+        if self.stopping {
+            // Left as recorded; the next start reconciles them with the venue.
+            return;
+        }
+        for request in &outbound {
+            let order = order_of(request);
+            self.in_flight.insert(order.id);
+            if matches!(request, Outbound::Place(_)) {
+                self.sent_at.insert(order.id, Instant::now());
+            }
+        }
+        let symbol = self.args.symbol.clone();
+        ctx.spawn(
+            execute(link, symbol, outbound)
+                .into_actor(self)
+                .map(|results, act, ctx| act.apply_live(results, ctx)),
+        );
+    }
+
+    /// Applies the venue's answers, pauses the strategy when the venue keeps failing, and stores
+    /// (and sends) whatever follows.
+    pub(super) fn apply_live(&mut self, results: Vec<LiveResult>, ctx: &mut Context<Self>) {
+        let mut last_error = None;
+        self.args.engine.observe_time(keel_venues::now_us() / 1000);
+        for result in results {
+            let id = result.order_id;
+            self.in_flight.remove(&id);
+            if result.cancel_failed {
+                self.args.engine.cancel_failed(id);
+            }
+            if let Some(err) = result.venue_error {
+                self.venue_failures += 1;
+                last_error = Some(err);
+            } else if result.order_answered {
+                self.venue_failures = 0;
+            }
+            let Some(report) = result.report else { continue };
+            let recent = self.sent_at.get(&id).is_some_and(|t| t.elapsed() < NOT_FOUND_GRACE);
+            if report.outcome == ExecOutcome::NotFound && recent {
+                continue;
+            }
+            let engine = &mut self.args.engine;
+            let fx = &mut self.fx;
+            if let Err(panic) = catch_panic(|| engine.on_exec(report, fx)) {
+                tracing::error!(bot_id = self.args.bot_id, %panic, "strategy panicked on a fill");
+                self.args.lifeline.crashed(format!("strategy panicked: {panic}"));
+                self.persist(ctx, None);
+                ctx.stop();
+                return;
+            }
+        }
+        if let Some(err) = last_error
+            && self.venue_failures >= VENUE_FAILURE_LIMIT
+            && !self.paused
+        {
+            let reason = format!("the venue failed {} times in a row: {err}", self.venue_failures);
+            self.args.engine.set_strategy_active(false);
+            let now = keel_venues::now_us() / 1000;
+            let message = reason.clone();
+            self.args.engine.log(
+                now,
+                BotEventKind::Log { level: "error".into(), message },
+                &mut self.fx,
+            );
+            self.fx.paused = Some(reason);
+        }
+        let open = self.args.engine.open_orders();
+        self.sent_at.retain(|id, _| open.iter().any(|o| o.id == *id));
+        self.persist(ctx, None);
+    }
+
+    /// Asks the venue about every open live order that has no request outstanding.
+    pub(super) fn poll_live(&mut self, ctx: &mut Context<Self>) {
+        let requests: Vec<Outbound> = self
+            .args
+            .engine
+            .open_orders()
+            .iter()
+            .filter(|o| !keel_core::engine::is_armed_stop(o) && !self.in_flight.contains(&o.id))
+            .map(|o| Outbound::Query(o.clone()))
+            .collect();
+        if !requests.is_empty() {
+            self.dispatch(requests, ctx);
+        }
+    }
+}

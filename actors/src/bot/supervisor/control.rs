@@ -1,0 +1,177 @@
+//! Controlling bots: start, stop, pause and resume; an owner's trading commands forwarded to the
+//! running bot; a live view for the read endpoints; and the kill switch, which stops all of a
+//! user's bots at once.
+
+use actix::prelude::*;
+
+use super::messages::{ControlBot, ForBot, GetLiveBot, KillReport, KillSwitch};
+use super::{BOT_DEADLINE, BotError, BotSupervisor, now_ms};
+use crate::bot::actor::{GetLive, SetPaused};
+use crate::mailbox::Ask;
+use keel_core::bot::{BotId, BotStatus, Control};
+
+impl Handler<Ask<ControlBot>> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<ControlBot>, ctx: &mut Context<Self>) {
+        let (ControlBot { user_id, bot_id, control }, replier) = ask.into_parts();
+        let record = match self.owned(user_id, bot_id).cloned() {
+            Ok(record) => record,
+            Err(err) => return replier.send(Err(err)),
+        };
+        if let Err(err) = self.not_busy(bot_id) {
+            return replier.send(Err(err));
+        }
+        let Some(next) = record.status.after(control) else {
+            return replier.send(Err(BotError::Conflict(format!(
+                "cannot {control:?} a bot that is {:?}",
+                record.status
+            ))));
+        };
+        match control {
+            Control::Stop => {
+                self.stop_bot(bot_id, false, ctx, move |r| replier.send(r.map(|(r, _)| r)))
+            }
+            Control::Start => {
+                let mut record = record;
+                record.status = next;
+                record.status_reason = None;
+                record.updated_ts = now_ms();
+                self.bots.insert(bot_id, record.clone());
+                self.restarts.remove(&bot_id);
+                if let Err(reason) = self.launch(bot_id, ctx) {
+                    self.mark_failed(bot_id, reason.clone(), ctx);
+                    return replier
+                        .send(Err(BotError::Conflict(format!("bot cannot start: {reason}"))));
+                }
+                self.save_then(record, ctx, move |r| replier.send(r));
+            }
+            Control::Pause | Control::Resume => {
+                let Some(running) = self.running.get(&bot_id) else {
+                    return replier
+                        .send(Err(BotError::Conflict(format!("bot {bot_id} is not running"))));
+                };
+                let addr = running.addr.clone();
+                self.busy.insert(bot_id, ());
+                let paused = control == Control::Pause;
+                ctx.spawn(
+                    async move {
+                        crate::mailbox::ask(&addr, SetPaused(paused), BOT_DEADLINE, "bot").await
+                    }
+                    .into_actor(self)
+                    .map(move |answer, act, ctx| {
+                        act.busy.remove(&bot_id);
+                        if let Err(err) = answer {
+                            return replier.send(Err(err.into()));
+                        }
+                        let mut record = record;
+                        record.status = next;
+                        record.status_reason = None;
+                        record.updated_ts = now_ms();
+                        act.save_then(record, ctx, move |r| replier.send(r));
+                    }),
+                );
+            }
+        }
+    }
+}
+
+impl Handler<Ask<ForBot>> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<ForBot>, ctx: &mut Context<Self>) {
+        let (ForBot { user_id, bot_id, command }, replier) = ask.into_parts();
+        let status = match self.owned(user_id, bot_id) {
+            Ok(record) => record.status,
+            Err(err) => return replier.send(Err(err)),
+        };
+        let Some(running) = self.running.get(&bot_id) else {
+            return replier.send(Err(BotError::Conflict(format!(
+                "bot {bot_id} is {status:?}; start it to trade"
+            ))));
+        };
+        let addr = running.addr.clone();
+        ctx.spawn(
+            async move {
+                match crate::mailbox::ask(&addr, command, BOT_DEADLINE, "bot").await {
+                    Ok(answer) => answer.map_err(BotError::from),
+                    Err(err) => Err(err.into()),
+                }
+            }
+            .into_actor(self)
+            .map(move |answer, _, _| replier.send(answer)),
+        );
+    }
+}
+
+impl Handler<Ask<GetLiveBot>> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<GetLiveBot>, ctx: &mut Context<Self>) {
+        let (GetLiveBot { user_id, bot_id }, replier) = ask.into_parts();
+        let record = match self.owned(user_id, bot_id) {
+            Ok(record) => record.clone(),
+            Err(err) => return replier.send(Err(err)),
+        };
+        let Some(running) = self.running.get(&bot_id) else {
+            return replier.send(Ok((record, None)));
+        };
+        let addr = running.addr.clone();
+        ctx.spawn(
+            async move { crate::mailbox::ask(&addr, GetLive, BOT_DEADLINE, "bot").await }
+                .into_actor(self)
+                .map(move |answer, _, _| {
+                    replier.send(answer.map(|live| (record, Some(live))).map_err(BotError::from));
+                }),
+        );
+    }
+}
+
+impl Handler<Ask<KillSwitch>> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<KillSwitch>, ctx: &mut Context<Self>) {
+        let (KillSwitch { user_id, flatten }, replier) = ask.into_parts();
+        let targets: Vec<BotId> = self
+            .bots
+            .values()
+            .filter(|b| {
+                b.user_id == user_id && (b.status.is_active() || b.status == BotStatus::Failed)
+            })
+            .map(|b| b.id)
+            .collect();
+        tracing::warn!(user_id, bots = targets.len(), flatten, "kill switch");
+        let report = std::rc::Rc::new(std::cell::RefCell::new(KillReport::default()));
+        let replier = std::rc::Rc::new(std::cell::RefCell::new(Some(replier)));
+        let pending = std::rc::Rc::new(std::cell::Cell::new(targets.len()));
+        if targets.is_empty() {
+            if let Some(r) = replier.borrow_mut().take() {
+                r.send(Ok(KillReport::default()));
+            }
+            return;
+        }
+        for bot_id in targets {
+            let (report, replier, pending) = (report.clone(), replier.clone(), pending.clone());
+            // A bot busy with another change is stopped anyway: the kill switch wins.
+            self.busy.remove(&bot_id);
+            self.stop_bot(bot_id, flatten, ctx, move |result| {
+                {
+                    let mut report = report.borrow_mut();
+                    match result {
+                        Ok((_, canceled)) => {
+                            report.bots_stopped += 1;
+                            report.orders_canceled += canceled;
+                        }
+                        Err(_) => report.failed.push(bot_id),
+                    }
+                }
+                pending.set(pending.get() - 1);
+                if pending.get() == 0
+                    && let Some(r) = replier.borrow_mut().take()
+                {
+                    r.send(Ok(report.borrow().clone()));
+                }
+            });
+        }
+    }
+}

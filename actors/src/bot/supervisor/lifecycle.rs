@@ -1,0 +1,237 @@
+//! Bot actors' lives: launching one (its engine rebuilt from the store, on one of the arbiters),
+//! stopping one, restarting one that died within its [`RestartWindow`], marking a bot failed past
+//! it, and the process shutdown.
+//!
+//! Bot actors own a [`Lifeline`] like every supervised actor, so their deaths arrive here as
+//! [`ChildExited`] with an [`ExitReason`](crate::supervisor::ExitReason).
+
+use std::time::Instant;
+
+use actix::prelude::*;
+
+use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
+use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, StopBot};
+use crate::bot::exposure::ExposureLink;
+use crate::bot::live::LiveLink;
+use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
+use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus};
+use keel_core::engine::{BotEngine, EngineConfig};
+use keel_core::market::VenueId;
+use keel_core::trading::paper::PaperConfig;
+
+impl BotSupervisor {
+    /// Starts the actor of an active bot, rebuilding its engine from the store.
+    pub(super) fn launch(&mut self, bot_id: BotId, ctx: &mut Context<Self>) -> Result<(), String> {
+        let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
+        let strategy = keel_core::strategy::build(&record.strategy, &record.filters)
+            .map_err(|errors| format!("strategy does not build: {errors:?}"))?;
+        let state = self.repo.state(bot_id).map_err(|e| e.to_string())?;
+        let open = self.repo.open_orders(bot_id).map_err(|e| e.to_string())?;
+        let engine_config = EngineConfig {
+            bot_id,
+            filters: record.filters.clone(),
+            risk: record.risk.clone(),
+            bracket: record.bracket,
+            paper: PaperConfig {
+                fee_bps: record.paper.fee_bps,
+                slippage_bps: self.config.paper_slippage_bps,
+            },
+            allow_short: record.venue == VenueId::BinanceFutures,
+            live: record.mode == BotMode::Live,
+        };
+        let live =
+            match record.mode {
+                BotMode::Paper => None,
+                BotMode::Live => Some(LiveLink {
+                    rest: self.config.live.rest.get(&record.venue).cloned().ok_or_else(|| {
+                        format!("live orders on {} are not configured", record.venue)
+                    })?,
+                    vault: self.config.live.vault.clone(),
+                    user_id: record.user_id,
+                    credential_id: record
+                        .exchange_account_id
+                        .ok_or("a live bot needs an account")?,
+                }),
+            };
+        let mut state = state;
+        if state.last_order_id == 0 && state.position == Default::default() {
+            state.position.quote_balance = record.paper.starting_quote;
+        }
+        let engine = BotEngine::new(engine_config, state, strategy, open);
+        self.generation += 1;
+        let args = BotActorArgs {
+            bot_id,
+            symbol: record.symbol.clone(),
+            engine,
+            paused: record.status == BotStatus::Paused,
+            repo: self.repo.clone(),
+            feed: self.feeds.get(&record.venue).cloned().unwrap_or_default(),
+            lifeline: Lifeline::new(bot_id, self.generation, ctx.address().recipient()),
+            supervisor: ctx.address().recipient(),
+            live,
+            user_id: record.user_id,
+            sessions: self.config.sessions.clone(),
+            mailbox: self.config.bot_mailbox,
+            exposure: self
+                .exposure
+                .as_ref()
+                .map(|book| ExposureLink { book: book.clone(), user_id: record.user_id }),
+        };
+        if self.arbiters.is_empty() {
+            self.arbiters = (0..self.config.arbiters.max(1)).map(|_| Arbiter::new()).collect();
+        }
+        let arbiter = &self.arbiters[self.next_arbiter % self.arbiters.len()];
+        self.next_arbiter = self.next_arbiter.wrapping_add(1);
+        let addr = BotActor::start_in_arbiter(&arbiter.handle(), move |_| BotActor::new(args));
+        self.running.insert(bot_id, RunningBot { addr, generation: self.generation });
+        Ok(())
+    }
+
+    pub(super) fn mark_failed(&mut self, bot_id: BotId, reason: String, ctx: &mut Context<Self>) {
+        tracing::error!(bot_id, %reason, "bot failed");
+        metrics::counter!("keel_actor_failures_total", "actor" => "bot").increment(1);
+        if let Some(mut record) = self.bots.get(&bot_id).cloned() {
+            record.status = BotStatus::Failed;
+            record.status_reason = Some(reason);
+            record.updated_ts = now_ms();
+            self.save_then(record, ctx, |_| ());
+        }
+    }
+
+    pub(super) fn stop_bot(
+        &mut self,
+        bot_id: BotId,
+        flatten: bool,
+        ctx: &mut Context<Self>,
+        reply: impl FnOnce(Result<(BotRecord, usize), BotError>) + 'static,
+    ) {
+        let Some(running) = self.running.remove(&bot_id) else {
+            // Failed bots have no actor: just record the stop.
+            let Some(mut record) = self.bots.get(&bot_id).cloned() else {
+                return reply(Err(BotError::NotFound(bot_id)));
+            };
+            record.status = BotStatus::Stopped;
+            record.status_reason = None;
+            record.updated_ts = now_ms();
+            return self.save_then(record, ctx, move |r| reply(r.map(|r| (r, 0))));
+        };
+        self.busy.insert(bot_id, ());
+        let addr = running.addr;
+        ctx.spawn(
+            async move { crate::mailbox::ask(&addr, StopBot { flatten }, BOT_DEADLINE, "bot").await }
+                .into_actor(self)
+                .map(move |answer, act, ctx| {
+                    act.busy.remove(&bot_id);
+                    let canceled = match answer {
+                        Ok(Ok(n)) => n,
+                        Ok(Err(err)) => return reply(Err(err.into())),
+                        Err(err) => return reply(Err(err.into())),
+                    };
+                    let Some(mut record) = act.bots.get(&bot_id).cloned() else {
+                        return reply(Err(BotError::NotFound(bot_id)));
+                    };
+                    record.status = BotStatus::Stopped;
+                    record.status_reason = None;
+                    record.updated_ts = now_ms();
+                    act.save_then(record, ctx, move |r| reply(r.map(|r| (r, canceled))));
+                }),
+        );
+    }
+}
+
+impl Actor for BotSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.config.mailbox);
+        let active: Vec<BotId> =
+            self.bots.values().filter(|b| b.status.is_active()).map(|b| b.id).collect();
+        tracing::info!(bots = self.bots.len(), resuming = active.len(), "bot supervisor started");
+        for bot_id in active {
+            if let Err(reason) = self.launch(bot_id, ctx) {
+                self.mark_failed(bot_id, reason, ctx);
+            }
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}
+
+impl Handler<ChildExited> for BotSupervisor {
+    type Result = ();
+
+    /// A bot actor went away: restart it within its budget, or mark the bot failed.
+    fn handle(&mut self, exit: ChildExited, ctx: &mut Context<Self>) {
+        let ChildExited { child: bot_id, generation, reason } = exit;
+        let current = self.running.get(&bot_id).map(|r| r.generation);
+        if current == Some(generation) {
+            self.running.remove(&bot_id);
+        } else {
+            // An incarnation already replaced or stopped on purpose.
+            if self.stopping && self.running.is_empty() {
+                ctx.stop();
+            }
+            return;
+        }
+        if self.stopping {
+            if self.running.is_empty() {
+                ctx.stop();
+            }
+            return;
+        }
+        if reason.is_requested() {
+            return;
+        }
+        tracing::warn!(bot_id, %reason, "bot actor died");
+        let policy = self.config.policy;
+        let window = self.restarts.entry(bot_id).or_insert_with(|| RestartWindow::new(policy));
+        if !window.admit(Instant::now()) {
+            self.mark_failed(bot_id, reason.to_string(), ctx);
+            return;
+        }
+        metrics::counter!("keel_actor_restarts_total", "actor" => "bot").increment(1);
+        if let Err(launch) = self.launch(bot_id, ctx) {
+            self.mark_failed(bot_id, format!("{reason}; restart failed: {launch}"), ctx);
+        }
+    }
+}
+
+impl Handler<BotPaused> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BotPaused, ctx: &mut Context<Self>) {
+        let Some(mut record) = self.bots.get(&msg.bot_id).cloned() else { return };
+        if record.status != BotStatus::Running {
+            return;
+        }
+        tracing::warn!(bot_id = msg.bot_id, reason = %msg.reason, "bot paused itself");
+        record.status = BotStatus::Paused;
+        record.status_reason = Some(msg.reason);
+        record.updated_ts = now_ms();
+        self.save_then(record, ctx, |_| ());
+    }
+}
+
+impl Handler<Stop> for BotSupervisor {
+    type Result = ();
+
+    /// Process shutdown: bots save their state and stop; they resume on the next start.
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        if let Some(lifeline) = self.lifeline.as_mut() {
+            lifeline.stopped_on_request();
+        }
+        if self.running.is_empty() {
+            ctx.stop();
+            return;
+        }
+        for running in self.running.values() {
+            running.addr.do_send(Stop);
+        }
+        ctx.run_later(SHUTDOWN_GRACE, |_, ctx| ctx.stop());
+    }
+}

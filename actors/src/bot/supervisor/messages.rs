@@ -1,0 +1,110 @@
+//! What the API asks of the bot supervisor: one query per bot operation, each answered with the
+//! bot's definition or a [`BotError`].
+
+use serde::Serialize;
+
+use super::BotError;
+use crate::bot::actor::{LiveView, TradeCommand, TradeOutcome};
+use crate::mailbox::Query;
+use keel_core::bot::{BotId, BotRecord, Control, UserId};
+
+macro_rules! query {
+    ($name:ident => $answer:ty) => {
+        impl Query for $name {
+            type Answer = $answer;
+        }
+    };
+}
+
+/// Defines a new bot (`id` is assigned here).
+#[derive(Debug, Clone)]
+pub struct CreateBot(pub BotRecord);
+query!(CreateBot => Result<BotRecord, BotError>);
+
+/// Replaces an idle bot's definition.
+#[derive(Debug, Clone)]
+pub struct UpdateBot(pub BotRecord);
+query!(UpdateBot => Result<BotRecord, BotError>);
+
+/// Deletes an idle bot and its history.
+#[derive(Debug, Clone, Copy)]
+pub struct DeleteBot {
+    /// Owner.
+    pub user_id: UserId,
+    /// Bot.
+    pub bot_id: BotId,
+}
+query!(DeleteBot => Result<(), BotError>);
+
+/// One bot's definition.
+#[derive(Debug, Clone, Copy)]
+pub struct GetBot {
+    /// Owner.
+    pub user_id: UserId,
+    /// Bot.
+    pub bot_id: BotId,
+}
+query!(GetBot => Result<BotRecord, BotError>);
+
+/// The user's bots.
+#[derive(Debug, Clone, Copy)]
+pub struct ListBots {
+    /// Owner.
+    pub user_id: UserId,
+}
+query!(ListBots => Vec<BotRecord>);
+
+/// Start, stop, pause or resume.
+#[derive(Debug, Clone, Copy)]
+pub struct ControlBot {
+    /// Owner.
+    pub user_id: UserId,
+    /// Bot.
+    pub bot_id: BotId,
+    /// What to do.
+    pub control: Control,
+}
+query!(ControlBot => Result<BotRecord, BotError>);
+
+/// An owner's trading command for a running bot.
+#[derive(Debug, Clone)]
+pub struct ForBot {
+    /// Owner.
+    pub user_id: UserId,
+    /// Bot.
+    pub bot_id: BotId,
+    /// The command.
+    pub command: TradeCommand,
+}
+query!(ForBot => Result<TradeOutcome, BotError>);
+
+/// A bot's definition and, when running, its live view.
+#[derive(Debug, Clone, Copy)]
+pub struct GetLiveBot {
+    /// Owner.
+    pub user_id: UserId,
+    /// Bot.
+    pub bot_id: BotId,
+}
+query!(GetLiveBot => Result<(BotRecord, Option<LiveView>), BotError>);
+
+/// Stops every bot of a user, canceling their orders, and optionally flattens them.
+#[derive(Debug, Clone, Copy)]
+pub struct KillSwitch {
+    /// Owner.
+    pub user_id: UserId,
+    /// Close positions with market orders first.
+    pub flatten: bool,
+}
+query!(KillSwitch => Result<KillReport, BotError>);
+
+/// What the kill switch did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct KillReport {
+    /// Bots stopped.
+    pub bots_stopped: usize,
+    /// Orders canceled.
+    pub orders_canceled: usize,
+    /// Bots that did not answer in time (their state is unchanged).
+    pub failed: Vec<BotId>,
+}
