@@ -559,9 +559,10 @@ mod tests {
         }
         let store = crate::store::once_released(
             || Store::open(&StoreConfig::new(dir.path())),
-            |err| err.to_string().contains("lock"),
+            // `StoreError` displays as "storage error": the lock is named by sled's own error.
+            |err| matches!(err, StoreError::Sled(e) if e.to_string().contains("lock")),
         )
-        .unwrap_or_else(|err| panic!("reopening the store: {err}"));
+        .unwrap_or_else(|err| panic!("reopening the store: {err:?}"));
         assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 3);
         let repo = BotRepo::new(&store).unwrap();
         assert_eq!(repo.state(9).unwrap(), state);
