@@ -84,24 +84,6 @@ pub struct Registered {
     tokens: TokenPair,
 }
 
-impl From<IdentityError> for ApiError {
-    fn from(err: IdentityError) -> Self {
-        match err {
-            IdentityError::EmailTaken => {
-                ApiError::conflict("an account with this email already exists")
-            }
-            IdentityError::InvalidCredentials => {
-                ApiError::unauthorized("invalid email or password")
-            }
-            IdentityError::InvalidRefreshToken | IdentityError::RefreshTokenReused => {
-                ApiError::unauthorized(err.to_string())
-            }
-            IdentityError::Overloaded => ApiError::overloaded("password hashing"),
-            IdentityError::Hashing | IdentityError::Store(_) => ApiError::internal(err),
-        }
-    }
-}
-
 /// Validates email and password shape, collecting both problems at once.
 fn check_new_credentials(body: &Credentials) -> Result<String, ApiError> {
     let email = normalize_email(&body.email);
@@ -293,8 +275,7 @@ pub async fn delete_me(
         state.settings.request_timeout(),
         "vault",
     )
-    .await?
-    .map_err(super::accounts::vault_error)?;
+    .await??;
     let identity = &state.identity;
     identity.sessions.remove_all(user.user_id).map_err(ApiError::internal)?;
     identity.users.delete(user.user_id).map_err(ApiError::internal)?;

@@ -18,7 +18,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt as _;
 use keel_actors::backtest::BacktestConfig;
 use keel_actors::backtest::input::TradeReader;
-use keel_actors::backtest::jobs::{Canceled, JobId, JobSpec, JobView, SubmitError};
+use keel_actors::backtest::jobs::{Canceled, JobId, JobSpec, JobView};
 use keel_actors::bot::Bracket;
 use keel_core::market::{Symbol, VenueId};
 use keel_core::strategy::StrategySpec;
@@ -27,7 +27,7 @@ use keel_venues::sim::Instrument;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::error::ErrorResponse;
+use super::error::{ErrorResponse, backtest_not_found};
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
@@ -122,26 +122,12 @@ pub struct Upload {
 /// 404 of `/backtests/{id}`.
 const BACKTEST_NOT_FOUND: &str = "No such backtest of the caller's (`BACKTEST_NOT_FOUND`).";
 
-fn not_found(id: JobId) -> ApiError {
-    ApiError::not_found("BACKTEST_NOT_FOUND", format!("no backtest {id} for this user"))
-}
-
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         "PAYLOAD_TOO_LARGE",
         format!("uploads are limited to {limit} bytes (backtests.max_upload_bytes)"),
     )
-}
-
-fn submit_error(err: SubmitError) -> ApiError {
-    match err {
-        SubmitError::TooMany { .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_BACKTESTS", err.to_string())
-                .retry_after(5)
-        }
-        SubmitError::Busy => ApiError::overloaded("the backtest queue"),
-    }
 }
 
 /// Runs file-system work off the HTTP worker.
@@ -456,7 +442,7 @@ pub async fn create(
         symbol,
         skip_bad_rows: body.skip_bad_rows,
     };
-    let view = state.backtests.submit(user.user_id, spec).map_err(submit_error)?;
+    let view = state.backtests.submit(user.user_id, spec)?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("{}/backtests/{}", super::API_PREFIX, view.id)))
         .json(view))
@@ -488,7 +474,7 @@ pub async fn get(
     id: web::Path<JobId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let view = state.backtests.get(user.user_id, id).ok_or_else(|| not_found(id))?;
+    let view = state.backtests.get(user.user_id, id).ok_or_else(|| backtest_not_found(id))?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -510,7 +496,7 @@ pub async fn cancel(
     id: web::Path<JobId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match state.backtests.cancel(user.user_id, id).ok_or_else(|| not_found(id))? {
+    match state.backtests.cancel(user.user_id, id).ok_or_else(|| backtest_not_found(id))? {
         Canceled::Requested(view) => Ok(HttpResponse::Accepted().json(*view)),
         Canceled::Removed => Ok(HttpResponse::NoContent().finish()),
     }

@@ -3,7 +3,7 @@
 
 use actix_web::{HttpResponse, web};
 use keel_actors::bot::supervisor::{ControlBot, CreateBot, DeleteBot, GetBot, ListBots, UpdateBot};
-use keel_actors::bot::{BotError, BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
+use keel_actors::bot::{BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
 use keel_actors::feed::{GetInstrument, InstrumentError};
 use keel_actors::mailbox::ask;
 use keel_actors::vault::ListCredentials;
@@ -13,7 +13,6 @@ use keel_core::trading::InstrumentFilters;
 use keel_core::trading::risk::RiskLimits;
 use serde::Deserialize;
 
-use super::accounts::vault_error;
 use super::error::ErrorResponse;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
@@ -99,19 +98,6 @@ mod double_option {
     }
 }
 
-/// Maps bot errors to API errors.
-pub fn bot_error(err: BotError) -> ApiError {
-    match err {
-        BotError::NotFound(id) => {
-            ApiError::not_found("BOT_NOT_FOUND", format!("no bot {id} for this user"))
-        }
-        BotError::Conflict(message) | BotError::Limit(message) => ApiError::conflict(message),
-        BotError::Trade(err) => super::trading::trade_error(err),
-        BotError::Unavailable(err) => err.into(),
-        BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
-    }
-}
-
 fn now_ms() -> u64 {
     keel_venues::now_us() / 1000
 }
@@ -153,9 +139,7 @@ async fn check_account(
 ) -> Result<(), ApiError> {
     let Some(account) = account else { return Ok(()) };
     let query = ListCredentials { user_id };
-    let accounts = ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
-        .await?
-        .map_err(vault_error)?;
+    let accounts = ask(&state.vault()?, query, state.settings.request_timeout(), "vault").await??;
     let Some(found) = accounts.iter().find(|a| a.id == account && a.venue == venue.as_str()) else {
         details.push(FieldError::new(
             "exchange_account_id",
@@ -300,9 +284,8 @@ pub async fn create(
         updated_ts: now,
     };
     validate(&state, &mut record, details).await?;
-    let created = ask(&state.bots()?, CreateBot(record), state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let created =
+        ask(&state.bots()?, CreateBot(record), state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -329,9 +312,8 @@ pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResp
 
 /// One of the user's bots, or 404.
 pub async fn owned_bot(state: &AppState, user_id: u64, bot_id: u64) -> Result<BotRecord, ApiError> {
-    ask(&state.bots()?, GetBot { user_id, bot_id }, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)
+    Ok(ask(&state.bots()?, GetBot { user_id, bot_id }, state.settings.request_timeout(), "bots")
+        .await??)
 }
 
 /// `GET /bots/{id}`.
@@ -398,9 +380,8 @@ pub async fn update(
     }
     record.updated_ts = now_ms();
     validate(&state, &mut record, Vec::new()).await?;
-    let updated = ask(&state.bots()?, UpdateBot(record), state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let updated =
+        ask(&state.bots()?, UpdateBot(record), state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Ok().json(updated))
 }
 
@@ -422,9 +403,7 @@ pub async fn delete(
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let query = DeleteBot { user_id: user.user_id, bot_id: id.into_inner() };
-    ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -455,8 +434,6 @@ pub async fn control(
     let control = Control::parse(&action)
         .ok_or_else(|| ApiError::not_found("NOT_FOUND", format!("no bot action `{action}`")))?;
     let query = ControlBot { user_id: user.user_id, bot_id, control };
-    let record = ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let record = ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Ok().json(record))
 }

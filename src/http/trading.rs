@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use keel_actors::bot::repo::Page;
 use keel_actors::bot::supervisor::KillReport;
 use keel_actors::bot::supervisor::{ForBot, GetLiveBot, KillSwitch, ListBots};
-use keel_actors::bot::{BotRecord, BotStatus, LiveView, TradeCommand, TradeError, TradeOutcome};
+use keel_actors::bot::{BotRecord, BotStatus, LiveView, TradeCommand, TradeOutcome};
 use keel_actors::mailbox::ask;
 use keel_core::bot::performance;
 use keel_core::engine::BotEvent;
@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::ApiError;
-use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT, bot_error};
+use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT};
 use super::error::ErrorResponse;
 
 /// 422 of the paged reports.
@@ -60,28 +60,14 @@ impl PageQuery {
     }
 }
 
-/// Maps a bot's trading errors.
-pub fn trade_error(err: TradeError) -> ApiError {
-    match err {
-        TradeError::Rejected(rejection) => ApiError::new(
-            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "ORDER_REJECTED",
-            format!("{}: {}", rejection.code, rejection.reason),
-        ),
-        TradeError::Cancel(err) => ApiError::conflict(err.to_string()),
-        TradeError::Store => ApiError::internal(anyhow::anyhow!("order storage failed")),
-    }
-}
-
 /// The bot (404 unless it is the user's) and, when running, its live view.
 async fn live(
     state: &AppState,
     user_id: u64,
     bot_id: u64,
 ) -> Result<(BotRecord, Option<LiveView>), ApiError> {
-    ask(&state.bots()?, GetLiveBot { user_id, bot_id }, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)
+    let query = GetLiveBot { user_id, bot_id };
+    Ok(ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??)
 }
 
 /// Reads the store off the worker thread.
@@ -354,9 +340,7 @@ async fn command(
 ) -> Result<HttpResponse, ApiError> {
     let is_cancel = matches!(command, TradeCommand::Cancel(_));
     let query = ForBot { user_id, bot_id, command };
-    let outcome = ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let outcome = ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     // A live order the venue has not answered yet (or a cancel it has not confirmed): 202, and
     // the order's later states show in `GET /bots/{id}/orders` and the bot's events.
     let pending = matches!(&outcome, TradeOutcome::Order(o)
@@ -484,7 +468,7 @@ pub async fn kill_switch(
     let report = ask(&state.bots()?, query, timeout, "bots")
         .await
         .map_err(ApiError::from)?
-        .map_err(bot_error)?;
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(report))
 }
 
