@@ -1,8 +1,10 @@
 //! What a bot is: its definition, its lifecycle state machine, and validation of what owners send.
 //!
 //! - [`performance`]: P&L, win rate, drawdown and exposure from a bot's fills.
+//! - [`report`]: the position and portfolio views of one user's bots.
 
 pub mod performance;
+pub mod report;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
