@@ -7,11 +7,13 @@
 
 use actix_web::http::StatusCode;
 use keel_actors::backtest::jobs::{JobId, SubmitError};
+use keel_actors::bot::admission::AdmissionError;
 use keel_actors::bot::{BotError, TradeError};
 use keel_actors::feed::FeedError;
 use keel_actors::identity::IdentityError;
 use keel_actors::mailbox::AskError;
 use keel_actors::vault::VaultError;
+use keel_core::bot::admission::NotEditable;
 use keel_core::market::VenueId;
 
 use super::{ApiError, RETRY_AFTER_SECS};
@@ -63,6 +65,29 @@ impl From<TradeError> for ApiError {
             TradeError::Cancel(err) => ApiError::conflict(err.to_string()),
             TradeError::Store => ApiError::internal(anyhow::anyhow!("order storage failed")),
         }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    /// A bot definition that could not be checked (a wrong one is 422 with its fields).
+    fn from(err: AdmissionError) -> Self {
+        match err {
+            AdmissionError::Unavailable(err) => err.into(),
+            AdmissionError::MarketDataUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "MARKET_DATA_UNAVAILABLE",
+                err.to_string(),
+            )
+            .retry_after(5),
+            AdmissionError::Vault(err) => err.into(),
+        }
+    }
+}
+
+impl From<NotEditable> for ApiError {
+    /// A running or paused bot cannot be edited: 409.
+    fn from(err: NotEditable) -> Self {
+        ApiError::conflict(err.to_string())
     }
 }
 
