@@ -75,11 +75,11 @@ async fn live(
 async fn read<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, keel_actors::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(f).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
+    Ok(web::block(f).await.map_err(ApiError::internal)??)
 }
 
 fn repo(state: &AppState) -> Result<keel_actors::bot::BotRepo, ApiError> {
-    keel_actors::bot::BotRepo::new(&state.store).map_err(ApiError::internal)
+    Ok(keel_actors::bot::BotRepo::new(&state.store)?)
 }
 
 /// Durable fill and event watermarks: a running bot's, or everything for a stopped one.

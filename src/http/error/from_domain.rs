@@ -12,6 +12,7 @@ use keel_actors::bot::{BotError, TradeError};
 use keel_actors::feed::FeedError;
 use keel_actors::identity::IdentityError;
 use keel_actors::mailbox::AskError;
+use keel_actors::store::StoreError;
 use keel_actors::vault::VaultError;
 use keel_core::bot::admission::NotEditable;
 use keel_core::market::VenueId;
@@ -35,6 +36,13 @@ impl From<AskError> for ApiError {
             )
             .retry_after(RETRY_AFTER_SECS),
         }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// A store failure is 500; the cause is logged, never sent.
+    fn from(err: StoreError) -> Self {
+        ApiError::internal(err)
     }
 }
 
