@@ -2,9 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use keel_actors::mailbox::ask;
-use keel_actors::vault::{
-    AddCredential, CredentialView, ListCredentials, RemoveCredential, VaultError,
-};
+use keel_actors::vault::{AddCredential, CredentialView, ListCredentials, RemoveCredential};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
@@ -75,19 +73,6 @@ pub(super) fn validate(body: &NewAccount) -> Result<(), ApiError> {
     if details.is_empty() { Ok(()) } else { Err(ApiError::validation(details)) }
 }
 
-/// Maps vault errors to API errors; nothing secret is in any of them.
-pub fn vault_error(err: VaultError) -> ApiError {
-    match err {
-        VaultError::NotFound => {
-            ApiError::not_found("EXCHANGE_ACCOUNT_NOT_FOUND", "no such exchange account")
-        }
-        VaultError::Limit(n) => {
-            ApiError::conflict(format!("at most {n} exchange accounts per user"))
-        }
-        other => ApiError::internal(other),
-    }
-}
-
 /// `POST /exchange-accounts`.
 ///
 /// # Errors
@@ -118,9 +103,7 @@ pub async fn create(
         api_secret: body.api_secret,
         testnet: body.testnet,
     };
-    let view = ask(&state.vault()?, add, state.settings.request_timeout(), "vault")
-        .await?
-        .map_err(vault_error)?;
+    let view = ask(&state.vault()?, add, state.settings.request_timeout(), "vault").await??;
     Ok(HttpResponse::Created().json(view))
 }
 
@@ -137,9 +120,7 @@ pub async fn create(
     ))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query = ListCredentials { user_id: user.user_id };
-    let views = ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
-        .await?
-        .map_err(vault_error)?;
+    let views = ask(&state.vault()?, query, state.settings.request_timeout(), "vault").await??;
     Ok(HttpResponse::Ok().json(Items { items: views }))
 }
 
@@ -162,8 +143,6 @@ pub async fn delete(
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let query = RemoveCredential { user_id: user.user_id, credential_id: id.into_inner() };
-    ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
-        .await?
-        .map_err(vault_error)?;
+    ask(&state.vault()?, query, state.settings.request_timeout(), "vault").await??;
     Ok(HttpResponse::NoContent().finish())
 }

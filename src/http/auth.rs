@@ -84,24 +84,6 @@ pub struct Registered {
     tokens: TokenPair,
 }
 
-impl From<IdentityError> for ApiError {
-    fn from(err: IdentityError) -> Self {
-        match err {
-            IdentityError::EmailTaken => {
-                ApiError::conflict("an account with this email already exists")
-            }
-            IdentityError::InvalidCredentials => {
-                ApiError::unauthorized("invalid email or password")
-            }
-            IdentityError::InvalidRefreshToken | IdentityError::RefreshTokenReused => {
-                ApiError::unauthorized(err.to_string())
-            }
-            IdentityError::Overloaded => ApiError::overloaded("password hashing"),
-            IdentityError::Hashing | IdentityError::Store(_) => ApiError::internal(err),
-        }
-    }
-}
-
 /// Validates email and password shape, collecting both problems at once.
 fn check_new_credentials(body: &Credentials) -> Result<String, ApiError> {
     let email = normalize_email(&body.email);
@@ -123,7 +105,7 @@ fn check_new_credentials(body: &Credentials) -> Result<String, ApiError> {
 async fn start_session(state: &AppState, user_id: u64) -> Result<TokenPair, ApiError> {
     let identity = &state.identity;
     let (session, refresh) = identity.sessions.start(user_id, identity.refresh_ttl)?;
-    state.store.commit().await.map_err(ApiError::internal)?;
+    state.store.commit().await?;
     token_pair(state, user_id, session.id, refresh.0, session.expires_at_ms)
 }
 
@@ -201,7 +183,7 @@ pub async fn login(
         metrics::counter!("keel_login_throttled_total").increment(1);
         return Err(ApiError::rate_limited(wait.as_secs().max(1)));
     }
-    let user = state.identity.users.by_email(&email).map_err(ApiError::internal)?;
+    let user = state.identity.users.by_email(&email)?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let matched = state.identity.hasher.verify(stored, body.password).await?;
     let Some(user) = user.filter(|_| matched) else {
@@ -231,9 +213,9 @@ pub async fn refresh(
     let identity = &state.identity;
     let result = identity.sessions.rotate(&body.refresh_token);
     // A detected reuse revoked the session: make that durable before answering.
-    state.store.commit().await.map_err(ApiError::internal)?;
+    state.store.commit().await?;
     let (session, next) = result?;
-    if !identity.users.exists(session.user_id).map_err(ApiError::internal)? {
+    if !identity.users.exists(session.user_id)? {
         return Err(IdentityError::InvalidRefreshToken.into());
     }
     let tokens = token_pair(&state, session.user_id, session.id, next.0, session.expires_at_ms)?;
@@ -247,12 +229,8 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
     responses((status = 204, description = "The session is over.")))]
 pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state
-        .identity
-        .sessions
-        .revoke(user.user_id, user.session_id, "logout")
-        .map_err(ApiError::internal)?;
-    state.store.commit().await.map_err(ApiError::internal)?;
+    state.identity.sessions.revoke(user.user_id, user.session_id, "logout")?;
+    state.store.commit().await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -266,8 +244,7 @@ pub async fn me(user: AuthUser, state: web::Data<AppState>) -> Result<HttpRespon
     let record = state
         .identity
         .users
-        .get(user.user_id)
-        .map_err(ApiError::internal)?
+        .get(user.user_id)?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
     Ok(HttpResponse::Ok().json(UserView::from(&record)))
 }
@@ -293,12 +270,11 @@ pub async fn delete_me(
         state.settings.request_timeout(),
         "vault",
     )
-    .await?
-    .map_err(super::accounts::vault_error)?;
+    .await??;
     let identity = &state.identity;
-    identity.sessions.remove_all(user.user_id).map_err(ApiError::internal)?;
-    identity.users.delete(user.user_id).map_err(ApiError::internal)?;
-    state.store.commit().await.map_err(ApiError::internal)?;
+    identity.sessions.remove_all(user.user_id)?;
+    identity.users.delete(user.user_id)?;
+    state.store.commit().await?;
     tracing::info!(user_id = user.user_id, credentials = removed, "account deleted");
     Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
 }

@@ -7,105 +7,27 @@
 //!   `Location`. `GET /backtests/{id}` shows its progress, then its report; `DELETE` cancels it
 //!   (202), or forgets a finished one (204). `GET /backtests` lists the caller's jobs.
 //!
-//! The handlers only validate and queue: the backtest itself runs on the pool's threads
-//! (`keel_actors::backtest::jobs`), never on an HTTP worker. Another user's job is 404.
-
-use std::path::{Path, PathBuf};
+//! The handlers only stream, hand over and queue: an upload's check and a request's validation
+//! are `keel_actors::backtest::{upload, request}`, run on blocking threads, and the backtest
+//! itself runs on the pool's threads (`keel_actors::backtest::jobs`), never on an HTTP worker.
+//! Another user's job is 404.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt as _;
-use keel_actors::backtest::BacktestConfig;
-use keel_actors::backtest::input::TradeReader;
-use keel_actors::backtest::jobs::{Canceled, JobId, JobSpec, JobView, SubmitError};
-use keel_actors::bot::Bracket;
-use keel_core::market::{Symbol, VenueId};
-use keel_core::strategy::StrategySpec;
-use keel_core::trading::risk::RiskLimits;
-use keel_venues::sim::Instrument;
-use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use keel_actors::backtest::jobs::{Canceled, JobId, JobView};
+use keel_actors::backtest::request::NewBacktest;
+use keel_actors::backtest::upload::{PendingUpload, uploads_dir};
+use serde::Serialize;
 
-use super::error::ErrorResponse;
+use super::error::{ErrorResponse, backtest_not_found};
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
-/// Most daily recordings one backtest may read.
-const MAX_RECORDED_DAYS: usize = 366;
 /// Upload bytes gathered before they are written out (on a blocking thread).
 const UPLOAD_WRITE_CHUNK: usize = 1 << 20;
-/// Rows of an upload checked before it is accepted.
-const UPLOAD_CHECK_ROWS: usize = 16;
-/// Slippage of market orders without a quote, as `keel backtest` uses.
-const SLIPPAGE_BPS: i64 = 5;
-
-/// `POST /backtests` body.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewBacktest {
-    /// The strategy and its parameters.
-    strategy: StrategySpec,
-    /// The instrument (rules from the sim venue's table) and, for recordings, whose files.
-    #[serde(default = "default_symbol")]
-    #[schema(default = "BTCUSDT")]
-    symbol: String,
-    /// Fee per fill, basis points, 0 to 1000.
-    #[serde(default = "default_fee_bps")]
-    #[schema(default = "10")]
-    fee_bps: Decimal,
-    /// Starting quote balance.
-    #[serde(default = "default_starting_quote")]
-    #[schema(default = "10000")]
-    starting_quote: Decimal,
-    /// OCO bracket around every filled entry.
-    #[serde(default)]
-    bracket: Option<Bracket>,
-    /// Skip rows that cannot be read instead of failing.
-    #[serde(default)]
-    skip_bad_rows: bool,
-    /// Where the trades come from.
-    data: DataSource,
-}
-
-/// Where the trades come from: exactly one of the two.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DataSource {
-    /// An id from `POST /backtests/uploads`.
-    #[serde(default)]
-    upload_id: Option<String>,
-    /// A range of the feeds' recordings.
-    #[serde(default)]
-    recorded: Option<RecordedRange>,
-}
-
-/// Recordings of a venue (and the body's symbol), from one UTC day to another, inclusive.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecordedRange {
-    /// The venue whose recordings to read.
-    venue: String,
-    /// First UTC day, `YYYY-MM-DD`.
-    #[schema(format = Date)]
-    from: String,
-    /// Last UTC day, `YYYY-MM-DD`.
-    #[schema(format = Date)]
-    to: String,
-}
-
-fn default_symbol() -> String {
-    "BTCUSDT".into()
-}
-
-fn default_fee_bps() -> Decimal {
-    Decimal::TEN
-}
-
-fn default_starting_quote() -> Decimal {
-    Decimal::from(10_000)
-}
 
 /// What an upload answers.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -122,10 +44,6 @@ pub struct Upload {
 /// 404 of `/backtests/{id}`.
 const BACKTEST_NOT_FOUND: &str = "No such backtest of the caller's (`BACKTEST_NOT_FOUND`).";
 
-fn not_found(id: JobId) -> ApiError {
-    ApiError::not_found("BACKTEST_NOT_FOUND", format!("no backtest {id} for this user"))
-}
-
 fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -134,32 +52,11 @@ fn too_large(limit: u64) -> ApiError {
     )
 }
 
-fn submit_error(err: SubmitError) -> ApiError {
-    match err {
-        SubmitError::TooMany { .. } => {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_BACKTESTS", err.to_string())
-                .retry_after(5)
-        }
-        SubmitError::Busy => ApiError::overloaded("the backtest queue"),
-    }
-}
-
 /// Runs file-system work off the HTTP worker.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     web::block(f).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
-}
-
-/// Where a user's uploads are kept.
-fn uploads_dir(state: &AppState, user_id: u64) -> PathBuf {
-    state.settings.store.path.join("uploads").join(user_id.to_string())
-}
-
-/// An upload id is what `POST /backtests/uploads` hands out: 32 lower-case hex digits (so it is
-/// also a safe file name).
-fn is_upload_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `POST /backtests/uploads`: stores the raw body as a trade file of the caller's.
@@ -191,26 +88,19 @@ pub async fn upload(
     if declared.is_some_and(|len| len > limit) {
         return Err(too_large(limit));
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let dir = uploads_dir(&state, user.user_id);
-    let path = dir.join(format!("{id}.dat"));
-    let partial = path.with_extension("part");
-    let target = partial.clone();
-    let file = blocking(move || {
-        std::fs::create_dir_all(&dir)?;
-        std::fs::File::create(&target)
-    })
-    .await?;
+    let dir = uploads_dir(&state.settings.store.path, user.user_id);
+    let (pending, file) = blocking(move || PendingUpload::create(&dir)).await?;
     let written = match receive(&mut payload, file, limit).await {
         Ok(written) => written,
         Err(err) => {
-            let partial = partial.clone();
-            let _ = blocking(move || std::fs::remove_file(partial)).await;
+            let partial = pending.clone();
+            let _ = blocking(move || partial.discard()).await;
             return Err(err);
         }
     };
     let keep = state.settings.backtests.max_uploads_per_user;
-    let checked = blocking(move || check_upload(&partial, &path, keep)).await?;
+    let id = pending.id.clone();
+    let checked = blocking(move || pending.accept(keep)).await?;
     match checked {
         Ok(format) => Ok(HttpResponse::Created().json(Upload { id, bytes: written, format })),
         Err(reason) => Err(ApiError::validation(vec![FieldError::new("body", reason)])),
@@ -253,165 +143,6 @@ async fn receive(
     Ok(written)
 }
 
-/// Reads the first rows of an upload: accepted, it is renamed into place (and the user's
-/// oldest uploads beyond `keep` are deleted); refused, it is deleted with the reason.
-fn check_upload(
-    partial: &Path,
-    path: &Path,
-    keep: usize,
-) -> std::io::Result<Result<&'static str, String>> {
-    let symbol = Symbol::parse(&default_symbol()).ok_or_else(|| std::io::Error::other("symbol"))?;
-    let verdict = match TradeReader::open(partial, symbol, false) {
-        Err(err) if err.kind() == std::io::ErrorKind::InvalidData => Err(err.to_string()),
-        Err(err) => return Err(err),
-        Ok(mut reader) => {
-            let recording = reader.is_recording();
-            let rows: Vec<_> = reader.by_ref().take(UPLOAD_CHECK_ROWS).collect();
-            match rows.iter().find_map(|r| r.as_ref().err()) {
-                Some(err) => Err(format!("line {}: {}", err.line, err.reason)),
-                None if rows.is_empty() => Err("the file has no trades".to_owned()),
-                None => Ok(if recording { "recording" } else { "csv" }),
-            }
-        }
-    };
-    if verdict.is_err() {
-        std::fs::remove_file(partial)?;
-        return Ok(verdict.map_err(|reason| {
-            reason.rsplit_once(".part: ").map_or(reason.clone(), |(_, r)| r.to_owned())
-        }));
-    }
-    std::fs::rename(partial, path)?;
-    if let Some(dir) = path.parent() {
-        prune_uploads(dir, keep)?;
-    }
-    Ok(verdict)
-}
-
-/// Deletes the oldest uploads in `dir` beyond `keep`.
-fn prune_uploads(dir: &Path, keep: usize) -> std::io::Result<()> {
-    let mut uploads = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let path = entry.path();
-        if path.extension().is_some_and(|e| e == "dat") {
-            uploads.push((entry.metadata()?.modified()?, path));
-        }
-    }
-    if uploads.len() <= keep {
-        return Ok(());
-    }
-    uploads.sort();
-    for (_, path) in &uploads[..uploads.len() - keep] {
-        std::fs::remove_file(path)?;
-    }
-    Ok(())
-}
-
-/// Checks the body's settings; the field errors found.
-fn check_settings(body: &NewBacktest, symbol: Option<&Symbol>) -> Vec<FieldError> {
-    let mut details = Vec::new();
-    if symbol.is_none() {
-        details.push(FieldError::new("symbol", "must be 2 to 20 letters and digits"));
-    }
-    if body.fee_bps < Decimal::ZERO || body.fee_bps > Decimal::from(1000) {
-        details.push(FieldError::new("fee_bps", "must be between 0 and 1000"));
-    }
-    if body.starting_quote <= Decimal::ZERO
-        || body.starting_quote > Decimal::from(1_000_000_000_000u64)
-    {
-        details.push(FieldError::new("starting_quote", "must be above 0 and at most 1e12"));
-    }
-    if let Some(b) = &body.bracket {
-        if b.take_profit_pct <= Decimal::ZERO || b.take_profit_pct > Decimal::from(1000) {
-            details.push(FieldError::new(
-                "bracket.take_profit_pct",
-                "must be above 0 and at most 1000",
-            ));
-        }
-        if b.stop_loss_pct <= Decimal::ZERO || b.stop_loss_pct >= Decimal::ONE_HUNDRED {
-            details.push(FieldError::new("bracket.stop_loss_pct", "must be above 0 and below 100"));
-        }
-    }
-    if let Some(symbol) = symbol {
-        let filters = Instrument::for_symbol(symbol.clone()).filters();
-        if let Err(errors) = keel_core::strategy::build(&body.strategy, &filters) {
-            details.extend(errors);
-        }
-    }
-    details
-}
-
-/// The files the job reads, or field errors saying why there are none.
-async fn data_files(
-    state: &AppState,
-    user_id: u64,
-    data: &DataSource,
-    symbol: Option<&Symbol>,
-    details: &mut Vec<FieldError>,
-) -> Result<Vec<PathBuf>, ApiError> {
-    match (&data.upload_id, &data.recorded) {
-        (Some(id), None) => {
-            if !is_upload_id(id) {
-                details.push(FieldError::new("data.upload_id", "is not an upload id"));
-                return Ok(Vec::new());
-            }
-            let path = uploads_dir(state, user_id).join(format!("{id}.dat"));
-            let probe = path.clone();
-            if blocking(move || Ok(probe.is_file())).await? {
-                Ok(vec![path])
-            } else {
-                details.push(FieldError::new("data.upload_id", format!("no upload {id} of yours")));
-                Ok(Vec::new())
-            }
-        }
-        (None, Some(range)) => {
-            let venue = VenueId::parse(&range.venue);
-            if venue.is_none() {
-                details.push(FieldError::new("data.recorded.venue", "is not a venue"));
-            }
-            for (field, date) in
-                [("data.recorded.from", &range.from), ("data.recorded.to", &range.to)]
-            {
-                if !keel_actors::record::is_date(date) {
-                    details.push(FieldError::new(field, "must be a date YYYY-MM-DD"));
-                }
-            }
-            if !details.is_empty() {
-                return Ok(Vec::new());
-            }
-            if range.from > range.to {
-                details.push(FieldError::new("data.recorded.to", "must not be before `from`"));
-                return Ok(Vec::new());
-            }
-            let (Some(venue), Some(symbol)) = (venue, symbol.cloned()) else {
-                return Ok(Vec::new());
-            };
-            let name = symbol.to_string();
-            let dir = state.settings.record_dir();
-            let (from, to) = (range.from.clone(), range.to.clone());
-            let files = blocking(move || {
-                keel_actors::record::files_between(&dir, venue, &symbol, &from, &to)
-            })
-            .await?;
-            if files.is_empty() {
-                let message =
-                    format!("no recordings of {venue} {name} from {} to {}", range.from, range.to);
-                details.push(FieldError::new("data.recorded", message));
-            } else if files.len() > MAX_RECORDED_DAYS {
-                details.push(FieldError::new(
-                    "data.recorded",
-                    format!("spans more than {MAX_RECORDED_DAYS} days of recordings"),
-                ));
-            }
-            Ok(files)
-        }
-        _ => {
-            details.push(FieldError::new("data", "give exactly one of `upload_id` and `recorded`"));
-            Ok(Vec::new())
-        }
-    }
-}
-
 /// `POST /backtests`: validates and queues a backtest.
 ///
 /// # Errors
@@ -435,28 +166,11 @@ pub async fn create(
     body: web::Json<NewBacktest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let symbol = Symbol::parse(&body.symbol);
-    let mut details = check_settings(&body, symbol.as_ref());
-    let files = data_files(&state, user.user_id, &body.data, symbol.as_ref(), &mut details).await?;
-    let Some(symbol) = symbol.filter(|_| details.is_empty()) else {
-        return Err(ApiError::validation(details));
-    };
-    let spec = JobSpec {
-        config: BacktestConfig {
-            bot_id: 0,
-            filters: Instrument::for_symbol(symbol.clone()).filters(),
-            strategy: body.strategy,
-            risk: RiskLimits::default(),
-            bracket: body.bracket,
-            fee_bps: body.fee_bps,
-            slippage_bps: Decimal::from(SLIPPAGE_BPS),
-            starting_quote: body.starting_quote,
-        },
-        files,
-        symbol,
-        skip_bad_rows: body.skip_bad_rows,
-    };
-    let view = state.backtests.submit(user.user_id, spec).map_err(submit_error)?;
+    let uploads = uploads_dir(&state.settings.store.path, user.user_id);
+    let record_dir = state.settings.record_dir();
+    let spec = blocking(move || body.into_job(&uploads, &record_dir)).await?;
+    let spec = spec.map_err(ApiError::validation)?;
+    let view = state.backtests.submit(user.user_id, spec)?;
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("{}/backtests/{}", super::API_PREFIX, view.id)))
         .json(view))
@@ -488,7 +202,7 @@ pub async fn get(
     id: web::Path<JobId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    let view = state.backtests.get(user.user_id, id).ok_or_else(|| not_found(id))?;
+    let view = state.backtests.get(user.user_id, id).ok_or_else(|| backtest_not_found(id))?;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -510,7 +224,7 @@ pub async fn cancel(
     id: web::Path<JobId>,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
-    match state.backtests.cancel(user.user_id, id).ok_or_else(|| not_found(id))? {
+    match state.backtests.cancel(user.user_id, id).ok_or_else(|| backtest_not_found(id))? {
         Canceled::Requested(view) => Ok(HttpResponse::Accepted().json(*view)),
         Canceled::Removed => Ok(HttpResponse::NoContent().finish()),
     }

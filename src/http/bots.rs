@@ -1,19 +1,19 @@
 //! `/api/v1/bots`: define, edit, delete and drive bots. Every change goes through the bot
-//! supervisor; validation that needs the venue's rules asks the venue's feed.
+//! supervisor. A definition is checked by `keel_actors::bot::admission` (which asks the venue's
+//! feed and the vault) and the pure checks of `keel_core::bot::admission`.
 
 use actix_web::{HttpResponse, web};
+use keel_actors::bot::admission::Admission;
 use keel_actors::bot::supervisor::{ControlBot, CreateBot, DeleteBot, GetBot, ListBots, UpdateBot};
-use keel_actors::bot::{BotError, BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
-use keel_actors::feed::{GetInstrument, InstrumentError};
+use keel_actors::bot::{BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
 use keel_actors::mailbox::ask;
-use keel_actors::vault::ListCredentials;
-use keel_core::market::{Symbol, VenueId};
+use keel_core::bot::admission::{check_editable, parse_market};
+use keel_core::market::VenueId;
 use keel_core::strategy::StrategySpec;
 use keel_core::trading::InstrumentFilters;
 use keel_core::trading::risk::RiskLimits;
 use serde::Deserialize;
 
-use super::accounts::vault_error;
 use super::error::ErrorResponse;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
@@ -99,117 +99,8 @@ mod double_option {
     }
 }
 
-/// Maps bot errors to API errors.
-pub fn bot_error(err: BotError) -> ApiError {
-    match err {
-        BotError::NotFound(id) => {
-            ApiError::not_found("BOT_NOT_FOUND", format!("no bot {id} for this user"))
-        }
-        BotError::Conflict(message) | BotError::Limit(message) => ApiError::conflict(message),
-        BotError::Trade(err) => super::trading::trade_error(err),
-        BotError::Unavailable(err) => err.into(),
-        BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
-    }
-}
-
 fn now_ms() -> u64 {
     keel_venues::now_us() / 1000
-}
-
-/// The instrument's rules, from the venue's feed.
-async fn filters_for(
-    state: &AppState,
-    venue: VenueId,
-    symbol: &Symbol,
-    details: &mut Vec<FieldError>,
-) -> Result<Option<InstrumentFilters>, ApiError> {
-    let feed =
-        state.feeds.get(&venue).and_then(|slot| slot.get()).ok_or_else(|| {
-            ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "feed" })
-        })?;
-    let query = GetInstrument { symbol: symbol.clone() };
-    match ask(&feed, query, state.settings.request_timeout(), "feed").await? {
-        Ok(filters) => Ok(Some(filters)),
-        Err(InstrumentError::UnknownSymbol) => {
-            details.push(FieldError::new("symbol", format!("{venue} has no symbol {symbol}")));
-            Ok(None)
-        }
-        Err(InstrumentError::Unavailable) => Err(ApiError::new(
-            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            "MARKET_DATA_UNAVAILABLE",
-            format!("{venue}'s instrument rules are not available yet; retry shortly"),
-        )
-        .retry_after(5)),
-    }
-}
-
-/// Checks that a live bot's exchange account is the user's, on the bot's venue.
-async fn check_account(
-    state: &AppState,
-    user_id: u64,
-    venue: VenueId,
-    account: Option<u64>,
-    details: &mut Vec<FieldError>,
-) -> Result<(), ApiError> {
-    let Some(account) = account else { return Ok(()) };
-    let query = ListCredentials { user_id };
-    let accounts = ask(&state.vault()?, query, state.settings.request_timeout(), "vault")
-        .await?
-        .map_err(vault_error)?;
-    let Some(found) = accounts.iter().find(|a| a.id == account && a.venue == venue.as_str()) else {
-        details.push(FieldError::new(
-            "exchange_account_id",
-            format!("no exchange account {account} of yours on {venue}"),
-        ));
-        return Ok(());
-    };
-    let venue_testnet = match venue {
-        VenueId::BinanceFutures => state.settings.venues.binance_futures.testnet,
-        _ => state.settings.venues.binance.testnet,
-    };
-    if found.testnet != venue_testnet {
-        // A testnet key on mainnet (or the reverse) is refused by the venue on every order.
-        let (key, server) =
-            if found.testnet { ("a testnet", "mainnet") } else { ("a mainnet", "testnet") };
-        details.push(FieldError::new(
-            "exchange_account_id",
-            format!("account {account} holds {key} key but {venue} is configured for {server}"),
-        ));
-    }
-    Ok(())
-}
-
-/// The venue and symbol, or field errors for them.
-fn venue_and_symbol(
-    state: &AppState,
-    raw_venue: &str,
-    raw_symbol: &str,
-    details: &mut Vec<FieldError>,
-) -> Option<(VenueId, Symbol)> {
-    let venue = VenueId::parse(raw_venue).filter(|v| state.feeds.contains_key(v));
-    if venue.is_none() {
-        let enabled: Vec<&str> = state.feeds.keys().map(|v| v.as_str()).collect();
-        details.push(FieldError::new(
-            "venue",
-            format!("must be an enabled venue: {}", enabled.join(", ")),
-        ));
-    }
-    let symbol = Symbol::parse(raw_symbol);
-    if symbol.is_none() {
-        details.push(FieldError::new("symbol", "must be 2 to 20 letters and digits"));
-    }
-    venue.zip(symbol)
-}
-
-fn static_errors(record: &BotRecord) -> Vec<FieldError> {
-    keel_core::bot::validate_static(
-        &record.name,
-        record.mode,
-        record.exchange_account_id,
-        &record.risk,
-        record.bracket.as_ref(),
-        &record.paper,
-    )
 }
 
 /// Validates a whole definition, filling in the instrument's rules; field errors are collected
@@ -217,31 +108,26 @@ fn static_errors(record: &BotRecord) -> Vec<FieldError> {
 async fn validate(
     state: &AppState,
     record: &mut BotRecord,
-    mut details: Vec<FieldError>,
+    details: Vec<FieldError>,
 ) -> Result<(), ApiError> {
-    details.extend(static_errors(record));
-    if let Some(filters) = filters_for(state, record.venue, &record.symbol, &mut details).await? {
-        record.filters = filters;
-        if let Err(errors) = keel_core::strategy::build(&record.strategy, &record.filters) {
-            details.extend(errors);
-        }
-    }
-    if record.mode == BotMode::Live {
-        check_account(
-            state,
-            record.user_id,
-            record.venue,
-            record.exchange_account_id,
-            &mut details,
-        )
-        .await?;
-        if record.venue != VenueId::Binance {
-            // Say so plainly rather than accept a bot that cannot trade.
-            details.push(FieldError::new(
-                "mode",
-                format!("live orders are taken on binance (spot) only, not {}", record.venue),
-            ));
-        }
+    let venue = record.venue;
+    let venue_testnet = match venue {
+        VenueId::BinanceFutures => state.settings.venues.binance_futures.testnet,
+        _ => state.settings.venues.binance.testnet,
+    };
+    let admission = Admission {
+        feed: state.feeds.get(&venue),
+        vault: &state.vault,
+        timeout: state.settings.request_timeout(),
+        venue_testnet,
+    };
+    let mut details = admission.check(record, details).await?;
+    if record.mode == BotMode::Live && record.venue != VenueId::Binance {
+        // Say so plainly rather than accept a bot that cannot trade.
+        details.push(FieldError::new(
+            "mode",
+            format!("live orders are taken on binance (spot) only, not {}", record.venue),
+        ));
     }
     if details.is_empty() { Ok(()) } else { Err(ApiError::validation(details)) }
 }
@@ -268,7 +154,8 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut details = Vec::new();
-    let Some((venue, symbol)) = venue_and_symbol(&state, &body.venue, &body.symbol, &mut details)
+    let enabled: Vec<VenueId> = state.feeds.keys().copied().collect();
+    let Some((venue, symbol)) = parse_market(&enabled, &body.venue, &body.symbol, &mut details)
     else {
         details.extend(keel_core::bot::validate_static(
             &body.name,
@@ -300,9 +187,8 @@ pub async fn create(
         updated_ts: now,
     };
     validate(&state, &mut record, details).await?;
-    let created = ask(&state.bots()?, CreateBot(record), state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let created =
+        ask(&state.bots()?, CreateBot(record), state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Created().json(created))
 }
 
@@ -329,9 +215,8 @@ pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResp
 
 /// One of the user's bots, or 404.
 pub async fn owned_bot(state: &AppState, user_id: u64, bot_id: u64) -> Result<BotRecord, ApiError> {
-    ask(&state.bots()?, GetBot { user_id, bot_id }, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)
+    Ok(ask(&state.bots()?, GetBot { user_id, bot_id }, state.settings.request_timeout(), "bots")
+        .await??)
 }
 
 /// `GET /bots/{id}`.
@@ -374,12 +259,7 @@ pub async fn update(
     body: web::Json<BotPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let mut record = owned_bot(&state, user.user_id, id.into_inner()).await?;
-    if record.status.is_active() {
-        return Err(ApiError::conflict(format!(
-            "bot {} is {:?}; stop it before editing",
-            record.id, record.status
-        )));
-    }
+    check_editable(&record)?;
     let patch = body.into_inner();
     if let Some(name) = patch.name {
         record.name = name.trim().to_owned();
@@ -398,9 +278,8 @@ pub async fn update(
     }
     record.updated_ts = now_ms();
     validate(&state, &mut record, Vec::new()).await?;
-    let updated = ask(&state.bots()?, UpdateBot(record), state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let updated =
+        ask(&state.bots()?, UpdateBot(record), state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Ok().json(updated))
 }
 
@@ -422,9 +301,7 @@ pub async fn delete(
     id: web::Path<u64>,
 ) -> Result<HttpResponse, ApiError> {
     let query = DeleteBot { user_id: user.user_id, bot_id: id.into_inner() };
-    ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -455,8 +332,6 @@ pub async fn control(
     let control = Control::parse(&action)
         .ok_or_else(|| ApiError::not_found("NOT_FOUND", format!("no bot action `{action}`")))?;
     let query = ControlBot { user_id: user.user_id, bot_id, control };
-    let record = ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let record = ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Ok().json(record))
 }

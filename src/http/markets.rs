@@ -1,16 +1,15 @@
 //! `/api/v1/venues` and `/api/v1/markets/{venue}/{symbol}/…`: market state from the feeds.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
 use keel_actors::feed::{
-    Connectivity, FeedActor, FeedError, GetCandles, GetTicker, GetVenueStatus, Ticker, VenueStatus,
+    Connectivity, FeedActor, GetCandles, GetTicker, GetVenueStatus, Ticker, VenueStatus,
 };
 use keel_actors::mailbox::ask;
 use keel_core::market::{Candle, Interval, Symbol, VenueId};
 use serde::{Deserialize, Serialize};
 
-use super::error::ErrorResponse;
+use super::error::{ErrorResponse, symbol_not_found};
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
@@ -33,23 +32,6 @@ fn feed_for(state: &AppState, venue: &str) -> Result<(VenueId, actix::Addr<FeedA
 
 fn symbol(venue: VenueId, raw: &str) -> Result<Symbol, ApiError> {
     Symbol::parse(raw).ok_or_else(|| symbol_not_found(venue, raw))
-}
-
-fn symbol_not_found(venue: VenueId, raw: &str) -> ApiError {
-    ApiError::not_found("SYMBOL_NOT_FOUND", format!("{venue} has no symbol `{raw}`"))
-}
-
-fn feed_error(err: FeedError) -> ApiError {
-    match err {
-        FeedError::UnknownSymbol { venue, symbol } => symbol_not_found(venue, &symbol),
-        FeedError::Unsupported { .. } => ApiError::not_found("NOT_FOUND", err.to_string()),
-        FeedError::NoData { .. } => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "MARKET_DATA_UNAVAILABLE",
-            err.to_string(),
-        )
-        .retry_after(1),
-    }
 }
 
 /// `GET /venues`: every enabled venue's state, streams and data age.
@@ -101,9 +83,8 @@ pub async fn ticker(
     let (venue, raw_symbol) = path.into_inner();
     let (venue, feed) = feed_for(&state, &venue)?;
     let symbol = symbol(venue, &raw_symbol)?;
-    let ticker = ask(&feed, GetTicker { symbol }, state.settings.request_timeout(), "feed")
-        .await?
-        .map_err(feed_error)?;
+    let ticker =
+        ask(&feed, GetTicker { symbol }, state.settings.request_timeout(), "feed").await??;
     Ok(HttpResponse::Ok().json(ticker))
 }
 
@@ -194,7 +175,6 @@ pub async fn candles(
         return Err(ApiError::validation(details));
     };
     let request = GetCandles { symbol: symbol.clone(), interval, limit };
-    let candles =
-        ask(&feed, request, state.settings.request_timeout(), "feed").await?.map_err(feed_error)?;
+    let candles = ask(&feed, request, state.settings.request_timeout(), "feed").await??;
     Ok(HttpResponse::Ok().json(CandlesView { venue, symbol, interval, items: candles }))
 }

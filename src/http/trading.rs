@@ -2,7 +2,8 @@
 //! paged reports (orders, fills, events, position, performance, portfolio).
 //!
 //! Reports read the store directly, but only up to what the bot has made durable (its
-//! [`LiveView`] watermarks), so nothing shown can be lost to a crash.
+//! [`LiveView`] watermarks), so nothing shown can be lost to a crash. The figures themselves are
+//! computed in keel-core ([`performance`], [`report`]).
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -10,17 +11,17 @@ use futures_util::future::join_all;
 use keel_actors::bot::repo::Page;
 use keel_actors::bot::supervisor::KillReport;
 use keel_actors::bot::supervisor::{ForBot, GetLiveBot, KillSwitch, ListBots};
-use keel_actors::bot::{BotRecord, BotStatus, LiveView, TradeCommand, TradeError, TradeOutcome};
+use keel_actors::bot::{BotRecord, LiveView, TradeCommand, TradeOutcome};
 use keel_actors::mailbox::ask;
 use keel_core::bot::performance;
+use keel_core::bot::report::{self, Portfolio, PositionView};
 use keel_core::engine::BotEvent;
-use keel_core::market::Symbol;
 use keel_core::trading::{Fill, Order, OrderRequest, OrderStatus, Position};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::ApiError;
-use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT, bot_error};
+use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT};
 use super::error::ErrorResponse;
 
 /// 422 of the paged reports.
@@ -60,39 +61,25 @@ impl PageQuery {
     }
 }
 
-/// Maps a bot's trading errors.
-pub fn trade_error(err: TradeError) -> ApiError {
-    match err {
-        TradeError::Rejected(rejection) => ApiError::new(
-            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
-            "ORDER_REJECTED",
-            format!("{}: {}", rejection.code, rejection.reason),
-        ),
-        TradeError::Cancel(err) => ApiError::conflict(err.to_string()),
-        TradeError::Store => ApiError::internal(anyhow::anyhow!("order storage failed")),
-    }
-}
-
 /// The bot (404 unless it is the user's) and, when running, its live view.
 async fn live(
     state: &AppState,
     user_id: u64,
     bot_id: u64,
 ) -> Result<(BotRecord, Option<LiveView>), ApiError> {
-    ask(&state.bots()?, GetLiveBot { user_id, bot_id }, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)
+    let query = GetLiveBot { user_id, bot_id };
+    Ok(ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??)
 }
 
 /// Reads the store off the worker thread.
 async fn read<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, keel_actors::store::StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    web::block(f).await.map_err(ApiError::internal)?.map_err(ApiError::internal)
+    Ok(web::block(f).await.map_err(ApiError::internal)??)
 }
 
 fn repo(state: &AppState) -> Result<keel_actors::bot::BotRepo, ApiError> {
-    keel_actors::bot::BotRepo::new(&state.store).map_err(ApiError::internal)
+    Ok(keel_actors::bot::BotRepo::new(&state.store)?)
 }
 
 /// Durable fill and event watermarks: a running bot's, or everything for a stopped one.
@@ -211,92 +198,8 @@ async fn position_of(
     let repo = repo(state)?;
     let bot_id = record.id;
     let stored = read(move || repo.state(bot_id)).await?;
-    let mut position = stored.position;
-    if stored.last_order_id == 0 {
-        position.quote_balance = record.paper.starting_quote;
-    }
+    let position = report::stored_position(record, stored.position, stored.last_order_id);
     Ok((position, None, stored.last_fill_id))
-}
-
-/// A bot's position as `GET /bots/{id}/position` shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PositionView {
-    /// The bot.
-    bot_id: u64,
-    /// The last fill the position includes.
-    fills_through: u64,
-    /// Instrument.
-    symbol: Symbol,
-    /// Signed base quantity: positive long, negative short.
-    qty: Decimal,
-    /// Average entry price of the open quantity; zero when flat.
-    avg_entry_price: Decimal,
-    /// Profit realised by closing quantity, before fees.
-    realized_pnl: Decimal,
-    /// Profit of the open quantity at the mark price; null without a mark (bot not running).
-    unrealized_pnl: Option<Decimal>,
-    /// Fees paid, in quote.
-    fees: Decimal,
-    /// Quote balance.
-    quote_balance: Decimal,
-    /// The mark price; null without one.
-    mark_price: Option<Decimal>,
-    /// Absolute notional at the mark price; null without a mark.
-    exposure: Option<Decimal>,
-}
-
-impl PositionView {
-    fn new(
-        record: &BotRecord,
-        position: &Position,
-        mark: Option<Decimal>,
-        fills_through: u64,
-    ) -> Self {
-        Self {
-            bot_id: record.id,
-            fills_through,
-            symbol: record.symbol.clone(),
-            qty: position.qty,
-            avg_entry_price: position.avg_entry_price,
-            realized_pnl: position.realized_pnl,
-            unrealized_pnl: mark.map(|m| position.unrealized_pnl(m)),
-            fees: position.fees,
-            quote_balance: position.quote_balance,
-            mark_price: mark,
-            exposure: mark.map(|m| position.exposure(m)),
-        }
-    }
-}
-
-/// One bot's row of `GET /portfolio`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct PortfolioItem {
-    /// Its position.
-    #[serde(flatten)]
-    position: PositionView,
-    /// Its lifecycle state.
-    status: BotStatus,
-    /// Its label.
-    name: String,
-}
-
-/// `GET /portfolio`: totals across the caller's bots, and each bot's row.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Portfolio {
-    /// How many bots.
-    bots: usize,
-    /// Realised P&L, before fees.
-    realized_pnl: Decimal,
-    /// Unrealised P&L of the bots with a mark price.
-    unrealized_pnl: Decimal,
-    /// Fees paid.
-    fees: Decimal,
-    /// Realised plus unrealised, minus fees.
-    net_pnl: Decimal,
-    /// Absolute notional of the bots with a mark price.
-    exposure: Decimal,
-    /// One row per bot.
-    items: Vec<PortfolioItem>,
 }
 
 /// `GET /bots/{id}/position`.
@@ -354,9 +257,7 @@ async fn command(
 ) -> Result<HttpResponse, ApiError> {
     let is_cancel = matches!(command, TradeCommand::Cancel(_));
     let query = ForBot { user_id, bot_id, command };
-    let outcome = ask(&state.bots()?, query, state.settings.request_timeout(), "bots")
-        .await?
-        .map_err(bot_error)?;
+    let outcome = ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     // A live order the venue has not answered yet (or a cancel it has not confirmed): 202, and
     // the order's later states show in `GET /bots/{id}/orders` and the bot's events.
     let pending = matches!(&outcome, TradeOutcome::Order(o)
@@ -484,7 +385,7 @@ pub async fn kill_switch(
     let report = ask(&state.bots()?, query, timeout, "bots")
         .await
         .map_err(ApiError::from)?
-        .map_err(bot_error)?;
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -524,27 +425,6 @@ pub async fn portfolio(
         Ok::<_, ApiError>((record, position, mark, through))
     }))
     .await;
-    let (mut realized, mut unrealized, mut fees, mut exposure) =
-        (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
-    let mut items = Vec::new();
-    for row in rows {
-        let (record, position, mark, through) = row?;
-        realized += position.realized_pnl;
-        fees += position.fees;
-        if let Some(mark) = mark {
-            unrealized += position.unrealized_pnl(mark);
-            exposure += position.exposure(mark);
-        }
-        let position = PositionView::new(&record, &position, mark, through);
-        items.push(PortfolioItem { position, status: record.status, name: record.name });
-    }
-    Ok(HttpResponse::Ok().json(Portfolio {
-        bots: items.len(),
-        realized_pnl: realized,
-        unrealized_pnl: unrealized,
-        fees,
-        net_pnl: realized + unrealized - fees,
-        exposure,
-        items,
-    }))
+    let rows = rows.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(Portfolio::new(rows)))
 }

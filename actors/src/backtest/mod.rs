@@ -4,10 +4,14 @@
 //! - [`input`]: trade files (Keel's CSV, Binance's `trades` and `aggTrades` dumps, recordings)
 //!   and the synthetic series `keel data synth` writes;
 //! - [`run`]: the core run loop, timed;
-//! - [`jobs`]: backtests as jobs on a bounded pool of worker threads (the HTTP API's).
+//! - [`jobs`]: backtests as jobs on a bounded pool of worker threads (the HTTP API's);
+//! - [`request`]: a backtest as a user asks for one, validated into a job;
+//! - [`upload`]: uploaded trade files: naming, the check of their first rows, pruning.
 
 pub mod input;
 pub mod jobs;
+pub mod request;
+pub mod upload;
 
 use std::time::Instant;
 

@@ -8,9 +8,11 @@
 //! - [`exposure`]: per-user exposure across bots;
 //! - [`live`]: a live bot's signed REST link to its venue;
 //! - [`actor`]: `BotActor`, one running bot;
+//! - [`admission`]: checking a new or edited definition against the venue's feed and the vault;
 //! - [`supervisor`]: `BotSupervisor`, which owns definitions and restarts bot actors.
 
 pub mod actor;
+pub mod admission;
 pub mod exposure;
 pub mod live;
 pub mod repo;

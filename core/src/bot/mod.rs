@@ -1,8 +1,12 @@
 //! What a bot is: its definition, its lifecycle state machine, and validation of what owners send.
 //!
+//! - [`admission`]: the pure checks a new or edited bot definition must pass;
 //! - [`performance`]: P&L, win rate, drawdown and exposure from a bot's fills.
+//! - [`report`]: the position and portfolio views of one user's bots.
 
+pub mod admission;
 pub mod performance;
+pub mod report;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

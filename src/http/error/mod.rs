@@ -4,6 +4,13 @@
 //! by the request middleware ([`super::request`]), which also rewrites every other error response
 //! (actix's own 404, 405, 413 and extractor errors) into the same shape, so no HTML or plain-text
 //! error body can leave the server.
+//!
+//! Every domain error (bot, trade, vault, identity, feed, backtest, mailbox) becomes an
+//! [`ApiError`] in one place: [`from_domain`].
+
+mod from_domain;
+
+pub use from_domain::{backtest_not_found, symbol_not_found};
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,11 +18,10 @@ use std::fmt;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError};
-use keel_actors::mailbox::AskError;
 use serde::Serialize;
 
 /// Seconds a client should wait before retrying an overloaded or unavailable actor.
-const RETRY_AFTER_SECS: u64 = 1;
+pub(crate) const RETRY_AFTER_SECS: u64 = 1;
 
 pub use keel_core::validation::FieldError;
 
@@ -260,49 +266,9 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<AskError> for ApiError {
-    /// The one mapping of actor mailbox errors: full → 503, deadline → 504, gone → 503.
-    fn from(err: AskError) -> Self {
-        match err {
-            AskError::Full { actor } => Self::overloaded(actor),
-            AskError::Timeout { actor } => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "TIMEOUT",
-                format!("{actor} did not answer in time"),
-            ),
-            AskError::Gone { actor } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                format!("{actor} is restarting; retry shortly"),
-            )
-            .retry_after(RETRY_AFTER_SECS),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use actix_web::body::to_bytes;
-
     use super::*;
-
-    #[actix_web::test]
-    async fn mailbox_errors_map_to_503_and_504_with_retry_after() {
-        let cases = [
-            (AskError::Full { actor: "vault" }, 503, "OVERLOADED", true),
-            (AskError::Timeout { actor: "vault" }, 504, "TIMEOUT", false),
-            (AskError::Gone { actor: "vault" }, 503, "UNAVAILABLE", true),
-        ];
-        for (ask, status, code, retry) in cases {
-            let err = ApiError::from(ask);
-            let res = err.error_response();
-            assert_eq!(res.status().as_u16(), status);
-            assert_eq!(res.headers().contains_key(header::RETRY_AFTER), retry);
-            let body: serde_json::Value =
-                serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
-            assert_eq!(body["error"]["code"], code);
-        }
-    }
 
     #[test]
     fn internal_errors_leak_nothing_but_log_the_chain() {

@@ -1,0 +1,200 @@
+//! Every domain error → [`ApiError`] mapping, in one file, so that a code or status an API client
+//! relies on is changed (or checked) in one place.
+//!
+//! Handlers use `?` on the domain results; the `From` impls here pick the status and code. Errors
+//! that are not a domain error's variant (a missing backtest, an unknown symbol in a path) have
+//! named functions here too, so each code is spelled once.
+
+use actix_web::http::StatusCode;
+use keel_actors::backtest::jobs::{JobId, SubmitError};
+use keel_actors::bot::admission::AdmissionError;
+use keel_actors::bot::{BotError, TradeError};
+use keel_actors::feed::FeedError;
+use keel_actors::identity::IdentityError;
+use keel_actors::mailbox::AskError;
+use keel_actors::store::StoreError;
+use keel_actors::vault::VaultError;
+use keel_core::bot::admission::NotEditable;
+use keel_core::market::VenueId;
+
+use super::{ApiError, RETRY_AFTER_SECS};
+
+impl From<AskError> for ApiError {
+    /// The one mapping of actor mailbox errors: full → 503, deadline → 504, gone → 503.
+    fn from(err: AskError) -> Self {
+        match err {
+            AskError::Full { actor } => Self::overloaded(actor),
+            AskError::Timeout { actor } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "TIMEOUT",
+                format!("{actor} did not answer in time"),
+            ),
+            AskError::Gone { actor } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!("{actor} is restarting; retry shortly"),
+            )
+            .retry_after(RETRY_AFTER_SECS),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// A store failure is 500; the cause is logged, never sent.
+    fn from(err: StoreError) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+impl From<BotError> for ApiError {
+    /// Bot supervisor errors: another user's bot is 404 like a missing one.
+    fn from(err: BotError) -> Self {
+        match err {
+            BotError::NotFound(id) => {
+                ApiError::not_found("BOT_NOT_FOUND", format!("no bot {id} for this user"))
+            }
+            BotError::Conflict(message) | BotError::Limit(message) => ApiError::conflict(message),
+            BotError::Trade(err) => err.into(),
+            BotError::Unavailable(err) => err.into(),
+            BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
+        }
+    }
+}
+
+impl From<TradeError> for ApiError {
+    /// A bot's trading errors: a refused order is 422 `ORDER_REJECTED`.
+    fn from(err: TradeError) -> Self {
+        match err {
+            TradeError::Rejected(rejection) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ORDER_REJECTED",
+                format!("{}: {}", rejection.code, rejection.reason),
+            ),
+            TradeError::Cancel(err) => ApiError::conflict(err.to_string()),
+            TradeError::Store => ApiError::internal(anyhow::anyhow!("order storage failed")),
+        }
+    }
+}
+
+impl From<AdmissionError> for ApiError {
+    /// A bot definition that could not be checked (a wrong one is 422 with its fields).
+    fn from(err: AdmissionError) -> Self {
+        match err {
+            AdmissionError::Unavailable(err) => err.into(),
+            AdmissionError::MarketDataUnavailable(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "MARKET_DATA_UNAVAILABLE",
+                err.to_string(),
+            )
+            .retry_after(5),
+            AdmissionError::Vault(err) => err.into(),
+        }
+    }
+}
+
+impl From<NotEditable> for ApiError {
+    /// A running or paused bot cannot be edited: 409.
+    fn from(err: NotEditable) -> Self {
+        ApiError::conflict(err.to_string())
+    }
+}
+
+impl From<VaultError> for ApiError {
+    /// Vault errors; nothing secret is in any of them.
+    fn from(err: VaultError) -> Self {
+        match err {
+            VaultError::NotFound => {
+                ApiError::not_found("EXCHANGE_ACCOUNT_NOT_FOUND", "no such exchange account")
+            }
+            VaultError::Limit(n) => {
+                ApiError::conflict(format!("at most {n} exchange accounts per user"))
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    /// Identity errors: a wrong email and a wrong password answer alike.
+    fn from(err: IdentityError) -> Self {
+        match err {
+            IdentityError::EmailTaken => {
+                ApiError::conflict("an account with this email already exists")
+            }
+            IdentityError::InvalidCredentials => {
+                ApiError::unauthorized("invalid email or password")
+            }
+            IdentityError::InvalidRefreshToken | IdentityError::RefreshTokenReused => {
+                ApiError::unauthorized(err.to_string())
+            }
+            IdentityError::Overloaded => ApiError::overloaded("password hashing"),
+            IdentityError::Hashing | IdentityError::Store(_) => ApiError::internal(err),
+        }
+    }
+}
+
+impl From<FeedError> for ApiError {
+    /// Market-data errors: an unknown symbol is 404, no data yet is 503 with `Retry-After`.
+    fn from(err: FeedError) -> Self {
+        match err {
+            FeedError::UnknownSymbol { venue, symbol } => symbol_not_found(venue, &symbol),
+            FeedError::Unsupported { .. } => ApiError::not_found("NOT_FOUND", err.to_string()),
+            FeedError::NoData { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "MARKET_DATA_UNAVAILABLE",
+                err.to_string(),
+            )
+            .retry_after(1),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    /// Backtest queue errors: the user's limit is 429, a full queue 503.
+    fn from(err: SubmitError) -> Self {
+        match err {
+            SubmitError::TooMany { .. } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_BACKTESTS", err.to_string())
+                    .retry_after(5)
+            }
+            SubmitError::Busy => ApiError::overloaded("the backtest queue"),
+        }
+    }
+}
+
+/// 404 `SYMBOL_NOT_FOUND`: `venue` does not list `raw` (or it is not a symbol at all).
+pub fn symbol_not_found(venue: VenueId, raw: &str) -> ApiError {
+    ApiError::not_found("SYMBOL_NOT_FOUND", format!("{venue} has no symbol `{raw}`"))
+}
+
+/// 404 `BACKTEST_NOT_FOUND`: no such job of the caller's (another user's is the same).
+pub fn backtest_not_found(id: JobId) -> ApiError {
+    ApiError::not_found("BACKTEST_NOT_FOUND", format!("no backtest {id} for this user"))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError;
+    use actix_web::body::to_bytes;
+    use actix_web::http::header;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn mailbox_errors_map_to_503_and_504_with_retry_after() {
+        let cases = [
+            (AskError::Full { actor: "vault" }, 503, "OVERLOADED", true),
+            (AskError::Timeout { actor: "vault" }, 504, "TIMEOUT", false),
+            (AskError::Gone { actor: "vault" }, 503, "UNAVAILABLE", true),
+        ];
+        for (ask, status, code, retry) in cases {
+            let err = ApiError::from(ask);
+            let res = err.error_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers().contains_key(header::RETRY_AFTER), retry);
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+        }
+    }
+}
