@@ -163,10 +163,7 @@ async fn check_account(
         ));
         return Ok(());
     };
-    let venue_testnet = match venue {
-        VenueId::BinanceFutures => state.settings.venues.binance_futures.testnet,
-        _ => state.settings.venues.binance.testnet,
-    };
+    let venue_testnet = crate::venues::testnet(&state.settings, venue);
     if found.testnet != venue_testnet {
         // A testnet key on mainnet (or the reverse) is refused by the venue on every order.
         let (key, server) =
@@ -235,11 +232,12 @@ async fn validate(
             &mut details,
         )
         .await?;
-        if record.venue != VenueId::Binance {
+        if !keel_venues::registry::capabilities(record.venue).live_orders {
             // Say so plainly rather than accept a bot that cannot trade.
+            let venues = keel_venues::registry::live_order_labels();
             details.push(FieldError::new(
                 "mode",
-                format!("live orders are taken on binance (spot) only, not {}", record.venue),
+                format!("live orders are taken on {venues} only, not {}", record.venue),
             ));
         }
     }

@@ -96,8 +96,8 @@ pub struct BotsConfig {
 pub struct LiveVenues {
     /// The vault.
     pub vault: crate::vault::VaultAddress,
-    /// One REST client per venue that takes live orders.
-    pub rest: BTreeMap<VenueId, Arc<keel_venues::binance::rest::RestClient>>,
+    /// One order router per venue that takes live orders (from the venue registry).
+    pub routers: BTreeMap<VenueId, Arc<dyn keel_venues::routing::OrderRouter>>,
 }
 
 macro_rules! query {
@@ -312,16 +312,16 @@ impl BotSupervisor {
                 fee_bps: record.paper.fee_bps,
                 slippage_bps: self.config.paper_slippage_bps,
             },
-            allow_short: record.venue == VenueId::BinanceFutures,
+            allow_short: keel_venues::registry::capabilities(record.venue).shorting,
             live: record.mode == BotMode::Live,
         };
         let live =
             match record.mode {
                 BotMode::Paper => None,
                 BotMode::Live => Some(LiveLink {
-                    rest: self.config.live.rest.get(&record.venue).cloned().ok_or_else(|| {
-                        format!("live orders on {} are not configured", record.venue)
-                    })?,
+                    router: self.config.live.routers.get(&record.venue).cloned().ok_or_else(
+                        || format!("live orders on {} are not configured", record.venue),
+                    )?,
                     vault: self.config.live.vault.clone(),
                     user_id: record.user_id,
                     credential_id: record

@@ -57,29 +57,8 @@ const UNSUPPORTED_EVENTS: &[&str] = &[
     "assetIndexUpdate",
 ];
 
-/// One frame from a Binance market-stream connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Inbound {
-    /// Market data.
-    Event(MarketEvent),
-    /// A `SUBSCRIBE`/`UNSUBSCRIBE` (or other request) succeeded: `{"result":…,"id":…}`.
-    Ack {
-        /// The request's id.
-        id: u64,
-    },
-    /// A request failed: `{"code":2,"msg":"…","id":3}`; `id` is absent when Binance could not
-    /// read the request's.
-    Error {
-        /// Binance's error code.
-        code: i64,
-        /// Binance's message.
-        msg: String,
-        /// The failed request's id.
-        id: Option<u64>,
-    },
-    /// The server is about to close the connection (`serverShutdown`): reconnect now.
-    ServerShutdown,
-}
+/// One frame from a Binance market-stream connection: the seam's frame type.
+pub use crate::market::Inbound;
 
 /// Why a frame could not be used.
 ///
