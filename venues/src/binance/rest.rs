@@ -99,11 +99,8 @@ impl RestError {
     }
 }
 
-/// Signs a payload: the vault's `Sign`, behind a closure so this module needs no actor.
-pub type Signer<'a> = &'a (
-        dyn Fn(String) -> futures_util::future::BoxFuture<'static, Result<(String, String), String>>
-            + Sync
-    );
+/// Signs a payload: the vault's `Sign`, as the seam passes it.
+pub use crate::routing::Signer;
 
 /// A venue's REST endpoint with its clock offset and weight budget. Share one per venue.
 #[derive(Debug)]
