@@ -595,6 +595,46 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "nothing is sent during the back-off");
     }
 
+    #[tokio::test]
+    async fn balances_are_read_from_a_signed_account_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let request = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = request.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            *seen.lock().unwrap() = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let body = r#"{"balances":[{"asset":"USDT","free":"10.50","locked":"1.25"}]}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let client = RestClient::new(&super::super::SPOT, &base).unwrap();
+        let signer = |payload: String| -> futures_util::future::BoxFuture<
+            'static,
+            Result<(String, String), String>,
+        > {
+            Box::pin(async move { Ok(("key".to_owned(), format!("sig-{}", payload.len()))) })
+        };
+        let balances = client.balances(&signer).await.unwrap();
+        assert_eq!(balances.len(), 1);
+        assert_eq!(
+            (balances[0].asset.as_str(), balances[0].free, balances[0].locked),
+            ("USDT", Decimal::new(1050, 2), Decimal::new(125, 2))
+        );
+        let request = request.lock().unwrap().clone();
+        assert!(request.starts_with("GET /api/v3/account?recvWindow="), "{request}");
+        assert!(request.contains("&signature=sig-"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("x-mbx-apikey: key"), "{request}");
+        let futures = RestClient::new(&crate::binance_futures::DIALECT, &base).unwrap();
+        assert!(matches!(futures.balances(&signer).await, Err(RestError::NotSent(_))));
+    }
+
     #[test]
     fn only_answers_that_leave_the_outcome_open_are_unknown() {
         let api = |status, code| RestError::Api { status, code, msg: String::new() };
