@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use keel_actors::feed::{FeedActor, FeedConfig, MarketData, Subscribe};
 use keel_actors::mailbox::ask;
-use keel_core::market::{EventKind, StreamKind, Symbol, VenueId};
+use keel_core::market::{EventKind, StreamKind, Symbol};
 use keel_testkit::fake_binance;
-use keel_venues::binance::connection::ConnectionConfig;
+use keel_venues::binance::SPOT;
+use keel_venues::binance::connector::BinanceMarket;
 use keel_venues::now_us;
 
 struct Recorder(Arc<Mutex<Vec<u64>>>);
@@ -49,12 +50,10 @@ fn main() {
     System::new().block_on(async move {
         let fake = fake_binance::FakeBinance::start().await;
         let feed = FeedActor::new(FeedConfig {
-            venue: VenueId::Binance,
+            market: Arc::new(BinanceMarket::new(&SPOT, fake.url.clone(), None)),
             warm_for: Duration::from_secs(60),
             first_data_wait: Duration::from_secs(2),
-            sim: None,
-            binance: Some(ConnectionConfig::for_venue(VenueId::Binance, fake.url.clone())),
-            rest_url: None,
+            replay: None,
             recorder: None,
             mailbox: keel_actors::feed::DEFAULT_MAILBOX,
         })

@@ -13,4 +13,5 @@ pub mod secrets;
 pub mod startup;
 pub mod telemetry;
 pub mod vault_cli;
+pub mod venues;
 pub mod ws;

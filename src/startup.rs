@@ -14,7 +14,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use keel_actors::bot::{BotRepo, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, LiveVenues};
-use keel_actors::feed::{FeedAddress, FeedConfig, FeedSpec, SimConfig};
+use keel_actors::feed::{FeedAddress, FeedConfig, FeedSpec};
 use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::mailbox::ask;
 use keel_actors::session::SessionDirectory;
@@ -23,9 +23,6 @@ use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{ChildSpec, RestartPolicy, Shutdown, Supervisor, SupervisorSpec};
 use keel_actors::vault::{Vault, VaultAddress, VaultSpec};
 use keel_core::market::{Symbol, VenueId};
-use keel_venues::binance::connection::ConnectionConfig;
-use keel_venues::binance::rest::RestClient;
-use keel_venues::binance::streams as binance_streams;
 use tokio::sync::Notify;
 
 use crate::auth::{LoginThrottle, TokenIssuer};
@@ -251,7 +248,7 @@ impl Application {
         } else {
             None
         };
-        let (feeds_spec, feeds) = feeds(&settings, policy, market_recorder);
+        let (feeds_spec, feeds) = feeds(&settings, policy, market_recorder)?;
         let backtests = backtest_jobs(&settings).context("starting the backtest workers")?;
         let feeds = Arc::new(feeds);
         let bots = BotsAddress::default();
@@ -453,25 +450,10 @@ async fn postgres_sink(
     Ok(Some((spec, health, outbox)))
 }
 
-/// A Binance venue's REST base URL: configured, or the preset for (test)net.
-fn rest_url(venue: VenueId, config: &crate::configuration::BinanceVenueSettings) -> String {
-    match config.rest_url.trim() {
-        "" => binance_streams::rest_url(venue, config.testnet).unwrap_or_default().to_owned(),
-        url => url.to_owned(),
-    }
-}
-
-/// What live bots trade through: Binance spot when it is enabled (USD-M futures orders are not
-/// supported yet; the API refuses live futures bots).
+/// What live bots trade through: the order router of every enabled venue that takes live
+/// orders (the venue registry says which).
 fn live_venues(settings: &Settings, vault: VaultAddress) -> anyhow::Result<LiveVenues> {
-    let mut rest = std::collections::BTreeMap::new();
-    let spot = &settings.venues.binance;
-    if spot.enabled {
-        let client = RestClient::new(VenueId::Binance, &rest_url(VenueId::Binance, spot))
-            .context("building the Binance REST client")?;
-        rest.insert(VenueId::Binance, Arc::new(client));
-    }
-    Ok(LiveVenues { vault, rest })
+    Ok(LiveVenues { vault, routers: crate::venues::routers(settings)? })
 }
 
 /// The backtest worker pool from `[backtests]`.
@@ -494,51 +476,23 @@ fn feeds(
     settings: &Settings,
     policy: RestartPolicy,
     recorder: Option<keel_actors::record::Recorder>,
-) -> (SupervisorSpec, std::collections::BTreeMap<VenueId, FeedAddress>) {
-    let mut configs = Vec::new();
-    let sim = &settings.venues.sim;
-    if sim.enabled {
-        configs.push(FeedConfig {
-            venue: VenueId::Sim,
+) -> anyhow::Result<(SupervisorSpec, std::collections::BTreeMap<VenueId, FeedAddress>)> {
+    let configs: Vec<FeedConfig> = crate::venues::markets(settings)?
+        .into_iter()
+        .map(|market| FeedConfig {
+            // A replay stands in for a simulation only.
+            replay: market.simulator().and_then(|_| sim_replay(&settings.venues.sim)),
+            market,
             warm_for: Duration::from_secs(settings.feed.warm_secs),
             first_data_wait: Duration::from_millis(settings.feed.first_data_wait_ms),
-            sim: Some(SimConfig {
-                symbols: sim.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
-                seed: sim.seed,
-                trades_per_sec: sim.trades_per_sec,
-                replay: sim_replay(sim),
-            }),
-            binance: None,
-            rest_url: None,
             recorder: recorder.clone(),
             mailbox: settings.mailboxes.feed,
-        });
-    }
-    for (venue, config) in [
-        (VenueId::Binance, &settings.venues.binance),
-        (VenueId::BinanceFutures, &settings.venues.binance_futures),
-    ] {
-        if !config.enabled {
-            continue;
-        }
-        let url = match config.ws_url.trim() {
-            "" => binance_streams::ws_url(venue, config.testnet).unwrap_or_default().to_owned(),
-            url => url.to_owned(),
-        };
-        configs.push(FeedConfig {
-            venue,
-            warm_for: Duration::from_secs(settings.feed.warm_secs),
-            first_data_wait: Duration::from_millis(settings.feed.first_data_wait_ms),
-            sim: None,
-            binance: Some(ConnectionConfig::for_venue(venue, url)),
-            rest_url: Some(rest_url(venue, config)),
-            recorder: recorder.clone(),
-            mailbox: settings.mailboxes.feed,
-        });
-    }
+        })
+        .collect();
     let slots: Vec<(FeedConfig, FeedAddress)> =
         configs.into_iter().map(|config| (config, FeedAddress::default())).collect();
-    let addresses = slots.iter().map(|(config, slot)| (config.venue, slot.clone())).collect();
+    let addresses =
+        slots.iter().map(|(config, slot)| (config.market.venue(), slot.clone())).collect();
     let spec = SupervisorSpec::new("feeds", policy, move || {
         slots
             .iter()
@@ -548,7 +502,7 @@ fn feeds(
             .collect()
     })
     .with_mailbox(settings.mailboxes.supervisor);
-    (spec, addresses)
+    Ok((spec, addresses))
 }
 
 /// The sim venue's replay, when `venues.sim.replay` names a file (CSV rows play on its first

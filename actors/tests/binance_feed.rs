@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use governor::{Quota, RateLimiter};
 use keel_core::market::{EventKind, VenueId};
 use keel_testkit::fake_binance::FakeBinance;
-use keel_venues::binance::connection::{self, Command, ConnectionConfig, Output};
+use keel_venues::binance::connector::BinanceMarket;
+use keel_venues::binance::{SPOT, streams};
+use keel_venues::connection::{self, Command, ConnectionConfig, Output};
+use keel_venues::market::MarketConnector;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -26,8 +29,13 @@ fn fast_config(url: &str) -> ConnectionConfig {
         backoff_cap: Duration::from_millis(400),
         healthy_after: Duration::from_millis(300),
         max_outgoing_per_sec: 50,
-        ..ConnectionConfig::for_venue(VenueId::Binance, url.to_owned())
+        ..streams::connection_config(&SPOT, url.to_owned())
     }
+}
+
+/// Binance spot behind the seam, with `config` for its connections.
+fn spot(config: ConnectionConfig) -> Arc<dyn MarketConnector> {
+    Arc::new(BinanceMarket::new(&SPOT, config.ws_url.clone(), None).with_connection(config))
 }
 
 struct Running {
@@ -37,13 +45,28 @@ struct Running {
 }
 
 fn start(config: ConnectionConfig, budget_burst: u32, budget_period: Duration) -> Running {
+    start_on(spot(config.clone()), config, budget_burst, budget_period)
+}
+
+fn start_on(
+    market: Arc<dyn MarketConnector>,
+    config: ConnectionConfig,
+    budget_burst: u32,
+    budget_period: Duration,
+) -> Running {
     let (commands, command_rx) = mpsc::channel(16);
     let (output_tx, output) = mpsc::channel(1024);
     let quota = Quota::with_period(budget_period)
         .unwrap()
         .allow_burst(NonZeroU32::new(budget_burst).unwrap());
-    let task =
-        connection::spawn(0, config, Arc::new(RateLimiter::direct(quota)), command_rx, output_tx);
+    let task = connection::spawn(
+        0,
+        market,
+        config,
+        Arc::new(RateLimiter::direct(quota)),
+        command_rx,
+        output_tx,
+    );
     Running { commands, output, task }
 }
 
@@ -271,12 +294,10 @@ mod feed {
     async fn subscribers_get_binance_trades_and_a_gap_after_a_reconnect() {
         let fake = FakeBinance::start().await;
         let feed = FeedActor::new(FeedConfig {
-            venue: VenueId::Binance,
+            market: spot(fast_config(&fake.url)),
             warm_for: Duration::from_secs(60),
             first_data_wait: Duration::from_secs(2),
-            sim: None,
-            binance: Some(fast_config(&fake.url)),
-            rest_url: None,
+            replay: None,
             recorder: None,
             mailbox: keel_actors::feed::DEFAULT_MAILBOX,
         })
@@ -322,12 +343,10 @@ mod feed {
 #[tokio::test]
 async fn a_futures_liquidation_arrives_as_a_liquidation_event() {
     let fake = FakeBinance::start().await;
-    let config = ConnectionConfig {
-        venue: VenueId::BinanceFutures,
-        max_outgoing_per_sec: 50,
-        ..fast_config(&fake.url)
-    };
-    let mut conn = start(config, 10, Duration::from_millis(100));
+    let config = ConnectionConfig { max_outgoing_per_sec: 50, ..fast_config(&fake.url) };
+    let futures =
+        BinanceMarket::new(&keel_venues::binance_futures::DIALECT, config.ws_url.clone(), None);
+    let mut conn = start_on(Arc::new(futures), config, 10, Duration::from_millis(100));
     conn.subscribe(&["btcusdt@forceOrder"]).await;
     until(Duration::from_secs(2), "subscribed", || {
         fake.subscriptions().contains("btcusdt@forceOrder")

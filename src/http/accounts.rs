@@ -11,8 +11,6 @@ use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
 
-/// Venues that take signed orders and so need credentials.
-pub const CREDENTIAL_VENUES: &[&str] = &["binance", "binance_futures"];
 /// Longest label.
 const MAX_LABEL_CHARS: usize = 64;
 /// Longest API key or secret accepted (Binance's are 64 characters; Ed25519 PEMs are longer).
@@ -55,11 +53,13 @@ fn check_key(field: &str, value: &SecretString, details: &mut Vec<FieldError>) {
 
 pub(super) fn validate(body: &NewAccount) -> Result<(), ApiError> {
     let mut details = Vec::new();
-    if !CREDENTIAL_VENUES.contains(&body.venue.as_str()) {
-        details.push(FieldError::new(
-            "venue",
-            format!("must be one of {}", CREDENTIAL_VENUES.join(", ")),
-        ));
+    // The venues that take credentials are the registry's to say; `NewAccount`'s schema
+    // pattern spells the same list (a test keeps them equal).
+    let mut venues = keel_venues::registry::credential_venues();
+    if !venues.any(|venue| venue.as_str() == body.venue) {
+        let names: Vec<&str> =
+            keel_venues::registry::credential_venues().map(|v| v.as_str()).collect();
+        details.push(FieldError::new("venue", format!("must be one of {}", names.join(", "))));
     }
     let label = body.label.trim();
     if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
@@ -145,4 +145,19 @@ pub async fn delete(
     let query = RemoveCredential { user_id: user.user_id, credential_id: id.into_inner() };
     ask(&state.vault()?, query, state.settings.request_timeout(), "vault").await??;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi as _;
+
+    #[test]
+    fn the_venue_pattern_of_the_schema_lists_the_registrys_credential_venues() {
+        let document = serde_json::to_value(super::super::openapi::ApiDoc::openapi()).unwrap();
+        let pattern =
+            &document["components"]["schemas"]["NewAccount"]["properties"]["venue"]["pattern"];
+        let venues: Vec<&str> =
+            keel_venues::registry::credential_venues().map(|v| v.as_str()).collect();
+        assert_eq!(pattern.as_str(), Some(format!("^({})$", venues.join("|")).as_str()));
+    }
 }

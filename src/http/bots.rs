@@ -111,10 +111,7 @@ async fn validate(
     details: Vec<FieldError>,
 ) -> Result<(), ApiError> {
     let venue = record.venue;
-    let venue_testnet = match venue {
-        VenueId::BinanceFutures => state.settings.venues.binance_futures.testnet,
-        _ => state.settings.venues.binance.testnet,
-    };
+    let venue_testnet = crate::venues::testnet(&state.settings, venue);
     let admission = Admission {
         feed: state.feeds.get(&venue),
         vault: &state.vault,
@@ -122,11 +119,12 @@ async fn validate(
         venue_testnet,
     };
     let mut details = admission.check(record, details).await?;
-    if record.mode == BotMode::Live && record.venue != VenueId::Binance {
+    if record.mode == BotMode::Live && !keel_venues::registry::capabilities(venue).live_orders {
         // Say so plainly rather than accept a bot that cannot trade.
+        let venues = keel_venues::registry::live_order_labels();
         details.push(FieldError::new(
             "mode",
-            format!("live orders are taken on binance (spot) only, not {}", record.venue),
+            format!("live orders are taken on {venues} only, not {}", record.venue),
         ));
     }
     if details.is_empty() { Ok(()) } else { Err(ApiError::validation(details)) }

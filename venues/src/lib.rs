@@ -1,11 +1,24 @@
-//! keel-venues: where Keel meets exchanges. Each venue is one folder behind the connector seam:
+//! keel-venues: where Keel meets exchanges, behind one seam.
+//!
+//! The seam is two traits: [`market::MarketConnector`] (what a feed needs: stream names,
+//! subscribe requests, frame parsing, limits, reconnect policy, instrument rules) and
+//! [`routing::OrderRouter`] (what a live bot needs: place, cancel, query, balances). Each venue
+//! is one folder implementing them, listed once in the [`registry`]:
 //!
 //! - [`sim`]: the built-in simulated market (seeded random walks), the offline default;
-//! - [`binance`]: Binance spot and USD-M futures: public streams, signed REST orders.
+//! - [`binance`]: Binance spot: public streams, signed REST orders;
+//! - [`binance_futures`]: Binance USD-M futures: public streams with liquidations (Binance's
+//!   wire format, shared with [`binance`]).
 //!
-//! [`tls`] installs the process-wide rustls provider every outgoing connection uses.
+//! [`connection`] is the generic WebSocket driver upstream connectors plug into; [`tls`]
+//! installs the process-wide rustls provider every outgoing connection uses.
 
 pub mod binance;
+pub mod binance_futures;
+pub mod connection;
+pub mod market;
+pub mod registry;
+pub mod routing;
 pub mod sim;
 pub mod tls;
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use keel_core::market::{Symbol, VenueId};
+use keel_core::market::Symbol;
 use keel_core::trading::{Order, OrderOrigin, OrderStatus, OrderType, Side};
 use keel_testkit::fake_rest::{API_KEY, FakeRest, Fault, SECRET_KEY};
 use keel_testkit::hmac_sha256_hex;
@@ -62,7 +62,7 @@ fn market_buy(client_order_id: &str, qty: &str) -> Order {
 }
 
 async fn spot(fake: &FakeRest) -> RestClient {
-    RestClient::new(VenueId::Binance, &fake.url()).unwrap()
+    RestClient::new(&keel_venues::binance::SPOT, &fake.url()).unwrap()
 }
 
 async fn place(
@@ -121,7 +121,7 @@ async fn exchange_info_keeps_trading_symbols_with_their_filters() {
     assert_eq!(info.len(), 2);
 
     // USD-M futures: its own path, and MIN_NOTIONAL's `notional` instead of NOTIONAL.
-    let futures = RestClient::new(VenueId::BinanceFutures, &fake.url()).unwrap();
+    let futures = RestClient::new(&keel_venues::binance_futures::DIALECT, &fake.url()).unwrap();
     let info = futures.exchange_info().await.unwrap();
     assert_eq!(info.len(), 2);
     assert_eq!(info[&btc()].min_notional, dec("5"));
@@ -132,9 +132,10 @@ async fn exchange_info_keeps_trading_symbols_with_their_filters() {
 async fn sync_time_measures_the_servers_clock() {
     let fake = FakeRest::start().await;
     fake.set_clock_skew_ms(-20_000);
-    for client in
-        [spot(&fake).await, RestClient::new(VenueId::BinanceFutures, &fake.url()).unwrap()]
-    {
+    for client in [
+        spot(&fake).await,
+        RestClient::new(&keel_venues::binance_futures::DIALECT, &fake.url()).unwrap(),
+    ] {
         let before = client.timestamp() as i64 - fake.server_time_ms();
         assert!((19_000..=21_000).contains(&before), "unsynced clock is {before} ms off");
         let offset = client.sync_time().await.unwrap();

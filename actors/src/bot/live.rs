@@ -1,5 +1,6 @@
-//! A live bot's link to its venue: the engine's [`Outbound`] requests go out as signed REST
-//! calls, and what the venue answers comes back as [`ExecReport`]s.
+//! A live bot's link to its venue: the engine's [`Outbound`] requests go out through the venue's
+//! order router (the seam's [`OrderRouter`]), and what the venue answers comes back as
+//! [`ExecReport`]s.
 //!
 //! The rules, in the order they matter for money:
 //! - a request is sent only after the order it concerns is durable (the actor calls
@@ -7,8 +8,8 @@
 //!   have;
 //! - the client order id is fixed per order, so a query after a lost answer finds it, and a place
 //!   is never retried blind: an unknown outcome (timeout, 5xx) is queried, not re-sent;
-//! - `-1021` (clock outside `recvWindow`) means the venue refused it: the clock offset is
-//!   measured again and the request sent once more;
+//! - a refusal for the request's timestamp ([`RouteErrorKind::ClockSkew`]) means nothing was
+//!   placed: the venue's clock is measured again and the request sent once more;
 //! - the payload is signed by the vault; the secret never leaves it.
 
 use std::sync::Arc;
@@ -21,19 +22,20 @@ use crate::vault::{Sign, VaultAddress};
 use keel_core::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport, fee_in_quote};
 use keel_core::market::Symbol;
 use keel_core::trading::Order;
-use keel_venues::binance::rest::{RECV_WINDOW_MS, RestClient, RestError, VenueOrder};
+use keel_venues::registry::MAX_ACCEPT_DELAY;
+use keel_venues::routing::{OrderReport, OrderRouter, RouteErrorKind};
 
 /// How long the vault may take to sign.
 const SIGN_DEADLINE: Duration = Duration::from_secs(2);
 /// Before this long after an order was last sent, "no such order" may only mean "not arrived
-/// yet": the venue accepts a request up to `recvWindow` after its timestamp.
-pub const NOT_FOUND_GRACE: Duration = Duration::from_millis(RECV_WINDOW_MS + 2_000);
+/// yet": a venue accepts a request up to [`MAX_ACCEPT_DELAY`] after its timestamp.
+pub const NOT_FOUND_GRACE: Duration = MAX_ACCEPT_DELAY.saturating_add(Duration::from_secs(2));
 
 /// What a live bot trades through.
 #[derive(Debug, Clone)]
 pub struct LiveLink {
-    /// The venue's REST client (shared by every bot on the venue).
-    pub rest: Arc<RestClient>,
+    /// The venue's order router (shared by every bot on the venue).
+    pub router: Arc<dyn OrderRouter>,
     /// The vault, which signs.
     pub vault: VaultAddress,
     /// The bot's owner.
@@ -118,26 +120,25 @@ fn signer(link: &LiveLink) -> BoxSigner {
 }
 
 async fn place(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
-    let mut answer = link.rest.place(symbol, order, signer.as_ref()).await;
-    if matches!(&answer, Err(err) if err.is_clock_skew()) {
+    let mut answer = link.router.place(symbol, order, signer.as_ref()).await;
+    if matches!(&answer, Err(err) if err.kind == RouteErrorKind::ClockSkew) {
         // Refused for its timestamp: nothing was placed, so sending again is safe.
-        if let Err(err) = link.rest.sync_time().await {
+        if let Err(err) = link.router.sync_clock().await {
             tracing::warn!(error = %err, "venue clock could not be measured");
         }
-        answer = link.rest.place(symbol, order, signer.as_ref()).await;
+        answer = link.router.place(symbol, order, signer.as_ref()).await;
     }
     match answer {
         Ok(venue) => LiveResult {
             order_answered: true,
             ..LiveResult::report(order.id, venue_outcome(symbol, venue))
         },
-        Err(err) if err.is_unknown_outcome() => LiveResult {
+        Err(err) if err.kind == RouteErrorKind::UnknownOutcome => LiveResult {
             venue_error: Some(err.to_string()),
             ..LiveResult::report(order.id, ExecOutcome::Unknown(err.to_string()))
         },
         Err(err) => {
-            let error = matches!(err, RestError::NotSent(_) | RestError::Backoff(_))
-                .then(|| err.to_string());
+            let error = (err.kind == RouteErrorKind::NotSent).then(|| err.to_string());
             LiveResult {
                 venue_error: error,
                 ..LiveResult::report(order.id, ExecOutcome::Rejected(err.to_string()))
@@ -147,13 +148,15 @@ async fn place(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSign
 }
 
 async fn cancel(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
-    match link.rest.cancel(symbol, &order.client_order_id, signer.as_ref()).await {
+    match link.router.cancel(symbol, &order.client_order_id, signer.as_ref()).await {
         Ok(venue) => LiveResult {
             order_answered: true,
             ..LiveResult::report(order.id, venue_outcome(symbol, venue))
         },
         // Not open there (filled, or never arrived): ask what it is.
-        Err(err) if is_not_open(&err) => query(link, symbol, order, signer).await,
+        Err(err) if matches!(err.kind, RouteErrorKind::NotOpen | RouteErrorKind::NoSuchOrder) => {
+            query(link, symbol, order, signer).await
+        }
         Err(err) => {
             tracing::warn!(order_id = order.id, error = %err, "cancel did not go through");
             LiveResult {
@@ -166,33 +169,30 @@ async fn cancel(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSig
 }
 
 async fn query(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
-    match link.rest.query(symbol, &order.client_order_id, signer.as_ref()).await {
+    match link.router.query(symbol, &order.client_order_id, signer.as_ref()).await {
         Ok(venue) => LiveResult::report(order.id, venue_outcome(symbol, venue)),
         // The caller decides whether it is too soon to believe (see [`NOT_FOUND_GRACE`]).
-        Err(err) if err.is_no_such_order() => LiveResult::report(order.id, ExecOutcome::NotFound),
+        Err(err) if err.kind == RouteErrorKind::NoSuchOrder => {
+            LiveResult::report(order.id, ExecOutcome::NotFound)
+        }
         Err(err) => LiveResult { venue_error: Some(err.to_string()), ..LiveResult::new(order.id) },
     }
 }
 
-fn is_not_open(err: &RestError) -> bool {
-    // -2011 "Unknown order sent." is what a cancel of a closed order gets.
-    err.is_no_such_order() || matches!(err, RestError::Api { code: -2011, .. })
-}
-
-fn venue_outcome(symbol: &Symbol, venue: VenueOrder) -> ExecOutcome {
+fn venue_outcome(symbol: &Symbol, venue: OrderReport) -> ExecOutcome {
     let fills = venue
         .fills
         .into_iter()
         .map(|f| VenueFillReport {
             price: f.price,
             qty: f.qty,
-            fee: fee_in_quote(symbol.as_str(), f.commission, &f.commission_asset, f.price),
+            fee: fee_in_quote(symbol.as_str(), f.fee, &f.fee_asset, f.price),
         })
         .collect();
     ExecOutcome::Venue {
         status: venue.status,
         executed_qty: venue.executed_qty,
-        cum_quote: venue.cummulative_quote_qty,
+        cum_quote: venue.cum_quote,
         fills,
         ts: keel_venues::now_us() / 1000,
     }

@@ -105,8 +105,8 @@ pub struct BotsConfig {
 pub struct LiveVenues {
     /// The vault.
     pub vault: crate::vault::VaultAddress,
-    /// One REST client per venue that takes live orders.
-    pub rest: BTreeMap<VenueId, Arc<keel_venues::binance::rest::RestClient>>,
+    /// One order router per venue that takes live orders (from the venue registry).
+    pub routers: BTreeMap<VenueId, Arc<dyn keel_venues::routing::OrderRouter>>,
 }
 
 #[derive(Debug)]

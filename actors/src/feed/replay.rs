@@ -15,7 +15,8 @@ use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
 
 use serde::Serialize;
 
-use super::{MarketData, Stream, SubscriberId};
+use super::Stream;
+use super::messages::{MarketData, SubscriberId};
 use crate::backtest::input::TradeReader;
 use keel_core::market::{MarketEvent, StreamKind, Symbol};
 

@@ -4,6 +4,9 @@ use std::sync::Mutex;
 
 use super::*;
 use crate::mailbox::ask;
+use keel_core::market::{EventKind, MarketEvent};
+use keel_venues::sim::connector::{SimConnector, SimSettings};
+use keel_venues::sim::{Instrument, SimMarket};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 
@@ -11,19 +14,16 @@ fn sym(s: &str) -> Symbol {
     Symbol::parse(s).unwrap()
 }
 
+fn sim_market(symbols: Vec<Symbol>, seed: u64, trades_per_sec: u32) -> Arc<dyn MarketConnector> {
+    Arc::new(SimConnector::new(SimSettings { symbols, seed, trades_per_sec }))
+}
+
 fn sim_feed(trades_per_sec: u32) -> Addr<FeedActor> {
     FeedActor::new(FeedConfig {
-        venue: VenueId::Sim,
+        market: sim_market(vec![sym("BTCUSDT"), sym("ETHUSDT")], 42, trades_per_sec),
         warm_for: Duration::from_secs(60),
         first_data_wait: Duration::from_secs(2),
-        sim: Some(SimConfig {
-            symbols: vec![sym("BTCUSDT"), sym("ETHUSDT")],
-            seed: 42,
-            trades_per_sec,
-            replay: None,
-        }),
-        binance: None,
-        rest_url: None,
+        replay: None,
         recorder: None,
         mailbox: super::DEFAULT_MAILBOX,
     })
@@ -154,17 +154,10 @@ async fn a_ticker_request_subscribes_on_demand_and_waits_for_data() {
 #[actix_rt::test]
 async fn without_data_a_market_request_answers_no_data_after_the_wait() {
     let feed = FeedActor::new(FeedConfig {
-        venue: VenueId::Sim,
+        market: sim_market(vec![sym("BTCUSDT")], 1, 0),
         warm_for: Duration::from_secs(60),
         first_data_wait: Duration::from_millis(100),
-        sim: Some(SimConfig {
-            symbols: vec![sym("BTCUSDT")],
-            seed: 1,
-            trades_per_sec: 0,
-            replay: None,
-        }),
-        binance: None,
-        rest_url: None,
+        replay: None,
         recorder: None,
         mailbox: super::DEFAULT_MAILBOX,
     })
@@ -231,17 +224,10 @@ fn recording(dir: &std::path::Path, steps: u64) -> (std::path::PathBuf, Vec<Mark
 
 fn replay_feed(path: std::path::PathBuf, events_per_sec: u32) -> Addr<FeedActor> {
     FeedActor::new(FeedConfig {
-        venue: VenueId::Sim,
+        market: sim_market(vec![sym("BTCUSDT")], 42, 1_000),
         warm_for: Duration::from_secs(60),
         first_data_wait: Duration::from_secs(2),
-        sim: Some(SimConfig {
-            symbols: vec![sym("BTCUSDT")],
-            seed: 42,
-            trades_per_sec: 1_000,
-            replay: Some(ReplayConfig { path, symbol: sym("BTCUSDT"), events_per_sec }),
-        }),
-        binance: None,
-        rest_url: None,
+        replay: Some(ReplayConfig { path, symbol: sym("BTCUSDT"), events_per_sec }),
         recorder: None,
         mailbox: super::DEFAULT_MAILBOX,
     })
@@ -302,17 +288,10 @@ async fn a_recording_feed_writes_what_it_handles_to_the_days_file() {
     let dir = tempfile::tempdir().unwrap();
     let recorder = crate::record::Recorder::start(dir.path().to_owned(), 1024).unwrap();
     let feed = FeedActor::new(FeedConfig {
-        venue: VenueId::Sim,
+        market: sim_market(vec![sym("BTCUSDT")], 3, 500),
         warm_for: Duration::from_secs(60),
         first_data_wait: Duration::from_secs(2),
-        sim: Some(SimConfig {
-            symbols: vec![sym("BTCUSDT")],
-            seed: 3,
-            trades_per_sec: 500,
-            replay: None,
-        }),
-        binance: None,
-        rest_url: None,
+        replay: None,
         recorder: Some(recorder),
         mailbox: super::DEFAULT_MAILBOX,
     })

@@ -1,9 +1,90 @@
-//! Binance spot and USD-M futures public market streams.
+//! Binance spot: public market streams and signed REST orders, behind the venue seam.
 //!
 //! Follows <https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams> and
-//! <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>.
+//! <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>. USD-M futures speaks
+//! the same wire format with other URLs, channels and limits: it lives in
+//! [`crate::binance_futures`] and shares this folder's helpers through a [`Dialect`].
 
-pub mod connection;
+pub mod connector;
 pub mod parse;
 pub mod rest;
 pub mod streams;
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use crate::registry::{Capabilities, Presets, VenueEntry};
+use keel_core::market::{StreamKind, VenueId};
+
+/// What tells one Binance market apart from another that speaks the same wire format: its
+/// URLs, stream channels, limits, REST paths and exchange-info filters.
+#[derive(Debug)]
+pub struct Dialect {
+    /// Which venue.
+    pub venue: VenueId,
+    /// Mainnet and testnet base URLs.
+    pub mainnet: Presets,
+    /// Testnet base URLs.
+    pub testnet: Presets,
+    /// The channel (after `<symbol>@`) carrying a Keel stream kind, if the venue has one.
+    pub channel: fn(StreamKind) -> Option<&'static str>,
+    /// Most messages per second a client may send on a stream connection.
+    pub max_incoming_msgs_per_sec: u32,
+    /// How often the stream server pings.
+    pub ping_interval: Duration,
+    /// REST paths.
+    pub paths: RestPaths,
+    /// Reads the minimum order value from a symbol's exchange-info filters.
+    pub min_notional: fn(&[serde_json::Value]) -> Option<Decimal>,
+}
+
+/// The REST endpoints Keel calls, relative to the base URL.
+#[derive(Debug)]
+pub struct RestPaths {
+    /// Server time.
+    pub time: &'static str,
+    /// Exchange info (instrument rules).
+    pub exchange_info: &'static str,
+    /// New order, query order, cancel order.
+    pub order: &'static str,
+    /// Account information with balances in the spot shape, if the venue has it.
+    pub account: Option<&'static str>,
+}
+
+impl Dialect {
+    /// The base URLs for mainnet or testnet.
+    pub fn presets(&self, testnet: bool) -> &Presets {
+        if testnet { &self.testnet } else { &self.mainnet }
+    }
+}
+
+/// Binance spot.
+pub static SPOT: Dialect = Dialect {
+    venue: VenueId::Binance,
+    mainnet: Presets { ws_url: streams::SPOT_WS_URL, rest_url: rest::SPOT_REST_URL },
+    testnet: Presets {
+        ws_url: streams::SPOT_TESTNET_WS_URL,
+        rest_url: rest::SPOT_TESTNET_REST_URL,
+    },
+    channel: streams::spot_channel,
+    max_incoming_msgs_per_sec: streams::SPOT_MAX_INCOMING_MSGS_PER_SEC,
+    ping_interval: streams::SPOT_PING_INTERVAL,
+    paths: RestPaths {
+        time: "/api/v3/time",
+        exchange_info: "/api/v3/exchangeInfo",
+        order: "/api/v3/order",
+        account: Some("/api/v3/account"),
+    },
+    min_notional: rest::spot_min_notional,
+};
+
+/// Binance spot in the registry: live orders, credentials, no shorting.
+pub static ENTRY: VenueEntry = VenueEntry {
+    id: VenueId::Binance,
+    label: "binance (spot)",
+    capabilities: Capabilities { live_orders: true, shorting: false, credentials: true },
+    presets: |testnet| Some(SPOT.presets(testnet)),
+    market: |settings| connector::market(&SPOT, settings),
+    router: Some(|settings| connector::router(&SPOT, settings)),
+};

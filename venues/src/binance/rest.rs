@@ -1,6 +1,7 @@
-//! Binance REST: exchange info (instrument rules) and signed spot orders.
+//! Binance REST: exchange info (instrument rules), signed spot orders and account balances.
 //!
-//! Follows <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>. Signed requests
+//! Follows <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>; the paths and
+//! exchange-info filters of the market at hand come from its [`Dialect`]. Signed requests
 //! carry `timestamp` (local time corrected by the server-time offset, so `-1021` does not happen)
 //! and `recvWindow`; the payload is signed in the vault (HMAC-SHA256, hex), never here. Request
 //! weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the budget is nearly
@@ -17,8 +18,16 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use keel_core::market::{Symbol, VenueId};
+use super::Dialect;
+use keel_core::market::Symbol;
 use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
+
+/// Spot REST API.
+/// <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information>
+pub const SPOT_REST_URL: &str = "https://api.binance.com";
+/// Spot testnet REST API.
+/// <https://github.com/binance/binance-spot-api-docs/blob/master/testnet/general-info.md>
+pub const SPOT_TESTNET_REST_URL: &str = "https://testnet.binance.vision";
 
 /// How long one REST call may take.
 pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,18 +99,15 @@ impl RestError {
     }
 }
 
-/// Signs a payload: the vault's `Sign`, behind a closure so this module needs no actor.
-pub type Signer<'a> = &'a (
-        dyn Fn(String) -> futures_util::future::BoxFuture<'static, Result<(String, String), String>>
-            + Sync
-    );
+/// Signs a payload: the vault's `Sign`, as the seam passes it.
+pub use crate::routing::Signer;
 
 /// A venue's REST endpoint with its clock offset and weight budget. Share one per venue.
 #[derive(Debug)]
 pub struct RestClient {
     http: reqwest::Client,
     base: String,
-    venue: VenueId,
+    dialect: &'static Dialect,
     /// Server time minus local time, ms.
     offset_ms: AtomicI64,
     used_weight: AtomicU32,
@@ -161,6 +167,24 @@ struct ServerTime {
 }
 
 #[derive(Deserialize)]
+struct Account {
+    balances: Vec<AccountBalance>,
+}
+
+/// One asset of `GET /api/v3/account`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct AccountBalance {
+    /// The asset.
+    pub asset: String,
+    /// Available.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub free: Decimal,
+    /// Held by open orders.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub locked: Decimal,
+}
+
+#[derive(Deserialize)]
 struct ExchangeInfo {
     symbols: Vec<SymbolInfo>,
 }
@@ -174,11 +198,12 @@ struct SymbolInfo {
 }
 
 impl RestClient {
-    /// A client for `base` (`https://api.binance.com`, or a local fake in tests).
+    /// A client for `dialect`'s market at `base` (`https://api.binance.com`, or a local fake in
+    /// tests).
     ///
     /// # Errors
     /// The HTTP client cannot be built (TLS set-up).
-    pub fn new(venue: VenueId, base: &str) -> Result<Self, RestError> {
+    pub fn new(dialect: &'static Dialect, base: &str) -> Result<Self, RestError> {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(REST_TIMEOUT)
@@ -188,7 +213,7 @@ impl RestClient {
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
-            venue,
+            dialect,
             offset_ms: AtomicI64::new(0),
             used_weight: AtomicU32::new(0),
             blocked_until_ms: AtomicU64::new(0),
@@ -196,9 +221,17 @@ impl RestClient {
         })
     }
 
-    fn path(&self, spot: &'static str, futures: &'static str) -> String {
-        let path = if self.venue == VenueId::BinanceFutures { futures } else { spot };
+    fn path(&self, path: &'static str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    fn venue(&self) -> &'static str {
+        self.dialect.venue.as_str()
+    }
+
+    /// The market this client talks to.
+    pub fn dialect(&self) -> &'static Dialect {
+        self.dialect
     }
 
     /// Binance's time now, by our clock and the last measured offset, ms.
@@ -216,7 +249,7 @@ impl RestClient {
         // Wait for the budget first, so the wait is not counted as network time.
         self.throttle().await;
         let sent = crate::now_us() as i64 / 1000;
-        let res = self.send(self.http.get(self.path("/api/v3/time", "/fapi/v1/time"))).await?;
+        let res = self.send(self.http.get(self.path(self.dialect.paths.time))).await?;
         let now = crate::now_us() as i64 / 1000;
         let time: ServerTime = decode(&res)?;
         let offset = time.server_time - (sent + now) / 2;
@@ -224,12 +257,12 @@ impl RestClient {
         Ok(offset)
     }
 
-    /// Every tradable symbol's rules (`GET /api/v3/exchangeInfo`).
+    /// Every tradable symbol's rules (`GET /api/v3/exchangeInfo` on spot).
     ///
     /// # Errors
     /// The call failed or the answer is not exchange info.
     pub async fn exchange_info(&self) -> Result<HashMap<Symbol, InstrumentFilters>, RestError> {
-        let url = self.path("/api/v3/exchangeInfo", "/fapi/v1/exchangeInfo");
+        let url = self.path(self.dialect.paths.exchange_info);
         self.throttle().await;
         let body = self.send(self.http.get(url)).await?;
         let info: ExchangeInfo = decode(&body)?;
@@ -237,7 +270,10 @@ impl RestClient {
             .symbols
             .into_iter()
             .filter(|s| s.status == "TRADING")
-            .filter_map(|s| Some((Symbol::parse(&s.symbol)?, filters_of(&s.filters)?)))
+            .filter_map(|s| {
+                let filters = filters_of(&s.filters, self.dialect.min_notional)?;
+                Some((Symbol::parse(&s.symbol)?, filters))
+            })
             .collect())
     }
 
@@ -274,7 +310,7 @@ impl RestClient {
                 params.push(("type", "MARKET".to_owned()))
             }
         }
-        self.signed(reqwest::Method::POST, "/api/v3/order", params, signer).await
+        self.signed(reqwest::Method::POST, self.dialect.paths.order, params, signer).await
     }
 
     /// Looks an order up by our client id (`GET /api/v3/order`).
@@ -289,7 +325,7 @@ impl RestClient {
     ) -> Result<VenueOrder, RestError> {
         let params =
             vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())];
-        self.signed(reqwest::Method::GET, "/api/v3/order", params, signer).await
+        self.signed(reqwest::Method::GET, self.dialect.paths.order, params, signer).await
     }
 
     /// Cancels an order by our client id (`DELETE /api/v3/order`). The answer's
@@ -305,16 +341,28 @@ impl RestClient {
     ) -> Result<VenueOrder, RestError> {
         let params =
             vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())];
-        self.signed(reqwest::Method::DELETE, "/api/v3/order", params, signer).await
+        self.signed(reqwest::Method::DELETE, self.dialect.paths.order, params, signer).await
     }
 
-    async fn signed(
+    /// The account's balances (`GET /api/v3/account`), where the market has that endpoint.
+    ///
+    /// # Errors
+    /// The call failed, or the market has no such endpoint ([`RestError::NotSent`]).
+    pub async fn balances(&self, signer: Signer<'_>) -> Result<Vec<AccountBalance>, RestError> {
+        let Some(path) = self.dialect.paths.account else {
+            return Err(RestError::NotSent(format!("{} has no account endpoint", self.venue())));
+        };
+        let account: Account = self.signed(reqwest::Method::GET, path, Vec::new(), signer).await?;
+        Ok(account.balances)
+    }
+
+    async fn signed<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         mut params: Vec<(&str, String)>,
         signer: Signer<'_>,
-    ) -> Result<VenueOrder, RestError> {
+    ) -> Result<T, RestError> {
         self.throttle().await;
         params.push(("recvWindow", RECV_WINDOW_MS.to_string()));
         params.push(("timestamp", self.timestamp().to_string()));
@@ -386,7 +434,7 @@ impl RestClient {
         })?;
         if let Some(weight) = header_u32(res.headers(), "x-mbx-used-weight-1m") {
             self.used_weight.store(weight, Ordering::Relaxed);
-            metrics::gauge!("keel_venue_used_weight", "venue" => self.venue.as_str())
+            metrics::gauge!("keel_venue_used_weight", "venue" => self.venue())
                 .set(f64::from(weight));
         }
         let status = res.status().as_u16();
@@ -399,7 +447,7 @@ impl RestClient {
                 .unwrap_or(DEFAULT_BACKOFF_SECS);
             let until = crate::now_us() / 1000 + wait_secs.min(MAX_BACKOFF_SECS) * 1000;
             self.blocked_until_ms.fetch_max(until, Ordering::Relaxed);
-            tracing::warn!(venue = %self.venue, status, wait_secs, "binance asked for a pause");
+            tracing::warn!(venue = self.venue(), status, wait_secs, "binance asked for a pause");
         }
         let headers = res.headers().clone();
         let body = res.bytes().await.map_err(|e| RestError::NoAnswer(e.to_string()))?;
@@ -410,7 +458,7 @@ impl RestClient {
             Ok(e) => (e.code, e.msg),
             Err(_) => (0, String::from_utf8_lossy(&body).chars().take(200).collect()),
         };
-        metrics::counter!("keel_venue_errors_total", "venue" => self.venue.as_str(), "code" => code.to_string()).increment(1);
+        metrics::counter!("keel_venue_errors_total", "venue" => self.venue(), "code" => code.to_string()).increment(1);
         Err(RestError::Api { status, code, msg })
     }
 }
@@ -436,20 +484,37 @@ fn urlencode(v: &str) -> String {
     out
 }
 
-/// Reads PRICE_FILTER, LOT_SIZE and (MIN_)NOTIONAL into filters; `None` without the first two.
-fn filters_of(filters: &[serde_json::Value]) -> Option<InstrumentFilters> {
-    let field = |f: &serde_json::Value, k: &str| f.get(k)?.as_str()?.parse::<Decimal>().ok();
-    let find =
-        |t: &str| filters.iter().find(|f| f.get("filterType").and_then(|v| v.as_str()) == Some(t));
+/// The decimal string field `key` of an exchange-info filter.
+pub fn filter_field(filter: &serde_json::Value, key: &str) -> Option<Decimal> {
+    filter.get(key)?.as_str()?.parse::<Decimal>().ok()
+}
+
+/// The exchange-info filter of type `filter_type`.
+pub fn find_filter<'a>(
+    filters: &'a [serde_json::Value],
+    filter_type: &str,
+) -> Option<&'a serde_json::Value> {
+    filters.iter().find(|f| f.get("filterType").and_then(|v| v.as_str()) == Some(filter_type))
+}
+
+/// Spot's minimum order value: `NOTIONAL.minNotional`, or the older `MIN_NOTIONAL.minNotional`.
+pub fn spot_min_notional(filters: &[serde_json::Value]) -> Option<Decimal> {
+    find_filter(filters, "NOTIONAL").and_then(|f| filter_field(f, "minNotional")).or_else(|| {
+        find_filter(filters, "MIN_NOTIONAL").and_then(|f| filter_field(f, "minNotional"))
+    })
+}
+
+/// Reads PRICE_FILTER, LOT_SIZE and the minimum order value (by `min_notional`) into filters;
+/// `None` without the first two.
+fn filters_of(
+    filters: &[serde_json::Value],
+    min_notional: fn(&[serde_json::Value]) -> Option<Decimal>,
+) -> Option<InstrumentFilters> {
+    let field = filter_field;
+    let find = |t: &str| find_filter(filters, t);
     let price = find("PRICE_FILTER")?;
     let lot = find("LOT_SIZE")?;
-    let min_notional = find("NOTIONAL")
-        .and_then(|f| field(f, "minNotional"))
-        .or_else(|| {
-            find("MIN_NOTIONAL")
-                .and_then(|f| field(f, "minNotional").or_else(|| field(f, "notional")))
-        })
-        .unwrap_or_default();
+    let min_notional = min_notional(filters).unwrap_or_default();
     Some(InstrumentFilters {
         tick_size: field(price, "tickSize")?,
         step_size: field(lot, "stepSize")?,
@@ -471,7 +536,7 @@ mod tests {
                 {"filterType":"NOTIONAL","minNotional":"5.00000000","applyMinToMarket":true}]"#,
         )
         .unwrap();
-        let f = filters_of(&spot).unwrap();
+        let f = filters_of(&spot, spot_min_notional).unwrap();
         assert_eq!(f.tick_size.to_string(), "0.01");
         assert_eq!(f.step_size.to_string(), "0.00001");
         assert_eq!(f.min_notional.to_string(), "5.00000000");
@@ -480,8 +545,12 @@ mod tests {
                 {"filterType":"MIN_NOTIONAL","notional":"100"}]"#,
         )
         .unwrap();
-        assert_eq!(filters_of(&futures).unwrap().min_notional, Decimal::ONE_HUNDRED);
-        assert!(filters_of(&[]).is_none());
+        let futures_min_notional = crate::binance_futures::DIALECT.min_notional;
+        assert_eq!(
+            filters_of(&futures, futures_min_notional).unwrap().min_notional,
+            Decimal::ONE_HUNDRED
+        );
+        assert!(filters_of(&[], spot_min_notional).is_none());
     }
 
     #[test]
@@ -515,7 +584,7 @@ mod tests {
                 let _ = tcp.write_all(answer.as_bytes()).await;
             }
         });
-        let client = RestClient::new(VenueId::Binance, &base).unwrap();
+        let client = RestClient::new(&super::super::SPOT, &base).unwrap();
         let first = client.sync_time().await.unwrap_err();
         assert!(matches!(first, RestError::Api { status: 429, code: -1003, .. }), "{first:?}");
         assert!(!first.is_unknown_outcome(), "a 429 was refused, not lost");
@@ -524,6 +593,46 @@ mod tests {
             other => panic!("expected a back-off, got {other:?}"),
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "nothing is sent during the back-off");
+    }
+
+    #[tokio::test]
+    async fn balances_are_read_from_a_signed_account_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let request = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let seen = request.clone();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).await.unwrap();
+            *seen.lock().unwrap() = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let body = r#"{"balances":[{"asset":"USDT","free":"10.50","locked":"1.25"}]}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let client = RestClient::new(&super::super::SPOT, &base).unwrap();
+        let signer = |payload: String| -> futures_util::future::BoxFuture<
+            'static,
+            Result<(String, String), String>,
+        > {
+            Box::pin(async move { Ok(("key".to_owned(), format!("sig-{}", payload.len()))) })
+        };
+        let balances = client.balances(&signer).await.unwrap();
+        assert_eq!(balances.len(), 1);
+        assert_eq!(
+            (balances[0].asset.as_str(), balances[0].free, balances[0].locked),
+            ("USDT", Decimal::new(1050, 2), Decimal::new(125, 2))
+        );
+        let request = request.lock().unwrap().clone();
+        assert!(request.starts_with("GET /api/v3/account?recvWindow="), "{request}");
+        assert!(request.contains("&signature=sig-"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("x-mbx-apikey: key"), "{request}");
+        let futures = RestClient::new(&crate::binance_futures::DIALECT, &base).unwrap();
+        assert!(matches!(futures.balances(&signer).await, Err(RestError::NotSent(_))));
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! Which Binance stream carries each Keel stream, the limits Binance puts on a stream
-//! connection, its base URLs, and the `SUBSCRIBE` / `UNSUBSCRIBE` requests.
+//! connection, spot's stream URLs, and the `SUBSCRIBE` / `UNSUBSCRIBE` requests.
 //!
-//! Keel opens one combined-stream connection (`…/stream`) per venue and subscribes with
-//! requests on it, so every data frame arrives wrapped as `{"stream":"<name>","data":{…}}`.
+//! Keel opens combined-stream connections (`…/stream`) per venue and subscribes with requests
+//! on them, so every data frame arrives wrapped as `{"stream":"<name>","data":{…}}`. The
+//! functions taking a [`Dialect`] serve spot and USD-M futures alike.
 //!
-//! Spot follows <https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams>,
-//! USD-M futures <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>.
+//! Follows <https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams>.
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use keel_core::market::{StreamKind, Symbol, VenueId};
+use super::Dialect;
+use crate::connection::ConnectionConfig;
+use keel_core::market::{StreamKind, Symbol};
 
 /// Spot market streams, combined-stream endpoint.
 /// <https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams>
@@ -19,33 +21,12 @@ pub const SPOT_WS_URL: &str = "wss://stream.binance.com:9443/stream";
 /// Spot testnet market streams, combined-stream endpoint.
 /// <https://github.com/binance/binance-spot-api-docs/blob/master/testnet/general-info.md>
 pub const SPOT_TESTNET_WS_URL: &str = "wss://stream.testnet.binance.vision/stream";
-/// USD-M futures market streams, combined-stream endpoint.
-/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>
-pub const FUTURES_WS_URL: &str = "wss://fstream.binance.com/stream";
-/// USD-M futures testnet market streams, combined-stream endpoint.
-/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
-pub const FUTURES_TESTNET_WS_URL: &str = "wss://fstream.binancefuture.com/stream";
-/// Spot REST API.
-/// <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information>
-pub const SPOT_REST_URL: &str = "https://api.binance.com";
-/// Spot testnet REST API.
-/// <https://github.com/binance/binance-spot-api-docs/blob/master/testnet/general-info.md>
-pub const SPOT_TESTNET_REST_URL: &str = "https://testnet.binance.vision";
-/// USD-M futures REST API.
-/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
-pub const FUTURES_REST_URL: &str = "https://fapi.binance.com";
-/// USD-M futures testnet REST API.
-/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
-pub const FUTURES_TESTNET_REST_URL: &str = "https://testnet.binancefuture.com";
-
 /// Most streams one connection may listen to (spot and futures); a `SUBSCRIBE` past it is
 /// refused.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 1024;
 /// Most messages a spot client may send per second (requests, pings and pongs all count);
 /// a connection over it is closed, and an IP closed repeatedly may be banned.
 pub const SPOT_MAX_INCOMING_MSGS_PER_SEC: u32 = 5;
-/// Most messages a futures client may send per second; over it, as on spot.
-pub const FUTURES_MAX_INCOMING_MSGS_PER_SEC: u32 = 10;
 /// Most connection attempts per IP within [`CONNECTION_WINDOW`].
 pub const MAX_CONNECTIONS_PER_WINDOW: u32 = 300;
 /// The window [`MAX_CONNECTIONS_PER_WINDOW`] counts over.
@@ -53,39 +34,28 @@ pub const CONNECTION_WINDOW: Duration = Duration::from_secs(5 * 60);
 /// How often the spot server pings; it disconnects a client that has not ponged within a
 /// minute.
 pub const SPOT_PING_INTERVAL: Duration = Duration::from_secs(20);
-/// How often the futures server pings; it disconnects a client that has not ponged within
-/// ten minutes.
-pub const FUTURES_PING_INTERVAL: Duration = Duration::from_secs(3 * 60);
 /// How long Binance keeps a connection open before closing it: reconnect before this.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Top-of-book levels in a depth snapshot ([`StreamKind::Depth`] is `depth20@100ms`).
 pub const DEPTH_LEVELS: usize = 20;
 
-/// The channel part of the stream name (after `<symbol>@`) carrying `kind` on `venue`, or
-/// `None` where the venue has no such stream.
-pub fn channel(venue: VenueId, kind: StreamKind) -> Option<&'static str> {
-    let futures = match venue {
-        VenueId::Binance => false,
-        VenueId::BinanceFutures => true,
-        VenueId::Sim => return None,
-    };
+/// The spot channel (the part of the stream name after `<symbol>@`) carrying `kind`, or `None`
+/// where spot has no such stream (liquidations).
+pub fn spot_channel(kind: StreamKind) -> Option<&'static str> {
     Some(match kind {
-        // USD-M futures has no raw `@trade` stream; aggregate trades are its public tape.
-        StreamKind::Trades if futures => "aggTrade",
         StreamKind::Trades => "trade",
         StreamKind::Quotes => "bookTicker",
         StreamKind::Candles1m => "kline_1m",
         StreamKind::Depth => "depth20@100ms",
-        StreamKind::Liquidations if futures => "forceOrder",
         StreamKind::Liquidations => return None,
     })
 }
 
-/// The Binance stream name for `kind` of `symbol` on `venue` (`btcusdt@trade`), or `None`
-/// where the venue has no such stream (liquidations on spot, anything on `sim`).
-pub fn stream_name(venue: VenueId, symbol: &Symbol, kind: StreamKind) -> Option<String> {
-    let channel = channel(venue, kind)?;
+/// The Binance stream name for `kind` of `symbol` in `dialect` (`btcusdt@trade`), or `None`
+/// where the venue has no such stream.
+pub fn stream_name(dialect: &Dialect, symbol: &Symbol, kind: StreamKind) -> Option<String> {
+    let channel = (dialect.channel)(kind)?;
     let symbol = symbol.as_str();
     let mut name = String::with_capacity(symbol.len() + 1 + channel.len());
     name.extend(symbol.chars().map(|c| c.to_ascii_lowercase()));
@@ -94,13 +64,13 @@ pub fn stream_name(venue: VenueId, symbol: &Symbol, kind: StreamKind) -> Option<
     Some(name)
 }
 
-/// The Keel stream a Binance stream name on `venue` carries: the inverse of [`stream_name`].
+/// The Keel stream a Binance stream name in `dialect` carries: the inverse of [`stream_name`].
 ///
 /// Only the names [`stream_name`] produces are recognised (`btcusdt@aggTrade` is `None` on
 /// spot, where Keel's trades are `@trade`); the symbol part may be in either case.
-pub fn parse_stream_name(venue: VenueId, name: &str) -> Option<(Symbol, StreamKind)> {
+pub fn parse_stream_name(dialect: &Dialect, name: &str) -> Option<(Symbol, StreamKind)> {
     let (symbol, rest) = name.split_once('@')?;
-    let kind = StreamKind::ALL.into_iter().find(|&kind| channel(venue, kind) == Some(rest))?;
+    let kind = StreamKind::ALL.into_iter().find(|&kind| (dialect.channel)(kind) == Some(rest))?;
     Some((Symbol::parse(symbol)?, kind))
 }
 
@@ -150,44 +120,23 @@ pub fn unsubscribe_request(id: u64, streams: &[String]) -> String {
     request("UNSUBSCRIBE", id, streams)
 }
 
-/// The most messages per second Binance accepts from a client on `venue`'s stream
-/// connection (`None` for `sim`).
-pub fn max_incoming_msgs_per_sec(venue: VenueId) -> Option<u32> {
-    match venue {
-        VenueId::Binance => Some(SPOT_MAX_INCOMING_MSGS_PER_SEC),
-        VenueId::BinanceFutures => Some(FUTURES_MAX_INCOMING_MSGS_PER_SEC),
-        VenueId::Sim => None,
-    }
-}
-
-/// How often `venue`'s stream server pings (`None` for `sim`).
-pub fn ping_interval(venue: VenueId) -> Option<Duration> {
-    match venue {
-        VenueId::Binance => Some(SPOT_PING_INTERVAL),
-        VenueId::BinanceFutures => Some(FUTURES_PING_INTERVAL),
-        VenueId::Sim => None,
-    }
-}
-
-/// The combined-stream WebSocket URL preset for `venue` (`None` for `sim`).
-pub fn ws_url(venue: VenueId, testnet: bool) -> Option<&'static str> {
-    match (venue, testnet) {
-        (VenueId::Binance, false) => Some(SPOT_WS_URL),
-        (VenueId::Binance, true) => Some(SPOT_TESTNET_WS_URL),
-        (VenueId::BinanceFutures, false) => Some(FUTURES_WS_URL),
-        (VenueId::BinanceFutures, true) => Some(FUTURES_TESTNET_WS_URL),
-        (VenueId::Sim, _) => None,
-    }
-}
-
-/// The REST base URL preset for `venue` (`None` for `sim`).
-pub fn rest_url(venue: VenueId, testnet: bool) -> Option<&'static str> {
-    match (venue, testnet) {
-        (VenueId::Binance, false) => Some(SPOT_REST_URL),
-        (VenueId::Binance, true) => Some(SPOT_TESTNET_REST_URL),
-        (VenueId::BinanceFutures, false) => Some(FUTURES_REST_URL),
-        (VenueId::BinanceFutures, true) => Some(FUTURES_TESTNET_REST_URL),
-        (VenueId::Sim, _) => None,
+/// Binance's documented limits for `dialect`'s stream connections at `ws_url`, with sensible
+/// margins for the reconnect policy.
+pub fn connection_config(dialect: &Dialect, ws_url: String) -> ConnectionConfig {
+    ConnectionConfig {
+        ws_url,
+        max_outgoing_per_sec: dialect.max_incoming_msgs_per_sec,
+        max_streams: MAX_STREAMS_PER_CONNECTION,
+        max_connects: MAX_CONNECTIONS_PER_WINDOW,
+        connect_window: CONNECTION_WINDOW,
+        max_frame_bytes: super::parse::MAX_FRAME_BYTES,
+        stale_after: Duration::from_secs(60),
+        silence_timeout: Duration::from_secs(90),
+        ping_every: Duration::from_secs(30),
+        max_life: CONNECTION_LIFETIME - Duration::from_secs(15 * 60),
+        backoff_base: Duration::from_millis(500),
+        backoff_cap: Duration::from_secs(60),
+        healthy_after: Duration::from_secs(60),
     }
 }
 
@@ -202,49 +151,47 @@ mod tests {
     #[test]
     fn keel_streams_map_to_the_documented_binance_names() {
         use StreamKind::*;
-        use VenueId::*;
+        let (spot, futures) = (&super::super::SPOT, &crate::binance_futures::DIALECT);
         let cases = [
-            (Binance, Trades, Some("btcusdt@trade")),
-            (Binance, Quotes, Some("btcusdt@bookTicker")),
-            (Binance, Candles1m, Some("btcusdt@kline_1m")),
-            (Binance, Depth, Some("btcusdt@depth20@100ms")),
-            (Binance, Liquidations, None),
-            (BinanceFutures, Trades, Some("btcusdt@aggTrade")),
-            (BinanceFutures, Quotes, Some("btcusdt@bookTicker")),
-            (BinanceFutures, Candles1m, Some("btcusdt@kline_1m")),
-            (BinanceFutures, Depth, Some("btcusdt@depth20@100ms")),
-            (BinanceFutures, Liquidations, Some("btcusdt@forceOrder")),
-            (Sim, Trades, None),
+            (spot, Trades, Some("btcusdt@trade")),
+            (spot, Quotes, Some("btcusdt@bookTicker")),
+            (spot, Candles1m, Some("btcusdt@kline_1m")),
+            (spot, Depth, Some("btcusdt@depth20@100ms")),
+            (spot, Liquidations, None),
+            (futures, Trades, Some("btcusdt@aggTrade")),
+            (futures, Quotes, Some("btcusdt@bookTicker")),
+            (futures, Candles1m, Some("btcusdt@kline_1m")),
+            (futures, Depth, Some("btcusdt@depth20@100ms")),
+            (futures, Liquidations, Some("btcusdt@forceOrder")),
         ];
-        for (venue, kind, expected) in cases {
-            let name = stream_name(venue, &btc(), kind);
-            assert_eq!(name.as_deref(), expected, "{venue} {kind:?}");
+        for (dialect, kind, expected) in cases {
+            let name = stream_name(dialect, &btc(), kind);
+            assert_eq!(name.as_deref(), expected, "{} {kind:?}", dialect.venue);
             if let Some(name) = name {
-                assert_eq!(parse_stream_name(venue, &name), Some((btc(), kind)), "{name}");
+                assert_eq!(parse_stream_name(dialect, &name), Some((btc(), kind)), "{name}");
             }
         }
     }
 
     #[test]
     fn parse_stream_name_recognises_only_keels_names() {
-        use VenueId::*;
+        let (binance, binance_futures) = (&super::super::SPOT, &crate::binance_futures::DIALECT);
         let cases = [
-            (Binance, "BTCUSDT@trade", Some(StreamKind::Trades)),
-            (Binance, "btcusdt@aggTrade", None),
-            (Binance, "btcusdt@forceOrder", None),
-            (BinanceFutures, "btcusdt@trade", None),
-            (Binance, "btcusdt@depth", None),
-            (Binance, "btcusdt@depth20", None),
-            (Binance, "btcusdt@kline_5m", None),
-            (Binance, "btcusdt@booktricker", None),
-            (Binance, "btcusdt", None),
-            (Binance, "@trade", None),
-            (Binance, "btc-usdt@trade", None),
-            (Binance, "", None),
-            (Sim, "btcusdt@trade", None),
+            (binance, "BTCUSDT@trade", Some(StreamKind::Trades)),
+            (binance, "btcusdt@aggTrade", None),
+            (binance, "btcusdt@forceOrder", None),
+            (binance_futures, "btcusdt@trade", None),
+            (binance, "btcusdt@depth", None),
+            (binance, "btcusdt@depth20", None),
+            (binance, "btcusdt@kline_5m", None),
+            (binance, "btcusdt@booktricker", None),
+            (binance, "btcusdt", None),
+            (binance, "@trade", None),
+            (binance, "btc-usdt@trade", None),
+            (binance, "", None),
         ];
-        for (venue, name, expected) in cases {
-            assert_eq!(parse_stream_name(venue, name).map(|(_, k)| k), expected, "{name}");
+        for (dialect, name, expected) in cases {
+            assert_eq!(parse_stream_name(dialect, name).map(|(_, k)| k), expected, "{name}");
         }
     }
 
@@ -291,17 +238,13 @@ mod tests {
     }
 
     #[test]
-    fn presets_exist_for_binance_venues_only() {
-        for venue in [VenueId::Binance, VenueId::BinanceFutures] {
-            for testnet in [false, true] {
-                assert!(ws_url(venue, testnet).is_some_and(|u| u.ends_with("/stream")));
-                assert!(rest_url(venue, testnet).is_some_and(|u| u.starts_with("https://")));
-            }
-            assert!(ping_interval(venue).is_some());
-            assert!(max_incoming_msgs_per_sec(venue).is_some());
-        }
-        assert_eq!(ws_url(VenueId::Sim, false), None);
-        assert_eq!(ping_interval(VenueId::BinanceFutures), Some(Duration::from_secs(180)));
-        assert_eq!(max_incoming_msgs_per_sec(VenueId::Binance), Some(5));
+    fn connection_config_follows_the_dialects_limits() {
+        let spot = connection_config(&super::super::SPOT, "ws://x/stream".into());
+        assert_eq!(spot.max_outgoing_per_sec, 5);
+        assert_eq!(spot.max_streams, 1024);
+        let futures = connection_config(&crate::binance_futures::DIALECT, "ws://x".into());
+        assert_eq!(futures.max_outgoing_per_sec, 10);
+        assert_eq!(crate::binance_futures::DIALECT.ping_interval, Duration::from_secs(180));
+        assert_eq!(super::super::SPOT.ping_interval, Duration::from_secs(20));
     }
 }

@@ -2,13 +2,27 @@
 //!
 //! Each symbol walks in whole ticks from a realistic starting price, with quantities in whole
 //! lot steps, so what it produces passes the same tick/step checks as a real venue's data. The
-//! same seed and the same sequence of calls give the same events.
+//! same seed and the same sequence of calls give the same events. [`connector`] puts it behind
+//! the venue seam.
+
+pub mod connector;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
+use crate::registry::{Capabilities, VenueEntry};
 use keel_core::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
+
+/// The simulated venue in the registry: paper trading only, no URLs, no credentials.
+pub static ENTRY: VenueEntry = VenueEntry {
+    id: VenueId::Sim,
+    label: "sim (simulated)",
+    capabilities: Capabilities { live_orders: false, shorting: false, credentials: false },
+    presets: |_| None,
+    market: connector::market,
+    router: None,
+};
 
 /// Price and size rules of a simulated instrument.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,6 @@ use crate::bot::live::LiveLink;
 use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
 use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus};
 use keel_core::engine::{BotEngine, EngineConfig};
-use keel_core::market::VenueId;
 use keel_core::trading::paper::PaperConfig;
 
 impl BotSupervisor {
@@ -36,16 +35,16 @@ impl BotSupervisor {
                 fee_bps: record.paper.fee_bps,
                 slippage_bps: self.config.paper_slippage_bps,
             },
-            allow_short: record.venue == VenueId::BinanceFutures,
+            allow_short: keel_venues::registry::capabilities(record.venue).shorting,
             live: record.mode == BotMode::Live,
         };
         let live =
             match record.mode {
                 BotMode::Paper => None,
                 BotMode::Live => Some(LiveLink {
-                    rest: self.config.live.rest.get(&record.venue).cloned().ok_or_else(|| {
-                        format!("live orders on {} are not configured", record.venue)
-                    })?,
+                    router: self.config.live.routers.get(&record.venue).cloned().ok_or_else(
+                        || format!("live orders on {} are not configured", record.venue),
+                    )?,
                     vault: self.config.live.vault.clone(),
                     user_id: record.user_id,
                     credential_id: record

@@ -1,17 +1,20 @@
-//! One combined-stream WebSocket connection to Binance, kept alive.
+//! One market-stream WebSocket connection to a venue, kept alive: the generic driver every
+//! upstream [`MarketConnector`] plugs into.
 //!
 //! A connection task owns the socket. The feed tells it which streams it wants
 //! ([`Command`]); it connects, subscribes, answers pings, and sends back parsed events and its
-//! state changes ([`Output`]). It reconnects by itself:
+//! state changes ([`Output`]). What it says and how it reads frames is the connector's
+//! business; when and how it reconnects is this module's, tuned by [`ConnectionConfig`]:
 //! - on a dropped or refused connection, with exponential backoff and full jitter, the attempt
 //!   counter reset once a connection has stayed healthy for a while;
-//! - on `serverShutdown`, and before Binance's 24 h cut-off;
+//! - on a server shutdown notice, and before the venue's connection cut-off;
 //! - when a subscribed stream has been silent for too long (stale), or the server has sent no
 //!   frame at all (not even a pong) for too long.
 //!
 //! After every reconnect it re-subscribes everything and reports a [`Output::Gap`], so strategies
-//! know data was missed. Connection attempts share a venue-wide budget (Binance allows 300 per
-//! 5 minutes per IP), and outgoing messages are paced under Binance's per-connection limit.
+//! know data was missed. Connection attempts share a venue-wide budget
+//! ([`connection_budget`]), and outgoing messages are paced under the venue's per-connection
+//! limit.
 
 use std::collections::{BTreeSet, HashMap};
 use std::num::NonZeroU32;
@@ -25,13 +28,12 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::parse::{Inbound, MAX_FRAME_BYTES, SymbolCache, parse_with};
-use super::streams::{self, subscribe_request, unsubscribe_request};
+use crate::market::{FrameParser, Inbound, MarketConnector};
 use crate::now_us;
-use keel_core::market::{MarketEvent, VenueId};
+use keel_core::market::MarketEvent;
 
-/// Streams per `SUBSCRIBE` message; Binance accepts long lists, but small ones keep each
-/// message well under frame limits.
+/// Streams per subscribe request; venues accept long lists, but small ones keep each message
+/// well under frame limits.
 const STREAMS_PER_REQUEST: usize = 200;
 /// How long a TCP + TLS + WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,15 +75,22 @@ pub enum Output {
     },
 }
 
-/// Tunables of a connection; [`ConnectionConfig::for_venue`] gives Binance's.
+/// Where a venue's market streams are, its limits, and the reconnect policy: what
+/// [`MarketConnector::connection`] gives (tests shorten the timings).
 #[derive(Debug, Clone)]
 pub struct ConnectionConfig {
-    /// The venue (decides the parser and limits).
-    pub venue: VenueId,
-    /// Combined-stream endpoint, e.g. `wss://stream.binance.com:9443/stream`.
+    /// Market-stream endpoint, e.g. `wss://stream.binance.com:9443/stream`.
     pub ws_url: String,
     /// Messages per second the connection may send.
     pub max_outgoing_per_sec: u32,
+    /// Most streams one connection may carry; the feed opens another past it.
+    pub max_streams: usize,
+    /// Most connection attempts per IP within [`connect_window`](Self::connect_window).
+    pub max_connects: u32,
+    /// The window [`max_connects`](Self::max_connects) counts over.
+    pub connect_window: Duration,
+    /// Largest frame (and message) read; a bigger one breaks the connection.
+    pub max_frame_bytes: usize,
     /// A subscribed stream with no data for this long is stale: reconnect.
     pub stale_after: Duration,
     /// No frame at all (data, ping, pong) for this long: the connection is dead.
@@ -98,31 +107,18 @@ pub struct ConnectionConfig {
     pub healthy_after: Duration,
 }
 
-impl ConnectionConfig {
-    /// Binance's documented limits and sensible margins for `venue` at `ws_url`.
-    pub fn for_venue(venue: VenueId, ws_url: String) -> Self {
-        Self {
-            venue,
-            ws_url,
-            max_outgoing_per_sec: streams::max_incoming_msgs_per_sec(venue).unwrap_or(5),
-            stale_after: Duration::from_secs(60),
-            silence_timeout: Duration::from_secs(90),
-            ping_every: Duration::from_secs(30),
-            max_life: streams::CONNECTION_LIFETIME - Duration::from_secs(15 * 60),
-            backoff_base: Duration::from_millis(500),
-            backoff_cap: Duration::from_secs(60),
-            healthy_after: Duration::from_secs(60),
-        }
-    }
-}
-
-/// The venue-wide budget of connection attempts: never more than Binance's 300 per 5 minutes.
+/// The venue-wide budget of connection attempts: never more than `config.max_connects` per
+/// `config.connect_window`.
 ///
-/// GCRA allows `burst` at once plus one per period after, so over any 5-minute window at most
-/// `burst + 300 s / period` attempts happen: 60 + 240 = 300.
-pub fn connection_budget() -> Arc<DefaultDirectRateLimiter> {
-    let quota = Quota::with_period(Duration::from_millis(1_250))
-        .map(|q| q.allow_burst(NonZeroU32::new(60).unwrap_or(NonZeroU32::MIN)))
+/// GCRA allows `burst` at once plus one per period after, so over any window at most
+/// `burst + window / period` attempts happen. A fifth of the allowance is the burst: for
+/// Binance's 300 per 5 minutes, 60 at once and one per 1.25 s after (60 + 240 = 300).
+pub fn connection_budget(config: &ConnectionConfig) -> Arc<DefaultDirectRateLimiter> {
+    let max = config.max_connects.max(2);
+    let burst = (max / 5).max(1);
+    let period = config.connect_window / (max - burst);
+    let quota = Quota::with_period(period)
+        .map(|q| q.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN));
     Arc::new(RateLimiter::direct(quota))
 }
@@ -145,18 +141,21 @@ enum Ended {
 
 struct Connection {
     index: usize,
+    venue: &'static str,
+    market: Arc<dyn MarketConnector>,
     config: ConnectionConfig,
     wanted: BTreeSet<String>,
     commands: mpsc::Receiver<Command>,
     output: mpsc::Sender<Output>,
     next_request_id: u64,
     last_error_log: Option<Instant>,
-    symbols: SymbolCache,
+    parser: Box<dyn FrameParser>,
 }
 
-/// Starts connection number `index` of a venue. It runs until `commands` is closed.
+/// Starts connection number `index` of `market`'s venue. It runs until `commands` is closed.
 pub fn spawn(
     index: usize,
+    market: Arc<dyn MarketConnector>,
     config: ConnectionConfig,
     budget: Arc<DefaultDirectRateLimiter>,
     commands: mpsc::Receiver<Command>,
@@ -164,20 +163,22 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let connection = Connection {
         index,
+        venue: market.venue().as_str(),
+        parser: market.parser(),
+        market,
         config,
         wanted: BTreeSet::new(),
         commands,
         output,
         next_request_id: 1,
         last_error_log: None,
-        symbols: SymbolCache::default(),
     };
     tokio::spawn(connection.run(budget))
 }
 
 impl Connection {
     fn venue(&self) -> &'static str {
-        self.config.venue.as_str()
+        self.venue
     }
 
     async fn run(mut self, budget: Arc<DefaultDirectRateLimiter>) {
@@ -194,7 +195,7 @@ impl Connection {
                 .increment(1);
             let connect = tokio_tungstenite::connect_async_with_config(
                 self.config.ws_url.as_str(),
-                Some(ws_config()),
+                Some(ws_config(self.config.max_frame_bytes)),
                 false,
             );
             let socket = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
@@ -282,7 +283,8 @@ impl Connection {
         let all: Vec<String> = self.wanted.iter().cloned().collect();
         for chunk in all.chunks(STREAMS_PER_REQUEST) {
             pace.until_ready().await;
-            let request = subscribe_request(self.request_id(), chunk);
+            let id = self.request_id();
+            let request = self.market.subscribe_request(id, chunk);
             if let Err(err) = sink.send(Message::text(request)).await {
                 return Ended::Reconnect(format!("subscribe failed: {err}"));
             }
@@ -333,13 +335,15 @@ impl Connection {
                             for name in names {
                                 last_seen.insert(name.clone(), Instant::now());
                             }
-                            subscribe_request(self.request_id(), names)
+                            let id = self.request_id();
+                            self.market.subscribe_request(id, names)
                         }
                         Command::Unsubscribe(names) => {
                             for name in names {
                                 last_seen.remove(name);
                             }
-                            unsubscribe_request(self.request_id(), names)
+                            let id = self.request_id();
+                            self.market.unsubscribe_request(id, names)
                         }
                     };
                     pace.until_ready().await;
@@ -376,11 +380,11 @@ impl Connection {
         text: &str,
         last_seen: &mut HashMap<String, Instant>,
     ) -> Option<Ended> {
-        match parse_with(self.config.venue, text, now_us(), &mut self.symbols) {
+        match self.parser.parse(text, now_us()) {
             Ok(Inbound::Event(event)) => {
                 if let Some(name) = event
                     .stream_kind()
-                    .and_then(|kind| streams::stream_name(self.config.venue, &event.symbol, kind))
+                    .and_then(|kind| self.market.stream_name(&event.symbol, kind))
                     && let Some(seen) = last_seen.get_mut(&name)
                 {
                     *seen = Instant::now();
@@ -392,11 +396,11 @@ impl Connection {
             Ok(Inbound::Ack { .. }) => {}
             Ok(Inbound::Error { code, msg, id }) => {
                 self.count_error("request_rejected");
-                tracing::warn!(venue = self.venue(), code, %msg, ?id, "Binance rejected a request");
+                tracing::warn!(venue = self.venue(), code, %msg, ?id, "the venue rejected a request");
             }
             Ok(Inbound::ServerShutdown) => return Some(Ended::Reconnect("serverShutdown".into())),
             Err(err) => {
-                self.count_error(err.reason());
+                self.count_error(err.reason);
                 let now = Instant::now();
                 if self.last_error_log.is_none_or(|t| now.duration_since(t) > ERROR_LOG_EVERY) {
                     self.last_error_log = Some(now);
@@ -419,10 +423,10 @@ impl Connection {
     }
 }
 
-fn ws_config() -> WebSocketConfig {
+fn ws_config(max_frame_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .max_message_size(Some(MAX_FRAME_BYTES))
-        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_message_size(Some(max_frame_bytes))
+        .max_frame_size(Some(max_frame_bytes))
 }
 
 fn error_reason(err: &tokio_tungstenite::tungstenite::Error) -> &'static str {

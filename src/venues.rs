@@ -1,0 +1,132 @@
+//! Where configuration meets the venue registry ([`keel_venues::registry`]): each venue's
+//! `[venues.<id>]` section, read as the registry takes it, and the connectors built from it.
+//!
+//! The `[venues]` table is keyed by venue id, so an exchange's section is found by its id alone
+//! and nothing here names a particular exchange.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use crate::configuration::Settings;
+use keel_core::market::{Symbol, VenueId};
+use keel_venues::market::MarketConnector;
+use keel_venues::registry::{self, ExchangeSettings, VenueSettings};
+use keel_venues::routing::OrderRouter;
+use keel_venues::sim::connector::SimSettings;
+
+/// What every exchange's section holds (the keys of `[venues.<exchange>]`).
+#[derive(Debug, Deserialize)]
+struct ExchangeSection {
+    enabled: bool,
+    testnet: bool,
+    ws_url: String,
+    rest_url: String,
+}
+
+/// A venue's section as the registry takes it, and whether it is enabled; `None` for a venue
+/// the configuration has no section for.
+pub fn venue_settings(settings: &Settings, venue: VenueId) -> Option<(bool, VenueSettings)> {
+    if venue == VenueId::Sim {
+        let sim = &settings.venues.sim;
+        let simulated = SimSettings {
+            symbols: sim.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
+            seed: sim.seed,
+            trades_per_sec: sim.trades_per_sec,
+        };
+        return Some((sim.enabled, VenueSettings::Simulated(simulated)));
+    }
+    let table = serde_json::to_value(&settings.venues).ok()?;
+    let section: ExchangeSection =
+        serde_json::from_value(table.get(venue.as_str())?.clone()).ok()?;
+    let exchange = ExchangeSettings {
+        testnet: section.testnet,
+        ws_url: section.ws_url,
+        rest_url: section.rest_url,
+    };
+    Some((section.enabled, VenueSettings::Exchange(exchange)))
+}
+
+/// Whether `venue` is configured for its testnet.
+pub fn testnet(settings: &Settings, venue: VenueId) -> bool {
+    matches!(venue_settings(settings, venue), Some((_, VenueSettings::Exchange(e))) if e.testnet)
+}
+
+/// The market-data connector of every enabled venue, in registry order.
+///
+/// # Errors
+/// A venue's section does not suit it.
+pub fn markets(settings: &Settings) -> anyhow::Result<Vec<Arc<dyn MarketConnector>>> {
+    let mut markets = Vec::new();
+    for entry in registry::VENUES {
+        let Some((true, venue_settings)) = venue_settings(settings, entry.id) else { continue };
+        let market = entry
+            .market(&venue_settings)
+            .with_context(|| format!("building the {} market-data connector", entry.id))?;
+        markets.push(market);
+    }
+    Ok(markets)
+}
+
+/// The order router of every enabled venue that takes live orders.
+///
+/// # Errors
+/// A router cannot be built (its HTTP client, its settings).
+pub fn routers(settings: &Settings) -> anyhow::Result<BTreeMap<VenueId, Arc<dyn OrderRouter>>> {
+    let mut routers = BTreeMap::new();
+    for entry in registry::VENUES {
+        let Some((true, venue_settings)) = venue_settings(settings, entry.id) else { continue };
+        let router = entry
+            .router(&venue_settings)
+            .with_context(|| format!("building the {} order router", entry.id))?;
+        if let Some(router) = router {
+            routers.insert(entry.id, router);
+        }
+    }
+    Ok(routers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Settings {
+        let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Settings::load_with_env(None, vars).unwrap()
+    }
+
+    #[test]
+    fn every_venue_has_a_section_of_the_kind_its_connector_takes() {
+        let settings = settings(&[]);
+        for entry in registry::VENUES {
+            let (_, venue_settings) = venue_settings(&settings, entry.id).unwrap();
+            assert!(entry.market(&venue_settings).is_ok(), "{}", entry.id);
+        }
+    }
+
+    #[test]
+    fn an_exchanges_section_is_found_by_its_venue_id() {
+        let settings = settings(&[
+            ("KEEL__VENUES__BINANCE_FUTURES__TESTNET", "true"),
+            ("KEEL__VENUES__BINANCE_FUTURES__ENABLED", "true"),
+            ("KEEL__VENUES__BINANCE__REST_URL", "http://127.0.0.1:9"),
+        ]);
+        assert!(testnet(&settings, VenueId::BinanceFutures));
+        assert!(!testnet(&settings, VenueId::Binance));
+        assert!(!testnet(&settings, VenueId::Sim));
+        let Some((true, VenueSettings::Exchange(futures))) =
+            venue_settings(&settings, VenueId::BinanceFutures)
+        else {
+            panic!("binance_futures is an enabled exchange")
+        };
+        assert!(futures.testnet);
+        let Some((_, VenueSettings::Exchange(spot))) = venue_settings(&settings, VenueId::Binance)
+        else {
+            panic!("binance is an exchange")
+        };
+        assert_eq!(spot.rest_url, "http://127.0.0.1:9");
+        assert!(markets(&settings).unwrap().iter().any(|m| m.venue() == VenueId::BinanceFutures));
+    }
+}

@@ -1,0 +1,83 @@
+//! Binance USD-M futures: public market streams (with liquidations), behind the venue seam.
+//!
+//! Futures speaks spot's wire format, so the connection, parser and REST client are
+//! [`crate::binance`]'s; what differs is here, in its [`Dialect`]: URLs, the channel of each
+//! stream (aggregate trades, `forceOrder` liquidations), limits, REST paths and the
+//! exchange-info filters. Live orders are not routed to futures yet, so the registry builds no
+//! order router for it.
+//!
+//! Follows <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>
+//! and <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use crate::binance::rest::{filter_field, find_filter, spot_min_notional};
+use crate::binance::{Dialect, RestPaths, connector};
+use crate::registry::{Capabilities, Presets, VenueEntry};
+use keel_core::market::{StreamKind, VenueId};
+
+/// USD-M futures market streams, combined-stream endpoint.
+/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>
+pub const WS_URL: &str = "wss://fstream.binance.com/stream";
+/// USD-M futures testnet market streams, combined-stream endpoint.
+/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
+pub const TESTNET_WS_URL: &str = "wss://fstream.binancefuture.com/stream";
+/// USD-M futures REST API.
+/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
+pub const REST_URL: &str = "https://fapi.binance.com";
+/// USD-M futures testnet REST API.
+/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
+pub const TESTNET_REST_URL: &str = "https://testnet.binancefuture.com";
+/// Most messages a futures client may send per second; over it, the connection is closed.
+pub const MAX_INCOMING_MSGS_PER_SEC: u32 = 10;
+/// How often the futures server pings; it disconnects a client that has not ponged within
+/// ten minutes.
+pub const PING_INTERVAL: Duration = Duration::from_secs(3 * 60);
+
+/// The futures channel (after `<symbol>@`) carrying `kind`.
+pub fn channel(kind: StreamKind) -> Option<&'static str> {
+    Some(match kind {
+        // USD-M futures has no raw `@trade` stream; aggregate trades are its public tape.
+        StreamKind::Trades => "aggTrade",
+        StreamKind::Quotes => "bookTicker",
+        StreamKind::Candles1m => "kline_1m",
+        StreamKind::Depth => "depth20@100ms",
+        StreamKind::Liquidations => "forceOrder",
+    })
+}
+
+/// Futures' minimum order value: `MIN_NOTIONAL.notional` (spot's fields as a fallback).
+pub fn min_notional(filters: &[serde_json::Value]) -> Option<Decimal> {
+    find_filter(filters, "MIN_NOTIONAL")
+        .and_then(|f| filter_field(f, "notional"))
+        .or_else(|| spot_min_notional(filters))
+}
+
+/// Binance USD-M futures.
+pub static DIALECT: Dialect = Dialect {
+    venue: VenueId::BinanceFutures,
+    mainnet: Presets { ws_url: WS_URL, rest_url: REST_URL },
+    testnet: Presets { ws_url: TESTNET_WS_URL, rest_url: TESTNET_REST_URL },
+    channel,
+    max_incoming_msgs_per_sec: MAX_INCOMING_MSGS_PER_SEC,
+    ping_interval: PING_INTERVAL,
+    paths: RestPaths {
+        time: "/fapi/v1/time",
+        exchange_info: "/fapi/v1/exchangeInfo",
+        order: "/fapi/v1/order",
+        account: None,
+    },
+    min_notional,
+};
+
+/// Binance USD-M futures in the registry: shorting and credentials, no live orders yet.
+pub static ENTRY: VenueEntry = VenueEntry {
+    id: VenueId::BinanceFutures,
+    label: "binance_futures (USD-M futures)",
+    capabilities: Capabilities { live_orders: false, shorting: true, credentials: true },
+    presets: |testnet| Some(DIALECT.presets(testnet)),
+    market: |settings| connector::market(&DIALECT, settings),
+    router: None,
+};

@@ -1,0 +1,285 @@
+//! The venue registry: one entry per venue, the only list of venues in Keel.
+//!
+//! Adding a venue means a folder beside `sim/` and `binance/` that defines a [`VenueEntry`],
+//! and one line in [`VENUES`] (plus its id in `keel_core::market::VenueId` and its
+//! configuration section). Everything outside this crate asks the registry what a venue can
+//! do ([`Capabilities`]), where it is by default ([`Presets`]), and for its connectors, built
+//! from its settings ([`VenueSettings`]); none of it names a venue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::market::MarketConnector;
+use crate::routing::OrderRouter;
+use crate::sim::connector::SimSettings;
+use crate::{binance, binance_futures, sim};
+use keel_core::market::VenueId;
+
+/// Every venue Keel knows, in `VenueId::ALL` order.
+pub static VENUES: [&VenueEntry; 3] = [&sim::ENTRY, &binance::ENTRY, &binance_futures::ENTRY];
+
+/// The longest any venue still accepts a request after it was signed (Binance's
+/// `recvWindow`): until then, "no such order" may only mean "not arrived yet".
+pub const MAX_ACCEPT_DELAY: Duration = Duration::from_millis(binance::rest::RECV_WINDOW_MS);
+
+/// What a venue can do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Live bots may trade on it: it has an order router.
+    pub live_orders: bool,
+    /// A bot may hold a short position on it (a derivatives venue).
+    pub shorting: bool,
+    /// It takes exchange credentials (API key and secret) for signed requests.
+    pub credentials: bool,
+}
+
+/// A venue's default base URLs, for mainnet or its testnet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presets {
+    /// Market-stream WebSocket endpoint.
+    pub ws_url: &'static str,
+    /// REST endpoint.
+    pub rest_url: &'static str,
+}
+
+/// What the registry builds a venue's connectors from: its configuration section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VenueSettings {
+    /// A venue generated in process.
+    Simulated(SimSettings),
+    /// An exchange reached over the network.
+    Exchange(ExchangeSettings),
+}
+
+/// An exchange's `[venues.<id>]`: where it is, empty strings meaning the preset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExchangeSettings {
+    /// Use the testnet presets.
+    pub testnet: bool,
+    /// Market-stream endpoint; empty for the preset.
+    pub ws_url: String,
+    /// REST endpoint; empty for the preset.
+    pub rest_url: String,
+}
+
+impl ExchangeSettings {
+    /// The configured WebSocket URL, or `preset` when none is.
+    pub fn ws_url_or(&self, preset: &str) -> String {
+        or_preset(&self.ws_url, preset)
+    }
+
+    /// The configured REST URL, or `preset` when none is.
+    pub fn rest_url_or(&self, preset: &str) -> String {
+        or_preset(&self.rest_url, preset)
+    }
+}
+
+fn or_preset(configured: &str, preset: &str) -> String {
+    match configured.trim() {
+        "" => preset.to_owned(),
+        url => url.to_owned(),
+    }
+}
+
+/// Why a connector could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct VenueError(pub String);
+
+/// Builds a venue's market-data connector.
+pub type BuildMarket = fn(&VenueSettings) -> Result<Arc<dyn MarketConnector>, VenueError>;
+/// Builds a venue's order router.
+pub type BuildRouter = fn(&VenueSettings) -> Result<Arc<dyn OrderRouter>, VenueError>;
+
+/// One venue: what it can do, where it is, how to build its connectors.
+#[derive(Debug)]
+pub struct VenueEntry {
+    /// Its id.
+    pub id: VenueId,
+    /// How people name it in messages: `binance (spot)`.
+    pub label: &'static str,
+    /// What it can do.
+    pub capabilities: Capabilities,
+    /// Its default URLs for mainnet (`false`) or testnet (`true`); `None` for a venue with no
+    /// network side.
+    pub presets: fn(bool) -> Option<&'static Presets>,
+    /// Its market-data connector.
+    pub market: BuildMarket,
+    /// Its order router: `Some` exactly when [`Capabilities::live_orders`] is set.
+    pub router: Option<BuildRouter>,
+}
+
+impl VenueEntry {
+    /// Builds the market-data connector from `settings`.
+    ///
+    /// # Errors
+    /// The settings are of the wrong kind for this venue.
+    pub fn market(&self, settings: &VenueSettings) -> Result<Arc<dyn MarketConnector>, VenueError> {
+        (self.market)(settings)
+    }
+
+    /// Builds the order router from `settings`; `Ok(None)` for a venue without live orders.
+    ///
+    /// # Errors
+    /// The settings are of the wrong kind, or the client cannot be built.
+    pub fn router(
+        &self,
+        settings: &VenueSettings,
+    ) -> Result<Option<Arc<dyn OrderRouter>>, VenueError> {
+        self.router.map(|build| build(settings)).transpose()
+    }
+}
+
+/// The entry of `venue`.
+pub fn entry(venue: VenueId) -> Option<&'static VenueEntry> {
+    VENUES.iter().copied().find(|e| e.id == venue)
+}
+
+/// What `venue` can do (nothing, for a venue the registry lacks: a test keeps it complete).
+pub fn capabilities(venue: VenueId) -> Capabilities {
+    entry(venue).map(|e| e.capabilities).unwrap_or_default()
+}
+
+/// `venue`'s default URLs for mainnet or testnet.
+pub fn presets(venue: VenueId, testnet: bool) -> Option<&'static Presets> {
+    entry(venue).and_then(|e| (e.presets)(testnet))
+}
+
+/// The venues that take exchange credentials, in registry order.
+pub fn credential_venues() -> impl Iterator<Item = VenueId> {
+    VENUES.iter().filter(|e| e.capabilities.credentials).map(|e| e.id)
+}
+
+/// The venues live bots may trade on, in registry order.
+pub fn live_order_venues() -> impl Iterator<Item = VenueId> {
+    VENUES.iter().filter(|e| e.capabilities.live_orders).map(|e| e.id)
+}
+
+/// The labels of the venues live bots may trade on, for messages: `binance (spot)`.
+pub fn live_order_labels() -> String {
+    let labels: Vec<&str> =
+        VENUES.iter().filter(|e| e.capabilities.live_orders).map(|e| e.label).collect();
+    labels.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::market::{StreamKind, Symbol};
+
+    #[test]
+    fn the_registry_lists_every_venue_once_in_venue_id_order() {
+        let ids: Vec<VenueId> = VENUES.iter().map(|e| e.id).collect();
+        assert_eq!(ids, VenueId::ALL.to_vec());
+        for venue in VenueId::ALL {
+            assert_eq!(entry(venue).map(|e| e.id), Some(venue));
+        }
+    }
+
+    #[test]
+    fn capabilities_are_what_the_code_used_to_hard_code() {
+        // Live orders on Binance spot only; shorting on USD-M futures only; credentials on
+        // both Binance venues (`CREDENTIAL_VENUES` was ["binance", "binance_futures"]).
+        let expected = [
+            (VenueId::Sim, Capabilities::default()),
+            (
+                VenueId::Binance,
+                Capabilities { live_orders: true, shorting: false, credentials: true },
+            ),
+            (
+                VenueId::BinanceFutures,
+                Capabilities { live_orders: false, shorting: true, credentials: true },
+            ),
+        ];
+        for (venue, capabilities) in expected {
+            assert_eq!(super::capabilities(venue), capabilities, "{venue}");
+        }
+        let credentials: Vec<&str> = credential_venues().map(VenueId::as_str).collect();
+        assert_eq!(credentials, ["binance", "binance_futures"]);
+        assert_eq!(live_order_venues().collect::<Vec<_>>(), [VenueId::Binance]);
+        // The API's refusal of a live bot elsewhere said "binance (spot)".
+        assert_eq!(live_order_labels(), "binance (spot)");
+        for entry in VENUES {
+            assert_eq!(entry.router.is_some(), entry.capabilities.live_orders, "{}", entry.id);
+        }
+    }
+
+    #[test]
+    fn presets_exist_for_network_venues_only_and_testnet_differs() {
+        for venue in [VenueId::Binance, VenueId::BinanceFutures] {
+            for testnet in [false, true] {
+                let presets = presets(venue, testnet).unwrap();
+                assert!(presets.ws_url.ends_with("/stream"), "{venue} {testnet}");
+                assert!(presets.rest_url.starts_with("https://"), "{venue} {testnet}");
+            }
+            assert_ne!(presets(venue, false), presets(venue, true));
+        }
+        assert_eq!(presets(VenueId::Sim, false), None);
+        assert_eq!(presets(VenueId::Binance, false).unwrap().rest_url, "https://api.binance.com");
+        assert_eq!(
+            presets(VenueId::BinanceFutures, true).unwrap().ws_url,
+            "wss://fstream.binancefuture.com/stream"
+        );
+    }
+
+    #[test]
+    fn connectors_build_from_their_settings_and_refuse_the_wrong_kind() {
+        let sim = VenueSettings::Simulated(SimSettings {
+            symbols: vec![Symbol::parse("BTCUSDT").unwrap()],
+            seed: 1,
+            trades_per_sec: 10,
+        });
+        let exchange = VenueSettings::Exchange(ExchangeSettings {
+            testnet: true,
+            ws_url: String::new(),
+            rest_url: "http://127.0.0.1:1".into(),
+        });
+        for entry in VENUES {
+            let (right, wrong) =
+                if entry.id == VenueId::Sim { (&sim, &exchange) } else { (&exchange, &sim) };
+            let market = entry.market(right).unwrap();
+            assert_eq!(market.venue(), entry.id);
+            assert!(entry.market(wrong).is_err(), "{}", entry.id);
+            // Exactly one way for data to arrive.
+            assert_ne!(market.connection().is_some(), market.simulator().is_some(), "{}", entry.id);
+            if let Some(connection) = market.connection() {
+                let preset = presets(entry.id, true).unwrap();
+                assert_eq!(connection.ws_url, preset.ws_url, "empty means the preset");
+            }
+            let router = entry.router(right).unwrap();
+            assert_eq!(router.is_some(), entry.capabilities.live_orders);
+            if let Some(router) = router {
+                assert_eq!(router.venue(), entry.id);
+            }
+        }
+    }
+
+    #[test]
+    fn stream_kinds_are_what_each_venue_offers() {
+        let btc = Symbol::parse("BTCUSDT").unwrap();
+        let exchange = VenueSettings::Exchange(ExchangeSettings::default());
+        let sim = VenueSettings::Simulated(SimSettings {
+            symbols: vec![btc.clone()],
+            seed: 1,
+            trades_per_sec: 1,
+        });
+        let market = |venue: VenueId| {
+            let settings = if venue == VenueId::Sim { &sim } else { &exchange };
+            entry(venue).unwrap().market(settings).unwrap()
+        };
+        let sim = market(VenueId::Sim);
+        let spot = market(VenueId::Binance);
+        let futures = market(VenueId::BinanceFutures);
+        for kind in StreamKind::ALL {
+            let on_sim =
+                matches!(kind, StreamKind::Trades | StreamKind::Quotes | StreamKind::Candles1m);
+            assert_eq!(sim.supports(kind), on_sim, "{kind:?}");
+            assert_eq!(sim.stream_name(&btc, kind), None, "the sim has no upstream streams");
+            assert_eq!(spot.supports(kind), kind != StreamKind::Liquidations, "{kind:?}");
+            assert!(futures.supports(kind), "{kind:?}");
+            for market in [&spot, &futures] {
+                assert_eq!(market.stream_name(&btc, kind).is_some(), market.supports(kind));
+            }
+        }
+    }
+}

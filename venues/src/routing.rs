@@ -1,0 +1,150 @@
+//! The order-routing half of the venue seam: what a live bot needs from a venue.
+//!
+//! A live bot holds an `Arc<dyn OrderRouter>` (one per venue, shared by every bot on it) and
+//! never names the venue behind it. Requests are signed by a [`Signer`] the caller passes in (the
+//! vault's `Sign`), so secrets never reach a connector. Errors come back classified
+//! ([`RouteErrorKind`]), so the caller decides what to do from the class alone, whatever the
+//! venue's own codes are.
+
+use std::fmt;
+
+use futures_util::future::BoxFuture;
+use rust_decimal::Decimal;
+
+use crate::market::InstrumentMap;
+use keel_core::market::{Symbol, VenueId};
+use keel_core::trading::Order;
+
+/// Signs a request payload, answering `(api_key, signature)`: the vault's `Sign`, behind a
+/// closure so connectors need no actor.
+pub type Signer<'a> =
+    &'a (dyn Fn(String) -> BoxFuture<'static, Result<(String, String), String>> + Send + Sync);
+
+/// An order as the venue reports it (after a place, a query or a cancel).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderReport {
+    /// Our client order id (for a cancel, the venue may report the cancel's own).
+    pub client_order_id: String,
+    /// The venue's status word: `NEW`, `PARTIALLY_FILLED`, `FILLED`, `CANCELED`, `REJECTED`,
+    /// `EXPIRED`, …
+    pub status: String,
+    /// Filled base quantity so far.
+    pub executed_qty: Decimal,
+    /// Filled quote amount so far.
+    pub cum_quote: Decimal,
+    /// Executions reported in this answer (a place may carry them; others usually do not).
+    pub fills: Vec<OrderFill>,
+}
+
+/// One execution in an [`OrderReport`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderFill {
+    /// Price.
+    pub price: Decimal,
+    /// Quantity.
+    pub qty: Decimal,
+    /// Fee.
+    pub fee: Decimal,
+    /// The fee's asset.
+    pub fee_asset: String,
+}
+
+/// One asset of an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    /// The asset (`USDT`).
+    pub asset: String,
+    /// Available to trade.
+    pub free: Decimal,
+    /// Held by open orders (or margin).
+    pub locked: Decimal,
+}
+
+/// What a failed request means for the order it concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteErrorKind {
+    /// The venue refused the request: nothing changed there.
+    Rejected,
+    /// Nothing was sent (refused connection, a back-off the venue asked for): nothing changed,
+    /// but the venue is not reachable as it should be.
+    NotSent,
+    /// The order may or may not exist now (a timeout, a 5xx, an unreadable answer): query it
+    /// before anything else; never send it again blind.
+    UnknownOutcome,
+    /// The venue does not know the order (a query of one it never received).
+    NoSuchOrder,
+    /// A cancel of an order that is not open there (filled, cancelled, or never arrived).
+    NotOpen,
+    /// Refused for its timestamp: nothing was placed; measure the clock and send once more.
+    ClockSkew,
+}
+
+/// A failed request: its class, and the venue's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteError {
+    /// What it means.
+    pub kind: RouteErrorKind,
+    /// What happened, as the venue connector describes it.
+    pub message: String,
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// A future a router answers with.
+pub type RouteFuture<'a, T> = BoxFuture<'a, Result<T, RouteError>>;
+
+/// What a live bot needs from a venue to trade on it.
+///
+/// The contract:
+/// - The client order id (`order.client_order_id`) is the order's identity at the venue: a
+///   query or cancel by it finds what a place sent, even when the place's answer was lost.
+/// - A connector never retries a place by itself: only the caller knows whether it is safe.
+///   It does classify every error ([`RouteErrorKind`]) so the caller can.
+/// - [`place`](Self::place) sends a stop as the market order it becomes when triggered (Keel
+///   emulates stops).
+/// - Requests that need it are signed with the given [`Signer`]; the connector keeps no
+///   secret. Rate limits the venue announces (weights, order counts, back-offs) are the
+///   connector's business: a request it holds back answers [`RouteErrorKind::NotSent`].
+pub trait OrderRouter: fmt::Debug + Send + Sync {
+    /// Which venue this is.
+    fn venue(&self) -> VenueId;
+
+    /// Places `order` on `symbol`.
+    fn place<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        order: &'a Order,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, OrderReport>;
+
+    /// Cancels the order with our `client_order_id`.
+    fn cancel<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, OrderReport>;
+
+    /// Looks up the order with our `client_order_id`.
+    fn query<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, OrderReport>;
+
+    /// Measures the venue's clock again (after a [`RouteErrorKind::ClockSkew`]).
+    fn sync_clock(&self) -> RouteFuture<'_, ()>;
+
+    /// The account's balances.
+    fn balances<'a>(&'a self, signer: Signer<'a>) -> RouteFuture<'a, Vec<Balance>>;
+
+    /// Every tradable symbol's rules.
+    fn instruments(&self) -> RouteFuture<'_, InstrumentMap>;
+}
