@@ -20,6 +20,7 @@ pub mod feed;
 pub mod identity;
 pub mod mailbox;
 pub mod record;
+pub mod runtime;
 pub mod session;
 pub mod sink;
 pub mod store;

@@ -15,6 +15,7 @@ mod log;
 mod mailboxes;
 mod protection;
 mod record;
+mod runtime;
 mod server;
 mod sink;
 mod store;
