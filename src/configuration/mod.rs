@@ -16,6 +16,8 @@ mod log;
 mod mailboxes;
 mod protection;
 mod record;
+#[cfg(test)]
+mod reference;
 mod runtime;
 mod server;
 mod sink;
