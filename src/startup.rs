@@ -143,6 +143,8 @@ impl Application {
         let cors = settings.clone();
         let data = web::Data::new(state.clone());
         let recorder = web::Data::new(recorder);
+        let access_log = http::access_log::AccessLog::start(&settings.access_log)?;
+        let access_log = web::Data::new(access_log);
         let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let mut server = HttpServer::new(move || {
@@ -153,9 +155,11 @@ impl Application {
                 .app_data(payload.clone())
                 .app_data(path.clone())
                 .app_data(query.clone())
+                .app_data(access_log.clone())
                 .wrap(from_fn(http::protect::middleware))
                 .wrap(http::cors(&cors))
                 .wrap(from_fn(http::metrics::middleware))
+                .wrap(from_fn(http::access_log::middleware))
                 .wrap(from_fn(http::request::middleware))
                 .configure(http::configure)
         })
