@@ -408,7 +408,18 @@ async fn a_client_that_stops_reading_loses_market_data_with_notice_and_is_cut_of
 /// `keel_ws_disconnects_total{reason="slow_client"}` now (the registry is shared by every test in
 /// this binary, so callers compare before and after).
 async fn slow_client_disconnects(app: &TestApp) -> f64 {
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    // On a loaded machine one scrape can stall past the client's timeout while the server is
+    // busy filling the silent client's queue; the next one is answered.
+    let url = format!("{}/metrics", app.address);
+    let mut attempts = 0;
+    let metrics = loop {
+        attempts += 1;
+        match app.client.get(&url).send().await {
+            Ok(res) => break res.text().await.unwrap(),
+            Err(err) if attempts < 3 && err.is_timeout() => continue,
+            Err(err) => panic!("GET /metrics: {err}"),
+        }
+    };
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(r#"keel_ws_disconnects_total{reason="slow_client"} "#))
