@@ -557,12 +557,7 @@ mod tests {
             crate::store::set_schema_version(&store, 2).unwrap();
             store.commit().await.unwrap();
         }
-        let store = crate::store::once_released(
-            || Store::open(&StoreConfig::new(dir.path())),
-            // `StoreError` displays as "storage error": the lock is named by sled's own error.
-            |err| matches!(err, StoreError::Sled(e) if e.to_string().contains("lock")),
-        )
-        .unwrap_or_else(|err| panic!("reopening the store: {err:?}"));
+        let store = crate::store::reopen(dir.path());
         assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 3);
         let repo = BotRepo::new(&store).unwrap();
         assert_eq!(repo.state(9).unwrap(), state);

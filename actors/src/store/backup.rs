@@ -548,7 +548,8 @@ mod tests {
         let (restored, kept) = restore(&file, &target, false).unwrap();
         assert_eq!(restored.entries, info.entries);
         assert!(kept.is_none());
-        let store = Store::open(&StoreConfig::new(&target)).unwrap();
+        // `restore` opened the target itself; sled lets go of its lock a moment after.
+        let store = crate::store::reopen(&target);
         let users = store.tree(trees::USERS).unwrap();
         assert_eq!(users.len(), 100);
         assert_eq!(&*users.get(id_key(42)).unwrap().unwrap(), b"user 42");
@@ -594,10 +595,7 @@ mod tests {
         assert!(matches!(err, BackupError::NotEmpty(_)), "{err}");
         let (_, kept) = once_released(|| restore(&file, &path, true)).unwrap();
         assert!(kept.unwrap().exists());
-        assert_eq!(
-            Store::open(&StoreConfig::new(&path)).unwrap().tree(trees::USERS).unwrap().len(),
-            100
-        );
+        assert_eq!(crate::store::reopen(&path).tree(trees::USERS).unwrap().len(), 100);
     }
 
     #[test]

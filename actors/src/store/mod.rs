@@ -363,6 +363,17 @@ pub(crate) fn once_released<T, E>(
     }
 }
 
+/// Opens the store at `path` in a test, once sled has let go of the lock an earlier handle (or
+/// a restore) held on it.
+#[cfg(test)]
+pub(crate) fn reopen(path: &std::path::Path) -> Store {
+    once_released(
+        || Store::open(&StoreConfig::new(path)),
+        |err| matches!(err, StoreError::Sled(e) if e.to_string().contains("lock")),
+    )
+    .unwrap_or_else(|err| panic!("reopening the store at {}: {err:?}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
