@@ -50,6 +50,11 @@ pub mod trees {
     /// Refresh tokens, keyed by the BLAKE2b hash of the token (never the token itself).
     pub const REFRESH_TOKENS: &str = "refresh_tokens";
 
+    /// Index of the orders that may still fill: `pair_key(bot, order)` → nothing. Kept in the
+    /// transaction that writes `orders` (schema 4), so start-up reads a bot's open orders
+    /// without scanning its history.
+    pub const OPEN_ORDERS: &str = "open_orders";
+
     /// Trees added by migration 2 (identity).
     pub const IDENTITY: [&str; 3] = [USER_EMAILS, SESSIONS, REFRESH_TOKENS];
 
