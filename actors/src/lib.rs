@@ -22,6 +22,7 @@ pub mod mailbox;
 pub mod record;
 pub mod session;
 pub mod sink;
+pub mod startup_clock;
 pub mod store;
 pub mod supervisor;
 pub mod vault;

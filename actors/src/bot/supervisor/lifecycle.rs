@@ -10,6 +10,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
+use super::relaunch::Relaunch;
 use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, StopBot};
 use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
@@ -67,6 +68,7 @@ impl BotSupervisor {
             feed: self.feeds.get(&record.venue).cloned().unwrap_or_default(),
             lifeline: Lifeline::new(bot_id, self.generation, ctx.address().recipient()),
             supervisor: ctx.address().recipient(),
+            reconciled: ctx.address().recipient(),
             live,
             user_id: record.user_id,
             sessions: self.config.sessions.clone(),
@@ -83,12 +85,15 @@ impl BotSupervisor {
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let addr = BotActor::start_in_arbiter(&arbiter.handle(), move |_| BotActor::new(args));
         self.running.insert(bot_id, RunningBot { addr, generation: self.generation });
+        self.relaunch.launched(bot_id, self.generation);
+        self.count_running();
         Ok(())
     }
 
     pub(super) fn mark_failed(&mut self, bot_id: BotId, reason: String, ctx: &mut Context<Self>) {
         tracing::error!(bot_id, %reason, "bot failed");
         metrics::counter!("keel_actor_failures_total", "actor" => "bot").increment(1);
+        self.relaunch_gave_up(bot_id);
         if let Some(mut record) = self.bots.get(&bot_id).cloned() {
             record.status = BotStatus::Failed;
             record.status_reason = Some(reason);
@@ -104,7 +109,11 @@ impl BotSupervisor {
         ctx: &mut Context<Self>,
         reply: impl FnOnce(Result<(BotRecord, usize), BotError>) + 'static,
     ) {
-        let Some(running) = self.running.remove(&bot_id) else {
+        // Stopped by its owner: no longer expected back.
+        self.relaunch_gave_up(bot_id);
+        let running = self.running.remove(&bot_id);
+        self.count_running();
+        let Some(running) = running else {
             // Failed bots have no actor: just record the stop.
             let Some(mut record) = self.bots.get(&bot_id).cloned() else {
                 return reply(Err(BotError::NotFound(bot_id)));
@@ -146,6 +155,10 @@ impl Actor for BotSupervisor {
         let active: Vec<BotId> =
             self.bots.values().filter(|b| b.status.is_active()).map(|b| b.id).collect();
         tracing::info!(bots = self.bots.len(), resuming = active.len(), "bot supervisor started");
+        self.relaunch = Relaunch::expect(active.iter().copied());
+        if self.relaunch.is_done() {
+            self.relaunch_done();
+        }
         for bot_id in active {
             if let Err(reason) = self.launch(bot_id, ctx) {
                 self.mark_failed(bot_id, reason, ctx);
@@ -154,6 +167,7 @@ impl Actor for BotSupervisor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        metrics::gauge!("keel_bots_running").set(0.0);
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -169,6 +183,7 @@ impl Handler<ChildExited> for BotSupervisor {
         let current = self.running.get(&bot_id).map(|r| r.generation);
         if current == Some(generation) {
             self.running.remove(&bot_id);
+            self.count_running();
         } else {
             // An incarnation already replaced or stopped on purpose.
             if self.stopping && self.running.is_empty() {
