@@ -11,6 +11,7 @@ pub mod configuration;
 pub mod http;
 pub mod secrets;
 pub mod startup;
+pub mod store_cli;
 pub mod telemetry;
 pub mod vault_cli;
 pub mod venues;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel::cli::{Cli, Command, VaultCommand};
+use keel::cli::{Cli, Command, StoreCommand, VaultCommand};
 use keel::configuration::Settings;
 use keel::startup::Application;
 
@@ -42,6 +42,9 @@ fn main() -> ExitCode {
         Command::Backtest(args) => report(keel::backtest_cli::backtest(&args)),
         Command::Data(command) => report(keel::backtest_cli::data(&command)),
         Command::Restore(args) => report(keel::backup_cli::restore(&settings, &args)),
+        Command::Store(StoreCommand::Seed(args)) => {
+            report(keel::store_cli::seed_store(&settings, &args))
+        }
         Command::Backup(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {

@@ -25,12 +25,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+pub(crate) use self::lifecycle::engine_for;
 pub use self::messages::{
     ControlBot, CreateBot, DeleteBot, ForBot, GetBot, GetLiveBot, KillReport, KillSwitch, ListBots,
     UpdateBot,
 };
-pub use self::relaunch::{GetRelaunch, RelaunchReport};
 use self::relaunch::Relaunch;
+pub use self::relaunch::{GetRelaunch, RelaunchReport};
 use super::actor::{BotActor, TradeError};
 use super::exposure::ExposureBook;
 use super::repo::BotRepo;

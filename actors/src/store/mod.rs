@@ -229,6 +229,16 @@ impl Store {
         self.commit().await
     }
 
+    /// Flushes everything on the calling thread, for tools that run with the server stopped
+    /// (`keel store seed`); the server awaits [`Store::commit`] instead.
+    ///
+    /// # Errors
+    /// The flush failed.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
     /// Bytes the database occupies on disk, as sled reports it.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)

@@ -9,36 +9,25 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
 use super::relaunch::Relaunch;
+use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
 use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, StopBot};
 use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
 use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
 use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus};
-use keel_core::engine::{BotEngine, EngineConfig};
+use keel_core::engine::{BotEngine, BotState, EngineConfig};
+use keel_core::trading::Order;
 use keel_core::trading::paper::PaperConfig;
+use rust_decimal::Decimal;
 
 impl BotSupervisor {
     /// Starts the actor of an active bot, rebuilding its engine from the store.
     pub(super) fn launch(&mut self, bot_id: BotId, ctx: &mut Context<Self>) -> Result<(), String> {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
-        let strategy = keel_core::strategy::build(&record.strategy, &record.filters)
-            .map_err(|errors| format!("strategy does not build: {errors:?}"))?;
         let state = self.repo.state(bot_id).map_err(|e| e.to_string())?;
         let open = self.repo.open_orders(bot_id).map_err(|e| e.to_string())?;
-        let engine_config = EngineConfig {
-            bot_id,
-            filters: record.filters.clone(),
-            risk: record.risk.clone(),
-            bracket: record.bracket,
-            paper: PaperConfig {
-                fee_bps: record.paper.fee_bps,
-                slippage_bps: self.config.paper_slippage_bps,
-            },
-            allow_short: keel_venues::registry::capabilities(record.venue).shorting,
-            live: record.mode == BotMode::Live,
-        };
+        let engine = engine_for(&record, state, open, self.config.paper_slippage_bps)?;
         let live =
             match record.mode {
                 BotMode::Paper => None,
@@ -53,11 +42,6 @@ impl BotSupervisor {
                         .ok_or("a live bot needs an account")?,
                 }),
             };
-        let mut state = state;
-        if state.last_order_id == 0 && state.position == Default::default() {
-            state.position.quote_balance = record.paper.starting_quote;
-        }
-        let engine = BotEngine::new(engine_config, state, strategy, open);
         self.generation += 1;
         let args = BotActorArgs {
             bot_id,
@@ -145,6 +129,34 @@ impl BotSupervisor {
                 }),
         );
     }
+}
+
+/// A bot's engine as its definition, its stored state and its open orders make it: how a bot
+/// resumes, and how `keel store seed` trades (so seeded history is what a bot would write).
+///
+/// # Errors
+/// The strategy does not build from the definition.
+pub(crate) fn engine_for(
+    record: &BotRecord,
+    mut state: BotState,
+    open: Vec<Order>,
+    paper_slippage_bps: Decimal,
+) -> Result<BotEngine, String> {
+    let strategy = keel_core::strategy::build(&record.strategy, &record.filters)
+        .map_err(|errors| format!("strategy does not build: {errors:?}"))?;
+    let engine_config = EngineConfig {
+        bot_id: record.id,
+        filters: record.filters.clone(),
+        risk: record.risk.clone(),
+        bracket: record.bracket,
+        paper: PaperConfig { fee_bps: record.paper.fee_bps, slippage_bps: paper_slippage_bps },
+        allow_short: keel_venues::registry::capabilities(record.venue).shorting,
+        live: record.mode == BotMode::Live,
+    };
+    if state.last_order_id == 0 && state.position == Default::default() {
+        state.position.quote_balance = record.paper.starting_quote;
+    }
+    Ok(BotEngine::new(engine_config, state, strategy, open))
 }
 
 impl Actor for BotSupervisor {
