@@ -28,7 +28,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use keel::auth::{AuthUser, LoginThrottle, TokenIssuer};
 use keel::configuration::Settings;
-use keel::startup::{AppState, Identity};
+use keel::state::{AppState, Identity};
 use keel_actors::identity::{PasswordHasher, Sessions, Users};
 use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{RestartPolicy, Supervisor};

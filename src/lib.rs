@@ -1,7 +1,8 @@
 //! The `keel` binary's library: CLI, configuration, HTTP façade, telemetry and start-up.
 //!
-//! Domain types, actors and storage live in the `keel_actors` crate; this crate turns HTTP into
-//! actor messages and runs the process.
+//! The domain is `keel_core`, exchange connectors are `keel_venues`, the actor runtime and the
+//! store are `keel_actors`; this crate loads configuration, turns HTTP and WebSocket requests
+//! into actor messages and core calls, and runs the process.
 
 pub mod auth;
 pub mod backtest_cli;
@@ -11,6 +12,7 @@ pub mod configuration;
 pub mod http;
 pub mod secrets;
 pub mod startup;
+pub mod state;
 pub mod store_cli;
 pub mod telemetry;
 pub mod vault_cli;

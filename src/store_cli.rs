@@ -1,7 +1,7 @@
 //! `keel store seed`: the operator's side of seeding a store (the work is
 //! `keel_actors::seed`). Keel must be stopped: sled holds a lock on its directory.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use keel_actors::bot::BotRepo;
@@ -13,16 +13,6 @@ use keel_core::market::Symbol;
 use crate::cli::SeedArgs;
 use crate::configuration::Settings;
 
-/// How the store is opened from `settings`, in `dir`.
-fn store_config(settings: &Settings, dir: std::path::PathBuf) -> StoreConfig {
-    StoreConfig {
-        path: dir,
-        cache_capacity_bytes: settings.store.cache_capacity_mb * 1024 * 1024,
-        background_flush: (settings.store.background_flush_ms > 0)
-            .then(|| Duration::from_millis(settings.store.background_flush_ms)),
-    }
-}
-
 /// `keel store seed`.
 ///
 /// # Errors
@@ -31,7 +21,8 @@ fn store_config(settings: &Settings, dir: std::path::PathBuf) -> StoreConfig {
 pub fn seed_store(settings: &Settings, args: &SeedArgs) -> anyhow::Result<()> {
     let dir = args.store.clone().unwrap_or_else(|| settings.store.path.clone());
     let started = Instant::now();
-    let store = Store::open(&store_config(settings, dir.clone()))
+    let config = StoreConfig { path: dir.clone(), ..settings.store_config() };
+    let store = Store::open(&config)
         .with_context(|| format!("opening the store at {} (is Keel stopped?)", dir.display()))?;
     let mut repo = BotRepo::new(&store)?;
     if settings.sink.postgres.sink_config().is_some() {

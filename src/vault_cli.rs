@@ -1,7 +1,7 @@
 //! `keel vault keygen` and `keel vault rotate`.
 
 use anyhow::Context as _;
-use keel_actors::store::{Store, StoreConfig};
+use keel_actors::store::Store;
 use keel_actors::vault::{KeyRing, MasterKey, rotate};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -36,7 +36,7 @@ pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
     if new.id() == old.id() {
         anyhow::bail!("{NEW_KEY_VAR} is the current key; nothing to rotate");
     }
-    let config = StoreConfig::new(&settings.store.path);
+    let config = settings.store_config();
     let store = Store::open(&config).with_context(|| {
         format!("opening {} (stop Keel first: the store allows one process)", config.path.display())
     })?;

@@ -2,13 +2,12 @@
 //! `[venues.<id>]` section, read as the registry takes it, and the connectors built from it.
 //!
 //! The `[venues]` table is keyed by venue id, so an exchange's section is found by its id alone
-//! and nothing here names a particular exchange.
+//! (`VenuesSettings::exchange`) and nothing here names a particular exchange.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use serde::Deserialize;
 
 use crate::configuration::Settings;
 use keel_core::market::{Symbol, VenueId};
@@ -16,15 +15,6 @@ use keel_venues::market::MarketConnector;
 use keel_venues::registry::{self, ExchangeSettings, VenueSettings};
 use keel_venues::routing::OrderRouter;
 use keel_venues::sim::connector::SimSettings;
-
-/// What every exchange's section holds (the keys of `[venues.<exchange>]`).
-#[derive(Debug, Deserialize)]
-struct ExchangeSection {
-    enabled: bool,
-    testnet: bool,
-    ws_url: String,
-    rest_url: String,
-}
 
 /// A venue's section as the registry takes it, and whether it is enabled; `None` for a venue
 /// the configuration has no section for.
@@ -38,13 +28,11 @@ pub fn venue_settings(settings: &Settings, venue: VenueId) -> Option<(bool, Venu
         };
         return Some((sim.enabled, VenueSettings::Simulated(simulated)));
     }
-    let table = serde_json::to_value(&settings.venues).ok()?;
-    let section: ExchangeSection =
-        serde_json::from_value(table.get(venue.as_str())?.clone()).ok()?;
+    let section = settings.venues.exchange(venue.as_str())?;
     let exchange = ExchangeSettings {
         testnet: section.testnet,
-        ws_url: section.ws_url,
-        rest_url: section.rest_url,
+        ws_url: section.ws_url.clone(),
+        rest_url: section.rest_url.clone(),
     };
     Some((section.enabled, VenueSettings::Exchange(exchange)))
 }

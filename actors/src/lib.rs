@@ -21,6 +21,7 @@ pub mod feed;
 pub mod identity;
 pub mod mailbox;
 pub mod record;
+pub mod runtime;
 pub mod seed;
 pub mod session;
 pub mod sink;

@@ -8,10 +8,10 @@ use std::future::{Ready, ready};
 
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 
 use crate::http::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +48,18 @@ impl AuthUser {
         Ok(Self { user_id, session_id: claims.sid, expires_at: claims.exp })
     }
 
-    /// The bearer token of a request's `Authorization` header, authenticated.
+    /// The bearer token of a request's `Authorization` header, authenticated, and recorded in
+    /// the request's extensions (the access log reads the user from there).
     ///
     /// # Errors
     /// As [`AuthUser::from_token`], and 401 without a well-formed header.
     pub fn from_request_sync(req: &HttpRequest) -> Result<Self, ApiError> {
+        let user = Self::authenticate(req)?;
+        req.extensions_mut().insert(user);
+        Ok(user)
+    }
+
+    fn authenticate(req: &HttpRequest) -> Result<Self, ApiError> {
         let state = req
             .app_data::<web::Data<AppState>>()
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("AppState is not registered")))?;

@@ -6,6 +6,7 @@
 //! calls them in order, and the secrets (which depend on where a value came from) are checked
 //! here after loading.
 
+mod access_log;
 mod admin;
 mod auth;
 mod backtests;
@@ -15,6 +16,9 @@ mod log;
 mod mailboxes;
 mod protection;
 mod record;
+#[cfg(test)]
+mod reference;
+mod runtime;
 mod server;
 mod sink;
 mod store;
@@ -32,6 +36,7 @@ use config::{Config, Environment as EnvSource, File, FileFormat};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize, Serializer};
 
+pub use access_log::{AccessLogOutput, AccessLogSettings};
 pub use admin::AdminSettings;
 pub use auth::{AuthSettings, MIN_JWT_SECRET_BYTES};
 pub use backtests::BacktestSettings;
@@ -79,6 +84,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The access log: one JSON line per request.
+    pub access_log: AccessLogSettings,
     /// Restart budget of the supervisors.
     pub supervisor: SupervisorSettings,
     /// Users and tokens.
@@ -206,6 +213,7 @@ impl Settings {
         self.server.validate()?;
         self.store.validate()?;
         self.log.validate()?;
+        self.access_log.validate()?;
         self.supervisor.validate()?;
         self.auth.validate()?;
         self.feed.validate()?;

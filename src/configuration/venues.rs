@@ -18,7 +18,7 @@ pub struct VenuesSettings {
     pub binance_futures: BinanceVenueSettings,
 }
 
-/// `[venues.binance]`, `[venues.binance_futures]`.
+/// An exchange's section: `[venues.binance]`, `[venues.binance_futures]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BinanceVenueSettings {
@@ -53,6 +53,16 @@ pub struct SimVenueSettings {
 }
 
 impl VenuesSettings {
+    /// An exchange's section by its venue id (the table's key): `None` for `sim` and for an id
+    /// the configuration has no section for.
+    pub fn exchange(&self, id: &str) -> Option<&BinanceVenueSettings> {
+        match id {
+            "binance" => Some(&self.binance),
+            "binance_futures" => Some(&self.binance_futures),
+            _ => None,
+        }
+    }
+
     /// Checks `[venues]`: the sim venue's, then each Binance venue's URLs.
     ///
     /// # Errors

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::error::ErrorResponse;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Longest label.
 const MAX_LABEL_CHARS: usize = 64;

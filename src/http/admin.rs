@@ -13,7 +13,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret;
 
 use crate::http::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Path of the backup endpoint.
 pub const BACKUP_PATH: &str = "/admin/backup";

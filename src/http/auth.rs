@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::ErrorResponse;
 use super::{ApiError, FieldError};
 use crate::auth::AuthUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `POST /auth/register` and `POST /auth/login` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -24,7 +24,7 @@ use serde::Serialize;
 use super::error::{ErrorResponse, backtest_not_found};
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Upload bytes gathered before they are written out (on a blocking thread).
 const UPLOAD_WRITE_CHUNK: usize = 1 << 20;

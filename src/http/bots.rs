@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::error::ErrorResponse;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `POST /bots` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -11,7 +11,7 @@ use keel_actors::supervisor::{ChildState, GetStatus};
 use serde_json::json;
 
 use super::error::{ApiError, FieldError};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// How long each readiness check may take.
 const CHECK_DEADLINE: Duration = Duration::from_secs(2);

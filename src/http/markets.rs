@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ErrorResponse, symbol_not_found};
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Most candles one request returns.
 pub const MAX_CANDLES: usize = 1_000;

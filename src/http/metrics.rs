@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -81,6 +82,14 @@ fn describe() {
         "HTTP request latency by method and route."
     );
     metrics::describe_gauge!("keel_http_requests_in_flight", "HTTP requests being served.");
+    metrics::describe_counter!(
+        "keel_access_log_dropped_total",
+        "Access-log lines dropped because the writer was behind (or gone)."
+    );
+    metrics::describe_counter!(
+        "keel_access_log_errors_total",
+        "Access-log writes that failed (the lines are lost)."
+    );
     metrics::describe_counter!("keel_actor_restarts_total", "Actor restarts by supervisors.");
     metrics::describe_counter!(
         "keel_actor_failures_total",
@@ -101,6 +110,37 @@ fn describe() {
     );
 }
 
+/// A request's method as a label: the standard methods by name, anything else `other`, so a
+/// client cannot mint label values (or access-log values) of its own.
+pub fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The matched route pattern (`/api/v1/bots/{id}`, never the raw path) and status of a served
+/// request. `unmatched` when no route matched, or when an inner middleware failed and left no
+/// request to ask.
+pub fn route_and_status<B>(
+    result: &Result<ServiceResponse<B>, actix_web::Error>,
+) -> (String, StatusCode) {
+    match result {
+        Ok(res) => {
+            (res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()), res.status())
+        }
+        Err(err) => ("unmatched".to_owned(), err.as_response_error().status_code()),
+    }
+}
+
 /// Counts and times every request by its matched route pattern.
 ///
 /// # Errors
@@ -110,25 +150,17 @@ pub async fn middleware(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let in_flight = metrics::gauge!("keel_http_requests_in_flight");
     in_flight.increment(1.0);
     let result = next.call(req).await;
     in_flight.decrement(1.0);
-    let (route, status) = match &result {
-        Ok(res) => (
-            res.request().match_pattern().unwrap_or_else(|| "unmatched".to_owned()),
-            res.status().as_u16().to_string(),
-        ),
-        Err(err) => {
-            ("unmatched".to_owned(), err.as_response_error().status_code().as_u16().to_string())
-        }
-    };
-    metrics::histogram!("keel_http_request_duration_seconds", "method" => method.clone(),
+    let (route, status) = route_and_status(&result);
+    metrics::histogram!("keel_http_request_duration_seconds", "method" => method,
         "route" => route.clone())
     .record(started.elapsed().as_secs_f64());
     metrics::counter!("keel_http_requests_total", "method" => method, "route" => route,
-        "status" => status)
+        "status" => status.as_u16().to_string())
     .increment(1);
     result
 }

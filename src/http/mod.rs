@@ -5,6 +5,7 @@
 //! own. Every `/api/v1` route is declared in [`api_routes`], which is also what the test that
 //! proves "no route ships unprotected" walks.
 
+pub mod access_log;
 pub mod accounts;
 pub mod admin;
 pub mod auth;

@@ -28,7 +28,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::ApiError;
 use crate::configuration::ProtectionSettings;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Shared protection state.
 #[derive(Debug)]

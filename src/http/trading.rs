@@ -29,7 +29,7 @@ const BAD_PAGE: &str = "A bad `after` or `limit` (`VALIDATION_FAILED`).";
 /// 409 of the trading commands.
 const NOT_RUNNING: &str = "The bot is not running (`CONFLICT`).";
 use crate::auth::AuthUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Rows per page when `limit` is not given.
 const DEFAULT_PAGE: usize = 100;

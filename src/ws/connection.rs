@@ -34,7 +34,7 @@ use super::protocol::{
     Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, parse_op,
 };
 use crate::auth::AuthUser;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// How often a lagging client is told what it missed and checked against `ws.max_lag_secs`.
 const LAG_CHECK: Duration = Duration::from_secs(1);

@@ -20,7 +20,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use crate::auth::AuthUser;
 use crate::http::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use connection::ClientConnection;
 use outbound::{FrameBody, Outbound};
 

@@ -34,6 +34,8 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
         ("KEEL__SERVER__WORKERS", "1".to_owned()),
         ("KEEL__STORE__PATH", data_dir.display().to_string()),
         ("KEEL__LOG__LEVEL", "warn".to_owned()),
+        // Tests that read the access log point it at a file of their own.
+        ("KEEL__ACCESS_LOG__OUTPUT", "off".to_owned()),
         ("KEEL__AUTH__JWT_SECRET", JWT_SECRET.to_owned()),
         // Tests poll; the limits themselves are tested in `protection.rs` with low values.
         ("KEEL__PROTECTION__PER_IP_PER_MINUTE", "100000".to_owned()),

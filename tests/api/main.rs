@@ -1,6 +1,7 @@
 //! Integration tests against the real application, compiled into one binary.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test with its line
 
+mod access_log;
 mod accounts;
 mod auth;
 mod backtests;

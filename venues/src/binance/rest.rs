@@ -323,8 +323,7 @@ impl RestClient {
         client_order_id: &str,
         signer: Signer<'_>,
     ) -> Result<VenueOrder, RestError> {
-        let params =
-            vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())];
+        let params = by_id(symbol, client_order_id);
         self.signed(reqwest::Method::GET, self.dialect.paths.order, params, signer).await
     }
 
@@ -339,8 +338,7 @@ impl RestClient {
         client_order_id: &str,
         signer: Signer<'_>,
     ) -> Result<VenueOrder, RestError> {
-        let params =
-            vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())];
+        let params = by_id(symbol, client_order_id);
         self.signed(reqwest::Method::DELETE, self.dialect.paths.order, params, signer).await
     }
 
@@ -522,6 +520,11 @@ fn filters_of(
         max_qty: field(lot, "maxQty")?,
         min_notional,
     })
+}
+
+/// The parameters that name one of our orders: its symbol and our client order id.
+fn by_id(symbol: &Symbol, client_order_id: &str) -> Vec<(&'static str, String)> {
+    vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())]
 }
 
 #[cfg(test)]

@@ -1,0 +1,328 @@
+//! The runtime: the store and the whole supervisor tree, built in one place from a
+//! [`RuntimeConfig`], and stopped in one place.
+//!
+//! ```text
+//! root ("root")
+//! ├── vault          the only holder of plaintext secrets
+//! ├── feeds          one FeedActor per enabled venue (a supervisor of its own)
+//! ├── bots           BotSupervisor, one BotActor per running bot
+//! └── pg_sink        only when a Postgres sink is configured; last to start, first to stop
+//! ```
+//!
+//! Beside the tree: the session directory (users' live connections), the market recorder
+//! thread, and the backtest worker pool. The binary turns its settings into a `RuntimeConfig`,
+//! calls [`Runtime::start`], serves HTTP against the handles in [`Runtime`], and calls
+//! [`Runtime::shutdown`] on the way out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use keel_core::market::VenueId;
+use keel_venues::market::MarketConnector;
+use keel_venues::routing::OrderRouter;
+use rust_decimal::Decimal;
+
+use crate::backtest::jobs::{Jobs, JobsConfig};
+use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, LiveVenues};
+use crate::feed::{FeedAddress, FeedConfig, FeedSpec, ReplayConfig};
+use crate::mailbox::{AskError, ask};
+use crate::record::Recorder;
+use crate::session::SessionDirectory;
+use crate::sink::{Outbox, PgSinkConfig, PgSinkSpec, SinkHealth};
+use crate::store::{Store, StoreConfig, StoreError};
+use crate::supervisor::{
+    ChildSpec, RestartPolicy, Shutdown, ShutdownReport, Supervisor, SupervisorSpec,
+};
+use crate::vault::{KeyRing, VaultAddress, VaultSpec};
+
+/// Everything the runtime is built from. The binary fills it from its settings; nothing here
+/// reads configuration files or the environment.
+#[derive(Debug)]
+pub struct RuntimeConfig {
+    /// Where and how the store is opened.
+    pub store: StoreConfig,
+    /// The restart budget of every supervised child.
+    pub policy: RestartPolicy,
+    /// Mailbox capacities.
+    pub mailboxes: Mailboxes,
+    /// The vault's master keys (current and, during rotation, previous).
+    pub key_ring: KeyRing,
+    /// Most exchange credentials one user may store.
+    pub max_credentials_per_user: usize,
+    /// The market-data connector of every enabled venue (from the venue registry).
+    pub markets: Vec<Arc<dyn MarketConnector>>,
+    /// The order router of every enabled venue that takes live orders.
+    pub routers: BTreeMap<VenueId, Arc<dyn OrderRouter>>,
+    /// How feeds keep and wait for market data.
+    pub feeds: FeedTiming,
+    /// A recording to replay instead of the simulated venue's random walk.
+    pub sim_replay: Option<ReplayConfig>,
+    /// Recording of market data to daily files, when on.
+    pub record: Option<RecordConfig>,
+    /// How bots run.
+    pub bots: BotLimits,
+    /// The Postgres sink, when configured.
+    pub sink: Option<PgSinkConfig>,
+    /// The backtest worker pool.
+    pub backtests: JobsConfig,
+}
+
+/// Mailbox capacities of the tree's actors.
+#[derive(Debug, Clone, Copy)]
+pub struct Mailboxes {
+    /// The root and feeds supervisors.
+    pub supervisor: usize,
+    /// The bot supervisor.
+    pub bot_supervisor: usize,
+    /// Each bot.
+    pub bot: usize,
+    /// Each feed.
+    pub feed: usize,
+    /// The vault.
+    pub vault: usize,
+    /// Each user's session.
+    pub session: usize,
+}
+
+/// How feeds keep and wait for market data.
+#[derive(Debug, Clone, Copy)]
+pub struct FeedTiming {
+    /// How long a symbol stays tracked after the last market request.
+    pub warm_for: Duration,
+    /// How long a market request waits for the first data.
+    pub first_data_wait: Duration,
+}
+
+/// Where market data is recorded.
+#[derive(Debug, Clone)]
+pub struct RecordConfig {
+    /// The directory of the daily files.
+    pub dir: PathBuf,
+    /// Events that may wait for the writer thread; more are dropped and counted.
+    pub queue: usize,
+}
+
+/// How bots run.
+#[derive(Debug, Clone, Copy)]
+pub struct BotLimits {
+    /// Arbiter threads bots are spread over (at least 1).
+    pub arbiters: usize,
+    /// Most bots one user may define.
+    pub max_per_user: usize,
+    /// Paper slippage when there is no quote, in basis points.
+    pub paper_slippage_bps: Decimal,
+    /// Most exposure (quote) one user's bots may hold together; `None` for no limit.
+    pub max_user_exposure: Option<Decimal>,
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The store cannot be opened, migrated or read.
+    #[error("opening the store at {path}")]
+    Store {
+        /// The store's directory.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// The market recorder's directory cannot be used.
+    #[error("starting the recorder in {dir}")]
+    Recorder {
+        /// The recording directory.
+        dir: PathBuf,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backtest worker threads cannot be started.
+    #[error("starting the backtest workers")]
+    Backtests(#[source] std::io::Error),
+    /// A blocking start-up task was lost (it panicked).
+    #[error("a start-up task failed: {0}")]
+    Task(String),
+}
+
+/// The running tree and the handles the façade reaches it by.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The database.
+    pub store: Store,
+    /// The root of the supervisor tree.
+    pub root: Addr<Supervisor>,
+    /// Where the (restartable) vault currently is.
+    pub vault: VaultAddress,
+    /// Each enabled venue's feed.
+    pub feeds: Arc<BTreeMap<VenueId, FeedAddress>>,
+    /// Where the (restartable) bot supervisor currently is.
+    pub bots: BotsAddress,
+    /// Users' sessions (live connections), which bots publish their events to.
+    pub sessions: SessionDirectory,
+    /// The Postgres sink's state, when it is configured.
+    pub sink: Option<SinkHealth>,
+    /// Backtest jobs and their worker pool.
+    pub backtests: Jobs,
+}
+
+impl Runtime {
+    /// Opens the store (on a blocking thread: sled reads its log) and starts the tree.
+    ///
+    /// Must run inside an actix `System`.
+    ///
+    /// # Errors
+    /// The store cannot be opened or migrated, the recorder or the backtest workers cannot
+    /// start, or the outbox cannot be read.
+    pub async fn start(config: RuntimeConfig) -> Result<Self, RuntimeError> {
+        let RuntimeConfig {
+            store: store_config,
+            policy,
+            mailboxes,
+            key_ring,
+            max_credentials_per_user,
+            markets,
+            routers,
+            feeds: timing,
+            sim_replay,
+            record,
+            bots: limits,
+            sink,
+            backtests,
+        } = config;
+        let path = store_config.path.clone();
+        let store_error = |source| RuntimeError::Store { path: path.clone(), source };
+        let store = blocking(move || Store::open(&store_config)).await?.map_err(store_error)?;
+
+        let (vault_spec, vault) =
+            VaultSpec::new(store.clone(), key_ring, max_credentials_per_user, mailboxes.vault);
+        let recorder = match record {
+            Some(RecordConfig { dir, queue }) => Some(
+                Recorder::start(dir.clone(), queue)
+                    .map_err(|source| RuntimeError::Recorder { dir, source })?,
+            ),
+            None => None,
+        };
+        let feed_configs = markets
+            .into_iter()
+            .map(|market| FeedConfig {
+                // A replay stands in for a simulation only.
+                replay: market.simulator().and(sim_replay.clone()),
+                market,
+                warm_for: timing.warm_for,
+                first_data_wait: timing.first_data_wait,
+                recorder: recorder.clone(),
+                mailbox: mailboxes.feed,
+            })
+            .collect();
+        let (feeds_spec, feeds) = feeds(feed_configs, policy, mailboxes.supervisor);
+        let feeds = Arc::new(feeds);
+        let backtests = Jobs::start(backtests).map_err(RuntimeError::Backtests)?;
+        let sessions = SessionDirectory::new(mailboxes.session);
+        let bots = BotsAddress::default();
+        let bots_config = BotsConfig {
+            policy,
+            arbiters: limits.arbiters,
+            max_bots_per_user: limits.max_per_user,
+            paper_slippage_bps: limits.paper_slippage_bps,
+            live: LiveVenues { vault: vault.clone(), routers },
+            max_user_exposure: limits.max_user_exposure,
+            sessions: sessions.clone(),
+            mailbox: mailboxes.bot_supervisor,
+            bot_mailbox: mailboxes.bot,
+        };
+        let sink = postgres_sink(sink, &store).await?.map_err(store_error)?;
+        let mut repo = BotRepo::new(&store).map_err(store_error)?;
+        if let Some((_, _, outbox)) = &sink {
+            repo = repo.with_outbox(outbox.clone());
+        }
+        let bots_spec = BotsSpec::new(repo, feeds.clone(), bots_config, bots.clone());
+        let mut root = Supervisor::new("root", policy)
+            .with_mailbox(mailboxes.supervisor)
+            .child(vault_spec)
+            .child(feeds_spec)
+            .child(bots_spec);
+        let mut sink_health = None;
+        if let Some((spec, health, _)) = sink {
+            // Last to start, first to stop: a batch cut short stays in the outbox.
+            root = root.child(spec);
+            sink_health = Some(health);
+        }
+        let root = root.start();
+        Ok(Self { store, root, vault, feeds, bots, sessions, sink: sink_health, backtests })
+    }
+}
+
+/// Stops the tree under `root`, children in reverse start order, each within what is left of
+/// `deadline`.
+///
+/// # Errors
+/// The root supervisor did not answer in time.
+pub async fn stop_tree(
+    root: &Addr<Supervisor>,
+    deadline: Duration,
+) -> Result<ShutdownReport, AskError> {
+    let answer_within = deadline + Duration::from_millis(200);
+    ask(root, Shutdown { deadline }, answer_within, "root supervisor").await
+}
+
+/// Runs `work` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RuntimeError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| RuntimeError::Task(e.to_string()))
+}
+
+/// The feeds supervisor with one feed per venue, and where each feed is.
+fn feeds(
+    configs: Vec<FeedConfig>,
+    policy: RestartPolicy,
+    mailbox: usize,
+) -> (SupervisorSpec, BTreeMap<VenueId, FeedAddress>) {
+    let slots: Vec<(FeedConfig, FeedAddress)> =
+        configs.into_iter().map(|config| (config, FeedAddress::default())).collect();
+    let addresses =
+        slots.iter().map(|(config, slot)| (config.market.venue(), slot.clone())).collect();
+    let spec = SupervisorSpec::new("feeds", policy, move || {
+        slots
+            .iter()
+            .map(|(config, slot)| {
+                Box::new(FeedSpec::new(config.clone(), slot.clone())) as Box<dyn ChildSpec>
+            })
+            .collect()
+    })
+    .with_mailbox(mailbox);
+    (spec, addresses)
+}
+
+/// The Postgres sink's child spec, health and outbox when one is configured. Without one
+/// nothing is queued for Postgres; rows left from a time it was on wait for it to be on again.
+async fn postgres_sink(
+    config: Option<PgSinkConfig>,
+    store: &Store,
+) -> Result<Result<Option<(PgSinkSpec, SinkHealth, Outbox)>, StoreError>, RuntimeError> {
+    let store = store.clone();
+    let Some(config) = config else {
+        let leftover = match blocking(move || Outbox::holds_rows(&store)).await? {
+            Ok(leftover) => leftover,
+            Err(err) => return Ok(Err(err)),
+        };
+        if leftover {
+            tracing::warn!(
+                "the outbox holds rows from when the Postgres sink was on; \
+                they stay until sink.postgres.url is set again"
+            );
+        }
+        return Ok(Ok(None));
+    };
+    // Counting the backlog walks the outbox once.
+    let outbox = match blocking(move || Outbox::open(&store)).await? {
+        Ok(outbox) => outbox,
+        Err(err) => return Ok(Err(err)),
+    };
+    tracing::info!(schema = %config.schema, backlog = outbox.backlog(), "Postgres sink on");
+    let (spec, health) = PgSinkSpec::new(config, outbox.clone());
+    Ok(Ok(Some((spec, health, outbox))))
+}

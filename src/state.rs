@@ -1,0 +1,121 @@
+//! What every handler can reach: [`AppState`], shared handles to the runtime and the façade's
+//! own services, never mutable state. Built once by `startup`; handlers and extractors import it
+//! from here, so nothing below start-up depends on start-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use keel_actors::bot::{BotSupervisor, BotsAddress};
+use keel_actors::feed::FeedAddress;
+use keel_actors::identity::{PasswordHasher, Sessions, Users};
+use keel_actors::session::SessionDirectory;
+use keel_actors::sink::SinkHealth;
+use keel_actors::store::Store;
+use keel_actors::supervisor::Supervisor;
+use keel_actors::vault::{Vault, VaultAddress};
+use keel_core::market::VenueId;
+
+use crate::auth::{LoginThrottle, TokenIssuer};
+use crate::configuration::Settings;
+use crate::http::{self, ApiError};
+
+/// What every handler can reach: shared handles, never mutable state.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The root of the supervisor tree.
+    pub root: Addr<Supervisor>,
+    /// The effective settings.
+    pub settings: Arc<Settings>,
+    /// Users, sessions, tokens.
+    pub identity: Arc<Identity>,
+    /// Where the (restartable) vault currently is.
+    pub vault: VaultAddress,
+    /// Each enabled venue's feed.
+    pub feeds: Arc<std::collections::BTreeMap<VenueId, FeedAddress>>,
+    /// Where the (restartable) bot supervisor currently is.
+    pub bots: BotsAddress,
+    /// Users' sessions (live connections), which bots publish their events to.
+    pub sessions: SessionDirectory,
+    /// WebSocket connection counts and limits.
+    pub ws_limits: Arc<crate::ws::Limits>,
+    /// Rate limits, the in-flight cap, trusted proxies.
+    pub protection: Arc<http::protect::Protection>,
+    /// The Postgres sink's state, when it is configured.
+    pub sink: Option<SinkHealth>,
+    /// Backtest jobs and their worker pool.
+    pub backtests: keel_actors::backtest::jobs::Jobs,
+}
+
+impl AppState {
+    /// The running vault.
+    ///
+    /// # Errors
+    /// 503 while the vault is being restarted.
+    pub fn vault(&self) -> Result<Addr<Vault>, ApiError> {
+        self.vault
+            .get()
+            .filter(Addr::connected)
+            .ok_or_else(|| ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "vault" }))
+    }
+}
+
+impl AppState {
+    /// The running bot supervisor.
+    ///
+    /// # Errors
+    /// 503 while it is being restarted.
+    pub fn bots(&self) -> Result<Addr<BotSupervisor>, ApiError> {
+        self.bots
+            .get()
+            .ok_or_else(|| ApiError::from(keel_actors::mailbox::AskError::Gone { actor: "bots" }))
+    }
+}
+
+/// Identity services shared by the auth handlers and the `AuthUser` extractor.
+#[derive(Debug)]
+pub struct Identity {
+    /// Signs and verifies access tokens.
+    pub tokens: TokenIssuer,
+    /// User accounts.
+    pub users: Users,
+    /// Login sessions and refresh tokens.
+    pub sessions: Sessions,
+    /// Argon2id off the worker threads.
+    pub hasher: PasswordHasher,
+    /// Login throttling.
+    pub throttle: LoginThrottle,
+    /// Session lifetime.
+    pub refresh_ttl: Duration,
+}
+
+impl Identity {
+    /// The identity services over `store`, configured from `[auth]`.
+    ///
+    /// # Errors
+    /// The store's trees cannot be opened, or the hashing pool cannot start.
+    pub fn build(
+        settings: &Settings,
+        store: &Store,
+        jwt_secret: &secrecy::SecretString,
+    ) -> anyhow::Result<Self> {
+        let auth = &settings.auth;
+        let concurrency = match auth.hash_concurrency {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        };
+        Ok(Self {
+            tokens: TokenIssuer::new(auth, jwt_secret),
+            users: Users::new(store.clone())?,
+            sessions: Sessions::new(store.clone())?,
+            hasher: PasswordHasher::new(concurrency, auth.hash_queue)?,
+            throttle: LoginThrottle::new(
+                auth.login_attempts_per_minute_per_account,
+                auth.login_attempts_per_minute_per_ip,
+            ),
+            refresh_ttl: Duration::from_secs(auth.refresh_ttl_secs),
+        })
+    }
+}
