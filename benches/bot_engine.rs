@@ -49,7 +49,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_rt::SystemRunner;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use keel_actors::bot::actor::{BOT_MAILBOX, BotActor, BotActorArgs, BotPaused, GetLive};
+use keel_actors::bot::actor::{
+    BOT_MAILBOX, BotActor, BotActorArgs, BotPaused, BotReconciled, GetLive,
+};
 use keel_actors::bot::repo::BotRepo;
 use keel_actors::feed::{FeedAddress, MarketData};
 use keel_actors::mailbox::{Ask, Query, ask};
@@ -213,6 +215,12 @@ impl Handler<BotPaused> for SupervisorStub {
     }
 }
 
+impl Handler<BotReconciled> for SupervisorStub {
+    type Result = ();
+
+    fn handle(&mut self, _: BotReconciled, _: &mut Context<Self>) {}
+}
+
 impl Handler<ChildExited> for SupervisorStub {
     type Result = ();
 
@@ -243,6 +251,7 @@ fn start_bot(
         feed: FeedAddress::default(),
         lifeline: Lifeline::new(BOT_ID, 1, supervisor.clone().recipient()),
         supervisor: supervisor.clone().recipient(),
+        reconciled: supervisor.clone().recipient(),
         live: None,
         exposure: None,
         user_id: 1,

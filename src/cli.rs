@@ -1,4 +1,5 @@
-//! Command line: `keel [serve]`, `keel check-config`, `keel backup`, `keel restore`, `keel --version`.
+//! Command line: `keel [serve]`, `keel check-config`, `keel backup`, `keel restore`,
+//! `keel store seed`, `keel --version`.
 
 use std::path::PathBuf;
 
@@ -36,6 +37,39 @@ pub enum Command {
     Backup(BackupArgs),
     /// Restore a backup into the store directory. Run it with Keel stopped.
     Restore(RestoreArgs),
+    /// Store tools. Run them with Keel stopped.
+    #[command(subcommand)]
+    Store(StoreCommand),
+}
+
+/// `keel store …`.
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Fill an empty store with users, running paper bots on the sim venue and a trading history
+    /// (orders and their fills, a few orders per bot left open), written as bots write it: for
+    /// measuring start-up on a big store. Every user's password is `keel-seed-password`.
+    Seed(SeedArgs),
+}
+
+/// `keel store seed`.
+#[derive(Debug, clap::Args)]
+pub struct SeedArgs {
+    /// Users to create (`seed-1@example.com`, …).
+    #[arg(long, value_name = "U")]
+    pub users: usize,
+    /// Paper bots on the sim venue, marked running, spread over the users.
+    #[arg(long, value_name = "B")]
+    pub bots: usize,
+    /// Historical orders in all, spread over the bots; each fills at once except the last three
+    /// of each bot, which stay open.
+    #[arg(long, value_name = "O")]
+    pub orders: u64,
+    /// The store directory; default store.path.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Threads writing history; 0 = one per CPU core.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// `keel backup`.
@@ -161,5 +195,15 @@ mod tests {
         assert_eq!(cli.config, Some(PathBuf::from("x.toml")));
         let cli = Cli::try_parse_from(["keel", "vault", "rotate"]).unwrap();
         assert!(matches!(cli.command, Some(Command::Vault(VaultCommand::Rotate))));
+        let cli = Cli::try_parse_from([
+            "keel", "store", "seed", "--users", "2", "--bots", "3", "--orders", "10", "--store",
+            "/tmp/x",
+        ])
+        .unwrap();
+        let Some(Command::Store(StoreCommand::Seed(args))) = cli.command else {
+            panic!("not a seed: {cli:?}")
+        };
+        assert_eq!((args.users, args.bots, args.orders), (2, 3, 10));
+        assert_eq!(args.store, Some(PathBuf::from("/tmp/x")));
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod secrets;
 pub mod startup;
 pub mod state;
+pub mod store_cli;
 pub mod telemetry;
 pub mod vault_cli;
 pub mod venues;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel::cli::{Cli, Command, VaultCommand};
+use keel::cli::{Cli, Command, StoreCommand, VaultCommand};
 use keel::configuration::Settings;
 use keel::startup::Application;
 
@@ -17,6 +17,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // `keel_startup_seconds` counts from here.
+    keel_actors::startup_clock::mark_process_start();
     let cli = Cli::parse();
     let settings = match Settings::load(cli.config.as_deref()) {
         Ok(settings) => settings,
@@ -40,6 +42,9 @@ fn main() -> ExitCode {
         Command::Backtest(args) => report(keel::backtest_cli::backtest(&args)),
         Command::Data(command) => report(keel::backtest_cli::data(&command)),
         Command::Restore(args) => report(keel::backup_cli::restore(&settings, &args)),
+        Command::Store(StoreCommand::Seed(args)) => {
+            report(keel::store_cli::seed_store(&settings, &args))
+        }
         Command::Backup(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {

@@ -9,6 +9,7 @@
 //! - [`sink`]: the optional Postgres sink and the outbox it drains.
 //! - [`record`]: recording market data to compact, checksummed daily files.
 //! - [`backtest`]: strategies over recorded or historical trades, and backtest jobs.
+//! - [`seed`]: `keel store seed`, a trading history written as bots write it, for benches.
 //!
 //! The HTTP and WebSocket façade lives in the `keel` binary crate and only talks to this crate
 //! through messages and the [`store::Store`] handle.
@@ -21,8 +22,10 @@ pub mod identity;
 pub mod mailbox;
 pub mod record;
 pub mod runtime;
+pub mod seed;
 pub mod session;
 pub mod sink;
+pub mod startup_clock;
 pub mod store;
 pub mod supervisor;
 pub mod vault;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use keel_actors::bot::{GetRelaunch, RelaunchReport};
 use keel_actors::mailbox::ask;
 use keel_actors::sink::{SINK_CHILD_NAME, SinkReport, SinkState};
 use keel_actors::supervisor::{ChildState, GetStatus};
@@ -20,8 +21,10 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "live"}))
 }
 
-/// Readiness: the store takes a durable write and every supervised actor is running. The
-/// Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
+/// Readiness: the store takes a durable write, every supervised actor is running, and every bot
+/// that was running before the stop is running again with its open orders reconciled
+/// (`checks.bots`; a bot that could not come back is counted as failed and shows its own status
+/// instead of holding readiness). The Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
 /// depend on it, and its backlog waits safely in the outbox.
 ///
 /// # Errors
@@ -62,6 +65,7 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             None
         }
     };
+    let bots = bots_back(&state, &mut problems).await;
     if !problems.is_empty() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -73,6 +77,36 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
     }
     Ok(HttpResponse::Ok().json(json!({
         "status": "ready",
-        "checks": { "store": "ok", "actors": actors, "sink": sink },
+        "checks": { "store": "ok", "actors": actors, "bots": bots, "sink": sink },
     })))
+}
+
+/// How far the bot supervisor has come in bringing back the bots that were running before the
+/// stop; a problem while any is not back (or the supervisor itself is not there yet).
+async fn bots_back(state: &AppState, problems: &mut Vec<FieldError>) -> Option<RelaunchReport> {
+    let supervisor = match state.bots() {
+        Ok(supervisor) => supervisor,
+        Err(_) => {
+            problems.push(FieldError::new("bots", "the bot supervisor is starting"));
+            return None;
+        }
+    };
+    match ask(&supervisor, GetRelaunch, CHECK_DEADLINE, "bots").await {
+        Ok(report) => {
+            if !report.is_done() {
+                problems.push(FieldError::new(
+                    "bots",
+                    format!(
+                        "{} of the {} bots that were running are not back yet",
+                        report.pending_count, report.expected
+                    ),
+                ));
+            }
+            Some(report)
+        }
+        Err(err) => {
+            problems.push(FieldError::new("bots", err.to_string()));
+            None
+        }
+    }
 }

@@ -15,6 +15,7 @@ mod markets;
 mod postgres;
 mod process;
 mod protection;
+mod restart;
 mod sink;
 mod store_fixture;
 mod tampering;

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 pub use self::messages::{
-    BotPaused, GetLive, LiveView, SetPaused, StopBot, TradeCommand, TradeError, TradeOutcome,
+    BotPaused, BotReconciled, GetLive, LiveView, SetPaused, StopBot, TradeCommand, TradeError,
+    TradeOutcome,
 };
 use self::persist::AfterFlush;
 use super::live::LiveLink;
@@ -80,6 +81,8 @@ pub struct BotActorArgs {
     pub lifeline: Lifeline,
     /// Where it reports self-pauses.
     pub supervisor: Recipient<BotPaused>,
+    /// Where it reports that it is running with its open orders reconciled.
+    pub reconciled: Recipient<BotReconciled>,
     /// The venue link of a live bot (`None` for paper).
     pub live: Option<LiveLink>,
     /// The owner's exposure book, when a per-user limit is set.
@@ -114,6 +117,8 @@ pub struct BotActor {
     stopping: bool,
     /// Writes waiting for the next flush.
     awaiting: Vec<AfterFlush>,
+    /// Whether [`BotReconciled`] was sent (once per incarnation).
+    reported_reconciled: bool,
     /// Writes the flush in progress covers; `None` when no flush is in progress. One flush at a
     /// time per bot: a bot writing on every event would otherwise pile up one commit future per
     /// write, and actix polls them all each time the actor wakes.
@@ -140,11 +145,25 @@ impl BotActor {
             stopping: false,
             awaiting: Vec::new(),
             flushing: None,
+            reported_reconciled: false,
         }
     }
 
     fn id(&self) -> BotId {
         self.args.bot_id
+    }
+
+    /// Tells the supervisor, once, that this bot is running with its open orders reconciled.
+    fn report_reconciled(&mut self) {
+        if std::mem::replace(&mut self.reported_reconciled, true) {
+            return;
+        }
+        // Once per incarnation and not on a hot path: it must not be lost to a full mailbox,
+        // or readiness would wait for it forever.
+        self.args.reconciled.do_send(BotReconciled {
+            bot_id: self.args.bot_id,
+            generation: self.args.lifeline.generation(),
+        });
     }
 
     fn on_event(&mut self, data: &MarketData, ctx: &mut Context<Self>) {
@@ -245,8 +264,12 @@ impl Actor for BotActor {
             // order" is not believed for them until the grace period has passed.
             let now = Instant::now();
             self.sent_at = self.args.engine.open_orders().iter().map(|o| (o.id, now)).collect();
+            // Reconciled once the venue has answered about every order found open.
             self.poll_live(ctx);
             ctx.run_interval(LIVE_POLL, |act, ctx| act.poll_live(ctx));
+        } else {
+            // A paper bot's open orders were restored into its engine as it was built.
+            self.report_reconciled();
         }
         ctx.run_interval(SUPERVISOR_CHECK, |act, ctx| {
             if !act.args.supervisor.connected() {

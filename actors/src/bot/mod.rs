@@ -22,4 +22,7 @@ pub use actor::{LiveView, TradeCommand, TradeError, TradeOutcome};
 pub use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
 pub use keel_core::engine::{BotEngine, BotEvent, BotEventKind, BotState, EngineConfig};
 pub use repo::{BotRepo, Page};
-pub use supervisor::{BotError, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, LiveVenues};
+pub use supervisor::{
+    BotError, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, GetRelaunch, LiveVenues,
+    RelaunchReport,
+};

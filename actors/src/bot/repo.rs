@@ -7,6 +7,10 @@
 //! - `positions`: `id_key(bot)` → [`BotState`] (position, counters, strategy state)
 //! - `events`: `pair_key(bot, last event)` → the [`BotEvent`]s of one write, oldest first (a
 //!   list: one row per engine call, not per line; rows written before schema 3 hold one event)
+//! - `open_orders`: `pair_key(bot, order)` → nothing, for every order that may still fill
+//!   (schema 4). Start-up reads a bot's open orders through it instead of scanning every order
+//!   the bot ever placed: written in the same transaction as the order, removed when the order
+//!   reaches a final status.
 //!
 //! Rows in these four trees are JSON, deflated when that is shorter ([`encode_packed`]): a
 //! trading bot writes them on every fill, and sled's memory and disk follow their size and number.
@@ -44,6 +48,8 @@ pub struct BotRepo {
     fills: sled::Tree,
     positions: sled::Tree,
     events: sled::Tree,
+    /// The open-order index (see the module doc).
+    open_orders: sled::Tree,
     /// Set when the Postgres sink is on: [`BotRepo::persist`] then copies every change here.
     outbox: Option<Outbox>,
     /// Bot → owner, for the outbox rows (an owner never changes; read once per bot).
@@ -73,6 +79,7 @@ impl BotRepo {
             fills: store.tree(trees::FILLS)?,
             positions: store.tree(trees::POSITIONS)?,
             events: store.tree(trees::EVENTS)?,
+            open_orders: store.tree(trees::OPEN_ORDERS)?,
             outbox: None,
             owners: Arc::default(),
         })
@@ -131,7 +138,7 @@ impl BotRepo {
         self.bots.remove(id_key(id))?;
         self.owners.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         self.positions.remove(id_key(id))?;
-        for tree in [&self.orders, &self.fills, &self.events] {
+        for tree in [&self.orders, &self.fills, &self.events, &self.open_orders] {
             for key in tree.range(pair_key(id, 0)..=pair_key(id, u64::MAX)).keys() {
                 tree.remove(key?)?;
             }
@@ -156,14 +163,21 @@ impl BotRepo {
         Ok(())
     }
 
-    /// The bot's orders that may still fill.
+    /// The bot's orders that may still fill, read through the open-order index: the cost follows
+    /// the number of open orders, not the bot's history.
     ///
     /// # Errors
-    /// sled failed or a row does not decode.
+    /// sled failed, a row does not decode, or the index names an order that is not stored.
     pub fn open_orders(&self, id: BotId) -> Result<Vec<Order>, StoreError> {
         let mut open = Vec::new();
-        for raw in self.orders.range(pair_key(id, 0)..=pair_key(id, u64::MAX)).values() {
-            let order: Order = decode(&raw?)?;
+        for key in self.open_orders.range(pair_key(id, 0)..=pair_key(id, u64::MAX)).keys() {
+            let key = key?;
+            let raw = self.orders.get(&key)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("open-order index names a missing order {key:?}"))
+            })?;
+            let order: Order = decode(&raw)?;
+            // The index is written with the order, so this holds; a final order is skipped
+            // rather than resumed if it ever does not.
             if order.status.is_open() {
                 open.push(order);
             }
@@ -185,47 +199,51 @@ impl BotRepo {
     /// # Errors
     /// Encoding or sled failed; nothing was written.
     pub fn persist(&self, id: BotId, fx: &Effects, state: &BotState) -> Result<(), StoreError> {
+        self.persist_calls(id, std::slice::from_ref(fx), state)
+    }
+
+    /// Writes the effects of several engine calls, oldest first, and the state after the last,
+    /// in one transaction: what [`BotRepo::persist`] would write call by call (one journal row
+    /// per call, each order as it ended), for writers that batch (`keel store seed`).
+    ///
+    /// # Errors
+    /// Encoding or sled failed; nothing was written.
+    pub fn persist_calls(
+        &self,
+        id: BotId,
+        calls: &[Effects],
+        state: &BotState,
+    ) -> Result<(), StoreError> {
         // Encoded once, outside the closure: sled may run it more than once. An order that
-        // changed twice in one call is written once, as it ended.
-        let mut latest: Vec<&Order> = Vec::with_capacity(fx.orders.len());
-        for order in &fx.orders {
+        // changed twice is written once, as it ended.
+        let mut latest: Vec<&Order> = Vec::new();
+        for order in calls.iter().flat_map(|fx| &fx.orders) {
             match latest.iter_mut().find(|o| o.id == order.id) {
                 Some(slot) => *slot = order,
                 None => latest.push(order),
             }
         }
         let orders = encoded(id, &latest, |o| o.id)?;
-        let fills = encoded(id, &fx.fills, |f| f.id)?;
+        // An order enters the open-order index with its first open version and leaves it with
+        // its final one.
+        let open: Vec<(bool, [u8; 16])> =
+            latest.iter().map(|o| (o.status.is_open(), pair_key(id, o.id))).collect();
+        let all_fills: Vec<&Fill> = calls.iter().flat_map(|fx| &fx.fills).collect();
+        let fills = encoded(id, &all_fills, |f| f.id)?;
         // The journal lines of one call share one row, keyed by the last one's id.
-        let journal = match fx.events.last() {
-            Some(last) => Some((pair_key(id, last.id), encode_packed(&fx.events)?)),
-            None => None,
-        };
+        let mut journal = Vec::with_capacity(calls.len());
+        for fx in calls {
+            if let Some(last) = fx.events.last() {
+                journal.push((pair_key(id, last.id), encode_packed(&fx.events)?));
+            }
+        }
         let state = encode_packed(state)?;
-        let mut trees = vec![&self.orders, &self.fills, &self.events, &self.positions];
+        let mut trees =
+            vec![&self.orders, &self.fills, &self.events, &self.positions, &self.open_orders];
         let staged = match &self.outbox {
             Some(outbox) => {
                 trees.push(outbox.tree());
-                let user_id = self.owner(id)?;
-                let record = |kind, entity_id, payload| OutboxRecord {
-                    kind,
-                    bot_id: id,
-                    user_id,
-                    entity_id,
-                    payload,
-                };
-                // The sink receives every version of every order, and JSON, as before.
-                let mut records = Vec::new();
-                for order in &fx.orders {
-                    records.push(record(RecordKind::Order, order.id, encode(order)?));
-                }
-                for fill in &fx.fills {
-                    records.push(record(RecordKind::Fill, fill.id, encode(fill)?));
-                }
-                for event in &fx.events {
-                    records.push(record(RecordKind::Event, event.id, encode(event)?));
-                }
-                outbox.stage(&records)?
+                outbox.stage(&self.outbox_records(id, calls)?)?
             }
             None => Vec::new(),
         };
@@ -235,11 +253,18 @@ impl BotRepo {
                     table.insert(key.as_slice(), value.as_slice())?;
                 }
             }
-            if let Some((key, value)) = &journal {
+            for (key, value) in &journal {
                 t[2].insert(key.as_slice(), value.as_slice())?;
             }
             t[3].insert(id_key(id).as_slice(), state.as_slice())?;
-            if let Some(outbox) = t.get(4) {
+            for (is_open, key) in &open {
+                if *is_open {
+                    t[4].insert(key.as_slice(), &[])?;
+                } else {
+                    t[4].remove(key.as_slice())?;
+                }
+            }
+            if let Some(outbox) = t.get(5) {
                 for (key, value) in &staged {
                     outbox.insert(key.as_slice(), value.as_slice())?;
                 }
@@ -250,6 +275,35 @@ impl BotRepo {
             outbox.added(staged.len());
         }
         Ok(())
+    }
+
+    /// The outbox copies of `calls`: every version of every order, and JSON, as before.
+    fn outbox_records(
+        &self,
+        id: BotId,
+        calls: &[Effects],
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let user_id = self.owner(id)?;
+        let record = |kind, entity_id, payload| OutboxRecord {
+            kind,
+            bot_id: id,
+            user_id,
+            entity_id,
+            payload,
+        };
+        let mut records = Vec::new();
+        for fx in calls {
+            for order in &fx.orders {
+                records.push(record(RecordKind::Order, order.id, encode(order)?));
+            }
+            for fill in &fx.fills {
+                records.push(record(RecordKind::Fill, fill.id, encode(fill)?));
+            }
+            for event in &fx.events {
+                records.push(record(RecordKind::Event, event.id, encode(event)?));
+            }
+        }
+        Ok(records)
     }
 
     /// The bot's owner, from the cache or the `bots` tree.
@@ -319,7 +373,7 @@ type EncodedRow = (u64, [u8; 16], Vec<u8>);
 /// Each row's (id, key, packed JSON), for a transaction.
 fn encoded<T: Serialize>(
     bot: BotId,
-    rows: &[T],
+    rows: &[&T],
     id: impl Fn(&T) -> u64,
 ) -> Result<Vec<EncodedRow>, StoreError> {
     rows.iter().map(|row| Ok((id(row), pair_key(bot, id(row)), encode_packed(row)?))).collect()
@@ -406,7 +460,7 @@ mod tests {
     use super::*;
     use crate::store::StoreConfig;
     use keel_core::engine::BotEventKind;
-    use keel_core::trading::{Liquidity, Side};
+    use keel_core::trading::{Liquidity, OrderOrigin, OrderStatus, OrderType, Side};
 
     fn effects(bot_id: BotId) -> Effects {
         let mut fx = Effects::default();
@@ -536,6 +590,128 @@ mod tests {
         assert!(repo.open_orders(9).unwrap().is_empty());
     }
 
+    fn limit_order(id: u64, status: OrderStatus) -> Order {
+        Order {
+            id,
+            bot_id: 9,
+            client_order_id: format!("keel-9-{id:06}"),
+            side: Side::Buy,
+            order_type: OrderType::Limit { price: Decimal::new(1000, 0) },
+            qty: Decimal::new(1, 3),
+            filled_qty: Decimal::ZERO,
+            avg_fill_price: Decimal::ZERO,
+            status,
+            origin: OrderOrigin::Manual,
+            tag: 0,
+            oco_with: None,
+            reason: None,
+            created_ts: id,
+            updated_ts: id,
+        }
+    }
+
+    fn write_orders(repo: &BotRepo, bot: BotId, orders: Vec<Order>) {
+        let fx = Effects { orders, ..Effects::default() };
+        repo.persist(bot, &fx, &BotState::default()).unwrap();
+    }
+
+    fn indexed(store: &Store) -> Vec<(u64, u64)> {
+        store
+            .tree(trees::OPEN_ORDERS)
+            .unwrap()
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k.unwrap();
+                (crate::store::key_id(&k).unwrap(), crate::store::key_id(&k[8..]).unwrap())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn open_orders_are_indexed_with_the_write_and_leave_the_index_when_final() {
+        let (_dir, store) = open();
+        let repo = BotRepo::new(&store).unwrap();
+        write_orders(&repo, 9, (1..=3).map(|id| limit_order(id, OrderStatus::Accepted)).collect());
+        write_orders(&repo, 8, vec![limit_order(1, OrderStatus::New)]);
+        assert_eq!(indexed(&store), [(8, 1), (9, 1), (9, 2), (9, 3)]);
+        // One fills in part (still open), one fills, one is canceled.
+        let mut partly = limit_order(1, OrderStatus::PartiallyFilled);
+        partly.filled_qty = Decimal::new(5, 4);
+        write_orders(
+            &repo,
+            9,
+            vec![
+                partly.clone(),
+                limit_order(2, OrderStatus::Filled),
+                limit_order(3, OrderStatus::Canceled),
+            ],
+        );
+        assert_eq!(indexed(&store), [(8, 1), (9, 1)]);
+        assert_eq!(repo.open_orders(9).unwrap(), [partly]);
+        // An order created and finished in one write never enters the index.
+        write_orders(
+            &repo,
+            9,
+            vec![limit_order(4, OrderStatus::Accepted), limit_order(4, OrderStatus::Filled)],
+        );
+        assert_eq!(indexed(&store), [(8, 1), (9, 1)]);
+        // Deleting a bot removes its entries.
+        repo.delete_bot(9).unwrap();
+        assert_eq!(indexed(&store), [(8, 1)]);
+        assert!(repo.open_orders(9).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_order_filled_after_a_restart_leaves_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+            let repo = BotRepo::new(&store).unwrap();
+            write_orders(&repo, 9, vec![limit_order(1, OrderStatus::Accepted)]);
+            store.commit().await.unwrap();
+        }
+        let store = crate::store::once_released(
+            || Store::open(&StoreConfig::new(dir.path())),
+            |err| matches!(err, StoreError::Sled(e) if e.to_string().contains("lock")),
+        )
+        .unwrap();
+        let repo = BotRepo::new(&store).unwrap();
+        let open = repo.open_orders(9).unwrap();
+        assert_eq!(open.len(), 1);
+        let mut filled = open[0].clone();
+        filled.status = OrderStatus::Filled;
+        filled.filled_qty = filled.qty;
+        write_orders(&repo, 9, vec![filled]);
+        assert!(repo.open_orders(9).unwrap().is_empty());
+        assert!(indexed(&store).is_empty());
+    }
+
+    #[test]
+    fn batched_calls_write_what_one_call_at_a_time_would() {
+        let (_one_dir, one) = open();
+        let (_many_dir, many) = open();
+        let (one_repo, many_repo) = (BotRepo::new(&one).unwrap(), BotRepo::new(&many).unwrap());
+        let calls: Vec<Effects> = (1..=3)
+            .map(|id| {
+                let mut fx = Effects::default();
+                fx.orders.push(limit_order(id, OrderStatus::Accepted));
+                fx.events.push(line(id));
+                fx
+            })
+            .collect();
+        for fx in &calls {
+            one_repo.persist(9, fx, &BotState::default()).unwrap();
+        }
+        many_repo.persist_calls(9, &calls, &BotState::default()).unwrap();
+        for name in [trees::ORDERS, trees::EVENTS, trees::OPEN_ORDERS, trees::POSITIONS] {
+            let rows = |store: &Store| -> Vec<(sled::IVec, sled::IVec)> {
+                store.tree(name).unwrap().iter().map(Result::unwrap).collect()
+            };
+            assert_eq!(rows(&one), rows(&many), "tree {name}");
+        }
+    }
+
     #[tokio::test]
     async fn a_schema_2_store_of_json_rows_opens_migrates_and_reads_the_same() {
         let dir = tempfile::tempdir().unwrap();
@@ -558,7 +734,7 @@ mod tests {
             store.commit().await.unwrap();
         }
         let store = crate::store::reopen(dir.path());
-        assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 3);
+        assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 4);
         let repo = BotRepo::new(&store).unwrap();
         assert_eq!(repo.state(9).unwrap(), state);
         assert_eq!(repo.all_fills(9, u64::MAX).unwrap(), fx.fills);

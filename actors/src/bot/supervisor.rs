@@ -10,12 +10,14 @@
 //! - `definitions`: creating, editing, deleting and reading bot definitions;
 //! - `control`: start, stop, pause and resume, owners' trading commands, the kill switch;
 //! - `lifecycle`: launching bot actors, restarting them within their [`RestartWindow`], and
-//!   marking them failed.
+//!   marking them failed;
+//! - `relaunch`: bringing back the bots that were running before a stop, for readiness.
 
 mod control;
 mod definitions;
 mod lifecycle;
 pub mod messages;
+mod relaunch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,10 +25,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+pub(crate) use self::lifecycle::engine_for;
 pub use self::messages::{
     ControlBot, CreateBot, DeleteBot, ForBot, GetBot, GetLiveBot, KillReport, KillSwitch, ListBots,
     UpdateBot,
 };
+use self::relaunch::Relaunch;
+pub use self::relaunch::{GetRelaunch, RelaunchReport};
 use super::actor::{BotActor, TradeError};
 use super::exposure::ExposureBook;
 use super::repo::BotRepo;
@@ -134,6 +139,8 @@ pub struct BotSupervisor {
     exposure: Option<Arc<ExposureBook>>,
     /// Ties this supervisor to the root supervisor.
     lifeline: Option<Lifeline>,
+    /// The bots that were running before the stop and are not back yet.
+    relaunch: Relaunch,
 }
 
 impl std::fmt::Debug for BotSupervisor {
@@ -172,6 +179,7 @@ impl BotSupervisor {
             generation: 0,
             stopping: false,
             lifeline: None,
+            relaunch: Relaunch::default(),
         })
     }
 
@@ -204,6 +212,13 @@ impl BotSupervisor {
         ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
             reply(done.map(|()| record).map_err(BotError::from));
         }));
+    }
+}
+
+impl BotSupervisor {
+    /// Publishes `keel_bots_running`: bot actors alive now (running or paused).
+    fn count_running(&self) {
+        metrics::gauge!("keel_bots_running").set(self.running.len() as f64);
     }
 }
 

@@ -7,7 +7,7 @@ mod password;
 mod sessions;
 mod users;
 
-pub use password::{PasswordHasher, PasswordPolicy, validate_password};
+pub use password::{PasswordHasher, PasswordPolicy, hash_password_blocking, validate_password};
 pub use sessions::{RefreshToken, SessionRecord, Sessions};
 pub use users::{UserRecord, Users, normalize_email};
 

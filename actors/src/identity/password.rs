@@ -45,6 +45,19 @@ pub fn validate_password(password: &SecretString) -> Result<(), String> {
     Ok(())
 }
 
+/// Hashes a password into its PHC string on the calling thread. Blocks for tens of
+/// milliseconds: for tools that run with the server stopped (`keel store seed`); the server
+/// hashes through [`PasswordHasher`].
+///
+/// # Errors
+/// [`IdentityError::Hashing`] when the library fails.
+pub fn hash_password_blocking(password: &SecretString) -> Result<String, IdentityError> {
+    let password = Password::try_from(password.expose_secret().as_bytes())
+        .map_err(|_| IdentityError::Hashing)?;
+    let hash = pwhash::hash_password(&password, &COST).map_err(|_| IdentityError::Hashing)?;
+    Ok(hash.unprotected_as_ref::<str>().to_owned())
+}
+
 /// Hashes and verifies passwords off the event-loop threads, with bounded concurrency.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
@@ -87,14 +100,7 @@ impl PasswordHasher {
     /// [`IdentityError::Overloaded`] when the queue is full, [`IdentityError::Hashing`] when the
     /// library fails.
     pub async fn hash(&self, password: SecretString) -> Result<String, IdentityError> {
-        self.run(move |_| {
-            let password = Password::try_from(password.expose_secret().as_bytes())
-                .map_err(|_| IdentityError::Hashing)?;
-            let hash =
-                pwhash::hash_password(&password, &COST).map_err(|_| IdentityError::Hashing)?;
-            Ok(hash.unprotected_as_ref::<str>().to_owned())
-        })
-        .await
+        self.run(move |_| hash_password_blocking(&password)).await
     }
 
     /// Whether `password` matches `stored` (a PHC string). With `stored` = `None` (no such

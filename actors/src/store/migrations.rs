@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "pack bot rows, one journal row per write",
         apply: pack_bot_rows,
     },
+    Migration { version: 4, name: "index open orders", apply: index_open_orders },
 ];
 
 /// The schema version this binary writes.
@@ -86,6 +87,49 @@ fn pack_bot_rows(store: &Store) -> Result<(), StoreError> {
         tree.apply_batch(batch)?;
     }
     Ok(())
+}
+
+/// Schema 4: the `open_orders` tree indexes every order that may still fill, so start-up reads
+/// open orders without scanning history. This builds it from `orders`: a key for every open
+/// order, and none for an order that is final (or gone). Re-running it rebuilds the same index.
+fn index_open_orders(store: &Store) -> Result<(), StoreError> {
+    let orders = store.tree(trees::ORDERS)?;
+    let index = store.tree(trees::OPEN_ORDERS)?;
+    // Entries that do not name an open order go first (a store can only have them if it was
+    // written by a newer Keel and then by an older one, but the index must end exact).
+    let mut batch = sled::Batch::default();
+    for key in index.iter().keys() {
+        let key = key?;
+        let open = match orders.get(&key)? {
+            Some(raw) => super::decode::<OrderStatusOnly>(&raw)?.status.is_open(),
+            None => false,
+        };
+        if !open {
+            batch.remove(key);
+        }
+    }
+    index.apply_batch(batch)?;
+    let mut batch = sled::Batch::default();
+    let mut queued = 0;
+    for row in orders.iter() {
+        let (key, raw) = row?;
+        if super::decode::<OrderStatusOnly>(&raw)?.status.is_open() {
+            batch.insert(key, &[]);
+            queued += 1;
+        }
+        if queued == PACK_BATCH {
+            index.apply_batch(std::mem::take(&mut batch))?;
+            queued = 0;
+        }
+    }
+    index.apply_batch(batch)?;
+    Ok(())
+}
+
+/// The one field of a stored order the index needs.
+#[derive(serde::Deserialize)]
+struct OrderStatusOnly {
+    status: keel_core::trading::OrderStatus,
 }
 
 /// Reads the recorded schema version; 0 for a new store.
@@ -152,7 +196,7 @@ mod tests {
 
     fn count_and_write(store: &Store) -> Result<(), StoreError> {
         APPLIED.fetch_add(1, Ordering::SeqCst);
-        store.tree(trees::META)?.insert(b"marker", b"v3".as_slice())?;
+        store.tree(trees::META)?.insert(b"marker", b"v5".as_slice())?;
         Ok(())
     }
 
@@ -160,7 +204,8 @@ mod tests {
         Migration { version: 1, name: "create entity trees", apply: create_trees },
         Migration { version: 2, name: "create identity trees", apply: create_identity_trees },
         Migration { version: 3, name: "pack bot rows", apply: pack_bot_rows },
-        Migration { version: 4, name: "test marker", apply: count_and_write },
+        Migration { version: 4, name: "index open orders", apply: index_open_orders },
+        Migration { version: 5, name: "test marker", apply: count_and_write },
     ];
 
     #[test]
@@ -180,7 +225,59 @@ mod tests {
         run_list(&store, WITH_NEXT).unwrap();
         run_list(&store, WITH_NEXT).unwrap();
         assert_eq!(APPLIED.load(Ordering::SeqCst), 1);
+        assert_eq!(schema_version(&store).unwrap(), 5);
+    }
+
+    /// A stored order with `status`, in the packed form bots write.
+    fn order_row(bot: u64, id: u64, status: &str) -> (Vec<u8>, Vec<u8>) {
+        let json = serde_json::json!({
+            "id": id, "bot_id": bot, "client_order_id": format!("keel-{bot}-{id:06}"),
+            "side": "buy", "type": "limit", "price": "1000", "qty": "0.001",
+            "filled_qty": "0", "avg_fill_price": "0", "status": status, "origin": "manual",
+            "tag": 0, "oco_with": null, "reason": null, "created_ts": id, "updated_ts": id,
+        });
+        (crate::store::pair_key(bot, id).to_vec(), crate::store::encode_packed(&json).unwrap())
+    }
+
+    #[test]
+    fn migration_4_indexes_exactly_the_open_orders_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let orders = store.tree(trees::ORDERS).unwrap();
+        let index = store.tree(trees::OPEN_ORDERS).unwrap();
+        // A schema-3 store: orders and no index (and a stale entry, to show it goes).
+        let statuses =
+            ["filled", "accepted", "canceled", "partially_filled", "new", "unknown", "rejected"];
+        for (i, status) in statuses.iter().enumerate() {
+            let (key, value) = order_row(7, i as u64 + 1, status);
+            orders.insert(key, value).unwrap();
+        }
+        for id in 1..=2_000 {
+            let (key, value) = order_row(8, id, if id == 2_000 { "accepted" } else { "filled" });
+            orders.insert(key, value).unwrap();
+        }
+        index.insert(crate::store::pair_key(7, 1), b"".as_slice()).unwrap();
+        set_schema_version(&store, 3).unwrap();
+        let listed = || -> Vec<(u64, u64)> {
+            index
+                .iter()
+                .keys()
+                .map(|k| {
+                    let k = k.unwrap();
+                    (crate::store::key_id(&k).unwrap(), crate::store::key_id(&k[8..]).unwrap())
+                })
+                .collect()
+        };
+        run(&store).unwrap();
         assert_eq!(schema_version(&store).unwrap(), 4);
+        let expected = [(7, 2), (7, 4), (7, 5), (7, 6), (8, 2_000)];
+        assert_eq!(listed(), expected);
+        // Run again, as after a crash before the version was recorded: the same index.
+        index_open_orders(&store).unwrap();
+        assert_eq!(listed(), expected);
+        set_schema_version(&store, 3).unwrap();
+        run(&store).unwrap();
+        assert_eq!(listed(), expected);
     }
 
     #[test]
@@ -189,6 +286,6 @@ mod tests {
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
         run_list(&store, WITH_NEXT).unwrap();
         let err = run_list(&store, MIGRATIONS).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 4, supported: 3 }));
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 5, supported: 4 }));
     }
 }

@@ -50,6 +50,11 @@ pub mod trees {
     /// Refresh tokens, keyed by the BLAKE2b hash of the token (never the token itself).
     pub const REFRESH_TOKENS: &str = "refresh_tokens";
 
+    /// Index of the orders that may still fill: `pair_key(bot, order)` → nothing. Kept in the
+    /// transaction that writes `orders` (schema 4), so start-up reads a bot's open orders
+    /// without scanning its history.
+    pub const OPEN_ORDERS: &str = "open_orders";
+
     /// Trees added by migration 2 (identity).
     pub const IDENTITY: [&str; 3] = [USER_EMAILS, SESSIONS, REFRESH_TOKENS];
 
@@ -222,6 +227,16 @@ impl Store {
     /// The final flush failed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.commit().await
+    }
+
+    /// Flushes everything on the calling thread, for tools that run with the server stopped
+    /// (`keel store seed`); the server awaits [`Store::commit`] instead.
+    ///
+    /// # Errors
+    /// The flush failed.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
     }
 
     /// Bytes the database occupies on disk, as sled reports it.

@@ -57,6 +57,11 @@ impl Lifeline {
         self.escalation.clone()
     }
 
+    /// Which incarnation of its child this is.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Records why the actor is about to stop (a caught panic, a fatal error), for the
     /// supervisor's logs and status.
     pub fn crashed(&mut self, reason: impl Into<String>) {

@@ -14,6 +14,16 @@ use keel_core::engine::{BotEventKind, ExecOutcome, Outbound};
 impl BotActor {
     /// Sends durable requests to the venue; the answers are applied as they come.
     pub(super) fn dispatch(&mut self, outbound: Vec<Outbound>, ctx: &mut Context<Self>) {
+        self.dispatch_then(outbound, ctx, |_, _| {});
+    }
+
+    /// [`Self::dispatch`], then `then` with whether the venue answered every request.
+    fn dispatch_then(
+        &mut self,
+        outbound: Vec<Outbound>,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, bool) + 'static,
+    ) {
         let Some(link) = self.args.live.clone() else {
             tracing::error!(bot_id = self.id(), "a paper bot produced venue requests; dropped");
             return;
@@ -30,11 +40,11 @@ impl BotActor {
             }
         }
         let symbol = self.args.symbol.clone();
-        ctx.spawn(
-            execute(link, symbol, outbound)
-                .into_actor(self)
-                .map(|results, act, ctx| act.apply_live(results, ctx)),
-        );
+        ctx.spawn(execute(link, symbol, outbound).into_actor(self).map(|results, act, ctx| {
+            let answered = results.iter().all(|r| r.venue_error.is_none());
+            act.apply_live(results, ctx);
+            then(act, answered);
+        }));
     }
 
     /// Applies the venue's answers, pauses the strategy when the venue keeps failing, and stores
@@ -89,7 +99,8 @@ impl BotActor {
         self.persist(ctx, None);
     }
 
-    /// Asks the venue about every open live order that has no request outstanding.
+    /// Asks the venue about every open live order that has no request outstanding. The first
+    /// poll the venue answers in full reconciles the orders found open at start.
     pub(super) fn poll_live(&mut self, ctx: &mut Context<Self>) {
         let requests: Vec<Outbound> = self
             .args
@@ -99,8 +110,16 @@ impl BotActor {
             .filter(|o| !keel_core::engine::is_armed_stop(o) && !self.in_flight.contains(&o.id))
             .map(|o| Outbound::Query(o.clone()))
             .collect();
-        if !requests.is_empty() {
-            self.dispatch(requests, ctx);
+        if requests.is_empty() {
+            if self.in_flight.is_empty() {
+                self.report_reconciled();
+            }
+            return;
         }
+        self.dispatch_then(requests, ctx, |act, answered| {
+            if answered {
+                act.report_reconciled();
+            }
+        });
     }
 }

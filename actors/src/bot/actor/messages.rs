@@ -102,3 +102,14 @@ pub struct BotPaused {
     /// Why.
     pub reason: String,
 }
+
+/// The bot is running with its open orders reconciled: restored into its engine (paper), or
+/// also checked with the venue (live). Sent once per incarnation; readiness waits for it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct BotReconciled {
+    /// The bot.
+    pub bot_id: BotId,
+    /// Which incarnation of it.
+    pub generation: u64,
+}

@@ -9,35 +9,25 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+use super::relaunch::Relaunch;
 use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
 use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, StopBot};
 use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
 use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
 use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus};
-use keel_core::engine::{BotEngine, EngineConfig};
+use keel_core::engine::{BotEngine, BotState, EngineConfig};
+use keel_core::trading::Order;
 use keel_core::trading::paper::PaperConfig;
+use rust_decimal::Decimal;
 
 impl BotSupervisor {
     /// Starts the actor of an active bot, rebuilding its engine from the store.
     pub(super) fn launch(&mut self, bot_id: BotId, ctx: &mut Context<Self>) -> Result<(), String> {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
-        let strategy = keel_core::strategy::build(&record.strategy, &record.filters)
-            .map_err(|errors| format!("strategy does not build: {errors:?}"))?;
         let state = self.repo.state(bot_id).map_err(|e| e.to_string())?;
         let open = self.repo.open_orders(bot_id).map_err(|e| e.to_string())?;
-        let engine_config = EngineConfig {
-            bot_id,
-            filters: record.filters.clone(),
-            risk: record.risk.clone(),
-            bracket: record.bracket,
-            paper: PaperConfig {
-                fee_bps: record.paper.fee_bps,
-                slippage_bps: self.config.paper_slippage_bps,
-            },
-            allow_short: keel_venues::registry::capabilities(record.venue).shorting,
-            live: record.mode == BotMode::Live,
-        };
+        let engine = engine_for(&record, state, open, self.config.paper_slippage_bps)?;
         let live =
             match record.mode {
                 BotMode::Paper => None,
@@ -52,11 +42,6 @@ impl BotSupervisor {
                         .ok_or("a live bot needs an account")?,
                 }),
             };
-        let mut state = state;
-        if state.last_order_id == 0 && state.position == Default::default() {
-            state.position.quote_balance = record.paper.starting_quote;
-        }
-        let engine = BotEngine::new(engine_config, state, strategy, open);
         self.generation += 1;
         let args = BotActorArgs {
             bot_id,
@@ -67,6 +52,7 @@ impl BotSupervisor {
             feed: self.feeds.get(&record.venue).cloned().unwrap_or_default(),
             lifeline: Lifeline::new(bot_id, self.generation, ctx.address().recipient()),
             supervisor: ctx.address().recipient(),
+            reconciled: ctx.address().recipient(),
             live,
             user_id: record.user_id,
             sessions: self.config.sessions.clone(),
@@ -83,12 +69,15 @@ impl BotSupervisor {
         self.next_arbiter = self.next_arbiter.wrapping_add(1);
         let addr = BotActor::start_in_arbiter(&arbiter.handle(), move |_| BotActor::new(args));
         self.running.insert(bot_id, RunningBot { addr, generation: self.generation });
+        self.relaunch.launched(bot_id, self.generation);
+        self.count_running();
         Ok(())
     }
 
     pub(super) fn mark_failed(&mut self, bot_id: BotId, reason: String, ctx: &mut Context<Self>) {
         tracing::error!(bot_id, %reason, "bot failed");
         metrics::counter!("keel_actor_failures_total", "actor" => "bot").increment(1);
+        self.relaunch_gave_up(bot_id);
         if let Some(mut record) = self.bots.get(&bot_id).cloned() {
             record.status = BotStatus::Failed;
             record.status_reason = Some(reason);
@@ -104,7 +93,11 @@ impl BotSupervisor {
         ctx: &mut Context<Self>,
         reply: impl FnOnce(Result<(BotRecord, usize), BotError>) + 'static,
     ) {
-        let Some(running) = self.running.remove(&bot_id) else {
+        // Stopped by its owner: no longer expected back.
+        self.relaunch_gave_up(bot_id);
+        let running = self.running.remove(&bot_id);
+        self.count_running();
+        let Some(running) = running else {
             // Failed bots have no actor: just record the stop.
             let Some(mut record) = self.bots.get(&bot_id).cloned() else {
                 return reply(Err(BotError::NotFound(bot_id)));
@@ -138,6 +131,34 @@ impl BotSupervisor {
     }
 }
 
+/// A bot's engine as its definition, its stored state and its open orders make it: how a bot
+/// resumes, and how `keel store seed` trades (so seeded history is what a bot would write).
+///
+/// # Errors
+/// The strategy does not build from the definition.
+pub(crate) fn engine_for(
+    record: &BotRecord,
+    mut state: BotState,
+    open: Vec<Order>,
+    paper_slippage_bps: Decimal,
+) -> Result<BotEngine, String> {
+    let strategy = keel_core::strategy::build(&record.strategy, &record.filters)
+        .map_err(|errors| format!("strategy does not build: {errors:?}"))?;
+    let engine_config = EngineConfig {
+        bot_id: record.id,
+        filters: record.filters.clone(),
+        risk: record.risk.clone(),
+        bracket: record.bracket,
+        paper: PaperConfig { fee_bps: record.paper.fee_bps, slippage_bps: paper_slippage_bps },
+        allow_short: keel_venues::registry::capabilities(record.venue).shorting,
+        live: record.mode == BotMode::Live,
+    };
+    if state.last_order_id == 0 && state.position == Default::default() {
+        state.position.quote_balance = record.paper.starting_quote;
+    }
+    Ok(BotEngine::new(engine_config, state, strategy, open))
+}
+
 impl Actor for BotSupervisor {
     type Context = Context<Self>;
 
@@ -146,6 +167,10 @@ impl Actor for BotSupervisor {
         let active: Vec<BotId> =
             self.bots.values().filter(|b| b.status.is_active()).map(|b| b.id).collect();
         tracing::info!(bots = self.bots.len(), resuming = active.len(), "bot supervisor started");
+        self.relaunch = Relaunch::expect(active.iter().copied());
+        if self.relaunch.is_done() {
+            self.relaunch_done();
+        }
         for bot_id in active {
             if let Err(reason) = self.launch(bot_id, ctx) {
                 self.mark_failed(bot_id, reason, ctx);
@@ -154,6 +179,7 @@ impl Actor for BotSupervisor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        metrics::gauge!("keel_bots_running").set(0.0);
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
@@ -169,6 +195,7 @@ impl Handler<ChildExited> for BotSupervisor {
         let current = self.running.get(&bot_id).map(|r| r.generation);
         if current == Some(generation) {
             self.running.remove(&bot_id);
+            self.count_running();
         } else {
             // An incarnation already replaced or stopped on purpose.
             if self.stopping && self.running.is_empty() {

@@ -1,0 +1,77 @@
+//! `keel store seed`: the operator's side of seeding a store (the work is
+//! `keel_actors::seed`). Keel must be stopped: sled holds a lock on its directory.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use keel_actors::bot::BotRepo;
+use keel_actors::seed::{SEED_PASSWORD, SeedPlan, seed, seed_email};
+use keel_actors::sink::Outbox;
+use keel_actors::store::{Store, StoreConfig};
+use keel_core::market::Symbol;
+
+use crate::cli::SeedArgs;
+use crate::configuration::Settings;
+
+/// `keel store seed`.
+///
+/// # Errors
+/// The store cannot be opened (Keel is running, or the directory is unusable), is not empty, or
+/// a write failed.
+pub fn seed_store(settings: &Settings, args: &SeedArgs) -> anyhow::Result<()> {
+    let dir = args.store.clone().unwrap_or_else(|| settings.store.path.clone());
+    let started = Instant::now();
+    let config = StoreConfig { path: dir.clone(), ..settings.store_config() };
+    let store = Store::open(&config)
+        .with_context(|| format!("opening the store at {} (is Keel stopped?)", dir.display()))?;
+    let mut repo = BotRepo::new(&store)?;
+    if settings.sink.postgres.sink_config().is_some() {
+        // As a running Keel would: every change also goes to the outbox for the sink.
+        repo = repo.with_outbox(Outbox::open(&store)?);
+    }
+    let plan = SeedPlan {
+        users: args.users,
+        bots: args.bots,
+        orders: args.orders,
+        symbols: settings.venues.sim.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
+        max_bots_per_user: settings.bots.max_per_user,
+        paper_slippage_bps: settings.bots.paper_slippage_bps,
+        threads: match args.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
+    };
+    let report = seed(&store, &repo, &plan)
+        .with_context(|| format!("seeding the store at {}", dir.display()))?;
+    let bytes = store.size_on_disk().unwrap_or_default();
+    println!(
+        "keel: seeded {} in {:.1} s: {} users ({} … {}, password {SEED_PASSWORD}), {} running \
+         bots, {} orders ({} open), {} fills; {:.1} MB on disk",
+        dir.display(),
+        started.elapsed().as_secs_f64(),
+        report.users,
+        seed_email(1),
+        seed_email(report.users),
+        report.bots,
+        report.orders,
+        report.open_orders,
+        report.fills,
+        bytes as f64 / 1e6,
+    );
+    Ok(())
+}
+
+/// `keel store seed` into `dir` with `settings`, for tests that start Keel on a seeded store.
+///
+/// # Errors
+/// As [`seed_store`].
+pub fn seed_dir(
+    settings: &Settings,
+    dir: &std::path::Path,
+    users: usize,
+    bots: usize,
+    orders: u64,
+) -> anyhow::Result<()> {
+    let args = SeedArgs { users, bots, orders, store: Some(dir.to_owned()), threads: 0 };
+    seed_store(settings, &args)
+}
