@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::error::ErrorResponse;
+use super::json::Json;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
@@ -91,7 +92,7 @@ pub(super) fn validate(body: &NewAccount) -> Result<(), ApiError> {
 pub async fn create(
     user: AuthUser,
     state: web::Data<AppState>,
-    body: web::Json<NewAccount>,
+    body: Json<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     validate(&body)?;

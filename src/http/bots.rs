@@ -15,6 +15,7 @@ use keel_core::trading::risk::RiskLimits;
 use serde::Deserialize;
 
 use super::error::ErrorResponse;
+use super::json::Json;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::startup::AppState;
@@ -148,7 +149,7 @@ async fn validate(
 pub async fn create(
     user: AuthUser,
     state: web::Data<AppState>,
-    body: web::Json<NewBot>,
+    body: Json<NewBot>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut details = Vec::new();
@@ -254,7 +255,7 @@ pub async fn update(
     user: AuthUser,
     state: web::Data<AppState>,
     id: web::Path<u64>,
-    body: web::Json<BotPatch>,
+    body: Json<BotPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let mut record = owned_bot(&state, user.user_id, id.into_inner()).await?;
     check_editable(&record)?;

@@ -5,8 +5,7 @@
 //! [`LiveView`] watermarks), so nothing shown can be lost to a crash. The figures themselves are
 //! computed in keel-core ([`performance`], [`report`]).
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
 use keel_actors::bot::repo::Page;
 use keel_actors::bot::supervisor::KillReport;
@@ -16,13 +15,14 @@ use keel_actors::mailbox::ask;
 use keel_core::bot::performance;
 use keel_core::bot::report::{self, Portfolio, PositionView};
 use keel_core::engine::BotEvent;
-use keel_core::trading::{Fill, Order, OrderRequest, OrderStatus, Position};
+use keel_core::trading::{Fill, Order, OrderRequest, OrderStatus, OrderType, Position, Side};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::ApiError;
 use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT};
 use super::error::ErrorResponse;
+use super::json::{Json, OptionalJson};
 
 /// 422 of the paged reports.
 const BAD_PAGE: &str = "A bad `after` or `limit` (`VALIDATION_FAILED`).";
@@ -268,12 +268,71 @@ async fn command(
     Ok(HttpResponse::Ok().json(outcome))
 }
 
+/// `POST /bots/{id}/orders` body: a manual order. `type` says which price fields it has, and
+/// it may have no others.
+///
+/// Not [`OrderRequest`] itself: that one flattens its order type, and serde cannot refuse
+/// unknown fields beside a flattened one.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NewOrder {
+    /// At the best available price, now.
+    Market {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        tag: u32,
+    },
+    /// At `price` or better; rests until the market trades through it.
+    Limit {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// Limit price.
+        price: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        tag: u32,
+    },
+    /// A market order armed until the market trades at or through `stop_price`.
+    Stop {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// Trigger price.
+        stop_price: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        tag: u32,
+    },
+}
+
+impl From<NewOrder> for OrderRequest {
+    fn from(order: NewOrder) -> Self {
+        let (side, qty, order_type, tag) = match order {
+            NewOrder::Market { side, qty, tag } => (side, qty, OrderType::Market, tag),
+            NewOrder::Limit { side, qty, price, tag } => {
+                (side, qty, OrderType::Limit { price }, tag)
+            }
+            NewOrder::Stop { side, qty, stop_price, tag } => {
+                (side, qty, OrderType::Stop { stop_price }, tag)
+            }
+        };
+        OrderRequest { side, qty, order_type, tag }
+    }
+}
+
 /// `POST /bots/{id}/orders`: a manual order through the bot's risk checks.
 ///
 /// # Errors
 /// 404, 409 when the bot is not running, 422 `ORDER_REJECTED` with the risk check's reason.
 #[utoipa::path(post, path = "/bots/{id}/orders", tag = "trading", params(BotPath),
-    request_body = OrderRequest,
+    request_body = NewOrder,
     responses(
         (status = 200, description = "The order, as it stands after risk checks (a paper \
             order may already be filled).", body = Order),
@@ -290,9 +349,10 @@ pub async fn place(
     user: AuthUser,
     state: web::Data<AppState>,
     id: web::Path<u64>,
-    body: web::Json<OrderRequest>,
+    body: Json<NewOrder>,
 ) -> Result<HttpResponse, ApiError> {
-    command(&state, user.user_id, id.into_inner(), TradeCommand::Place(body.into_inner())).await
+    let order = OrderRequest::from(body.into_inner());
+    command(&state, user.user_id, id.into_inner(), TradeCommand::Place(order)).await
 }
 
 /// `DELETE /bots/{id}/orders/{order_id}`.
@@ -356,13 +416,15 @@ pub struct KillBody {
 }
 
 /// `POST /kill-switch`: stop every bot of the user and cancel their orders; `flatten` also
-/// closes their positions. The body is optional, but one that is sent must be valid: a typo must
-/// not quietly turn a flattening kill switch into one that leaves positions open.
+/// closes their positions. The body is optional (none, or `null`, is `{}`), but one that is sent
+/// must be valid: a typo must not quietly turn a flattening kill switch into one that leaves
+/// positions open.
 ///
 /// # Errors
 /// 400/415/422 for a body that is not a valid [`KillBody`]; 503/504 if the bot supervisor is busy.
 #[utoipa::path(post, path = "/kill-switch", tag = "trading",
-    request_body(content = Option<KillBody>, description = "Optional: no body is `{}`."),
+    request_body(content = Option<KillBody>, description = "Optional: no body, or `null`, is \
+        `{}`."),
     responses(
         (status = 200, description = "What was stopped and canceled.", body = KillReport),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
@@ -371,31 +433,13 @@ pub struct KillBody {
 pub async fn kill_switch(
     user: AuthUser,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: Result<web::Json<KillBody>, actix_web::Error>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let flatten = match body {
-        Ok(body) => body.flatten,
-        Err(_) if has_no_body(&req) => false,
-        // Already the JSON error shape (the extractor's error handler made it).
-        Err(err) => return Err(err),
-    };
+    body: OptionalJson<KillBody>,
+) -> Result<HttpResponse, ApiError> {
+    let flatten = body.into_inner().unwrap_or_default().flatten;
     let timeout = state.settings.request_timeout() * 3;
     let query = KillSwitch { user_id: user.user_id, flatten };
-    let report = ask(&state.bots()?, query, timeout, "bots")
-        .await
-        .map_err(ApiError::from)?
-        .map_err(ApiError::from)?;
+    let report = ask(&state.bots()?, query, timeout, "bots").await??;
     Ok(HttpResponse::Ok().json(report))
-}
-
-/// Whether a request carries no body at all (no length or a zero one, and not chunked).
-fn has_no_body(req: &HttpRequest) -> bool {
-    let headers = req.headers();
-    match headers.get(header::CONTENT_LENGTH) {
-        Some(length) => length.as_bytes() == b"0",
-        None => !headers.contains_key(header::TRANSFER_ENCODING),
-    }
 }
 
 /// `GET /portfolio`: totals across the user's bots.
