@@ -23,8 +23,9 @@ pub struct Credentials {
     /// The account's email address.
     #[schema(format = Email, example = "ada@example.com")]
     pub(super) email: String,
-    /// At registration: 12 to 128 characters.
-    #[schema(value_type = String, format = Password)]
+    /// 12 to 128 characters (checked at registration; at login a password of another length
+    /// matches no account).
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     pub(super) password: SecretString,
 }
 

@@ -24,8 +24,11 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBot {
-    /// The owner's label, 1 to 64 printable characters.
-    #[schema(min_length = 1, max_length = 64)]
+    /// The owner's label: at most 64 characters, not all blank, no control characters.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     name: String,
     /// An enabled venue (`GET /venues`).
     #[schema(value_type = VenueId, example = "sim")]
@@ -36,7 +39,7 @@ pub struct NewBot {
     /// Paper or live.
     mode: BotMode,
     /// The exchange account a live bot trades with.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::id::optional_int64")]
     exchange_account_id: Option<u64>,
     /// The strategy and its parameters.
     strategy: StrategySpec,
@@ -55,9 +58,12 @@ pub struct NewBot {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotPatch {
-    /// New label, 1 to 64 printable characters.
+    /// New label: at most 64 characters, not all blank, no control characters.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     name: Option<String>,
     /// New strategy.
     #[serde(default)]

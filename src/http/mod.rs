@@ -14,6 +14,7 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
+pub mod id;
 pub mod json;
 pub mod markets;
 pub mod metrics;

@@ -40,7 +40,7 @@ const DEFAULT_PAGE: usize = 100;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Rows after this id (the last page's `next_after`); from the start by default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::id::int64")]
     after: u64,
     /// Rows per page, 1 to 500; 100 by default.
     #[serde(default)]
@@ -272,8 +272,10 @@ async fn command(
 /// it may have no others.
 ///
 /// Not [`OrderRequest`] itself: that one flattens its order type, and serde cannot refuse
-/// unknown fields beside a flattened one.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// unknown fields beside a flattened one (nor, it turns out, in the variants of an internally
+/// tagged enum). The schema is this enum's; the body is read as [`OrderFields`] and then checked
+/// against its `type`.
+#[derive(Debug, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NewOrder {
     /// At the best available price, now.
@@ -284,6 +286,7 @@ pub enum NewOrder {
         qty: Decimal,
         /// A label of the owner's; it comes back on fills.
         #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
         tag: u32,
     },
     /// At `price` or better; rests until the market trades through it.
@@ -296,6 +299,7 @@ pub enum NewOrder {
         price: Decimal,
         /// A label of the owner's; it comes back on fills.
         #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
         tag: u32,
     },
     /// A market order armed until the market trades at or through `stop_price`.
@@ -308,8 +312,59 @@ pub enum NewOrder {
         stop_price: Decimal,
         /// A label of the owner's; it comes back on fills.
         #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
         tag: u32,
     },
+}
+
+/// Every field any [`NewOrder`] has: what the body is read as.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderFields {
+    #[serde(rename = "type")]
+    kind: OrderKind,
+    side: Side,
+    qty: Decimal,
+    #[serde(default)]
+    price: Option<Decimal>,
+    #[serde(default)]
+    stop_price: Option<Decimal>,
+    #[serde(default)]
+    tag: u32,
+}
+
+/// The `type` of a [`NewOrder`].
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OrderKind {
+    Market,
+    Limit,
+    Stop,
+}
+
+impl<'de> Deserialize<'de> for NewOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let OrderFields { kind, side, qty, price, stop_price, tag } = OrderFields::deserialize(de)?;
+        // Worded as serde words its own, so the field is named in the answer's details.
+        let unknown = |field: &str, kind: &str| {
+            D::Error::custom(format!("unknown field `{field}`: a {kind} order has none"))
+        };
+        match (kind, price, stop_price) {
+            (OrderKind::Market, None, None) => Ok(NewOrder::Market { side, qty, tag }),
+            (OrderKind::Limit, Some(price), None) => Ok(NewOrder::Limit { side, qty, price, tag }),
+            (OrderKind::Stop, None, Some(stop_price)) => {
+                Ok(NewOrder::Stop { side, qty, stop_price, tag })
+            }
+            (OrderKind::Limit, None, _) => Err(D::Error::missing_field("price")),
+            (OrderKind::Stop, _, None) => Err(D::Error::missing_field("stop_price")),
+            (OrderKind::Market, Some(_), _) => Err(unknown("price", "market")),
+            (OrderKind::Market | OrderKind::Limit, _, Some(_)) => {
+                Err(unknown("stop_price", "market or limit"))
+            }
+            (OrderKind::Stop, Some(_), _) => Err(unknown("price", "stop")),
+        }
+    }
 }
 
 impl From<NewOrder> for OrderRequest {

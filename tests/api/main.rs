@@ -16,6 +16,7 @@ mod process;
 mod protection;
 mod sink;
 mod store_fixture;
+mod strict_input;
 mod tampering;
 mod ws;
 

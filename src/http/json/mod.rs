@@ -129,15 +129,13 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
 /// 400 `MALFORMED_JSON` for text that is not JSON, 422 `VALIDATION_FAILED` for JSON that is not
 /// a `T` (naming the field).
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first, so that text that is not JSON is always 400, whatever else is wrong.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map_err(|e| malformed(&e))?;
     if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => ApiError::validation(vec![FieldError::new("body", "must be a JSON object")]),
-            Err(e) => malformed(&e),
-        });
+        return Err(ApiError::validation(vec![FieldError::new("body", "must be a JSON object")]));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(strict::Strict(&mut de)).map_err(refusal)?;
-    // Only whitespace may follow the object.
     de.end().map_err(|e| malformed(&e))?;
     Ok(value)
 }
