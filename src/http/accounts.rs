@@ -7,6 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::error::ErrorResponse;
+use super::json::Json;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::state::AppState;
@@ -23,8 +24,12 @@ pub struct NewAccount {
     /// `binance` or `binance_futures`.
     #[schema(pattern = "^(binance|binance_futures)$", example = "binance")]
     venue: String,
-    /// The owner's name for it, 1 to 64 characters (surrounding spaces are trimmed).
-    #[schema(min_length = 1, max_length = 64)]
+    /// The owner's name for it: at most 64 characters, not all blank, no control characters
+    /// (surrounding spaces are trimmed).
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     label: String,
     /// The venue's API key; stored encrypted, never shown again. No spaces or control
     /// characters (as `check_key` says), at most 512 characters.
@@ -61,8 +66,9 @@ pub(super) fn validate(body: &NewAccount) -> Result<(), ApiError> {
             keel_venues::registry::credential_venues().map(|v| v.as_str()).collect();
         details.push(FieldError::new("venue", format!("must be one of {}", names.join(", "))));
     }
+    // The length as sent, as the document's `maxLength` counts it.
     let label = body.label.trim();
-    if label.is_empty() || label.chars().count() > MAX_LABEL_CHARS {
+    if label.is_empty() || body.label.chars().count() > MAX_LABEL_CHARS {
         details
             .push(FieldError::new("label", format!("must be 1 to {MAX_LABEL_CHARS} characters")));
     } else if label.chars().any(char::is_control) {
@@ -91,7 +97,7 @@ pub(super) fn validate(body: &NewAccount) -> Result<(), ApiError> {
 pub async fn create(
     user: AuthUser,
     state: web::Data<AppState>,
-    body: web::Json<NewAccount>,
+    body: Json<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     validate(&body)?;

@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::error::ErrorResponse;
+use super::json::Json;
 use super::{ApiError, FieldError};
 use crate::auth::AuthUser;
 use crate::state::AppState;
@@ -22,8 +23,9 @@ pub struct Credentials {
     /// The account's email address.
     #[schema(format = Email, example = "ada@example.com")]
     pub(super) email: String,
-    /// At registration: 12 to 128 characters.
-    #[schema(value_type = String, format = Password)]
+    /// 12 to 128 characters (checked at registration; at login a password of another length
+    /// matches no account).
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     pub(super) password: SecretString,
 }
 
@@ -142,7 +144,7 @@ fn token_pair(
 #[tracing::instrument(skip_all)]
 pub async fn register(
     state: web::Data<AppState>,
-    body: web::Json<Credentials>,
+    body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let email = check_new_credentials(&body)?;
@@ -174,7 +176,7 @@ fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<Credentials>,
+    body: Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     // A malformed email cannot match any account, but is throttled and hashed like one.
@@ -208,7 +210,7 @@ pub async fn login(
 #[tracing::instrument(skip_all)]
 pub async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let identity = &state.identity;
     let result = identity.sessions.rotate(&body.refresh_token);

@@ -22,6 +22,7 @@ use keel_actors::backtest::upload::{PendingUpload, uploads_dir};
 use serde::Serialize;
 
 use super::error::{ErrorResponse, backtest_not_found};
+use super::json::Json;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::state::AppState;
@@ -163,7 +164,7 @@ async fn receive(
 pub async fn create(
     user: AuthUser,
     state: web::Data<AppState>,
-    body: web::Json<NewBacktest>,
+    body: Json<NewBacktest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let uploads = uploads_dir(&state.settings.store.path, user.user_id);

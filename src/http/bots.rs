@@ -15,6 +15,7 @@ use keel_core::trading::risk::RiskLimits;
 use serde::Deserialize;
 
 use super::error::ErrorResponse;
+use super::json::Json;
 use super::{ApiError, FieldError, Items};
 use crate::auth::AuthUser;
 use crate::state::AppState;
@@ -23,8 +24,11 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewBot {
-    /// The owner's label, 1 to 64 printable characters.
-    #[schema(min_length = 1, max_length = 64)]
+    /// The owner's label: at most 64 characters, not all blank, no control characters.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     name: String,
     /// An enabled venue (`GET /venues`).
     #[schema(value_type = VenueId, example = "sim")]
@@ -35,7 +39,7 @@ pub struct NewBot {
     /// Paper or live.
     mode: BotMode,
     /// The exchange account a live bot trades with.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::id::optional_int64")]
     exchange_account_id: Option<u64>,
     /// The strategy and its parameters.
     strategy: StrategySpec,
@@ -54,9 +58,12 @@ pub struct NewBot {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BotPatch {
-    /// New label, 1 to 64 printable characters.
+    /// New label: at most 64 characters, not all blank, no control characters.
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        max_length = 64,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\x00-\x20\x7F-\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     name: Option<String>,
     /// New strategy.
     #[serde(default)]
@@ -148,7 +155,7 @@ async fn validate(
 pub async fn create(
     user: AuthUser,
     state: web::Data<AppState>,
-    body: web::Json<NewBot>,
+    body: Json<NewBot>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let mut details = Vec::new();
@@ -254,7 +261,7 @@ pub async fn update(
     user: AuthUser,
     state: web::Data<AppState>,
     id: web::Path<u64>,
-    body: web::Json<BotPatch>,
+    body: Json<BotPatch>,
 ) -> Result<HttpResponse, ApiError> {
     let mut record = owned_bot(&state, user.user_id, id.into_inner()).await?;
     check_editable(&record)?;

@@ -1,20 +1,18 @@
 //! Fuzz targets for the API's request bodies: arbitrary bytes and JSON-shaped values go through
-//! the same serde types, the same extractor error mapping (`json_error`) and the same synchronous
-//! validation the handlers use. Property: nothing panics, and every refusal is a 4xx in the
+//! the same serde types, the same strict reading and error mapping (`json::parse`) and the same
+//! synchronous validation the handlers use. Property: nothing panics, and every refusal is a 4xx in the
 //! documented error shape (`MALFORMED_JSON` 400 or `VALIDATION_FAILED` 422).
 //!
 //! CI runs a thousand cases per target; `KEEL_FUZZ_CASES` raises it (docs/FUZZING.md).
 
 use actix_web::ResponseError;
-use actix_web::error::JsonPayloadError;
 use keel_actors::identity::{normalize_email, validate_password};
-use keel_core::trading::OrderRequest;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{accounts, auth, bots, json_error, trading};
+use super::{accounts, auth, bots, json, trading};
 
 /// Cases per target when `KEEL_FUZZ_CASES` is unset.
 const DEFAULT_CASES: u32 = 1_000;
@@ -113,13 +111,12 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Deserialises `bytes` as `T` as `web::Json<T>` does; a refusal must be a documented 4xx.
+/// Reads `bytes` as `T` as the handlers' extractor does; a refusal must be a documented 4xx.
 fn read<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
-    match serde_json::from_slice::<T>(bytes) {
+    match json::parse::<T>(bytes) {
         Ok(value) => Some(value),
         Err(err) => {
-            let api = json_error(JsonPayloadError::Deserialize(err));
-            refused(&api);
+            refused(&err);
             None
         }
     }
@@ -148,7 +145,7 @@ fn check(bytes: &[u8]) {
     }
     let _ = read::<bots::NewBot>(bytes);
     let _ = read::<bots::BotPatch>(bytes);
-    let _ = read::<OrderRequest>(bytes);
+    let _ = read::<trading::NewOrder>(bytes);
     let _ = read::<trading::KillBody>(bytes);
 }
 

@@ -15,6 +15,8 @@ pub mod error;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
+pub mod id;
+pub mod json;
 pub mod markets;
 pub mod metrics;
 pub mod openapi;

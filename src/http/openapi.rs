@@ -229,12 +229,33 @@ impl Modify for Shared {
         for shared in &SHARED {
             components.responses.insert(shared.name.to_owned(), RefOr::T(shared.response()));
         }
+        for name in CLOSED_ONE_OFS {
+            close_variants(components, name);
+        }
         for route in super::api_routes() {
             // A route without an operation is left alone: the tests below name it.
             let Some(item) = doc.paths.paths.get_mut(route.path) else { continue };
             let Some(operation) = operation_mut(item, &route.method) else { continue };
             add_shared(operation, route.access);
             qualify_operation_id(operation);
+        }
+    }
+}
+
+/// Request bodies that are internally tagged enums with `#[serde(deny_unknown_fields)]`: utoipa
+/// does not carry the attribute to their variants' schemas, so it is added here (a test below
+/// finds any body schema that still allows additional properties).
+const CLOSED_ONE_OFS: [&str; 1] = ["NewOrder"];
+
+/// Sets `additionalProperties: false` on every object variant of the `oneOf` component `name`.
+fn close_variants(components: &mut utoipa::openapi::Components, name: &str) {
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(name) else {
+        return;
+    };
+    for variant in &mut one_of.items {
+        if let RefOr::T(Schema::Object(object)) = variant {
+            object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
         }
     }
 }
@@ -446,6 +467,52 @@ mod tests {
     }
 
     #[test]
+    fn documented_body_rules_are_the_ones_the_handlers_check() {
+        use keel_actors::identity::PasswordPolicy;
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let password = &schemas["Credentials"]["properties"]["password"];
+        assert_eq!(password["minLength"], PasswordPolicy::MIN_CHARS);
+        assert_eq!(password["maxLength"], PasswordPolicy::MAX_CHARS);
+        // One rule for every owner-chosen label: the length as sent, not all blank, no control
+        // characters (`char::is_control`), blanks as `char::is_whitespace` counts them.
+        let label = &schemas["NewAccount"]["properties"]["label"];
+        for other in
+            [&schemas["NewBot"]["properties"]["name"], &schemas["BotPatch"]["properties"]["name"]]
+        {
+            assert_eq!(other["pattern"], label["pattern"]);
+            assert_eq!(other["maxLength"], label["maxLength"]);
+        }
+        assert_eq!(label["maxLength"], 64);
+        let pattern = label["pattern"].as_str().unwrap();
+        for c in ['\u{0}', '\u{1f}', '\u{7f}', '\u{9f}'] {
+            assert!(c.is_control() && pattern.contains(&format!("{:X}", u32::from(c))), "{c:?}");
+        }
+        let blanks: Vec<char> = (0..=0x3000u32)
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace() && !c.is_control())
+            .collect();
+        for c in blanks {
+            let code = format!("{:04X}", u32::from(c));
+            let listed = pattern.contains(&code)
+                || (0x2000..=0x200A).contains(&u32::from(c))
+                || c == ' '
+                || c == '\u{a0}';
+            assert!(listed, "blank U+{code} is not in the label pattern");
+        }
+        // A tag is a u32, not an int32.
+        let variants = schemas["NewOrder"]["oneOf"].as_array().unwrap();
+        for variant in variants {
+            let tag = &variant["properties"]["tag"];
+            assert_eq!(
+                (tag["format"].as_str(), tag["maximum"].as_u64()),
+                (Some("int64"), Some(u64::from(u32::MAX))),
+                "{tag}"
+            );
+        }
+    }
+
+    #[test]
     fn bodies_and_parameters_bring_their_extractor_errors() {
         let doc = document();
         let create = &doc["paths"]["/bots"]["post"]["responses"];
@@ -458,5 +525,91 @@ mod tests {
         let kill = &doc["paths"]["/kill-switch"]["post"];
         assert_ne!(kill["requestBody"]["required"], true);
         assert!(kill["responses"].get("422").is_some() && kill["responses"].get("415").is_some());
+    }
+
+    /// Every object schema `schema` is made of, following `$ref`s (each component once).
+    fn object_schemas<'a>(
+        doc: &'a Value,
+        schema: &'a Value,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<(String, &'a Value)>,
+    ) {
+        if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+            if seen.insert(target.to_owned()) {
+                let resolved = doc.pointer(&target[1..]).unwrap();
+                out.push((target.to_owned(), resolved));
+                object_schemas(doc, resolved, seen, out);
+            }
+            return;
+        }
+        let is_object = schema.get("properties").is_some()
+            || schema["type"] == "object"
+            || schema["type"].as_array().is_some_and(|t| t.contains(&"object".into()));
+        if is_object {
+            out.push(("(inline)".to_owned(), schema));
+        }
+        for key in ["oneOf", "anyOf", "allOf"] {
+            for part in schema.get(key).and_then(Value::as_array).into_iter().flatten() {
+                object_schemas(doc, part, seen, out);
+            }
+        }
+        for (_, property) in
+            schema.get("properties").and_then(Value::as_object).into_iter().flatten()
+        {
+            object_schemas(doc, property, seen, out);
+        }
+        if let Some(items) = schema.get("items") {
+            object_schemas(doc, items, seen, out);
+        }
+    }
+
+    #[test]
+    fn every_request_body_schema_refuses_additional_properties_at_every_depth() {
+        let doc = document();
+        let mut checked = 0;
+        for (method, path, operation) in operations(&doc) {
+            let Some(content) = operation["requestBody"]["content"].get(JSON) else { continue };
+            let mut found = Vec::new();
+            object_schemas(&doc, &content["schema"], &mut BTreeSet::new(), &mut found);
+            assert!(!found.is_empty(), "{method} {path}: its JSON body is no object");
+            for (name, schema) in found {
+                if schema.get("properties").is_none() && schema["type"] != "object" {
+                    continue; // a oneOf or allOf holder: its parts were checked
+                }
+                assert_eq!(
+                    schema["additionalProperties"],
+                    Value::Bool(false),
+                    "{method} {path}: {name} allows additional properties: {schema}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 15, "only {checked} body schemas checked");
+    }
+
+    #[test]
+    fn a_json_body_is_an_object_or_for_the_kill_switch_null() {
+        let doc = document();
+        for (method, path, operation) in operations(&doc) {
+            let Some(content) = operation["requestBody"]["content"].get(JSON) else { continue };
+            let schema = &content["schema"];
+            let parts = match schema.get("oneOf").and_then(Value::as_array) {
+                Some(parts) if path == "/kill-switch" => {
+                    assert!(parts.iter().any(|p| p["type"] == "null"), "{schema}");
+                    assert_ne!(operation["requestBody"]["required"], true);
+                    parts.iter().filter(|p| p["type"] != "null").collect()
+                }
+                _ => vec![schema],
+            };
+            for part in parts {
+                let target = part["$ref"].as_str().unwrap_or_else(|| panic!("{method} {path}"));
+                let resolved = doc.pointer(&target[1..]).unwrap();
+                let object = resolved["type"] == "object"
+                    || resolved["oneOf"]
+                        .as_array()
+                        .is_some_and(|variants| variants.iter().all(|v| v["type"] == "object"));
+                assert!(object, "{method} {path}: {target} is not an object: {resolved}");
+            }
+        }
     }
 }

@@ -5,8 +5,7 @@
 //! [`LiveView`] watermarks), so nothing shown can be lost to a crash. The figures themselves are
 //! computed in keel-core ([`performance`], [`report`]).
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
 use keel_actors::bot::repo::Page;
 use keel_actors::bot::supervisor::KillReport;
@@ -16,13 +15,14 @@ use keel_actors::mailbox::ask;
 use keel_core::bot::performance;
 use keel_core::bot::report::{self, Portfolio, PositionView};
 use keel_core::engine::BotEvent;
-use keel_core::trading::{Fill, Order, OrderRequest, OrderStatus, Position};
+use keel_core::trading::{Fill, Order, OrderRequest, OrderStatus, OrderType, Position, Side};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::ApiError;
 use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT};
 use super::error::ErrorResponse;
+use super::json::{Json, OptionalJson};
 
 /// 422 of the paged reports.
 const BAD_PAGE: &str = "A bad `after` or `limit` (`VALIDATION_FAILED`).";
@@ -40,7 +40,7 @@ const DEFAULT_PAGE: usize = 100;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Rows after this id (the last page's `next_after`); from the start by default.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::id::int64")]
     after: u64,
     /// Rows per page, 1 to 500; 100 by default.
     #[serde(default)]
@@ -268,12 +268,126 @@ async fn command(
     Ok(HttpResponse::Ok().json(outcome))
 }
 
+/// `POST /bots/{id}/orders` body: a manual order. `type` says which price fields it has, and
+/// it may have no others.
+///
+/// Not [`OrderRequest`] itself: that one flattens its order type, and serde cannot refuse
+/// unknown fields beside a flattened one (nor, it turns out, in the variants of an internally
+/// tagged enum). The schema is this enum's; the body is read as [`OrderFields`] and then checked
+/// against its `type`.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum NewOrder {
+    /// At the best available price, now.
+    Market {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
+        tag: u32,
+    },
+    /// At `price` or better; rests until the market trades through it.
+    Limit {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// Limit price.
+        price: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
+        tag: u32,
+    },
+    /// A market order armed until the market trades at or through `stop_price`.
+    Stop {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// Trigger price.
+        stop_price: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
+        tag: u32,
+    },
+}
+
+/// Every field any [`NewOrder`] has: what the body is read as.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderFields {
+    #[serde(rename = "type")]
+    kind: OrderKind,
+    side: Side,
+    qty: Decimal,
+    #[serde(default)]
+    price: Option<Decimal>,
+    #[serde(default)]
+    stop_price: Option<Decimal>,
+    #[serde(default)]
+    tag: u32,
+}
+
+/// The `type` of a [`NewOrder`].
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OrderKind {
+    Market,
+    Limit,
+    Stop,
+}
+
+impl<'de> Deserialize<'de> for NewOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let OrderFields { kind, side, qty, price, stop_price, tag } = OrderFields::deserialize(de)?;
+        // Worded as serde words its own, so the field is named in the answer's details.
+        let unknown = |field: &str, kind: &str| {
+            D::Error::custom(format!("unknown field `{field}`: a {kind} order has none"))
+        };
+        match (kind, price, stop_price) {
+            (OrderKind::Market, None, None) => Ok(NewOrder::Market { side, qty, tag }),
+            (OrderKind::Limit, Some(price), None) => Ok(NewOrder::Limit { side, qty, price, tag }),
+            (OrderKind::Stop, None, Some(stop_price)) => {
+                Ok(NewOrder::Stop { side, qty, stop_price, tag })
+            }
+            (OrderKind::Limit, None, _) => Err(D::Error::missing_field("price")),
+            (OrderKind::Stop, _, None) => Err(D::Error::missing_field("stop_price")),
+            (OrderKind::Market, Some(_), _) => Err(unknown("price", "market")),
+            (OrderKind::Market | OrderKind::Limit, _, Some(_)) => {
+                Err(unknown("stop_price", "market or limit"))
+            }
+            (OrderKind::Stop, Some(_), _) => Err(unknown("price", "stop")),
+        }
+    }
+}
+
+impl From<NewOrder> for OrderRequest {
+    fn from(order: NewOrder) -> Self {
+        let (side, qty, order_type, tag) = match order {
+            NewOrder::Market { side, qty, tag } => (side, qty, OrderType::Market, tag),
+            NewOrder::Limit { side, qty, price, tag } => {
+                (side, qty, OrderType::Limit { price }, tag)
+            }
+            NewOrder::Stop { side, qty, stop_price, tag } => {
+                (side, qty, OrderType::Stop { stop_price }, tag)
+            }
+        };
+        OrderRequest { side, qty, order_type, tag }
+    }
+}
+
 /// `POST /bots/{id}/orders`: a manual order through the bot's risk checks.
 ///
 /// # Errors
 /// 404, 409 when the bot is not running, 422 `ORDER_REJECTED` with the risk check's reason.
 #[utoipa::path(post, path = "/bots/{id}/orders", tag = "trading", params(BotPath),
-    request_body = OrderRequest,
+    request_body = NewOrder,
     responses(
         (status = 200, description = "The order, as it stands after risk checks (a paper \
             order may already be filled).", body = Order),
@@ -290,9 +404,10 @@ pub async fn place(
     user: AuthUser,
     state: web::Data<AppState>,
     id: web::Path<u64>,
-    body: web::Json<OrderRequest>,
+    body: Json<NewOrder>,
 ) -> Result<HttpResponse, ApiError> {
-    command(&state, user.user_id, id.into_inner(), TradeCommand::Place(body.into_inner())).await
+    let order = OrderRequest::from(body.into_inner());
+    command(&state, user.user_id, id.into_inner(), TradeCommand::Place(order)).await
 }
 
 /// `DELETE /bots/{id}/orders/{order_id}`.
@@ -356,13 +471,15 @@ pub struct KillBody {
 }
 
 /// `POST /kill-switch`: stop every bot of the user and cancel their orders; `flatten` also
-/// closes their positions. The body is optional, but one that is sent must be valid: a typo must
-/// not quietly turn a flattening kill switch into one that leaves positions open.
+/// closes their positions. The body is optional (none, or `null`, is `{}`), but one that is sent
+/// must be valid: a typo must not quietly turn a flattening kill switch into one that leaves
+/// positions open.
 ///
 /// # Errors
 /// 400/415/422 for a body that is not a valid [`KillBody`]; 503/504 if the bot supervisor is busy.
 #[utoipa::path(post, path = "/kill-switch", tag = "trading",
-    request_body(content = Option<KillBody>, description = "Optional: no body is `{}`."),
+    request_body(content = Option<KillBody>, description = "Optional: no body, or `null`, is \
+        `{}`."),
     responses(
         (status = 200, description = "What was stopped and canceled.", body = KillReport),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
@@ -371,31 +488,13 @@ pub struct KillBody {
 pub async fn kill_switch(
     user: AuthUser,
     state: web::Data<AppState>,
-    req: HttpRequest,
-    body: Result<web::Json<KillBody>, actix_web::Error>,
-) -> Result<HttpResponse, actix_web::Error> {
-    let flatten = match body {
-        Ok(body) => body.flatten,
-        Err(_) if has_no_body(&req) => false,
-        // Already the JSON error shape (the extractor's error handler made it).
-        Err(err) => return Err(err),
-    };
+    body: OptionalJson<KillBody>,
+) -> Result<HttpResponse, ApiError> {
+    let flatten = body.into_inner().unwrap_or_default().flatten;
     let timeout = state.settings.request_timeout() * 3;
     let query = KillSwitch { user_id: user.user_id, flatten };
-    let report = ask(&state.bots()?, query, timeout, "bots")
-        .await
-        .map_err(ApiError::from)?
-        .map_err(ApiError::from)?;
+    let report = ask(&state.bots()?, query, timeout, "bots").await??;
     Ok(HttpResponse::Ok().json(report))
-}
-
-/// Whether a request carries no body at all (no length or a zero one, and not chunked).
-fn has_no_body(req: &HttpRequest) -> bool {
-    let headers = req.headers();
-    match headers.get(header::CONTENT_LENGTH) {
-        Some(length) => length.as_bytes() == b"0",
-        None => !headers.contains_key(header::TRANSFER_ENCODING),
-    }
 }
 
 /// `GET /portfolio`: totals across the user's bots.

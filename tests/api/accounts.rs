@@ -62,8 +62,9 @@ async fn invalid_accounts_get_field_errors() {
             json!({"venue": "binance", "label": "x", "api_key": "k", "api_secret": "s".repeat(513)}),
             "api_secret",
         ),
-        (json!({"venue": "binance", "label": "x", "api_key": "k"}), "body"),
-        (json!({"venue": "binance", "label": "x", "api_key": 12, "api_secret": "s"}), "body"),
+        // A missing or mistyped field is named, not just "body".
+        (json!({"venue": "binance", "label": "x", "api_key": "k"}), "api_secret"),
+        (json!({"venue": "binance", "label": "x", "api_key": 12, "api_secret": "s"}), "api_key"),
     ];
     for (body, field) in cases {
         let error =

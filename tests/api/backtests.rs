@@ -304,7 +304,7 @@ async fn bad_backtest_requests_answer_400_or_422_in_the_error_shape() {
         .unwrap();
     assert_error(res, 400, "MALFORMED_JSON").await;
     let cases = [
-        (json!({"fee_bps": "abc", "data": {}}), "body"),
+        (json!({"fee_bps": "abc", "data": {}}), "fee_bps"),
         (
             json!({"strategy": {"kind": "nope", "params": {}}, "data": {"upload_id": "0".repeat(32)}}),
             "strategy.kind",

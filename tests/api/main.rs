@@ -18,6 +18,7 @@ mod protection;
 mod restart;
 mod sink;
 mod store_fixture;
+mod strict_input;
 mod tampering;
 mod ws;
 

@@ -12,7 +12,7 @@ const PUBLIC: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-fn concrete(path: &str) -> String {
+pub(crate) fn concrete(path: &str) -> String {
     // Every `{param}` becomes 1: the request must be refused before the id matters.
     let mut out = String::new();
     let mut in_param = false;

@@ -80,6 +80,7 @@ pub trait Strategy: Send + std::fmt::Debug {
 
 /// A strategy as the API names it: `{"kind": "ema_cross", "params": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StrategySpec {
     /// `ema_cross`, `rsi`, `grid` or `dca`.
     #[schema(pattern = "^(ema_cross|rsi|grid|dca)$", example = "ema_cross")]

@@ -213,6 +213,11 @@ impl ApiError {
     pub fn code(&self) -> &str {
         &self.inner.body.code
     }
+
+    /// The field errors, for tests.
+    pub fn details(&self) -> &[FieldError] {
+        &self.inner.body.details
+    }
 }
 
 impl fmt::Debug for ApiError {
