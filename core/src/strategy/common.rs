@@ -71,13 +71,24 @@ pub fn check_range<T: PartialOrd + std::fmt::Display + Copy>(
     }
 }
 
-/// Parses `params` into `P`, or one field error with serde's message.
+/// Parses `params` into `P`, or one field error with serde's message. Parameters are named: an
+/// object (absent counts as `{}`), never an array, which serde's derive would otherwise read
+/// positionally into the struct.
 ///
 /// # Errors
-/// The parameters are not a valid `P`.
+/// The parameters are not an object, or not a valid `P`.
 pub fn parse<P: serde::de::DeserializeOwned>(
     params: &serde_json::Value,
 ) -> Result<P, Vec<FieldError>> {
+    let empty = serde_json::Value::Object(serde_json::Map::new());
+    let params = match params {
+        serde_json::Value::Object(_) => params,
+        serde_json::Value::Null => &empty,
+        _ => {
+            let message = "must be an object of the strategy's parameters";
+            return Err(vec![FieldError::new("strategy.params", message)]);
+        }
+    };
     P::deserialize(params).map_err(|e| vec![FieldError::new("strategy.params", e.to_string())])
 }
 

@@ -85,7 +85,7 @@ pub struct StrategySpec {
     /// `ema_cross`, `rsi`, `grid` or `dca`.
     #[schema(pattern = "^(ema_cross|rsi|grid|dca)$", example = "ema_cross")]
     pub kind: String,
-    /// The kind's parameters.
+    /// The kind's parameters, by name (an object; its keys depend on `kind`).
     #[serde(default)]
     pub params: serde_json::Value,
 }
@@ -182,6 +182,10 @@ mod build_tests {
                 r#"{"kind": "ema_cross", "params": {"fast": 50, "slow": 20, "qty": "0.0001"}}"#,
                 vec!["strategy.params.fast", "strategy.params.qty"],
             ),
+            // Named, never positional: serde's derive would read this array as the struct.
+            (r#"{"kind": "ema_cross", "params": [5, 20, "0.01"]}"#, vec!["strategy.params"]),
+            (r#"{"kind": "ema_cross", "params": "fast=5"}"#, vec!["strategy.params"]),
+            (r#"{"kind": "ema_cross"}"#, vec!["strategy.params"]),
         ];
         for (json, fields) in cases {
             let spec: StrategySpec = serde_json::from_str(json).unwrap();
