@@ -559,3 +559,25 @@ async fn an_account_near_its_order_budget_is_held_back() {
     assert!(!held.is_unknown_outcome(), "held back means not sent");
     assert_eq!(fake.posts(), 1, "the second order never left");
 }
+
+/// The account's balances are a signed call like any other: measured for at start, and a
+/// `-1021` is measured for and retried once.
+#[tokio::test]
+async fn balances_follow_the_clock_rules_too() {
+    let fake = FakeRest::start().await;
+    let signer = good_signer();
+    fake.set_clock_skew_ms(-20_000);
+    let client = spot(&fake).await;
+    let balances = client.balances(signer.as_ref()).await.unwrap();
+    assert_eq!(balances.len(), 2);
+    assert_eq!((balances[0].asset.as_str(), balances[0].free), ("USDT", dec("10000")));
+    assert_eq!((fake.clock_refusals(), fake.time_requests()), (0, 1));
+
+    fake.refuse_timestamps_next(1);
+    assert_eq!(client.balances(signer.as_ref()).await.unwrap().len(), 2);
+    assert_eq!((fake.clock_refusals(), fake.time_requests()), (1, 2));
+    fake.refuse_timestamps_next(2);
+    let refused = client.balances(signer.as_ref()).await;
+    assert!(refused.as_ref().is_err_and(RestError::is_clock_skew), "{refused:?}");
+    assert_eq!(fake.clock_refusals(), 3);
+}

@@ -18,6 +18,8 @@
 //!   the body with the `signature` pair removed (`-1022`), `timestamp` against `recvWindow`
 //!   (`-1021`: more than 1 s ahead of the server, or older than `recvWindow`; or forced by
 //!   [`FakeRest::refuse_timestamps_next`]).
+//! - `GET /api/v3/account`: signed as above; a fixed `balances` list (10000 USDT free, 1 BTC
+//!   free of which 0.5 locked), in the shape of Binance's account endpoint.
 //!
 //! Orders live in memory, keyed by client order id. A `MARKET` order fills at once at
 //! [`FakeRest::set_price`] with one fill paying 0.1 % in the quote asset; a `LIMIT` `GTC` order
@@ -269,6 +271,18 @@ impl State {
             ("GET", "/fapi/v1/exchangeInfo") => {
                 self.add_weight(1);
                 Answer::ok(futures_exchange_info(self.now_ms()))
+            }
+            ("GET", "/api/v3/account") => {
+                self.add_weight(20);
+                return match self.authenticate(request) {
+                    Err(answer) => Reply::Answer(answer),
+                    Ok(_) => Reply::Answer(Answer::ok(json!({
+                        "balances": [
+                            {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"},
+                            {"asset": "BTC", "free": "0.50000000", "locked": "0.50000000"}
+                        ]
+                    }))),
+                };
             }
             ("POST" | "GET" | "DELETE", "/api/v3/order") => {
                 self.add_weight(if method == "GET" { 4 } else { 1 });
