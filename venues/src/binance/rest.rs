@@ -7,9 +7,8 @@
 //! [`super::clock`]) and the configured `recvWindow`; a call refused with `-1021` all the same
 //! is sent once more after a new measurement (Binance checks the timestamp before it looks at
 //! the order, so nothing happened). The payload is signed in the vault (HMAC-SHA256, hex), never
-//! here. Request
-//! weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the budget is nearly
-//! spent; a 429 or 418 stops every request on the venue for its `Retry-After`; an account whose
+//! here. Request weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the
+//! budget is nearly spent; a 429 or 418 stops every request on the venue for its `Retry-After`; an account whose
 //! `X-MBX-ORDER-COUNT-10S` is near Binance's 100 gets no new order until the window passes. An answer that
 //! does not say what happened (a timeout, a 5xx, an unreadable 2xx) is
 //! [`RestError::is_unknown_outcome`]: the order must be queried before any retry.
@@ -401,37 +400,35 @@ impl RestClient {
     ) -> Result<T, RestError> {
         if self.clock.is_stale() {
             let _measuring = self.clock.lock().await;
-            // Another caller may have measured while this one waited.
-            if self.clock.is_stale()
-                && let Err(err) = self.sync_time().await
-            {
-                // Sent with the last offset; a `-1021` then measures again below.
-                tracing::warn!(venue = self.venue(), error = %err, "binance clock not measured");
+            // Another caller may have measured while this one waited. Unmeasured, the call goes
+            // out with the last offset, and a `-1021` measures again below.
+            if self.clock.is_stale() {
+                let _ = self.measure().await;
             }
         }
         let sent_ms = local_ms();
-        let first = self.signed_once(method.clone(), path, params.clone(), signer).await;
-        let Err(refused) = first else { return first };
-        if !refused.is_clock_skew() {
-            return Err(refused);
-        }
+        let refused = match self.signed_once(method.clone(), path, params.clone(), signer).await {
+            Err(err) if err.is_clock_skew() => err,
+            other => return other,
+        };
         metrics::counter!("keel_venue_clock_resyncs_total", "venue" => self.venue()).increment(1);
         {
             let _measuring = self.clock.lock().await;
             // Skip the measurement when a caller refused at the same time already made it.
-            if !self.clock.measured_since(sent_ms)
-                && let Err(err) = self.sync_time().await
-            {
-                tracing::warn!(venue = self.venue(), error = %err, "binance clock not measured");
+            if !self.clock.measured_since(sent_ms) && self.measure().await.is_err() {
                 return Err(refused);
             }
         }
-        tracing::info!(
-            venue = self.venue(),
-            offset_ms = self.clock.offset_ms(),
-            "clock re-measured after -1021"
-        );
         self.signed_once(method, path, params, signer).await
+    }
+
+    /// [`sync_time`](Self::sync_time), logging a failure.
+    async fn measure(&self) -> Result<i64, RestError> {
+        let measured = self.sync_time().await;
+        if let Err(err) = &measured {
+            tracing::warn!(venue = self.venue(), error = %err, "binance clock not measured");
+        }
+        measured
     }
 
     /// One signed request, stamped now.
