@@ -14,6 +14,11 @@
 //! first signed call after a start is the one that learns the offset, so it cannot fail for a
 //! skew Keel has not measured yet. The measurement is single-flight: bots that find the clock
 //! stale together wait for one `GET /api/v3/time`.
+//!
+//! Every `SIGNED` call goes through `RestClient::signed`, which applies this clock and the
+//! `-1021` retry: place, cancel, query and account. The listen key's REST endpoints
+//! (`/api/v3/userDataStream`) are `USER_STREAM`: the API key only, no `timestamp`, so no clock;
+//! a user-data subscription over the WebSocket API with a signature would need it.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
