@@ -3,7 +3,7 @@
 //! Follows <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>; the paths and
 //! exchange-info filters of the market at hand come from its [`Dialect`]. Signed requests
 //! carry `timestamp` (local time corrected by the server-time offset, measured before the first
-//! signed call and again every [`CLOCK_REFRESH`](super::clock::CLOCK_REFRESH): see
+//! signed call and again every [`CLOCK_REFRESH`]: see
 //! [`super::clock`]) and the configured `recvWindow`; a call refused with `-1021` all the same
 //! is sent once more after a new measurement (Binance checks the timestamp before it looks at
 //! the order, so nothing happened). The payload is signed in the vault (HMAC-SHA256, hex), never
