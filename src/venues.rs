@@ -33,6 +33,7 @@ pub fn venue_settings(settings: &Settings, venue: VenueId) -> Option<(bool, Venu
         testnet: section.testnet,
         ws_url: section.ws_url.clone(),
         rest_url: section.rest_url.clone(),
+        recv_window_ms: section.recv_window_ms,
     };
     Some((section.enabled, VenueSettings::Exchange(exchange)))
 }
@@ -100,6 +101,7 @@ mod tests {
             ("KEEL__VENUES__BINANCE_FUTURES__TESTNET", "true"),
             ("KEEL__VENUES__BINANCE_FUTURES__ENABLED", "true"),
             ("KEEL__VENUES__BINANCE__REST_URL", "http://127.0.0.1:9"),
+            ("KEEL__VENUES__BINANCE__RECV_WINDOW_MS", "10000"),
         ]);
         assert!(testnet(&settings, VenueId::BinanceFutures));
         assert!(!testnet(&settings, VenueId::Binance));
@@ -115,6 +117,15 @@ mod tests {
             panic!("binance is an exchange")
         };
         assert_eq!(spot.rest_url, "http://127.0.0.1:9");
+        // The configured recvWindow reaches the router, and with it the "not found" grace.
+        assert_eq!(spot.recv_window_ms, 10_000);
+        assert_eq!(futures.recv_window_ms, keel_venues::binance::rest::RECV_WINDOW_MS);
+        let router = registry::entry(VenueId::Binance)
+            .unwrap()
+            .router(&VenueSettings::Exchange(spot))
+            .unwrap()
+            .unwrap();
+        assert_eq!(router.accept_delay(), std::time::Duration::from_secs(10));
         assert!(markets(&settings).unwrap().iter().any(|m| m.venue() == VenueId::BinanceFutures));
     }
 }

@@ -338,6 +338,14 @@ mod tests {
             (&[("KEEL__VENUES__SIM__SYMBOLS", "BTC-USDT")], "venues.sim.symbols"),
             (&[("KEEL__VENUES__BINANCE__WS_URL", "http://x")], "venues.binance.ws_url"),
             (&[("KEEL__VENUES__BINANCE__REST_URL", "ws://x")], "venues.binance.rest_url"),
+            (
+                &[("KEEL__VENUES__BINANCE__RECV_WINDOW_MS", "60001")],
+                "venues.binance.recv_window_ms",
+            ),
+            (
+                &[("KEEL__VENUES__BINANCE_FUTURES__RECV_WINDOW_MS", "0")],
+                "venues.binance_futures.recv_window_ms",
+            ),
             (&[("KEEL__RECORD__QUEUE", "0")], "record.queue"),
             (&[("KEEL__BACKTESTS__MAX_PER_USER", "0")], "backtests.max_per_user"),
             (&[("KEEL__BACKTESTS__MAX_UPLOAD_BYTES", "10")], "backtests.max_upload_bytes"),

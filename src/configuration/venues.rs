@@ -30,6 +30,9 @@ pub struct BinanceVenueSettings {
     pub ws_url: String,
     /// REST endpoint (exchange info, signed orders); empty for the preset.
     pub rest_url: String,
+    /// `recvWindow` of signed requests, ms: how long after its timestamp Binance still accepts
+    /// one (its default 5000, at most 60000).
+    pub recv_window_ms: u64,
 }
 
 /// `[venues.sim]`.
@@ -63,7 +66,7 @@ impl VenuesSettings {
         }
     }
 
-    /// Checks `[venues]`: the sim venue's, then each Binance venue's URLs.
+    /// Checks `[venues]`: the sim venue's, then each Binance venue's URLs and `recvWindow`.
     ///
     /// # Errors
     /// The first invalid value, by key.
@@ -91,6 +94,16 @@ impl VenuesSettings {
                     key,
                     "must be an http:// or https:// URL (or empty for the preset)",
                 ));
+            }
+        }
+        for (key, venue) in [
+            ("venues.binance.recv_window_ms", &self.binance),
+            ("venues.binance_futures.recv_window_ms", &self.binance_futures),
+        ] {
+            // Binance refuses a larger recvWindow (-1131).
+            let max = keel_venues::binance::rest::MAX_RECV_WINDOW_MS;
+            if !(1..=max).contains(&venue.recv_window_ms) {
+                return Err(invalid(key, format!("must be from 1 to {max} (Binance's maximum)")));
             }
         }
         Ok(())

@@ -234,3 +234,23 @@ async fn open_live_orders_are_reconciled_with_the_venue_at_start() {
 fn super_many() -> usize {
     1_000
 }
+
+/// Binance's clock is not Keel's: a venue 20 s ahead from the start is measured before the first
+/// signed order, and a later jump is measured for after one refusal (`-1021`) and the order sent
+/// once more, never twice into the book.
+#[actix_web::test]
+async fn a_live_bot_trades_through_a_skewed_venue_clock() {
+    let live = live_bot("live-clock@example.com").await;
+    live.rest.set_clock_skew_ms(20_000);
+    let buy = json!({"side": "buy", "qty": "0.1", "type": "market"});
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    assert_eq!(live.rest.clock_refusals(), 0, "the skew was measured before the first order");
+
+    live.rest.set_clock_skew_ms(-20_000);
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    assert_eq!(live.rest.clock_refusals(), 1, "refused once, measured, sent once more");
+    assert_eq!(live.rest.posts(), 2, "no duplicate order");
+    live.assert_position("0.2").await;
+}

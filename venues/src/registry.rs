@@ -7,7 +7,6 @@
 //! from its settings ([`VenueSettings`]); none of it names a venue.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::market::MarketConnector;
 use crate::routing::OrderRouter;
@@ -17,10 +16,6 @@ use keel_core::market::VenueId;
 
 /// Every venue Keel knows, in `VenueId::ALL` order.
 pub static VENUES: [&VenueEntry; 3] = [&sim::ENTRY, &binance::ENTRY, &binance_futures::ENTRY];
-
-/// The longest any venue still accepts a request after it was signed (Binance's
-/// `recvWindow`): until then, "no such order" may only mean "not arrived yet".
-pub const MAX_ACCEPT_DELAY: Duration = Duration::from_millis(binance::rest::RECV_WINDOW_MS);
 
 /// What a venue can do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,8 +46,9 @@ pub enum VenueSettings {
     Exchange(ExchangeSettings),
 }
 
-/// An exchange's `[venues.<id>]`: where it is, empty strings meaning the preset.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// An exchange's `[venues.<id>]`: where it is, empty strings meaning the preset, and how
+/// its signed requests are stamped.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeSettings {
     /// Use the testnet presets.
     pub testnet: bool,
@@ -60,6 +56,20 @@ pub struct ExchangeSettings {
     pub ws_url: String,
     /// REST endpoint; empty for the preset.
     pub rest_url: String,
+    /// How long after its timestamp the venue may still accept a signed request (Binance's
+    /// `recvWindow`), ms.
+    pub recv_window_ms: u64,
+}
+
+impl Default for ExchangeSettings {
+    fn default() -> Self {
+        Self {
+            testnet: false,
+            ws_url: String::new(),
+            rest_url: String::new(),
+            recv_window_ms: binance::rest::RECV_WINDOW_MS,
+        }
+    }
 }
 
 impl ExchangeSettings {
@@ -233,6 +243,7 @@ mod tests {
             testnet: true,
             ws_url: String::new(),
             rest_url: "http://127.0.0.1:1".into(),
+            recv_window_ms: 7_000,
         });
         for entry in VENUES {
             let (right, wrong) =
@@ -250,6 +261,8 @@ mod tests {
             assert_eq!(router.is_some(), entry.capabilities.live_orders);
             if let Some(router) = router {
                 assert_eq!(router.venue(), entry.id);
+                // The configured recvWindow, not a constant.
+                assert_eq!(router.accept_delay(), std::time::Duration::from_millis(7_000));
             }
         }
     }

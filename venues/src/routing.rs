@@ -7,6 +7,7 @@
 //! venue's own codes are.
 
 use std::fmt;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
@@ -75,7 +76,8 @@ pub enum RouteErrorKind {
     NoSuchOrder,
     /// A cancel of an order that is not open there (filled, cancelled, or never arrived).
     NotOpen,
-    /// Refused for its timestamp: nothing was placed; measure the clock and send once more.
+    /// Refused for its timestamp: nothing happened. The connector has already measured the
+    /// clock and sent the request once more; this is the second refusal.
     ClockSkew,
 }
 
@@ -104,8 +106,13 @@ pub type RouteFuture<'a, T> = BoxFuture<'a, Result<T, RouteError>>;
 /// The contract:
 /// - The client order id (`order.client_order_id`) is the order's identity at the venue: a
 ///   query or cancel by it finds what a place sent, even when the place's answer was lost.
-/// - A connector never retries a place by itself: only the caller knows whether it is safe.
-///   It does classify every error ([`RouteErrorKind`]) so the caller can.
+/// - A connector never retries a place by itself when the outcome may be anything but
+///   "nothing happened": only the caller knows whether it is safe. It does classify every error
+///   ([`RouteErrorKind`]) so the caller can.
+/// - Signed requests carry the venue's time: the connector measures its clock before the first
+///   one and keeps it measured, and a request refused for its timestamp (which the venue
+///   checks before anything else) is measured for and sent once more, whatever it is; a second
+///   refusal comes back as [`RouteErrorKind::ClockSkew`].
 /// - [`place`](Self::place) sends a stop as the market order it becomes when triggered (Keel
 ///   emulates stops).
 /// - Requests that need it are signed with the given [`Signer`]; the connector keeps no
@@ -139,8 +146,12 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
         signer: Signer<'a>,
     ) -> RouteFuture<'a, OrderReport>;
 
-    /// Measures the venue's clock again (after a [`RouteErrorKind::ClockSkew`]).
+    /// Measures the venue's clock now (the connector also does when it needs to).
     fn sync_clock(&self) -> RouteFuture<'_, ()>;
+
+    /// The longest the venue may still accept a request after it was signed (Binance's
+    /// configured `recvWindow`): until then, "no such order" may only mean "not arrived yet".
+    fn accept_delay(&self) -> Duration;
 
     /// The account's balances.
     fn balances<'a>(&'a self, signer: Signer<'a>) -> RouteFuture<'a, Vec<Balance>>;

@@ -201,32 +201,167 @@ async fn a_stop_goes_out_as_a_market_order_for_what_remains() {
     assert_eq!(stored["origQty"], "0.20000000");
 }
 
+/// A client whose clock is measured once and then left alone (the tests below move the
+/// fake's clock after that measurement).
+async fn measured_once(fake: &FakeRest) -> RestClient {
+    let client = spot(fake).await.with_clock_refresh(Duration::from_secs(3600));
+    client.sync_time().await.unwrap();
+    client
+}
+
 #[tokio::test]
-async fn a_skewed_clock_is_refused_until_synced() {
+async fn a_skew_that_appears_later_is_refused_then_measured_and_sent_once_more() {
     let fake = FakeRest::start().await;
-    let client = spot(&fake).await;
+    let client = measured_once(&fake).await;
     let signer = good_signer();
 
-    // The server is 20 s ahead: our timestamps are older than recvWindow.
+    // The server jumps 20 s ahead: our timestamps are older than recvWindow. Binance refuses
+    // before it looks at the order, so the client measures and sends once more.
     fake.set_clock_skew_ms(20_000);
-    let stale = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
-    let err = stale.unwrap_err();
-    assert!(err.is_clock_skew(), "{err:?}");
-    assert!(!err.is_unknown_outcome());
-    assert_eq!(fake.posts(), 0);
-    assert!(fake.order("keel-42-000001").is_none());
-    client.sync_time().await.unwrap();
     let placed = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
     assert_eq!(placed.unwrap().status, "FILLED");
+    assert_eq!(fake.clock_refusals(), 1, "the first attempt was refused");
+    assert_eq!(fake.posts(), 1, "the refused attempt never reached the book");
+    assert!((client.clock().offset_ms() - 20_000).abs() <= 1_000);
 
     // The server falls 20 s behind: our timestamps are now in its future.
     fake.set_clock_skew_ms(-20_000);
-    let ahead = place(&client, market_buy("keel-42-000002", "0.1"), &signer).await;
-    assert!(ahead.as_ref().is_err_and(RestError::is_clock_skew), "{ahead:?}");
-    client.sync_time().await.unwrap();
     let placed = place(&client, market_buy("keel-42-000002", "0.1"), &signer).await;
     assert_eq!(placed.unwrap().status, "FILLED");
+    assert_eq!(fake.clock_refusals(), 2);
     assert_eq!(fake.posts(), 2);
+    assert_eq!(fake.time_requests(), 3, "one measurement at start, one per refusal");
+}
+
+/// Right after a start (or a restart) no offset is known: the first signed call of any kind
+/// measures the clock first, so it cannot fail for a skew Keel has not seen yet.
+#[tokio::test]
+async fn a_skewed_clock_at_start_is_learned_before_the_first_signed_call() {
+    let fake = FakeRest::start().await;
+    let signer = good_signer();
+    for (skew, id) in [(20_000, "keel-42-000001"), (-20_000, "keel-42-000002")] {
+        fake.set_clock_skew_ms(skew);
+        let client = spot(&fake).await;
+        assert!(client.clock().is_stale(), "no offset known at start");
+        let placed = place(&client, market_buy(id, "0.1"), &signer).await;
+        assert_eq!(placed.unwrap().status, "FILLED");
+    }
+    // A restarted Keel whose first call is a query or a cancel.
+    let limit = order("keel-42-000003", Side::Buy, OrderType::Limit { price: dec("95") }, "0.1");
+    place(&spot(&fake).await, limit, &signer).await.unwrap();
+    fake.set_clock_skew_ms(30_000);
+    let queried = query(&spot(&fake).await, "keel-42-000003", &signer).await.unwrap();
+    assert_eq!(queried.status, "NEW");
+    let canceled = cancel(&spot(&fake).await, "keel-42-000003", &signer).await.unwrap();
+    assert_eq!(canceled.status, "CANCELED");
+    assert_eq!(fake.clock_refusals(), 0, "no call was refused for its timestamp");
+    assert_eq!(fake.time_requests(), 5, "each new client measured once, before its first call");
+}
+
+#[tokio::test]
+async fn a_skew_that_appears_later_is_corrected_by_the_periodic_refresh() {
+    let fake = FakeRest::start().await;
+    let refresh = Duration::from_millis(300);
+    let client = spot(&fake).await.with_clock_refresh(refresh);
+    let signer = good_signer();
+    place(&client, market_buy("keel-42-000001", "0.1"), &signer).await.unwrap();
+    assert_eq!(fake.time_requests(), 1);
+    // Within the interval the measurement is reused.
+    query(&client, "keel-42-000001", &signer).await.unwrap();
+    assert_eq!(fake.time_requests(), 1, "measured again within the refresh interval");
+
+    fake.set_clock_skew_ms(20_000);
+    tokio::time::sleep(refresh + Duration::from_millis(50)).await;
+    assert!(client.clock().is_stale());
+    let placed = place(&client, market_buy("keel-42-000002", "0.1"), &signer).await;
+    assert_eq!(placed.unwrap().status, "FILLED");
+    assert_eq!(fake.time_requests(), 2, "the stale offset was measured again before signing");
+    assert_eq!(fake.clock_refusals(), 0, "the refresh came before any refusal");
+}
+
+#[tokio::test]
+async fn a_1021_on_query_and_cancel_is_measured_for_and_retried_once() {
+    let fake = FakeRest::start().await;
+    let client = measured_once(&fake).await;
+    let signer = good_signer();
+    let limit = order("keel-42-000005", Side::Buy, OrderType::Limit { price: dec("95") }, "0.2");
+    place(&client, limit, &signer).await.unwrap();
+    let measured = fake.time_requests();
+
+    fake.refuse_timestamps_next(1);
+    let queried = query(&client, "keel-42-000005", &signer).await.unwrap();
+    assert_eq!(queried.status, "NEW");
+    assert_eq!((fake.clock_refusals(), fake.time_requests()), (1, measured + 1));
+
+    fake.refuse_timestamps_next(1);
+    let canceled = cancel(&client, "keel-42-000005", &signer).await.unwrap();
+    assert_eq!(canceled.status, "CANCELED");
+    assert_eq!((fake.clock_refusals(), fake.time_requests()), (2, measured + 2));
+}
+
+#[tokio::test]
+async fn a_second_1021_is_reported_not_looped() {
+    let fake = FakeRest::start().await;
+    let client = measured_once(&fake).await;
+    let signer = good_signer();
+    let limit = order("keel-42-000007", Side::Buy, OrderType::Limit { price: dec("95") }, "0.2");
+    place(&client, limit, &signer).await.unwrap();
+
+    fake.refuse_timestamps_next(10);
+    let queried = query(&client, "keel-42-000007", &signer).await;
+    assert!(queried.as_ref().is_err_and(RestError::is_clock_skew), "{queried:?}");
+    assert_eq!(fake.clock_refusals(), 2, "sent twice, not more");
+    let canceled = cancel(&client, "keel-42-000007", &signer).await;
+    assert!(canceled.as_ref().is_err_and(RestError::is_clock_skew), "{canceled:?}");
+    assert_eq!(fake.clock_refusals(), 4);
+    let placed = place(&client, market_buy("keel-42-000008", "0.1"), &signer).await;
+    let refused = placed.unwrap_err();
+    assert!(refused.is_clock_skew() && !refused.is_unknown_outcome(), "{refused:?}");
+    assert_eq!(fake.clock_refusals(), 6);
+    assert_eq!(fake.posts(), 1, "no refused placement reached the book");
+    assert!(fake.order("keel-42-000008").is_none());
+
+    fake.refuse_timestamps_next(0);
+    let open = query(&client, "keel-42-000007", &signer).await.unwrap();
+    assert_eq!(open.status, "NEW", "the refused cancel did nothing");
+}
+
+/// Only `-1021` is retried: a placement whose outcome is unknown is never sent again.
+#[tokio::test]
+async fn an_unknown_outcome_is_not_retried_by_the_clock_rule() {
+    let fake = FakeRest::start().await;
+    let client = measured_once(&fake).await;
+    let signer = good_signer();
+    fake.fail_next(1, Fault::AcceptThenServerError);
+    let answer = place(&client, market_buy("keel-42-000001", "0.1"), &signer).await;
+    assert!(answer.unwrap_err().is_unknown_outcome());
+    assert_eq!((fake.posts(), fake.time_requests()), (1, 1));
+}
+
+#[tokio::test]
+async fn the_configured_recv_window_is_what_is_sent() {
+    let fake = FakeRest::start().await;
+    let signer = good_signer();
+    let wide = measured_once(&fake).await.with_recv_window(60_000);
+    assert_eq!(wide.recv_window_ms(), 60_000);
+    // `with_recv_window` after the measurement keeps it.
+    assert!(!wide.clock().is_stale());
+    let narrow = measured_once(&fake).await;
+    assert_eq!(narrow.recv_window_ms(), 5_000, "Binance's default");
+    let measured = fake.time_requests();
+
+    // Our timestamps are now 30 s old by the server's clock: inside a 60 s window only.
+    fake.set_clock_skew_ms(30_000);
+    place(&wide, market_buy("keel-42-000001", "0.1"), &signer).await.unwrap();
+    assert_eq!(fake.clock_refusals(), 0, "a 60000 ms recvWindow takes a 30 s old timestamp");
+    assert_eq!(fake.time_requests(), measured);
+    place(&narrow, market_buy("keel-42-000002", "0.1"), &signer).await.unwrap();
+    assert_eq!(fake.clock_refusals(), 1, "a 5000 ms recvWindow does not");
+
+    // Beyond Binance's maximum, the client keeps to it (Binance would answer -1131).
+    let clamped = spot(&fake).await.with_recv_window(600_000);
+    assert_eq!(clamped.recv_window_ms(), 60_000);
+    place(&clamped, market_buy("keel-42-000003", "0.1"), &signer).await.unwrap();
 }
 
 #[tokio::test]
@@ -423,4 +558,26 @@ async fn an_account_near_its_order_budget_is_held_back() {
     }
     assert!(!held.is_unknown_outcome(), "held back means not sent");
     assert_eq!(fake.posts(), 1, "the second order never left");
+}
+
+/// The account's balances are a signed call like any other: measured for at start, and a
+/// `-1021` is measured for and retried once.
+#[tokio::test]
+async fn balances_follow_the_clock_rules_too() {
+    let fake = FakeRest::start().await;
+    let signer = good_signer();
+    fake.set_clock_skew_ms(-20_000);
+    let client = spot(&fake).await;
+    let balances = client.balances(signer.as_ref()).await.unwrap();
+    assert_eq!(balances.len(), 2);
+    assert_eq!((balances[0].asset.as_str(), balances[0].free), ("USDT", dec("10000")));
+    assert_eq!((fake.clock_refusals(), fake.time_requests()), (0, 1));
+
+    fake.refuse_timestamps_next(1);
+    assert_eq!(client.balances(signer.as_ref()).await.unwrap().len(), 2);
+    assert_eq!((fake.clock_refusals(), fake.time_requests()), (1, 2));
+    fake.refuse_timestamps_next(2);
+    let refused = client.balances(signer.as_ref()).await;
+    assert!(refused.as_ref().is_err_and(RestError::is_clock_skew), "{refused:?}");
+    assert_eq!(fake.clock_refusals(), 3);
 }

@@ -8,8 +8,11 @@
 //!   have;
 //! - the client order id is fixed per order, so a query after a lost answer finds it, and a place
 //!   is never retried blind: an unknown outcome (timeout, 5xx) is queried, not re-sent;
-//! - a refusal for the request's timestamp ([`RouteErrorKind::ClockSkew`]) means nothing was
-//!   placed: the venue's clock is measured again and the request sent once more;
+//! - the venue's clock is the router's business: it stamps every signed request with the
+//!   venue's time and, on a refusal for the timestamp, measures the clock and sends that request
+//!   once more (place, cancel and query alike). A [`RouteErrorKind::ClockSkew`] that still comes
+//!   back is a second refusal: reported as a rejection (a place) or a failure (the others), not
+//!   retried here;
 //! - the payload is signed by the vault; the secret never leaves it.
 
 use std::sync::Arc;
@@ -22,14 +25,12 @@ use crate::vault::{Sign, VaultAddress};
 use keel_core::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport, fee_in_quote};
 use keel_core::market::Symbol;
 use keel_core::trading::Order;
-use keel_venues::registry::MAX_ACCEPT_DELAY;
 use keel_venues::routing::{OrderReport, OrderRouter, RouteErrorKind};
 
 /// How long the vault may take to sign.
 const SIGN_DEADLINE: Duration = Duration::from_secs(2);
-/// Before this long after an order was last sent, "no such order" may only mean "not arrived
-/// yet": a venue accepts a request up to [`MAX_ACCEPT_DELAY`] after its timestamp.
-pub const NOT_FOUND_GRACE: Duration = MAX_ACCEPT_DELAY.saturating_add(Duration::from_secs(2));
+/// Added to the venue's accept delay for the "not found" grace (network and clock slack).
+const NOT_FOUND_SLACK: Duration = Duration::from_secs(2);
 
 /// What a live bot trades through.
 #[derive(Debug, Clone)]
@@ -42,6 +43,16 @@ pub struct LiveLink {
     pub user_id: u64,
     /// The exchange account (vault credential) to sign with.
     pub credential_id: u64,
+}
+
+impl LiveLink {
+    /// Before this long after an order was last sent, "no such order" may only mean "not
+    /// arrived yet": the venue accepts a request up to its
+    /// [`accept_delay`](OrderRouter::accept_delay) (Binance's configured `recvWindow`) after its
+    /// timestamp.
+    pub fn not_found_grace(&self) -> Duration {
+        self.router.accept_delay().saturating_add(NOT_FOUND_SLACK)
+    }
 }
 
 /// The result of one request.
@@ -120,15 +131,8 @@ fn signer(link: &LiveLink) -> BoxSigner {
 }
 
 async fn place(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
-    let mut answer = link.router.place(symbol, order, signer.as_ref()).await;
-    if matches!(&answer, Err(err) if err.kind == RouteErrorKind::ClockSkew) {
-        // Refused for its timestamp: nothing was placed, so sending again is safe.
-        if let Err(err) = link.router.sync_clock().await {
-            tracing::warn!(error = %err, "venue clock could not be measured");
-        }
-        answer = link.router.place(symbol, order, signer.as_ref()).await;
-    }
-    match answer {
+    // A refusal for the timestamp has already been measured for and retried once by the router.
+    match link.router.place(symbol, order, signer.as_ref()).await {
         Ok(venue) => LiveResult {
             order_answered: true,
             ..LiveResult::report(order.id, venue_outcome(symbol, venue))
@@ -171,7 +175,8 @@ async fn cancel(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSig
 async fn query(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
     match link.router.query(symbol, &order.client_order_id, signer.as_ref()).await {
         Ok(venue) => LiveResult::report(order.id, venue_outcome(symbol, venue)),
-        // The caller decides whether it is too soon to believe (see [`NOT_FOUND_GRACE`]).
+        // The caller decides whether it is too soon to believe (see
+        // [`LiveLink::not_found_grace`]).
         Err(err) if err.kind == RouteErrorKind::NoSuchOrder => {
             LiveResult::report(order.id, ExecOutcome::NotFound)
         }

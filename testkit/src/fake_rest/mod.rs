@@ -16,7 +16,10 @@
 //! - `POST`, `GET`, `DELETE /api/v3/order`: signed. Checked in Binance's order: the
 //!   `X-MBX-APIKEY` header (`-2015`, HTTP 401), the `signature` over the query string followed by
 //!   the body with the `signature` pair removed (`-1022`), `timestamp` against `recvWindow`
-//!   (`-1021`: more than 1 s ahead of the server, or older than `recvWindow`).
+//!   (`-1021`: more than 1 s ahead of the server, or older than `recvWindow`; or forced by
+//!   [`FakeRest::refuse_timestamps_next`]).
+//! - `GET /api/v3/account`: signed as above; a fixed `balances` list (10000 USDT free, 1 BTC
+//!   free of which 0.5 locked), in the shape of Binance's account endpoint.
 //!
 //! Orders live in memory, keyed by client order id. A `MARKET` order fills at once at
 //! [`FakeRest::set_price`] with one fill paying 0.1 % in the quote asset; a `LIMIT` `GTC` order
@@ -93,6 +96,12 @@ struct State {
     weight: AtomicU32,
     /// Reported in `X-MBX-ORDER-COUNT-10S`.
     order_count_10s: AtomicU32,
+    /// Signed requests still to be refused with `-1021` whatever their timestamp.
+    refuse_timestamps: AtomicUsize,
+    /// `-1021` answers so far.
+    clock_refusals: AtomicUsize,
+    /// `GET …/time` requests so far.
+    time_requests: AtomicUsize,
 }
 
 /// A running fake on a free loopback port. Dropping it stops the server and releases hung
@@ -119,6 +128,9 @@ impl FakeRest {
             requests: AtomicUsize::new(0),
             weight: AtomicU32::new(0),
             order_count_10s: AtomicU32::new(0),
+            refuse_timestamps: AtomicUsize::new(0),
+            clock_refusals: AtomicUsize::new(0),
+            time_requests: AtomicUsize::new(0),
         });
         let (shutdown, mut stop) = watch::channel(());
         let s = state.clone();
@@ -144,6 +156,23 @@ impl FakeRest {
     /// Moves the fake's clock: server time is real time plus `skew_ms`.
     pub fn set_clock_skew_ms(&self, skew_ms: i64) {
         self.state.skew_ms.store(skew_ms, Ordering::SeqCst);
+    }
+
+    /// The next `n` signed requests that pass the key and signature checks are refused with
+    /// `-1021` whatever their timestamp (a clock that jumps between a measurement and the
+    /// request).
+    pub fn refuse_timestamps_next(&self, n: usize) {
+        self.state.refuse_timestamps.store(n, Ordering::SeqCst);
+    }
+
+    /// `-1021` answers so far.
+    pub fn clock_refusals(&self) -> usize {
+        self.state.clock_refusals.load(Ordering::SeqCst)
+    }
+
+    /// `GET /api/v3/time` (and `/fapi/v1/time`) requests so far.
+    pub fn time_requests(&self) -> usize {
+        self.state.time_requests.load(Ordering::SeqCst)
     }
 
     /// The fake's time now, ms since the epoch.
@@ -232,6 +261,7 @@ impl State {
         let answer = match (method, request.path.as_str()) {
             ("GET", "/api/v3/time" | "/fapi/v1/time") => {
                 self.add_weight(1);
+                self.time_requests.fetch_add(1, Ordering::SeqCst);
                 Answer::ok(json!({ "serverTime": self.now_ms() }))
             }
             ("GET", "/api/v3/exchangeInfo") => {
@@ -241,6 +271,18 @@ impl State {
             ("GET", "/fapi/v1/exchangeInfo") => {
                 self.add_weight(1);
                 Answer::ok(futures_exchange_info(self.now_ms()))
+            }
+            ("GET", "/api/v3/account") => {
+                self.add_weight(20);
+                return match self.authenticate(request) {
+                    Err(answer) => Reply::Answer(answer),
+                    Ok(_) => Reply::Answer(Answer::ok(json!({
+                        "balances": [
+                            {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"},
+                            {"asset": "BTC", "free": "0.50000000", "locked": "0.50000000"}
+                        ]
+                    }))),
+                };
             }
             ("POST" | "GET" | "DELETE", "/api/v3/order") => {
                 self.add_weight(if method == "GET" { 4 } else { 1 });

@@ -44,7 +44,8 @@ pub fn router(
     let settings = exchange(dialect, settings)?;
     let rest_url = settings.rest_url_or(dialect.presets(settings.testnet).rest_url);
     let client = RestClient::new(dialect, &rest_url)
-        .map_err(|err| VenueError(format!("building the {} REST client: {err}", dialect.venue)))?;
+        .map_err(|err| VenueError(format!("building the {} REST client: {err}", dialect.venue)))?
+        .with_recv_window(settings.recv_window_ms);
     Ok(Arc::new(BinanceRouter::new(Arc::new(client))))
 }
 
@@ -204,6 +205,10 @@ impl OrderRouter for BinanceRouter {
 
     fn sync_clock(&self) -> RouteFuture<'_, ()> {
         async move { self.rest.sync_time().await.map(|_| ()).map_err(route_error) }.boxed()
+    }
+
+    fn accept_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.rest.recv_window_ms())
     }
 
     fn balances<'a>(&'a self, signer: Signer<'a>) -> RouteFuture<'a, Vec<Balance>> {

@@ -5,6 +5,7 @@
 //! the same wire format with other URLs, channels and limits: it lives in
 //! [`crate::binance_futures`] and shares this folder's helpers through a [`Dialect`].
 
+pub mod clock;
 pub mod connector;
 pub mod parse;
 pub mod rest;

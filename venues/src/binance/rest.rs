@@ -2,23 +2,27 @@
 //!
 //! Follows <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>; the paths and
 //! exchange-info filters of the market at hand come from its [`Dialect`]. Signed requests
-//! carry `timestamp` (local time corrected by the server-time offset, so `-1021` does not happen)
-//! and `recvWindow`; the payload is signed in the vault (HMAC-SHA256, hex), never here. Request
-//! weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the budget is nearly
-//! spent; a 429 or 418 stops every request on the venue for its `Retry-After`; an account whose
+//! carry `timestamp` (local time corrected by the server-time offset, measured before the first
+//! signed call and again every [`CLOCK_REFRESH`]: see
+//! [`super::clock`]) and the configured `recvWindow`; a call refused with `-1021` all the same
+//! is sent once more after a new measurement (Binance checks the timestamp before it looks at
+//! the order, so nothing happened). The payload is signed in the vault (HMAC-SHA256, hex), never
+//! here. Request weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the
+//! budget is nearly spent; a 429 or 418 stops every request on the venue for its `Retry-After`; an account whose
 //! `X-MBX-ORDER-COUNT-10S` is near Binance's 100 gets no new order until the window passes. An answer that
 //! does not say what happened (a timeout, a 5xx, an unreadable 2xx) is
 //! [`RestError::is_unknown_outcome`]: the order must be queried before any retry.
 
 use std::collections::HashMap;
 use std::sync::PoisonError;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::Dialect;
+use super::clock::{CLOCK_REFRESH, ServerClock, local_ms};
 use keel_core::market::Symbol;
 use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
 
@@ -31,8 +35,10 @@ pub const SPOT_TESTNET_REST_URL: &str = "https://testnet.binance.vision";
 
 /// How long one REST call may take.
 pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
-/// `recvWindow` sent with signed requests, ms.
+/// `recvWindow` sent with signed requests unless configured otherwise, ms: Binance's default.
 pub const RECV_WINDOW_MS: u64 = 5_000;
+/// The largest `recvWindow` Binance takes, ms.
+pub const MAX_RECV_WINDOW_MS: u64 = 60_000;
 /// Binance's request-weight budget per minute per IP (spot).
 pub const WEIGHT_PER_MINUTE: u32 = 6_000;
 /// Back-off after a 429/418 without `Retry-After`, seconds.
@@ -108,8 +114,10 @@ pub struct RestClient {
     http: reqwest::Client,
     base: String,
     dialect: &'static Dialect,
-    /// Server time minus local time, ms.
-    offset_ms: AtomicI64,
+    /// The offset to Binance's clock.
+    clock: ServerClock,
+    /// `recvWindow` sent with signed requests, ms.
+    recv_window_ms: u64,
     used_weight: AtomicU32,
     /// No request before this time (ms since the epoch): Binance's `Retry-After`.
     blocked_until_ms: AtomicU64,
@@ -214,11 +222,35 @@ impl RestClient {
             http,
             base: base.trim_end_matches('/').to_owned(),
             dialect,
-            offset_ms: AtomicI64::new(0),
+            clock: ServerClock::new(CLOCK_REFRESH),
+            recv_window_ms: RECV_WINDOW_MS,
             used_weight: AtomicU32::new(0),
             blocked_until_ms: AtomicU64::new(0),
             order_counts: std::sync::Mutex::default(),
         })
+    }
+
+    /// The same with `recvWindow` `ms` (kept within Binance's 1..=60000).
+    pub fn with_recv_window(mut self, ms: u64) -> Self {
+        self.recv_window_ms = ms.clamp(1, MAX_RECV_WINDOW_MS);
+        self
+    }
+
+    /// The same with the clock measured again every `refresh` instead of
+    /// [`CLOCK_REFRESH`] (tests shorten it).
+    pub fn with_clock_refresh(mut self, refresh: Duration) -> Self {
+        self.clock = ServerClock::new(refresh);
+        self
+    }
+
+    /// The `recvWindow` sent with signed requests, ms.
+    pub fn recv_window_ms(&self) -> u64 {
+        self.recv_window_ms
+    }
+
+    /// The clock offset and when it was measured.
+    pub fn clock(&self) -> &ServerClock {
+        &self.clock
     }
 
     fn path(&self, path: &'static str) -> String {
@@ -236,8 +268,7 @@ impl RestClient {
 
     /// Binance's time now, by our clock and the last measured offset, ms.
     pub fn timestamp(&self) -> u64 {
-        let local = crate::now_us() as i64 / 1000;
-        (local + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
+        self.clock.timestamp()
     }
 
     /// Measures the offset to Binance's clock (`GET /api/v3/time`), half the round trip
@@ -253,7 +284,8 @@ impl RestClient {
         let now = crate::now_us() as i64 / 1000;
         let time: ServerTime = decode(&res)?;
         let offset = time.server_time - (sent + now) / 2;
-        self.offset_ms.store(offset, Ordering::Relaxed);
+        self.clock.record(offset);
+        metrics::gauge!("keel_venue_clock_offset_ms", "venue" => self.venue()).set(offset as f64);
         Ok(offset)
     }
 
@@ -354,7 +386,53 @@ impl RestClient {
         Ok(account.balances)
     }
 
+    /// Sends a signed request: measures the clock first when it is stale, and once more after a
+    /// `-1021`, then sends the request again with a new timestamp (a second `-1021` is
+    /// returned). Only `-1021` is retried: Binance checks the timestamp before anything else, so
+    /// the first request did nothing, even a placement. Any other failure, an unknown outcome
+    /// above all, is returned as it is.
     async fn signed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: Vec<(&str, String)>,
+        signer: Signer<'_>,
+    ) -> Result<T, RestError> {
+        if self.clock.is_stale() {
+            let _measuring = self.clock.lock().await;
+            // Another caller may have measured while this one waited. Unmeasured, the call goes
+            // out with the last offset, and a `-1021` measures again below.
+            if self.clock.is_stale() {
+                let _ = self.measure().await;
+            }
+        }
+        let sent_ms = local_ms();
+        let refused = match self.signed_once(method.clone(), path, params.clone(), signer).await {
+            Err(err) if err.is_clock_skew() => err,
+            other => return other,
+        };
+        metrics::counter!("keel_venue_clock_resyncs_total", "venue" => self.venue()).increment(1);
+        {
+            let _measuring = self.clock.lock().await;
+            // Skip the measurement when a caller refused at the same time already made it.
+            if !self.clock.measured_since(sent_ms) && self.measure().await.is_err() {
+                return Err(refused);
+            }
+        }
+        self.signed_once(method, path, params, signer).await
+    }
+
+    /// [`sync_time`](Self::sync_time), logging a failure.
+    async fn measure(&self) -> Result<i64, RestError> {
+        let measured = self.sync_time().await;
+        if let Err(err) = &measured {
+            tracing::warn!(venue = self.venue(), error = %err, "binance clock not measured");
+        }
+        measured
+    }
+
+    /// One signed request, stamped now.
+    async fn signed_once<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -362,7 +440,7 @@ impl RestClient {
         signer: Signer<'_>,
     ) -> Result<T, RestError> {
         self.throttle().await;
-        params.push(("recvWindow", RECV_WINDOW_MS.to_string()));
+        params.push(("recvWindow", self.recv_window_ms.to_string()));
         params.push(("timestamp", self.timestamp().to_string()));
         let query = params
             .iter()
@@ -618,6 +696,7 @@ mod tests {
             tcp.write_all(answer.as_bytes()).await.unwrap();
         });
         let client = RestClient::new(&super::super::SPOT, &base).unwrap();
+        client.clock().record(0); // measured: the one request this server answers is the account's
         let signer = |payload: String| -> futures_util::future::BoxFuture<
             'static,
             Result<(String, String), String>,

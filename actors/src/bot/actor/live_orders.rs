@@ -7,7 +7,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::{BotActor, VENUE_FAILURE_LIMIT};
-use crate::bot::live::{LiveResult, NOT_FOUND_GRACE, execute, order_of};
+use crate::bot::live::{LiveResult, execute, order_of};
 use crate::supervisor::catch_panic;
 use keel_core::engine::{BotEventKind, ExecOutcome, Outbound};
 
@@ -51,6 +51,7 @@ impl BotActor {
     /// (and sends) whatever follows.
     pub(super) fn apply_live(&mut self, results: Vec<LiveResult>, ctx: &mut Context<Self>) {
         let mut last_error = None;
+        let grace = self.args.live.as_ref().map(|link| link.not_found_grace()).unwrap_or_default();
         self.args.engine.observe_time(keel_venues::now_us() / 1000);
         for result in results {
             let id = result.order_id;
@@ -65,7 +66,7 @@ impl BotActor {
                 self.venue_failures = 0;
             }
             let Some(report) = result.report else { continue };
-            let recent = self.sent_at.get(&id).is_some_and(|t| t.elapsed() < NOT_FOUND_GRACE);
+            let recent = self.sent_at.get(&id).is_some_and(|t| t.elapsed() < grace);
             if report.outcome == ExecOutcome::NotFound && recent {
                 continue;
             }
