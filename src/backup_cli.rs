@@ -3,7 +3,7 @@
 //! A running Keel holds sled's lock on its directory, so an online backup is taken by the server
 //! (`GET /admin/backup`, guarded by `admin.token`) and written here atomically: into a temporary
 //! file beside FILE, synced, verified, then renamed over FILE. `--offline` reads a stopped
-//! Keel's store directly. Restore needs Keel stopped (see `keel_actors::store::backup`).
+//! Keel's store directly. The file is 0600 whatever the umask: it holds everything the store does. Restore needs Keel stopped (see `keel_actors::store::backup`).
 
 use std::fs::File;
 use std::io::Write;
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use keel_actors::store::backup::{self, BackupInfo};
+use keel_actors::store::permissions;
 use secrecy::ExposeSecret;
 
 use crate::cli::{BackupArgs, RestoreArgs};
@@ -40,8 +41,8 @@ pub fn local_url(settings: &Settings) -> anyhow::Result<String> {
 pub async fn backup(settings: &Settings, args: &BackupArgs) -> anyhow::Result<()> {
     let partial = partial_path(&args.file);
     let result = if args.offline {
-        let out =
-            File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        let out = permissions::create_private_file(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
         let store = settings.store.path.clone();
         tokio::task::spawn_blocking(move || backup::write_offline(&store, out))
             .await?
@@ -101,8 +102,8 @@ async fn download(settings: &Settings, url: &str, partial: &Path) -> anyhow::Res
         let message = body["error"]["message"].as_str().unwrap_or("no message");
         bail!("Keel answered {status}: {message}");
     }
-    let mut out =
-        File::create(partial).with_context(|| format!("creating {}", partial.display()))?;
+    let mut out = permissions::create_private_file(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
     while let Some(chunk) = response.chunk().await.context("receiving the backup")? {
         out.write_all(&chunk).with_context(|| format!("writing {}", partial.display()))?;
     }

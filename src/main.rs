@@ -17,6 +17,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_BAD_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    // Before anything creates a file: the store, secrets, backups and logs are private (0600
+    // files, 0700 directories). docs/SECURITY.md, "Files".
+    #[cfg(unix)]
+    keel_actors::store::permissions::set_private_umask();
     // `keel_startup_seconds` counts from here.
     keel_actors::startup_clock::mark_process_start();
     let cli = Cli::parse();

@@ -139,10 +139,96 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     builder.create(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
+/// Fewest distinct characters (of a JWT secret) or bytes (of a decoded master key) a production
+/// secret may have. Random base64 or hex of the documented lengths has far more; `aaaa…`,
+/// `abab…` or a word repeated have fewer.
+pub const MIN_DISTINCT_SYMBOLS: usize = 8;
+
+/// Values published in Keel's own docs, scripts and tests, which anyone can read: each is
+/// refused in production, compared after trimming and ignoring ASCII case. The placeholders are
+/// those of docs/OPERATIONS.md, config/ and deploy/, pasted as they stand.
+pub const EXAMPLE_SECRETS: &[&str] = &[
+    "<at least 32 random bytes, e.g. `openssl rand -base64 48`>",
+    "at least 32 random bytes, e.g. `openssl rand -base64 48`",
+    "<`keel vault keygen`>",
+    "<`openssl rand -base64 48`>",
+    "…",
+    "test-secret-test-secret-test-secret!",
+    "bots-rss-only-secret-0123456789abcdef",
+    "restart-bench-only-secret-0123456789abcdef",
+    "stop-under-io-only-secret-0123456789",
+    "ws-load-only-secret-0123456789abcdef",
+    "your-256-bit-secret",
+    "0123456789abcdef0123456789abcdef",
+    "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4=",
+];
+
+/// Why `text` (a secret as configured) with key material `symbols` (its bytes, or a master
+/// key's decoded bytes) is too weak for production, or `None`. The answer never holds the
+/// secret. Length is checked elsewhere, in every environment.
+///
+/// Weak means one of: a documented example value ([`EXAMPLE_SECRETS`]); fewer than
+/// [`MIN_DISTINCT_SYMBOLS`] distinct symbols; a shorter block repeated (`abcabc…`); or an
+/// arithmetic run (`abcdef…`, `00 01 02 …`, every step the same).
+pub fn weakness(text: &str, symbols: &[u8]) -> Option<String> {
+    let trimmed = text.trim();
+    if EXAMPLE_SECRETS.iter().any(|example| example.eq_ignore_ascii_case(trimmed)) {
+        return Some("is an example value published in Keel's docs or tests".into());
+    }
+    let mut seen = [false; 256];
+    symbols.iter().for_each(|&b| seen[usize::from(b)] = true);
+    let distinct = seen.iter().filter(|&&s| s).count();
+    if distinct < MIN_DISTINCT_SYMBOLS {
+        return Some(format!(
+            "has only {distinct} distinct symbols (at least {MIN_DISTINCT_SYMBOLS} needed)"
+        ));
+    }
+    let len = symbols.len();
+    if (1..=len / 2).any(|p| len.is_multiple_of(p) && symbols.chunks(p).all(|c| c == &symbols[..p]))
+    {
+        return Some("is a shorter sequence repeated".into());
+    }
+    let step = |w: &[u8]| w[1].wrapping_sub(w[0]);
+    if len > 2 && symbols.windows(2).all(|w| step(w) == step(&symbols[..2])) {
+        return Some("is a run with a constant step".into());
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::configuration::Settings;
+
+    #[test]
+    fn weak_secrets_are_named_and_strong_ones_pass() {
+        let weak = [
+            "a".repeat(40),
+            "ab".repeat(20),
+            "abcdefg".repeat(6),
+            "0123456789abcdef".repeat(3),
+            "passwordpassword1passwordpassword1".to_owned(),
+            (b'!'..=b'@').map(char::from).collect::<String>(),
+            "TEST-SECRET-test-secret-test-secret!".to_owned(),
+            " <at least 32 random bytes, e.g. `openssl rand -base64 48`> ".to_owned(),
+        ];
+        for secret in &weak {
+            assert!(weakness(secret, secret.trim().as_bytes()).is_some(), "{secret}");
+        }
+        let strong = [
+            "lVwZcAFkljE+4l5V88iPNti55hbrHqEs/c4Vcz4/8f6L",
+            "3f9c1e07b2d84a6e5c0f7a19d3b2e8c4",
+            "correct-horse-battery-staple-galaxy-ninety",
+        ];
+        for secret in strong {
+            assert_eq!(weakness(secret, secret.as_bytes()), None, "{secret}");
+        }
+        let counting: Vec<u8> = (0..32).collect();
+        assert!(weakness("k", &counting).is_some());
+        assert!(weakness("k", &[7; 32]).is_some());
+        assert!(weakness("k", &[1u8, 2, 3, 4, 5, 6, 7, 9].repeat(4)).is_some());
+    }
 
     fn dev_settings(dir: &Path) -> Settings {
         Settings::load_with_env(None, [("KEEL__STORE__PATH".to_owned(), dir.display().to_string())])

@@ -1,4 +1,9 @@
-//! Access tokens: HS256 JWTs with `iss`, `aud`, `sub`, `exp`, `iat`, `jti` and `sid`.
+//! Access tokens: HS256 JWTs with `iss`, `aud`, `sub`, `exp`, `nbf`, `iat`, `jti` and `sid`.
+//!
+//! Time claims are checked with `auth.leeway_secs` of tolerated clock skew: `exp` in the past,
+//! and `nbf` or `iat` in the future, beyond the leeway are refused. A token stamped in the future
+//! was not issued by this Keel's clock: either a forgery or a clock gone wrong, and it would
+//! outlive the lifetime Keel means it to have.
 //!
 //! The algorithm is pinned: a token whose header names any other (including `none`) is refused
 //! before its signature is looked at. Refresh tokens are not JWTs at all (see
@@ -26,7 +31,11 @@ pub struct AccessClaims {
     pub sub: String,
     /// Expiry, seconds since the epoch.
     pub exp: u64,
-    /// Issued at, seconds since the epoch.
+    /// Not before, seconds since the epoch: the issue time. Optional on presented tokens only
+    /// because tokens issued before Keel set it are still alive for one `access_ttl_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, seconds since the epoch. Required.
     pub iat: u64,
     /// Unique token id.
     pub jti: String,
@@ -57,6 +66,9 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
+    /// jsonwebtoken checks `exp` and `nbf` with this leeway but not `iat`: [`TokenIssuer::verify`]
+    /// does.
+    leeway_secs: u64,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -81,6 +93,7 @@ impl TokenIssuer {
         validation.algorithms = vec![ALGORITHM];
         validation.leeway = settings.leeway_secs;
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
@@ -91,6 +104,7 @@ impl TokenIssuer {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             ttl: Duration::from_secs(settings.access_ttl_secs),
+            leeway_secs: settings.leeway_secs,
         }
     }
 
@@ -105,6 +119,7 @@ impl TokenIssuer {
             aud: self.audience.clone(),
             sub: user_id.to_string(),
             exp: iat + self.ttl.as_secs(),
+            nbf: Some(iat),
             iat,
             jti: uuid::Uuid::new_v4().to_string(),
             sid: session_id,
@@ -113,8 +128,8 @@ impl TokenIssuer {
         Ok(IssuedToken { token, expires_in: self.ttl.as_secs() })
     }
 
-    /// Verifies signature, algorithm, issuer, audience and expiry, and returns the claims with
-    /// the user id parsed.
+    /// Verifies signature, algorithm, issuer, audience, expiry, not-before and issued-at, and
+    /// returns the claims with the user id parsed.
     ///
     /// # Errors
     /// [`TokenRejected`] for anything wrong with the token.
@@ -123,6 +138,9 @@ impl TokenIssuer {
             .map_err(|e| TokenRejected(e.to_string()))?;
         if data.header.alg != ALGORITHM {
             return Err(TokenRejected("algorithm".into()));
+        }
+        if data.claims.iat > now_secs().saturating_add(self.leeway_secs) {
+            return Err(TokenRejected("iat is in the future".into()));
         }
         let user_id = data.claims.sub.parse().map_err(|_| TokenRejected("sub".into()))?;
         Ok((user_id, data.claims))
@@ -149,6 +167,34 @@ mod tests {
         assert_eq!(claims.sid, 7);
         assert_eq!(claims.iss, "keel");
         assert_eq!(claims.aud, "keel-api");
+    }
+
+    #[test]
+    fn an_issued_token_carries_nbf_and_iat() {
+        let issuer = issuer();
+        let (_, claims) = issuer.verify(&issuer.issue(1, 1).unwrap().token).unwrap();
+        assert_eq!(claims.nbf, Some(claims.iat));
+        assert!(claims.iat.abs_diff(now_secs()) <= 1);
+    }
+
+    #[test]
+    fn a_token_stamped_in_the_future_beyond_the_leeway_is_refused() {
+        let issuer = issuer();
+        let leeway = Settings::load_with_env(None, []).unwrap().auth.leeway_secs;
+        let (_, genuine) = issuer.verify(&issuer.issue(1, 1).unwrap().token).unwrap();
+        let sign = |claims: &AccessClaims| {
+            encode(&Header::new(ALGORITHM), claims, &EncodingKey::from_secret(&[b'k'; 32])).unwrap()
+        };
+        let later = now_secs() + leeway + 60;
+        let within = now_secs() + leeway.saturating_sub(5);
+        let future_iat = AccessClaims { iat: later, nbf: None, ..genuine.clone() };
+        let future_nbf = AccessClaims { nbf: Some(later), ..genuine.clone() };
+        assert!(issuer.verify(&sign(&future_iat)).unwrap_err().0.contains("iat"));
+        assert!(issuer.verify(&sign(&future_nbf)).is_err());
+        let skewed = AccessClaims { iat: within, nbf: Some(within), ..genuine.clone() };
+        assert!(issuer.verify(&sign(&skewed)).is_ok(), "within the leeway");
+        let old_style = AccessClaims { nbf: None, ..genuine };
+        assert!(issuer.verify(&sign(&old_style)).is_ok(), "a token from before nbf");
     }
 
     #[test]

@@ -74,20 +74,72 @@ impl AuthSettings {
         Ok(())
     }
 
-    /// Checks `auth.jwt_secret`, when set, is long enough. Secrets are checked after loading,
-    /// with where they came from (see `Settings::load_with_env`).
+    /// Checks `auth.jwt_secret`, when set, is long enough, and in `production` not weak (see
+    /// [`crate::secrets::weakness`]). Secrets are checked after loading, with where they came
+    /// from (see `Settings::load_with_env`).
     ///
     /// # Errors
-    /// The secret is shorter than [`MIN_JWT_SECRET_BYTES`].
-    pub(super) fn validate_secret(&self) -> Result<(), SettingsError> {
-        if let Some(secret) = &self.jwt_secret
-            && secret.expose_secret().len() < MIN_JWT_SECRET_BYTES
-        {
+    /// The secret is shorter than [`MIN_JWT_SECRET_BYTES`], or weak in production. The message
+    /// never holds the secret.
+    pub(super) fn validate_secret(&self, production: bool) -> Result<(), SettingsError> {
+        let Some(secret) = &self.jwt_secret else { return Ok(()) };
+        let secret = secret.expose_secret();
+        if secret.len() < MIN_JWT_SECRET_BYTES {
             return Err(invalid(
                 "auth.jwt_secret",
                 format!("must be at least {MIN_JWT_SECRET_BYTES} bytes"),
             ));
         }
+        if production && let Some(why) = crate::secrets::weakness(secret, secret.as_bytes()) {
+            return Err(invalid(
+                "auth.jwt_secret",
+                format!(
+                    "{why}: too weak for production; generate one with `openssl rand -base64 48`"
+                ),
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+    use super::super::tests::{JWT, KEY, env};
+
+    fn production(jwt: &str) -> Result<Settings, String> {
+        let vars = [
+            ("KEEL__ENVIRONMENT", "production"),
+            ("KEEL__AUTH__JWT_SECRET", jwt),
+            ("KEEL__VAULT__MASTER_KEY", KEY),
+        ];
+        Settings::load_with_env(None, env(&vars)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn production_refuses_a_weak_jwt_secret_naming_the_key() {
+        let weak = [
+            ("short", "k".repeat(31)),
+            ("one character", "k".repeat(48)),
+            ("tiny alphabet", "abcabcabcabcabcabcabcabcabcabcabcabcX".to_owned()),
+            ("repeated block", "0123456789abcdef".repeat(3)),
+            ("example", "test-secret-test-secret-test-secret!".to_owned()),
+            (
+                "docs placeholder",
+                "<at least 32 random bytes, e.g. `openssl rand -base64 48`>".into(),
+            ),
+        ];
+        for (what, secret) in weak {
+            let err = production(&secret).expect_err(what);
+            assert!(err.contains("auth.jwt_secret"), "{what}: {err}");
+            assert!(!err.contains(&secret), "{what}: the secret leaked: {err}");
+        }
+        assert!(production(JWT).is_ok());
+    }
+
+    #[test]
+    fn development_keeps_accepting_any_long_enough_jwt_secret() {
+        let vars = [("KEEL__AUTH__JWT_SECRET", "test-secret-test-secret-test-secret!")];
+        assert!(Settings::load_with_env(None, env(&vars)).is_ok());
     }
 }

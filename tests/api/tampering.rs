@@ -162,3 +162,28 @@ async fn malformed_authorization_headers_are_refused() {
         assert_error(res, 401, "UNAUTHORIZED").await;
     }
 }
+
+#[actix_web::test]
+async fn a_token_stamped_in_the_future_or_without_iat_is_refused() {
+    let (app, _, claims) = setup().await;
+    // Keel's own tokens carry both, stamped now.
+    assert_eq!(claims["nbf"], claims["iat"], "{claims}");
+    assert!(claims["iat"].as_u64().unwrap().abs_diff(now()) <= 5, "{claims}");
+    // Far beyond the default 30 s leeway.
+    let later = json!(now() + 3600);
+    let mut future_iat = claims.clone();
+    future_iat["iat"] = later.clone();
+    future_iat.as_object_mut().unwrap().remove("nbf");
+    assert_refused(&app, &sign(Algorithm::HS256, &future_iat), "iat in the future").await;
+    let mut future_nbf = claims.clone();
+    future_nbf["nbf"] = later;
+    assert_refused(&app, &sign(Algorithm::HS256, &future_nbf), "nbf in the future").await;
+    let mut no_iat = claims.clone();
+    no_iat.as_object_mut().unwrap().remove("iat");
+    assert_refused(&app, &sign(Algorithm::HS256, &no_iat), "no iat").await;
+    // A few seconds of skew is within the leeway.
+    let mut skewed = claims.clone();
+    skewed["iat"] = json!(now() + 5);
+    skewed["nbf"] = json!(now() + 5);
+    assert_eq!(app.me_status(&sign(Algorithm::HS256, &skewed)).await, 200, "within the leeway");
+}

@@ -455,6 +455,9 @@ fn import_into(file: &Path, dir: &Path, info: &BackupInfo) -> Result<(), BackupE
     let reader = File::open(file).map_err(io_err(read))?;
     let mut records = Records::new(BufReader::new(reader).take(len - CHECKSUM_BYTES as u64))?;
     {
+        // The restored directory becomes the data directory: private like one Keel creates.
+        super::permissions::ensure_private_dir(dir)
+            .map_err(io_err(format!("creating {}", dir.display())))?;
         let db = open_exclusive(dir)?;
         let mut tree: Option<sled::Tree> = None;
         let mut batch = sled::Batch::default();

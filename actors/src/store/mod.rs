@@ -10,6 +10,7 @@ pub mod backup;
 mod error;
 mod group_commit;
 mod migrations;
+pub mod permissions;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,7 +134,7 @@ impl Store {
     /// corrupt file, no permission), and [`StoreError::SchemaTooNew`] when the data was written by
     /// a newer Keel.
     pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(&config.path)
+        permissions::ensure_private_dir(&config.path)
             .map_err(|source| StoreError::Io { path: config.path.clone(), source })?;
         let db = sled::Config::new()
             .path(&config.path)
