@@ -446,6 +446,14 @@ pub fn restore(
     }
     std::fs::rename(&staging, target)
         .map_err(io_err(format!("moving the restored store to {}", target.display())))?;
+    // The renames are directory entries: durable only once the parent directory is synced.
+    let parent = match target.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_err(format!("syncing {}", parent.display())))?;
     Ok((info, kept))
 }
 
@@ -498,7 +506,8 @@ fn import_into(file: &Path, dir: &Path, info: &BackupInfo) -> Result<(), BackupE
             info.id_watermark
         )));
     }
-    store.inner.db.flush().map_err(StoreError::from)?;
+    // Flush and fdatasync the whole log: a restore is not done until a power cut cannot undo it.
+    store.flush_blocking()?;
     Ok(())
 }
 
