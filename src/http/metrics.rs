@@ -106,7 +106,11 @@ fn describe() {
     metrics::describe_histogram!(
         "keel_store_flush_seconds",
         metrics::Unit::Seconds,
-        "Duration of one group-commit flush."
+        "Duration of one group-commit flush, its fdatasync included."
+    );
+    metrics::describe_counter!(
+        "keel_store_fsyncs_total",
+        "fdatasyncs of sled's log issued by group commit (one per group of commits)."
     );
 }
 
