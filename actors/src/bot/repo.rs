@@ -671,11 +671,7 @@ mod tests {
             write_orders(&repo, 9, vec![limit_order(1, OrderStatus::Accepted)]);
             store.commit().await.unwrap();
         }
-        let store = crate::store::once_released(
-            || Store::open(&StoreConfig::new(dir.path())),
-            |err| matches!(err, StoreError::Sled(e) if e.to_string().contains("lock")),
-        )
-        .unwrap();
+        let store = crate::store::reopen(dir.path());
         let repo = BotRepo::new(&store).unwrap();
         let open = repo.open_orders(9).unwrap();
         assert_eq!(open.len(), 1);

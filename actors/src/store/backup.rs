@@ -494,11 +494,13 @@ fn import_into(file: &Path, dir: &Path, info: &BackupInfo) -> Result<(), BackupE
         if let Some(tree) = &tree {
             tree.apply_batch(batch).map_err(StoreError::from)?;
         }
+        advance_ids(&db, info.id_watermark)?;
         db.flush().map_err(StoreError::from)?;
     }
-    advance_ids(dir, info.id_watermark)?;
-    // Opening it as Keel does runs the migrations of an older backup and checks the result.
-    let store = Store::open(&super::StoreConfig::new(dir))?;
+    // Opening it as Keel does runs the migrations of an older backup and checks the result. The
+    // handle above was the only one and this directory is ours alone, so a lock still held is
+    // sled releasing it (from a background thread, a moment after the drop).
+    let store = super::open_once_released(&super::StoreConfig::new(dir))?;
     let next = store.next_id()?;
     if next <= info.id_watermark {
         return Err(BackupError::Corrupt(format!(
@@ -512,12 +514,10 @@ fn import_into(file: &Path, dir: &Path, info: &BackupInfo) -> Result<(), BackupE
 }
 
 /// Makes every id the new store hands out larger than `watermark` (see [`Store::next_id`]).
-fn advance_ids(dir: &Path, watermark: u64) -> Result<(), BackupError> {
-    let db = open_exclusive(dir)?;
+fn advance_ids(db: &sled::Db, watermark: u64) -> Result<(), BackupError> {
     let meta = db.open_tree(super::trees::META).map_err(StoreError::from)?;
     meta.insert(super::ID_FLOOR_KEY, &watermark.saturating_add(1).to_be_bytes())
         .map_err(StoreError::from)?;
-    db.flush().map_err(StoreError::from)?;
     Ok(())
 }
 

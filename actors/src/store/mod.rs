@@ -387,15 +387,36 @@ pub(crate) fn once_released<T, E>(
     }
 }
 
+/// How long [`open_once_released`] waits for sled to let go of a lock this process held.
+const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens the store, waiting (at most [`LOCK_RELEASE_WAIT`]) while its directory lock is still
+/// held. Only for a directory whose last handle this process has just dropped: sled releases the
+/// lock from a background thread a moment after the drop, so an immediate reopen can find it
+/// held. Anywhere else a held lock means another Keel, and [`Store::open`] refuses at once.
+///
+/// # Errors
+/// As [`Store::open`]; a lock still held after the wait.
+pub(crate) fn open_once_released(config: &StoreConfig) -> Result<Store, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_RELEASE_WAIT;
+    loop {
+        match Store::open(config) {
+            Err(StoreError::Sled(e))
+                if e.to_string().contains("lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Opens the store at `path` in a test, once sled has let go of the lock an earlier handle (or
 /// a restore) held on it.
 #[cfg(test)]
 pub(crate) fn reopen(path: &std::path::Path) -> Store {
-    once_released(
-        || Store::open(&StoreConfig::new(path)),
-        |err| matches!(err, StoreError::Sled(e) if e.to_string().contains("lock")),
-    )
-    .unwrap_or_else(|err| panic!("reopening the store at {}: {err:?}", path.display()))
+    open_once_released(&StoreConfig::new(path))
+        .unwrap_or_else(|err| panic!("reopening the store at {}: {err:?}", path.display()))
 }
 
 #[cfg(test)]
