@@ -31,16 +31,19 @@ pub fn venue_settings(settings: &Settings, venue: VenueId) -> Option<(bool, Venu
     let section = settings.venues.exchange(venue.as_str())?;
     let exchange = ExchangeSettings {
         testnet: section.testnet,
+        demo: section.demo,
         ws_url: section.ws_url.clone(),
         rest_url: section.rest_url.clone(),
+        private_ws_url: section.private_ws_url.clone(),
         recv_window_ms: section.recv_window_ms,
     };
     Some((section.enabled, VenueSettings::Exchange(exchange)))
 }
 
-/// Whether `venue` is configured for its testnet.
+/// Whether `venue` is configured for play money: its testnet, or its demo trading (which takes
+/// keys made for it, as a testnet does). Live bots need credentials marked the same way.
 pub fn testnet(settings: &Settings, venue: VenueId) -> bool {
-    matches!(venue_settings(settings, venue), Some((_, VenueSettings::Exchange(e))) if e.testnet)
+    matches!(venue_settings(settings, venue), Some((_, VenueSettings::Exchange(e))) if e.testnet || e.demo)
 }
 
 /// The market-data connector of every enabled venue, in registry order.

@@ -51,7 +51,7 @@ pub use sink::{PostgresSinkSettings, SinkSettings};
 pub use store::StoreSettings;
 pub use supervisor::SupervisorSettings;
 pub use vault::VaultSettings;
-pub use venues::{BinanceVenueSettings, SimVenueSettings, VenuesSettings};
+pub use venues::{ExchangeVenueSettings, SimVenueSettings, VenuesSettings};
 pub use ws::WsSettings;
 
 /// The embedded defaults.
@@ -149,14 +149,17 @@ pub enum SettingsError {
     #[error("invalid configuration: `{key}` {problem}")]
     Invalid {
         /// The key, dotted (`server.port`).
-        key: &'static str,
+        key: std::borrow::Cow<'static, str>,
         /// What is wrong with it.
         problem: String,
     },
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> SettingsError {
-    SettingsError::Invalid { key, problem: problem.into() }
+fn invalid(
+    key: impl Into<std::borrow::Cow<'static, str>>,
+    problem: impl Into<String>,
+) -> SettingsError {
+    SettingsError::Invalid { key: key.into(), problem: problem.into() }
 }
 
 impl Settings {

@@ -13,25 +13,34 @@ pub struct VenuesSettings {
     /// The simulated venue.
     pub sim: SimVenueSettings,
     /// Binance spot.
-    pub binance: BinanceVenueSettings,
+    pub binance: ExchangeVenueSettings,
     /// Binance USD-M futures.
-    pub binance_futures: BinanceVenueSettings,
+    pub binance_futures: ExchangeVenueSettings,
+    /// Bybit spot.
+    pub bybit: ExchangeVenueSettings,
+    /// Bybit USDT perpetuals.
+    pub bybit_linear: ExchangeVenueSettings,
 }
 
-/// An exchange's section: `[venues.binance]`, `[venues.binance_futures]`.
+/// An exchange's section: `[venues.binance]`, `[venues.binance_futures]`, `[venues.bybit]`,
+/// `[venues.bybit_linear]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct BinanceVenueSettings {
+pub struct ExchangeVenueSettings {
     /// Whether the feed connects.
     pub enabled: bool,
     /// Testnet presets.
     pub testnet: bool,
-    /// Combined-stream endpoint; empty for the preset.
+    /// Demo-trading presets (Bybit): mainnet market data, simulated orders, demo keys.
+    pub demo: bool,
+    /// Public market-stream endpoint; empty for the preset.
     pub ws_url: String,
-    /// REST endpoint (exchange info, signed orders); empty for the preset.
+    /// REST endpoint (instrument rules, signed orders); empty for the preset.
     pub rest_url: String,
-    /// `recvWindow` of signed requests, ms: how long after its timestamp Binance still accepts
-    /// one (its default 5000, at most 60000).
+    /// Private (account) stream endpoint; empty for the preset.
+    pub private_ws_url: String,
+    /// How long after its timestamp the venue still accepts a signed request, ms (Binance's
+    /// `recvWindow`, Bybit's `X-BAPI-RECV-WINDOW`; both default to 5000).
     pub recv_window_ms: u64,
 }
 
@@ -58,52 +67,60 @@ pub struct SimVenueSettings {
 impl VenuesSettings {
     /// An exchange's section by its venue id (the table's key): `None` for `sim` and for an id
     /// the configuration has no section for.
-    pub fn exchange(&self, id: &str) -> Option<&BinanceVenueSettings> {
-        match id {
-            "binance" => Some(&self.binance),
-            "binance_futures" => Some(&self.binance_futures),
-            _ => None,
-        }
+    pub fn exchange(&self, id: &str) -> Option<&ExchangeVenueSettings> {
+        self.exchanges().into_iter().find(|(key, _)| *key == id).map(|(_, section)| section)
     }
 
-    /// Checks `[venues]`: the sim venue's, then each Binance venue's URLs and `recvWindow`.
+    /// Every exchange's section with its venue id.
+    fn exchanges(&self) -> [(&'static str, &ExchangeVenueSettings); 4] {
+        [
+            ("binance", &self.binance),
+            ("binance_futures", &self.binance_futures),
+            ("bybit", &self.bybit),
+            ("bybit_linear", &self.bybit_linear),
+        ]
+    }
+
+    /// Checks `[venues]`: the sim venue's, then each exchange's URLs, network and receive
+    /// window.
     ///
     /// # Errors
     /// The first invalid value, by key.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         self.sim.validate()?;
-        for (key, venue) in [
-            ("venues.binance.ws_url", &self.binance),
-            ("venues.binance_futures.ws_url", &self.binance_futures),
-        ] {
-            let url = venue.ws_url.trim();
-            if !(url.is_empty() || url.starts_with("ws://") || url.starts_with("wss://")) {
+        for (id, venue) in self.exchanges() {
+            for (field, url, schemes) in [
+                ("ws_url", &venue.ws_url, ["ws://", "wss://"]),
+                ("private_ws_url", &venue.private_ws_url, ["ws://", "wss://"]),
+                ("rest_url", &venue.rest_url, ["http://", "https://"]),
+            ] {
+                let url = url.trim();
+                if !(url.is_empty() || schemes.iter().any(|s| url.starts_with(s))) {
+                    return Err(invalid(
+                        format!("venues.{id}.{field}"),
+                        format!(
+                            "must be a {} or {} URL (or empty for the preset)",
+                            schemes[0], schemes[1]
+                        ),
+                    ));
+                }
+            }
+            if venue.demo && venue.testnet {
                 return Err(invalid(
-                    key,
-                    "must be a ws:// or wss:// URL (or empty for the preset)",
+                    format!("venues.{id}.demo"),
+                    "demo trading and testnet are different networks: set one",
                 ));
             }
-        }
-        for (key, venue) in [
-            ("venues.binance.rest_url", &self.binance),
-            ("venues.binance_futures.rest_url", &self.binance_futures),
-        ] {
-            let url = venue.rest_url.trim();
-            if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    key,
-                    "must be an http:// or https:// URL (or empty for the preset)",
-                ));
+            if venue.demo && !id.starts_with("bybit") {
+                return Err(invalid(format!("venues.{id}.demo"), "only Bybit has demo trading"));
             }
-        }
-        for (key, venue) in [
-            ("venues.binance.recv_window_ms", &self.binance),
-            ("venues.binance_futures.recv_window_ms", &self.binance_futures),
-        ] {
-            // Binance refuses a larger recvWindow (-1131).
+            // Binance refuses a larger recvWindow (-1131); Keel holds Bybit to the same bound.
             let max = keel_venues::binance::rest::MAX_RECV_WINDOW_MS;
             if !(1..=max).contains(&venue.recv_window_ms) {
-                return Err(invalid(key, format!("must be from 1 to {max} (Binance's maximum)")));
+                return Err(invalid(
+                    format!("venues.{id}.recv_window_ms"),
+                    format!("must be from 1 to {max}"),
+                ));
             }
         }
         Ok(())

@@ -22,7 +22,7 @@ const MAX_KEY_CHARS: usize = 512;
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
     /// `binance` or `binance_futures`.
-    #[schema(pattern = "^(binance|binance_futures)$", example = "binance")]
+    #[schema(pattern = "^(binance|binance_futures|bybit|bybit_linear)$", example = "binance")]
     venue: String,
     /// The owner's name for it: at most 64 characters, not all blank, no control characters
     /// (surrounding spaces are trimmed).

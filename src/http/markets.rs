@@ -34,29 +34,102 @@ fn symbol(venue: VenueId, raw: &str) -> Result<Symbol, ApiError> {
     Symbol::parse(raw).ok_or_else(|| symbol_not_found(venue, raw))
 }
 
-/// `GET /venues`: every enabled venue's state, streams and data age.
+/// What Keel can do on a venue, for a client deciding what to offer.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct VenueCapabilities {
+    /// Market data streams (every venue Keel lists).
+    pub market_data: bool,
+    /// Paper bots (simulated fills on the venue's prices): every venue.
+    pub paper: bool,
+    /// Live bots: orders at the venue with the owner's keys.
+    pub live: bool,
+    /// Short positions.
+    pub shorts: bool,
+    /// Leveraged positions.
+    pub leverage: bool,
+    /// A live bracket's exits are the venue's own linked orders, which hold while Keel is down;
+    /// where false, Keel emulates them.
+    pub native_brackets: bool,
+    /// It takes exchange credentials.
+    pub credentials: bool,
+}
+
+/// One venue as `GET /venues` lists it: what it is, what Keel can do there, and its feed's
+/// state.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct VenueInfo {
+    /// Venue id.
+    pub venue: VenueId,
+    /// Its name for people: `bybit (spot)`.
+    pub label: &'static str,
+    /// `simulated`, `spot` or `perpetual`.
+    #[schema(example = "spot")]
+    pub market_type: &'static str,
+    /// Whether this instance runs its feed (its `[venues.<id>]` section is enabled).
+    pub enabled: bool,
+    /// What Keel can do on it.
+    pub capabilities: VenueCapabilities,
+    /// Feed state (`disabled` when not enabled).
+    pub state: Connectivity,
+    /// Active streams (`market:sim:BTCUSDT:trades`).
+    pub streams: Vec<String>,
+    /// Milliseconds since the last message, if any arrived.
+    pub last_message_age_ms: Option<u64>,
+    /// Subscriptions across all streams.
+    pub subscribers: usize,
+    /// Where the replay is, when the venue replays a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replay: Option<keel_actors::feed::ReplayStatus>,
+}
+
+/// `GET /venues`: every venue Keel knows, with its market type, capabilities, and (for the
+/// enabled ones) the feed's state, streams and data age.
 ///
 /// # Errors
 /// 401 without a token.
 #[utoipa::path(get, path = "/venues", tag = "markets",
-    responses((status = 200, description = "Every enabled venue's state.",
-        body = Items<VenueStatus>)))]
+    responses((status = 200, description = "Every venue, enabled or not, with what Keel can do there.",
+        body = Items<VenueInfo>)))]
 pub async fn venues(_user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let timeout = state.settings.request_timeout();
-    let asks = state.feeds.iter().map(|(venue, slot)| async move {
-        let status = match slot.get() {
+    let state = &state;
+    let asks = keel_venues::registry::VENUES.iter().map(|entry| async move {
+        let venue = entry.id;
+        let slot = state.feeds.get(&venue);
+        let status = match slot.and_then(|slot| slot.get()) {
             Some(addr) => ask(&addr, GetVenueStatus, timeout, "feed").await.ok(),
             None => None,
         };
         // A feed that is restarting or does not answer is shown as down.
-        status.unwrap_or(VenueStatus {
-            venue: *venue,
-            state: Connectivity::Down,
+        let status = status.unwrap_or(VenueStatus {
+            venue,
+            state: if slot.is_some() { Connectivity::Down } else { Connectivity::Disabled },
             streams: Vec::new(),
             last_message_age_ms: None,
             subscribers: 0,
             replay: None,
-        })
+        });
+        let can = entry.capabilities;
+        VenueInfo {
+            venue,
+            label: entry.label,
+            market_type: entry.market_type.as_str(),
+            enabled: slot.is_some(),
+            capabilities: VenueCapabilities {
+                market_data: true,
+                paper: true,
+                live: can.live_orders,
+                shorts: can.shorting,
+                leverage: can.leverage,
+                native_brackets: can.native_brackets,
+                credentials: can.credentials,
+            },
+            state: status.state,
+            streams: status.streams,
+            last_message_age_ms: status.last_message_age_ms,
+            subscribers: status.subscribers,
+            replay: status.replay,
+        }
     });
     let items = join_all(asks).await;
     Ok(HttpResponse::Ok().json(Items { items }))

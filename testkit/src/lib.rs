@@ -24,7 +24,9 @@
 #![allow(clippy::unwrap_used)] // test support: a panic is a failed test with its line
 
 pub mod fake_binance;
+pub mod fake_bybit;
 pub mod fake_rest;
+pub mod routing;
 
 #[cfg(feature = "app")]
 mod app;

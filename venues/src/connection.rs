@@ -32,9 +32,6 @@ use crate::market::{FrameParser, Inbound, MarketConnector};
 use crate::now_us;
 use keel_core::market::MarketEvent;
 
-/// Streams per subscribe request; venues accept long lists, but small ones keep each message
-/// well under frame limits.
-const STREAMS_PER_REQUEST: usize = 200;
 /// How long a TCP + TLS + WebSocket handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Feed errors are logged at debug level at most this often per connection.
@@ -281,7 +278,7 @@ impl Connection {
             NonZeroU32::new(self.config.max_outgoing_per_sec).unwrap_or(NonZeroU32::MIN),
         ));
         let all: Vec<String> = self.wanted.iter().cloned().collect();
-        for chunk in all.chunks(STREAMS_PER_REQUEST) {
+        for chunk in all.chunks(self.market.streams_per_request()) {
             pace.until_ready().await;
             let id = self.request_id();
             let request = self.market.subscribe_request(id, chunk);
@@ -365,13 +362,39 @@ impl Connection {
                     }
                     if now.duration_since(last_ping) >= self.config.ping_every {
                         last_ping = now;
-                        if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        let id = self.next_request_id;
+                        let ping = match self.market.heartbeat(id) {
+                            Some(text) => {
+                                self.next_request_id += 1;
+                                Message::Text(text.into())
+                            }
+                            None => Message::Ping(Vec::new().into()),
+                        };
+                        if sink.send(ping).await.is_err() {
                             return Ended::Reconnect("ping failed".into());
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Sends one event on to the feed, marking its stream as alive; `Some` ends the connection.
+    async fn forward(
+        &mut self,
+        event: MarketEvent,
+        last_seen: &mut HashMap<String, Instant>,
+    ) -> Option<Ended> {
+        if let Some(name) =
+            event.stream_kind().and_then(|kind| self.market.stream_name(&event.symbol, kind))
+            && let Some(seen) = last_seen.get_mut(&name)
+        {
+            *seen = Instant::now();
+        }
+        if self.output.send(Output::Event(event)).await.is_err() {
+            return Some(Ended::Shutdown);
+        }
+        None
     }
 
     /// Handles one text frame; `Some` ends the connection.
@@ -381,16 +404,12 @@ impl Connection {
         last_seen: &mut HashMap<String, Instant>,
     ) -> Option<Ended> {
         match self.parser.parse(text, now_us()) {
-            Ok(Inbound::Event(event)) => {
-                if let Some(name) = event
-                    .stream_kind()
-                    .and_then(|kind| self.market.stream_name(&event.symbol, kind))
-                    && let Some(seen) = last_seen.get_mut(&name)
-                {
-                    *seen = Instant::now();
-                }
-                if self.output.send(Output::Event(event)).await.is_err() {
-                    return Some(Ended::Shutdown);
+            Ok(Inbound::Event(event)) => return self.forward(event, last_seen).await,
+            Ok(Inbound::Events(events)) => {
+                for event in events {
+                    if let Some(ended) = self.forward(event, last_seen).await {
+                        return Some(ended);
+                    }
                 }
             }
             Ok(Inbound::Ack { .. }) => {}

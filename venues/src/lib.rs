@@ -8,13 +8,20 @@
 //! - [`sim`]: the built-in simulated market (seeded random walks), the offline default;
 //! - [`binance`]: Binance spot: public streams, signed REST orders;
 //! - [`binance_futures`]: Binance USD-M futures: public streams with liquidations (Binance's
-//!   wire format, shared with [`binance`]).
+//!   wire format, shared with [`binance`]);
+//! - [`bybit`]: Bybit spot (v5): public streams, signed REST orders;
+//! - [`bybit_linear`]: Bybit USDT perpetuals: public streams with liquidations (Bybit's wire
+//!   format, shared with [`bybit`]).
 //!
-//! [`connection`] is the generic WebSocket driver upstream connectors plug into; [`tls`]
-//! installs the process-wide rustls provider every outgoing connection uses.
+//! [`connection`] is the generic WebSocket driver upstream connectors plug into; [`clock`]
+//! keeps a venue's server-time offset for signed requests; [`tls`] installs the process-wide
+//! rustls provider every outgoing connection uses.
 
 pub mod binance;
 pub mod binance_futures;
+pub mod bybit;
+pub mod bybit_linear;
+pub mod clock;
 pub mod connection;
 pub mod market;
 pub mod registry;
@@ -27,4 +34,18 @@ pub fn now_us() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Percent-encodes a query value (venues' values are ASCII; anything else is escaped). Signed
+/// query strings are signed exactly as sent, so one encoder builds both.
+pub(crate) fn urlencode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

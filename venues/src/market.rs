@@ -47,6 +47,9 @@ impl fmt::Debug for Instruments {
 pub enum Inbound {
     /// Market data.
     Event(MarketEvent),
+    /// Several events from one frame, in order (Bybit batches trades; a book update may give a
+    /// quote and a depth snapshot).
+    Events(Vec<MarketEvent>),
     /// A `SUBSCRIBE`/`UNSUBSCRIBE` (or other request) succeeded: `{"result":…,"id":…}`.
     Ack {
         /// The request's id.
@@ -152,6 +155,18 @@ pub trait MarketConnector: fmt::Debug + Send + Sync {
     /// The body of a request stopping `streams` on one connection.
     fn unsubscribe_request(&self, _id: u64, _streams: &[String]) -> String {
         String::new()
+    }
+
+    /// Most streams one subscribe or unsubscribe request may name. Binance accepts long lists
+    /// (200 keeps each message well under its frame limits); Bybit spot takes 10.
+    fn streams_per_request(&self) -> usize {
+        200
+    }
+
+    /// The text of an application-level ping, for a venue that wants one instead of (or as
+    /// well as) WebSocket ping frames; `None` (the default) sends ping frames only.
+    fn heartbeat(&self, _id: u64) -> Option<String> {
+        None
     }
 
     /// A parser for one new connection's frames.

@@ -11,11 +11,12 @@ use std::sync::Arc;
 use crate::market::MarketConnector;
 use crate::routing::OrderRouter;
 use crate::sim::connector::SimSettings;
-use crate::{binance, binance_futures, sim};
+use crate::{binance, binance_futures, bybit, bybit_linear, sim};
 use keel_core::market::VenueId;
 
 /// Every venue Keel knows, in `VenueId::ALL` order.
-pub static VENUES: [&VenueEntry; 3] = [&sim::ENTRY, &binance::ENTRY, &binance_futures::ENTRY];
+pub static VENUES: [&VenueEntry; 5] =
+    [&sim::ENTRY, &binance::ENTRY, &binance_futures::ENTRY, &bybit::ENTRY, &bybit_linear::ENTRY];
 
 /// What a venue can do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,6 +27,23 @@ pub struct Capabilities {
     pub shorting: bool,
     /// It takes exchange credentials (API key and secret) for signed requests.
     pub credentials: bool,
+    /// Positions may be leveraged (a margin or derivatives venue).
+    pub leverage: bool,
+    /// Keel places a live bracket's exits as the venue's own linked orders (OCO, or take-profit
+    /// and stop-loss attached to the position), so they hold while Keel is down. Where false,
+    /// Keel emulates them.
+    pub native_brackets: bool,
+}
+
+impl Capabilities {
+    /// Market data only (the simulated venue).
+    pub const NONE: Capabilities = Capabilities {
+        live_orders: false,
+        shorting: false,
+        credentials: false,
+        leverage: false,
+        native_brackets: false,
+    };
 }
 
 /// A venue's default base URLs, for mainnet or its testnet.
@@ -35,6 +53,8 @@ pub struct Presets {
     pub ws_url: &'static str,
     /// REST endpoint.
     pub rest_url: &'static str,
+    /// Private (account) stream endpoint; empty where Keel does not use one.
+    pub private_ws_url: &'static str,
 }
 
 /// What the registry builds a venue's connectors from: its configuration section.
@@ -52,10 +72,15 @@ pub enum VenueSettings {
 pub struct ExchangeSettings {
     /// Use the testnet presets.
     pub testnet: bool,
+    /// Use the venue's demo-trading presets (Bybit: mainnet market data, simulated orders,
+    /// demo keys); only venues with a demo environment take it.
+    pub demo: bool,
     /// Market-stream endpoint; empty for the preset.
     pub ws_url: String,
     /// REST endpoint; empty for the preset.
     pub rest_url: String,
+    /// Private (account) stream endpoint; empty for the preset.
+    pub private_ws_url: String,
     /// How long after its timestamp the venue may still accept a signed request (Binance's
     /// `recvWindow`), ms.
     pub recv_window_ms: u64,
@@ -65,8 +90,10 @@ impl Default for ExchangeSettings {
     fn default() -> Self {
         Self {
             testnet: false,
+            demo: false,
             ws_url: String::new(),
             rest_url: String::new(),
+            private_ws_url: String::new(),
             recv_window_ms: binance::rest::RECV_WINDOW_MS,
         }
     }
@@ -101,6 +128,28 @@ pub type BuildMarket = fn(&VenueSettings) -> Result<Arc<dyn MarketConnector>, Ve
 /// Builds a venue's order router.
 pub type BuildRouter = fn(&VenueSettings) -> Result<Arc<dyn OrderRouter>, VenueError>;
 
+/// What a venue trades.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarketType {
+    /// Generated in process.
+    Simulated,
+    /// Spot: assets bought and sold outright.
+    Spot,
+    /// Perpetual futures (USDT-margined).
+    Perpetual,
+}
+
+impl MarketType {
+    /// `simulated`, `spot`, `perpetual`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarketType::Simulated => "simulated",
+            MarketType::Spot => "spot",
+            MarketType::Perpetual => "perpetual",
+        }
+    }
+}
+
 /// One venue: what it can do, where it is, how to build its connectors.
 #[derive(Debug)]
 pub struct VenueEntry {
@@ -108,6 +157,8 @@ pub struct VenueEntry {
     pub id: VenueId,
     /// How people name it in messages: `binance (spot)`.
     pub label: &'static str,
+    /// What it trades.
+    pub market_type: MarketType,
     /// What it can do.
     pub capabilities: Capabilities,
     /// Its default URLs for mainnet (`false`) or testnet (`true`); `None` for a venue with no
@@ -188,27 +239,30 @@ mod tests {
 
     #[test]
     fn capabilities_are_what_the_code_used_to_hard_code() {
-        // Live orders on Binance spot only; shorting on USD-M futures only; credentials on
-        // both Binance venues (`CREDENTIAL_VENUES` was ["binance", "binance_futures"]).
+        // Live orders on the spot venues; shorting and leverage on the derivatives venues;
+        // credentials on every exchange.
+        let spot = Capabilities { live_orders: true, credentials: true, ..Capabilities::default() };
+        let perpetuals = Capabilities {
+            shorting: true,
+            credentials: true,
+            leverage: true,
+            ..Capabilities::default()
+        };
         let expected = [
             (VenueId::Sim, Capabilities::default()),
-            (
-                VenueId::Binance,
-                Capabilities { live_orders: true, shorting: false, credentials: true },
-            ),
-            (
-                VenueId::BinanceFutures,
-                Capabilities { live_orders: false, shorting: true, credentials: true },
-            ),
+            (VenueId::Binance, spot),
+            (VenueId::BinanceFutures, Capabilities { leverage: false, ..perpetuals }),
+            (VenueId::Bybit, spot),
+            (VenueId::BybitLinear, perpetuals),
         ];
         for (venue, capabilities) in expected {
             assert_eq!(super::capabilities(venue), capabilities, "{venue}");
         }
         let credentials: Vec<&str> = credential_venues().map(VenueId::as_str).collect();
-        assert_eq!(credentials, ["binance", "binance_futures"]);
-        assert_eq!(live_order_venues().collect::<Vec<_>>(), [VenueId::Binance]);
-        // The API's refusal of a live bot elsewhere said "binance (spot)".
-        assert_eq!(live_order_labels(), "binance (spot)");
+        assert_eq!(credentials, ["binance", "binance_futures", "bybit", "bybit_linear"]);
+        assert_eq!(live_order_venues().collect::<Vec<_>>(), [VenueId::Binance, VenueId::Bybit]);
+        // The API's refusal of a live bot elsewhere names them.
+        assert_eq!(live_order_labels(), "binance (spot), bybit (spot)");
         for entry in VENUES {
             assert_eq!(entry.router.is_some(), entry.capabilities.live_orders, "{}", entry.id);
         }
@@ -224,6 +278,19 @@ mod tests {
             }
             assert_ne!(presets(venue, false), presets(venue, true));
         }
+        for venue in [VenueId::Bybit, VenueId::BybitLinear] {
+            for testnet in [false, true] {
+                let presets = presets(venue, testnet).unwrap();
+                assert!(presets.ws_url.starts_with("wss://stream"), "{venue} {testnet}");
+                assert!(presets.private_ws_url.ends_with("/v5/private"), "{venue} {testnet}");
+                assert!(presets.rest_url.starts_with("https://api"), "{venue} {testnet}");
+            }
+            assert_ne!(presets(venue, false), presets(venue, true));
+        }
+        assert_eq!(
+            presets(VenueId::BybitLinear, false).unwrap().ws_url,
+            "wss://stream.bybit.com/v5/public/linear"
+        );
         assert_eq!(presets(VenueId::Sim, false), None);
         assert_eq!(presets(VenueId::Binance, false).unwrap().rest_url, "https://api.binance.com");
         assert_eq!(
@@ -244,6 +311,7 @@ mod tests {
             ws_url: String::new(),
             rest_url: "http://127.0.0.1:1".into(),
             recv_window_ms: 7_000,
+            ..ExchangeSettings::default()
         });
         for entry in VENUES {
             let (right, wrong) =
@@ -283,14 +351,18 @@ mod tests {
         let sim = market(VenueId::Sim);
         let spot = market(VenueId::Binance);
         let futures = market(VenueId::BinanceFutures);
+        let bybit = market(VenueId::Bybit);
+        let bybit_linear = market(VenueId::BybitLinear);
         for kind in StreamKind::ALL {
+            assert_eq!(bybit.supports(kind), kind != StreamKind::Liquidations, "{kind:?}");
+            assert!(bybit_linear.supports(kind), "{kind:?}");
             let on_sim =
                 matches!(kind, StreamKind::Trades | StreamKind::Quotes | StreamKind::Candles1m);
             assert_eq!(sim.supports(kind), on_sim, "{kind:?}");
             assert_eq!(sim.stream_name(&btc, kind), None, "the sim has no upstream streams");
             assert_eq!(spot.supports(kind), kind != StreamKind::Liquidations, "{kind:?}");
             assert!(futures.supports(kind), "{kind:?}");
-            for market in [&spot, &futures] {
+            for market in [&spot, &futures, &bybit, &bybit_linear] {
                 assert_eq!(market.stream_name(&btc, kind).is_some(), market.supports(kind));
             }
         }

@@ -158,6 +158,8 @@ pub enum Connectivity {
     Degraded,
     /// No connection.
     Down,
+    /// Not enabled in this instance's configuration: no feed runs for it.
+    Disabled,
 }
 
 /// What `GET /venues` shows for one venue.

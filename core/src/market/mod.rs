@@ -34,11 +34,21 @@ pub enum VenueId {
     Binance,
     /// Binance USD-M futures.
     BinanceFutures,
+    /// Bybit spot (v5 API, category `spot`).
+    Bybit,
+    /// Bybit USDT perpetuals (v5 API, category `linear`).
+    BybitLinear,
 }
 
 impl VenueId {
     /// Every venue.
-    pub const ALL: [VenueId; 3] = [VenueId::Sim, VenueId::Binance, VenueId::BinanceFutures];
+    pub const ALL: [VenueId; 5] = [
+        VenueId::Sim,
+        VenueId::Binance,
+        VenueId::BinanceFutures,
+        VenueId::Bybit,
+        VenueId::BybitLinear,
+    ];
 
     /// The id used in URLs, channels and configuration.
     pub fn as_str(self) -> &'static str {
@@ -46,6 +56,8 @@ impl VenueId {
             VenueId::Sim => "sim",
             VenueId::Binance => "binance",
             VenueId::BinanceFutures => "binance_futures",
+            VenueId::Bybit => "bybit",
+            VenueId::BybitLinear => "bybit_linear",
         }
     }
 

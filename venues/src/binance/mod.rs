@@ -5,7 +5,8 @@
 //! the same wire format with other URLs, channels and limits: it lives in
 //! [`crate::binance_futures`] and shares this folder's helpers through a [`Dialect`].
 
-pub mod clock;
+/// The clock offset, shared with other venues (it lives at the crate root).
+pub use crate::clock;
 pub mod connector;
 pub mod parse;
 pub mod rest;
@@ -15,7 +16,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use crate::registry::{Capabilities, Presets, VenueEntry};
+use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::{StreamKind, VenueId};
 
 /// What tells one Binance market apart from another that speaks the same wire format: its
@@ -63,10 +64,15 @@ impl Dialect {
 /// Binance spot.
 pub static SPOT: Dialect = Dialect {
     venue: VenueId::Binance,
-    mainnet: Presets { ws_url: streams::SPOT_WS_URL, rest_url: rest::SPOT_REST_URL },
+    mainnet: Presets {
+        ws_url: streams::SPOT_WS_URL,
+        rest_url: rest::SPOT_REST_URL,
+        private_ws_url: "",
+    },
     testnet: Presets {
         ws_url: streams::SPOT_TESTNET_WS_URL,
         rest_url: rest::SPOT_TESTNET_REST_URL,
+        private_ws_url: "",
     },
     channel: streams::spot_channel,
     max_incoming_msgs_per_sec: streams::SPOT_MAX_INCOMING_MSGS_PER_SEC,
@@ -84,7 +90,14 @@ pub static SPOT: Dialect = Dialect {
 pub static ENTRY: VenueEntry = VenueEntry {
     id: VenueId::Binance,
     label: "binance (spot)",
-    capabilities: Capabilities { live_orders: true, shorting: false, credentials: true },
+    market_type: MarketType::Spot,
+    capabilities: Capabilities {
+        live_orders: true,
+        shorting: false,
+        credentials: true,
+        leverage: false,
+        native_brackets: false,
+    },
     presets: |testnet| Some(SPOT.presets(testnet)),
     market: |settings| connector::market(&SPOT, settings),
     router: Some(|settings| connector::router(&SPOT, settings)),

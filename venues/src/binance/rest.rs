@@ -22,7 +22,8 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::Dialect;
-use super::clock::{CLOCK_REFRESH, ServerClock, local_ms};
+use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms};
+use crate::urlencode;
 use keel_core::market::Symbol;
 use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
 
@@ -545,19 +546,6 @@ fn header_u32(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u32> {
 
 fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RestError> {
     serde_json::from_slice(body).map_err(|e| RestError::Decode(e.to_string()))
-}
-
-/// Percent-encodes a query value (Binance's values are ASCII; anything else is escaped).
-fn urlencode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The decimal string field `key` of an exchange-info filter.

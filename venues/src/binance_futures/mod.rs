@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 
 use crate::binance::rest::{filter_field, find_filter, spot_min_notional};
 use crate::binance::{Dialect, RestPaths, connector};
-use crate::registry::{Capabilities, Presets, VenueEntry};
+use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::{StreamKind, VenueId};
 
 /// USD-M futures market streams, combined-stream endpoint.
@@ -58,8 +58,8 @@ pub fn min_notional(filters: &[serde_json::Value]) -> Option<Decimal> {
 /// Binance USD-M futures.
 pub static DIALECT: Dialect = Dialect {
     venue: VenueId::BinanceFutures,
-    mainnet: Presets { ws_url: WS_URL, rest_url: REST_URL },
-    testnet: Presets { ws_url: TESTNET_WS_URL, rest_url: TESTNET_REST_URL },
+    mainnet: Presets { ws_url: WS_URL, rest_url: REST_URL, private_ws_url: "" },
+    testnet: Presets { ws_url: TESTNET_WS_URL, rest_url: TESTNET_REST_URL, private_ws_url: "" },
     channel,
     max_incoming_msgs_per_sec: MAX_INCOMING_MSGS_PER_SEC,
     ping_interval: PING_INTERVAL,
@@ -76,7 +76,14 @@ pub static DIALECT: Dialect = Dialect {
 pub static ENTRY: VenueEntry = VenueEntry {
     id: VenueId::BinanceFutures,
     label: "binance_futures (USD-M futures)",
-    capabilities: Capabilities { live_orders: false, shorting: true, credentials: true },
+    market_type: MarketType::Perpetual,
+    capabilities: Capabilities {
+        live_orders: false,
+        shorting: true,
+        credentials: true,
+        leverage: false,
+        native_brackets: false,
+    },
     presets: |testnet| Some(DIALECT.presets(testnet)),
     market: |settings| connector::market(&DIALECT, settings),
     router: None,

@@ -11,14 +11,15 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rust_decimal::Decimal;
 
-use crate::registry::{Capabilities, VenueEntry};
+use crate::registry::{Capabilities, MarketType, VenueEntry};
 use keel_core::market::{EventKind, MarketEvent, Side, Symbol, VenueId};
 
 /// The simulated venue in the registry: paper trading only, no URLs, no credentials.
 pub static ENTRY: VenueEntry = VenueEntry {
     id: VenueId::Sim,
     label: "sim (simulated)",
-    capabilities: Capabilities { live_orders: false, shorting: false, credentials: false },
+    market_type: MarketType::Simulated,
+    capabilities: Capabilities::NONE,
     presets: |_| None,
     market: connector::market,
     router: None,

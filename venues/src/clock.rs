@@ -1,5 +1,6 @@
-//! Binance's clock as Keel knows it: the offset from local time to server time, when it was
-//! last measured, and when it must be measured again.
+//! A venue's clock as Keel knows it: the offset from local time to server time, when it was
+//! last measured, and when it must be measured again. One per REST client (Binance's and
+//! Bybit's both use it; Bybit's rule and its `10002` are in `crate::bybit::rest`).
 //!
 //! Binance refuses a signed request (`-1021`) whose `timestamp` is more than 1 s ahead of its
 //! clock or older than the request's `recvWindow`

@@ -1,0 +1,290 @@
+//! Bybit behind the seam: [`BybitMarket`] (market data) and [`BybitRouter`] (orders), for any
+//! [`Category`] (spot here, USDT perpetuals in [`crate::bybit_linear`]).
+
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use super::parse::Parser;
+use super::rest::{RestClient, RestError, VenueOrder};
+use super::{Category, Network, streams};
+use crate::connection::ConnectionConfig;
+use crate::market::{FrameError, FrameParser, Inbound, Instruments, MarketConnector};
+use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
+use crate::routing::{
+    Balance, OrderReport, OrderRouter, RouteError, RouteErrorKind, RouteFuture, Signer,
+};
+use keel_core::market::{StreamKind, Symbol, VenueId};
+use keel_core::trading::Order;
+
+/// The endpoints a section selects: demo trading, testnet, or mainnet.
+pub fn network(settings: &ExchangeSettings) -> Network {
+    if settings.demo {
+        Network::Demo
+    } else if settings.testnet {
+        Network::Testnet
+    } else {
+        Network::Mainnet
+    }
+}
+
+/// Builds `category`'s market-data connector from its settings (the registry's `market`).
+///
+/// # Errors
+/// The settings are not an exchange's.
+pub fn market(
+    category: &'static Category,
+    settings: &VenueSettings,
+) -> Result<Arc<dyn MarketConnector>, VenueError> {
+    let settings = exchange(category, settings)?;
+    let presets = category.presets(network(settings));
+    let ws_url = settings.ws_url_or(presets.ws_url);
+    let rest_url = settings.rest_url_or(presets.rest_url);
+    Ok(Arc::new(BybitMarket::new(category, ws_url, Some(rest_url))))
+}
+
+/// Builds `category`'s order router from its settings (the registry's `router`).
+///
+/// # Errors
+/// The settings are not an exchange's, or the HTTP client cannot be built.
+pub fn router(
+    category: &'static Category,
+    settings: &VenueSettings,
+) -> Result<Arc<dyn OrderRouter>, VenueError> {
+    let settings = exchange(category, settings)?;
+    let rest_url = settings.rest_url_or(category.presets(network(settings)).rest_url);
+    let client = RestClient::new(category, &rest_url)
+        .map_err(|err| VenueError(format!("building the {} REST client: {err}", category.venue)))?
+        .with_recv_window(settings.recv_window_ms);
+    Ok(Arc::new(BybitRouter::new(Arc::new(client))))
+}
+
+fn exchange<'a>(
+    category: &Category,
+    settings: &'a VenueSettings,
+) -> Result<&'a ExchangeSettings, VenueError> {
+    match settings {
+        VenueSettings::Exchange(settings) => Ok(settings),
+        VenueSettings::Simulated(_) => {
+            Err(VenueError(format!("{} needs exchange settings, not a simulation", category.venue)))
+        }
+    }
+}
+
+/// A Bybit market's public streams.
+#[derive(Debug, Clone)]
+pub struct BybitMarket {
+    category: &'static Category,
+    connection: ConnectionConfig,
+    rest_url: Option<String>,
+}
+
+impl BybitMarket {
+    /// `category`'s streams at `ws_url`, its instrument rules from `rest_url` (none without).
+    pub fn new(category: &'static Category, ws_url: String, rest_url: Option<String>) -> Self {
+        Self { category, connection: streams::connection_config(ws_url), rest_url }
+    }
+
+    /// The same with other connection settings (tests shorten the reconnect timings).
+    pub fn with_connection(mut self, connection: ConnectionConfig) -> Self {
+        self.connection = connection;
+        self
+    }
+}
+
+impl MarketConnector for BybitMarket {
+    fn venue(&self) -> VenueId {
+        self.category.venue
+    }
+
+    fn supports(&self, kind: StreamKind) -> bool {
+        streams::channel(self.category, kind).is_some()
+    }
+
+    fn instruments(&self) -> Instruments {
+        let Some(url) = self.rest_url.clone() else { return Instruments::Unavailable };
+        let category = self.category;
+        Instruments::Fetch(
+            async move { RestClient::new(category, &url)?.instruments().await }
+                .map(|loaded| loaded.map_err(|err| err.to_string()))
+                .boxed(),
+        )
+    }
+
+    fn connection(&self) -> Option<ConnectionConfig> {
+        Some(self.connection.clone())
+    }
+
+    fn stream_name(&self, symbol: &Symbol, kind: StreamKind) -> Option<String> {
+        streams::topic(self.category, symbol, kind)
+    }
+
+    fn parse_stream_name(&self, name: &str) -> Option<(Symbol, StreamKind)> {
+        streams::parse_topic(self.category, name)
+    }
+
+    fn subscribe_request(&self, id: u64, streams: &[String]) -> String {
+        streams::subscribe_request(id, streams)
+    }
+
+    fn unsubscribe_request(&self, id: u64, streams: &[String]) -> String {
+        streams::unsubscribe_request(id, streams)
+    }
+
+    fn streams_per_request(&self) -> usize {
+        self.category.topics_per_request
+    }
+
+    fn heartbeat(&self, id: u64) -> Option<String> {
+        Some(streams::ping_request(id))
+    }
+
+    fn parser(&self) -> Box<dyn FrameParser> {
+        Box::new(Parser::new(self.category))
+    }
+}
+
+impl FrameParser for Parser {
+    fn parse(&mut self, text: &str, received_us: u64) -> Result<Inbound, FrameError> {
+        Parser::parse(self, text, received_us)
+    }
+}
+
+/// Signed orders on a Bybit market, through one shared [`RestClient`].
+#[derive(Debug, Clone)]
+pub struct BybitRouter {
+    rest: Arc<RestClient>,
+}
+
+impl BybitRouter {
+    /// Orders through `rest`.
+    pub fn new(rest: Arc<RestClient>) -> Self {
+        Self { rest }
+    }
+}
+
+impl OrderRouter for BybitRouter {
+    fn venue(&self) -> VenueId {
+        self.rest.category().venue
+    }
+
+    fn place<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        order: &'a Order,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, OrderReport> {
+        async move { self.rest.place(symbol, order, signer).await.map(report).map_err(route_error) }
+            .boxed()
+    }
+
+    fn cancel<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, OrderReport> {
+        async move {
+            self.rest.cancel(symbol, client_order_id, signer).await.map(report).map_err(route_error)
+        }
+        .boxed()
+    }
+
+    fn query<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, OrderReport> {
+        async move {
+            match self.rest.query(symbol, client_order_id, signer).await {
+                Ok(order) => Ok(report(order)),
+                // A query that finds nothing anywhere: the venue never received it.
+                Err(err) if err.is_not_open() => {
+                    Err(RouteError { kind: RouteErrorKind::NoSuchOrder, message: err.to_string() })
+                }
+                Err(err) => Err(route_error(err)),
+            }
+        }
+        .boxed()
+    }
+
+    fn sync_clock(&self) -> RouteFuture<'_, ()> {
+        async move { self.rest.sync_time().await.map(|_| ()).map_err(route_error) }.boxed()
+    }
+
+    fn accept_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.rest.recv_window_ms())
+    }
+
+    fn balances<'a>(&'a self, signer: Signer<'a>) -> RouteFuture<'a, Vec<Balance>> {
+        async move {
+            let coins = self.rest.balances(signer).await.map_err(route_error)?;
+            Ok(coins
+                .into_iter()
+                .map(|c| Balance { asset: c.coin, free: c.free, locked: c.locked })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn instruments(&self) -> RouteFuture<'_, crate::market::InstrumentMap> {
+        async move { self.rest.instruments().await.map_err(route_error) }.boxed()
+    }
+}
+
+fn report(order: VenueOrder) -> OrderReport {
+    OrderReport {
+        status: order.status_word().to_owned(),
+        client_order_id: order.order_link_id,
+        executed_qty: order.cum_exec_qty,
+        cum_quote: order.cum_exec_value,
+        // Bybit's order answers carry cumulative figures only; the engine derives fills from
+        // them (and estimates the fee at the configured rate).
+        fills: Vec::new(),
+    }
+}
+
+/// Classifies a REST error by what it means for the order.
+pub fn route_error(err: RestError) -> RouteError {
+    let kind = if err.is_clock_skew() {
+        RouteErrorKind::ClockSkew
+    } else if err.is_not_open() {
+        RouteErrorKind::NotOpen
+    } else if err.is_unknown_outcome() {
+        RouteErrorKind::UnknownOutcome
+    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_)) {
+        RouteErrorKind::NotSent
+    } else {
+        RouteErrorKind::Rejected
+    };
+    RouteError { kind, message: err.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rest_errors_are_classified_as_live_trading_reads_them() {
+        let api = |status, code| RestError::Api { status, code, msg: String::new() };
+        let cases = [
+            (api(200, 10002), RouteErrorKind::ClockSkew),
+            (api(200, 170_213), RouteErrorKind::NotOpen),
+            (api(200, 110_001), RouteErrorKind::NotOpen),
+            (api(502, 0), RouteErrorKind::UnknownOutcome),
+            (api(200, 10016), RouteErrorKind::UnknownOutcome),
+            (RestError::NoAnswer("timeout".into()), RouteErrorKind::UnknownOutcome),
+            (RestError::Decode("x".into()), RouteErrorKind::UnknownOutcome),
+            (RestError::NotSent("refused".into()), RouteErrorKind::NotSent),
+            (RestError::Backoff(5), RouteErrorKind::NotSent),
+            (api(403, 0), RouteErrorKind::Rejected),
+            (api(200, 10004), RouteErrorKind::Rejected),
+            (api(200, 170_131), RouteErrorKind::Rejected),
+        ];
+        for (err, kind) in cases {
+            let message = err.to_string();
+            assert_eq!(route_error(err), RouteError { kind, message });
+        }
+    }
+}

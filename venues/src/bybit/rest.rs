@@ -1,0 +1,624 @@
+//! Bybit v5 REST: server time, instrument rules, signed orders and wallet balances.
+//!
+//! Signing, as <https://bybit-exchange.github.io/docs/v5/guide> documents it: the headers
+//! `X-BAPI-API-KEY`, `X-BAPI-TIMESTAMP`, `X-BAPI-RECV-WINDOW` and `X-BAPI-SIGN`, the last
+//! being the hex HMAC-SHA256 of `timestamp + api_key + recv_window + payload`, where the payload
+//! is the query string of a GET and the exact JSON body of a POST. The key is part of the signed
+//! text, and the vault holds it: the client asks the [`Signer`] once with an empty payload to
+//! learn the key (the signature of that call is thrown away), then signs the real text.
+//!
+//! Time: Bybit refuses a request whose timestamp is not within
+//! `server_time - recv_window <= timestamp < server_time + 1000` (retCode `10002`). As for
+//! Binance, the offset to Bybit's clock is measured before the first signed call and every
+//! [`CLOCK_REFRESH`], and a `10002` is measured for and sent once more.
+//!
+//! Answers: Bybit says HTTP 200 with `retCode` 0 on success and a non-zero `retCode` on most
+//! errors. Rate limits: `X-Bapi-Limit-Status` is what is left of the endpoint's budget and
+//! `X-Bapi-Limit-Reset-Timestamp` when it refills; at 0 left, or after a `10006`, requests wait
+//! for the reset. An HTTP 403 is Bybit's IP ban ("access too frequent"): 10 minutes without
+//! requests.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use super::Category;
+use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms};
+use crate::routing::Signer;
+use crate::urlencode;
+use keel_core::market::Symbol;
+use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
+
+/// How long one REST call may take.
+pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bybit's default `recv_window`, ms.
+pub const RECV_WINDOW_MS: u64 = 5_000;
+/// How long Bybit bans an IP that sent too much (HTTP 403), ms.
+const IP_BAN_MS: u64 = 10 * 60 * 1000;
+/// Back-off after a `10006` without a reset time, ms.
+const DEFAULT_BACKOFF_MS: u64 = 1_000;
+
+/// What went wrong with a REST call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestError {
+    /// Bybit answered with an error code (`retCode`), or an HTTP error status.
+    #[error("bybit answered {status}: retCode {code} {msg}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Bybit's `retCode` (0 when the body had none).
+        code: i64,
+        /// Bybit's `retMsg`.
+        msg: String,
+    },
+    /// Sent, but no answer came (timeout, connection dropped): the outcome is unknown.
+    #[error("no answer from bybit: {0}")]
+    NoAnswer(String),
+    /// Never sent (connection refused).
+    #[error("not sent to bybit: {0}")]
+    NotSent(String),
+    /// An answer that is not what Bybit documents.
+    #[error("unreadable bybit answer: {0}")]
+    Decode(String),
+    /// The vault could not sign.
+    #[error("signing failed: {0}")]
+    Sign(String),
+    /// Held back by a rate limit or ban for this many more ms.
+    #[error("bybit rate limit: retry in {0} ms")]
+    Backoff(u64),
+}
+
+impl RestError {
+    /// Refused for its timestamp (`10002`): nothing happened.
+    pub fn is_clock_skew(&self) -> bool {
+        matches!(self, RestError::Api { code: 10002, .. })
+    }
+
+    /// The order does not exist, or is no longer open (cancel of a closed order).
+    pub fn is_not_open(&self) -> bool {
+        // 110001: derivatives "order does not exist"; 170213: spot "Order does not exist."
+        matches!(self, RestError::Api { code: 110_001 | 170_213, .. })
+    }
+
+    /// The request may or may not have taken effect.
+    pub fn is_unknown_outcome(&self) -> bool {
+        match self {
+            // 10000: server timeout; 10016: server error.
+            RestError::Api { status, code, .. } => *status >= 500 || matches!(code, 10000 | 10016),
+            RestError::NoAnswer(_) | RestError::Decode(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// An order as Bybit lists it (`/v5/order/realtime`, `/v5/order/history`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VenueOrder {
+    /// Our client order id.
+    pub order_link_id: String,
+    /// `New`, `PartiallyFilled`, `Filled`, `Cancelled`, `PartiallyFilledCanceled`, `Rejected`,
+    /// `Untriggered`, `Triggered`, `Deactivated`.
+    pub order_status: String,
+    /// Filled base quantity so far.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cum_exec_qty: Decimal,
+    /// Filled quote amount so far.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cum_exec_value: Decimal,
+}
+
+impl VenueOrder {
+    /// The status in the words the seam uses (Binance's): `NEW`, `PARTIALLY_FILLED`, `FILLED`,
+    /// `CANCELED`, `REJECTED`, `EXPIRED`.
+    pub fn status_word(&self) -> &'static str {
+        match self.order_status.as_str() {
+            "PartiallyFilled" => "PARTIALLY_FILLED",
+            "Filled" => "FILLED",
+            "Cancelled" | "PartiallyFilledCanceled" => "CANCELED",
+            "Rejected" => "REJECTED",
+            "Deactivated" => "EXPIRED",
+            // New, Untriggered (a conditional order waiting), Triggered (just sent to the book).
+            _ => "NEW",
+        }
+    }
+}
+
+/// One coin of the unified account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CoinBalance {
+    /// The coin.
+    pub coin: String,
+    /// Available: the wallet balance less what orders hold.
+    pub free: Decimal,
+    /// Held by open orders.
+    pub locked: Decimal,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<T> {
+    ret_code: i64,
+    #[serde(default)]
+    ret_msg: String,
+    #[serde(default)]
+    result: Option<T>,
+    #[serde(default)]
+    time: i64,
+}
+
+#[derive(Deserialize)]
+struct List<T> {
+    list: Vec<T>,
+    #[serde(default, rename = "nextPageCursor")]
+    next_page_cursor: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Instrument {
+    symbol: String,
+    status: String,
+    lot_size_filter: LotSizeFilter,
+    price_filter: PriceFilter,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LotSizeFilter {
+    /// Spot's quantity step.
+    base_precision: Option<String>,
+    /// Derivatives' quantity step.
+    qty_step: Option<String>,
+    min_order_qty: String,
+    max_order_qty: String,
+    /// Spot's minimum order value.
+    min_order_amt: Option<String>,
+    /// Derivatives' minimum order value.
+    min_notional_value: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PriceFilter {
+    tick_size: String,
+}
+
+#[derive(Deserialize)]
+struct Wallet {
+    coin: Vec<WalletCoin>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WalletCoin {
+    coin: String,
+    wallet_balance: String,
+    #[serde(default)]
+    locked: String,
+}
+
+/// Bybit's REST endpoint for one category, with its clock offset and rate-limit state. Share one
+/// per venue.
+#[derive(Debug)]
+pub struct RestClient {
+    http: reqwest::Client,
+    base: String,
+    category: &'static Category,
+    clock: ServerClock,
+    recv_window_ms: u64,
+    /// No request before this time (ms since the epoch).
+    blocked_until_ms: AtomicU64,
+}
+
+impl RestClient {
+    /// A client for `category` at `base` (`https://api.bybit.com`, or a local fake in tests).
+    ///
+    /// # Errors
+    /// The HTTP client cannot be built.
+    pub fn new(category: &'static Category, base: &str) -> Result<Self, RestError> {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(REST_TIMEOUT)
+            .build()
+            .map_err(|e| RestError::NotSent(e.to_string()))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            category,
+            clock: ServerClock::new(CLOCK_REFRESH),
+            recv_window_ms: RECV_WINDOW_MS,
+            blocked_until_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The same with `recv_window` = `ms`.
+    pub fn with_recv_window(mut self, ms: u64) -> Self {
+        self.recv_window_ms = ms.max(1);
+        self
+    }
+
+    /// The same measuring the clock every `refresh` (tests).
+    pub fn with_clock_refresh(mut self, refresh: Duration) -> Self {
+        self.clock = ServerClock::new(refresh);
+        self
+    }
+
+    /// The configured `recv_window`, ms.
+    pub fn recv_window_ms(&self) -> u64 {
+        self.recv_window_ms
+    }
+
+    /// The clock offset as measured.
+    pub fn clock(&self) -> &ServerClock {
+        &self.clock
+    }
+
+    /// Which market.
+    pub fn category(&self) -> &'static Category {
+        self.category
+    }
+
+    fn venue(&self) -> &'static str {
+        self.category.venue.as_str()
+    }
+
+    /// Measures the offset to Bybit's clock (`GET /v5/market/time`), ms.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn sync_time(&self) -> Result<i64, RestError> {
+        let sent = local_ms() as i64;
+        let envelope = self.send(self.http.get(format!("{}/v5/market/time", self.base))).await?;
+        let now = local_ms() as i64;
+        if envelope.time <= 0 {
+            return Err(RestError::Decode("no `time` in the server time answer".into()));
+        }
+        let offset = envelope.time - (sent + now) / 2;
+        self.clock.record(offset);
+        metrics::gauge!("keel_venue_clock_offset_ms", "venue" => self.venue()).set(offset as f64);
+        Ok(offset)
+    }
+
+    /// Every trading symbol's rules (`GET /v5/market/instruments-info`, every page).
+    ///
+    /// # Errors
+    /// The call failed or the answer is not instrument info.
+    pub async fn instruments(&self) -> Result<HashMap<Symbol, InstrumentFilters>, RestError> {
+        let mut out = HashMap::new();
+        let mut cursor = String::new();
+        // Spot answers in one page; derivatives page by 1000. A bound keeps a looping cursor
+        // from looping forever.
+        for _ in 0..50 {
+            let mut url = format!(
+                "{}/v5/market/instruments-info?category={}&limit=1000",
+                self.base, self.category.name
+            );
+            if !cursor.is_empty() {
+                url.push_str("&cursor=");
+                url.push_str(&urlencode(&cursor));
+            }
+            let page: List<Instrument> = self.result(self.send(self.http.get(url)).await?)?;
+            for instrument in page.list.iter().filter(|i| i.status == "Trading") {
+                if let (Some(symbol), Some(filters)) =
+                    (Symbol::parse(&instrument.symbol), filters_of(instrument))
+                {
+                    out.insert(symbol, filters);
+                }
+            }
+            if page.next_page_cursor.is_empty() {
+                return Ok(out);
+            }
+            cursor = page.next_page_cursor;
+        }
+        Ok(out)
+    }
+
+    /// Places `order` (`POST /v5/order/create`, `orderLinkId` = our client order id), then reads
+    /// it back once: a create answer carries only the ids, and a market order has usually filled
+    /// by then. If the read fails the order is reported `NEW` (it was accepted), for the caller to
+    /// query later. A stop is sent as the market order it becomes (Keel emulates stops). A market
+    /// buy on spot is sized in the base coin (`marketUnit=baseCoin`; Bybit's default for it is
+    /// the quote coin).
+    ///
+    /// # Errors
+    /// See [`RestError::is_unknown_outcome`].
+    pub async fn place(
+        &self,
+        symbol: &Symbol,
+        order: &Order,
+        signer: Signer<'_>,
+    ) -> Result<VenueOrder, RestError> {
+        let body = create_body(self.category, symbol, order);
+        let _: serde_json::Value =
+            self.signed(reqwest::Method::POST, "/v5/order/create", body, signer).await?;
+        match self.query(symbol, &order.client_order_id, signer).await {
+            Ok(found) => Ok(found),
+            Err(err) => {
+                tracing::debug!(venue = self.venue(), error = %err, "placed; state not read back");
+                Ok(VenueOrder {
+                    order_link_id: order.client_order_id.clone(),
+                    order_status: "New".into(),
+                    cum_exec_qty: Decimal::ZERO,
+                    cum_exec_value: Decimal::ZERO,
+                })
+            }
+        }
+    }
+
+    /// Looks an order up by our client id: open orders first, then the recent closed ones
+    /// (`openOnly=1`), then the order history (Bybit keeps only the last 500 closed orders in
+    /// the first two, and none after one of its restarts).
+    ///
+    /// # Errors
+    /// `Api { code: 170213 }`-like "not found" as [`RestError::is_not_open`] when Bybit has no
+    /// such order anywhere.
+    pub async fn query(
+        &self,
+        symbol: &Symbol,
+        client_order_id: &str,
+        signer: Signer<'_>,
+    ) -> Result<VenueOrder, RestError> {
+        let base = format!(
+            "category={}&symbol={}&orderLinkId={}",
+            self.category.name,
+            symbol.as_str(),
+            urlencode(client_order_id)
+        );
+        for (path, extra) in [
+            ("/v5/order/realtime", ""),
+            ("/v5/order/realtime", "&openOnly=1"),
+            ("/v5/order/history", ""),
+        ] {
+            let query = format!("{base}{extra}");
+            let page: List<VenueOrder> =
+                self.signed(reqwest::Method::GET, path, query, signer).await?;
+            if let Some(found) = page.list.into_iter().find(|o| o.order_link_id == client_order_id)
+            {
+                return Ok(found);
+            }
+        }
+        Err(RestError::Api { status: 200, code: 170_213, msg: "Order does not exist.".into() })
+    }
+
+    /// Cancels an order by our client id (`POST /v5/order/cancel`), then reads its final state.
+    /// A cancel that Bybit accepted but whose state cannot be read is an unknown outcome for the
+    /// order's fills: the caller queries it.
+    ///
+    /// # Errors
+    /// [`RestError::is_not_open`] when it is not open there.
+    pub async fn cancel(
+        &self,
+        symbol: &Symbol,
+        client_order_id: &str,
+        signer: Signer<'_>,
+    ) -> Result<VenueOrder, RestError> {
+        let body = serde_json::json!({
+            "category": self.category.name,
+            "symbol": symbol.as_str(),
+            "orderLinkId": client_order_id,
+        })
+        .to_string();
+        let _: serde_json::Value =
+            self.signed(reqwest::Method::POST, "/v5/order/cancel", body, signer).await?;
+        self.query(symbol, client_order_id, signer).await.map_err(|err| {
+            RestError::NoAnswer(format!("cancel accepted, final state not read: {err}"))
+        })
+    }
+
+    /// The unified account's balances (`GET /v5/account/wallet-balance?accountType=UNIFIED`).
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn balances(&self, signer: Signer<'_>) -> Result<Vec<CoinBalance>, RestError> {
+        let page: List<Wallet> = self
+            .signed(
+                reqwest::Method::GET,
+                "/v5/account/wallet-balance",
+                "accountType=UNIFIED".to_owned(),
+                signer,
+            )
+            .await?;
+        let mut out = Vec::new();
+        for coin in page.list.into_iter().flat_map(|w| w.coin) {
+            let total = decimal_or_zero(&coin.wallet_balance);
+            let locked = decimal_or_zero(&coin.locked);
+            out.push(CoinBalance {
+                coin: coin.coin,
+                free: (total - locked).max(Decimal::ZERO),
+                locked,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A signed call with the clock applied: measured first when stale, and once more after a
+    /// `10002`, then sent again (a second `10002` is returned). Nothing else is retried.
+    async fn signed<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        payload: String,
+        signer: Signer<'_>,
+    ) -> Result<T, RestError> {
+        if self.clock.is_stale() {
+            let _measuring = self.clock.lock().await;
+            if self.clock.is_stale() {
+                let _ = self.measure().await;
+            }
+        }
+        let sent_ms = local_ms();
+        let refused = match self.signed_once(method.clone(), path, &payload, signer).await {
+            Err(err) if err.is_clock_skew() => err,
+            other => return other,
+        };
+        metrics::counter!("keel_venue_clock_resyncs_total", "venue" => self.venue()).increment(1);
+        {
+            let _measuring = self.clock.lock().await;
+            if !self.clock.measured_since(sent_ms) && self.measure().await.is_err() {
+                return Err(refused);
+            }
+        }
+        self.signed_once(method, path, &payload, signer).await
+    }
+
+    async fn measure(&self) -> Result<i64, RestError> {
+        let measured = self.sync_time().await;
+        if let Err(err) = &measured {
+            tracing::warn!(venue = self.venue(), error = %err, "bybit clock not measured");
+        }
+        measured
+    }
+
+    async fn signed_once<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        payload: &str,
+        signer: Signer<'_>,
+    ) -> Result<T, RestError> {
+        // The vault holds the key; learn it (the signature of an empty text is discarded).
+        let (api_key, _) = signer(String::new()).await.map_err(RestError::Sign)?;
+        let timestamp = self.clock.timestamp().to_string();
+        let recv_window = self.recv_window_ms.to_string();
+        let text = format!("{timestamp}{api_key}{recv_window}{payload}");
+        let (_, signature) = signer(text).await.map_err(RestError::Sign)?;
+        let req = if method == reqwest::Method::GET {
+            let url = if payload.is_empty() {
+                format!("{}{path}", self.base)
+            } else {
+                format!("{}{path}?{payload}", self.base)
+            };
+            self.http.get(url)
+        } else {
+            self.http
+                .request(method, format!("{}{path}", self.base))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(payload.to_owned())
+        };
+        let req = req
+            .header("X-BAPI-API-KEY", &api_key)
+            .header("X-BAPI-TIMESTAMP", &timestamp)
+            .header("X-BAPI-RECV-WINDOW", &recv_window)
+            .header("X-BAPI-SIGN", &signature);
+        let envelope = self.send(req).await?;
+        self.result(envelope)
+    }
+
+    /// The `result` of a successful answer; a non-zero `retCode` as an error. The result is read
+    /// only after the code: an error's `result` is `{}`.
+    fn result<T: DeserializeOwned>(
+        &self,
+        envelope: Envelope<serde_json::Value>,
+    ) -> Result<T, RestError> {
+        if envelope.ret_code != 0 {
+            metrics::counter!("keel_venue_errors_total", "venue" => self.venue(), "code" => envelope.ret_code.to_string()).increment(1);
+            if envelope.ret_code == 10006 {
+                // Too many visits: wait for the budget's reset (the header, when sent, already set it).
+                let until = local_ms() + DEFAULT_BACKOFF_MS;
+                self.blocked_until_ms.fetch_max(until, Ordering::Relaxed);
+            }
+            return Err(RestError::Api {
+                status: 200,
+                code: envelope.ret_code,
+                msg: envelope.ret_msg,
+            });
+        }
+        let result = envelope.result.ok_or_else(|| RestError::Decode("no `result`".into()))?;
+        serde_json::from_value(result).map_err(|e| RestError::Decode(e.to_string()))
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Envelope<serde_json::Value>, RestError> {
+        let now = local_ms();
+        let blocked_until = self.blocked_until_ms.load(Ordering::Relaxed);
+        if now < blocked_until {
+            return Err(RestError::Backoff(blocked_until - now));
+        }
+        let res = req.send().await.map_err(|e| {
+            if e.is_connect() || e.is_builder() {
+                RestError::NotSent(e.to_string())
+            } else {
+                RestError::NoAnswer(e.to_string())
+            }
+        })?;
+        let status = res.status().as_u16();
+        let headers = res.headers();
+        let left = header_u64(headers, "x-bapi-limit-status");
+        let reset = header_u64(headers, "x-bapi-limit-reset-timestamp");
+        if left == Some(0)
+            && let Some(reset) = reset
+        {
+            self.blocked_until_ms.fetch_max(reset, Ordering::Relaxed);
+        }
+        if status == 403 {
+            self.blocked_until_ms.fetch_max(local_ms() + IP_BAN_MS, Ordering::Relaxed);
+            tracing::warn!(venue = self.venue(), "bybit refused this IP (403): pausing 10 minutes");
+        }
+        let body = res.bytes().await.map_err(|e| RestError::NoAnswer(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let msg: String = String::from_utf8_lossy(&body).chars().take(200).collect();
+            let code = serde_json::from_slice::<Envelope<serde_json::Value>>(&body)
+                .map(|e| e.ret_code)
+                .unwrap_or(0);
+            return Err(RestError::Api { status, code, msg });
+        }
+        serde_json::from_slice(&body).map_err(|e| RestError::Decode(e.to_string()))
+    }
+}
+
+/// The JSON body of `POST /v5/order/create` for `order`.
+pub fn create_body(category: &Category, symbol: &Symbol, order: &Order) -> String {
+    let side = match order.side {
+        Side::Buy => "Buy",
+        Side::Sell => "Sell",
+    };
+    let mut body = serde_json::json!({
+        "category": category.name,
+        "symbol": symbol.as_str(),
+        "side": side,
+        "qty": order.remaining().normalize().to_string(),
+        "orderLinkId": order.client_order_id,
+    });
+    match order.order_type {
+        OrderType::Limit { price } => {
+            body["orderType"] = "Limit".into();
+            body["price"] = price.normalize().to_string().into();
+            body["timeInForce"] = "GTC".into();
+        }
+        OrderType::Market | OrderType::Stop { .. } => {
+            body["orderType"] = "Market".into();
+            if category.name == "spot" {
+                body["marketUnit"] = "baseCoin".into();
+            }
+        }
+    }
+    body.to_string()
+}
+
+fn filters_of(instrument: &Instrument) -> Option<InstrumentFilters> {
+    let lot = &instrument.lot_size_filter;
+    let step = lot.qty_step.as_deref().or(lot.base_precision.as_deref())?;
+    let min_notional = lot.min_notional_value.as_deref().or(lot.min_order_amt.as_deref());
+    Some(InstrumentFilters {
+        tick_size: instrument.price_filter.tick_size.parse().ok()?,
+        step_size: step.parse().ok()?,
+        min_qty: lot.min_order_qty.parse().ok()?,
+        max_qty: lot.max_order_qty.parse().ok()?,
+        min_notional: min_notional.and_then(|v| v.parse().ok()).unwrap_or_default(),
+    })
+}
+
+fn decimal_or_zero(s: &str) -> Decimal {
+    s.parse().unwrap_or_default()
+}
+
+fn header_u64(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
