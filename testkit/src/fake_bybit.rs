@@ -21,9 +21,9 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::hmac_sha256_hex;
 
 /// The API key the fake accepts.
-pub const API_KEY: &str = "bybit-test-key";
+pub const API_KEY: &str = "K8x2Lq9Vt4Wm7Pz3Rb";
 /// Its secret.
-pub const API_SECRET: &str = "bybit-test-secret-0123456789";
+pub const API_SECRET: &str = "Qh7Zr2Kd9Xw4Mn6Bv1Tc8Ly3Pf5Gs0Ja7Ue2W";
 
 /// A fault for the next requests to meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

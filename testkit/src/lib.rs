@@ -25,6 +25,7 @@
 
 pub mod fake_binance;
 pub mod fake_bybit;
+pub mod fake_bybit_stream;
 pub mod fake_rest;
 pub mod routing;
 

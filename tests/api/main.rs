@@ -11,6 +11,7 @@ mod bots;
 mod errors;
 mod health;
 mod live;
+mod live_bybit;
 mod markets;
 mod postgres;
 mod process;
