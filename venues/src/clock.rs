@@ -21,6 +21,7 @@
 //! (`/api/v3/userDataStream`) are `USER_STREAM`: the API key only, no `timestamp`, so no clock;
 //! a user-data subscription over the WebSocket API with a signature would need it.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -96,6 +97,48 @@ impl ServerClock {
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.measuring.lock().await
     }
+}
+
+/// Runs a signed call under `clock`'s rules, for any venue: measures first when the clock is
+/// stale, and when the venue refuses the call for its timestamp (`is_skew`), measures again and
+/// makes the call once more with a new stamp (a second refusal is returned). Measurements are
+/// single-flight. Only a timestamp refusal is retried: venues check the timestamp before
+/// anything else, so the refused call did nothing, even a placement.
+pub async fn signed_call<T, E, M, MF, C, CF>(
+    clock: &ServerClock,
+    venue: &'static str,
+    measure: M,
+    call: C,
+    is_skew: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    M: Fn() -> MF,
+    MF: Future<Output = Result<i64, E>>,
+    C: Fn() -> CF,
+    CF: Future<Output = Result<T, E>>,
+{
+    if clock.is_stale() {
+        let _measuring = clock.lock().await;
+        // Another caller may have measured while this one waited. Unmeasured, the call goes
+        // out with the last offset, and a refusal measures again below.
+        if clock.is_stale() {
+            let _ = measure().await;
+        }
+    }
+    let sent_ms = local_ms();
+    let refused = match call().await {
+        Err(err) if is_skew(&err) => err,
+        other => return other,
+    };
+    metrics::counter!("keel_venue_clock_resyncs_total", "venue" => venue).increment(1);
+    {
+        let _measuring = clock.lock().await;
+        // Skip the measurement when a caller refused at the same time already made it.
+        if !clock.measured_since(sent_ms) && measure().await.is_err() {
+            return Err(refused);
+        }
+    }
+    call().await
 }
 
 /// Local time, ms since the epoch.

@@ -22,7 +22,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::Dialect;
-use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms};
+use crate::clock::{CLOCK_REFRESH, ServerClock, signed_call};
 use crate::urlencode;
 use keel_core::market::Symbol;
 use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
@@ -399,28 +399,14 @@ impl RestClient {
         params: Vec<(&str, String)>,
         signer: Signer<'_>,
     ) -> Result<T, RestError> {
-        if self.clock.is_stale() {
-            let _measuring = self.clock.lock().await;
-            // Another caller may have measured while this one waited. Unmeasured, the call goes
-            // out with the last offset, and a `-1021` measures again below.
-            if self.clock.is_stale() {
-                let _ = self.measure().await;
-            }
-        }
-        let sent_ms = local_ms();
-        let refused = match self.signed_once(method.clone(), path, params.clone(), signer).await {
-            Err(err) if err.is_clock_skew() => err,
-            other => return other,
-        };
-        metrics::counter!("keel_venue_clock_resyncs_total", "venue" => self.venue()).increment(1);
-        {
-            let _measuring = self.clock.lock().await;
-            // Skip the measurement when a caller refused at the same time already made it.
-            if !self.clock.measured_since(sent_ms) && self.measure().await.is_err() {
-                return Err(refused);
-            }
-        }
-        self.signed_once(method, path, params, signer).await
+        signed_call(
+            &self.clock,
+            self.venue(),
+            || self.measure(),
+            || self.signed_once(method.clone(), path, params.clone(), signer),
+            RestError::is_clock_skew,
+        )
+        .await
     }
 
     /// [`sync_time`](Self::sync_time), logging a failure.

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::Category;
-use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms};
+use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms, signed_call};
 use crate::routing::Signer;
 use crate::urlencode;
 use keel_core::market::Symbol;
@@ -436,8 +436,8 @@ impl RestClient {
         Ok(out)
     }
 
-    /// A signed call with the clock applied: measured first when stale, and once more after a
-    /// `10002`, then sent again (a second `10002` is returned). Nothing else is retried.
+    /// A signed call with the clock applied (`crate::clock::signed_call`): measured first when
+    /// stale, and once more after a `10002`, then sent again. Nothing else is retried.
     async fn signed<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
@@ -445,25 +445,14 @@ impl RestClient {
         payload: String,
         signer: Signer<'_>,
     ) -> Result<T, RestError> {
-        if self.clock.is_stale() {
-            let _measuring = self.clock.lock().await;
-            if self.clock.is_stale() {
-                let _ = self.measure().await;
-            }
-        }
-        let sent_ms = local_ms();
-        let refused = match self.signed_once(method.clone(), path, &payload, signer).await {
-            Err(err) if err.is_clock_skew() => err,
-            other => return other,
-        };
-        metrics::counter!("keel_venue_clock_resyncs_total", "venue" => self.venue()).increment(1);
-        {
-            let _measuring = self.clock.lock().await;
-            if !self.clock.measured_since(sent_ms) && self.measure().await.is_err() {
-                return Err(refused);
-            }
-        }
-        self.signed_once(method, path, &payload, signer).await
+        signed_call(
+            &self.clock,
+            self.venue(),
+            || self.measure(),
+            || self.signed_once(method.clone(), path, &payload, signer),
+            RestError::is_clock_skew,
+        )
+        .await
     }
 
     async fn measure(&self) -> Result<i64, RestError> {
