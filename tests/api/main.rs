@@ -17,6 +17,7 @@ mod process;
 mod protection;
 mod restart;
 mod sink;
+mod status_events;
 mod store_fixture;
 mod strict_input;
 mod tampering;
