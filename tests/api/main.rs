@@ -8,6 +8,7 @@ mod backtests;
 mod backup;
 mod bot_recovery;
 mod bots;
+mod browser;
 mod errors;
 mod health;
 mod live;
