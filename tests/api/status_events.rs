@@ -110,3 +110,25 @@ async fn a_bot_that_pauses_itself_says_so_with_its_reason() {
     let record = app.get_json(&format!("/api/v1/bots/{bot}"), &user.access).await;
     assert_eq!(record["status"], "paused", "{record}");
 }
+
+#[actix_web::test]
+async fn a_bot_given_up_is_journaled_failed_and_stopping_it_reaches_its_channel() {
+    let live = crate::live::live_bot("status-failed@example.com").await;
+    let (token, bot) = (live.token.clone(), live.bot);
+    // Keel comes back without the bot's venue: the bot cannot load and is given up.
+    let app = live.app.restart_with(|s| s.venues.binance.enabled = false).await;
+    let record = app.get_json(&format!("/api/v1/bots/{bot}"), &token).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    let journal = app.get_json(&format!("/api/v1/bots/{bot}/events?limit=500"), &token).await;
+    let last = journal["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "status", "{last}");
+    assert_eq!(last["data"]["status"], "failed", "{last}");
+    assert_eq!(last["data"]["reason"], record["status_reason"], "{last}");
+
+    // A failed bot has no actor; stopping it is still a status change on its channel.
+    let mut socket = subscribe(&app, &token, &format!("bot:{bot}")).await;
+    let sent = Instant::now();
+    assert_eq!(app.control(&token, bot, "stop").await.status().as_u16(), 200);
+    let event = status_within(&mut socket, SECOND.saturating_sub(sent.elapsed())).await;
+    assert_eq!(event["status"], "stopped", "{event}");
+}
