@@ -20,6 +20,7 @@ import uuid
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -161,8 +162,8 @@ class Flow:
         self.type_into("Slow EMA period", "5").send_keys(Keys.ENTER)
         self.text_in("main .badge", "created")
 
-        # Start it; the status comes back over the WebSocket too.
-        d.find_element(By.CSS_SELECTOR, "button[data-action=start]").click()
+        # Start it, from the keyboard; the status comes back over the WebSocket too.
+        d.find_element(By.CSS_SELECTOR, "button[data-action=start]").send_keys(Keys.ENTER)
         self.text_in("main .badge", "running")
         self.css(".chart canvas")
         has_indicators = self.api_has("/bots/{id}/indicators")
@@ -237,10 +238,13 @@ class Flow:
         # Start again so the kill switch has something to stop, then the kill switch.
         d.find_element(By.CSS_SELECTOR, "button[data-action=start]").click()
         self.text_in("main .badge", "running")
-        d.find_element(By.ID, "kill").click()
+        d.find_element(By.ID, "kill").send_keys(Keys.ENTER)
         self.visible("#kill-go")
+        # The confirmation opens on Cancel; Tab reaches the button that does it.
         assert d.switch_to.active_element.get_attribute("id") == "kill-cancel"
-        d.find_element(By.ID, "kill-go").click()
+        ActionChains(d).send_keys(Keys.TAB).perform()
+        assert d.switch_to.active_element.get_attribute("id") == "kill-go"
+        ActionChains(d).send_keys(Keys.ENTER).perform()
         self.text_in("#kill-result", "Stopped 1 bot(s)")
         self.shot("kill-switch")
         d.find_element(By.ID, "kill-cancel").click()
