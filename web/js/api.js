@@ -70,9 +70,9 @@ export async function api(method, path, body, headers) {
   return parse(res);
 }
 
-/** Every row of a paged list (`?after=`), at most `max` pages. */
-export async function allPages(path, max = 20) {
-  let after = 0;
+/** Every row of a paged list after `from` (`?after=`), at most `max` pages of 500. */
+export async function allPages(path, max = 20, from = 0) {
+  let after = from;
   const out = [];
   for (let i = 0; i < max; i++) {
     const sep = path.includes("?") ? "&" : "?";

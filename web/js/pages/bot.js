@@ -163,7 +163,7 @@ export async function bot(main, idText) {
   }
   async function resync() {
     try {
-      const missed = await allPages(`/bots/${id}/events?after=${lastSeq}`.replace("?", "?") , 5);
+      const missed = await allPages(`/bots/${id}/events`, 5, lastSeq);
       for (const e of missed) onBotEvent(e);
       record = await api("GET", `/bots/${id}`);
       drawStatus();
