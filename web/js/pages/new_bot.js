@@ -14,7 +14,7 @@ export async function strategyKinds() {
   for (const s of builtin.items) kinds.set(s.kind, s);
   try {
     const listed = await api("GET", "/strategies");
-    for (const s of listed.items || listed || []) {
+    for (const s of Array.isArray(listed) ? listed : (listed && listed.items) || []) {
       const kind = s.kind || s.name || s.id;
       const schema = s.params_schema || s.schema;
       if (kind && schema) kinds.set(String(kind), { ...s, kind: String(kind), params_schema: schema });

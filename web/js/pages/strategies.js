@@ -23,7 +23,7 @@ export async function strategies(main) {
       }
       throw e;
     }
-    const items = list.items || list;
+    const items = Array.isArray(list) ? list : (list && list.items) || [];
     clear(listBox, items.length ? table(["Name", "Kind", "Size", "Uploaded", ""], items.map((s) => h("tr",
       h("td", String(s.name ?? s.kind ?? s.id)), h("td", s.builtin ? "built-in" : "module"),
       h("td", s.bytes ? `${Math.round(s.bytes / 1024)} KiB` : "–"), h("td", time(s.created_ts ?? s.uploaded_ts)),
