@@ -257,6 +257,7 @@ fn start_bot(
         user_id: 1,
         sessions: Default::default(),
         mailbox: BOT_MAILBOX,
+        start_reason: None,
     };
     BotActor::start_in_arbiter(arbiter, move |_| BotActor::new(args))
 }

@@ -11,6 +11,7 @@ pub mod admin;
 pub mod auth;
 pub mod backtests;
 pub mod bots;
+pub mod dashboard;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
@@ -181,6 +182,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/metrics").route(web::get().to(metrics::scrape)))
         // Guarded by `admin.token`, not by user tokens: outside the `/api/v1` route table.
         .service(web::resource(admin::BACKUP_PATH).route(web::get().to(admin::backup)));
+    // The dashboard at `/`, a client of the routes below.
+    cfg.configure(dashboard::configure);
     let mut scope = web::scope(API_PREFIX);
     let mut routes = api_routes();
     // One resource per path, so a wrong method on a known path answers 405, not 404.

@@ -191,6 +191,22 @@ async fn an_uploaded_file_backtests_to_a_report_that_only_its_owner_sees() {
     };
     assert_eq!(done["result"]["fill_count"], expected.fills.len());
     assert_eq!(done["result"]["net_pnl"], expected.report.performance.net_pnl.to_string());
+    // The trades and the equity curve: the last fills (all of them here), and the equity after
+    // each, ending where the report does when the run ends flat.
+    let fills = done["result"]["fills"].as_array().unwrap();
+    let equity = done["result"]["equity"].as_array().unwrap();
+    let kept = expected.fills.len().min(2_000);
+    assert_eq!((fills.len(), equity.len()), (kept, kept));
+    let last = expected.fills.last().unwrap();
+    assert_eq!(fills[kept - 1]["id"], last.id, "{}", fills[kept - 1]);
+    assert_eq!(equity[kept - 1]["ts"], last.ts);
+    let mut position =
+        keel_core::trading::Position { quote_balance: Decimal::from(10_000), ..Default::default() };
+    for fill in &expected.fills {
+        position.apply(fill.side, fill.qty, fill.price, fill.fee);
+    }
+    let final_equity = position.quote_balance + position.qty * last.price;
+    assert_eq!(equity[kept - 1]["equity"], final_equity.to_string());
 
     let path = format!("/api/v1/backtests/{id}");
     let theirs = app.send(Method::GET, &path, None, &bob.access).await;

@@ -12,16 +12,16 @@ use crate::accounts::{API_KEY, API_SECRET};
 use crate::fake_binance::FakeBinance;
 use crate::fake_rest::{FakeRest, Fault};
 
-struct Live {
-    app: TestApp,
+pub(crate) struct Live {
+    pub(crate) app: TestApp,
     ws: FakeBinance,
     rest: FakeRest,
-    token: String,
-    bot: u64,
+    pub(crate) token: String,
+    pub(crate) bot: u64,
 }
 
 /// A running live bot on the fakes, with a quote streamed so market orders can be valued.
-async fn live_bot(email: &str) -> Live {
+pub(crate) async fn live_bot(email: &str) -> Live {
     let ws = FakeBinance::start().await;
     let rest = FakeRest::start().await;
     let (ws_url, rest_url) = (ws.url.clone(), rest.url());

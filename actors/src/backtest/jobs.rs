@@ -80,6 +80,10 @@ impl JobStatus {
     }
 }
 
+/// The most fills (and equity points) a finished job keeps for `GET /backtests/{id}`: the last
+/// ones. `fill_count` in the report counts them all.
+pub const MAX_RESULT_FILLS: usize = 2_000;
+
 /// The report of a finished job.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobResult {
@@ -88,6 +92,42 @@ pub struct JobResult {
     pub report: Report,
     /// Rows skipped (with `skip_bad_rows`, and recordings' torn tails).
     pub skipped_rows: u64,
+    /// The run's trades: its last fills (at most 2,000), oldest first.
+    pub fills: Vec<keel_core::trading::Fill>,
+    /// Equity (quote balance plus the position at the fill's price) after each of those fills,
+    /// replayed from the starting quote over every fill of the run.
+    pub equity: Vec<EquityPoint>,
+}
+
+/// One point of a backtest's equity curve.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct EquityPoint {
+    /// The fill's time, ms since the epoch.
+    pub ts: u64,
+    /// Equity after it, in the quote currency.
+    #[schema(value_type = String)]
+    pub equity: rust_decimal::Decimal,
+}
+
+/// The last [`MAX_RESULT_FILLS`] fills and the equity after each, replayed over all of them.
+fn trades_and_equity(
+    fills: Vec<keel_core::trading::Fill>,
+    starting_quote: rust_decimal::Decimal,
+) -> (Vec<keel_core::trading::Fill>, Vec<EquityPoint>) {
+    let mut position =
+        keel_core::trading::Position { quote_balance: starting_quote, ..Default::default() };
+    let skip = fills.len().saturating_sub(MAX_RESULT_FILLS);
+    let mut equity = Vec::with_capacity(fills.len() - skip);
+    for (i, fill) in fills.iter().enumerate() {
+        position.apply(fill.side, fill.qty, fill.price, fill.fee);
+        if i >= skip {
+            let value = position.quote_balance + position.qty * fill.price;
+            equity.push(EquityPoint { ts: fill.ts, equity: value });
+        }
+    }
+    let mut fills = fills;
+    fills.drain(..skip);
+    (fills, equity)
 }
 
 /// What `GET /backtests/{id}` shows.
@@ -396,7 +436,8 @@ fn execute(job: &Job, spec: JobSpec) -> Result<JobResult, Failure> {
         Ok(Ok(outcome)) => {
             job.ticks.store(outcome.report.ticks, Ordering::Relaxed);
             let skipped = ticks.skipped + ticks.current.as_ref().map_or(0, TradeReader::skipped);
-            Ok(JobResult { report: outcome.report, skipped_rows: skipped })
+            let (fills, equity) = trades_and_equity(outcome.fills, spec.config.starting_quote);
+            Ok(JobResult { report: outcome.report, skipped_rows: skipped, fills, equity })
         }
     }
 }

@@ -35,8 +35,8 @@ use super::repo::BotRepo;
 use crate::feed::{FeedAddress, MarketData, Subscribe, Unsubscribe};
 use crate::mailbox::ask;
 use crate::supervisor::{Lifeline, catch_panic};
-use keel_core::bot::BotId;
-use keel_core::engine::{BotEngine, Effects};
+use keel_core::bot::{BotId, BotStatus};
+use keel_core::engine::{BotEngine, BotEventKind, Effects};
 use keel_core::market::{StreamKind, Symbol};
 use keel_core::trading::Position;
 
@@ -93,6 +93,9 @@ pub struct BotActorArgs {
     pub sessions: crate::session::SessionDirectory,
     /// Capacity of the bot's mailbox ([`BOT_MAILBOX`] unless configured).
     pub mailbox: usize,
+    /// Why this incarnation starts (a restart after a crash, Keel's own restart), journaled with
+    /// the `status` line it writes on start; `None` when its owner started it.
+    pub start_reason: Option<String>,
 }
 
 /// One running bot.
@@ -246,6 +249,13 @@ impl Actor for BotActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.args.mailbox);
         self.args.engine.set_strategy_active(!self.paused);
+        // Every incarnation says so on the bot's channel: started by its owner, restarted after a
+        // crash, or resumed with the process.
+        let status = if self.paused { BotStatus::Paused } else { BotStatus::Running };
+        let reason = self.args.start_reason.take();
+        let now = keel_venues::now_us() / 1000;
+        self.args.engine.log(now, BotEventKind::Status { status, reason }, &mut self.fx);
+        self.persist(ctx, None);
         self.subscribe(ctx);
         ctx.run_interval(SNAPSHOT_INTERVAL, |act, _| {
             if act.dirty_snapshot {

@@ -8,7 +8,8 @@
 use actix::prelude::*;
 
 use super::{BotActor, BotPaused};
-use keel_core::engine::{BotEvent, BotState, Outbound};
+use keel_core::bot::BotStatus;
+use keel_core::engine::{BotEvent, BotEventKind, BotState, Outbound};
 
 /// What a write leaves to do once it is durable: applied in write order after the flush that
 /// covers it.
@@ -43,6 +44,13 @@ impl BotActor {
         ctx: &mut Context<Self>,
         then: Option<Box<dyn FnOnce(bool) + Send>>,
     ) {
+        if let Some(reason) = self.fx.paused.clone() {
+            // A self-pause (risk, breaker, venue failures, slow strategy) is a status change
+            // like an owner's pause: journaled, so it reaches the bot's channel.
+            let now = keel_venues::now_us() / 1000;
+            let status = BotEventKind::Status { status: BotStatus::Paused, reason: Some(reason) };
+            self.args.engine.log(now, status, &mut self.fx);
+        }
         let state = self.args.engine.snapshot();
         let written = if self.fx.is_empty() && then.is_none() {
             return;

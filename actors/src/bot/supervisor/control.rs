@@ -39,7 +39,7 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                 record.updated_ts = now_ms();
                 self.bots.insert(bot_id, record.clone());
                 self.restarts.remove(&bot_id);
-                if let Err(reason) = self.launch(bot_id, ctx) {
+                if let Err(reason) = self.launch(bot_id, None, ctx) {
                     self.mark_failed(bot_id, reason.clone(), ctx);
                     return replier
                         .send(Err(BotError::Conflict(format!("bot cannot start: {reason}"))));

@@ -16,14 +16,20 @@ use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
 use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
 use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus};
-use keel_core::engine::{BotEngine, BotState, EngineConfig};
+use keel_core::engine::{BotEngine, BotEvent, BotEventKind, BotState, Effects, EngineConfig};
 use keel_core::trading::Order;
 use keel_core::trading::paper::PaperConfig;
 use rust_decimal::Decimal;
 
 impl BotSupervisor {
     /// Starts the actor of an active bot, rebuilding its engine from the store.
-    pub(super) fn launch(&mut self, bot_id: BotId, ctx: &mut Context<Self>) -> Result<(), String> {
+    /// `why` is journaled with the bot's start (`None` when its owner started it).
+    pub(super) fn launch(
+        &mut self,
+        bot_id: BotId,
+        why: Option<String>,
+        ctx: &mut Context<Self>,
+    ) -> Result<(), String> {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
         let state = self.repo.state(bot_id).map_err(|e| e.to_string())?;
         let open = self.repo.open_orders(bot_id).map_err(|e| e.to_string())?;
@@ -57,6 +63,7 @@ impl BotSupervisor {
             user_id: record.user_id,
             sessions: self.config.sessions.clone(),
             mailbox: self.config.bot_mailbox,
+            start_reason: why,
             exposure: self
                 .exposure
                 .as_ref()
@@ -80,10 +87,46 @@ impl BotSupervisor {
         self.relaunch_gave_up(bot_id);
         if let Some(mut record) = self.bots.get(&bot_id).cloned() {
             record.status = BotStatus::Failed;
-            record.status_reason = Some(reason);
+            record.status_reason = Some(reason.clone());
             record.updated_ts = now_ms();
+            self.journal_status(&record, Some(reason), ctx);
             self.save_then(record, ctx, |_| ());
         }
+    }
+
+    /// Journals a status change of a bot that has no actor (failed, or a failed bot stopped) and
+    /// hands it to its owner's connections once durable, as a bot actor does with its own.
+    pub(super) fn journal_status(
+        &mut self,
+        record: &BotRecord,
+        reason: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        let (bot_id, user_id) = (record.id, record.user_id);
+        let written = self.repo.state(bot_id).and_then(|mut state| {
+            state.last_event_id += 1;
+            let status = BotEventKind::Status { status: record.status, reason };
+            let event = BotEvent { id: state.last_event_id, ts: now_ms(), kind: status };
+            let fx = Effects { events: vec![event.clone()], ..Effects::default() };
+            self.repo.persist(bot_id, &fx, &state).map(|()| event)
+        });
+        let event = match written {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::warn!(bot_id, error = %err, "status change not journaled");
+                return;
+            }
+        };
+        let store = self.repo.store().clone();
+        let sessions = self.config.sessions.clone();
+        ctx.spawn(
+            async move {
+                if store.commit().await.is_ok() {
+                    sessions.publish(user_id, bot_id, &[event]);
+                }
+            }
+            .into_actor(self),
+        );
     }
 
     pub(super) fn stop_bot(
@@ -105,6 +148,7 @@ impl BotSupervisor {
             record.status = BotStatus::Stopped;
             record.status_reason = None;
             record.updated_ts = now_ms();
+            self.journal_status(&record, None, ctx);
             return self.save_then(record, ctx, move |r| reply(r.map(|r| (r, 0))));
         };
         self.busy.insert(bot_id, ());
@@ -172,7 +216,7 @@ impl Actor for BotSupervisor {
             self.relaunch_done();
         }
         for bot_id in active {
-            if let Err(reason) = self.launch(bot_id, ctx) {
+            if let Err(reason) = self.launch(bot_id, Some("resumed as Keel started".into()), ctx) {
                 self.mark_failed(bot_id, reason, ctx);
             }
         }
@@ -220,7 +264,7 @@ impl Handler<ChildExited> for BotSupervisor {
             return;
         }
         metrics::counter!("keel_actor_restarts_total", "actor" => "bot").increment(1);
-        if let Err(launch) = self.launch(bot_id, ctx) {
+        if let Err(launch) = self.launch(bot_id, Some(format!("restarted after: {reason}")), ctx) {
             self.mark_failed(bot_id, format!("{reason}; restart failed: {launch}"), ctx);
         }
     }
