@@ -5,7 +5,10 @@ import { clear, field, h, table, time, toast } from "../dom.js";
 
 export async function accounts(main) {
   const listBox = h("div");
-  const venue = field("Venue", { name: "venue", options: [["binance"], ["binance_futures"]] });
+  // The venues that take credentials, as the API says (GET /venues lists what each can do).
+  const venues = await api("GET", "/venues").catch(() => ({ items: [] }));
+  const takesKeys = venues.items.filter((v) => v.capabilities && v.capabilities.credentials);
+  const venue = field("Venue", { name: "venue", options: takesKeys.map((v) => [v.venue, v.label || v.venue]) });
   const label = field("Label", { name: "label", required: true, maxlength: 64 });
   const key = field("API key", { name: "api_key", required: true, autocomplete: "off" });
   const secret = field("API secret", { name: "api_secret", type: "password", required: true, autocomplete: "off" }, "Stored encrypted; it is never shown again.");

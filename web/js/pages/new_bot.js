@@ -31,7 +31,7 @@ export async function newBot(main) {
   ]);
   const all = {};
   const name = all.name = field("Name", { name: "name", required: true, maxlength: 64, value: "my bot" });
-  const venue = all.venue = field("Venue", { name: "venue", options: venues.items.map((v) => [v.venue]) });
+  const venue = all.venue = field("Venue", { name: "venue", options: venues.items.filter((v) => v.enabled !== false).map((v) => [v.venue, v.label || v.venue]) });
   const symbol = all.symbol = field("Symbol", { name: "symbol", required: true, value: "BTCUSDT", pattern: "[A-Za-z0-9]{2,20}", autocapitalize: "characters" });
   const mode = all.mode = field("Mode", { name: "mode", options: [["paper", "Paper (simulated fills)"], ["live", "Live (real orders)"]] });
   const account = all.exchange_account_id = field("Exchange account", {
