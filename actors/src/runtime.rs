@@ -26,13 +26,14 @@ use keel_venues::routing::OrderRouter;
 use rust_decimal::Decimal;
 
 use crate::backtest::jobs::{Jobs, JobsConfig};
-use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, LiveVenues};
+use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, DiskSpace, LiveVenues};
 use crate::feed::{FeedAddress, FeedConfig, FeedSpec, ReplayConfig};
 use crate::mailbox::{AskError, ask};
 use crate::record::Recorder;
 use crate::session::SessionDirectory;
 use crate::sink::{Outbox, PgSinkConfig, PgSinkSpec, SinkHealth};
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::disk::DISK_CHECK_EVERY;
+use crate::store::{DiskGuard, Store, StoreConfig, StoreError};
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Shutdown, ShutdownReport, Supervisor, SupervisorSpec,
 };
@@ -251,8 +252,30 @@ impl Runtime {
             sink_health = Some(health);
         }
         let root = root.start();
+        watch_disk(store.disk().clone(), bots.clone());
         Ok(Self { store, root, vault, feeds, bots, sessions, sink: sink_health, backtests })
     }
+}
+
+/// Reads the free space every [`DISK_CHECK_EVERY`] and tells the bot supervisor (when it is
+/// there) where it stands, so bots pause while the disk is low and resume after.
+fn watch_disk(disk: DiskGuard, bots: BotsAddress) {
+    actix::spawn(async move {
+        let mut ticks = tokio::time::interval(DISK_CHECK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let reading = disk.clone();
+            // statvfs is one system call, but on a hung network file system it blocks.
+            if tokio::task::spawn_blocking(move || reading.check()).await.is_err() {
+                continue;
+            }
+            if let Some(addr) = bots.get() {
+                // Full mailbox: the next reading sends it again.
+                let _ = addr.try_send(DiskSpace { low: disk.is_low() });
+            }
+        }
+    });
 }
 
 /// Stops the tree under `root`, children in reverse start order, each within what is left of

@@ -76,6 +76,7 @@ impl Settings {
             cache_capacity_bytes: self.store.cache_capacity_mb * 1024 * 1024,
             background_flush: (self.store.background_flush_ms > 0)
                 .then(|| Duration::from_millis(self.store.background_flush_ms)),
+            min_free_bytes: self.store.min_free_bytes,
         }
     }
 

@@ -112,6 +112,15 @@ fn describe() {
         "keel_store_fsyncs_total",
         "fdatasyncs of sled's log issued by group commit (one per group of commits)."
     );
+    metrics::describe_gauge!(
+        "keel_store_free_bytes",
+        metrics::Unit::Bytes,
+        "Free bytes under the data directory, read once a second."
+    );
+    metrics::describe_gauge!(
+        "keel_store_disk_low",
+        "1 while the free space is below store.min_free_bytes (orders and bot starts refused)."
+    );
 }
 
 /// A request's method as a label: the standard methods by name, anything else `other`, so a

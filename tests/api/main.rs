@@ -8,6 +8,7 @@ mod backtests;
 mod backup;
 mod bot_recovery;
 mod bots;
+mod disk_guard;
 mod errors;
 mod health;
 mod live;

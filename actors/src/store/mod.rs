@@ -9,6 +9,7 @@
 //! crash leaves either all of them or none.
 
 pub mod backup;
+pub mod disk;
 mod error;
 mod group_commit;
 mod migrations;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use disk::{DiskChange, DiskGuard, DiskLow};
 pub use error::StoreError;
 pub use group_commit::GroupCommit;
 #[cfg(test)]
@@ -78,6 +80,9 @@ pub struct StoreConfig {
     /// sled's background flush period. Acknowledged writes never rely on it (they await
     /// [`Store::commit`]); it only bounds how much unacknowledged work a crash can lose.
     pub background_flush: Option<Duration>,
+    /// Free space under [`StoreConfig::path`] below which new work is refused ([`DiskGuard`]);
+    /// 0 turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -87,6 +92,7 @@ impl StoreConfig {
             path: path.into(),
             cache_capacity_bytes: 16 * 1024 * 1024,
             background_flush: Some(Duration::from_millis(500)),
+            min_free_bytes: 0,
         }
     }
 }
@@ -109,6 +115,8 @@ struct Inner {
     /// Added to sled's id counter: a restored store starts past every id of its backup
     /// (`meta/id_floor`, written by [`backup::restore`]; 0 otherwise).
     id_floor: u64,
+    /// The free-space floor.
+    disk: DiskGuard,
 }
 
 /// Key in the `meta` tree of the id floor, a big-endian `u64`.
@@ -146,8 +154,10 @@ impl Store {
             .open()?;
         let id_floor = read_id_floor(&db)?;
         let flusher = GroupCommit::new(db.clone(), &config.path)?;
+        let disk = DiskGuard::new(&config.path, config.min_free_bytes);
         let store = Self {
             inner: Arc::new(Inner {
+                disk,
                 id_floor,
                 flusher,
                 db,
@@ -162,6 +172,11 @@ impl Store {
     /// The directory the database lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The free-space guard of the data directory.
+    pub fn disk(&self) -> &DiskGuard {
+        &self.inner.disk
     }
 
     /// One of the trees named in [`trees`].
