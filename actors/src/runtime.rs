@@ -220,7 +220,9 @@ impl Runtime {
             .collect();
         let (feeds_spec, feeds) = feeds(feed_configs, policy, mailboxes.supervisor);
         let feeds = Arc::new(feeds);
-        let backtests = Jobs::start(backtests).map_err(RuntimeError::Backtests)?;
+        let jobs_store = store.clone();
+        let backtests =
+            blocking(move || Jobs::open(backtests, jobs_store)).await?.map_err(store_error)?;
         let sessions = SessionDirectory::new(mailboxes.session);
         let bots = BotsAddress::default();
         let bots_config = BotsConfig {

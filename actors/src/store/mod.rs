@@ -60,6 +60,9 @@ pub mod trees {
     /// without scanning its history.
     pub const OPEN_ORDERS: &str = "open_orders";
 
+    /// Backtest jobs (spec, progress, result), keyed by job id: they survive restarts.
+    pub const BACKTESTS: &str = "backtests";
+
     /// Trees added by migration 2 (identity).
     pub const IDENTITY: [&str; 3] = [USER_EMAILS, SESSIONS, REFRESH_TOKENS];
 

@@ -172,6 +172,7 @@ impl From<SubmitError> for ApiError {
                     .retry_after(5)
             }
             SubmitError::Busy => ApiError::overloaded("the backtest queue"),
+            SubmitError::Store => ApiError::internal(err),
         }
     }
 }
