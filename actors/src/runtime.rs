@@ -33,6 +33,7 @@ use crate::record::Recorder;
 use crate::session::SessionDirectory;
 use crate::sink::{Outbox, PgSinkConfig, PgSinkSpec, SinkHealth};
 use crate::store::disk::DISK_CHECK_EVERY;
+use crate::store::retention::{self, RetentionConfig};
 use crate::store::{DiskGuard, Store, StoreConfig, StoreError};
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Shutdown, ShutdownReport, Supervisor, SupervisorSpec,
@@ -69,6 +70,8 @@ pub struct RuntimeConfig {
     pub sink: Option<PgSinkConfig>,
     /// The backtest worker pool.
     pub backtests: JobsConfig,
+    /// How long history is kept.
+    pub retention: RetentionConfig,
 }
 
 /// Mailbox capacities of the tree's actors.
@@ -192,6 +195,7 @@ impl Runtime {
             bots: limits,
             sink,
             backtests,
+            retention,
         } = config;
         let path = store_config.path.clone();
         let store_error = |source| RuntimeError::Store { path: path.clone(), source };
@@ -255,6 +259,9 @@ impl Runtime {
         }
         let root = root.start();
         watch_disk(store.disk().clone(), bots.clone());
+        if retention.is_on() {
+            sweep_history(store.clone(), retention, sink_health.is_some());
+        }
         Ok(Self { store, root, vault, feeds, bots, sessions, sink: sink_health, backtests })
     }
 }
@@ -275,6 +282,40 @@ fn watch_disk(disk: DiskGuard, bots: BotsAddress) {
             if let Some(addr) = bots.get() {
                 // Full mailbox: the next reading sends it again.
                 let _ = addr.try_send(DiskSpace { low: disk.is_low() });
+            }
+        }
+    });
+}
+
+/// How long after start the first retention sweep runs: start-up and relaunch go first.
+const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs a retention sweep every `config.every` on a blocking thread, then commits what it
+/// removed. With the Postgres sink on, rows it has not copied yet are kept.
+fn sweep_history(store: Store, config: RetentionConfig, sink_on: bool) {
+    let config = Arc::new(config);
+    actix::spawn(async move {
+        let start = tokio::time::Instant::now() + FIRST_SWEEP_AFTER;
+        let mut ticks = tokio::time::interval_at(start, config.every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let (sweeping, config) = (store.clone(), config.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let floor = if sink_on { retention::sink_floor(&sweeping)? } else { None };
+                retention::sweep(&sweeping, &config, keel_venues::now_us() / 1000, floor)
+            })
+            .await;
+            match done {
+                Ok(Ok(report)) => {
+                    if let Err(err) = store.commit().await {
+                        tracing::warn!(error = %err, "committing a retention sweep failed");
+                    } else if !report.removed.is_empty() || report.recordings_removed > 0 {
+                        tracing::info!(?report, "retention sweep");
+                    }
+                }
+                Ok(Err(err)) => tracing::warn!(error = %err, "retention sweep failed"),
+                Err(err) => tracing::warn!(error = %err, "retention sweep panicked"),
             }
         }
     });

@@ -14,6 +14,7 @@ mod error;
 mod group_commit;
 mod migrations;
 pub mod permissions;
+pub mod retention;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
