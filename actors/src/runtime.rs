@@ -34,6 +34,7 @@ use crate::session::SessionDirectory;
 use crate::sink::{Outbox, PgSinkConfig, PgSinkSpec, SinkHealth};
 use crate::store::disk::DISK_CHECK_EVERY;
 use crate::store::retention::{self, RetentionConfig};
+use crate::store::stats::{self, STATS_EVERY};
 use crate::store::{DiskGuard, Store, StoreConfig, StoreError};
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Shutdown, ShutdownReport, Supervisor, SupervisorSpec,
@@ -259,6 +260,7 @@ impl Runtime {
         }
         let root = root.start();
         watch_disk(store.disk().clone(), bots.clone());
+        publish_stats(store.clone(), retention.record_dir.clone());
         if retention.is_on() {
             sweep_history(store.clone(), retention, sink_health.is_some());
         }
@@ -282,6 +284,32 @@ fn watch_disk(disk: DiskGuard, bots: BotsAddress) {
             if let Some(addr) = bots.get() {
                 // Full mailbox: the next reading sends it again.
                 let _ = addr.try_send(DiskSpace { low: disk.is_low() });
+            }
+        }
+    });
+}
+
+/// How long after start the store's figures first reach `/metrics`.
+const FIRST_STATS_AFTER: Duration = Duration::from_secs(5);
+
+/// Publishes the store's figures by kind on `/metrics` every [`STATS_EVERY`] (a scan of every
+/// key, on a blocking thread).
+fn publish_stats(store: Store, record_dir: Option<PathBuf>) {
+    actix::spawn(async move {
+        let start = tokio::time::Instant::now() + FIRST_STATS_AFTER;
+        let mut ticks = tokio::time::interval_at(start, STATS_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let (store, dir) = (store.clone(), record_dir.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                stats::collect(&store, dir.as_deref(), keel_venues::now_us() / 1000)
+            })
+            .await;
+            match done {
+                Ok(Ok(figures)) => stats::publish(&figures),
+                Ok(Err(err)) => tracing::warn!(error = %err, "reading the store's figures failed"),
+                Err(err) => tracing::warn!(error = %err, "reading the store's figures panicked"),
             }
         }
     });

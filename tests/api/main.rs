@@ -19,6 +19,7 @@ mod protection;
 mod restart;
 mod sink;
 mod store_fixture;
+mod store_stats;
 mod strict_input;
 mod tampering;
 mod ws;

@@ -15,6 +15,7 @@ mod group_commit;
 mod migrations;
 pub mod permissions;
 pub mod retention;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
