@@ -35,7 +35,7 @@ use crate::sink::{Outbox, PgSinkConfig, PgSinkSpec, SinkHealth};
 use crate::store::disk::DISK_CHECK_EVERY;
 use crate::store::retention::{self, RetentionConfig};
 use crate::store::stats::{self, STATS_EVERY};
-use crate::store::{DiskGuard, Store, StoreConfig, StoreError};
+use crate::store::{Store, StoreConfig, StoreError, WeakStore};
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Shutdown, ShutdownReport, Supervisor, SupervisorSpec,
 };
@@ -259,10 +259,10 @@ impl Runtime {
             sink_health = Some(health);
         }
         let root = root.start();
-        watch_disk(store.disk().clone(), bots.clone());
-        publish_stats(store.clone(), retention.record_dir.clone());
+        watch_disk(store.downgrade(), bots.clone());
+        publish_stats(store.downgrade(), retention.record_dir.clone());
         if retention.is_on() {
-            sweep_history(store.clone(), retention, sink_health.is_some());
+            sweep_history(store.downgrade(), retention, sink_health.is_some());
         }
         Ok(Self { store, root, vault, feeds, bots, sessions, sink: sink_health, backtests })
     }
@@ -270,12 +270,14 @@ impl Runtime {
 
 /// Reads the free space every [`DISK_CHECK_EVERY`] and tells the bot supervisor (when it is
 /// there) where it stands, so bots pause while the disk is low and resume after.
-fn watch_disk(disk: DiskGuard, bots: BotsAddress) {
+/// Ends once the application has let the store go.
+fn watch_disk(store: WeakStore, bots: BotsAddress) {
     actix::spawn(async move {
         let mut ticks = tokio::time::interval(DISK_CHECK_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            let Some(disk) = store.upgrade().map(|s| s.disk().clone()) else { return };
             let reading = disk.clone();
             // statvfs is one system call, but on a hung network file system it blocks.
             if tokio::task::spawn_blocking(move || reading.check()).await.is_err() {
@@ -294,14 +296,16 @@ const FIRST_STATS_AFTER: Duration = Duration::from_secs(5);
 
 /// Publishes the store's figures by kind on `/metrics` every [`STATS_EVERY`] (a scan of every
 /// key, on a blocking thread).
-fn publish_stats(store: Store, record_dir: Option<PathBuf>) {
+/// Holds the store only while it runs: it ends once the application has let the store go.
+fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>) {
     actix::spawn(async move {
         let start = tokio::time::Instant::now() + FIRST_STATS_AFTER;
         let mut ticks = tokio::time::interval_at(start, STATS_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let (store, dir) = (store.clone(), record_dir.clone());
+            let Some(store) = store.upgrade() else { return };
+            let dir = record_dir.clone();
             let done = tokio::task::spawn_blocking(move || {
                 stats::collect(&store, dir.as_deref(), keel_venues::now_us() / 1000)
             })
@@ -320,7 +324,8 @@ const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs a retention sweep every `config.every` on a blocking thread, then commits what it
 /// removed. With the Postgres sink on, rows it has not copied yet are kept.
-fn sweep_history(store: Store, config: RetentionConfig, sink_on: bool) {
+/// Holds the store only while it sweeps: it ends once the application has let the store go.
+fn sweep_history(weak: WeakStore, config: RetentionConfig, sink_on: bool) {
     let config = Arc::new(config);
     actix::spawn(async move {
         let start = tokio::time::Instant::now() + FIRST_SWEEP_AFTER;
@@ -328,6 +333,7 @@ fn sweep_history(store: Store, config: RetentionConfig, sink_on: bool) {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
+            let Some(store) = weak.upgrade() else { return };
             let (sweeping, config) = (store.clone(), config.clone());
             let done = tokio::task::spawn_blocking(move || {
                 let floor = if sink_on { retention::sink_floor(&sweeping)? } else { None };

@@ -274,6 +274,25 @@ impl Store {
     }
 }
 
+/// A handle that does not keep the store open: for background loops that must end, and let
+/// sled release its directory lock, once the application has dropped its [`Store`].
+#[derive(Clone, Debug)]
+pub struct WeakStore(std::sync::Weak<Inner>);
+
+impl WeakStore {
+    /// The store, while something else still holds it open.
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
+impl Store {
+    /// A [`WeakStore`] for this store.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+}
+
 /// What a transaction closure returns.
 pub type TxResult<R> = sled::transaction::ConflictableTransactionResult<R, String>;
 
