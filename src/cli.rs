@@ -1,5 +1,5 @@
 //! Command line: `keel [serve]`, `keel check-config`, `keel backup`, `keel restore`,
-//! `keel store seed`, `keel --version`.
+//! `keel store seed`, `keel store stats`, `keel --version`.
 
 use std::path::PathBuf;
 
@@ -49,6 +49,20 @@ pub enum StoreCommand {
     /// (orders and their fills, a few orders per bot left open), written as bots write it: for
     /// measuring start-up on a big store. Every user's password is `keel-seed-password`.
     Seed(SeedArgs),
+    /// Print what the store holds by kind: rows, bytes, bytes written in the last day and the
+    /// oldest record (the running server publishes the same figures on /metrics).
+    Stats(StatsArgs),
+}
+
+/// `keel store stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// The store directory; default store.path.
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `keel store seed`.

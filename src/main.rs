@@ -49,6 +49,9 @@ fn main() -> ExitCode {
         Command::Store(StoreCommand::Seed(args)) => {
             report(keel::store_cli::seed_store(&settings, &args))
         }
+        Command::Store(StoreCommand::Stats(args)) => {
+            report(keel::store_cli::stats(&settings, &args).map(|text| print!("{text}")))
+        }
         Command::Backup(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match runtime {

@@ -1,5 +1,7 @@
-//! `keel store seed`: the operator's side of seeding a store (the work is
-//! `keel_actors::seed`). Keel must be stopped: sled holds a lock on its directory.
+//! `keel store seed` and `keel store stats`: the operator's side of seeding a store (the work is
+//! `keel_actors::seed`) and of reading its figures (`keel_actors::store::stats`). Keel must be
+//! stopped: sled holds a lock on its directory (a running Keel shows the same figures on
+//! `/metrics`).
 
 use std::time::Instant;
 
@@ -10,7 +12,7 @@ use keel_actors::sink::Outbox;
 use keel_actors::store::{Store, StoreConfig};
 use keel_core::market::Symbol;
 
-use crate::cli::SeedArgs;
+use crate::cli::{SeedArgs, StatsArgs};
 use crate::configuration::Settings;
 
 /// `keel store seed`.
@@ -74,4 +76,39 @@ pub fn seed_dir(
 ) -> anyhow::Result<()> {
     let args = SeedArgs { users, bots, orders, store: Some(dir.to_owned()), threads: 0 };
     seed_store(settings, &args)
+}
+
+/// `keel store stats`: the figures as a table (or JSON), returned as text.
+///
+/// # Errors
+/// The store cannot be opened (Keel is running, or the directory is unusable) or read.
+pub fn stats(settings: &Settings, args: &StatsArgs) -> anyhow::Result<String> {
+    use std::fmt::Write as _;
+    let dir = args.store.clone().unwrap_or_else(|| settings.store.path.clone());
+    let config = StoreConfig { path: dir.clone(), ..settings.store_config() };
+    let store = Store::open(&config)
+        .with_context(|| format!("opening the store at {} (is Keel stopped?)", dir.display()))?;
+    let now = keel_venues::now_us() / 1000;
+    let record_dir = settings.record_dir();
+    let figures = keel_actors::store::stats::collect(&store, Some(&record_dir), now)?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&figures)? + "\n");
+    }
+    let mut out = format!(
+        "{:<16} {:>12} {:>14} {:>16}  {}\n",
+        "kind", "rows", "bytes", "growth/day", "oldest (UTC)"
+    );
+    for (kind, f) in &figures.kinds {
+        let growth = f.growth_bytes_per_day.map_or_else(|| "-".to_owned(), |g| g.to_string());
+        let oldest = f.oldest_ms.map_or_else(
+            || "-".to_owned(),
+            |ms| {
+                let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+                humantime::format_rfc3339_seconds(time).to_string()
+            },
+        );
+        writeln!(out, "{kind:<16} {:>12} {:>14} {growth:>16}  {oldest}", f.rows, f.bytes)?;
+    }
+    writeln!(out, "sled files: {} bytes on disk", figures.size_on_disk)?;
+    Ok(out)
 }

@@ -26,13 +26,16 @@ use keel_venues::routing::OrderRouter;
 use rust_decimal::Decimal;
 
 use crate::backtest::jobs::{Jobs, JobsConfig};
-use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, LiveVenues};
+use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, DiskSpace, LiveVenues};
 use crate::feed::{FeedAddress, FeedConfig, FeedSpec, ReplayConfig};
 use crate::mailbox::{AskError, ask};
 use crate::record::Recorder;
 use crate::session::SessionDirectory;
 use crate::sink::{Outbox, PgSinkConfig, PgSinkSpec, SinkHealth};
-use crate::store::{Store, StoreConfig, StoreError};
+use crate::store::disk::DISK_CHECK_EVERY;
+use crate::store::retention::{self, RetentionConfig};
+use crate::store::stats::{self, STATS_EVERY};
+use crate::store::{Store, StoreConfig, StoreError, WeakStore};
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Shutdown, ShutdownReport, Supervisor, SupervisorSpec,
 };
@@ -68,6 +71,8 @@ pub struct RuntimeConfig {
     pub sink: Option<PgSinkConfig>,
     /// The backtest worker pool.
     pub backtests: JobsConfig,
+    /// How long history is kept.
+    pub retention: RetentionConfig,
 }
 
 /// Mailbox capacities of the tree's actors.
@@ -191,6 +196,7 @@ impl Runtime {
             bots: limits,
             sink,
             backtests,
+            retention,
         } = config;
         let path = store_config.path.clone();
         let store_error = |source| RuntimeError::Store { path: path.clone(), source };
@@ -219,7 +225,9 @@ impl Runtime {
             .collect();
         let (feeds_spec, feeds) = feeds(feed_configs, policy, mailboxes.supervisor);
         let feeds = Arc::new(feeds);
-        let backtests = Jobs::start(backtests).map_err(RuntimeError::Backtests)?;
+        let jobs_store = store.clone();
+        let backtests =
+            blocking(move || Jobs::open(backtests, jobs_store)).await?.map_err(store_error)?;
         let sessions = SessionDirectory::new(mailboxes.session);
         let bots = BotsAddress::default();
         let bots_config = BotsConfig {
@@ -251,8 +259,100 @@ impl Runtime {
             sink_health = Some(health);
         }
         let root = root.start();
+        watch_disk(store.downgrade(), bots.clone());
+        publish_stats(store.downgrade(), retention.record_dir.clone());
+        if retention.is_on() {
+            sweep_history(store.downgrade(), retention, sink_health.is_some());
+        }
         Ok(Self { store, root, vault, feeds, bots, sessions, sink: sink_health, backtests })
     }
+}
+
+/// Reads the free space every [`DISK_CHECK_EVERY`] and tells the bot supervisor (when it is
+/// there) where it stands, so bots pause while the disk is low and resume after.
+/// Ends once the application has let the store go.
+fn watch_disk(store: WeakStore, bots: BotsAddress) {
+    actix::spawn(async move {
+        let mut ticks = tokio::time::interval(DISK_CHECK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(disk) = store.upgrade().map(|s| s.disk().clone()) else { return };
+            let reading = disk.clone();
+            // statvfs is one system call, but on a hung network file system it blocks.
+            if tokio::task::spawn_blocking(move || reading.check()).await.is_err() {
+                continue;
+            }
+            if let Some(addr) = bots.get() {
+                // Full mailbox: the next reading sends it again.
+                let _ = addr.try_send(DiskSpace { low: disk.is_low() });
+            }
+        }
+    });
+}
+
+/// How long after start the store's figures first reach `/metrics`.
+const FIRST_STATS_AFTER: Duration = Duration::from_secs(5);
+
+/// Publishes the store's figures by kind on `/metrics` every [`STATS_EVERY`] (a scan of every
+/// key, on a blocking thread).
+/// Holds the store only while it runs: it ends once the application has let the store go.
+fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>) {
+    actix::spawn(async move {
+        let start = tokio::time::Instant::now() + FIRST_STATS_AFTER;
+        let mut ticks = tokio::time::interval_at(start, STATS_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            let dir = record_dir.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                stats::collect(&store, dir.as_deref(), keel_venues::now_us() / 1000)
+            })
+            .await;
+            match done {
+                Ok(Ok(figures)) => stats::publish(&figures),
+                Ok(Err(err)) => tracing::warn!(error = %err, "reading the store's figures failed"),
+                Err(err) => tracing::warn!(error = %err, "reading the store's figures panicked"),
+            }
+        }
+    });
+}
+
+/// How long after start the first retention sweep runs: start-up and relaunch go first.
+const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(60);
+
+/// Runs a retention sweep every `config.every` on a blocking thread, then commits what it
+/// removed. With the Postgres sink on, rows it has not copied yet are kept.
+/// Holds the store only while it sweeps: it ends once the application has let the store go.
+fn sweep_history(weak: WeakStore, config: RetentionConfig, sink_on: bool) {
+    let config = Arc::new(config);
+    actix::spawn(async move {
+        let start = tokio::time::Instant::now() + FIRST_SWEEP_AFTER;
+        let mut ticks = tokio::time::interval_at(start, config.every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(store) = weak.upgrade() else { return };
+            let (sweeping, config) = (store.clone(), config.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                let floor = if sink_on { retention::sink_floor(&sweeping)? } else { None };
+                retention::sweep(&sweeping, &config, keel_venues::now_us() / 1000, floor)
+            })
+            .await;
+            match done {
+                Ok(Ok(report)) => {
+                    if let Err(err) = store.commit().await {
+                        tracing::warn!(error = %err, "committing a retention sweep failed");
+                    } else if !report.removed.is_empty() || report.recordings_removed > 0 {
+                        tracing::info!(?report, "retention sweep");
+                    }
+                }
+                Ok(Err(err)) => tracing::warn!(error = %err, "retention sweep failed"),
+                Err(err) => tracing::warn!(error = %err, "retention sweep panicked"),
+            }
+        }
+    });
 }
 
 /// Stops the tree under `root`, children in reverse start order, each within what is left of

@@ -6,7 +6,7 @@
 //! runtime (`keel_actors::backtest`).
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bot::Bracket;
 use crate::bot::performance::{self, Performance};
@@ -41,7 +41,7 @@ pub struct BacktestConfig {
 }
 
 /// What a backtest found.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     /// P&L, fees, trades, win rate, drawdown, exposure.
     #[serde(flatten)]

@@ -18,6 +18,7 @@ mod protection;
 mod record;
 #[cfg(test)]
 mod reference;
+mod retention;
 mod runtime;
 mod server;
 mod sink;
@@ -46,6 +47,7 @@ pub use log::{LogFormat, LogSettings};
 pub use mailboxes::MailboxSettings;
 pub use protection::ProtectionSettings;
 pub use record::RecordSettings;
+pub use retention::{ArchiveMode, RetentionSettings};
 pub use server::ServerSettings;
 pub use sink::{PostgresSinkSettings, SinkSettings};
 pub use store::StoreSettings;
@@ -108,6 +110,8 @@ pub struct Settings {
     pub record: RecordSettings,
     /// Backtests over HTTP.
     pub backtests: BacktestSettings,
+    /// How long history is kept.
+    pub retention: RetentionSettings,
     /// Actors' mailbox capacities.
     pub mailboxes: MailboxSettings,
     /// Operator endpoints (`keel backup`).
@@ -213,6 +217,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.record.validate()?;
         self.backtests.validate()?;
+        self.retention.validate()?;
         self.server.validate()?;
         self.store.validate()?;
         self.log.validate()?;

@@ -7,11 +7,12 @@ use keel_actors::backtest::jobs::JobsConfig;
 use keel_actors::feed::ReplayConfig;
 use keel_actors::runtime::{BotLimits, FeedTiming, Mailboxes, RecordConfig, RuntimeConfig};
 use keel_actors::store::StoreConfig;
+use keel_actors::store::retention::RetentionConfig;
 use keel_actors::supervisor::RestartPolicy;
 use keel_actors::vault::KeyRing;
 use keel_core::market::Symbol;
 
-use super::Settings;
+use super::{ArchiveMode, Settings};
 
 impl Settings {
     /// The runtime's configuration, with the vault's `key_ring` (resolved by `secrets`).
@@ -66,6 +67,7 @@ impl Settings {
                 max_per_user: self.backtests.max_per_user,
                 keep_finished: self.backtests.keep_finished,
             },
+            retention: self.retention_config(),
         })
     }
 
@@ -76,6 +78,28 @@ impl Settings {
             cache_capacity_bytes: self.store.cache_capacity_mb * 1024 * 1024,
             background_flush: (self.store.background_flush_ms > 0)
                 .then(|| Duration::from_millis(self.store.background_flush_ms)),
+            min_free_bytes: self.store.min_free_bytes,
+        }
+    }
+
+    /// How long history is kept, and where removed rows go.
+    pub fn retention_config(&self) -> RetentionConfig {
+        let r = &self.retention;
+        let archive_dir = match r.archive {
+            ArchiveMode::None => None,
+            ArchiveMode::Files if r.archive_dir.as_os_str().is_empty() => {
+                Some(self.store.path.join("archive"))
+            }
+            ArchiveMode::Files => Some(r.archive_dir.clone()),
+        };
+        RetentionConfig {
+            fills_days: r.fills_days,
+            orders_days: r.orders_days,
+            bot_events_days: r.bot_events_days,
+            recordings_days: r.recordings_days,
+            archive_dir,
+            record_dir: Some(self.record_dir()),
+            every: Duration::from_secs(r.sweep_interval_secs),
         }
     }
 

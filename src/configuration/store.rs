@@ -1,4 +1,4 @@
-//! `[store]`: the embedded database's directory and cache.
+//! `[store]`: the embedded database's directory, cache and free-space floor.
 
 use std::path::PathBuf;
 
@@ -16,6 +16,9 @@ pub struct StoreSettings {
     pub cache_capacity_mb: u64,
     /// sled background flush period, in milliseconds; 0 turns it off.
     pub background_flush_ms: u64,
+    /// Free space under `path` below which new orders and bot starts are refused (507) and
+    /// running bots are paused; 0 turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 impl StoreSettings {

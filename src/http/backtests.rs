@@ -172,6 +172,10 @@ pub async fn create(
     let spec = blocking(move || body.into_job(&uploads, &record_dir)).await?;
     let spec = spec.map_err(ApiError::validation)?;
     let view = state.backtests.submit(user.user_id, spec)?;
+    // The job is stored: it must be durable before the 202, or a restart could lose it.
+    if let Some(store) = state.backtests.store() {
+        store.commit().await?;
+    }
     Ok(HttpResponse::Accepted()
         .insert_header((header::LOCATION, format!("{}/backtests/{}", super::API_PREFIX, view.id)))
         .json(view))
@@ -227,6 +231,11 @@ pub async fn cancel(
     let id = id.into_inner();
     match state.backtests.cancel(user.user_id, id).ok_or_else(|| backtest_not_found(id))? {
         Canceled::Requested(view) => Ok(HttpResponse::Accepted().json(*view)),
-        Canceled::Removed => Ok(HttpResponse::NoContent().finish()),
+        Canceled::Removed => {
+            if let Some(store) = state.backtests.store() {
+                store.commit().await?;
+            }
+            Ok(HttpResponse::NoContent().finish())
+        }
     }
 }

@@ -92,6 +92,9 @@ pub struct BotPath(
 pub const BOT_NOT_FOUND: &str = "No such bot of the caller's (`BOT_NOT_FOUND`).";
 /// 504 of a route that asks the bot supervisor.
 pub const SUPERVISOR_TIMEOUT: &str = "The bot supervisor did not answer in time (`TIMEOUT`).";
+/// 507 of a route the disk guard refuses.
+pub const DISK_LOW: &str = "The server's free disk space is below `store.min_free_bytes`: new \
+    orders, bot starts and resumes are refused until space is freed (`INSUFFICIENT_STORAGE`).";
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 mod double_option {
@@ -326,6 +329,7 @@ pub async fn delete(
         (status = 409, description = "The state machine does not allow it from the bot's \
             state (`CONFLICT`).", body = ErrorResponse),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+        (status = 507, description = DISK_LOW, body = ErrorResponse),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id))]
 pub async fn control(
@@ -336,6 +340,9 @@ pub async fn control(
     let (bot_id, action) = path.into_inner();
     let control = Control::parse(&action)
         .ok_or_else(|| ApiError::not_found("NOT_FOUND", format!("no bot action `{action}`")))?;
+    if matches!(control, Control::Start | Control::Resume) {
+        state.store.disk().refuse_if_low()?;
+    }
     let query = ControlBot { user_id: user.user_id, bot_id, control };
     let record = ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Ok().json(record))

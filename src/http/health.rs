@@ -21,7 +21,9 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "live"}))
 }
 
-/// Readiness: the store takes a durable write, every supervised actor is running, and every bot
+/// Readiness: the store takes a durable write and has its free-space reserve (`store.disk`: below
+/// `store.min_free_bytes` new orders and bot starts are refused and bots paused), every
+/// supervised actor is running, and every bot
 /// that was running before the stop is running again with its open orders reconciled
 /// (`checks.bots`; a bot that could not come back is counted as failed and shows its own status
 /// instead of holding readiness). The Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
@@ -35,6 +37,9 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
         Ok(Ok(())) => {}
         Ok(Err(err)) => problems.push(FieldError::new("store", format!("not writable: {err}"))),
         Err(_) => problems.push(FieldError::new("store", "flush took longer than 2 s")),
+    }
+    if let Err(low) = state.store.disk().refuse_if_low() {
+        problems.push(FieldError::new("store.disk", low.to_string()));
     }
     let mut sink = state.sink.as_ref().map_or_else(SinkReport::disabled, |s| s.report());
     let actors = match ask(&state.root, GetStatus, CHECK_DEADLINE, "root supervisor").await {

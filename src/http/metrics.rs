@@ -112,6 +112,40 @@ fn describe() {
         "keel_store_fsyncs_total",
         "fdatasyncs of sled's log issued by group commit (one per group of commits)."
     );
+    metrics::describe_gauge!(
+        "keel_store_free_bytes",
+        metrics::Unit::Bytes,
+        "Free bytes under the data directory, read once a second."
+    );
+    metrics::describe_gauge!(
+        "keel_store_disk_low",
+        "1 while the free space is below store.min_free_bytes (orders and bot starts refused)."
+    );
+    metrics::describe_gauge!(
+        "keel_store_bytes",
+        metrics::Unit::Bytes,
+        "Bytes of keys and values stored, by kind (tree, or recordings); refreshed every 10 min."
+    );
+    metrics::describe_gauge!("keel_store_rows", "Rows stored, by kind (files, for recordings).");
+    metrics::describe_gauge!(
+        "keel_store_growth_bytes_per_day",
+        metrics::Unit::Bytes,
+        "Bytes of the rows of each kind written in the last 24 hours."
+    );
+    metrics::describe_gauge!(
+        "keel_store_oldest_record_seconds",
+        metrics::Unit::Seconds,
+        "Time of the oldest record of each kind, seconds since the epoch."
+    );
+    metrics::describe_gauge!(
+        "keel_store_size_on_disk_bytes",
+        metrics::Unit::Bytes,
+        "Size of sled's files, as sled reports it."
+    );
+    metrics::describe_counter!(
+        "keel_retention_removed_total",
+        "Rows (and recording files) removed by retention, by kind."
+    );
 }
 
 /// A request's method as a label: the standard methods by name, anything else `other`, so a

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::ApiError;
-use super::bots::{BOT_NOT_FOUND, BotPath, SUPERVISOR_TIMEOUT};
+use super::bots::{BOT_NOT_FOUND, BotPath, DISK_LOW, SUPERVISOR_TIMEOUT};
 use super::error::ErrorResponse;
 use super::json::{Json, OptionalJson};
 
@@ -398,6 +398,7 @@ impl From<NewOrder> for OrderRequest {
         (status = 422, description = "Invalid fields (`VALIDATION_FAILED`), or refused by \
             the risk checks or the venue (`ORDER_REJECTED`).", body = ErrorResponse),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
+        (status = 507, description = DISK_LOW, body = ErrorResponse),
     ))]
 #[tracing::instrument(skip_all, fields(user_id = user.user_id, bot_id = %id))]
 pub async fn place(
@@ -406,6 +407,7 @@ pub async fn place(
     id: web::Path<u64>,
     body: Json<NewOrder>,
 ) -> Result<HttpResponse, ApiError> {
+    state.store.disk().refuse_if_low()?;
     let order = OrderRequest::from(body.into_inner());
     command(&state, user.user_id, id.into_inner(), TradeCommand::Place(order)).await
 }

@@ -161,5 +161,12 @@ impl TestApp {
 /// A reqwest client for talking to the app (with rustls's crypto provider installed first).
 pub fn http_client() -> reqwest::Client {
     keel_venues::tls::install_crypto_provider();
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("a reqwest client")
+    // Idle connections are dropped well before actix's 5 s keep-alive closes them: a request sent
+    // on a connection the server is closing at that moment fails with `IncompleteMessage` (seen
+    // when a test spends ~5 s writing a fixture between two requests).
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .expect("a reqwest client")
 }

@@ -407,3 +407,66 @@ fn keel_backtest_reads_a_recording_and_plots_its_equity_with_no_progress_bar_off
     let svg = std::fs::read_to_string(svg).unwrap();
     assert!(svg.starts_with("<svg"), "{}", &svg[..100.min(svg.len())]);
 }
+
+#[actix_web::test]
+async fn backtests_survive_a_restart_queued_ones_run_a_running_one_runs_again_results_stay() {
+    let adjust = |s: &mut keel::configuration::Settings| {
+        s.backtests.workers = 1;
+        s.backtests.max_per_user = 3;
+    };
+    let app = spawn_app_with(adjust).await;
+    let user = app.register("bt-restart@example.com").await;
+    let upload = app.upload(&user.access, synth_csv(20_000)).await;
+    let small = job(json!({"upload_id": upload}));
+    let finished = app.start_backtest(&user.access, &small).await;
+    let before = app.backtest_until(&user.access, finished, |v| v["status"] == "done").await;
+
+    // A long recorded day keeps the one worker busy; a second job waits behind it.
+    let record_dir = app.data_dir.path().join("record");
+    let day = keel_actors::record::file_path(&record_dir, VenueId::Sim, &btc(), "2026-10-02");
+    write_recording_file(&day, &walk(150_000, 9));
+    let long = job(json!({"recorded": {"venue": "sim", "from": "2026-10-02", "to": "2026-10-02"}}));
+    let running = app.start_backtest(&user.access, &long).await;
+    app.backtest_until(&user.access, running, |v| {
+        v["status"] == "running" && v["ticks"].as_u64() > Some(0)
+    })
+    .await;
+    let queued = app.start_backtest(&user.access, &small).await;
+    let path = |id: u64| format!("/api/v1/backtests/{id}");
+    assert_eq!(app.get_json(&path(queued), &user.access).await["status"], "queued");
+
+    let app = app.restart_with(adjust).await;
+    let token = app.token("bt-restart@example.com", keel_testkit::PASSWORD).await;
+    // The interrupted job is back, not finished and not canceled: it runs again.
+    let again = app.get_json(&path(running), &token).await;
+    assert!(again["status"] == "queued" || again["status"] == "running", "{again}");
+    let waiting = app.get_json(&path(queued), &token).await;
+    assert!(waiting["status"] == "queued" || waiting["status"] == "running", "{waiting}");
+    let rerun = app.backtest_until(&token, running, |v| v["status"] == "done").await;
+    assert!(rerun["result"]["ticks"].as_u64().unwrap() > 0, "{rerun}");
+    assert_eq!(rerun["progress"], 1.0);
+    let ran = app.backtest_until(&token, queued, |v| v["status"] == "done").await;
+    // Same input, same report: the queued job and the one finished before the restart agree.
+    assert_eq!(ran["result"]["net_pnl"], before["result"]["net_pnl"]);
+    assert_eq!(ran["result"]["orders"], before["result"]["orders"]);
+    // The finished one is still there, as it ended.
+    let kept = app.get_json(&path(finished), &token).await;
+    assert_eq!(kept["status"], "done");
+    assert_eq!(kept["result"], before["result"], "the stored result reads back unchanged");
+    assert_eq!(
+        (kept["created_ts"].clone(), kept["finished_ts"].clone()),
+        (before["created_ts"].clone(), before["finished_ts"].clone())
+    );
+    let listed = app.get_json("/api/v1/backtests", &token).await;
+    let ids: Vec<u64> =
+        listed["items"].as_array().unwrap().iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [queued, running, finished], "newest first, ids kept across the restart");
+    // A finished job removed by its owner stays removed after another restart.
+    let res = app.send(Method::DELETE, &path(finished), None, &token).await;
+    assert_eq!(res.status().as_u16(), 204);
+    let app = app.restart_with(adjust).await;
+    let token = app.token("bt-restart@example.com", keel_testkit::PASSWORD).await;
+    let res = app.call(Method::GET, &path(finished), Some(&token)).await;
+    assert_error(res, 404, "BACKTEST_NOT_FOUND").await;
+    app.stop.stop();
+}

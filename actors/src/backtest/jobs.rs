@@ -8,8 +8,10 @@
 //! - [`Jobs::get`] shows progress, then the report; [`Jobs::cancel`] sets the flag (a queued job
 //!   never starts, a running one stops at its next tick).
 //!
-//! Jobs live in memory: a restart forgets them. Each user keeps their last `keep_finished`
-//! finished jobs; older ones are forgotten.
+//! With a store ([`Jobs::open`], as the runtime runs them) each job's spec, progress and result
+//! are stored ([`stored`]): after a restart queued jobs run, a job that was running runs again,
+//! and finished results stay readable. Each user keeps their last `keep_finished` finished jobs;
+//! older ones are forgotten (and removed from the store).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -17,12 +19,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::input::{InputError, TradeReader};
 use super::{BacktestConfig, Report, run};
 use keel_core::market::{MarketEvent, Symbol};
 use keel_venues::now_us;
+
+use crate::store::{Store, StoreError};
+
+mod stored;
+use stored::{PROGRESS_SAVE_EVERY, StoredJob, StoredSpec};
 
 /// A job's id, unique in this process.
 pub type JobId = u64;
@@ -58,7 +65,7 @@ pub struct JobSpec {
 }
 
 /// Where a job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     /// Waiting for a worker.
@@ -85,7 +92,7 @@ impl JobStatus {
 pub const MAX_RESULT_FILLS: usize = 2_000;
 
 /// The report of a finished job.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobResult {
     /// Figures.
     #[serde(flatten)]
@@ -165,6 +172,9 @@ pub enum SubmitError {
     /// The queue is full.
     #[error("the backtest queue is full")]
     Busy,
+    /// The job could not be stored; it was not queued.
+    #[error("the backtest could not be stored")]
+    Store,
 }
 
 /// What canceling did.
@@ -186,6 +196,9 @@ struct Job {
     bytes_read: Arc<AtomicU64>,
     ticks: AtomicU64,
     cancel: AtomicBool,
+    /// Set when the application goes away: the job stops like a canceled one, but its stored
+    /// row keeps saying queued or running, so it runs again after the restart.
+    abandoned: AtomicBool,
     spec: Mutex<Option<JobSpec>>,
     state: Mutex<State>,
 }
@@ -209,6 +222,54 @@ fn now_ms() -> u64 {
 }
 
 impl Job {
+    fn new(id: JobId, user_id: u64, spec: JobSpec) -> Self {
+        Job {
+            id,
+            user_id,
+            created_ts: now_ms(),
+            total_bytes: AtomicU64::new(0),
+            bytes_read: Arc::default(),
+            ticks: AtomicU64::new(0),
+            cancel: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            spec: Mutex::new(Some(spec)),
+            state: Mutex::new(State {
+                status: JobStatus::Queued,
+                started_ts: None,
+                finished_ts: None,
+                result: None,
+                error: None,
+            }),
+        }
+    }
+
+    /// A job read back from the store: a finished one as it ended, any other queued again.
+    fn restored(row: StoredJob) -> Self {
+        if !row.status.is_final() {
+            let mut job = Job::new(row.id, row.user_id, row.spec.into());
+            job.created_ts = row.created_ts;
+            return job;
+        }
+        Job {
+            id: row.id,
+            user_id: row.user_id,
+            created_ts: row.created_ts,
+            total_bytes: AtomicU64::new(row.total_bytes),
+            bytes_read: Arc::new(AtomicU64::new(row.bytes_read)),
+            ticks: AtomicU64::new(row.ticks),
+            cancel: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            spec: Mutex::new(None),
+            state: Mutex::new(State {
+                status: row.status,
+                started_ts: row.started_ts,
+                finished_ts: row.finished_ts,
+                result: row.result,
+                error: row.error,
+            }),
+        }
+    }
+
     fn view(&self) -> JobView {
         let state = lock(&self.state).clone();
         let total = self.total_bytes.load(Ordering::Relaxed);
@@ -245,6 +306,8 @@ struct Shared {
     jobs: Mutex<HashMap<JobId, Arc<Job>>>,
     next_id: AtomicU64,
     queue: SyncSender<Arc<Job>>,
+    /// Where jobs are kept across restarts; `None` keeps them in memory only.
+    store: Option<Store>,
 }
 
 impl Drop for Shared {
@@ -252,6 +315,7 @@ impl Drop for Shared {
         // The application is going away: running jobs stop at their next tick, queued ones
         // never start (the workers end once the queue is gone).
         for job in lock(&self.jobs).values() {
+            job.abandoned.store(true, Ordering::Relaxed);
             job.cancel.store(true, Ordering::Relaxed);
         }
     }
@@ -264,22 +328,82 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Starts `config.workers` worker threads.
+    /// Starts `config.workers` worker threads, with jobs kept in memory only.
     ///
     /// # Errors
     /// A thread could not be spawned.
     pub fn start(config: JobsConfig) -> std::io::Result<Self> {
+        Self::spawn(config, None)
+    }
+
+    /// Starts the workers with jobs kept in `store`, and brings back the stored ones: finished
+    /// jobs with their results, queued and running ones queued again in their order (behind the
+    /// queue's capacity, from a thread of their own, so none is refused).
+    ///
+    /// # Errors
+    /// The stored jobs cannot be read, or a thread could not be spawned.
+    pub fn open(config: JobsConfig, store: Store) -> Result<Self, StoreError> {
+        let thread_error = |source| StoreError::Io { path: store.path().to_path_buf(), source };
+        let rows = stored::load(&store)?;
+        let jobs = Self::spawn(config, Some(store.clone())).map_err(thread_error)?;
+        let mut again = Vec::new();
+        {
+            let mut map = lock(&jobs.shared.jobs);
+            for row in rows {
+                if !row.status.is_final() {
+                    stored::update(&store, row.id, |r| {
+                        r.status = JobStatus::Queued;
+                        r.started_ts = None;
+                        (r.ticks, r.bytes_read, r.total_bytes) = (0, 0, 0);
+                    })?;
+                }
+                let job = Arc::new(Job::restored(row));
+                if !lock(&job.state).status.is_final() {
+                    again.push(job.clone());
+                }
+                map.insert(job.id, job);
+            }
+        }
+        if !again.is_empty() {
+            tracing::info!(jobs = again.len(), "backtests queued again after the restart");
+            let queue = jobs.shared.queue.clone();
+            std::thread::Builder::new()
+                .name("keel-backtest-requeue".into())
+                .spawn(move || {
+                    for job in again {
+                        if queue.send(job).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(thread_error)?;
+        }
+        Ok(jobs)
+    }
+
+    fn spawn(config: JobsConfig, store: Option<Store>) -> std::io::Result<Self> {
         let (queue, rx) = sync_channel(config.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..config.workers.max(1) {
-            let rx = rx.clone();
+            let (rx, store) = (rx.clone(), store.clone());
             std::thread::Builder::new()
                 .name(format!("keel-backtest-{i}"))
-                .spawn(move || work(&rx))?;
+                .spawn(move || work(&rx, store.as_ref()))?;
         }
-        let shared =
-            Shared { config, jobs: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1), queue };
+        let shared = Shared {
+            config,
+            jobs: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            queue,
+            store,
+        };
         Ok(Self { shared: Arc::new(shared) })
+    }
+
+    /// The store jobs are kept in, if any: a caller acknowledging a submit or a removal awaits
+    /// its commit first.
+    pub fn store(&self) -> Option<&Store> {
+        self.shared.store.as_ref()
     }
 
     /// Queues a job for `user_id`.
@@ -296,31 +420,43 @@ impl Jobs {
         if active >= config.max_per_user {
             return Err(SubmitError::TooMany { limit: config.max_per_user });
         }
-        let job = Arc::new(Job {
-            id: self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+        let store = self.shared.store.as_ref();
+        let id = match store {
+            // Unique across restarts: a stored job keeps its id.
+            Some(store) => store.next_id().map_err(store_failed)?,
+            None => self.shared.next_id.fetch_add(1, Ordering::Relaxed),
+        };
+        let row = store.map(|_| StoredJob {
+            id,
             user_id,
             created_ts: now_ms(),
-            total_bytes: AtomicU64::new(0),
-            bytes_read: Arc::default(),
-            ticks: AtomicU64::new(0),
-            cancel: AtomicBool::new(false),
-            spec: Mutex::new(Some(spec)),
-            state: Mutex::new(State {
-                status: JobStatus::Queued,
-                started_ts: None,
-                finished_ts: None,
-                result: None,
-                error: None,
-            }),
+            spec: StoredSpec::from(&spec),
+            status: JobStatus::Queued,
+            started_ts: None,
+            finished_ts: None,
+            ticks: 0,
+            bytes_read: 0,
+            total_bytes: 0,
+            result: None,
+            error: None,
         });
+        let job = Arc::new(Job::new(id, user_id, spec));
+        if let (Some(store), Some(row)) = (store, &row) {
+            stored::save(store, row).map_err(store_failed)?;
+        }
         if self.shared.queue.try_send(job.clone()).is_err() {
             // Full (or, while shutting down, closed).
+            if let Some(store) = store {
+                let _ = stored::remove(store, id);
+            }
             metrics::counter!("keel_backtest_jobs_total", "outcome" => "refused").increment(1);
             return Err(SubmitError::Busy);
         }
         metrics::counter!("keel_backtest_jobs_total", "outcome" => "queued").increment(1);
         jobs.insert(job.id, job.clone());
-        forget_old(&mut jobs, user_id, config.keep_finished);
+        for id in forget_old(&mut jobs, user_id, config.keep_finished) {
+            self.forget_stored(id);
+        }
         Ok(job.view())
     }
 
@@ -332,7 +468,9 @@ impl Jobs {
     /// `user_id`'s jobs, newest first.
     pub fn list(&self, user_id: u64) -> Vec<JobView> {
         let mut jobs = lock(&self.shared.jobs);
-        forget_old(&mut jobs, user_id, self.shared.config.keep_finished);
+        for id in forget_old(&mut jobs, user_id, self.shared.config.keep_finished) {
+            self.forget_stored(id);
+        }
         let mut views: Vec<JobView> =
             jobs.values().filter(|j| j.user_id == user_id).map(|j| j.view()).collect();
         views.sort_by_key(|v| std::cmp::Reverse(v.id));
@@ -347,6 +485,7 @@ impl Jobs {
         let status = lock(&job.state).status;
         if status.is_final() {
             jobs.remove(&id);
+            self.forget_stored(id);
             return Some(Canceled::Removed);
         }
         job.cancel.store(true, Ordering::Relaxed);
@@ -354,24 +493,52 @@ impl Jobs {
     }
 }
 
-/// Forgets `user_id`'s oldest finished jobs beyond `keep`.
-fn forget_old(jobs: &mut HashMap<JobId, Arc<Job>>, user_id: u64, keep: usize) {
+impl Jobs {
+    /// Removes a forgotten job's stored row (durable at the next commit; a crash before it
+    /// brings back a job that was forgotten anyway, never loses one that was not).
+    fn forget_stored(&self, id: JobId) {
+        if let Some(store) = &self.shared.store
+            && let Err(err) = stored::remove(store, id)
+        {
+            tracing::warn!(job = id, error = %err, "a forgotten backtest stays stored");
+        }
+    }
+}
+
+fn store_failed(err: StoreError) -> SubmitError {
+    tracing::error!(error = %err, "storing a backtest failed");
+    SubmitError::Store
+}
+
+/// Forgets `user_id`'s oldest finished jobs beyond `keep`; their ids.
+fn forget_old(jobs: &mut HashMap<JobId, Arc<Job>>, user_id: u64, keep: usize) -> Vec<JobId> {
     let mut finished: Vec<JobId> = jobs
         .values()
         .filter(|j| j.user_id == user_id && lock(&j.state).status.is_final())
         .map(|j| j.id)
         .collect();
     if finished.len() <= keep {
-        return;
+        return Vec::new();
     }
     finished.sort_unstable();
-    for id in &finished[..finished.len() - keep] {
+    let old = finished[..finished.len() - keep].to_vec();
+    for id in &old {
         jobs.remove(id);
+    }
+    old
+}
+
+/// Writes a change to a job's row, logging (not failing the job) when the store refuses.
+fn note(store: Option<&Store>, id: JobId, change: impl FnOnce(&mut StoredJob)) {
+    if let Some(store) = store
+        && let Err(err) = stored::update(store, id, change)
+    {
+        tracing::warn!(job = id, error = %err, "storing a backtest's progress failed");
     }
 }
 
 /// A worker: takes jobs until the queue is gone.
-fn work(rx: &Mutex<Receiver<Arc<Job>>>) {
+fn work(rx: &Mutex<Receiver<Arc<Job>>>, store: Option<&Store>) {
     loop {
         let next = lock(rx).recv();
         let Ok(job) = next else { return };
@@ -379,19 +546,28 @@ fn work(rx: &Mutex<Receiver<Arc<Job>>>) {
         let Some(spec) = spec else { continue };
         if job.cancel.load(Ordering::Relaxed) {
             job.finish(JobStatus::Canceled, None, None);
+            if !job.abandoned.load(Ordering::Relaxed) {
+                finish_stored(store, &job);
+            }
             continue;
         }
         let total: u64 =
             spec.files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
         job.total_bytes.store(total, Ordering::Relaxed);
+        let started = now_ms();
         {
             let mut state = lock(&job.state);
             state.status = JobStatus::Running;
-            state.started_ts = Some(now_ms());
+            state.started_ts = Some(started);
         }
+        note(store, job.id, |r| {
+            r.status = JobStatus::Running;
+            r.started_ts = Some(started);
+            r.total_bytes = total;
+        });
         // The engine runs strategy code: a panic fails this job, not the worker.
         let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(&job, spec)));
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(&job, spec, store)));
         let (status, result, error) = match outcome {
             Ok(Ok(result)) => (JobStatus::Done, Some(result), None),
             Ok(Err(Failure::Canceled)) => (JobStatus::Canceled, None, None),
@@ -403,8 +579,34 @@ fn work(rx: &Mutex<Receiver<Arc<Job>>>) {
             JobStatus::Canceled => "canceled",
             _ => "failed",
         };
+        if status == JobStatus::Canceled && job.abandoned.load(Ordering::Relaxed) {
+            // Stopped by the shutdown, not its owner: its row still says running.
+            continue;
+        }
         metrics::counter!("keel_backtest_jobs_total", "outcome" => label).increment(1);
         job.finish(status, result, error);
+        finish_stored(store, &job);
+    }
+}
+
+/// Stores a job's end durably: its result is readable after any restart from now on.
+fn finish_stored(store: Option<&Store>, job: &Job) {
+    let Some(store) = store else { return };
+    let view = job.view();
+    let (bytes_read, total_bytes) =
+        (job.bytes_read.load(Ordering::Relaxed), job.total_bytes.load(Ordering::Relaxed));
+    note(Some(store), job.id, |r| {
+        r.status = view.status;
+        r.started_ts = view.started_ts;
+        r.finished_ts = view.finished_ts;
+        r.ticks = view.ticks;
+        r.bytes_read = bytes_read;
+        r.total_bytes = total_bytes;
+        r.result = view.result;
+        r.error = view.error;
+    });
+    if let Err(err) = store.flush_blocking() {
+        tracing::warn!(job = job.id, error = %err, "flushing a finished backtest failed");
     }
 }
 
@@ -416,9 +618,11 @@ enum Failure {
 }
 
 /// Runs one job to its end.
-fn execute(job: &Job, spec: JobSpec) -> Result<JobResult, Failure> {
+fn execute(job: &Job, spec: JobSpec, store: Option<&Store>) -> Result<JobResult, Failure> {
     let mut ticks = Ticks {
         job,
+        store,
+        last_save: std::time::Instant::now(),
         files: spec.files.into_iter(),
         symbol: spec.symbol,
         skip_bad_rows: spec.skip_bad_rows,
@@ -446,6 +650,9 @@ fn execute(job: &Job, spec: JobSpec) -> Result<JobResult, Failure> {
 /// checked as they are read.
 struct Ticks<'a> {
     job: &'a Job,
+    /// Where progress is saved, every [`PROGRESS_SAVE_EVERY`].
+    store: Option<&'a Store>,
+    last_save: std::time::Instant,
     files: std::vec::IntoIter<PathBuf>,
     symbol: Symbol,
     skip_bad_rows: bool,
@@ -453,6 +660,17 @@ struct Ticks<'a> {
     /// Rows skipped in files already read.
     skipped: u64,
     seen: u64,
+}
+
+impl Ticks<'_> {
+    fn save_progress(&mut self) {
+        if self.store.is_none() || self.last_save.elapsed() < PROGRESS_SAVE_EVERY {
+            return;
+        }
+        self.last_save = std::time::Instant::now();
+        let (ticks, bytes) = (self.seen, self.job.bytes_read.load(Ordering::Relaxed));
+        note(self.store, self.job.id, |r| (r.ticks, r.bytes_read) = (ticks, bytes));
+    }
 }
 
 impl Iterator for Ticks<'_> {
@@ -469,6 +687,7 @@ impl Iterator for Ticks<'_> {
                         self.seen += 1;
                         if self.seen.is_multiple_of(PROGRESS_EVERY) {
                             self.job.ticks.store(self.seen, Ordering::Relaxed);
+                            self.save_progress();
                         }
                         return Some(Ok(event));
                     }

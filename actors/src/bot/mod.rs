@@ -23,6 +23,6 @@ pub use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus, Bracket, Control,
 pub use keel_core::engine::{BotEngine, BotEvent, BotEventKind, BotState, EngineConfig};
 pub use repo::{BotRepo, Page};
 pub use supervisor::{
-    BotError, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, GetRelaunch, LiveVenues,
-    RelaunchReport,
+    BotError, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, DISK_LOW_REASON, DiskSpace,
+    GetRelaunch, LiveVenues, RelaunchReport,
 };

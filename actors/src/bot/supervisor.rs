@@ -11,13 +11,15 @@
 //! - `control`: start, stop, pause and resume, owners' trading commands, the kill switch;
 //! - `lifecycle`: launching bot actors, restarting them within their [`RestartWindow`], and
 //!   marking them failed;
-//! - `relaunch`: bringing back the bots that were running before a stop, for readiness.
+//! - `relaunch`: bringing back the bots that were running before a stop, for readiness;
+//! - `storage`: pausing bots while the disk guard reports low space, resuming them after.
 
 mod control;
 mod definitions;
 mod lifecycle;
 pub mod messages;
 mod relaunch;
+mod storage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -32,6 +34,7 @@ pub use self::messages::{
 };
 use self::relaunch::Relaunch;
 pub use self::relaunch::{GetRelaunch, RelaunchReport};
+pub use self::storage::{DISK_LOW_REASON, DiskSpace};
 use super::actor::{BotActor, TradeError};
 use super::exposure::ExposureBook;
 use super::repo::BotRepo;

@@ -9,15 +9,19 @@
 //! crash leaves either all of them or none.
 
 pub mod backup;
+pub mod disk;
 mod error;
 mod group_commit;
 mod migrations;
 pub mod permissions;
+pub mod retention;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use disk::{DiskChange, DiskGuard, DiskLow};
 pub use error::StoreError;
 pub use group_commit::GroupCommit;
 #[cfg(test)]
@@ -58,6 +62,9 @@ pub mod trees {
     /// without scanning its history.
     pub const OPEN_ORDERS: &str = "open_orders";
 
+    /// Backtest jobs (spec, progress, result), keyed by job id: they survive restarts.
+    pub const BACKTESTS: &str = "backtests";
+
     /// Trees added by migration 2 (identity).
     pub const IDENTITY: [&str; 3] = [USER_EMAILS, SESSIONS, REFRESH_TOKENS];
 
@@ -78,6 +85,9 @@ pub struct StoreConfig {
     /// sled's background flush period. Acknowledged writes never rely on it (they await
     /// [`Store::commit`]); it only bounds how much unacknowledged work a crash can lose.
     pub background_flush: Option<Duration>,
+    /// Free space under [`StoreConfig::path`] below which new work is refused ([`DiskGuard`]);
+    /// 0 turns the guard off.
+    pub min_free_bytes: u64,
 }
 
 impl StoreConfig {
@@ -87,6 +97,7 @@ impl StoreConfig {
             path: path.into(),
             cache_capacity_bytes: 16 * 1024 * 1024,
             background_flush: Some(Duration::from_millis(500)),
+            min_free_bytes: 0,
         }
     }
 }
@@ -109,6 +120,8 @@ struct Inner {
     /// Added to sled's id counter: a restored store starts past every id of its backup
     /// (`meta/id_floor`, written by [`backup::restore`]; 0 otherwise).
     id_floor: u64,
+    /// The free-space floor.
+    disk: DiskGuard,
 }
 
 /// Key in the `meta` tree of the id floor, a big-endian `u64`.
@@ -146,8 +159,10 @@ impl Store {
             .open()?;
         let id_floor = read_id_floor(&db)?;
         let flusher = GroupCommit::new(db.clone(), &config.path)?;
+        let disk = DiskGuard::new(&config.path, config.min_free_bytes);
         let store = Self {
             inner: Arc::new(Inner {
+                disk,
                 id_floor,
                 flusher,
                 db,
@@ -162,6 +177,11 @@ impl Store {
     /// The directory the database lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The free-space guard of the data directory.
+    pub fn disk(&self) -> &DiskGuard {
+        &self.inner.disk
     }
 
     /// One of the trees named in [`trees`].
@@ -251,6 +271,25 @@ impl Store {
     /// Bytes the database occupies on disk, as sled reports it.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.size_on_disk()?)
+    }
+}
+
+/// A handle that does not keep the store open: for background loops that must end, and let
+/// sled release its directory lock, once the application has dropped its [`Store`].
+#[derive(Clone, Debug)]
+pub struct WeakStore(std::sync::Weak<Inner>);
+
+impl WeakStore {
+    /// The store, while something else still holds it open.
+    pub fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
+impl Store {
+    /// A [`WeakStore`] for this store.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
     }
 }
 

@@ -9,12 +9,12 @@
 //! - **exposure** is the fraction of time from the first fill to `now` with a non-zero position.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::trading::{Fill, Position};
 
 /// A bot's figures.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Performance {
     /// P&L realised by closing quantity, before fees.
     pub realized_pnl: Decimal,

@@ -12,7 +12,7 @@ use keel_actors::bot::{BotError, TradeError};
 use keel_actors::feed::FeedError;
 use keel_actors::identity::IdentityError;
 use keel_actors::mailbox::AskError;
-use keel_actors::store::StoreError;
+use keel_actors::store::{DiskLow, StoreError};
 use keel_actors::vault::VaultError;
 use keel_core::bot::admission::NotEditable;
 use keel_core::market::VenueId;
@@ -43,6 +43,20 @@ impl From<StoreError> for ApiError {
     /// A store failure is 500; the cause is logged, never sent.
     fn from(err: StoreError) -> Self {
         ApiError::internal(err)
+    }
+}
+
+impl From<DiskLow> for ApiError {
+    /// The disk guard: 507 `INSUFFICIENT_STORAGE`, retry once space is freed. The figures are
+    /// logged and shown by `/health/ready`, not sent to API clients.
+    fn from(_: DiskLow) -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "INSUFFICIENT_STORAGE",
+            "the server is low on disk space; new orders and bot starts are refused until space \
+             is freed",
+        )
+        .retry_after(60)
     }
 }
 
@@ -158,6 +172,7 @@ impl From<SubmitError> for ApiError {
                     .retry_after(5)
             }
             SubmitError::Busy => ApiError::overloaded("the backtest queue"),
+            SubmitError::Store => ApiError::internal(err),
         }
     }
 }

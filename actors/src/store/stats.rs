@@ -1,0 +1,254 @@
+//! What the store holds, by kind: rows and bytes, bytes written in the last day (growth per
+//! day) and the time of the oldest record. `keel store stats` prints it; the runtime publishes
+//! it on `/metrics` every [`STATS_EVERY`] (`keel_store_bytes{kind}`, `keel_store_rows{kind}`,
+//! `keel_store_growth_bytes_per_day{kind}`, `keel_store_oldest_record_seconds{kind}`).
+//!
+//! Rows and bytes are the keys and values as stored (packed), summed without decoding. Growth
+//! and the oldest time come from the rows' own times, for the kinds that carry one (orders,
+//! fills, journal rows, backtests, recordings): per bot only the newest day of rows and the
+//! first row are decoded, since a bot's rows are in time order.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{Store, StoreError, decode, key_id, pair_key, trees};
+use crate::bot::repo::journal_lines;
+use keel_core::trading::{Fill, Order};
+
+/// How often the runtime refreshes the figures on `/metrics` (a scan of every key).
+pub const STATS_EVERY: Duration = Duration::from_secs(600);
+/// One day, in milliseconds.
+const DAY_MS: u64 = 86_400_000;
+
+/// One kind's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KindStats {
+    /// Rows (files, for recordings).
+    pub rows: u64,
+    /// Bytes of keys and values as stored (file sizes, for recordings).
+    pub bytes: u64,
+    /// Bytes of the rows written in the last 24 hours; `None` for kinds without a time.
+    pub growth_bytes_per_day: Option<u64>,
+    /// Time of the oldest record, ms since the epoch; `None` when empty or without a time.
+    pub oldest_ms: Option<u64>,
+}
+
+/// The store's figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// By kind: each tree by its name, and `recordings`.
+    pub kinds: BTreeMap<String, KindStats>,
+    /// What sled reports for its files.
+    pub size_on_disk: u64,
+}
+
+/// The figures at `now_ms`; `record_dir` adds the recordings.
+///
+/// # Errors
+/// sled failed or a row that carries a time does not decode.
+pub fn collect(
+    store: &Store,
+    record_dir: Option<&Path>,
+    now_ms: u64,
+) -> Result<StoreStats, StoreError> {
+    let since = now_ms.saturating_sub(DAY_MS);
+    let bots: Vec<u64> = store
+        .tree(trees::BOTS)?
+        .iter()
+        .keys()
+        .map(|k| k.map_err(StoreError::from).and_then(|k| key_id(&k)))
+        .collect::<Result<_, _>>()?;
+    let mut stats = StoreStats { size_on_disk: store.size_on_disk()?, ..StoreStats::default() };
+    let mut names: Vec<String> = store
+        .inner
+        .db
+        .tree_names()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .filter(|n| !n.starts_with("__sled"))
+        .collect();
+    names.sort();
+    for name in names {
+        let tree = store.tree(&name)?;
+        let mut kind = KindStats::default();
+        for row in tree.iter() {
+            let (key, value) = row?;
+            kind.rows += 1;
+            kind.bytes += (key.len() + value.len()) as u64;
+        }
+        if let Some(time) = row_time_of(&name) {
+            let mut growth = 0;
+            for &bot in &bots {
+                let range = || tree.range(pair_key(bot, 0)..=pair_key(bot, u64::MAX));
+                for row in range() {
+                    let (_, value) = row?;
+                    if let Some(ts) = time(&value)? {
+                        kind.oldest_ms = Some(kind.oldest_ms.map_or(ts, |o| o.min(ts)));
+                        break;
+                    }
+                }
+                for row in range().rev() {
+                    let (key, value) = row?;
+                    match time(&value)? {
+                        Some(ts) if ts >= since => growth += (key.len() + value.len()) as u64,
+                        Some(_) => break,
+                        None => {}
+                    }
+                }
+            }
+            kind.growth_bytes_per_day = Some(growth);
+        } else if name == trees::BACKTESTS {
+            // Few rows (finished jobs per user are capped): decode them all.
+            let mut growth = 0;
+            for row in tree.iter() {
+                let (key, value) = row?;
+                let created = decode::<serde_json::Value>(&value)?["created_ts"].as_u64();
+                if let Some(ts) = created {
+                    kind.oldest_ms = Some(kind.oldest_ms.map_or(ts, |o| o.min(ts)));
+                    if ts >= since {
+                        growth += (key.len() + value.len()) as u64;
+                    }
+                }
+            }
+            kind.growth_bytes_per_day = Some(growth);
+        }
+        stats.kinds.insert(name, kind);
+    }
+    if let Some(dir) = record_dir {
+        stats.kinds.insert("recordings".into(), recordings(dir, since));
+    }
+    Ok(stats)
+}
+
+type RowTime = fn(&[u8]) -> Result<Option<u64>, StoreError>;
+
+/// How to read the time of a row of `tree`, for the per-bot trees that carry one.
+fn row_time_of(tree: &str) -> Option<RowTime> {
+    match tree {
+        trees::ORDERS => Some(|raw| Ok(Some(decode::<Order>(raw)?.created_ts))),
+        trees::FILLS => Some(|raw| Ok(Some(decode::<Fill>(raw)?.ts))),
+        trees::EVENTS => Some(|raw| Ok(journal_lines(raw)?.last().map(|line| line.ts))),
+        _ => None,
+    }
+}
+
+/// Files under `<dir>/<venue>/<SYMBOL>/<YYYY-MM-DD>.krec`: their sizes, the oldest day and the
+/// bytes of files changed in the last day.
+fn recordings(dir: &Path, since_ms: u64) -> KindStats {
+    let mut kind = KindStats { growth_bytes_per_day: Some(0), ..KindStats::default() };
+    let entries = |p: &Path| std::fs::read_dir(p).into_iter().flatten().flatten();
+    for venue in entries(dir) {
+        for symbol in entries(&venue.path()) {
+            for day in entries(&symbol.path()) {
+                let name = day.file_name();
+                let Some(date) = name.to_str().and_then(|n| n.strip_suffix(".krec")) else {
+                    continue;
+                };
+                let Ok(meta) = day.metadata() else { continue };
+                kind.rows += 1;
+                kind.bytes += meta.len();
+                if let Some(ms) = day_ms(date) {
+                    kind.oldest_ms = Some(kind.oldest_ms.map_or(ms, |o| o.min(ms)));
+                }
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
+                if modified >= since_ms {
+                    kind.growth_bytes_per_day = kind.growth_bytes_per_day.map(|g| g + meta.len());
+                }
+            }
+        }
+    }
+    kind
+}
+
+/// Midnight UTC of a `YYYY-MM-DD` day, in ms.
+fn day_ms(date: &str) -> Option<u64> {
+    let time = humantime::parse_rfc3339(&format!("{date}T00:00:00Z")).ok()?;
+    Some(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+/// Sets the `/metrics` gauges from `stats`.
+pub fn publish(stats: &StoreStats) {
+    metrics::gauge!("keel_store_size_on_disk_bytes").set(stats.size_on_disk as f64);
+    for (kind, figures) in &stats.kinds {
+        let label = kind.clone();
+        metrics::gauge!("keel_store_bytes", "kind" => label.clone()).set(figures.bytes as f64);
+        metrics::gauge!("keel_store_rows", "kind" => label.clone()).set(figures.rows as f64);
+        if let Some(growth) = figures.growth_bytes_per_day {
+            metrics::gauge!("keel_store_growth_bytes_per_day", "kind" => label.clone())
+                .set(growth as f64);
+        }
+        if let Some(oldest) = figures.oldest_ms {
+            metrics::gauge!("keel_store_oldest_record_seconds", "kind" => label)
+                .set(oldest as f64 / 1000.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::*;
+    use crate::bot::BotRepo;
+    use crate::seed::{SeedPlan, seed};
+    use crate::store::StoreConfig;
+    use keel_core::market::Symbol;
+
+    #[test]
+    fn figures_follow_what_was_written_and_when() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path().join("db"))).unwrap();
+        let repo = BotRepo::new(&store).unwrap();
+        let plan = SeedPlan {
+            users: 1,
+            bots: 2,
+            orders: 100,
+            symbols: vec![Symbol::parse("BTCUSDT").unwrap()],
+            max_bots_per_user: 10,
+            paper_slippage_bps: Decimal::from(5),
+            threads: 1,
+        };
+        let seeded = seed(&store, &repo, &plan).unwrap();
+        let now = keel_venues::now_us() / 1000;
+        let record = dir.path().join("record");
+        let day = record.join("sim").join("BTCUSDT").join("2026-01-05.krec");
+        std::fs::create_dir_all(day.parent().unwrap()).unwrap();
+        std::fs::write(&day, vec![0u8; 1000]).unwrap();
+
+        let stats = collect(&store, Some(&record), now).unwrap();
+        let orders = &stats.kinds[trees::ORDERS];
+        assert_eq!(orders.rows, seeded.orders);
+        let fills = &stats.kinds[trees::FILLS];
+        assert_eq!(fills.rows, seeded.fills);
+        let raw: u64 = store
+            .tree(trees::FILLS)
+            .unwrap()
+            .iter()
+            .map(|r| r.map(|(k, v)| (k.len() + v.len()) as u64).unwrap())
+            .sum();
+        assert_eq!(fills.bytes, raw);
+        // Seeded history ends now and spans under two minutes: all of it is the last day's.
+        assert_eq!(fills.growth_bytes_per_day, Some(fills.bytes));
+        let oldest = fills.oldest_ms.unwrap();
+        assert!(oldest <= now && now - oldest < 200_000, "{oldest} vs {now}");
+        assert_eq!(stats.kinds[trees::BOTS].rows, 2);
+        assert_eq!(stats.kinds[trees::BOTS].growth_bytes_per_day, None);
+        let recordings = &stats.kinds["recordings"];
+        assert_eq!((recordings.rows, recordings.bytes), (1, 1000));
+        assert_eq!(recordings.oldest_ms, day_ms("2026-01-05"));
+        assert_eq!(day_ms("2026-01-05"), Some(1_767_571_200_000));
+
+        // A day later nothing is new; the oldest stays.
+        let later = collect(&store, None, now + 2 * DAY_MS).unwrap();
+        assert_eq!(later.kinds[trees::FILLS].growth_bytes_per_day, Some(0));
+        assert_eq!(later.kinds[trees::FILLS].oldest_ms, Some(oldest));
+        assert!(!later.kinds.contains_key("recordings"));
+    }
+}
