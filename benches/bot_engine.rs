@@ -50,7 +50,7 @@ use actix::prelude::*;
 use actix_rt::SystemRunner;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use keel_actors::bot::actor::{
-    BOT_MAILBOX, BotActor, BotActorArgs, BotPaused, BotReconciled, GetLive,
+    BOT_MAILBOX, BotActor, BotActorArgs, BotPaused, BotReconciled, BotResumed, GetLive,
 };
 use keel_actors::bot::repo::BotRepo;
 use keel_actors::feed::{FeedAddress, MarketData};
@@ -215,6 +215,12 @@ impl Handler<BotPaused> for SupervisorStub {
     }
 }
 
+impl Handler<BotResumed> for SupervisorStub {
+    type Result = ();
+
+    fn handle(&mut self, _: BotResumed, _: &mut Context<Self>) {}
+}
+
 impl Handler<BotReconciled> for SupervisorStub {
     type Result = ();
 
@@ -252,6 +258,8 @@ fn start_bot(
         lifeline: Lifeline::new(BOT_ID, 1, supervisor.clone().recipient()),
         supervisor: supervisor.clone().recipient(),
         reconciled: supervisor.clone().recipient(),
+        resumed: supervisor.clone().recipient(),
+        breaker_paused: false,
         live: None,
         exposure: None,
         user_id: 1,

@@ -14,6 +14,7 @@ use keel_core::market::{Symbol, VenueId};
 use keel_venues::market::MarketConnector;
 use keel_venues::registry::{self, ExchangeSettings, VenueSettings};
 use keel_venues::routing::OrderRouter;
+use keel_venues::sim::Regime;
 use keel_venues::sim::connector::SimSettings;
 
 /// A venue's section as the registry takes it, and whether it is enabled; `None` for a venue
@@ -21,10 +22,17 @@ use keel_venues::sim::connector::SimSettings;
 pub fn venue_settings(settings: &Settings, venue: VenueId) -> Option<(bool, VenueSettings)> {
     if venue == VenueId::Sim {
         let sim = &settings.venues.sim;
+        // Validated at load; a plan that does not parse here falls back to the walk.
+        let (regime, symbol_regimes) = sim
+            .plans()
+            .unwrap_or_else(|_| (keel_venues::sim::RegimePlan::Fixed(Regime::Walk), Vec::new()));
         let simulated = SimSettings {
             symbols: sim.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
             seed: sim.seed,
             trades_per_sec: sim.trades_per_sec,
+            regime,
+            symbol_regimes,
+            volatility_bps: sim.volatility_bps,
         };
         return Some((sim.enabled, VenueSettings::Simulated(simulated)));
     }

@@ -6,6 +6,7 @@
 //! - [`supervisor`]: OTP-style supervision over actix actors (restart budget, escalation).
 //! - [`mailbox`]: request/response with a deadline that answers "full" at once instead of queueing.
 //! - [`fanout`]: non-blocking delivery of one event to many subscribers.
+//! - [`breaker`]: a circuit breaker per venue account, shared by the live bots on it.
 //! - [`sink`]: the optional Postgres sink and the outbox it drains.
 //! - [`record`]: recording market data to compact, checksummed daily files.
 //! - [`backtest`]: strategies over recorded or historical trades, and backtest jobs.
@@ -16,6 +17,7 @@
 
 pub mod backtest;
 pub mod bot;
+pub mod breaker;
 pub mod fanout;
 pub mod feed;
 pub mod identity;

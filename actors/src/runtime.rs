@@ -121,6 +121,8 @@ pub struct BotLimits {
     pub paper_slippage_bps: Decimal,
     /// Most exposure (quote) one user's bots may hold together; `None` for no limit.
     pub max_user_exposure: Option<Decimal>,
+    /// The circuit breaker of every venue account.
+    pub breaker: crate::breaker::BreakerPolicy,
 }
 
 /// Why the runtime could not start.
@@ -235,7 +237,11 @@ impl Runtime {
             arbiters: limits.arbiters,
             max_bots_per_user: limits.max_per_user,
             paper_slippage_bps: limits.paper_slippage_bps,
-            live: LiveVenues { vault: vault.clone(), routers },
+            live: LiveVenues {
+                vault: vault.clone(),
+                routers,
+                breakers: crate::breaker::Breakers::new(limits.breaker),
+            },
             max_user_exposure: limits.max_user_exposure,
             sessions: sessions.clone(),
             mailbox: mailboxes.bot_supervisor,

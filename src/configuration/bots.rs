@@ -18,6 +18,13 @@ pub struct BotsSettings {
     /// Most exposure (quote currency: position at mark plus open orders that add to it) one
     /// user's bots may hold together; 0 means no limit.
     pub max_user_exposure: Decimal,
+    /// Venue failures in a row (unreachable, or no answer saying what happened) that open a
+    /// venue account's circuit breaker and pause its live bots.
+    pub breaker_failures: u32,
+    /// Seconds an open breaker refuses requests before it lets a probe through.
+    pub breaker_open_secs: u64,
+    /// Answered probes in a row that close a half-open breaker (its paused bots resume).
+    pub breaker_half_open_successes: u32,
 }
 
 impl BotsSettings {
@@ -39,6 +46,24 @@ impl BotsSettings {
         if self.max_user_exposure < Decimal::ZERO {
             return Err(invalid("bots.max_user_exposure", "must be 0 (no limit) or positive"));
         }
+        if !(1..=1000).contains(&self.breaker_failures) {
+            return Err(invalid("bots.breaker_failures", "must be between 1 and 1000"));
+        }
+        if !(1..=86_400).contains(&self.breaker_open_secs) {
+            return Err(invalid("bots.breaker_open_secs", "must be between 1 and 86400"));
+        }
+        if !(1..=1000).contains(&self.breaker_half_open_successes) {
+            return Err(invalid("bots.breaker_half_open_successes", "must be between 1 and 1000"));
+        }
         Ok(())
+    }
+
+    /// The circuit breaker policy of every venue account.
+    pub fn breaker(&self) -> keel_actors::breaker::BreakerPolicy {
+        keel_actors::breaker::BreakerPolicy {
+            failure_threshold: self.breaker_failures,
+            open_for: std::time::Duration::from_secs(self.breaker_open_secs),
+            half_open_successes: self.breaker_half_open_successes,
+        }
     }
 }

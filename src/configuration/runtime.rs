@@ -56,6 +56,7 @@ impl Settings {
                 max_per_user: self.bots.max_per_user,
                 paper_slippage_bps: self.bots.paper_slippage_bps,
                 max_user_exposure: Some(self.bots.max_user_exposure).filter(|l| !l.is_zero()),
+                breaker: self.bots.breaker(),
             },
             sink: self.sink.postgres.sink_config(),
             backtests: JobsConfig {

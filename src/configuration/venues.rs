@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::{SettingsError, invalid, list_or_csv};
+use keel_core::market::Symbol;
+use keel_venues::sim::{Regime, RegimePlan};
 
 /// `[venues]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -53,10 +55,20 @@ pub struct SimVenueSettings {
     /// Symbols it lists; from the environment as a comma-separated string.
     #[serde(deserialize_with = "list_or_csv")]
     pub symbols: Vec<String>,
-    /// Random-walk seed.
+    /// Seed of the price processes.
     pub seed: u64,
     /// Trades per second per watched symbol.
     pub trades_per_sec: u32,
+    /// How prices move: a regime name, or `schedule` for `schedule`'s segments.
+    pub regime: String,
+    /// Per-symbol regimes, `SYMBOL=REGIME` (a regime name or `schedule`).
+    #[serde(deserialize_with = "list_or_csv")]
+    pub symbol_regimes: Vec<String>,
+    /// The schedule's segments, `REGIME:TRADES`, played in a loop.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub schedule: Vec<String>,
+    /// Typical move of one trade, basis points.
+    pub volatility_bps: f64,
     /// A file (recording, Keel CSV or Binance dump) to replay instead of the random walk; empty
     /// for the random walk.
     pub replay: PathBuf,
@@ -139,9 +151,7 @@ impl SimVenueSettings {
         if self.enabled && self.symbols.is_empty() {
             return Err(invalid("venues.sim.symbols", "must list at least one symbol"));
         }
-        if let Some(bad) =
-            self.symbols.iter().find(|s| keel_core::market::Symbol::parse(s).is_none())
-        {
+        if let Some(bad) = self.symbols.iter().find(|s| Symbol::parse(s).is_none()) {
             return Err(invalid(
                 "venues.sim.symbols",
                 format!("`{bad}` is not a symbol (2-20 letters and digits)"),
@@ -150,6 +160,105 @@ impl SimVenueSettings {
         if self.trades_per_sec > 100_000 {
             return Err(invalid("venues.sim.trades_per_sec", "must be at most 100000"));
         }
-        Ok(())
+        if !(self.volatility_bps.is_finite() && (0.0..=1_000.0).contains(&self.volatility_bps)) {
+            return Err(invalid("venues.sim.volatility_bps", "must be from 0 to 1000"));
+        }
+        self.plans().map(drop)
+    }
+
+    /// The plan of a symbol `symbol_regimes` does not name, and those it names.
+    ///
+    /// # Errors
+    /// An unknown regime, a bad schedule segment or a bad `SYMBOL=REGIME`, by key.
+    pub fn plans(&self) -> Result<(RegimePlan, Vec<(Symbol, RegimePlan)>), SettingsError> {
+        let schedule = RegimePlan::schedule(&self.schedule);
+        if let Err(why) = &schedule {
+            return Err(invalid("venues.sim.schedule", why.clone()));
+        }
+        let plan = |name: &str, key: &'static str| -> Result<RegimePlan, SettingsError> {
+            if name.trim() == "schedule" {
+                return schedule.clone().map_err(|why| invalid("venues.sim.schedule", why));
+            }
+            name.parse::<Regime>()
+                .map(RegimePlan::Fixed)
+                .map_err(|why| invalid(key, format!("{why}, schedule")))
+        };
+        let default = plan(&self.regime, "venues.sim.regime")?;
+        let per_symbol = self
+            .symbol_regimes
+            .iter()
+            .map(|item| {
+                let key = "venues.sim.symbol_regimes";
+                let (symbol, regime) = item
+                    .split_once('=')
+                    .ok_or_else(|| invalid(key, format!("`{item}` is not SYMBOL=REGIME")))?;
+                let symbol = Symbol::parse(symbol.trim())
+                    .ok_or_else(|| invalid(key, format!("`{symbol}` is not a symbol")))?;
+                Ok((symbol, plan(regime, key)?))
+            })
+            .collect::<Result<Vec<_>, SettingsError>>()?;
+        Ok((default, per_symbol))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+    use super::super::tests::env;
+    use keel_core::market::Symbol;
+    use keel_venues::sim::{Regime, RegimePlan};
+
+    #[test]
+    fn regimes_come_from_the_defaults_the_file_and_the_environment() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        let (default, per_symbol) = settings.venues.sim.plans().unwrap();
+        let RegimePlan::Schedule(segments) = default else { panic!("{default:?}") };
+        let regimes: Vec<Regime> = segments.iter().map(|(r, _)| *r).collect();
+        assert_eq!(regimes, &Regime::ALL[1..], "the default schedule plays every lively regime");
+        assert!(per_symbol.is_empty());
+
+        let vars = env(&[
+            ("KEEL__VENUES__SIM__REGIME", "gaps"),
+            ("KEEL__VENUES__SIM__SYMBOL_REGIMES", "ETHUSDT=trend,SOLUSDT=schedule"),
+            ("KEEL__VENUES__SIM__SCHEDULE", "walk:10,mean_reversion:20"),
+        ]);
+        let settings = Settings::load_with_env(None, vars).unwrap();
+        let (default, per_symbol) = settings.venues.sim.plans().unwrap();
+        assert_eq!(default, RegimePlan::Fixed(Regime::Gaps));
+        let schedule = RegimePlan::Schedule(vec![(Regime::Walk, 10), (Regime::MeanReversion, 20)]);
+        assert_eq!(
+            per_symbol,
+            [
+                (Symbol::parse("ETHUSDT").unwrap(), RegimePlan::Fixed(Regime::Trend)),
+                (Symbol::parse("SOLUSDT").unwrap(), schedule),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_regime_names_its_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("KEEL__VENUES__SIM__REGIME", "sideways")], "venues.sim.regime"),
+            (&[("KEEL__VENUES__SIM__SYMBOL_REGIMES", "ETHUSDT")], "venues.sim.symbol_regimes"),
+            (
+                &[("KEEL__VENUES__SIM__SYMBOL_REGIMES", "ETH-USDT=gaps")],
+                "venues.sim.symbol_regimes",
+            ),
+            (&[("KEEL__VENUES__SIM__SYMBOL_REGIMES", "ETHUSDT=up")], "venues.sim.symbol_regimes"),
+            (&[("KEEL__VENUES__SIM__SCHEDULE", "trend:0")], "venues.sim.schedule"),
+            (&[("KEEL__VENUES__SIM__SCHEDULE", "trend")], "venues.sim.schedule"),
+            (&[("KEEL__VENUES__SIM__VOLATILITY_BPS", "-1")], "venues.sim.volatility_bps"),
+            (&[("KEEL__VENUES__SIM__VOLATILITY_BPS", "NaN")], "venues.sim.volatility_bps"),
+        ];
+        for (vars, key) in cases {
+            let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();
+            assert!(err.contains(key), "{vars:?}: `{err}` does not name `{key}`");
+        }
+        // An unused schedule is still checked: `regime = "trend"` does not hide a broken one.
+        let vars = env(&[
+            ("KEEL__VENUES__SIM__REGIME", "trend"),
+            ("KEEL__VENUES__SIM__SCHEDULE", "trend:x"),
+        ]);
+        assert!(Settings::load_with_env(None, vars).is_err());
     }
 }

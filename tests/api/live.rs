@@ -22,6 +22,14 @@ pub(crate) struct Live {
 
 /// A running live bot on the fakes, with a quote streamed so market orders can be valued.
 pub(crate) async fn live_bot(email: &str) -> Live {
+    live_bot_with(email, |_| ()).await
+}
+
+/// [`live_bot`] with settings changed by `configure`.
+async fn live_bot_with(
+    email: &str,
+    configure: impl FnOnce(&mut keel::configuration::Settings) + Send + 'static,
+) -> Live {
     let ws = FakeBinance::start().await;
     let rest = FakeRest::start().await;
     let (ws_url, rest_url) = (ws.url.clone(), rest.url());
@@ -29,6 +37,7 @@ pub(crate) async fn live_bot(email: &str) -> Live {
         s.venues.binance.enabled = true;
         s.venues.binance.ws_url = ws_url;
         s.venues.binance.rest_url = rest_url;
+        configure(s);
     })
     .await;
     let user = app.register(email).await;
@@ -202,6 +211,102 @@ async fn a_venue_that_keeps_failing_pauses_the_bot_with_the_reason() {
         assert!(Instant::now() < deadline, "never paused: {bot}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The bot's status and its reason, once `status` is reached.
+async fn wait_for_status(live: &Live, status: &str) -> Value {
+    let path = format!("/api/v1/bots/{}", live.bot);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let bot = live.app.get_json(&path, &live.token).await;
+        if bot["status"] == status {
+            return bot;
+        }
+        assert!(Instant::now() < deadline, "never {status}: {bot}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_web::test]
+async fn the_account_breaker_opens_pauses_the_bot_and_closing_resumes_it() {
+    let live = live_bot_with("breaker@example.com", |s| {
+        s.bots.breaker_failures = 3;
+        s.bots.breaker_open_secs = 2;
+        s.bots.breaker_half_open_successes = 1;
+    })
+    .await;
+    live.rest.fail_next(3, Fault::ServerError);
+    let buy = json!({"side": "buy", "qty": "0.1", "type": "market"});
+    for _ in 0..3 {
+        live.place(&buy).await;
+    }
+    let paused = wait_for_status(&live, "paused").await;
+    let reason = paused["status_reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("circuit breaker open on binance account"), "{paused}");
+    assert!(reason.contains("venue failed 3 times in a row"), "{paused}");
+    // Open: an order is refused without reaching the venue.
+    let posts = live.rest.posts();
+    let refused = live.place(&buy).await;
+    let refused = live.wait_for(refused["id"].as_u64().unwrap(), "rejected").await;
+    assert!(refused["reason"].to_string().contains("circuit breaker"), "{refused}");
+    assert_eq!(live.rest.posts(), posts, "nothing was sent while open");
+
+    // The venue works again: after 2 s the bot's next poll is the probe, the breaker closes and
+    // the bot resumes by itself.
+    let resumed = wait_for_status(&live, "running").await;
+    assert!(resumed["status_reason"].is_null(), "{resumed}");
+    // Each transition is a journal line (what the `bot:{id}` channel carries), readable once
+    // durable (the status can be read a flush earlier).
+    let path = format!("/api/v1/bots/{}/events?limit=500", live.bot);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = live.app.get_json(&path, &live.token).await;
+        let states: Vec<String> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "breaker")
+            .map(|e| e["data"]["state"].as_str().unwrap().to_owned())
+            .collect();
+        if states == ["open", "half_open", "closed"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{states:?}: {events}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Counted (the recorder is shared by every test in this binary: present, not exactly 1).
+    let metrics = live.app.get("/metrics").await.text().await.unwrap();
+    for to in ["open", "half_open", "closed"] {
+        let line = format!("keel_breaker_transitions_total{{venue=\"binance\",to=\"{to}\"}}");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+    assert!(metrics.contains("keel_breaker_state{venue=\"binance\",account="), "state gauge");
+    // Closed: orders go out again.
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+}
+
+#[actix_web::test]
+async fn a_bot_its_owner_paused_stays_paused_when_the_breaker_closes() {
+    let live = live_bot_with("breaker-owner@example.com", |s| {
+        s.bots.breaker_failures = 2;
+        s.bots.breaker_open_secs = 1;
+    })
+    .await;
+    live.rest.fail_next(2, Fault::ServerError);
+    let buy = json!({"side": "buy", "qty": "0.1", "type": "market"});
+    for _ in 0..2 {
+        live.place(&buy).await;
+    }
+    wait_for_status(&live, "paused").await;
+    // The owner takes over: resume and pause again means "paused by me".
+    assert_eq!(live.app.control(&live.token, live.bot, "resume").await.status().as_u16(), 200);
+    assert_eq!(live.app.control(&live.token, live.bot, "pause").await.status().as_u16(), 200);
+    // Long enough for the breaker to probe and close (1 s open, 3 s polls).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let bot = live.app.get_json(&format!("/api/v1/bots/{}", live.bot), &live.token).await;
+    assert_eq!(bot["status"], "paused", "{bot}");
+    assert!(bot["status_reason"].is_null(), "the owner's pause has no breaker reason: {bot}");
 }
 
 #[actix_web::test]

@@ -58,7 +58,7 @@ pub struct Presets {
 }
 
 /// What the registry builds a venue's connectors from: its configuration section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum VenueSettings {
     /// A venue generated in process.
     Simulated(SimSettings),
@@ -301,11 +301,11 @@ mod tests {
 
     #[test]
     fn connectors_build_from_their_settings_and_refuse_the_wrong_kind() {
-        let sim = VenueSettings::Simulated(SimSettings {
-            symbols: vec![Symbol::parse("BTCUSDT").unwrap()],
-            seed: 1,
-            trades_per_sec: 10,
-        });
+        let sim = VenueSettings::Simulated(SimSettings::walk(
+            vec![Symbol::parse("BTCUSDT").unwrap()],
+            1,
+            10,
+        ));
         let exchange = VenueSettings::Exchange(ExchangeSettings {
             testnet: true,
             ws_url: String::new(),
@@ -339,11 +339,7 @@ mod tests {
     fn stream_kinds_are_what_each_venue_offers() {
         let btc = Symbol::parse("BTCUSDT").unwrap();
         let exchange = VenueSettings::Exchange(ExchangeSettings::default());
-        let sim = VenueSettings::Simulated(SimSettings {
-            symbols: vec![btc.clone()],
-            seed: 1,
-            trades_per_sec: 1,
-        });
+        let sim = VenueSettings::Simulated(SimSettings::walk(vec![btc.clone()], 1, 1));
         let market = |venue: VenueId| {
             let settings = if venue == VenueId::Sim { &sim } else { &exchange };
             entry(venue).unwrap().market(settings).unwrap()

@@ -15,6 +15,7 @@
 //! - `live_orders`: sending a live bot's orders to its venue and applying the answers;
 //! - `commands`: the handlers of owner commands, pause/resume and stop.
 
+mod breaker;
 mod commands;
 mod live_orders;
 pub mod messages;
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 pub use self::messages::{
-    BotPaused, BotReconciled, GetLive, LiveView, SetPaused, StopBot, TradeCommand, TradeError,
-    TradeOutcome,
+    BotPaused, BotReconciled, BotResumed, GetLive, LiveView, SetPaused, StopBot, TradeCommand,
+    TradeError, TradeOutcome,
 };
 use self::persist::AfterFlush;
 use super::live::LiveLink;
@@ -59,8 +60,6 @@ const SUBSCRIBE_DEADLINE: Duration = Duration::from_secs(5);
 const SUPERVISOR_CHECK: Duration = Duration::from_secs(1);
 /// How often a live bot asks the venue about its open orders (and reconciles unknown ones).
 pub const LIVE_POLL: Duration = Duration::from_secs(3);
-/// Venue failures in a row after which a live bot pauses its strategy.
-pub const VENUE_FAILURE_LIMIT: u32 = 5;
 
 /// Everything a bot actor needs to start.
 #[derive(Debug)]
@@ -81,6 +80,10 @@ pub struct BotActorArgs {
     pub lifeline: Lifeline,
     /// Where it reports self-pauses.
     pub supervisor: Recipient<BotPaused>,
+    /// Where it reports that it resumed by itself (its account's breaker closed).
+    pub resumed: Recipient<BotResumed>,
+    /// Paused by its account's circuit breaker (not by its owner): resumes when it closes.
+    pub breaker_paused: bool,
     /// Where it reports that it is running with its open orders reconciled.
     pub reconciled: Recipient<BotReconciled>,
     /// The venue link of a live bot (`None` for paper).
@@ -114,8 +117,8 @@ pub struct BotActor {
     in_flight: HashSet<u64>,
     /// When each live order was last sent (or found open at start).
     sent_at: HashMap<u64, Instant>,
-    /// Venue failures in a row.
-    venue_failures: u32,
+    /// Paused by the account's circuit breaker, not by the owner.
+    breaker_paused: bool,
     /// Stopping: nothing new goes to the venue.
     stopping: bool,
     /// Writes waiting for the next flush.
@@ -134,6 +137,7 @@ impl BotActor {
         let state = args.engine.snapshot();
         Self {
             paused: args.paused,
+            breaker_paused: args.breaker_paused,
             durable_fill_id: state.last_fill_id,
             durable_event_id: state.last_event_id,
             durable_position: state.position,
@@ -144,7 +148,6 @@ impl BotActor {
             dirty_snapshot: false,
             in_flight: HashSet::new(),
             sent_at: HashMap::new(),
-            venue_failures: 0,
             stopping: false,
             awaiting: Vec::new(),
             flushing: None,
@@ -275,8 +278,12 @@ impl Actor for BotActor {
             let now = Instant::now();
             self.sent_at = self.args.engine.open_orders().iter().map(|o| (o.id, now)).collect();
             // Reconciled once the venue has answered about every order found open.
+            self.watch_breaker(ctx);
             self.poll_live(ctx);
-            ctx.run_interval(LIVE_POLL, |act, ctx| act.poll_live(ctx));
+            ctx.run_interval(LIVE_POLL, |act, ctx| {
+                act.check_breaker(ctx);
+                act.poll_live(ctx);
+            });
         } else {
             // A paper bot's open orders were restored into its engine as it was built.
             self.report_reconciled();
@@ -290,6 +297,9 @@ impl Actor for BotActor {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(link) = &self.args.live {
+            link.breaker.unsubscribe(self.args.bot_id);
+        }
         if let Some(link) = &self.args.exposure {
             link.book.remove(link.user_id, self.args.bot_id);
         }

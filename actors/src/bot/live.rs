@@ -13,13 +13,17 @@
 //!   once more (place, cancel and query alike). A [`RouteErrorKind::ClockSkew`] that still comes
 //!   back is a second refusal: reported as a rejection (a place) or a failure (the others), not
 //!   retried here;
-//! - the payload is signed by the vault; the secret never leaves it.
+//! - the payload is signed by the vault; the secret never leaves it;
+//! - every request asks the account's circuit breaker ([`crate::breaker`]) first: while it is
+//!   open nothing goes out (a place is rejected as not sent, a cancel is left to be asked
+//!   again, a query waits for the next poll), and each outcome is reported to it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 
+use crate::breaker::{Breaker, Outcome};
 use crate::mailbox::ask;
 use crate::vault::{Sign, VaultAddress};
 use keel_core::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport, fee_in_quote};
@@ -43,6 +47,8 @@ pub struct LiveLink {
     pub user_id: u64,
     /// The exchange account (vault credential) to sign with.
     pub credential_id: u64,
+    /// The account's circuit breaker, shared with every bot on it.
+    pub breaker: Arc<Breaker>,
 }
 
 impl LiveLink {
@@ -70,6 +76,8 @@ pub struct LiveResult {
     /// A place or cancel the venue answered (ends a run of failures; a query does not: a venue
     /// that answers queries but fails every order is still failing).
     pub order_answered: bool,
+    /// Not sent: the account's circuit breaker is open.
+    pub refused: bool,
 }
 
 impl LiveResult {
@@ -80,6 +88,7 @@ impl LiveResult {
             cancel_failed: false,
             venue_error: None,
             order_answered: false,
+            refused: false,
         }
     }
 
@@ -100,14 +109,37 @@ pub async fn execute(link: LiveLink, symbol: Symbol, requests: Vec<Outbound>) ->
     let signer = signer(&link);
     let mut results = Vec::with_capacity(requests.len());
     for request in requests {
+        let Some(permit) = link.breaker.admit(Instant::now()) else {
+            results.push(refused(&request));
+            continue;
+        };
         let result = match request {
             Outbound::Place(order) => place(&link, &symbol, &order, &signer).await,
             Outbound::Cancel(order) => cancel(&link, &symbol, &order, &signer).await,
             Outbound::Query(order) => query(&link, &symbol, &order, &signer).await,
         };
+        let outcome = match (&result.venue_error, result.order_answered) {
+            (Some(why), _) => Outcome::Failed(why),
+            (None, true) => Outcome::Answered,
+            (None, false) => Outcome::Reached,
+        };
+        link.breaker.record(permit, outcome, Instant::now());
         results.push(result);
     }
     results
+}
+
+/// What a request the breaker kept back achieved: nothing was sent.
+fn refused(request: &Outbound) -> LiveResult {
+    let why = "not sent: the account's circuit breaker is open";
+    let result = match request {
+        Outbound::Place(order) => {
+            LiveResult::report(order.id, ExecOutcome::Rejected(why.to_owned()))
+        }
+        Outbound::Cancel(order) => LiveResult { cancel_failed: true, ..LiveResult::new(order.id) },
+        Outbound::Query(order) => LiveResult::new(order.id),
+    };
+    LiveResult { refused: true, ..result }
 }
 
 type BoxSigner =

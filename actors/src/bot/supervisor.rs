@@ -115,6 +115,8 @@ pub struct LiveVenues {
     pub vault: crate::vault::VaultAddress,
     /// One order router per venue that takes live orders (from the venue registry).
     pub routers: BTreeMap<VenueId, Arc<dyn keel_venues::routing::OrderRouter>>,
+    /// The circuit breaker of each venue account.
+    pub breakers: crate::breaker::Breakers,
 }
 
 #[derive(Debug)]

@@ -15,7 +15,7 @@ fn sym(s: &str) -> Symbol {
 }
 
 fn sim_market(symbols: Vec<Symbol>, seed: u64, trades_per_sec: u32) -> Arc<dyn MarketConnector> {
-    Arc::new(SimConnector::new(SimSettings { symbols, seed, trades_per_sec }))
+    Arc::new(SimConnector::new(SimSettings::walk(symbols, seed, trades_per_sec)))
 }
 
 fn sim_feed(trades_per_sec: u32) -> Addr<FeedActor> {

@@ -35,6 +35,19 @@ pub enum BotEventKind {
         /// Why, when the runtime decided it.
         reason: Option<String>,
     },
+    /// The circuit breaker of the bot's venue account changed state (`closed`, `open`,
+    /// `half_open`): the strategy pauses while it is open and resumes when it closes, unless
+    /// the owner paused or stopped the bot.
+    Breaker {
+        /// The venue.
+        venue: String,
+        /// The exchange account.
+        account_id: u64,
+        /// The new state.
+        state: String,
+        /// Why it opened.
+        reason: Option<String>,
+    },
     /// Something the owner should read.
     Log {
         /// `info`, `warn` or `error`.

@@ -3,20 +3,45 @@
 
 use std::sync::Arc;
 
-use super::{Instrument, SimMarket};
+use super::{Instrument, Regime, RegimePlan, SimMarket};
 use crate::market::{Instruments, MarketConnector, Simulator};
 use crate::registry::{VenueError, VenueSettings};
 use keel_core::market::{MarketEvent, StreamKind, Symbol, VenueId};
 
 /// What the simulated venue generates: `[venues.sim]` as the registry takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SimSettings {
     /// Symbols it simulates.
     pub symbols: Vec<Symbol>,
-    /// Seed of the random walk.
+    /// Seed of the price processes.
     pub seed: u64,
     /// Trades per second per active symbol.
     pub trades_per_sec: u32,
+    /// How prices move, for a symbol `symbol_regimes` does not name.
+    pub regime: RegimePlan,
+    /// Per-symbol plans.
+    pub symbol_regimes: Vec<(Symbol, RegimePlan)>,
+    /// Typical move of one trade, basis points.
+    pub volatility_bps: f64,
+}
+
+impl SimSettings {
+    /// `symbols` in the original `walk` regime.
+    pub fn walk(symbols: Vec<Symbol>, seed: u64, trades_per_sec: u32) -> Self {
+        Self {
+            symbols,
+            seed,
+            trades_per_sec,
+            regime: RegimePlan::Fixed(Regime::Walk),
+            symbol_regimes: Vec::new(),
+            volatility_bps: 0.0,
+        }
+    }
+
+    /// The plan of `symbol`.
+    pub fn plan(&self, symbol: &Symbol) -> &RegimePlan {
+        self.symbol_regimes.iter().find(|(s, _)| s == symbol).map_or(&self.regime, |(_, p)| p)
+    }
 }
 
 /// Builds the simulated venue's connector from its settings (the registry's `market`).
@@ -32,7 +57,7 @@ pub fn market(settings: &VenueSettings) -> Result<Arc<dyn MarketConnector>, Venu
     }
 }
 
-/// The simulated venue's market data: trades, quotes and 1 m candles of seeded random walks.
+/// The simulated venue's market data: trades, quotes and 1 m candles of seeded price processes.
 #[derive(Debug, Clone)]
 pub struct SimConnector {
     settings: SimSettings,
@@ -63,12 +88,20 @@ impl MarketConnector for SimConnector {
     }
 
     fn simulator(&self) -> Option<Box<dyn Simulator>> {
-        let market = SimMarket::new(self.settings.seed, self.instruments().collect());
+        let plans = self
+            .instruments()
+            .map(|i| {
+                let plan = self.settings.plan(&i.symbol).clone();
+                (i, plan)
+            })
+            .collect();
+        let market =
+            SimMarket::with_regimes(self.settings.seed, plans, self.settings.volatility_bps);
         Some(Box::new(Walks { market, trades_per_sec: f64::from(self.settings.trades_per_sec) }))
     }
 }
 
-/// The running simulation: one seeded walk per symbol.
+/// The running simulation: one seeded price process per symbol.
 struct Walks {
     market: SimMarket,
     trades_per_sec: f64,

@@ -1,11 +1,15 @@
-//! The built-in simulated venue: seeded random-walk trades and quotes, offline.
+//! The built-in simulated venue: seeded trades and quotes, offline.
 //!
-//! Each symbol walks in whole ticks from a realistic starting price, with quantities in whole
-//! lot steps, so what it produces passes the same tick/step checks as a real venue's data. The
-//! same seed and the same sequence of calls give the same events. [`connector`] puts it behind
-//! the venue seam.
+//! Each symbol's price moves in a [`regime`] (a walk, trends, mean reversion, volatility
+//! clusters, gaps, or a schedule of them) from a realistic starting price, on whole ticks, with
+//! quantities in whole lot steps, so what it produces passes the same tick/step checks as a real
+//! venue's data. The same seed and the same sequence of calls give the same events.
+//! [`connector`] puts it behind the venue seam.
 
 pub mod connector;
+pub mod regime;
+
+pub use regime::{Regime, RegimePlan};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -76,9 +80,10 @@ struct Walk {
     ticks: i64,
     next_trade_id: u64,
     rng: SmallRng,
+    process: regime::Process,
 }
 
-/// The simulated market: one seeded walk per symbol.
+/// The simulated market: one seeded price process per symbol.
 #[derive(Debug)]
 pub struct SimMarket {
     walks: Vec<Walk>,
@@ -90,16 +95,29 @@ const MAX_STEP_TICKS: i64 = 25;
 const SPREAD_TICKS: i64 = 1;
 
 impl SimMarket {
-    /// A market over `instruments`, reproducible from `seed`.
+    /// A market over `instruments` in the original `walk` regime (a fraction of a basis point a
+    /// trade), reproducible from `seed`.
     pub fn new(seed: u64, instruments: Vec<Instrument>) -> Self {
+        let plans = instruments.into_iter().map(|i| (i, RegimePlan::Fixed(Regime::Walk))).collect();
+        Self::with_regimes(seed, plans, 0.0)
+    }
+
+    /// A market over `instruments`, each moving by its plan, with `volatility_bps` the typical
+    /// move of one trade; reproducible from `seed`.
+    pub fn with_regimes(
+        seed: u64,
+        instruments: Vec<(Instrument, RegimePlan)>,
+        volatility_bps: f64,
+    ) -> Self {
         let walks = instruments
             .into_iter()
             .enumerate()
-            .map(|(i, instrument)| {
+            .map(|(i, (instrument, plan))| {
                 let ticks = (instrument.start_price / instrument.tick_size)
                     .trunc()
                     .try_into()
                     .unwrap_or(1_000_000);
+                let start: f64 = instrument.start_price.try_into().unwrap_or(100.0);
                 Walk {
                     instrument,
                     ticks,
@@ -107,10 +125,16 @@ impl SimMarket {
                     rng: SmallRng::seed_from_u64(
                         seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     ),
+                    process: regime::Process::new(plan, volatility_bps, start),
                 }
             })
             .collect();
         Self { walks }
+    }
+
+    /// The regime `symbol`'s next trade is made in, if simulated.
+    pub fn regime(&self, symbol: &Symbol) -> Option<Regime> {
+        self.walks.iter().find(|w| &w.instrument.symbol == symbol).map(|w| w.process.regime())
     }
 
     /// The instruments, in configuration order.
@@ -132,8 +156,8 @@ impl SimMarket {
         received_us: u64,
     ) -> Option<[MarketEvent; 2]> {
         let walk = self.walks.iter_mut().find(|w| &w.instrument.symbol == symbol)?;
-        let delta = walk.rng.random_range(-MAX_STEP_TICKS..=MAX_STEP_TICKS);
-        walk.ticks = (walk.ticks + delta).max(MAX_STEP_TICKS * 4);
+        let tick: f64 = walk.instrument.tick_size.try_into().unwrap_or(0.01);
+        walk.ticks = walk.process.step(&mut walk.rng, walk.ticks, tick);
         let lots: i64 = walk.rng.random_range(1..=500);
         let side = if walk.rng.random_bool(0.5) { Side::Buy } else { Side::Sell };
         let Instrument { tick_size, step_size, .. } = walk.instrument;

@@ -55,9 +55,8 @@ impl Handler<Ask<SetPaused>> for BotActor {
     fn handle(&mut self, ask: Ask<SetPaused>, ctx: &mut Context<Self>) {
         let (SetPaused(paused), replier) = ask.into_parts();
         self.paused = paused;
-        if !paused {
-            self.venue_failures = 0;
-        }
+        // The owner decided: the breaker no longer resumes (or pauses) this bot by itself.
+        self.breaker_paused = false;
         self.args.engine.set_strategy_active(!paused);
         let status = if paused { BotStatus::Paused } else { BotStatus::Running };
         let now = keel_venues::now_us() / 1000;
@@ -71,6 +70,7 @@ impl Handler<Ask<StopBot>> for BotActor {
 
     fn handle(&mut self, ask: Ask<StopBot>, ctx: &mut Context<Self>) {
         let (StopBot { flatten }, replier) = ask.into_parts();
+        self.breaker_paused = false;
         let engine = &mut self.args.engine;
         engine.observe_time(keel_venues::now_us() / 1000);
         let canceled = engine.cancel_all("bot stopped", &mut self.fx);

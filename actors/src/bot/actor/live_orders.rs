@@ -1,15 +1,16 @@
 //! A live bot's order plumbing: durable venue requests go out through the bot's
 //! [`LiveLink`](crate::bot::live::LiveLink), and the venue's answers come back into the engine.
-//! Open orders are polled, and a venue that keeps failing pauses the strategy.
+//! Open orders are polled; a venue that keeps failing opens the account's circuit breaker,
+//! which pauses the strategy ([`super::breaker`]).
 
 use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::{BotActor, VENUE_FAILURE_LIMIT};
+use super::BotActor;
 use crate::bot::live::{LiveResult, execute, order_of};
 use crate::supervisor::catch_panic;
-use keel_core::engine::{BotEventKind, ExecOutcome, Outbound};
+use keel_core::engine::{ExecOutcome, Outbound};
 
 impl BotActor {
     /// Sends durable requests to the venue; the answers are applied as they come.
@@ -47,10 +48,8 @@ impl BotActor {
         }));
     }
 
-    /// Applies the venue's answers, pauses the strategy when the venue keeps failing, and stores
-    /// (and sends) whatever follows.
+    /// Applies the venue's answers and stores (and sends) whatever follows.
     pub(super) fn apply_live(&mut self, results: Vec<LiveResult>, ctx: &mut Context<Self>) {
-        let mut last_error = None;
         let grace = self.args.live.as_ref().map(|link| link.not_found_grace()).unwrap_or_default();
         self.args.engine.observe_time(keel_venues::now_us() / 1000);
         for result in results {
@@ -59,11 +58,8 @@ impl BotActor {
             if result.cancel_failed {
                 self.args.engine.cancel_failed(id);
             }
-            if let Some(err) = result.venue_error {
-                self.venue_failures += 1;
-                last_error = Some(err);
-            } else if result.order_answered {
-                self.venue_failures = 0;
+            if let Some(err) = &result.venue_error {
+                tracing::debug!(bot_id = self.args.bot_id, order_id = id, error = %err, "venue failed");
             }
             let Some(report) = result.report else { continue };
             let recent = self.sent_at.get(&id).is_some_and(|t| t.elapsed() < grace);
@@ -79,21 +75,6 @@ impl BotActor {
                 ctx.stop();
                 return;
             }
-        }
-        if let Some(err) = last_error
-            && self.venue_failures >= VENUE_FAILURE_LIMIT
-            && !self.paused
-        {
-            let reason = format!("the venue failed {} times in a row: {err}", self.venue_failures);
-            self.args.engine.set_strategy_active(false);
-            let now = keel_venues::now_us() / 1000;
-            let message = reason.clone();
-            self.args.engine.log(
-                now,
-                BotEventKind::Log { level: "error".into(), message },
-                &mut self.fx,
-            );
-            self.fx.paused = Some(reason);
         }
         let open = self.args.engine.open_orders();
         self.sent_at.retain(|id, _| open.iter().any(|o| o.id == *id));

@@ -103,6 +103,15 @@ pub struct BotPaused {
     pub reason: String,
 }
 
+/// The bot resumed by itself: its account's circuit breaker closed, and its owner had not
+/// paused or stopped it meanwhile.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct BotResumed {
+    /// The bot.
+    pub bot_id: BotId,
+}
+
 /// The bot is running with its open orders reconciled: restored into its engine (paper), or
 /// also checked with the venue (live). Sent once per incarnation; readiness waits for it.
 #[derive(Debug, Clone, Copy, Message)]

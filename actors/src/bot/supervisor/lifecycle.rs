@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use super::relaunch::Relaunch;
 use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
-use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, StopBot};
+use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, BotResumed, StopBot};
 use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
 use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
@@ -46,6 +46,11 @@ impl BotSupervisor {
                     credential_id: record
                         .exchange_account_id
                         .ok_or("a live bot needs an account")?,
+                    breaker: self
+                        .config
+                        .live
+                        .breakers
+                        .get(record.venue, record.exchange_account_id.unwrap_or_default()),
                 }),
             };
         self.generation += 1;
@@ -58,6 +63,12 @@ impl BotSupervisor {
             feed: self.feeds.get(&record.venue).cloned().unwrap_or_default(),
             lifeline: Lifeline::new(bot_id, self.generation, ctx.address().recipient()),
             supervisor: ctx.address().recipient(),
+            resumed: ctx.address().recipient(),
+            breaker_paused: record.status == BotStatus::Paused
+                && record
+                    .status_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with(crate::breaker::BREAKER_REASON)),
             reconciled: ctx.address().recipient(),
             live,
             user_id: record.user_id,
@@ -281,6 +292,28 @@ impl Handler<BotPaused> for BotSupervisor {
         tracing::warn!(bot_id = msg.bot_id, reason = %msg.reason, "bot paused itself");
         record.status = BotStatus::Paused;
         record.status_reason = Some(msg.reason);
+        record.updated_ts = now_ms();
+        self.save_then(record, ctx, |_| ());
+    }
+}
+
+impl Handler<BotResumed> for BotSupervisor {
+    type Result = ();
+
+    /// Only a bot its account's breaker paused resumes this way: a bot its owner paused (or
+    /// stopped) since is left as the owner said.
+    fn handle(&mut self, msg: BotResumed, ctx: &mut Context<Self>) {
+        let Some(mut record) = self.bots.get(&msg.bot_id).cloned() else { return };
+        let by_breaker = record
+            .status_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(crate::breaker::BREAKER_REASON));
+        if record.status != BotStatus::Paused || !by_breaker {
+            return;
+        }
+        tracing::info!(bot_id = msg.bot_id, "bot resumed: its account's circuit breaker closed");
+        record.status = BotStatus::Running;
+        record.status_reason = None;
         record.updated_ts = now_ms();
         self.save_then(record, ctx, |_| ());
     }
