@@ -100,14 +100,16 @@ pub struct JobResult {
     /// Rows skipped (with `skip_bad_rows`, and recordings' torn tails).
     pub skipped_rows: u64,
     /// The run's trades: its last fills (at most 2,000), oldest first.
+    #[serde(default)]
     pub fills: Vec<keel_core::trading::Fill>,
     /// Equity (quote balance plus the position at the fill's price) after each of those fills,
     /// replayed from the starting quote over every fill of the run.
+    #[serde(default)]
     pub equity: Vec<EquityPoint>,
 }
 
 /// One point of a backtest's equity curve.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EquityPoint {
     /// The fill's time, ms since the epoch.
     pub ts: u64,
