@@ -32,8 +32,9 @@ const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Applies per-connection limits and socket options as actix-web accepts each connection:
 /// - the per-address connection cap (`protection.max_connections_per_ip`): a connection past it
-///   is shut down at once (actix-web then reads end-of-file and drops it without a request), and
-///   one within it holds its slot in the connection's data until the connection is gone;
+///   is shut down at once and marked (a request it had already sent may still be read; the
+///   protection middleware sees the mark and answers it nothing but a refusal), and one within
+///   it holds its slot in the connection's data until the connection is gone;
 /// - a capped kernel send buffer, so a client that stops reading backs up into its own bounded
 ///   WebSocket queue (where it is seen and cut off) within seconds instead of megabytes later;
 /// - on Linux, `TCP_USER_TIMEOUT`, so the kernel drops a connection whose data has waited that
