@@ -125,7 +125,7 @@ impl Fixture {
             feeds: Arc::default(),
             bots: keel_actors::bot::BotsAddress::default(),
             sessions: Default::default(),
-            ws_limits: Arc::new(keel::ws::Limits::new(1, 1)),
+            ws_limits: Arc::new(keel::ws::Limits::new(1, 1, 1)),
             protection,
             sink: None,
             backtests: keel_actors::backtest::jobs::Jobs::start(

@@ -6,7 +6,7 @@
 # 429s), waits for /health/ready, runs `examples/login_burst.rs` against it (idle health baseline,
 # then LOGINS concurrent logins over USERS accounts while health is polled every 5 ms, then
 # API_CLIENTS callers of GET /api/v1/bots back to back for API_SECS: the API saturated, health still
-# polled), and stops Keel with SIGTERM. The per-IP and per-user rate limits are raised as well, so
+# polled), and stops Keel with SIGTERM. The per-IP and per-user rate limits (and the per-address connection and in-flight caps: every client is 127.0.0.1) are raised as well, so
 # the saturation reaches the handlers instead of being answered 429. Everything stays on loopback and is removed on exit, however the script ends.
 #
 #   scripts/login-burst.sh                    # 3 runs of 200 logins over 20 accounts
@@ -63,6 +63,8 @@ start_keel() {
         KEEL__AUTH__LOGIN_ATTEMPTS_PER_MINUTE_PER_IP=$THROTTLE \
         KEEL__PROTECTION__PER_IP_PER_MINUTE=$THROTTLE \
         KEEL__PROTECTION__PER_USER_PER_MINUTE=$THROTTLE \
+        KEEL__PROTECTION__MAX_CONNECTIONS_PER_IP=100000 \
+        KEEL__PROTECTION__MAX_IN_FLIGHT_PER_IP=100000 \
         target/release/keel serve >"$work/keel-$run.log" 2>&1 &
     keel_pid=$!
     wait_ready "$keel_pid" "$port" "$work/keel-$run.log" /health/ready "$READY_TIMEOUT_SECS"

@@ -12,7 +12,8 @@
 # Each server is stopped with SIGTERM. The client (`examples/ws_load.rs`) reports latency
 # percentiles, events, seq gaps, lagged notices, server RSS and CPU, and for scenario 3 when the
 # silent clients were dropped; the medians over the runs are printed at the end. Everything stays on
-# loopback and is removed on exit, however the script ends.
+# loopback and is removed on exit, however the script ends. Every client is 127.0.0.1, so Keel
+# runs with its per-address connection and in-flight caps raised.
 #
 #   scripts/ws-load.sh                           # 3 runs × 3 scenarios, ~2 min per run plus the build
 #   RUNS=1 CLIENTS=200 RATE=100 scripts/ws-load.sh
@@ -92,6 +93,8 @@ start_keel() {
         KEEL__AUTH__JWT_SECRET="ws-load-only-secret-0123456789abcdef" \
         KEEL__WS__MAX_PER_USER="$MAX_PER_USER" \
         KEEL__WS__MAX_CONNECTIONS=10000 \
+        KEEL__PROTECTION__MAX_CONNECTIONS_PER_IP=100000 \
+        KEEL__PROTECTION__MAX_IN_FLIGHT_PER_IP=100000 \
         KEEL__VENUES__SIM__TRADES_PER_SEC="$RATE" \
         "$KEEL_BIN" serve >"$work/server-$name.log" 2>&1 &
     server_pid=$!

@@ -24,13 +24,17 @@ use crate::state::{AppState, Identity};
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
 /// Share of the budget the actor tree gets to stop.
 const ACTOR_STOP_DEADLINE: Duration = Duration::from_secs(2);
-/// How long the server waits for a client to send its request head.
-const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection whose response is sent may take to close before it is dropped.
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How often idle login-throttle keys are forgotten.
 const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Applies per-connection socket options as actix-web accepts each connection:
+/// Applies per-connection limits and socket options as actix-web accepts each connection:
+/// - the per-address connection cap (`protection.max_connections_per_ip`): a connection past it
+///   is shut down at once and marked (a request it had already sent may still be read; the
+///   protection middleware sees the mark and answers it nothing but a refusal), and one within
+///   it holds its slot in the connection's data until the connection is gone;
 /// - a capped kernel send buffer, so a client that stops reading backs up into its own bounded
 ///   WebSocket queue (where it is seen and cut off) within seconds instead of megabytes later;
 /// - on Linux, `TCP_USER_TIMEOUT`, so the kernel drops a connection whose data has waited that
@@ -38,15 +42,32 @@ const THROTTLE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 ///   has a socket blocked on its full buffers (its close frame waits behind them); without this
 ///   that socket, and the HTTP connection holding it, would stay for as long as the peer answers
 ///   window probes.
-fn socket_options(
+fn on_connect(
+    protection: Arc<http::protect::Protection>,
     send_buffer_bytes: usize,
     user_timeout: Duration,
 ) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + Clone + 'static {
-    move |connection, _| {
+    move |connection, extensions| {
         let Some(stream) = connection.downcast_ref::<actix_web::rt::net::TcpStream>() else {
             return;
         };
         let socket = socket2::SockRef::from(stream);
+        if let Ok(peer) = stream.peer_addr() {
+            match protection.admit_connection(peer.ip()) {
+                Ok(Some(slot)) => {
+                    extensions.insert(slot);
+                }
+                Ok(None) => {}
+                Err(()) => {
+                    metrics::counter!("keel_http_connections_refused_total").increment(1);
+                    extensions.insert(http::protect::Protection::refused_marker());
+                    if let Err(err) = socket.shutdown(std::net::Shutdown::Both) {
+                        tracing::debug!(error = %err, "could not shut a refused connection");
+                    }
+                    return;
+                }
+            }
+        }
         if send_buffer_bytes != 0
             && let Err(err) = socket.set_send_buffer_size(send_buffer_bytes)
         {
@@ -116,8 +137,11 @@ impl Application {
                 limiters.prune();
             }
         });
-        let ws_limits =
-            Arc::new(crate::ws::Limits::new(settings.ws.max_connections, settings.ws.max_per_user));
+        let ws_limits = Arc::new(crate::ws::Limits::new(
+            settings.ws.max_connections,
+            settings.ws.max_per_user,
+            settings.ws.max_unauthenticated,
+        ));
 
         let address = settings.listen_address()?;
         let listener = TcpListener::bind(address)
@@ -143,6 +167,7 @@ impl Application {
         let cors = settings.clone();
         let data = web::Data::new(state.clone());
         let recorder = web::Data::new(recorder);
+        let ready_cache = web::Data::new(http::health::ReadyCache::default());
         let access_log = http::access_log::AccessLog::start(&settings.access_log)?;
         let access_log = web::Data::new(access_log);
         let (json, payload, path, query) = http::extractor_configs(settings.server.max_body_bytes);
@@ -151,6 +176,7 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 .app_data(recorder.clone())
+                .app_data(ready_cache.clone())
                 .app_data(json.clone())
                 .app_data(payload.clone())
                 .app_data(path.clone())
@@ -163,7 +189,8 @@ impl Application {
                 .wrap(from_fn(http::request::middleware))
                 .configure(http::configure)
         })
-        .on_connect(socket_options(
+        .on_connect(on_connect(
+            state.protection.clone(),
             settings.server.socket_send_buffer_bytes,
             Duration::from_secs(settings.server.socket_user_timeout_secs),
         ))
@@ -172,7 +199,12 @@ impl Application {
         // 40 ms on Linux): actix-web leaves the OS default (off) unless told.
         .tcp_nodelay(true)
         .shutdown_timeout(shutdown_timeout.as_secs())
-        .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+        .client_request_timeout(Duration::from_millis(settings.server.header_timeout_ms))
+        .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+        .keep_alive(match settings.server.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+        })
         .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

@@ -32,13 +32,15 @@ impl LoginThrottle {
         }
     }
 
-    /// Spends one attempt for `email` from `ip`; `Err` carries how long to wait.
+    /// Spends one attempt for `email` from `ip` (an IPv6 address by its /64); `Err` carries how
+    /// long to wait.
     ///
     /// # Errors
     /// The wait until the next attempt is allowed.
     pub fn attempt(&self, email: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
         let now = DefaultClock::default().now();
-        if let Some(ip) = ip
+        // An IPv6 address counts by its /64, like every per-address limit.
+        if let Some(ip) = ip.map(crate::http::limits::ip_key)
             && let Err(not_until) = self.ips.check_key(&ip)
         {
             return Err(not_until.wait_time_from(now));
@@ -79,5 +81,15 @@ mod tests {
         assert!(throttle.attempt("b@example.com", ip).is_ok());
         assert!(throttle.attempt("c@example.com", ip).is_err());
         assert!(throttle.attempt("c@example.com", Some("10.0.0.2".parse().unwrap())).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_network_is_throttled_by_its_64() {
+        let throttle = LoginThrottle::new(100, 2);
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert!(throttle.attempt("a@example.com", ip("2001:db8:0:1::1")).is_ok());
+        assert!(throttle.attempt("b@example.com", ip("2001:db8:0:1::2")).is_ok());
+        assert!(throttle.attempt("c@example.com", ip("2001:db8:0:1:ffff::3")).is_err());
+        assert!(throttle.attempt("c@example.com", ip("2001:db8:0:2::1")).is_ok());
     }
 }

@@ -10,6 +10,12 @@ use super::{SettingsError, invalid, list_or_csv};
 pub struct ProtectionSettings {
     /// Requests served at once; more answer 503 `OVERLOADED` at once (health checks exempt).
     pub max_in_flight: usize,
+    /// Connections one client address (an IPv6 /64) may hold open; more are closed as they are
+    /// accepted. Trusted proxies are exempt.
+    pub max_connections_per_ip: u32,
+    /// Requests one client address (an IPv6 /64) may have in flight; more answer 503
+    /// `OVERLOADED` at once (health checks exempt).
+    pub max_in_flight_per_ip: u32,
     /// Requests per minute per client IP without a valid access token.
     pub per_ip_per_minute: u32,
     /// Requests per minute per authenticated user.
@@ -35,6 +41,12 @@ impl ProtectionSettings {
             return Err(invalid(
                 "protection",
                 "max_in_flight, per_ip_per_minute and per_user_per_minute must be positive",
+            ));
+        }
+        if self.max_connections_per_ip == 0 || self.max_in_flight_per_ip == 0 {
+            return Err(invalid(
+                "protection",
+                "max_connections_per_ip and max_in_flight_per_ip must be positive",
             ));
         }
         if let Some(bad) =

@@ -29,6 +29,22 @@ pub struct ServerSettings {
     /// peer that advertises no room, before the kernel drops it (`TCP_USER_TIMEOUT`, Linux), in
     /// seconds; 0 leaves the OS default (no limit while the peer acknowledges window probes).
     pub socket_user_timeout_secs: u64,
+    /// How long a client may take to send a request head (from connect, or from the end of the
+    /// previous request), in milliseconds; past it the connection is closed.
+    pub header_timeout_ms: u64,
+    /// How long an idle keep-alive connection is kept open, in seconds (0 = no keep-alive).
+    pub keep_alive_secs: u64,
+    /// Longest wait for the next chunk of a request body, in milliseconds; past it 408.
+    pub body_idle_timeout_ms: u64,
+    /// Longest time a whole request body may take to arrive, in seconds; past it 408.
+    pub body_timeout_secs: u64,
+    /// Longest request target (path and query), in bytes; longer answers 400 `URL_TOO_LONG`.
+    pub max_url_bytes: usize,
+    /// Most bytes of request header names and values; more answers 431 `HEADERS_TOO_LARGE`.
+    pub max_header_bytes: usize,
+    /// How long a `/health/ready` answer is reused, in milliseconds, so that polling it cannot
+    /// make the store flush on every call.
+    pub ready_cache_ms: u64,
 }
 
 impl ServerSettings {
@@ -70,6 +86,29 @@ impl ServerSettings {
                 "server.socket_user_timeout_secs",
                 "must be 0 (the OS default) or at most 3600",
             ));
+        }
+        if !(100..=60_000).contains(&self.header_timeout_ms) {
+            return Err(invalid("server.header_timeout_ms", "must be between 100 and 60000"));
+        }
+        if self.keep_alive_secs > 300 {
+            return Err(invalid("server.keep_alive_secs", "must be at most 300"));
+        }
+        if !(100..=60_000).contains(&self.body_idle_timeout_ms) {
+            return Err(invalid("server.body_idle_timeout_ms", "must be between 100 and 60000"));
+        }
+        if !(1..=3_600).contains(&self.body_timeout_secs) {
+            return Err(invalid("server.body_timeout_secs", "must be between 1 and 3600"));
+        }
+        // actix-http parses request heads of up to 128 KiB; Keel's own limits must be below it
+        // for their answers to be Keel's (the JSON shape) rather than actix-http's bare 431.
+        if !(256..=65_536).contains(&self.max_url_bytes) {
+            return Err(invalid("server.max_url_bytes", "must be between 256 and 65536"));
+        }
+        if !(1024..=65_536).contains(&self.max_header_bytes) {
+            return Err(invalid("server.max_header_bytes", "must be between 1024 and 65536"));
+        }
+        if self.ready_cache_ms > 60_000 {
+            return Err(invalid("server.ready_cache_ms", "must be at most 60000"));
         }
         Ok(())
     }

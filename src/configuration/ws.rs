@@ -12,6 +12,8 @@ pub struct WsSettings {
     pub max_connections: usize,
     /// Connections allowed per user.
     pub max_per_user: usize,
+    /// Connections allowed at once that have not authenticated yet (within `max_connections`).
+    pub max_unauthenticated: usize,
     /// Channels one connection may subscribe to.
     pub max_subscriptions: usize,
     /// How long an unauthenticated connection may wait before sending `auth`, ms.
@@ -39,8 +41,11 @@ impl WsSettings {
                 "max_connections, max_per_user and max_subscriptions must be positive",
             ));
         }
-        if !(100..=60_000).contains(&self.auth_timeout_ms) {
-            return Err(invalid("ws.auth_timeout_ms", "must be between 100 and 60000"));
+        if self.max_unauthenticated == 0 {
+            return Err(invalid("ws.max_unauthenticated", "must be positive"));
+        }
+        if !(100..=10_000).contains(&self.auth_timeout_ms) {
+            return Err(invalid("ws.auth_timeout_ms", "must be between 100 and 10000"));
         }
         if self.ping_secs == 0 || self.pong_timeout_secs <= self.ping_secs {
             return Err(invalid("ws.pong_timeout_secs", "must be longer than ws.ping_secs (> 0)"));

@@ -1,6 +1,6 @@
 //! `GET /health/live` and `GET /health/ready`.
 
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -16,6 +16,35 @@ use crate::state::AppState;
 /// How long each readiness check may take.
 const CHECK_DEADLINE: Duration = Duration::from_secs(2);
 
+/// The last readiness verdict, reused for `server.ready_cache_ms` so that polling
+/// `/health/ready` (by anyone: it needs no token) cannot make the store flush on every call.
+/// Callers that arrive while a check runs wait for it and share its verdict.
+#[derive(Debug, Default)]
+pub struct ReadyCache {
+    last: tokio::sync::Mutex<Option<(Instant, Verdict)>>,
+}
+
+#[derive(Debug, Clone)]
+enum Verdict {
+    Ready(serde_json::Value),
+    NotReady(Vec<FieldError>),
+}
+
+impl Verdict {
+    fn answer(self) -> Result<HttpResponse, ApiError> {
+        match self {
+            Self::Ready(body) => Ok(HttpResponse::Ok().json(body)),
+            Self::NotReady(problems) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "NOT_READY",
+                "Keel is not ready",
+            )
+            .with_details(problems)
+            .retry_after(5)),
+        }
+    }
+}
+
 /// Liveness: the process serves HTTP. Touches nothing else, so it stays fast under load.
 pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "live"}))
@@ -29,9 +58,29 @@ pub async fn live() -> HttpResponse {
 /// instead of holding readiness). The Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
 /// depend on it, and its backlog waits safely in the outbox.
 ///
+/// The verdict is reused for `server.ready_cache_ms` (`checked_at_ms` says when it was made).
+///
 /// # Errors
 /// 503 `NOT_READY` with one detail per failing check.
-pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn ready(
+    state: web::Data<AppState>,
+    cache: web::Data<ReadyCache>,
+) -> Result<HttpResponse, ApiError> {
+    let fresh_for = Duration::from_millis(state.settings.server.ready_cache_ms);
+    let mut last = cache.last.lock().await;
+    if let Some((at, verdict)) = last.as_ref()
+        && at.elapsed() < fresh_for
+    {
+        return verdict.clone().answer();
+    }
+    let verdict = check(&state).await;
+    *last = Some((Instant::now(), verdict.clone()));
+    drop(last);
+    verdict.answer()
+}
+
+/// Runs every readiness check once (the store probe flushes).
+async fn check(state: &AppState) -> Verdict {
     let mut problems = Vec::new();
     match tokio::time::timeout(CHECK_DEADLINE, state.store.probe_writable()).await {
         Ok(Ok(())) => {}
@@ -70,20 +119,17 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             None
         }
     };
-    let bots = bots_back(&state, &mut problems).await;
+    let bots = bots_back(state, &mut problems).await;
     if !problems.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "NOT_READY",
-            "Keel is not ready",
-        )
-        .with_details(problems)
-        .retry_after(5));
+        return Verdict::NotReady(problems);
     }
-    Ok(HttpResponse::Ok().json(json!({
+    let checked_at_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    Verdict::Ready(json!({
         "status": "ready",
+        "checked_at_ms": checked_at_ms,
         "checks": { "store": "ok", "actors": actors, "bots": bots, "sink": sink },
-    })))
+    }))
 }
 
 /// How far the bot supervisor has come in bringing back the bots that were running before the

@@ -18,6 +18,7 @@ mod fuzz;
 pub mod health;
 pub mod id;
 pub mod json;
+pub mod limits;
 pub mod markets;
 pub mod metrics;
 pub mod openapi;

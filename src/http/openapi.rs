@@ -6,10 +6,11 @@
 //! what the middleware and extractors really do:
 //!
 //! - every route: 429 `RATE_LIMITED` and 503 `OVERLOADED` (the protection middleware, with
-//!   `Retry-After`) and 500 `INTERNAL`;
+//!   `Retry-After`), 500 `INTERNAL`, 400 `URL_TOO_LONG` and 431 `HEADERS_TOO_LARGE`
+//!   (`http::limits`);
 //! - [`Access::User`] routes: the bearer scheme and 401 `UNAUTHORIZED` (with `WWW-Authenticate`);
-//! - a JSON body: 400 (not JSON), 413, 415 (not `application/json`) and 422 (wrong fields);
-//!   another body: 400 and 413;
+//! - a JSON body: 400 (not JSON), 408 (the body stalled), 413, 415 (not `application/json`, or
+//!   compressed) and 422 (wrong fields); another body: 400, 408, 413 and 415 (compressed);
 //! - path parameters: 404 when one does not parse; query parameters: 422.
 //!
 //! A handler's own entry for a status wins over the shared one. Operation ids are the handler's
@@ -121,7 +122,19 @@ struct SharedError {
 const BAD_REQUEST: SharedError = SharedError {
     name: "BadRequest",
     status: 400,
-    description: "The body cannot be read or is not JSON (`MALFORMED_JSON`, `BAD_REQUEST`).",
+    description: "The body cannot be read or is not JSON (`MALFORMED_JSON`, `BAD_REQUEST`), or \
+        the URL is over `server.max_url_bytes` (`URL_TOO_LONG`).",
+};
+const REQUEST_TIMEOUT: SharedError = SharedError {
+    name: "RequestTimeout",
+    status: 408,
+    description: "The body stalled or took too long (`REQUEST_TIMEOUT`, \
+        `server.body_idle_timeout_ms`, `server.body_timeout_secs`); the connection is closed.",
+};
+const HEADERS_TOO_LARGE: SharedError = SharedError {
+    name: "HeadersTooLarge",
+    status: 431,
+    description: "The request headers are over `server.max_header_bytes` (`HEADERS_TOO_LARGE`).",
 };
 const UNAUTHORIZED: SharedError = SharedError {
     name: "Unauthorized",
@@ -142,7 +155,8 @@ const TOO_LARGE: SharedError = SharedError {
 const UNSUPPORTED: SharedError = SharedError {
     name: "UnsupportedMediaType",
     status: 415,
-    description: "The body is not `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`).",
+    description: "The body is not `Content-Type: application/json` (`UNSUPPORTED_MEDIA_TYPE`), or \
+        it is compressed: any `Content-Encoding` (`UNSUPPORTED_CONTENT_ENCODING`).",
 };
 const INVALID: SharedError = SharedError {
     name: "ValidationFailed",
@@ -168,8 +182,10 @@ const UNAVAILABLE: SharedError = SharedError {
 };
 
 /// Every shared error answer.
-const SHARED: [SharedError; 9] = [
+const SHARED: [SharedError; 11] = [
     BAD_REQUEST,
+    REQUEST_TIMEOUT,
+    HEADERS_TOO_LARGE,
     UNAUTHORIZED,
     PATH_NOT_FOUND,
     TOO_LARGE,
@@ -270,13 +286,17 @@ fn add_shared(operation: &mut Operation, access: Access) {
         _ => Vec::new(),
     };
     if body_types.iter().any(|t| t == JSON) {
-        for shared in [&BAD_REQUEST, &TOO_LARGE, &UNSUPPORTED, &INVALID] {
+        for shared in [&TOO_LARGE, &UNSUPPORTED, &INVALID, &REQUEST_TIMEOUT] {
             shared.add_to(operation);
         }
     } else if !body_types.is_empty() {
-        BAD_REQUEST.add_to(operation);
-        TOO_LARGE.add_to(operation);
+        for shared in [&TOO_LARGE, &UNSUPPORTED, &REQUEST_TIMEOUT] {
+            shared.add_to(operation);
+        }
     }
+    // Any request: an over-long URL (400) or oversized headers (431), `http::limits`.
+    BAD_REQUEST.add_to(operation);
+    HEADERS_TOO_LARGE.add_to(operation);
     let parameters = operation.parameters.as_deref().unwrap_or_default();
     let has = |place: ParameterIn| {
         parameters.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == place))

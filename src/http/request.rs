@@ -1,4 +1,5 @@
-//! The outermost middleware: request id, tracing span, and the final form of every error body.
+//! The outermost middleware: request id, tracing span, the final form of every error body, and
+//! the security headers of every response (`protect::security_headers`).
 
 use std::time::SystemTime;
 
@@ -46,6 +47,10 @@ pub async fn middleware(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = request_id_for(&req);
+    let is_api = req.path().starts_with(super::API_PREFIX);
+    let hsts = req
+        .app_data::<actix_web::web::Data<crate::state::AppState>>()
+        .is_some_and(|state| state.protection.hsts());
     req.extensions_mut().insert(RequestId(id.clone()));
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(),
         path = %req.path());
@@ -57,6 +62,8 @@ pub async fn middleware(
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    let is_error = res.status().is_client_error() || res.status().is_server_error();
+    super::protect::security_headers(res.headers_mut(), is_api, is_error, hsts);
     Ok(res)
 }
 

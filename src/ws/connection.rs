@@ -63,6 +63,9 @@ pub struct ClientConnection {
     last_heard: Instant,
     closing: bool,
     opened: Instant,
+    /// Counted against `ws.max_unauthenticated` (it connected without a bearer header and has
+    /// not authenticated yet).
+    counted_unauthenticated: bool,
 }
 
 impl std::fmt::Debug for ClientConnection {
@@ -96,6 +99,7 @@ impl ClientConnection {
             last_heard: Instant::now(),
             closing: false,
             opened: Instant::now(),
+            counted_unauthenticated: user.is_none(),
         }
     }
 
@@ -150,6 +154,11 @@ impl ClientConnection {
             return;
         }
         let first = self.user.is_none();
+        if self.counted_unauthenticated {
+            // No longer an unauthenticated connection, whatever the per-user limit says.
+            self.counted_unauthenticated = false;
+            self.limits.unauthenticated_done();
+        }
         if first && !self.limits.admit_user(user.user_id) {
             self.close(
                 CloseCode::Other(CLOSE_TOO_MANY),
@@ -481,6 +490,9 @@ impl Actor for ClientConnection {
         }
         if let Some(session) = self.user_session.take() {
             let _ = session.try_send(Detach(self.id));
+        }
+        if self.counted_unauthenticated {
+            self.limits.unauthenticated_done();
         }
         self.limits.release(self.user.map(|u| u.user_id));
         if !self.closing {

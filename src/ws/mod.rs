@@ -30,23 +30,28 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// bot ids on the same feed.
 const CONNECTION_ID_BASE: u64 = 1 << 63;
 
-/// Connection counts against `ws.max_connections` and `ws.max_per_user`.
+/// Connection counts against `ws.max_connections`, `ws.max_per_user` and
+/// `ws.max_unauthenticated`.
 #[derive(Debug)]
 pub struct Limits {
     max_total: usize,
     max_per_user: usize,
+    max_unauthenticated: usize,
     total: AtomicUsize,
+    unauthenticated: AtomicUsize,
     per_user: Mutex<HashMap<u64, usize>>,
     next_id: AtomicU64,
 }
 
 impl Limits {
     /// Limits from the settings.
-    pub fn new(max_total: usize, max_per_user: usize) -> Self {
+    pub fn new(max_total: usize, max_per_user: usize, max_unauthenticated: usize) -> Self {
         Self {
             max_total,
             max_per_user,
+            max_unauthenticated,
             total: AtomicUsize::new(0),
+            unauthenticated: AtomicUsize::new(0),
             per_user: Mutex::default(),
             next_id: AtomicU64::new(1),
         }
@@ -59,6 +64,26 @@ impl Limits {
                 (n < self.max_total).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Counts a connection that has not authenticated yet; false (and nothing counted) past
+    /// `ws.max_unauthenticated`.
+    fn admit_unauthenticated(&self) -> bool {
+        self.unauthenticated
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_unauthenticated).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Uncounts a connection that was counted unauthenticated: it authenticated, or it is gone.
+    pub fn unauthenticated_done(&self) {
+        self.unauthenticated.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Connections that have not authenticated yet.
+    pub fn unauthenticated(&self) -> usize {
+        self.unauthenticated.load(Ordering::Acquire)
     }
 
     /// Counts a connection for `user_id`; false (and nothing counted) past the per-user limit.
@@ -120,6 +145,11 @@ pub async fn connect(
         metrics::counter!("keel_ws_refused_total", "reason" => "total").increment(1);
         return Err(too_many("the server has as many connections as it takes"));
     }
+    if user.is_none() && !limits.admit_unauthenticated() {
+        limits.release(None);
+        metrics::counter!("keel_ws_refused_total", "reason" => "unauthenticated").increment(1);
+        return Err(too_many("the server has as many unauthenticated connections as it takes"));
+    }
     if let Some(user) = user
         && !limits.admit_user(user.user_id)
     {
@@ -132,6 +162,9 @@ pub async fn connect(
     let (response, _session, stream) = match actix_ws::handle(&req, body) {
         Ok(parts) => parts,
         Err(err) => {
+            if user.is_none() {
+                limits.unauthenticated_done();
+            }
             limits.release(user.map(|u| u.user_id));
             return Err(ApiError::bad_request(
                 "NOT_A_WEBSOCKET",

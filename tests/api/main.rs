@@ -12,6 +12,7 @@ mod browser;
 mod disk_guard;
 mod errors;
 mod health;
+mod limits;
 mod live;
 mod live_bybit;
 mod markets;

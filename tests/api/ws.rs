@@ -455,3 +455,41 @@ async fn a_client_cut_off_for_not_reading_also_loses_its_socket() {
     // holding the connection, and the 1013 close frame would arrive once the client read.
     assert_eq!(expect_closed(&mut socket, Duration::from_secs(30)).await, None);
 }
+
+#[actix_web::test]
+async fn unauthenticated_connections_have_a_cap_of_their_own() {
+    let app = spawn_app_with(|s| {
+        s.ws.max_unauthenticated = 2;
+        s.ws.auth_timeout_ms = 10_000;
+    })
+    .await;
+    let user = app.register("ws-unauthenticated@example.com").await;
+    let mut first = connect(&app, None).await.unwrap();
+    let second = connect(&app, None).await.unwrap();
+    match connect(&app, None).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status().as_u16(), 429),
+        other => panic!("a third unauthenticated connection was not refused: {other:?}"),
+    }
+    // Authenticated connections do not count against it.
+    let mut with_header = connect(&app, Some(&user.access)).await.unwrap();
+    expect_type(&mut with_header, "authenticated").await;
+    // One authenticates: its place is free for another unauthenticated one.
+    send(&mut first, json!({"op": "auth", "token": user.access})).await;
+    expect_type(&mut first, "authenticated").await;
+    let mut third = connect(&app, None).await.unwrap();
+    // Gone without authenticating: its place is free too.
+    drop(second);
+    keel_testkit::eventually(Duration::from_secs(5), "the place comes back", || async {
+        connect(&app, None).await.is_ok()
+    })
+    .await;
+    send(&mut third, json!({"op": "ping"})).await;
+    assert!(matches!(next(&mut third, Duration::from_secs(5)).await, Heard::Json(_)));
+}
+
+#[actix_web::test]
+async fn the_authentication_deadline_is_at_most_ten_seconds() {
+    let mut settings = keel_testkit::test_settings(std::path::Path::new("/tmp"));
+    settings.ws.auth_timeout_ms = 10_001;
+    assert!(settings.validate().is_err(), "an unauthenticated socket may wait 10 s at most");
+}

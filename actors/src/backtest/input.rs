@@ -53,10 +53,87 @@ enum Format {
     BinanceAggTrades,
 }
 
+/// Longest CSV line a [`TradeReader`] holds in memory, in bytes (its line ending aside). A longer
+/// line is a bad row (an error, or skipped with `skip_bad_rows`), and the rest of it is read past
+/// without being kept: one line of a 64 MiB upload cannot take 64 MiB of memory.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// A line of a CSV file that could not be read.
+#[derive(Debug)]
+enum LineError {
+    /// Longer than [`MAX_LINE_BYTES`]: a bad row.
+    TooLong,
+    /// The input failed, or the line is not UTF-8: the file cannot be read on.
+    Unreadable(String),
+}
+
+/// Lines of a CSV file, each at most [`MAX_LINE_BYTES`] long (`BufRead::lines` would gather a
+/// line of any length).
+#[derive(Debug)]
+struct BoundedLines<R> {
+    reader: R,
+    line: Vec<u8>,
+}
+
+impl<R: BufRead> BoundedLines<R> {
+    fn new(reader: R) -> Self {
+        Self { reader, line: Vec::new() }
+    }
+
+    /// The next line without its ending; `None` at the end of the input.
+    fn next_line(&mut self) -> Option<Result<String, LineError>> {
+        self.line.clear();
+        let mut too_long = false;
+        let mut started = false;
+        loop {
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Some(Err(LineError::Unreadable(err.to_string()))),
+            };
+            if available.is_empty() {
+                if !started {
+                    return None;
+                }
+                break;
+            }
+            started = true;
+            let (take, ends) = match available.iter().position(|b| *b == b'\n') {
+                Some(at) => (at + 1, true),
+                None => (available.len(), false),
+            };
+            if !too_long {
+                let content = take - usize::from(ends);
+                if self.line.len() + content > MAX_LINE_BYTES + 1 {
+                    too_long = true;
+                    self.line.clear();
+                } else {
+                    self.line.extend_from_slice(&available[..content]);
+                }
+            }
+            self.reader.consume(take);
+            if ends {
+                break;
+            }
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        if too_long || self.line.len() > MAX_LINE_BYTES {
+            self.line.clear();
+            return Some(Err(LineError::TooLong));
+        }
+        match std::str::from_utf8(&self.line) {
+            Ok(text) => Some(Ok(text.to_owned())),
+            Err(_) => Some(Err(LineError::Unreadable("the line is not UTF-8".to_owned()))),
+        }
+    }
+}
+
 /// Where a [`TradeReader`] reads from.
 #[derive(Debug)]
 enum Source<R> {
-    Csv(std::io::Lines<R>),
+    Csv(BoundedLines<R>),
     Recorded(record::Reader<R>),
 }
 
@@ -122,7 +199,7 @@ impl TradeReader<CountedFile> {
 impl<R: BufRead> TradeReader<R> {
     /// Reads a CSV file from `reader`, naming `file` in errors.
     pub fn new(reader: R, file: &Path, symbol: Symbol, skip_bad_rows: bool) -> Self {
-        Self::with_source(Source::Csv(reader.lines()), file, symbol, skip_bad_rows)
+        Self::with_source(Source::Csv(BoundedLines::new(reader)), file, symbol, skip_bad_rows)
     }
 
     /// Reads a recording or a CSV file from `reader`, whichever its first bytes say.
@@ -310,9 +387,19 @@ impl<R: BufRead> Iterator for TradeReader<R> {
         loop {
             self.line += 1;
             let Source::Csv(lines) = &mut self.source else { return self.next_recorded() };
-            let row = match lines.next()? {
+            let row = match lines.next_line()? {
                 Ok(row) => row,
-                Err(err) => return Some(Err(self.error(format!("unreadable: {err}")))),
+                Err(LineError::TooLong) if self.skip_bad_rows => {
+                    self.skipped += 1;
+                    continue;
+                }
+                Err(LineError::TooLong) => {
+                    let reason = format!("the line is longer than {MAX_LINE_BYTES} bytes");
+                    return Some(Err(self.error(reason)));
+                }
+                Err(LineError::Unreadable(err)) => {
+                    return Some(Err(self.error(format!("unreadable: {err}"))));
+                }
             };
             if row.trim().is_empty() {
                 continue;
@@ -379,6 +466,47 @@ mod tests {
                 (event.exchange_ts, price.to_string(), qty.to_string(), *side)
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_huge_line_is_a_bad_row_and_is_never_held_whole() {
+        // 8 MiB without a newline, in a buffered reader as uploads are read.
+        let huge = "9".repeat(8 << 20);
+        let text = format!("1000,100,0.1,buy\n{huge}\n2000,101,0.2,sell\n");
+        let mut lines = BoundedLines::new(std::io::BufReader::with_capacity(
+            1 << 16,
+            std::io::Cursor::new(text.clone().into_bytes()),
+        ));
+        assert_eq!(lines.next_line().unwrap().unwrap(), "1000,100,0.1,buy");
+        assert!(matches!(lines.next_line(), Some(Err(LineError::TooLong))));
+        assert!(
+            lines.line.capacity() <= 2 * MAX_LINE_BYTES,
+            "the line buffer grew to {} bytes",
+            lines.line.capacity()
+        );
+        assert_eq!(lines.next_line().unwrap().unwrap(), "2000,101,0.2,sell", "reading goes on");
+        assert!(lines.next_line().is_none());
+
+        let (rows, skipped) = read(&text, false);
+        let err = rows[1].as_ref().unwrap_err();
+        assert_eq!((err.line, err.reason.as_str()), (2, "the line is longer than 65536 bytes"));
+        let (rows, skipped_with_skip) = read(&text, true);
+        assert_eq!((rows.len(), skipped, skipped_with_skip), (2, 0, 1));
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_read_and_one_more_byte_is_not() {
+        for (extra, ending) in [(0, "\n"), (0, "\r\n"), (0, ""), (1, "\n"), (1, "")] {
+            let line = "x".repeat(MAX_LINE_BYTES + extra);
+            let mut lines = BoundedLines::new(std::io::Cursor::new(format!("{line}{ending}")));
+            let got = lines.next_line().unwrap();
+            if extra == 0 {
+                assert_eq!(got.unwrap().len(), MAX_LINE_BYTES, "{ending:?}");
+            } else {
+                assert!(matches!(got, Err(LineError::TooLong)), "{ending:?}");
+            }
+            assert!(lines.next_line().is_none());
         }
     }
 
