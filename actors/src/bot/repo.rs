@@ -475,6 +475,7 @@ mod tests {
             liquidity: Liquidity::Taker,
             tag: 0,
             ts: 1,
+            commission: None,
         });
         for id in [1, 2] {
             fx.events.push(BotEvent {

@@ -43,6 +43,7 @@ impl BotEngine {
                 self.cancel_open(id, "bracket replaced by an exit order", fx);
             }
         }
+        let req = self.fit_sell_to_holdings(req, origin, fx);
         let now = self.now();
         self.state.last_order_id += 1;
         let id = self.state.last_order_id;
@@ -110,6 +111,46 @@ impl BotEngine {
                 Ok(fx.orders.iter().rev().find(|o| o.id == id).cloned().unwrap_or(order))
             }
         }
+    }
+
+    /// A strategy's sell on a venue without shorting never asks for more than the account holds:
+    /// Binance takes a buy's commission from the base received, so a grid level or an exit that
+    /// sells what it bought would be refused for the commission. Such a sell is cut to what is
+    /// held less the open sells, rounded down to the step, and the journal says so with the dust
+    /// left. A sell with nothing free, or one that would fall below the minimum quantity, goes on
+    /// unchanged (the risk checks refuse it with the reason). The owner's own orders are never
+    /// changed.
+    fn fit_sell_to_holdings(
+        &mut self,
+        mut req: OrderRequest,
+        origin: OrderOrigin,
+        fx: &mut Effects,
+    ) -> OrderRequest {
+        if self.config.allow_short || req.side != Side::Sell || origin != OrderOrigin::Strategy {
+            return req;
+        }
+        let open_sells: Decimal = self
+            .open
+            .iter()
+            .filter(|o| o.side == Side::Sell && o.status.is_open())
+            .map(Order::remaining)
+            .sum();
+        let free = self.state.position.qty - open_sells;
+        if req.qty <= free || free <= Decimal::ZERO {
+            return req;
+        }
+        let fitted = self.config.filters.floor_qty(free);
+        if fitted.is_zero() || fitted < self.config.filters.min_qty {
+            return req;
+        }
+        let message = format!(
+            "sell of {} cut to {fitted}: {free} is held after open sells; {} left as dust",
+            req.qty,
+            (free - fitted).normalize()
+        );
+        self.log(self.now(), BotEventKind::Log { level: "info".into(), message }, fx);
+        req.qty = fitted;
+        req
     }
 
     /// Records a version of an order and its journal line.

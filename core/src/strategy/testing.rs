@@ -145,6 +145,7 @@ impl<S: Strategy> Harness<S> {
             liquidity: Liquidity::Taker,
             tag,
             ts,
+            commission: None,
         };
         let ctx = StrategyContext {
             position: &self.position,

@@ -219,7 +219,7 @@ pub struct Fill {
     pub price: Decimal,
     /// Base quantity.
     pub qty: Decimal,
-    /// Fee, in the quote asset.
+    /// Fee, valued in the quote asset (see `commission` for what the venue actually took).
     pub fee: Decimal,
     /// Maker or taker.
     pub liquidity: Liquidity,
@@ -227,6 +227,52 @@ pub struct Fill {
     pub tag: u32,
     /// When, ms since the epoch (market time, so replays are deterministic).
     pub ts: u64,
+    /// The commission as the venue charged it, in its own asset. Absent on paper and sim fills
+    /// (their fee is charged in the quote asset and `fee` says it all) and on live fills whose
+    /// commission the venue did not report (`fee` is then an estimate at the bot's fee rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commission: Option<Commission>,
+}
+
+/// Which of the instrument's assets a commission was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeAsset {
+    /// The quote asset (USDT on BTCUSDT): the quote balance pays it.
+    Quote,
+    /// The base asset (BTC on BTCUSDT, Binance's rule on a buy): the base received is smaller.
+    Base,
+    /// Another asset (BNB when the account pays fees in BNB): neither base nor quote changes.
+    Other,
+}
+
+/// A commission in the asset the venue took it in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Commission {
+    /// The asset (`BTC`, `USDT`, `BNB`).
+    pub asset: String,
+    /// The amount, in that asset.
+    pub amount: Decimal,
+    /// Whether it came out of the base, the quote, or another asset.
+    pub charged_to: FeeAsset,
+    /// Whether the fill's `fee` (its value in quote) is an estimate: a commission in a third
+    /// asset (BNB) is valued at the bot's configured fee rate, since Keel has no price for it.
+    #[serde(default)]
+    pub quote_value_estimated: bool,
+}
+
+impl Commission {
+    /// Classifies `asset` against `symbol` (`BTCUSDT`): the quote when the symbol ends with it,
+    /// the base when it starts with it, another asset otherwise.
+    pub fn classify(symbol: &str, asset: &str) -> FeeAsset {
+        if !asset.is_empty() && symbol.ends_with(asset) && symbol.len() > asset.len() {
+            FeeAsset::Quote
+        } else if !asset.is_empty() && symbol.starts_with(asset) && symbol.len() > asset.len() {
+            FeeAsset::Base
+        } else {
+            FeeAsset::Other
+        }
+    }
 }
 
 /// A bot's holdings and profit, in one instrument.
@@ -273,6 +319,30 @@ impl Position {
         self.fees += fee;
     }
 
+    /// Applies one fill with its commission charged where the venue took it: from the quote
+    /// balance (paper fills, and live fills charged in quote), from the base received (a
+    /// commission in the base asset: the account holds that much less), or from neither (a third
+    /// asset such as BNB). `fees` counts the commission's quote value in every case.
+    pub fn apply_fill(&mut self, fill: &Fill) {
+        match &fill.commission {
+            None | Some(Commission { charged_to: FeeAsset::Quote, .. }) => {
+                self.apply(fill.side, fill.qty, fill.price, fill.fee);
+            }
+            Some(Commission { charged_to: FeeAsset::Base, amount, .. }) => {
+                self.apply(fill.side, fill.qty, fill.price, Decimal::ZERO);
+                self.qty -= *amount;
+                if self.qty.is_zero() {
+                    self.avg_entry_price = Decimal::ZERO;
+                }
+                self.fees += fill.fee;
+            }
+            Some(Commission { charged_to: FeeAsset::Other, .. }) => {
+                self.apply(fill.side, fill.qty, fill.price, Decimal::ZERO);
+                self.fees += fill.fee;
+            }
+        }
+    }
+
     /// Profit of the open quantity marked at `mark`.
     pub fn unrealized_pnl(&self, mark: Decimal) -> Decimal {
         (mark - self.avg_entry_price) * self.qty
@@ -315,7 +385,7 @@ impl InstrumentFilters {
         if self.step_size.is_zero() {
             return qty;
         }
-        (qty / self.step_size).floor() * self.step_size
+        ((qty / self.step_size).floor() * self.step_size).normalize()
     }
 
     /// `price` rounded to the nearest tick.

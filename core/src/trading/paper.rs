@@ -51,6 +51,8 @@ pub struct PaperFill {
     pub liquidity: Liquidity,
     /// Event time of the fill, ms.
     pub ts: u64,
+    /// The venue's commission in its own asset (live fills; `None` here: `fee` is in quote).
+    pub commission: Option<super::Commission>,
 }
 
 /// An order working at the paper venue.
@@ -355,7 +357,7 @@ impl PaperVenue {
             .and_then(|n| n.checked_div(Decimal::from(10_000)))
             .ok_or("order value overflows")?
             .round_dp_with_strategy(FEE_DP, RoundingStrategy::MidpointAwayFromZero);
-        out.push(PaperFill { order_id, price, qty, fee, liquidity, ts });
+        out.push(PaperFill { order_id, price, qty, fee, liquidity, ts, commission: None });
         Ok(())
     }
 }

@@ -2,9 +2,10 @@
 //! the answer shapes of Binance's spot REST API, with the scripted [`Fault`]s applied to
 //! placements.
 //!
-//! A `MARKET` order fills at once at the fake's price with one fill paying 0.1 % in the quote
-//! asset; a `LIMIT` `GTC` order rests (`NEW`) until the test fills it; `IOC` and `FOK` limits
-//! expire at once, since limits never cross by themselves here.
+//! A `MARKET` order fills at once at the fake's price with one fill paying 0.1 % commission (in the
+//! asset [`FeeMode`] says: the quote by default); a `LIMIT` `GTC` order rests (`NEW`) until the
+//! test fills it; `IOC` and `FOK` limits expire at once, since limits never cross by themselves
+//! here. Every fill is a trade that `GET /api/v3/myTrades` lists with its commission.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -14,10 +15,78 @@ use serde_json::{Value, json};
 
 use super::exchange_info::{FILTERS, SYMBOLS};
 use super::http::{Answer, Reply};
-use super::{Fault, State, d8, lock};
+use super::{BNB_PRICE, Fault, FeeMode, State, d8, lock};
 
-/// Commission rate on fills, in the quote asset.
+/// Commission rate on fills.
 const COMMISSION_RATE: Decimal = Decimal::from_parts(1, 0, 0, false, 3);
+/// Commission rate when paid in BNB (Binance's 25 % discount).
+const BNB_RATE: Decimal = Decimal::from_parts(75, 0, 0, false, 5);
+
+/// One execution, as `GET /api/v3/myTrades` lists it.
+#[derive(Debug, Clone)]
+pub(super) struct Trade {
+    id: u64,
+    order_id: u64,
+    symbol: String,
+    price: Decimal,
+    qty: Decimal,
+    commission: Decimal,
+    commission_asset: String,
+    time: i64,
+    is_buyer: bool,
+    is_maker: bool,
+}
+
+impl Trade {
+    /// The `fills[]` entry of a FULL new-order answer.
+    fn fill_json(&self) -> Value {
+        json!({
+            "price": d8(self.price),
+            "qty": d8(self.qty),
+            "commission": d8(self.commission),
+            "commissionAsset": self.commission_asset,
+            "tradeId": self.id,
+        })
+    }
+
+    /// The `GET /api/v3/myTrades` shape.
+    fn my_trade_json(&self) -> Value {
+        json!({
+            "symbol": self.symbol,
+            "id": self.id,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "price": d8(self.price),
+            "qty": d8(self.qty),
+            "quoteQty": d8(self.price * self.qty),
+            "commission": d8(self.commission),
+            "commissionAsset": self.commission_asset,
+            "time": self.time,
+            "isBuyer": self.is_buyer,
+            "isMaker": self.is_maker,
+            "isBestMatch": true,
+        })
+    }
+}
+
+/// The commission on `qty` at `price` for a `side` order on `symbol`, and its asset.
+fn commission(
+    mode: FeeMode,
+    symbol: &str,
+    side: &str,
+    qty: Decimal,
+    price: Decimal,
+) -> (Decimal, String) {
+    let (base, quote) =
+        SYMBOLS.iter().find(|s| s.0 == symbol).map_or(("BTC", "USDT"), |s| (s.1, s.2));
+    let quote_qty = qty * price;
+    match mode {
+        FeeMode::Quote => (quote_qty * COMMISSION_RATE, quote.to_owned()),
+        FeeMode::Received if side == "BUY" => (qty * COMMISSION_RATE, base.to_owned()),
+        FeeMode::Received => (quote_qty * COMMISSION_RATE, quote.to_owned()),
+        FeeMode::Bnb => ((quote_qty * BNB_RATE / BNB_PRICE).round_dp(8), "BNB".to_owned()),
+    }
+}
 
 /// One order in the book.
 #[derive(Debug, Clone)]
@@ -131,13 +200,20 @@ pub(super) struct Book {
     pub(super) next_order_id: u64,
     pub(super) next_trade_id: u64,
     pub(super) next_generated_id: u64,
+    pub(super) trades: Vec<Trade>,
 }
 
 impl Book {
     /// Fills `qty` of the resting limit order `client_order_id` at its price, at `now`. False
     /// (and nothing changes) when there is no such open limit order, or `qty` is not positive or
     /// more than what remains.
-    pub(super) fn fill_limit(&mut self, client_order_id: &str, qty: Decimal, now: i64) -> bool {
+    pub(super) fn fill_limit(
+        &mut self,
+        client_order_id: &str,
+        qty: Decimal,
+        now: i64,
+        mode: FeeMode,
+    ) -> bool {
         let Some(order) = self.orders.get_mut(client_order_id) else { return false };
         if order.kind != "LIMIT" || !order.is_open() || qty <= Decimal::ZERO {
             return false;
@@ -150,6 +226,21 @@ impl Book {
         order.status =
             if order.executed_qty == order.orig_qty { "FILLED" } else { "PARTIALLY_FILLED" };
         order.update_time = now;
+        let (fee, asset) = commission(mode, &order.symbol, &order.side, qty, order.price);
+        let trade = Trade {
+            id: self.next_trade_id + 1,
+            order_id: order.order_id,
+            symbol: order.symbol.clone(),
+            price: order.price,
+            qty,
+            commission: fee,
+            commission_asset: asset,
+            time: now,
+            is_buyer: order.side == "BUY",
+            is_maker: true,
+        };
+        self.next_trade_id += 1;
+        self.trades.push(trade);
         true
     }
 }
@@ -174,6 +265,7 @@ impl State {
         let fault = lock(&self.faults).pop_front();
         match fault {
             Some(Fault::Hang) => Reply::Hang,
+            Some(Fault::Drop) => Reply::Drop,
             Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
             Some(Fault::AcceptThenServerError) => {
                 let _ = self.new_order(params);
@@ -185,7 +277,7 @@ impl State {
 
     fn new_order(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
         let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
-        let Some(&(_, _, quote, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
+        let Some(&(_, _, _, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
             return Err(Answer::bad(-1121, "Invalid symbol."));
         };
         if status != "TRADING" {
@@ -273,13 +365,22 @@ impl State {
         if order.kind == "MARKET" {
             let quote_qty = qty * market_price;
             book.next_trade_id += 1;
-            fills.push(json!({
-                "price": d8(market_price),
-                "qty": d8(qty),
-                "commission": d8(quote_qty * COMMISSION_RATE),
-                "commissionAsset": quote,
-                "tradeId": book.next_trade_id,
-            }));
+            let mode = *lock(&self.fee_mode);
+            let (fee, asset) = commission(mode, symbol, &order.side, qty, market_price);
+            let trade = Trade {
+                id: book.next_trade_id,
+                order_id: order.order_id,
+                symbol: symbol.clone(),
+                price: market_price,
+                qty,
+                commission: fee,
+                commission_asset: asset,
+                time: now,
+                is_buyer: order.side == "BUY",
+                is_maker: false,
+            };
+            fills.push(trade.fill_json());
+            book.trades.push(trade);
             order.executed_qty = qty;
             order.cumm_quote = quote_qty;
             order.status = "FILLED";
@@ -313,6 +414,24 @@ impl State {
             }
         };
         Ok(found.filter(|o| &o.symbol == symbol))
+    }
+
+    /// `GET /api/v3/myTrades` by `orderId` (the only filter Keel uses; without it, every trade
+    /// of the symbol).
+    pub(super) fn my_trades(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
+        let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
+        let order_id = match params.get("orderId") {
+            Some(id) => Some(id.parse::<u64>().map_err(|_| Answer::mandatory("orderId"))?),
+            None => None,
+        };
+        let book = lock(&self.book);
+        let trades: Vec<Value> = book
+            .trades
+            .iter()
+            .filter(|t| &t.symbol == symbol && order_id.is_none_or(|id| t.order_id == id))
+            .map(Trade::my_trade_json)
+            .collect();
+        Ok(Answer::ok(Value::Array(trades)))
     }
 
     pub(super) fn query(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {

@@ -130,6 +130,9 @@ pub struct RestClient {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VenueOrder {
+    /// The venue's order id (0 when the answer did not carry it).
+    #[serde(default)]
+    pub order_id: u64,
     /// Our client order id.
     #[serde(default)]
     pub client_order_id: String,
@@ -146,7 +149,8 @@ pub struct VenueOrder {
     pub fills: Vec<VenueFill>,
 }
 
-/// One execution in a FULL new-order answer.
+/// One execution in a FULL new-order answer, or one trade of `GET /api/v3/myTrades` (the same
+/// fields, under the same names).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VenueFill {
@@ -373,6 +377,21 @@ impl RestClient {
     ) -> Result<VenueOrder, RestError> {
         let params = by_id(symbol, client_order_id);
         self.signed(reqwest::Method::DELETE, self.dialect.paths.order, params, signer).await
+    }
+
+    /// The account's trades of one order (`GET /api/v3/myTrades?orderId=`), each with the
+    /// commission Binance charged and its asset: what a query or cancel answer leaves out.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn trades(
+        &self,
+        symbol: &Symbol,
+        order_id: u64,
+        signer: Signer<'_>,
+    ) -> Result<Vec<VenueFill>, RestError> {
+        let params = vec![("symbol", symbol.to_string()), ("orderId", order_id.to_string())];
+        self.signed(reqwest::Method::GET, self.dialect.paths.trades, params, signer).await
     }
 
     /// The account's balances (`GET /api/v3/account`), where the market has that endpoint.
