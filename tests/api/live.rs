@@ -114,7 +114,9 @@ impl Live {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let position = self.app.get_json(&path, &self.token).await;
-            if position["qty"] == qty {
+            // Compared as numbers: `0.0` and `0` are the same holding.
+            let held = position["qty"].as_str().and_then(|q| q.parse::<f64>().ok());
+            if held == qty.parse::<f64>().ok() {
                 return;
             }
             assert!(Instant::now() < deadline, "the position never became {qty}: {position}");
@@ -340,4 +342,43 @@ async fn a_polled_fill_takes_its_commission_from_the_orders_trades() {
     assert_eq!(fill["commission"]["asset"], "BTC", "{fill}");
     assert_eq!(fill["commission"]["amount"], "0.0002", "{fill}");
     live.assert_position("0.1998").await;
+}
+
+/// A stop-limit and a trailing stop go to Binance as its own order types and rest there (so they
+/// hold while Keel is down), and fill from the venue's answers.
+#[actix_web::test]
+async fn a_live_stop_limit_and_trailing_stop_rest_at_the_venue() {
+    let live = live_bot("live-order-types@example.com").await;
+    let buy = json!({"side": "buy", "qty": "0.2", "type": "market"});
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    live.assert_position("0.2").await;
+
+    let stop_limit = json!({"side": "sell", "qty": "0.1", "type": "stop_limit",
+        "stop_price": "95.00", "price": "94.50"});
+    let order = live.place(&stop_limit).await;
+    let id = order["id"].as_u64().unwrap();
+    let client_id = order["client_order_id"].as_str().unwrap().to_owned();
+    live.wait_for(id, "accepted").await;
+    let stored = live.rest.order(&client_id).unwrap();
+    assert_eq!(
+        (stored["type"].as_str(), stored["stopPrice"].as_str()),
+        (Some("STOP_LOSS_LIMIT"), Some("95.00000000"))
+    );
+    assert!(live.rest.fill_limit(&client_id, "0.1".parse().unwrap()));
+    let filled = live.wait_for(id, "filled").await;
+    assert_eq!(filled["avg_fill_price"], "94.5", "{filled}");
+
+    let trailing =
+        json!({"side": "sell", "qty": "0.1", "type": "trailing_stop", "trailing_bps": 100});
+    let order = live.place(&trailing).await;
+    let id = order["id"].as_u64().unwrap();
+    let client_id = order["client_order_id"].as_str().unwrap().to_owned();
+    live.wait_for(id, "accepted").await;
+    assert_eq!(live.rest.order(&client_id).unwrap()["type"], "STOP_LOSS");
+    live.rest.set_price("97".parse().unwrap());
+    assert!(live.rest.fill_limit(&client_id, "0.1".parse().unwrap()));
+    live.wait_for(id, "filled").await;
+    live.assert_position("0").await;
+    assert_eq!(live.rest.posts(), 3, "each sent once");
 }

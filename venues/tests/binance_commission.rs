@@ -96,7 +96,7 @@ async fn a_query_lists_the_trades_of_what_executed_with_their_commission() {
     fake.set_fee_mode(FeeMode::Received);
     let router = router(&fake);
     let s = signer();
-    let limit = order("keel-42-000003", Side::Buy, OrderType::Limit { price: dec("95") }, "0.2");
+    let limit = order("keel-42-000003", Side::Buy, OrderType::limit(dec("95")), "0.2");
     let placed = router.place(&btc(), &limit, s.as_ref()).await.unwrap();
     assert!(placed.fills.is_empty());
     // Nothing executed: no trades lookup.
@@ -125,7 +125,7 @@ async fn a_trades_lookup_that_fails_fails_the_query_but_never_the_cancel() {
     fake.set_fee_mode(FeeMode::Received);
     let router = router(&fake);
     let s = signer();
-    let limit = order("keel-42-000004", Side::Buy, OrderType::Limit { price: dec("95") }, "0.2");
+    let limit = order("keel-42-000004", Side::Buy, OrderType::limit(dec("95")), "0.2");
     router.place(&btc(), &limit, s.as_ref()).await.unwrap();
     assert!(fake.fill_limit("keel-42-000004", dec("0.05")));
 
@@ -152,7 +152,7 @@ async fn a_trades_lookup_that_hangs_fails_the_query_within_the_timeout() {
     let fake = FakeRest::start().await;
     let router = router(&fake);
     let s = signer();
-    let limit = order("keel-42-000005", Side::Buy, OrderType::Limit { price: dec("95") }, "0.2");
+    let limit = order("keel-42-000005", Side::Buy, OrderType::limit(dec("95")), "0.2");
     router.place(&btc(), &limit, s.as_ref()).await.unwrap();
     assert!(fake.fill_limit("keel-42-000005", dec("0.2")));
     fake.fail_trades_next(1, Fault::Hang);

@@ -9,8 +9,9 @@ use rust_decimal::Decimal;
 
 use super::{BotEngine, BotEventKind, Effects, Outbound, is_armed_stop};
 use crate::bot::BotId;
+use crate::trading::paper::Submitted;
 use crate::trading::risk::{RiskContext, RiskRejection, check_order};
-use crate::trading::{Order, OrderOrigin, OrderRequest, OrderStatus, Side};
+use crate::trading::{Order, OrderOrigin, OrderRequest, OrderStatus, OrderType, Side};
 
 /// Why a cancel did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +98,7 @@ impl BotEngine {
                 self.paper_fills = fills;
                 Err(RiskRejection { code: "VENUE_REJECTED", reason })
             }
-            Ok(()) => {
+            Ok(submitted) => {
                 order.status = OrderStatus::Accepted;
                 self.open.push(order.clone());
                 self.views_dirty = true;
@@ -107,6 +108,20 @@ impl BotEngine {
                 }
                 fills.clear();
                 self.paper_fills = fills;
+                if submitted == Submitted::Done
+                    && let Some(index) = self.open.iter().position(|o| o.id == id)
+                {
+                    // An IOC or FOK limit: what did not fill at once expired.
+                    let reason = match order.order_type {
+                        OrderType::Limit { time_in_force, .. } => {
+                            format!("{time_in_force:?} limit: the unfilled rest expired")
+                                .to_uppercase()
+                        }
+                        _ => "expired".to_owned(),
+                    };
+                    self.venue.cancel(id);
+                    self.finish_expired(index, reason, fx);
+                }
                 // The latest version (immediate fills update it) is the last one recorded.
                 Ok(fx.orders.iter().rev().find(|o| o.id == id).cloned().unwrap_or(order))
             }
@@ -151,6 +166,16 @@ impl BotEngine {
         self.log(self.now(), BotEventKind::Log { level: "info".into(), message }, fx);
         req.qty = fitted;
         req
+    }
+
+    /// Ends an open paper order that expired at once (canceled, with the reason).
+    fn finish_expired(&mut self, index: usize, reason: String, fx: &mut Effects) {
+        let mut order = self.open.remove(index);
+        self.views_dirty = true;
+        order.status = OrderStatus::Canceled;
+        order.reason = Some(reason);
+        order.updated_ts = self.now();
+        self.record_order(&order, fx);
     }
 
     /// Records a version of an order and its journal line.

@@ -120,7 +120,7 @@ fn a_filled_entry_gets_a_bracket_and_one_leg_filling_cancels_the_other() {
     assert_eq!(open.len(), 2, "{open:#?}");
     let tp = open.iter().find(|o| o.origin == OrderOrigin::TakeProfit).unwrap();
     let sl = open.iter().find(|o| o.origin == OrderOrigin::StopLoss).unwrap();
-    assert_eq!(tp.order_type, OrderType::Limit { price: d("102.00") });
+    assert_eq!(tp.order_type, OrderType::limit(d("102.00")));
     assert_eq!(sl.order_type, OrderType::Stop { stop_price: d("99.00") });
     assert_eq!((tp.oco_with, sl.oco_with), (Some(sl.id), Some(tp.id)));
     assert_eq!(tp.client_order_id, format!("keel-7-{:06}", tp.id));
@@ -576,4 +576,26 @@ fn a_take_profit_filled_in_part_shrinks_its_stop_loss_to_what_is_left() {
     engine.on_market(&trade("97", 3), &mut fx);
     assert!(engine.position().qty.is_zero(), "{:?}", engine.position());
     assert_position_matches_fills(&engine, &fx.fills);
+}
+
+#[test]
+fn an_ioc_limit_ends_canceled_with_what_it_could_fill() {
+    let (mut engine, _) = engine(RiskLimits::default(), None);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    let req = OrderRequest {
+        side: Side::Buy,
+        qty: d("20"),
+        order_type: OrderType::Limit {
+            price: d("100.00"),
+            time_in_force: crate::trading::TimeInForce::Ioc,
+        },
+        tag: 0,
+    };
+    let order = engine.place_manual(req, &mut fx).unwrap();
+    let last = fx.orders.iter().rev().find(|o| o.id == order.id).unwrap();
+    assert_eq!((last.status, last.filled_qty), (OrderStatus::Canceled, d("10")));
+    assert!(last.reason.as_deref().unwrap().contains("IOC"), "{last:?}");
+    assert!(engine.open_orders().is_empty());
+    assert_eq!(engine.position().qty, d("10"));
 }

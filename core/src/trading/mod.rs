@@ -38,10 +38,14 @@ impl Side {
 pub enum OrderType {
     /// At the best available price, now.
     Market,
-    /// At `price` or better; rests until the market trades through it.
+    /// At `price` or better; rests until the market trades through it, as long as its time in
+    /// force allows.
     Limit {
         /// Limit price.
         price: Decimal,
+        /// How long it may rest (good till canceled unless said).
+        #[serde(default, skip_serializing_if = "TimeInForce::is_gtc")]
+        time_in_force: TimeInForce,
     },
     /// A market order that is armed until the market trades at or through `stop_price`
     /// (emulated by Keel on every venue; used for bracket stop-losses).
@@ -49,13 +53,64 @@ pub enum OrderType {
         /// Trigger price.
         stop_price: Decimal,
     },
+    /// A limit order at `price` that is armed until the market trades at or through
+    /// `stop_price` (a buy: at or above; a sell: at or below). Native on Binance
+    /// (`STOP_LOSS_LIMIT`), emulated by the paper venue.
+    StopLimit {
+        /// Trigger price.
+        stop_price: Decimal,
+        /// Limit price once triggered.
+        price: Decimal,
+    },
+    /// A market order triggered once the price moves `trailing_bps` basis points against the
+    /// best price since it was placed (a sell: down from the highest; a buy: up from the
+    /// lowest). Native on Binance (`STOP_LOSS` with `trailingDelta`), emulated by the paper
+    /// venue.
+    TrailingStop {
+        /// The retracement that triggers it, in basis points (10 to 2000, Binance's range).
+        trailing_bps: u32,
+    },
 }
 
+/// How long a limit order may rest.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till canceled.
+    #[default]
+    Gtc,
+    /// Immediate or cancel: fill what the book offers now, cancel the rest.
+    Ioc,
+    /// Fill or kill: fill all of it now, or none.
+    Fok,
+    /// Post only: rest as a maker, or be refused if it would trade at once (Binance
+    /// `LIMIT_MAKER`).
+    PostOnly,
+}
+
+impl TimeInForce {
+    /// Whether this is the default, good till canceled.
+    pub fn is_gtc(&self) -> bool {
+        *self == TimeInForce::Gtc
+    }
+}
+
+/// Trailing deltas Binance accepts (its default `TRAILING_DELTA` filter), in basis points; Keel
+/// holds every venue to it, so paper and live agree.
+pub const TRAILING_BPS: std::ops::RangeInclusive<u32> = 10..=2000;
+
 impl OrderType {
-    /// The limit price, if any.
+    /// A good-till-canceled limit at `price`.
+    pub fn limit(price: Decimal) -> Self {
+        OrderType::Limit { price, time_in_force: TimeInForce::Gtc }
+    }
+
+    /// The limit price, if any (a stop-limit's too).
     pub fn limit_price(&self) -> Option<Decimal> {
         match self {
-            OrderType::Limit { price } => Some(*price),
+            OrderType::Limit { price, .. } | OrderType::StopLimit { price, .. } => Some(*price),
             _ => None,
         }
     }
@@ -101,7 +156,7 @@ impl OrderRequest {
 
     /// A limit order.
     pub fn limit(side: Side, qty: Decimal, price: Decimal) -> Self {
-        Self { side, qty, order_type: OrderType::Limit { price }, tag: 0 }
+        Self { side, qty, order_type: OrderType::limit(price), tag: 0 }
     }
 
     /// The same request with a strategy tag.

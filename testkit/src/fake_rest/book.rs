@@ -99,6 +99,10 @@ pub(super) struct StoredOrder {
     time_in_force: String,
     /// Limit price; zero for a market order, as Binance reports it.
     price: Decimal,
+    /// Trigger price of a `STOP_LOSS…` order; zero otherwise.
+    stop_price: Decimal,
+    /// A trailing stop's `trailingDelta` (BIPS); zero otherwise.
+    trailing_delta: u32,
     orig_qty: Decimal,
     executed_qty: Decimal,
     cumm_quote: Decimal,
@@ -127,7 +131,7 @@ impl StoredOrder {
             "timeInForce": self.time_in_force,
             "type": self.kind,
             "side": self.side,
-            "stopPrice": d8(Decimal::ZERO),
+            "stopPrice": d8(self.stop_price),
             "icebergQty": d8(Decimal::ZERO),
             "time": self.time,
             "updateTime": self.update_time,
@@ -213,25 +217,33 @@ impl Book {
         qty: Decimal,
         now: i64,
         mode: FeeMode,
+        market_price: Decimal,
     ) -> bool {
         let Some(order) = self.orders.get_mut(client_order_id) else { return false };
-        if order.kind != "LIMIT" || !order.is_open() || qty <= Decimal::ZERO {
+        if order.kind == "MARKET" || !order.is_open() || qty <= Decimal::ZERO {
             return false;
         }
+        // A triggered STOP_LOSS trades at the market: at its stop price here, or, trailing,
+        // at the fake's price as the test set it.
+        let price = match order.kind.as_str() {
+            "STOP_LOSS" if order.trailing_delta > 0 => market_price,
+            "STOP_LOSS" => order.stop_price,
+            _ => order.price,
+        };
         if order.executed_qty + qty > order.orig_qty {
             return false;
         }
         order.executed_qty += qty;
-        order.cumm_quote += qty * order.price;
+        order.cumm_quote += qty * price;
         order.status =
             if order.executed_qty == order.orig_qty { "FILLED" } else { "PARTIALLY_FILLED" };
         order.update_time = now;
-        let (fee, asset) = commission(mode, &order.symbol, &order.side, qty, order.price);
+        let (fee, asset) = commission(mode, &order.symbol, &order.side, qty, price);
         let trade = Trade {
             id: self.next_trade_id + 1,
             order_id: order.order_id,
             symbol: order.symbol.clone(),
-            price: order.price,
+            price,
             qty,
             commission: fee,
             commission_asset: asset,
@@ -289,41 +301,71 @@ impl State {
             None => return Err(Answer::mandatory("side")),
         };
         let kind = match params.get("type").map(String::as_str) {
-            Some(t @ ("MARKET" | "LIMIT")) => t.to_owned(),
+            Some(t @ ("MARKET" | "LIMIT" | "LIMIT_MAKER" | "STOP_LOSS" | "STOP_LOSS_LIMIT")) => {
+                t.to_owned()
+            }
             Some(_) => return Err(Answer::bad(-1116, "Invalid orderType.")),
             None => return Err(Answer::mandatory("type")),
         };
+        // Which of the optional parameters each type takes (Binance refuses the others).
+        let takes: &[&str] = match kind.as_str() {
+            "LIMIT" => &["price", "timeInForce"],
+            "LIMIT_MAKER" => &["price"],
+            "STOP_LOSS_LIMIT" => &["price", "timeInForce", "stopPrice", "trailingDelta"],
+            "STOP_LOSS" => &["stopPrice", "trailingDelta"],
+            _ => &[],
+        };
+        for extra in ["price", "timeInForce", "stopPrice", "trailingDelta"] {
+            if params.contains_key(extra) && !takes.contains(&extra) {
+                return Err(Answer::bad(
+                    -1106,
+                    &format!("Parameter '{extra}' sent when not required."),
+                ));
+            }
+        }
         let qty = decimal_param(params, "quantity")?;
         let market_price = *lock(&self.price);
-        let (price, time_in_force) = if kind == "LIMIT" {
-            let price = decimal_param(params, "price")?;
-            let tif = match params.get("timeInForce").map(String::as_str) {
+        let has_price = takes.contains(&"price");
+        let price = if has_price { decimal_param(params, "price")? } else { Decimal::ZERO };
+        let time_in_force = if takes.contains(&"timeInForce") {
+            match params.get("timeInForce").map(String::as_str) {
                 Some(t @ ("GTC" | "IOC" | "FOK")) => t.to_owned(),
                 Some(_) => return Err(Answer::bad(-1115, "Invalid timeInForce.")),
                 None => return Err(Answer::mandatory("timeInForce")),
-            };
-            (price, tif)
-        } else {
-            for extra in ["price", "timeInForce"] {
-                if params.contains_key(extra) {
-                    return Err(Answer::bad(
-                        -1106,
-                        &format!("Parameter '{extra}' sent when not required."),
-                    ));
-                }
             }
-            (Decimal::ZERO, "GTC".to_owned())
+        } else {
+            "GTC".to_owned()
         };
+        let stop_price = match params.get("stopPrice") {
+            Some(_) => decimal_param(params, "stopPrice")?,
+            None => Decimal::ZERO,
+        };
+        let trailing_delta = match params.get("trailingDelta").map(|v| v.parse::<u32>()) {
+            Some(Ok(bips)) if (10..=2000).contains(&bips) => bips,
+            Some(_) => return Err(Answer::bad(-2010, "Invalid trailingDelta.")),
+            None => 0,
+        };
+        if kind.starts_with("STOP_LOSS") && stop_price.is_zero() && trailing_delta == 0 {
+            return Err(Answer::mandatory("stopPrice"));
+        }
+        if kind == "LIMIT_MAKER" {
+            let takes_now = match side.as_str() {
+                "BUY" => price >= market_price,
+                _ => price <= market_price,
+            };
+            if takes_now {
+                return Err(Answer::bad(-2010, "Order would immediately match and take."));
+            }
+        }
         let f = &FILTERS;
         if qty < f.min_qty || qty > f.max_qty || !(qty % f.step).is_zero() {
             return Err(Answer::bad(-1013, "Filter failure: LOT_SIZE"));
         }
-        if kind == "LIMIT"
-            && (price < f.min_price || price > f.max_price || !(price % f.tick).is_zero())
-        {
+        let off_filter = |p: Decimal| p < f.min_price || p > f.max_price || !(p % f.tick).is_zero();
+        if (has_price && off_filter(price)) || (!stop_price.is_zero() && off_filter(stop_price)) {
             return Err(Answer::bad(-1013, "Filter failure: PRICE_FILTER"));
         }
-        let notional_price = if kind == "LIMIT" { price } else { market_price };
+        let notional_price = if has_price { price } else { market_price };
         if qty * notional_price < f.min_notional {
             return Err(Answer::bad(-1013, "Filter failure: NOTIONAL"));
         }
@@ -354,6 +396,8 @@ impl State {
             kind,
             time_in_force,
             price,
+            stop_price,
+            trailing_delta,
             orig_qty: qty,
             executed_qty: Decimal::ZERO,
             cumm_quote: Decimal::ZERO,
@@ -384,7 +428,7 @@ impl State {
             order.executed_qty = qty;
             order.cumm_quote = quote_qty;
             order.status = "FILLED";
-        } else if order.time_in_force != "GTC" {
+        } else if order.kind == "LIMIT" && order.time_in_force != "GTC" {
             // Limits never cross in the fake, so IOC and FOK expire unfilled.
             order.status = "EXPIRED";
         }

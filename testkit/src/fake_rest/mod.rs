@@ -230,13 +230,15 @@ impl FakeRest {
         *lock(&self.state.fee_mode) = mode;
     }
 
-    /// Fills `qty` of the resting limit order `client_order_id` at its price. False (and nothing
-    /// changes) when there is no such open limit order, or `qty` is not positive or more than
-    /// what remains.
+    /// Fills `qty` of the resting order `client_order_id` (a limit, a limit maker, a triggered
+    /// stop-limit at its price; a triggered `STOP_LOSS` at its stop price, or at the fake's price
+    /// when trailing). False (and nothing changes) when there is no such open order, or `qty` is
+    /// not positive or more than what remains.
     pub fn fill_limit(&self, client_order_id: &str, qty: Decimal) -> bool {
         let now = self.state.now_ms();
         let mode = *lock(&self.state.fee_mode);
-        lock(&self.state.book).fill_limit(client_order_id, qty, now, mode)
+        let price = *lock(&self.state.price);
+        lock(&self.state.book).fill_limit(client_order_id, qty, now, mode, price)
     }
 
     /// `POST /api/v3/order` requests that passed the key, signature and timestamp checks

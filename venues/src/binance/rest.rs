@@ -25,7 +25,7 @@ use super::Dialect;
 use crate::clock::{CLOCK_REFRESH, ServerClock, signed_call};
 use crate::urlencode;
 use keel_core::market::Symbol;
-use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
+use keel_core::trading::{InstrumentFilters, Order, OrderType, Side, TimeInForce};
 
 /// Spot REST API.
 /// <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information>
@@ -315,7 +315,9 @@ impl RestClient {
     }
 
     /// Places `order` (`POST /api/v3/order`, `newOrderRespType=FULL`). A stop is sent as the
-    /// market order it becomes when triggered (Keel emulates stops).
+    /// market order it becomes when triggered (Keel emulates plain stops); a stop-limit is
+    /// `STOP_LOSS_LIMIT`, a trailing stop `STOP_LOSS` with `trailingDelta`, a post-only limit
+    /// `LIMIT_MAKER`, and a limit's time in force is sent as `GTC`, `IOC` or `FOK`.
     ///
     /// # Errors
     /// See [`RestError::is_unknown_outcome`].
@@ -337,11 +339,34 @@ impl RestClient {
             ("newClientOrderId", order.client_order_id.clone()),
             ("newOrderRespType", "FULL".to_owned()),
         ];
+        let decimal = |d: Decimal| d.normalize().to_string();
         match order.order_type {
-            OrderType::Limit { price } => {
+            OrderType::Limit { price, time_in_force: TimeInForce::PostOnly } => {
+                // Binance refuses a LIMIT_MAKER that would trade at once (-2010).
+                params.push(("type", "LIMIT_MAKER".to_owned()));
+                params.push(("price", decimal(price)));
+            }
+            OrderType::Limit { price, time_in_force } => {
+                let tif = match time_in_force {
+                    TimeInForce::Ioc => "IOC",
+                    TimeInForce::Fok => "FOK",
+                    TimeInForce::Gtc | TimeInForce::PostOnly => "GTC",
+                };
                 params.push(("type", "LIMIT".to_owned()));
+                params.push(("timeInForce", tif.to_owned()));
+                params.push(("price", decimal(price)));
+            }
+            OrderType::StopLimit { stop_price, price } => {
+                // STOP_LOSS_LIMIT triggers a buy at or above `stopPrice`, a sell at or below.
+                params.push(("type", "STOP_LOSS_LIMIT".to_owned()));
                 params.push(("timeInForce", "GTC".to_owned()));
-                params.push(("price", price.normalize().to_string()));
+                params.push(("price", decimal(price)));
+                params.push(("stopPrice", decimal(stop_price)));
+            }
+            OrderType::TrailingStop { trailing_bps } => {
+                // A STOP_LOSS with only `trailingDelta` trails from the moment it is placed.
+                params.push(("type", "STOP_LOSS".to_owned()));
+                params.push(("trailingDelta", trailing_bps.to_string()));
             }
             OrderType::Market | OrderType::Stop { .. } => {
                 params.push(("type", "MARKET".to_owned()))
