@@ -382,3 +382,60 @@ async fn a_live_stop_limit_and_trailing_stop_rest_at_the_venue() {
     live.assert_position("0").await;
     assert_eq!(live.rest.posts(), 3, "each sent once");
 }
+
+/// The kill switch answers per order what happened at the venue: canceled when the venue
+/// confirmed it, already closed when it had filled, and a failed cancel with the reason, which
+/// is never counted as canceled (the order is still working at the venue).
+#[actix_web::test]
+async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_not_happen() {
+    let live = live_bot("live-kill@example.com").await;
+    let limit = |price: &str| json!({"side": "buy", "qty": "0.1", "type": "limit", "price": price});
+    let mut ids = Vec::new();
+    for price in ["90.00", "91.00", "92.00"] {
+        let order = live.place(&limit(price)).await;
+        let id = order["id"].as_u64().unwrap();
+        live.wait_for(id, "accepted").await;
+        ids.push((id, order["client_order_id"].as_str().unwrap().to_owned()));
+    }
+    // The second fills at the venue before the kill; the third's cancel meets a 503.
+    assert!(live.rest.fill_limit(&ids[1].1, "0.1".parse().unwrap()));
+    live.rest.fail_cancels_next(1, Fault::ServerError);
+
+    let res = live.app.post_json("/api/v1/kill-switch", &json!({}), Some(&live.token)).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let report: Value = res.json().await.unwrap();
+    let outcome = |id: u64| {
+        report["orders"].as_array().unwrap().iter().find(|o| o["order_id"] == id).cloned()
+    };
+    // Cancels go out in order, so the 503 meets the first one sent.
+    let failed: Vec<Value> = report["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["outcome"] == "cancel_failed")
+        .cloned()
+        .collect();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert!(failed[0]["reason"].as_str().unwrap().contains("503"), "{report}");
+    let failed_id = failed[0]["order_id"].as_u64().unwrap();
+    let failed_client = &ids.iter().find(|(id, _)| *id == failed_id).unwrap().1;
+    assert_eq!(live.rest.order(failed_client).unwrap()["status"], "NEW", "still working there");
+
+    // The filled one is never reported canceled (a poll may have settled it before the kill).
+    if let Some(filled) = outcome(ids[1].0) {
+        assert_eq!(filled["outcome"], "already_closed", "{report}");
+        assert!(filled["reason"].as_str().unwrap().contains("FILLED"), "{report}");
+    }
+    let canceled: Vec<u64> = report["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["outcome"] == "canceled")
+        .map(|o| o["order_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(report["orders_canceled"].as_u64().unwrap() as usize, canceled.len(), "{report}");
+    for id in canceled {
+        let client = &ids.iter().find(|(i, _)| *i == id).unwrap().1;
+        assert_eq!(live.rest.order(client).unwrap()["status"], "CANCELED", "{report}");
+    }
+}

@@ -116,6 +116,8 @@ struct State {
     faults: Mutex<VecDeque<Fault>>,
     /// Faults for `GET /api/v3/myTrades`.
     trade_faults: Mutex<VecDeque<Fault>>,
+    /// Faults for `DELETE /api/v3/order`.
+    cancel_faults: Mutex<VecDeque<Fault>>,
     fee_mode: Mutex<FeeMode>,
     posts: AtomicUsize,
     requests: AtomicUsize,
@@ -151,6 +153,7 @@ impl FakeRest {
             book: Mutex::new(Book { next_order_id: 28_457, ..Book::default() }),
             faults: Mutex::new(VecDeque::new()),
             trade_faults: Mutex::new(VecDeque::new()),
+            cancel_faults: Mutex::new(VecDeque::new()),
             fee_mode: Mutex::new(FeeMode::Quote),
             posts: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
@@ -223,6 +226,13 @@ impl FakeRest {
     /// `fault` (the `Accept…` fault answers 503 as well: a lookup changes nothing).
     pub fn fail_trades_next(&self, n: usize, fault: Fault) {
         lock(&self.state.trade_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` cancels (`DELETE /api/v3/order`, after authentication) suffer `fault`:
+    /// `ServerError`, `Hang` and `Drop` leave the order as it was; `AcceptThenServerError`
+    /// cancels it and answers 503.
+    pub fn fail_cancels_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.cancel_faults).extend(std::iter::repeat_n(fault, n));
     }
 
     /// Which asset fills pay their commission in from now on.
@@ -361,7 +371,16 @@ impl State {
             Ok(params) => match request.method.as_str() {
                 "POST" => self.post(&params),
                 "GET" => Reply::Answer(self.query(&params).unwrap_or_else(|e| e)),
-                _ => Reply::Answer(self.cancel(&params).unwrap_or_else(|e| e)),
+                _ => match lock(&self.cancel_faults).pop_front() {
+                    Some(Fault::Hang) => Reply::Hang,
+                    Some(Fault::Drop) => Reply::Drop,
+                    Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
+                    Some(Fault::AcceptThenServerError) => {
+                        let _ = self.cancel(&params);
+                        Reply::Answer(Answer::server_error())
+                    }
+                    None => Reply::Answer(self.cancel(&params).unwrap_or_else(|e| e)),
+                },
             },
         }
     }
