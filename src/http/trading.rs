@@ -15,7 +15,9 @@ use keel_actors::mailbox::ask;
 use keel_core::bot::performance;
 use keel_core::bot::report::{self, Portfolio, PositionView};
 use keel_core::engine::BotEvent;
-use keel_core::trading::{Fill, Order, OrderRequest, OrderStatus, OrderType, Position, Side};
+use keel_core::trading::{
+    Fill, Order, OrderRequest, OrderStatus, OrderType, Position, Side, TimeInForce,
+};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
@@ -289,7 +291,8 @@ pub enum NewOrder {
         #[schema(format = Int64, maximum = 4_294_967_295_u32)]
         tag: u32,
     },
-    /// At `price` or better; rests until the market trades through it.
+    /// At `price` or better; rests until the market trades through it, as long as
+    /// `time_in_force` allows. A `limit` that also has a `stop_price` is a stop-limit.
     Limit {
         /// Buy or sell.
         side: Side,
@@ -297,12 +300,17 @@ pub enum NewOrder {
         qty: Decimal,
         /// Limit price.
         price: Decimal,
+        /// `gtc` (the default), `ioc`, `fok`, or `post_only` (refused if it would trade at
+        /// once; Binance `LIMIT_MAKER`).
+        #[serde(default)]
+        time_in_force: TimeInForce,
         /// A label of the owner's; it comes back on fills.
         #[serde(default)]
         #[schema(format = Int64, maximum = 4_294_967_295_u32)]
         tag: u32,
     },
-    /// A market order armed until the market trades at or through `stop_price`.
+    /// A market order armed until the market trades at or through `stop_price` (emulated by
+    /// Keel on every venue).
     Stop {
         /// Buy or sell.
         side: Side,
@@ -310,6 +318,38 @@ pub enum NewOrder {
         qty: Decimal,
         /// Trigger price.
         stop_price: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
+        tag: u32,
+    },
+    /// A limit at `price` armed until the market trades at or through `stop_price` (a buy: at
+    /// or above; a sell: at or below). Native on Binance (`STOP_LOSS_LIMIT`), emulated on paper.
+    StopLimit {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// Trigger price.
+        stop_price: Decimal,
+        /// Limit price once triggered.
+        price: Decimal,
+        /// A label of the owner's; it comes back on fills.
+        #[serde(default)]
+        #[schema(format = Int64, maximum = 4_294_967_295_u32)]
+        tag: u32,
+    },
+    /// A market order triggered when the price retraces `trailing_bps` basis points from its
+    /// best since placement. Native on Binance (`STOP_LOSS` + `trailingDelta`), emulated on
+    /// paper.
+    TrailingStop {
+        /// Buy or sell.
+        side: Side,
+        /// Base quantity, positive.
+        qty: Decimal,
+        /// The retracement that triggers it, 10 to 2000 basis points.
+        #[schema(minimum = 10, maximum = 2000)]
+        trailing_bps: u32,
         /// A label of the owner's; it comes back on fills.
         #[serde(default)]
         #[schema(format = Int64, maximum = 4_294_967_295_u32)]
@@ -330,39 +370,85 @@ struct OrderFields {
     #[serde(default)]
     stop_price: Option<Decimal>,
     #[serde(default)]
+    time_in_force: Option<TimeInForce>,
+    #[serde(default)]
+    trailing_bps: Option<u32>,
+    #[serde(default)]
     tag: u32,
 }
 
 /// The `type` of a [`NewOrder`].
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum OrderKind {
     Market,
     Limit,
     Stop,
+    StopLimit,
+    TrailingStop,
 }
 
 impl<'de> Deserialize<'de> for NewOrder {
     fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let OrderFields { kind, side, qty, price, stop_price, tag } = OrderFields::deserialize(de)?;
-        // Worded as serde words its own, so the field is named in the answer's details.
-        let unknown = |field: &str, kind: &str| {
-            D::Error::custom(format!("unknown field `{field}`: a {kind} order has none"))
+        let OrderFields { kind, side, qty, price, stop_price, time_in_force, trailing_bps, tag } =
+            OrderFields::deserialize(de)?;
+        // A limit with a trigger is a stop-limit: the stop price is never dropped.
+        let kind = if kind == OrderKind::Limit && stop_price.is_some() {
+            OrderKind::StopLimit
+        } else {
+            kind
         };
-        match (kind, price, stop_price) {
-            (OrderKind::Market, None, None) => Ok(NewOrder::Market { side, qty, tag }),
-            (OrderKind::Limit, Some(price), None) => Ok(NewOrder::Limit { side, qty, price, tag }),
-            (OrderKind::Stop, None, Some(stop_price)) => {
+        let name = match kind {
+            OrderKind::Market => "market",
+            OrderKind::Limit => "limit",
+            OrderKind::Stop => "stop",
+            OrderKind::StopLimit => "stop_limit",
+            OrderKind::TrailingStop => "trailing_stop",
+        };
+        // Worded as serde words its own, so the field is named in the answer's details.
+        let refuse = |fields: &[(&str, bool)]| match fields.iter().find(|(_, sent)| *sent) {
+            Some((field, _)) => {
+                Err(D::Error::custom(format!("unknown field `{field}`: a {name} order has none")))
+            }
+            None => Ok(()),
+        };
+        let need = |field: &'static str, value: Option<Decimal>| {
+            value.ok_or_else(|| D::Error::missing_field(field))
+        };
+        let (has_price, has_stop) = (price.is_some(), stop_price.is_some());
+        let (has_tif, has_trail) = (time_in_force.is_some(), trailing_bps.is_some());
+        match kind {
+            OrderKind::Market => {
+                refuse(&[("price", has_price), ("stop_price", has_stop)])?;
+                refuse(&[("time_in_force", has_tif), ("trailing_bps", has_trail)])?;
+                Ok(NewOrder::Market { side, qty, tag })
+            }
+            OrderKind::Limit => {
+                refuse(&[("trailing_bps", has_trail)])?;
+                let price = need("price", price)?;
+                let time_in_force = time_in_force.unwrap_or_default();
+                Ok(NewOrder::Limit { side, qty, price, time_in_force, tag })
+            }
+            OrderKind::Stop => {
+                refuse(&[("price", has_price), ("time_in_force", has_tif)])?;
+                refuse(&[("trailing_bps", has_trail)])?;
+                let stop_price = need("stop_price", stop_price)?;
                 Ok(NewOrder::Stop { side, qty, stop_price, tag })
             }
-            (OrderKind::Limit, None, _) => Err(D::Error::missing_field("price")),
-            (OrderKind::Stop, _, None) => Err(D::Error::missing_field("stop_price")),
-            (OrderKind::Market, Some(_), _) => Err(unknown("price", "market")),
-            (OrderKind::Market | OrderKind::Limit, _, Some(_)) => {
-                Err(unknown("stop_price", "market or limit"))
+            OrderKind::StopLimit => {
+                refuse(&[("time_in_force", has_tif), ("trailing_bps", has_trail)])?;
+                let stop_price = need("stop_price", stop_price)?;
+                let price = need("price", price)?;
+                Ok(NewOrder::StopLimit { side, qty, stop_price, price, tag })
             }
-            (OrderKind::Stop, Some(_), _) => Err(unknown("price", "stop")),
+            OrderKind::TrailingStop => {
+                refuse(&[("price", has_price), ("stop_price", has_stop)])?;
+                refuse(&[("time_in_force", has_tif)])?;
+                let trailing_bps =
+                    trailing_bps.ok_or_else(|| D::Error::missing_field("trailing_bps"))?;
+                Ok(NewOrder::TrailingStop { side, qty, trailing_bps, tag })
+            }
         }
     }
 }
@@ -371,11 +457,17 @@ impl From<NewOrder> for OrderRequest {
     fn from(order: NewOrder) -> Self {
         let (side, qty, order_type, tag) = match order {
             NewOrder::Market { side, qty, tag } => (side, qty, OrderType::Market, tag),
-            NewOrder::Limit { side, qty, price, tag } => {
-                (side, qty, OrderType::Limit { price }, tag)
+            NewOrder::Limit { side, qty, price, time_in_force, tag } => {
+                (side, qty, OrderType::Limit { price, time_in_force }, tag)
             }
             NewOrder::Stop { side, qty, stop_price, tag } => {
                 (side, qty, OrderType::Stop { stop_price }, tag)
+            }
+            NewOrder::StopLimit { side, qty, stop_price, price, tag } => {
+                (side, qty, OrderType::StopLimit { stop_price, price }, tag)
+            }
+            NewOrder::TrailingStop { side, qty, trailing_bps, tag } => {
+                (side, qty, OrderType::TrailingStop { trailing_bps }, tag)
             }
         };
         OrderRequest { side, qty, order_type, tag }

@@ -293,6 +293,8 @@ async fn the_kill_switch_stops_every_bot_and_cancels_their_orders() {
     let report: Value = res.json().await.unwrap();
     assert_eq!(report["bots_stopped"], 3, "{report}");
     assert_eq!(report["orders_canceled"], 1, "{report}");
+    assert_eq!(report["orders"][0]["outcome"], "canceled", "a paper order: {report}");
+    assert_eq!(report["orders"][0]["bot_id"], ids[0], "{report}");
     for id in ids {
         assert_eq!(
             app.get_json(&format!("/api/v1/bots/{id}"), &user.access).await["status"],

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::accounts::{API_KEY, API_SECRET};
 use crate::fake_binance::FakeBinance;
-use crate::fake_rest::{FakeRest, Fault};
+use crate::fake_rest::{FakeRest, Fault, FeeMode};
 
 pub(crate) struct Live {
     pub(crate) app: TestApp,
@@ -123,7 +123,9 @@ impl Live {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let position = self.app.get_json(&path, &self.token).await;
-            if position["qty"] == qty {
+            // Compared as numbers: `0.0` and `0` are the same holding.
+            let held = position["qty"].as_str().and_then(|q| q.parse::<f64>().ok());
+            if held == qty.parse::<f64>().ok() {
                 return;
             }
             assert!(Instant::now() < deadline, "the position never became {qty}: {position}");
@@ -358,4 +360,187 @@ async fn a_live_bot_trades_through_a_skewed_venue_clock() {
     assert_eq!(live.rest.clock_refusals(), 1, "refused once, measured, sent once more");
     assert_eq!(live.rest.posts(), 2, "no duplicate order");
     live.assert_position("0.2").await;
+}
+
+/// Waits until the bot has `n` fills durable, and returns them.
+async fn fills(live: &Live, n: usize) -> Vec<Value> {
+    let path = format!("/api/v1/bots/{}/fills", live.bot);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = live.app.get_json(&path, &live.token).await;
+        let items = page["items"].as_array().unwrap().clone();
+        if items.len() >= n {
+            return items;
+        }
+        assert!(Instant::now() < deadline, "{n} fills never shown: {page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Binance takes a buy's commission from the BTC received: the bot holds what the account holds,
+/// the fee is shown in BTC and in USDT, and a close sells what is held rounded down to the step,
+/// reporting the dust.
+#[actix_web::test]
+async fn commission_in_the_base_asset_leaves_the_position_the_account_holds() {
+    let live = live_bot("live-fee-base@example.com").await;
+    live.rest.set_fee_mode(FeeMode::Received);
+    let buy = json!({"side": "buy", "qty": "0.123", "type": "market"});
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    let fill = fills(&live, 1).await[0].clone();
+    assert_eq!(fill["commission"]["asset"], "BTC", "{fill}");
+    assert_eq!(fill["commission"]["amount"], "0.000123", "{fill}");
+    assert_eq!(fill["commission"]["charged_to"], "base", "{fill}");
+    assert_eq!(fill["fee"], "0.0123", "valued in USDT at the fill price: {fill}");
+    live.assert_position("0.122877").await;
+
+    let path = format!("/api/v1/bots/{}/close-position", live.bot);
+    let res = live.app.send(Method::POST, &path, None, &live.token).await;
+    let status = res.status().as_u16();
+    let close: Value = res.json().await.unwrap();
+    assert!(matches!(status, 200 | 202), "{status}: {close}");
+    let close_id = close["id"].as_u64().unwrap_or_else(|| close["order"]["id"].as_u64().unwrap());
+    let closed = live.wait_for(close_id, "filled").await;
+    assert_eq!(closed["qty"], "0.12287", "held, rounded down to the 0.00001 step: {closed}");
+    live.assert_position("0.000007").await;
+    let sold = live.rest.order(closed["client_order_id"].as_str().unwrap()).unwrap();
+    assert_eq!(sold["origQty"], "0.12287000", "the venue was never asked for more than held");
+    let events = live
+        .app
+        .get_json(&format!("/api/v1/bots/{}/events?limit=500", live.bot), &live.token)
+        .await;
+    assert!(events.to_string().contains("0.000007 left as dust"), "{events}");
+}
+
+/// An account paying fees in BNB: base and quote are untouched by the fee, which is shown in BNB
+/// and, estimated at the bot's rate, in USDT.
+#[actix_web::test]
+async fn commission_in_bnb_touches_neither_base_nor_quote() {
+    let live = live_bot("live-fee-bnb@example.com").await;
+    live.rest.set_fee_mode(FeeMode::Bnb);
+    let buy = json!({"side": "buy", "qty": "0.1", "type": "market"});
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    let fill = fills(&live, 1).await[0].clone();
+    assert_eq!(fill["commission"]["asset"], "BNB", "{fill}");
+    assert_eq!(fill["commission"]["amount"], "0.000015", "{fill}");
+    assert_eq!(fill["commission"]["quote_value_estimated"], true, "{fill}");
+    assert_eq!(fill["fee"], "0.01", "10 bps of 10 USDT: {fill}");
+    live.assert_position("0.1").await;
+}
+
+/// A limit filled while its answer said nothing of commission: the fills come from the order's
+/// trades, each with the BTC Binance took, even after a trades lookup answered 503.
+#[actix_web::test]
+async fn a_polled_fill_takes_its_commission_from_the_orders_trades() {
+    let live = live_bot("live-fee-poll@example.com").await;
+    live.rest.set_fee_mode(FeeMode::Received);
+    let limit = json!({"side": "buy", "qty": "0.2", "type": "limit", "price": "90.00"});
+    let order = live.place(&limit).await;
+    let id = order["id"].as_u64().unwrap();
+    let client_id = order["client_order_id"].as_str().unwrap().to_owned();
+    live.wait_for(id, "accepted").await;
+    live.rest.fail_trades_next(2, Fault::ServerError);
+    assert!(live.rest.fill_limit(&client_id, "0.2".parse().unwrap()));
+    live.wait_for(id, "filled").await;
+    let fill = fills(&live, 1).await[0].clone();
+    assert_eq!(fill["commission"]["asset"], "BTC", "{fill}");
+    assert_eq!(fill["commission"]["amount"], "0.0002", "{fill}");
+    live.assert_position("0.1998").await;
+}
+
+/// A stop-limit and a trailing stop go to Binance as its own order types and rest there (so they
+/// hold while Keel is down), and fill from the venue's answers.
+#[actix_web::test]
+async fn a_live_stop_limit_and_trailing_stop_rest_at_the_venue() {
+    let live = live_bot("live-order-types@example.com").await;
+    let buy = json!({"side": "buy", "qty": "0.2", "type": "market"});
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    live.assert_position("0.2").await;
+
+    let stop_limit = json!({"side": "sell", "qty": "0.1", "type": "stop_limit",
+        "stop_price": "95.00", "price": "94.50"});
+    let order = live.place(&stop_limit).await;
+    let id = order["id"].as_u64().unwrap();
+    let client_id = order["client_order_id"].as_str().unwrap().to_owned();
+    live.wait_for(id, "accepted").await;
+    let stored = live.rest.order(&client_id).unwrap();
+    assert_eq!(
+        (stored["type"].as_str(), stored["stopPrice"].as_str()),
+        (Some("STOP_LOSS_LIMIT"), Some("95.00000000"))
+    );
+    assert!(live.rest.fill_limit(&client_id, "0.1".parse().unwrap()));
+    let filled = live.wait_for(id, "filled").await;
+    assert_eq!(filled["avg_fill_price"], "94.5", "{filled}");
+
+    let trailing =
+        json!({"side": "sell", "qty": "0.1", "type": "trailing_stop", "trailing_bps": 100});
+    let order = live.place(&trailing).await;
+    let id = order["id"].as_u64().unwrap();
+    let client_id = order["client_order_id"].as_str().unwrap().to_owned();
+    live.wait_for(id, "accepted").await;
+    assert_eq!(live.rest.order(&client_id).unwrap()["type"], "STOP_LOSS");
+    live.rest.set_price("97".parse().unwrap());
+    assert!(live.rest.fill_limit(&client_id, "0.1".parse().unwrap()));
+    live.wait_for(id, "filled").await;
+    live.assert_position("0").await;
+    assert_eq!(live.rest.posts(), 3, "each sent once");
+}
+
+/// The kill switch answers per order what happened at the venue: canceled when the venue
+/// confirmed it, already closed when it had filled, and a failed cancel with the reason, which
+/// is never counted as canceled (the order is still working at the venue).
+#[actix_web::test]
+async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_not_happen() {
+    let live = live_bot("live-kill@example.com").await;
+    let limit = |price: &str| json!({"side": "buy", "qty": "0.1", "type": "limit", "price": price});
+    let mut ids = Vec::new();
+    for price in ["90.00", "91.00", "92.00"] {
+        let order = live.place(&limit(price)).await;
+        let id = order["id"].as_u64().unwrap();
+        live.wait_for(id, "accepted").await;
+        ids.push((id, order["client_order_id"].as_str().unwrap().to_owned()));
+    }
+    // The second fills at the venue before the kill; the third's cancel meets a 503.
+    assert!(live.rest.fill_limit(&ids[1].1, "0.1".parse().unwrap()));
+    live.rest.fail_cancels_next(1, Fault::ServerError);
+
+    let res = live.app.post_json("/api/v1/kill-switch", &json!({}), Some(&live.token)).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let report: Value = res.json().await.unwrap();
+    let outcome = |id: u64| {
+        report["orders"].as_array().unwrap().iter().find(|o| o["order_id"] == id).cloned()
+    };
+    // Cancels go out in order, so the 503 meets the first one sent.
+    let failed: Vec<Value> = report["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["outcome"] == "cancel_failed")
+        .cloned()
+        .collect();
+    assert_eq!(failed.len(), 1, "{report}");
+    assert!(failed[0]["reason"].as_str().unwrap().contains("503"), "{report}");
+    let failed_id = failed[0]["order_id"].as_u64().unwrap();
+    let failed_client = &ids.iter().find(|(id, _)| *id == failed_id).unwrap().1;
+    assert_eq!(live.rest.order(failed_client).unwrap()["status"], "NEW", "still working there");
+
+    // The filled one is never reported canceled (a poll may have settled it before the kill).
+    if let Some(filled) = outcome(ids[1].0) {
+        assert_eq!(filled["outcome"], "already_closed", "{report}");
+        assert!(filled["reason"].as_str().unwrap().contains("FILLED"), "{report}");
+    }
+    let canceled: Vec<u64> = report["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["outcome"] == "canceled")
+        .map(|o| o["order_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(report["orders_canceled"].as_u64().unwrap() as usize, canceled.len(), "{report}");
+    for id in canceled {
+        let client = &ids.iter().find(|(i, _)| *i == id).unwrap().1;
+        assert_eq!(live.rest.order(client).unwrap()["status"], "CANCELED", "{report}");
+    }
 }

@@ -197,8 +197,8 @@ async fn an_order_has_only_its_types_fields_and_decimal_strings() {
     let cases = [
         (json!({"side": "buy", "qty": "0.001", "type": "market", "price": "1"}), "price"),
         (
-            json!({"side": "buy", "qty": "0.001", "type": "limit", "price": "1", "stop_price": "1"}),
-            "stop_price",
+            json!({"side": "buy", "qty": "0.001", "type": "stop", "stop_price": "1", "price": "1"}),
+            "price",
         ),
         (json!({"side": "buy", "qty": 0.001, "type": "market"}), "qty"),
         (json!({"side": "buy", "qty": "0.001", "type": "limit"}), "price"),
@@ -216,4 +216,63 @@ async fn an_order_has_only_its_types_fields_and_decimal_strings() {
     }
     let orders_placed = app.get_json(&orders, &user.access).await;
     assert_eq!(orders_placed["items"], json!([]), "no order was placed");
+}
+
+/// The order types beyond market, limit and stop: each with its own fields, and a `limit` with a
+/// `stop_price` is a stop-limit (the trigger is never dropped).
+#[actix_web::test]
+async fn stop_limit_trailing_stop_and_time_in_force_are_read_strictly() {
+    let app = spawn_app().await;
+    let user = app.register("strict-order-types@example.com").await;
+    let bot = app.running_bot(&user).await;
+    let orders = format!("/api/v1/bots/{bot}/orders");
+    let refused = [
+        (
+            json!({"side": "buy", "qty": "0.001", "type": "limit", "price": "1", "trailing_bps": 50}),
+            "trailing_bps",
+        ),
+        (json!({"side": "buy", "qty": "0.001", "type": "stop_limit", "stop_price": "1"}), "price"),
+        (
+            json!({"side": "buy", "qty": "0.001", "type": "stop_limit", "price": "1", "stop_price": "1", "time_in_force": "ioc"}),
+            "time_in_force",
+        ),
+        (json!({"side": "buy", "qty": "0.001", "type": "trailing_stop"}), "trailing_bps"),
+        (
+            json!({"side": "buy", "qty": "0.001", "type": "trailing_stop", "trailing_bps": 50, "price": "1"}),
+            "price",
+        ),
+        (
+            json!({"side": "buy", "qty": "0.001", "type": "market", "time_in_force": "gtc"}),
+            "time_in_force",
+        ),
+        (
+            json!({"side": "buy", "qty": "0.001", "type": "limit", "price": "1", "time_in_force": "day"}),
+            "time_in_force",
+        ),
+    ];
+    for (body, field) in refused {
+        let res = app.post_json(&orders, &body, Some(&user.access)).await;
+        let error = assert_error(res, 422, "VALIDATION_FAILED").await;
+        assert_eq!(error["details"][0]["field"], field, "{body}: {error}");
+    }
+    // A limit with a trigger is a stop-limit, kept as one.
+    let body = json!({"side": "sell", "qty": "0.001", "type": "limit", "price": "1.00",
+        "stop_price": "2.00"});
+    let res = app.post_json(&orders, &body, Some(&user.access)).await;
+    let status = res.status().as_u16();
+    let order: Value = res.json().await.unwrap();
+    // A paper bot with nothing to sell refuses it on risk; either way it is a stop-limit.
+    assert!(matches!(status, 200 | 422), "{status}: {order}");
+    let page = app.get_json(&orders, &user.access).await;
+    let placed = &page["items"][0];
+    assert_eq!(placed["type"], "stop_limit", "{page}");
+    assert_eq!(
+        (placed["stop_price"].as_str(), placed["price"].as_str()),
+        (Some("2.00"), Some("1.00"))
+    );
+    // Out of the trailing range: refused by the risk checks with the reason.
+    let body = json!({"side": "buy", "qty": "0.001", "type": "trailing_stop", "trailing_bps": 5});
+    let res = app.post_json(&orders, &body, Some(&user.access)).await;
+    let error = assert_error(res, 422, "ORDER_REJECTED").await;
+    assert!(error.to_string().contains("TRAILING_DELTA"), "{error}");
 }

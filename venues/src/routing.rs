@@ -113,8 +113,10 @@ pub type RouteFuture<'a, T> = BoxFuture<'a, Result<T, RouteError>>;
 ///   one and keeps it measured, and a request refused for its timestamp (which the venue
 ///   checks before anything else) is measured for and sent once more, whatever it is; a second
 ///   refusal comes back as [`RouteErrorKind::ClockSkew`].
-/// - [`place`](Self::place) sends a stop as the market order it becomes when triggered (Keel
-///   emulates stops).
+/// - [`place`](Self::place) sends a plain stop as the market order it becomes when triggered
+///   (Keel emulates those); stop-limits, trailing stops, post-only limits and IOC/FOK limits are
+///   sent as the venue's own order types, and a venue without one refuses the order
+///   ([`RouteErrorKind::Rejected`]).
 /// - Requests that need it are signed with the given [`Signer`]; the connector keeps no
 ///   secret. Rate limits the venue announces (weights, order counts, back-offs) are the
 ///   connector's business: a request it holds back answers [`RouteErrorKind::NotSent`].

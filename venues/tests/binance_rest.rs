@@ -247,7 +247,7 @@ async fn a_skewed_clock_at_start_is_learned_before_the_first_signed_call() {
         assert_eq!(placed.unwrap().status, "FILLED");
     }
     // A restarted Keel whose first call is a query or a cancel.
-    let limit = order("keel-42-000003", Side::Buy, OrderType::Limit { price: dec("95") }, "0.1");
+    let limit = order("keel-42-000003", Side::Buy, OrderType::limit(dec("95")), "0.1");
     place(&spot(&fake).await, limit, &signer).await.unwrap();
     fake.set_clock_skew_ms(30_000);
     let queried = query(&spot(&fake).await, "keel-42-000003", &signer).await.unwrap();
@@ -284,7 +284,7 @@ async fn a_1021_on_query_and_cancel_is_measured_for_and_retried_once() {
     let fake = FakeRest::start().await;
     let client = measured_once(&fake).await;
     let signer = good_signer();
-    let limit = order("keel-42-000005", Side::Buy, OrderType::Limit { price: dec("95") }, "0.2");
+    let limit = order("keel-42-000005", Side::Buy, OrderType::limit(dec("95")), "0.2");
     place(&client, limit, &signer).await.unwrap();
     let measured = fake.time_requests();
 
@@ -304,7 +304,7 @@ async fn a_second_1021_is_reported_not_looped() {
     let fake = FakeRest::start().await;
     let client = measured_once(&fake).await;
     let signer = good_signer();
-    let limit = order("keel-42-000007", Side::Buy, OrderType::Limit { price: dec("95") }, "0.2");
+    let limit = order("keel-42-000007", Side::Buy, OrderType::limit(dec("95")), "0.2");
     place(&client, limit, &signer).await.unwrap();
 
     fake.refuse_timestamps_next(10);
@@ -402,7 +402,7 @@ async fn a_resting_limit_fills_in_part_and_is_canceled() {
     let fake = FakeRest::start().await;
     let client = spot(&fake).await;
     let signer = good_signer();
-    let limit = order("keel-42-000005", Side::Buy, OrderType::Limit { price: dec("95.50") }, "0.2");
+    let limit = order("keel-42-000005", Side::Buy, OrderType::limit(dec("95.50")), "0.2");
 
     let placed = place(&client, limit, &signer).await.unwrap();
     assert_eq!((placed.status.as_str(), placed.executed_qty), ("NEW", Decimal::ZERO));
@@ -439,7 +439,7 @@ async fn a_limit_filled_in_full_cannot_be_canceled() {
     let fake = FakeRest::start().await;
     let client = spot(&fake).await;
     let signer = good_signer();
-    let limit = order("keel-42-000006", Side::Sell, OrderType::Limit { price: dec("101") }, "0.1");
+    let limit = order("keel-42-000006", Side::Sell, OrderType::limit(dec("101")), "0.1");
     place(&client, limit, &signer).await.unwrap();
     assert!(!fake.fill_limit("keel-42-000006", dec("0.2")), "filled more than ordered");
     assert!(fake.fill_limit("keel-42-000006", dec("0.1")));
@@ -580,4 +580,51 @@ async fn balances_follow_the_clock_rules_too() {
     let refused = client.balances(signer.as_ref()).await;
     assert!(refused.as_ref().is_err_and(RestError::is_clock_skew), "{refused:?}");
     assert_eq!(fake.clock_refusals(), 3);
+}
+
+/// Each order type goes out as Binance's own: time in force, `LIMIT_MAKER`, `STOP_LOSS_LIMIT`
+/// with its stop, `STOP_LOSS` with `trailingDelta`; a post-only limit that would take is refused
+/// (nothing happened), and a stop-limit rests at the venue, where it outlives Keel.
+#[tokio::test]
+async fn order_types_are_sent_as_binances_own() {
+    use keel_core::trading::TimeInForce;
+    let fake = FakeRest::start().await;
+    let client = spot(&fake).await;
+    let signer = good_signer();
+    let limit = |price: &str, time_in_force| OrderType::Limit { price: dec(price), time_in_force };
+
+    let ioc = order("keel-42-000011", Side::Buy, limit("95", TimeInForce::Ioc), "0.1");
+    let placed = place(&client, ioc, &signer).await.unwrap();
+    assert_eq!(placed.status, "EXPIRED");
+    assert_eq!(fake.order("keel-42-000011").unwrap()["timeInForce"], "IOC");
+    let fok = order("keel-42-000012", Side::Buy, limit("95", TimeInForce::Fok), "0.1");
+    place(&client, fok, &signer).await.unwrap();
+    assert_eq!(fake.order("keel-42-000012").unwrap()["timeInForce"], "FOK");
+
+    let maker = order("keel-42-000013", Side::Buy, limit("95", TimeInForce::PostOnly), "0.1");
+    assert_eq!(place(&client, maker, &signer).await.unwrap().status, "NEW");
+    assert_eq!(fake.order("keel-42-000013").unwrap()["type"], "LIMIT_MAKER");
+    let taker = order("keel-42-000014", Side::Buy, limit("101", TimeInForce::PostOnly), "0.1");
+    let refused = place(&client, taker, &signer).await;
+    assert_eq!(api_code(&refused), Some((400, -2010)));
+    assert!(!refused.unwrap_err().is_unknown_outcome(), "a refusal, nothing to query");
+
+    let stop_limit = OrderType::StopLimit { stop_price: dec("90"), price: dec("89.5") };
+    let sl = order("keel-42-000015", Side::Sell, stop_limit, "0.1");
+    assert_eq!(place(&client, sl, &signer).await.unwrap().status, "NEW");
+    let stored = fake.order("keel-42-000015").unwrap();
+    assert_eq!(
+        (stored["type"].as_str(), stored["stopPrice"].as_str(), stored["price"].as_str()),
+        (Some("STOP_LOSS_LIMIT"), Some("90.00000000"), Some("89.50000000"))
+    );
+
+    let trailing = OrderType::TrailingStop { trailing_bps: 150 };
+    let ts = order("keel-42-000016", Side::Sell, trailing, "0.1");
+    assert_eq!(place(&client, ts, &signer).await.unwrap().status, "NEW");
+    assert_eq!(fake.order("keel-42-000016").unwrap()["type"], "STOP_LOSS");
+    // Triggered at the venue, it fills at the market.
+    fake.set_price(dec("97"));
+    assert!(fake.fill_limit("keel-42-000016", dec("0.1")));
+    let filled = query(&client, "keel-42-000016", &signer).await.unwrap();
+    assert_eq!((filled.status.as_str(), filled.cummulative_quote_qty), ("FILLED", dec("9.7")));
 }

@@ -261,8 +261,7 @@ async fn resting_orders_are_queried_filled_in_part_and_cancelled() {
     let fake = FakeBybit::start().await;
     let router = BybitRouter::new(client(&fake));
     let signer = good_signer();
-    let order =
-        new_order("keel-42-3", Side::Buy, OrderType::Limit { price: dec("16000") }, dec("0.010"));
+    let order = new_order("keel-42-3", Side::Buy, OrderType::limit(dec("16000")), dec("0.010"));
     let placed = router.place(&btc(), &order, &*signer).await.unwrap();
     assert_eq!(placed.status, "NEW");
     assert!(fake.fill("keel-42-3", dec("0.004")));

@@ -165,7 +165,7 @@ async fn a_resting_order_fills_in_part_and_cancels_keeping_its_fills() {
     for start in venues() {
         let venue = start().await;
         let (router, signer) = (venue.router(), venue.signer());
-        let limit = OrderType::Limit { price: dec("50000") };
+        let limit = OrderType::limit(dec("50000"));
         let order = new_order("keel-42-101", Side::Buy, limit, dec("0.010"));
         let placed = router.place(&btc(), &order, &*signer).await.unwrap();
         assert_eq!(placed.status, "NEW", "{}", venue.name());

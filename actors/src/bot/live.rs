@@ -26,9 +26,9 @@ use futures_util::future::BoxFuture;
 use crate::breaker::{Breaker, Outcome};
 use crate::mailbox::ask;
 use crate::vault::{Sign, VaultAddress};
-use keel_core::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport, fee_in_quote};
+use keel_core::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport};
 use keel_core::market::Symbol;
-use keel_core::trading::Order;
+use keel_core::trading::{Commission, Order};
 use keel_venues::routing::{OrderReport, OrderRouter, RouteErrorKind};
 
 /// How long the vault may take to sign.
@@ -223,7 +223,13 @@ fn venue_outcome(symbol: &Symbol, venue: OrderReport) -> ExecOutcome {
         .map(|f| VenueFillReport {
             price: f.price,
             qty: f.qty,
-            fee: fee_in_quote(symbol.as_str(), f.fee, &f.fee_asset, f.price),
+            // An execution with no commission asset was charged nothing.
+            commission: Some(Commission {
+                charged_to: Commission::classify(symbol.as_str(), &f.fee_asset),
+                asset: f.fee_asset,
+                amount: f.fee,
+                quote_value_estimated: false,
+            }),
         })
         .collect();
     ExecOutcome::Venue {

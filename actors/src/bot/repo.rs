@@ -475,6 +475,7 @@ mod tests {
             liquidity: Liquidity::Taker,
             tag: 0,
             ts: 1,
+            commission: None,
         });
         for id in [1, 2] {
             fx.events.push(BotEvent {
@@ -596,7 +597,7 @@ mod tests {
             bot_id: 9,
             client_order_id: format!("keel-9-{id:06}"),
             side: Side::Buy,
-            order_type: OrderType::Limit { price: Decimal::new(1000, 0) },
+            order_type: OrderType::limit(Decimal::new(1000, 0)),
             qty: Decimal::new(1, 3),
             filled_qty: Decimal::ZERO,
             avg_fill_price: Decimal::ZERO,

@@ -59,7 +59,7 @@ pub fn compute(
         let realized_before = position.realized_pnl;
         let reduces = !position.qty.is_zero()
             && position.qty.is_sign_positive() != (fill.side == crate::trading::Side::Buy);
-        position.apply(fill.side, fill.qty, fill.price, fill.fee);
+        position.apply_fill(fill);
         if reduces {
             perf.trade_count += 1;
             if position.realized_pnl - realized_before - fill.fee > Decimal::ZERO {
@@ -124,6 +124,7 @@ mod tests {
             liquidity: Liquidity::Taker,
             tag: 0,
             ts,
+            commission: None,
         }
     }
 

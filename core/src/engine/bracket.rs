@@ -50,7 +50,7 @@ impl BotEngine {
         let tp_req = OrderRequest {
             side: exit,
             qty,
-            order_type: OrderType::Limit { price: filters.round_price(tp) },
+            order_type: OrderType::limit(filters.round_price(tp)),
             tag: entry.tag,
         };
         let sl_req = OrderRequest {

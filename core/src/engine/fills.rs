@@ -48,8 +48,9 @@ impl BotEngine {
             liquidity: pf.liquidity,
             tag: order.tag,
             ts: pf.ts,
+            commission: pf.commission.clone(),
         };
-        self.state.position.apply(fill.side, fill.qty, fill.price, fill.fee);
+        self.state.position.apply_fill(&fill);
         if order.status == OrderStatus::Filled {
             self.open.remove(index);
         }

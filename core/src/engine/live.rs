@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use super::{BotEngine, BotEventKind, Effects, Outbound};
 use crate::market::{EventKind, MarketEvent};
 use crate::trading::paper::PaperFill;
-use crate::trading::{Liquidity, Order, OrderStatus, OrderType, Side};
+use crate::trading::{Commission, FeeAsset, Liquidity, Order, OrderStatus, OrderType, Side};
 
 /// What the venue said about one order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,28 +60,24 @@ pub struct VenueFillReport {
     pub price: Decimal,
     /// Quantity.
     pub qty: Decimal,
-    /// The fee in quote currency, when it could be converted (see [`fee_in_quote`]).
-    pub fee: Option<Decimal>,
+    /// The commission as the venue charged it, classified against the instrument (see
+    /// [`Commission::classify`]); `None` when the venue did not say.
+    pub commission: Option<Commission>,
 }
 
-/// Converts a venue commission into the quote currency of `symbol`: as is when charged in the
-/// quote asset, times the price when charged in the base asset, `None` otherwise (BNB discounts:
-/// the engine then estimates it from the configured fee rate).
-pub fn fee_in_quote(
-    symbol: &str,
-    commission: Decimal,
-    asset: &str,
-    price: Decimal,
-) -> Option<Decimal> {
-    if asset.is_empty() || commission.is_zero() {
-        return Some(Decimal::ZERO);
-    }
-    if symbol.ends_with(asset) {
-        Some(commission)
-    } else if symbol.starts_with(asset) {
-        commission.checked_mul(price)
-    } else {
-        None
+impl VenueFillReport {
+    /// The commission's value in quote: as is in the quote asset, times the price in the base
+    /// asset; `None` for a third asset (BNB), which Keel has no price for.
+    pub fn fee_in_quote(&self) -> Option<Decimal> {
+        let c = self.commission.as_ref()?;
+        if c.amount.is_zero() {
+            return Some(Decimal::ZERO);
+        }
+        match c.charged_to {
+            FeeAsset::Quote => Some(c.amount),
+            FeeAsset::Base => c.amount.checked_mul(self.price),
+            FeeAsset::Other => None,
+        }
     }
 }
 
@@ -256,25 +252,53 @@ impl BotEngine {
             OrderType::Limit { .. } => Liquidity::Maker,
             _ => Liquidity::Taker,
         };
-        let estimate = |price: Decimal, qty: Decimal| {
-            price * qty * self.config.paper.fee_bps / Decimal::from(10_000)
-        };
+        let fee_bps = self.config.paper.fee_bps;
+        let estimate = |price: Decimal, qty: Decimal| price * qty * fee_bps / Decimal::from(10_000);
         let listed: Decimal = fills.iter().map(|f| f.qty).sum();
+        let executed = executed_qty.min(order.qty);
         let mut batch = Vec::new();
-        if known_qty.is_zero() && !fills.is_empty() && listed == new_qty {
-            // A new-order answer listing every execution: keep them as they were.
+        if !fills.is_empty() && (listed == executed || listed == new_qty) {
+            // Every execution listed (a new-order answer, the order's trades), or exactly the new
+            // ones (a stream's execution report): keep them as the venue made them, each with its
+            // own commission, skipping what is already counted.
+            let skip = if listed == executed { known_qty } else { Decimal::ZERO };
+            let mut before = Decimal::ZERO;
             for f in fills {
-                let (price, qty) = (f.price.normalize(), f.qty.normalize());
-                let fee = f.fee.unwrap_or_else(|| estimate(price, qty)).normalize();
-                batch.push(PaperFill { order_id, price, qty, fee, liquidity, ts });
+                let start = before;
+                before += f.qty;
+                let take = (before - start.max(skip)).max(Decimal::ZERO).min(f.qty);
+                if take.is_zero() {
+                    continue;
+                }
+                let share = |amount: Decimal| {
+                    if take == f.qty { amount } else { (amount * take / f.qty).round_dp(12) }
+                };
+                let price = f.price.normalize();
+                let qty = take.normalize();
+                let fee = f.fee_in_quote().map_or_else(|| estimate(price, qty), share);
+                let commission = f.commission.clone().map(|c| Commission {
+                    amount: share(c.amount).normalize(),
+                    quote_value_estimated: c.charged_to == FeeAsset::Other && !c.amount.is_zero(),
+                    ..c
+                });
+                let fee = fee.normalize();
+                batch.push(PaperFill { order_id, price, qty, fee, liquidity, ts, commission });
             }
         } else {
-            // Only totals: one fill for the difference, at its average price.
+            // Only totals: one fill for the difference, at its average price. The venue did not
+            // say what it charged, so the fee is an estimate at the bot's rate.
             let quote = (cum_quote - known_quote).max(Decimal::ZERO);
             let price = (quote / new_qty).round_dp(12).normalize();
             let fee = estimate(price, new_qty).normalize();
             let qty = new_qty.normalize();
-            batch.push(PaperFill { order_id, price, qty, fee, liquidity, ts });
+            if self.config.live {
+                let message = format!(
+                    "order {order_id}: the venue reported {qty} filled without its commission; \
+                     the fee is estimated and the position may differ from the account by it"
+                );
+                self.log(ts, BotEventKind::Log { level: "warn".into(), message }, fx);
+            }
+            batch.push(PaperFill { order_id, price, qty, fee, liquidity, ts, commission: None });
         }
         for fill in &batch {
             self.apply_fill(fill, fx);

@@ -28,7 +28,7 @@ mod orders;
 mod state;
 
 pub use effects::{BotEvent, BotEventKind, Effects, Outbound};
-pub use live::{ExecOutcome, ExecReport, VenueFillReport, fee_in_quote, is_armed_stop};
+pub use live::{ExecOutcome, ExecReport, VenueFillReport, is_armed_stop};
 pub use orders::{CancelError, client_order_id};
 pub use state::{BotState, EngineConfig};
 
@@ -228,7 +228,23 @@ impl BotEngine {
     /// # Errors
     /// Risk or the venue refused the closing order. `Ok(None)` when already flat.
     pub fn close_position(&mut self, fx: &mut Effects) -> Result<Option<Order>, RiskRejection> {
-        let qty = self.config.filters.floor_qty(self.state.position.qty.abs());
+        let held = self.state.position.qty.abs();
+        let mut qty = self.config.filters.floor_qty(held);
+        if qty < self.config.filters.min_qty {
+            qty = Decimal::ZERO;
+        }
+        let dust = held - qty;
+        if !dust.is_zero() {
+            // What is below the step (a commission taken in the base asset leaves some) cannot
+            // be sold: say so rather than ask the venue for more than the account holds.
+            let message = format!(
+                "{} left as dust: below the step {} or the minimum quantity {}",
+                dust.normalize(),
+                self.config.filters.step_size.normalize(),
+                self.config.filters.min_qty.normalize()
+            );
+            self.log(self.now(), BotEventKind::Log { level: "info".into(), message }, fx);
+        }
         if qty.is_zero() {
             return Ok(None);
         }

@@ -9,8 +9,9 @@ use rust_decimal::Decimal;
 
 use super::{BotEngine, BotEventKind, Effects, Outbound, is_armed_stop};
 use crate::bot::BotId;
+use crate::trading::paper::Submitted;
 use crate::trading::risk::{RiskContext, RiskRejection, check_order};
-use crate::trading::{Order, OrderOrigin, OrderRequest, OrderStatus, Side};
+use crate::trading::{Order, OrderOrigin, OrderRequest, OrderStatus, OrderType, Side};
 
 /// Why a cancel did nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +44,7 @@ impl BotEngine {
                 self.cancel_open(id, "bracket replaced by an exit order", fx);
             }
         }
+        let req = self.fit_sell_to_holdings(req, origin, fx);
         let now = self.now();
         self.state.last_order_id += 1;
         let id = self.state.last_order_id;
@@ -96,7 +98,7 @@ impl BotEngine {
                 self.paper_fills = fills;
                 Err(RiskRejection { code: "VENUE_REJECTED", reason })
             }
-            Ok(()) => {
+            Ok(submitted) => {
                 order.status = OrderStatus::Accepted;
                 self.open.push(order.clone());
                 self.views_dirty = true;
@@ -106,10 +108,74 @@ impl BotEngine {
                 }
                 fills.clear();
                 self.paper_fills = fills;
+                if submitted == Submitted::Done
+                    && let Some(index) = self.open.iter().position(|o| o.id == id)
+                {
+                    // An IOC or FOK limit: what did not fill at once expired.
+                    let reason = match order.order_type {
+                        OrderType::Limit { time_in_force, .. } => {
+                            format!("{time_in_force:?} limit: the unfilled rest expired")
+                                .to_uppercase()
+                        }
+                        _ => "expired".to_owned(),
+                    };
+                    self.venue.cancel(id);
+                    self.finish_expired(index, reason, fx);
+                }
                 // The latest version (immediate fills update it) is the last one recorded.
                 Ok(fx.orders.iter().rev().find(|o| o.id == id).cloned().unwrap_or(order))
             }
         }
+    }
+
+    /// A strategy's sell on a venue without shorting never asks for more than the account holds:
+    /// Binance takes a buy's commission from the base received, so a grid level or an exit that
+    /// sells what it bought would be refused for the commission. Such a sell is cut to what is
+    /// held less the open sells, rounded down to the step, and the journal says so with the dust
+    /// left. A sell with nothing free, or one that would fall below the minimum quantity, goes on
+    /// unchanged (the risk checks refuse it with the reason). The owner's own orders are never
+    /// changed.
+    fn fit_sell_to_holdings(
+        &mut self,
+        mut req: OrderRequest,
+        origin: OrderOrigin,
+        fx: &mut Effects,
+    ) -> OrderRequest {
+        if self.config.allow_short || req.side != Side::Sell || origin != OrderOrigin::Strategy {
+            return req;
+        }
+        let open_sells: Decimal = self
+            .open
+            .iter()
+            .filter(|o| o.side == Side::Sell && o.status.is_open())
+            .map(Order::remaining)
+            .sum();
+        let free = self.state.position.qty - open_sells;
+        if req.qty <= free || free <= Decimal::ZERO {
+            return req;
+        }
+        let fitted = self.config.filters.floor_qty(free);
+        if fitted.is_zero() || fitted < self.config.filters.min_qty {
+            return req;
+        }
+        let message = format!(
+            "sell of {} cut to {fitted}: {free} is held after open sells; {} left as dust",
+            req.qty,
+            (free - fitted).normalize()
+        );
+        self.log(self.now(), BotEventKind::Log { level: "info".into(), message }, fx);
+        req.qty = fitted;
+        req
+    }
+
+    /// Ends an open paper order that expired at once (canceled, with the reason).
+    fn finish_expired(&mut self, index: usize, reason: String, fx: &mut Effects) {
+        let mut order = self.open.remove(index);
+        self.views_dirty = true;
+        order.status = OrderStatus::Canceled;
+        order.reason = Some(reason);
+        order.updated_ts = self.now();
+        self.record_order(&order, fx);
     }
 
     /// Records a version of an order and its journal line.

@@ -100,7 +100,7 @@ impl<S: Strategy> Harness<S> {
                     let id = self.next_id;
                     self.next_id += 1;
                     match req.order_type {
-                        OrderType::Limit { price: limit } => {
+                        OrderType::Limit { price: limit, .. } => {
                             self.open.push(OpenOrderView {
                                 id,
                                 side: req.side,
@@ -145,6 +145,7 @@ impl<S: Strategy> Harness<S> {
             liquidity: Liquidity::Taker,
             tag,
             ts,
+            commission: None,
         };
         let ctx = StrategyContext {
             position: &self.position,

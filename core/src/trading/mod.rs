@@ -38,10 +38,14 @@ impl Side {
 pub enum OrderType {
     /// At the best available price, now.
     Market,
-    /// At `price` or better; rests until the market trades through it.
+    /// At `price` or better; rests until the market trades through it, as long as its time in
+    /// force allows.
     Limit {
         /// Limit price.
         price: Decimal,
+        /// How long it may rest (good till canceled unless said).
+        #[serde(default, skip_serializing_if = "TimeInForce::is_gtc")]
+        time_in_force: TimeInForce,
     },
     /// A market order that is armed until the market trades at or through `stop_price`
     /// (emulated by Keel on every venue; used for bracket stop-losses).
@@ -49,13 +53,64 @@ pub enum OrderType {
         /// Trigger price.
         stop_price: Decimal,
     },
+    /// A limit order at `price` that is armed until the market trades at or through
+    /// `stop_price` (a buy: at or above; a sell: at or below). Native on Binance
+    /// (`STOP_LOSS_LIMIT`), emulated by the paper venue.
+    StopLimit {
+        /// Trigger price.
+        stop_price: Decimal,
+        /// Limit price once triggered.
+        price: Decimal,
+    },
+    /// A market order triggered once the price moves `trailing_bps` basis points against the
+    /// best price since it was placed (a sell: down from the highest; a buy: up from the
+    /// lowest). Native on Binance (`STOP_LOSS` with `trailingDelta`), emulated by the paper
+    /// venue.
+    TrailingStop {
+        /// The retracement that triggers it, in basis points (10 to 2000, Binance's range).
+        trailing_bps: u32,
+    },
 }
 
+/// How long a limit order may rest.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till canceled.
+    #[default]
+    Gtc,
+    /// Immediate or cancel: fill what the book offers now, cancel the rest.
+    Ioc,
+    /// Fill or kill: fill all of it now, or none.
+    Fok,
+    /// Post only: rest as a maker, or be refused if it would trade at once (Binance
+    /// `LIMIT_MAKER`).
+    PostOnly,
+}
+
+impl TimeInForce {
+    /// Whether this is the default, good till canceled.
+    pub fn is_gtc(&self) -> bool {
+        *self == TimeInForce::Gtc
+    }
+}
+
+/// Trailing deltas Binance accepts (its default `TRAILING_DELTA` filter), in basis points; Keel
+/// holds every venue to it, so paper and live agree.
+pub const TRAILING_BPS: std::ops::RangeInclusive<u32> = 10..=2000;
+
 impl OrderType {
-    /// The limit price, if any.
+    /// A good-till-canceled limit at `price`.
+    pub fn limit(price: Decimal) -> Self {
+        OrderType::Limit { price, time_in_force: TimeInForce::Gtc }
+    }
+
+    /// The limit price, if any (a stop-limit's too).
     pub fn limit_price(&self) -> Option<Decimal> {
         match self {
-            OrderType::Limit { price } => Some(*price),
+            OrderType::Limit { price, .. } | OrderType::StopLimit { price, .. } => Some(*price),
             _ => None,
         }
     }
@@ -101,7 +156,7 @@ impl OrderRequest {
 
     /// A limit order.
     pub fn limit(side: Side, qty: Decimal, price: Decimal) -> Self {
-        Self { side, qty, order_type: OrderType::Limit { price }, tag: 0 }
+        Self { side, qty, order_type: OrderType::limit(price), tag: 0 }
     }
 
     /// The same request with a strategy tag.
@@ -219,7 +274,7 @@ pub struct Fill {
     pub price: Decimal,
     /// Base quantity.
     pub qty: Decimal,
-    /// Fee, in the quote asset.
+    /// Fee, valued in the quote asset (see `commission` for what the venue actually took).
     pub fee: Decimal,
     /// Maker or taker.
     pub liquidity: Liquidity,
@@ -227,6 +282,52 @@ pub struct Fill {
     pub tag: u32,
     /// When, ms since the epoch (market time, so replays are deterministic).
     pub ts: u64,
+    /// The commission as the venue charged it, in its own asset. Absent on paper and sim fills
+    /// (their fee is charged in the quote asset and `fee` says it all) and on live fills whose
+    /// commission the venue did not report (`fee` is then an estimate at the bot's fee rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commission: Option<Commission>,
+}
+
+/// Which of the instrument's assets a commission was taken from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeeAsset {
+    /// The quote asset (USDT on BTCUSDT): the quote balance pays it.
+    Quote,
+    /// The base asset (BTC on BTCUSDT, Binance's rule on a buy): the base received is smaller.
+    Base,
+    /// Another asset (BNB when the account pays fees in BNB): neither base nor quote changes.
+    Other,
+}
+
+/// A commission in the asset the venue took it in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Commission {
+    /// The asset (`BTC`, `USDT`, `BNB`).
+    pub asset: String,
+    /// The amount, in that asset.
+    pub amount: Decimal,
+    /// Whether it came out of the base, the quote, or another asset.
+    pub charged_to: FeeAsset,
+    /// Whether the fill's `fee` (its value in quote) is an estimate: a commission in a third
+    /// asset (BNB) is valued at the bot's configured fee rate, since Keel has no price for it.
+    #[serde(default)]
+    pub quote_value_estimated: bool,
+}
+
+impl Commission {
+    /// Classifies `asset` against `symbol` (`BTCUSDT`): the quote when the symbol ends with it,
+    /// the base when it starts with it, another asset otherwise.
+    pub fn classify(symbol: &str, asset: &str) -> FeeAsset {
+        if !asset.is_empty() && symbol.ends_with(asset) && symbol.len() > asset.len() {
+            FeeAsset::Quote
+        } else if !asset.is_empty() && symbol.starts_with(asset) && symbol.len() > asset.len() {
+            FeeAsset::Base
+        } else {
+            FeeAsset::Other
+        }
+    }
 }
 
 /// A bot's holdings and profit, in one instrument.
@@ -273,6 +374,30 @@ impl Position {
         self.fees += fee;
     }
 
+    /// Applies one fill with its commission charged where the venue took it: from the quote
+    /// balance (paper fills, and live fills charged in quote), from the base received (a
+    /// commission in the base asset: the account holds that much less), or from neither (a third
+    /// asset such as BNB). `fees` counts the commission's quote value in every case.
+    pub fn apply_fill(&mut self, fill: &Fill) {
+        match &fill.commission {
+            None | Some(Commission { charged_to: FeeAsset::Quote, .. }) => {
+                self.apply(fill.side, fill.qty, fill.price, fill.fee);
+            }
+            Some(Commission { charged_to: FeeAsset::Base, amount, .. }) => {
+                self.apply(fill.side, fill.qty, fill.price, Decimal::ZERO);
+                self.qty -= *amount;
+                if self.qty.is_zero() {
+                    self.avg_entry_price = Decimal::ZERO;
+                }
+                self.fees += fill.fee;
+            }
+            Some(Commission { charged_to: FeeAsset::Other, .. }) => {
+                self.apply(fill.side, fill.qty, fill.price, Decimal::ZERO);
+                self.fees += fill.fee;
+            }
+        }
+    }
+
     /// Profit of the open quantity marked at `mark`.
     pub fn unrealized_pnl(&self, mark: Decimal) -> Decimal {
         (mark - self.avg_entry_price) * self.qty
@@ -315,7 +440,7 @@ impl InstrumentFilters {
         if self.step_size.is_zero() {
             return qty;
         }
-        (qty / self.step_size).floor() * self.step_size
+        ((qty / self.step_size).floor() * self.step_size).normalize()
     }
 
     /// `price` rounded to the nearest tick.

@@ -21,7 +21,7 @@
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
 
-use super::{InstrumentFilters, Liquidity, Order, OrderType, Side};
+use super::{InstrumentFilters, Liquidity, Order, OrderType, Side, TimeInForce};
 use crate::market::{EventKind, MarketEvent};
 
 /// Decimal places fees are rounded to.
@@ -51,6 +51,8 @@ pub struct PaperFill {
     pub liquidity: Liquidity,
     /// Event time of the fill, ms.
     pub ts: u64,
+    /// The venue's commission in its own asset (live fills; `None` here: `fee` is in quote).
+    pub commission: Option<super::Commission>,
 }
 
 /// An order working at the paper venue.
@@ -58,8 +60,21 @@ pub struct PaperFill {
 struct Working {
     id: u64,
     side: Side,
+    /// What it does now: a triggered stop-limit works as a limit, a triggered trailing stop as
+    /// a market order.
     order_type: OrderType,
     remaining: Decimal,
+    /// A trailing stop's best price since it was placed (highest for a sell, lowest for a buy).
+    extreme: Option<Decimal>,
+}
+
+/// What became of a submitted order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// It works at the venue (resting, or armed) for what did not fill at once.
+    Working,
+    /// Done with: filled at once, or its time in force (IOC, FOK) let the rest expire.
+    Done,
 }
 
 /// One bot's simulated venue.
@@ -127,54 +142,79 @@ impl PaperVenue {
                     side: order.side,
                     order_type: order.order_type,
                     remaining: order.remaining(),
+                    extreme: None,
                 });
             }
         }
     }
 
-    /// Accepts an order; market orders and marketable limits fill into `out` at once.
+    /// Accepts an order; market orders and marketable limits fill into `out` at once, as far
+    /// as their time in force allows.
     ///
     /// # Errors
-    /// A reason when it cannot be accepted: no price for a market order, a non-positive quantity.
+    /// A reason when it cannot be accepted: no price for a market order, a non-positive quantity,
+    /// a post-only limit that would trade at once.
     pub fn submit(
         &mut self,
         order: &Order,
         now_ms: u64,
         out: &mut Vec<PaperFill>,
-    ) -> Result<(), String> {
+    ) -> Result<Submitted, String> {
         let qty = order.remaining();
         if qty <= Decimal::ZERO {
             return Err("nothing left to fill".into());
         }
+        let rest = |venue: &mut Self, extreme| {
+            venue.working.push(Working {
+                id: order.id,
+                side: order.side,
+                order_type: order.order_type,
+                remaining: qty,
+                extreme,
+            });
+            Ok(Submitted::Working)
+        };
         match order.order_type {
             OrderType::Market => {
                 let price = self.market_price(order.side, None).ok_or("no market price yet")?;
-                self.fill(order.id, price, qty, Liquidity::Taker, now_ms, out)
+                self.fill(order.id, price, qty, Liquidity::Taker, now_ms, out)?;
+                Ok(Submitted::Done)
             }
-            OrderType::Limit { price } => {
+            OrderType::Limit { price, time_in_force } => {
                 let marketable = match order.side {
                     Side::Buy => self.ask.filter(|(ask, _)| *ask <= price),
                     Side::Sell => self.bid.filter(|(bid, _)| *bid >= price),
                 };
-                if let Some((quote, _)) = marketable {
-                    return self.fill(order.id, quote, qty, Liquidity::Taker, now_ms, out);
+                match (time_in_force, marketable) {
+                    (TimeInForce::PostOnly, Some((quote, _))) => Err(format!(
+                        "post-only order at {price} would trade at once against {quote}"
+                    )),
+                    (TimeInForce::Gtc | TimeInForce::PostOnly, None) => rest(self, None),
+                    (TimeInForce::Gtc, Some((quote, _))) => {
+                        self.fill(order.id, quote, qty, Liquidity::Taker, now_ms, out)?;
+                        Ok(Submitted::Done)
+                    }
+                    (TimeInForce::Ioc, Some((quote, available))) => {
+                        let take = qty.min(available);
+                        if take > Decimal::ZERO {
+                            self.fill(order.id, quote, take, Liquidity::Taker, now_ms, out)?;
+                        }
+                        Ok(Submitted::Done)
+                    }
+                    (TimeInForce::Fok, Some((quote, available))) if available >= qty => {
+                        self.fill(order.id, quote, qty, Liquidity::Taker, now_ms, out)?;
+                        Ok(Submitted::Done)
+                    }
+                    (TimeInForce::Ioc | TimeInForce::Fok, _) => Ok(Submitted::Done),
                 }
-                self.working.push(Working {
-                    id: order.id,
-                    side: order.side,
-                    order_type: order.order_type,
-                    remaining: qty,
-                });
-                Ok(())
             }
-            OrderType::Stop { .. } => {
-                self.working.push(Working {
-                    id: order.id,
-                    side: order.side,
-                    order_type: order.order_type,
-                    remaining: qty,
-                });
-                Ok(())
+            OrderType::Stop { .. } | OrderType::StopLimit { .. } => rest(self, None),
+            OrderType::TrailingStop { .. } => {
+                let reference = match order.side {
+                    Side::Sell => self.bid.map(|(b, _)| b).or(self.last),
+                    Side::Buy => self.ask.map(|(a, _)| a).or(self.last),
+                };
+                rest(self, reference)
             }
         }
     }
@@ -204,6 +244,7 @@ impl PaperVenue {
             EventKind::Trade { price, qty, .. } => {
                 self.last = Some(*price);
                 if !self.working.is_empty() {
+                    self.trigger(|_| Some(*price));
                     self.match_trade(*price, *qty, event.exchange_ts, out);
                 }
             }
@@ -211,10 +252,48 @@ impl PaperVenue {
                 self.bid = Some((*bid, *bid_qty));
                 self.ask = Some((*ask, *ask_qty));
                 if !self.working.is_empty() {
+                    let (bid, ask) = (*bid, *ask);
+                    self.trigger(|side| Some(if side == Side::Sell { bid } else { ask }));
                     self.match_quote(event.exchange_ts, out);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Turns triggered stop-limits into the limits they become and triggered trailing stops into
+    /// market orders, after moving each trailing stop's best price; `price` is where a `side`
+    /// order sees the market now (the trade, or its side of the quote).
+    fn trigger(&mut self, price: impl Fn(Side) -> Option<Decimal>) {
+        let bps = Decimal::from(10_000);
+        for w in &mut self.working {
+            let Some(p) = price(w.side) else { continue };
+            match (w.order_type, w.side) {
+                (OrderType::StopLimit { stop_price, price }, side) => {
+                    let crossed =
+                        if side == Side::Sell { p <= stop_price } else { p >= stop_price };
+                    if crossed {
+                        w.order_type = OrderType::limit(price);
+                    }
+                }
+                (OrderType::TrailingStop { trailing_bps }, side) => {
+                    let delta = Decimal::from(trailing_bps) / bps;
+                    let best = match (w.extreme, side) {
+                        (None, _) => p,
+                        (Some(e), Side::Sell) => e.max(p),
+                        (Some(e), Side::Buy) => e.min(p),
+                    };
+                    w.extreme = Some(best);
+                    let triggered = match side {
+                        Side::Sell => p <= best * (Decimal::ONE - delta),
+                        Side::Buy => p >= best * (Decimal::ONE + delta),
+                    };
+                    if triggered {
+                        w.order_type = OrderType::Market;
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -239,18 +318,19 @@ impl PaperVenue {
 
     fn match_trade(&mut self, price: Decimal, qty: Decimal, ts: u64, out: &mut Vec<PaperFill>) {
         self.collect(|w| match (w.side, w.order_type) {
-            (Side::Buy, OrderType::Limit { price: limit }) => price < limit,
-            (Side::Sell, OrderType::Limit { price: limit }) => price > limit,
+            (Side::Buy, OrderType::Limit { price: limit, .. }) => price < limit,
+            (Side::Sell, OrderType::Limit { price: limit, .. }) => price > limit,
             (Side::Sell, OrderType::Stop { stop_price }) => price <= stop_price,
             (Side::Buy, OrderType::Stop { stop_price }) => price >= stop_price,
             (_, OrderType::Market) => true,
+            (_, OrderType::StopLimit { .. } | OrderType::TrailingStop { .. }) => false,
         });
         let mut available = qty;
         self.execute(
             ts,
             out,
             |w| match w.order_type {
-                OrderType::Limit { price: limit } => {
+                OrderType::Limit { price: limit, .. } => {
                     let take = w.remaining.min(available);
                     available -= take;
                     (take > Decimal::ZERO).then_some((limit, take, Liquidity::Maker))
@@ -264,8 +344,8 @@ impl PaperVenue {
     fn match_quote(&mut self, ts: u64, out: &mut Vec<PaperFill>) {
         let (bid, ask) = (self.bid, self.ask);
         self.collect(|w| match (w.side, w.order_type) {
-            (Side::Buy, OrderType::Limit { price }) => ask.is_some_and(|(a, _)| a <= price),
-            (Side::Sell, OrderType::Limit { price }) => bid.is_some_and(|(b, _)| b >= price),
+            (Side::Buy, OrderType::Limit { price, .. }) => ask.is_some_and(|(a, _)| a <= price),
+            (Side::Sell, OrderType::Limit { price, .. }) => bid.is_some_and(|(b, _)| b >= price),
             (Side::Sell, OrderType::Stop { stop_price }) => {
                 bid.is_some_and(|(b, _)| b <= stop_price)
             }
@@ -273,6 +353,7 @@ impl PaperVenue {
                 ask.is_some_and(|(a, _)| a >= stop_price)
             }
             (_, OrderType::Market) => true,
+            (_, OrderType::StopLimit { .. } | OrderType::TrailingStop { .. }) => false,
         });
         let mut bid_left = bid.map_or(Decimal::ZERO, |(_, q)| q);
         let mut ask_left = ask.map_or(Decimal::ZERO, |(_, q)| q);
@@ -280,7 +361,7 @@ impl PaperVenue {
             ts,
             out,
             |w| match w.order_type {
-                OrderType::Limit { price } => {
+                OrderType::Limit { price, .. } => {
                     let left = if w.side == Side::Buy { &mut ask_left } else { &mut bid_left };
                     let take = w.remaining.min(*left);
                     *left -= take;
@@ -355,7 +436,7 @@ impl PaperVenue {
             .and_then(|n| n.checked_div(Decimal::from(10_000)))
             .ok_or("order value overflows")?
             .round_dp_with_strategy(FEE_DP, RoundingStrategy::MidpointAwayFromZero);
-        out.push(PaperFill { order_id, price, qty, fee, liquidity, ts });
+        out.push(PaperFill { order_id, price, qty, fee, liquidity, ts, commission: None });
         Ok(())
     }
 }
@@ -363,9 +444,9 @@ impl PaperVenue {
 /// Sort key for matching: the buy with the highest price, or the sell with the lowest, first.
 fn priority(w: &Working) -> Decimal {
     let price = match w.order_type {
-        OrderType::Limit { price } => price,
-        OrderType::Stop { stop_price } => stop_price,
-        OrderType::Market => Decimal::ZERO,
+        OrderType::Limit { price, .. } => price,
+        OrderType::Stop { stop_price } | OrderType::StopLimit { stop_price, .. } => stop_price,
+        OrderType::Market | OrderType::TrailingStop { .. } => Decimal::ZERO,
     };
     if w.side == Side::Buy { -price } else { price }
 }

@@ -4,7 +4,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{InstrumentFilters, Order, OrderRequest, OrderType, Position, Side};
+use super::{InstrumentFilters, Order, OrderRequest, OrderType, Position, Side, TRAILING_BPS};
 use crate::validation::FieldError;
 
 /// Largest amount any limit may be set to: beyond it a limit means nothing.
@@ -123,20 +123,39 @@ pub fn check_order(req: &OrderRequest, ctx: &RiskContext<'_>) -> Result<(), Risk
             format!("quantity {qty} is above the maximum {}", f.max_qty),
         );
     }
+    let on_tick = |price: Decimal| {
+        if price <= Decimal::ZERO {
+            return reject("PRICE_NOT_POSITIVE", format!("price {price} must be above 0"));
+        }
+        if !f.price_on_tick(price) {
+            return reject(
+                "PRICE_OFF_TICK",
+                format!("price {price} is not a multiple of the tick size {}", f.tick_size),
+            );
+        }
+        Ok(())
+    };
     let price = match req.order_type {
-        OrderType::Limit { price } | OrderType::Stop { stop_price: price } => {
-            if price <= Decimal::ZERO {
-                return reject("PRICE_NOT_POSITIVE", format!("price {price} must be above 0"));
-            }
-            if !f.price_on_tick(price) {
-                return reject(
-                    "PRICE_OFF_TICK",
-                    format!("price {price} is not a multiple of the tick size {}", f.tick_size),
-                );
-            }
+        OrderType::Limit { price, .. } | OrderType::Stop { stop_price: price } => {
+            on_tick(price)?;
             price
         }
-        OrderType::Market => match ctx.mark_price {
+        OrderType::StopLimit { stop_price, price } => {
+            on_tick(stop_price)?;
+            on_tick(price)?;
+            price
+        }
+        OrderType::TrailingStop { trailing_bps } if !TRAILING_BPS.contains(&trailing_bps) => {
+            return reject(
+                "TRAILING_DELTA",
+                format!(
+                    "trailing_bps {trailing_bps} is outside {}..={}",
+                    TRAILING_BPS.start(),
+                    TRAILING_BPS.end()
+                ),
+            );
+        }
+        OrderType::Market | OrderType::TrailingStop { .. } => match ctx.mark_price {
             Some(mark) => mark,
             None => {
                 return reject("NO_PRICE", "no market price yet to value a market order".into());

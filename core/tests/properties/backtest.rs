@@ -103,8 +103,10 @@ proptest! {
         for o in outcome.orders.iter().filter(|o| o.status != OrderStatus::Rejected) {
             prop_assert!(f.qty_on_step(o.qty), "quantity off the step: {o:?}");
             let price = match o.order_type {
-                OrderType::Limit { price } | OrderType::Stop { stop_price: price } => Some(price),
-                OrderType::Market => None,
+                OrderType::Limit { price, .. }
+                | OrderType::Stop { stop_price: price }
+                | OrderType::StopLimit { price, .. } => Some(price),
+                OrderType::Market | OrderType::TrailingStop { .. } => None,
             };
             prop_assert!(price.is_none_or(|p| f.price_on_tick(p)), "price off the tick: {o:?}");
         }

@@ -126,7 +126,7 @@ fn session(
                 let price = filters().round_price(last + Decimal::new(offset, 2));
                 let order_type = match kind {
                     0 => OrderType::Market,
-                    1 => OrderType::Limit { price },
+                    1 => OrderType::limit(price),
                     _ => OrderType::Stop { stop_price: price },
                 };
                 let req = OrderRequest { side, qty: Decimal::new(qty, 3), order_type, tag: 0 };

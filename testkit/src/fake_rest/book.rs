@@ -2,9 +2,10 @@
 //! the answer shapes of Binance's spot REST API, with the scripted [`Fault`]s applied to
 //! placements.
 //!
-//! A `MARKET` order fills at once at the fake's price with one fill paying 0.1 % in the quote
-//! asset; a `LIMIT` `GTC` order rests (`NEW`) until the test fills it; `IOC` and `FOK` limits
-//! expire at once, since limits never cross by themselves here.
+//! A `MARKET` order fills at once at the fake's price with one fill paying 0.1 % commission (in the
+//! asset [`FeeMode`] says: the quote by default); a `LIMIT` `GTC` order rests (`NEW`) until the
+//! test fills it; `IOC` and `FOK` limits expire at once, since limits never cross by themselves
+//! here. Every fill is a trade that `GET /api/v3/myTrades` lists with its commission.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -14,10 +15,78 @@ use serde_json::{Value, json};
 
 use super::exchange_info::{FILTERS, SYMBOLS};
 use super::http::{Answer, Reply};
-use super::{Fault, State, d8, lock};
+use super::{BNB_PRICE, Fault, FeeMode, State, d8, lock};
 
-/// Commission rate on fills, in the quote asset.
+/// Commission rate on fills.
 const COMMISSION_RATE: Decimal = Decimal::from_parts(1, 0, 0, false, 3);
+/// Commission rate when paid in BNB (Binance's 25 % discount).
+const BNB_RATE: Decimal = Decimal::from_parts(75, 0, 0, false, 5);
+
+/// One execution, as `GET /api/v3/myTrades` lists it.
+#[derive(Debug, Clone)]
+pub(super) struct Trade {
+    id: u64,
+    order_id: u64,
+    symbol: String,
+    price: Decimal,
+    qty: Decimal,
+    commission: Decimal,
+    commission_asset: String,
+    time: i64,
+    is_buyer: bool,
+    is_maker: bool,
+}
+
+impl Trade {
+    /// The `fills[]` entry of a FULL new-order answer.
+    fn fill_json(&self) -> Value {
+        json!({
+            "price": d8(self.price),
+            "qty": d8(self.qty),
+            "commission": d8(self.commission),
+            "commissionAsset": self.commission_asset,
+            "tradeId": self.id,
+        })
+    }
+
+    /// The `GET /api/v3/myTrades` shape.
+    fn my_trade_json(&self) -> Value {
+        json!({
+            "symbol": self.symbol,
+            "id": self.id,
+            "orderId": self.order_id,
+            "orderListId": -1,
+            "price": d8(self.price),
+            "qty": d8(self.qty),
+            "quoteQty": d8(self.price * self.qty),
+            "commission": d8(self.commission),
+            "commissionAsset": self.commission_asset,
+            "time": self.time,
+            "isBuyer": self.is_buyer,
+            "isMaker": self.is_maker,
+            "isBestMatch": true,
+        })
+    }
+}
+
+/// The commission on `qty` at `price` for a `side` order on `symbol`, and its asset.
+fn commission(
+    mode: FeeMode,
+    symbol: &str,
+    side: &str,
+    qty: Decimal,
+    price: Decimal,
+) -> (Decimal, String) {
+    let (base, quote) =
+        SYMBOLS.iter().find(|s| s.0 == symbol).map_or(("BTC", "USDT"), |s| (s.1, s.2));
+    let quote_qty = qty * price;
+    match mode {
+        FeeMode::Quote => (quote_qty * COMMISSION_RATE, quote.to_owned()),
+        FeeMode::Received if side == "BUY" => (qty * COMMISSION_RATE, base.to_owned()),
+        FeeMode::Received => (quote_qty * COMMISSION_RATE, quote.to_owned()),
+        FeeMode::Bnb => ((quote_qty * BNB_RATE / BNB_PRICE).round_dp(8), "BNB".to_owned()),
+    }
+}
 
 /// One order in the book.
 #[derive(Debug, Clone)]
@@ -30,6 +99,10 @@ pub(super) struct StoredOrder {
     time_in_force: String,
     /// Limit price; zero for a market order, as Binance reports it.
     price: Decimal,
+    /// Trigger price of a `STOP_LOSS…` order; zero otherwise.
+    stop_price: Decimal,
+    /// A trailing stop's `trailingDelta` (BIPS); zero otherwise.
+    trailing_delta: u32,
     orig_qty: Decimal,
     executed_qty: Decimal,
     cumm_quote: Decimal,
@@ -58,7 +131,7 @@ impl StoredOrder {
             "timeInForce": self.time_in_force,
             "type": self.kind,
             "side": self.side,
-            "stopPrice": d8(Decimal::ZERO),
+            "stopPrice": d8(self.stop_price),
             "icebergQty": d8(Decimal::ZERO),
             "time": self.time,
             "updateTime": self.update_time,
@@ -131,25 +204,55 @@ pub(super) struct Book {
     pub(super) next_order_id: u64,
     pub(super) next_trade_id: u64,
     pub(super) next_generated_id: u64,
+    pub(super) trades: Vec<Trade>,
 }
 
 impl Book {
     /// Fills `qty` of the resting limit order `client_order_id` at its price, at `now`. False
     /// (and nothing changes) when there is no such open limit order, or `qty` is not positive or
     /// more than what remains.
-    pub(super) fn fill_limit(&mut self, client_order_id: &str, qty: Decimal, now: i64) -> bool {
+    pub(super) fn fill_limit(
+        &mut self,
+        client_order_id: &str,
+        qty: Decimal,
+        now: i64,
+        mode: FeeMode,
+        market_price: Decimal,
+    ) -> bool {
         let Some(order) = self.orders.get_mut(client_order_id) else { return false };
-        if order.kind != "LIMIT" || !order.is_open() || qty <= Decimal::ZERO {
+        if order.kind == "MARKET" || !order.is_open() || qty <= Decimal::ZERO {
             return false;
         }
+        // A triggered STOP_LOSS trades at the market: at its stop price here, or, trailing,
+        // at the fake's price as the test set it.
+        let price = match order.kind.as_str() {
+            "STOP_LOSS" if order.trailing_delta > 0 => market_price,
+            "STOP_LOSS" => order.stop_price,
+            _ => order.price,
+        };
         if order.executed_qty + qty > order.orig_qty {
             return false;
         }
         order.executed_qty += qty;
-        order.cumm_quote += qty * order.price;
+        order.cumm_quote += qty * price;
         order.status =
             if order.executed_qty == order.orig_qty { "FILLED" } else { "PARTIALLY_FILLED" };
         order.update_time = now;
+        let (fee, asset) = commission(mode, &order.symbol, &order.side, qty, price);
+        let trade = Trade {
+            id: self.next_trade_id + 1,
+            order_id: order.order_id,
+            symbol: order.symbol.clone(),
+            price,
+            qty,
+            commission: fee,
+            commission_asset: asset,
+            time: now,
+            is_buyer: order.side == "BUY",
+            is_maker: true,
+        };
+        self.next_trade_id += 1;
+        self.trades.push(trade);
         true
     }
 }
@@ -174,6 +277,7 @@ impl State {
         let fault = lock(&self.faults).pop_front();
         match fault {
             Some(Fault::Hang) => Reply::Hang,
+            Some(Fault::Drop) => Reply::Drop,
             Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
             Some(Fault::AcceptThenServerError) => {
                 let _ = self.new_order(params);
@@ -185,7 +289,7 @@ impl State {
 
     fn new_order(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
         let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
-        let Some(&(_, _, quote, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
+        let Some(&(_, _, _, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
             return Err(Answer::bad(-1121, "Invalid symbol."));
         };
         if status != "TRADING" {
@@ -197,41 +301,71 @@ impl State {
             None => return Err(Answer::mandatory("side")),
         };
         let kind = match params.get("type").map(String::as_str) {
-            Some(t @ ("MARKET" | "LIMIT")) => t.to_owned(),
+            Some(t @ ("MARKET" | "LIMIT" | "LIMIT_MAKER" | "STOP_LOSS" | "STOP_LOSS_LIMIT")) => {
+                t.to_owned()
+            }
             Some(_) => return Err(Answer::bad(-1116, "Invalid orderType.")),
             None => return Err(Answer::mandatory("type")),
         };
+        // Which of the optional parameters each type takes (Binance refuses the others).
+        let takes: &[&str] = match kind.as_str() {
+            "LIMIT" => &["price", "timeInForce"],
+            "LIMIT_MAKER" => &["price"],
+            "STOP_LOSS_LIMIT" => &["price", "timeInForce", "stopPrice", "trailingDelta"],
+            "STOP_LOSS" => &["stopPrice", "trailingDelta"],
+            _ => &[],
+        };
+        for extra in ["price", "timeInForce", "stopPrice", "trailingDelta"] {
+            if params.contains_key(extra) && !takes.contains(&extra) {
+                return Err(Answer::bad(
+                    -1106,
+                    &format!("Parameter '{extra}' sent when not required."),
+                ));
+            }
+        }
         let qty = decimal_param(params, "quantity")?;
         let market_price = *lock(&self.price);
-        let (price, time_in_force) = if kind == "LIMIT" {
-            let price = decimal_param(params, "price")?;
-            let tif = match params.get("timeInForce").map(String::as_str) {
+        let has_price = takes.contains(&"price");
+        let price = if has_price { decimal_param(params, "price")? } else { Decimal::ZERO };
+        let time_in_force = if takes.contains(&"timeInForce") {
+            match params.get("timeInForce").map(String::as_str) {
                 Some(t @ ("GTC" | "IOC" | "FOK")) => t.to_owned(),
                 Some(_) => return Err(Answer::bad(-1115, "Invalid timeInForce.")),
                 None => return Err(Answer::mandatory("timeInForce")),
-            };
-            (price, tif)
-        } else {
-            for extra in ["price", "timeInForce"] {
-                if params.contains_key(extra) {
-                    return Err(Answer::bad(
-                        -1106,
-                        &format!("Parameter '{extra}' sent when not required."),
-                    ));
-                }
             }
-            (Decimal::ZERO, "GTC".to_owned())
+        } else {
+            "GTC".to_owned()
         };
+        let stop_price = match params.get("stopPrice") {
+            Some(_) => decimal_param(params, "stopPrice")?,
+            None => Decimal::ZERO,
+        };
+        let trailing_delta = match params.get("trailingDelta").map(|v| v.parse::<u32>()) {
+            Some(Ok(bips)) if (10..=2000).contains(&bips) => bips,
+            Some(_) => return Err(Answer::bad(-2010, "Invalid trailingDelta.")),
+            None => 0,
+        };
+        if kind.starts_with("STOP_LOSS") && stop_price.is_zero() && trailing_delta == 0 {
+            return Err(Answer::mandatory("stopPrice"));
+        }
+        if kind == "LIMIT_MAKER" {
+            let takes_now = match side.as_str() {
+                "BUY" => price >= market_price,
+                _ => price <= market_price,
+            };
+            if takes_now {
+                return Err(Answer::bad(-2010, "Order would immediately match and take."));
+            }
+        }
         let f = &FILTERS;
         if qty < f.min_qty || qty > f.max_qty || !(qty % f.step).is_zero() {
             return Err(Answer::bad(-1013, "Filter failure: LOT_SIZE"));
         }
-        if kind == "LIMIT"
-            && (price < f.min_price || price > f.max_price || !(price % f.tick).is_zero())
-        {
+        let off_filter = |p: Decimal| p < f.min_price || p > f.max_price || !(p % f.tick).is_zero();
+        if (has_price && off_filter(price)) || (!stop_price.is_zero() && off_filter(stop_price)) {
             return Err(Answer::bad(-1013, "Filter failure: PRICE_FILTER"));
         }
-        let notional_price = if kind == "LIMIT" { price } else { market_price };
+        let notional_price = if has_price { price } else { market_price };
         if qty * notional_price < f.min_notional {
             return Err(Answer::bad(-1013, "Filter failure: NOTIONAL"));
         }
@@ -262,6 +396,8 @@ impl State {
             kind,
             time_in_force,
             price,
+            stop_price,
+            trailing_delta,
             orig_qty: qty,
             executed_qty: Decimal::ZERO,
             cumm_quote: Decimal::ZERO,
@@ -273,17 +409,26 @@ impl State {
         if order.kind == "MARKET" {
             let quote_qty = qty * market_price;
             book.next_trade_id += 1;
-            fills.push(json!({
-                "price": d8(market_price),
-                "qty": d8(qty),
-                "commission": d8(quote_qty * COMMISSION_RATE),
-                "commissionAsset": quote,
-                "tradeId": book.next_trade_id,
-            }));
+            let mode = *lock(&self.fee_mode);
+            let (fee, asset) = commission(mode, symbol, &order.side, qty, market_price);
+            let trade = Trade {
+                id: book.next_trade_id,
+                order_id: order.order_id,
+                symbol: symbol.clone(),
+                price: market_price,
+                qty,
+                commission: fee,
+                commission_asset: asset,
+                time: now,
+                is_buyer: order.side == "BUY",
+                is_maker: false,
+            };
+            fills.push(trade.fill_json());
+            book.trades.push(trade);
             order.executed_qty = qty;
             order.cumm_quote = quote_qty;
             order.status = "FILLED";
-        } else if order.time_in_force != "GTC" {
+        } else if order.kind == "LIMIT" && order.time_in_force != "GTC" {
             // Limits never cross in the fake, so IOC and FOK expire unfilled.
             order.status = "EXPIRED";
         }
@@ -313,6 +458,24 @@ impl State {
             }
         };
         Ok(found.filter(|o| &o.symbol == symbol))
+    }
+
+    /// `GET /api/v3/myTrades` by `orderId` (the only filter Keel uses; without it, every trade
+    /// of the symbol).
+    pub(super) fn my_trades(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
+        let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
+        let order_id = match params.get("orderId") {
+            Some(id) => Some(id.parse::<u64>().map_err(|_| Answer::mandatory("orderId"))?),
+            None => None,
+        };
+        let book = lock(&self.book);
+        let trades: Vec<Value> = book
+            .trades
+            .iter()
+            .filter(|t| &t.symbol == symbol && order_id.is_none_or(|id| t.order_id == id))
+            .map(Trade::my_trade_json)
+            .collect();
+        Ok(Answer::ok(Value::Array(trades)))
     }
 
     pub(super) fn query(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {

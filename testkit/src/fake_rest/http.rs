@@ -67,6 +67,8 @@ pub(super) enum Reply {
     Answer(Answer),
     /// Say nothing; hold the connection.
     Hang,
+    /// Close the connection without a word.
+    Drop,
 }
 
 pub(super) async fn serve(mut tcp: TcpStream, state: Arc<State>, mut stop: watch::Receiver<()>) {
@@ -87,6 +89,7 @@ pub(super) async fn serve(mut tcp: TcpStream, state: Arc<State>, mut stop: watch
         Reply::Answer(answer) => {
             let _ = write_answer(&mut tcp, &state, &answer).await;
         }
+        Reply::Drop => drop(tcp),
         Reply::Hang => {
             tokio::select! {
                 () = tokio::time::sleep(HANG_FOR) => {}

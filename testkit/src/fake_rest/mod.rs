@@ -21,8 +21,12 @@
 //! - `GET /api/v3/account`: signed as above; a fixed `balances` list (10000 USDT free, 1 BTC
 //!   free of which 0.5 locked), in the shape of Binance's account endpoint.
 //!
+//! - `GET /api/v3/myTrades`: signed; the trades of `orderId` with their commission
+//!   ([`FakeRest::fail_trades_next`] scripts its faults).
+//!
 //! Orders live in memory, keyed by client order id. A `MARKET` order fills at once at
-//! [`FakeRest::set_price`] with one fill paying 0.1 % in the quote asset; a `LIMIT` `GTC` order
+//! [`FakeRest::set_price`] with one fill paying 0.1 % commission, in the asset
+//! [`FakeRest::set_fee_mode`] chose (the quote asset unless told); a `LIMIT` `GTC` order
 //! rests (`NEW`) until the test calls [`FakeRest::fill_limit`]. Simplifications: every reused
 //! `newClientOrderId` is `-2010 Duplicate order sent.` (the real exchange only refuses ids of
 //! *open* orders), limits never cross by themselves, and `IOC`/`FOK` limits expire at once.
@@ -82,7 +86,26 @@ pub enum Fault {
     /// The request is read and never answered; the connection is held for [`HANG_FOR`] or until
     /// the fake is dropped. The order is not stored.
     Hang,
+    /// The request is read and the connection closed without an answer. The order is not
+    /// stored.
+    Drop,
 }
+
+/// The asset the fake charges its 0.1 % commission in (Binance: the asset received, unless the
+/// account pays in BNB at a 25 % discount).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeeMode {
+    /// The quote asset, on buys and sells alike (the fake's default).
+    #[default]
+    Quote,
+    /// The asset received: the base on a buy, the quote on a sell (Binance's rule).
+    Received,
+    /// BNB at 0.075 %, valued at [`BNB_PRICE`] quote.
+    Bnb,
+}
+
+/// The BNB price the fake values BNB commissions at.
+pub const BNB_PRICE: Decimal = Decimal::from_parts(500, 0, 0, false, 0);
 
 /// What the server tasks share with the handle.
 #[derive(Debug)]
@@ -91,6 +114,11 @@ struct State {
     price: Mutex<Decimal>,
     book: Mutex<Book>,
     faults: Mutex<VecDeque<Fault>>,
+    /// Faults for `GET /api/v3/myTrades`.
+    trade_faults: Mutex<VecDeque<Fault>>,
+    /// Faults for `DELETE /api/v3/order`.
+    cancel_faults: Mutex<VecDeque<Fault>>,
+    fee_mode: Mutex<FeeMode>,
     posts: AtomicUsize,
     requests: AtomicUsize,
     weight: AtomicU32,
@@ -124,6 +152,9 @@ impl FakeRest {
             price: Mutex::new(Decimal::ONE_HUNDRED),
             book: Mutex::new(Book { next_order_id: 28_457, ..Book::default() }),
             faults: Mutex::new(VecDeque::new()),
+            trade_faults: Mutex::new(VecDeque::new()),
+            cancel_faults: Mutex::new(VecDeque::new()),
+            fee_mode: Mutex::new(FeeMode::Quote),
             posts: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
             weight: AtomicU32::new(0),
@@ -191,12 +222,33 @@ impl FakeRest {
         lock(&self.state.faults).extend(std::iter::repeat_n(fault, n));
     }
 
-    /// Fills `qty` of the resting limit order `client_order_id` at its price. False (and nothing
-    /// changes) when there is no such open limit order, or `qty` is not positive or more than
-    /// what remains.
+    /// The next `n` `GET /api/v3/myTrades` requests (after they pass authentication) suffer
+    /// `fault` (the `Accept…` fault answers 503 as well: a lookup changes nothing).
+    pub fn fail_trades_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.trade_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` cancels (`DELETE /api/v3/order`, after authentication) suffer `fault`:
+    /// `ServerError`, `Hang` and `Drop` leave the order as it was; `AcceptThenServerError`
+    /// cancels it and answers 503.
+    pub fn fail_cancels_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.cancel_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Which asset fills pay their commission in from now on.
+    pub fn set_fee_mode(&self, mode: FeeMode) {
+        *lock(&self.state.fee_mode) = mode;
+    }
+
+    /// Fills `qty` of the resting order `client_order_id` (a limit, a limit maker, a triggered
+    /// stop-limit at its price; a triggered `STOP_LOSS` at its stop price, or at the fake's price
+    /// when trailing). False (and nothing changes) when there is no such open order, or `qty` is
+    /// not positive or more than what remains.
     pub fn fill_limit(&self, client_order_id: &str, qty: Decimal) -> bool {
         let now = self.state.now_ms();
-        lock(&self.state.book).fill_limit(client_order_id, qty, now)
+        let mode = *lock(&self.state.fee_mode);
+        let price = *lock(&self.state.price);
+        lock(&self.state.book).fill_limit(client_order_id, qty, now, mode, price)
     }
 
     /// `POST /api/v3/order` requests that passed the key, signature and timestamp checks
@@ -284,6 +336,18 @@ impl State {
                     }))),
                 };
             }
+            ("GET", "/api/v3/myTrades") => {
+                self.add_weight(5);
+                return match self.authenticate(request) {
+                    Err(answer) => Reply::Answer(answer),
+                    Ok(params) => match lock(&self.trade_faults).pop_front() {
+                        Some(Fault::Hang) => Reply::Hang,
+                        Some(Fault::Drop) => Reply::Drop,
+                        Some(_) => Reply::Answer(Answer::server_error()),
+                        None => Reply::Answer(self.my_trades(&params).unwrap_or_else(|e| e)),
+                    },
+                };
+            }
             ("POST" | "GET" | "DELETE", "/api/v3/order") => {
                 self.add_weight(if method == "GET" { 4 } else { 1 });
                 return self.signed(request);
@@ -307,7 +371,16 @@ impl State {
             Ok(params) => match request.method.as_str() {
                 "POST" => self.post(&params),
                 "GET" => Reply::Answer(self.query(&params).unwrap_or_else(|e| e)),
-                _ => Reply::Answer(self.cancel(&params).unwrap_or_else(|e| e)),
+                _ => match lock(&self.cancel_faults).pop_front() {
+                    Some(Fault::Hang) => Reply::Hang,
+                    Some(Fault::Drop) => Reply::Drop,
+                    Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
+                    Some(Fault::AcceptThenServerError) => {
+                        let _ = self.cancel(&params);
+                        Reply::Answer(Answer::server_error())
+                    }
+                    None => Reply::Answer(self.cancel(&params).unwrap_or_else(|e| e)),
+                },
             },
         }
     }

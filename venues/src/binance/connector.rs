@@ -164,6 +164,24 @@ impl BinanceRouter {
     }
 }
 
+impl BinanceRouter {
+    /// Lists the trades of an order that has executed something, when its answer (a query or
+    /// a cancel: Binance lists fills only in a new-order answer) did not: each trade carries the
+    /// commission and its asset, which is what the account was charged.
+    async fn attach_trades(
+        &self,
+        symbol: &Symbol,
+        order: &mut VenueOrder,
+        signer: Signer<'_>,
+    ) -> Result<(), RestError> {
+        if order.executed_qty.is_zero() || !order.fills.is_empty() || order.order_id == 0 {
+            return Ok(());
+        }
+        order.fills = self.rest.trades(symbol, order.order_id, signer).await?;
+        Ok(())
+    }
+}
+
 impl OrderRouter for BinanceRouter {
     fn venue(&self) -> VenueId {
         self.rest.dialect().venue
@@ -186,7 +204,14 @@ impl OrderRouter for BinanceRouter {
         signer: Signer<'a>,
     ) -> RouteFuture<'a, OrderReport> {
         async move {
-            self.rest.cancel(symbol, client_order_id, signer).await.map(report).map_err(route_error)
+            let mut order =
+                self.rest.cancel(symbol, client_order_id, signer).await.map_err(route_error)?;
+            // The cancel happened whatever the trades lookup does: without them the fills are
+            // valued by estimate (and the journal says so), never reported as a failed cancel.
+            if let Err(err) = self.attach_trades(symbol, &mut order, signer).await {
+                tracing::warn!(client_order_id, error = %err, "trades of a canceled order not read");
+            }
+            Ok(report(order))
         }
         .boxed()
     }
@@ -198,7 +223,12 @@ impl OrderRouter for BinanceRouter {
         signer: Signer<'a>,
     ) -> RouteFuture<'a, OrderReport> {
         async move {
-            self.rest.query(symbol, client_order_id, signer).await.map(report).map_err(route_error)
+            let mut order =
+                self.rest.query(symbol, client_order_id, signer).await.map_err(route_error)?;
+            // A query that cannot say what was charged fails as a whole: the next poll asks
+            // again, rather than a fill counted without its commission.
+            self.attach_trades(symbol, &mut order, signer).await.map_err(route_error)?;
+            Ok(report(order))
         }
         .boxed()
     }

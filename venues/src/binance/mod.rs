@@ -52,6 +52,8 @@ pub struct RestPaths {
     pub order: &'static str,
     /// Account information with balances in the spot shape, if the venue has it.
     pub account: Option<&'static str>,
+    /// The account's trades of one order (with each trade's commission).
+    pub trades: &'static str,
 }
 
 impl Dialect {
@@ -82,6 +84,7 @@ pub static SPOT: Dialect = Dialect {
         exchange_info: "/api/v3/exchangeInfo",
         order: "/api/v3/order",
         account: Some("/api/v3/account"),
+        trades: "/api/v3/myTrades",
     },
     min_notional: rest::spot_min_notional,
 };

@@ -25,7 +25,7 @@ use super::Dialect;
 use crate::clock::{CLOCK_REFRESH, ServerClock, signed_call};
 use crate::urlencode;
 use keel_core::market::Symbol;
-use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
+use keel_core::trading::{InstrumentFilters, Order, OrderType, Side, TimeInForce};
 
 /// Spot REST API.
 /// <https://developers.binance.com/docs/binance-spot-api-docs/rest-api/general-api-information>
@@ -130,6 +130,9 @@ pub struct RestClient {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VenueOrder {
+    /// The venue's order id (0 when the answer did not carry it).
+    #[serde(default)]
+    pub order_id: u64,
     /// Our client order id.
     #[serde(default)]
     pub client_order_id: String,
@@ -146,7 +149,8 @@ pub struct VenueOrder {
     pub fills: Vec<VenueFill>,
 }
 
-/// One execution in a FULL new-order answer.
+/// One execution in a FULL new-order answer, or one trade of `GET /api/v3/myTrades` (the same
+/// fields, under the same names).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VenueFill {
@@ -311,7 +315,9 @@ impl RestClient {
     }
 
     /// Places `order` (`POST /api/v3/order`, `newOrderRespType=FULL`). A stop is sent as the
-    /// market order it becomes when triggered (Keel emulates stops).
+    /// market order it becomes when triggered (Keel emulates plain stops); a stop-limit is
+    /// `STOP_LOSS_LIMIT`, a trailing stop `STOP_LOSS` with `trailingDelta`, a post-only limit
+    /// `LIMIT_MAKER`, and a limit's time in force is sent as `GTC`, `IOC` or `FOK`.
     ///
     /// # Errors
     /// See [`RestError::is_unknown_outcome`].
@@ -333,11 +339,34 @@ impl RestClient {
             ("newClientOrderId", order.client_order_id.clone()),
             ("newOrderRespType", "FULL".to_owned()),
         ];
+        let decimal = |d: Decimal| d.normalize().to_string();
         match order.order_type {
-            OrderType::Limit { price } => {
+            OrderType::Limit { price, time_in_force: TimeInForce::PostOnly } => {
+                // Binance refuses a LIMIT_MAKER that would trade at once (-2010).
+                params.push(("type", "LIMIT_MAKER".to_owned()));
+                params.push(("price", decimal(price)));
+            }
+            OrderType::Limit { price, time_in_force } => {
+                let tif = match time_in_force {
+                    TimeInForce::Ioc => "IOC",
+                    TimeInForce::Fok => "FOK",
+                    TimeInForce::Gtc | TimeInForce::PostOnly => "GTC",
+                };
                 params.push(("type", "LIMIT".to_owned()));
+                params.push(("timeInForce", tif.to_owned()));
+                params.push(("price", decimal(price)));
+            }
+            OrderType::StopLimit { stop_price, price } => {
+                // STOP_LOSS_LIMIT triggers a buy at or above `stopPrice`, a sell at or below.
+                params.push(("type", "STOP_LOSS_LIMIT".to_owned()));
                 params.push(("timeInForce", "GTC".to_owned()));
-                params.push(("price", price.normalize().to_string()));
+                params.push(("price", decimal(price)));
+                params.push(("stopPrice", decimal(stop_price)));
+            }
+            OrderType::TrailingStop { trailing_bps } => {
+                // A STOP_LOSS with only `trailingDelta` trails from the moment it is placed.
+                params.push(("type", "STOP_LOSS".to_owned()));
+                params.push(("trailingDelta", trailing_bps.to_string()));
             }
             OrderType::Market | OrderType::Stop { .. } => {
                 params.push(("type", "MARKET".to_owned()))
@@ -373,6 +402,21 @@ impl RestClient {
     ) -> Result<VenueOrder, RestError> {
         let params = by_id(symbol, client_order_id);
         self.signed(reqwest::Method::DELETE, self.dialect.paths.order, params, signer).await
+    }
+
+    /// The account's trades of one order (`GET /api/v3/myTrades?orderId=`), each with the
+    /// commission Binance charged and its asset: what a query or cancel answer leaves out.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn trades(
+        &self,
+        symbol: &Symbol,
+        order_id: u64,
+        signer: Signer<'_>,
+    ) -> Result<Vec<VenueFill>, RestError> {
+        let params = vec![("symbol", symbol.to_string()), ("orderId", order_id.to_string())];
+        self.signed(reqwest::Method::GET, self.dialect.paths.trades, params, signer).await
     }
 
     /// The account's balances (`GET /api/v3/account`), where the market has that endpoint.

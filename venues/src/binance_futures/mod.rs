@@ -68,6 +68,7 @@ pub static DIALECT: Dialect = Dialect {
         exchange_info: "/fapi/v1/exchangeInfo",
         order: "/fapi/v1/order",
         account: None,
+        trades: "/fapi/v1/userTrades",
     },
     min_notional,
 };

@@ -31,7 +31,7 @@ use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms, signed_call};
 use crate::routing::Signer;
 use crate::urlencode;
 use keel_core::market::Symbol;
-use keel_core::trading::{InstrumentFilters, Order, OrderType, Side};
+use keel_core::trading::{InstrumentFilters, Order, OrderType, Side, TimeInForce};
 
 /// How long one REST call may take.
 pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -67,6 +67,9 @@ pub enum RestError {
     /// The vault could not sign.
     #[error("signing failed: {0}")]
     Sign(String),
+    /// An order type Keel does not route to Bybit (stop-limit, trailing stop); nothing was sent.
+    #[error("not supported on bybit: {0}")]
+    Unsupported(String),
     /// Held back by a rate limit or ban for this many more ms.
     #[error("bybit rate limit: retry in {0} ms")]
     Backoff(u64),
@@ -333,7 +336,7 @@ impl RestClient {
         order: &Order,
         signer: Signer<'_>,
     ) -> Result<VenueOrder, RestError> {
-        let body = create_body(self.category, symbol, order);
+        let body = create_body(self.category, symbol, order)?;
         let _: serde_json::Value =
             self.signed(reqwest::Method::POST, "/v5/order/create", body, signer).await?;
         match self.query(symbol, &order.client_order_id, signer).await {
@@ -563,7 +566,15 @@ impl RestClient {
 }
 
 /// The JSON body of `POST /v5/order/create` for `order`.
-pub fn create_body(category: &Category, symbol: &Symbol, order: &Order) -> String {
+///
+/// # Errors
+/// [`RestError::Unsupported`] for a stop-limit or a trailing stop: Keel does not route those to
+/// Bybit yet, and refuses them rather than send something else.
+pub fn create_body(
+    category: &Category,
+    symbol: &Symbol,
+    order: &Order,
+) -> Result<String, RestError> {
     let side = match order.side {
         Side::Buy => "Buy",
         Side::Sell => "Sell",
@@ -576,10 +587,21 @@ pub fn create_body(category: &Category, symbol: &Symbol, order: &Order) -> Strin
         "orderLinkId": order.client_order_id,
     });
     match order.order_type {
-        OrderType::Limit { price } => {
+        OrderType::Limit { price, time_in_force } => {
             body["orderType"] = "Limit".into();
             body["price"] = price.normalize().to_string().into();
-            body["timeInForce"] = "GTC".into();
+            body["timeInForce"] = match time_in_force {
+                TimeInForce::Gtc => "GTC",
+                TimeInForce::Ioc => "IOC",
+                TimeInForce::Fok => "FOK",
+                TimeInForce::PostOnly => "PostOnly",
+            }
+            .into();
+        }
+        OrderType::StopLimit { .. } | OrderType::TrailingStop { .. } => {
+            return Err(RestError::Unsupported(
+                "stop-limit and trailing-stop orders are not routed to bybit".into(),
+            ));
         }
         OrderType::Market | OrderType::Stop { .. } => {
             body["orderType"] = "Market".into();
@@ -588,7 +610,7 @@ pub fn create_body(category: &Category, symbol: &Symbol, order: &Order) -> Strin
             }
         }
     }
-    body.to_string()
+    Ok(body.to_string())
 }
 
 fn filters_of(instrument: &Instrument) -> Option<InstrumentFilters> {

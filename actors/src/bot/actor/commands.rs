@@ -7,13 +7,14 @@ use actix::prelude::*;
 
 use super::BotActor;
 use super::messages::{
-    GetLive, LiveView, SetPaused, StopBot, TradeCommand, TradeError, TradeOutcome,
+    CancelOutcome, GetLive, LiveView, OrderCancel, SetPaused, StopBot, TradeCommand, TradeError,
+    TradeOutcome,
 };
-use crate::bot::live::execute;
+use crate::bot::live::{LiveResult, execute};
 use crate::mailbox::Ask;
 use crate::supervisor::Stop;
 use keel_core::bot::BotStatus;
-use keel_core::engine::BotEventKind;
+use keel_core::engine::{BotEventKind, ExecOutcome, Outbound};
 
 impl Handler<Ask<TradeCommand>> for BotActor {
     type Result = ();
@@ -73,7 +74,30 @@ impl Handler<Ask<StopBot>> for BotActor {
         self.breaker_paused = false;
         let engine = &mut self.args.engine;
         engine.observe_time(keel_venues::now_us() / 1000);
-        let canceled = engine.cancel_all("bot stopped", &mut self.fx);
+        let open: Vec<u64> = engine.open_orders().iter().map(|o| o.id).collect();
+        engine.cancel_all("bot stopped", &mut self.fx);
+        let bot_id = self.args.bot_id;
+        // Orders only Keel held (paper orders, armed stops) are canceled now; the others when
+        // the venue answers their cancel.
+        let at_venue: Vec<u64> = self
+            .fx
+            .outbound
+            .iter()
+            .filter_map(|o| match o {
+                Outbound::Cancel(order) => Some(order.id),
+                _ => None,
+            })
+            .collect();
+        let mut answers: Vec<OrderCancel> = open
+            .iter()
+            .filter(|id| !at_venue.contains(id))
+            .map(|&order_id| OrderCancel {
+                bot_id,
+                order_id,
+                outcome: CancelOutcome::Canceled,
+                reason: None,
+            })
+            .collect();
         if flatten && let Err(rejection) = engine.close_position(&mut self.fx) {
             tracing::warn!(bot_id = self.args.bot_id, reason = %rejection.reason, "could not flatten");
         }
@@ -84,10 +108,10 @@ impl Handler<Ask<StopBot>> for BotActor {
             &mut self.fx,
         );
         self.args.lifeline.stopped_on_request();
-        let reply = move |durable| {
-            replier.send(if durable { Ok(canceled) } else { Err(TradeError::Store) });
-        };
         let Some(link) = self.args.live.clone() else {
+            let reply = move |durable| {
+                replier.send(if durable { Ok(answers) } else { Err(TradeError::Store) });
+            };
             self.persist(ctx, None);
             self.stop_after_flush(ctx, reply);
             return;
@@ -107,6 +131,12 @@ impl Handler<Ask<StopBot>> for BotActor {
             }
             .into_actor(self)
             .map(move |results, act, ctx| {
+                for id in &at_venue {
+                    answers.push(cancel_answer(bot_id, *id, &results));
+                }
+                let reply = move |durable| {
+                    replier.send(if durable { Ok(answers) } else { Err(TradeError::Store) });
+                };
                 act.apply_live(results, ctx);
                 act.stop_after_flush(ctx, reply);
             }),
@@ -136,5 +166,46 @@ impl Handler<Stop> for BotActor {
         self.args.lifeline.stopped_on_request();
         self.persist(ctx, None);
         self.stop_after_flush(ctx, |_| {});
+    }
+}
+
+/// What the venue's answer (in `results`) says of the cancel of `order_id`: canceled only when
+/// the venue answered the cancel itself with `CANCELED`; closed already when it reported the
+/// order final otherwise (or never received); failed, with the reason, in every other case.
+/// Never a cancel that did not happen.
+fn cancel_answer(bot_id: u64, order_id: u64, results: &[LiveResult]) -> OrderCancel {
+    let answer =
+        |outcome, reason: Option<String>| OrderCancel { bot_id, order_id, outcome, reason };
+    let Some(result) = results.iter().find(|r| r.order_id == order_id) else {
+        return answer(CancelOutcome::CancelFailed, Some("the cancel was not sent".into()));
+    };
+    match result.report.as_ref().map(|r| &r.outcome) {
+        Some(ExecOutcome::Venue { status, .. })
+            if status == "CANCELED" && result.order_answered =>
+        {
+            answer(CancelOutcome::Canceled, None)
+        }
+        Some(ExecOutcome::Venue { status, .. })
+            if matches!(
+                status.as_str(),
+                "FILLED" | "CANCELED" | "EXPIRED" | "EXPIRED_IN_MATCH" | "REJECTED"
+            ) =>
+        {
+            answer(CancelOutcome::AlreadyClosed, Some(format!("the venue reports it {status}")))
+        }
+        Some(ExecOutcome::NotFound) => {
+            answer(CancelOutcome::AlreadyClosed, Some("the venue never received the order".into()))
+        }
+        Some(ExecOutcome::Venue { status, .. }) => answer(
+            CancelOutcome::CancelFailed,
+            Some(format!("the venue still reports it {status}")),
+        ),
+        Some(ExecOutcome::Rejected(reason) | ExecOutcome::Unknown(reason)) => {
+            answer(CancelOutcome::CancelFailed, Some(reason.clone()))
+        }
+        None => answer(
+            CancelOutcome::CancelFailed,
+            Some(result.venue_error.clone().unwrap_or_else(|| "no answer".into())),
+        ),
     }
 }

@@ -68,7 +68,37 @@ pub struct StopBot {
     pub flatten: bool,
 }
 impl Query for StopBot {
-    type Answer = Result<usize, TradeError>;
+    type Answer = Result<Vec<OrderCancel>, TradeError>;
+}
+
+/// What a stop (or the kill switch) did to one open order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct OrderCancel {
+    /// The bot.
+    pub bot_id: BotId,
+    /// The order.
+    pub order_id: u64,
+    /// What happened.
+    pub outcome: CancelOutcome,
+    /// The venue's words, for an order already closed or a cancel that failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The answer for one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// Canceled: by the venue's own answer to the cancel, or here for an order that only Keel
+    /// held (paper orders, armed stops).
+    Canceled,
+    /// Not open at the venue any more (filled, canceled or expired before the cancel arrived,
+    /// or never received): nothing to cancel.
+    AlreadyClosed,
+    /// The cancel did not go through (the venue refused, failed or did not answer): the order
+    /// may still be working at the venue; it stays open in Keel and is reconciled with the
+    /// venue when the bot next starts.
+    CancelFailed,
 }
 
 /// What a running bot reports for the read endpoints.

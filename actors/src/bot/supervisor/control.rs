@@ -6,7 +6,7 @@ use actix::prelude::*;
 
 use super::messages::{ControlBot, ForBot, GetLiveBot, KillReport, KillSwitch};
 use super::{BOT_DEADLINE, BotError, BotSupervisor, now_ms};
-use crate::bot::actor::{GetLive, SetPaused};
+use crate::bot::actor::{CancelOutcome, GetLive, SetPaused};
 use crate::mailbox::Ask;
 use keel_core::bot::{BotId, BotStatus, Control};
 
@@ -158,9 +158,13 @@ impl Handler<Ask<KillSwitch>> for BotSupervisor {
                 {
                     let mut report = report.borrow_mut();
                     match result {
-                        Ok((_, canceled)) => {
+                        Ok((_, answers)) => {
                             report.bots_stopped += 1;
-                            report.orders_canceled += canceled;
+                            report.orders_canceled += answers
+                                .iter()
+                                .filter(|a| a.outcome == CancelOutcome::Canceled)
+                                .count();
+                            report.orders.extend(answers);
                         }
                         Err(_) => report.failed.push(bot_id),
                     }

@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use super::relaunch::Relaunch;
 use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
-use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, BotResumed, StopBot};
+use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, BotResumed, OrderCancel, StopBot};
 use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
 use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
@@ -145,7 +145,7 @@ impl BotSupervisor {
         bot_id: BotId,
         flatten: bool,
         ctx: &mut Context<Self>,
-        reply: impl FnOnce(Result<(BotRecord, usize), BotError>) + 'static,
+        reply: impl FnOnce(Result<(BotRecord, Vec<OrderCancel>), BotError>) + 'static,
     ) {
         // Stopped by its owner: no longer expected back.
         self.relaunch_gave_up(bot_id);
@@ -160,7 +160,7 @@ impl BotSupervisor {
             record.status_reason = None;
             record.updated_ts = now_ms();
             self.journal_status(&record, None, ctx);
-            return self.save_then(record, ctx, move |r| reply(r.map(|r| (r, 0))));
+            return self.save_then(record, ctx, move |r| reply(r.map(|r| (r, Vec::new()))));
         };
         self.busy.insert(bot_id, ());
         let addr = running.addr;
@@ -170,7 +170,7 @@ impl BotSupervisor {
                 .map(move |answer, act, ctx| {
                     act.busy.remove(&bot_id);
                     let canceled = match answer {
-                        Ok(Ok(n)) => n,
+                        Ok(Ok(answers)) => answers,
                         Ok(Err(err)) => return reply(Err(err.into())),
                         Err(err) => return reply(Err(err.into())),
                     };

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::BotError;
-use crate::bot::actor::{LiveView, TradeCommand, TradeOutcome};
+use crate::bot::actor::{LiveView, OrderCancel, TradeCommand, TradeOutcome};
 use crate::mailbox::Query;
 use keel_core::bot::{BotId, BotRecord, Control, UserId};
 
@@ -103,8 +103,11 @@ query!(KillSwitch => Result<KillReport, BotError>);
 pub struct KillReport {
     /// Bots stopped.
     pub bots_stopped: usize,
-    /// Orders canceled.
+    /// Orders canceled (the venue confirmed it, or only Keel held them).
     pub orders_canceled: usize,
+    /// Every open order of the stopped bots and what became of it: canceled, already closed,
+    /// or a cancel that failed with the reason.
+    pub orders: Vec<OrderCancel>,
     /// Bots that did not answer in time (their state is unchanged).
     pub failed: Vec<BotId>,
 }

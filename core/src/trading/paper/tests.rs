@@ -62,7 +62,7 @@ fn quote(ts: u64, bid: &str, ask: &str, qty: &str) -> MarketEvent {
 }
 
 fn limit(price: &str) -> OrderType {
-    OrderType::Limit { price: d(price) }
+    OrderType::limit(d(price))
 }
 
 fn stop(price: &str) -> OrderType {
@@ -199,7 +199,7 @@ fn random_session(seed: u64) -> (Vec<PaperFill>, Vec<Order>) {
             let offset = Decimal::new(rng.random_range(-100..=100), 2);
             let order_type = match rng.random_range(0..3) {
                 0 => OrderType::Market,
-                1 => OrderType::Limit { price: p + offset },
+                1 => OrderType::limit(p + offset),
                 _ => OrderType::Stop { stop_price: p + offset },
             };
             let o = order(
@@ -243,4 +243,92 @@ fn position_always_equals_the_sum_of_fills_and_nothing_overfills() {
         }
         assert_eq!(random_session(seed).0, fills, "seed {seed} is deterministic");
     }
+}
+
+fn limit_tif(price: &str, time_in_force: TimeInForce) -> OrderType {
+    OrderType::Limit { price: d(price), time_in_force }
+}
+
+#[test]
+fn ioc_takes_what_the_quote_offers_and_fok_all_or_nothing() {
+    let mut v = venue();
+    let mut out = Vec::new();
+    v.on_market(&quote(1, "99.90", "100.10", "0.5"), &mut out);
+    let ioc = order(1, Side::Buy, "2", limit_tif("100.50", TimeInForce::Ioc));
+    assert_eq!(v.submit(&ioc, 2, &mut out).unwrap(), Submitted::Done);
+    assert_eq!((out[0].price, out[0].qty), (d("100.10"), d("0.5")), "what the ask offered");
+    let fok = order(2, Side::Buy, "2", limit_tif("100.50", TimeInForce::Fok));
+    assert_eq!(v.submit(&fok, 2, &mut out).unwrap(), Submitted::Done);
+    assert_eq!(out.len(), 1, "not all of it: none of it");
+    let fok = order(3, Side::Buy, "0.5", limit_tif("100.50", TimeInForce::Fok));
+    v.submit(&fok, 2, &mut out).unwrap();
+    assert_eq!((out[1].order_id, out[1].qty), (3, d("0.5")));
+    // Not marketable: neither rests.
+    let ioc = order(4, Side::Buy, "1", limit_tif("99.00", TimeInForce::Ioc));
+    assert_eq!(v.submit(&ioc, 2, &mut out).unwrap(), Submitted::Done);
+    assert_eq!(v.open_order_ids().count(), 0);
+}
+
+#[test]
+fn post_only_rests_as_a_maker_or_is_refused() {
+    let mut v = venue();
+    let mut out = Vec::new();
+    v.on_market(&quote(1, "99.90", "100.10", "5"), &mut out);
+    let taking = order(1, Side::Buy, "1", limit_tif("100.10", TimeInForce::PostOnly));
+    let err = v.submit(&taking, 2, &mut out).unwrap_err();
+    assert!(err.contains("post-only"), "{err}");
+    let resting = order(2, Side::Buy, "1", limit_tif("100.00", TimeInForce::PostOnly));
+    assert_eq!(v.submit(&resting, 2, &mut out).unwrap(), Submitted::Working);
+    v.on_market(&trade(3, "99.99", "5"), &mut out);
+    assert_eq!((out[0].price, out[0].liquidity), (d("100.00"), Liquidity::Maker));
+}
+
+#[test]
+fn a_stop_limit_becomes_a_limit_when_its_stop_is_crossed() {
+    let mut v = venue();
+    let mut out = Vec::new();
+    v.on_market(&trade(1, "100.00", "5"), &mut out);
+    let sl = OrderType::StopLimit { stop_price: d("99.00"), price: d("98.50") };
+    assert_eq!(v.submit(&order(1, Side::Sell, "1", sl), 1, &mut out).unwrap(), Submitted::Working);
+    v.on_market(&trade(2, "98.40", "5"), &mut out);
+    // Below the limit: triggered, but a sell limit at 98.50 does not fill at 98.40.
+    assert!(out.is_empty(), "{out:?}");
+    v.on_market(&trade(3, "98.60", "5"), &mut out);
+    assert_eq!(
+        (out[0].price, out[0].qty, out[0].liquidity),
+        (d("98.50"), d("1"), Liquidity::Maker)
+    );
+    // A buy stop-limit triggers at or above its stop.
+    out.clear();
+    let bl = OrderType::StopLimit { stop_price: d("101.00"), price: d("101.50") };
+    v.submit(&order(2, Side::Buy, "1", bl), 3, &mut out).unwrap();
+    v.on_market(&trade(4, "100.90", "5"), &mut out);
+    assert!(out.is_empty(), "below its stop: armed");
+    // Triggered at 101.20, it works as a buy limit at 101.50, which that trade is under.
+    v.on_market(&trade(5, "101.20", "5"), &mut out);
+    assert_eq!((out[0].order_id, out[0].price), (2, d("101.50")));
+}
+
+#[test]
+fn a_trailing_stop_follows_the_best_price_and_fires_on_the_retracement() {
+    let mut v = venue();
+    let mut out = Vec::new();
+    v.on_market(&trade(1, "100.00", "5"), &mut out);
+    let trailing = OrderType::TrailingStop { trailing_bps: 100 };
+    v.submit(&order(1, Side::Sell, "1", trailing), 1, &mut out).unwrap();
+    for (ts, price) in [(2, "103.00"), (3, "105.00"), (4, "104.00"), (5, "103.96")] {
+        v.on_market(&trade(ts, price, "5"), &mut out);
+    }
+    assert!(out.is_empty(), "1 % below 105 is 103.95: {out:?}");
+    v.on_market(&trade(6, "103.95", "5"), &mut out);
+    assert_eq!((out[0].order_id, out[0].liquidity), (1, Liquidity::Taker));
+    // A buy trails the lowest price up.
+    out.clear();
+    let trailing = OrderType::TrailingStop { trailing_bps: 200 };
+    v.submit(&order(2, Side::Buy, "1", trailing), 6, &mut out).unwrap();
+    v.on_market(&trade(7, "100.00", "5"), &mut out);
+    v.on_market(&trade(8, "101.99", "5"), &mut out);
+    assert!(out.is_empty());
+    v.on_market(&trade(9, "102.00", "5"), &mut out);
+    assert_eq!(out[0].order_id, 2);
 }

@@ -23,7 +23,7 @@ fn open(side: Side, qty: &str, price: &str) -> Order {
         bot_id: 1,
         client_order_id: "keel-1-000099".into(),
         side,
-        order_type: OrderType::Limit { price: d(price) },
+        order_type: OrderType::limit(d(price)),
         qty: d(qty),
         filled_qty: Decimal::ZERO,
         avg_fill_price: Decimal::ZERO,
