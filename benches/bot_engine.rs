@@ -131,6 +131,7 @@ fn engine(flavour: Flavour) -> BotEngine {
     let spec = StrategySpec {
         kind: "ema_cross".into(),
         params: serde_json::json!({"fast": 5, "slow": 20, "qty": flavour.qty()}),
+        module_id: None,
     };
     let strategy = keel_core::strategy::build(&spec, &filters()).expect("valid params");
     let config = EngineConfig {
@@ -257,6 +258,7 @@ fn start_bot(
         user_id: 1,
         sessions: Default::default(),
         mailbox: BOT_MAILBOX,
+        indicators: Default::default(),
     };
     BotActor::start_in_arbiter(arbiter, move |_| BotActor::new(args))
 }

@@ -50,7 +50,7 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     );
     let config = BacktestConfig {
         bot_id: 0,
-        strategy: StrategySpec { kind: args.strategy.clone(), params },
+        strategy: StrategySpec { kind: args.strategy.clone(), params, module_id: None },
         filters: Instrument::for_symbol(symbol.clone()).filters(),
         risk: RiskLimits::default(),
         bracket,
@@ -241,6 +241,7 @@ mod tests {
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
+                module_id: None,
             },
             filters: Instrument::for_symbol(symbol.clone()).filters(),
             risk: RiskLimits::default(),

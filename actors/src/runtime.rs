@@ -116,6 +116,8 @@ pub struct BotLimits {
     pub paper_slippage_bps: Decimal,
     /// Most exposure (quote) one user's bots may hold together; `None` for no limit.
     pub max_user_exposure: Option<Decimal>,
+    /// Points kept per indicator series of each bot.
+    pub indicator_points: usize,
 }
 
 /// Why the runtime could not start.
@@ -232,6 +234,7 @@ impl Runtime {
             sessions: sessions.clone(),
             mailbox: mailboxes.bot_supervisor,
             bot_mailbox: mailboxes.bot,
+            indicator_points: limits.indicator_points,
         };
         let sink = postgres_sink(sink, &store).await?.map_err(store_error)?;
         let mut repo = BotRepo::new(&store).map_err(store_error)?;

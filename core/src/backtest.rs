@@ -160,6 +160,7 @@ mod tests {
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
+                module_id: None,
             },
             filters: testing::filters(),
             risk: RiskLimits::default(),

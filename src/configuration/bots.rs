@@ -18,6 +18,8 @@ pub struct BotsSettings {
     /// Most exposure (quote currency: position at mark plus open orders that add to it) one
     /// user's bots may hold together; 0 means no limit.
     pub max_user_exposure: Decimal,
+    /// Points kept in memory per indicator series of each bot (`GET /bots/{id}/indicators`).
+    pub indicator_points: usize,
 }
 
 impl BotsSettings {
@@ -38,6 +40,9 @@ impl BotsSettings {
         }
         if self.max_user_exposure < Decimal::ZERO {
             return Err(invalid("bots.max_user_exposure", "must be 0 (no limit) or positive"));
+        }
+        if !(1..=100_000).contains(&self.indicator_points) {
+            return Err(invalid("bots.indicator_points", "must be between 1 and 100000"));
         }
         Ok(())
     }

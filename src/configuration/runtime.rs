@@ -55,6 +55,7 @@ impl Settings {
                 max_per_user: self.bots.max_per_user,
                 paper_slippage_bps: self.bots.paper_slippage_bps,
                 max_user_exposure: Some(self.bots.max_user_exposure).filter(|l| !l.is_zero()),
+                indicator_points: self.bots.indicator_points,
             },
             sink: self.sink.postgres.sink_config(),
             backtests: JobsConfig {

@@ -10,6 +10,7 @@ mod bot_recovery;
 mod bots;
 mod errors;
 mod health;
+mod indicators;
 mod live;
 mod markets;
 mod postgres;

@@ -57,6 +57,7 @@ impl BotSupervisor {
             user_id: record.user_id,
             sessions: self.config.sessions.clone(),
             mailbox: self.config.bot_mailbox,
+            indicators: self.indicators.clone(),
             exposure: self
                 .exposure
                 .as_ref()
