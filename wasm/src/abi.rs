@@ -197,8 +197,7 @@ pub fn decimal(mantissa: i64, scale: i32) -> Result<Decimal> {
 
 /// A decimal as the ABI's (mantissa, scale) pair, rounded to fewer places if its mantissa does
 /// not fit 64 bits.
-pub fn split(value: Decimal) -> (i64, i32) {
-    let mut value = value.normalize();
+pub fn split(mut value: Decimal) -> (i64, i32) {
     loop {
         if let Ok(m) = i64::try_from(value.mantissa()) {
             return (m, value.scale() as i32);
