@@ -131,6 +131,7 @@ fn engine(flavour: Flavour) -> BotEngine {
     let spec = StrategySpec {
         kind: "ema_cross".into(),
         params: serde_json::json!({"fast": 5, "slow": 20, "qty": flavour.qty()}),
+        module_id: None,
     };
     let strategy = keel_core::strategy::build(&spec, &filters()).expect("valid params");
     let config = EngineConfig {
@@ -266,6 +267,7 @@ fn start_bot(
         sessions: Default::default(),
         mailbox: BOT_MAILBOX,
         start_reason: None,
+        indicators: Default::default(),
     };
     BotActor::start_in_arbiter(arbiter, move |_| BotActor::new(args))
 }

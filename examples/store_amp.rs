@@ -80,6 +80,7 @@ fn engine(bot_id: u64, instrument: &Instrument, qty: &str, args: &Args) -> BotEn
     let spec = StrategySpec {
         kind: "ema_cross".into(),
         params: serde_json::json!({"fast": args.fast, "slow": args.slow, "qty": qty}),
+        module_id: None,
     };
     let filters = instrument.filters();
     let strategy = keel_core::strategy::build(&spec, &filters).expect("valid params");

@@ -50,7 +50,11 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
     );
     let config = BacktestConfig {
         bot_id: 0,
-        strategy: StrategySpec { kind: args.strategy.clone(), params },
+        strategy: StrategySpec {
+            kind: args.strategy.clone().unwrap_or_else(|| "wasm".into()),
+            params: params.clone(),
+            module_id: None,
+        },
         filters: Instrument::for_symbol(symbol.clone()).filters(),
         risk: RiskLimits::default(),
         bracket,
@@ -72,7 +76,27 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
             bar.set_position(bytes_read.load(Ordering::Relaxed));
         }
     });
-    let outcome = run(&config, ticks);
+    let outcome = match &args.wasm {
+        None => run(&config, ticks),
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let host = keel_wasm::WasmHost::new(keel_wasm::WasmConfig {
+                max_instances: 2,
+                ..keel_wasm::WasmConfig::default()
+            })?;
+            let strategy = host
+                .strategy(&bytes, &params, &config.filters)
+                .with_context(|| format!("loading {}", path.display()))?;
+            let started = std::time::Instant::now();
+            let outcome = keel_core::backtest::run_with(&config, Box::new(strategy), ticks);
+            let seconds = started.elapsed().as_secs_f64();
+            Ok(outcome.map(|mut o| {
+                o.report = o.report.timed(seconds);
+                o
+            }))
+        }
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
@@ -241,6 +265,7 @@ mod tests {
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
+                module_id: None,
             },
             filters: Instrument::for_symbol(symbol.clone()).filters(),
             risk: RiskLimits::default(),

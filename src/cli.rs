@@ -117,9 +117,13 @@ pub struct RestoreArgs {
 /// `keel backtest`.
 #[derive(Debug, clap::Args)]
 pub struct BacktestArgs {
-    /// Strategy kind: ema_cross, rsi, grid or dca.
-    #[arg(long)]
-    pub strategy: String,
+    /// Strategy kind: ema_cross, rsi, grid or dca (not with --wasm).
+    #[arg(long, required_unless_present = "wasm", conflicts_with = "wasm")]
+    pub strategy: Option<String>,
+    /// A strategy module (docs/STRATEGY_ABI.md) to run instead of a built-in kind, with
+    /// --params as its params.
+    #[arg(long, value_name = "FILE.wasm")]
+    pub wasm: Option<PathBuf>,
     /// Strategy parameters as JSON, e.g. '{"fast":100,"slow":400,"qty":"0.001"}'.
     #[arg(long, default_value = "{}")]
     pub params: String,

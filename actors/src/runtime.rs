@@ -123,6 +123,8 @@ pub struct BotLimits {
     pub max_user_exposure: Option<Decimal>,
     /// The circuit breaker of every venue account.
     pub breaker: crate::breaker::BreakerPolicy,
+    /// Points kept per indicator series of each bot.
+    pub indicator_points: usize,
 }
 
 /// Why the runtime could not start.
@@ -246,6 +248,7 @@ impl Runtime {
             sessions: sessions.clone(),
             mailbox: mailboxes.bot_supervisor,
             bot_mailbox: mailboxes.bot,
+            indicator_points: limits.indicator_points,
         };
         let sink = postgres_sink(sink, &store).await?.map_err(store_error)?;
         let mut repo = BotRepo::new(&store).map_err(store_error)?;

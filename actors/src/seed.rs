@@ -252,7 +252,7 @@ fn bot_record(
         symbol,
         mode: BotMode::Paper,
         exchange_account_id: None,
-        strategy: StrategySpec { kind: "ema_cross".into(), params },
+        strategy: StrategySpec { kind: "ema_cross".into(), params, module_id: None },
         risk: RiskLimits::default(),
         bracket: None,
         paper: PaperSettings::default(),

@@ -36,12 +36,28 @@ pub struct BotEvents {
     pub events: Arc<[BotEvent]>,
 }
 
+/// A bot's indicator values for one user's connections. Not a journal line: it may be dropped
+/// when a mailbox or a connection's queue is full (the chart reads the series again from
+/// `GET /bots/{id}/indicators`).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct BotIndicator {
+    /// The bot.
+    pub bot_id: BotId,
+    /// Event time of the strategy call, ms since the epoch.
+    pub ts: u64,
+    /// The event's `data`, JSON: `{"kind":"indicator","ts":…,"values":{…}}`.
+    pub data: Arc<str>,
+}
+
 /// What a session tells a connection.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub enum SessionEvent {
     /// Bot events.
     Bot(BotEvents),
+    /// A bot's indicator values.
+    Indicator(BotIndicator),
     /// Events were lost on the way: close (1013) so the client reconnects and resyncs.
     Overflow,
 }
@@ -121,6 +137,24 @@ impl Handler<BotEvents> for SessionActor {
                     metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
                     recipient.do_send(SessionEvent::Overflow);
                     false
+                }
+                Err(SendError::Closed(_)) => false,
+            }
+        });
+    }
+}
+
+impl Handler<BotIndicator> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: BotIndicator, _: &mut Context<Self>) {
+        self.connections.retain(|(_, recipient)| {
+            match recipient.try_send(SessionEvent::Indicator(msg.clone())) {
+                Ok(()) => true,
+                Err(SendError::Full(_)) => {
+                    metrics::counter!("keel_ws_dropped_total", "channel" => "indicator")
+                        .increment(1);
+                    true
                 }
                 Err(SendError::Closed(_)) => false,
             }
@@ -224,6 +258,15 @@ impl SessionDirectory {
                 session.do_send(SessionEvent::Overflow);
             }
             Err(SendError::Closed(_)) => {}
+        }
+    }
+
+    /// Hands a bot's indicator values to its owner's session, if the owner is connected; dropped
+    /// (and counted) when the session's mailbox is full.
+    pub fn publish_indicator(&self, user_id: UserId, indicator: BotIndicator) {
+        let Some(session) = self.get(user_id) else { return };
+        if let Err(SendError::Full(_)) = session.try_send(indicator) {
+            metrics::counter!("keel_ws_dropped_total", "channel" => "indicator").increment(1);
         }
     }
 

@@ -94,6 +94,19 @@ pub fn run<E>(
     ticks: impl IntoIterator<Item = Result<MarketEvent, E>>,
 ) -> Result<Result<Outcome, E>, Vec<FieldError>> {
     let strategy = crate::strategy::build(&config.strategy, &config.filters)?;
+    Ok(run_with(config, strategy, ticks))
+}
+
+/// Runs `config` with a strategy built elsewhere (an uploaded module) over `ticks`, through the
+/// same engine; `config.strategy` is not read.
+///
+/// # Errors
+/// A tick that cannot be read ends the run with its error.
+pub fn run_with<E>(
+    config: &BacktestConfig,
+    strategy: Box<dyn crate::strategy::Strategy>,
+    ticks: impl IntoIterator<Item = Result<MarketEvent, E>>,
+) -> Result<Outcome, E> {
     let engine_config = EngineConfig {
         bot_id: config.bot_id,
         filters: config.filters.clone(),
@@ -114,10 +127,7 @@ pub fn run<E>(
     let mut ticks_seen: u64 = 0;
     let (mut first_ts, mut last_ts) = (None, 0);
     for tick in ticks {
-        let tick = match tick {
-            Ok(tick) => tick,
-            Err(err) => return Ok(Err(err)),
-        };
+        let tick = tick?;
         ticks_seen += 1;
         first_ts.get_or_insert(tick.exchange_ts);
         last_ts = tick.exchange_ts;
@@ -146,7 +156,7 @@ pub fn run<E>(
         ticks_per_sec: 0.0,
         span_ms: (first_ts.unwrap_or(0), last_ts),
     };
-    Ok(Ok(Outcome { report, orders, fills }))
+    Ok(Outcome { report, orders, fills })
 }
 
 #[cfg(test)]
@@ -160,6 +170,7 @@ mod tests {
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
+                module_id: None,
             },
             filters: testing::filters(),
             risk: RiskLimits::default(),

@@ -25,6 +25,8 @@ pub struct BotsSettings {
     pub breaker_open_secs: u64,
     /// Answered probes in a row that close a half-open breaker (its paused bots resume).
     pub breaker_half_open_successes: u32,
+    /// Points kept in memory per indicator series of each bot (`GET /bots/{id}/indicators`).
+    pub indicator_points: usize,
 }
 
 impl BotsSettings {
@@ -54,6 +56,9 @@ impl BotsSettings {
         }
         if !(1..=1000).contains(&self.breaker_half_open_successes) {
             return Err(invalid("bots.breaker_half_open_successes", "must be between 1 and 1000"));
+        }
+        if !(1..=100_000).contains(&self.indicator_points) {
+            return Err(invalid("bots.indicator_points", "must be between 1 and 100000"));
         }
         Ok(())
     }

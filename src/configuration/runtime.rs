@@ -57,6 +57,7 @@ impl Settings {
                 paper_slippage_bps: self.bots.paper_slippage_bps,
                 max_user_exposure: Some(self.bots.max_user_exposure).filter(|l| !l.is_zero()),
                 breaker: self.bots.breaker(),
+                indicator_points: self.bots.indicator_points,
             },
             sink: self.sink.postgres.sink_config(),
             backtests: JobsConfig {

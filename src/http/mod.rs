@@ -17,6 +17,7 @@ pub mod error;
 mod fuzz;
 pub mod health;
 pub mod id;
+pub mod indicators;
 pub mod json;
 pub mod limits;
 pub mod markets;
@@ -162,6 +163,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
             web::route().to(trading::performance),
         ),
         ApiRoute::new(M::GET, "/bots/{id}/events", User, web::route().to(trading::events)),
+        ApiRoute::new(
+            M::GET,
+            "/bots/{id}/indicators",
+            User,
+            web::route().to(indicators::indicators),
+        ),
         // After the fixed sub-paths, so `close-position` and the rest are not taken as actions.
         ApiRoute::new(M::POST, "/bots/{id}/{action}", User, web::route().to(bots::control)),
         ApiRoute::new(M::POST, "/kill-switch", User, web::route().to(trading::kill_switch)),

@@ -31,7 +31,7 @@ use keel_actors::bot::Control;
 use keel_core::market::Interval;
 
 use super::error::ErrorResponse;
-use super::{Access, accounts, auth, backtests, bots, markets, trading};
+use super::{Access, accounts, auth, backtests, bots, indicators, markets, trading};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -76,6 +76,7 @@ const JSON: &str = "application/json";
         trading::position,
         trading::performance,
         trading::events,
+        indicators::indicators,
         trading::kill_switch,
         trading::portfolio,
         backtests::upload,

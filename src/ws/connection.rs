@@ -368,6 +368,19 @@ impl ClientConnection {
         }
     }
 
+    /// An `indicator` event on the bot's channel and `account`. Not a journal line: its `seq` is
+    /// the channel's last one, and a full queue drops it (counted) instead of closing.
+    fn on_indicator(&mut self, indicator: &keel_actors::session::BotIndicator) {
+        let bot_channel = format!("bot:{}", indicator.bot_id);
+        for name in [bot_channel.as_str(), "account"] {
+            let Some(sub) = self.outbound.channel(name) else { continue };
+            let frame = event_frame(name, sub.seq.get(), indicator.ts, &indicator.data);
+            if !self.outbound.try_send(Outgoing::Text(frame)) {
+                metrics::counter!("keel_ws_dropped_total", "channel" => "indicator").increment(1);
+            }
+        }
+    }
+
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let timeout = Duration::from_secs(self.state.settings.ws.pong_timeout_secs);
         if self.last_heard.elapsed() > timeout {
@@ -555,6 +568,7 @@ impl Handler<SessionEvent> for ClientConnection {
     fn handle(&mut self, event: SessionEvent, ctx: &mut Context<Self>) {
         match event {
             SessionEvent::Bot(batch) => self.on_bot_events(batch.bot_id, &batch.events, ctx),
+            SessionEvent::Indicator(indicator) => self.on_indicator(&indicator),
             SessionEvent::Overflow => self.close(
                 CloseCode::Again,
                 "bot events could not be delivered; reconnect and resync",

@@ -469,4 +469,51 @@ async fn backtests_survive_a_restart_queued_ones_run_a_running_one_runs_again_re
     let res = app.call(Method::GET, &path(finished), Some(&token)).await;
     assert_error(res, 404, "BACKTEST_NOT_FOUND").await;
     app.stop.stop();
+#[test]
+fn keel_backtest_runs_a_wasm_module_like_the_built_in_it_mirrors() {
+    let module = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/sdk/target/wasm32-unknown-unknown/release/examples/ema_cross.wasm"
+    );
+    assert!(std::path::Path::new(module).exists(), "build the SDK examples first (.ci/run)");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("2026-12-01.krec");
+    write_recording_file(&file, &walk(2_000, 6));
+    let params = r#"{"fast":5,"slow":20,"qty":"0.001"}"#;
+    let run = |strategy: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+            .env_clear()
+            .env("KEEL__STORE__PATH", dir.path())
+            .arg("backtest")
+            .args(strategy)
+            .args(["--params", params, "--json"])
+            .arg("--data")
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for timing in ["seconds", "ticks_per_sec"] {
+            report.as_object_mut().unwrap().remove(timing);
+        }
+        report
+    };
+    let built_in = run(&["--strategy", "ema_cross"]);
+    let wasm = run(&["--wasm", module]);
+    assert!(built_in["orders"].as_u64().unwrap() > 0, "{built_in}");
+    assert_eq!(wasm, built_in);
+
+    // Bad params are refused with the module's reason.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .env_clear()
+        .env("KEEL__STORE__PATH", dir.path())
+        .args(["backtest", "--wasm", module, "--params", r#"{"fast":9,"slow":3,"qty":"0.001"}"#])
+        .arg("--data")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("fast: must be below slow"), "{stderr}");
 }

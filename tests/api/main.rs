@@ -13,6 +13,7 @@ mod disk_guard;
 mod errors;
 mod health;
 mod limits;
+mod indicators;
 mod live;
 mod live_bybit;
 mod markets;

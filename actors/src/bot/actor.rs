@@ -22,6 +22,7 @@ pub mod messages;
 mod persist;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -31,14 +32,17 @@ pub use self::messages::{
     SetPaused, StopBot, TradeCommand, TradeError, TradeOutcome,
 };
 use self::persist::AfterFlush;
+use super::indicators::IndicatorRing;
 use super::live::LiveLink;
 use super::repo::BotRepo;
 use crate::feed::{FeedAddress, MarketData, Subscribe, Unsubscribe};
 use crate::mailbox::ask;
+use crate::session::BotIndicator;
 use crate::supervisor::{Lifeline, catch_panic};
 use keel_core::bot::{BotId, BotStatus};
 use keel_core::engine::{BotEngine, BotEventKind, Effects};
 use keel_core::market::{StreamKind, Symbol};
+use keel_core::strategy::IndicatorUpdate;
 use keel_core::trading::Position;
 
 /// The default of a bot's mailbox (`mailboxes.bot`): market data and commands share it; the feed
@@ -99,6 +103,8 @@ pub struct BotActorArgs {
     /// Why this incarnation starts (a restart after a crash, Keel's own restart), journaled with
     /// the `status` line it writes on start; `None` when its owner started it.
     pub start_reason: Option<String>,
+    /// Where the bot's indicator series are kept.
+    pub indicators: super::indicators::IndicatorBook,
 }
 
 /// One running bot.
@@ -129,13 +135,17 @@ pub struct BotActor {
     /// time per bot: a bot writing on every event would otherwise pile up one commit future per
     /// write, and actix polls them all each time the actor wakes.
     flushing: Option<Vec<AfterFlush>>,
+    /// This bot's indicator ring (in `args.indicators`).
+    ring: Arc<Mutex<IndicatorRing>>,
 }
 
 impl BotActor {
     /// A bot actor that has not started yet.
     pub fn new(args: BotActorArgs) -> Self {
         let state = args.engine.snapshot();
+        let ring = args.indicators.open(args.bot_id, args.engine.series());
         Self {
+            ring,
             paused: args.paused,
             breaker_paused: args.breaker_paused,
             durable_fill_id: state.last_fill_id,
@@ -200,9 +210,31 @@ impl BotActor {
             }
         }
         self.dirty_snapshot = true;
+        if let Some(update) = self.fx.indicators.take() {
+            self.publish_indicators(&update);
+        }
         if !self.fx.is_empty() {
             self.persist(ctx, None);
         }
+    }
+
+    /// Keeps an indicator update in the bot's ring and streams it to the owner's connections.
+    fn publish_indicators(&mut self, update: &IndicatorUpdate) {
+        let mut ring = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.push(update);
+        if !self.args.sessions.is_connected(self.args.user_id) {
+            return;
+        }
+        let data = serde_json::json!({
+            "kind": "indicator",
+            "ts": update.ts,
+            "values": ring.values_json(update),
+        });
+        drop(ring);
+        self.args.sessions.publish_indicator(
+            self.args.user_id,
+            BotIndicator { bot_id: self.args.bot_id, ts: update.ts, data: data.to_string().into() },
+        );
     }
 
     /// Publishes this bot's exposure and reads its budget under the owner's limit.

@@ -6,6 +6,7 @@
 //!
 //! - [`repo`]: how bots, orders, fills, state and journal are stored;
 //! - [`exposure`]: per-user exposure across bots;
+//! - [`indicators`]: the indicator series bots publish, a bounded ring per bot;
 //! - [`live`]: a live bot's signed REST link to its venue;
 //! - [`actor`]: `BotActor`, one running bot;
 //! - [`admission`]: checking a new or edited definition against the venue's feed and the vault;
@@ -14,6 +15,7 @@
 pub mod actor;
 pub mod admission;
 pub mod exposure;
+pub mod indicators;
 pub mod live;
 pub mod repo;
 pub mod supervisor;

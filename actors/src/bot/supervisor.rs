@@ -29,14 +29,15 @@ use actix::prelude::*;
 
 pub(crate) use self::lifecycle::engine_for;
 pub use self::messages::{
-    ControlBot, CreateBot, DeleteBot, ForBot, GetBot, GetLiveBot, KillReport, KillSwitch, ListBots,
-    UpdateBot,
+    ControlBot, CreateBot, DeleteBot, ForBot, GetBot, GetIndicators, GetLiveBot, KillReport,
+    KillSwitch, ListBots, UpdateBot,
 };
 use self::relaunch::Relaunch;
 pub use self::relaunch::{GetRelaunch, RelaunchReport};
 pub use self::storage::{DISK_LOW_REASON, DiskSpace};
 use super::actor::{BotActor, TradeError};
 use super::exposure::ExposureBook;
+use super::indicators::IndicatorBook;
 use super::repo::BotRepo;
 use crate::feed::FeedAddress;
 use crate::mailbox::AskError;
@@ -106,6 +107,8 @@ pub struct BotsConfig {
     pub mailbox: usize,
     /// Capacity of each bot's mailbox (market data and commands share it).
     pub bot_mailbox: usize,
+    /// Points kept per indicator series.
+    pub indicator_points: usize,
 }
 
 /// The venues live bots can trade on, and the vault that signs for them.
@@ -142,6 +145,8 @@ pub struct BotSupervisor {
     stopping: bool,
     /// The per-user exposure book, when a limit is configured.
     exposure: Option<Arc<ExposureBook>>,
+    /// Every bot's indicator series.
+    indicators: IndicatorBook,
     /// Ties this supervisor to the root supervisor.
     lifeline: Option<Lifeline>,
     /// The bots that were running before the stop and are not back yet.
@@ -171,6 +176,7 @@ impl BotSupervisor {
         let exposure =
             config.max_user_exposure.map(|limit| Arc::new(ExposureBook::new(Some(limit))));
         Ok(Self {
+            indicators: IndicatorBook::new(config.indicator_points),
             exposure,
             repo,
             feeds,

@@ -133,6 +133,7 @@ mod tests {
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: json!({"fast": 5, "slow": 20, "qty": "0.001"}),
+                module_id: None,
             },
             risk: RiskLimits::default(),
             bracket: None,

@@ -154,7 +154,7 @@ mod tests {
             symbol: Symbol::parse("BTCUSDT").unwrap(),
             mode: BotMode::Paper,
             exchange_account_id: None,
-            strategy: StrategySpec { kind: "dca".into(), params: json!({}) },
+            strategy: StrategySpec { kind: "dca".into(), params: json!({}), module_id: None },
             risk: RiskLimits::default(),
             bracket: None,
             paper: PaperSettings::default(),

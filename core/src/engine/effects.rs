@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::strategy::IndicatorUpdate;
 use crate::trading::{Fill, Order, Position};
 
 /// One line of a bot's journal (`GET /bots/{id}/events`, and the owner's live channel).
@@ -70,6 +71,8 @@ pub struct Effects {
     pub paused: Option<String>,
     /// Requests for a live venue, to send once the effects above are durable.
     pub outbound: Vec<Outbound>,
+    /// Indicator values the strategy changed (not journal lines: kept in memory and streamed).
+    pub indicators: Option<IndicatorUpdate>,
 }
 
 /// A request for a live venue.
@@ -91,6 +94,7 @@ impl Effects {
             && self.events.is_empty()
             && self.paused.is_none()
             && self.outbound.is_empty()
+            && self.indicators.is_none()
     }
 
     /// Empties it for reuse.
@@ -100,5 +104,6 @@ impl Effects {
         self.events.clear();
         self.paused = None;
         self.outbound.clear();
+        self.indicators = None;
     }
 }

@@ -35,7 +35,8 @@ pub use state::{BotState, EngineConfig};
 use rust_decimal::Decimal;
 
 use crate::market::MarketEvent;
-use crate::strategy::{Intent, OpenOrderView, Strategy, StrategyContext};
+use crate::strategy::series::SeriesTracker;
+use crate::strategy::{Intent, OpenOrderView, SeriesSpec, Strategy, StrategyContext};
 use crate::trading::paper::{PaperFill, PaperVenue};
 use crate::trading::risk::RiskRejection;
 use crate::trading::{Order, OrderOrigin, OrderRequest, Position, Side};
@@ -64,6 +65,9 @@ pub struct BotEngine {
     /// Most exposure this bot may hold under its owner's limit (the limit less the owner's other
     /// bots), when one is set.
     user_budget: Option<Decimal>,
+    /// The strategy's indicator series, fixed at build.
+    series: Vec<SeriesSpec>,
+    published: SeriesTracker,
 }
 
 impl BotEngine {
@@ -79,6 +83,8 @@ impl BotEngine {
         {
             tracing::warn!(bot_id = config.bot_id, %err, "strategy state does not restore; starting it fresh");
         }
+        let series = strategy.series();
+        let published = SeriesTracker::new(series.len());
         let mut venue = PaperVenue::new(config.paper.clone(), config.filters.clone());
         let open: Vec<Order> = open_orders.into_iter().filter(|o| o.status.is_open()).collect();
         if !config.live {
@@ -98,7 +104,14 @@ impl BotEngine {
             paper_fills: Vec::new(),
             cancel_pending: Vec::new(),
             user_budget: None,
+            series,
+            published,
         }
+    }
+
+    /// The indicator series the strategy publishes.
+    pub fn series(&self) -> &[SeriesSpec] {
+        &self.series
     }
 
     /// The durable state, with the strategy's state saved into it.
@@ -153,8 +166,12 @@ impl BotEngine {
         position + orders
     }
 
-    /// Whether the strategy is called on events.
+    /// Whether the strategy is called on events. Resuming tells the strategy (a failed one may
+    /// start over).
     pub fn set_strategy_active(&mut self, active: bool) {
+        if active && !self.strategy_active {
+            self.strategy.resume();
+        }
         self.strategy_active = active;
     }
 
@@ -184,6 +201,8 @@ impl BotEngine {
             };
             self.strategy.on_event(event, &ctx, &mut self.intents);
             self.run_intents(fx);
+            self.publish_series(now, fx);
+            self.check_strategy(now, fx);
         }
         self.check_daily_loss(now, fx);
     }
@@ -293,6 +312,19 @@ impl BotEngine {
                         // A rejection is recorded on the order; the strategy sees it next call.
                         let _ = self.place(req, OrderOrigin::Strategy, fx);
                     }
+                    Intent::Cancel(id) => {
+                        let mine = self
+                            .open
+                            .iter()
+                            .any(|o| o.id == id && o.origin == OrderOrigin::Strategy);
+                        if mine {
+                            self.cancel_open(id, "canceled by strategy", fx);
+                        }
+                    }
+                    Intent::Log { level, message } => {
+                        let now = self.now();
+                        self.log(now, BotEventKind::Log { level, message }, fx);
+                    }
                     Intent::CancelAll => {
                         let ids: Vec<u64> = self
                             .open
@@ -317,6 +349,32 @@ impl BotEngine {
             "strategy kept reacting to its own fills; intents dropped"
         );
         self.intents.clear();
+    }
+
+    /// Pauses the bot when its strategy has failed (a sandboxed module trapped), with the reason
+    /// in the journal and the effects; it is not called again until the owner resumes it.
+    fn check_strategy(&mut self, now: u64, fx: &mut Effects) {
+        let Some(reason) = self.strategy.failure() else { return };
+        self.strategy_active = false;
+        self.intents.clear();
+        let reason = format!("strategy failed: {reason}");
+        self.log(now, BotEventKind::Log { level: "error".into(), message: reason.clone() }, fx);
+        fx.paused = Some(reason);
+    }
+
+    /// Reports the series values this call changed.
+    fn publish_series(&mut self, now: u64, fx: &mut Effects) {
+        if self.series.is_empty() {
+            return;
+        }
+        let ctx = StrategyContext {
+            position: &self.state.position,
+            open_orders: &self.views,
+            filters: &self.config.filters,
+            now_ms: now,
+        };
+        self.strategy.series_values(&ctx, self.published.slots());
+        fx.indicators = self.published.changes(now);
     }
 
     fn now(&self) -> u64 {

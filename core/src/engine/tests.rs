@@ -599,3 +599,58 @@ fn an_ioc_limit_ends_canceled_with_what_it_could_fill() {
     assert!(engine.open_orders().is_empty());
     assert_eq!(engine.position().qty, d("10"));
 }
+
+#[test]
+fn built_in_strategies_publish_their_series_once_per_changing_call() {
+    use crate::strategy::{Pane, SeriesStyle, StrategySpec, build};
+    let spec: StrategySpec = serde_json::from_value(serde_json::json!({
+        "kind": "ema_cross", "params": {"fast": 2, "slow": 3, "qty": "0.01"}
+    }))
+    .unwrap();
+    let strategy = build(&spec, &filters()).unwrap();
+    let (template, _) = engine(RiskLimits::default(), None);
+    let mut engine = BotEngine::new(template.config.clone(), BotState::default(), strategy, vec![]);
+    let names: Vec<&str> = engine.series().iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["ema_fast", "ema_slow"]);
+    assert!(engine.series().iter().all(|s| s.pane == Pane::Price && s.style == SeriesStyle::Line));
+
+    let mut fx = Effects::default();
+    // fast ready after 2 trades, slow after 3.
+    engine.on_market(&trade("100", 1), &mut fx);
+    assert_eq!(fx.indicators, None);
+    engine.on_market(&trade("102", 2), &mut fx);
+    let update = fx.indicators.take().unwrap();
+    assert_eq!((update.ts, update.values), (2, vec![(0, d("101"))]));
+    engine.on_market(&trade("104", 3), &mut fx);
+    let update = fx.indicators.take().unwrap();
+    // fast: 101 + 2/3 * (104 - 101) = 103; slow: (100 + 102 + 104) / 3 = 102.
+    assert_eq!(update.values, vec![(0, d("103")), (1, d("102"))]);
+    // A quote changes no value: nothing is published.
+    engine.on_market(&quote("103", "104", 4), &mut fx);
+    assert_eq!(fx.indicators, None);
+
+    let rsi: StrategySpec = serde_json::from_value(serde_json::json!({
+        "kind": "rsi", "params": {"period": 2, "oversold": 30, "overbought": 70, "qty": "0.01"}
+    }))
+    .unwrap();
+    let rsi = build(&rsi, &filters()).unwrap().series();
+    assert_eq!(
+        (rsi[0].name.as_str(), rsi[0].pane, rsi[0].min, rsi[0].max),
+        ("rsi", Pane::Own, Some(0.0), Some(100.0))
+    );
+
+    let grid: StrategySpec = serde_json::from_value(serde_json::json!({
+        "kind": "grid", "params": {"lower": "90", "upper": "110", "levels": 3, "qty_per_level": "0.01"}
+    }))
+    .unwrap();
+    let strategy = build(&grid, &filters()).unwrap();
+    let mut engine =
+        BotEngine::new(template.config.clone(), template.state.clone(), strategy, vec![]);
+    assert!(engine.series().iter().all(|s| s.style == SeriesStyle::Level));
+    engine.on_market(&trade("100", 1), &mut fx);
+    let update = fx.indicators.take().unwrap();
+    assert_eq!(update.values, vec![(0, d("90")), (1, d("100")), (2, d("110"))]);
+    // Levels do not move: published once.
+    engine.on_market(&trade("95", 2), &mut fx);
+    assert_eq!(fx.indicators, None);
+}

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::common::{check_range, field, sized, trade_price};
-use super::{Intent, Strategy, StrategyContext};
+use super::{Intent, SeriesSpec, Strategy, StrategyContext};
 use crate::market::MarketEvent;
 use crate::trading::{InstrumentFilters, OrderRequest, Side};
 use crate::validation::FieldError;
@@ -91,6 +91,25 @@ impl Strategy for Dca {
         let Some(qty) = self.params.quote_amount.checked_div(price) else { return };
         if let Some(qty) = sized(qty, price, ctx.filters) {
             out.push(Intent::Place(OrderRequest::market(Side::Buy, qty)));
+        }
+    }
+
+    /// DCA buys at market on a schedule, so it has no buy price to show; what it waits for
+    /// while it holds is the take-profit price.
+    fn series(&self) -> Vec<SeriesSpec> {
+        vec![SeriesSpec::price_level("take_profit")]
+    }
+
+    fn series_values(&self, ctx: &StrategyContext<'_>, out: &mut [Option<Decimal>]) {
+        if let [target, ..] = out
+            && ctx.position.qty > Decimal::ZERO
+        {
+            let hundred = Decimal::ONE_HUNDRED;
+            *target = ctx
+                .position
+                .avg_entry_price
+                .checked_mul(hundred + self.params.take_profit_pct)
+                .map(|x| ctx.filters.round_price(x / hundred));
         }
     }
 

@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{check_qty, check_range, field, sized, trade_price};
 use super::indicators::Ema;
-use super::{Intent, Strategy, StrategyContext};
+use super::series::value_of;
+use super::{Intent, SeriesSpec, Strategy, StrategyContext};
 use crate::market::MarketEvent;
 use crate::trading::{InstrumentFilters, OrderRequest, Side};
 use crate::validation::FieldError;
@@ -74,6 +75,17 @@ impl Strategy for EmaCross {
             if qty > Decimal::ZERO {
                 out.push(Intent::Place(OrderRequest::market(Side::Sell, qty)));
             }
+        }
+    }
+
+    fn series(&self) -> Vec<SeriesSpec> {
+        vec![SeriesSpec::price_line("ema_fast"), SeriesSpec::price_line("ema_slow")]
+    }
+
+    fn series_values(&self, _ctx: &StrategyContext<'_>, out: &mut [Option<Decimal>]) {
+        if let [fast, slow, ..] = out {
+            *fast = self.fast.value().and_then(value_of);
+            *slow = self.slow.value().and_then(value_of);
         }
     }
 

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::common::{check_qty, check_range, field, sized, trade_price};
-use super::{Intent, Strategy, StrategyContext};
+use super::{Intent, SeriesSpec, Strategy, StrategyContext};
 use crate::market::MarketEvent;
 use crate::trading::{Fill, InstrumentFilters, OrderRequest, Side};
 use crate::validation::FieldError;
@@ -118,6 +118,18 @@ impl Strategy for Grid {
             }
             Side::Sell if level >= 1 => self.place(Side::Buy, level - 1, fill.qty, ctx, out),
             _ => {}
+        }
+    }
+
+    fn series(&self) -> Vec<SeriesSpec> {
+        (0..self.params.levels)
+            .map(|i| SeriesSpec::price_level(format!("grid_level_{i}")))
+            .collect()
+    }
+
+    fn series_values(&self, _ctx: &StrategyContext<'_>, out: &mut [Option<Decimal>]) {
+        for (slot, price) in out.iter_mut().zip(&self.prices) {
+            *slot = Some(*price);
         }
     }
 

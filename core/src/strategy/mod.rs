@@ -28,6 +28,15 @@ pub enum Intent {
     Place(OrderRequest),
     /// Cancel every open order this strategy placed.
     CancelAll,
+    /// Cancel one open order this strategy placed (by id; anything else is ignored).
+    Cancel(u64),
+    /// Write a line to the bot's journal.
+    Log {
+        /// `info`, `warn` or `error`.
+        level: String,
+        /// The message.
+        message: String,
+    },
 }
 
 /// One of the bot's open orders, as a strategy sees it.
@@ -76,15 +85,39 @@ pub trait Strategy: Send + std::fmt::Debug {
     /// # Errors
     /// When the value is not such a state; the bot then starts the strategy fresh.
     fn restore(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error>;
+
+    /// The indicator series this strategy publishes, fixed once built (see [`series`]).
+    fn series(&self) -> Vec<SeriesSpec> {
+        Vec::new()
+    }
+
+    /// Writes the latest value of each series into `out` (one slot per [`Strategy::series`]
+    /// entry, all `None` on entry); a slot left `None` has no value yet.
+    fn series_values(&self, ctx: &StrategyContext<'_>, out: &mut [Option<Decimal>]) {
+        let _ = (ctx, out);
+    }
+
+    /// Why the strategy cannot go on, once it cannot (a sandboxed module that trapped): the
+    /// engine then pauses the bot with this reason instead of calling it again.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+
+    /// The owner resumed the bot: a failed strategy may start over from its last saved state.
+    fn resume(&mut self) {}
 }
 
 /// A strategy as the API names it: `{"kind": "ema_cross", "params": {...}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StrategySpec {
-    /// `ema_cross`, `rsi`, `grid` or `dca`.
-    #[schema(pattern = "^(ema_cross|rsi|grid|dca)$", example = "ema_cross")]
+    /// `ema_cross`, `rsi`, `grid`, `dca`, or `wasm` (an uploaded module, `module_id`).
+    #[schema(pattern = "^(ema_cross|rsi|grid|dca|wasm)$", example = "ema_cross")]
     pub kind: String,
+    /// The uploaded module a `wasm` strategy runs (`POST /strategies`); only with `wasm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64, format = Int64)]
+    pub module_id: Option<u64>,
     /// The kind's parameters, by name (an object; its keys depend on `kind`).
     #[serde(default)]
     pub params: serde_json::Value,
@@ -96,8 +129,11 @@ pub mod ema_cross;
 pub mod grid;
 pub mod indicators;
 pub mod rsi;
+pub mod series;
 #[cfg(test)]
 pub(crate) mod testing;
+
+pub use series::{IndicatorUpdate, Pane, SeriesSpec, SeriesStyle};
 
 use crate::validation::FieldError;
 

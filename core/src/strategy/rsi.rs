@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{check_qty, check_range, field, sized, trade_price};
 use super::indicators::Rsi;
-use super::{Intent, Strategy, StrategyContext};
+use super::series::value_of;
+use super::{Intent, SeriesSpec, Strategy, StrategyContext};
 use crate::market::MarketEvent;
 use crate::trading::{InstrumentFilters, OrderRequest, Side};
 use crate::validation::FieldError;
@@ -80,6 +81,16 @@ impl Strategy for RsiStrategy {
             if qty > Decimal::ZERO {
                 out.push(Intent::Place(OrderRequest::market(Side::Sell, qty)));
             }
+        }
+    }
+
+    fn series(&self) -> Vec<SeriesSpec> {
+        vec![SeriesSpec::own_line("rsi", Some(0.0), Some(100.0))]
+    }
+
+    fn series_values(&self, _ctx: &StrategyContext<'_>, out: &mut [Option<Decimal>]) {
+        if let [rsi, ..] = out {
+            *rsi = self.rsi.value().and_then(value_of);
         }
     }
 

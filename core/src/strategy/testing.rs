@@ -117,6 +117,8 @@ impl<S: Strategy> Harness<S> {
                     }
                 }
                 Intent::CancelAll => self.open.clear(),
+                Intent::Cancel(id) => self.open.retain(|o| o.id != id),
+                Intent::Log { .. } => {}
             }
         }
         asked

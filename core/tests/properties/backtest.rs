@@ -13,7 +13,7 @@ use crate::{Tick, events, filters, replay, tick};
 
 /// A built-in strategy with valid parameters that make it trade on a walk around 100.00.
 fn strategy() -> impl Strategy<Value = StrategySpec> {
-    let spec = |kind: &str, params| StrategySpec { kind: kind.into(), params };
+    let spec = |kind: &str, params| StrategySpec { kind: kind.into(), params, module_id: None };
     prop_oneof![
         (1u32..=8, 1u32..=20, 1i64..=50).prop_map(move |(fast, more, qty)| spec(
             "ema_cross",

@@ -18,6 +18,7 @@ fn spec(files: Vec<PathBuf>) -> JobSpec {
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: serde_json::json!({"fast": 5, "slow": 20, "qty": "0.001"}),
+                module_id: None,
             },
             filters: Instrument::for_symbol(symbol.clone()).filters(),
             risk: RiskLimits::default(),

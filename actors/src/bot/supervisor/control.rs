@@ -4,7 +4,7 @@
 
 use actix::prelude::*;
 
-use super::messages::{ControlBot, ForBot, GetLiveBot, KillReport, KillSwitch};
+use super::messages::{ControlBot, ForBot, GetIndicators, GetLiveBot, KillReport, KillSwitch};
 use super::{BOT_DEADLINE, BotError, BotSupervisor, now_ms};
 use crate::bot::actor::{CancelOutcome, GetLive, SetPaused};
 use crate::mailbox::Ask;
@@ -124,6 +124,16 @@ impl Handler<Ask<GetLiveBot>> for BotSupervisor {
                     replier.send(answer.map(|live| (record, Some(live))).map_err(BotError::from));
                 }),
         );
+    }
+}
+
+impl Handler<Ask<GetIndicators>> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<GetIndicators>, _: &mut Context<Self>) {
+        let (GetIndicators { user_id, bot_id, since, limit }, replier) = ask.into_parts();
+        replier
+            .send(self.owned(user_id, bot_id).map(|_| self.indicators.view(bot_id, since, limit)));
     }
 }
 

@@ -68,6 +68,7 @@ impl Handler<Ask<DeleteBot>> for BotSupervisor {
         }
         self.bots.remove(&bot_id);
         self.restarts.remove(&bot_id);
+        self.indicators.remove(bot_id);
         let store = self.repo.store().clone();
         ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
             replier.send(done.map_err(BotError::from));

@@ -75,6 +75,7 @@ impl BotSupervisor {
             sessions: self.config.sessions.clone(),
             mailbox: self.config.bot_mailbox,
             start_reason: why,
+            indicators: self.indicators.clone(),
             exposure: self
                 .exposure
                 .as_ref()

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::BotError;
 use crate::bot::actor::{LiveView, OrderCancel, TradeCommand, TradeOutcome};
+use crate::bot::indicators::IndicatorsView;
 use crate::mailbox::Query;
 use keel_core::bot::{BotId, BotRecord, Control, UserId};
 
@@ -87,6 +88,20 @@ pub struct GetLiveBot {
     pub bot_id: BotId,
 }
 query!(GetLiveBot => Result<(BotRecord, Option<LiveView>), BotError>);
+
+/// A bot's indicator series and their recent points.
+#[derive(Debug, Clone, Copy)]
+pub struct GetIndicators {
+    /// Owner.
+    pub user_id: UserId,
+    /// Bot.
+    pub bot_id: BotId,
+    /// Points at or after this event time (ms).
+    pub since: u64,
+    /// Most points per series (the newest).
+    pub limit: usize,
+}
+query!(GetIndicators => Result<IndicatorsView, BotError>);
 
 /// Stops every bot of a user, canceling their orders, and optionally flattens them.
 #[derive(Debug, Clone, Copy)]
