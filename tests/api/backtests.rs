@@ -469,6 +469,8 @@ async fn backtests_survive_a_restart_queued_ones_run_a_running_one_runs_again_re
     let res = app.call(Method::GET, &path(finished), Some(&token)).await;
     assert_error(res, 404, "BACKTEST_NOT_FOUND").await;
     app.stop.stop();
+}
+
 #[test]
 fn keel_backtest_runs_a_wasm_module_like_the_built_in_it_mirrors() {
     let module = concat!(

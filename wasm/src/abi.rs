@@ -317,7 +317,7 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>> {
             let qty = decimal(qty_m, qty_s)?;
             let order_type = match kind {
                 0 => OrderType::Market,
-                1 => OrderType::Limit { price: decimal(price_m, price_s)? },
+                1 => OrderType::limit(decimal(price_m, price_s)?),
                 2 => OrderType::Stop { stop_price: decimal(price_m, price_s)? },
                 other => bail!("keel.place: kind {other} is not 0 (market), 1 (limit) or 2 (stop)"),
             };
