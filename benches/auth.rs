@@ -112,7 +112,8 @@ impl Fixture {
         }
         system.block_on(store.commit()).expect("the store commits");
         let (user_id, session_id) = target.expect("the middle user has sessions");
-        let token = identity.tokens.issue(user_id, session_id).expect("the token signs").token;
+        let token =
+            identity.tokens.issue(user_id, session_id, u64::MAX).expect("the token signs").token;
 
         let protection = Arc::new(keel::http::protect::Protection::new(&settings.protection));
         let state = AppState {
@@ -124,6 +125,7 @@ impl Fixture {
             // No feeds: the extractor never touches them.
             feeds: Arc::default(),
             bots: keel_actors::bot::BotsAddress::default(),
+            bots_view: Default::default(),
             sessions: Default::default(),
             ws_limits: Arc::new(keel::ws::Limits::new(1, 1)),
             protection,

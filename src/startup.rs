@@ -105,14 +105,16 @@ impl Application {
             .await
             .context("starting the runtime")?;
         let identity = Arc::new(Identity::build(&settings, &runtime.store, &secrets.jwt_secret)?);
-        let throttle = identity.throttle.clone();
+        // Weak: the task must not keep the store open after the server stops.
+        let pruned = Arc::downgrade(&identity);
         let protection = Arc::new(http::protect::Protection::new(&settings.protection));
         let limiters = protection.clone();
         actix::spawn(async move {
             let mut every = tokio::time::interval(THROTTLE_PRUNE_INTERVAL);
             loop {
                 every.tick().await;
-                throttle.prune();
+                let Some(identity) = pruned.upgrade() else { break };
+                identity.prune();
                 limiters.prune();
             }
         });
@@ -125,7 +127,8 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let Runtime { store, root, vault, feeds, bots, sessions, sink, backtests } = runtime;
+        let Runtime { store, root, vault, feeds, bots, bots_view, sessions, sink, backtests } =
+            runtime;
         let state = AppState {
             store,
             root,
@@ -134,6 +137,7 @@ impl Application {
             vault,
             feeds,
             bots,
+            bots_view,
             sessions,
             ws_limits,
             protection,

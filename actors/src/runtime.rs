@@ -26,7 +26,7 @@ use keel_venues::routing::OrderRouter;
 use rust_decimal::Decimal;
 
 use crate::backtest::jobs::{Jobs, JobsConfig};
-use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, LiveVenues};
+use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, BotsView, LiveVenues};
 use crate::feed::{FeedAddress, FeedConfig, FeedSpec, ReplayConfig};
 use crate::mailbox::{AskError, ask};
 use crate::record::Recorder;
@@ -160,6 +160,8 @@ pub struct Runtime {
     pub feeds: Arc<BTreeMap<VenueId, FeedAddress>>,
     /// Where the (restartable) bot supervisor currently is.
     pub bots: BotsAddress,
+    /// Each owner's bot list, as the bot supervisor publishes it (read without a message).
+    pub bots_view: BotsView,
     /// Users' sessions (live connections), which bots publish their events to.
     pub sessions: SessionDirectory,
     /// The Postgres sink's state, when it is configured.
@@ -222,6 +224,7 @@ impl Runtime {
         let backtests = Jobs::start(backtests).map_err(RuntimeError::Backtests)?;
         let sessions = SessionDirectory::new(mailboxes.session);
         let bots = BotsAddress::default();
+        let bots_view = BotsView::default();
         let bots_config = BotsConfig {
             policy,
             arbiters: limits.arbiters,
@@ -232,6 +235,7 @@ impl Runtime {
             sessions: sessions.clone(),
             mailbox: mailboxes.bot_supervisor,
             bot_mailbox: mailboxes.bot,
+            view: bots_view.clone(),
         };
         let sink = postgres_sink(sink, &store).await?.map_err(store_error)?;
         let mut repo = BotRepo::new(&store).map_err(store_error)?;
@@ -251,7 +255,17 @@ impl Runtime {
             sink_health = Some(health);
         }
         let root = root.start();
-        Ok(Self { store, root, vault, feeds, bots, sessions, sink: sink_health, backtests })
+        Ok(Self {
+            store,
+            root,
+            vault,
+            feeds,
+            bots,
+            bots_view,
+            sessions,
+            sink: sink_health,
+            backtests,
+        })
     }
 }
 

@@ -44,6 +44,9 @@ pub enum SessionEvent {
     Bot(BotEvents),
     /// Events were lost on the way: close (1013) so the client reconnects and resyncs.
     Overflow,
+    /// These login sessions were revoked (logout, logout everywhere, a password change, account
+    /// deletion): a connection authenticated with one of them closes (4401).
+    Revoked(Arc<[u64]>),
 }
 
 /// Identifies a connection within its session.
@@ -133,12 +136,22 @@ impl Handler<SessionEvent> for SessionActor {
 
     /// `Overflow` from the directory: this session lost events; every connection must resync.
     fn handle(&mut self, msg: SessionEvent, ctx: &mut Context<Self>) {
-        if let SessionEvent::Overflow = msg {
-            for (_, recipient) in self.connections.drain(..) {
-                recipient.do_send(SessionEvent::Overflow);
+        match msg {
+            SessionEvent::Overflow => {
+                for (_, recipient) in self.connections.drain(..) {
+                    recipient.do_send(SessionEvent::Overflow);
+                }
+                self.directory.forget(self.user_id, &ctx.address());
+                ctx.stop();
             }
-            self.directory.forget(self.user_id, &ctx.address());
-            ctx.stop();
+            SessionEvent::Revoked(sessions) => {
+                // Rare and must arrive (a connection left open would outlive its session):
+                // `do_send`. Each connection knows its own login session and decides.
+                for (_, recipient) in &self.connections {
+                    recipient.do_send(SessionEvent::Revoked(sessions.clone()));
+                }
+            }
+            SessionEvent::Bot(events) => self.handle(events, ctx),
         }
     }
 }
@@ -224,6 +237,18 @@ impl SessionDirectory {
                 session.do_send(SessionEvent::Overflow);
             }
             Err(SendError::Closed(_)) => {}
+        }
+    }
+
+    /// Tells the user's connections that these login sessions were revoked; those authenticated
+    /// with one of them close. (Connections also check the revocation list every second, so one
+    /// that was not attached yet closes too.)
+    pub fn revoke(&self, user_id: UserId, sessions: &[u64]) {
+        if sessions.is_empty() {
+            return;
+        }
+        if let Some(session) = self.get(user_id) {
+            session.do_send(SessionEvent::Revoked(sessions.into()));
         }
     }
 

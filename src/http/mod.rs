@@ -109,8 +109,10 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(M::POST, "/auth/login", Public, web::route().to(auth::login)),
         ApiRoute::new(M::POST, "/auth/refresh", Public, web::route().to(auth::refresh)),
         ApiRoute::new(M::POST, "/auth/logout", User, web::route().to(auth::logout)),
+        ApiRoute::new(M::POST, "/auth/logout-all", User, web::route().to(auth::logout_all)),
         ApiRoute::new(M::GET, "/me", User, web::route().to(auth::me)),
         ApiRoute::new(M::DELETE, "/me", User, web::route().to(auth::delete_me)),
+        ApiRoute::new(M::POST, "/me/password", User, web::route().to(auth::change_password)),
         ApiRoute::new(M::POST, "/exchange-accounts", User, web::route().to(accounts::create)),
         ApiRoute::new(M::GET, "/exchange-accounts", User, web::route().to(accounts::list)),
         ApiRoute::new(

@@ -109,7 +109,7 @@ fn exempt(path: &str) -> bool {
 fn bearer_user(state: &AppState, req: &ServiceRequest) -> Option<u64> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
-    state.identity.tokens.verify(token).ok().map(|(user_id, _)| user_id)
+    state.identity.tokens.check(token).ok().map(|verified| verified.user_id)
 }
 
 fn refuse(req: ServiceRequest, error: &ApiError) -> ServiceResponse<BoxBody> {

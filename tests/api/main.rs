@@ -16,6 +16,7 @@ mod postgres;
 mod process;
 mod protection;
 mod restart;
+mod sessions;
 mod sink;
 mod store_fixture;
 mod strict_input;

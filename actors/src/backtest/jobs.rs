@@ -314,6 +314,23 @@ impl Jobs {
     }
 }
 
+impl Jobs {
+    /// Cancels every job of `user_id`'s and forgets them all (account deletion). A running job
+    /// stops at its next tick; its result goes nowhere.
+    pub fn forget_user(&self, user_id: u64) -> usize {
+        let mut jobs = lock(&self.shared.jobs);
+        let before = jobs.len();
+        jobs.retain(|_, job| {
+            if job.user_id != user_id {
+                return true;
+            }
+            job.cancel.store(true, Ordering::Relaxed);
+            false
+        });
+        before - jobs.len()
+    }
+}
+
 /// Forgets `user_id`'s oldest finished jobs beyond `keep`.
 fn forget_old(jobs: &mut HashMap<JobId, Arc<Job>>, user_id: u64, keep: usize) {
     let mut finished: Vec<JobId> = jobs

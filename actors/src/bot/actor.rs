@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 pub use self::messages::{
-    BotPaused, BotReconciled, GetLive, LiveView, SetPaused, StopBot, TradeCommand, TradeError,
-    TradeOutcome,
+    BotPaused, BotReconciled, GetLive, LiveView, SetPaused, StopBot, Stopped, TradeCommand,
+    TradeError, TradeOutcome,
 };
 use self::persist::AfterFlush;
 use super::live::LiveLink;

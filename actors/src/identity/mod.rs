@@ -8,7 +8,7 @@ mod sessions;
 mod users;
 
 pub use password::{PasswordHasher, PasswordPolicy, hash_password_blocking, validate_password};
-pub use sessions::{RefreshToken, SessionRecord, Sessions};
+pub use sessions::{MAX_TOKEN_WINDOW, RefreshToken, SessionRecord, Sessions};
 pub use users::{UserRecord, Users, normalize_email};
 
 use crate::store::StoreError;

@@ -7,7 +7,7 @@ use actix::prelude::*;
 
 use super::BotActor;
 use super::messages::{
-    GetLive, LiveView, SetPaused, StopBot, TradeCommand, TradeError, TradeOutcome,
+    GetLive, LiveView, SetPaused, StopBot, Stopped, TradeCommand, TradeError, TradeOutcome,
 };
 use crate::bot::live::execute;
 use crate::mailbox::Ask;
@@ -84,12 +84,13 @@ impl Handler<Ask<StopBot>> for BotActor {
             &mut self.fx,
         );
         self.args.lifeline.stopped_on_request();
-        let reply = move |durable| {
-            replier.send(if durable { Ok(canceled) } else { Err(TradeError::Store) });
+        let reply = move |durable, still_open| {
+            let stopped = Stopped { canceled, still_open };
+            replier.send(if durable { Ok(stopped) } else { Err(TradeError::Store) });
         };
         let Some(link) = self.args.live.clone() else {
             self.persist(ctx, None);
-            self.stop_after_flush(ctx, reply);
+            self.stop_after_flush(ctx, move |durable| reply(durable, Vec::new()));
             return;
         };
         // Live: the cancels (and the flattening order) are sent and answered before stopping.
@@ -108,7 +109,16 @@ impl Handler<Ask<StopBot>> for BotActor {
             .into_actor(self)
             .map(move |results, act, ctx| {
                 act.apply_live(results, ctx);
-                act.stop_after_flush(ctx, reply);
+                // What the venue did not confirm canceled (armed stops never left Keel).
+                let still_open: Vec<_> = act
+                    .args
+                    .engine
+                    .open_orders()
+                    .iter()
+                    .filter(|o| !keel_core::engine::is_armed_stop(o))
+                    .cloned()
+                    .collect();
+                act.stop_after_flush(ctx, move |durable| reply(durable, still_open));
             }),
         );
     }

@@ -68,7 +68,17 @@ pub struct StopBot {
     pub flatten: bool,
 }
 impl Query for StopBot {
-    type Answer = Result<usize, TradeError>;
+    type Answer = Result<Stopped, TradeError>;
+}
+
+/// What stopping a bot did to its orders.
+#[derive(Debug, Clone, Default)]
+pub struct Stopped {
+    /// Orders whose cancel was recorded (for a live bot: sent to the venue).
+    pub canceled: usize,
+    /// Live orders still open after their cancels were sent: the venue refused or did not
+    /// answer. They may still be working on the exchange.
+    pub still_open: Vec<Order>,
 }
 
 /// What a running bot reports for the read endpoints.

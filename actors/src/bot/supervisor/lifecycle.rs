@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use super::relaunch::Relaunch;
 use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
-use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, StopBot};
+use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, StopBot, Stopped};
 use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
 use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
@@ -91,7 +91,7 @@ impl BotSupervisor {
         bot_id: BotId,
         flatten: bool,
         ctx: &mut Context<Self>,
-        reply: impl FnOnce(Result<(BotRecord, usize), BotError>) + 'static,
+        reply: impl FnOnce(Result<(BotRecord, Stopped), BotError>) + 'static,
     ) {
         // Stopped by its owner: no longer expected back.
         self.relaunch_gave_up(bot_id);
@@ -105,7 +105,7 @@ impl BotSupervisor {
             record.status = BotStatus::Stopped;
             record.status_reason = None;
             record.updated_ts = now_ms();
-            return self.save_then(record, ctx, move |r| reply(r.map(|r| (r, 0))));
+            return self.save_then(record, ctx, move |r| reply(r.map(|r| (r, Stopped::default()))));
         };
         self.busy.insert(bot_id, ());
         let addr = running.addr;
@@ -114,8 +114,8 @@ impl BotSupervisor {
                 .into_actor(self)
                 .map(move |answer, act, ctx| {
                     act.busy.remove(&bot_id);
-                    let canceled = match answer {
-                        Ok(Ok(n)) => n,
+                    let stopped = match answer {
+                        Ok(Ok(stopped)) => stopped,
                         Ok(Err(err)) => return reply(Err(err.into())),
                         Err(err) => return reply(Err(err.into())),
                     };
@@ -125,7 +125,7 @@ impl BotSupervisor {
                     record.status = BotStatus::Stopped;
                     record.status_reason = None;
                     record.updated_ts = now_ms();
-                    act.save_then(record, ctx, move |r| reply(r.map(|r| (r, canceled))));
+                    act.save_then(record, ctx, move |r| reply(r.map(|r| (r, stopped))));
                 }),
         );
     }
