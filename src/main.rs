@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel::cli::{Cli, Command, StoreCommand, VaultCommand};
+use keel::cli::{AdminCommand, Cli, Command, StoreCommand, VaultCommand};
 use keel::configuration::Settings;
 use keel::startup::Application;
 
@@ -48,6 +48,9 @@ fn main() -> ExitCode {
         Command::Restore(args) => report(keel::backup_cli::restore(&settings, &args)),
         Command::Store(StoreCommand::Seed(args)) => {
             report(keel::store_cli::seed_store(&settings, &args))
+        }
+        Command::Admin(AdminCommand::ResetPassword(args)) => {
+            report(keel::admin_cli::reset_password_command(&settings, &args))
         }
         Command::Backup(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();

@@ -225,3 +225,55 @@ async fn deleting_an_account_stops_its_bots_and_leaves_nothing_of_it_in_the_stor
     assert_eq!(rows_with_prefix(&store, trees::USERS, &id_key(stays.user_id)), 1);
     assert_eq!(rows_with_prefix(&store, trees::BOTS, &id_key(theirs)), 1);
 }
+
+/// `keel admin reset-password` on the stopped Keel's store, retried while the store is still
+/// being released.
+async fn reset(
+    app: &TestApp,
+    email: &str,
+    password: Option<&str>,
+) -> anyhow::Result<keel::admin_cli::Reset> {
+    let settings = keel_testkit::test_settings(app.data_dir.path());
+    let args = ResetPasswordArgs { email: email.into(), password_stdin: false, store: None };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let given = password.map(|p| secrecy::SecretString::from(p.to_owned()));
+        match keel::admin_cli::reset_password(&settings, &args, given) {
+            Err(err) if format!("{err:#}").contains("lock") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+use keel::cli::ResetPasswordArgs;
+
+#[actix_web::test]
+async fn an_operator_password_reset_ends_every_session_of_the_account() {
+    let app = spawn_app().await;
+    let user = app.register("forgot@example.com").await;
+    let laptop = second_session(&app, "forgot@example.com", PASSWORD).await;
+    let other = app.register("unaffected@example.com").await;
+    app.stop.stop();
+
+    let err = reset(&app, "nobody@example.com", Some(NEW_PASSWORD)).await.unwrap_err();
+    assert!(format!("{err:#}").contains("no account"), "{err:#}");
+    let err = reset(&app, "forgot@example.com", Some("short")).await.unwrap_err();
+    assert!(format!("{err:#}").contains("at least 12"), "{err:#}");
+    let done = reset(&app, " Forgot@Example.com ", None).await.unwrap();
+    assert_eq!(done.user_id, user.user_id);
+    assert_eq!(done.sessions_ended, 2);
+    let generated = done.generated.expect("a password is generated without --password-stdin");
+
+    let app = app.restart_with(|_| {}).await;
+    for tokens in [&user, &laptop] {
+        assert_eq!(app.me_status(&tokens.access).await, 401);
+        assert_eq!(refresh_status(&app, &tokens.refresh).await, 401);
+    }
+    assert_eq!(app.me_status(&other.access).await, 200);
+    assert_error(app.login("forgot@example.com", PASSWORD).await, 401, "UNAUTHORIZED").await;
+    use secrecy::ExposeSecret as _;
+    let res = app.login("forgot@example.com", generated.expose_secret()).await;
+    assert_eq!(res.status().as_u16(), 200);
+}
