@@ -82,6 +82,7 @@ impl Fixture {
                 settings.auth.login_attempts_per_minute_per_account,
                 settings.auth.login_attempts_per_minute_per_ip,
             ),
+            invites: keel_actors::identity::Invites::new(&store).expect("the invites tree opens"),
             refresh_ttl: Duration::from_secs(settings.auth.refresh_ttl_secs),
         };
 

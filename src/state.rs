@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::Addr;
 use keel_actors::bot::{BotSupervisor, BotsAddress, BotsView};
 use keel_actors::feed::FeedAddress;
-use keel_actors::identity::{PasswordHasher, Sessions, Users};
+use keel_actors::identity::{Invites, PasswordHasher, Sessions, Users};
 use keel_actors::session::SessionDirectory;
 use keel_actors::sink::SinkHealth;
 use keel_actors::store::Store;
@@ -87,8 +87,10 @@ pub struct Identity {
     pub sessions: Sessions,
     /// Argon2id off the worker threads.
     pub hasher: PasswordHasher,
-    /// Login throttling.
+    /// Login and registration throttling.
     pub throttle: LoginThrottle,
+    /// Registration invites.
+    pub invites: Invites,
     /// Session lifetime.
     pub refresh_ttl: Duration,
 }
@@ -127,7 +129,9 @@ impl Identity {
             throttle: LoginThrottle::new(
                 auth.login_attempts_per_minute_per_account,
                 auth.login_attempts_per_minute_per_ip,
-            ),
+            )
+            .with_registrations(auth.registrations_per_hour_per_ip),
+            invites: Invites::new(store)?,
             refresh_ttl: Duration::from_secs(auth.refresh_ttl_secs),
         })
     }

@@ -15,9 +15,10 @@ use super::error::ErrorResponse;
 use super::json::Json;
 use super::{ApiError, FieldError};
 use crate::auth::AuthUser;
+use crate::configuration::Registration;
 use crate::state::AppState;
 
-/// `POST /auth/register` and `POST /auth/login` body.
+/// `POST /auth/login` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -28,6 +29,23 @@ pub struct Credentials {
     /// matches no account).
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     pub(super) password: SecretString,
+}
+
+/// `POST /auth/register` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// The account's email address.
+    #[schema(format = Email, example = "ada@example.com")]
+    email: String,
+    /// 12 to 128 characters.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    password: SecretString,
+    /// An invite from `POST /admin/invites`: required when `auth.registration` is `invite`,
+    /// ignored otherwise.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    invite: Option<SecretString>,
 }
 
 /// `POST /auth/refresh` body.
@@ -88,9 +106,9 @@ pub struct Registered {
 }
 
 /// Validates email and password shape, collecting both problems at once.
-fn check_new_credentials(body: &Credentials) -> Result<String, ApiError> {
-    let email = normalize_email(&body.email);
-    let password = validate_password(&body.password);
+fn check_new_credentials(email: &str, password: &SecretString) -> Result<String, ApiError> {
+    let email = normalize_email(email);
+    let password = validate_password(password);
     let mut details = Vec::new();
     if let Err(message) = &email {
         details.push(FieldError::new("email", message));
@@ -136,11 +154,18 @@ fn token_pair(
 
 /// `POST /auth/register`: creates an account and logs it in.
 ///
+/// Who may register is `auth.registration`: anyone (`open`), the holder of an invite
+/// (`invite`), or no one (`closed`); each client IP may try `auth.registrations_per_hour_per_ip`
+/// times an hour.
+///
 /// # Errors
-/// 422 for a bad email or password, 409 for a taken email, 503 when hashing is saturated.
-#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Credentials,
+/// 403 `REGISTRATION_CLOSED`, `INVITE_REQUIRED` or `INVALID_INVITE`; 422 for a bad email or
+/// password; 409 for a taken email; 429 past the per-IP rate; 503 when hashing is saturated.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = NewAccount,
     responses(
         (status = 201, description = "The account, logged in.", body = Registered),
+        (status = 403, description = "Registration is closed (`REGISTRATION_CLOSED`), or needs \
+            a valid invite (`INVITE_REQUIRED`, `INVALID_INVITE`).", body = ErrorResponse),
         (status = 409, description = "An account with this email exists (`CONFLICT`).",
             body = ErrorResponse),
         (status = 422, description = "Bad email or password (`VALIDATION_FAILED`).",
@@ -148,16 +173,51 @@ fn token_pair(
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
-    body: Json<Credentials>,
+    body: Json<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let email = check_new_credentials(&body)?;
-    let hash = state.identity.hasher.hash(body.password).await?;
-    let user = state.identity.users.create(&email, hash)?;
+    let identity = &state.identity;
+    let mode = state.settings.auth.registration;
+    if mode == Registration::Closed {
+        return Err(forbidden("REGISTRATION_CLOSED", "registration is closed on this server"));
+    }
+    if let Err(wait) = identity.throttle.register(client_ip(&state, &req)) {
+        return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+    }
+    let email = check_new_credentials(&body.email, &body.password)?;
+    let invite = match (mode, body.invite) {
+        (Registration::Invite, None) => {
+            return Err(forbidden("INVITE_REQUIRED", "registration needs an invite"));
+        }
+        (Registration::Invite, Some(token)) => match identity.invites.consume(&token)? {
+            Some(expires_at_ms) => Some((token, expires_at_ms)),
+            None => return Err(forbidden("INVALID_INVITE", "the invite is unknown or expired")),
+        },
+        _ => None,
+    };
+    let created = match identity.hasher.hash(body.password).await {
+        Ok(hash) => identity.users.create(&email, hash),
+        Err(err) => Err(err),
+    };
+    let user = match created {
+        Ok(user) => user,
+        Err(err) => {
+            // The invite was not used up: give it back.
+            if let Some((token, expires_at_ms)) = &invite {
+                identity.invites.restore(token, *expires_at_ms)?;
+            }
+            return Err(err.into());
+        }
+    };
     let tokens = start_session(&state, user.id).await?;
-    tracing::info!(user_id = user.id, "user registered");
+    tracing::info!(user_id = user.id, invited = invite.is_some(), "user registered");
     Ok(HttpResponse::Created().json(Registered { user: UserView::from(&user), tokens }))
+}
+
+fn forbidden(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, code, message)
 }
 
 fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {

@@ -182,7 +182,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(metrics::scrape)))
         // Guarded by `admin.token`, not by user tokens: outside the `/api/v1` route table.
-        .service(web::resource(admin::BACKUP_PATH).route(web::get().to(admin::backup)));
+        .service(web::resource(admin::BACKUP_PATH).route(web::get().to(admin::backup)))
+        .service(web::resource(admin::INVITES_PATH).route(web::post().to(admin::create_invite)));
     let mut scope = web::scope(API_PREFIX);
     let mut routes = api_routes();
     // One resource per path, so a wrong method on a known path answers 405, not 404.

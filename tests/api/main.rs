@@ -15,6 +15,7 @@ mod markets;
 mod postgres;
 mod process;
 mod protection;
+mod registration;
 mod restart;
 mod sessions;
 mod sink;

@@ -57,6 +57,8 @@ pub mod trees {
     /// token has expired, leeway included. Rows past it are pruned, so the tree stays as small
     /// as the revocations of one token lifetime.
     pub const REVOKED_SESSIONS: &str = "revoked_sessions";
+    /// Registration invites, keyed by the BLAKE2b hash of the token (never the token itself).
+    pub const INVITES: &str = "invites";
 
     /// Index of the orders that may still fill: `pair_key(bot, order)` → nothing. Kept in the
     /// transaction that writes `orders` (schema 4), so start-up reads a bot's open orders
