@@ -82,6 +82,7 @@ impl Fixture {
                 settings.auth.login_attempts_per_minute_per_account,
                 settings.auth.login_attempts_per_minute_per_ip,
             ),
+            invites: keel_actors::identity::Invites::new(&store).expect("the invites tree opens"),
             refresh_ttl: Duration::from_secs(settings.auth.refresh_ttl_secs),
         };
 
@@ -112,7 +113,8 @@ impl Fixture {
         }
         system.block_on(store.commit()).expect("the store commits");
         let (user_id, session_id) = target.expect("the middle user has sessions");
-        let token = identity.tokens.issue(user_id, session_id).expect("the token signs").token;
+        let token =
+            identity.tokens.issue(user_id, session_id, u64::MAX).expect("the token signs").token;
 
         let protection = Arc::new(keel::http::protect::Protection::new(&settings.protection));
         let state = AppState {
@@ -124,6 +126,7 @@ impl Fixture {
             // No feeds: the extractor never touches them.
             feeds: Arc::default(),
             bots: keel_actors::bot::BotsAddress::default(),
+            bots_view: Default::default(),
             sessions: Default::default(),
             ws_limits: Arc::new(keel::ws::Limits::new(1, 1, 1)),
             protection,

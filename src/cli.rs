@@ -40,6 +40,31 @@ pub enum Command {
     /// Store tools. Run them with Keel stopped.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Operator tools on users. Run them with Keel stopped.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+/// `keel admin …`.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set a new password for the account with this email and end every session of it (its
+    /// access tokens are refused from the next start on, its refresh tokens never work again).
+    /// Without --password-stdin a random password is generated and printed once.
+    ResetPassword(ResetPasswordArgs),
+}
+
+/// `keel admin reset-password`.
+#[derive(Debug, clap::Args)]
+pub struct ResetPasswordArgs {
+    /// The account's email.
+    pub email: String,
+    /// Read the new password from the first line of standard input instead of generating one.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The store directory; default store.path.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
 }
 
 /// `keel store …`.

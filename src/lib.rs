@@ -4,6 +4,7 @@
 //! store are `keel_actors`; this crate loads configuration, turns HTTP and WebSocket requests
 //! into actor messages and core calls, and runs the process.
 
+pub mod admin_cli;
 pub mod auth;
 pub mod backtest_cli;
 pub mod backup_cli;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use keel::cli::{Cli, Command, StoreCommand, VaultCommand};
+use keel::cli::{AdminCommand, Cli, Command, StoreCommand, VaultCommand};
 use keel::configuration::Settings;
 use keel::startup::Application;
 
@@ -51,6 +51,9 @@ fn main() -> ExitCode {
         }
         Command::Store(StoreCommand::Stats(args)) => {
             report(keel::store_cli::stats(&settings, &args).map(|text| print!("{text}")))
+        }
+        Command::Admin(AdminCommand::ResetPassword(args)) => {
+            report(keel::admin_cli::reset_password_command(&settings, &args))
         }
         Command::Backup(args) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();

@@ -126,14 +126,16 @@ impl Application {
             .await
             .context("starting the runtime")?;
         let identity = Arc::new(Identity::build(&settings, &runtime.store, &secrets.jwt_secret)?);
-        let throttle = identity.throttle.clone();
+        // Weak: the task must not keep the store open after the server stops.
+        let pruned = Arc::downgrade(&identity);
         let protection = Arc::new(http::protect::Protection::new(&settings.protection));
         let limiters = protection.clone();
         actix::spawn(async move {
             let mut every = tokio::time::interval(THROTTLE_PRUNE_INTERVAL);
             loop {
                 every.tick().await;
-                throttle.prune();
+                let Some(identity) = pruned.upgrade() else { break };
+                identity.prune();
                 limiters.prune();
             }
         });
@@ -149,7 +151,8 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let Runtime { store, root, vault, feeds, bots, sessions, sink, backtests } = runtime;
+        let Runtime { store, root, vault, feeds, bots, bots_view, sessions, sink, backtests } =
+            runtime;
         let state = AppState {
             store,
             root,
@@ -158,6 +161,7 @@ impl Application {
             vault,
             feeds,
             bots,
+            bots_view,
             sessions,
             ws_limits,
             protection,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
-use keel_actors::bot::{BotSupervisor, BotsAddress};
+use keel_actors::bot::{BotSupervisor, BotsAddress, BotsView};
 use keel_actors::feed::FeedAddress;
-use keel_actors::identity::{PasswordHasher, Sessions, Users};
+use keel_actors::identity::{Invites, PasswordHasher, Sessions, Users};
 use keel_actors::session::SessionDirectory;
 use keel_actors::sink::SinkHealth;
 use keel_actors::store::Store;
@@ -37,6 +37,8 @@ pub struct AppState {
     pub feeds: Arc<std::collections::BTreeMap<VenueId, FeedAddress>>,
     /// Where the (restartable) bot supervisor currently is.
     pub bots: BotsAddress,
+    /// Each owner's bot list, published by the bot supervisor (`GET /bots` reads it directly).
+    pub bots_view: BotsView,
     /// Users' sessions (live connections), which bots publish their events to.
     pub sessions: SessionDirectory,
     /// WebSocket connection counts and limits.
@@ -85,13 +87,24 @@ pub struct Identity {
     pub sessions: Sessions,
     /// Argon2id off the worker threads.
     pub hasher: PasswordHasher,
-    /// Login throttling.
+    /// Login and registration throttling.
     pub throttle: LoginThrottle,
+    /// Registration invites.
+    pub invites: Invites,
     /// Session lifetime.
     pub refresh_ttl: Duration,
 }
 
 impl Identity {
+    /// Forgets what has timed out: throttle keys whose budget refilled, revocations whose
+    /// tokens have all expired. Called every minute.
+    pub fn prune(&self) {
+        self.throttle.prune();
+        if let Err(err) = self.sessions.prune_revocations() {
+            tracing::warn!(error = %err, "pruning the revocation list failed");
+        }
+    }
+
     /// The identity services over `store`, configured from `[auth]`.
     ///
     /// # Errors
@@ -109,12 +122,16 @@ impl Identity {
         Ok(Self {
             tokens: TokenIssuer::new(auth, jwt_secret),
             users: Users::new(store.clone())?,
-            sessions: Sessions::new(store.clone())?,
+            sessions: Sessions::new(store.clone())?.with_token_window(Duration::from_secs(
+                auth.access_ttl_secs.saturating_add(auth.leeway_secs),
+            )),
             hasher: PasswordHasher::new(concurrency, auth.hash_queue)?,
             throttle: LoginThrottle::new(
                 auth.login_attempts_per_minute_per_account,
                 auth.login_attempts_per_minute_per_ip,
-            ),
+            )
+            .with_registrations(auth.registrations_per_hour_per_ip),
+            invites: Invites::new(store)?,
             refresh_ttl: Duration::from_secs(auth.refresh_ttl_secs),
         })
     }

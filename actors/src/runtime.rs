@@ -26,7 +26,7 @@ use keel_venues::routing::OrderRouter;
 use rust_decimal::Decimal;
 
 use crate::backtest::jobs::{Jobs, JobsConfig};
-use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, DiskSpace, LiveVenues};
+use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, BotsView, DiskSpace, LiveVenues};
 use crate::feed::{FeedAddress, FeedConfig, FeedSpec, ReplayConfig};
 use crate::mailbox::{AskError, ask};
 use crate::record::Recorder;
@@ -169,6 +169,8 @@ pub struct Runtime {
     pub feeds: Arc<BTreeMap<VenueId, FeedAddress>>,
     /// Where the (restartable) bot supervisor currently is.
     pub bots: BotsAddress,
+    /// Each owner's bot list, as the bot supervisor publishes it (read without a message).
+    pub bots_view: BotsView,
     /// Users' sessions (live connections), which bots publish their events to.
     pub sessions: SessionDirectory,
     /// The Postgres sink's state, when it is configured.
@@ -234,6 +236,7 @@ impl Runtime {
             blocking(move || Jobs::open(backtests, jobs_store)).await?.map_err(store_error)?;
         let sessions = SessionDirectory::new(mailboxes.session);
         let bots = BotsAddress::default();
+        let bots_view = BotsView::default();
         let bots_config = BotsConfig {
             policy,
             arbiters: limits.arbiters,
@@ -249,6 +252,7 @@ impl Runtime {
             mailbox: mailboxes.bot_supervisor,
             bot_mailbox: mailboxes.bot,
             indicator_points: limits.indicator_points,
+            view: bots_view.clone(),
         };
         let sink = postgres_sink(sink, &store).await?.map_err(store_error)?;
         let mut repo = BotRepo::new(&store).map_err(store_error)?;
@@ -273,7 +277,17 @@ impl Runtime {
         if retention.is_on() {
             sweep_history(store.downgrade(), retention, sink_health.is_some());
         }
-        Ok(Self { store, root, vault, feeds, bots, sessions, sink: sink_health, backtests })
+        Ok(Self {
+            store,
+            root,
+            vault,
+            feeds,
+            bots,
+            bots_view,
+            sessions,
+            sink: sink_health,
+            backtests,
+        })
     }
 }
 

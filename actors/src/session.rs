@@ -60,6 +60,9 @@ pub enum SessionEvent {
     Indicator(BotIndicator),
     /// Events were lost on the way: close (1013) so the client reconnects and resyncs.
     Overflow,
+    /// These login sessions were revoked (logout, logout everywhere, a password change, account
+    /// deletion): a connection authenticated with one of them closes (4401).
+    Revoked(Arc<[u64]>),
 }
 
 /// Identifies a connection within its session.
@@ -167,12 +170,22 @@ impl Handler<SessionEvent> for SessionActor {
 
     /// `Overflow` from the directory: this session lost events; every connection must resync.
     fn handle(&mut self, msg: SessionEvent, ctx: &mut Context<Self>) {
-        if let SessionEvent::Overflow = msg {
-            for (_, recipient) in self.connections.drain(..) {
-                recipient.do_send(SessionEvent::Overflow);
+        match msg {
+            SessionEvent::Overflow => {
+                for (_, recipient) in self.connections.drain(..) {
+                    recipient.do_send(SessionEvent::Overflow);
+                }
+                self.directory.forget(self.user_id, &ctx.address());
+                ctx.stop();
             }
-            self.directory.forget(self.user_id, &ctx.address());
-            ctx.stop();
+            SessionEvent::Revoked(sessions) => {
+                // Rare and must arrive (a connection left open would outlive its session):
+                // `do_send`. Each connection knows its own login session and decides.
+                for (_, recipient) in &self.connections {
+                    recipient.do_send(SessionEvent::Revoked(sessions.clone()));
+                }
+            }
+            SessionEvent::Bot(events) => self.handle(events, ctx),
         }
     }
 }
@@ -267,6 +280,18 @@ impl SessionDirectory {
         let Some(session) = self.get(user_id) else { return };
         if let Err(SendError::Full(_)) = session.try_send(indicator) {
             metrics::counter!("keel_ws_dropped_total", "channel" => "indicator").increment(1);
+        }
+    }
+
+    /// Tells the user's connections that these login sessions were revoked; those authenticated
+    /// with one of them close. (Connections also check the revocation list every second, so one
+    /// that was not attached yet closes too.)
+    pub fn revoke(&self, user_id: UserId, sessions: &[u64]) {
+        if sessions.is_empty() {
+            return;
+        }
+        if let Some(session) = self.get(user_id) {
+            session.do_send(SessionEvent::Revoked(sessions.into()));
         }
     }
 

@@ -1,8 +1,14 @@
 //! `AuthUser`: the only way a handler learns who is calling.
 //!
-//! It reads `Authorization: Bearer <jwt>`, verifies the token, and checks that its user still
-//! exists and its session is still active (not logged out, not revoked by refresh-token reuse).
-//! Any failure is 401 `UNAUTHORIZED` with `WWW-Authenticate: Bearer`, saying no more.
+//! It reads `Authorization: Bearer <jwt>`, verifies the token ([`TokenIssuer::check`]: a token
+//! this worker thread verified before costs a hash look-up), and checks that its session is not
+//! revoked ([`Sessions::is_revoked`]: one in-memory look-up). No store read: a session that ends
+//! (logout, logout everywhere, a password change, account deletion, refresh-token reuse) is
+//! revoked, and tokens never outlive their session's expiry. Any failure is 401
+//! `UNAUTHORIZED` with `WWW-Authenticate: Bearer`, saying no more.
+//!
+//! [`TokenIssuer::check`]: crate::auth::TokenIssuer::check
+//! [`Sessions::is_revoked`]: keel_actors::identity::Sessions::is_revoked
 
 use std::future::{Ready, ready};
 
@@ -32,20 +38,22 @@ impl AuthUser {
     /// Authenticates a bearer token (also used by the WebSocket `auth` message).
     ///
     /// # Errors
-    /// 401 for a bad, expired or revoked token or a deleted user; 500 if the store fails.
+    /// 401 for a bad or expired token, or one whose session was revoked (which includes every
+    /// session of a deleted account).
     pub fn from_token(state: &AppState, token: &str) -> Result<Self, ApiError> {
-        let (user_id, claims) = state.identity.tokens.verify(token).map_err(|rejected| {
+        let identity = &state.identity;
+        let verified = identity.tokens.check(token).map_err(|rejected| {
             tracing::debug!(reason = %rejected, "access token refused");
             unauthorized("invalid or expired access token")
         })?;
-        let identity = &state.identity;
-        if !identity.users.exists(user_id).map_err(ApiError::internal)? {
-            return Err(unauthorized("invalid or expired access token"));
-        }
-        if !identity.sessions.is_active(user_id, claims.sid).map_err(ApiError::internal)? {
+        if identity.sessions.is_revoked(verified.session_id) {
             return Err(unauthorized("the session has ended; log in again"));
         }
-        Ok(Self { user_id, session_id: claims.sid, expires_at: claims.exp })
+        Ok(Self {
+            user_id: verified.user_id,
+            session_id: verified.session_id,
+            expires_at: verified.expires_at,
+        })
     }
 
     /// The bearer token of a request's `Authorization` header, authenticated, and recorded in

@@ -6,4 +6,4 @@ mod tokens;
 
 pub use extractor::AuthUser;
 pub use throttle::LoginThrottle;
-pub use tokens::{AccessClaims, IssuedToken, TokenIssuer, TokenRejected, now_secs};
+pub use tokens::{AccessClaims, IssuedToken, TokenIssuer, TokenRejected, Verified, now_secs};

@@ -9,7 +9,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// Keyed login limiters.
@@ -17,6 +17,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 pub struct LoginThrottle {
     accounts: Arc<DefaultKeyedRateLimiter<String>>,
     ips: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    registrations: Arc<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 fn per_minute(n: u32) -> Quota {
@@ -29,7 +30,27 @@ impl LoginThrottle {
         Self {
             accounts: Arc::new(RateLimiter::keyed(per_minute(per_account))),
             ips: Arc::new(RateLimiter::keyed(per_minute(per_ip))),
+            registrations: Arc::new(RateLimiter::keyed(per_minute(100))),
         }
+    }
+
+    /// Allows `per_hour` registrations per client IP (with that burst).
+    #[must_use]
+    pub fn with_registrations(mut self, per_hour: u32) -> Self {
+        let quota = Quota::per_hour(NonZeroU32::new(per_hour).unwrap_or(NonZeroU32::MIN));
+        self.registrations = Arc::new(RateLimiter::keyed(quota));
+        self
+    }
+
+    /// Spends one registration of `ip`'s budget; `Err` carries how long to wait.
+    ///
+    /// # Errors
+    /// The wait until the next registration is allowed.
+    pub fn register(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        // An IPv6 address counts by its /64, like every per-address limit.
+        let Some(ip) = ip.map(crate::http::limits::ip_key) else { return Ok(()) };
+        let now = self.registrations.clock().now();
+        self.registrations.check_key(&ip).map_err(|not_until| not_until.wait_time_from(now))
     }
 
     /// Spends one attempt for `email` from `ip` (an IPv6 address by its /64); `Err` carries how
@@ -38,7 +59,7 @@ impl LoginThrottle {
     /// # Errors
     /// The wait until the next attempt is allowed.
     pub fn attempt(&self, email: &str, ip: Option<IpAddr>) -> Result<(), Duration> {
-        let now = DefaultClock::default().now();
+        let now = self.ips.clock().now();
         // An IPv6 address counts by its /64, like every per-address limit.
         if let Some(ip) = ip.map(crate::http::limits::ip_key)
             && let Err(not_until) = self.ips.check_key(&ip)
@@ -54,6 +75,7 @@ impl LoginThrottle {
     pub fn prune(&self) {
         self.accounts.retain_recent();
         self.ips.retain_recent();
+        self.registrations.retain_recent();
     }
 }
 
@@ -71,6 +93,17 @@ mod tests {
         let wait = throttle.attempt("a@example.com", ip).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60), "{wait:?}");
         assert!(throttle.attempt("b@example.com", ip).is_ok());
+    }
+
+    #[test]
+    fn registrations_are_limited_per_ip() {
+        let throttle = LoginThrottle::new(5, 20).with_registrations(2);
+        let ip = Some("10.0.0.9".parse().unwrap());
+        assert!(throttle.register(ip).is_ok());
+        assert!(throttle.register(ip).is_ok());
+        let wait = throttle.register(ip).unwrap_err();
+        assert!(wait > Duration::from_secs(60), "{wait:?}");
+        assert!(throttle.register(Some("10.0.0.10".parse().unwrap())).is_ok());
     }
 
     #[test]

@@ -33,6 +33,25 @@ pub struct AuthSettings {
     pub hash_concurrency: usize,
     /// Password hashes allowed to wait.
     pub hash_queue: usize,
+    /// Who may register: `open` (anyone), `invite` (with an invite from `POST /admin/invites`)
+    /// or `closed` (no one).
+    pub registration: Registration,
+    /// Registrations per hour per client IP (refused ones count too).
+    pub registrations_per_hour_per_ip: u32,
+    /// How long an invite stays valid, seconds.
+    pub invite_ttl_secs: u64,
+}
+
+/// `auth.registration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Registration {
+    /// Anyone may register.
+    Open,
+    /// Only with a valid invite.
+    Invite,
+    /// No one may register.
+    Closed,
 }
 
 impl AuthSettings {
@@ -67,6 +86,12 @@ impl AuthSettings {
         }
         if self.login_attempts_per_minute_per_ip == 0 {
             return Err(invalid("auth.login_attempts_per_minute_per_ip", "must be at least 1"));
+        }
+        if self.registrations_per_hour_per_ip == 0 {
+            return Err(invalid("auth.registrations_per_hour_per_ip", "must be at least 1"));
+        }
+        if !(60..=31_536_000).contains(&self.invite_ttl_secs) {
+            return Err(invalid("auth.invite_ttl_secs", "must be between 60 and 31536000"));
         }
         if self.hash_concurrency > 64 {
             return Err(invalid("auth.hash_concurrency", "must be at most 64 (0 = automatic)"));

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 pub use access_log::{AccessLogOutput, AccessLogSettings};
 pub use admin::AdminSettings;
-pub use auth::{AuthSettings, MIN_JWT_SECRET_BYTES};
+pub use auth::{AuthSettings, MIN_JWT_SECRET_BYTES, Registration};
 pub use backtests::BacktestSettings;
 pub use bots::BotsSettings;
 pub use feed::FeedSettings;

@@ -17,6 +17,39 @@ use crate::state::AppState;
 
 /// Path of the backup endpoint.
 pub const BACKUP_PATH: &str = "/admin/backup";
+/// Path of the invite endpoint.
+pub const INVITES_PATH: &str = "/admin/invites";
+
+/// An invite, as `POST /admin/invites` answers it.
+#[derive(Debug, serde::Serialize)]
+struct InviteView {
+    /// The single-use token to hand to the person invited (shown once; only its hash is kept).
+    invite: String,
+    /// When it stops working, RFC 3339 UTC.
+    expires_at: String,
+}
+
+/// `POST /admin/invites`: a single-use registration invite, valid `auth.invite_ttl_secs`, for
+/// `auth.registration = "invite"` (docs/SECURITY.md, "Registration").
+///
+/// # Errors
+/// 403 without `admin.token` configured, 401 without it presented, 500 if the store fails.
+pub async fn create_invite(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authorize(&req, &state)?;
+    let ttl = std::time::Duration::from_secs(state.settings.auth.invite_ttl_secs);
+    let (token, expires_at_ms) = state.identity.invites.create(ttl)?;
+    state.store.commit().await?;
+    let expires = std::time::UNIX_EPOCH + std::time::Duration::from_millis(expires_at_ms);
+    tracing::info!("registration invite created");
+    Ok(HttpResponse::Created().json(InviteView {
+        invite: token.expose_secret().to_owned(),
+        expires_at: humantime::format_rfc3339_seconds(expires).to_string(),
+    }))
+}
+
 /// Bytes per chunk streamed to the client.
 const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks buffered between the file reader and the connection.

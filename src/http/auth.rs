@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use keel_actors::bot::supervisor::{RemoveUserBots, RemovedBots};
 use keel_actors::identity::{IdentityError, UserRecord, normalize_email, validate_password};
 use keel_actors::mailbox::ask;
 use keel_actors::vault::RemoveUserCredentials;
@@ -14,9 +15,10 @@ use super::error::ErrorResponse;
 use super::json::Json;
 use super::{ApiError, FieldError};
 use crate::auth::AuthUser;
+use crate::configuration::Registration;
 use crate::state::AppState;
 
-/// `POST /auth/register` and `POST /auth/login` body.
+/// `POST /auth/login` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
@@ -27,6 +29,23 @@ pub struct Credentials {
     /// matches no account).
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     pub(super) password: SecretString,
+}
+
+/// `POST /auth/register` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    /// The account's email address.
+    #[schema(format = Email, example = "ada@example.com")]
+    email: String,
+    /// 12 to 128 characters.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    password: SecretString,
+    /// An invite from `POST /admin/invites`: required when `auth.registration` is `invite`,
+    /// ignored otherwise.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
+    invite: Option<SecretString>,
 }
 
 /// `POST /auth/refresh` body.
@@ -87,9 +106,9 @@ pub struct Registered {
 }
 
 /// Validates email and password shape, collecting both problems at once.
-fn check_new_credentials(body: &Credentials) -> Result<String, ApiError> {
-    let email = normalize_email(&body.email);
-    let password = validate_password(&body.password);
+fn check_new_credentials(email: &str, password: &SecretString) -> Result<String, ApiError> {
+    let email = normalize_email(email);
+    let password = validate_password(password);
     let mut details = Vec::new();
     if let Err(message) = &email {
         details.push(FieldError::new("email", message));
@@ -118,7 +137,11 @@ fn token_pair(
     refresh: SecretString,
     session_expires_at_ms: u64,
 ) -> Result<TokenPair, ApiError> {
-    let access = state.identity.tokens.issue(user_id, session_id).map_err(ApiError::internal)?;
+    let access = state
+        .identity
+        .tokens
+        .issue(user_id, session_id, session_expires_at_ms)
+        .map_err(ApiError::internal)?;
     let now = keel_actors::identity::now_ms();
     Ok(TokenPair {
         access_token: access.token,
@@ -131,11 +154,18 @@ fn token_pair(
 
 /// `POST /auth/register`: creates an account and logs it in.
 ///
+/// Who may register is `auth.registration`: anyone (`open`), the holder of an invite
+/// (`invite`), or no one (`closed`); each client IP may try `auth.registrations_per_hour_per_ip`
+/// times an hour.
+///
 /// # Errors
-/// 422 for a bad email or password, 409 for a taken email, 503 when hashing is saturated.
-#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = Credentials,
+/// 403 `REGISTRATION_CLOSED`, `INVITE_REQUIRED` or `INVALID_INVITE`; 422 for a bad email or
+/// password; 409 for a taken email; 429 past the per-IP rate; 503 when hashing is saturated.
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = NewAccount,
     responses(
         (status = 201, description = "The account, logged in.", body = Registered),
+        (status = 403, description = "Registration is closed (`REGISTRATION_CLOSED`), or needs \
+            a valid invite (`INVITE_REQUIRED`, `INVALID_INVITE`).", body = ErrorResponse),
         (status = 409, description = "An account with this email exists (`CONFLICT`).",
             body = ErrorResponse),
         (status = 422, description = "Bad email or password (`VALIDATION_FAILED`).",
@@ -143,16 +173,51 @@ fn token_pair(
     ))]
 #[tracing::instrument(skip_all)]
 pub async fn register(
+    req: HttpRequest,
     state: web::Data<AppState>,
-    body: Json<Credentials>,
+    body: Json<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let email = check_new_credentials(&body)?;
-    let hash = state.identity.hasher.hash(body.password).await?;
-    let user = state.identity.users.create(&email, hash)?;
+    let identity = &state.identity;
+    let mode = state.settings.auth.registration;
+    if mode == Registration::Closed {
+        return Err(forbidden("REGISTRATION_CLOSED", "registration is closed on this server"));
+    }
+    if let Err(wait) = identity.throttle.register(client_ip(&state, &req)) {
+        return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+    }
+    let email = check_new_credentials(&body.email, &body.password)?;
+    let invite = match (mode, body.invite) {
+        (Registration::Invite, None) => {
+            return Err(forbidden("INVITE_REQUIRED", "registration needs an invite"));
+        }
+        (Registration::Invite, Some(token)) => match identity.invites.consume(&token)? {
+            Some(expires_at_ms) => Some((token, expires_at_ms)),
+            None => return Err(forbidden("INVALID_INVITE", "the invite is unknown or expired")),
+        },
+        _ => None,
+    };
+    let created = match identity.hasher.hash(body.password).await {
+        Ok(hash) => identity.users.create(&email, hash),
+        Err(err) => Err(err),
+    };
+    let user = match created {
+        Ok(user) => user,
+        Err(err) => {
+            // The invite was not used up: give it back.
+            if let Some((token, expires_at_ms)) = &invite {
+                identity.invites.restore(token, *expires_at_ms)?;
+            }
+            return Err(err.into());
+        }
+    };
     let tokens = start_session(&state, user.id).await?;
-    tracing::info!(user_id = user.id, "user registered");
+    tracing::info!(user_id = user.id, invited = invite.is_some(), "user registered");
     Ok(HttpResponse::Created().json(Registered { user: UserView::from(&user), tokens }))
+}
+
+fn forbidden(code: &'static str, message: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, code, message)
 }
 
 fn client_ip(state: &AppState, req: &HttpRequest) -> Option<IpAddr> {
@@ -224,7 +289,8 @@ pub async fn refresh(
     Ok(HttpResponse::Ok().json(tokens))
 }
 
-/// `POST /auth/logout`: ends the caller's session; its access and refresh tokens stop working.
+/// `POST /auth/logout`: ends the caller's session; its access and refresh tokens stop working,
+/// and WebSockets authenticated with it close (4401).
 ///
 /// # Errors
 /// 401 without a valid token.
@@ -233,6 +299,92 @@ pub async fn refresh(
 pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.identity.sessions.revoke(user.user_id, user.session_id, "logout")?;
     state.store.commit().await?;
+    state.sessions.revoke(user.user_id, &[user.session_id]);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /auth/logout-all`: ends every session of the caller's, this one included ("sign out
+/// everywhere").
+///
+/// # Errors
+/// 401 without a valid token.
+#[utoipa::path(post, path = "/auth/logout-all", tag = "auth",
+    responses((status = 204, description = "Every session of the account is over.")))]
+pub async fn logout_all(
+    user: AuthUser,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let revoked = state.identity.sessions.revoke_all(user.user_id, None, "logout everywhere")?;
+    state.store.commit().await?;
+    state.sessions.revoke(user.user_id, &revoked);
+    tracing::info!(user_id = user.user_id, sessions = revoked.len(), "signed out everywhere");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /me/password` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    /// The account's password now.
+    #[schema(value_type = String, format = Password, max_length = 128)]
+    current_password: SecretString,
+    /// The new password, 12 to 128 characters.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
+    new_password: SecretString,
+}
+
+/// `POST /me/password`: changes the password and ends every other session of the account (the
+/// caller's stays).
+///
+/// Attempts spend the login throttle's budget (per account and per IP), so a stolen access
+/// token cannot be used to guess the password.
+///
+/// # Errors
+/// 403 `WRONG_PASSWORD` when `current_password` is wrong, 422 for a new password that breaks the
+/// rules, 429 when throttled, 503 when hashing is saturated.
+#[utoipa::path(post, path = "/me/password", tag = "auth", request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Changed; every other session is over."),
+        (status = 403, description = "`current_password` is wrong (`WRONG_PASSWORD`).",
+            body = ErrorResponse),
+    ))]
+#[tracing::instrument(skip_all, fields(user_id = user.user_id))]
+pub async fn change_password(
+    req: HttpRequest,
+    user: AuthUser,
+    state: web::Data<AppState>,
+    body: Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if let Err(message) = validate_password(&body.new_password) {
+        return Err(ApiError::validation(vec![FieldError::new("new_password", message)]));
+    }
+    let identity = &state.identity;
+    let record = identity
+        .users
+        .get(user.user_id)?
+        .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
+    if let Err(wait) = identity.throttle.attempt(&record.email, client_ip(&state, &req)) {
+        metrics::counter!("keel_login_throttled_total").increment(1);
+        return Err(ApiError::rate_limited(wait.as_secs().max(1)));
+    }
+    if !identity.hasher.verify(Some(record.password_hash), body.current_password).await? {
+        metrics::counter!("keel_login_failures_total").increment(1);
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "WRONG_PASSWORD",
+            "current_password is not the account's password",
+        ));
+    }
+    let hash = identity.hasher.hash(body.new_password).await?;
+    if !identity.users.set_password(user.user_id, hash)? {
+        return Err(ApiError::unauthorized("the account no longer exists"));
+    }
+    let revoked =
+        identity.sessions.revoke_all(user.user_id, Some(user.session_id), "password changed")?;
+    state.store.commit().await?;
+    state.sessions.revoke(user.user_id, &revoked);
+    tracing::info!(sessions_ended = revoked.len(), "password changed");
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -251,32 +403,85 @@ pub async fn me(user: AuthUser, state: web::Data<AppState>) -> Result<HttpRespon
     Ok(HttpResponse::Ok().json(UserView::from(&record)))
 }
 
-/// `DELETE /me`: deletes the account, its exchange credentials and its sessions.
+/// What `DELETE /me` did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountDeleted {
+    /// The account's bots: stopped (open orders canceled first) and deleted with their history.
+    bots: RemovedBots,
+    /// Exchange accounts whose secrets were removed from the vault.
+    exchange_accounts_removed: usize,
+    /// Login sessions ended.
+    sessions_ended: usize,
+}
+
+/// `DELETE /me`: deletes the account and everything of it.
+///
+/// In order: every bot is stopped, its open orders canceled first (a live bot's cancels are
+/// sent to the venue and answered before it stops) and deleted with its history; the exchange
+/// accounts' secrets are removed from the vault; every session is revoked (its tokens refused
+/// at once, its WebSockets closed); backtest uploads are removed; then the user record. The
+/// answer lists any live order whose cancel the venue did not confirm: it may still be working
+/// on the exchange. What is kept by design is in docs/SECURITY.md ("Deleting an account").
 ///
 /// # Errors
-/// 401 without a valid token; 503/504 if the vault cannot answer.
+/// 401 without a valid token; 503 `BOTS_NOT_STOPPED` when a bot did not stop in time (nothing
+/// else was deleted: retry); 503/504 if the vault or the bot supervisor cannot answer.
 #[utoipa::path(delete, path = "/me", tag = "auth",
     responses(
-        (status = 204, description = "The account and everything of it is gone."),
-        (status = 504, description = "The vault did not answer in time (`TIMEOUT`).",
-            body = ErrorResponse),
+        (status = 200, description = "The account and everything of it is gone.",
+            body = AccountDeleted),
+        (status = 504, description = "The vault or the bot supervisor did not answer in time \
+            (`TIMEOUT`).", body = ErrorResponse),
     ))]
 pub async fn delete_me(
     user: AuthUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let vault = state.vault()?;
+    let user_id = user.user_id;
+    // Bots first: a live bot needs the vault to sign its cancels. Allow for the bots' own
+    // deadline (5 s to stop) on top of the request timeout.
+    let deadline = state.settings.request_timeout() + std::time::Duration::from_secs(10);
+    let bots = ask(&state.bots()?, RemoveUserBots { user_id }, deadline, "bots").await??;
+    if !bots.failed.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BOTS_NOT_STOPPED",
+            format!("bots {:?} did not stop in time; nothing else was deleted: retry", bots.failed),
+        )
+        .retry_after(5));
+    }
     let removed = ask(
-        &vault,
-        RemoveUserCredentials { user_id: user.user_id },
+        &state.vault()?,
+        RemoveUserCredentials { user_id },
         state.settings.request_timeout(),
         "vault",
     )
     .await??;
-    let identity = &state.identity;
-    identity.sessions.remove_all(user.user_id)?;
-    identity.users.delete(user.user_id)?;
+    let identity = state.identity.clone();
+    let uploads = keel_actors::backtest::upload::uploads_dir(&state.settings.store.path, user_id);
+    let ended = web::block(move || -> Result<Vec<u64>, ApiError> {
+        let mut ended = identity.sessions.revoke_all(user_id, None, "account deleted")?;
+        identity.users.delete(user_id)?;
+        // A login that checked the password before the user row went may have started a session
+        // meanwhile: revoke again, then drop every session and refresh token of the account.
+        ended.extend(identity.sessions.revoke_all(user_id, None, "account deleted")?);
+        identity.sessions.remove_all(user_id)?;
+        match std::fs::remove_dir_all(&uploads) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(ApiError::internal(err)),
+        }
+        Ok(ended)
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    state.backtests.forget_user(user_id);
     state.store.commit().await?;
-    tracing::info!(user_id = user.user_id, credentials = removed, "account deleted");
-    Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
+    state.sessions.revoke(user_id, &ended);
+    tracing::info!(user_id, credentials = removed, bots = bots.bots_deleted, "account deleted");
+    Ok(HttpResponse::Ok().json(AccountDeleted {
+        bots,
+        exchange_accounts_removed: removed,
+        sessions_ended: ended.len(),
+    }))
 }

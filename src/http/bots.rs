@@ -4,7 +4,7 @@
 
 use actix_web::{HttpResponse, web};
 use keel_actors::bot::admission::Admission;
-use keel_actors::bot::supervisor::{ControlBot, CreateBot, DeleteBot, GetBot, ListBots, UpdateBot};
+use keel_actors::bot::supervisor::{ControlBot, CreateBot, DeleteBot, GetBot, UpdateBot};
 use keel_actors::bot::{BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
 use keel_actors::mailbox::ask;
 use keel_core::bot::admission::{check_editable, parse_market};
@@ -200,25 +200,30 @@ pub async fn create(
     Ok(HttpResponse::Created().json(created))
 }
 
-/// `GET /bots`.
-///
-/// # Errors
-/// 503/504 if the bot supervisor is busy.
+/// `GET /bots`: read from the bots' read model, so it answers even while the bot supervisor is
+/// busy.
 #[utoipa::path(get, path = "/bots", tag = "bots",
     responses(
         (status = 200, description = "The caller's bots.", body = Items<BotRecord>),
-        (status = 504, description = "The bot supervisor did not answer in time (`TIMEOUT`).",
-            body = ErrorResponse),
     ))]
-pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let bots = ask(
-        &state.bots()?,
-        ListBots { user_id: user.user_id },
-        state.settings.request_timeout(),
-        "bots",
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(Items { items: bots }))
+pub async fn list(user: AuthUser, state: web::Data<AppState>) -> HttpResponse {
+    // The bot supervisor's published list (`BotsView`): no actor hop, serialised once per change.
+    let body = match state.bots_view.get(user.user_id) {
+        Some(owned) => {
+            let mut body = bytes::BytesMut::with_capacity(owned.json.len() + 10);
+            body.extend_from_slice(b"{\"items\":");
+            body.extend_from_slice(&owned.json);
+            body.extend_from_slice(b"}");
+            body.freeze()
+        }
+        None => bytes::Bytes::from_static(b"{\"items\":[]}"),
+    };
+    HttpResponse::Ok()
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::HeaderValue::from_static("application/json"),
+        ))
+        .body(body)
 }
 
 /// One of the user's bots, or 404.

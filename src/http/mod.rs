@@ -112,8 +112,10 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(M::POST, "/auth/login", Public, web::route().to(auth::login)),
         ApiRoute::new(M::POST, "/auth/refresh", Public, web::route().to(auth::refresh)),
         ApiRoute::new(M::POST, "/auth/logout", User, web::route().to(auth::logout)),
+        ApiRoute::new(M::POST, "/auth/logout-all", User, web::route().to(auth::logout_all)),
         ApiRoute::new(M::GET, "/me", User, web::route().to(auth::me)),
         ApiRoute::new(M::DELETE, "/me", User, web::route().to(auth::delete_me)),
+        ApiRoute::new(M::POST, "/me/password", User, web::route().to(auth::change_password)),
         ApiRoute::new(M::POST, "/exchange-accounts", User, web::route().to(accounts::create)),
         ApiRoute::new(M::GET, "/exchange-accounts", User, web::route().to(accounts::list)),
         ApiRoute::new(
@@ -189,7 +191,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health/ready").route(web::get().to(health::ready)))
         .service(web::resource("/metrics").route(web::get().to(metrics::scrape)))
         // Guarded by `admin.token`, not by user tokens: outside the `/api/v1` route table.
-        .service(web::resource(admin::BACKUP_PATH).route(web::get().to(admin::backup)));
+        .service(web::resource(admin::BACKUP_PATH).route(web::get().to(admin::backup)))
+        .service(web::resource(admin::INVITES_PATH).route(web::post().to(admin::create_invite)));
     // The dashboard at `/`, a client of the routes below.
     cfg.configure(dashboard::configure);
     let mut scope = web::scope(API_PREFIX);

@@ -31,7 +31,7 @@ use actix_web::http::ConnectionType;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpRequest, ResponseError, web};
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::ApiError;
@@ -147,7 +147,7 @@ fn exempt(path: &str) -> bool {
 fn bearer_user(state: &AppState, req: &ServiceRequest) -> Option<u64> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
-    state.identity.tokens.verify(token).ok().map(|(user_id, _)| user_id)
+    state.identity.tokens.check(token).ok().map(|verified| verified.user_id)
 }
 
 fn refuse(req: ServiceRequest, error: &ApiError) -> ServiceResponse<BoxBody> {
@@ -206,7 +206,9 @@ pub async fn middleware(
             return Ok(refuse(req, &ApiError::overloaded("the server")));
         }
         let guard = InFlight(&protection.in_flight);
-        let now = DefaultClock::default().now();
+        // The limiter's own clock: `DefaultClock::default()` builds a quanta clock, which
+        // calibrates with CPUID (a VM exit under virtualisation) every time.
+        let now = protection.per_ip.clock().now();
         let checked = match bearer_user(&state, &req) {
             Some(user_id) => protection.per_user.check_key(&user_id),
             None => match key {

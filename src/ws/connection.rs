@@ -397,9 +397,24 @@ impl ClientConnection {
         }
     }
 
+    /// Closes with 4401 when the login session this connection authenticated with was revoked
+    /// (the session tells its connections at once; this one-second check is the backstop for a
+    /// connection that was not attached yet). One in-memory look-up.
+    fn check_revoked(&mut self, ctx: &mut Context<Self>) {
+        if let Some(user) = self.user
+            && self.state.identity.sessions.is_revoked(user.session_id)
+        {
+            self.unauthenticated("the session has ended; log in again", "revoked", ctx);
+        }
+    }
+
     /// Tells a lagging client what it missed once there is room, and disconnects one that has
     /// stayed behind for longer than `ws.max_lag_secs`.
     fn check_lag(&mut self, ctx: &mut Context<Self>) {
+        self.check_revoked(ctx);
+        if self.closing {
+            return;
+        }
         self.outbound.flush_lagged();
         let Some(lagging) = self.outbound.lagging_for() else { return };
         if lagging > Duration::from_secs(self.state.settings.ws.max_lag_secs) {
@@ -569,6 +584,11 @@ impl Handler<SessionEvent> for ClientConnection {
         match event {
             SessionEvent::Bot(batch) => self.on_bot_events(batch.bot_id, &batch.events, ctx),
             SessionEvent::Indicator(indicator) => self.on_indicator(&indicator),
+            SessionEvent::Revoked(sessions) => {
+                if self.user.is_some_and(|user| sessions.contains(&user.session_id)) {
+                    self.unauthenticated("the session has ended; log in again", "revoked", ctx);
+                }
+            }
             SessionEvent::Overflow => self.close(
                 CloseCode::Again,
                 "bot events could not be delivered; reconnect and resync",

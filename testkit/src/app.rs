@@ -40,6 +40,7 @@ pub fn test_settings(data_dir: &std::path::Path) -> Settings {
         // Tests poll; the limits themselves are tested in `protection.rs` with low values.
         ("KEEL__PROTECTION__PER_IP_PER_MINUTE", "100000".to_owned()),
         ("KEEL__PROTECTION__PER_USER_PER_MINUTE", "100000".to_owned()),
+        ("KEEL__AUTH__REGISTRATIONS_PER_HOUR_PER_IP", "100000".to_owned()),
     ];
     Settings::load_with_env(None, vars.into_iter().map(|(k, v)| (k.to_owned(), v)))
         .expect("test settings are valid")

@@ -148,7 +148,7 @@ async fn backtest_app(adjust: impl FnOnce(&mut keel::configuration::Settings)) -
     .await
 }
 
-fn synth_csv(ticks: u64) -> Vec<u8> {
+pub(crate) fn synth_csv(ticks: u64) -> Vec<u8> {
     let mut csv = Vec::new();
     write_csv(synth(ticks, 5, btc()), &mut csv).unwrap();
     csv

@@ -13,14 +13,14 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn ws_url(app: &TestApp) -> String {
     format!("{}/api/v1/ws", app.address.replacen("http://", "ws://", 1))
 }
 
 /// Connects, with a bearer header when `token` is given.
-async fn connect(app: &TestApp, token: Option<&str>) -> Result<Socket, WsError> {
+pub(crate) async fn connect(app: &TestApp, token: Option<&str>) -> Result<Socket, WsError> {
     let mut request = ws_url(app).into_client_request().unwrap();
     if let Some(token) = token {
         request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -57,7 +57,7 @@ async fn next(socket: &mut Socket, within: Duration) -> Heard {
 }
 
 /// Skips frames until one of `kind` (`"type"` field) arrives.
-async fn expect_type(socket: &mut Socket, kind: &str) -> Value {
+pub(crate) async fn expect_type(socket: &mut Socket, kind: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -70,7 +70,7 @@ async fn expect_type(socket: &mut Socket, kind: &str) -> Value {
 }
 
 /// Reads until the connection ends and returns the close code, if any.
-async fn expect_closed(socket: &mut Socket, within: Duration) -> Option<u16> {
+pub(crate) async fn expect_closed(socket: &mut Socket, within: Duration) -> Option<u16> {
     let deadline = Instant::now() + within;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

@@ -505,6 +505,27 @@ impl Jobs {
             tracing::warn!(job = id, error = %err, "a forgotten backtest stays stored");
         }
     }
+
+    /// Cancels every job of `user_id`'s and forgets them all, stored rows included (account
+    /// deletion). A running job stops at its next tick; its result goes nowhere.
+    pub fn forget_user(&self, user_id: u64) -> usize {
+        let mut removed = Vec::new();
+        {
+            let mut jobs = lock(&self.shared.jobs);
+            jobs.retain(|id, job| {
+                if job.user_id != user_id {
+                    return true;
+                }
+                job.cancel.store(true, Ordering::Relaxed);
+                removed.push(*id);
+                false
+            });
+        }
+        for id in &removed {
+            self.forget_stored(*id);
+        }
+        removed.len()
+    }
 }
 
 fn store_failed(err: StoreError) -> SubmitError {

@@ -10,7 +10,9 @@
 //! - [`live`]: a live bot's signed REST link to its venue;
 //! - [`actor`]: `BotActor`, one running bot;
 //! - [`admission`]: checking a new or edited definition against the venue's feed and the vault;
-//! - [`supervisor`]: `BotSupervisor`, which owns definitions and restarts bot actors.
+//! - [`supervisor`]: `BotSupervisor`, which owns definitions and restarts bot actors;
+//! - [`view`]: `BotsView`, each owner's bot list as the supervisor last published it, read by
+//!   the API without a message.
 
 pub mod actor;
 pub mod admission;
@@ -19,6 +21,7 @@ pub mod indicators;
 pub mod live;
 pub mod repo;
 pub mod supervisor;
+pub mod view;
 
 pub use actor::{LiveView, TradeCommand, TradeError, TradeOutcome};
 pub use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
@@ -28,3 +31,4 @@ pub use supervisor::{
     BotError, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, DISK_LOW_REASON, DiskSpace,
     GetRelaunch, LiveVenues, RelaunchReport,
 };
+pub use view::{BotsView, OwnedBots};

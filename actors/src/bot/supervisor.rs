@@ -13,11 +13,16 @@
 //!   marking them failed;
 //! - `relaunch`: bringing back the bots that were running before a stop, for readiness;
 //! - `storage`: pausing bots while the disk guard reports low space, resuming them after.
+//! - `owner`: removing every bot of an account being deleted.
+//!
+//! After every change to a definition the owner's list is republished to the [`BotsView`]
+//! (`BotsConfig::view`), which the API lists bots from without asking this actor.
 
 mod control;
 mod definitions;
 mod lifecycle;
 pub mod messages;
+mod owner;
 mod relaunch;
 mod storage;
 
@@ -30,7 +35,7 @@ use actix::prelude::*;
 pub(crate) use self::lifecycle::engine_for;
 pub use self::messages::{
     ControlBot, CreateBot, DeleteBot, ForBot, GetBot, GetIndicators, GetLiveBot, KillReport,
-    KillSwitch, ListBots, UpdateBot,
+    KillSwitch, ListBots, OpenOrderLeft, RemoveUserBots, RemovedBots, UpdateBot,
 };
 use self::relaunch::Relaunch;
 pub use self::relaunch::{GetRelaunch, RelaunchReport};
@@ -39,6 +44,7 @@ use super::actor::{BotActor, TradeError};
 use super::exposure::ExposureBook;
 use super::indicators::IndicatorBook;
 use super::repo::BotRepo;
+use super::view::BotsView;
 use crate::feed::FeedAddress;
 use crate::mailbox::AskError;
 use crate::store::StoreError;
@@ -109,6 +115,8 @@ pub struct BotsConfig {
     pub bot_mailbox: usize,
     /// Points kept per indicator series.
     pub indicator_points: usize,
+    /// Where each owner's bot list is published for the API.
+    pub view: BotsView,
 }
 
 /// The venues live bots can trade on, and the vault that signs for them.
@@ -151,6 +159,8 @@ pub struct BotSupervisor {
     lifeline: Option<Lifeline>,
     /// The bots that were running before the stop and are not back yet.
     relaunch: Relaunch,
+    /// Users whose account is being deleted: no new bots, no starts.
+    deleting: std::collections::HashSet<UserId>,
 }
 
 impl std::fmt::Debug for BotSupervisor {
@@ -172,7 +182,16 @@ impl BotSupervisor {
         feeds: Arc<BTreeMap<VenueId, FeedAddress>>,
         config: BotsConfig,
     ) -> Result<Self, StoreError> {
-        let bots = repo.all_bots()?.into_iter().map(|b| (b.id, b)).collect();
+        let bots: BTreeMap<BotId, BotRecord> =
+            repo.all_bots()?.into_iter().map(|b| (b.id, b)).collect();
+        let mut owners: HashMap<UserId, Vec<BotRecord>> = HashMap::new();
+        for bot in bots.values() {
+            owners.entry(bot.user_id).or_default().push(bot.clone());
+        }
+        config.view.retain(|user| owners.contains_key(&user));
+        for (user, records) in owners {
+            config.view.set(user, records);
+        }
         let exposure =
             config.max_user_exposure.map(|limit| Arc::new(ExposureBook::new(Some(limit))));
         Ok(Self {
@@ -191,7 +210,22 @@ impl BotSupervisor {
             stopping: false,
             lifeline: None,
             relaunch: Relaunch::default(),
+            deleting: std::collections::HashSet::new(),
         })
+    }
+
+    /// Republishes one owner's list to the [`BotsView`].
+    fn publish_owner(&self, user_id: UserId) {
+        let records = self.bots.values().filter(|b| b.user_id == user_id).cloned().collect();
+        self.config.view.set(user_id, records);
+    }
+
+    /// Refuses a change for a user whose account is being deleted.
+    fn not_deleting(&self, user_id: UserId) -> Result<(), BotError> {
+        if self.deleting.contains(&user_id) {
+            return Err(BotError::Conflict("the account is being deleted".into()));
+        }
+        Ok(())
     }
 
     fn owned(&self, user_id: UserId, bot_id: BotId) -> Result<&BotRecord, BotError> {
@@ -218,7 +252,9 @@ impl BotSupervisor {
             reply(Err(err.into()));
             return;
         }
+        let owner = record.user_id;
         self.bots.insert(record.id, record.clone());
+        self.publish_owner(owner);
         let store = self.repo.store().clone();
         ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
             reply(done.map(|()| record).map_err(BotError::from));

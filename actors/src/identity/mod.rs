@@ -3,12 +3,14 @@
 //! Users and their sessions live in the store; JWT handling is the façade's business (the
 //! `keel` crate), which asks this module who exists and which sessions are alive.
 
+mod invites;
 mod password;
 mod sessions;
 mod users;
 
+pub use invites::Invites;
 pub use password::{PasswordHasher, PasswordPolicy, hash_password_blocking, validate_password};
-pub use sessions::{RefreshToken, SessionRecord, Sessions};
+pub use sessions::{MAX_TOKEN_WINDOW, RefreshToken, SessionRecord, Sessions};
 pub use users::{UserRecord, Users, normalize_email};
 
 use crate::store::StoreError;

@@ -122,6 +122,18 @@ impl Users {
         }
     }
 
+    /// Replaces a user's password hash; false if there is no such user. Not durable until
+    /// `Store::commit`.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn set_password(&self, id: u64, password_hash: String) -> Result<bool, StoreError> {
+        let Some(mut user) = self.get(id)? else { return Ok(false) };
+        user.password_hash = password_hash;
+        self.users.insert(id_key(id), encode(&user)?)?;
+        Ok(true)
+    }
+
     /// Deletes a user and frees their email. True if they existed. Not durable until
     /// `Store::commit`.
     ///
@@ -181,6 +193,9 @@ mod tests {
         assert!(users.delete(alice.id).unwrap());
         assert!(!users.exists(alice.id).unwrap());
         assert!(users.by_email("alice@example.com").unwrap().is_none());
-        users.create("alice@example.com", "h".into()).unwrap();
+        let again = users.create("alice@example.com", "h".into()).unwrap();
+        assert!(users.set_password(again.id, "h2".into()).unwrap());
+        assert_eq!(users.get(again.id).unwrap().unwrap().password_hash, "h2");
+        assert!(!users.set_password(alice.id, "h3".into()).unwrap());
     }
 }

@@ -56,6 +56,13 @@ pub mod trees {
     pub const SESSIONS: &str = "sessions";
     /// Refresh tokens, keyed by the BLAKE2b hash of the token (never the token itself).
     pub const REFRESH_TOKENS: &str = "refresh_tokens";
+    /// Sessions revoked while access tokens naming them may still be presented, keyed by
+    /// (until, session id) → user id: `until` (seconds since the epoch) is when the last such
+    /// token has expired, leeway included. Rows past it are pruned, so the tree stays as small
+    /// as the revocations of one token lifetime.
+    pub const REVOKED_SESSIONS: &str = "revoked_sessions";
+    /// Registration invites, keyed by the BLAKE2b hash of the token (never the token itself).
+    pub const INVITES: &str = "invites";
 
     /// Index of the orders that may still fill: `pair_key(bot, order)` → nothing. Kept in the
     /// transaction that writes `orders` (schema 4), so start-up reads a bot's open orders

@@ -74,7 +74,8 @@ impl Handler<Ask<StopBot>> for BotActor {
         self.breaker_paused = false;
         let engine = &mut self.args.engine;
         engine.observe_time(keel_venues::now_us() / 1000);
-        let open: Vec<u64> = engine.open_orders().iter().map(|o| o.id).collect();
+        let open: Vec<(u64, String)> =
+            engine.open_orders().iter().map(|o| (o.id, o.client_order_id.clone())).collect();
         engine.cancel_all("bot stopped", &mut self.fx);
         let bot_id = self.args.bot_id;
         // Orders only Keel held (paper orders, armed stops) are canceled now; the others when
@@ -90,10 +91,11 @@ impl Handler<Ask<StopBot>> for BotActor {
             .collect();
         let mut answers: Vec<OrderCancel> = open
             .iter()
-            .filter(|id| !at_venue.contains(id))
-            .map(|&order_id| OrderCancel {
+            .filter(|(id, _)| !at_venue.contains(id))
+            .map(|(order_id, client_order_id)| OrderCancel {
                 bot_id,
-                order_id,
+                order_id: *order_id,
+                client_order_id: client_order_id.clone(),
                 outcome: CancelOutcome::Canceled,
                 reason: None,
             })
@@ -131,8 +133,8 @@ impl Handler<Ask<StopBot>> for BotActor {
             }
             .into_actor(self)
             .map(move |results, act, ctx| {
-                for id in &at_venue {
-                    answers.push(cancel_answer(bot_id, *id, &results));
+                for (id, client_order_id) in open.iter().filter(|(id, _)| at_venue.contains(id)) {
+                    answers.push(cancel_answer(bot_id, *id, client_order_id, &results));
                 }
                 let reply = move |durable| {
                     replier.send(if durable { Ok(answers) } else { Err(TradeError::Store) });
@@ -173,9 +175,19 @@ impl Handler<Stop> for BotActor {
 /// the venue answered the cancel itself with `CANCELED`; closed already when it reported the
 /// order final otherwise (or never received); failed, with the reason, in every other case.
 /// Never a cancel that did not happen.
-fn cancel_answer(bot_id: u64, order_id: u64, results: &[LiveResult]) -> OrderCancel {
-    let answer =
-        |outcome, reason: Option<String>| OrderCancel { bot_id, order_id, outcome, reason };
+fn cancel_answer(
+    bot_id: u64,
+    order_id: u64,
+    client_order_id: &str,
+    results: &[LiveResult],
+) -> OrderCancel {
+    let answer = |outcome, reason: Option<String>| OrderCancel {
+        bot_id,
+        order_id,
+        client_order_id: client_order_id.to_owned(),
+        outcome,
+        reason,
+    };
     let Some(result) = results.iter().find(|r| r.order_id == order_id) else {
         return answer(CancelOutcome::CancelFailed, Some("the cancel was not sent".into()));
     };

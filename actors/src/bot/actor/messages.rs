@@ -78,6 +78,8 @@ pub struct OrderCancel {
     pub bot_id: BotId,
     /// The order.
     pub order_id: u64,
+    /// Its client order id: its name at the venue.
+    pub client_order_id: String,
     /// What happened.
     pub outcome: CancelOutcome,
     /// The venue's words, for an order already closed or a cancel that failed.

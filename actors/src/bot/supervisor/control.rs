@@ -33,11 +33,15 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                 self.stop_bot(bot_id, false, ctx, move |r| replier.send(r.map(|(r, _)| r)))
             }
             Control::Start => {
+                if let Err(err) = self.not_deleting(user_id) {
+                    return replier.send(Err(err));
+                }
                 let mut record = record;
                 record.status = next;
                 record.status_reason = None;
                 record.updated_ts = now_ms();
                 self.bots.insert(bot_id, record.clone());
+                self.publish_owner(user_id);
                 self.restarts.remove(&bot_id);
                 if let Err(reason) = self.launch(bot_id, None, ctx) {
                     self.mark_failed(bot_id, reason.clone(), ctx);

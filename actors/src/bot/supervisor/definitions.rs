@@ -13,6 +13,9 @@ impl Handler<Ask<CreateBot>> for BotSupervisor {
 
     fn handle(&mut self, ask: Ask<CreateBot>, ctx: &mut Context<Self>) {
         let (CreateBot(mut record), replier) = ask.into_parts();
+        if let Err(err) = self.not_deleting(record.user_id) {
+            return replier.send(Err(err));
+        }
         let owned = self.bots.values().filter(|b| b.user_id == record.user_id).count();
         if owned >= self.config.max_bots_per_user {
             return replier.send(Err(BotError::Limit(format!(
@@ -69,6 +72,7 @@ impl Handler<Ask<DeleteBot>> for BotSupervisor {
         self.bots.remove(&bot_id);
         self.restarts.remove(&bot_id);
         self.indicators.remove(bot_id);
+        self.publish_owner(user_id);
         let store = self.repo.store().clone();
         ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
             replier.send(done.map_err(BotError::from));

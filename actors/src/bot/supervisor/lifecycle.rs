@@ -170,7 +170,7 @@ impl BotSupervisor {
                 .into_actor(self)
                 .map(move |answer, act, ctx| {
                     act.busy.remove(&bot_id);
-                    let canceled = match answer {
+                    let stopped = match answer {
                         Ok(Ok(answers)) => answers,
                         Ok(Err(err)) => return reply(Err(err.into())),
                         Err(err) => return reply(Err(err.into())),
@@ -181,7 +181,7 @@ impl BotSupervisor {
                     record.status = BotStatus::Stopped;
                     record.status_reason = None;
                     record.updated_ts = now_ms();
-                    act.save_then(record, ctx, move |r| reply(r.map(|r| (r, canceled))));
+                    act.save_then(record, ctx, move |r| reply(r.map(|r| (r, stopped))));
                 }),
         );
     }

@@ -8,6 +8,7 @@ use crate::bot::actor::{LiveView, OrderCancel, TradeCommand, TradeOutcome};
 use crate::bot::indicators::IndicatorsView;
 use crate::mailbox::Query;
 use keel_core::bot::{BotId, BotRecord, Control, UserId};
+use keel_core::market::VenueId;
 
 macro_rules! query {
     ($name:ident => $answer:ty) => {
@@ -125,4 +126,45 @@ pub struct KillReport {
     pub orders: Vec<OrderCancel>,
     /// Bots that did not answer in time (their state is unchanged).
     pub failed: Vec<BotId>,
+}
+
+/// Stops and deletes every bot of a user whose account is being deleted: running bots cancel
+/// their open orders first (a live bot's cancels are sent to the venue and answered before it
+/// stops). From then on the user can create or start no bot. A bot that does not stop in time
+/// keeps its definition and is reported in `failed` (and the user may create bots again, so
+/// the deletion can be retried).
+#[derive(Debug, Clone, Copy)]
+pub struct RemoveUserBots {
+    /// The account being deleted.
+    pub user_id: UserId,
+}
+query!(RemoveUserBots => Result<RemovedBots, BotError>);
+
+/// What removing an account's bots did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct RemovedBots {
+    /// Bots deleted, with their history.
+    pub bots_deleted: usize,
+    /// Open orders canceled on the way.
+    pub orders_canceled: usize,
+    /// Live orders whose cancel the venue refused or did not answer: they may still be working
+    /// on the exchange, and the owner should cancel them there.
+    pub cancel_failures: Vec<OpenOrderLeft>,
+    /// Bots that did not stop in time (nothing of theirs was deleted).
+    pub failed: Vec<BotId>,
+}
+
+/// A live order that may still be open at its venue.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OpenOrderLeft {
+    /// The bot that placed it.
+    pub bot_id: BotId,
+    /// Where.
+    pub venue: VenueId,
+    /// The instrument.
+    pub symbol: String,
+    /// Keel's order id within the bot.
+    pub order_id: u64,
+    /// The id the venue knows it by.
+    pub client_order_id: String,
 }
