@@ -186,6 +186,7 @@ impl Handler<SessionEvent> for SessionActor {
                 }
             }
             SessionEvent::Bot(events) => self.handle(events, ctx),
+            SessionEvent::Indicator(indicator) => self.handle(indicator, ctx),
         }
     }
 }

@@ -43,7 +43,7 @@ fn strategy(kind: &str) -> StrategySpec {
         "dca" => json!({"interval_secs": 30, "quote_amount": "500", "take_profit_pct": "1"}),
         _ => unreachable!(),
     };
-    StrategySpec { kind: kind.to_owned(), params }
+    StrategySpec { kind: kind.to_owned(), params, module_id: None }
 }
 
 fn net_pnl(kind: &str, regime: Regime, seed: u64) -> Decimal {

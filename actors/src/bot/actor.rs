@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 pub use self::messages::{
-    BotPaused, BotReconciled, BotResumed, CancelOutcome, GetLive, LiveView, OrderCancel,
-    SetPaused, StopBot, TradeCommand, TradeError, TradeOutcome,
+    BotPaused, BotReconciled, BotResumed, CancelOutcome, GetLive, LiveView, OrderCancel, SetPaused,
+    StopBot, TradeCommand, TradeError, TradeOutcome,
 };
 use self::persist::AfterFlush;
 use super::indicators::IndicatorRing;

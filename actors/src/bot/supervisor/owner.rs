@@ -49,7 +49,8 @@ impl Handler<Ask<RemoveUserBots>> for BotSupervisor {
                     answers.iter().filter(|a| a.outcome == CancelOutcome::Canceled).count();
                 let Some(record) = act.bots.get(&bot_id) else { continue };
                 // What the venue did not confirm closed may still be working there.
-                for answer in answers.into_iter().filter(|a| a.outcome == CancelOutcome::CancelFailed)
+                for answer in
+                    answers.into_iter().filter(|a| a.outcome == CancelOutcome::CancelFailed)
                 {
                     report.cancel_failures.push(OpenOrderLeft {
                         bot_id,
