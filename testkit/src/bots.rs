@@ -21,6 +21,58 @@ pub fn quiet_bot() -> Value {
 }
 
 impl TestApp {
+    /// Adds an exchange account (mainnet keys) on `venue`; returns its id.
+    pub async fn add_exchange_account(
+        &self,
+        token: &str,
+        venue: &str,
+        api_key: &str,
+        api_secret: &str,
+    ) -> u64 {
+        let account = json!({"venue": venue, "label": "live", "api_key": api_key,
+            "api_secret": api_secret, "testnet": false});
+        let res = self.post_json("/api/v1/exchange-accounts", &account, Some(token)).await;
+        assert_eq!(res.status().as_u16(), 201);
+        res.json::<Value>().await.unwrap()["id"].as_u64().unwrap()
+    }
+
+    /// Creates a quiet live bot on `venue` BTCUSDT trading with `account_id`, waiting out the 503
+    /// the API answers until the venue's instrument rules are loaded; returns its id.
+    pub async fn create_live_bot(&self, token: &str, venue: &str, account_id: u64) -> u64 {
+        let mut body = quiet_bot();
+        body["name"] = json!("live");
+        body["venue"] = json!(venue);
+        body["mode"] = json!("live");
+        body["exchange_account_id"] = json!(account_id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let res = self.send(Method::POST, "/api/v1/bots", Some(&body), token).await;
+            let status = res.status().as_u16();
+            let json: Value = res.json().await.unwrap();
+            if status == 201 {
+                return json["id"].as_u64().unwrap();
+            }
+            assert_eq!(status, 503, "{json}");
+            assert!(Instant::now() < deadline, "instrument rules never loaded: {json}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until order `id` of `bot` reaches `status` in `GET /orders`; returns it.
+    pub async fn wait_for_order(&self, token: &str, bot: u64, id: u64, status: &str) -> Value {
+        let path = format!("/api/v1/bots/{bot}/orders?limit=100");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let page = self.get_json(&path, token).await;
+            let order = page["items"].as_array().unwrap().iter().find(|o| o["id"] == id).cloned();
+            if let Some(order) = order.filter(|o| o["status"] == status) {
+                return order;
+            }
+            assert!(Instant::now() < deadline, "order {id} never became {status}: {page}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Creates a bot and returns its JSON.
     pub async fn create_bot(&self, token: &str, body: &Value) -> Value {
         let res = self.send(Method::POST, "/api/v1/bots", Some(body), token).await;

@@ -30,29 +30,8 @@ async fn live_bot(email: &str) -> Live {
     })
     .await;
     let user = app.register(email).await;
-    let account = json!({"venue": "bybit", "label": "live", "api_key": API_KEY,
-        "api_secret": API_SECRET, "testnet": false});
-    let res = app.post_json("/api/v1/exchange-accounts", &account, Some(&user.access)).await;
-    assert_eq!(res.status().as_u16(), 201);
-    let account_id = res.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
-    let body = json!({
-        "name": "live", "venue": "bybit", "symbol": "BTCUSDT", "mode": "live",
-        "exchange_account_id": account_id,
-        "strategy": {"kind": "ema_cross", "params": {"fast": 5000, "slow": 9000, "qty": "0.001"}},
-        "paper": {"starting_quote": "10000", "fee_bps": "10"}
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let bot = loop {
-        let res = app.send(Method::POST, "/api/v1/bots", Some(&body), &user.access).await;
-        let status = res.status().as_u16();
-        let json: Value = res.json().await.unwrap();
-        if status == 201 {
-            break json["id"].as_u64().unwrap();
-        }
-        assert_eq!(status, 503, "{json}");
-        assert!(Instant::now() < deadline, "instrument rules never loaded: {json}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let account_id = app.add_exchange_account(&user.access, "bybit", API_KEY, API_SECRET).await;
+    let bot = app.create_live_bot(&user.access, "bybit", account_id).await;
     assert_eq!(app.control(&user.access, bot, "start").await.status().as_u16(), 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !stream.topics().contains("orderbook.1.BTCUSDT") {
@@ -88,17 +67,7 @@ impl Live {
     }
 
     async fn wait_for(&self, id: u64, status: &str) -> Value {
-        let path = format!("/api/v1/bots/{}/orders?limit=100", self.bot);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let page = self.app.get_json(&path, &self.token).await;
-            let order = page["items"].as_array().unwrap().iter().find(|o| o["id"] == id).cloned();
-            if let Some(order) = order.filter(|o| o["status"] == status) {
-                return order;
-            }
-            assert!(Instant::now() < deadline, "order {id} never became {status}: {page}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.app.wait_for_order(&self.token, self.bot, id, status).await
     }
 }
 

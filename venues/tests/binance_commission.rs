@@ -7,24 +7,17 @@
 
 use std::sync::Arc;
 
-use futures_util::future::BoxFuture;
 use keel_core::market::Symbol;
-use keel_core::trading::{Order, OrderOrigin, OrderStatus, OrderType, Side};
+use keel_core::trading::{Order, OrderType, Side};
 use keel_testkit::fake_rest::{API_KEY, FakeRest, Fault, FeeMode, SECRET_KEY};
-use keel_testkit::hmac_sha256_hex;
+use keel_testkit::routing::{TestSigner, new_order};
 use keel_venues::binance::connector::BinanceRouter;
 use keel_venues::binance::rest::RestClient;
 use keel_venues::routing::{OrderRouter, RouteErrorKind};
 use rust_decimal::Decimal;
 
-type TestSigner =
-    Box<dyn Fn(String) -> BoxFuture<'static, Result<(String, String), String>> + Send + Sync>;
-
 fn signer() -> TestSigner {
-    Box::new(move |payload: String| {
-        let signature = hmac_sha256_hex(SECRET_KEY.as_bytes(), payload.as_bytes());
-        Box::pin(async move { Ok((API_KEY.to_owned(), signature)) })
-    })
+    keel_testkit::routing::signer(API_KEY, SECRET_KEY)
 }
 
 fn dec(s: &str) -> Decimal {
@@ -36,23 +29,9 @@ fn btc() -> Symbol {
 }
 
 fn order(id: &str, side: Side, order_type: OrderType, qty: &str) -> Order {
-    Order {
-        id: 1,
-        bot_id: 42,
-        client_order_id: id.to_owned(),
-        side,
-        order_type,
-        qty: dec(qty),
-        filled_qty: Decimal::ZERO,
-        avg_fill_price: Decimal::ZERO,
-        status: OrderStatus::New,
-        origin: OrderOrigin::Strategy,
-        tag: 0,
-        oco_with: None,
-        reason: None,
-        created_ts: 0,
-        updated_ts: 0,
-    }
+    let mut order = new_order(id, side, order_type, dec(qty));
+    order.id = 1;
+    order
 }
 
 fn router(fake: &FakeRest) -> BinanceRouter {

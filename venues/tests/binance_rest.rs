@@ -4,29 +4,21 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use keel_core::market::Symbol;
-use keel_core::trading::{Order, OrderOrigin, OrderStatus, OrderType, Side};
+use keel_core::trading::{Order, OrderType, Side};
 use keel_testkit::fake_rest::{API_KEY, FakeRest, Fault, SECRET_KEY};
 use keel_testkit::hmac_sha256_hex;
+use keel_testkit::routing::{TestSigner, new_order, signer};
 use keel_venues::binance::rest::{REST_TIMEOUT, RestClient, RestError, VenueOrder};
 use rust_decimal::Decimal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-type TestSigner =
-    Box<dyn Fn(String) -> BoxFuture<'static, Result<(String, String), String>> + Send + Sync>;
-
-/// Signs as the vault does: HMAC-SHA256 of the payload with `secret`, hex.
 fn signer_with(api_key: &str, secret: &str) -> TestSigner {
-    let (api_key, secret) = (api_key.to_owned(), secret.to_owned());
-    Box::new(move |payload: String| {
-        let signed = Ok((api_key.clone(), hmac_sha256_hex(secret.as_bytes(), payload.as_bytes())));
-        Box::pin(async move { signed })
-    })
+    signer(api_key, secret)
 }
 
 fn good_signer() -> TestSigner {
-    signer_with(API_KEY, SECRET_KEY)
+    signer(API_KEY, SECRET_KEY)
 }
 
 fn dec(s: &str) -> Decimal {
@@ -38,23 +30,7 @@ fn btc() -> Symbol {
 }
 
 fn order(client_order_id: &str, side: Side, order_type: OrderType, qty: &str) -> Order {
-    Order {
-        id: 17,
-        bot_id: 42,
-        client_order_id: client_order_id.to_owned(),
-        side,
-        order_type,
-        qty: dec(qty),
-        filled_qty: Decimal::ZERO,
-        avg_fill_price: Decimal::ZERO,
-        status: OrderStatus::New,
-        origin: OrderOrigin::Strategy,
-        tag: 0,
-        oco_with: None,
-        reason: None,
-        created_ts: 0,
-        updated_ts: 0,
-    }
+    new_order(client_order_id, side, order_type, dec(qty))
 }
 
 fn market_buy(client_order_id: &str, qty: &str) -> Order {
