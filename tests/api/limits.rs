@@ -388,8 +388,19 @@ async fn metric_labels_come_from_closed_sets_whatever_clients_send() {
     let mut routes: Vec<String> =
         api_routes().iter().map(|r| format!("{API_PREFIX}{}", r.path)).collect();
     routes.extend(
-        ["/health/live", "/health/ready", "/metrics", "/admin/backup", "/api/v1/ws", "unmatched"]
-            .map(str::to_owned),
+        [
+            "/health/live",
+            "/health/ready",
+            "/metrics",
+            "/admin/backup",
+            "/admin/invites",
+            "/api/v1/ws",
+            // The dashboard: its page and its assets, one pattern each.
+            "/",
+            "/ui/{path:.*}",
+            "unmatched",
+        ]
+        .map(str::to_owned),
     );
     let methods =
         ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other"];

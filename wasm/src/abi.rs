@@ -192,7 +192,9 @@ impl ResourceLimiter for HostState {
 pub fn decimal(mantissa: i64, scale: i32) -> Result<Decimal> {
     let scale = u32::try_from(scale).ok().filter(|s| *s <= 28);
     let scale = scale.ok_or_else(|| anyhow!("a decimal's scale must be 0 to 28"))?;
-    Ok(Decimal::new(mantissa, scale))
+    // Normalised, as the host's own decimals are: 0.00100 and 0.001 are one quantity, and
+    // reports and positions must not differ by trailing zeros between a module and a built-in.
+    Ok(Decimal::new(mantissa, scale).normalize())
 }
 
 /// A decimal as the ABI's (mantissa, scale) pair, rounded to fewer places if its mantissa does
