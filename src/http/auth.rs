@@ -34,7 +34,7 @@ pub struct Credentials {
 /// `POST /auth/register` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewAccount {
+pub struct NewUser {
     /// The account's email address.
     #[schema(format = Email, example = "ada@example.com")]
     email: String,
@@ -161,7 +161,7 @@ fn token_pair(
 /// # Errors
 /// 403 `REGISTRATION_CLOSED`, `INVITE_REQUIRED` or `INVALID_INVITE`; 422 for a bad email or
 /// password; 409 for a taken email; 429 past the per-IP rate; 503 when hashing is saturated.
-#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = NewAccount,
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = NewUser,
     responses(
         (status = 201, description = "The account, logged in.", body = Registered),
         (status = 403, description = "Registration is closed (`REGISTRATION_CLOSED`), or needs \
@@ -175,7 +175,7 @@ fn token_pair(
 pub async fn register(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: Json<NewAccount>,
+    body: Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let identity = &state.identity;

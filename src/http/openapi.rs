@@ -489,6 +489,30 @@ mod tests {
         assert_eq!(candles["maximum"], crate::http::markets::MAX_CANDLES);
     }
 
+    /// utoipa keys components by type name, so two body types of one name would make one
+    /// operation document the other's body (registration once documented the exchange-account
+    /// body this way). Every JSON request body's schema must be the one its handler reads.
+    #[test]
+    fn each_request_body_refers_to_its_own_schema() {
+        let doc = document();
+        let body = |path: &str| {
+            doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                ["$ref"]
+                .as_str()
+                .unwrap_or_default()
+                .rsplit('/')
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let schemas = &doc["components"]["schemas"];
+        let register = body("/auth/register");
+        assert!(schemas[&register]["properties"]["invite"].is_object(), "{register}");
+        let account = body("/exchange-accounts");
+        assert!(schemas[&account]["properties"]["api_key"].is_object(), "{account}");
+        assert_ne!(register, account);
+    }
+
     #[test]
     fn documented_body_rules_are_the_ones_the_handlers_check() {
         use keel_actors::identity::PasswordPolicy;
