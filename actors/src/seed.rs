@@ -330,6 +330,26 @@ fn trade(
     Ok(written)
 }
 
+/// A store in a fresh temporary directory, seeded with one user, two paper bots on BTCUSDT and
+/// `orders` historical orders (one a second, ending now): what store tests start from.
+#[cfg(test)]
+pub(crate) fn seeded_store(orders: u64) -> (tempfile::TempDir, Store, BotRepo, SeedReport) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&crate::store::StoreConfig::new(dir.path().join("db"))).unwrap();
+    let repo = BotRepo::new(&store).unwrap();
+    let plan = SeedPlan {
+        users: 1,
+        bots: 2,
+        orders,
+        symbols: vec![keel_core::market::Symbol::parse("BTCUSDT").unwrap()],
+        max_bots_per_user: 10,
+        paper_slippage_bps: rust_decimal::Decimal::from(5),
+        threads: 1,
+    };
+    let report = seed(&store, &repo, &plan).unwrap();
+    (dir, store, repo, report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

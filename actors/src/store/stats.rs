@@ -193,29 +193,12 @@ pub fn publish(stats: &StoreStats) {
 
 #[cfg(test)]
 mod tests {
-    use rust_decimal::Decimal;
 
     use super::*;
-    use crate::bot::BotRepo;
-    use crate::seed::{SeedPlan, seed};
-    use crate::store::StoreConfig;
-    use keel_core::market::Symbol;
 
     #[test]
     fn figures_follow_what_was_written_and_when() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&StoreConfig::new(dir.path().join("db"))).unwrap();
-        let repo = BotRepo::new(&store).unwrap();
-        let plan = SeedPlan {
-            users: 1,
-            bots: 2,
-            orders: 100,
-            symbols: vec![Symbol::parse("BTCUSDT").unwrap()],
-            max_bots_per_user: 10,
-            paper_slippage_bps: Decimal::from(5),
-            threads: 1,
-        };
-        let seeded = seed(&store, &repo, &plan).unwrap();
+        let (dir, store, _repo, seeded) = crate::seed::seeded_store(100);
         let now = keel_venues::now_us() / 1000;
         let record = dir.path().join("record");
         let day = record.join("sim").join("BTCUSDT").join("2026-01-05.krec");

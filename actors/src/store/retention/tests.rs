@@ -1,29 +1,13 @@
 //! Retention over a seeded store: old rows go (archived when asked), open orders, positions and
 //! bots stay, the sink's floor holds rows back, old recordings are deleted.
 
-use rust_decimal::Decimal;
-
 use super::*;
 use crate::bot::BotRepo;
-use crate::seed::{SeedPlan, seed};
-use crate::store::StoreConfig;
 use keel_core::market::Symbol;
 
 /// Seeded history: one order a second ending now, so `span` seconds back covers it all.
 fn seeded() -> (tempfile::TempDir, Store, BotRepo, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreConfig::new(dir.path().join("db"))).unwrap();
-    let repo = BotRepo::new(&store).unwrap();
-    let plan = SeedPlan {
-        users: 1,
-        bots: 2,
-        orders: 200,
-        symbols: vec![Symbol::parse("BTCUSDT").unwrap()],
-        max_bots_per_user: 10,
-        paper_slippage_bps: Decimal::from(5),
-        threads: 1,
-    };
-    seed(&store, &repo, &plan).unwrap();
+    let (dir, store, repo, _) = crate::seed::seeded_store(200);
     let now = keel_venues::now_us() / 1000;
     (dir, store, repo, now)
 }
