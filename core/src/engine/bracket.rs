@@ -1,9 +1,9 @@
 //! Brackets: a take-profit limit and a stop-loss stop placed around a filled entry and linked as
 //! one-cancels-the-other, so that whichever fills first cancels its partner.
 //!
-//! Only an entry that opened or added to the position gets a bracket, for at most the position's
-//! size. When the take-profit leg is refused no stop is placed, and the legs are linked only when
-//! both are open.
+//! Only an entry that opened or added to the position gets a bracket, for at most the part of the
+//! position no other open exit already takes out. When the take-profit leg is refused no stop is
+//! placed, and the legs are linked only when both are open.
 
 use rust_decimal::Decimal;
 
@@ -29,8 +29,9 @@ impl BotEngine {
         if !adds {
             return;
         }
-        let qty = self.config.filters.floor_qty(entry.filled_qty.min(pos.abs()));
-        if qty.is_zero() {
+        let free = pos.abs() - self.committed_to_exits(entry.side.opposite());
+        let qty = self.config.filters.floor_qty(entry.filled_qty.min(free));
+        if qty <= Decimal::ZERO {
             return;
         }
         let hundred = Decimal::ONE_HUNDRED;
@@ -69,6 +70,26 @@ impl BotEngine {
             }
             _ => {}
         }
+    }
+
+    /// How much of the position open orders on the exit side already take out: each bracket
+    /// pair counts once (one leg cancels the other), and without shorting every other resting
+    /// sell too, since the venue holds the base it would sell. A new bracket only covers the
+    /// rest, or an entry that fills after part of the position was closed would get legs that
+    /// together exit more than is held.
+    fn committed_to_exits(&self, exit: Side) -> Decimal {
+        let open_ids: Vec<u64> = self.open.iter().map(|o| o.id).collect();
+        self.open
+            .iter()
+            .filter(|o| o.side == exit && o.status.is_open())
+            .filter(|o| match o.origin {
+                OrderOrigin::TakeProfit | OrderOrigin::StopLoss => true,
+                _ => !self.config.allow_short,
+            })
+            // The second leg of a pair whose first leg is still open is already counted.
+            .filter(|o| !o.oco_with.is_some_and(|p| p < o.id && open_ids.contains(&p)))
+            .map(Order::remaining)
+            .sum()
     }
 
     /// Keeps a bracket's legs the same size: when one leg has filled in part, its partner may

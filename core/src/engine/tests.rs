@@ -579,6 +579,40 @@ fn a_take_profit_filled_in_part_shrinks_its_stop_loss_to_what_is_left() {
 }
 
 #[test]
+fn an_entry_completing_after_a_close_brackets_only_what_no_other_bracket_covers() {
+    // Found by the spot property test: an entry filled in part, a close that sold that part, a
+    // second entry with its bracket, then the first entry completing. A bracket for the whole
+    // first entry would make the two pairs exit more than is held.
+    let bracket = Bracket { take_profit_pct: d("1.5"), stop_loss_pct: d("2") };
+    let (mut engine, _) = engine(RiskLimits::default(), Some(bracket));
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    let first = engine.place_manual(OrderRequest::limit(Side::Buy, d("1"), d("99.50")), &mut fx);
+    let first = first.unwrap();
+    engine.on_market(&trade_of("99.40", "0.3", 2), &mut fx);
+    engine.close_position(&mut fx).unwrap();
+    assert!(engine.position().qty.is_zero());
+    engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    engine.on_market(&trade_of("99.40", "0.7", 3), &mut fx);
+    assert_eq!(
+        fx.orders.iter().rev().find(|o| o.id == first.id).unwrap().status,
+        OrderStatus::Filled
+    );
+    assert_eq!(engine.position().qty, d("1.7"));
+
+    let stops: Decimal = engine
+        .open_orders()
+        .iter()
+        .filter(|o| o.origin == OrderOrigin::StopLoss)
+        .map(Order::remaining)
+        .sum();
+    assert_eq!(stops, d("1.7"), "{:?}", engine.open_orders());
+    engine.on_market(&trade("97", 4), &mut fx);
+    assert!(engine.position().qty.is_zero(), "{:?}", engine.position());
+    assert_position_matches_fills(&engine, &fx.fills);
+}
+
+#[test]
 fn an_ioc_limit_ends_canceled_with_what_it_could_fill() {
     let (mut engine, _) = engine(RiskLimits::default(), None);
     let mut fx = Effects::default();

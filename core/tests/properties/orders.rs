@@ -222,12 +222,14 @@ proptest! {
         }
     }
 
-    /// A spot bot (no shorting) never holds a negative quantity. It caught two ways it once
+    /// A spot bot (no shorting) never holds a negative quantity. It caught three ways it once
     /// did (the minimal cases are in `core/tests/proptest-regressions/orders.txt`):
     /// - close-position sold the whole position while another sell still rested, which then
     ///   filled (close-position now cancels the open orders on its side first);
     /// - a take-profit leg filled in part left its stop-loss leg at the full entry size (a leg
-    ///   filled in part now shrinks its partner).
+    ///   filled in part now shrinks its partner);
+    /// - an entry filled in part, closed, then completing after a second entry got its bracket,
+    ///   was bracketed in full (a bracket now covers only what no other exit takes out).
     #[test]
     fn a_spot_position_never_goes_short(
         ticks in prop::collection::vec(tick(), 20..80),
