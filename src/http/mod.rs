@@ -188,7 +188,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             web::route().to(notifications::create),
         ),
-        ApiRoute::new(M::GET, "/notifications/channels", User, web::route().to(notifications::list)),
+        ApiRoute::new(
+            M::GET,
+            "/notifications/channels",
+            User,
+            web::route().to(notifications::list),
+        ),
         ApiRoute::new(
             M::DELETE,
             "/notifications/channels/{id}",

@@ -129,7 +129,11 @@ fn check_url(url: &str, allow_private: bool) -> Option<String> {
     None
 }
 
-fn validate(body: NewChannelBody, user_id: u64, allow_private: bool) -> Result<NewChannel, ApiError> {
+fn validate(
+    body: NewChannelBody,
+    user_id: u64,
+    allow_private: bool,
+) -> Result<NewChannel, ApiError> {
     let mut details = Vec::new();
     let events = match parse_events(&body.events) {
         Ok(events) if events.is_empty() => {

@@ -31,9 +31,7 @@ use keel_actors::bot::Control;
 use keel_core::market::Interval;
 
 use super::error::ErrorResponse;
-use super::{
-    Access, accounts, auth, backtests, bots, indicators, markets, notifications, trading,
-};
+use super::{Access, accounts, auth, backtests, bots, indicators, markets, notifications, trading};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";

@@ -122,7 +122,11 @@ impl FakeHook {
             if received.len() >= n {
                 return received;
             }
-            assert!(Instant::now() < deadline, "{} of {n} requests within {within:?}", received.len());
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} requests within {within:?}",
+                received.len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

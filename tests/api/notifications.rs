@@ -22,7 +22,8 @@ fn loopback(settings: &mut Settings) {
 }
 
 async fn add_channel(app: &TestApp, user: &Tokens, body: &Value) -> Value {
-    let res = app.send(Method::POST, "/api/v1/notifications/channels", Some(body), &user.access).await;
+    let res =
+        app.send(Method::POST, "/api/v1/notifications/channels", Some(body), &user.access).await;
     let status = res.status().as_u16();
     let answer: Value = res.json().await.unwrap();
     assert_eq!(status, 201, "{answer}");
@@ -103,7 +104,10 @@ async fn a_webhook_receives_a_fill_with_a_valid_signature() {
 
     let delivery = settled(&app, &user, "delivered", Duration::from_secs(5)).await;
     assert_eq!(delivery["event"], "fill");
-    assert_eq!((delivery["attempts"].as_u64(), delivery["last_status"].as_u64()), (Some(1), Some(200)));
+    assert_eq!(
+        (delivery["attempts"].as_u64(), delivery["last_status"].as_u64()),
+        (Some(1), Some(200))
+    );
     assert_eq!(delivery["id"], event["id"]);
 
     // The secret was shown once: the list never holds it.
@@ -137,7 +141,9 @@ async fn a_failing_receiver_is_retried_with_backoff_and_fails_after_the_cap() {
     assert_eq!(delivery["attempts"], 4, "{delivery}");
     let error = delivery["last_error"].as_str().unwrap();
     assert!(error.starts_with("gave up after 4 attempts: connection failed"), "{error}");
-    assert!(delivery.get("next_attempt_at_ms").is_none() && delivery.get("delivered_at_ms").is_none());
+    assert!(
+        delivery.get("next_attempt_at_ms").is_none() && delivery.get("delivered_at_ms").is_none()
+    );
     assert_eq!(hook.received().len(), 2, "nothing arrived once closed");
     assert_eq!(received[0].body, received[1].body, "the same body on every attempt");
     app.stop.stop();
@@ -162,7 +168,10 @@ async fn a_pending_delivery_survives_a_restart() {
         d["state"] == "pending" && d["attempts"] == 1
     })
     .await;
-    assert_eq!((pending["attempts"].as_u64(), pending["last_status"].as_u64()), (Some(1), Some(503)));
+    assert_eq!(
+        (pending["attempts"].as_u64(), pending["last_status"].as_u64()),
+        (Some(1), Some(503))
+    );
     assert!(pending["next_attempt_at_ms"].as_u64().is_some(), "{pending}");
 
     let app = app.restart_with(slow_retry).await;
@@ -187,8 +196,9 @@ async fn literal_private_targets_are_refused_when_the_channel_is_created() {
         "http://[::ffff:192.168.0.1]/",
     ] {
         let body = json!({"kind": "webhook", "url": url, "events": ["fill"]});
-        let res =
-            app.send(Method::POST, "/api/v1/notifications/channels", Some(&body), &user.access).await;
+        let res = app
+            .send(Method::POST, "/api/v1/notifications/channels", Some(&body), &user.access)
+            .await;
         let error = assert_error(res, 422, "VALIDATION_FAILED").await;
         assert_eq!(error["details"][0]["field"], "url", "{url}: {error}");
         let message = error["details"][0]["message"].as_str().unwrap();
@@ -244,7 +254,10 @@ async fn telegram_gets_send_message_with_the_chat_id_and_its_retry_after_is_hono
         assert!(message["text"].as_str().unwrap().contains("kill switch"), "{message}");
     }
     let gap = received[1].at - received[0].at;
-    assert!(gap >= Duration::from_millis(950), "waited retry_after (1 s), not the backoff: {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(950),
+        "waited retry_after (1 s), not the backoff: {gap:?}"
+    );
     let delivery = settled(&app, &user, "delivered", Duration::from_secs(5)).await;
     assert_eq!(delivery["attempts"], 2);
 
@@ -254,7 +267,10 @@ async fn telegram_gets_send_message_with_the_chat_id_and_its_retry_after_is_hono
     let secret_part = TOKEN.split_once(':').unwrap().1.as_bytes();
     for entry in walk(app.data_dir.path()) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(!bytes.windows(secret_part.len()).any(|w| w == secret_part), "{entry:?} holds the token");
+        assert!(
+            !bytes.windows(secret_part.len()).any(|w| w == secret_part),
+            "{entry:?} holds the token"
+        );
     }
     app.stop.stop();
 }
@@ -289,12 +305,14 @@ async fn channels_are_private_to_their_owner_and_unknown_events_are_named() {
 
     let bad = json!({"kind": "webhook", "url": "https://hooks.example.com/k",
         "events": ["fill", "fills", "margin_call"]});
-    let res = app.send(Method::POST, "/api/v1/notifications/channels", Some(&bad), &owner.access).await;
+    let res =
+        app.send(Method::POST, "/api/v1/notifications/channels", Some(&bad), &owner.access).await;
     let error = assert_error(res, 422, "VALIDATION_FAILED").await;
     let message = error["details"][0]["message"].as_str().unwrap();
     assert!(message.contains("fills, margin_call"), "{message}");
     let mixed = json!({"kind": "telegram", "url": "https://x.example.com", "events": ["fill"]});
-    let res = app.send(Method::POST, "/api/v1/notifications/channels", Some(&mixed), &owner.access).await;
+    let res =
+        app.send(Method::POST, "/api/v1/notifications/channels", Some(&mixed), &owner.access).await;
     let error = assert_error(res, 422, "VALIDATION_FAILED").await;
     let fields: Vec<&str> =
         error["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();

@@ -172,7 +172,8 @@ async fn deliver(notifications: Notifications, sender: Sender, config: Arc<Notif
             last_prune = Instant::now();
             prune(&notifications, config.keep_finished).await;
         }
-        let wait = due.first().map_or(IDLE, |(at, _)| Duration::from_millis(at.saturating_sub(now)));
+        let wait =
+            due.first().map_or(IDLE, |(at, _)| Duration::from_millis(at.saturating_sub(now)));
         tokio::select! {
             () = notifications.woken() => {}
             () = tokio::time::sleep(wait.min(IDLE)) => {}
@@ -225,11 +226,13 @@ async fn attempt(
     let started = Instant::now();
     let (outcome, kind) = match channel {
         Ok(Some(channel)) => (sender.attempt(&channel, &record).await, channel.target.kind()),
-        Ok(None) => {
-            (Outcome::Refused { status: None, error: "channel deleted".into() }, "deleted")
-        }
+        Ok(None) => (Outcome::Refused { status: None, error: "channel deleted".into() }, "deleted"),
         Err(err) => (
-            Outcome::Retry { status: None, error: format!("reading the channel: {err}"), after: None },
+            Outcome::Retry {
+                status: None,
+                error: format!("reading the channel: {err}"),
+                after: None,
+            },
             "unknown",
         ),
     };
@@ -244,9 +247,14 @@ async fn attempt(
     metrics::counter!("keel_notify_deliveries_total", "channel" => kind, "outcome" => result)
         .increment(1);
     if result != "delivered" {
-        tracing::info!(delivery = record.id, channel = record.channel_id, attempts = record.attempts,
-            error = record.last_error.as_deref().unwrap_or(""), state = result,
-            "notification attempt failed");
+        tracing::info!(
+            delivery = record.id,
+            channel = record.channel_id,
+            attempts = record.attempts,
+            error = record.last_error.as_deref().unwrap_or(""),
+            state = result,
+            "notification attempt failed"
+        );
     }
     // A row removed meanwhile (account deletion) is not brought back.
     if matches!(notifications.delivery(&key), Ok(Some(_))) {
@@ -416,7 +424,10 @@ mod tests {
         };
         assert_eq!(apply(&mut r, &asked, &config, 0.0, 1_000), Some(8_000), "retry_after wins");
         assert_eq!(apply(&mut r, &Outcome::Delivered { status: 200 }, &config, 0.0, 9_000), None);
-        assert_eq!((r.state, r.delivered_at_ms, r.last_error), (DeliveryState::Delivered, Some(9_000), None));
+        assert_eq!(
+            (r.state, r.delivered_at_ms, r.last_error),
+            (DeliveryState::Delivered, Some(9_000), None)
+        );
 
         let mut r = pending();
         let refused = Outcome::Refused { status: None, error: "loopback".into() };

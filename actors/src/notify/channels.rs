@@ -101,7 +101,11 @@ impl Channels {
     pub fn subscribers(&self, user_id: u64, kind: EventKind) -> Vec<u64> {
         let rules = self.rules.read().unwrap_or_else(PoisonError::into_inner);
         rules.get(&user_id).map_or_else(Vec::new, |channels| {
-            channels.iter().filter(|(_, events)| events.contains(&kind)).map(|(id, _)| *id).collect()
+            channels
+                .iter()
+                .filter(|(_, events)| events.contains(&kind))
+                .map(|(id, _)| *id)
+                .collect()
         })
     }
 
@@ -190,7 +194,8 @@ impl Channels {
     /// # Errors
     /// The store failed.
     pub fn remove_user(&self, user_id: u64) -> Result<usize, NotifyError> {
-        let keys: Vec<_> = self.tree.scan_prefix(id_key(user_id)).keys().collect::<Result<_, _>>()?;
+        let keys: Vec<_> =
+            self.tree.scan_prefix(id_key(user_id)).keys().collect::<Result<_, _>>()?;
         for key in &keys {
             self.tree.remove(key)?;
         }

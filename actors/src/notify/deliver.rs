@@ -184,7 +184,11 @@ impl Sender {
             }
             Ok(res) => {
                 let status = res.status();
-                Outcome::Retry { status: Some(status.as_u16()), error: format!("HTTP {status}"), after: None }
+                Outcome::Retry {
+                    status: Some(status.as_u16()),
+                    error: format!("HTTP {status}"),
+                    after: None,
+                }
             }
             Err(err) => retry(describe(&err)),
         }
@@ -197,8 +201,11 @@ impl Sender {
         delivery: &DeliveryRecord,
     ) -> Outcome {
         let Some(vault) = self.vault.get() else { return retry("the vault is restarting") };
-        let open =
-            OpenBotToken { user_id: channel.user_id, channel_id: channel.id, secret: channel.secret.clone() };
+        let open = OpenBotToken {
+            user_id: channel.user_id,
+            channel_id: channel.id,
+            secret: channel.secret.clone(),
+        };
         let token = match ask(&vault, open, VAULT_DEADLINE, "vault").await {
             Ok(Ok(token)) => token,
             Ok(Err(err)) => return retry(format!("opening the token: {err}")),

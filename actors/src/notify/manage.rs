@@ -6,9 +6,9 @@ use keel_core::notify::EventKind;
 use rand::RngCore;
 use secrecy::SecretString;
 
+use super::NotifyError;
 use super::channels::{ChannelRecord, Target};
 use super::outbox::Notifications;
-use super::NotifyError;
 use crate::identity::now_ms;
 use crate::mailbox::ask;
 use crate::vault::Vault;

@@ -359,7 +359,9 @@ mod tests {
         assert!(notifications.stage(1, 10, &[paused(Some("daily loss"))]).unwrap().is_empty());
 
         let channels = notifications.channels();
-        channels.insert(&channel(100, 1, vec![EventKind::BotStatus, EventKind::RiskPause])).unwrap();
+        channels
+            .insert(&channel(100, 1, vec![EventKind::BotStatus, EventKind::RiskPause]))
+            .unwrap();
         channels.insert(&channel(101, 1, vec![EventKind::RiskPause])).unwrap();
         channels.insert(&channel(102, 1, vec![EventKind::Fill])).unwrap();
         channels.insert(&channel(200, 2, vec![EventKind::RiskPause])).unwrap();
@@ -383,7 +385,8 @@ mod tests {
         notifications.written(&rows);
         assert_eq!(notifications.take_fresh().len(), 3);
         assert_eq!(notifications.pending().unwrap().len(), 3);
-        let event = NotifyEvent { kind: EventKind::RiskPause, bot_id: None, ts: 1, data: "x".into() };
+        let event =
+            NotifyEvent { kind: EventKind::RiskPause, bot_id: None, ts: 1, data: "x".into() };
         assert_eq!(notifications.enqueue(2, event).unwrap(), 1);
         assert_eq!(notifications.recent(1, 2).unwrap().len(), 2, "limited, newest first");
 

@@ -11,7 +11,16 @@ pub const BREAKER_REASON_PREFIX: &str = "circuit breaker";
 
 /// What a channel can subscribe to.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
     utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
@@ -224,12 +233,11 @@ mod tests {
             assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
             assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         }
-        let names: Vec<String> = ["fill", "nope", "fill", "daily_pnl", "FILL"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let names: Vec<String> =
+            ["fill", "nope", "fill", "daily_pnl", "FILL"].into_iter().map(String::from).collect();
         assert_eq!(parse_events(&names), Err(UnknownEvents(vec!["nope".into(), "FILL".into()])));
-        let names: Vec<String> = ["daily_pnl", "fill", "fill"].into_iter().map(String::from).collect();
+        let names: Vec<String> =
+            ["daily_pnl", "fill", "fill"].into_iter().map(String::from).collect();
         assert_eq!(parse_events(&names).unwrap(), vec![EventKind::Fill, EventKind::DailyPnl]);
     }
 
