@@ -323,3 +323,28 @@ async fn channels_are_private_to_their_owner_and_unknown_events_are_named() {
     assert_error(res, 404, "NOTIFICATION_CHANNEL_NOT_FOUND").await;
     app.stop.stop();
 }
+
+#[actix_web::test]
+async fn deleting_the_account_removes_its_channels_and_pending_deliveries() {
+    let hook = FakeHook::start().await;
+    hook.script([Reply::Json(500, "{}".into())]);
+    // The retry comes 0.5 to 1 s after the first attempt: time to delete the account first.
+    let app = spawn_app_with(|s| {
+        loopback(s);
+        s.notifications.retry_base_ms = 1000;
+    })
+    .await;
+    let user = app.register("leaving@example.com").await;
+    let body = json!({"kind": "webhook", "url": hook.url("/bye"), "events": ["kill_switch"]});
+    add_channel(&app, &user, &body).await;
+    kill_switch(&app, &user).await;
+    hook.wait_for(1, Duration::from_secs(10)).await;
+    delivery_where(&app, &user, "due again", Duration::from_secs(5), |d| d["attempts"] == 1).await;
+
+    let res = app.send(Method::DELETE, "/api/v1/me", None, &user.access).await;
+    assert_eq!(res.status().as_u16(), 200);
+    // The retry was due within a second; with the row gone nothing more is sent.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hook.received().len(), 1, "no delivery after the account is gone");
+    app.stop.stop();
+}

@@ -210,7 +210,10 @@ async fn notification_secrets_are_sealed_per_channel_signed_inside_and_rotated_w
     let moved = ask(&vault, sign(sealed.clone(), 8), DEADLINE, "vault").await.unwrap();
     assert!(matches!(moved, Err(VaultError::Tampered)));
     let as_token = OpenBotToken { user_id: 1, channel_id: 7, secret: sealed.clone() };
-    assert!(matches!(ask(&vault, as_token, DEADLINE, "vault").await.unwrap(), Err(VaultError::Tampered)));
+    assert!(matches!(
+        ask(&vault, as_token, DEADLINE, "vault").await.unwrap(),
+        Err(VaultError::Tampered)
+    ));
 
     let channels = Channels::open(&store).unwrap();
     let record = ChannelRecord {
