@@ -348,3 +348,54 @@ async fn deleting_the_account_removes_its_channels_and_pending_deliveries() {
     assert_eq!(hook.received().len(), 1, "no delivery after the account is gone");
     app.stop.stop();
 }
+
+#[actix_web::test]
+async fn the_daily_summary_reports_each_bots_pnl_once_for_the_day_that_ended() {
+    use keel_actors::store::{Store, StoreConfig, trees};
+
+    let hook = FakeHook::start().await;
+    let app = spawn_app_with(loopback).await;
+    let user = app.register("daily@example.com").await;
+    let body = json!({"kind": "webhook", "url": hook.url("/daily"), "events": ["daily_pnl"]});
+    let secret =
+        add_channel(&app, &user, &body).await["signing_secret"].as_str().unwrap().to_owned();
+    let bot = app.running_bot(&user).await;
+    app.market_buy(&user, bot).await;
+
+    // Offline, the last summary is set five days back, as after a long stop.
+    app.stop.stop();
+    let today =
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 / 86_400_000;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match Store::open(&StoreConfig::new(app.data_dir.path())) {
+            Ok(store) => break store,
+            Err(err) => {
+                assert!(std::time::Instant::now() < deadline, "the store stays locked: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let meta = store.tree(trees::META).unwrap();
+    meta.insert(keel_actors::notify::DAILY_MARKER, &(today - 5).to_be_bytes()).unwrap();
+    store.flush().await.unwrap();
+    drop((meta, store));
+
+    let app = app.restart_with(loopback).await;
+    let received = hook.wait_for(1, Duration::from_secs(15)).await;
+    assert_signed(&received[0], &secret);
+    let summary = received[0].json();
+    assert_eq!(summary["type"], "daily_pnl", "{summary}");
+    let expected_day = keel_core::notify::events::day_label(today - 1);
+    assert_eq!(summary["data"]["day"], expected_day.as_str(), "one summary, for yesterday");
+    let portfolio = &summary["data"]["portfolio"];
+    assert_eq!(portfolio["bots"], 1, "{portfolio}");
+    let item = &portfolio["items"][0];
+    assert_eq!(item["bot_id"], bot);
+    assert!(item["qty"].as_str().is_some_and(|q| q != "0"), "the bought position: {item}");
+    assert!(item.get("realized_pnl").is_some() && item.get("unrealized_pnl").is_some());
+    // Once: the marker moved, so no second one follows.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.received().len(), 1);
+    app.stop.stop();
+}

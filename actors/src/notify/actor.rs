@@ -41,7 +41,7 @@ const DAILY_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// How long the bot supervisor may take to answer the summary's questions.
 const BOTS_DEADLINE: Duration = Duration::from_secs(10);
 /// The `meta` key of the last UTC day summarised (days since the epoch, big-endian).
-const DAILY_MARKER: &[u8] = b"notify_daily_pnl_day";
+pub const DAILY_MARKER: &[u8] = b"notify_daily_pnl_day";
 
 /// The notifier. It handles only [`Stop`]; its work happens in its loops.
 pub struct Notifier {

@@ -26,7 +26,7 @@ use keel_core::notify::EventKind;
 use keel_core::notify::backoff::Backoff;
 use serde::{Deserialize, Serialize};
 
-pub use actor::{Notifier, NotifierSpec};
+pub use actor::{DAILY_MARKER, Notifier, NotifierSpec};
 pub use channels::{ChannelRecord, Channels, Target};
 pub use manage::{NewChannel, WEBHOOK_SECRET_PREFIX};
 pub use outbox::{DeliveryRecord, DeliveryState, Notifications};
