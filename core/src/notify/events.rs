@@ -9,6 +9,9 @@ use crate::engine::{BotEvent, BotEventKind};
 /// The reason a bot paused by its venue account's circuit breaker journals (it starts with it).
 pub const BREAKER_REASON_PREFIX: &str = "circuit breaker";
 
+/// Longest chat message (Telegram's `sendMessage` takes 4096 characters).
+pub const MAX_TEXT_CHARS: usize = 4096;
+
 /// What a channel can subscribe to.
 #[derive(
     Debug,
@@ -135,8 +138,18 @@ impl NotifyEvent {
         }
     }
 
-    /// A short plain-text rendering, for chat messages.
+    /// A short plain-text rendering, for chat messages: at most [`MAX_TEXT_CHARS`] characters.
     pub fn text(&self) -> String {
+        let text = self.full_text();
+        if text.chars().count() <= MAX_TEXT_CHARS {
+            return text;
+        }
+        let mut cut: String = text.chars().take(MAX_TEXT_CHARS - 1).collect();
+        cut.push('…');
+        cut
+    }
+
+    fn full_text(&self) -> String {
         let bot = self.bot_id.map(|id| format!("bot {id}: ")).unwrap_or_default();
         let field = |name: &str| match &self.data[name] {
             serde_json::Value::String(s) => s.clone(),
@@ -286,6 +299,15 @@ mod tests {
             vec![EventKind::BotStatus, EventKind::BreakerPause]
         );
         assert_eq!(status(BotStatus::Failed, Some("crashed")), vec![EventKind::BotStatus]);
+        let long = NotifyEvent {
+            kind: EventKind::BotStatus,
+            bot_id: Some(3),
+            ts: 1,
+            data: serde_json::json!({"status": "failed", "reason": "x".repeat(10_000)}),
+        };
+        let text = long.text();
+        assert_eq!(text.chars().count(), MAX_TEXT_CHARS);
+        assert!(text.starts_with("Keel bot 3: failed: xxx") && text.ends_with('…'));
         let log = BotEventKind::Log { level: "info".into(), message: "hi".into() };
         assert!(NotifyEvent::from_journal(3, &line(log)).is_empty());
     }
