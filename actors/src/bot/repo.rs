@@ -269,11 +269,11 @@ impl BotRepo {
         };
         let outbox_at = trees.len() - 1;
         let notices = match &self.notify {
-            Some(notify) => match self.owner(id)? {
+            Some(notify) if notify.channels().any() => match self.owner(id)? {
                 Some(user_id) => notify.stage(user_id, id, calls)?,
                 None => Vec::new(),
             },
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let notices_at = trees.len();
         if let (false, Some(notify)) = (notices.is_empty(), &self.notify) {

@@ -3,6 +3,7 @@
 //! listens.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use keel_core::notify::EventKind;
@@ -80,6 +81,8 @@ type Rules = HashMap<u64, Vec<(u64, Vec<EventKind>)>>;
 pub struct Channels {
     tree: sled::Tree,
     rules: Arc<RwLock<Rules>>,
+    /// Channels in all: while none exist, a bot's write skips even the owner lookup.
+    total: Arc<AtomicUsize>,
 }
 
 impl Channels {
@@ -90,11 +93,19 @@ impl Channels {
     pub fn open(store: &Store) -> Result<Self, StoreError> {
         let tree = store.tree(trees::NOTIFY_CHANNELS)?;
         let mut rules = Rules::new();
+        let mut total = 0;
         for row in tree.iter().values() {
             let record: ChannelRecord = decode(&row?)?;
             rules.entry(record.user_id).or_default().push((record.id, record.events));
+            total += 1;
         }
-        Ok(Self { tree, rules: Arc::new(RwLock::new(rules)) })
+        let total = Arc::new(AtomicUsize::new(total));
+        Ok(Self { tree, rules: Arc::new(RwLock::new(rules)), total })
+    }
+
+    /// Whether any user has a channel.
+    pub fn any(&self) -> bool {
+        self.total.load(Ordering::Relaxed) > 0
     }
 
     /// The channels of `user_id` that want `kind`.
@@ -137,6 +148,7 @@ impl Channels {
         self.tree.insert(pair_key(record.user_id, record.id), encode(record)?)?;
         let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
         rules.entry(record.user_id).or_default().push((record.id, record.events.clone()));
+        self.total.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -179,6 +191,7 @@ impl Channels {
     /// [`NotifyError::NotFound`] when the user has no such channel.
     pub fn remove(&self, user_id: u64, id: u64) -> Result<(), NotifyError> {
         self.tree.remove(pair_key(user_id, id))?.ok_or(NotifyError::NotFound)?;
+        self.total.fetch_sub(1, Ordering::Relaxed);
         let mut rules = self.rules.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(channels) = rules.get_mut(&user_id) {
             channels.retain(|(channel, _)| *channel != id);
@@ -196,10 +209,14 @@ impl Channels {
     pub fn remove_user(&self, user_id: u64) -> Result<usize, NotifyError> {
         let keys: Vec<_> =
             self.tree.scan_prefix(id_key(user_id)).keys().collect::<Result<_, _>>()?;
+        let mut removed = 0;
         for key in &keys {
-            self.tree.remove(key)?;
+            if self.tree.remove(key)?.is_some() {
+                removed += 1;
+            }
         }
+        self.total.fetch_sub(removed, Ordering::Relaxed);
         self.rules.write().unwrap_or_else(PoisonError::into_inner).remove(&user_id);
-        Ok(keys.len())
+        Ok(removed)
     }
 }

@@ -397,5 +397,8 @@ mod tests {
         // The rules survive a reopen.
         let reopened = Notifications::open(&store).unwrap();
         assert_eq!(reopened.channels().subscribers(2, EventKind::RiskPause), vec![200]);
+        assert!(channels.any() && reopened.channels().any());
+        channels.remove(2, 200).unwrap();
+        assert!(!channels.any(), "none left");
     }
 }
