@@ -49,6 +49,8 @@ pub struct AppState {
     pub sink: Option<SinkHealth>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
+    /// Owners' notification channels and deliveries.
+    pub notifications: keel_actors::notify::Notifications,
 }
 
 impl AppState {

@@ -22,6 +22,7 @@ pub mod fanout;
 pub mod feed;
 pub mod identity;
 pub mod mailbox;
+pub mod notify;
 pub mod record;
 pub mod runtime;
 pub mod seed;

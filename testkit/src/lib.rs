@@ -26,6 +26,7 @@
 pub mod fake_binance;
 pub mod fake_bybit;
 pub mod fake_bybit_stream;
+pub mod fake_hook;
 pub mod fake_rest;
 pub mod routing;
 

@@ -17,6 +17,7 @@ mod limits;
 mod live;
 mod live_bybit;
 mod markets;
+mod notifications;
 mod postgres;
 mod process;
 mod protection;

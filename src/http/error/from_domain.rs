@@ -128,6 +128,25 @@ impl From<VaultError> for ApiError {
     }
 }
 
+impl From<keel_actors::notify::NotifyError> for ApiError {
+    /// Notification channel errors; nothing secret is in any of them.
+    fn from(err: keel_actors::notify::NotifyError) -> Self {
+        use keel_actors::notify::NotifyError;
+        match err {
+            NotifyError::NotFound => ApiError::not_found(
+                "NOTIFICATION_CHANNEL_NOT_FOUND",
+                "no such notification channel",
+            ),
+            NotifyError::Limit(n) => {
+                ApiError::conflict(format!("at most {n} notification channels per user"))
+            }
+            NotifyError::Vault(err) => err.into(),
+            NotifyError::Ask(err) => err.into(),
+            NotifyError::Store(err) => err.into(),
+        }
+    }
+}
+
 impl From<IdentityError> for ApiError {
     /// Identity errors: a wrong email and a wrong password answer alike.
     fn from(err: IdentityError) -> Self {
