@@ -140,6 +140,7 @@ impl Fixture {
                 },
             )
             .expect("the backtest pool starts"),
+            live: Default::default(),
         };
         Self {
             state,

@@ -151,7 +151,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let Runtime { store, root, vault, feeds, bots, bots_view, sessions, sink, backtests } =
+        let Runtime { store, root, vault, feeds, bots, bots_view, sessions, sink, backtests, live } =
             runtime;
         let state = AppState {
             store,
@@ -167,6 +167,7 @@ impl Application {
             protection,
             sink,
             backtests,
+            live,
         };
         let cors = settings.clone();
         let data = web::Data::new(state.clone());
