@@ -253,10 +253,13 @@ impl LiveAccounts {
     }
 }
 
+/// The running accounts by (venue, exchange account id).
+type AccountMap = HashMap<(VenueId, u64), Arc<Account>>;
+
 /// Every account with a running live bot. Cloning shares it.
 #[derive(Debug, Clone, Default)]
 pub struct Accounts {
-    inner: Arc<Mutex<HashMap<(VenueId, u64), Arc<Account>>>>,
+    inner: Arc<Mutex<AccountMap>>,
 }
 
 impl Accounts {

@@ -199,8 +199,7 @@ pub struct ExchangeAccountBalances {
         (status = 404, description = "No such account of the caller's \
             (`EXCHANGE_ACCOUNT_NOT_FOUND`).", body = ErrorResponse),
         (status = 409, description = "The account's venue is not enabled for live trading \
-            (`CONFLICT`).", body = ErrorResponse),
-        (status = 503, description = "The venue did not give them (`VENUE_UNAVAILABLE`).",
+            (`CONFLICT`); a 503 `VENUE_UNAVAILABLE` when the venue did not give them.",
             body = ErrorResponse),
         (status = 504, description = "The vault did not answer in time (`TIMEOUT`).",
             body = ErrorResponse),

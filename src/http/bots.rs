@@ -335,9 +335,8 @@ pub async fn delete(
             state (`CONFLICT`).", body = ErrorResponse),
         (status = 422, description = "`start` of a live bot whose exchange account cannot pay \
             for its first order (`INSUFFICIENT_BALANCE`: the asset, the amount needed and the \
-            amount free).", body = ErrorResponse),
-        (status = 503, description = "`start` of a live bot whose account's balances the venue \
-            did not give (`VENUE_UNAVAILABLE`).", body = ErrorResponse),
+            amount free); a 503 `VENUE_UNAVAILABLE` when the venue did not give the balances.",
+            body = ErrorResponse),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
         (status = 507, description = DISK_LOW, body = ErrorResponse),
     ))]

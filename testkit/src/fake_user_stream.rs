@@ -197,6 +197,8 @@ async fn serve(
     mut script: broadcast::Receiver<Script>,
 ) {
     let refuse = state.refuse.load(Ordering::SeqCst);
+    // The handshake callback's signature is tungstenite's.
+    #[allow(clippy::result_large_err)]
     let callback = move |_: &Request, response: Response| -> Result<Response, ErrorResponse> {
         if refuse {
             let mut refused = ErrorResponse::new(Some("service unavailable".into()));
@@ -251,7 +253,8 @@ async fn serve(
                         if sink.send(Message::text(answer.to_string())).await.is_err() { return; }
                     }
                     Message::Ping(payload) => {
-                        if sink.send(Message::Pong(payload)).await.is_err() { return; }
+                        let answered = sink.send(Message::Pong(payload)).await;
+                        if answered.is_err() { return; }
                     }
                     Message::Close(_) => return,
                     _ => {}

@@ -187,33 +187,6 @@ pub fn backtest_not_found(id: JobId) -> ApiError {
     ApiError::not_found("BACKTEST_NOT_FOUND", format!("no backtest {id} for this user"))
 }
 
-#[cfg(test)]
-mod tests {
-    use actix_web::ResponseError;
-    use actix_web::body::to_bytes;
-    use actix_web::http::header;
-
-    use super::*;
-
-    #[actix_web::test]
-    async fn mailbox_errors_map_to_503_and_504_with_retry_after() {
-        let cases = [
-            (AskError::Full { actor: "vault" }, 503, "OVERLOADED", true),
-            (AskError::Timeout { actor: "vault" }, 504, "TIMEOUT", false),
-            (AskError::Gone { actor: "vault" }, 503, "UNAVAILABLE", true),
-        ];
-        for (ask, status, code, retry) in cases {
-            let err = ApiError::from(ask);
-            let res = err.error_response();
-            assert_eq!(res.status().as_u16(), status);
-            assert_eq!(res.headers().contains_key(header::RETRY_AFTER), retry);
-            let body: serde_json::Value =
-                serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
-            assert_eq!(body["error"]["code"], code);
-        }
-    }
-}
-
 impl From<keel_actors::account::BalancesError> for ApiError {
     /// An account's balances not available: 409 when the venue takes no live orders here, 503
     /// `VENUE_UNAVAILABLE` (retry) when it did not answer.
@@ -241,6 +214,33 @@ impl From<keel_actors::bot::funding::FundingError> for ApiError {
                 format!("not started: {short}"),
             ),
             FundingError::Balances(err) => err.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError;
+    use actix_web::body::to_bytes;
+    use actix_web::http::header;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn mailbox_errors_map_to_503_and_504_with_retry_after() {
+        let cases = [
+            (AskError::Full { actor: "vault" }, 503, "OVERLOADED", true),
+            (AskError::Timeout { actor: "vault" }, 504, "TIMEOUT", false),
+            (AskError::Gone { actor: "vault" }, 503, "UNAVAILABLE", true),
+        ];
+        for (ask, status, code, retry) in cases {
+            let err = ApiError::from(ask);
+            let res = err.error_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers().contains_key(header::RETRY_AFTER), retry);
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], code);
         }
     }
 }
