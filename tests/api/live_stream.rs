@@ -65,19 +65,7 @@ impl StreamedAccount {
 
     /// Places `order` on `bot`, quoting until the bot has a price; returns it (202).
     async fn place(&self, bot: u64, order: &Value) -> Value {
-        let path = format!("/api/v1/bots/{bot}/orders");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            self.quote();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let res = self.app.send(Method::POST, &path, Some(order), &self.token).await;
-            let status = res.status().as_u16();
-            let body: Value = res.json().await.unwrap();
-            if status == 202 {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{status}: {body}");
-        }
+        self.app.place_quoted(&self.token, bot, order, || self.quote()).await
     }
 
     /// Places a resting limit buy of 0.1 at 90; returns (Keel's order id, client order id) once

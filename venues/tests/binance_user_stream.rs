@@ -174,28 +174,23 @@ async fn drops_terminations_and_shutdowns_resubscribe() {
 }
 
 #[tokio::test]
-async fn a_connection_is_renewed_before_binances_24_hour_cut() {
-    let fake = FakeUserStream::start().await;
-    let mut config = config(&fake);
-    config.connection.max_life = Duration::from_millis(300);
-    let (mut stream, _rest) = start(&fake, config).await;
-    until_connected(&mut stream).await;
-    let why = until_disconnected(&mut stream).await;
-    assert!(why.contains("lifetime"), "{why}");
-    until_connected(&mut stream).await;
-    assert!(fake.subscriptions() >= 2);
-}
-
-#[tokio::test]
-async fn a_silent_connection_is_dropped_and_replaced() {
-    let fake = FakeUserStream::start().await;
-    let mut config = config(&fake);
-    config.connection.silence_timeout = Duration::from_millis(300);
-    let (mut stream, _rest) = start(&fake, config).await;
-    until_connected(&mut stream).await;
-    let why = until_disconnected(&mut stream).await;
-    assert!(why.contains("silent"), "{why}");
-    until_connected(&mut stream).await;
+async fn a_connection_is_renewed_before_binances_24_hour_cut_and_when_silent() {
+    type Shorten = fn(&mut UserStreamConfig);
+    let cases: [(Shorten, &str); 2] = [
+        (|c| c.connection.max_life = Duration::from_millis(300), "lifetime"),
+        (|c| c.connection.silence_timeout = Duration::from_millis(300), "silent"),
+    ];
+    for (shorten, reason) in cases {
+        let fake = FakeUserStream::start().await;
+        let mut config = config(&fake);
+        shorten(&mut config);
+        let (mut stream, _rest) = start(&fake, config).await;
+        until_connected(&mut stream).await;
+        let why = until_disconnected(&mut stream).await;
+        assert!(why.contains(reason), "{why}");
+        until_connected(&mut stream).await;
+        assert!(fake.subscriptions() >= 2);
+    }
 }
 
 #[tokio::test]
