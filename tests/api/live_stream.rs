@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::accounts::{API_KEY, API_SECRET};
 use crate::fake_binance::FakeBinance;
-use crate::fake_rest::FakeRest;
+use crate::fake_rest::{FakeRest, Fault};
 
 /// How long a condition may take.
 const WAIT: Duration = Duration::from_secs(10);
@@ -228,8 +228,53 @@ async fn a_live_bot_whose_account_cannot_pay_its_first_order_is_refused_at_start
     assert_eq!(record["status"], "created", "{record}");
     assert_eq!(acc.user_stream.connections(), 0, "nothing started");
 
+    // A venue that fails the balances read (a 5xx, a dropped connection) refuses the start too,
+    // as unavailable, not as short of funds.
     acc.rest.set_balances(&[("USDT", "50.00000000", "0.00000000")]);
+    for fault in [Fault::ServerError, Fault::Drop] {
+        acc.rest.fail_account_next(1, fault);
+        let res = acc.app.control(&acc.token, bot, "start").await;
+        assert_error(res, 503, "VENUE_UNAVAILABLE").await;
+    }
     assert_eq!(acc.app.control(&acc.token, bot, "start").await.status().as_u16(), 200);
+}
+
+#[actix_web::test]
+async fn a_stream_trade_after_missed_ones_is_settled_by_a_query_with_every_commission() {
+    let acc = streamed_account("stream-missed@example.com").await;
+    let bot = acc.start_bot().await;
+    let (id, client_order_id) = acc.resting_limit(bot).await;
+    // Two trades at the venue; the stream delivers only the second (cumulative 0.1, last 0.06).
+    assert!(acc.rest.fill_limit(&client_order_id, "0.04".parse().unwrap()));
+    assert!(acc.rest.fill_limit(&client_order_id, "0.06".parse().unwrap()));
+    let order = acc.rest.order(&client_order_id).unwrap();
+    let trade = LastTrade {
+        qty: "0.06000000",
+        price: "90.00000000",
+        commission: "0.00540000",
+        asset: "USDT",
+        trade_id: 2,
+    };
+    acc.user_stream.push(execution_report(&order, "TRADE", Some(trade)));
+    acc.app.wait_for_order(&acc.token, bot, id, "filled").await;
+    // Queried, so both trades are fills with the venue's own commission, none estimated.
+    let path = format!("/api/v1/bots/{bot}/fills");
+    let deadline = Instant::now() + WAIT;
+    let fills = loop {
+        let fills = acc.app.get_json(&path, &acc.token).await;
+        if fills["items"].as_array().unwrap().len() == 2 {
+            break fills;
+        }
+        assert!(Instant::now() < deadline, "{fills}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let quantities: Vec<&str> =
+        fills["items"].as_array().unwrap().iter().map(|f| f["qty"].as_str().unwrap()).collect();
+    assert_eq!(quantities, ["0.04", "0.06"], "{fills}");
+    for fill in fills["items"].as_array().unwrap() {
+        assert_eq!(fill["commission"]["asset"], "USDT", "{fill}");
+        assert_eq!(fill["commission"]["quote_value_estimated"], false, "{fill}");
+    }
 }
 
 #[actix_web::test]

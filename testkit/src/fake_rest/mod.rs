@@ -138,6 +138,8 @@ struct State {
     rate_limits: Mutex<VecDeque<(u16, u64)>>,
     /// What `GET /api/v3/account` lists.
     balances: Mutex<Value>,
+    /// Faults for `GET /api/v3/account`.
+    account_faults: Mutex<VecDeque<Fault>>,
 }
 
 /// A running fake on a free loopback port. Dropping it stops the server and releases hung
@@ -175,6 +177,7 @@ impl FakeRest {
                 {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"},
                 {"asset": "BTC", "free": "0.50000000", "locked": "0.50000000"}
             ])),
+            account_faults: Mutex::new(VecDeque::new()),
         });
         let (shutdown, mut stop) = watch::channel(());
         let s = state.clone();
@@ -296,6 +299,12 @@ impl FakeRest {
         lock(&self.state.rate_limits).push_back((status, retry_after_secs));
     }
 
+    /// The next `n` `GET /api/v3/account` requests (after authentication) suffer `fault` (the
+    /// `Accept…` fault answers 503 as well: a read changes nothing).
+    pub fn fail_account_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.account_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
     /// What `GET /api/v3/account` lists from now on: `(asset, free, locked)`.
     pub fn set_balances(&self, balances: &[(&str, &str, &str)]) {
         let list: Vec<Value> = balances
@@ -359,9 +368,14 @@ impl State {
                 self.add_weight(20);
                 return match self.authenticate(request) {
                     Err(answer) => Reply::Answer(answer),
-                    Ok(_) => Reply::Answer(Answer::ok(
-                        json!({ "balances": lock(&self.balances).clone() }),
-                    )),
+                    Ok(_) => match lock(&self.account_faults).pop_front() {
+                        Some(Fault::Hang) => Reply::Hang,
+                        Some(Fault::Drop) => Reply::Drop,
+                        Some(_) => Reply::Answer(Answer::server_error()),
+                        None => Reply::Answer(Answer::ok(
+                            json!({ "balances": lock(&self.balances).clone() }),
+                        )),
+                    },
                 };
             }
             ("GET", "/api/v3/myTrades") => {
