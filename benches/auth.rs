@@ -143,6 +143,7 @@ impl Fixture {
             .expect("the backtest pool starts"),
             notifications: keel_actors::notify::Notifications::open(&notify_store)
                 .expect("the notification trees open"),
+            live: Default::default(),
         };
         Self {
             state,

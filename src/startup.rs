@@ -162,6 +162,7 @@ impl Application {
             sink,
             backtests,
             notifications,
+            live,
         } = runtime;
         let state = AppState {
             store,
@@ -178,6 +179,7 @@ impl Application {
             sink,
             backtests,
             notifications,
+            live,
         };
         let cors = settings.clone();
         let data = web::Data::new(state.clone());

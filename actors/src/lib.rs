@@ -15,6 +15,7 @@
 //! The HTTP and WebSocket façade lives in the `keel` binary crate and only talks to this crate
 //! through messages and the [`store::Store`] handle.
 
+pub mod account;
 pub mod backtest;
 pub mod bot;
 pub mod breaker;

@@ -182,6 +182,9 @@ pub struct Runtime {
     pub notifications: crate::notify::Notifications,
     /// Backtest jobs and their worker pool.
     pub backtests: Jobs,
+    /// Each live venue's router and the accounts with a running live bot (their user data
+    /// streams and balances).
+    pub live: crate::account::LiveAccounts,
 }
 
 impl Runtime {
@@ -243,6 +246,7 @@ impl Runtime {
         let sessions = SessionDirectory::new(mailboxes.session);
         let bots = BotsAddress::default();
         let bots_view = BotsView::default();
+        let accounts = crate::account::Accounts::default();
         let bots_config = BotsConfig {
             policy,
             arbiters: limits.arbiters,
@@ -250,8 +254,9 @@ impl Runtime {
             paper_slippage_bps: limits.paper_slippage_bps,
             live: LiveVenues {
                 vault: vault.clone(),
-                routers,
+                routers: routers.clone(),
                 breakers: crate::breaker::Breakers::new(limits.breaker),
+                accounts: accounts.clone(),
             },
             max_user_exposure: limits.max_user_exposure,
             sessions: sessions.clone(),
@@ -306,6 +311,7 @@ impl Runtime {
             sink: sink_health,
             backtests,
             notifications,
+            live: crate::account::LiveAccounts { routers, accounts },
         })
     }
 }

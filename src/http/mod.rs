@@ -125,6 +125,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             web::route().to(accounts::delete),
         ),
+        ApiRoute::new(
+            M::GET,
+            "/exchange-accounts/{id}/balances",
+            User,
+            web::route().to(accounts::balances),
+        ),
         ApiRoute::new(M::GET, "/venues", User, web::route().to(markets::venues)),
         ApiRoute::new(
             M::GET,

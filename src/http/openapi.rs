@@ -61,6 +61,7 @@ const JSON: &str = "application/json";
         accounts::create,
         accounts::list,
         accounts::delete,
+        accounts::balances,
         markets::venues,
         markets::ticker,
         markets::candles,

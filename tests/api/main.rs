@@ -16,6 +16,7 @@ mod indicators;
 mod limits;
 mod live;
 mod live_bybit;
+mod live_stream;
 mod markets;
 mod notifications;
 mod postgres;
