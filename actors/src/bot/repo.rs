@@ -12,8 +12,11 @@
 //!   the bot ever placed: written in the same transaction as the order, removed when the order
 //!   reaches a final status.
 //!
-//! Rows in these four trees are JSON, deflated when that is shorter ([`encode_packed`]): a
-//! trading bot writes them on every fill, and sled's memory and disk follow their size and number.
+//! A trading bot writes an order, a fill and a journal row on every fill, and sled's memory and
+//! disk follow their size and number: those three are written in the compact binary form
+//! ([`crate::store::compact`], schema 5), which reads the JSON rows older Keels wrote as well.
+//! The state row is JSON, deflated when that is shorter ([`encode_packed`]): it holds the
+//! strategy's own JSON, and there is one per bot, not one per fill.
 //!
 //! - `outbox`: when the Postgres sink is on, a copy of every order change, fill and journal line
 //!   (see [`crate::sink::outbox`])
@@ -26,11 +29,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::sink::outbox::{Outbox, OutboxRecord, RecordKind};
+use crate::store::compact::{decode_journal, encode_journal};
 use crate::store::{
-    Store, StoreError, decode, encode, encode_packed, id_key, pair_key, trees, unpack,
+    Store, StoreError, StoredRow, decode, encode, encode_packed, id_key, pair_key, trees,
 };
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotEvent, BotState, Effects};
@@ -175,7 +178,7 @@ impl BotRepo {
             let raw = self.orders.get(&key)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("open-order index names a missing order {key:?}"))
             })?;
-            let order: Order = decode(&raw)?;
+            let order = Order::decode_row(&raw)?;
             // The index is written with the order, so this holds; a final order is skipped
             // rather than resumed if it ever does not.
             if order.status.is_open() {
@@ -190,7 +193,7 @@ impl BotRepo {
     /// # Errors
     /// sled failed or the row does not decode.
     pub fn order(&self, bot: BotId, order: u64) -> Result<Option<Order>, StoreError> {
-        self.orders.get(pair_key(bot, order))?.map(|raw| decode(&raw)).transpose()
+        self.orders.get(pair_key(bot, order))?.map(|raw| Order::decode_row(&raw)).transpose()
     }
 
     /// Writes one engine call's effects and the state after it, atomically, with their outbox
@@ -234,7 +237,7 @@ impl BotRepo {
         let mut journal = Vec::with_capacity(calls.len());
         for fx in calls {
             if let Some(last) = fx.events.last() {
-                journal.push((pair_key(id, last.id), encode_packed(&fx.events)?));
+                journal.push((pair_key(id, last.id), encode_journal(&fx.events)?));
             }
         }
         let state = encode_packed(state)?;
@@ -367,30 +370,24 @@ impl BotRepo {
     }
 }
 
-/// A row encoded for a transaction: its id, its key and its packed JSON.
+/// A row encoded for a transaction: its id, its key and its compact form.
 type EncodedRow = (u64, [u8; 16], Vec<u8>);
 
-/// Each row's (id, key, packed JSON), for a transaction.
-fn encoded<T: Serialize>(
+/// Each row's (id, key, compact form), for a transaction.
+fn encoded<T: StoredRow>(
     bot: BotId,
     rows: &[&T],
     id: impl Fn(&T) -> u64,
 ) -> Result<Vec<EncodedRow>, StoreError> {
-    rows.iter().map(|row| Ok((id(row), pair_key(bot, id(row)), encode_packed(row)?))).collect()
+    rows.iter().map(|row| Ok((id(row), pair_key(bot, id(row)), row.encode_row()?))).collect()
 }
 
-/// Decodes one `events` row: the lines of one write (a list), or a single line (rows written
-/// before schema 3; migration 3 repacks them, but either form reads).
+/// Decodes one `events` row, in any stored form ([`decode_journal`]).
 ///
 /// # Errors
 /// The row does not decode.
 pub(crate) fn journal_lines(raw: &[u8]) -> Result<Vec<BotEvent>, StoreError> {
-    let json = unpack(raw)?;
-    if json.first() == Some(&b'[') {
-        serde_json::from_slice(&json).map_err(StoreError::Codec)
-    } else {
-        Ok(vec![serde_json::from_slice(&json).map_err(StoreError::Codec)?])
-    }
+    decode_journal(raw)
 }
 
 /// A page of journal lines with ids in (`after`, `upto`], from rows keyed by their last line.
@@ -428,7 +425,7 @@ fn journal_page(
     Ok(Page { items, next_after })
 }
 
-fn page<T: DeserializeOwned>(
+fn page<T: StoredRow>(
     tree: &sled::Tree,
     owner: u64,
     after: u64,
@@ -448,7 +445,7 @@ fn page<T: DeserializeOwned>(
             break;
         }
         last = crate::store::key_id(key.get(8..).unwrap_or_default())?;
-        items.push(decode(&raw)?);
+        items.push(T::decode_row(&raw)?);
     }
     Ok(Page { items, next_after: more.then_some(last) })
 }
@@ -731,7 +728,7 @@ mod tests {
             store.commit().await.unwrap();
         }
         let store = crate::store::reopen(dir.path());
-        assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 4);
+        assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 5);
         let repo = BotRepo::new(&store).unwrap();
         assert_eq!(repo.state(9).unwrap(), state);
         assert_eq!(repo.all_fills(9, u64::MAX).unwrap(), fx.fills);
