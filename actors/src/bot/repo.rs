@@ -742,12 +742,22 @@ mod tests {
         }
         let raw = store.tree(trees::POSITIONS).unwrap().get(id_key(9)).unwrap().unwrap();
         assert_eq!(raw.first(), Some(&1), "state row not deflated");
-        // New writes go on from there.
+        // New writes go on from there, in the compact form, beside the old rows.
         let mut more = Effects::default();
         more.events.push(line(3));
+        let mut fill = fx.fills[0].clone();
+        (fill.id, fill.price) = (2, Decimal::new(10_150, 2));
+        more.fills.push(fill.clone());
         repo.persist(9, &more, &state).unwrap();
         let ids: Vec<u64> =
             repo.events(9, 0, u64::MAX, 10).unwrap().items.iter().map(|e| e.id).collect();
         assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(repo.all_fills(9, u64::MAX).unwrap(), [fx.fills[0].clone(), fill]);
+        let first_bytes = |name| -> Vec<u8> {
+            store.tree(name).unwrap().iter().values().map(|raw| raw.unwrap()[0]).collect()
+        };
+        // Migration 3 deflated the old fill (0x01); the new one is compact.
+        assert_eq!(first_bytes(trees::FILLS), [1, crate::store::compact::COMPACT_V1]);
+        assert_eq!(first_bytes(trees::EVENTS)[2..], [crate::store::compact::COMPACT_V1]);
     }
 }
