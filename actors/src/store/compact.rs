@@ -88,7 +88,47 @@ impl StoredRow for Fill {
 /// # Errors
 /// A line's JSON (for the kinds kept as JSON) or the row could not be serialised.
 pub fn encode_journal(lines: &[BotEvent]) -> Result<Vec<u8>, StoreError> {
-    let wire = lines.iter().map(WireEvent::try_from).collect::<Result<Vec<_>, _>>()?;
+    let mut wire = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let mut event = WireEvent::try_from(line)?;
+        // An order placed and filled in one engine call is journaled twice: the second line
+        // keeps only what changed.
+        if let BotEventKind::Order(order) = &line.kind
+            && let Some(earlier) = latest_version(&lines[..i], order.id)
+            && placement(earlier)? == placement(order)?
+        {
+            event.kind = WireEventKind::OrderChange(WireOrderChange {
+                id: order.id,
+                filled_qty: order.filled_qty,
+                avg_fill_price: order.avg_fill_price,
+                status: order.status.into(),
+                reason: order.reason.as_deref().map(Cow::Borrowed),
+                updated_ts: order.updated_ts,
+            });
+        }
+        wire.push(event);
+    }
+    encode(&wire)
+}
+
+/// The last journal line among `lines` about order `id`.
+fn latest_version(lines: &[BotEvent], id: u64) -> Option<&Order> {
+    lines.iter().rev().find_map(|line| match &line.kind {
+        BotEventKind::Order(order) if order.id == id => Some(order),
+        _ => None,
+    })
+}
+
+/// What a [`WireOrderChange`] does not carry, as stored bytes: two versions of an order with the
+/// same placement differ only in what the change holds. Bytes, not `==`: `Decimal`'s equality
+/// ignores the scale, which a stored row must keep.
+fn placement(order: &Order) -> Result<Vec<u8>, StoreError> {
+    let mut wire = WireOrder::from(order);
+    wire.filled_qty = Decimal::ZERO;
+    wire.avg_fill_price = Decimal::ZERO;
+    wire.status = WireStatus::New;
+    wire.reason = None;
+    wire.updated_ts = 0;
     encode(&wire)
 }
 
@@ -99,10 +139,13 @@ pub fn encode_journal(lines: &[BotEvent]) -> Result<Vec<u8>, StoreError> {
 /// The row does not decode.
 pub fn decode_journal(raw: &[u8]) -> Result<Vec<BotEvent>, StoreError> {
     if let Some(body) = compact(raw) {
-        return from_bytes::<Vec<WireEvent<'_>>>(body)?
-            .into_iter()
-            .map(BotEvent::try_from)
-            .collect();
+        let wire = from_bytes::<Vec<WireEvent<'_>>>(body)?;
+        let mut lines = Vec::with_capacity(wire.len());
+        for WireEvent { id, ts, kind } in wire {
+            let kind = journal_kind(kind, &lines)?;
+            lines.push(BotEvent { id, ts, kind });
+        }
+        return Ok(lines);
     }
     let json = super::unpack(raw)?;
     if json.first() == Some(&b'[') {
@@ -427,6 +470,23 @@ enum WireEventKind<'a> {
     /// Any other kind, as the JSON of its [`BotEventKind`].
     #[serde(borrow)]
     Json(Cow<'a, str>),
+    /// An order line whose order an earlier line of the same row holds with the same placement.
+    #[serde(borrow)]
+    OrderChange(WireOrderChange<'a>),
+}
+
+/// What changed in an order since the row's earlier line about it.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireOrderChange<'a> {
+    id: u64,
+    #[serde(with = "dec")]
+    filled_qty: Decimal,
+    #[serde(with = "dec")]
+    avg_fill_price: Decimal,
+    status: WireStatus,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    updated_ts: u64,
 }
 
 /// [`BotEvent`] as stored.
@@ -462,24 +522,31 @@ impl<'a> TryFrom<&'a BotEvent> for WireEvent<'a> {
     }
 }
 
-impl TryFrom<WireEvent<'_>> for BotEvent {
-    type Error = StoreError;
-
-    fn try_from(e: WireEvent<'_>) -> Result<Self, StoreError> {
-        let kind = match e.kind {
-            WireEventKind::Order(order) => BotEventKind::Order(order.into()),
-            WireEventKind::Fill(fill) => BotEventKind::Fill(fill.into()),
-            WireEventKind::Position(p) => BotEventKind::Position(Position {
-                qty: p.qty,
-                avg_entry_price: p.avg_entry_price,
-                realized_pnl: p.realized_pnl,
-                fees: p.fees,
-                quote_balance: p.quote_balance,
-            }),
-            WireEventKind::Json(json) => serde_json::from_str(&json).map_err(StoreError::Codec)?,
-        };
-        Ok(Self { id: e.id, ts: e.ts, kind })
-    }
+/// A stored line's kind; `earlier` are the lines before it in its row.
+fn journal_kind(kind: WireEventKind<'_>, earlier: &[BotEvent]) -> Result<BotEventKind, StoreError> {
+    Ok(match kind {
+        WireEventKind::Order(order) => BotEventKind::Order(order.into()),
+        WireEventKind::Fill(fill) => BotEventKind::Fill(fill.into()),
+        WireEventKind::Position(p) => BotEventKind::Position(Position {
+            qty: p.qty,
+            avg_entry_price: p.avg_entry_price,
+            realized_pnl: p.realized_pnl,
+            fees: p.fees,
+            quote_balance: p.quote_balance,
+        }),
+        WireEventKind::Json(json) => serde_json::from_str(&json).map_err(StoreError::Codec)?,
+        WireEventKind::OrderChange(change) => {
+            let mut order = latest_version(earlier, change.id).cloned().ok_or_else(|| {
+                StoreError::Corrupt(format!("journal row changes order {} before it", change.id))
+            })?;
+            order.filled_qty = change.filled_qty;
+            order.avg_fill_price = change.avg_fill_price;
+            order.status = change.status.into();
+            order.reason = change.reason.map(Cow::into_owned);
+            order.updated_ts = change.updated_ts;
+            BotEventKind::Order(order)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -269,3 +269,34 @@ fn a_fill_takes_under_half_the_bytes_of_packed_json() {
         + encode_journal(&lines).unwrap().len();
     assert!(compact * 2 < packed, "compact {compact} B against packed JSON {packed} B");
 }
+
+#[test]
+fn a_second_line_about_an_order_keeps_only_what_changed_and_reads_back_whole() {
+    let placed = order(
+        7,
+        OrderType::Limit { price: d("100.50"), time_in_force: TimeInForce::Ioc },
+        OrderStatus::Accepted,
+        OrderOrigin::Manual,
+    );
+    let mut filled = placed.clone();
+    (filled.status, filled.filled_qty, filled.avg_fill_price) =
+        (OrderStatus::Filled, d("0.00100"), d("100.4000"));
+    (filled.reason, filled.updated_ts) = (Some("done".into()), placed.updated_ts + 9);
+    // The same order with another OCO partner, then a different order: written whole.
+    let mut relinked = filled.clone();
+    relinked.oco_with = Some(99);
+    let other = order(8, OrderType::Market, OrderStatus::New, OrderOrigin::Strategy);
+    let line = |id, order: &Order| BotEvent { id, ts: 5, kind: BotEventKind::Order(order.clone()) };
+    let whole = encode_journal(&[line(1, &placed)]).unwrap().len();
+    let lines = [line(1, &placed), line(2, &filled), line(3, &relinked), line(4, &other)];
+    let raw = encode_journal(&lines).unwrap();
+    let back = decode_journal(&raw).unwrap();
+    assert_eq!(back, lines);
+    same_json(&back, &lines.to_vec());
+    let two = encode_journal(&lines[..2]).unwrap().len();
+    assert!(two - whole < whole / 2, "the change took {} B, the order {whole} B", two - whole);
+    // A change whose order is not earlier in its row is damage, not a panic.
+    let alone = encode_journal(&lines[..2]).unwrap();
+    let change_only = [&[COMPACT_V1, 1][..], &alone[1 + 1 + (whole - 2)..]].concat();
+    assert!(matches!(decode_journal(&change_only), Err(StoreError::Corrupt(_))));
+}
