@@ -322,47 +322,39 @@ struct WireOrder<'a> {
     updated_ts: u64,
 }
 
+/// `$to { field: $src.field.into(), … }` for the fields two mirror types share, then the fields
+/// that need more than `Into`.
+macro_rules! mirror {
+    ($src:ident => $to:ident { $($field:ident),* $(,)? } $(+ { $($extra:ident: $value:expr),* $(,)? })?) => {
+        $to { $($field: $src.$field.into(),)* $($($extra: $value,)*)? }
+    };
+}
+
+/// The fields of [`Order`] and [`WireOrder`] that convert with `Into` both ways.
+macro_rules! order_fields {
+    ($src:ident => $to:ident + { $($extra:ident: $value:expr),* $(,)? }) => {
+        mirror!($src => $to {
+            id, bot_id, side, order_type, qty, filled_qty, avg_fill_price, status, origin, tag,
+            oco_with, created_ts, updated_ts,
+        } + { $($extra: $value),* })
+    };
+}
+
 impl<'a> From<&'a Order> for WireOrder<'a> {
     fn from(o: &'a Order) -> Self {
-        Self {
-            id: o.id,
-            bot_id: o.bot_id,
+        order_fields!(o => Self + {
             client_order_id: Cow::Borrowed(&o.client_order_id),
-            side: o.side.into(),
-            order_type: o.order_type.into(),
-            qty: o.qty,
-            filled_qty: o.filled_qty,
-            avg_fill_price: o.avg_fill_price,
-            status: o.status.into(),
-            origin: o.origin.into(),
-            tag: o.tag,
-            oco_with: o.oco_with,
             reason: o.reason.as_deref().map(Cow::Borrowed),
-            created_ts: o.created_ts,
-            updated_ts: o.updated_ts,
-        }
+        })
     }
 }
 
 impl From<WireOrder<'_>> for Order {
     fn from(o: WireOrder<'_>) -> Self {
-        Self {
-            id: o.id,
-            bot_id: o.bot_id,
+        order_fields!(o => Self + {
             client_order_id: o.client_order_id.into_owned(),
-            side: o.side.into(),
-            order_type: o.order_type.into(),
-            qty: o.qty,
-            filled_qty: o.filled_qty,
-            avg_fill_price: o.avg_fill_price,
-            status: o.status.into(),
-            origin: o.origin.into(),
-            tag: o.tag,
-            oco_with: o.oco_with,
             reason: o.reason.map(Cow::into_owned),
-            created_ts: o.created_ts,
-            updated_ts: o.updated_ts,
-        }
+        })
     }
 }
 
@@ -397,50 +389,47 @@ struct WireFill<'a> {
     commission: Option<WireCommission<'a>>,
 }
 
+/// The fields of [`Fill`] and [`WireFill`] that convert with `Into` both ways.
+macro_rules! fill_fields {
+    ($src:ident => $to:ident + { $($extra:ident: $value:expr),* $(,)? }) => {
+        mirror!($src => $to {
+            id, bot_id, order_id, side, price, qty, fee, liquidity, tag, ts,
+        } + { $($extra: $value),* })
+    };
+}
+
+/// The fields of [`Commission`] and [`WireCommission`] that convert with `Into` both ways.
+macro_rules! commission_fields {
+    ($src:ident => $to:ident + { $($extra:ident: $value:expr),* $(,)? }) => {
+        mirror!($src => $to { amount, charged_to, quote_value_estimated } + { $($extra: $value),* })
+    };
+}
+
 impl<'a> From<&'a Fill> for WireFill<'a> {
     fn from(f: &'a Fill) -> Self {
-        Self {
-            id: f.id,
-            bot_id: f.bot_id,
-            order_id: f.order_id,
-            side: f.side.into(),
-            price: f.price,
-            qty: f.qty,
-            fee: f.fee,
-            liquidity: f.liquidity.into(),
-            tag: f.tag,
-            ts: f.ts,
-            commission: f.commission.as_ref().map(|c| WireCommission {
-                asset: Cow::Borrowed(&c.asset),
-                amount: c.amount,
-                charged_to: c.charged_to.into(),
-                quote_value_estimated: c.quote_value_estimated,
+        fill_fields!(f => Self + {
+            commission: f.commission.as_ref().map(|c| {
+                commission_fields!(c => WireCommission + { asset: Cow::Borrowed(&c.asset) })
             }),
-        }
+        })
     }
 }
 
 impl From<WireFill<'_>> for Fill {
     fn from(f: WireFill<'_>) -> Self {
-        Self {
-            id: f.id,
-            bot_id: f.bot_id,
-            order_id: f.order_id,
-            side: f.side.into(),
-            price: f.price,
-            qty: f.qty,
-            fee: f.fee,
-            liquidity: f.liquidity.into(),
-            tag: f.tag,
-            ts: f.ts,
-            commission: f.commission.map(|c| Commission {
-                asset: c.asset.into_owned(),
-                amount: c.amount,
-                charged_to: c.charged_to.into(),
-                quote_value_estimated: c.quote_value_estimated,
+        fill_fields!(f => Self + {
+            commission: f.commission.map(|c| {
+                commission_fields!(c => Commission + { asset: c.asset.into_owned() })
             }),
-        }
+        })
     }
+}
+
+/// Every field of [`Position`] and [`WirePosition`].
+macro_rules! position_fields {
+    ($src:ident => $to:ident) => {
+        mirror!($src => $to { qty, avg_entry_price, realized_pnl, fees, quote_balance })
+    };
 }
 
 /// [`Position`] as stored.
@@ -505,13 +494,9 @@ impl<'a> TryFrom<&'a BotEvent> for WireEvent<'a> {
         let kind = match &e.kind {
             BotEventKind::Order(order) => WireEventKind::Order(order.into()),
             BotEventKind::Fill(fill) => WireEventKind::Fill(fill.into()),
-            BotEventKind::Position(p) => WireEventKind::Position(WirePosition {
-                qty: p.qty,
-                avg_entry_price: p.avg_entry_price,
-                realized_pnl: p.realized_pnl,
-                fees: p.fees,
-                quote_balance: p.quote_balance,
-            }),
+            BotEventKind::Position(p) => {
+                WireEventKind::Position(position_fields!(p => WirePosition))
+            }
             other @ (BotEventKind::Status { .. }
             | BotEventKind::Breaker { .. }
             | BotEventKind::Log { .. }) => WireEventKind::Json(Cow::Owned(
@@ -527,13 +512,7 @@ fn journal_kind(kind: WireEventKind<'_>, earlier: &[BotEvent]) -> Result<BotEven
     Ok(match kind {
         WireEventKind::Order(order) => BotEventKind::Order(order.into()),
         WireEventKind::Fill(fill) => BotEventKind::Fill(fill.into()),
-        WireEventKind::Position(p) => BotEventKind::Position(Position {
-            qty: p.qty,
-            avg_entry_price: p.avg_entry_price,
-            realized_pnl: p.realized_pnl,
-            fees: p.fees,
-            quote_balance: p.quote_balance,
-        }),
+        WireEventKind::Position(p) => BotEventKind::Position(position_fields!(p => Position)),
         WireEventKind::Json(json) => serde_json::from_str(&json).map_err(StoreError::Codec)?,
         WireEventKind::OrderChange(change) => {
             let mut order = latest_version(earlier, change.id).cloned().ok_or_else(|| {
