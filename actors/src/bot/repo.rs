@@ -12,8 +12,11 @@
 //!   the bot ever placed: written in the same transaction as the order, removed when the order
 //!   reaches a final status.
 //!
-//! Rows in these four trees are JSON, deflated when that is shorter ([`encode_packed`]): a
-//! trading bot writes them on every fill, and sled's memory and disk follow their size and number.
+//! A trading bot writes an order, a fill and a journal row on every fill, and sled's memory and
+//! disk follow their size and number: those three are written in the compact binary form
+//! ([`crate::store::compact`], schema 5), which reads the JSON rows older Keels wrote as well.
+//! The state row is JSON, deflated when that is shorter ([`encode_packed`]): it holds the
+//! strategy's own JSON, and there is one per bot, not one per fill.
 //!
 //! - `outbox`: when the Postgres sink is on, a copy of every order change, fill and journal line
 //!   (see [`crate::sink::outbox`])
@@ -29,12 +32,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::notify::Notifications;
 use crate::sink::outbox::{Outbox, OutboxRecord, RecordKind};
+use crate::store::compact::{decode_journal, encode_journal};
 use crate::store::{
-    Store, StoreError, decode, encode, encode_packed, id_key, pair_key, trees, unpack,
+    Store, StoreError, StoredRow, decode, encode, encode_packed, id_key, pair_key, trees,
 };
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotEvent, BotState, Effects};
@@ -195,7 +198,7 @@ impl BotRepo {
             let raw = self.orders.get(&key)?.ok_or_else(|| {
                 StoreError::Corrupt(format!("open-order index names a missing order {key:?}"))
             })?;
-            let order: Order = decode(&raw)?;
+            let order = Order::decode_row(&raw)?;
             // The index is written with the order, so this holds; a final order is skipped
             // rather than resumed if it ever does not.
             if order.status.is_open() {
@@ -210,7 +213,7 @@ impl BotRepo {
     /// # Errors
     /// sled failed or the row does not decode.
     pub fn order(&self, bot: BotId, order: u64) -> Result<Option<Order>, StoreError> {
-        self.orders.get(pair_key(bot, order))?.map(|raw| decode(&raw)).transpose()
+        self.orders.get(pair_key(bot, order))?.map(|raw| Order::decode_row(&raw)).transpose()
     }
 
     /// Writes one engine call's effects and the state after it, atomically, with their outbox
@@ -254,7 +257,7 @@ impl BotRepo {
         let mut journal = Vec::with_capacity(calls.len());
         for fx in calls {
             if let Some(last) = fx.events.last() {
-                journal.push((pair_key(id, last.id), encode_packed(&fx.events)?));
+                journal.push((pair_key(id, last.id), encode_journal(&fx.events)?));
             }
         }
         let state = encode_packed(state)?;
@@ -407,30 +410,24 @@ impl BotRepo {
     }
 }
 
-/// A row encoded for a transaction: its id, its key and its packed JSON.
+/// A row encoded for a transaction: its id, its key and its compact form.
 type EncodedRow = (u64, [u8; 16], Vec<u8>);
 
-/// Each row's (id, key, packed JSON), for a transaction.
-fn encoded<T: Serialize>(
+/// Each row's (id, key, compact form), for a transaction.
+fn encoded<T: StoredRow>(
     bot: BotId,
     rows: &[&T],
     id: impl Fn(&T) -> u64,
 ) -> Result<Vec<EncodedRow>, StoreError> {
-    rows.iter().map(|row| Ok((id(row), pair_key(bot, id(row)), encode_packed(row)?))).collect()
+    rows.iter().map(|row| Ok((id(row), pair_key(bot, id(row)), row.encode_row()?))).collect()
 }
 
-/// Decodes one `events` row: the lines of one write (a list), or a single line (rows written
-/// before schema 3; migration 3 repacks them, but either form reads).
+/// Decodes one `events` row, in any stored form ([`decode_journal`]).
 ///
 /// # Errors
 /// The row does not decode.
 pub(crate) fn journal_lines(raw: &[u8]) -> Result<Vec<BotEvent>, StoreError> {
-    let json = unpack(raw)?;
-    if json.first() == Some(&b'[') {
-        serde_json::from_slice(&json).map_err(StoreError::Codec)
-    } else {
-        Ok(vec![serde_json::from_slice(&json).map_err(StoreError::Codec)?])
-    }
+    decode_journal(raw)
 }
 
 /// A page of journal lines with ids in (`after`, `upto`], from rows keyed by their last line.
@@ -468,7 +465,7 @@ fn journal_page(
     Ok(Page { items, next_after })
 }
 
-fn page<T: DeserializeOwned>(
+fn page<T: StoredRow>(
     tree: &sled::Tree,
     owner: u64,
     after: u64,
@@ -488,7 +485,7 @@ fn page<T: DeserializeOwned>(
             break;
         }
         last = crate::store::key_id(key.get(8..).unwrap_or_default())?;
-        items.push(decode(&raw)?);
+        items.push(T::decode_row(&raw)?);
     }
     Ok(Page { items, next_after: more.then_some(last) })
 }
@@ -771,7 +768,7 @@ mod tests {
             store.commit().await.unwrap();
         }
         let store = crate::store::reopen(dir.path());
-        assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 4);
+        assert_eq!(crate::store::CURRENT_SCHEMA_VERSION, 5);
         let repo = BotRepo::new(&store).unwrap();
         assert_eq!(repo.state(9).unwrap(), state);
         assert_eq!(repo.all_fills(9, u64::MAX).unwrap(), fx.fills);
@@ -785,12 +782,22 @@ mod tests {
         }
         let raw = store.tree(trees::POSITIONS).unwrap().get(id_key(9)).unwrap().unwrap();
         assert_eq!(raw.first(), Some(&1), "state row not deflated");
-        // New writes go on from there.
+        // New writes go on from there, in the compact form, beside the old rows.
         let mut more = Effects::default();
         more.events.push(line(3));
+        let mut fill = fx.fills[0].clone();
+        (fill.id, fill.price) = (2, Decimal::new(10_150, 2));
+        more.fills.push(fill.clone());
         repo.persist(9, &more, &state).unwrap();
         let ids: Vec<u64> =
             repo.events(9, 0, u64::MAX, 10).unwrap().items.iter().map(|e| e.id).collect();
         assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(repo.all_fills(9, u64::MAX).unwrap(), [fx.fills[0].clone(), fill]);
+        let first_bytes = |name| -> Vec<u8> {
+            store.tree(name).unwrap().iter().values().map(|raw| raw.unwrap()[0]).collect()
+        };
+        // Migration 3 deflated the old fill (0x01); the new one is compact.
+        assert_eq!(first_bytes(trees::FILLS), [1, crate::store::compact::COMPACT_V1]);
+        assert_eq!(first_bytes(trees::EVENTS)[2..], [crate::store::compact::COMPACT_V1]);
     }
 }

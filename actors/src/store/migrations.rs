@@ -30,6 +30,7 @@ pub const MIGRATIONS: &[Migration] = &[
         apply: pack_bot_rows,
     },
     Migration { version: 4, name: "index open orders", apply: index_open_orders },
+    Migration { version: 5, name: "compact bot rows", apply: compact_bot_rows },
 ];
 
 /// The schema version this binary writes.
@@ -126,6 +127,15 @@ fn index_open_orders(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Schema 5: orders, fills and journal rows are written in the compact binary form
+/// ([`super::compact`]) from now on. Nothing is rewritten: every reader reads the JSON forms too,
+/// and rewriting history at open would make start-up time grow with it. The version is what keeps
+/// an older Keel, which cannot read a compact row, from opening the store
+/// ([`StoreError::SchemaTooNew`]).
+fn compact_bot_rows(_store: &Store) -> Result<(), StoreError> {
+    Ok(())
+}
+
 /// The one field of a stored order the index needs.
 #[derive(serde::Deserialize)]
 struct OrderStatusOnly {
@@ -196,7 +206,7 @@ mod tests {
 
     fn count_and_write(store: &Store) -> Result<(), StoreError> {
         APPLIED.fetch_add(1, Ordering::SeqCst);
-        store.tree(trees::META)?.insert(b"marker", b"v5".as_slice())?;
+        store.tree(trees::META)?.insert(b"marker", b"v6".as_slice())?;
         Ok(())
     }
 
@@ -205,7 +215,8 @@ mod tests {
         Migration { version: 2, name: "create identity trees", apply: create_identity_trees },
         Migration { version: 3, name: "pack bot rows", apply: pack_bot_rows },
         Migration { version: 4, name: "index open orders", apply: index_open_orders },
-        Migration { version: 5, name: "test marker", apply: count_and_write },
+        Migration { version: 5, name: "compact bot rows", apply: compact_bot_rows },
+        Migration { version: 6, name: "test marker", apply: count_and_write },
     ];
 
     #[test]
@@ -225,7 +236,7 @@ mod tests {
         run_list(&store, WITH_NEXT).unwrap();
         run_list(&store, WITH_NEXT).unwrap();
         assert_eq!(APPLIED.load(Ordering::SeqCst), 1);
-        assert_eq!(schema_version(&store).unwrap(), 5);
+        assert_eq!(schema_version(&store).unwrap(), 6);
     }
 
     /// A stored order with `status`, in the packed form bots write.
@@ -269,7 +280,7 @@ mod tests {
                 .collect()
         };
         run(&store).unwrap();
-        assert_eq!(schema_version(&store).unwrap(), 4);
+        assert_eq!(schema_version(&store).unwrap(), CURRENT_SCHEMA_VERSION);
         let expected = [(7, 2), (7, 4), (7, 5), (7, 6), (8, 2_000)];
         assert_eq!(listed(), expected);
         // Run again, as after a crash before the version was recorded: the same index.
@@ -286,6 +297,6 @@ mod tests {
         let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
         run_list(&store, WITH_NEXT).unwrap();
         let err = run_list(&store, MIGRATIONS).unwrap_err();
-        assert!(matches!(err, StoreError::SchemaTooNew { found: 5, supported: 4 }));
+        assert!(matches!(err, StoreError::SchemaTooNew { found: 6, supported: 5 }));
     }
 }

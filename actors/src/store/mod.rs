@@ -9,6 +9,7 @@
 //! crash leaves either all of them or none.
 
 pub mod backup;
+pub mod compact;
 pub mod disk;
 mod error;
 mod group_commit;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use compact::StoredRow;
 pub use disk::{DiskChange, DiskGuard, DiskLow};
 pub use error::StoreError;
 pub use group_commit::GroupCommit;

@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Store, StoreError, decode, key_id, pair_key, trees, unpack};
+use super::{Store, StoreError, StoredRow, encode, key_id, pair_key, trees};
 use crate::bot::repo::journal_lines;
 use crate::sink::OutboxRecord;
 use keel_core::trading::{Fill, Order};
@@ -168,8 +168,8 @@ pub fn sweep(
 /// for an empty journal row (never written; kept).
 fn row_time(tree: &str, raw: &[u8]) -> Result<Option<u64>, StoreError> {
     Ok(match tree {
-        trees::ORDERS => Some(decode::<Order>(raw)?.updated_ts),
-        trees::FILLS => Some(decode::<Fill>(raw)?.ts),
+        trees::ORDERS => Some(Order::decode_row(raw)?.updated_ts),
+        trees::FILLS => Some(Fill::decode_row(raw)?.ts),
         _ => journal_lines(raw)?.last().map(|line| line.ts),
     })
 }
@@ -188,14 +188,24 @@ fn archive(
     let file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io)?;
     let mut out = std::io::BufWriter::new(file);
     for (key, raw) in rows {
-        // Stored JSON is compact (serde_json writes no newline), so it is one line as it is.
-        let json = unpack(raw)?;
+        // serde_json writes no newline, so a row's JSON is one line.
+        let json = row_json(kind, raw)?;
         write!(out, "{{\"bot\":{},\"row\":", key_id(key)?).map_err(io)?;
         out.write_all(&json).map_err(io)?;
         out.write_all(b"}\n").map_err(io)?;
     }
     let file = out.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_data().map_err(io)
+}
+
+/// A stored row of `tree` (any stored form) as JSON: an order, a fill, or a journal row's list of
+/// lines.
+fn row_json(tree: &str, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match tree {
+        trees::ORDERS => encode(&Order::decode_row(raw)?),
+        trees::FILLS => encode(&Fill::decode_row(raw)?),
+        _ => encode(&journal_lines(raw)?),
+    }
 }
 
 /// Deletes `<dir>/<venue>/<SYMBOL>/<YYYY-MM-DD>.krec` files of days before `first_kept`.

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Store, StoreError, decode, key_id, pair_key, trees};
+use super::{Store, StoreError, StoredRow, decode, key_id, pair_key, trees};
 use crate::bot::repo::journal_lines;
 use keel_core::trading::{Fill, Order};
 
@@ -128,8 +128,8 @@ type RowTime = fn(&[u8]) -> Result<Option<u64>, StoreError>;
 /// How to read the time of a row of `tree`, for the per-bot trees that carry one.
 fn row_time_of(tree: &str) -> Option<RowTime> {
     match tree {
-        trees::ORDERS => Some(|raw| Ok(Some(decode::<Order>(raw)?.created_ts))),
-        trees::FILLS => Some(|raw| Ok(Some(decode::<Fill>(raw)?.ts))),
+        trees::ORDERS => Some(|raw| Ok(Some(Order::decode_row(raw)?.created_ts))),
+        trees::FILLS => Some(|raw| Ok(Some(Fill::decode_row(raw)?.ts))),
         trees::EVENTS => Some(|raw| Ok(journal_lines(raw)?.last().map(|line| line.ts))),
         _ => None,
     }

@@ -76,7 +76,7 @@ fn old_rows_are_archived_then_removed_and_open_orders_positions_and_bots_stay() 
         assert_eq!(repo.state(*bot).unwrap(), states[b], "position of bot {bot} untouched");
     }
     for raw in store.tree(trees::ORDERS).unwrap().iter().values() {
-        let order: Order = decode(&raw.unwrap()).unwrap();
+        let order = Order::decode_row(&raw.unwrap()).unwrap();
         assert!(order.updated_ts >= cutoff || order.status.is_open(), "{order:?}");
     }
     assert_eq!(repo.all_bots().unwrap().len(), 2);
