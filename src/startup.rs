@@ -151,8 +151,18 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let Runtime { store, root, vault, feeds, bots, bots_view, sessions, sink, backtests } =
-            runtime;
+        let Runtime {
+            store,
+            root,
+            vault,
+            feeds,
+            bots,
+            bots_view,
+            sessions,
+            sink,
+            backtests,
+            modules,
+        } = runtime;
         let state = AppState {
             store,
             root,
@@ -167,6 +177,7 @@ impl Application {
             protection,
             sink,
             backtests,
+            strategies: modules,
         };
         let cors = settings.clone();
         let data = web::Data::new(state.clone());

@@ -49,6 +49,8 @@ pub struct AppState {
     pub sink: Option<SinkHealth>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
+    /// Owners' strategy modules and the WebAssembly host.
+    pub strategies: keel_actors::strategies::Modules,
 }
 
 impl AppState {

@@ -10,6 +10,7 @@ mod access_log;
 mod admin;
 mod auth;
 mod backtests;
+mod wasm;
 mod bots;
 mod feed;
 mod log;
@@ -41,6 +42,7 @@ pub use access_log::{AccessLogOutput, AccessLogSettings};
 pub use admin::AdminSettings;
 pub use auth::{AuthSettings, MIN_JWT_SECRET_BYTES, Registration};
 pub use backtests::BacktestSettings;
+pub use wasm::WasmSettings;
 pub use bots::BotsSettings;
 pub use feed::FeedSettings;
 pub use log::{LogFormat, LogSettings};
@@ -110,6 +112,8 @@ pub struct Settings {
     pub record: RecordSettings,
     /// Backtests over HTTP.
     pub backtests: BacktestSettings,
+    /// The sandbox of owners' WebAssembly strategy modules.
+    pub wasm: WasmSettings,
     /// How long history is kept.
     pub retention: RetentionSettings,
     /// Actors' mailbox capacities.
@@ -217,6 +221,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.record.validate()?;
         self.backtests.validate()?;
+        self.wasm.validate()?;
         self.retention.validate()?;
         self.server.validate()?;
         self.store.validate()?;
@@ -358,6 +363,8 @@ mod tests {
             (&[("KEEL__RECORD__QUEUE", "0")], "record.queue"),
             (&[("KEEL__BACKTESTS__MAX_PER_USER", "0")], "backtests.max_per_user"),
             (&[("KEEL__BACKTESTS__MAX_UPLOAD_BYTES", "10")], "backtests.max_upload_bytes"),
+            (&[("KEEL__WASM__FUEL_PER_CALL", "5")], "wasm.fuel_per_call"),
+            (&[("KEEL__WASM__MAX_MODULE_BYTES", "0")], "wasm.max_module_bytes"),
             (&[("KEEL__MAILBOXES__BOT", "0")], "mailboxes.bot"),
             (&[("KEEL__MAILBOXES__SESSION", "15")], "mailboxes.session"),
             (&[("KEEL__MAILBOXES__WS_HUB", "1048577")], "mailboxes.ws_hub"),

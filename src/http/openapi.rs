@@ -31,7 +31,7 @@ use keel_actors::bot::Control;
 use keel_core::market::Interval;
 
 use super::error::ErrorResponse;
-use super::{Access, accounts, auth, backtests, bots, indicators, markets, trading};
+use super::{Access, accounts, auth, backtests, bots, indicators, markets, strategies, trading};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -86,6 +86,10 @@ const JSON: &str = "application/json";
         backtests::list,
         backtests::get,
         backtests::cancel,
+        strategies::upload,
+        strategies::list,
+        strategies::get,
+        strategies::delete,
     ),
     // Types used only as parameters are not collected from the paths: list them here.
     components(schemas(ErrorResponse, Control, Interval)),
@@ -97,6 +101,7 @@ const JSON: &str = "application/json";
         (name = "bots", description = "Bot definitions and their lifecycle."),
         (name = "trading", description = "A bot's orders, fills, journal and figures."),
         (name = "backtests", description = "Backtests as jobs."),
+        (name = "strategies", description = "Strategy kinds: built-in and owners' modules."),
         (name = "meta", description = "This document."),
     )
 )]
