@@ -46,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("round  upload_ms  created_ms  started_ms  first_order_ms");
     for round in 0..args.rounds {
         let unique = format!("(data (i32.const 1024) \"round {round}\")\n)");
-        let source = FIRST_TRADE.trim_end().strip_suffix(')').ok_or("module text")?.to_owned() + &unique;
+        let source =
+            FIRST_TRADE.trim_end().strip_suffix(')').ok_or("module text")?.to_owned() + &unique;
         let bytes = wat::parse_str(&source)?;
         let t0 = Instant::now();
         let res = app
@@ -65,10 +66,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "strategy": {"kind": "wasm", "module_id": module_id, "params": {}},
             "paper": {"starting_quote": "100000", "fee_bps": "10"}
         });
-        let bot: Value = app.send(Method::POST, "/api/v1/bots", Some(&body), token).await.json().await?;
+        let bot: Value =
+            app.send(Method::POST, "/api/v1/bots", Some(&body), token).await.json().await?;
         let id = bot["id"].as_u64().ok_or_else(|| format!("bot: {bot}"))?;
         let t_created = t0.elapsed();
-        let started = app.send(Method::POST, &format!("/api/v1/bots/{id}/start"), None, token).await;
+        let started =
+            app.send(Method::POST, &format!("/api/v1/bots/{id}/start"), None, token).await;
         if !started.status().is_success() {
             return Err(format!("start: {}", started.text().await?).into());
         }

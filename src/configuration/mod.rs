@@ -10,7 +10,6 @@ mod access_log;
 mod admin;
 mod auth;
 mod backtests;
-mod wasm;
 mod bots;
 mod feed;
 mod log;
@@ -27,6 +26,7 @@ mod store;
 mod supervisor;
 mod vault;
 mod venues;
+mod wasm;
 mod ws;
 
 use std::collections::HashMap;
@@ -42,7 +42,6 @@ pub use access_log::{AccessLogOutput, AccessLogSettings};
 pub use admin::AdminSettings;
 pub use auth::{AuthSettings, MIN_JWT_SECRET_BYTES, Registration};
 pub use backtests::BacktestSettings;
-pub use wasm::WasmSettings;
 pub use bots::BotsSettings;
 pub use feed::FeedSettings;
 pub use log::{LogFormat, LogSettings};
@@ -56,6 +55,7 @@ pub use store::StoreSettings;
 pub use supervisor::SupervisorSettings;
 pub use vault::VaultSettings;
 pub use venues::{ExchangeVenueSettings, SimVenueSettings, VenuesSettings};
+pub use wasm::WasmSettings;
 pub use ws::WsSettings;
 
 /// The embedded defaults.

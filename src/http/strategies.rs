@@ -168,11 +168,11 @@ pub async fn upload(
         }
         bytes.extend_from_slice(&chunk);
     }
-    let (modules, user_id, name) = (state.strategies.clone(), user.user_id, query.into_inner().name);
-    let record =
-        web::block(move || modules.upload(user_id, &name, &bytes, now_ms()))
-            .await
-            .map_err(ApiError::internal)??;
+    let (modules, user_id, name) =
+        (state.strategies.clone(), user.user_id, query.into_inner().name);
+    let record = web::block(move || modules.upload(user_id, &name, &bytes, now_ms()))
+        .await
+        .map_err(ApiError::internal)??;
     state.store.commit().await?;
     tracing::info!(module_id = record.id, sha256 = %record.sha256, "strategy module uploaded");
     let location = format!("{}/strategies/{}", super::API_PREFIX, record.id);
@@ -192,7 +192,8 @@ pub async fn upload(
     ))]
 pub async fn list(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let modules = state.strategies.clone();
-    let owned = web::block(move || modules.list(user.user_id)).await.map_err(ApiError::internal)??;
+    let owned =
+        web::block(move || modules.list(user.user_id)).await.map_err(ApiError::internal)??;
     let builtin = builtin_kinds().into_iter().map(|k| StrategyKind {
         kind: k.kind.to_owned(),
         builtin: true,

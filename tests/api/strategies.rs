@@ -159,12 +159,23 @@ async fn a_bad_upload_is_refused_with_what_is_wrong_and_stores_nothing() {
     let huge = vec![0u8; 4 * 1024 * 1024 + 1];
     assert_error(upload(&app, token, "huge", huge).await, 413, "PAYLOAD_TOO_LARGE").await;
 
-    let error = assert_error(upload(&app, token, "junk", b"not wasm".to_vec()).await, 422, "INVALID_MODULE").await;
-    assert!(error["message"].as_str().unwrap().contains("not a valid WebAssembly module"), "{error}");
+    let error = assert_error(
+        upload(&app, token, "junk", b"not wasm".to_vec()).await,
+        422,
+        "INVALID_MODULE",
+    )
+    .await;
+    assert!(
+        error["message"].as_str().unwrap().contains("not a valid WebAssembly module"),
+        "{error}"
+    );
 
     let bare = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
     let error = assert_error(upload(&app, token, "bare", bare).await, 422, "INVALID_MODULE").await;
-    assert!(error["message"].as_str().unwrap().contains("missing export `keel_abi_version`"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("missing export `keel_abi_version`"),
+        "{error}"
+    );
 
     let wasi = wat::parse_str(
         r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#,
@@ -183,12 +194,14 @@ async fn a_bad_upload_is_refused_with_what_is_wrong_and_stores_nothing() {
     )
     .unwrap();
     let started = Instant::now();
-    let error = assert_error(upload(&app, token, "endless", endless).await, 422, "INVALID_MODULE").await;
+    let error =
+        assert_error(upload(&app, token, "endless", endless).await, 422, "INVALID_MODULE").await;
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert!(error["message"].as_str().unwrap().contains("fuel"), "{error}");
 
     let bad_schema = module(r#"{"type":"objekt"}"#, "(i32.const 0)");
-    let error = assert_error(upload(&app, token, "schema", bad_schema).await, 422, "INVALID_MODULE").await;
+    let error =
+        assert_error(upload(&app, token, "schema", bad_schema).await, 422, "INVALID_MODULE").await;
     assert!(error["message"].as_str().unwrap().contains("JSON Schema"), "{error}");
 
     let res = upload(&app, token, "%20", first_trade()).await;
@@ -211,13 +224,18 @@ async fn a_wasm_bot_trades_on_sim_and_its_module_cannot_be_deleted_while_used() 
     let orders = wait_for_fill(&app, &user, id).await;
     assert_eq!(orders.len(), 1, "one market buy, once: {orders:?}");
     assert_eq!(orders[0]["side"], "buy");
-    let fills = app.get_json(&format!("/api/v1/bots/{id}/fills"), &user.access).await;
-    assert_eq!(fills["items"].as_array().unwrap().len(), 1, "{fills}");
+    let fills = format!("/api/v1/bots/{id}/fills");
+    eventually(Duration::from_secs(10), "the fill is listed", || async {
+        app.get_json(&fills, &user.access).await["items"].as_array().unwrap().len() == 1
+    })
+    .await;
     let indicators = app.get_json(&format!("/api/v1/bots/{id}/indicators"), &user.access).await;
     assert!(indicators.to_string().contains("last_price"), "{indicators}");
 
     let path = format!("/api/v1/strategies/{module_id}");
-    let error = assert_error(app.send(Method::DELETE, &path, None, &user.access).await, 409, "CONFLICT").await;
+    let error =
+        assert_error(app.send(Method::DELETE, &path, None, &user.access).await, 409, "CONFLICT")
+            .await;
     assert!(error["message"].as_str().unwrap().contains(&id.to_string()), "{error}");
     assert_eq!(app.control(&user.access, id, "stop").await.status().as_u16(), 200);
     // Stopped but defined: still used.
@@ -226,9 +244,17 @@ async fn a_wasm_bot_trades_on_sim_and_its_module_cannot_be_deleted_while_used() 
     assert_eq!(res.status().as_u16(), 204);
     let res = app.send(Method::DELETE, &path, None, &user.access).await;
     assert_eq!(res.status().as_u16(), 204);
-    assert_error(app.send(Method::GET, &path, None, &user.access).await, 404, "STRATEGY_NOT_FOUND").await;
+    assert_error(app.send(Method::GET, &path, None, &user.access).await, 404, "STRATEGY_NOT_FOUND")
+        .await;
     // A bot cannot name a deleted module.
-    let res = app.send(Method::POST, "/api/v1/bots", Some(&wasm_bot("gone", module_id, json!({}))), &user.access).await;
+    let res = app
+        .send(
+            Method::POST,
+            "/api/v1/bots",
+            Some(&wasm_bot("gone", module_id, json!({}))),
+            &user.access,
+        )
+        .await;
     let error = assert_error(res, 422, "VALIDATION_FAILED").await;
     assert_eq!(error["details"][0]["field"], "strategy.module_id");
 }
@@ -249,11 +275,16 @@ async fn a_wasm_bots_params_are_held_to_the_modules_schema() {
         let body = wasm_bot("params", module_id, params.clone());
         let res = app.send(Method::POST, "/api/v1/bots", Some(&body), &user.access).await;
         let error = assert_error(res, 422, "VALIDATION_FAILED").await;
-        let got: Vec<&str> =
-            error["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
+        let got: Vec<&str> = error["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["field"].as_str().unwrap())
+            .collect();
         assert_eq!(got, fields, "{params}: {error}");
     }
-    app.create_bot(&user.access, &wasm_bot("ok", module_id, json!({"qty": "1", "levels": 3}))).await;
+    app.create_bot(&user.access, &wasm_bot("ok", module_id, json!({"qty": "1", "levels": 3})))
+        .await;
     // Another user's module is not theirs to run.
     let other = app.register("strategies-params-other@example.com").await;
     let body = wasm_bot("theirs", module_id, json!({"qty": "1"}));
@@ -294,7 +325,8 @@ async fn a_trapping_module_pauses_only_its_own_bot() {
     assert!(reason.contains("strategy failed") && reason.contains("unreachable"), "{paused}");
     wait_for_fill(&app, &user, good_bot).await;
     assert_eq!(bot(&app, &user, good_bot).await["status"], "running");
-    let events = app.get_json(&format!("/api/v1/bots/{trap_bot}/events?limit=100"), &user.access).await;
+    let events =
+        app.get_json(&format!("/api/v1/bots/{trap_bot}/events?limit=100"), &user.access).await;
     assert!(events.to_string().contains("strategy failed"), "{events}");
 }
 

@@ -25,20 +25,22 @@ pub fn check_schema(schema: &Value) -> Result<(), String> {
     jsonschema::validator_for(schema).map(drop).map_err(|e| e.to_string())
 }
 
-/// Every place `params` breaks `schema` (at most [`MAX_PROBLEMS`]).
+/// Every place `params` breaks `schema` (at most [`MAX_PROBLEMS`]), ordered by path.
 ///
 /// # Errors
 /// The schema itself does not compile (a module stored before its schema was checked).
 pub fn validate(schema: &Value, params: &Value) -> Result<Vec<ParamsProblem>, String> {
     let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
-    Ok(validator
+    let mut problems: Vec<ParamsProblem> = validator
         .iter_errors(params)
         .take(MAX_PROBLEMS)
         .map(|error| ParamsProblem {
             path: dotted(error.instance_path().as_str()),
             message: error.to_string(),
         })
-        .collect())
+        .collect();
+    problems.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(problems)
 }
 
 /// A JSON Pointer (`/a/b~1c`) as dotted names (`a.b/c`).
@@ -71,7 +73,7 @@ mod tests {
         assert_eq!(validate(&schema, &json!({"qty": "1"})).unwrap(), vec![]);
         let problems = validate(&schema, &json!({"qty": 5, "levels": [3, 1]})).unwrap();
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
-        assert_eq!(paths, ["qty", "levels.1"]);
+        assert_eq!(paths, ["levels.1", "qty"]);
         let problems = validate(&schema, &json!({"x": 1})).unwrap();
         assert!(problems.iter().all(|p| p.path.is_empty()), "{problems:?}");
         assert_eq!(problems.len(), 2, "{problems:?}");

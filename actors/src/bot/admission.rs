@@ -106,12 +106,8 @@ impl Admission<'_> {
         if Modules::module_of(record).is_none() {
             return Ok(());
         }
-        let (modules, user, spec, filters) = (
-            self.modules.clone(),
-            record.user_id,
-            record.strategy.clone(),
-            record.filters.clone(),
-        );
+        let (modules, user, spec, filters) =
+            (self.modules.clone(), record.user_id, record.strategy.clone(), record.filters.clone());
         let found = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
             modules.check_bot(user, &spec, &filters, &mut found).map(|()| found)

@@ -13,11 +13,8 @@ use crate::trading::{InstrumentFilters, OrderRequest, Side};
 use crate::validation::FieldError;
 
 /// A form's label for each parameter (the `title` of its schema).
-pub(crate) const TITLES: &[(&str, &str)] = &[
-    ("fast", "Fast EMA period"),
-    ("slow", "Slow EMA period"),
-    ("qty", "Quantity"),
-];
+pub(crate) const TITLES: &[(&str, &str)] =
+    &[("fast", "Fast EMA period"), ("slow", "Slow EMA period"), ("qty", "Quantity")];
 
 /// Parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -14,10 +14,10 @@ use keel_actors::identity::IdentityError;
 use keel_actors::mailbox::AskError;
 use keel_actors::store::{DiskLow, StoreError};
 use keel_actors::strategies::ModulesError;
-use keel_wasm::ModuleError;
 use keel_actors::vault::VaultError;
 use keel_core::bot::admission::NotEditable;
 use keel_core::market::VenueId;
+use keel_wasm::ModuleError;
 
 use super::{ApiError, RETRY_AFTER_SECS};
 

@@ -25,7 +25,11 @@ impl Handler<Ask<CreateBot>> for BotSupervisor {
         }
         if let Some(module_id) = crate::strategies::Modules::module_of(&record) {
             // Admission found it; it may have been deleted since.
-            let gone = self.config.modules.as_ref().is_none_or(|m| m.get(record.user_id, module_id).is_err());
+            let gone = self
+                .config
+                .modules
+                .as_ref()
+                .is_none_or(|m| m.get(record.user_id, module_id).is_err());
             if gone {
                 return replier.send(Err(BotError::Conflict(format!(
                     "strategy module {module_id} was deleted meanwhile"
