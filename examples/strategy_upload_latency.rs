@@ -50,14 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             FIRST_TRADE.trim_end().strip_suffix(')').ok_or("module text")?.to_owned() + &unique;
         let bytes = wat::parse_str(&source)?;
         let t0 = Instant::now();
-        let res = app
-            .client
-            .post(format!("{}/api/v1/strategies?name=round-{round}", app.address))
-            .bearer_auth(token)
-            .header("content-type", "application/wasm")
-            .body(bytes)
-            .send()
-            .await?;
+        let res = app.upload_strategy(token, &format!("round-{round}"), bytes).await;
         let module: Value = res.json().await?;
         let module_id = module["id"].as_u64().ok_or_else(|| format!("upload: {module}"))?;
         let t_upload = t0.elapsed();

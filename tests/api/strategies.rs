@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use keel_testkit::{TestApp, Tokens, assert_error, eventually, spawn_app};
+use keel_testkit::{TestApp, Tokens, assert_error, error_fields, eventually, spawn_app};
 
 use crate::status_events::{status_within, subscribe};
 use reqwest::Method;
@@ -41,25 +41,6 @@ fn module(schema: &str, on_trade: &str) -> Vec<u8> {
 /// A module that traps on every trade.
 fn trapping() -> Vec<u8> {
     module(r#"{"type":"object"}"#, "(unreachable)")
-}
-
-async fn upload(app: &TestApp, token: &str, name: &str, bytes: Vec<u8>) -> reqwest::Response {
-    app.client
-        .post(format!("{}/api/v1/strategies?name={name}", app.address))
-        .bearer_auth(token)
-        .header("content-type", "application/wasm")
-        .body(bytes)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn uploaded(app: &TestApp, token: &str, name: &str, bytes: Vec<u8>) -> u64 {
-    let res = upload(app, token, name, bytes).await;
-    let status = res.status().as_u16();
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(status, 201, "{body}");
-    body["id"].as_u64().unwrap()
 }
 
 fn wasm_bot(name: &str, module_id: u64, params: Value) -> Value {
@@ -100,7 +81,7 @@ async fn an_upload_answers_its_fields_and_the_list_shows_builtins_and_own_module
     let app = spawn_app().await;
     let user = app.register("strategies-upload@example.com").await;
     let bytes = first_trade();
-    let res = upload(&app, &user.access, "first%20trade", bytes.clone()).await;
+    let res = app.upload_strategy(&user.access, "first trade", bytes.clone()).await;
     assert_eq!(res.status().as_u16(), 201);
     let location = res.headers()["location"].to_str().unwrap().to_owned();
     let created: Value = res.json().await.unwrap();
@@ -157,10 +138,10 @@ async fn a_bad_upload_is_refused_with_what_is_wrong_and_stores_nothing() {
     assert_error(res, 415, "UNSUPPORTED_MEDIA_TYPE").await;
 
     let huge = vec![0u8; 4 * 1024 * 1024 + 1];
-    assert_error(upload(&app, token, "huge", huge).await, 413, "PAYLOAD_TOO_LARGE").await;
+    assert_error(app.upload_strategy(token, "huge", huge).await, 413, "PAYLOAD_TOO_LARGE").await;
 
     let error = assert_error(
-        upload(&app, token, "junk", b"not wasm".to_vec()).await,
+        app.upload_strategy(token, "junk", b"not wasm".to_vec()).await,
         422,
         "INVALID_MODULE",
     )
@@ -171,7 +152,8 @@ async fn a_bad_upload_is_refused_with_what_is_wrong_and_stores_nothing() {
     );
 
     let bare = wat::parse_str(r#"(module (memory (export "memory") 1))"#).unwrap();
-    let error = assert_error(upload(&app, token, "bare", bare).await, 422, "INVALID_MODULE").await;
+    let error =
+        assert_error(app.upload_strategy(token, "bare", bare).await, 422, "INVALID_MODULE").await;
     assert!(
         error["message"].as_str().unwrap().contains("missing export `keel_abi_version`"),
         "{error}"
@@ -181,7 +163,8 @@ async fn a_bad_upload_is_refused_with_what_is_wrong_and_stores_nothing() {
         r#"(module (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32))))"#,
     )
     .unwrap();
-    let error = assert_error(upload(&app, token, "wasi", wasi).await, 422, "INVALID_MODULE").await;
+    let error =
+        assert_error(app.upload_strategy(token, "wasi", wasi).await, 422, "INVALID_MODULE").await;
     assert!(error["message"].as_str().unwrap().contains("unknown import"), "{error}");
 
     // A start function that never returns is refused within 2 s (fuel), not hung on.
@@ -195,18 +178,20 @@ async fn a_bad_upload_is_refused_with_what_is_wrong_and_stores_nothing() {
     .unwrap();
     let started = Instant::now();
     let error =
-        assert_error(upload(&app, token, "endless", endless).await, 422, "INVALID_MODULE").await;
+        assert_error(app.upload_strategy(token, "endless", endless).await, 422, "INVALID_MODULE")
+            .await;
     assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert!(error["message"].as_str().unwrap().contains("fuel"), "{error}");
 
     let bad_schema = module(r#"{"type":"objekt"}"#, "(i32.const 0)");
     let error =
-        assert_error(upload(&app, token, "schema", bad_schema).await, 422, "INVALID_MODULE").await;
+        assert_error(app.upload_strategy(token, "schema", bad_schema).await, 422, "INVALID_MODULE")
+            .await;
     assert!(error["message"].as_str().unwrap().contains("JSON Schema"), "{error}");
 
-    let res = upload(&app, token, "%20", first_trade()).await;
+    let res = app.upload_strategy(token, " ", first_trade()).await;
     let error = assert_error(res, 422, "VALIDATION_FAILED").await;
-    assert_eq!(error["details"][0]["field"], "name");
+    assert_eq!(error_fields(&error), ["name"]);
 
     let list = app.get_json("/api/v1/strategies", token).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 4, "{list}");
@@ -216,7 +201,7 @@ async fn a_bad_upload_is_refused_with_what_is_wrong_and_stores_nothing() {
 async fn a_wasm_bot_trades_on_sim_and_its_module_cannot_be_deleted_while_used() {
     let app = spawn_app().await;
     let user = app.register("strategies-bot@example.com").await;
-    let module_id = uploaded(&app, &user.access, "first", first_trade()).await;
+    let module_id = app.uploaded_strategy(&user.access, "first", first_trade()).await;
     let created = app.create_bot(&user.access, &wasm_bot("wasm", module_id, json!({}))).await;
     let id = created["id"].as_u64().unwrap();
     assert_eq!(created["strategy"]["module_id"], module_id);
@@ -256,7 +241,7 @@ async fn a_wasm_bot_trades_on_sim_and_its_module_cannot_be_deleted_while_used() 
         )
         .await;
     let error = assert_error(res, 422, "VALIDATION_FAILED").await;
-    assert_eq!(error["details"][0]["field"], "strategy.module_id");
+    assert_eq!(error_fields(&error), ["strategy.module_id"]);
 }
 
 #[actix_web::test]
@@ -264,7 +249,8 @@ async fn a_wasm_bots_params_are_held_to_the_modules_schema() {
     let app = spawn_app().await;
     let user = app.register("strategies-params@example.com").await;
     let schema = r#"{"type":"object","required":["qty"],"additionalProperties":false,"properties":{"qty":{"type":"string","pattern":"^[0-9.]+$"},"levels":{"type":"integer","minimum":2}}}"#;
-    let module_id = uploaded(&app, &user.access, "schema", module(schema, "(i32.const 0)")).await;
+    let module_id =
+        app.uploaded_strategy(&user.access, "schema", module(schema, "(i32.const 0)")).await;
     let cases = [
         (json!({"qty": 5}), vec!["strategy.params.qty"]),
         (json!({"qty": "1", "levels": 1}), vec!["strategy.params.levels"]),
@@ -275,13 +261,7 @@ async fn a_wasm_bots_params_are_held_to_the_modules_schema() {
         let body = wasm_bot("params", module_id, params.clone());
         let res = app.send(Method::POST, "/api/v1/bots", Some(&body), &user.access).await;
         let error = assert_error(res, 422, "VALIDATION_FAILED").await;
-        let got: Vec<&str> = error["details"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d["field"].as_str().unwrap())
-            .collect();
-        assert_eq!(got, fields, "{params}: {error}");
+        assert_eq!(error_fields(&error), fields, "{params}: {error}");
     }
     app.create_bot(&user.access, &wasm_bot("ok", module_id, json!({"qty": "1", "levels": 3})))
         .await;
@@ -290,20 +270,20 @@ async fn a_wasm_bots_params_are_held_to_the_modules_schema() {
     let body = wasm_bot("theirs", module_id, json!({"qty": "1"}));
     let res = app.send(Method::POST, "/api/v1/bots", Some(&body), &other.access).await;
     let error = assert_error(res, 422, "VALIDATION_FAILED").await;
-    assert_eq!(error["details"][0]["field"], "strategy.module_id");
+    assert_eq!(error_fields(&error), ["strategy.module_id"]);
     let mut missing = body.clone();
     missing["strategy"] = json!({"kind": "wasm", "params": {}});
     let res = app.send(Method::POST, "/api/v1/bots", Some(&missing), &user.access).await;
     let error = assert_error(res, 422, "VALIDATION_FAILED").await;
-    assert_eq!(error["details"][0]["field"], "strategy.module_id");
+    assert_eq!(error_fields(&error), ["strategy.module_id"]);
 }
 
 #[actix_web::test]
 async fn a_trapping_module_pauses_only_its_own_bot() {
     let app = spawn_app().await;
     let user = app.register("strategies-trap@example.com").await;
-    let trap = uploaded(&app, &user.access, "trap", trapping()).await;
-    let good = uploaded(&app, &user.access, "good", first_trade()).await;
+    let trap = app.uploaded_strategy(&user.access, "trap", trapping()).await;
+    let good = app.uploaded_strategy(&user.access, "good", first_trade()).await;
     let trap_bot = app.create_bot(&user.access, &wasm_bot("trap", trap, json!({}))).await;
     let good_bot = app.create_bot(&user.access, &wasm_bot("good", good, json!({}))).await;
     let (trap_bot, good_bot) = (trap_bot["id"].as_u64().unwrap(), good_bot["id"].as_u64().unwrap());
@@ -334,7 +314,7 @@ async fn a_trapping_module_pauses_only_its_own_bot() {
 async fn a_wasm_bot_comes_back_after_a_restart_with_its_saved_state() {
     let app = spawn_app().await;
     let user = app.register("strategies-restart@example.com").await;
-    let module_id = uploaded(&app, &user.access, "first", first_trade()).await;
+    let module_id = app.uploaded_strategy(&user.access, "first", first_trade()).await;
     let id = app.create_bot(&user.access, &wasm_bot("wasm", module_id, json!({}))).await["id"]
         .as_u64()
         .unwrap();
