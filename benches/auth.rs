@@ -118,6 +118,7 @@ impl Fixture {
 
         let protection = Arc::new(keel::http::protect::Protection::new(&settings.protection));
         let store_handle = store.clone();
+        let notify_store = store.clone();
         let state = AppState {
             store,
             root,
@@ -146,6 +147,9 @@ impl Fixture {
                 keel_wasm::WasmConfig::default(),
             )
             .expect("the modules' trees open"),
+            notifications: keel_actors::notify::Notifications::open(&notify_store)
+                .expect("the notification trees open"),
+            live: Default::default(),
         };
         Self {
             state,

@@ -162,6 +162,8 @@ impl Application {
             sink,
             backtests,
             modules,
+            notifications,
+            live,
         } = runtime;
         let state = AppState {
             store,
@@ -178,6 +180,8 @@ impl Application {
             sink,
             backtests,
             strategies: modules,
+            notifications,
+            live,
         };
         let cors = settings.clone();
         let data = web::Data::new(state.clone());

@@ -51,6 +51,10 @@ pub struct AppState {
     pub backtests: keel_actors::backtest::jobs::Jobs,
     /// Owners' strategy modules and the WebAssembly host.
     pub strategies: keel_actors::strategies::Modules,
+    /// Owners' notification channels and deliveries.
+    pub notifications: keel_actors::notify::Notifications,
+    /// Live venues' routers and the accounts with a running live bot (balances).
+    pub live: keel_actors::account::LiveAccounts,
 }
 
 impl AppState {

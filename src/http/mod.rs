@@ -22,6 +22,7 @@ pub mod json;
 pub mod limits;
 pub mod markets;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod protect;
 pub mod request;
@@ -125,6 +126,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             web::route().to(accounts::delete),
         ),
+        ApiRoute::new(
+            M::GET,
+            "/exchange-accounts/{id}/balances",
+            User,
+            web::route().to(accounts::balances),
+        ),
         ApiRoute::new(M::GET, "/venues", User, web::route().to(markets::venues)),
         ApiRoute::new(
             M::GET,
@@ -186,6 +193,30 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(M::GET, "/strategies", User, web::route().to(strategies::list)),
         ApiRoute::new(M::GET, "/strategies/{id}", User, web::route().to(strategies::get)),
         ApiRoute::new(M::DELETE, "/strategies/{id}", User, web::route().to(strategies::delete)),
+        ApiRoute::new(
+            M::POST,
+            "/notifications/channels",
+            User,
+            web::route().to(notifications::create),
+        ),
+        ApiRoute::new(
+            M::GET,
+            "/notifications/channels",
+            User,
+            web::route().to(notifications::list),
+        ),
+        ApiRoute::new(
+            M::DELETE,
+            "/notifications/channels/{id}",
+            User,
+            web::route().to(notifications::delete),
+        ),
+        ApiRoute::new(
+            M::GET,
+            "/notifications/deliveries",
+            User,
+            web::route().to(notifications::deliveries),
+        ),
     ]
 }
 

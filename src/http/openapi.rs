@@ -31,7 +31,10 @@ use keel_actors::bot::Control;
 use keel_core::market::Interval;
 
 use super::error::ErrorResponse;
-use super::{Access, accounts, auth, backtests, bots, indicators, markets, strategies, trading};
+use super::{
+    Access, accounts, auth, backtests, bots, indicators, markets, notifications, strategies,
+    trading,
+};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -61,6 +64,7 @@ const JSON: &str = "application/json";
         accounts::create,
         accounts::list,
         accounts::delete,
+        accounts::balances,
         markets::venues,
         markets::ticker,
         markets::candles,
@@ -90,6 +94,10 @@ const JSON: &str = "application/json";
         strategies::list,
         strategies::get,
         strategies::delete,
+        notifications::create,
+        notifications::list,
+        notifications::delete,
+        notifications::deliveries,
     ),
     // Types used only as parameters are not collected from the paths: list them here.
     components(schemas(ErrorResponse, Control, Interval)),
@@ -102,6 +110,7 @@ const JSON: &str = "application/json";
         (name = "trading", description = "A bot's orders, fills, journal and figures."),
         (name = "backtests", description = "Backtests as jobs."),
         (name = "strategies", description = "Strategy kinds: built-in and owners' modules."),
+        (name = "notifications", description = "An owner's webhooks and Telegram chats."),
         (name = "meta", description = "This document."),
     )
 )]

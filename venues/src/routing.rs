@@ -160,4 +160,15 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
 
     /// Every tradable symbol's rules.
     fn instruments(&self) -> RouteFuture<'_, InstrumentMap>;
+
+    /// Opens the account's stream of order and balance events, signed with `signer` (one per
+    /// exchange account: the caller shares it between the account's bots). `None` where the
+    /// venue (or its configuration) has none: the caller polls.
+    fn account_stream(
+        &self,
+        signer: crate::account::OwnedSigner,
+    ) -> Option<crate::account::AccountStream> {
+        let _ = signer;
+        None
+    }
 }

@@ -49,6 +49,8 @@ pub struct LiveLink {
     pub credential_id: u64,
     /// The account's circuit breaker, shared with every bot on it.
     pub breaker: Arc<Breaker>,
+    /// Where the account's user data stream and balances are, shared with every bot on it.
+    pub accounts: crate::account::Accounts,
 }
 
 impl LiveLink {
@@ -142,12 +144,17 @@ fn refused(request: &Outbound) -> LiveResult {
     LiveResult { refused: true, ..result }
 }
 
-type BoxSigner =
+/// A signer the caller owns.
+pub type BoxSigner =
     Box<dyn Fn(String) -> BoxFuture<'static, Result<(String, String), String>> + Send + Sync>;
 
 fn signer(link: &LiveLink) -> BoxSigner {
-    let vault = link.vault.clone();
-    let (user_id, credential_id) = (link.user_id, link.credential_id);
+    vault_signer(&link.vault, link.user_id, link.credential_id)
+}
+
+/// Signs with the vault for `user_id`'s exchange account `credential_id`.
+pub fn vault_signer(vault: &VaultAddress, user_id: u64, credential_id: u64) -> BoxSigner {
+    let vault = vault.clone();
     Box::new(move |payload: String| {
         let vault = vault.get();
         Box::pin(async move {
@@ -160,6 +167,11 @@ fn signer(link: &LiveLink) -> BoxSigner {
             }
         })
     })
+}
+
+/// [`signer`], shareable: what an account's stream signs its subscriptions with.
+pub(crate) fn owned_signer(link: &LiveLink) -> keel_venues::account::OwnedSigner {
+    Arc::from(signer(link))
 }
 
 async fn place(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
@@ -216,7 +228,7 @@ async fn query(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSign
     }
 }
 
-fn venue_outcome(symbol: &Symbol, venue: OrderReport) -> ExecOutcome {
+pub(crate) fn venue_outcome(symbol: &Symbol, venue: OrderReport) -> ExecOutcome {
     let fills = venue
         .fills
         .into_iter()

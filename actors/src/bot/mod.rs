@@ -17,6 +17,7 @@
 pub mod actor;
 pub mod admission;
 pub mod exposure;
+pub mod funding;
 pub mod indicators;
 pub mod live;
 pub mod repo;

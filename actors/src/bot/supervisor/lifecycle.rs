@@ -59,6 +59,7 @@ impl BotSupervisor {
                         .live
                         .breakers
                         .get(record.venue, record.exchange_account_id.unwrap_or_default()),
+                    accounts: self.config.live.accounts.clone(),
                 }),
             };
         self.generation += 1;
