@@ -117,6 +117,7 @@ impl Fixture {
             identity.tokens.issue(user_id, session_id, u64::MAX).expect("the token signs").token;
 
         let protection = Arc::new(keel::http::protect::Protection::new(&settings.protection));
+        let store_handle = store.clone();
         let notify_store = store.clone();
         let state = AppState {
             store,
@@ -141,6 +142,11 @@ impl Fixture {
                 },
             )
             .expect("the backtest pool starts"),
+            strategies: keel_actors::strategies::Modules::open(
+                &store_handle,
+                keel_wasm::WasmConfig::default(),
+            )
+            .expect("the modules' trees open"),
             notifications: keel_actors::notify::Notifications::open(&notify_store)
                 .expect("the notification trees open"),
             live: Default::default(),

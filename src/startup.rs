@@ -161,6 +161,7 @@ impl Application {
             sessions,
             sink,
             backtests,
+            modules,
             notifications,
             live,
         } = runtime;
@@ -178,6 +179,7 @@ impl Application {
             protection,
             sink,
             backtests,
+            strategies: modules,
             notifications,
             live,
         };

@@ -49,6 +49,8 @@ pub struct AppState {
     pub sink: Option<SinkHealth>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
+    /// Owners' strategy modules and the WebAssembly host.
+    pub strategies: keel_actors::strategies::Modules,
     /// Owners' notification channels and deliveries.
     pub notifications: keel_actors::notify::Notifications,
     /// Live venues' routers and the accounts with a running live bot (balances).

@@ -31,5 +31,6 @@ pub mod session;
 pub mod sink;
 pub mod startup_clock;
 pub mod store;
+pub mod strategies;
 pub mod supervisor;
 pub mod vault;

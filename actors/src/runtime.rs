@@ -37,6 +37,7 @@ use crate::store::disk::DISK_CHECK_EVERY;
 use crate::store::retention::{self, RetentionConfig};
 use crate::store::stats::{self, STATS_EVERY};
 use crate::store::{Store, StoreConfig, StoreError, WeakStore};
+use crate::strategies::Modules;
 use crate::supervisor::{
     ChildSpec, RestartPolicy, Shutdown, ShutdownReport, Supervisor, SupervisorSpec,
 };
@@ -76,6 +77,8 @@ pub struct RuntimeConfig {
     pub backtests: JobsConfig,
     /// How long history is kept.
     pub retention: RetentionConfig,
+    /// The caps owners' WebAssembly strategy modules run under.
+    pub wasm: keel_wasm::WasmConfig,
 }
 
 /// Mailbox capacities of the tree's actors.
@@ -182,6 +185,8 @@ pub struct Runtime {
     pub notifications: crate::notify::Notifications,
     /// Backtest jobs and their worker pool.
     pub backtests: Jobs,
+    /// Owners' strategy modules and the WebAssembly host.
+    pub modules: Modules,
     /// Each live venue's router and the accounts with a running live bot (their user data
     /// streams and balances).
     pub live: crate::account::LiveAccounts,
@@ -212,6 +217,7 @@ impl Runtime {
             notifications: notify_config,
             backtests,
             retention,
+            wasm,
         } = config;
         let path = store_config.path.clone();
         let store_error = |source| RuntimeError::Store { path: path.clone(), source };
@@ -244,6 +250,7 @@ impl Runtime {
         let backtests =
             blocking(move || Jobs::open(backtests, jobs_store)).await?.map_err(store_error)?;
         let sessions = SessionDirectory::new(mailboxes.session);
+        let modules = Modules::open(&store, wasm).map_err(store_error)?;
         let bots = BotsAddress::default();
         let bots_view = BotsView::default();
         let accounts = crate::account::Accounts::default();
@@ -264,6 +271,7 @@ impl Runtime {
             bot_mailbox: mailboxes.bot,
             indicator_points: limits.indicator_points,
             view: bots_view.clone(),
+            modules: Some(modules.clone()),
         };
         let sink = postgres_sink(sink, &store).await?.map_err(store_error)?;
         let mut repo = BotRepo::new(&store).map_err(store_error)?;
@@ -310,6 +318,7 @@ impl Runtime {
             sessions,
             sink: sink_health,
             backtests,
+            modules,
             notifications,
             live: crate::account::LiveAccounts { routers, accounts },
         })

@@ -280,8 +280,8 @@ fn trade(
 ) -> Result<Written, SeedError> {
     let bot = record.id;
     let engine_error = |reason: String| SeedError::Engine { bot, reason };
-    let mut engine =
-        engine_for(record, BotState::default(), Vec::new(), slippage_bps).map_err(engine_error)?;
+    let mut engine = engine_for(record, BotState::default(), Vec::new(), slippage_bps, None)
+        .map_err(engine_error)?;
     // The owner's orders only: the strategy is not called while seeding.
     engine.set_strategy_active(false);
     let instrument = Instrument::for_symbol(record.symbol.clone());

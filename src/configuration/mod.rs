@@ -27,6 +27,7 @@ mod store;
 mod supervisor;
 mod vault;
 mod venues;
+mod wasm;
 mod ws;
 
 use std::collections::HashMap;
@@ -56,6 +57,7 @@ pub use store::StoreSettings;
 pub use supervisor::SupervisorSettings;
 pub use vault::VaultSettings;
 pub use venues::{ExchangeVenueSettings, SimVenueSettings, VenuesSettings};
+pub use wasm::WasmSettings;
 pub use ws::WsSettings;
 
 /// The embedded defaults.
@@ -114,6 +116,8 @@ pub struct Settings {
     pub record: RecordSettings,
     /// Backtests over HTTP.
     pub backtests: BacktestSettings,
+    /// The sandbox of owners' WebAssembly strategy modules.
+    pub wasm: WasmSettings,
     /// How long history is kept.
     pub retention: RetentionSettings,
     /// Actors' mailbox capacities.
@@ -221,6 +225,7 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.record.validate()?;
         self.backtests.validate()?;
+        self.wasm.validate()?;
         self.retention.validate()?;
         self.server.validate()?;
         self.store.validate()?;
@@ -363,6 +368,8 @@ mod tests {
             (&[("KEEL__RECORD__QUEUE", "0")], "record.queue"),
             (&[("KEEL__BACKTESTS__MAX_PER_USER", "0")], "backtests.max_per_user"),
             (&[("KEEL__BACKTESTS__MAX_UPLOAD_BYTES", "10")], "backtests.max_upload_bytes"),
+            (&[("KEEL__WASM__FUEL_PER_CALL", "5")], "wasm.fuel_per_call"),
+            (&[("KEEL__WASM__MAX_MODULE_BYTES", "0")], "wasm.max_module_bytes"),
             (&[("KEEL__MAILBOXES__BOT", "0")], "mailboxes.bot"),
             (&[("KEEL__MAILBOXES__SESSION", "15")], "mailboxes.session"),
             (&[("KEEL__MAILBOXES__WS_HUB", "1048577")], "mailboxes.ws_hub"),

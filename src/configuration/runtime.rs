@@ -22,6 +22,7 @@ impl Settings {
     pub fn runtime_config(&self, key_ring: KeyRing) -> anyhow::Result<RuntimeConfig> {
         let mailboxes = &self.mailboxes;
         Ok(RuntimeConfig {
+            wasm: self.wasm.config(),
             store: self.store_config(),
             policy: RestartPolicy {
                 max_restarts: self.supervisor.max_restarts,

@@ -460,7 +460,10 @@ pub async fn delete_me(
     let identity = state.identity.clone();
     let notifications = state.notifications.clone();
     let uploads = keel_actors::backtest::upload::uploads_dir(&state.settings.store.path, user_id);
+    let modules = state.strategies.clone();
     let ended = web::block(move || -> Result<Vec<u64>, ApiError> {
+        // Their bots are gone: nothing runs the owner's strategy modules any more.
+        modules.remove_user(user_id)?;
         let mut ended = identity.sessions.revoke_all(user_id, None, "account deleted")?;
         identity.users.delete(user_id)?;
         // A login that checked the password before the user row went may have started a session

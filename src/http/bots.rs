@@ -127,6 +127,7 @@ async fn validate(
         vault: &state.vault,
         timeout: state.settings.request_timeout(),
         venue_testnet,
+        modules: &state.strategies,
     };
     let mut details = admission.check(record, details).await?;
     if record.mode == BotMode::Live && !keel_venues::registry::capabilities(venue).live_orders {

@@ -57,7 +57,6 @@ static ASSETS: &[Asset] = &[
     asset!("js/pages/accounts.js", JS),
     asset!("js/pages/backtests.js", JS),
     asset!("js/pages/settings.js", JS),
-    asset!("schemas/builtin-strategies.json", "application/json"),
     asset!("vendor/lightweight-charts/lightweight-charts.standalone.production.mjs", JS),
 ];
 

@@ -26,6 +26,7 @@ pub mod notifications;
 pub mod openapi;
 pub mod protect;
 pub mod request;
+pub mod strategies;
 pub mod trading;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
@@ -188,6 +189,10 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(M::GET, "/backtests", User, web::route().to(backtests::list)),
         ApiRoute::new(M::GET, "/backtests/{id}", User, web::route().to(backtests::get)),
         ApiRoute::new(M::DELETE, "/backtests/{id}", User, web::route().to(backtests::cancel)),
+        ApiRoute::new(M::POST, "/strategies", User, web::route().to(strategies::upload)),
+        ApiRoute::new(M::GET, "/strategies", User, web::route().to(strategies::list)),
+        ApiRoute::new(M::GET, "/strategies/{id}", User, web::route().to(strategies::get)),
+        ApiRoute::new(M::DELETE, "/strategies/{id}", User, web::route().to(strategies::delete)),
         ApiRoute::new(
             M::POST,
             "/notifications/channels",

@@ -31,7 +31,10 @@ use keel_actors::bot::Control;
 use keel_core::market::Interval;
 
 use super::error::ErrorResponse;
-use super::{Access, accounts, auth, backtests, bots, indicators, markets, notifications, trading};
+use super::{
+    Access, accounts, auth, backtests, bots, indicators, markets, notifications, strategies,
+    trading,
+};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -87,6 +90,10 @@ const JSON: &str = "application/json";
         backtests::list,
         backtests::get,
         backtests::cancel,
+        strategies::upload,
+        strategies::list,
+        strategies::get,
+        strategies::delete,
         notifications::create,
         notifications::list,
         notifications::delete,
@@ -102,6 +109,7 @@ const JSON: &str = "application/json";
         (name = "bots", description = "Bot definitions and their lifecycle."),
         (name = "trading", description = "A bot's orders, fills, journal and figures."),
         (name = "backtests", description = "Backtests as jobs."),
+        (name = "strategies", description = "Strategy kinds: built-in and owners' modules."),
         (name = "notifications", description = "An owner's webhooks and Telegram chats."),
         (name = "meta", description = "This document."),
     )

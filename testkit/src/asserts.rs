@@ -28,6 +28,12 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     error
 }
 
+/// The `field` of each of an error's `details`, in order.
+pub fn error_fields(error: &Value) -> Vec<&str> {
+    let details = error["details"].as_array().map(Vec::as_slice).unwrap_or_default();
+    details.iter().filter_map(|d| d["field"].as_str()).collect()
+}
+
 /// Polls `check` every 20 ms until it holds, or fails the test after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where

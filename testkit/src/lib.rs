@@ -45,11 +45,13 @@ mod backtests;
 mod bots;
 #[cfg(feature = "app")]
 mod health;
+#[cfg(feature = "app")]
+mod strategies;
 
 #[cfg(feature = "app")]
 pub use app::{JWT_SECRET, TestApp, http_client, spawn_app, spawn_app_with, test_settings};
 #[cfg(feature = "app")]
-pub use asserts::{assert_error, eventually};
+pub use asserts::{assert_error, error_fields, eventually};
 #[cfg(feature = "app")]
 pub use auth::{PASSWORD, Tokens};
 #[cfg(feature = "app")]

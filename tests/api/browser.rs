@@ -35,6 +35,11 @@ async fn the_dashboard_main_flow_works_in_headless_chromium_with_a_clean_console
     let target = std::env::var("CARGO_TARGET_DIR")
         .map_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"), PathBuf::from);
     let out = target.join("dashboard-screenshots");
+    std::fs::create_dir_all(&out).unwrap();
+    // The SDK-less module of docs/STRATEGY_ABI.md, for the Strategies page's upload.
+    let module = out.join("first_trade.wasm");
+    let wat = include_str!("../../wasm/tests/modules/first_trade.wat");
+    std::fs::write(&module, wat::parse_str(wat).unwrap()).unwrap();
     let address = app.address.clone();
     let status = actix_web::rt::task::spawn_blocking(move || {
         Command::new(python.unwrap())
@@ -42,6 +47,8 @@ async fn the_dashboard_main_flow_works_in_headless_chromium_with_a_clean_console
             .arg(address)
             .arg(&out)
             .args(["--heap-seconds", "20"])
+            .arg("--module")
+            .arg(&module)
             .status()
     })
     .await

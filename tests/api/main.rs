@@ -29,6 +29,7 @@ mod sink;
 mod status_events;
 mod store_fixture;
 mod store_stats;
+mod strategies;
 mod strict_input;
 mod tampering;
 mod ws;

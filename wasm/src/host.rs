@@ -225,6 +225,9 @@ impl WasmHost {
             if !schema.is_object() {
                 return Err(ModuleError::Abi("keel_params_schema is not a JSON object".into()));
             }
+            crate::params::check_schema(&schema).map_err(|why| {
+                ModuleError::Abi(format!("keel_params_schema is not a valid JSON Schema: {why}"))
+            })?;
             schema
         } else {
             serde_json::json!({"type": "object"})

@@ -15,6 +15,7 @@
 pub mod abi;
 pub mod config;
 pub mod host;
+pub mod params;
 pub mod strategy;
 
 pub use abi::ABI_VERSION;

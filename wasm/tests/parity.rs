@@ -112,6 +112,8 @@ fn the_wasm_ema_cross_makes_the_same_orders_and_fills_as_the_built_in() {
         json!({"fast": 12, "slow": 26, "qty": "0.5"}),
         json!({"fast": 1, "slow": 2, "qty": "0.001"}),
     ] {
+        // What a bot's creation checks first: the params meet the module's schema.
+        assert_eq!(keel_wasm::params::validate(&info.params_schema, &params).unwrap(), vec![]);
         let config = config(params.clone());
         let ok = input.iter().cloned().map(Ok::<_, ()>);
         let built_in = backtest::run(&config, ok.clone()).unwrap().unwrap();

@@ -12,6 +12,7 @@ use keel_core::validation::FieldError;
 
 use crate::feed::{FeedAddress, GetInstrument, InstrumentError};
 use crate::mailbox::{AskError, ask};
+use crate::strategies::{Modules, ModulesError};
 use crate::vault::{ListCredentials, VaultAddress, VaultError};
 
 /// Why a definition could not be checked (as opposed to checked and found wrong).
@@ -26,6 +27,9 @@ pub enum AdmissionError {
     /// The vault could not list the user's accounts.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// The strategy module could not be checked (storage, the WebAssembly host).
+    #[error(transparent)]
+    Modules(#[from] ModulesError),
 }
 
 /// What admission asks, and how long it waits for each answer.
@@ -39,6 +43,8 @@ pub struct Admission<'a> {
     pub timeout: Duration,
     /// Whether the bot's venue is configured for its testnet.
     pub venue_testnet: bool,
+    /// Owners' strategy modules, for a bot of kind `wasm`.
+    pub modules: &'a Modules,
 }
 
 impl Admission<'_> {
@@ -56,7 +62,10 @@ impl Admission<'_> {
         let feed = self.feed.and_then(|slot| slot.get()).ok_or(AskError::Gone { actor: "feed" })?;
         let query = GetInstrument { symbol: record.symbol.clone() };
         match ask(&feed, query, self.timeout, "feed").await? {
-            Ok(filters) => check_strategy(record, filters, &mut details),
+            Ok(filters) => {
+                check_strategy(record, filters, &mut details);
+                self.check_module(record, &mut details).await?;
+            }
             Err(InstrumentError::UnknownSymbol) => {
                 details.push(unknown_symbol(record.venue, &record.symbol));
             }
@@ -85,5 +94,27 @@ impl Admission<'_> {
             );
         }
         Ok(details)
+    }
+
+    /// Checks a `wasm` strategy against its module (on a blocking thread: it runs the module's
+    /// `keel_init` under its caps).
+    async fn check_module(
+        &self,
+        record: &BotRecord,
+        details: &mut Vec<FieldError>,
+    ) -> Result<(), AdmissionError> {
+        if Modules::module_of(record).is_none() {
+            return Ok(());
+        }
+        let (modules, user, spec, filters) =
+            (self.modules.clone(), record.user_id, record.strategy.clone(), record.filters.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            modules.check_bot(user, &spec, &filters, &mut found).map(|()| found)
+        })
+        .await
+        .map_err(|e| AdmissionError::Modules(ModulesError::Host(e.to_string())))??;
+        details.extend(found);
+        Ok(())
     }
 }

@@ -14,6 +14,7 @@
 //! - `relaunch`: bringing back the bots that were running before a stop, for readiness;
 //! - `storage`: pausing bots while the disk guard reports low space, resuming them after.
 //! - `owner`: removing every bot of an account being deleted.
+//! - [`modules`]: deleting a strategy module no bot of its owner runs.
 //!
 //! After every change to a definition the owner's list is republished to the [`BotsView`]
 //! (`BotsConfig::view`), which the API lists bots from without asking this actor.
@@ -22,6 +23,7 @@ mod control;
 mod definitions;
 mod lifecycle;
 pub mod messages;
+pub mod modules;
 mod owner;
 mod relaunch;
 mod storage;
@@ -117,6 +119,8 @@ pub struct BotsConfig {
     pub indicator_points: usize,
     /// Where each owner's bot list is published for the API.
     pub view: BotsView,
+    /// Owners' strategy modules and the WebAssembly host wasm bots run on (none: no wasm bots).
+    pub modules: Option<crate::strategies::Modules>,
 }
 
 /// The venues live bots can trade on, and the vault that signs for them.

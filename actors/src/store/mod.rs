@@ -74,6 +74,11 @@ pub mod trees {
     /// Backtest jobs (spec, progress, result), keyed by job id: they survive restarts.
     pub const BACKTESTS: &str = "backtests";
 
+    /// Owners' strategy modules (name, hash, schema), keyed by (owner, module id).
+    pub const STRATEGIES: &str = "strategies";
+    /// The bytes of each strategy module, under the same key as its `strategies` row.
+    pub const STRATEGY_MODULES: &str = "strategy_modules";
+
     /// Trees added by migration 2 (identity).
     pub const IDENTITY: [&str; 3] = [USER_EMAILS, SESSIONS, REFRESH_TOKENS];
 

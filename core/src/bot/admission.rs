@@ -57,7 +57,21 @@ pub fn check_strategy(
     details: &mut Vec<FieldError>,
 ) {
     record.filters = filters;
-    if let Err(errors) = crate::strategy::build(&record.strategy, &record.filters) {
+    let strategy = &record.strategy;
+    if strategy.kind == crate::strategy::WASM_KIND {
+        // The module and its params are checked by the runtime, which holds the modules.
+        if strategy.module_id.is_none() {
+            details.push(FieldError::new(
+                "strategy.module_id",
+                "required with kind wasm: the id of one of your modules (POST /strategies)",
+            ));
+        }
+        return;
+    }
+    if strategy.module_id.is_some() {
+        details.push(FieldError::new("strategy.module_id", "only with kind wasm"));
+    }
+    if let Err(errors) = crate::strategy::build(strategy, &record.filters) {
         details.extend(errors);
     }
 }

@@ -14,15 +14,26 @@ use crate::validation::FieldError;
 /// Longest interval: 30 days.
 const MAX_INTERVAL_SECS: u64 = 30 * 86_400;
 
+/// A form's label for each parameter (the `title` of its schema).
+pub(crate) const TITLES: &[(&str, &str)] = &[
+    ("interval_secs", "Interval (s)"),
+    ("quote_amount", "Quote per buy"),
+    ("take_profit_pct", "Take profit (%)"),
+];
+
 /// Parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DcaParams)]
 pub struct Params {
     /// Seconds of event time between buys.
+    #[schema(minimum = 1, maximum = 2_592_000, default = 3600)]
     pub interval_secs: u64,
     /// Quote spent at each buy.
+    #[schema(value_type = String, format = "decimal", default = "50")]
     pub quote_amount: Decimal,
     /// Sell everything this many percent above the average entry.
+    #[schema(value_type = String, format = "decimal", default = "2")]
     pub take_profit_pct: Decimal,
 }
 

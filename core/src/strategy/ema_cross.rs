@@ -12,15 +12,23 @@ use crate::market::MarketEvent;
 use crate::trading::{InstrumentFilters, OrderRequest, Side};
 use crate::validation::FieldError;
 
+/// A form's label for each parameter (the `title` of its schema).
+pub(crate) const TITLES: &[(&str, &str)] =
+    &[("fast", "Fast EMA period"), ("slow", "Slow EMA period"), ("qty", "Quantity")];
+
 /// Parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EmaCrossParams)]
 pub struct Params {
     /// Fast EMA period, in trades.
+    #[schema(minimum = 1, maximum = 10_000, default = 5)]
     pub fast: u32,
     /// Slow EMA period, in trades; above `fast`.
+    #[schema(minimum = 2, maximum = 10_000, default = 20)]
     pub slow: u32,
     /// Base quantity bought at each entry.
+    #[schema(value_type = String, format = "decimal", default = "0.001")]
     pub qty: Decimal,
 }
 

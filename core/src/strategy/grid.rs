@@ -15,17 +15,31 @@ use crate::validation::FieldError;
 /// Most levels a grid may have.
 const MAX_LEVELS: u32 = 200;
 
+/// A form's label for each parameter (the `title` of its schema).
+pub(crate) const TITLES: &[(&str, &str)] = &[
+    ("lower", "Lowest level"),
+    ("upper", "Highest level"),
+    ("levels", "Levels"),
+    ("qty_per_level", "Quantity per level"),
+];
+
 /// Parameters.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = GridParams)]
 pub struct Params {
-    /// Lowest level price.
+    /// Lowest level price (on the tick).
+    #[schema(value_type = String, format = "decimal")]
     pub lower: Decimal,
-    /// Highest level price.
+    /// Highest level price (on the tick), above `lower`.
+    #[schema(value_type = String, format = "decimal")]
     pub upper: Decimal,
     /// Number of levels, `lower` and `upper` included.
+    #[schema(minimum = 2, maximum = 200, default = 10)]
     pub levels: u32,
     /// Base quantity at each level.
+    #[schema(value_type = String, format = "decimal",
+        default = "0.001")]
     pub qty_per_level: Decimal,
 }
 

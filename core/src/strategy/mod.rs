@@ -143,6 +143,60 @@ pub const MAX_PERIOD: u32 = 10_000;
 /// The strategy kinds `build` knows.
 pub const KINDS: [&str; 4] = ["ema_cross", "rsi", "grid", "dca"];
 
+/// A built-in strategy kind as `GET /strategies` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuiltinKind {
+    /// Its `kind` in a bot's strategy.
+    pub kind: &'static str,
+    /// What it does, in a sentence.
+    pub description: &'static str,
+    /// The JSON Schema of its params, generated from its `Params` type.
+    pub params_schema: serde_json::Value,
+}
+
+/// The built-in kinds ([`KINDS`], in that order), each with the JSON Schema of its params
+/// generated from the type `build` reads them into, so the schema and the check cannot drift.
+pub fn builtin_kinds() -> Vec<BuiltinKind> {
+    fn schema<P: utoipa::PartialSchema>(titles: &[(&str, &str)]) -> serde_json::Value {
+        // A schema is plain data: serialising it cannot fail.
+        let mut schema = serde_json::to_value(P::schema()).unwrap_or_default();
+        for (name, title) in titles {
+            if let Some(prop) = schema["properties"].get_mut(*name).and_then(|p| p.as_object_mut())
+            {
+                prop.insert("title".into(), (*title).into());
+            }
+        }
+        schema
+    }
+    vec![
+        BuiltinKind {
+            kind: "ema_cross",
+            description: "Buys when the fast EMA crosses above the slow one, sells on the cross \
+                back.",
+            params_schema: schema::<ema_cross::Params>(ema_cross::TITLES),
+        },
+        BuiltinKind {
+            kind: "rsi",
+            description: "Buys when RSI falls below oversold, sells above overbought.",
+            params_schema: schema::<rsi::Params>(rsi::TITLES),
+        },
+        BuiltinKind {
+            kind: "grid",
+            description: "Resting orders at evenly spaced levels between lower and upper.",
+            params_schema: schema::<grid::Params>(grid::TITLES),
+        },
+        BuiltinKind {
+            kind: "dca",
+            description: "Buys a fixed quote amount on a schedule; sells everything at a \
+                take-profit.",
+            params_schema: schema::<dca::Params>(dca::TITLES),
+        },
+    ]
+}
+
+/// The kind of an owner's uploaded module (`module_id` names it).
+pub const WASM_KIND: &str = "wasm";
+
 /// Builds a strategy from its API description, checking every parameter against the
 /// instrument's rules.
 ///
@@ -187,6 +241,40 @@ pub fn build(
 mod build_tests {
     use super::*;
     use crate::strategy::testing::filters;
+
+    #[test]
+    fn builtin_schemas_describe_what_build_reads() {
+        let kinds = builtin_kinds();
+        assert_eq!(kinds.iter().map(|k| k.kind).collect::<Vec<_>>(), KINDS);
+        for kind in kinds {
+            let schema = &kind.params_schema;
+            assert_eq!(schema["type"], "object", "{}", kind.kind);
+            assert_eq!(schema["additionalProperties"], false, "{}", kind.kind);
+            // The defaults of every field that has one, plus what grid lacks, build.
+            let mut params = serde_json::Map::new();
+            for (name, prop) in schema["properties"].as_object().unwrap() {
+                assert!(prop["title"].is_string(), "{} {name}", kind.kind);
+                if let Some(default) = prop.get("default") {
+                    params.insert(name.clone(), default.clone());
+                }
+            }
+            if kind.kind == "grid" {
+                params.insert("lower".into(), "90".into());
+                params.insert("upper".into(), "110".into());
+            }
+            let required = schema["required"].as_array().unwrap();
+            assert_eq!(required.len(), schema["properties"].as_object().unwrap().len());
+            let spec = StrategySpec {
+                kind: kind.kind.into(),
+                module_id: None,
+                params: serde_json::Value::Object(params),
+            };
+            assert!(build(&spec, &filters()).is_ok(), "{}", kind.kind);
+        }
+        let ema = &builtin_kinds()[0].params_schema;
+        assert_eq!(ema["properties"]["fast"]["maximum"], MAX_PERIOD);
+        assert_eq!(ema["properties"]["qty"]["format"], "decimal");
+    }
 
     #[test]
     fn build_names_the_field_of_every_problem() {

@@ -12,17 +12,30 @@ use crate::market::MarketEvent;
 use crate::trading::{InstrumentFilters, OrderRequest, Side};
 use crate::validation::FieldError;
 
+/// A form's label for each parameter (the `title` of its schema).
+pub(crate) const TITLES: &[(&str, &str)] = &[
+    ("period", "RSI period"),
+    ("oversold", "Oversold"),
+    ("overbought", "Overbought"),
+    ("qty", "Quantity"),
+];
+
 /// Parameters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RsiParams)]
 pub struct Params {
     /// RSI period, in price changes.
+    #[schema(minimum = 2, maximum = 10_000, default = 14)]
     pub period: u32,
     /// Buy below this (0–100).
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 100, default = 30)]
     pub oversold: f64,
     /// Sell above this (0–100), above `oversold`.
+    #[schema(exclusive_minimum = 0, exclusive_maximum = 100, default = 70)]
     pub overbought: f64,
     /// Base quantity bought at each entry.
+    #[schema(value_type = String, format = "decimal", default = "0.001")]
     pub qty: Decimal,
 }
 

@@ -13,9 +13,11 @@ use keel_actors::feed::FeedError;
 use keel_actors::identity::IdentityError;
 use keel_actors::mailbox::AskError;
 use keel_actors::store::{DiskLow, StoreError};
+use keel_actors::strategies::ModulesError;
 use keel_actors::vault::VaultError;
 use keel_core::bot::admission::NotEditable;
 use keel_core::market::VenueId;
+use keel_wasm::ModuleError;
 
 use super::{ApiError, RETRY_AFTER_SECS};
 
@@ -102,8 +104,40 @@ impl From<AdmissionError> for ApiError {
             )
             .retry_after(5),
             AdmissionError::Vault(err) => err.into(),
+            AdmissionError::Modules(err) => err.into(),
         }
     }
+}
+
+impl From<ModulesError> for ApiError {
+    /// Strategy modules: a refused module is 422 `INVALID_MODULE` (413 over the size cap), an
+    /// unknown or another owner's id 404, a module bots use 409.
+    fn from(err: ModulesError) -> Self {
+        match err {
+            ModulesError::Refused(ModuleError::TooLarge { .. }) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", err.to_string())
+            }
+            ModulesError::Refused(refused) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_MODULE",
+                format!("the module is refused: {refused}"),
+            ),
+            ModulesError::Invalid(details) => ApiError::validation(details),
+            ModulesError::NotFound(id) => strategy_not_found(id),
+            ModulesError::InUse { .. } | ModulesError::Limit => ApiError::conflict(err.to_string()),
+            ModulesError::Host(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "strategy modules cannot run on this server now",
+            ),
+            ModulesError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// 404 `STRATEGY_NOT_FOUND`: no such strategy module of the caller's (another user's is the same).
+fn strategy_not_found(id: u64) -> ApiError {
+    ApiError::not_found("STRATEGY_NOT_FOUND", format!("no strategy module {id} of yours"))
 }
 
 impl From<NotEditable> for ApiError {

@@ -8,7 +8,8 @@ import { schemaForm } from "../schema_form.js";
 import { strategyKinds } from "./new_bot.js";
 
 export async function backtests(main) {
-  const kinds = await strategyKinds();
+  // Backtests over the API run the built-in kinds (a module: `keel backtest --wasm`).
+  const kinds = await strategyKinds(false);
   const listBox = h("div");
   const detail = h("div", { "aria-live": "polite" });
   const file = field("Trade file", { type: "file", name: "file" }, "Keel CSV, a Binance trades dump or a Keel recording. Or leave empty and use recordings below.");

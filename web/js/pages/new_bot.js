@@ -1,26 +1,22 @@
-// Create bot: the strategy's params form is generated from its JSON Schema (the API's strategy
-// list when it has one, else the built-ins' schemas shipped with the page); the API's validation
+// Create bot: the strategy's params form is generated from its JSON Schema, as `GET /strategies`
+// lists it for the built-in kinds and the caller's uploaded modules alike; the API's validation
 // errors are shown beside their fields.
 
-import { ApiError, api } from "../api.js";
+import { api } from "../api.js";
 import { clear, field, h } from "../dom.js";
 import { go } from "../main.js";
 import { schemaForm } from "../schema_form.js";
 
-/** Strategy kinds with their params schema: uploaded modules and built-ins alike. */
-export async function strategyKinds() {
+/**
+ * Strategy kinds with their params schema, from `GET /strategies`: the built-ins (keyed by kind)
+ * and, with `modules`, the caller's uploaded modules (keyed `wasm:<id>`, with `module_id`).
+ */
+export async function strategyKinds(modules = true) {
   const kinds = new Map();
-  const builtin = await (await fetch("/ui/schemas/builtin-strategies.json")).json();
-  for (const s of builtin.items) kinds.set(s.kind, s);
-  try {
-    const listed = await api("GET", "/strategies");
-    for (const s of Array.isArray(listed) ? listed : (listed && listed.items) || []) {
-      const kind = s.kind || s.name || s.id;
-      const schema = s.params_schema || s.schema;
-      if (kind && schema) kinds.set(String(kind), { ...s, kind: String(kind), params_schema: schema });
-    }
-  } catch (e) {
-    if (!(e instanceof ApiError && (e.status === 404 || e.status === 405))) throw e;
+  const listed = await api("GET", "/strategies");
+  for (const s of listed.items) {
+    if (s.builtin) kinds.set(s.kind, { ...s, label: s.kind });
+    else if (modules) kinds.set(`wasm:${s.module.id}`, { ...s, label: `${s.name} (module ${s.module.id})`, module_id: s.module.id });
   }
   return kinds;
 }
@@ -37,7 +33,7 @@ export async function newBot(main) {
   const account = all.exchange_account_id = field("Exchange account", {
     name: "exchange_account_id", options: [["", "—"], ...accounts.items.map((a) => [String(a.id), `${a.label} (${a.venue}, …${a.api_key_hint})`])],
   }, "Live bots trade with one of your exchange accounts.");
-  const kind = all["strategy.kind"] = field("Strategy", { name: "strategy.kind", options: [...kinds.keys()].map((k) => [k]) });
+  const kind = all["strategy.kind"] = field("Strategy", { name: "strategy.kind", options: [...kinds].map(([key, k]) => [key, k.label]) });
   const start = all["paper.starting_quote"] = field("Starting quote", { name: "paper.starting_quote", inputmode: "decimal", value: "10000" });
   const fee = all["paper.fee_bps"] = field("Fee (bps)", { name: "paper.fee_bps", inputmode: "decimal", value: "10" });
   const riskFields = {};
@@ -51,7 +47,7 @@ export async function newBot(main) {
     const k = kinds.get(kind.input.value);
     params = schemaForm(k.params_schema, "strategy.params");
     description.textContent = k.description || "";
-    clear(paramsBox, h("legend", `${k.kind} parameters`), params.element);
+    clear(paramsBox, h("legend", `${k.label} parameters`), params.element);
   };
   kind.input.addEventListener("change", showParams);
   showParams();
@@ -68,9 +64,12 @@ export async function newBot(main) {
       for (const f of Object.values(all)) f.error("");
       params.clearErrors();
       error.replaceChildren();
+      const chosen = kinds.get(kind.input.value);
+      const strategy = { kind: chosen.kind, params: params.value() };
+      if (chosen.module_id !== undefined) strategy.module_id = chosen.module_id;
       const body = {
         name: name.input.value, venue: venue.input.value, symbol: symbol.input.value, mode: mode.input.value,
-        strategy: { kind: kind.input.value, params: params.value() },
+        strategy,
         paper: { starting_quote: start.input.value, fee_bps: fee.input.value },
       };
       if (body.mode === "live" && account.input.value) body.exchange_account_id = Number(account.input.value);

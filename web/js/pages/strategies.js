@@ -1,35 +1,32 @@
-// Strategies: upload a WebAssembly module, list modules, delete one (`/api/v1/strategies`).
+// Strategies: the built-in kinds and your uploaded WebAssembly modules (`/api/v1/strategies`);
+// upload a module (the file's bytes, `Content-Type: application/wasm`), delete one. The API's
+// errors (a refused module says what is wrong) are shown as they come.
 
-import { ApiError, api } from "../api.js";
-import { clear, field, h, table, time, toast } from "../dom.js";
+import { api } from "../api.js";
+import { clear, field, h, table, toast } from "../dom.js";
+
+const kib = (bytes) => `${(bytes / 1024).toFixed(1)} KiB`;
 
 export async function strategies(main) {
   const listBox = h("div");
   const file = field("Module (.wasm)", { type: "file", name: "module", accept: ".wasm,application/wasm", required: true });
-  const name = field("Name", { name: "name", required: true, pattern: "[a-z][a-z0-9_]{0,39}" }, "Lower case, digits and _; the bot's strategy kind.");
+  const name = field("Name", { name: "name", required: true, maxlength: 64 }, "Your name for it, shown in New bot.");
   const error = h("p.err", { role: "alert" });
   const submit = h("button.primary", { type: "submit", text: "Upload" });
-  let available = true;
 
   async function load() {
-    let list;
-    try {
-      list = await api("GET", "/strategies");
-    } catch (e) {
-      if (e instanceof ApiError && e.status === 404) {
-        available = false;
-        clear(listBox, h("p.notice", "This Keel has no strategy modules API yet (GET /api/v1/strategies answered 404). Built-in strategies are available in New bot."));
-        return;
-      }
-      throw e;
-    }
-    const items = Array.isArray(list) ? list : (list && list.items) || [];
-    clear(listBox, items.length ? table(["Name", "Kind", "Size", "Uploaded", ""], items.map((s) => h("tr",
-      h("td", String(s.name ?? s.kind ?? s.id)), h("td", s.builtin ? "built-in" : "module"),
-      h("td", s.bytes ? `${Math.round(s.bytes / 1024)} KiB` : "–"), h("td", time(s.created_ts ?? s.uploaded_ts)),
-      h("td", s.builtin ? "" : h("button", { type: "button", "aria-label": `Delete ${s.name ?? s.id}`, text: "Delete", onclick: async () => {
-        try { await api("DELETE", `/strategies/${encodeURIComponent(s.id ?? s.name)}`); load(); } catch (err) { toast(err.message); }
-      } }))))) : h("p.help", "No modules uploaded."));
+    const list = await api("GET", "/strategies");
+    const rows = list.items.map((s) => {
+      const m = s.module;
+      const remove = m ? h("button", { type: "button", "aria-label": `Delete ${s.name}`, text: "Delete", onclick: async () => {
+        try { await api("DELETE", `/strategies/${m.id}`); await load(); } catch (err) { toast(err.message); }
+      } }) : "";
+      return h("tr", { "data-module": m ? String(m.id) : "" },
+        h("td", s.name), h("td", m ? `module ${m.id}` : "built-in"),
+        h("td", m ? kib(m.size) : "–"), h("td", m ? m.created_at.replace("T", " ").replace("Z", " UTC") : "–"),
+        h("td", { title: m ? m.sha256 : "" }, m ? m.sha256.slice(0, 12) : "–"), h("td", remove));
+    });
+    clear(listBox, table(["Name", "Kind", "Size", "Uploaded", "SHA-256", ""], rows));
   }
 
   const form = h("form.stack", {
@@ -44,14 +41,14 @@ export async function strategies(main) {
       try {
         await api("POST", `/strategies?name=${encodeURIComponent(name.input.value)}`, f, { "content-type": "application/wasm" });
         form.reset();
-        load();
+        await load();
       } catch (err) {
         for (const d of err.details || []) (d.field === "name" ? name : file).error(d.message);
-        error.textContent = err.status === 404 ? "This Keel cannot take strategy modules yet (404)." : err.message;
+        error.textContent = err.message;
       } finally { submit.disabled = false; }
     },
   }, name, file, error, submit);
-  clear(main, h("h1", "Strategies"), h("section.panel", h("h2", "Modules"), listBox), h("section.panel", h("h2", "Upload"), form));
+  clear(main, h("h1", "Strategies"), h("section.panel", h("h2", "Strategies"), listBox), h("section.panel", h("h2", "Upload a module"), form),
+    h("p.help", "A module is a WebAssembly strategy speaking Keel's ABI (docs/STRATEGY_ABI.md); a bot runs it with the kind shown here."));
   await load();
-  if (!available) submit.disabled = true;
 }

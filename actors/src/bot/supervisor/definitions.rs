@@ -23,6 +23,19 @@ impl Handler<Ask<CreateBot>> for BotSupervisor {
                 self.config.max_bots_per_user
             ))));
         }
+        if let Some(module_id) = crate::strategies::Modules::module_of(&record) {
+            // Admission found it; it may have been deleted since.
+            let gone = self
+                .config
+                .modules
+                .as_ref()
+                .is_none_or(|m| m.get(record.user_id, module_id).is_err());
+            if gone {
+                return replier.send(Err(BotError::Conflict(format!(
+                    "strategy module {module_id} was deleted meanwhile"
+                ))));
+            }
+        }
         record.id = match self.repo.store().next_id() {
             Ok(id) => id + 1,
             Err(err) => return replier.send(Err(err.into())),

@@ -21,6 +21,8 @@ use keel_core::trading::Order;
 use keel_core::trading::paper::PaperConfig;
 use rust_decimal::Decimal;
 
+use crate::strategies::Modules;
+
 impl BotSupervisor {
     /// Starts the actor of an active bot, rebuilding its engine from the store.
     /// `why` is journaled with the bot's start (`None` when its owner started it).
@@ -33,7 +35,13 @@ impl BotSupervisor {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
         let state = self.repo.state(bot_id).map_err(|e| e.to_string())?;
         let open = self.repo.open_orders(bot_id).map_err(|e| e.to_string())?;
-        let engine = engine_for(&record, state, open, self.config.paper_slippage_bps)?;
+        let engine = engine_for(
+            &record,
+            state,
+            open,
+            self.config.paper_slippage_bps,
+            self.config.modules.as_ref(),
+        )?;
         let live =
             match record.mode {
                 BotMode::Paper => None,
@@ -198,9 +206,17 @@ pub(crate) fn engine_for(
     mut state: BotState,
     open: Vec<Order>,
     paper_slippage_bps: Decimal,
+    modules: Option<&Modules>,
 ) -> Result<BotEngine, String> {
-    let strategy = keel_core::strategy::build(&record.strategy, &record.filters)
-        .map_err(|errors| format!("strategy does not build: {errors:?}"))?;
+    let strategy = if Modules::module_of(record).is_some() {
+        modules
+            .ok_or("strategy modules are not available in this process")?
+            .strategy(record.user_id, &record.strategy, &record.filters)
+            .map_err(|err| format!("strategy module: {err}"))?
+    } else {
+        keel_core::strategy::build(&record.strategy, &record.filters)
+            .map_err(|errors| format!("strategy does not build: {errors:?}"))?
+    };
     let engine_config = EngineConfig {
         bot_id: record.id,
         filters: record.filters.clone(),
