@@ -14,8 +14,8 @@ use crate::fake_rest::{FakeRest, Fault, FeeMode};
 
 pub(crate) struct Live {
     pub(crate) app: TestApp,
-    ws: FakeBinance,
-    rest: FakeRest,
+    pub(crate) ws: FakeBinance,
+    pub(crate) rest: FakeRest,
     pub(crate) token: String,
     pub(crate) bot: u64,
 }
@@ -30,6 +30,15 @@ async fn live_bot_with(
     email: &str,
     configure: impl FnOnce(&mut keel::configuration::Settings) + Send + 'static,
 ) -> Live {
+    live_bot_defined(email, configure, |_| ()).await
+}
+
+/// [`live_bot_with`], its definition changed by `edit` (a bracket, say).
+pub(crate) async fn live_bot_defined(
+    email: &str,
+    configure: impl FnOnce(&mut keel::configuration::Settings) + Send + 'static,
+    edit: impl FnOnce(&mut Value),
+) -> Live {
     let ws = FakeBinance::start().await;
     let rest = FakeRest::start().await;
     let (ws_url, rest_url) = (ws.url.clone(), rest.url());
@@ -42,7 +51,7 @@ async fn live_bot_with(
     .await;
     let user = app.register(email).await;
     let account_id = app.add_exchange_account(&user.access, "binance", API_KEY, API_SECRET).await;
-    let bot = app.create_live_bot(&user.access, "binance", account_id).await;
+    let bot = app.create_live_bot_with(&user.access, "binance", account_id, edit).await;
     assert_eq!(app.control(&user.access, bot, "start").await.status().as_u16(), 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !ws.subscriptions().contains("btcusdt@bookTicker") {
@@ -53,7 +62,7 @@ async fn live_bot_with(
 }
 
 impl Live {
-    fn quote(&self) {
+    pub(crate) fn quote(&self) {
         self.ws.publish(
             "btcusdt@bookTicker",
             r#"{"u":1,"s":"BTCUSDT","b":"99.99000000","B":"5.00000000","a":"100.00000000","A":"5.00000000"}"#,
@@ -61,7 +70,7 @@ impl Live {
     }
 
     /// Places an order, re-quoting until the bot has a price; the answer must be 202.
-    async fn place(&self, order: &Value) -> Value {
+    pub(crate) async fn place(&self, order: &Value) -> Value {
         let path = format!("/api/v1/bots/{}/orders", self.bot);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -79,13 +88,13 @@ impl Live {
     }
 
     /// Waits until order `id` reaches `status` in `GET /orders`.
-    async fn wait_for(&self, id: u64, status: &str) -> Value {
+    pub(crate) async fn wait_for(&self, id: u64, status: &str) -> Value {
         self.app.wait_for_order(&self.token, self.bot, id, status).await
     }
 
     /// Waits until the position shows `qty`. The position endpoint shows only what is durable,
     /// and an order's new status can be read a flush before the position it moved.
-    async fn assert_position(&self, qty: &str) {
+    pub(crate) async fn assert_position(&self, qty: &str) {
         let path = format!("/api/v1/bots/{}/position", self.bot);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -16,6 +16,8 @@ mod indicators;
 mod limits;
 mod live;
 mod live_bybit;
+mod live_crash;
+mod live_oco;
 mod markets;
 mod postgres;
 mod process;

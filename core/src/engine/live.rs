@@ -81,15 +81,20 @@ impl VenueFillReport {
     }
 }
 
-/// A stop-loss that Keel holds armed until its price is crossed (it is not at the venue).
+/// A stop-loss that Keel holds armed until its price is crossed (it is not at the venue; a leg
+/// of a native order list is).
 pub fn is_armed_stop(order: &Order) -> bool {
-    matches!(order.order_type, OrderType::Stop { .. }) && order.status == OrderStatus::Accepted
+    matches!(order.order_type, OrderType::Stop { .. })
+        && order.status == OrderStatus::Accepted
+        && order.venue_list.is_none()
 }
 
 impl BotEngine {
     /// Records an order that passed risk and asks for it to be sent (or arms it, for a stop).
     pub(super) fn send_live(&mut self, mut order: Order, fx: &mut Effects) -> Order {
-        if matches!(order.order_type, OrderType::Stop { .. }) {
+        if order.venue_list.is_some() {
+            // A leg of a native order list: the bracket sends both legs as one request.
+        } else if matches!(order.order_type, OrderType::Stop { .. }) {
             order.status = OrderStatus::Accepted;
         } else {
             fx.outbound.push(Outbound::Place(order.clone()));

@@ -13,7 +13,8 @@ use crate::connection::ConnectionConfig;
 use crate::market::{FrameError, FrameParser, Inbound, Instruments, MarketConnector};
 use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
 use crate::routing::{
-    Balance, OrderFill, OrderReport, OrderRouter, RouteError, RouteErrorKind, RouteFuture, Signer,
+    Balance, OrderFill, OrderListLegs, OrderReport, OrderRouter, RouteError, RouteErrorKind,
+    RouteFuture, Signer,
 };
 use keel_core::market::{StreamKind, Symbol, VenueId};
 use keel_core::trading::Order;
@@ -168,7 +169,7 @@ impl BinanceRouter {
     /// Lists the trades of an order that has executed something, when its answer (a query or
     /// a cancel: Binance lists fills only in a new-order answer) did not: each trade carries the
     /// commission and its asset, which is what the account was charged.
-    async fn attach_trades(
+    pub(super) async fn attach_trades(
         &self,
         symbol: &Symbol,
         order: &mut VenueOrder,
@@ -255,9 +256,43 @@ impl OrderRouter for BinanceRouter {
     fn instruments(&self) -> RouteFuture<'_, crate::market::InstrumentMap> {
         async move { self.rest.exchange_info().await.map_err(route_error) }.boxed()
     }
+
+    fn place_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        legs: OrderListLegs<'a>,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::order_list::place(self, symbol, legs, signer).boxed()
+    }
+
+    fn cancel_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::order_list::cancel(self, symbol, list_client_order_id, signer).boxed()
+    }
+
+    fn query_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::order_list::query(self, symbol, list_client_order_id, signer).boxed()
+    }
 }
 
-fn report(order: VenueOrder) -> OrderReport {
+/// The REST client behind a router (for the order-list calls in `order_list.rs`).
+impl BinanceRouter {
+    pub(super) fn rest(&self) -> &RestClient {
+        &self.rest
+    }
+}
+
+pub(super) fn report(order: VenueOrder) -> OrderReport {
     OrderReport {
         client_order_id: order.client_order_id,
         status: order.status,

@@ -10,7 +10,10 @@ use super::messages::{
     CancelOutcome, GetLive, LiveView, OrderCancel, SetPaused, StopBot, TradeCommand, TradeError,
     TradeOutcome,
 };
-use crate::bot::live::{LiveResult, execute};
+use std::collections::HashMap;
+
+use super::cancel_retry::execute_stop;
+use crate::bot::live::LiveResult;
 use crate::mailbox::Ask;
 use crate::supervisor::Stop;
 use keel_core::bot::BotStatus;
@@ -127,14 +130,35 @@ impl Handler<Ask<StopBot>> for BotActor {
         ctx.wait(
             async move {
                 match store.commit().await {
-                    Ok(()) => execute(link, symbol, outbound).await,
-                    Err(_) => Vec::new(),
+                    Ok(()) => execute_stop(link, symbol, outbound).await,
+                    Err(_) => (Vec::new(), HashMap::new()),
                 }
             }
             .into_actor(self)
-            .map(move |results, act, ctx| {
+            .map(move |(results, attempts), act, ctx| {
                 for (id, client_order_id) in open.iter().filter(|(id, _)| at_venue.contains(id)) {
-                    answers.push(cancel_answer(bot_id, *id, client_order_id, &results));
+                    let mut answer = cancel_answer(bot_id, *id, client_order_id, &results);
+                    let tries = attempts.get(id).copied().unwrap_or(1);
+                    if answer.outcome == CancelOutcome::CancelFailed {
+                        let message = format!(
+                            "cancel of order {id} failed after {tries} attempt(s) ({}); it may \
+                             still be working at the venue and is reconciled when the bot next \
+                             starts",
+                            answer.reason.as_deref().unwrap_or("no answer")
+                        );
+                        let now = keel_venues::now_us() / 1000;
+                        let line = BotEventKind::Log { level: "error".into(), message };
+                        act.args.engine.log(now, line, &mut act.fx);
+                    }
+                    if tries > 1 {
+                        let reason = answer.reason.take().unwrap_or_default();
+                        answer.reason = Some(
+                            format!("{reason} (after {tries} cancel attempts)")
+                                .trim_start()
+                                .to_owned(),
+                        );
+                    }
+                    answers.push(answer);
                 }
                 let reply = move |durable| {
                     replier.send(if durable { Ok(answers) } else { Err(TradeError::Store) });

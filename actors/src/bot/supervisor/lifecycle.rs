@@ -212,7 +212,10 @@ pub(crate) fn engine_for(
     if state.last_order_id == 0 && state.position == Default::default() {
         state.position.quote_balance = record.paper.starting_quote;
     }
-    Ok(BotEngine::new(engine_config, state, strategy, open))
+    let mut engine = BotEngine::new(engine_config, state, strategy, open);
+    // Live brackets go to the venue as its own OCO order list where it has them.
+    engine.set_native_brackets(keel_venues::registry::capabilities(record.venue).native_brackets);
+    Ok(engine)
 }
 
 impl Actor for BotSupervisor {
