@@ -465,8 +465,9 @@ async fn a_live_stop_limit_and_trailing_stop_rest_at_the_venue() {
 }
 
 /// The kill switch answers per order what happened at the venue: canceled when the venue
-/// confirmed it, already closed when it had filled, and a failed cancel with the reason, which
-/// is never counted as canceled (the order is still working at the venue).
+/// confirmed it (a cancel that met a 503 is sent again and says how many attempts it took),
+/// already closed when it had filled. A cancel that never goes through is `cancel_failed`
+/// (`live_oco.rs`).
 #[actix_web::test]
 async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_not_happen() {
     let live = live_bot("live-kill@example.com").await;
@@ -478,7 +479,7 @@ async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_n
         live.wait_for(id, "accepted").await;
         ids.push((id, order["client_order_id"].as_str().unwrap().to_owned()));
     }
-    // The second fills at the venue before the kill; the third's cancel meets a 503.
+    // The second fills at the venue before the kill; the first cancel sent meets a 503.
     assert!(live.rest.fill_limit(&ids[1].1, "0.1".parse().unwrap()));
     live.rest.fail_cancels_next(1, Fault::ServerError);
 
@@ -488,19 +489,18 @@ async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_n
     let outcome = |id: u64| {
         report["orders"].as_array().unwrap().iter().find(|o| o["order_id"] == id).cloned()
     };
-    // Cancels go out in order, so the 503 meets the first one sent.
-    let failed: Vec<Value> = report["orders"]
+    let retried: Vec<Value> = report["orders"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|o| o["outcome"] == "cancel_failed")
+        .filter(|o| o["reason"].as_str().is_some_and(|r| r.contains("after 2 cancel attempts")))
         .cloned()
         .collect();
-    assert_eq!(failed.len(), 1, "{report}");
-    assert!(failed[0]["reason"].as_str().unwrap().contains("503"), "{report}");
-    let failed_id = failed[0]["order_id"].as_u64().unwrap();
-    let failed_client = &ids.iter().find(|(id, _)| *id == failed_id).unwrap().1;
-    assert_eq!(live.rest.order(failed_client).unwrap()["status"], "NEW", "still working there");
+    assert_eq!(retried.len(), 1, "{report}");
+    assert!(
+        matches!(retried[0]["outcome"].as_str(), Some("canceled" | "already_closed")),
+        "{report}"
+    );
 
     // The filled one is never reported canceled (a poll may have settled it before the kill).
     if let Some(filled) = outcome(ids[1].0) {
@@ -515,6 +515,7 @@ async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_n
         .map(|o| o["order_id"].as_u64().unwrap())
         .collect();
     assert_eq!(report["orders_canceled"].as_u64().unwrap() as usize, canceled.len(), "{report}");
+    assert!(canceled.len() >= 2, "{report}");
     for id in canceled {
         let client = &ids.iter().find(|(i, _)| *i == id).unwrap().1;
         assert_eq!(live.rest.order(client).unwrap()["status"], "CANCELED", "{report}");

@@ -23,9 +23,15 @@ async fn bracket_bot(email: &str) -> Live {
     .await
 }
 
-/// A running live bot without a bracket and with the short `recvWindow`.
+/// A running live bot without a bracket and with the short `recvWindow`; its account's
+/// circuit breaker tolerates the runs of faults these tests script (the breaker has its own
+/// tests in `live.rs`).
 async fn plain_bot(email: &str) -> Live {
-    live_bot_defined(email, |s| s.venues.binance.recv_window_ms = 500, |_| ()).await
+    let configure = |s: &mut keel::configuration::Settings| {
+        s.venues.binance.recv_window_ms = 500;
+        s.bots.breaker_failures = 100;
+    };
+    live_bot_defined(email, configure, |_| ()).await
 }
 
 /// The bot's order `id` as `GET /orders` shows it now.
