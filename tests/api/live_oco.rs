@@ -306,3 +306,52 @@ async fn the_kill_switch_retries_failed_cancels_and_reports_only_what_the_venue_
         }
     }
 }
+
+/// The retries of a failed cancel are on the bot's WebSocket channel as they happen: each
+/// failure, the order's end, and the line that says it is closed at the venue.
+#[actix_web::test]
+async fn a_cancel_being_retried_shows_its_progress_on_the_bot_channel() {
+    let live = plain_bot("cancel-progress@example.com").await;
+    let limit = json!({"side": "buy", "qty": "0.1", "type": "limit", "price": "90.00"});
+    let placed = live.place(&limit).await;
+    let id = placed["id"].as_u64().unwrap();
+    live.wait_for(id, "accepted").await;
+    let mut socket =
+        crate::status_events::subscribe(&live.app, &live.token, &format!("bot:{}", live.bot)).await;
+    live.rest.fail_cancels_next(2, Fault::ServerError);
+    let cancel = format!("/api/v1/bots/{}/orders/{id}", live.bot);
+    assert_eq!(
+        live.app.send(Method::DELETE, &cancel, None, &live.token).await.status().as_u16(),
+        202
+    );
+
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the retries never finished on the channel: {seen:#?}");
+        let frame = crate::status_events::next_json(&mut socket, left).await;
+        if frame["type"] != "event" {
+            continue;
+        }
+        let data = &frame["data"];
+        let line = match data["kind"].as_str() {
+            Some("log") => data["data"]["message"].as_str().unwrap_or_default().to_owned(),
+            Some("order") if data["data"]["id"] == id => {
+                format!("order {}", data["data"]["status"].as_str().unwrap_or_default())
+            }
+            _ => continue,
+        };
+        let done = line.contains("is closed at the venue after 2 failed cancel attempt(s)");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    let position = |needle: &str| seen.iter().position(|l| l.contains(needle));
+    let first = position("cancel attempt 2").expect("first failure");
+    let second = position("cancel attempt 3").expect("second failure");
+    let canceled = position("order canceled").expect("the order's end");
+    assert!(first < second && second < canceled, "{seen:#?}");
+    assert_eq!(live.rest.order(&client_id(&placed)).unwrap()["status"], "CANCELED");
+}

@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn subscribe(app: &TestApp, token: &str, channel: &str) -> Socket {
+pub(crate) async fn subscribe(app: &TestApp, token: &str, channel: &str) -> Socket {
     let url = format!("{}/api/v1/ws", app.address.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
@@ -29,7 +29,7 @@ async fn subscribe(app: &TestApp, token: &str, channel: &str) -> Socket {
     }
 }
 
-async fn next_json(socket: &mut Socket, within: Duration) -> Value {
+pub(crate) async fn next_json(socket: &mut Socket, within: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, socket.next()).await {
