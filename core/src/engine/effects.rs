@@ -89,9 +89,9 @@ pub enum Outbound {
     /// [`Order::venue_list`](crate::trading::Order::venue_list).
     PlaceList {
         /// The take-profit limit.
-        take_profit: Order,
+        take_profit: Box<Order>,
         /// The stop-loss stop.
-        stop_loss: Order,
+        stop_loss: Box<Order>,
     },
 }
 
@@ -100,7 +100,7 @@ impl Outbound {
     pub fn orders(&self) -> Vec<&Order> {
         match self {
             Outbound::Place(o) | Outbound::Cancel(o) | Outbound::Query(o) => vec![o],
-            Outbound::PlaceList { take_profit, stop_loss } => vec![take_profit, stop_loss],
+            Outbound::PlaceList { take_profit, stop_loss } => vec![&**take_profit, &**stop_loss],
         }
     }
 }

@@ -41,6 +41,7 @@ impl BotEngine {
         if let (Some(take_profit), Some(stop_loss)) =
             (leg(self, take_profit.id), leg(self, stop_loss.id))
         {
+            let (take_profit, stop_loss) = (Box::new(take_profit), Box::new(stop_loss));
             fx.outbound.push(Outbound::PlaceList { take_profit, stop_loss });
         }
     }

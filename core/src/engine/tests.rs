@@ -704,7 +704,7 @@ fn a_native_bracket_goes_to_the_venue_as_one_order_list_and_nothing_is_armed_her
     engine.on_exec(venue_report(entry.id, "FILLED", "1", "100"), &mut fx);
     let (tp, sl) = match fx.outbound.as_slice() {
         [Outbound::PlaceList { take_profit, stop_loss }] => {
-            (take_profit.clone(), stop_loss.clone())
+            (take_profit.as_ref().clone(), stop_loss.as_ref().clone())
         }
         other => panic!("expected one order list, got {other:?}"),
     };

@@ -30,15 +30,15 @@ impl Handler<Ask<TradeCommand>> for BotActor {
         let fx = &mut self.fx;
         let result = match command {
             TradeCommand::Place(req) => {
-                engine.place_manual(req, fx).map(TradeOutcome::Order).map_err(TradeError::Rejected)
+                engine.place_manual(req, fx).map(order_outcome).map_err(TradeError::Rejected)
             }
             TradeCommand::Cancel(id) => engine
                 .cancel(id, "canceled by owner", fx)
-                .map(TradeOutcome::Order)
+                .map(order_outcome)
                 .map_err(TradeError::from),
             TradeCommand::ClosePosition => engine
                 .close_position(fx)
-                .map(|o| o.map_or(TradeOutcome::Nothing, TradeOutcome::Order))
+                .map(|o| o.map_or(TradeOutcome::Nothing, order_outcome))
                 .map_err(TradeError::Rejected),
             TradeCommand::CancelAll => {
                 Ok(TradeOutcome::Canceled(engine.cancel_all("canceled by owner", fx)))
@@ -193,6 +193,10 @@ impl Handler<Stop> for BotActor {
         self.persist(ctx, None);
         self.stop_after_flush(ctx, |_| {});
     }
+}
+
+fn order_outcome(order: keel_core::trading::Order) -> TradeOutcome {
+    TradeOutcome::Order(Box::new(order))
 }
 
 /// What the venue's answer (in `results`) says of the cancel of `order_id`: canceled only when

@@ -28,8 +28,8 @@ pub enum TradeCommand {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum TradeOutcome {
-    /// The order placed, canceled or used to close.
-    Order(Order),
+    /// The order placed, canceled or used to close (boxed: the other answers are small).
+    Order(Box<Order>),
     /// Nothing to do (closing a flat position).
     Nothing,
     /// How many orders were canceled.
