@@ -270,6 +270,48 @@ fn merge(into: &mut Value, more: Value) {
     }
 }
 
+/// A new order's (or order list's) `symbol`, which must be trading, and `side`.
+pub(super) fn trading_symbol_and_side(
+    params: &HashMap<String, String>,
+) -> Result<(String, String), Answer> {
+    let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
+    let Some(&(_, _, _, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
+        return Err(Answer::bad(-1121, "Invalid symbol."));
+    };
+    if status != "TRADING" {
+        return Err(Answer::bad(-2010, "Market is closed."));
+    }
+    let side = match params.get("side").map(String::as_str) {
+        Some(s @ ("BUY" | "SELL")) => s.to_owned(),
+        Some(_) => return Err(Answer::bad(-1117, "Invalid side.")),
+        None => return Err(Answer::mandatory("side")),
+    };
+    Ok((symbol.clone(), side))
+}
+
+/// What a request that suffers `fault` answers: `act` runs first for the faults that say the
+/// venue acted, and its answer is sent when there is no fault.
+pub(super) fn faulted(fault: Option<Fault>, act: impl FnOnce() -> Result<Answer, Answer>) -> Reply {
+    match fault {
+        Some(Fault::Hang) => Reply::Hang,
+        Some(Fault::Drop) => Reply::Drop,
+        Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
+        Some(Fault::AcceptThenServerError) => {
+            let _ = act();
+            Reply::Answer(Answer::server_error())
+        }
+        Some(Fault::AcceptThenDrop) => {
+            let _ = act();
+            Reply::Drop
+        }
+        Some(Fault::AcceptThenHang) => {
+            let _ = act();
+            Reply::Hang
+        }
+        None => Reply::Answer(act().unwrap_or_else(|e| e)),
+    }
+}
+
 pub(super) fn decimal_param(
     params: &HashMap<String, String>,
     name: &str,
@@ -285,39 +327,12 @@ impl State {
     pub(super) fn post(&self, params: &HashMap<String, String>) -> Reply {
         self.posts.fetch_add(1, Ordering::SeqCst);
         let fault = lock(&self.faults).pop_front();
-        match fault {
-            Some(Fault::Hang) => Reply::Hang,
-            Some(Fault::Drop) => Reply::Drop,
-            Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
-            Some(Fault::AcceptThenServerError) => {
-                let _ = self.new_order(params);
-                Reply::Answer(Answer::server_error())
-            }
-            Some(Fault::AcceptThenDrop) => {
-                let _ = self.new_order(params);
-                Reply::Drop
-            }
-            Some(Fault::AcceptThenHang) => {
-                let _ = self.new_order(params);
-                Reply::Hang
-            }
-            None => Reply::Answer(self.new_order(params).unwrap_or_else(|e| e)),
-        }
+        faulted(fault, || self.new_order(params))
     }
 
     fn new_order(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
-        let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
-        let Some(&(_, _, _, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
-            return Err(Answer::bad(-1121, "Invalid symbol."));
-        };
-        if status != "TRADING" {
-            return Err(Answer::bad(-2010, "Market is closed."));
-        }
-        let side = match params.get("side").map(String::as_str) {
-            Some(s @ ("BUY" | "SELL")) => s.to_owned(),
-            Some(_) => return Err(Answer::bad(-1117, "Invalid side.")),
-            None => return Err(Answer::mandatory("side")),
-        };
+        let (symbol, side) = trading_symbol_and_side(params)?;
+        let symbol = &symbol;
         let kind = match params.get("type").map(String::as_str) {
             Some(t @ ("MARKET" | "LIMIT" | "LIMIT_MAKER" | "STOP_LOSS" | "STOP_LOSS_LIMIT")) => {
                 t.to_owned()

@@ -435,24 +435,10 @@ impl State {
                     Some(_) => Reply::Answer(Answer::server_error()),
                     None => Reply::Answer(self.query(&params).unwrap_or_else(|e| e)),
                 },
-                _ => match lock(&self.cancel_faults).pop_front() {
-                    Some(Fault::Hang) => Reply::Hang,
-                    Some(Fault::Drop) => Reply::Drop,
-                    Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
-                    Some(Fault::AcceptThenServerError) => {
-                        let _ = self.cancel(&params);
-                        Reply::Answer(Answer::server_error())
-                    }
-                    Some(Fault::AcceptThenDrop) => {
-                        let _ = self.cancel(&params);
-                        Reply::Drop
-                    }
-                    Some(Fault::AcceptThenHang) => {
-                        let _ = self.cancel(&params);
-                        Reply::Hang
-                    }
-                    None => Reply::Answer(self.cancel(&params).unwrap_or_else(|e| e)),
-                },
+                _ => {
+                    let fault = lock(&self.cancel_faults).pop_front();
+                    book::faulted(fault, || self.cancel(&params))
+                }
             },
         }
     }

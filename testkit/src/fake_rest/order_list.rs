@@ -22,10 +22,10 @@ use std::sync::atomic::Ordering;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use super::book::{Book, StoredOrder, decimal_param};
-use super::exchange_info::{FILTERS, SYMBOLS};
+use super::book::{Book, StoredOrder, decimal_param, faulted, trading_symbol_and_side};
+use super::exchange_info::FILTERS;
 use super::http::{Answer, Reply};
-use super::{Fault, State, lock};
+use super::{State, lock};
 
 /// One order list.
 #[derive(Debug, Clone)]
@@ -128,44 +128,17 @@ impl State {
             "DELETE" => &self.list_cancel_faults,
             _ => &self.query_faults,
         };
-        let act = |state: &State| match method {
-            "POST" => state.new_oco(params),
-            "DELETE" => state.cancel_list(params),
-            _ => state.query_list(params),
-        };
-        match lock(faults).pop_front() {
-            Some(Fault::Hang) => Reply::Hang,
-            Some(Fault::Drop) => Reply::Drop,
-            Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
-            Some(Fault::AcceptThenServerError) => {
-                let _ = act(self);
-                Reply::Answer(Answer::server_error())
-            }
-            Some(Fault::AcceptThenDrop) => {
-                let _ = act(self);
-                Reply::Drop
-            }
-            Some(Fault::AcceptThenHang) => {
-                let _ = act(self);
-                Reply::Hang
-            }
-            None => Reply::Answer(act(self).unwrap_or_else(|e| e)),
-        }
+        let fault = lock(faults).pop_front();
+        faulted(fault, || match method {
+            "POST" => self.new_oco(params),
+            "DELETE" => self.cancel_list(params),
+            _ => self.query_list(params),
+        })
     }
 
     fn new_oco(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
-        let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
-        let Some(&(_, _, _, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
-            return Err(Answer::bad(-1121, "Invalid symbol."));
-        };
-        if status != "TRADING" {
-            return Err(Answer::bad(-2010, "Market is closed."));
-        }
-        let side = match params.get("side").map(String::as_str) {
-            Some(s @ ("BUY" | "SELL")) => s.to_owned(),
-            Some(_) => return Err(Answer::bad(-1117, "Invalid side.")),
-            None => return Err(Answer::mandatory("side")),
-        };
+        let (symbol, side) = trading_symbol_and_side(params)?;
+        let symbol = &symbol;
         let qty = decimal_param(params, "quantity")?;
         let (above, below) = (leg(params, "above")?, leg(params, "below")?);
         let (limit, stop) = match (above.kind.as_str(), below.kind.as_str()) {
