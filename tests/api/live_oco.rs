@@ -188,6 +188,18 @@ async fn a_lost_oco_placement_is_queried_never_resent_and_ends_as_the_venue_has_
             }
         }
         assert_eq!(live.rest.list_posts(), 1, "{fault:?}: the list is never sent twice");
+        if !*stored {
+            // Never received: the same exits come back emulated, under new orders.
+            let tp = live.wait_for(id + 3, "accepted").await;
+            let sl = live.wait_for(id + 4, "accepted").await;
+            assert_eq!(
+                (tp["origin"].as_str(), sl["origin"].as_str()),
+                (Some("take_profit"), Some("stop_loss"))
+            );
+            assert!(tp["venue_list"].is_null() && sl["venue_list"].is_null(), "{tp} {sl}");
+            assert!(live.rest.order(&client_id(&sl)).is_none(), "the stop is held by Keel");
+            journal_lines(&live, "emulated instead", 1).await;
+        }
     });
     futures_util::future::join_all(runs).await;
 }

@@ -81,7 +81,7 @@ impl BotEngine {
     /// sell too, since the venue holds the base it would sell. A new bracket only covers the
     /// rest, or an entry that fills after part of the position was closed would get legs that
     /// together exit more than is held.
-    fn committed_to_exits(&self, exit: Side) -> Decimal {
+    pub(super) fn committed_to_exits(&self, exit: Side) -> Decimal {
         let open_ids: Vec<u64> = self.open.iter().map(|o| o.id).collect();
         self.open
             .iter()

@@ -137,9 +137,15 @@ impl BotEngine {
             return;
         };
         let was_unknown = self.open[index].status == OrderStatus::Unknown;
+        let order_id = report.order_id;
+        let native_leg = self.open[index].venue_list.is_some();
+        let refused = matches!(report.outcome, ExecOutcome::Rejected(_) | ExecOutcome::NotFound);
         self.apply_exec(index, was_unknown, report, fx);
         let open = &self.open;
         self.cancel_pending.retain(|id| open.iter().any(|o| o.id == *id));
+        if native_leg && refused {
+            self.native_list_refused(order_id, fx);
+        }
     }
 
     /// Whether a cancel of `order_id` was sent and not yet answered.

@@ -9,7 +9,9 @@
 //! which the engine applies like any other order's answers (a fill of one leg cancels its
 //! partner, which the venue has already expired: the cancel finds it closed).
 
-use super::{BotEngine, Effects, Outbound, client_order_id};
+use rust_decimal::Decimal;
+
+use super::{BotEngine, BotEventKind, Effects, Outbound, client_order_id};
 use crate::bot::BotId;
 use crate::trading::{Order, OrderOrigin, OrderRequest};
 
@@ -43,6 +45,66 @@ impl BotEngine {
         {
             let (take_profit, stop_loss) = (Box::new(take_profit), Box::new(stop_loss));
             fx.outbound.push(Outbound::PlaceList { take_profit, stop_loss });
+        }
+    }
+
+    /// A leg of a native list ended refused or never received. Once its partner has ended too
+    /// with nothing executed (the whole list was refused), the position would be unprotected:
+    /// the same exits are placed again as an emulated bracket (the take-profit at the venue, the
+    /// stop-loss armed here), for what the position still holds, and the journal says that the
+    /// stop now only works while Keel runs.
+    pub(super) fn native_list_refused(&mut self, order_id: u64, fx: &mut Effects) {
+        let latest = |id: u64| fx.orders.iter().rev().find(|o| o.id == id).cloned();
+        let Some(leg) = latest(order_id) else { return };
+        let Some(partner_id) = leg.oco_with else { return };
+        if leg.status.is_open() || self.open.iter().any(|o| o.id == partner_id) {
+            // Still open, or the partner's answer is still to come.
+            return;
+        }
+        let Some(partner) = latest(partner_id) else { return };
+        if !(leg.filled_qty.is_zero() && partner.filled_qty.is_zero()) {
+            return;
+        }
+        let (tp, sl) = match leg.origin {
+            OrderOrigin::TakeProfit => (leg, partner),
+            _ => (partner, leg),
+        };
+        let pos = self.state.position.qty;
+        let holds = !pos.is_zero()
+            && pos.is_sign_positive() == (tp.side.opposite() == crate::trading::Side::Buy);
+        let free = pos.abs() - self.committed_to_exits(tp.side);
+        let qty = self.config.filters.floor_qty(tp.qty.min(free));
+        let now = self.now();
+        let list = tp.venue_list.clone().unwrap_or_default();
+        if !holds || qty <= Decimal::ZERO {
+            return;
+        }
+        let message = format!(
+            "the venue refused order list {list} ({}); the bracket is emulated instead: the \
+             take-profit rests at the venue, the stop-loss is held by Keel and does not protect \
+             the position while Keel is down",
+            tp.reason.as_deref().unwrap_or("no reason given")
+        );
+        self.log(now, BotEventKind::Log { level: "warn".into(), message }, fx);
+        let request = |order: &Order| OrderRequest {
+            side: order.side,
+            qty,
+            order_type: order.order_type,
+            tag: order.tag,
+        };
+        let native = std::mem::replace(&mut self.native_brackets, false);
+        let placed_tp = self.place(request(&tp), OrderOrigin::TakeProfit, fx);
+        let placed_sl = match &placed_tp {
+            Ok(order) if !order.status.is_final() => {
+                Some(self.place(request(&sl), OrderOrigin::StopLoss, fx))
+            }
+            _ => None,
+        };
+        self.native_brackets = native;
+        if let (Ok(tp), Some(Ok(sl))) = (placed_tp, placed_sl)
+            && sl.status.is_open()
+        {
+            self.link_oco(tp.id, sl.id, fx);
         }
     }
 }

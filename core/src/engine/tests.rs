@@ -750,3 +750,48 @@ fn paper_engines_never_place_native_brackets() {
     assert!(engine.open_orders().iter().all(|o| o.venue_list.is_none()));
     assert_eq!(engine.open_orders().len(), 2);
 }
+
+/// A list the venue refuses leaves the position unprotected: the same exits are placed again
+/// as an emulated bracket (the take-profit at the venue, the stop armed here), and the journal
+/// says the stop now only works while Keel runs.
+#[test]
+fn a_refused_native_list_falls_back_to_an_emulated_bracket() {
+    let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
+    let (mut engine, _) = engine_for(RiskLimits::default(), Some(bracket), true);
+    engine.set_native_brackets(true);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    let entry = engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    engine.on_exec(venue_report(entry.id, "FILLED", "1", "100"), &mut fx);
+    let (tp, sl) = match fx.outbound.last() {
+        Some(Outbound::PlaceList { take_profit, stop_loss }) => (take_profit.id, stop_loss.id),
+        other => panic!("expected an order list, got {other:?}"),
+    };
+    fx.clear();
+    let refused = |id| ExecReport {
+        order_id: id,
+        outcome: ExecOutcome::Rejected("-2010 price relationship".into()),
+    };
+    engine.on_exec(refused(tp), &mut fx);
+    assert!(fx.outbound.is_empty(), "waits for the other leg's answer");
+    engine.on_exec(refused(sl), &mut fx);
+    let placed: Vec<&Order> = fx
+        .outbound
+        .iter()
+        .map(|o| match o {
+            Outbound::Place(o) => o,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(placed.len(), 1, "only the take-profit goes to the venue: {placed:?}");
+    assert_eq!(placed[0].order_type, OrderType::limit(d("102")));
+    assert!(placed[0].venue_list.is_none());
+    let armed: Vec<&Order> = engine.open_orders().iter().filter(|o| is_armed_stop(o)).collect();
+    assert_eq!(armed.len(), 1);
+    assert_eq!(armed[0].order_type, OrderType::Stop { stop_price: d("99") });
+    assert_eq!(armed[0].oco_with, Some(placed[0].id));
+    let warned = fx.events.iter().any(|e| {
+        matches!(&e.kind, BotEventKind::Log { message, .. } if message.contains("emulated instead"))
+    });
+    assert!(warned);
+}
