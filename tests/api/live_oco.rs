@@ -285,13 +285,15 @@ async fn every_fault_at_place_query_and_cancel_ends_in_agreement_with_the_venue(
 }
 
 /// The kill switch retries a failed cancel within its answer: a cancel that went through on a
-/// later attempt is `canceled` and says so; one that never did is `cancel_failed`, never
-/// counted, and journaled as still working at the venue.
+/// later attempt is `canceled` and says so; one that did not is `cancel_failed`, never counted,
+/// journaled as still working at the venue, and chased there while the bot stays stopped until
+/// the venue has canceled it.
 #[actix_web::test]
 async fn the_kill_switch_retries_failed_cancels_and_reports_only_what_the_venue_confirmed() {
     let retried = plain_bot("kill-retry@example.com").await;
     let stuck = plain_bot("kill-stuck@example.com").await;
-    for (live, faults) in [(&retried, 1), (&stuck, 1_000)] {
+    // The stuck one's stop sends its cancel 4 times within its answer: all 4 fail.
+    for (live, faults) in [(&retried, 1), (&stuck, 4)] {
         let limit = json!({"side": "buy", "qty": "0.1", "type": "limit", "price": "90.00"});
         let order = live.place(&limit).await;
         let id = order["id"].as_u64().unwrap();
@@ -315,6 +317,10 @@ async fn the_kill_switch_retries_failed_cancels_and_reports_only_what_the_venue_
             assert_eq!(report["orders_canceled"], 0);
             assert_eq!(order_now(live, id).await["status"], "accepted", "still open in Keel");
             journal_lines(live, &format!("cancel of order {id} failed after"), 1).await;
+            // Chased at the venue after the stop, until the venue has canceled it.
+            let closed = format!("order {id} is closed at the venue (CANCELED)");
+            journal_lines(live, &closed, 1).await;
+            assert_eq!(live.rest.order(&client_id(&order)).unwrap()["status"], "CANCELED");
         }
     }
 }

@@ -7,7 +7,8 @@
 //! the order is open. Each failure is a `warn` line in the bot's journal (so on
 //! `GET /bots/{id}/events` and the `bot:{id}` channel), and the order's own line says how it
 //! ended. A stop (and the kill switch) retries within its answer's deadline instead
-//! ([`STOP_RETRIES`]); what is still open after that is reconciled when the bot next starts.
+//! ([`STOP_RETRIES`]); what is still open after that the bot supervisor chases at the venue
+//! while the bot stays stopped (`bot/supervisor/cancel_chase.rs`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

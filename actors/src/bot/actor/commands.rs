@@ -142,8 +142,8 @@ impl Handler<Ask<StopBot>> for BotActor {
                     if answer.outcome == CancelOutcome::CancelFailed {
                         let message = format!(
                             "cancel of order {id} failed after {tries} attempt(s) ({}); it may \
-                             still be working at the venue and is reconciled when the bot next \
-                             starts",
+                             still be working at the venue; Keel keeps asking the venue to \
+                             cancel it while the bot stays stopped",
                             answer.reason.as_deref().unwrap_or("no answer")
                         );
                         let now = keel_venues::now_us() / 1000;
