@@ -689,11 +689,9 @@ fn built_in_strategies_publish_their_series_once_per_changing_call() {
     assert_eq!(fx.indicators, None);
 }
 
-/// On a venue with native brackets, both legs go out as one order list that the venue holds:
-/// nothing is armed here, a crossing price sends nothing, and when the venue reports one leg
-/// filled and the other expired, the position settles and the partner ends.
-#[test]
-fn a_native_bracket_goes_to_the_venue_as_one_order_list_and_nothing_is_armed_here() {
+/// A live engine on a venue with native brackets that bought 1 at 100: returns it with the
+/// order list its bracket asked for (take-profit, stop-loss), and the effects of the fill.
+fn native_bracketed() -> (BotEngine, Order, Order, Effects) {
     let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
     let (mut engine, _) = engine_for(RiskLimits::default(), Some(bracket), true);
     engine.set_native_brackets(true);
@@ -708,6 +706,15 @@ fn a_native_bracket_goes_to_the_venue_as_one_order_list_and_nothing_is_armed_her
         }
         other => panic!("expected one order list, got {other:?}"),
     };
+    (engine, tp, sl, fx)
+}
+
+/// On a venue with native brackets, both legs go out as one order list that the venue holds:
+/// nothing is armed here, a crossing price sends nothing, and when the venue reports one leg
+/// filled and the other expired, the position settles and the partner ends.
+#[test]
+fn a_native_bracket_goes_to_the_venue_as_one_order_list_and_nothing_is_armed_here() {
+    let (mut engine, tp, sl, mut fx) = native_bracketed();
     let list = list_client_order_id(7, tp.id);
     assert_eq!(list, format!("keel-7-{:06}-oco", tp.id));
     assert!(list.len() <= 36);
@@ -756,17 +763,8 @@ fn paper_engines_never_place_native_brackets() {
 /// says the stop now only works while Keel runs.
 #[test]
 fn a_refused_native_list_falls_back_to_an_emulated_bracket() {
-    let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
-    let (mut engine, _) = engine_for(RiskLimits::default(), Some(bracket), true);
-    engine.set_native_brackets(true);
-    let mut fx = Effects::default();
-    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
-    let entry = engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
-    engine.on_exec(venue_report(entry.id, "FILLED", "1", "100"), &mut fx);
-    let (tp, sl) = match fx.outbound.last() {
-        Some(Outbound::PlaceList { take_profit, stop_loss }) => (take_profit.id, stop_loss.id),
-        other => panic!("expected an order list, got {other:?}"),
-    };
+    let (mut engine, tp, sl, mut fx) = native_bracketed();
+    let (tp, sl) = (tp.id, sl.id);
     fx.clear();
     let refused = |id| ExecReport {
         order_id: id,
