@@ -1,6 +1,6 @@
-//! `kill -9` of the real `keel` binary while a live order is in flight: the venue took the order
-//! but Keel died before its answer came. On restart the order is settled from the venue (its
-//! fill applied once, its bracket placed as one OCO list) and never sent again.
+//! `kill -9` of the real `keel` binary while a live order, or a bracket's OCO order list, is in
+//! flight: the venue took it but Keel died before its answer came. On restart it is settled from
+//! the venue (the fill applied once, the list's legs found open) and never sent again.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -92,6 +92,18 @@ impl Client {
 
 #[actix_web::test]
 async fn after_kill_9_an_order_in_flight_is_settled_from_the_venue_and_not_resent() {
+    crash_with_in_flight(false).await;
+}
+
+#[actix_web::test]
+async fn after_kill_9_an_oco_list_in_flight_is_found_at_the_venue_and_not_resent() {
+    crash_with_in_flight(true).await;
+}
+
+/// Kills Keel while the venue has taken a request whose answer never comes: the entry's
+/// placement, or (`list`) its bracket's order list; restarts it and checks both were settled
+/// from the venue and sent once.
+async fn crash_with_in_flight(list: bool) {
     let ws = FakeBinance::start().await;
     let rest = FakeRest::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -136,8 +148,12 @@ async fn after_kill_9_an_order_in_flight_is_settled_from_the_venue_and_not_resen
         client.send(Method::POST, &format!("/api/v1/bots/{bot_id}/start"), None).await;
     assert_eq!(status, 200);
 
-    // The venue takes the buy and fills it, but its answer never comes.
-    rest.fail_next(1, Fault::AcceptThenHang);
+    // The venue takes the buy (or its bracket's list), but its answer never comes.
+    if list {
+        rest.fail_lists_next(1, Fault::AcceptThenHang);
+    } else {
+        rest.fail_next(1, Fault::AcceptThenHang);
+    }
     let buy = json!({"side": "buy", "qty": "0.1", "type": "market"});
     let deadline = Instant::now() + Duration::from_secs(10);
     let entry = loop {
@@ -155,9 +171,10 @@ async fn after_kill_9_an_order_in_flight_is_settled_from_the_venue_and_not_resen
     };
     let entry_id = entry["id"].as_u64().unwrap();
     let client_order_id = entry["client_order_id"].as_str().unwrap().to_owned();
+    let list_id = format!("keel-{bot_id}-{:06}-oco", entry_id + 1);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while rest.order(&client_order_id).is_none() {
-        assert!(Instant::now() < deadline, "the order never reached the venue");
+    while rest.order(&client_order_id).is_none() || (list && rest.order_list(&list_id).is_none()) {
+        assert!(Instant::now() < deadline, "the request never reached the venue");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(rest.order(&client_order_id).unwrap()["status"], "FILLED");
@@ -182,6 +199,7 @@ async fn after_kill_9_an_order_in_flight_is_settled_from_the_venue_and_not_resen
     assert_eq!(settled["filled_qty"], "0.1", "{settled}");
     assert_eq!(rest.posts(), 1, "the order in flight was not sent again");
     assert_eq!(rest.list_posts(), 1, "its bracket went out once, as one OCO list");
+    assert_eq!(rest.order_list(&list_id).unwrap()["listOrderStatus"], "EXECUTING");
     let (_, position) =
         client.send(Method::GET, &format!("/api/v1/bots/{bot_id}/position"), None).await;
     assert_eq!(
