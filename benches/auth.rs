@@ -117,6 +117,7 @@ impl Fixture {
             identity.tokens.issue(user_id, session_id, u64::MAX).expect("the token signs").token;
 
         let protection = Arc::new(keel::http::protect::Protection::new(&settings.protection));
+        let notify_store = store.clone();
         let state = AppState {
             store,
             root,
@@ -140,6 +141,9 @@ impl Fixture {
                 },
             )
             .expect("the backtest pool starts"),
+            notifications: keel_actors::notify::Notifications::open(&notify_store)
+                .expect("the notification trees open"),
+            live: Default::default(),
         };
         Self {
             state,

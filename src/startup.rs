@@ -151,8 +151,19 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let settings = Arc::new(settings);
-        let Runtime { store, root, vault, feeds, bots, bots_view, sessions, sink, backtests } =
-            runtime;
+        let Runtime {
+            store,
+            root,
+            vault,
+            feeds,
+            bots,
+            bots_view,
+            sessions,
+            sink,
+            backtests,
+            notifications,
+            live,
+        } = runtime;
         let state = AppState {
             store,
             root,
@@ -167,6 +178,8 @@ impl Application {
             protection,
             sink,
             backtests,
+            notifications,
+            live,
         };
         let cors = settings.clone();
         let data = web::Data::new(state.clone());

@@ -49,6 +49,10 @@ pub struct AppState {
     pub sink: Option<SinkHealth>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
+    /// Owners' notification channels and deliveries.
+    pub notifications: keel_actors::notify::Notifications,
+    /// Live venues' routers and the accounts with a running live bot (balances).
+    pub live: keel_actors::account::LiveAccounts,
 }
 
 impl AppState {

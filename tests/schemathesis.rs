@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use keel_testkit::{TestApp, spawn_app};
+use keel_testkit::{TestApp, spawn_app_with};
 use serde_json::{Value, json};
 
 /// Where the test finds schemathesis.
@@ -33,9 +33,16 @@ const SESSION_ENDING: [&str; 2] = ["auth_logout", "auth_delete_me"];
 /// matches the schema may still be refused with 422 `VALIDATION_FAILED` (or `ORDER_REJECTED`):
 /// a symbol the venue lists and its tick and step sizes, a strategy's parameters (their shape
 /// depends on `kind`), an exchange account of the caller's, an upload that exists, the risk
-/// checks, and the content of an uploaded trade file.
-const STATEFUL_422: [&str; 5] =
-    ["bots_create", "bots_update", "trading_place", "backtests_create", "backtests_upload"];
+/// checks, and the content of an uploaded trade file; a notification channel's fields depend on
+/// its `kind`, and its URL's host may be a refused address.
+const STATEFUL_422: [&str; 6] = [
+    "bots_create",
+    "bots_update",
+    "trading_place",
+    "backtests_create",
+    "backtests_upload",
+    "notifications_create",
+];
 /// Test cases per operation and phase: enough to reach each rule, few enough that the whole
 /// run stays within a few minutes of CI.
 const MAX_EXAMPLES: &str = "25";
@@ -94,8 +101,18 @@ async fn created(app: &TestApp, path: &str, body: &Value, token: &str, status: u
 #[actix_web::test]
 async fn generated_requests_get_no_5xx_and_only_documented_answers() {
     let Some(st) = schemathesis() else { return };
-    let app = spawn_app().await;
+    // Notifications never leave the machine: Telegram is a closed loopback port, and the one
+    // channel allowed per user is taken here, so generated webhook URLs are answered 409 and
+    // never resolved or called.
+    let app = spawn_app_with(|s| {
+        s.notifications.telegram_api_url = "http://127.0.0.1:9".into();
+        s.notifications.max_channels_per_user = 1;
+    })
+    .await;
     let tokens = app.register("fuzz@example.com").await;
+    let telegram = json!({"kind": "telegram", "bot_token": "1:AAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "chat_id": "1", "events": ["fill", "bot_status", "kill_switch", "daily_pnl"]});
+    created(&app, "/api/v1/notifications/channels", &telegram, &tokens.access, 201).await;
     // Something for the generated requests to find: an exchange account, a running paper bot
     // and a resting order of it.
     let account = app

@@ -15,6 +15,7 @@
 //! The HTTP and WebSocket façade lives in the `keel` binary crate and only talks to this crate
 //! through messages and the [`store::Store`] handle.
 
+pub mod account;
 pub mod backtest;
 pub mod bot;
 pub mod breaker;
@@ -22,6 +23,7 @@ pub mod fanout;
 pub mod feed;
 pub mod identity;
 pub mod mailbox;
+pub mod notify;
 pub mod record;
 pub mod runtime;
 pub mod seed;

@@ -6,6 +6,7 @@
 //! ├── vault          the only holder of plaintext secrets
 //! ├── feeds          one FeedActor per enabled venue (a supervisor of its own)
 //! ├── bots           BotSupervisor, one BotActor per running bot
+//! ├── notifier       delivers owners' notifications from the sled outbox
 //! └── pg_sink        only when a Postgres sink is configured; last to start, first to stop
 //! ```
 //!
@@ -69,6 +70,8 @@ pub struct RuntimeConfig {
     pub bots: BotLimits,
     /// The Postgres sink, when configured.
     pub sink: Option<PgSinkConfig>,
+    /// Owners' notifications.
+    pub notifications: crate::notify::NotifyConfig,
     /// The backtest worker pool.
     pub backtests: JobsConfig,
     /// How long history is kept.
@@ -175,8 +178,13 @@ pub struct Runtime {
     pub sessions: SessionDirectory,
     /// The Postgres sink's state, when it is configured.
     pub sink: Option<SinkHealth>,
+    /// Owners' notification channels and deliveries.
+    pub notifications: crate::notify::Notifications,
     /// Backtest jobs and their worker pool.
     pub backtests: Jobs,
+    /// Each live venue's router and the accounts with a running live bot (their user data
+    /// streams and balances).
+    pub live: crate::account::LiveAccounts,
 }
 
 impl Runtime {
@@ -201,6 +209,7 @@ impl Runtime {
             record,
             bots: limits,
             sink,
+            notifications: notify_config,
             backtests,
             retention,
         } = config;
@@ -237,6 +246,7 @@ impl Runtime {
         let sessions = SessionDirectory::new(mailboxes.session);
         let bots = BotsAddress::default();
         let bots_view = BotsView::default();
+        let accounts = crate::account::Accounts::default();
         let bots_config = BotsConfig {
             policy,
             arbiters: limits.arbiters,
@@ -244,8 +254,9 @@ impl Runtime {
             paper_slippage_bps: limits.paper_slippage_bps,
             live: LiveVenues {
                 vault: vault.clone(),
-                routers,
+                routers: routers.clone(),
                 breakers: crate::breaker::Breakers::new(limits.breaker),
+                accounts: accounts.clone(),
             },
             max_user_exposure: limits.max_user_exposure,
             sessions: sessions.clone(),
@@ -259,12 +270,24 @@ impl Runtime {
         if let Some((_, _, outbox)) = &sink {
             repo = repo.with_outbox(outbox.clone());
         }
+        let notify_store = store.clone();
+        let notifications = blocking(move || crate::notify::Notifications::open(&notify_store))
+            .await?
+            .map_err(store_error)?;
+        repo = repo.with_notifications(notifications.clone());
+        let notifier = crate::notify::NotifierSpec::new(
+            notifications.clone(),
+            notify_config,
+            vault.clone(),
+            bots.clone(),
+        );
         let bots_spec = BotsSpec::new(repo, feeds.clone(), bots_config, bots.clone());
         let mut root = Supervisor::new("root", policy)
             .with_mailbox(mailboxes.supervisor)
             .child(vault_spec)
             .child(feeds_spec)
-            .child(bots_spec);
+            .child(bots_spec)
+            .child(notifier);
         let mut sink_health = None;
         if let Some((spec, health, _)) = sink {
             // Last to start, first to stop: a batch cut short stays in the outbox.
@@ -287,6 +310,8 @@ impl Runtime {
             sessions,
             sink: sink_health,
             backtests,
+            notifications,
+            live: crate::account::LiveAccounts { routers, accounts },
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod backtest;
 pub mod bot;
 pub mod engine;
 pub mod market;
+pub mod notify;
 pub mod strategy;
 pub mod trading;
 pub mod validation;

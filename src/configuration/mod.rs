@@ -14,6 +14,7 @@ mod bots;
 mod feed;
 mod log;
 mod mailboxes;
+mod notifications;
 mod protection;
 mod record;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use bots::BotsSettings;
 pub use feed::FeedSettings;
 pub use log::{LogFormat, LogSettings};
 pub use mailboxes::MailboxSettings;
+pub use notifications::NotificationSettings;
 pub use protection::ProtectionSettings;
 pub use record::RecordSettings;
 pub use retention::{ArchiveMode, RetentionSettings};
@@ -106,6 +108,8 @@ pub struct Settings {
     pub venues: VenuesSettings,
     /// Optional sinks that copy Keel's records elsewhere.
     pub sink: SinkSettings,
+    /// Owners' notifications (webhooks, Telegram).
+    pub notifications: NotificationSettings,
     /// Recording market data to files.
     pub record: RecordSettings,
     /// Backtests over HTTP.
@@ -231,6 +235,7 @@ impl Settings {
         self.venues.validate()?;
         self.vault.validate()?;
         self.sink.validate()?;
+        self.notifications.validate()?;
         self.mailboxes.validate()?;
         Ok(())
     }

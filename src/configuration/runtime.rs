@@ -60,6 +60,7 @@ impl Settings {
                 indicator_points: self.bots.indicator_points,
             },
             sink: self.sink.postgres.sink_config(),
+            notifications: self.notifications.notify_config(),
             backtests: JobsConfig {
                 workers: match self.backtests.workers {
                     0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),

@@ -153,6 +153,91 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// One asset of an exchange account.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExchangeAccountAsset {
+    /// The asset (`USDT`).
+    asset: String,
+    /// Available to trade.
+    #[schema(value_type = String, example = "10000.5")]
+    free: rust_decimal::Decimal,
+    /// Held by open orders.
+    #[schema(value_type = String, example = "0")]
+    locked: rust_decimal::Decimal,
+}
+
+/// `GET /exchange-accounts/{id}/balances`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExchangeAccountBalances {
+    /// The exchange account.
+    account_id: u64,
+    /// Its venue.
+    venue: String,
+    /// `up`: kept current by the account's user data stream (a live bot of it runs); `down`:
+    /// the stream is reconnecting, so these may be behind; `idle`: no live bot of it runs, read
+    /// from the venue for this answer.
+    #[schema(pattern = "^(up|down|idle)$")]
+    stream: String,
+    /// Where the last change came from: `rest` (a read) or `stream` (a pushed update).
+    #[schema(pattern = "^(rest|stream)$")]
+    source: String,
+    /// When they last changed, ms since the epoch.
+    updated_at_ms: u64,
+    /// Every asset the venue listed, by name.
+    balances: Vec<ExchangeAccountAsset>,
+}
+
+/// `GET /exchange-accounts/{id}/balances`. Another user's id answers 404, like a missing one.
+///
+/// # Errors
+/// 404 for an unknown id, 409 when the venue takes no live orders here, 503 when the venue did
+/// not answer.
+#[utoipa::path(get, path = "/exchange-accounts/{id}/balances", tag = "exchange-accounts",
+    params(("id" = u64, Path, description = "The exchange account's id.")),
+    responses(
+        (status = 200, description = "The account's balances.", body = ExchangeAccountBalances),
+        (status = 404, description = "No such account of the caller's \
+            (`EXCHANGE_ACCOUNT_NOT_FOUND`).", body = ErrorResponse),
+        (status = 409, description = "The account's venue is not enabled for live trading \
+            (`CONFLICT`); a 503 `VENUE_UNAVAILABLE` when the venue did not give them.",
+            body = ErrorResponse),
+        (status = 504, description = "The vault did not answer in time (`TIMEOUT`).",
+            body = ErrorResponse),
+    ))]
+#[tracing::instrument(skip_all, fields(user_id = user.user_id))]
+pub async fn balances(
+    user: AuthUser,
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let account_id = id.into_inner();
+    let query = ListCredentials { user_id: user.user_id };
+    let views = ask(&state.vault()?, query, state.settings.request_timeout(), "vault").await??;
+    let view = views
+        .into_iter()
+        .find(|v| v.id == account_id)
+        .ok_or(keel_actors::vault::VaultError::NotFound)?;
+    let venue = keel_core::market::VenueId::parse(&view.venue)
+        .ok_or(keel_actors::vault::VaultError::NotFound)?;
+    let (book, stream) = state.live.balances(&state.vault, venue, user.user_id, account_id).await?;
+    Ok(HttpResponse::Ok().json(ExchangeAccountBalances {
+        account_id,
+        venue: view.venue,
+        stream: stream.as_str().to_owned(),
+        source: if book.source.is_empty() { "rest" } else { book.source }.to_owned(),
+        updated_at_ms: book.updated_ms,
+        balances: book
+            .assets
+            .into_values()
+            .map(|b| ExchangeAccountAsset {
+                asset: b.asset,
+                free: b.free.normalize(),
+                locked: b.locked.normalize(),
+            })
+            .collect(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use utoipa::OpenApi as _;

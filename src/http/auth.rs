@@ -458,6 +458,7 @@ pub async fn delete_me(
     )
     .await??;
     let identity = state.identity.clone();
+    let notifications = state.notifications.clone();
     let uploads = keel_actors::backtest::upload::uploads_dir(&state.settings.store.path, user_id);
     let ended = web::block(move || -> Result<Vec<u64>, ApiError> {
         let mut ended = identity.sessions.revoke_all(user_id, None, "account deleted")?;
@@ -466,6 +467,7 @@ pub async fn delete_me(
         // meanwhile: revoke again, then drop every session and refresh token of the account.
         ended.extend(identity.sessions.revoke_all(user_id, None, "account deleted")?);
         identity.sessions.remove_all(user_id)?;
+        notifications.remove_user(user_id)?;
         match std::fs::remove_dir_all(&uploads) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}

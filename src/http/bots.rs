@@ -333,6 +333,10 @@ pub async fn delete(
             such action (`NOT_FOUND`).", body = ErrorResponse),
         (status = 409, description = "The state machine does not allow it from the bot's \
             state (`CONFLICT`).", body = ErrorResponse),
+        (status = 422, description = "`start` of a live bot whose exchange account cannot pay \
+            for its first order (`INSUFFICIENT_BALANCE`: the asset, the amount needed and the \
+            amount free); a 503 `VENUE_UNAVAILABLE` when the venue did not give the balances.",
+            body = ErrorResponse),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
         (status = 507, description = DISK_LOW, body = ErrorResponse),
     ))]
@@ -348,7 +352,27 @@ pub async fn control(
     if matches!(control, Control::Start | Control::Resume) {
         state.store.disk().refuse_if_low()?;
     }
+    if control == Control::Start {
+        check_funding(&state, user.user_id, bot_id).await?;
+    }
     let query = ControlBot { user_id: user.user_id, bot_id, control };
     let record = ask(&state.bots()?, query, state.settings.request_timeout(), "bots").await??;
     Ok(HttpResponse::Ok().json(record))
+}
+
+/// Refuses the start of a live bot whose account cannot pay for its first order (only from a
+/// state the bot can start from: otherwise the state machine answers).
+async fn check_funding(state: &AppState, user_id: u64, bot_id: u64) -> Result<(), ApiError> {
+    let Some(owned) = state.bots_view.get(user_id) else { return Ok(()) };
+    let Some(record) = owned.records.iter().find(|r| r.id == bot_id) else { return Ok(()) };
+    if record.status.after(Control::Start).is_none() {
+        return Ok(());
+    }
+    let funding = keel_actors::bot::funding::Funding {
+        live: &state.live,
+        vault: &state.vault,
+        feed: state.feeds.get(&record.venue),
+    };
+    funding.check(record).await?;
+    Ok(())
 }

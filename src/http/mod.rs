@@ -22,6 +22,7 @@ pub mod json;
 pub mod limits;
 pub mod markets;
 pub mod metrics;
+pub mod notifications;
 pub mod openapi;
 pub mod protect;
 pub mod request;
@@ -124,6 +125,12 @@ pub fn api_routes() -> Vec<ApiRoute> {
             User,
             web::route().to(accounts::delete),
         ),
+        ApiRoute::new(
+            M::GET,
+            "/exchange-accounts/{id}/balances",
+            User,
+            web::route().to(accounts::balances),
+        ),
         ApiRoute::new(M::GET, "/venues", User, web::route().to(markets::venues)),
         ApiRoute::new(
             M::GET,
@@ -181,6 +188,30 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(M::GET, "/backtests", User, web::route().to(backtests::list)),
         ApiRoute::new(M::GET, "/backtests/{id}", User, web::route().to(backtests::get)),
         ApiRoute::new(M::DELETE, "/backtests/{id}", User, web::route().to(backtests::cancel)),
+        ApiRoute::new(
+            M::POST,
+            "/notifications/channels",
+            User,
+            web::route().to(notifications::create),
+        ),
+        ApiRoute::new(
+            M::GET,
+            "/notifications/channels",
+            User,
+            web::route().to(notifications::list),
+        ),
+        ApiRoute::new(
+            M::DELETE,
+            "/notifications/channels/{id}",
+            User,
+            web::route().to(notifications::delete),
+        ),
+        ApiRoute::new(
+            M::GET,
+            "/notifications/deliveries",
+            User,
+            web::route().to(notifications::deliveries),
+        ),
     ]
 }
 

@@ -31,7 +31,7 @@ use keel_actors::bot::Control;
 use keel_core::market::Interval;
 
 use super::error::ErrorResponse;
-use super::{Access, accounts, auth, backtests, bots, indicators, markets, trading};
+use super::{Access, accounts, auth, backtests, bots, indicators, markets, notifications, trading};
 
 /// Name of the bearer security scheme in the document.
 const BEARER: &str = "bearer";
@@ -61,6 +61,7 @@ const JSON: &str = "application/json";
         accounts::create,
         accounts::list,
         accounts::delete,
+        accounts::balances,
         markets::venues,
         markets::ticker,
         markets::candles,
@@ -86,6 +87,10 @@ const JSON: &str = "application/json";
         backtests::list,
         backtests::get,
         backtests::cancel,
+        notifications::create,
+        notifications::list,
+        notifications::delete,
+        notifications::deliveries,
     ),
     // Types used only as parameters are not collected from the paths: list them here.
     components(schemas(ErrorResponse, Control, Interval)),
@@ -97,6 +102,7 @@ const JSON: &str = "application/json";
         (name = "bots", description = "Bot definitions and their lifecycle."),
         (name = "trading", description = "A bot's orders, fills, journal and figures."),
         (name = "backtests", description = "Backtests as jobs."),
+        (name = "notifications", description = "An owner's webhooks and Telegram chats."),
         (name = "meta", description = "This document."),
     )
 )]

@@ -588,6 +588,8 @@ pub async fn kill_switch(
     let timeout = state.settings.request_timeout() * 3;
     let query = KillSwitch { user_id: user.user_id, flatten };
     let report = ask(&state.bots()?, query, timeout, "bots").await??;
+    // The owner's `kill_switch` notifications were enqueued with the report: durable first.
+    state.store.commit().await?;
     Ok(HttpResponse::Ok().json(report))
 }
 

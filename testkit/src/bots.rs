@@ -100,6 +100,31 @@ impl TestApp {
         self.send(Method::POST, &format!("/api/v1/bots/{id}/{action}"), None, token).await
     }
 
+    /// Places `order` on `bot`, calling `quote` (which publishes a price on the venue's fake
+    /// stream) before each attempt until the bot has a price to value it at; returns the 202
+    /// answer.
+    pub async fn place_quoted(
+        &self,
+        token: &str,
+        bot: u64,
+        order: &Value,
+        quote: impl Fn(),
+    ) -> Value {
+        let path = format!("/api/v1/bots/{bot}/orders");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            quote();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let res = self.send(Method::POST, &path, Some(order), token).await;
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            if status == 202 {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{status}: {body}");
+        }
+    }
+
     /// A running quiet paper bot; returns its id.
     pub async fn running_bot(&self, user: &Tokens) -> u64 {
         let bot = self.create_bot(&user.access, &quiet_bot()).await;

@@ -3,6 +3,8 @@
 //!
 //! - [`fake_binance`]: a loopback fake of Binance's combined-stream WebSocket, with faults;
 //! - [`fake_rest`]: a loopback fake of Binance's spot REST API (signed orders), with faults;
+//! - [`fake_user_stream`]: a loopback fake of Binance's WebSocket API user data stream
+//!   (signature subscriptions, pushed account events), with faults;
 //! - [`hmac_sha256_hex`]: request signing done independently of Keel's vault, so the fakes check
 //!   Keel's signatures rather than agree with them by construction.
 //!
@@ -26,7 +28,9 @@
 pub mod fake_binance;
 pub mod fake_bybit;
 pub mod fake_bybit_stream;
+pub mod fake_hook;
 pub mod fake_rest;
+pub mod fake_user_stream;
 pub mod routing;
 
 #[cfg(feature = "app")]

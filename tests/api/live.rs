@@ -318,22 +318,30 @@ fn super_many() -> usize {
     1_000
 }
 
-/// Binance's clock is not Keel's: a venue 20 s ahead from the start is measured before the first
-/// signed order, and a later jump is measured for after one refusal (`-1021`) and the order sent
+/// Binance's clock is not Keel's: the start's first signed call (the account's balances) measures
+/// it, and a later jump either way is measured for after one refusal (`-1021`) and the order sent
 /// once more, never twice into the book.
 #[actix_web::test]
 async fn a_live_bot_trades_through_a_skewed_venue_clock() {
     let live = live_bot("live-clock@example.com").await;
+    // The start read the account's balances, the first signed call, which measured the clock;
+    // the venue's clock then moves, so each order below meets a skew Keel has not measured.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while live.rest.time_requests() == 0 {
+        assert!(Instant::now() < deadline, "the clock was never measured");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     live.rest.set_clock_skew_ms(20_000);
     let buy = json!({"side": "buy", "qty": "0.1", "type": "market"});
     let order = live.place(&buy).await;
     live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
-    assert_eq!(live.rest.clock_refusals(), 0, "the skew was measured before the first order");
+    assert_eq!(live.rest.clock_refusals(), 1, "refused once, measured, sent once more");
 
     live.rest.set_clock_skew_ms(-20_000);
     let order = live.place(&buy).await;
     live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
-    assert_eq!(live.rest.clock_refusals(), 1, "refused once, measured, sent once more");
+    assert_eq!(live.rest.clock_refusals(), 2, "refused once, measured, sent once more");
     assert_eq!(live.rest.posts(), 2, "no duplicate order");
     live.assert_position("0.2").await;
 }

@@ -13,10 +13,12 @@
 //! - [`bybit_linear`]: Bybit USDT perpetuals: public streams with liquidations (Bybit's wire
 //!   format, shared with [`bybit`]).
 //!
-//! [`connection`] is the generic WebSocket driver upstream connectors plug into; [`clock`]
+//! [`account`] is the seam's account stream (order executions and balances pushed by the
+//! venue); [`connection`] is the generic WebSocket driver upstream connectors plug into; [`clock`]
 //! keeps a venue's server-time offset for signed requests; [`tls`] installs the process-wide
 //! rustls provider every outgoing connection uses.
 
+pub mod account;
 pub mod binance;
 pub mod binance_futures;
 pub mod bybit;

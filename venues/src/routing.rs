@@ -200,6 +200,17 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
         let _ = (symbol, list_client_order_id, signer);
         Box::pin(async { Err(no_order_lists()) })
     }
+
+    /// Opens the account's stream of order and balance events, signed with `signer` (one per
+    /// exchange account: the caller shares it between the account's bots). `None` where the
+    /// venue (or its configuration) has none: the caller polls.
+    fn account_stream(
+        &self,
+        signer: crate::account::OwnedSigner,
+    ) -> Option<crate::account::AccountStream> {
+        let _ = signer;
+        None
+    }
 }
 
 /// The two legs of a native bracket ([`OrderRouter::place_list`]).

@@ -22,6 +22,7 @@ mod commands;
 mod live_orders;
 pub mod messages;
 mod persist;
+mod stream;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -141,6 +142,8 @@ pub struct BotActor {
     flushing: Option<Vec<AfterFlush>>,
     /// This bot's indicator ring (in `args.indicators`).
     ring: Arc<Mutex<IndicatorRing>>,
+    /// Its account's user data stream, as the bot knows it (live bots).
+    stream: stream::StreamLink,
 }
 
 impl BotActor {
@@ -167,6 +170,7 @@ impl BotActor {
             awaiting: Vec::new(),
             flushing: None,
             reported_reconciled: false,
+            stream: stream::StreamLink::default(),
         }
     }
 
@@ -317,9 +321,12 @@ impl Actor for BotActor {
             // Reconciled once the venue has answered about every order found open.
             self.watch_breaker(ctx);
             self.poll_live(ctx);
+            self.attach_account(ctx);
             ctx.run_interval(LIVE_POLL, |act, ctx| {
                 act.check_breaker(ctx);
-                act.poll_live(ctx);
+                if act.poll_due() {
+                    act.poll_live(ctx);
+                }
             });
         } else {
             // A paper bot's open orders were restored into its engine as it was built.
@@ -333,10 +340,11 @@ impl Actor for BotActor {
         });
     }
 
-    fn stopped(&mut self, _: &mut Context<Self>) {
+    fn stopped(&mut self, ctx: &mut Context<Self>) {
         if let Some(link) = &self.args.live {
             link.breaker.unsubscribe(self.args.bot_id);
         }
+        self.detach_account(ctx);
         if let Some(link) = &self.args.exposure {
             link.book.remove(link.user_id, self.args.bot_id);
         }

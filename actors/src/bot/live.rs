@@ -50,6 +50,8 @@ pub struct LiveLink {
     pub credential_id: u64,
     /// The account's circuit breaker, shared with every bot on it.
     pub breaker: Arc<Breaker>,
+    /// Where the account's user data stream and balances are, shared with every bot on it.
+    pub accounts: crate::account::Accounts,
 }
 
 impl LiveLink {
@@ -164,12 +166,17 @@ fn refused(request: &Outbound) -> Vec<LiveResult> {
     results.into_iter().map(|r| LiveResult { refused: true, ..r }).collect()
 }
 
-pub(super) type BoxSigner =
+/// A signer the caller owns.
+pub type BoxSigner =
     Box<dyn Fn(String) -> BoxFuture<'static, Result<(String, String), String>> + Send + Sync>;
 
 fn signer(link: &LiveLink) -> BoxSigner {
-    let vault = link.vault.clone();
-    let (user_id, credential_id) = (link.user_id, link.credential_id);
+    vault_signer(&link.vault, link.user_id, link.credential_id)
+}
+
+/// Signs with the vault for `user_id`'s exchange account `credential_id`.
+pub fn vault_signer(vault: &VaultAddress, user_id: u64, credential_id: u64) -> BoxSigner {
+    let vault = vault.clone();
     Box::new(move |payload: String| {
         let vault = vault.get();
         Box::pin(async move {
@@ -182,6 +189,11 @@ fn signer(link: &LiveLink) -> BoxSigner {
             }
         })
     })
+}
+
+/// [`signer`], shareable: what an account's stream signs its subscriptions with.
+pub(crate) fn owned_signer(link: &LiveLink) -> keel_venues::account::OwnedSigner {
+    Arc::from(signer(link))
 }
 
 async fn place(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
@@ -263,7 +275,7 @@ pub(super) async fn query(
     }
 }
 
-pub(super) fn venue_outcome(symbol: &Symbol, venue: OrderReport) -> ExecOutcome {
+pub(crate) fn venue_outcome(symbol: &Symbol, venue: OrderReport) -> ExecOutcome {
     let fills = venue
         .fills
         .into_iter()

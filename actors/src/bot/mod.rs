@@ -18,6 +18,7 @@
 pub mod actor;
 pub mod admission;
 pub mod exposure;
+pub mod funding;
 pub mod indicators;
 pub mod live;
 mod live_list;

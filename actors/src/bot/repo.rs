@@ -18,6 +18,9 @@
 //! - `outbox`: when the Postgres sink is on, a copy of every order change, fill and journal line
 //!   (see [`crate::sink::outbox`])
 //!
+//! - `notify_outbox`: when an owner has notification channels, a delivery per fill, status change
+//!   and self-pause their rules ask for (see [`crate::notify::outbox`])
+//!
 //! One engine call's [`Effects`] are written in one transaction with the new [`BotState`] (and
 //! their outbox copies), so after a crash the position always equals the fills that are stored,
 //! and the outbox holds exactly what the other trees do.
@@ -28,6 +31,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::notify::Notifications;
 use crate::sink::outbox::{Outbox, OutboxRecord, RecordKind};
 use crate::store::{
     Store, StoreError, decode, encode, encode_packed, id_key, pair_key, trees, unpack,
@@ -52,6 +56,8 @@ pub struct BotRepo {
     open_orders: sled::Tree,
     /// Set when the Postgres sink is on: [`BotRepo::persist`] then copies every change here.
     outbox: Option<Outbox>,
+    /// Owners' notification rules and outbox: deliveries are staged in the same transaction.
+    notify: Option<Notifications>,
     /// Bot → owner, for the outbox rows (an owner never changes; read once per bot).
     owners: Arc<Mutex<HashMap<BotId, UserId>>>,
 }
@@ -81,6 +87,7 @@ impl BotRepo {
             events: store.tree(trees::EVENTS)?,
             open_orders: store.tree(trees::OPEN_ORDERS)?,
             outbox: None,
+            notify: None,
             owners: Arc::default(),
         })
     }
@@ -92,6 +99,19 @@ impl BotRepo {
     pub fn with_outbox(mut self, outbox: Outbox) -> Self {
         self.outbox = Some(outbox);
         self
+    }
+
+    /// Also stages a notification delivery for every fill, status change and self-pause an
+    /// owner's channels want, in the same transaction as the journal line.
+    #[must_use]
+    pub fn with_notifications(mut self, notifications: Notifications) -> Self {
+        self.notify = Some(notifications);
+        self
+    }
+
+    /// The notifications handle, when on.
+    pub fn notifications(&self) -> Option<&Notifications> {
+        self.notify.as_ref()
     }
 
     /// Whether changes are copied to the outbox.
@@ -247,6 +267,18 @@ impl BotRepo {
             }
             None => Vec::new(),
         };
+        let outbox_at = trees.len() - 1;
+        let notices = match &self.notify {
+            Some(notify) if notify.channels().any() => match self.owner(id)? {
+                Some(user_id) => notify.stage(user_id, id, calls)?,
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        };
+        let notices_at = trees.len();
+        if let (false, Some(notify)) = (notices.is_empty(), &self.notify) {
+            trees.push(notify.tree());
+        }
         self.store.transaction(&trees, |t| {
             for (table, rows) in [(&t[0], &orders), (&t[1], &fills)] {
                 for (_, key, value) in rows {
@@ -264,15 +296,23 @@ impl BotRepo {
                     t[4].remove(key.as_slice())?;
                 }
             }
-            if let Some(outbox) = t.get(5) {
+            if !staged.is_empty() {
                 for (key, value) in &staged {
-                    outbox.insert(key.as_slice(), value.as_slice())?;
+                    t[outbox_at].insert(key.as_slice(), value.as_slice())?;
+                }
+            }
+            if !notices.is_empty() {
+                for (key, value) in &notices {
+                    t[notices_at].insert(key.as_slice(), value.as_slice())?;
                 }
             }
             Ok(())
         })?;
         if let Some(outbox) = &self.outbox {
             outbox.added(staged.len());
+        }
+        if let Some(notify) = &self.notify {
+            notify.written(&notices);
         }
         Ok(())
     }

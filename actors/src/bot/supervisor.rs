@@ -129,6 +129,8 @@ pub struct LiveVenues {
     pub routers: BTreeMap<VenueId, Arc<dyn keel_venues::routing::OrderRouter>>,
     /// The circuit breaker of each venue account.
     pub breakers: crate::breaker::Breakers,
+    /// Each venue account's user data stream and balances.
+    pub accounts: crate::account::Accounts,
 }
 
 #[derive(Debug)]

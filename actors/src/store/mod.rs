@@ -75,6 +75,11 @@ pub mod trees {
     /// Trees added by migration 2 (identity).
     pub const IDENTITY: [&str; 3] = [USER_EMAILS, SESSIONS, REFRESH_TOKENS];
 
+    /// Owners' notification channels (`keel_actors::notify::channels`).
+    pub const NOTIFY_CHANNELS: &str = "notify_channels";
+    /// Notification deliveries, pending and recent (`keel_actors::notify::outbox`).
+    pub const NOTIFY_OUTBOX: &str = "notify_outbox";
+
     /// Every tree the first migration creates.
     pub const ALL: [&str; 9] =
         [META, USERS, CREDENTIALS, BOTS, ORDERS, FILLS, POSITIONS, EVENTS, OUTBOX];

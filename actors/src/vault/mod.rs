@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod keys;
+pub mod notify;
 mod rotate;
 
 use std::fmt;

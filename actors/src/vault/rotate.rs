@@ -4,10 +4,13 @@
 //! envelopes are skipped when met again. A crash mid-rotation therefore leaves every credential
 //! wrapped under either the old or the new key, and a ring holding both (`vault.master_key` =
 //! new, `vault.previous_master_key` = old) reads all of them; running the rotation again
-//! finishes the job.
+//! finishes the job. Notification channels' secrets (webhook signing secrets, Telegram bot
+//! tokens) are sealed the same way and re-wrapped the same way, after the credentials.
 
+use super::notify::{TELEGRAM_TOKEN_FIELD, WEBHOOK_SECRET_FIELD};
 use super::{Binding, CredentialRecord, Credentials, KeyRing, VaultError};
-use crate::store::Store;
+use crate::notify::{Channels, NotifyError, Target};
+use crate::store::{Store, StoreError};
 
 /// What a rotation did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,8 +50,29 @@ pub async fn rotate(
         store.commit().await?;
         report.rewrapped += 1;
         if !on_each(&record) {
-            break;
+            return Ok(report);
         }
+    }
+    let to_vault = |err: NotifyError| match err {
+        NotifyError::Vault(err) => err,
+        NotifyError::Store(err) => VaultError::Store(err),
+        other => VaultError::Store(StoreError::Corrupt(other.to_string())),
+    };
+    let channels = Channels::open(store)?;
+    for mut channel in channels.all().map_err(to_vault)? {
+        if channel.secret.is_current(ring) {
+            report.already_current += 1;
+            continue;
+        }
+        let field = match channel.target {
+            Target::Webhook { .. } => WEBHOOK_SECRET_FIELD,
+            Target::Telegram { .. } => TELEGRAM_TOKEN_FIELD,
+        };
+        let binding = Binding { user_id: channel.user_id, credential_id: channel.id, field };
+        channel.secret = channel.secret.rewrap(ring, ring, &binding)?;
+        channels.put(&channel).map_err(to_vault)?;
+        store.commit().await?;
+        report.rewrapped += 1;
     }
     Ok(report)
 }

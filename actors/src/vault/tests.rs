@@ -176,3 +176,61 @@ async fn a_rotation_interrupted_midway_leaves_every_credential_readable_and_can_
     let old_only = KeyRing::new(copy(&old));
     assert!(sign_all(&old_only).iter().all(|s| matches!(s, Err(VaultError::UnknownKey(_)))));
 }
+
+#[actix_rt::test]
+async fn notification_secrets_are_sealed_per_channel_signed_inside_and_rotated_with_the_rest() {
+    use keel_core::notify::{EventKind, signing};
+
+    use super::notify::{OpenBotToken, SealChannelSecret, SignWebhook, WEBHOOK_SECRET_FIELD};
+    use crate::notify::{ChannelRecord, Channels, Target};
+
+    let (_dir, store) = open_store();
+    let old = MasterKey::generate().unwrap();
+    let vault = Vault::new(store.clone(), KeyRing::new(copy(&old)).into(), 20).unwrap().start();
+    let seal = |channel_id, field| SealChannelSecret {
+        user_id: 1,
+        channel_id,
+        field,
+        secret: SecretString::from("whsec_abc".to_owned()),
+    };
+    let sealed = ask(&vault, seal(7, WEBHOOK_SECRET_FIELD), DEADLINE, "vault").await.unwrap();
+    let sealed = sealed.unwrap();
+    assert!(!format!("{sealed:?}").contains("whsec_abc"));
+    let body = br#"{"type":"fill"}"#.to_vec();
+    let sign = |secret: Envelope, channel_id| SignWebhook {
+        user_id: 1,
+        channel_id,
+        secret,
+        timestamp: 100,
+        body: body.clone(),
+    };
+    let header = ask(&vault, sign(sealed.clone(), 7), DEADLINE, "vault").await.unwrap().unwrap();
+    assert_eq!(signing::verify(b"whsec_abc", &header, &body, 100, 0), Ok(()));
+    // Bound to its channel and field: copied elsewhere, it does not open.
+    let moved = ask(&vault, sign(sealed.clone(), 8), DEADLINE, "vault").await.unwrap();
+    assert!(matches!(moved, Err(VaultError::Tampered)));
+    let as_token = OpenBotToken { user_id: 1, channel_id: 7, secret: sealed.clone() };
+    assert!(matches!(
+        ask(&vault, as_token, DEADLINE, "vault").await.unwrap(),
+        Err(VaultError::Tampered)
+    ));
+
+    let channels = Channels::open(&store).unwrap();
+    let record = ChannelRecord {
+        id: 7,
+        user_id: 1,
+        target: Target::Webhook { url: "https://example.com/".into() },
+        events: vec![EventKind::Fill],
+        secret: sealed,
+        created_at_ms: 0,
+    };
+    channels.insert(&record).unwrap();
+    let new = MasterKey::generate().unwrap();
+    let transition = KeyRing::new(copy(&new)).with_previous(copy(&old));
+    let report = rotate(&store, &transition, |_| true).await.unwrap();
+    assert_eq!(report, RotationReport { rewrapped: 1, already_current: 0 });
+    let rotated = channels.get(1, 7).unwrap().unwrap().secret;
+    let new_only = KeyRing::new(copy(&new));
+    let binding = Binding { user_id: 1, credential_id: 7, field: WEBHOOK_SECRET_FIELD };
+    assert_eq!(&rotated.open(&new_only, &binding).unwrap()[..], b"whsec_abc");
+}

@@ -5,6 +5,7 @@
 //! - [`report`]: the position and portfolio views of one user's bots.
 
 pub mod admission;
+pub mod funding;
 pub mod performance;
 pub mod report;
 

@@ -128,6 +128,25 @@ impl From<VaultError> for ApiError {
     }
 }
 
+impl From<keel_actors::notify::NotifyError> for ApiError {
+    /// Notification channel errors; nothing secret is in any of them.
+    fn from(err: keel_actors::notify::NotifyError) -> Self {
+        use keel_actors::notify::NotifyError;
+        match err {
+            NotifyError::NotFound => ApiError::not_found(
+                "NOTIFICATION_CHANNEL_NOT_FOUND",
+                "no such notification channel",
+            ),
+            NotifyError::Limit(n) => {
+                ApiError::conflict(format!("at most {n} notification channels per user"))
+            }
+            NotifyError::Vault(err) => err.into(),
+            NotifyError::Ask(err) => err.into(),
+            NotifyError::Store(err) => err.into(),
+        }
+    }
+}
+
 impl From<IdentityError> for ApiError {
     /// Identity errors: a wrong email and a wrong password answer alike.
     fn from(err: IdentityError) -> Self {
@@ -185,6 +204,37 @@ pub fn symbol_not_found(venue: VenueId, raw: &str) -> ApiError {
 /// 404 `BACKTEST_NOT_FOUND`: no such job of the caller's (another user's is the same).
 pub fn backtest_not_found(id: JobId) -> ApiError {
     ApiError::not_found("BACKTEST_NOT_FOUND", format!("no backtest {id} for this user"))
+}
+
+impl From<keel_actors::account::BalancesError> for ApiError {
+    /// An account's balances not available: 409 when the venue takes no live orders here, 503
+    /// `VENUE_UNAVAILABLE` (retry) when it did not answer.
+    fn from(err: keel_actors::account::BalancesError) -> Self {
+        use keel_actors::account::BalancesError;
+        match err {
+            BalancesError::NotLive(_) => ApiError::conflict(err.to_string()),
+            BalancesError::Venue(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "VENUE_UNAVAILABLE", err.to_string())
+                    .retry_after(RETRY_AFTER_SECS)
+            }
+        }
+    }
+}
+
+impl From<keel_actors::bot::funding::FundingError> for ApiError {
+    /// A live bot refused at start: 422 `INSUFFICIENT_BALANCE` naming the asset, the amount its
+    /// first order needs and the amount free; or the balances' own error.
+    fn from(err: keel_actors::bot::funding::FundingError) -> Self {
+        use keel_actors::bot::funding::FundingError;
+        match err {
+            FundingError::Insufficient(short) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INSUFFICIENT_BALANCE",
+                format!("not started: {short}"),
+            ),
+            FundingError::Balances(err) => err.into(),
+        }
+    }
 }
 
 #[cfg(test)]

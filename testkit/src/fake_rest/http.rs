@@ -36,15 +36,24 @@ impl Request {
 pub(super) struct Answer {
     status: u16,
     body: String,
+    /// `Retry-After`, seconds (429 and 418 answers).
+    retry_after: Option<u64>,
 }
 
 impl Answer {
     pub(super) fn ok(body: Value) -> Self {
-        Self { status: 200, body: body.to_string() }
+        Self { status: 200, body: body.to_string(), retry_after: None }
     }
 
     pub(super) fn error(status: u16, code: i64, msg: &str) -> Self {
-        Self { status, body: json!({ "code": code, "msg": msg }).to_string() }
+        Self { status, body: json!({ "code": code, "msg": msg }).to_string(), retry_after: None }
+    }
+
+    /// Binance's 429 (or 418 ban) with `Retry-After`.
+    pub(super) fn rate_limited(status: u16, retry_after_secs: u64) -> Self {
+        let msg = "Too much request weight used; current limit is 6000 request weight per 1 \
+                   MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.";
+        Self { retry_after: Some(retry_after_secs), ..Self::error(status, -1003, msg) }
     }
 
     pub(super) fn bad(code: i64, msg: &str) -> Self {
@@ -179,13 +188,17 @@ async fn write_answer(tcp: &mut TcpStream, state: &State, answer: &Answer) -> st
         405 => "Method Not Allowed",
         411 => "Length Required",
         413 => "Payload Too Large",
+        418 => "I'm a teapot",
+        429 => "Too Many Requests",
         503 => "Service Unavailable",
         _ => "Unknown",
     };
     let mut out = String::with_capacity(answer.body.len() + 200);
+    let retry_after =
+        answer.retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
     let _ = write!(
         out,
-        "HTTP/1.1 {} {reason}\r\nContent-Type: application/json;charset=UTF-8\r\n\
+        "HTTP/1.1 {} {reason}\r\n{retry_after}Content-Type: application/json;charset=UTF-8\r\n\
          Content-Length: {}\r\nX-MBX-USED-WEIGHT-1M: {}\r\nX-MBX-ORDER-COUNT-10S: {}\r\n\
          Connection: close\r\n\r\n{}",
         answer.status,

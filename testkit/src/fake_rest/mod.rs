@@ -18,8 +18,11 @@
 //!   the body with the `signature` pair removed (`-1022`), `timestamp` against `recvWindow`
 //!   (`-1021`: more than 1 s ahead of the server, or older than `recvWindow`; or forced by
 //!   [`FakeRest::refuse_timestamps_next`]).
-//! - `GET /api/v3/account`: signed as above; a fixed `balances` list (10000 USDT free, 1 BTC
-//!   free of which 0.5 locked), in the shape of Binance's account endpoint.
+//! - `GET /api/v3/account`: signed as above; a `balances` list (10000 USDT free, 1 BTC of which
+//!   0.5 locked, unless [`FakeRest::set_balances`] says otherwise), in the shape of Binance's
+//!   account endpoint.
+//! - [`FakeRest::rate_limit_next`]: the next request, whatever it is, gets a 429 (or 418) with
+//!   `Retry-After`.
 //!
 //! - `GET /api/v3/myTrades`: signed; the trades of `orderId` with their commission
 //!   ([`FakeRest::fail_trades_next`] scripts its faults).
@@ -148,6 +151,13 @@ struct State {
     clock_refusals: AtomicUsize,
     /// `GET …/time` requests so far.
     time_requests: AtomicUsize,
+    /// The next requests answered 429/418 with `Retry-After` (status, seconds), whatever they
+    /// are.
+    rate_limits: Mutex<VecDeque<(u16, u64)>>,
+    /// What `GET /api/v3/account` lists.
+    balances: Mutex<Value>,
+    /// Faults for `GET /api/v3/account`.
+    account_faults: Mutex<VecDeque<Fault>>,
 }
 
 /// A running fake on a free loopback port. Dropping it stops the server and releases hung
@@ -184,6 +194,12 @@ impl FakeRest {
             refuse_timestamps: AtomicUsize::new(0),
             clock_refusals: AtomicUsize::new(0),
             time_requests: AtomicUsize::new(0),
+            rate_limits: Mutex::new(VecDeque::new()),
+            balances: Mutex::new(json!([
+                {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"},
+                {"asset": "BTC", "free": "0.50000000", "locked": "0.50000000"}
+            ])),
+            account_faults: Mutex::new(VecDeque::new()),
         });
         let (shutdown, mut stop) = watch::channel(());
         let s = state.clone();
@@ -329,6 +345,27 @@ impl FakeRest {
         self.state.weight.store(weight, Ordering::SeqCst);
     }
 
+    /// The next request, whatever it is, is answered `status` (429, or 418 for a ban) with
+    /// `Retry-After: retry_after_secs` and Binance's `-1003` body.
+    pub fn rate_limit_next(&self, status: u16, retry_after_secs: u64) {
+        lock(&self.state.rate_limits).push_back((status, retry_after_secs));
+    }
+
+    /// The next `n` `GET /api/v3/account` requests (after authentication) suffer `fault` (the
+    /// `Accept…` fault answers 503 as well: a read changes nothing).
+    pub fn fail_account_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.account_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// What `GET /api/v3/account` lists from now on: `(asset, free, locked)`.
+    pub fn set_balances(&self, balances: &[(&str, &str, &str)]) {
+        let list: Vec<Value> = balances
+            .iter()
+            .map(|(asset, free, locked)| json!({"asset": asset, "free": free, "locked": locked}))
+            .collect();
+        *lock(&self.state.balances) = Value::Array(list);
+    }
+
     /// The stored order, in the `GET /api/v3/order` shape.
     pub fn order(&self, client_order_id: &str) -> Option<Value> {
         lock(&self.state.book).orders.get(client_order_id).map(StoredOrder::query_json)
@@ -361,6 +398,9 @@ impl State {
     }
 
     fn handle(&self, request: &Request) -> Reply {
+        if let Some((status, secs)) = lock(&self.rate_limits).pop_front() {
+            return Reply::Answer(Answer::rate_limited(status, secs));
+        }
         let method = request.method.as_str();
         let answer = match (method, request.path.as_str()) {
             ("GET", "/api/v3/time" | "/fapi/v1/time") => {
@@ -380,12 +420,14 @@ impl State {
                 self.add_weight(20);
                 return match self.authenticate(request) {
                     Err(answer) => Reply::Answer(answer),
-                    Ok(_) => Reply::Answer(Answer::ok(json!({
-                        "balances": [
-                            {"asset": "USDT", "free": "10000.00000000", "locked": "0.00000000"},
-                            {"asset": "BTC", "free": "0.50000000", "locked": "0.50000000"}
-                        ]
-                    }))),
+                    Ok(_) => match lock(&self.account_faults).pop_front() {
+                        Some(Fault::Hang) => Reply::Hang,
+                        Some(Fault::Drop) => Reply::Drop,
+                        Some(_) => Reply::Answer(Answer::server_error()),
+                        None => Reply::Answer(Answer::ok(
+                            json!({ "balances": lock(&self.balances).clone() }),
+                        )),
+                    },
                 };
             }
             ("GET", "/api/v3/myTrades") => {

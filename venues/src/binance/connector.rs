@@ -9,6 +9,8 @@ use super::Dialect;
 use super::parse::{self, ParseError, SymbolCache};
 use super::rest::{RestClient, RestError, VenueOrder};
 use super::streams;
+use super::user_stream::{self, UserStreamConfig};
+use crate::account::{AccountStream, OwnedSigner};
 use crate::connection::ConnectionConfig;
 use crate::market::{FrameError, FrameParser, Inbound, Instruments, MarketConnector};
 use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
@@ -47,7 +49,28 @@ pub fn router(
     let client = RestClient::new(dialect, &rest_url)
         .map_err(|err| VenueError(format!("building the {} REST client: {err}", dialect.venue)))?
         .with_recv_window(settings.recv_window_ms);
-    Ok(Arc::new(BinanceRouter::new(Arc::new(client))))
+    let router = BinanceRouter::new(Arc::new(client));
+    let router = match user_stream_url(dialect, settings) {
+        Some(url) => router.with_user_stream(UserStreamConfig::new(url, settings.recv_window_ms)),
+        None => router,
+    };
+    Ok(Arc::new(router))
+}
+
+/// Where `dialect`'s user data stream is: the configured `private_ws_url`, or the preset when
+/// the REST endpoint is the preset too (a configured REST endpoint with the preset stream would
+/// watch one environment and trade on another). `None` where Keel reads no user stream (USD-M
+/// futures): bots poll.
+fn user_stream_url(dialect: &'static Dialect, settings: &ExchangeSettings) -> Option<String> {
+    let preset = dialect.presets(settings.testnet).private_ws_url;
+    if preset.is_empty() {
+        return None;
+    }
+    match (settings.private_ws_url.trim(), settings.rest_url.trim()) {
+        ("", "") => Some(preset.to_owned()),
+        ("", _) => None,
+        (url, _) => Some(url.to_owned()),
+    }
 }
 
 fn exchange<'a>(
@@ -156,12 +179,26 @@ fn frame_error(err: ParseError) -> FrameError {
 #[derive(Debug, Clone)]
 pub struct BinanceRouter {
     rest: Arc<RestClient>,
+    /// The account stream's endpoint and timings, where there is one.
+    user_stream: Option<UserStreamConfig>,
 }
 
 impl BinanceRouter {
     /// Orders through `rest`.
     pub fn new(rest: Arc<RestClient>) -> Self {
-        Self { rest }
+        Self { rest, user_stream: None }
+    }
+
+    /// The same, with accounts' user data streams at `config` (see
+    /// [`user_stream`](super::user_stream)).
+    pub fn with_user_stream(mut self, config: UserStreamConfig) -> Self {
+        self.user_stream = Some(config);
+        self
+    }
+
+    /// The REST client (shared: its weight budget and back-off cover every caller).
+    pub fn rest(&self) -> &Arc<RestClient> {
+        &self.rest
     }
 }
 
@@ -283,12 +320,10 @@ impl OrderRouter for BinanceRouter {
     ) -> RouteFuture<'a, Vec<OrderReport>> {
         super::order_list::query(self, symbol, list_client_order_id, signer).boxed()
     }
-}
 
-/// The REST client behind a router (for the order-list calls in `order_list.rs`).
-impl BinanceRouter {
-    pub(super) fn rest(&self) -> &RestClient {
-        &self.rest
+    fn account_stream(&self, signer: OwnedSigner) -> Option<AccountStream> {
+        let config = self.user_stream.clone()?;
+        Some(user_stream::spawn(self.rest.clone(), config, signer))
     }
 }
 

@@ -1,4 +1,5 @@
-//! Binance spot: public market streams and signed REST orders, behind the venue seam.
+//! Binance spot: public market streams, signed REST orders and the account's user data stream
+//! (WebSocket API), behind the venue seam.
 //!
 //! Follows <https://developers.binance.com/docs/binance-spot-api-docs/web-socket-streams> and
 //! <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>. USD-M futures speaks
@@ -12,6 +13,7 @@ pub mod order_list;
 pub mod parse;
 pub mod rest;
 pub mod streams;
+pub mod user_stream;
 
 use std::time::Duration;
 
@@ -70,12 +72,12 @@ pub static SPOT: Dialect = Dialect {
     mainnet: Presets {
         ws_url: streams::SPOT_WS_URL,
         rest_url: rest::SPOT_REST_URL,
-        private_ws_url: "",
+        private_ws_url: user_stream::SPOT_WS_API_URL,
     },
     testnet: Presets {
         ws_url: streams::SPOT_TESTNET_WS_URL,
         rest_url: rest::SPOT_TESTNET_REST_URL,
-        private_ws_url: "",
+        private_ws_url: user_stream::SPOT_TESTNET_WS_API_URL,
     },
     channel: streams::spot_channel,
     max_incoming_msgs_per_sec: streams::SPOT_MAX_INCOMING_MSGS_PER_SEC,

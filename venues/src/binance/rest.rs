@@ -541,7 +541,11 @@ impl RestClient {
         })?;
         if let Some(weight) = header_u32(res.headers(), "x-mbx-used-weight-1m") {
             self.used_weight.store(weight, Ordering::Relaxed);
-            metrics::gauge!("keel_venue_used_weight", "venue" => self.venue())
+        }
+        // `X-MBX-USED-WEIGHT-(intervalNum)(intervalLetter)`, one per interval Binance counts
+        // for this IP (spot budgets only the minute, which paces requests above); all shown.
+        for (interval, weight) in used_weights(res.headers()) {
+            metrics::gauge!("keel_venue_used_weight", "venue" => self.venue(), "interval" => interval)
                 .set(f64::from(weight));
         }
         let status = res.status().as_u16();
@@ -568,6 +572,17 @@ impl RestClient {
         metrics::counter!("keel_venue_errors_total", "venue" => self.venue(), "code" => code.to_string()).increment(1);
         Err(RestError::Api { status, code, msg })
     }
+}
+
+/// Every `X-MBX-USED-WEIGHT-*` header: (interval, lower-cased as sent: `1m`, `1s`), weight.
+fn used_weights(headers: &reqwest::header::HeaderMap) -> Vec<(String, u32)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            let interval = name.as_str().strip_prefix("x-mbx-used-weight-")?;
+            Some((interval.to_owned(), value.to_str().ok()?.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 fn header_u32(headers: &reqwest::header::HeaderMap, name: &str) -> Option<u32> {
@@ -733,6 +748,17 @@ mod tests {
         assert!(request.to_ascii_lowercase().contains("x-mbx-apikey: key"), "{request}");
         let futures = RestClient::new(&crate::binance_futures::DIALECT, &base).unwrap();
         assert!(matches!(futures.balances(&signer).await, Err(RestError::NotSent(_))));
+    }
+
+    #[test]
+    fn every_used_weight_header_is_read_by_interval() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-mbx-used-weight-1m", "321".parse().unwrap());
+        headers.insert("x-mbx-used-weight-1s", "4".parse().unwrap());
+        headers.insert("x-mbx-order-count-10s", "2".parse().unwrap());
+        let mut read = used_weights(&headers);
+        read.sort();
+        assert_eq!(read, vec![("1m".to_owned(), 321), ("1s".to_owned(), 4)]);
     }
 
     #[test]

@@ -155,10 +155,13 @@ impl Handler<Ask<KillSwitch>> for BotSupervisor {
             .map(|b| b.id)
             .collect();
         tracing::warn!(user_id, bots = targets.len(), flatten, "kill switch");
+        // The owner's channels hear of it once every bot has answered, before the answer.
+        let tell = std::rc::Rc::new(tell_kill_switch(self.repo.notifications().cloned(), user_id));
         let report = std::rc::Rc::new(std::cell::RefCell::new(KillReport::default()));
         let replier = std::rc::Rc::new(std::cell::RefCell::new(Some(replier)));
         let pending = std::rc::Rc::new(std::cell::Cell::new(targets.len()));
         if targets.is_empty() {
+            tell(&KillReport::default());
             if let Some(r) = replier.borrow_mut().take() {
                 r.send(Ok(KillReport::default()));
             }
@@ -166,6 +169,7 @@ impl Handler<Ask<KillSwitch>> for BotSupervisor {
         }
         for bot_id in targets {
             let (report, replier, pending) = (report.clone(), replier.clone(), pending.clone());
+            let tell = tell.clone();
             // A bot busy with another change is stopped anyway: the kill switch wins.
             self.busy.remove(&bot_id);
             self.stop_bot(bot_id, flatten, ctx, move |result| {
@@ -187,9 +191,29 @@ impl Handler<Ask<KillSwitch>> for BotSupervisor {
                 if pending.get() == 0
                     && let Some(r) = replier.borrow_mut().take()
                 {
+                    tell(&report.borrow());
                     r.send(Ok(report.borrow().clone()));
                 }
             });
+        }
+    }
+}
+
+/// Enqueues the kill switch's report for the owner's channels that want `kill_switch`.
+fn tell_kill_switch(
+    notifications: Option<crate::notify::Notifications>,
+    user_id: keel_core::bot::UserId,
+) -> impl Fn(&KillReport) {
+    move |report| {
+        let Some(notifications) = &notifications else { return };
+        let event = keel_core::notify::NotifyEvent {
+            kind: keel_core::notify::EventKind::KillSwitch,
+            bot_id: None,
+            ts: crate::identity::now_ms(),
+            data: serde_json::to_value(report).unwrap_or_default(),
+        };
+        if let Err(err) = notifications.enqueue(user_id, event) {
+            tracing::warn!(user_id, error = %err, "kill switch notification not enqueued");
         }
     }
 }

@@ -112,6 +112,7 @@ impl BotSupervisor {
                 .live
                 .breakers
                 .get(record.venue, record.exchange_account_id.unwrap_or_default()),
+            accounts: self.config.live.accounts.clone(),
         }))
     }
 
