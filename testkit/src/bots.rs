@@ -39,7 +39,20 @@ impl TestApp {
     /// Creates a quiet live bot on `venue` BTCUSDT trading with `account_id`, waiting out the 503
     /// the API answers until the venue's instrument rules are loaded; returns its id.
     pub async fn create_live_bot(&self, token: &str, venue: &str, account_id: u64) -> u64 {
+        self.create_live_bot_with(token, venue, account_id, |_| ()).await
+    }
+
+    /// [`create_live_bot`](Self::create_live_bot) with its definition changed by `edit` (a
+    /// bracket, say).
+    pub async fn create_live_bot_with(
+        &self,
+        token: &str,
+        venue: &str,
+        account_id: u64,
+        edit: impl FnOnce(&mut Value),
+    ) -> u64 {
         let mut body = quiet_bot();
+        edit(&mut body);
         body["name"] = json!("live");
         body["venue"] = json!(venue);
         body["mode"] = json!("live");

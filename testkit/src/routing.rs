@@ -35,6 +35,7 @@ pub fn new_order(client_order_id: &str, side: Side, order_type: OrderType, qty: 
         origin: OrderOrigin::Strategy,
         tag: 0,
         oco_with: None,
+        venue_list: None,
         reason: None,
         created_ts: 0,
         updated_ts: 0,

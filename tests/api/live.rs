@@ -14,8 +14,8 @@ use crate::fake_rest::{FakeRest, Fault, FeeMode};
 
 pub(crate) struct Live {
     pub(crate) app: TestApp,
-    ws: FakeBinance,
-    rest: FakeRest,
+    pub(crate) ws: FakeBinance,
+    pub(crate) rest: FakeRest,
     pub(crate) token: String,
     pub(crate) bot: u64,
 }
@@ -30,6 +30,15 @@ async fn live_bot_with(
     email: &str,
     configure: impl FnOnce(&mut keel::configuration::Settings) + Send + 'static,
 ) -> Live {
+    live_bot_defined(email, configure, |_| ()).await
+}
+
+/// [`live_bot_with`], its definition changed by `edit` (a bracket, say).
+pub(crate) async fn live_bot_defined(
+    email: &str,
+    configure: impl FnOnce(&mut keel::configuration::Settings) + Send + 'static,
+    edit: impl FnOnce(&mut Value),
+) -> Live {
     let ws = FakeBinance::start().await;
     let rest = FakeRest::start().await;
     let (ws_url, rest_url) = (ws.url.clone(), rest.url());
@@ -42,7 +51,7 @@ async fn live_bot_with(
     .await;
     let user = app.register(email).await;
     let account_id = app.add_exchange_account(&user.access, "binance", API_KEY, API_SECRET).await;
-    let bot = app.create_live_bot(&user.access, "binance", account_id).await;
+    let bot = app.create_live_bot_with(&user.access, "binance", account_id, edit).await;
     assert_eq!(app.control(&user.access, bot, "start").await.status().as_u16(), 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !ws.subscriptions().contains("btcusdt@bookTicker") {
@@ -53,7 +62,7 @@ async fn live_bot_with(
 }
 
 impl Live {
-    fn quote(&self) {
+    pub(crate) fn quote(&self) {
         self.ws.publish(
             "btcusdt@bookTicker",
             r#"{"u":1,"s":"BTCUSDT","b":"99.99000000","B":"5.00000000","a":"100.00000000","A":"5.00000000"}"#,
@@ -61,7 +70,7 @@ impl Live {
     }
 
     /// Places an order, re-quoting until the bot has a price; the answer must be 202.
-    async fn place(&self, order: &Value) -> Value {
+    pub(crate) async fn place(&self, order: &Value) -> Value {
         let path = format!("/api/v1/bots/{}/orders", self.bot);
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
@@ -79,13 +88,13 @@ impl Live {
     }
 
     /// Waits until order `id` reaches `status` in `GET /orders`.
-    async fn wait_for(&self, id: u64, status: &str) -> Value {
+    pub(crate) async fn wait_for(&self, id: u64, status: &str) -> Value {
         self.app.wait_for_order(&self.token, self.bot, id, status).await
     }
 
     /// Waits until the position shows `qty`. The position endpoint shows only what is durable,
     /// and an order's new status can be read a flush before the position it moved.
-    async fn assert_position(&self, qty: &str) {
+    pub(crate) async fn assert_position(&self, qty: &str) {
         let path = format!("/api/v1/bots/{}/position", self.bot);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -464,8 +473,9 @@ async fn a_live_stop_limit_and_trailing_stop_rest_at_the_venue() {
 }
 
 /// The kill switch answers per order what happened at the venue: canceled when the venue
-/// confirmed it, already closed when it had filled, and a failed cancel with the reason, which
-/// is never counted as canceled (the order is still working at the venue).
+/// confirmed it (a cancel that met a 503 is sent again and says how many attempts it took),
+/// already closed when it had filled. A cancel that never goes through is `cancel_failed`
+/// (`live_oco.rs`).
 #[actix_web::test]
 async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_not_happen() {
     let live = live_bot("live-kill@example.com").await;
@@ -477,7 +487,7 @@ async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_n
         live.wait_for(id, "accepted").await;
         ids.push((id, order["client_order_id"].as_str().unwrap().to_owned()));
     }
-    // The second fills at the venue before the kill; the third's cancel meets a 503.
+    // The second fills at the venue before the kill; the first cancel sent meets a 503.
     assert!(live.rest.fill_limit(&ids[1].1, "0.1".parse().unwrap()));
     live.rest.fail_cancels_next(1, Fault::ServerError);
 
@@ -487,19 +497,18 @@ async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_n
     let outcome = |id: u64| {
         report["orders"].as_array().unwrap().iter().find(|o| o["order_id"] == id).cloned()
     };
-    // Cancels go out in order, so the 503 meets the first one sent.
-    let failed: Vec<Value> = report["orders"]
+    let retried: Vec<Value> = report["orders"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|o| o["outcome"] == "cancel_failed")
+        .filter(|o| o["reason"].as_str().is_some_and(|r| r.contains("after 2 cancel attempts")))
         .cloned()
         .collect();
-    assert_eq!(failed.len(), 1, "{report}");
-    assert!(failed[0]["reason"].as_str().unwrap().contains("503"), "{report}");
-    let failed_id = failed[0]["order_id"].as_u64().unwrap();
-    let failed_client = &ids.iter().find(|(id, _)| *id == failed_id).unwrap().1;
-    assert_eq!(live.rest.order(failed_client).unwrap()["status"], "NEW", "still working there");
+    assert_eq!(retried.len(), 1, "{report}");
+    assert!(
+        matches!(retried[0]["outcome"].as_str(), Some("canceled" | "already_closed")),
+        "{report}"
+    );
 
     // The filled one is never reported canceled (a poll may have settled it before the kill).
     if let Some(filled) = outcome(ids[1].0) {
@@ -514,6 +523,7 @@ async fn the_kill_switch_answers_per_order_and_never_reports_a_cancel_that_did_n
         .map(|o| o["order_id"].as_u64().unwrap())
         .collect();
     assert_eq!(report["orders_canceled"].as_u64().unwrap() as usize, canceled.len(), "{report}");
+    assert!(canceled.len() >= 2, "{report}");
     for id in canceled {
         let client = &ids.iter().find(|(i, _)| *i == id).unwrap().1;
         assert_eq!(live.rest.order(client).unwrap()["status"], "CANCELED", "{report}");

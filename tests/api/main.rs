@@ -16,6 +16,8 @@ mod indicators;
 mod limits;
 mod live;
 mod live_bybit;
+mod live_crash;
+mod live_oco;
 mod live_stream;
 mod markets;
 mod notifications;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
-fn keel(data_dir: &std::path::Path) -> Command {
+pub(crate) fn keel(data_dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(KEEL);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -17,7 +17,7 @@ fn keel(data_dir: &std::path::Path) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

@@ -29,7 +29,7 @@ pub(crate) async fn subscribe(app: &TestApp, token: &str, channel: &str) -> Sock
     }
 }
 
-async fn next_json(socket: &mut Socket, within: Duration) -> Value {
+pub(crate) async fn next_json(socket: &mut Socket, within: Duration) -> Value {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match tokio::time::timeout_at(deadline, socket.next()).await {

@@ -242,6 +242,7 @@ mod tests {
         // Live orders on the spot venues; shorting and leverage on the derivatives venues;
         // credentials on every exchange.
         let spot = Capabilities { live_orders: true, credentials: true, ..Capabilities::default() };
+        let binance_spot = Capabilities { native_brackets: true, ..spot };
         let perpetuals = Capabilities {
             shorting: true,
             credentials: true,
@@ -250,7 +251,7 @@ mod tests {
         };
         let expected = [
             (VenueId::Sim, Capabilities::default()),
-            (VenueId::Binance, spot),
+            (VenueId::Binance, binance_spot),
             (VenueId::BinanceFutures, Capabilities { leverage: false, ..perpetuals }),
             (VenueId::Bybit, spot),
             (VenueId::BybitLinear, perpetuals),

@@ -161,6 +161,46 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
     /// Every tradable symbol's rules.
     fn instruments(&self) -> RouteFuture<'_, InstrumentMap>;
 
+    /// Places a bracket's take-profit and stop-loss as the venue's own one-cancels-the-other
+    /// order list named `list_client_order_id`, each leg under its own client order id, and
+    /// reports both legs. Only venues whose registry entry has `native_brackets` implement it;
+    /// the others refuse ([`RouteErrorKind::Rejected`]) and Keel emulates their brackets. The
+    /// same contract as [`place`](Self::place): an unknown outcome is never sent again blind.
+    fn place_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        legs: OrderListLegs<'a>,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        let _ = (symbol, legs, signer);
+        Box::pin(async { Err(no_order_lists()) })
+    }
+
+    /// Cancels the order list `list_client_order_id` (both legs) and reports both legs, under
+    /// their own client order ids. A list that is not open there is
+    /// [`RouteErrorKind::NotOpen`].
+    fn cancel_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        let _ = (symbol, list_client_order_id, signer);
+        Box::pin(async { Err(no_order_lists()) })
+    }
+
+    /// Looks the order list `list_client_order_id` up and reports each of its legs, under their
+    /// own client order ids ([`RouteErrorKind::NoSuchOrder`] when the venue never received it).
+    fn query_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        let _ = (symbol, list_client_order_id, signer);
+        Box::pin(async { Err(no_order_lists()) })
+    }
+
     /// Opens the account's stream of order and balance events, signed with `signer` (one per
     /// exchange account: the caller shares it between the account's bots). `None` where the
     /// venue (or its configuration) has none: the caller polls.
@@ -170,5 +210,24 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
     ) -> Option<crate::account::AccountStream> {
         let _ = signer;
         None
+    }
+}
+
+/// The two legs of a native bracket ([`OrderRouter::place_list`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OrderListLegs<'a> {
+    /// The list's client id.
+    pub list_client_order_id: &'a str,
+    /// The take-profit limit.
+    pub take_profit: &'a Order,
+    /// The stop-loss stop.
+    pub stop_loss: &'a Order,
+}
+
+/// What a venue without native order lists answers.
+fn no_order_lists() -> RouteError {
+    RouteError {
+        kind: RouteErrorKind::Rejected,
+        message: "this venue has no native order lists; brackets are emulated".to_owned(),
     }
 }

@@ -13,9 +13,11 @@
 //! - [`messages`]: what the bot supervisor and the API ask of a running bot;
 //! - `persist`: writing the engine's effects and acting on them once durable;
 //! - `live_orders`: sending a live bot's orders to its venue and applying the answers;
+//! - `cancel_retry`: a failed cancel asked again, with back-off, until the venue closes it;
 //! - `commands`: the handlers of owner commands, pause/resume and stop.
 
 mod breaker;
+mod cancel_retry;
 mod commands;
 mod live_orders;
 pub mod messages;
@@ -124,6 +126,8 @@ pub struct BotActor {
     in_flight: HashSet<u64>,
     /// When each live order was last sent (or found open at start).
     sent_at: HashMap<u64, Instant>,
+    /// Live orders whose cancel failed and is being retried, with the failures so far.
+    cancel_retries: HashMap<u64, u32>,
     /// Paused by the account's circuit breaker, not by the owner.
     breaker_paused: bool,
     /// Stopping: nothing new goes to the venue.
@@ -161,6 +165,7 @@ impl BotActor {
             dirty_snapshot: false,
             in_flight: HashSet::new(),
             sent_at: HashMap::new(),
+            cancel_retries: HashMap::new(),
             stopping: false,
             awaiting: Vec::new(),
             flushing: None,

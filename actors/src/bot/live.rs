@@ -18,6 +18,7 @@
 //!   open nothing goes out (a place is rejected as not sent, a cancel is left to be asked
 //!   again, a query waits for the next poll), and each outcome is reported to it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,7 @@ pub struct LiveResult {
 }
 
 impl LiveResult {
-    fn new(order_id: u64) -> Self {
+    pub(super) fn new(order_id: u64) -> Self {
         Self {
             order_id,
             report: None,
@@ -94,54 +95,75 @@ impl LiveResult {
         }
     }
 
-    fn report(order_id: u64, outcome: ExecOutcome) -> Self {
+    pub(super) fn report(order_id: u64, outcome: ExecOutcome) -> Self {
         Self { report: Some(ExecReport { order_id, outcome }), ..Self::new(order_id) }
     }
 }
 
-/// The order a request concerns.
-pub fn order_of(request: &Outbound) -> &Order {
-    match request {
-        Outbound::Place(o) | Outbound::Cancel(o) | Outbound::Query(o) => o,
-    }
-}
-
-/// Sends `requests` in order and reports what each achieved.
+/// Sends `requests` in order and reports what each achieved. A request about one leg of a
+/// native order list learns about both: the other leg's answer serves its own request later in
+/// the batch (nothing is sent twice), or is reported at the end.
 pub async fn execute(link: LiveLink, symbol: Symbol, requests: Vec<Outbound>) -> Vec<LiveResult> {
     let signer = signer(&link);
     let mut results = Vec::with_capacity(requests.len());
+    let mut learned: HashMap<u64, LiveResult> = HashMap::new();
     for request in requests {
+        if let Outbound::Cancel(order) | Outbound::Query(order) = &request
+            && let Some(known) = learned.remove(&order.id)
+        {
+            results.push(known);
+            continue;
+        }
         let Some(permit) = link.breaker.admit(Instant::now()) else {
-            results.push(refused(&request));
+            results.extend(refused(&request));
             continue;
         };
-        let result = match request {
-            Outbound::Place(order) => place(&link, &symbol, &order, &signer).await,
-            Outbound::Cancel(order) => cancel(&link, &symbol, &order, &signer).await,
-            Outbound::Query(order) => query(&link, &symbol, &order, &signer).await,
+        let answers = match request {
+            Outbound::Place(order) => vec![place(&link, &symbol, &order, &signer).await],
+            Outbound::Cancel(order) if order.venue_list.is_some() => {
+                super::live_list::cancel(&link, &symbol, &order, &signer).await
+            }
+            Outbound::Cancel(order) => vec![cancel(&link, &symbol, &order, &signer).await],
+            Outbound::Query(order) if order.venue_list.is_some() => {
+                super::live_list::query(&link, &symbol, &order, &signer).await
+            }
+            Outbound::Query(order) => vec![query(&link, &symbol, &order, &signer).await],
+            Outbound::PlaceList { take_profit, stop_loss } => {
+                super::live_list::place(&link, &symbol, &take_profit, &stop_loss, &signer).await
+            }
         };
-        let outcome = match (&result.venue_error, result.order_answered) {
-            (Some(why), _) => Outcome::Failed(why),
-            (None, true) => Outcome::Answered,
-            (None, false) => Outcome::Reached,
+        let first = answers.first();
+        let outcome = match first.map(|r| (&r.venue_error, r.order_answered)) {
+            Some((Some(why), _)) => Outcome::Failed(why),
+            Some((None, true)) => Outcome::Answered,
+            _ => Outcome::Reached,
         };
         link.breaker.record(permit, outcome, Instant::now());
-        results.push(result);
+        let mut answers = answers.into_iter();
+        results.extend(answers.next());
+        for other in answers {
+            learned.insert(other.order_id, other);
+        }
     }
+    results.extend(learned.into_values());
     results
 }
 
 /// What a request the breaker kept back achieved: nothing was sent.
-fn refused(request: &Outbound) -> LiveResult {
+fn refused(request: &Outbound) -> Vec<LiveResult> {
     let why = "not sent: the account's circuit breaker is open";
-    let result = match request {
-        Outbound::Place(order) => {
-            LiveResult::report(order.id, ExecOutcome::Rejected(why.to_owned()))
+    let rejected = |id: u64| LiveResult::report(id, ExecOutcome::Rejected(why.to_owned()));
+    let results = match request {
+        Outbound::Place(order) => vec![rejected(order.id)],
+        Outbound::PlaceList { take_profit, stop_loss } => {
+            vec![rejected(take_profit.id), rejected(stop_loss.id)]
         }
-        Outbound::Cancel(order) => LiveResult { cancel_failed: true, ..LiveResult::new(order.id) },
-        Outbound::Query(order) => LiveResult::new(order.id),
+        Outbound::Cancel(order) => {
+            vec![LiveResult { cancel_failed: true, ..LiveResult::new(order.id) }]
+        }
+        Outbound::Query(order) => vec![LiveResult::new(order.id)],
     };
-    LiveResult { refused: true, ..result }
+    results.into_iter().map(|r| LiveResult { refused: true, ..r }).collect()
 }
 
 /// A signer the caller owns.
@@ -203,7 +225,7 @@ async fn cancel(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSig
         },
         // Not open there (filled, or never arrived): ask what it is.
         Err(err) if matches!(err.kind, RouteErrorKind::NotOpen | RouteErrorKind::NoSuchOrder) => {
-            query(link, symbol, order, signer).await
+            closed_or_failed(query(link, symbol, order, signer).await, &err.to_string())
         }
         Err(err) => {
             tracing::warn!(order_id = order.id, error = %err, "cancel did not go through");
@@ -216,7 +238,32 @@ async fn cancel(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSig
     }
 }
 
-async fn query(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSigner) -> LiveResult {
+/// A cancel the venue refused as "not open" counts as closed only once a query shows the order
+/// final (or never received); a query that fails, or finds the order still open, leaves the
+/// cancel failed, so it is asked again.
+pub(super) fn closed_or_failed(mut result: LiveResult, refusal: &str) -> LiveResult {
+    let open = match result.report.as_ref().map(|r| &r.outcome) {
+        Some(ExecOutcome::Venue { status, .. }) => {
+            matches!(status.as_str(), "NEW" | "PARTIALLY_FILLED" | "PENDING_NEW")
+        }
+        Some(ExecOutcome::NotFound) => false,
+        _ => true,
+    };
+    if open {
+        result.cancel_failed = true;
+        if result.venue_error.is_none() && result.report.is_none() {
+            result.venue_error = Some(refusal.to_owned());
+        }
+    }
+    result
+}
+
+pub(super) async fn query(
+    link: &LiveLink,
+    symbol: &Symbol,
+    order: &Order,
+    signer: &BoxSigner,
+) -> LiveResult {
     match link.router.query(symbol, &order.client_order_id, signer.as_ref()).await {
         Ok(venue) => LiveResult::report(order.id, venue_outcome(symbol, venue)),
         // The caller decides whether it is too soon to believe (see

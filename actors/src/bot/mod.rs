@@ -8,6 +8,7 @@
 //! - [`exposure`]: per-user exposure across bots;
 //! - [`indicators`]: the indicator series bots publish, a bounded ring per bot;
 //! - [`live`]: a live bot's signed REST link to its venue;
+//! - `live_list`: the same for a native bracket's order list (both legs in one request);
 //! - [`actor`]: `BotActor`, one running bot;
 //! - [`admission`]: checking a new or edited definition against the venue's feed and the vault;
 //! - [`supervisor`]: `BotSupervisor`, which owns definitions and restarts bot actors;
@@ -20,6 +21,7 @@ pub mod exposure;
 pub mod funding;
 pub mod indicators;
 pub mod live;
+mod live_list;
 pub mod repo;
 pub mod supervisor;
 pub mod view;

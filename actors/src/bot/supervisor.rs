@@ -19,6 +19,7 @@
 //! After every change to a definition the owner's list is republished to the [`BotsView`]
 //! (`BotsConfig::view`), which the API lists bots from without asking this actor.
 
+mod cancel_chase;
 mod control;
 mod definitions;
 mod lifecycle;

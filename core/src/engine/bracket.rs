@@ -60,6 +60,10 @@ impl BotEngine {
             order_type: OrderType::Stop { stop_price: filters.round_price(sl) },
             tag: entry.tag,
         };
+        if self.native_brackets {
+            self.place_native_bracket(tp_req, sl_req, fx);
+            return;
+        }
         let Ok(tp_order) = self.place(tp_req, OrderOrigin::TakeProfit, fx) else { return };
         if tp_order.status.is_final() {
             return;
@@ -77,7 +81,7 @@ impl BotEngine {
     /// sell too, since the venue holds the base it would sell. A new bracket only covers the
     /// rest, or an entry that fills after part of the position was closed would get legs that
     /// together exit more than is held.
-    fn committed_to_exits(&self, exit: Side) -> Decimal {
+    pub(super) fn committed_to_exits(&self, exit: Side) -> Decimal {
         let open_ids: Vec<u64> = self.open.iter().map(|o| o.id).collect();
         self.open
             .iter()
@@ -119,7 +123,7 @@ impl BotEngine {
         self.record_order(&order, fx);
     }
 
-    fn link_oco(&mut self, a: u64, b: u64, fx: &mut Effects) {
+    pub(super) fn link_oco(&mut self, a: u64, b: u64, fx: &mut Effects) {
         for (id, other) in [(a, b), (b, a)] {
             if let Some(order) = self.open.iter_mut().find(|o| o.id == id) {
                 order.oco_with = Some(other);

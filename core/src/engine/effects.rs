@@ -84,6 +84,25 @@ pub enum Outbound {
     Cancel(Order),
     /// Ask what became of this order (its outcome is unknown).
     Query(Order),
+    /// Place a bracket's two legs as the venue's own one-cancels-the-other order list (a
+    /// native OCO), under the list id both legs carry in
+    /// [`Order::venue_list`](crate::trading::Order::venue_list).
+    PlaceList {
+        /// The take-profit limit.
+        take_profit: Box<Order>,
+        /// The stop-loss stop.
+        stop_loss: Box<Order>,
+    },
+}
+
+impl Outbound {
+    /// The orders the request concerns (both legs of an order list).
+    pub fn orders(&self) -> Vec<&Order> {
+        match self {
+            Outbound::Place(o) | Outbound::Cancel(o) | Outbound::Query(o) => vec![o],
+            Outbound::PlaceList { take_profit, stop_loss } => vec![&**take_profit, &**stop_loss],
+        }
+    }
 }
 
 impl Effects {

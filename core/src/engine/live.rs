@@ -81,15 +81,20 @@ impl VenueFillReport {
     }
 }
 
-/// A stop-loss that Keel holds armed until its price is crossed (it is not at the venue).
+/// A stop-loss that Keel holds armed until its price is crossed (it is not at the venue; a leg
+/// of a native order list is).
 pub fn is_armed_stop(order: &Order) -> bool {
-    matches!(order.order_type, OrderType::Stop { .. }) && order.status == OrderStatus::Accepted
+    matches!(order.order_type, OrderType::Stop { .. })
+        && order.status == OrderStatus::Accepted
+        && order.venue_list.is_none()
 }
 
 impl BotEngine {
     /// Records an order that passed risk and asks for it to be sent (or arms it, for a stop).
     pub(super) fn send_live(&mut self, mut order: Order, fx: &mut Effects) -> Order {
-        if matches!(order.order_type, OrderType::Stop { .. }) {
+        if order.venue_list.is_some() {
+            // A leg of a native order list: the bracket sends both legs as one request.
+        } else if matches!(order.order_type, OrderType::Stop { .. }) {
             order.status = OrderStatus::Accepted;
         } else {
             fx.outbound.push(Outbound::Place(order.clone()));
@@ -132,9 +137,15 @@ impl BotEngine {
             return;
         };
         let was_unknown = self.open[index].status == OrderStatus::Unknown;
+        let order_id = report.order_id;
+        let native_leg = self.open[index].venue_list.is_some();
+        let refused = matches!(report.outcome, ExecOutcome::Rejected(_) | ExecOutcome::NotFound);
         self.apply_exec(index, was_unknown, report, fx);
         let open = &self.open;
         self.cancel_pending.retain(|id| open.iter().any(|o| o.id == *id));
+        if native_leg && refused {
+            self.native_list_refused(order_id, fx);
+        }
     }
 
     /// Whether a cancel of `order_id` was sent and not yet answered.

@@ -18,17 +18,20 @@
 //! - `orders`: the order manager (risk checks, numbering, cancels);
 //! - `fills`: a fill's effect on its order, the position, the bracket and the strategy;
 //! - `bracket`: take-profit and stop-loss legs linked as OCO;
+//! - `native_bracket`: the same legs placed as the venue's own OCO order list;
 //! - `live`: real orders, answered by the venue instead of filled here.
 
 mod bracket;
 mod effects;
 mod fills;
 mod live;
+mod native_bracket;
 mod orders;
 mod state;
 
 pub use effects::{BotEvent, BotEventKind, Effects, Outbound};
 pub use live::{ExecOutcome, ExecReport, VenueFillReport, is_armed_stop};
+pub use native_bracket::list_client_order_id;
 pub use orders::{CancelError, client_order_id};
 pub use state::{BotState, EngineConfig};
 
@@ -68,6 +71,10 @@ pub struct BotEngine {
     /// The strategy's indicator series, fixed at build.
     series: Vec<SeriesSpec>,
     published: SeriesTracker,
+    /// Live brackets go to the venue as its own OCO order list (see `native_bracket`).
+    native_brackets: bool,
+    /// The order list the orders being placed belong to (set while a native bracket is built).
+    pending_list: Option<String>,
 }
 
 impl BotEngine {
@@ -106,7 +113,15 @@ impl BotEngine {
             user_budget: None,
             series,
             published,
+            native_brackets: false,
+            pending_list: None,
         }
+    }
+
+    /// Places live brackets as the venue's own OCO order list (a venue with the
+    /// `native_brackets` capability) instead of emulating them. Paper and backtests never do.
+    pub fn set_native_brackets(&mut self, native: bool) {
+        self.native_brackets = native && self.config.live;
     }
 
     /// The indicator series the strategy publishes.

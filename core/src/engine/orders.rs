@@ -61,6 +61,7 @@ impl BotEngine {
             origin,
             tag: req.tag,
             oco_with: None,
+            venue_list: self.pending_list.clone(),
             reason: None,
             created_ts: now,
             updated_ts: now,

@@ -688,3 +688,108 @@ fn built_in_strategies_publish_their_series_once_per_changing_call() {
     engine.on_market(&trade("95", 2), &mut fx);
     assert_eq!(fx.indicators, None);
 }
+
+/// A live engine on a venue with native brackets that bought 1 at 100: returns it with the
+/// order list its bracket asked for (take-profit, stop-loss), and the effects of the fill.
+fn native_bracketed() -> (BotEngine, Order, Order, Effects) {
+    let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
+    let (mut engine, _) = engine_for(RiskLimits::default(), Some(bracket), true);
+    engine.set_native_brackets(true);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    let entry = engine.place_manual(OrderRequest::market(Side::Buy, d("1")), &mut fx).unwrap();
+    fx.clear();
+    engine.on_exec(venue_report(entry.id, "FILLED", "1", "100"), &mut fx);
+    let (tp, sl) = match fx.outbound.as_slice() {
+        [Outbound::PlaceList { take_profit, stop_loss }] => {
+            (take_profit.as_ref().clone(), stop_loss.as_ref().clone())
+        }
+        other => panic!("expected one order list, got {other:?}"),
+    };
+    (engine, tp, sl, fx)
+}
+
+/// On a venue with native brackets, both legs go out as one order list that the venue holds:
+/// nothing is armed here, a crossing price sends nothing, and when the venue reports one leg
+/// filled and the other expired, the position settles and the partner ends.
+#[test]
+fn a_native_bracket_goes_to_the_venue_as_one_order_list_and_nothing_is_armed_here() {
+    let (mut engine, tp, sl, mut fx) = native_bracketed();
+    let list = list_client_order_id(7, tp.id);
+    assert_eq!(list, format!("keel-7-{:06}-oco", tp.id));
+    assert!(list.len() <= 36);
+    for leg in [&tp, &sl] {
+        assert_eq!(leg.venue_list.as_deref(), Some(list.as_str()));
+        assert_eq!(leg.status, OrderStatus::New);
+        assert_eq!(leg.qty, d("1"));
+    }
+    assert_eq!((tp.oco_with, sl.oco_with), (Some(sl.id), Some(tp.id)));
+    assert_eq!(tp.order_type, OrderType::limit(d("102")));
+    assert_eq!(sl.order_type, OrderType::Stop { stop_price: d("99") });
+
+    fx.clear();
+    engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    engine.on_exec(venue_report(sl.id, "NEW", "0", "0"), &mut fx);
+    let armed = engine.open_orders().iter().filter(|o| is_armed_stop(o)).count();
+    assert_eq!(armed, 0, "the venue holds the stop");
+    engine.on_market(&trade("98.00", 3), &mut fx);
+    assert!(fx.outbound.is_empty(), "the venue triggers the stop, not Keel: {:?}", fx.outbound);
+
+    // The venue reports the stop filled and the take-profit expired by the list.
+    engine.on_exec(venue_report(sl.id, "FILLED", "1", "99"), &mut fx);
+    assert!(engine.position().qty.is_zero());
+    assert_eq!(fx.outbound, vec![Outbound::Cancel(engine.open_orders()[0].clone())]);
+    engine.on_exec(venue_report(tp.id, "EXPIRED", "0", "0"), &mut fx);
+    assert!(engine.open_orders().is_empty());
+    assert_eq!(fx.orders.last().unwrap().status, OrderStatus::Canceled);
+}
+
+#[test]
+fn paper_engines_never_place_native_brackets() {
+    let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
+    let (mut engine, queue) = engine(RiskLimits::default(), Some(bracket));
+    engine.set_native_brackets(true);
+    let mut fx = Effects::default();
+    engine.on_market(&quote("99.99", "100.00", 1), &mut fx);
+    queue.lock().unwrap().push(Intent::Place(OrderRequest::market(Side::Buy, d("1"))));
+    engine.on_market(&quote("99.99", "100.00", 2), &mut fx);
+    assert!(fx.outbound.is_empty());
+    assert!(engine.open_orders().iter().all(|o| o.venue_list.is_none()));
+    assert_eq!(engine.open_orders().len(), 2);
+}
+
+/// A list the venue refuses leaves the position unprotected: the same exits are placed again
+/// as an emulated bracket (the take-profit at the venue, the stop armed here), and the journal
+/// says the stop now only works while Keel runs.
+#[test]
+fn a_refused_native_list_falls_back_to_an_emulated_bracket() {
+    let (mut engine, tp, sl, mut fx) = native_bracketed();
+    let (tp, sl) = (tp.id, sl.id);
+    fx.clear();
+    let refused = |id| ExecReport {
+        order_id: id,
+        outcome: ExecOutcome::Rejected("-2010 price relationship".into()),
+    };
+    engine.on_exec(refused(tp), &mut fx);
+    assert!(fx.outbound.is_empty(), "waits for the other leg's answer");
+    engine.on_exec(refused(sl), &mut fx);
+    let placed: Vec<&Order> = fx
+        .outbound
+        .iter()
+        .map(|o| match o {
+            Outbound::Place(o) => o,
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(placed.len(), 1, "only the take-profit goes to the venue: {placed:?}");
+    assert_eq!(placed[0].order_type, OrderType::limit(d("102")));
+    assert!(placed[0].venue_list.is_none());
+    let armed: Vec<&Order> = engine.open_orders().iter().filter(|o| is_armed_stop(o)).collect();
+    assert_eq!(armed.len(), 1);
+    assert_eq!(armed[0].order_type, OrderType::Stop { stop_price: d("99") });
+    assert_eq!(armed[0].oco_with, Some(placed[0].id));
+    let warned = fx.events.iter().any(|e| {
+        matches!(&e.kind, BotEventKind::Log { message, .. } if message.contains("emulated instead"))
+    });
+    assert!(warned);
+}

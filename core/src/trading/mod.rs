@@ -48,7 +48,8 @@ pub enum OrderType {
         time_in_force: TimeInForce,
     },
     /// A market order that is armed until the market trades at or through `stop_price`
-    /// (emulated by Keel on every venue; used for bracket stop-losses).
+    /// (emulated by Keel on every venue; used for bracket stop-losses, which a venue with native
+    /// brackets holds itself as a leg of its OCO list).
     Stop {
         /// Trigger price.
         stop_price: Decimal,
@@ -234,6 +235,11 @@ pub struct Order {
     pub tag: u32,
     /// For a bracket leg: the other leg's order id (one cancels the other).
     pub oco_with: Option<u64>,
+    /// For a bracket leg placed as the venue's own order list (a native OCO): the list's client
+    /// id there. The venue links the legs (a fill of one expires the other) and holds both while
+    /// Keel is down; `None` for every other order, including emulated bracket legs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue_list: Option<String>,
     /// Why it was rejected or canceled, when it was.
     pub reason: Option<String>,
     /// Created, ms since the epoch.

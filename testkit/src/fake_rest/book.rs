@@ -91,24 +91,26 @@ fn commission(
 /// One order in the book.
 #[derive(Debug, Clone)]
 pub(super) struct StoredOrder {
-    symbol: String,
-    order_id: u64,
-    client_order_id: String,
-    side: String,
-    kind: String,
-    time_in_force: String,
+    pub(super) symbol: String,
+    pub(super) order_id: u64,
+    pub(super) client_order_id: String,
+    pub(super) side: String,
+    pub(super) kind: String,
+    pub(super) time_in_force: String,
     /// Limit price; zero for a market order, as Binance reports it.
-    price: Decimal,
+    pub(super) price: Decimal,
     /// Trigger price of a `STOP_LOSS…` order; zero otherwise.
-    stop_price: Decimal,
+    pub(super) stop_price: Decimal,
     /// A trailing stop's `trailingDelta` (BIPS); zero otherwise.
-    trailing_delta: u32,
-    orig_qty: Decimal,
-    executed_qty: Decimal,
-    cumm_quote: Decimal,
-    status: &'static str,
-    time: i64,
-    update_time: i64,
+    pub(super) trailing_delta: u32,
+    pub(super) orig_qty: Decimal,
+    pub(super) executed_qty: Decimal,
+    pub(super) cumm_quote: Decimal,
+    pub(super) status: &'static str,
+    pub(super) time: i64,
+    pub(super) update_time: i64,
+    /// The order list it is a leg of (`orderListId`), -1 for none.
+    pub(super) order_list_id: i64,
 }
 
 impl StoredOrder {
@@ -121,7 +123,7 @@ impl StoredOrder {
         json!({
             "symbol": self.symbol,
             "orderId": self.order_id,
-            "orderListId": -1,
+            "orderListId": self.order_list_id,
             "clientOrderId": self.client_order_id,
             "price": d8(self.price),
             "origQty": d8(self.orig_qty),
@@ -143,11 +145,11 @@ impl StoredOrder {
     }
 
     /// The `POST /api/v3/order` shape for `resp_type` (`ACK`, `RESULT` or `FULL`).
-    fn new_order_json(&self, resp_type: &str, fills: &[Value]) -> Value {
+    pub(super) fn new_order_json(&self, resp_type: &str, fills: &[Value]) -> Value {
         let mut v = json!({
             "symbol": self.symbol,
             "orderId": self.order_id,
-            "orderListId": -1,
+            "orderListId": self.order_list_id,
             "clientOrderId": self.client_order_id,
             "transactTime": self.time,
         });
@@ -175,12 +177,12 @@ impl StoredOrder {
     }
 
     /// The `DELETE /api/v3/order` shape; `cancel_id` is the cancel request's own client id.
-    fn cancel_json(&self, cancel_id: &str, now: i64) -> Value {
+    pub(super) fn cancel_json(&self, cancel_id: &str, now: i64) -> Value {
         json!({
             "symbol": self.symbol,
             "origClientOrderId": self.client_order_id,
             "orderId": self.order_id,
-            "orderListId": -1,
+            "orderListId": self.order_list_id,
             "clientOrderId": cancel_id,
             "transactTime": now,
             "price": d8(self.price),
@@ -205,6 +207,9 @@ pub(super) struct Book {
     pub(super) next_trade_id: u64,
     pub(super) next_generated_id: u64,
     pub(super) trades: Vec<Trade>,
+    /// Order lists by their client id.
+    pub(super) lists: HashMap<String, super::order_list::StoredList>,
+    pub(super) next_list_id: i64,
 }
 
 impl Book {
@@ -253,6 +258,8 @@ impl Book {
         };
         self.next_trade_id += 1;
         self.trades.push(trade);
+        // A leg of an OCO list that executes expires the other leg.
+        self.expire_partner(client_order_id, now);
         true
     }
 }
@@ -263,7 +270,52 @@ fn merge(into: &mut Value, more: Value) {
     }
 }
 
-fn decimal_param(params: &HashMap<String, String>, name: &str) -> Result<Decimal, Answer> {
+/// A new order's (or order list's) `symbol`, which must be trading, and `side`.
+pub(super) fn trading_symbol_and_side(
+    params: &HashMap<String, String>,
+) -> Result<(String, String), Answer> {
+    let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
+    let Some(&(_, _, _, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
+        return Err(Answer::bad(-1121, "Invalid symbol."));
+    };
+    if status != "TRADING" {
+        return Err(Answer::bad(-2010, "Market is closed."));
+    }
+    let side = match params.get("side").map(String::as_str) {
+        Some(s @ ("BUY" | "SELL")) => s.to_owned(),
+        Some(_) => return Err(Answer::bad(-1117, "Invalid side.")),
+        None => return Err(Answer::mandatory("side")),
+    };
+    Ok((symbol.clone(), side))
+}
+
+/// What a request that suffers `fault` answers: `act` runs first for the faults that say the
+/// venue acted, and its answer is sent when there is no fault.
+pub(super) fn faulted(fault: Option<Fault>, act: impl FnOnce() -> Result<Answer, Answer>) -> Reply {
+    match fault {
+        Some(Fault::Hang) => Reply::Hang,
+        Some(Fault::Drop) => Reply::Drop,
+        Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
+        Some(Fault::AcceptThenServerError) => {
+            let _ = act();
+            Reply::Answer(Answer::server_error())
+        }
+        Some(Fault::AcceptThenDrop) => {
+            let _ = act();
+            Reply::Drop
+        }
+        Some(Fault::AcceptThenHang) => {
+            let _ = act();
+            Reply::Hang
+        }
+        None => Reply::Answer(act().unwrap_or_else(|e| e)),
+    }
+}
+
+pub(super) fn decimal_param(
+    params: &HashMap<String, String>,
+    name: &str,
+) -> Result<Decimal, Answer> {
     params
         .get(name)
         .and_then(|v| v.parse::<Decimal>().ok())
@@ -275,31 +327,12 @@ impl State {
     pub(super) fn post(&self, params: &HashMap<String, String>) -> Reply {
         self.posts.fetch_add(1, Ordering::SeqCst);
         let fault = lock(&self.faults).pop_front();
-        match fault {
-            Some(Fault::Hang) => Reply::Hang,
-            Some(Fault::Drop) => Reply::Drop,
-            Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
-            Some(Fault::AcceptThenServerError) => {
-                let _ = self.new_order(params);
-                Reply::Answer(Answer::server_error())
-            }
-            None => Reply::Answer(self.new_order(params).unwrap_or_else(|e| e)),
-        }
+        faulted(fault, || self.new_order(params))
     }
 
     fn new_order(&self, params: &HashMap<String, String>) -> Result<Answer, Answer> {
-        let symbol = params.get("symbol").ok_or_else(|| Answer::mandatory("symbol"))?;
-        let Some(&(_, _, _, status)) = SYMBOLS.iter().find(|s| s.0 == symbol) else {
-            return Err(Answer::bad(-1121, "Invalid symbol."));
-        };
-        if status != "TRADING" {
-            return Err(Answer::bad(-2010, "Market is closed."));
-        }
-        let side = match params.get("side").map(String::as_str) {
-            Some(s @ ("BUY" | "SELL")) => s.to_owned(),
-            Some(_) => return Err(Answer::bad(-1117, "Invalid side.")),
-            None => return Err(Answer::mandatory("side")),
-        };
+        let (symbol, side) = trading_symbol_and_side(params)?;
+        let symbol = &symbol;
         let kind = match params.get("type").map(String::as_str) {
             Some(t @ ("MARKET" | "LIMIT" | "LIMIT_MAKER" | "STOP_LOSS" | "STOP_LOSS_LIMIT")) => {
                 t.to_owned()
@@ -404,6 +437,7 @@ impl State {
             status: "NEW",
             time: now,
             update_time: now,
+            order_list_id: -1,
         };
         let mut fills = Vec::new();
         if order.kind == "MARKET" {

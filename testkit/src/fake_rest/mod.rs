@@ -44,13 +44,17 @@
 //! - `http`: reading a request and writing an answer (framing, limits, headers);
 //! - `signing`: the API key, signature and timestamp checks of signed requests;
 //! - `book`: the orders (place, query, cancel) and the faults applied to placements;
-//! - `exchange_info`: the symbols and filters the fake lists and enforces.
+//! - `exchange_info`: the symbols and filters the fake lists and enforces;
+//! - `order_list`: OCO order lists (`POST /api/v3/orderList/oco`, `DELETE` and
+//!   `GET /api/v3/orderList`), whose legs are orders of the book: a leg that executes expires
+//!   the other, as on Binance.
 
 #![allow(dead_code)] // each test binary uses a different part of the fake
 
 mod book;
 mod exchange_info;
 mod http;
+mod order_list;
 mod signing;
 
 use std::collections::VecDeque;
@@ -92,6 +96,12 @@ pub enum Fault {
     /// The request is read and the connection closed without an answer. The order is not
     /// stored.
     Drop,
+    /// The order is stored (and a market order filled), then the connection is closed without
+    /// an answer: the connection dropped after the request arrived.
+    AcceptThenDrop,
+    /// The order is stored (and a market order filled), then the request is never answered
+    /// (held as [`Fault::Hang`] holds it): the client is still waiting when it dies.
+    AcceptThenHang,
 }
 
 /// The asset the fake charges its 0.1 % commission in (Binance: the asset received, unless the
@@ -121,6 +131,14 @@ struct State {
     trade_faults: Mutex<VecDeque<Fault>>,
     /// Faults for `DELETE /api/v3/order`.
     cancel_faults: Mutex<VecDeque<Fault>>,
+    /// Faults for `GET /api/v3/order` and `GET /api/v3/orderList`.
+    query_faults: Mutex<VecDeque<Fault>>,
+    /// Faults for `POST /api/v3/orderList/oco`.
+    list_faults: Mutex<VecDeque<Fault>>,
+    /// Faults for `DELETE /api/v3/orderList`.
+    list_cancel_faults: Mutex<VecDeque<Fault>>,
+    /// `POST /api/v3/orderList/oco` requests that passed authentication.
+    list_posts: AtomicUsize,
     fee_mode: Mutex<FeeMode>,
     posts: AtomicUsize,
     requests: AtomicUsize,
@@ -160,10 +178,14 @@ impl FakeRest {
         let state = Arc::new(State {
             skew_ms: AtomicI64::new(0),
             price: Mutex::new(Decimal::ONE_HUNDRED),
-            book: Mutex::new(Book { next_order_id: 28_457, ..Book::default() }),
+            book: Mutex::new(Book { next_order_id: 28_457, next_list_id: 900, ..Book::default() }),
             faults: Mutex::new(VecDeque::new()),
             trade_faults: Mutex::new(VecDeque::new()),
             cancel_faults: Mutex::new(VecDeque::new()),
+            query_faults: Mutex::new(VecDeque::new()),
+            list_faults: Mutex::new(VecDeque::new()),
+            list_cancel_faults: Mutex::new(VecDeque::new()),
+            list_posts: AtomicUsize::new(0),
             fee_mode: Mutex::new(FeeMode::Quote),
             posts: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
@@ -249,6 +271,36 @@ impl FakeRest {
     /// cancels it and answers 503.
     pub fn fail_cancels_next(&self, n: usize, fault: Fault) {
         lock(&self.state.cancel_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` order queries (`GET /api/v3/order` and `GET /api/v3/orderList`, after
+    /// authentication) suffer `fault` (a query changes nothing: the `Accept…` faults answer 503
+    /// or drop as the others do).
+    pub fn fail_queries_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.query_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` OCO placements (`POST /api/v3/orderList/oco`, after authentication) suffer
+    /// `fault`, as [`fail_next`](Self::fail_next) describes for orders.
+    pub fn fail_lists_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.list_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// The next `n` order-list cancels (`DELETE /api/v3/orderList`, after authentication)
+    /// suffer `fault`, as [`fail_cancels_next`](Self::fail_cancels_next) describes.
+    pub fn fail_list_cancels_next(&self, n: usize, fault: Fault) {
+        lock(&self.state.list_cancel_faults).extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// `POST /api/v3/orderList/oco` requests that passed authentication (faulted ones too).
+    pub fn list_posts(&self) -> usize {
+        self.state.list_posts.load(Ordering::SeqCst)
+    }
+
+    /// The order list `list_client_order_id` in the `GET /api/v3/orderList` shape.
+    pub fn order_list(&self, list_client_order_id: &str) -> Option<Value> {
+        let book = lock(&self.state.book);
+        book.lists.get(list_client_order_id).map(|l| l.json(&book))
     }
 
     /// Which asset fills pay their commission in from now on.
@@ -394,6 +446,13 @@ impl State {
                 self.add_weight(if method == "GET" { 4 } else { 1 });
                 return self.signed(request);
             }
+            ("POST", "/api/v3/orderList/oco") | ("GET" | "DELETE", "/api/v3/orderList") => {
+                self.add_weight(if method == "GET" { 4 } else { 1 });
+                return match self.authenticate(request) {
+                    Err(answer) => Reply::Answer(answer),
+                    Ok(params) => self.order_list(method, &params),
+                };
+            }
             (_, "/api/v3/order" | "/api/v3/time" | "/api/v3/exchangeInfo") => {
                 self.add_weight(1);
                 Answer::error(405, -1000, "Method not allowed.")
@@ -412,17 +471,16 @@ impl State {
             Err(answer) => Reply::Answer(answer),
             Ok(params) => match request.method.as_str() {
                 "POST" => self.post(&params),
-                "GET" => Reply::Answer(self.query(&params).unwrap_or_else(|e| e)),
-                _ => match lock(&self.cancel_faults).pop_front() {
+                "GET" => match lock(&self.query_faults).pop_front() {
                     Some(Fault::Hang) => Reply::Hang,
-                    Some(Fault::Drop) => Reply::Drop,
-                    Some(Fault::ServerError) => Reply::Answer(Answer::server_error()),
-                    Some(Fault::AcceptThenServerError) => {
-                        let _ = self.cancel(&params);
-                        Reply::Answer(Answer::server_error())
-                    }
-                    None => Reply::Answer(self.cancel(&params).unwrap_or_else(|e| e)),
+                    Some(Fault::Drop | Fault::AcceptThenDrop) => Reply::Drop,
+                    Some(_) => Reply::Answer(Answer::server_error()),
+                    None => Reply::Answer(self.query(&params).unwrap_or_else(|e| e)),
                 },
+                _ => {
+                    let fault = lock(&self.cancel_faults).pop_front();
+                    book::faulted(fault, || self.cancel(&params))
+                }
             },
         }
     }

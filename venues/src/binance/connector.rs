@@ -15,7 +15,8 @@ use crate::connection::ConnectionConfig;
 use crate::market::{FrameError, FrameParser, Inbound, Instruments, MarketConnector};
 use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
 use crate::routing::{
-    Balance, OrderFill, OrderReport, OrderRouter, RouteError, RouteErrorKind, RouteFuture, Signer,
+    Balance, OrderFill, OrderListLegs, OrderReport, OrderRouter, RouteError, RouteErrorKind,
+    RouteFuture, Signer,
 };
 use keel_core::market::{StreamKind, Symbol, VenueId};
 use keel_core::trading::Order;
@@ -205,7 +206,7 @@ impl BinanceRouter {
     /// Lists the trades of an order that has executed something, when its answer (a query or
     /// a cancel: Binance lists fills only in a new-order answer) did not: each trade carries the
     /// commission and its asset, which is what the account was charged.
-    async fn attach_trades(
+    pub(super) async fn attach_trades(
         &self,
         symbol: &Symbol,
         order: &mut VenueOrder,
@@ -293,13 +294,40 @@ impl OrderRouter for BinanceRouter {
         async move { self.rest.exchange_info().await.map_err(route_error) }.boxed()
     }
 
+    fn place_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        legs: OrderListLegs<'a>,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::order_list::place(self, symbol, legs, signer).boxed()
+    }
+
+    fn cancel_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::order_list::cancel(self, symbol, list_client_order_id, signer).boxed()
+    }
+
+    fn query_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::order_list::query(self, symbol, list_client_order_id, signer).boxed()
+    }
+
     fn account_stream(&self, signer: OwnedSigner) -> Option<AccountStream> {
         let config = self.user_stream.clone()?;
         Some(user_stream::spawn(self.rest.clone(), config, signer))
     }
 }
 
-fn report(order: VenueOrder) -> OrderReport {
+pub(super) fn report(order: VenueOrder) -> OrderReport {
     OrderReport {
         client_order_id: order.client_order_id,
         status: order.status,

@@ -9,6 +9,7 @@
 /// The clock offset, shared with other venues (it lives at the crate root).
 pub use crate::clock;
 pub mod connector;
+pub mod order_list;
 pub mod parse;
 pub mod rest;
 pub mod streams;
@@ -101,7 +102,8 @@ pub static ENTRY: VenueEntry = VenueEntry {
         shorting: false,
         credentials: true,
         leverage: false,
-        native_brackets: false,
+        // A bracket is one OCO order list (`order_list.rs`).
+        native_brackets: true,
     },
     presets: |testnet| Some(SPOT.presets(testnet)),
     market: |settings| connector::market(&SPOT, settings),

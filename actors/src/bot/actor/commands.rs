@@ -10,7 +10,10 @@ use super::messages::{
     CancelOutcome, GetLive, LiveView, OrderCancel, SetPaused, StopBot, TradeCommand, TradeError,
     TradeOutcome,
 };
-use crate::bot::live::{LiveResult, execute};
+use std::collections::HashMap;
+
+use super::cancel_retry::execute_stop;
+use crate::bot::live::LiveResult;
 use crate::mailbox::Ask;
 use crate::supervisor::Stop;
 use keel_core::bot::BotStatus;
@@ -27,15 +30,15 @@ impl Handler<Ask<TradeCommand>> for BotActor {
         let fx = &mut self.fx;
         let result = match command {
             TradeCommand::Place(req) => {
-                engine.place_manual(req, fx).map(TradeOutcome::Order).map_err(TradeError::Rejected)
+                engine.place_manual(req, fx).map(order_outcome).map_err(TradeError::Rejected)
             }
             TradeCommand::Cancel(id) => engine
                 .cancel(id, "canceled by owner", fx)
-                .map(TradeOutcome::Order)
+                .map(order_outcome)
                 .map_err(TradeError::from),
             TradeCommand::ClosePosition => engine
                 .close_position(fx)
-                .map(|o| o.map_or(TradeOutcome::Nothing, TradeOutcome::Order))
+                .map(|o| o.map_or(TradeOutcome::Nothing, order_outcome))
                 .map_err(TradeError::Rejected),
             TradeCommand::CancelAll => {
                 Ok(TradeOutcome::Canceled(engine.cancel_all("canceled by owner", fx)))
@@ -127,14 +130,35 @@ impl Handler<Ask<StopBot>> for BotActor {
         ctx.wait(
             async move {
                 match store.commit().await {
-                    Ok(()) => execute(link, symbol, outbound).await,
-                    Err(_) => Vec::new(),
+                    Ok(()) => execute_stop(link, symbol, outbound).await,
+                    Err(_) => (Vec::new(), HashMap::new()),
                 }
             }
             .into_actor(self)
-            .map(move |results, act, ctx| {
+            .map(move |(results, attempts), act, ctx| {
                 for (id, client_order_id) in open.iter().filter(|(id, _)| at_venue.contains(id)) {
-                    answers.push(cancel_answer(bot_id, *id, client_order_id, &results));
+                    let mut answer = cancel_answer(bot_id, *id, client_order_id, &results);
+                    let tries = attempts.get(id).copied().unwrap_or(1);
+                    if answer.outcome == CancelOutcome::CancelFailed {
+                        let message = format!(
+                            "cancel of order {id} failed after {tries} attempt(s) ({}); it may \
+                             still be working at the venue; Keel keeps asking the venue to \
+                             cancel it while the bot stays stopped",
+                            answer.reason.as_deref().unwrap_or("no answer")
+                        );
+                        let now = keel_venues::now_us() / 1000;
+                        let line = BotEventKind::Log { level: "error".into(), message };
+                        act.args.engine.log(now, line, &mut act.fx);
+                    }
+                    if tries > 1 {
+                        let reason = answer.reason.take().unwrap_or_default();
+                        answer.reason = Some(
+                            format!("{reason} (after {tries} cancel attempts)")
+                                .trim_start()
+                                .to_owned(),
+                        );
+                    }
+                    answers.push(answer);
                 }
                 let reply = move |durable| {
                     replier.send(if durable { Ok(answers) } else { Err(TradeError::Store) });
@@ -169,6 +193,10 @@ impl Handler<Stop> for BotActor {
         self.persist(ctx, None);
         self.stop_after_flush(ctx, |_| {});
     }
+}
+
+fn order_outcome(order: keel_core::trading::Order) -> TradeOutcome {
+    TradeOutcome::Order(Box::new(order))
 }
 
 /// What the venue's answer (in `results`) says of the cancel of `order_id`: canceled only when

@@ -8,7 +8,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::BotActor;
-use crate::bot::live::{LiveResult, execute, order_of};
+use crate::bot::live::{LiveResult, execute};
 use crate::supervisor::catch_panic;
 use keel_core::engine::{ExecOutcome, Outbound};
 
@@ -34,10 +34,12 @@ impl BotActor {
             return;
         }
         for request in &outbound {
-            let order = order_of(request);
-            self.in_flight.insert(order.id);
-            if matches!(request, Outbound::Place(_)) {
-                self.sent_at.insert(order.id, Instant::now());
+            let places = matches!(request, Outbound::Place(_) | Outbound::PlaceList { .. });
+            for order in request.orders() {
+                self.in_flight.insert(order.id);
+                if places {
+                    self.sent_at.insert(order.id, Instant::now());
+                }
             }
         }
         let symbol = self.args.symbol.clone();
@@ -57,6 +59,8 @@ impl BotActor {
             self.in_flight.remove(&id);
             if result.cancel_failed {
                 self.args.engine.cancel_failed(id);
+                let why = result.venue_error.as_deref().unwrap_or("the venue did not cancel it");
+                self.retry_cancel_later(id, why, ctx);
             }
             if let Some(err) = &result.venue_error {
                 tracing::debug!(bot_id = self.args.bot_id, order_id = id, error = %err, "venue failed");
@@ -78,6 +82,7 @@ impl BotActor {
         }
         let open = self.args.engine.open_orders();
         self.sent_at.retain(|id, _| open.iter().any(|o| o.id == *id));
+        self.forget_closed_cancels();
         self.persist(ctx, None);
     }
 

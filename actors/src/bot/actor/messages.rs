@@ -28,8 +28,8 @@ pub enum TradeCommand {
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum TradeOutcome {
-    /// The order placed, canceled or used to close.
-    Order(Order),
+    /// The order placed, canceled or used to close (boxed: the other answers are small).
+    Order(Box<Order>),
     /// Nothing to do (closing a flat position).
     Nothing,
     /// How many orders were canceled.
@@ -97,9 +97,10 @@ pub enum CancelOutcome {
     /// Not open at the venue any more (filled, canceled or expired before the cancel arrived,
     /// or never received): nothing to cancel.
     AlreadyClosed,
-    /// The cancel did not go through (the venue refused, failed or did not answer): the order
-    /// may still be working at the venue; it stays open in Keel and is reconciled with the
-    /// venue when the bot next starts.
+    /// The cancel did not go through (the venue refused, failed or did not answer), even
+    /// after a few attempts: the order may still be working at the venue; it stays open in
+    /// Keel, Keel keeps asking the venue to cancel it while the bot stays stopped, and it is
+    /// reconciled with the venue when the bot next starts.
     CancelFailed,
 }
 

@@ -42,26 +42,7 @@ impl BotSupervisor {
             self.config.paper_slippage_bps,
             self.config.modules.as_ref(),
         )?;
-        let live =
-            match record.mode {
-                BotMode::Paper => None,
-                BotMode::Live => Some(LiveLink {
-                    router: self.config.live.routers.get(&record.venue).cloned().ok_or_else(
-                        || format!("live orders on {} are not configured", record.venue),
-                    )?,
-                    vault: self.config.live.vault.clone(),
-                    user_id: record.user_id,
-                    credential_id: record
-                        .exchange_account_id
-                        .ok_or("a live bot needs an account")?,
-                    breaker: self
-                        .config
-                        .live
-                        .breakers
-                        .get(record.venue, record.exchange_account_id.unwrap_or_default()),
-                    accounts: self.config.live.accounts.clone(),
-                }),
-            };
+        let live = self.live_link(&record)?;
         self.generation += 1;
         let args = BotActorArgs {
             bot_id,
@@ -115,6 +96,34 @@ impl BotSupervisor {
         }
     }
 
+    /// A live bot's link to its venue (`None` for a paper bot).
+    ///
+    /// # Errors
+    /// The venue has no order router here, or the bot no exchange account.
+    pub(super) fn live_link(&self, record: &BotRecord) -> Result<Option<LiveLink>, String> {
+        if record.mode == BotMode::Paper {
+            return Ok(None);
+        }
+        Ok(Some(LiveLink {
+            router: self
+                .config
+                .live
+                .routers
+                .get(&record.venue)
+                .cloned()
+                .ok_or_else(|| format!("live orders on {} are not configured", record.venue))?,
+            vault: self.config.live.vault.clone(),
+            user_id: record.user_id,
+            credential_id: record.exchange_account_id.ok_or("a live bot needs an account")?,
+            breaker: self
+                .config
+                .live
+                .breakers
+                .get(record.venue, record.exchange_account_id.unwrap_or_default()),
+            accounts: self.config.live.accounts.clone(),
+        }))
+    }
+
     /// Journals a status change of a bot that has no actor (failed, or a failed bot stopped) and
     /// hands it to its owner's connections once durable, as a bot actor does with its own.
     pub(super) fn journal_status(
@@ -123,11 +132,22 @@ impl BotSupervisor {
         reason: Option<String>,
         ctx: &mut Context<Self>,
     ) {
-        let (bot_id, user_id) = (record.id, record.user_id);
+        let status = BotEventKind::Status { status: record.status, reason };
+        self.journal(record.id, record.user_id, status, ctx);
+    }
+
+    /// Journals a line of a bot that has no actor, and hands it to its owner's connections once
+    /// durable.
+    pub(super) fn journal(
+        &mut self,
+        bot_id: BotId,
+        user_id: u64,
+        kind: BotEventKind,
+        ctx: &mut Context<Self>,
+    ) {
         let written = self.repo.state(bot_id).and_then(|mut state| {
             state.last_event_id += 1;
-            let status = BotEventKind::Status { status: record.status, reason };
-            let event = BotEvent { id: state.last_event_id, ts: now_ms(), kind: status };
+            let event = BotEvent { id: state.last_event_id, ts: now_ms(), kind };
             let fx = Effects { events: vec![event.clone()], ..Effects::default() };
             self.repo.persist(bot_id, &fx, &state).map(|()| event)
         });
@@ -184,6 +204,9 @@ impl BotSupervisor {
                         Ok(Err(err)) => return reply(Err(err.into())),
                         Err(err) => return reply(Err(err.into())),
                     };
+                    // What the stop could not cancel is chased at the venue while it stays
+                    // stopped.
+                    act.chase_cancels(bot_id, &stopped, ctx);
                     let Some(mut record) = act.bots.get(&bot_id).cloned() else {
                         return reply(Err(BotError::NotFound(bot_id)));
                     };
@@ -229,7 +252,10 @@ pub(crate) fn engine_for(
     if state.last_order_id == 0 && state.position == Default::default() {
         state.position.quote_balance = record.paper.starting_quote;
     }
-    Ok(BotEngine::new(engine_config, state, strategy, open))
+    let mut engine = BotEngine::new(engine_config, state, strategy, open);
+    // Live brackets go to the venue as its own OCO order list where it has them.
+    engine.set_native_brackets(keel_venues::registry::capabilities(record.venue).native_brackets);
+    Ok(engine)
 }
 
 impl Actor for BotSupervisor {

@@ -37,6 +37,7 @@ fn order(id: u64, side: Side, qty: &str, order_type: OrderType) -> Order {
         origin: OrderOrigin::Manual,
         tag: 0,
         oco_with: None,
+        venue_list: None,
         reason: None,
         created_ts: 0,
         updated_ts: 0,

@@ -31,6 +31,7 @@ fn open(side: Side, qty: &str, price: &str) -> Order {
         origin: OrderOrigin::Manual,
         tag: 0,
         oco_with: None,
+        venue_list: None,
         reason: None,
         created_ts: 0,
         updated_ts: 0,
