@@ -320,6 +320,9 @@ struct WireOrder<'a> {
     reason: Option<Cow<'a, str>>,
     created_ts: u64,
     updated_ts: u64,
+    /// The venue's order list of a native bracket leg.
+    #[serde(borrow)]
+    venue_list: Option<Cow<'a, str>>,
 }
 
 /// `$to { field: $src.field.into(), … }` for the fields two mirror types share, then the fields
@@ -345,6 +348,7 @@ impl<'a> From<&'a Order> for WireOrder<'a> {
         order_fields!(o => Self + {
             client_order_id: Cow::Borrowed(&o.client_order_id),
             reason: o.reason.as_deref().map(Cow::Borrowed),
+            venue_list: o.venue_list.as_deref().map(Cow::Borrowed),
         })
     }
 }
@@ -354,6 +358,7 @@ impl From<WireOrder<'_>> for Order {
         order_fields!(o => Self + {
             client_order_id: o.client_order_id.into_owned(),
             reason: o.reason.map(Cow::into_owned),
+            venue_list: o.venue_list.map(Cow::into_owned),
         })
     }
 }

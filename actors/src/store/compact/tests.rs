@@ -41,6 +41,7 @@ fn order(id: u64, order_type: OrderType, status: OrderStatus, origin: OrderOrigi
         origin,
         tag: id as u32,
         oco_with: id.is_multiple_of(3).then_some(id + 1),
+        venue_list: id.is_multiple_of(3).then(|| format!("keel-17-{id:06}-oco")),
         reason: (!id.is_multiple_of(2)).then(|| "risk: max position ümlaut".to_string()),
         created_ts: 1_764_000_000_000 + id,
         updated_ts: 1_764_000_000_500 + id,
