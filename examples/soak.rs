@@ -151,8 +151,7 @@ async fn start_keel(args: &Args, http: &reqwest::Client, run: u32) -> anyhow::Re
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    let child =
-        command.spawn().with_context(|| format!("starting {}", args.keel_bin.display()))?;
+    let child = command.spawn().with_context(|| format!("starting {}", args.keel_bin.display()))?;
     // The script stops this pid whatever happens to this process (killed by its timeout, say).
     std::fs::write(args.data_dir.with_extension("keel.pid"), child.id().to_string())?;
     let mut keel = Keel { child, started: Instant::now() };
@@ -321,7 +320,9 @@ async fn client(
             Err(err) => {
                 let since = *lost_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > RECONNECT_LIMIT {
-                    bail!("bot {bot}'s client could not reconnect within {RECONNECT_LIMIT:?}: {err:#}");
+                    bail!(
+                        "bot {bot}'s client could not reconnect within {RECONNECT_LIMIT:?}: {err:#}"
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 continue;
@@ -331,7 +332,8 @@ async fn client(
         shared.open.fetch_add(1, Ordering::Relaxed);
         // Resume: everything after the last line held, from the journal. Lines that also arrive
         // live are the same ids (kept once, compared).
-        let after = seen.lock().unwrap_or_else(PoisonError::into_inner).lines.keys().last().copied();
+        let after =
+            seen.lock().unwrap_or_else(PoisonError::into_inner).lines.keys().last().copied();
         let missed = journal(&shared.http, &shared.base, &token, bot, after.unwrap_or(0)).await;
         {
             let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
@@ -501,8 +503,12 @@ async fn main() -> anyhow::Result<()> {
     let began = Instant::now();
 
     let mut keel = start_keel(&args, &http, 1).await?;
-    println!("keel {} started (pid {}), ready in {:.1} s", args.keel_bin.display(), keel.pid(),
-        keel.started.elapsed().as_secs_f64());
+    println!(
+        "keel {} started (pid {}), ready in {:.1} s",
+        args.keel_bin.display(),
+        keel.pid(),
+        keel.started.elapsed().as_secs_f64()
+    );
 
     // Accounts and bots.
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
@@ -554,13 +560,19 @@ async fn main() -> anyhow::Result<()> {
     let connect_began = Instant::now();
     while (shared.open.load(Ordering::Relaxed) as usize) < args.clients {
         if connect_began.elapsed() > RECONNECT_LIMIT {
-            bail!("only {} of {} clients connected", shared.open.load(Ordering::Relaxed),
-                args.clients);
+            bail!(
+                "only {} of {} clients connected",
+                shared.open.load(Ordering::Relaxed),
+                args.clients
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("{} clients connected in {:.1} s", args.clients,
-        connect_began.elapsed().as_secs_f64());
+    println!(
+        "{} clients connected in {:.1} s",
+        args.clients,
+        connect_began.elapsed().as_secs_f64()
+    );
 
     // The two halves.
     let mut halves: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new()];
@@ -584,7 +596,9 @@ async fn main() -> anyhow::Result<()> {
             if Instant::now() >= next_print {
                 println!(
                     "[{:>5.0} s] pid {pid}: rss {:>7.1} MiB, fds {:>4}, clients open {:>4}",
-                    began.elapsed().as_secs_f64(), sample.rss_kib as f64 / 1024.0, sample.fds,
+                    began.elapsed().as_secs_f64(),
+                    sample.rss_kib as f64 / 1024.0,
+                    sample.fds,
                     sample.open
                 );
                 next_print += Duration::from_secs(60);
@@ -606,8 +620,11 @@ async fn main() -> anyhow::Result<()> {
                 "restart at {:.0} s: SIGTERM to exit {:.1} s, down until ready {:.1} s, \
                  {} of {} clients back {:.1} s after ready",
                 began.elapsed().as_secs_f64() - ready_in.as_secs_f64(),
-                stopped_in.as_secs_f64(), ready_in.as_secs_f64(),
-                shared.open.load(Ordering::Relaxed), args.clients, limit.elapsed().as_secs_f64()
+                stopped_in.as_secs_f64(),
+                ready_in.as_secs_f64(),
+                shared.open.load(Ordering::Relaxed),
+                args.clients,
+                limit.elapsed().as_secs_f64()
             );
             println!("{restart_note}");
         } else {
@@ -618,8 +635,12 @@ async fn main() -> anyhow::Result<()> {
     // Stop the bots; every client must see its bot's `stopped` line.
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
     for (id, user, _) in &bots {
-        let bot = call(http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(&tokens[*user]),
-            200, "reading a bot").await?;
+        let bot = call(
+            http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(&tokens[*user]),
+            200,
+            "reading a bot",
+        )
+        .await?;
         *statuses.entry(bot["status"].as_str().unwrap_or("?").to_owned()).or_insert(0) += 1;
         let req = http.post(format!("{base}/api/v1/bots/{id}/stop")).bearer_auth(&tokens[*user]);
         let res = req.send().await?;
@@ -659,8 +680,11 @@ async fn main() -> anyhow::Result<()> {
         }
         extra += s.lines.keys().filter(|id| !journal.iter().any(|(j, _)| j == *id)).count() as u64;
         if !lost.is_empty() && example.is_none() {
-            example = Some(format!("bot {bot}: lost {:?} of {} lines", &lost[..lost.len().min(10)],
-                journal.len()));
+            example = Some(format!(
+                "bot {bot}: lost {:?} of {} lines",
+                &lost[..lost.len().min(10)],
+                journal.len()
+            ));
         }
         missing += lost.len() as u64;
         wire_repeats += s.wire_repeats;
@@ -675,7 +699,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let journal_lines: usize = journals.values().map(Vec::len).sum();
-    let fill_lines = journals.values().flatten().filter(|(_, line)| line.0 == "fill").count() as u64;
+    let fill_lines =
+        journals.values().flatten().filter(|(_, line)| line.0 == "fill").count() as u64;
 
     let stopped_in = stop_keel(keel).await?;
     let stats = Command::new(&args.keel_bin)
@@ -692,8 +717,10 @@ async fn main() -> anyhow::Result<()> {
     // Figures.
     let mut failures = Vec::new();
     println!();
-    println!("== soak: {} s, {} bots, {} clients, {} users ==", args.duration_secs, args.bots,
-        args.clients, args.users);
+    println!(
+        "== soak: {} s, {} bots, {} clients, {} users ==",
+        args.duration_secs, args.bots, args.clients, args.users
+    );
     println!("{restart_note}");
     println!("final stop: SIGTERM to exit {:.1} s", stopped_in.as_secs_f64());
     for (part, samples) in halves.iter().enumerate() {
@@ -707,17 +734,29 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "process {}: rss after {warmup:.0} s warm-up: reference {:.1} MiB, min {:.1}, max {:.1}, \
              last {:.1} ({} samples; band ±{:.0} %)",
-            part + 1, rss.reference / 1024.0, rss.min as f64 / 1024.0, rss.max as f64 / 1024.0,
-            rss.last as f64 / 1024.0, rss.samples, args.rss_tolerance_pct
+            part + 1,
+            rss.reference / 1024.0,
+            rss.min as f64 / 1024.0,
+            rss.max as f64 / 1024.0,
+            rss.last as f64 / 1024.0,
+            rss.samples,
+            args.rss_tolerance_pct
         );
         if !rss.within(band) {
-            failures.push(format!("process {}: RSS left ±{} % of its reference", part + 1,
-                args.rss_tolerance_pct));
+            failures.push(format!(
+                "process {}: RSS left ±{} % of its reference",
+                part + 1,
+                args.rss_tolerance_pct
+            ));
         }
         let fd_band = (args.fd_slack as f64).max(fds.reference * 0.05);
         println!(
             "process {}: fds reference {:.0}, min {}, max {}, last {} (band ±{fd_band:.0})",
-            part + 1, fds.reference, fds.min, fds.max, fds.last
+            part + 1,
+            fds.reference,
+            fds.min,
+            fds.max,
+            fds.last
         );
         if !fds.within(fd_band) {
             failures.push(format!("process {}: descriptors left ±{fd_band:.0}", part + 1));
@@ -738,8 +777,8 @@ async fn main() -> anyhow::Result<()> {
         failures.push("WebSocket events lost, duplicated or altered across the run".to_owned());
     }
     if resumed < args.clients as u64 {
-        failures.push(format!("only {resumed} of {} clients resumed after the restart",
-            args.clients));
+        failures
+            .push(format!("only {resumed} of {} clients resumed after the restart", args.clients));
     }
     if no_stop > 0 {
         failures.push(format!("{no_stop} clients never saw their bot's stop"));
@@ -761,8 +800,11 @@ async fn main() -> anyhow::Result<()> {
         "store: {} MiB of sled files for {:.1} MiB of rows ({:.2}×); rows: events {}, orders {}, \
          fills {} ({fill_lines} fill lines in the journals); removed by retention sweeps \
          {removed:.0}",
-        on_disk / (1 << 20), logical as f64 / f64::from(1 << 20),
-        on_disk as f64 / logical.max(1) as f64, rows_of("events"), rows_of("orders"),
+        on_disk / (1 << 20),
+        logical as f64 / f64::from(1 << 20),
+        on_disk as f64 / logical.max(1) as f64,
+        rows_of("events"),
+        rows_of("orders"),
         rows_of("fills")
     );
     if removed > 0.0 {
@@ -770,8 +812,10 @@ async fn main() -> anyhow::Result<()> {
     }
     // Every fill is one row of its own and one `fill` line of its bot's journal.
     if rows_of("fills") != fill_lines {
-        failures.push(format!("the store holds {} fills, the journals list {fill_lines}",
-            rows_of("fills")));
+        failures.push(format!(
+            "the store holds {} fills, the journals list {fill_lines}",
+            rows_of("fills")
+        ));
     }
     let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     for (kind, days) in retention {
@@ -782,8 +826,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if on_disk as f64 > args.max_disk_amplification * logical as f64 + 64.0 * f64::from(1 << 20) {
-        failures.push(format!("sled's files ({on_disk} bytes) past {}× the rows' bytes \
-            ({logical}) + 64 MiB", args.max_disk_amplification));
+        failures.push(format!(
+            "sled's files ({on_disk} bytes) past {}× the rows' bytes \
+            ({logical}) + 64 MiB",
+            args.max_disk_amplification
+        ));
     }
 
     if failures.is_empty() {
