@@ -56,7 +56,8 @@ const JWT_SECRET: &str = "soak-only-secret-0123456789abcdef0123";
 const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
 /// Bounds on each step, so the run always ends by itself.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// A restart with 200 running bots on a debug build of a busy machine takes minutes.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const RECONNECT_LIMIT: Duration = Duration::from_secs(120);
 const STOPPED_WAIT: Duration = Duration::from_secs(30);
@@ -335,7 +336,7 @@ async fn client(
         let after =
             seen.lock().unwrap_or_else(PoisonError::into_inner).lines.keys().last().copied();
         let missed = journal(&shared.http, &shared.base, &token, bot, after.unwrap_or(0)).await;
-        {
+        let caught_up = {
             let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
             seen.connections += 1;
             match missed {
@@ -346,13 +347,21 @@ async fn client(
                     for (id, line) in lines {
                         seen.add(id, line);
                     }
+                    true
                 }
                 Err(err) => {
-                    // The server went away between the subscription and the catch-up: the next
-                    // connection catches up from the same point.
-                    *seen.closes.entry(format!("catch-up failed: {err:#}")).or_insert(0) += 1;
+                    let what = err.root_cause().to_string();
+                    *seen.closes.entry(format!("catch-up failed: {what}")).or_insert(0) += 1;
+                    false
                 }
             }
+        };
+        if !caught_up {
+            // The server went away or is busy: this connection is dropped unread, so the next
+            // one catches up from the same point (live lines read now would hide the gap).
+            shared.open.fetch_sub(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
         }
         let ended = read(&shared, &mut ws, &seen).await;
         shared.open.fetch_sub(1, Ordering::Relaxed);
@@ -478,7 +487,7 @@ impl Flat {
             reference,
             min: values.clone().min()?,
             max: values.clone().max()?,
-            last: values.last()?,
+            last: values.clone().next_back()?,
             samples: after.len(),
         })
     }
