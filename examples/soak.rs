@@ -46,6 +46,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+#[path = "support/http.rs"]
+mod http;
+use http::{call, counter_total};
+
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The password every account uses (it satisfies the policy).
@@ -201,25 +205,6 @@ fn rss_kib(pid: u32) -> Option<u64> {
 /// Open file descriptors of a process.
 fn fd_count(pid: u32) -> Option<u64> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
-}
-
-/// Sends a request and returns the JSON body, failing unless the status is `expect`.
-async fn call(req: reqwest::RequestBuilder, expect: u16, what: &str) -> anyhow::Result<Value> {
-    let res = req.send().await.with_context(|| what.to_owned())?;
-    let status = res.status().as_u16();
-    let text = res.text().await.with_context(|| what.to_owned())?;
-    if status != expect {
-        bail!("{what} answered {status}: {text}");
-    }
-    serde_json::from_str(&text).with_context(|| format!("{what}: body is not JSON"))
-}
-
-/// A counter's total over every label set, from Prometheus text (0 when absent).
-fn counter_total(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// One journal line as a client keeps it: its kind and time, to tell two copies apart.
