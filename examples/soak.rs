@@ -177,8 +177,25 @@ async fn start_keel(args: &Args, http: &reqwest::Client, run: u32) -> anyhow::Re
     }
 }
 
-/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]; how long the graceful stop took.
-async fn stop_keel(mut keel: Keel) -> anyhow::Result<Duration> {
+/// How a stop went: how long it took, and whether SIGTERM sufficed.
+struct Stopped {
+    took: Duration,
+    graceful: bool,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.graceful {
+            write!(f, "SIGTERM to exit {:.1} s", self.took.as_secs_f64())
+        } else {
+            write!(f, "no exit within {STOP_TIMEOUT:?} of SIGTERM: killed")
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`] (a failure of the soak, which goes on: what
+/// follows a crash is worth checking too).
+async fn stop_keel(mut keel: Keel) -> anyhow::Result<Stopped> {
     let began = Instant::now();
     // A pid this process spawned and has not reaped yet, so it is still Keel's.
     let status = Command::new("kill").args(["-TERM", &keel.pid().to_string()]).status()?;
@@ -187,13 +204,13 @@ async fn stop_keel(mut keel: Keel) -> anyhow::Result<Duration> {
     }
     while began.elapsed() < STOP_TIMEOUT {
         if keel.child.try_wait()?.is_some() {
-            return Ok(began.elapsed());
+            return Ok(Stopped { took: began.elapsed(), graceful: true });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     keel.child.kill()?;
     keel.child.wait()?;
-    bail!("keel did not stop within {STOP_TIMEOUT:?} of SIGTERM (killed)")
+    Ok(Stopped { took: began.elapsed(), graceful: false })
 }
 
 /// VmRSS of a process, KiB.
@@ -571,6 +588,7 @@ async fn main() -> anyhow::Result<()> {
     // The two halves.
     let mut halves: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new()];
     let mut restart_note = String::new();
+    let mut restart_graceful = true;
     let mut metrics_before_stop = String::new();
     for (part, samples) in halves.iter_mut().enumerate() {
         let end = if part == 0 { began + half } else { began + 2 * half };
@@ -610,11 +628,11 @@ async fn main() -> anyhow::Result<()> {
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            restart_graceful = stopped_in.graceful;
             restart_note = format!(
-                "restart at {:.0} s: SIGTERM to exit {:.1} s, down until ready {:.1} s, \
+                "restart at {:.0} s: {stopped_in}, down until ready {:.1} s, \
                  {} of {} clients back {:.1} s after ready",
                 began.elapsed().as_secs_f64() - ready_in.as_secs_f64(),
-                stopped_in.as_secs_f64(),
                 ready_in.as_secs_f64(),
                 shared.open.load(Ordering::Relaxed),
                 args.clients,
@@ -716,7 +734,10 @@ async fn main() -> anyhow::Result<()> {
         args.duration_secs, args.bots, args.clients, args.users
     );
     println!("{restart_note}");
-    println!("final stop: SIGTERM to exit {:.1} s", stopped_in.as_secs_f64());
+    println!("final stop: {stopped_in}");
+    if !restart_graceful || !stopped_in.graceful {
+        failures.push(format!("Keel did not stop within {STOP_TIMEOUT:?} of SIGTERM"));
+    }
     for (part, samples) in halves.iter().enumerate() {
         let rss = Flat::of(samples, warmup, |s| s.rss_kib);
         let fds = Flat::of(samples, warmup, |s| s.fds);
