@@ -63,7 +63,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A restart with 200 running bots on a debug build of a busy machine takes minutes.
 const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const RECONNECT_LIMIT: Duration = Duration::from_secs(120);
+/// Longer than a restart may take to be ready.
+const RECONNECT_LIMIT: Duration = Duration::from_secs(360);
 const STOPPED_WAIT: Duration = Duration::from_secs(30);
 
 /// Command line.

@@ -293,6 +293,39 @@ mod tests {
     }
 
     #[test]
+    fn verify_full_requires_tls_and_the_url_cannot_turn_it_off() {
+        let config = |url: &str, tls: PgTls| PgSinkConfig {
+            url: SecretString::from(url.to_owned()),
+            schema: "keel".to_owned(),
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(1),
+            wait_timeout: Duration::from_secs(1),
+            batch_timeout: Duration::from_secs(1),
+            batch_size: 1,
+            poll_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            tls,
+        };
+        let verify = || PgTls::VerifyFull { ca_file: "/etc/keel/ca.pem".into() };
+        let plain = config("postgres://keel@db.example.com/keel", PgTls::Disable);
+        assert_eq!(plain.connection().unwrap().get_ssl_mode(), SslMode::Prefer);
+        for url in ["postgres://keel@db.example.com/keel", "host=db sslmode=prefer user=keel"] {
+            let tls = config(url, verify()).connection().unwrap();
+            assert_eq!(tls.get_ssl_mode(), SslMode::Require, "{url}");
+        }
+        let err = config("postgres://keel:hunter2@db/keel?sslmode=disable", verify())
+            .connection()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sslmode=disable") && !err.contains("hunter2"), "{err}");
+        let err = config("postgres://keel@db/keel?sslmode=require", verify())
+            .connection()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("verify-full"), "{err}");
+    }
+
+    #[test]
     fn the_detail_names_the_causes() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let err = SinkError::Store(StoreError::Sled(sled::Error::Io(io)));
