@@ -655,10 +655,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         *statuses.entry(bot["status"].as_str().unwrap_or("?").to_owned()).or_insert(0) += 1;
-        let req = http.post(format!("{base}/api/v1/bots/{id}/stop")).bearer_auth(&tokens[*user]);
-        let res = req.send().await?;
-        if !res.status().is_success() {
-            bail!("stopping bot {id} answered {}", res.status());
+        // A busy Keel answers 503 or 504: asked again, up to five times. A stop that timed out
+        // may have been carried out: asked again, it is then an invalid transition (409).
+        for tries in 1.. {
+            let url = format!("{base}/api/v1/bots/{id}/stop");
+            let status = http.post(url).bearer_auth(&tokens[*user]).send().await?.status();
+            if status.is_success() || (status.as_u16() == 409 && tries > 1) {
+                break;
+            }
+            if ![503, 504].contains(&status.as_u16()) || tries == 5 {
+                bail!("stopping bot {id} answered {status} (try {tries})");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
     let wait = Instant::now();
