@@ -814,7 +814,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Store against retention.
-    let removed = counter_total(&metrics_before_stop, "keel_retention_removed_total");
+    // An empty sum of f64 is -0.0: printed as 0.
+    let removed = counter_total(&metrics_before_stop, "keel_retention_removed_total") + 0.0;
     let kinds = stats["kinds"].as_object().context("no kinds in the store's figures")?;
     let rows_of = |kind: &str| kinds.get(kind).and_then(|k| k["rows"].as_u64()).unwrap_or(0);
     let logical: u64 = kinds.values().filter_map(|k| k["bytes"].as_u64()).sum();
