@@ -29,6 +29,10 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+#[path = "support/http.rs"]
+mod http;
+use http::{call, counter_total};
+
 /// The password every account uses (it satisfies the policy).
 const PASSWORD: &str = "correct horse battery staple";
 /// How long any one request may take before the run fails.
@@ -194,17 +198,6 @@ fn client(connections: usize) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-/// Sends a request and returns the JSON body, failing unless the status is `expect`.
-async fn call(req: reqwest::RequestBuilder, expect: u16, what: &str) -> anyhow::Result<Value> {
-    let res = req.send().await.with_context(|| what.to_owned())?;
-    let status = res.status().as_u16();
-    let text = res.text().await.with_context(|| what.to_owned())?;
-    if status != expect {
-        bail!("{what} answered {status}: {text}");
-    }
-    serde_json::from_str(&text).with_context(|| format!("{what}: body is not JSON"))
-}
-
 /// Registers `count` fresh accounts and returns their access tokens.
 async fn register(
     client: &reqwest::Client,
@@ -264,14 +257,6 @@ async fn run_all<T: Send + 'static>(
 /// The server's `/metrics` text.
 async fn scrape(client: &reqwest::Client, base: &str) -> anyhow::Result<String> {
     Ok(client.get(format!("{base}/metrics")).send().await?.text().await?)
-}
-
-/// A counter's total over every label set, from Prometheus text.
-fn counter_total(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|line| line.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// How many of every user's bots report each status.

@@ -52,7 +52,7 @@ pub use protection::ProtectionSettings;
 pub use record::RecordSettings;
 pub use retention::{ArchiveMode, RetentionSettings};
 pub use server::ServerSettings;
-pub use sink::{PostgresSinkSettings, SinkSettings};
+pub use sink::{PgSslMode, PostgresSinkSettings, SinkSettings};
 pub use store::StoreSettings;
 pub use supervisor::SupervisorSettings;
 pub use vault::VaultSettings;

@@ -1,5 +1,6 @@
 //! `[sink]`: optional sinks that copy Keel's records elsewhere (Postgres).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -38,6 +39,21 @@ pub struct PostgresSinkSettings {
     pub poll_interval_ms: u64,
     /// Longest wait between retries while Postgres fails, ms.
     pub max_backoff_ms: u64,
+    /// Plain TCP, or TLS with the server verified.
+    pub sslmode: PgSslMode,
+    /// PEM file of the CA(s) the server's certificate must chain to (`verify-full`).
+    pub ca_file: PathBuf,
+}
+
+/// `sink.postgres.sslmode`: libpq's names. Only the two ends exist: no TLS, or TLS that
+/// verifies both the chain and the host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PgSslMode {
+    /// Plain TCP.
+    Disable,
+    /// TLS; the chain must lead to `ca_file` and the certificate must name the URL's host.
+    VerifyFull,
 }
 
 impl SinkSettings {
@@ -64,6 +80,12 @@ impl PostgresSinkSettings {
             batch_size: self.batch_size,
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             max_backoff: Duration::from_millis(self.max_backoff_ms),
+            tls: match self.sslmode {
+                PgSslMode::Disable => keel_actors::sink::PgTls::Disable,
+                PgSslMode::VerifyFull => {
+                    keel_actors::sink::PgTls::VerifyFull { ca_file: self.ca_file.clone() }
+                }
+            },
         })
     }
 
@@ -88,8 +110,18 @@ impl PostgresSinkSettings {
         };
         keel_actors::sink::check_schema(&self.schema)
             .map_err(|err| invalid("sink.postgres.schema", detail(err)))?;
+        if self.sslmode == PgSslMode::VerifyFull && self.ca_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "sink.postgres.ca_file",
+                "sslmode verify-full needs the CA file the server's certificate chains to",
+            ));
+        }
         if let Some(config) = self.sink_config() {
             config.connection().map_err(|err| invalid("sink.postgres.url", detail(err)))?;
+            if let keel_actors::sink::PgTls::VerifyFull { ca_file } = &config.tls {
+                keel_actors::sink::tls::roots(ca_file)
+                    .map_err(|err| invalid("sink.postgres.ca_file", detail(err)))?;
+            }
         }
         Ok(())
     }
@@ -127,6 +159,24 @@ mod tests {
             (&[("KEEL__SINK__POSTGRES__POOL_SIZE", "0")], "sink.postgres.pool_size"),
             (&[("KEEL__SINK__POSTGRES__BATCH_SIZE", "0")], "sink.postgres.batch_size"),
             (&[("KEEL__SINK__POSTGRES__MAX_BACKOFF_MS", "1")], "sink.postgres.max_backoff_ms"),
+            (&[("KEEL__SINK__POSTGRES__SSLMODE", "require")], "sink.postgres.sslmode"),
+            (&[("KEEL__SINK__POSTGRES__SSLMODE", "verify-full")], "sink.postgres.ca_file"),
+            (
+                &[
+                    ("KEEL__SINK__POSTGRES__URL", url),
+                    ("KEEL__SINK__POSTGRES__SSLMODE", "verify-full"),
+                    ("KEEL__SINK__POSTGRES__CA_FILE", "/nonexistent/keel-ca.pem"),
+                ],
+                "sink.postgres.ca_file",
+            ),
+            (
+                &[
+                    ("KEEL__SINK__POSTGRES__URL", "postgres://k:hunter2@h/d?sslmode=disable"),
+                    ("KEEL__SINK__POSTGRES__SSLMODE", "verify-full"),
+                    ("KEEL__SINK__POSTGRES__CA_FILE", "/etc/hostname"),
+                ],
+                "sink.postgres.url",
+            ),
         ];
         for (vars, key) in cases {
             let err = Settings::load_with_env(None, env(vars)).unwrap_err().to_string();

@@ -28,6 +28,7 @@ mod registration;
 mod restart;
 mod sessions;
 mod sink;
+mod sink_tls;
 mod status_events;
 mod store_fixture;
 mod store_stats;

@@ -2,7 +2,8 @@
 //! loopback TCP proxy in front of the server that a test can cut, restore, or make lose the
 //! answer to a `COMMIT`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -190,10 +191,40 @@ async fn pump(
     }
 }
 
+/// Where the TLS tests find the CA that signed the local server's certificate, and a CA that
+/// signed nothing.
+const TLS_CA_VAR: &str = "KEEL_TEST_POSTGRES_TLS_CA";
+const TLS_OTHER_CA_VAR: &str = "KEEL_TEST_POSTGRES_TLS_OTHER_CA";
+
+/// The database URL and both CA files, or `None` after saying why the test is skipped.
+pub fn postgres_tls(test: &str) -> Option<(String, PathBuf, PathBuf)> {
+    let url = postgres_url(test)?;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (var(TLS_CA_VAR), var(TLS_OTHER_CA_VAR)) {
+        (Some(ca), Some(other)) => Some((url, ca.into(), other.into())),
+        _ => {
+            eprintln!(
+                "{test}: skipped: {TLS_CA_VAR} and {TLS_OTHER_CA_VAR} are not set (`.ci/run` \
+                 gives the local server a certificate from its own CA and sets them)"
+            );
+            None
+        }
+    }
+}
+
 /// `url` with its host and port replaced by `addr` (key=value form, which the sink accepts).
 pub fn via(url: &str, addr: SocketAddr) -> String {
+    with_host(url, &addr.ip().to_string(), None, addr.port())
+}
+
+/// `url` in key=value form, connecting to `host` (at `hostaddr` when given: TLS then checks the
+/// certificate against `host` while the socket goes to `hostaddr`) on `port`.
+pub fn with_host(url: &str, host: &str, hostaddr: Option<IpAddr>, port: u16) -> String {
     let config: tokio_postgres::Config = url.parse().expect("KEEL_TEST_POSTGRES_URL parses");
-    let mut out = format!("host={} port={}", addr.ip(), addr.port());
+    let mut out = format!("host={host} port={port}");
+    if let Some(addr) = hostaddr {
+        out.push_str(&format!(" hostaddr={addr}"));
+    }
     if let Some(user) = config.get_user() {
         out.push_str(&format!(" user={user}"));
     }

@@ -19,7 +19,7 @@ use secrecy::SecretString;
 use crate::postgres::{Proxy, TestSchema, postgres_url, upstream, via};
 
 /// The sink settings tests use: quick polls and short backoffs so outages heal within seconds.
-fn sink_on(settings: &mut Settings, url: &str, schema: &str) {
+pub(crate) fn sink_on(settings: &mut Settings, url: &str, schema: &str) {
     let sink = &mut settings.sink.postgres;
     sink.url = Some(SecretString::from(url.to_owned()));
     sink.schema = schema.to_owned();
@@ -34,7 +34,12 @@ fn sink_on(settings: &mut Settings, url: &str, schema: &str) {
 /// Postgres holds exactly Keel's rows for `bot`: the same journal lines and fills by id (each
 /// once: they are primary keys), one order version per "order" journal line, and the latest
 /// version of each order as Keel shows it.
-async fn assert_postgres_matches_keel(app: &TestApp, user: &Tokens, bot: u64, schema: &TestSchema) {
+pub(crate) async fn assert_postgres_matches_keel(
+    app: &TestApp,
+    user: &Tokens,
+    bot: u64,
+    schema: &TestSchema,
+) {
     let events = app.all_pages(user, bot, "events").await;
     let fills = app.all_pages(user, bot, "fills").await;
     let orders = app.all_pages(user, bot, "orders").await;

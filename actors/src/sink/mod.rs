@@ -17,6 +17,7 @@ pub mod actor;
 pub mod health;
 pub mod outbox;
 pub mod pg;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ pub use actor::{PgSink, PgSinkSpec};
 pub use health::{SinkHealth, SinkReport, SinkState};
 pub use outbox::{Outbox, OutboxRecord, RecordKind};
 use secrecy::{ExposeSecret, SecretString};
+pub use tls::PgTls;
 use tokio_postgres::config::SslMode;
 
 use crate::store::StoreError;
@@ -52,6 +54,8 @@ pub struct PgSinkConfig {
     pub poll_interval: Duration,
     /// Longest wait between retries after errors (the waits grow from 100 ms, with jitter).
     pub max_backoff: Duration,
+    /// Plain TCP, or TLS verified against a CA file and the host name.
+    pub tls: PgTls,
 }
 
 /// What can go wrong in the sink, split by whether retrying can help.
@@ -126,13 +130,47 @@ impl SinkError {
             }
             source = cause.source();
         }
+        if let Some(hint) = self.certificate_error().and_then(certificate_hint) {
+            text.push_str(" (");
+            text.push_str(hint);
+            text.push(')');
+        }
         text
+    }
+
+    /// The rustls error behind a failed TLS handshake, if that is what this is.
+    pub fn tls_error(&self) -> Option<&rustls::Error> {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(cause) = source {
+            if let Some(tls) = cause.downcast_ref::<rustls::Error>() {
+                return Some(tls);
+            }
+            // An io::Error's `source` skips the error it wraps: look inside.
+            if let Some(tls) = cause
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return Some(tls);
+            }
+            source = cause.source();
+        }
+        None
+    }
+
+    /// The reason the server's certificate was refused, if it was.
+    fn certificate_error(&self) -> Option<&rustls::CertificateError> {
+        match self.tls_error()? {
+            rustls::Error::InvalidCertificate(err) => Some(err),
+            _ => None,
+        }
     }
 
     /// A short label for metrics (`keel_sink_errors_total{reason}`).
     pub fn reason(&self) -> &'static str {
         match self {
             SinkError::Config(_) => "config",
+            _ if self.tls_error().is_some() => "tls",
             SinkError::Postgres(_) => "postgres",
             SinkError::Pool(_) => "connect",
             SinkError::Timeout { .. } => "timeout",
@@ -142,17 +180,44 @@ impl SinkError {
     }
 }
 
+/// What a person should look at when the server's certificate is refused.
+fn certificate_hint(err: &rustls::CertificateError) -> Option<&'static str> {
+    use rustls::CertificateError as E;
+    match err {
+        E::UnknownIssuer | E::BadSignature => {
+            Some("the server's certificate does not chain to a CA in sink.postgres.ca_file")
+        }
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            Some("the server's certificate does not name the host of sink.postgres.url")
+        }
+        E::Expired | E::ExpiredContext { .. } | E::NotValidYet | E::NotValidYetContext { .. } => {
+            Some("the server's certificate is outside its validity period")
+        }
+        _ => None,
+    }
+}
+
 /// Longest schema name accepted (Postgres identifiers are at most 63 bytes).
 const MAX_SCHEMA_LEN: usize = 63;
 
 impl PgSinkConfig {
-    /// Parses the URL into a connection configuration and checks the schema name.
+    /// Parses the URL into a connection configuration and checks the schema name. With
+    /// `verify-full` TLS is required (the URL may not say `sslmode=disable`).
     ///
     /// # Errors
     /// [`SinkError::Config`] saying what is wrong, never echoing the URL (it may hold a password).
     pub fn connection(&self) -> Result<tokio_postgres::Config, SinkError> {
         check_schema(&self.schema)?;
         let mut config = parse_url(self.url.expose_secret())?;
+        if let PgTls::VerifyFull { .. } = self.tls {
+            if config.get_ssl_mode() == SslMode::Disable {
+                return Err(SinkError::Config(
+                    "the URL says sslmode=disable but sink.postgres.sslmode is verify-full"
+                        .to_owned(),
+                ));
+            }
+            config.ssl_mode(SslMode::Require);
+        }
         config.connect_timeout(self.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("keel");
@@ -161,8 +226,10 @@ impl PgSinkConfig {
     }
 }
 
-/// Checks a Postgres URL without connecting: it parses, names a host, and does not demand TLS
-/// (Keel's sink speaks plain TCP: keep Postgres on the same host or reach it through a tunnel).
+/// Checks a Postgres URL without connecting: it parses, names a host, and does not ask for TLS
+/// itself. TLS is `sink.postgres.sslmode = "verify-full"` with `sink.postgres.ca_file`; the
+/// URL's `sslmode=require` (TLS that trusts any certificate, in libpq) is refused rather than
+/// quietly run with or without verification.
 ///
 /// # Errors
 /// [`SinkError::Config`] saying what is wrong, without the URL itself.
@@ -179,7 +246,10 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, SinkError> {
     }
     if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
         return Err(SinkError::Config(
-            "sslmode must be disable or prefer: the sink does not speak TLS".to_owned(),
+            "sslmode in the URL may be disable or prefer: for TLS set sink.postgres.sslmode = \
+             \"verify-full\" and sink.postgres.ca_file (the server's certificate is always \
+             verified)"
+                .to_owned(),
         ));
     }
     Ok(config)
@@ -220,6 +290,39 @@ mod tests {
             let err = parse_url(bad).unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "{err}");
         }
+    }
+
+    #[test]
+    fn verify_full_requires_tls_and_the_url_cannot_turn_it_off() {
+        let config = |url: &str, tls: PgTls| PgSinkConfig {
+            url: SecretString::from(url.to_owned()),
+            schema: "keel".to_owned(),
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(1),
+            wait_timeout: Duration::from_secs(1),
+            batch_timeout: Duration::from_secs(1),
+            batch_size: 1,
+            poll_interval: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(1),
+            tls,
+        };
+        let verify = || PgTls::VerifyFull { ca_file: "/etc/keel/ca.pem".into() };
+        let plain = config("postgres://keel@db.example.com/keel", PgTls::Disable);
+        assert_eq!(plain.connection().unwrap().get_ssl_mode(), SslMode::Prefer);
+        for url in ["postgres://keel@db.example.com/keel", "host=db sslmode=prefer user=keel"] {
+            let tls = config(url, verify()).connection().unwrap();
+            assert_eq!(tls.get_ssl_mode(), SslMode::Require, "{url}");
+        }
+        let err = config("postgres://keel:hunter2@db/keel?sslmode=disable", verify())
+            .connection()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sslmode=disable") && !err.contains("hunter2"), "{err}");
+        let err = config("postgres://keel@db/keel?sslmode=require", verify())
+            .connection()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("verify-full"), "{err}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::outbox::{OutboxRecord, RecordKind};
-use super::{PgSinkConfig, SinkError};
+use super::{PgSinkConfig, PgTls, SinkError, tls};
 
 /// Key of the advisory lock held while migrating, so two Keels sharing a database take turns.
 const MIGRATION_LOCK: i64 = 0x6b65_656c_5f70_6773; // "keel_pgs"
@@ -84,18 +84,23 @@ CREATE VIEW {schema}.keel_orders AS
 /// The schema version this binary writes.
 pub const PG_SCHEMA_VERSION: i32 = 1;
 
-/// Builds the pool. It connects lazily: a Postgres that is down now is not an error here.
+/// Builds the pool: plain TCP, or TLS verified against `ca_file` (read here, so a CA file
+/// replaced on disk is read again when the sink restarts). It connects lazily: a Postgres that
+/// is down now is not an error here.
 ///
 /// # Errors
 /// [`SinkError::Config`] when the configuration cannot work.
 pub fn pool(config: &PgSinkConfig) -> Result<Pool, SinkError> {
-    let manager = Manager::from_config(
-        config.connection()?,
-        NoTls,
-        // `Fast` only checks that the connection is not closed; a broken one that looks open
-        // fails its batch, and the sink then drops it instead of returning it to the pool.
-        ManagerConfig { recycling_method: RecyclingMethod::Fast },
-    );
+    // `Fast` only checks that the connection is not closed; a broken one that looks open fails
+    // its batch, and the sink then drops it instead of returning it to the pool.
+    let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+    let connection = config.connection()?;
+    let manager = match &config.tls {
+        PgTls::Disable => Manager::from_config(connection, NoTls, recycling),
+        PgTls::VerifyFull { ca_file } => {
+            Manager::from_config(connection, tls::connector(ca_file)?, recycling)
+        }
+    };
     Pool::builder(manager)
         .max_size(config.pool_size)
         .wait_timeout(Some(config.wait_timeout))

@@ -1,0 +1,870 @@
+//! Soak: Keel for a long run with paper bots and WebSocket clients, restarted once midway.
+//!
+//! Starts `--keel-bin serve` itself on 127.0.0.1 (`--port`, data in `--data-dir`), then:
+//!
+//! 1. registers `--users` accounts, creates `--bots` `ema_cross` paper bots on the sim venue
+//!    (round-robin over the users, alternating BTCUSDT and ETHUSDT) and starts them;
+//! 2. connects `--clients` WebSocket clients, client `n` as the owner of bot `n % bots`,
+//!    subscribed to `bot:{id}` and to the bot's market trades. A client that loses its connection
+//!    reconnects and resumes: it subscribes again and reads what it missed from
+//!    `GET /api/v1/bots/{id}/events?after=<last seq>` (docs/WEBSOCKET.md);
+//! 3. samples Keel's RSS (`VmRSS`) and open descriptors (`/proc/<pid>/fd`) every
+//!    `--sample-secs`;
+//! 4. at half the run, stops Keel with SIGTERM and starts it again on the same store and port
+//!    (bots come back running; clients resume);
+//! 5. at the end stops the bots, waits for each client to see its bot's `stopped` line, stops
+//!    Keel and reads the store's figures with `keel store stats --json`.
+//!
+//! It asserts, and exits 1 on any violation (printing every figure either way):
+//! - RSS after warm-up (`--warmup-secs` after each start) stays within ±`--rss-tolerance-pct` of
+//!   its median over the first post-warm-up minute, in both halves;
+//! - open descriptors after warm-up stay within ±max(`--fd-slack`, 5 %) of the same reference;
+//! - every client holds each of its bot's journal lines exactly once: none missing against the
+//!   journal, no id delivered twice on one connection or out of order, and a line seen both
+//!   live and by catch-up is the same line (its kind and time);
+//! - the store matches the retention settings: nothing was removed by the sweeps (every row is
+//!   younger than `retention.*_days`, at least a day), the oldest row of each kind is within its
+//!   limit, the fills in the store are exactly the `fill` lines the bots' journals list, and the
+//!   sled files stay within `--max-disk-amplification` × the bytes of the rows plus 64 MiB.
+//!
+//! `scripts/soak.sh` builds and runs it; `DURATION_SECS=300 scripts/soak.sh` is CI's version.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures_util::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+#[path = "support/http.rs"]
+mod http;
+use http::{call, counter_total};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The password every account uses (it satisfies the policy).
+const PASSWORD: &str = "correct horse battery staple";
+/// The JWT secret of both Keel processes, so that tokens survive the restart.
+const JWT_SECRET: &str = "soak-only-secret-0123456789abcdef0123";
+/// Symbols the bots alternate between.
+const SYMBOLS: [&str; 2] = ["BTCUSDT", "ETHUSDT"];
+/// Bounds on each step, so the run always ends by itself.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A restart with 200 running bots on a debug build of a busy machine takes minutes.
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longer than a restart may take to be ready.
+const RECONNECT_LIMIT: Duration = Duration::from_secs(360);
+const STOPPED_WAIT: Duration = Duration::from_secs(30);
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(about = "Soak a Keel: bots, WebSocket clients, one restart; RSS, fds, events, store")]
+struct Args {
+    /// The keel binary to run.
+    #[arg(long)]
+    keel_bin: PathBuf,
+    /// Its store directory (created; should be empty).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// The whole run, seconds (Keel is restarted at half).
+    #[arg(long, default_value_t = 3600)]
+    duration_secs: u64,
+    /// Paper bots.
+    #[arg(long, default_value_t = 200)]
+    bots: usize,
+    /// WebSocket clients.
+    #[arg(long, default_value_t = 200)]
+    clients: usize,
+    /// Accounts the bots and clients are spread over.
+    #[arg(long, default_value_t = 20)]
+    users: usize,
+    /// Seconds after each start before RSS and descriptors must be flat; default a fifth of a
+    /// half, between 30 and 300.
+    #[arg(long)]
+    warmup_secs: Option<u64>,
+    /// Seconds between samples.
+    #[arg(long, default_value_t = 5)]
+    sample_secs: u64,
+    /// RSS band around its post-warm-up reference, percent.
+    #[arg(long, default_value_t = 10.0)]
+    rss_tolerance_pct: f64,
+    /// Descriptors allowed around their reference (or 5 % of it, if more).
+    #[arg(long, default_value_t = 16)]
+    fd_slack: u64,
+    /// Largest ratio of sled's files to the bytes of the rows they hold.
+    #[arg(long, default_value_t = 8.0)]
+    max_disk_amplification: f64,
+    /// Sim trades per second per symbol.
+    #[arg(long, default_value_t = 20)]
+    trades_per_sec: u32,
+    /// EMA periods of the bots, in trades (5/20 crosses every few seconds at 20 trades/s).
+    #[arg(long, default_value_t = 5)]
+    fast: u32,
+    #[arg(long, default_value_t = 20)]
+    slow: u32,
+}
+
+/// One Keel process.
+struct Keel {
+    child: Child,
+    started: Instant,
+}
+
+impl Keel {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Starts Keel and waits for `/health/ready`.
+async fn start_keel(args: &Args, http: &reqwest::Client, run: u32) -> anyhow::Result<Keel> {
+    let log = std::fs::File::create(args.data_dir.with_extension(format!("keel-{run}.log")))?;
+    let mut command = Command::new(&args.keel_bin);
+    command
+        .arg("serve")
+        .env_remove("RUST_LOG")
+        .env("KEEL__SERVER__HOST", "127.0.0.1")
+        .env("KEEL__SERVER__PORT", args.port.to_string())
+        .env("KEEL__STORE__PATH", &args.data_dir)
+        .env("KEEL__LOG__LEVEL", "warn")
+        .env("KEEL__ACCESS_LOG__OUTPUT", "off")
+        .env("KEEL__AUTH__JWT_SECRET", JWT_SECRET)
+        .env("KEEL__AUTH__ACCESS_TTL_SECS", "86400")
+        .env("KEEL__BOTS__MAX_PER_USER", args.bots.div_ceil(args.users).max(1).to_string())
+        .env("KEEL__WS__MAX_PER_USER", (2 * args.clients.div_ceil(args.users)).to_string())
+        .env("KEEL__PROTECTION__MAX_CONNECTIONS_PER_IP", "100000")
+        .env("KEEL__PROTECTION__MAX_IN_FLIGHT_PER_IP", "100000")
+        .env("KEEL__PROTECTION__PER_USER_PER_MINUTE", "100000")
+        .env("KEEL__PROTECTION__PER_IP_PER_MINUTE", "100000")
+        .env("KEEL__AUTH__REGISTRATIONS_PER_HOUR_PER_IP", "100000")
+        .env("KEEL__VENUES__SIM__TRADES_PER_SEC", args.trades_per_sec.to_string())
+        // A sweep every minute, so retention runs during the soak.
+        .env("KEEL__RETENTION__SWEEP_INTERVAL_SECS", "60")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let child = command.spawn().with_context(|| format!("starting {}", args.keel_bin.display()))?;
+    // The script stops this pid whatever happens to this process (killed by its timeout, say).
+    std::fs::write(args.data_dir.with_extension("keel.pid"), child.id().to_string())?;
+    let mut keel = Keel { child, started: Instant::now() };
+    let url = format!("http://127.0.0.1:{}/health/ready", args.port);
+    loop {
+        if let Some(status) = keel.child.try_wait()? {
+            bail!("keel exited during start-up ({status}); see its log beside the data directory");
+        }
+        if keel.started.elapsed() > READY_TIMEOUT {
+            bail!("keel not ready within {READY_TIMEOUT:?}");
+        }
+        if let Ok(res) = http.get(&url).send().await
+            && res.status().is_success()
+        {
+            return Ok(keel);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How a stop went: how long it took, and whether SIGTERM sufficed.
+struct Stopped {
+    took: Duration,
+    graceful: bool,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.graceful {
+            write!(f, "SIGTERM to exit {:.1} s", self.took.as_secs_f64())
+        } else {
+            write!(f, "no exit within {STOP_TIMEOUT:?} of SIGTERM: killed")
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`] (a failure of the soak, which goes on: what
+/// follows a crash is worth checking too).
+async fn stop_keel(mut keel: Keel) -> anyhow::Result<Stopped> {
+    let began = Instant::now();
+    // A pid this process spawned and has not reaped yet, so it is still Keel's.
+    let status = Command::new("kill").args(["-TERM", &keel.pid().to_string()]).status()?;
+    if !status.success() {
+        bail!("kill -TERM {} failed ({status})", keel.pid());
+    }
+    while began.elapsed() < STOP_TIMEOUT {
+        if keel.child.try_wait()?.is_some() {
+            return Ok(Stopped { took: began.elapsed(), graceful: true });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    keel.child.kill()?;
+    keel.child.wait()?;
+    Ok(Stopped { took: began.elapsed(), graceful: false })
+}
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")?.trim().split(' ').next()?.parse().ok())
+}
+
+/// Open file descriptors of a process.
+fn fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// One journal line as a client keeps it: its kind and time, to tell two copies apart.
+type Line = (String, u64);
+
+/// The ids and lines of a bot's journal after `after`, all pages.
+async fn journal(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    bot: u64,
+    mut after: u64,
+) -> anyhow::Result<Vec<(u64, Line)>> {
+    let mut lines = Vec::new();
+    loop {
+        let url = format!("{base}/api/v1/bots/{bot}/events?after={after}&limit=500");
+        let page = call(http.get(url).bearer_auth(token), 200, "reading a journal").await?;
+        let items = page["items"].as_array().context("no items")?;
+        lines.extend(items.iter().filter_map(|l| Some((l["id"].as_u64()?, line_of(l)))));
+        match page["next_after"].as_u64() {
+            Some(next) if !items.is_empty() => after = next,
+            _ => return Ok(lines),
+        }
+    }
+}
+
+/// A journal line (live `data` or a catch-up item: the same shape) as a client keeps it; a
+/// status line's kind names the status (`status:stopped`).
+fn line_of(line: &Value) -> Line {
+    let kind = line["kind"].as_str().unwrap_or("?");
+    let kind = match line["data"]["status"].as_str() {
+        Some(status) if kind == "status" => format!("status:{status}"),
+        _ => kind.to_owned(),
+    };
+    (kind, line["ts"].as_u64().unwrap_or(0))
+}
+
+/// What one client saw.
+#[derive(Default)]
+struct Seen {
+    /// Every journal line it holds, by id.
+    lines: BTreeMap<u64, Line>,
+    /// Ids delivered on a connection at or below one that connection had already delivered.
+    wire_repeats: u64,
+    /// Lines seen both live and by catch-up whose kind or time differ.
+    mismatches: u64,
+    /// Connections opened (1 + resumptions).
+    connections: u64,
+    /// Lines read back by catch-up after a reconnect.
+    caught_up: u64,
+    /// Market events received.
+    market_events: u64,
+    /// `lagged` notices.
+    lagged: u64,
+    /// Whether the bot's `stopped` line has arrived.
+    stopped: bool,
+    /// How the connections ended.
+    closes: BTreeMap<String, u64>,
+}
+
+impl Seen {
+    fn add(&mut self, id: u64, line: Line) {
+        if let Some(old) = self.lines.get(&id) {
+            if *old != line {
+                self.mismatches += 1;
+            }
+        } else {
+            if line.0 == "status:stopped" {
+                self.stopped = true;
+            }
+            self.lines.insert(id, line);
+        }
+    }
+}
+
+/// Shared state of the run.
+struct Shared {
+    ws_url: String,
+    base: String,
+    http: reqwest::Client,
+    stop: AtomicBool,
+    /// Connections currently open.
+    open: AtomicU64,
+}
+
+/// One client: connects, reads, resumes after a loss, until `stop`.
+async fn client(
+    shared: Arc<Shared>,
+    token: String,
+    bot: u64,
+    symbol: &'static str,
+    seen: Arc<Mutex<Seen>>,
+) -> anyhow::Result<()> {
+    let channels = vec![format!("bot:{bot}"), format!("market:sim:{symbol}:trades")];
+    let mut lost_since: Option<Instant> = None;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let mut ws = match open(&shared.ws_url, &token, &channels).await {
+            Ok(ws) => ws,
+            Err(err) => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > RECONNECT_LIMIT {
+                    bail!(
+                        "bot {bot}'s client could not reconnect within {RECONNECT_LIMIT:?}: {err:#}"
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        lost_since = None;
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        // Resume: everything after the last line held, from the journal. Lines that also arrive
+        // live are the same ids (kept once, compared).
+        let after =
+            seen.lock().unwrap_or_else(PoisonError::into_inner).lines.keys().last().copied();
+        let missed = journal(&shared.http, &shared.base, &token, bot, after.unwrap_or(0)).await;
+        let caught_up = {
+            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            seen.connections += 1;
+            match missed {
+                Ok(lines) => {
+                    if seen.connections > 1 {
+                        seen.caught_up += lines.len() as u64;
+                    }
+                    for (id, line) in lines {
+                        seen.add(id, line);
+                    }
+                    true
+                }
+                Err(err) => {
+                    let what = err.root_cause().to_string();
+                    *seen.closes.entry(format!("catch-up failed: {what}")).or_insert(0) += 1;
+                    false
+                }
+            }
+        };
+        if !caught_up {
+            // The server went away or is busy: this connection is dropped unread, so the next
+            // one catches up from the same point (live lines read now would hide the gap).
+            shared.open.fetch_sub(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let ended = read(&shared, &mut ws, &seen).await;
+        shared.open.fetch_sub(1, Ordering::Relaxed);
+        *seen.lock().unwrap_or_else(PoisonError::into_inner).closes.entry(ended).or_insert(0) += 1;
+    }
+    Ok(())
+}
+
+/// Reads one connection until it ends or the run stops; returns how it ended.
+async fn read(shared: &Shared, ws: &mut Ws, seen: &Mutex<Seen>) -> String {
+    let mut last_id: Option<u64> = None;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+            return "closed by the client".to_owned();
+        }
+        let next = tokio::select! {
+            next = ws.next() => next,
+            () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+        };
+        let text = match next {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                return frame.map_or("close (no code)".to_owned(), |f| {
+                    format!("close {}", u16::from(f.code))
+                });
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(err)) => return format!("error: {err}"),
+            None => return "eof".to_owned(),
+        };
+        let Ok(value) = serde_json::from_str::<Value>(&text) else { continue };
+        match value["type"].as_str() {
+            Some("event") => {}
+            Some("lagged") => {
+                seen.lock().unwrap_or_else(PoisonError::into_inner).lagged += 1;
+                continue;
+            }
+            _ => continue,
+        }
+        let channel = value["channel"].as_str().unwrap_or("");
+        let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if channel.starts_with("market:") {
+            seen.market_events += 1;
+            continue;
+        }
+        let data = &value["data"];
+        // Indicator values are not journal lines (their seq repeats the last one).
+        if data["kind"] == "indicator" {
+            continue;
+        }
+        let Some(id) = data["id"].as_u64() else { continue };
+        if last_id.is_some_and(|last| id <= last) {
+            seen.wire_repeats += 1;
+        }
+        last_id = Some(id);
+        seen.add(id, line_of(data));
+    }
+}
+
+/// Opens one connection, waits for `authenticated`, subscribes and waits for `subscribed`.
+async fn open(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws> {
+    let mut request = url.into_client_request()?;
+    request
+        .headers_mut()
+        .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
+    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let (mut ws, _) =
+        tokio::time::timeout(REQUEST_TIMEOUT, connect).await.context("upgrade timed out")??;
+    let op = json!({"op": "subscribe", "channels": channels});
+    let mut subscribed = false;
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    while !subscribed {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, ws.next())
+            .await
+            .context("no subscription answer")?
+            .context("closed during set-up")??;
+        let Message::Text(text) = message else { continue };
+        let value: Value = serde_json::from_str(&text)?;
+        match value["type"].as_str() {
+            Some("authenticated") => ws.send(Message::text(op.to_string())).await?,
+            Some("subscribed") => subscribed = true,
+            Some("error") => bail!("subscribe refused: {value}"),
+            _ => {}
+        }
+    }
+    Ok(ws)
+}
+
+/// One sample of the server.
+#[derive(Clone, Copy)]
+struct Sample {
+    /// Seconds since this process started.
+    at: f64,
+    rss_kib: u64,
+    fds: u64,
+    /// Client connections open.
+    open: u64,
+}
+
+/// The flatness check of one process's samples after warm-up.
+struct Flat {
+    reference: f64,
+    min: u64,
+    max: u64,
+    last: u64,
+    samples: usize,
+}
+
+impl Flat {
+    /// The median of the first minute after warm-up as the reference, and the range of every
+    /// sample after warm-up.
+    fn of(samples: &[Sample], warmup: f64, value: fn(&Sample) -> u64) -> Option<Self> {
+        let after: Vec<&Sample> = samples.iter().filter(|s| s.at >= warmup).collect();
+        let first = after.first()?.at;
+        let mut minute: Vec<u64> =
+            after.iter().filter(|s| s.at < first + 60.0).map(|s| value(s)).collect();
+        minute.sort_unstable();
+        let reference = minute[minute.len() / 2] as f64;
+        let values = after.iter().map(|s| value(s));
+        Some(Self {
+            reference,
+            min: values.clone().min()?,
+            max: values.clone().max()?,
+            last: values.clone().next_back()?,
+            samples: after.len(),
+        })
+    }
+
+    fn within(&self, band: f64) -> bool {
+        (self.min as f64) >= self.reference - band && (self.max as f64) <= self.reference + band
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.users == 0 || args.bots == 0 || args.clients == 0 {
+        bail!("--users, --bots and --clients must be at least 1");
+    }
+    keel_venues::tls::install_crypto_provider();
+    let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+    let base = format!("http://127.0.0.1:{}", args.port);
+    let half = Duration::from_secs(args.duration_secs / 2);
+    let warmup = args.warmup_secs.unwrap_or((args.duration_secs / 10).clamp(30, 300)) as f64;
+    std::fs::create_dir_all(&args.data_dir)?;
+    let began = Instant::now();
+
+    let mut keel = start_keel(&args, &http, 1).await?;
+    println!(
+        "keel {} started (pid {}), ready in {:.1} s",
+        args.keel_bin.display(),
+        keel.pid(),
+        keel.started.elapsed().as_secs_f64()
+    );
+
+    // Accounts and bots.
+    let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+    let mut tokens = Vec::with_capacity(args.users);
+    for n in 0..args.users {
+        let body = json!({"email": format!("soak-{nonce}-{n}@example.com"), "password": PASSWORD});
+        let req = http.post(format!("{base}/api/v1/auth/register")).json(&body);
+        let answer = call(req, 201, "registering").await?;
+        tokens.push(answer["tokens"]["access_token"].as_str().context("no token")?.to_owned());
+    }
+    let mut bots = Vec::with_capacity(args.bots);
+    for n in 0..args.bots {
+        let symbol = SYMBOLS[n % SYMBOLS.len()];
+        let qty = if symbol == "BTCUSDT" { "0.0001" } else { "0.002" };
+        let body = json!({
+            "name": format!("soak-{n}"), "venue": "sim", "symbol": symbol, "mode": "paper",
+            "strategy": {"kind": "ema_cross",
+                         "params": {"fast": args.fast, "slow": args.slow, "qty": qty}},
+            "paper": {"starting_quote": "100000", "fee_bps": "10"}
+        });
+        let token = &tokens[n % args.users];
+        let req = http.post(format!("{base}/api/v1/bots")).bearer_auth(token).json(&body);
+        let id = call(req, 201, "creating a bot").await?["id"].as_u64().context("no bot id")?;
+        let req = http.post(format!("{base}/api/v1/bots/{id}/start")).bearer_auth(token);
+        let res = req.send().await?;
+        if !res.status().is_success() {
+            bail!("starting bot {id} answered {}", res.status());
+        }
+        bots.push((id, n % args.users, symbol));
+    }
+    println!("{} users, {} bots created and started", args.users, args.bots);
+
+    // Clients.
+    let shared = Arc::new(Shared {
+        ws_url: format!("ws://127.0.0.1:{}/api/v1/ws", args.port),
+        base: base.clone(),
+        http: http.clone(),
+        stop: AtomicBool::new(false),
+        open: AtomicU64::new(0),
+    });
+    let mut seen = Vec::with_capacity(args.clients);
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..args.clients {
+        let (bot, user, symbol) = bots[n % bots.len()];
+        let s = Arc::new(Mutex::new(Seen::default()));
+        seen.push((bot, user, s.clone()));
+        tasks.spawn(client(shared.clone(), tokens[user].clone(), bot, symbol, s));
+    }
+    let connect_began = Instant::now();
+    while (shared.open.load(Ordering::Relaxed) as usize) < args.clients {
+        if connect_began.elapsed() > RECONNECT_LIMIT {
+            bail!(
+                "only {} of {} clients connected",
+                shared.open.load(Ordering::Relaxed),
+                args.clients
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "{} clients connected in {:.1} s",
+        args.clients,
+        connect_began.elapsed().as_secs_f64()
+    );
+
+    // The two halves.
+    let mut halves: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new()];
+    let mut restart_note = String::new();
+    let mut restart_graceful = true;
+    let mut metrics_before_stop = String::new();
+    for (part, samples) in halves.iter_mut().enumerate() {
+        let end = if part == 0 { began + half } else { began + 2 * half };
+        let mut next_print = Instant::now();
+        while Instant::now() < end {
+            let pid = keel.pid();
+            if let Some(status) = keel.child.try_wait()? {
+                bail!("keel exited during the run ({status})");
+            }
+            let sample = Sample {
+                at: keel.started.elapsed().as_secs_f64(),
+                rss_kib: rss_kib(pid).unwrap_or(0),
+                fds: fd_count(pid).unwrap_or(0),
+                open: shared.open.load(Ordering::Relaxed),
+            };
+            samples.push(sample);
+            if Instant::now() >= next_print {
+                println!(
+                    "[{:>5.0} s] pid {pid}: rss {:>7.1} MiB, fds {:>4}, clients open {:>4}",
+                    began.elapsed().as_secs_f64(),
+                    sample.rss_kib as f64 / 1024.0,
+                    sample.fds,
+                    sample.open
+                );
+                next_print += Duration::from_secs(60);
+            }
+            tokio::time::sleep(Duration::from_secs(args.sample_secs)).await;
+        }
+        if part == 0 {
+            let stopped_in = stop_keel(keel).await?;
+            let down = Instant::now();
+            keel = start_keel(&args, &http, 2).await?;
+            let ready_in = down.elapsed();
+            let limit = Instant::now();
+            while (shared.open.load(Ordering::Relaxed) as usize) < args.clients
+                && limit.elapsed() < RECONNECT_LIMIT
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            restart_graceful = stopped_in.graceful;
+            restart_note = format!(
+                "restart at {:.0} s: {stopped_in}, down until ready {:.1} s, \
+                 {} of {} clients back {:.1} s after ready",
+                began.elapsed().as_secs_f64() - ready_in.as_secs_f64(),
+                ready_in.as_secs_f64(),
+                shared.open.load(Ordering::Relaxed),
+                args.clients,
+                limit.elapsed().as_secs_f64()
+            );
+            println!("{restart_note}");
+        } else {
+            metrics_before_stop = http.get(format!("{base}/metrics")).send().await?.text().await?;
+        }
+    }
+
+    // Stop the bots; every client must see its bot's `stopped` line.
+    let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, user, _) in &bots {
+        let bot = call(
+            http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(&tokens[*user]),
+            200,
+            "reading a bot",
+        )
+        .await?;
+        *statuses.entry(bot["status"].as_str().unwrap_or("?").to_owned()).or_insert(0) += 1;
+        // A busy Keel answers 503 or 504: asked again, up to five times. A stop that timed out
+        // may have been carried out: asked again, it is then an invalid transition (409).
+        for tries in 1.. {
+            let url = format!("{base}/api/v1/bots/{id}/stop");
+            let status = http.post(url).bearer_auth(&tokens[*user]).send().await?.status();
+            if status.is_success() || (status.as_u16() == 409 && tries > 1) {
+                break;
+            }
+            if ![503, 504].contains(&status.as_u16()) || tries == 5 {
+                bail!("stopping bot {id} answered {status} (try {tries})");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let wait = Instant::now();
+    while wait.elapsed() < STOPPED_WAIT
+        && !seen.iter().all(|(_, _, s)| s.lock().unwrap_or_else(PoisonError::into_inner).stopped)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("a client panicked")??;
+    }
+
+    // Events: each client against its bot's whole journal.
+    let mut journals = BTreeMap::new();
+    for (id, user, _) in &bots {
+        journals.insert(*id, journal(&http, &base, &tokens[*user], *id, 0).await?);
+    }
+    let (mut missing, mut extra, mut wire_repeats, mut mismatches) = (0u64, 0u64, 0u64, 0u64);
+    let (mut resumed, mut caught_up, mut market, mut lagged, mut no_stop) = (0, 0, 0, 0, 0);
+    let mut closes: BTreeMap<String, u64> = BTreeMap::new();
+    let mut example = None;
+    for (bot, _, s) in &seen {
+        let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+        let journal = &journals[bot];
+        let lost: Vec<u64> =
+            journal.iter().map(|(id, _)| *id).filter(|id| !s.lines.contains_key(id)).collect();
+        for (id, line) in journal {
+            if s.lines.get(id).is_some_and(|held| held != line) {
+                mismatches += 1;
+            }
+        }
+        extra += s.lines.keys().filter(|id| !journal.iter().any(|(j, _)| j == *id)).count() as u64;
+        if !lost.is_empty() && example.is_none() {
+            example = Some(format!(
+                "bot {bot}: lost {:?} of {} lines",
+                &lost[..lost.len().min(10)],
+                journal.len()
+            ));
+        }
+        missing += lost.len() as u64;
+        wire_repeats += s.wire_repeats;
+        mismatches += s.mismatches;
+        resumed += u64::from(s.connections > 1);
+        caught_up += s.caught_up;
+        market += s.market_events;
+        lagged += s.lagged;
+        no_stop += u64::from(!s.stopped);
+        for (how, n) in &s.closes {
+            *closes.entry(how.clone()).or_insert(0) += n;
+        }
+    }
+    let journal_lines: usize = journals.values().map(Vec::len).sum();
+    let fill_lines =
+        journals.values().flatten().filter(|(_, line)| line.0 == "fill").count() as u64;
+
+    let stopped_in = stop_keel(keel).await?;
+    let stats = Command::new(&args.keel_bin)
+        .args(["store", "stats", "--json", "--store"])
+        .arg(&args.data_dir)
+        .env("KEEL__AUTH__JWT_SECRET", JWT_SECRET)
+        .env("KEEL__LOG__LEVEL", "warn")
+        .output()?;
+    if !stats.status.success() {
+        bail!("keel store stats failed: {}", String::from_utf8_lossy(&stats.stderr));
+    }
+    let stats: Value = serde_json::from_slice(&stats.stdout)?;
+
+    // Figures.
+    let mut failures = Vec::new();
+    println!();
+    println!(
+        "== soak: {} s, {} bots, {} clients, {} users ==",
+        args.duration_secs, args.bots, args.clients, args.users
+    );
+    println!("{restart_note}");
+    println!("final stop: {stopped_in}");
+    if !restart_graceful || !stopped_in.graceful {
+        failures.push(format!("Keel did not stop within {STOP_TIMEOUT:?} of SIGTERM"));
+    }
+    for (part, samples) in halves.iter().enumerate() {
+        let rss = Flat::of(samples, warmup, |s| s.rss_kib);
+        let fds = Flat::of(samples, warmup, |s| s.fds);
+        let (Some(rss), Some(fds)) = (rss, fds) else {
+            failures.push(format!("process {}: no sample after the {warmup} s warm-up", part + 1));
+            continue;
+        };
+        let band = rss.reference * args.rss_tolerance_pct / 100.0;
+        println!(
+            "process {}: rss after {warmup:.0} s warm-up: reference {:.1} MiB, min {:.1}, max {:.1}, \
+             last {:.1} ({} samples; band ±{:.0} %)",
+            part + 1,
+            rss.reference / 1024.0,
+            rss.min as f64 / 1024.0,
+            rss.max as f64 / 1024.0,
+            rss.last as f64 / 1024.0,
+            rss.samples,
+            args.rss_tolerance_pct
+        );
+        if !rss.within(band) {
+            failures.push(format!(
+                "process {}: RSS left ±{} % of its reference",
+                part + 1,
+                args.rss_tolerance_pct
+            ));
+        }
+        let fd_band = (args.fd_slack as f64).max(fds.reference * 0.05);
+        println!(
+            "process {}: fds reference {:.0}, min {}, max {}, last {} (band ±{fd_band:.0})",
+            part + 1,
+            fds.reference,
+            fds.min,
+            fds.max,
+            fds.last
+        );
+        if !fds.within(fd_band) {
+            failures.push(format!("process {}: descriptors left ±{fd_band:.0}", part + 1));
+        }
+    }
+    println!(
+        "events: {journal_lines} journal lines over {} bots; clients resumed {resumed} of {}, \
+         {caught_up} lines read back by catch-up; missing {missing}, not in the journal {extra}, \
+         repeated on a connection {wire_repeats}, differing copies {mismatches}; clients without \
+         their bot's stop {no_stop}; bots before the final stop: {statuses:?}",
+        args.bots, args.clients
+    );
+    println!("market events {market}, lagged notices {lagged}; connection ends: {closes:?}");
+    if let Some(example) = example {
+        println!("first loss: {example}");
+    }
+    if missing > 0 || extra > 0 || wire_repeats > 0 || mismatches > 0 {
+        failures.push("WebSocket events lost, duplicated or altered across the run".to_owned());
+    }
+    if resumed < args.clients as u64 {
+        failures
+            .push(format!("only {resumed} of {} clients resumed after the restart", args.clients));
+    }
+    if no_stop > 0 {
+        failures.push(format!("{no_stop} clients never saw their bot's stop"));
+    }
+    // Running, or paused by their own risk limits; never failed, nor stopped by the restart.
+    let alive = statuses.get("running").unwrap_or(&0) + statuses.get("paused").unwrap_or(&0);
+    if alive < args.bots {
+        failures.push(format!("bots before the final stop: {statuses:?}"));
+    }
+
+    // Store against retention.
+    // An empty sum of f64 is -0.0: printed as 0.
+    let removed = counter_total(&metrics_before_stop, "keel_retention_removed_total") + 0.0;
+    let kinds = stats["kinds"].as_object().context("no kinds in the store's figures")?;
+    let rows_of = |kind: &str| kinds.get(kind).and_then(|k| k["rows"].as_u64()).unwrap_or(0);
+    let logical: u64 = kinds.values().filter_map(|k| k["bytes"].as_u64()).sum();
+    let on_disk = stats["size_on_disk"].as_u64().unwrap_or(0);
+    let retention = [("fills", 365u64), ("orders", 365), ("events", 90)];
+    println!(
+        "store: {} MiB of sled files for {:.1} MiB of rows ({:.2}×); rows: events {}, orders {}, \
+         fills {} ({fill_lines} fill lines in the journals); removed by retention sweeps \
+         {removed:.0}",
+        on_disk / (1 << 20),
+        logical as f64 / f64::from(1 << 20),
+        on_disk as f64 / logical.max(1) as f64,
+        rows_of("events"),
+        rows_of("orders"),
+        rows_of("fills")
+    );
+    if removed > 0.0 {
+        failures.push(format!("retention removed {removed} rows younger than its limits"));
+    }
+    // Every fill is one row of its own and one `fill` line of its bot's journal.
+    if rows_of("fills") != fill_lines {
+        failures.push(format!(
+            "the store holds {} fills, the journals list {fill_lines}",
+            rows_of("fills")
+        ));
+    }
+    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    for (kind, days) in retention {
+        if let Some(oldest) = kinds.get(kind).and_then(|k| k["oldest_ms"].as_u64())
+            && now_ms.saturating_sub(oldest) > days * 86_400_000 + 3_600_000
+        {
+            failures.push(format!("{kind}: a row older than retention's {days} days"));
+        }
+    }
+    if on_disk as f64 > args.max_disk_amplification * logical as f64 + 64.0 * f64::from(1 << 20) {
+        failures.push(format!(
+            "sled's files ({on_disk} bytes) past {}× the rows' bytes \
+            ({logical}) + 64 MiB",
+            args.max_disk_amplification
+        ));
+    }
+
+    if failures.is_empty() {
+        println!("soak passed in {:.0} s", began.elapsed().as_secs_f64());
+        Ok(())
+    } else {
+        for failure in &failures {
+            println!("FAILED: {failure}");
+        }
+        std::process::exit(1);
+    }
+}
