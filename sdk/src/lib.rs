@@ -32,6 +32,7 @@ pub mod raw {
             price_s: i32,
             tag: i32,
         ) -> i32;
+        pub fn place_order(ptr: *const u8, len: i32) -> i32;
         pub fn cancel(id: i64);
         pub fn cancel_all();
         pub fn log(level: i32, ptr: *const u8, len: i32);
@@ -230,6 +231,18 @@ impl Host {
         unsafe { raw::place(side, kind, qm, qs, pm, ps, tag as i32) };
     }
 
+    /// Places an order of any type Keel supports, given as the REST API's manual order JSON:
+    /// `{"type": "stop_limit", "side": "buy", "qty": "0.01", "stop_price": "105",
+    /// "price": "106", "tag": 4}`; `type` is `market`, `limit` (with `price` and an optional
+    /// `time_in_force`: `gtc`, `ioc`, `fok` or `post_only`), `stop` (`stop_price`),
+    /// `stop_limit` (`stop_price`, `price`) or `trailing_stop` (`trailing_bps`). A field its
+    /// type does not have fails the call (and pauses the bot with the reason).
+    pub fn place_order(&mut self, order: &serde_json::Value) {
+        let json = order.to_string();
+        // SAFETY: the pointer and length are of a live buffer the host only reads.
+        unsafe { raw::place_order(json.as_ptr(), json.len() as i32) };
+    }
+
     /// Cancels one of the strategy's open orders.
     pub fn cancel(&mut self, order_id: u64) {
         // SAFETY: plain values.
@@ -317,7 +330,8 @@ pub trait Strategy: Sized {
         let _ = (host, trade);
     }
 
-    /// Any other event, as JSON: `quote`, `fill`, `timer`, `candle` (its `type` field).
+    /// Any other event, as JSON: `quote`, `fill`, `order`, `timer`, `candle` (its `type` field);
+    /// ignore types you do not know (later hosts may add more).
     fn on_event(&mut self, host: &mut Host, event: &serde_json::Value) {
         let _ = (host, event);
     }

@@ -23,6 +23,8 @@ pub const MAX_STATE_BYTES: usize = 1 << 20;
 pub const MAX_SCHEMA_BYTES: usize = 64 << 10;
 /// Longest `fail` message, in bytes.
 pub const MAX_FAIL_BYTES: usize = 4096;
+/// Longest order JSON `place_order` reads.
+pub const MAX_ORDER_BYTES: usize = 1024;
 
 /// Required exports: name and signature.
 pub const REQUIRED_EXPORTS: [(&str, &[ValType], &[ValType]); 4] = [
@@ -262,11 +264,42 @@ fn push_intent(caller: &mut Caller<'_, HostState>, intent: Intent) -> Result<()>
     Ok(())
 }
 
+/// An order of any type Keel supports, as `place_order` takes it: the JSON of the REST API's
+/// manual order (`type` market, limit, stop, stop_limit or trailing_stop, with the price fields
+/// that type has; decimals as strings or numbers). A field the type does not have is refused,
+/// like the API refuses it, rather than dropped.
+fn order_request(json: &[u8]) -> Result<OrderRequest> {
+    let value: serde_json::Value = serde_json::from_slice(json)
+        .map_err(|e| anyhow!("keel.place_order: the order is not JSON: {e}"))?;
+    let kind = value.get("type").and_then(serde_json::Value::as_str).unwrap_or("");
+    let allowed: &[&str] = match kind {
+        "market" => &[],
+        "limit" => &["price", "time_in_force"],
+        "stop" => &["stop_price"],
+        "stop_limit" => &["stop_price", "price"],
+        "trailing_stop" => &["trailing_bps"],
+        other => bail!(
+            "keel.place_order: type {other:?} is not market, limit, stop, stop_limit or \
+             trailing_stop"
+        ),
+    };
+    if let Some(fields) = value.as_object() {
+        let common = ["type", "side", "qty", "tag"];
+        if let Some(extra) =
+            fields.keys().find(|k| !common.contains(&k.as_str()) && !allowed.contains(&k.as_str()))
+        {
+            bail!("keel.place_order: a {kind} order has no field {extra:?}");
+        }
+    }
+    serde_json::from_value(value).map_err(|e| anyhow!("keel.place_order: {e}"))
+}
+
 /// The names a module may import from `keel`.
-pub const IMPORTS: [&str; 12] = [
+pub const IMPORTS: [&str; 13] = [
     "candles",
     "context",
     "place",
+    "place_order",
     "cancel",
     "cancel_all",
     "log",
@@ -325,6 +358,16 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>> {
             };
             let tag = tag as u32;
             push_intent(&mut c, Intent::Place(OrderRequest { side, qty, order_type, tag }))?;
+            Ok(0)
+        },
+    )?;
+    l.func_wrap(
+        "keel",
+        "place_order",
+        |mut c: Caller<'_, HostState>, ptr: i32, len: i32| -> Result<i32> {
+            let json = read(&mut c, ptr, len, MAX_ORDER_BYTES, "keel.place_order: the order")?;
+            let req = order_request(&json)?;
+            push_intent(&mut c, Intent::Place(req))?;
             Ok(0)
         },
     )?;

@@ -14,7 +14,7 @@ use crate::abi::{HostState, Phase, split};
 use crate::host::{Compiled, ModuleError, SCHEMA_CAP, WasmHost, describe};
 use keel_core::market::{EventKind, MarketEvent, Side};
 use keel_core::strategy::{Intent, SeriesSpec, Strategy, StrategyContext};
-use keel_core::trading::{Fill, InstrumentFilters};
+use keel_core::trading::{Fill, InstrumentFilters, Order};
 
 type TradeFn = TypedFunc<(i64, i64, i32, i64, i32, i32), i32>;
 
@@ -355,6 +355,27 @@ impl Strategy for WasmStrategy {
             }
             _ => {}
         }
+        inner.take_intents(out);
+    }
+
+    fn wants_order_updates(&self) -> bool {
+        true
+    }
+
+    fn on_order(&mut self, order: &Order, ctx: &StrategyContext<'_>, out: &mut Vec<Intent>) {
+        let inner = self.inner.get_mut();
+        if inner.instance.is_none() {
+            return;
+        }
+        inner.load_context(ctx);
+        let json = json!({
+            "type": "order", "ts": ctx.now_ms, "order_id": order.id, "side": order.side,
+            "order_type": order.order_type, "status": order.status, "qty": order.qty,
+            "filled_qty": order.filled_qty, "avg_fill_price": order.avg_fill_price,
+            "reason": order.reason, "tag": order.tag,
+        })
+        .to_string();
+        inner.run(|i| i.event(json.as_bytes()));
         inner.take_intents(out);
     }
 

@@ -356,3 +356,85 @@ fn two_owners_modules_side_by_side_see_nothing_of_each_other() {
     assert_eq!(last(&mut bob, 1), Decimal::ONE, "bob's instance saw none of alice's trades");
     assert_eq!(last(&mut alice, 6), Decimal::from(6));
 }
+
+/// `json` as a WebAssembly text string literal's body.
+fn wat_text(json: &str) -> String {
+    json.replace('"', "\\\"")
+}
+
+#[test]
+fn a_module_places_any_order_type_and_hears_each_change_of_its_orders() {
+    // On its first trade it places a stop-limit through `place_order`; it logs every event JSON
+    // it gets, so the journal shows what it heard.
+    let order = r#"{"type":"stop_limit","side":"buy","qty":"0.01","stop_price":"105","price":"106","tag":4}"#;
+    let wat = format!(
+        r#"(module
+          (import "keel" "log" (func $log (param i32 i32 i32)))
+          (import "keel" "place_order" (func $place_order (param i32 i32) (result i32)))
+          (memory (export "memory") 1 1)
+          (data (i32.const 0) "{text}")
+          (global $placed (mut i32) (i32.const 0))
+          (func (export "keel_abi_version") (result i32) (i32.const 1))
+          (func (export "keel_alloc") (param i32) (result i32) (i32.const 1024))
+          (func (export "keel_init") (param i32 i32) (result i32) (i32.const 0))
+          (func (export "keel_on_event") (param $ptr i32) (param $len i32) (result i32)
+            (call $log (i32.const 0) (local.get $ptr) (local.get $len)) (i32.const 0))
+          (func (export "keel_on_trade") (param i64 i64 i32 i64 i32 i32) (result i32)
+            (if (i32.eqz (global.get $placed))
+              (then (drop (call $place_order (i32.const 0) (i32.const {len})))
+                    (global.set $placed (i32.const 1))))
+            (i32.const 0)))"#,
+        text = wat_text(order),
+        len = order.len(),
+    );
+    let host = host();
+    let strategy = host.strategy(&wat::parse_str(wat).unwrap(), &json!({}), &filters()).unwrap();
+    let mut bot = engine(Box::new(strategy));
+    let mut heard = Vec::new();
+    for (ts, price) in [(1, "100"), (2, "105.5"), (3, "105.6"), (4, "105.7")] {
+        let mut fx = Effects::default();
+        bot.on_market(&trade(price, ts), &mut fx);
+        assert!(fx.paused.is_none(), "{fx:?}");
+        if ts == 1 {
+            let placed = fx.orders.first().expect("the order is placed");
+            assert_eq!(
+                placed.order_type,
+                keel_core::trading::OrderType::StopLimit { stop_price: d("105"), price: d("106") }
+            );
+            assert_eq!((placed.qty, placed.tag), (d("0.01"), 4));
+        }
+        heard.extend(fx.events.into_iter().filter_map(|e| match e.kind {
+            BotEventKind::Log { message, .. } => {
+                serde_json::from_str::<serde_json::Value>(&message).ok()
+            }
+            _ => None,
+        }));
+    }
+    let orders: Vec<&str> = heard
+        .iter()
+        .filter(|e| e["type"] == "order")
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(orders.first(), Some(&"accepted"), "{heard:?}");
+    assert_eq!(orders.last(), Some(&"filled"), "{heard:?}");
+    let first = heard.iter().find(|e| e["type"] == "order").unwrap();
+    assert_eq!(first["order_type"]["type"], "stop_limit");
+    assert_eq!(first["tag"], 4);
+    assert!(heard.iter().any(|e| e["type"] == "fill" && e["tag"] == 4), "{heard:?}");
+}
+
+#[test]
+fn an_order_with_a_field_its_type_does_not_have_pauses_the_bot_naming_the_field() {
+    let order = r#"{"type":"limit","side":"buy","qty":"0.01","price":"100","stop_price":"99"}"#;
+    let extra = format!(
+        r#"(import "keel" "place_order" (func $place_order (param i32 i32) (result i32)))
+           (data (i32.const 0) "{}")"#,
+        wat_text(order)
+    );
+    let on_trade = format!(
+        "(drop (call $place_order (i32.const 0) (i32.const {}))) (i32.const 0)",
+        order.len()
+    );
+    let (why, _) = run_hostile(&on_trade, &extra);
+    assert!(why.contains(r#"a limit order has no field "stop_price""#), "{why}");
+}

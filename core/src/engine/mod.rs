@@ -62,6 +62,9 @@ pub struct BotEngine {
     views_dirty: bool,
     strategy_active: bool,
     intents: Vec<Intent>,
+    /// Versions of the strategy's orders it has not been told of yet (only when it wants them).
+    order_updates: Vec<Order>,
+    wants_order_updates: bool,
     paper_fills: Vec<PaperFill>,
     /// Live orders the venue was asked to cancel (asked once, until it answers).
     cancel_pending: Vec<u64>,
@@ -91,6 +94,7 @@ impl BotEngine {
             tracing::warn!(bot_id = config.bot_id, %err, "strategy state does not restore; starting it fresh");
         }
         let series = strategy.series();
+        let wants_order_updates = strategy.wants_order_updates();
         let published = SeriesTracker::new(series.len());
         let mut venue = PaperVenue::new(config.paper.clone(), config.filters.clone());
         let open: Vec<Order> = open_orders.into_iter().filter(|o| o.status.is_open()).collect();
@@ -108,6 +112,8 @@ impl BotEngine {
             views_dirty: true,
             strategy_active: true,
             intents: Vec::new(),
+            order_updates: Vec::new(),
+            wants_order_updates,
             paper_fills: Vec::new(),
             cancel_pending: Vec::new(),
             user_budget: None,
@@ -207,6 +213,7 @@ impl BotEngine {
             self.paper_fills = fills;
         }
         if self.strategy_active {
+            self.deliver_order_updates(now);
             self.refresh_views();
             let ctx = StrategyContext {
                 position: &self.state.position,
@@ -218,6 +225,8 @@ impl BotEngine {
             self.run_intents(fx);
             self.publish_series(now, fx);
             self.check_strategy(now, fx);
+        } else {
+            self.order_updates.clear();
         }
         self.check_daily_loss(now, fx);
     }
@@ -353,6 +362,8 @@ impl BotEngine {
                     }
                 }
             }
+            let now = self.now();
+            self.deliver_order_updates(now);
             if self.intents.is_empty() {
                 // Keep the allocation for the next event.
                 self.intents = batch;
@@ -366,12 +377,31 @@ impl BotEngine {
         self.intents.clear();
     }
 
+    /// Tells the strategy of its orders' versions since it was last told.
+    fn deliver_order_updates(&mut self, now: u64) {
+        if self.order_updates.is_empty() {
+            return;
+        }
+        let updates = std::mem::take(&mut self.order_updates);
+        self.refresh_views();
+        let ctx = StrategyContext {
+            position: &self.state.position,
+            open_orders: &self.views,
+            filters: &self.config.filters,
+            now_ms: now,
+        };
+        for order in &updates {
+            self.strategy.on_order(order, &ctx, &mut self.intents);
+        }
+    }
+
     /// Pauses the bot when its strategy has failed (a sandboxed module trapped), with the reason
     /// in the journal and the effects; it is not called again until the owner resumes it.
     fn check_strategy(&mut self, now: u64, fx: &mut Effects) {
         let Some(reason) = self.strategy.failure() else { return };
         self.strategy_active = false;
         self.intents.clear();
+        self.order_updates.clear();
         let reason = format!("strategy failed: {reason}");
         self.log(now, BotEventKind::Log { level: "error".into(), message: reason.clone() }, fx);
         fx.paused = Some(reason);

@@ -181,6 +181,9 @@ impl BotEngine {
 
     /// Records a version of an order and its journal line.
     pub(super) fn record_order(&mut self, order: &Order, fx: &mut Effects) {
+        if self.wants_order_updates && order.origin == OrderOrigin::Strategy {
+            self.order_updates.push(order.clone());
+        }
         fx.orders.push(order.clone());
         self.log(order.updated_ts, BotEventKind::Order(order.clone()), fx);
     }

@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::market::MarketEvent;
-use crate::trading::{Fill, InstrumentFilters, OrderRequest, Position, Side};
+use crate::trading::{Fill, InstrumentFilters, Order, OrderRequest, Position, Side};
 
 /// What a strategy asks the order manager to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +75,19 @@ pub trait Strategy: Send + std::fmt::Debug {
     /// Reacts to a fill of one of its orders (after the position was updated).
     fn on_fill(&mut self, fill: &Fill, ctx: &StrategyContext<'_>, out: &mut Vec<Intent>) {
         let _ = (fill, ctx, out);
+    }
+
+    /// Whether it is told of its orders' changes ([`Strategy::on_order`]); the engine keeps
+    /// nothing for a strategy that is not.
+    fn wants_order_updates(&self) -> bool {
+        false
+    }
+
+    /// Reacts to a change of one of its own orders (accepted, filled in part or in full,
+    /// canceled, rejected, expired): each version, in order, once the step that made it is done
+    /// (before the next market event, or in the next round of its own intents).
+    fn on_order(&mut self, order: &Order, ctx: &StrategyContext<'_>, out: &mut Vec<Intent>) {
+        let _ = (order, ctx, out);
     }
 
     /// The strategy's internal state, for persistence.
