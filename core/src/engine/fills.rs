@@ -79,12 +79,7 @@ impl BotEngine {
             }
         }
         self.refresh_views();
-        let ctx = StrategyContext {
-            position: &self.state.position,
-            open_orders: &self.views,
-            filters: &self.config.filters,
-            now_ms: fill.ts,
-        };
+        let ctx = strategy_context!(self, fill.ts);
         if order.origin == OrderOrigin::Strategy && self.strategy_active {
             self.strategy.on_fill(&fill, &ctx, &mut self.intents);
         }

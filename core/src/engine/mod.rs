@@ -21,6 +21,20 @@
 //! - `native_bracket`: the same legs placed as the venue's own OCO order list;
 //! - `live`: real orders, answered by the venue instead of filled here.
 
+/// What the strategy sees at `$now`. A macro rather than a method: the context borrows the
+/// engine's position, views and config field by field, so the strategy and its intents stay
+/// free to borrow mutably beside it.
+macro_rules! strategy_context {
+    ($engine:expr, $now:expr) => {
+        StrategyContext {
+            position: &$engine.state.position,
+            open_orders: &$engine.views,
+            filters: &$engine.config.filters,
+            now_ms: $now,
+        }
+    };
+}
+
 mod bracket;
 mod effects;
 mod fills;
@@ -215,12 +229,7 @@ impl BotEngine {
         if self.strategy_active {
             self.deliver_order_updates(now);
             self.refresh_views();
-            let ctx = StrategyContext {
-                position: &self.state.position,
-                open_orders: &self.views,
-                filters: &self.config.filters,
-                now_ms: now,
-            };
+            let ctx = strategy_context!(self, now);
             self.strategy.on_event(event, &ctx, &mut self.intents);
             self.run_intents(fx);
             self.publish_series(now, fx);
@@ -384,12 +393,7 @@ impl BotEngine {
         }
         let updates = std::mem::take(&mut self.order_updates);
         self.refresh_views();
-        let ctx = StrategyContext {
-            position: &self.state.position,
-            open_orders: &self.views,
-            filters: &self.config.filters,
-            now_ms: now,
-        };
+        let ctx = strategy_context!(self, now);
         for order in &updates {
             self.strategy.on_order(order, &ctx, &mut self.intents);
         }
@@ -412,12 +416,7 @@ impl BotEngine {
         if self.series.is_empty() {
             return;
         }
-        let ctx = StrategyContext {
-            position: &self.state.position,
-            open_orders: &self.views,
-            filters: &self.config.filters,
-            now_ms: now,
-        };
+        let ctx = strategy_context!(self, now);
         self.strategy.series_values(&ctx, self.published.slots());
         fx.indicators = self.published.changes(now);
     }
