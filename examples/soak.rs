@@ -511,7 +511,9 @@ async fn main() -> anyhow::Result<()> {
     let base = format!("http://127.0.0.1:{}", args.port);
     let half = Duration::from_secs(args.duration_secs / 2);
     let warmup = args.warmup_secs.unwrap_or((args.duration_secs / 10).clamp(30, 300)) as f64;
-    std::fs::create_dir_all(&args.data_dir)?;
+    // Private, as an operator's data directory is (Keel warns on every start otherwise).
+    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        .create(&args.data_dir)?;
     let began = Instant::now();
 
     let mut keel = start_keel(&args, &http, 1).await?;
