@@ -34,14 +34,16 @@ const SESSION_ENDING: [&str; 2] = ["auth_logout", "auth_delete_me"];
 /// a symbol the venue lists and its tick and step sizes, a strategy's parameters (their shape
 /// depends on `kind`), an exchange account of the caller's, an upload that exists, the risk
 /// checks, and the content of an uploaded trade file; a notification channel's fields depend on
-/// its `kind`, and its URL's host may be a refused address.
-const STATEFUL_422: [&str; 6] = [
+/// its `kind`, and its URL's host may be a refused address; a strategy module's bytes must be a
+/// WebAssembly module speaking the ABI, which a schema of bytes cannot say.
+const STATEFUL_422: [&str; 7] = [
     "bots_create",
     "bots_update",
     "trading_place",
     "backtests_create",
     "backtests_upload",
     "notifications_create",
+    "strategies_upload",
 ];
 /// Test cases per operation and phase: enough to reach each rule, few enough that the whole
 /// run stays within a few minutes of CI.
@@ -51,6 +53,8 @@ const MAX_SECONDS: &str = "150";
 /// Time budget of each session-ending operation's run: one request ends the session, and the
 /// rest can only be refused.
 const SESSION_ENDING_SECONDS: &str = "15";
+/// schemathesis hooks: a serializer for `application/wasm` (the module upload's body).
+const HOOKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis_hooks.py");
 /// Fixed seed, with deterministic generation, so a failure reproduces.
 const SEED: &str = "20261202";
 
@@ -182,11 +186,12 @@ async fn run(
     // The app's actors run on this thread: wait for schemathesis on another.
     let dir = config_file.parent().unwrap().to_owned();
     let st = st.to_owned();
-    let output: Output =
-        tokio::task::spawn_blocking(move || Command::new(&st).args(args).current_dir(dir).output())
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("cannot run {ST_VAR}: {e}"));
+    let output: Output = tokio::task::spawn_blocking(move || {
+        Command::new(&st).args(args).env("SCHEMATHESIS_HOOKS", HOOKS).current_dir(dir).output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run {ST_VAR}: {e}"));
     let took = started.elapsed();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
