@@ -266,8 +266,9 @@ fn push_intent(caller: &mut Caller<'_, HostState>, intent: Intent) -> Result<()>
 
 /// An order of any type Keel supports, as `place_order` takes it: the JSON of the REST API's
 /// manual order (`type` market, limit, stop, stop_limit or trailing_stop, with the price fields
-/// that type has; decimals as strings or numbers). A field the type does not have is refused,
-/// like the API refuses it, rather than dropped.
+/// that type has; decimals as strings or numbers). A field the type does not have is refused
+/// rather than dropped. Stricter than the API, which reads a `limit` with a `stop_price` as a
+/// stop-limit: a module names its type.
 fn order_request(json: &[u8]) -> Result<OrderRequest> {
     let value: serde_json::Value = serde_json::from_slice(json)
         .map_err(|e| anyhow!("keel.place_order: the order is not JSON: {e}"))?;
