@@ -148,6 +148,12 @@ impl Account {
                     bot.do_send(AccountNews::Order(update));
                 }
             }
+            AccountEvent::Position(position) => {
+                tracing::debug!(venue = %self.venue, account_id = self.account_id, ?position, "position");
+            }
+            AccountEvent::Funding(payment) => {
+                tracing::debug!(venue = %self.venue, account_id = self.account_id, ?payment, "funding");
+            }
         }
     }
 

@@ -256,6 +256,8 @@ fn bot_record(
         risk: RiskLimits::default(),
         bracket: None,
         paper: PaperSettings::default(),
+        leverage: None,
+        margin_type: None,
         filters: instrument.filters(),
         status: BotStatus::Running,
         status_reason: None,

@@ -7,6 +7,7 @@ use keel_actors::bot::admission::Admission;
 use keel_actors::bot::supervisor::{ControlBot, CreateBot, DeleteBot, GetBot, UpdateBot};
 use keel_actors::bot::{BotMode, BotRecord, BotStatus, Bracket, Control, PaperSettings};
 use keel_actors::mailbox::ask;
+use keel_core::bot::MarginType;
 use keel_core::bot::admission::{check_editable, parse_market};
 use keel_core::market::VenueId;
 use keel_core::strategy::StrategySpec;
@@ -52,6 +53,15 @@ pub struct NewBot {
     /// Paper account settings.
     #[serde(default)]
     paper: PaperSettings,
+    /// Leverage, on a venue with leverage only (`GET /venues`); 1 there when left out. Keel
+    /// sets it at the venue before the bot's first order.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 125)]
+    leverage: Option<u32>,
+    /// Margin type, on a venue with leverage only; `isolated` there when left out. Keel sets it
+    /// at the venue before the bot's first order.
+    #[serde(default)]
+    margin_type: Option<MarginType>,
 }
 
 /// `PATCH /bots/{id}` body: any subset of the editable fields. `bracket: null` removes it.
@@ -78,6 +88,13 @@ pub struct BotPatch {
     /// New paper settings.
     #[serde(default)]
     paper: Option<PaperSettings>,
+    /// New leverage (a venue with leverage only).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 125)]
+    leverage: Option<u32>,
+    /// New margin type (a venue with leverage only).
+    #[serde(default)]
+    margin_type: Option<MarginType>,
 }
 
 /// The `{id}` of `/bots/{id}/…`.
@@ -189,6 +206,8 @@ pub async fn create(
         risk: body.risk,
         bracket: body.bracket,
         paper: body.paper,
+        leverage: body.leverage,
+        margin_type: body.margin_type,
         filters: InstrumentFilters::default(),
         status: BotStatus::Created,
         status_reason: None,
@@ -289,6 +308,12 @@ pub async fn update(
     }
     if let Some(paper) = patch.paper {
         record.paper = paper;
+    }
+    if let Some(leverage) = patch.leverage {
+        record.leverage = Some(leverage);
+    }
+    if let Some(margin_type) = patch.margin_type {
+        record.margin_type = Some(margin_type);
     }
     record.updated_ts = now_ms();
     validate(&state, &mut record, Vec::new()).await?;

@@ -25,6 +25,8 @@ async fn create_reports_every_bad_field_together() {
         (json!({"venue": "nowhere"}), vec!["venue"]),
         (json!({"symbol": "NOPEUSDT"}), vec!["symbol"]),
         (json!({"mode": "live"}), vec!["exchange_account_id"]),
+        // sim is a spot venue: no leverage, no margin type.
+        (json!({"leverage": 5, "margin_type": "cross"}), vec!["leverage", "margin_type"]),
         (
             json!({"risk": {"max_order_notional": "-5"}, "paper": {"starting_quote": "0"}}),
             vec!["risk.max_order_notional", "paper.starting_quote"],

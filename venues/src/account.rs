@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
-use crate::routing::{Balance, OrderReport};
+use crate::routing::{Balance, FundingPayment, OrderReport, VenuePosition};
 
 /// Signs a payload for as long as the stream lives: the vault's `Sign`, owned (a stream task
 /// outlives any one request), answering `(api_key, signature)`.
@@ -43,6 +43,11 @@ pub enum AccountEvent {
         /// Signed change.
         delta: Decimal,
     },
+    /// A derivatives position changed (Binance futures' `ACCOUNT_UPDATE`, Bybit's `position`):
+    /// its state as it is now.
+    Position(VenuePosition),
+    /// A funding payment was made or received on a perpetual position.
+    Funding(FundingPayment),
 }
 
 /// One order's change, as the stream reports it.

@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
 
 use crate::market::InstrumentMap;
+use keel_core::bot::MarginType;
 use keel_core::market::{Symbol, VenueId};
 use keel_core::trading::Order;
 
@@ -59,6 +60,46 @@ pub struct Balance {
     pub free: Decimal,
     /// Held by open orders (or margin).
     pub locked: Decimal,
+}
+
+/// A derivatives position as the venue holds it ([`OrderRouter::positions`], and pushed by an
+/// account stream as [`crate::account::AccountEvent::Position`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VenuePosition {
+    /// The symbol, in the venue's spelling (`BTCUSDT`).
+    pub symbol: String,
+    /// Signed base quantity: positive long, negative short, zero flat.
+    pub qty: Decimal,
+    /// Average entry price; zero when flat.
+    pub entry_price: Decimal,
+    /// The venue's mark price, when it reports one with the position.
+    pub mark_price: Option<Decimal>,
+    /// Where the venue would liquidate the position, when it reports one (none when flat, or
+    /// when cross margin leaves none).
+    pub liquidation_price: Option<Decimal>,
+    /// Unrealised profit at the mark, in the margin asset.
+    pub unrealized_pnl: Decimal,
+    /// The symbol's leverage at the venue, when it reports it.
+    pub leverage: Option<u32>,
+    /// The symbol's margin type at the venue, when it reports it.
+    pub margin_type: Option<MarginType>,
+    /// When the venue last changed it, ms (0 when it does not say).
+    pub updated_ms: u64,
+}
+
+/// A funding payment on a perpetual position: paid or received at a funding time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FundingPayment {
+    /// The symbol, in the venue's spelling.
+    pub symbol: String,
+    /// The asset it was paid in (`USDT`).
+    pub asset: String,
+    /// Signed amount: positive received, negative paid.
+    pub amount: Decimal,
+    /// When it was paid, ms.
+    pub time_ms: u64,
+    /// The venue's id of the payment (Binance's `tranId`), so it is counted once.
+    pub id: String,
 }
 
 /// What a failed request means for the order it concerned.
@@ -199,6 +240,37 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
     ) -> RouteFuture<'a, Vec<OrderReport>> {
         let _ = (symbol, list_client_order_id, signer);
         Box::pin(async { Err(no_order_lists()) })
+    }
+
+    /// Sets `symbol`'s leverage and margin type at the venue, before a bot's first order (a
+    /// venue whose registry entry has `leverage`). Idempotent: a setting that is already so is
+    /// success. The others answer `Ok` without a request.
+    fn prepare<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        leverage: u32,
+        margin_type: MarginType,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, ()> {
+        let _ = (symbol, leverage, margin_type, signer);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The account's open derivatives positions (none on a spot venue).
+    fn positions<'a>(&'a self, signer: Signer<'a>) -> RouteFuture<'a, Vec<VenuePosition>> {
+        let _ = signer;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Funding payments on `symbol` from `since_ms` on, oldest first (none on a spot venue).
+    fn funding<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        since_ms: u64,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<FundingPayment>> {
+        let _ = (symbol, since_ms, signer);
+        Box::pin(async { Ok(Vec::new()) })
     }
 
     /// Opens the account's stream of order and balance events, signed with `signer` (one per

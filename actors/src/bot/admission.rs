@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use actix::Addr;
-use keel_core::bot::admission::{check_account, check_strategy, static_errors, unknown_symbol};
+use keel_core::bot::admission::{
+    check_account, check_derivatives, check_strategy, static_errors, unknown_symbol,
+};
 use keel_core::bot::{BotMode, BotRecord};
 use keel_core::market::VenueId;
 use keel_core::validation::FieldError;
@@ -59,6 +61,8 @@ impl Admission<'_> {
         mut details: Vec<FieldError>,
     ) -> Result<Vec<FieldError>, AdmissionError> {
         details.extend(static_errors(record));
+        let leverage_venue = keel_venues::registry::capabilities(record.venue).leverage;
+        check_derivatives(record, leverage_venue, &mut details);
         let feed = self.feed.and_then(|slot| slot.get()).ok_or(AskError::Gone { actor: "feed" })?;
         let query = GetInstrument { symbol: record.symbol.clone() };
         match ask(&feed, query, self.timeout, "feed").await? {

@@ -5,7 +5,7 @@
 //! Field errors are collected, not returned at the first, so an owner sees every bad field at
 //! once.
 
-use super::{BotId, BotRecord, BotStatus, validate_static};
+use super::{BotId, BotRecord, BotStatus, MAX_LEVERAGE, MarginType, validate_static};
 use crate::market::{Symbol, VenueId};
 use crate::trading::InstrumentFilters;
 use crate::validation::FieldError;
@@ -43,6 +43,37 @@ pub fn static_errors(record: &BotRecord) -> Vec<FieldError> {
         record.bracket.as_ref(),
         &record.paper,
     )
+}
+
+/// Checks a bot's `leverage` and `margin_type` against its venue: only a venue with leverage
+/// takes them, and there they default to 1 and `isolated`, so the venue never trades a bot at
+/// whatever leverage its account happened to hold.
+pub fn check_derivatives(
+    record: &mut BotRecord,
+    leverage_venue: bool,
+    details: &mut Vec<FieldError>,
+) {
+    if !leverage_venue {
+        let venue = record.venue;
+        if record.leverage.is_some() {
+            details.push(FieldError::new(
+                "leverage",
+                format!("{venue} has no leverage: leave it out for a spot venue"),
+            ));
+        }
+        if record.margin_type.is_some() {
+            details.push(FieldError::new(
+                "margin_type",
+                format!("{venue} has no margin types: leave it out for a spot venue"),
+            ));
+        }
+        return;
+    }
+    let leverage = *record.leverage.get_or_insert(1);
+    record.margin_type.get_or_insert(MarginType::Isolated);
+    if !(1..=MAX_LEVERAGE).contains(&leverage) {
+        details.push(FieldError::new("leverage", format!("must be 1 to {MAX_LEVERAGE}")));
+    }
 }
 
 /// The field error for a symbol the venue does not list.
@@ -152,6 +183,8 @@ mod tests {
             risk: RiskLimits::default(),
             bracket: None,
             paper: PaperSettings::default(),
+            leverage: None,
+            margin_type: None,
             filters: InstrumentFilters::default(),
             status: BotStatus::Created,
             status_reason: None,
@@ -188,6 +221,30 @@ mod tests {
         bot.paper.starting_quote = Decimal::ZERO;
         let fields: Vec<_> = static_errors(&bot).into_iter().map(|d| d.field).collect();
         assert_eq!(fields, ["name", "exchange_account_id", "paper.starting_quote"]);
+    }
+
+    #[test]
+    fn leverage_and_margin_type_belong_to_derivatives_venues_and_default_there() {
+        let mut spot = record();
+        spot.leverage = Some(3);
+        spot.margin_type = Some(MarginType::Cross);
+        let mut details = Vec::new();
+        check_derivatives(&mut spot, false, &mut details);
+        let fields: Vec<_> = details.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["leverage", "margin_type"]);
+
+        let mut perp = record();
+        let mut details = Vec::new();
+        check_derivatives(&mut perp, true, &mut details);
+        assert!(details.is_empty(), "{details:?}");
+        assert_eq!((perp.leverage, perp.margin_type), (Some(1), Some(MarginType::Isolated)));
+
+        perp.leverage = Some(MAX_LEVERAGE + 1);
+        perp.margin_type = Some(MarginType::Cross);
+        check_derivatives(&mut perp, true, &mut details);
+        assert_eq!(details.len(), 1);
+        assert_eq!(details[0].field, "leverage");
+        assert_eq!(perp.margin_type, Some(MarginType::Cross), "an owner's choice is kept");
     }
 
     #[test]

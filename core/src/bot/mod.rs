@@ -133,6 +133,20 @@ impl Default for PaperSettings {
     }
 }
 
+/// How a derivatives position's margin is held at the venue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarginType {
+    /// The position has its own margin: a liquidation loses that margin and no more.
+    Isolated,
+    /// The position draws on the account's whole margin balance.
+    Cross,
+}
+
+/// Most leverage a bot may ask for. A venue may allow less for a symbol or a position size
+/// (Binance USD-M's brackets, Bybit's risk limits); it then refuses the bot's start.
+pub const MAX_LEVERAGE: u32 = 125;
+
 /// A bot's definition and lifecycle state, as stored in the `bots` tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BotRecord {
@@ -158,6 +172,15 @@ pub struct BotRecord {
     pub bracket: Option<Bracket>,
     /// Paper account.
     pub paper: PaperSettings,
+    /// Leverage on a derivatives venue, set there before the bot's first order (and modelled by
+    /// paper futures). Defaults to 1 on such a venue; absent on spot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 125)]
+    pub leverage: Option<u32>,
+    /// Margin type on a derivatives venue, set there before the bot's first order. Defaults to
+    /// `isolated` on such a venue; absent on spot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin_type: Option<MarginType>,
     /// The venue's rules for the symbol, as they were when the bot was defined (or last edited).
     pub filters: InstrumentFilters,
     /// Lifecycle state.

@@ -158,6 +158,8 @@ mod tests {
             risk: RiskLimits::default(),
             bracket: None,
             paper: PaperSettings::default(),
+            leverage: None,
+            margin_type: None,
             filters: InstrumentFilters::default(),
             status,
             status_reason: None,
