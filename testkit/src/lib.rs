@@ -3,6 +3,8 @@
 //!
 //! - [`fake_binance`]: a loopback fake of Binance's combined-stream WebSocket, with faults;
 //! - [`fake_rest`]: a loopback fake of Binance's spot REST API (signed orders), with faults;
+//! - [`fake_futures`]: a loopback fake of Binance's USD-M futures REST API (orders, leverage,
+//!   margin type, positions, funding), strict like the venue;
 //! - [`fake_user_stream`]: a loopback fake of Binance's WebSocket API user data stream
 //!   (signature subscriptions, pushed account events), with faults;
 //! - [`hmac_sha256_hex`]: request signing done independently of Keel's vault, so the fakes check
@@ -28,6 +30,7 @@
 pub mod fake_binance;
 pub mod fake_bybit;
 pub mod fake_bybit_stream;
+pub mod fake_futures;
 pub mod fake_hook;
 pub mod fake_rest;
 pub mod fake_user_stream;

@@ -252,7 +252,7 @@ mod tests {
         let expected = [
             (VenueId::Sim, Capabilities::default()),
             (VenueId::Binance, binance_spot),
-            (VenueId::BinanceFutures, Capabilities { leverage: false, ..perpetuals }),
+            (VenueId::BinanceFutures, Capabilities { live_orders: true, ..perpetuals }),
             (VenueId::Bybit, spot),
             (VenueId::BybitLinear, perpetuals),
         ];
@@ -261,9 +261,15 @@ mod tests {
         }
         let credentials: Vec<&str> = credential_venues().map(VenueId::as_str).collect();
         assert_eq!(credentials, ["binance", "binance_futures", "bybit", "bybit_linear"]);
-        assert_eq!(live_order_venues().collect::<Vec<_>>(), [VenueId::Binance, VenueId::Bybit]);
+        assert_eq!(
+            live_order_venues().collect::<Vec<_>>(),
+            [VenueId::Binance, VenueId::BinanceFutures, VenueId::Bybit]
+        );
         // The API's refusal of a live bot elsewhere names them.
-        assert_eq!(live_order_labels(), "binance (spot), bybit (spot)");
+        assert_eq!(
+            live_order_labels(),
+            "binance (spot), binance_futures (USD-M futures), bybit (spot)"
+        );
         for entry in VENUES {
             assert_eq!(entry.router.is_some(), entry.capabilities.live_orders, "{}", entry.id);
         }

@@ -10,6 +10,7 @@ use futures_util::future::BoxFuture;
 use keel_core::market::Symbol;
 use keel_core::trading::{OrderType, Side};
 use keel_testkit::fake_bybit::{self, BybitFault, FakeBybit};
+use keel_testkit::fake_futures::{self, FakeFutures, FuturesFault};
 use keel_testkit::fake_rest::{self, FakeRest, Fault};
 use keel_testkit::routing::{TestSigner, new_order, signer};
 use keel_venues::routing::{OrderRouter, RouteErrorKind};
@@ -110,6 +111,47 @@ impl Venue for Bybit {
     }
 }
 
+struct BinanceFutures(FakeFutures);
+
+impl Venue for BinanceFutures {
+    fn name(&self) -> &'static str {
+        "binance_futures"
+    }
+    fn router(&self) -> Arc<dyn OrderRouter> {
+        let rest = keel_venues::binance::rest::RestClient::new(
+            &keel_venues::binance_futures::DIALECT,
+            &self.0.url(),
+        )
+        .unwrap();
+        Arc::new(keel_venues::binance_futures::router::FuturesRouter::new(Arc::new(rest)))
+    }
+    fn signer(&self) -> TestSigner {
+        signer(fake_futures::API_KEY, fake_futures::SECRET_KEY)
+    }
+    fn fill(&self, client_order_id: &str, qty: Decimal) -> bool {
+        self.0.fill(client_order_id, qty)
+    }
+    fn lose_next_answer(&self, variant: usize) {
+        let fault = [FuturesFault::AcceptThenServerError, FuturesFault::AcceptThenDrop][variant];
+        self.0.fail_next(1, fault);
+    }
+    fn lost_answer_variants(&self) -> usize {
+        2
+    }
+    fn set_clock_skew_ms(&self, skew_ms: i64) {
+        self.0.set_clock_skew_ms(skew_ms);
+    }
+    fn clock_refusals(&self) -> usize {
+        self.0.clock_refusals()
+    }
+    fn time_requests(&self) -> usize {
+        self.0.time_requests()
+    }
+    fn creates(&self) -> usize {
+        self.0.creates()
+    }
+}
+
 type Start = fn() -> BoxFuture<'static, Box<dyn Venue>>;
 
 /// The price market orders fill at on every fake.
@@ -132,6 +174,13 @@ fn venues() -> Vec<Start> {
                 let fake = FakeBybit::start().await;
                 fake.set_price(price());
                 Box::new(Bybit(fake)) as Box<dyn Venue>
+            })
+        },
+        || {
+            Box::pin(async {
+                let fake = FakeFutures::start().await;
+                fake.set_price(price());
+                Box::new(BinanceFutures(fake)) as Box<dyn Venue>
             })
         },
     ]

@@ -436,7 +436,7 @@ impl RestClient {
     /// returned). Only `-1021` is retried: Binance checks the timestamp before anything else, so
     /// the first request did nothing, even a placement. Any other failure, an unknown outcome
     /// above all, is returned as it is.
-    pub(super) async fn signed<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn signed<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,

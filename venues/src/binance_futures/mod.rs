@@ -3,8 +3,8 @@
 //! Futures speaks spot's wire format, so the connection, parser and REST client are
 //! [`crate::binance`]'s; what differs is here, in its [`Dialect`]: URLs, the channel of each
 //! stream (aggregate trades, `forceOrder` liquidations), limits, REST paths and the
-//! exchange-info filters. Live orders are not routed to futures yet, so the registry builds no
-//! order router for it.
+//! exchange-info filters. Live orders, leverage, margin type, positions and funding go through
+//! [`router::FuturesRouter`] (one-way position mode only).
 //!
 //! Follows <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>
 //! and <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>.
@@ -17,6 +17,8 @@ use crate::binance::rest::{filter_field, find_filter, spot_min_notional};
 use crate::binance::{Dialect, RestPaths, connector};
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::{StreamKind, VenueId};
+
+pub mod router;
 
 /// USD-M futures market streams, combined-stream endpoint.
 /// <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>
@@ -73,19 +75,20 @@ pub static DIALECT: Dialect = Dialect {
     min_notional,
 };
 
-/// Binance USD-M futures in the registry: shorting and credentials, no live orders yet.
+/// Binance USD-M futures in the registry: live orders (reduce-only exits), shorting, leverage and
+/// margin type. Brackets are emulated by Keel (no native conditional orders yet).
 pub static ENTRY: VenueEntry = VenueEntry {
     id: VenueId::BinanceFutures,
     label: "binance_futures (USD-M futures)",
     market_type: MarketType::Perpetual,
     capabilities: Capabilities {
-        live_orders: false,
+        live_orders: true,
         shorting: true,
         credentials: true,
-        leverage: false,
+        leverage: true,
         native_brackets: false,
     },
     presets: |testnet| Some(DIALECT.presets(testnet)),
     market: |settings| connector::market(&DIALECT, settings),
-    router: None,
+    router: Some(router::build),
 };

@@ -1,0 +1,197 @@
+//! The Binance USD-M futures router against the loopback fake (`keel_testkit::fake_futures`):
+//! leverage and margin type set before the first order, reduce-only exits, positions, funding,
+//! balances and back-offs. The guarantees every live venue shares are in `conformance.rs`.
+#![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test with its line
+
+use std::sync::Arc;
+
+use keel_core::bot::MarginType;
+use keel_core::market::Symbol;
+use keel_core::trading::{OrderOrigin, OrderType, Side};
+use keel_testkit::fake_futures::{self, FakeFutures};
+use keel_testkit::routing::{TestSigner, new_order, signer};
+use keel_venues::binance::rest::RestClient;
+use keel_venues::binance_futures::router::FuturesRouter;
+use keel_venues::routing::{OrderRouter, RouteErrorKind};
+use rust_decimal::Decimal;
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn btc() -> Symbol {
+    Symbol::parse("BTCUSDT").unwrap()
+}
+
+async fn start() -> (FakeFutures, FuturesRouter, TestSigner) {
+    let fake = FakeFutures::start().await;
+    let rest = RestClient::new(&keel_venues::binance_futures::DIALECT, &fake.url()).unwrap();
+    let router = FuturesRouter::new(Arc::new(rest));
+    (fake, router, signer(fake_futures::API_KEY, fake_futures::SECRET_KEY))
+}
+
+/// The paths of the signed requests the fake accepted, in order.
+fn paths(fake: &FakeFutures) -> Vec<String> {
+    fake.log().iter().map(|l| l.split('?').next().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn prepare_checks_one_way_mode_then_sets_margin_type_then_leverage() {
+    let (fake, router, signer) = start().await;
+    router.prepare(&btc(), 10, MarginType::Isolated, &*signer).await.unwrap();
+    assert_eq!(
+        paths(&fake),
+        ["GET /fapi/v1/positionSide/dual", "POST /fapi/v1/marginType", "POST /fapi/v1/leverage"]
+    );
+    let log = fake.log();
+    assert!(log[1].contains("symbol=BTCUSDT&marginType=ISOLATED&"), "{}", log[1]);
+    assert!(log[2].contains("symbol=BTCUSDT&leverage=10&"), "{}", log[2]);
+    assert_eq!(fake.config("BTCUSDT"), Some((10, "ISOLATED".to_owned())));
+    // Already so: Binance answers -4046, which is success.
+    router.prepare(&btc(), 10, MarginType::Isolated, &*signer).await.unwrap();
+    router.prepare(&btc(), 5, MarginType::Cross, &*signer).await.unwrap();
+    assert_eq!(fake.config("BTCUSDT"), Some((5, "CROSSED".to_owned())));
+}
+
+#[tokio::test]
+async fn a_leverage_above_the_bracket_is_the_venues_refusal() {
+    let (fake, router, signer) = start().await;
+    let err = router.prepare(&btc(), 126, MarginType::Cross, &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::Rejected);
+    assert!(err.message.contains("-4028") && err.message.contains("126"), "{}", err.message);
+    assert_eq!(fake.config("BTCUSDT"), Some((fake_futures::DEFAULT_LEVERAGE, "CROSSED".into())));
+}
+
+#[tokio::test]
+async fn hedge_mode_is_refused_before_anything_is_changed() {
+    let (fake, router, signer) = start().await;
+    fake.set_dual_side(true);
+    let err = router.prepare(&btc(), 3, MarginType::Isolated, &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::Rejected);
+    assert!(err.message.contains("hedge mode"), "{}", err.message);
+    assert_eq!(paths(&fake), ["GET /fapi/v1/positionSide/dual"]);
+}
+
+#[tokio::test]
+async fn a_short_entry_fills_and_its_exit_is_reduce_only() {
+    let (fake, router, signer) = start().await;
+    fake.set_price(dec("50000"));
+    router.prepare(&btc(), 5, MarginType::Isolated, &*signer).await.unwrap();
+    let entry = new_order("keel-42-000001", Side::Sell, OrderType::Market, dec("0.010"));
+    let report = router.place(&btc(), &entry, &*signer).await.unwrap();
+    assert_eq!((report.status.as_str(), report.executed_qty), ("FILLED", dec("0.010")));
+    assert_eq!(report.cum_quote, dec("500"));
+    // RESULT answers carry no fills: they are read from the order's trades, with commission.
+    assert_eq!(report.fills.len(), 1);
+    assert_eq!((report.fills[0].fee, report.fills[0].fee_asset.as_str()), (dec("0.2"), "USDT"));
+    assert_eq!(fake.position("BTCUSDT"), dec("-0.010"));
+    let order_request =
+        fake.log().into_iter().find(|l| l.starts_with("POST /fapi/v1/order")).unwrap();
+    assert!(order_request.contains("newOrderRespType=RESULT"), "{order_request}");
+    assert!(!order_request.contains("reduceOnly"), "an entry is not reduce-only: {order_request}");
+
+    let positions = router.positions(&*signer).await.unwrap();
+    assert_eq!(positions.len(), 1);
+    let short = &positions[0];
+    assert_eq!(
+        (short.symbol.as_str(), short.qty, short.entry_price),
+        ("BTCUSDT", dec("-0.010"), dec("50000"))
+    );
+    assert_eq!((short.leverage, short.margin_type), (Some(5), Some(MarginType::Isolated)));
+    assert_eq!(short.liquidation_price, Some(dec("60000")));
+    fake.set_price(dec("49000"));
+    let positions = router.positions(&*signer).await.unwrap();
+    assert_eq!(positions[0].unrealized_pnl, dec("10"));
+    assert_eq!(positions[0].mark_price, Some(dec("49000")));
+
+    // An exit larger than the position would flip it: the venue refuses it.
+    let mut too_big = new_order("keel-42-000002", Side::Buy, OrderType::Market, dec("0.020"));
+    too_big.origin = OrderOrigin::StopLoss;
+    let err = router.place(&btc(), &too_big, &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::Rejected);
+    assert!(err.message.contains("-2022"), "{}", err.message);
+    let mut close = new_order("keel-42-000003", Side::Buy, OrderType::Market, dec("0.010"));
+    close.origin = OrderOrigin::Close;
+    let closed = router.place(&btc(), &close, &*signer).await.unwrap();
+    assert_eq!(closed.status, "FILLED");
+    assert_eq!(fake.position("BTCUSDT"), Decimal::ZERO);
+    let close_request =
+        fake.log().into_iter().rfind(|l| l.starts_with("POST /fapi/v1/order")).unwrap();
+    assert!(close_request.contains("reduceOnly=true"), "{close_request}");
+    assert!(router.positions(&*signer).await.unwrap().is_empty());
+    // Flat: any exit would open a position.
+    let mut take_profit = new_order("keel-42-000004", Side::Buy, OrderType::Market, dec("0.010"));
+    take_profit.origin = OrderOrigin::TakeProfit;
+    assert_eq!(
+        router.place(&btc(), &take_profit, &*signer).await.unwrap_err().kind,
+        RouteErrorKind::Rejected
+    );
+}
+
+#[tokio::test]
+async fn a_post_only_limit_is_gtx_and_conditional_types_are_refused_here() {
+    let (fake, router, signer) = start().await;
+    fake.set_price(dec("50000"));
+    let post_only = OrderType::Limit {
+        price: dec("49000"),
+        time_in_force: keel_core::trading::TimeInForce::PostOnly,
+    };
+    let order = new_order("keel-42-000010", Side::Buy, post_only, dec("0.010"));
+    assert_eq!(router.place(&btc(), &order, &*signer).await.unwrap().status, "NEW");
+    assert!(fake.log().last().unwrap().contains("timeInForce=GTX"));
+    let stop_limit = OrderType::StopLimit { stop_price: dec("51000"), price: dec("51100") };
+    let order = new_order("keel-42-000011", Side::Buy, stop_limit, dec("0.010"));
+    let err = router.place(&btc(), &order, &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::Rejected);
+    assert_eq!(fake.creates(), 1, "nothing sent for the refused type");
+}
+
+#[tokio::test]
+async fn funding_payments_are_read_from_income_history_since_a_time() {
+    let (fake, router, signer) = start().await;
+    fake.pay_funding("BTCUSDT", dec("-0.25"), 1_700_000_000_000, 9_689_322_392);
+    fake.pay_funding("BTCUSDT", dec("0.125"), 1_700_028_800_000, 9_689_322_393);
+    fake.pay_funding("ETHUSDT", dec("-1"), 1_700_028_800_000, 9_689_322_394);
+    let all = router.funding(&btc(), 0, &*signer).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[0].amount, all[0].id.as_str(), all[0].asset.as_str()),
+        (dec("-0.25"), "9689322392", "USDT")
+    );
+    let later = router.funding(&btc(), 1_700_000_000_001, &*signer).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!((later[0].amount, later[0].time_ms), (dec("0.125"), 1_700_028_800_000));
+    let request = fake.log().into_iter().find(|l| l.starts_with("GET /fapi/v1/income")).unwrap();
+    assert!(
+        request.contains("incomeType=FUNDING_FEE") && request.contains("startTime=0"),
+        "{request}"
+    );
+}
+
+#[tokio::test]
+async fn balances_are_the_futures_wallet() {
+    let (fake, router, signer) = start().await;
+    fake.set_price(dec("50000"));
+    router.prepare(&btc(), 10, MarginType::Isolated, &*signer).await.unwrap();
+    let order = new_order("keel-42-000020", Side::Buy, OrderType::Market, dec("0.100"));
+    router.place(&btc(), &order, &*signer).await.unwrap();
+    let balances = router.balances(&*signer).await.unwrap();
+    let usdt = balances.iter().find(|b| b.asset == "USDT").unwrap();
+    // 5000 notional at 10x holds 500 as margin.
+    assert_eq!((usdt.free, usdt.locked), (dec("9500"), dec("500")));
+}
+
+#[tokio::test]
+async fn a_429_holds_every_request_back_for_its_retry_after() {
+    let (fake, router, signer) = start().await;
+    router.sync_clock().await.unwrap();
+    fake.rate_limit_next(429, 30);
+    let order = new_order("keel-42-000030", Side::Buy, OrderType::Market, dec("0.010"));
+    let first = router.place(&btc(), &order, &*signer).await.unwrap_err();
+    assert_eq!(first.kind, RouteErrorKind::Rejected, "{}", first.message);
+    let requests = fake.requests();
+    let second = router.place(&btc(), &order, &*signer).await.unwrap_err();
+    assert_eq!(second.kind, RouteErrorKind::NotSent, "{}", second.message);
+    assert_eq!(fake.requests(), requests, "nothing sent during the back-off");
+    assert_eq!(fake.creates(), 0);
+}
