@@ -17,6 +17,7 @@ mod limits;
 mod live;
 mod live_bybit;
 mod live_crash;
+mod live_futures;
 mod live_oco;
 mod live_stream;
 mod markets;

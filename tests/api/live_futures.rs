@@ -1,0 +1,168 @@
+//! Live trading on Binance USD-M futures over the real HTTP API, against loopback fakes of its
+//! market stream and REST API (`keel_testkit::fake_futures`): a short entry, reduce-only exits,
+//! a lost answer settled by a query, and the kill switch closing the position reduce-only.
+//!
+//! `bot_start_sets_margin_type_and_leverage_before_the_first_order` needs the runtime to call
+//! `OrderRouter::prepare` at bot start (helper `derivrt`'s part of issue 22): it is ignored until
+//! that merges; run it with `--ignored` then and drop the `ignore`.
+
+use std::time::{Duration, Instant};
+
+use keel_testkit::fake_binance::FakeBinance;
+use keel_testkit::fake_futures::{API_KEY, FakeFutures, FuturesFault, SECRET_KEY};
+use keel_testkit::{TestApp, spawn_app_with};
+use reqwest::Method;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+struct Live {
+    app: TestApp,
+    ws: FakeBinance,
+    rest: FakeFutures,
+    token: String,
+    bot: u64,
+}
+
+async fn live_futures_bot(email: &str) -> Live {
+    let ws = FakeBinance::start().await;
+    let rest = FakeFutures::start().await;
+    rest.set_price("100".parse().unwrap());
+    let (ws_url, rest_url) = (ws.url.clone(), rest.url());
+    let app = spawn_app_with(move |s| {
+        s.venues.binance_futures.enabled = true;
+        s.venues.binance_futures.ws_url = ws_url;
+        s.venues.binance_futures.rest_url = rest_url;
+    })
+    .await;
+    let user = app.register(email).await;
+    let account_id =
+        app.add_exchange_account(&user.access, "binance_futures", API_KEY, SECRET_KEY).await;
+    let bot = app
+        .create_live_bot_with(&user.access, "binance_futures", account_id, |body| {
+            body["leverage"] = json!(3);
+            body["margin_type"] = json!("isolated");
+        })
+        .await;
+    let bot_json = app.get_json(&format!("/api/v1/bots/{bot}"), &user.access).await;
+    assert_eq!(
+        (bot_json["leverage"].clone(), bot_json["margin_type"].clone()),
+        (json!(3), json!("isolated")),
+        "{bot_json}"
+    );
+    assert_eq!(app.control(&user.access, bot, "start").await.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ws.subscriptions().contains("btcusdt@bookTicker") {
+        assert!(Instant::now() < deadline, "the bot never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Live { app, ws, rest, token: user.access, bot }
+}
+
+impl Live {
+    fn quote(&self) {
+        self.ws.publish(
+            "btcusdt@bookTicker",
+            r#"{"e":"bookTicker","u":400900217,"E":1568014460893,"T":1568014460891,"s":"BTCUSDT","b":"99.90","B":"31.21000000","a":"100.00","A":"40.66000000"}"#,
+        );
+    }
+
+    async fn place(&self, order: &Value) -> Value {
+        let path = format!("/api/v1/bots/{}/orders", self.bot);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            self.quote();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let res = self.app.send(Method::POST, &path, Some(order), &self.token).await;
+            let status = res.status().as_u16();
+            let body: Value = res.json().await.unwrap();
+            if status == 202 {
+                return body;
+            }
+            assert!(Instant::now() < deadline, "{status}: {body}");
+        }
+    }
+
+    async fn wait_for(&self, id: u64, status: &str) -> Value {
+        self.app.wait_for_order(&self.token, self.bot, id, status).await
+    }
+
+    /// The order requests the fake accepted, in order.
+    fn order_posts(&self) -> Vec<String> {
+        self.rest.log().into_iter().filter(|l| l.starts_with("POST /fapi/v1/order?")).collect()
+    }
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+#[actix_web::test]
+async fn a_short_entry_fills_a_lost_answer_is_settled_and_the_kill_switch_closes_reduce_only() {
+    let live = live_futures_bot("futures-short@example.com").await;
+    // A short entry from flat: a plain sell, not reduce-only.
+    let sell = json!({"side": "sell", "qty": "0.5", "type": "market"});
+    let order = live.place(&sell).await;
+    let id = order["id"].as_u64().unwrap();
+    let filled = live.wait_for(id, "filled").await;
+    assert_eq!(filled["avg_fill_price"], "100", "{filled}");
+    assert_eq!(live.rest.position("BTCUSDT"), dec("-0.5"));
+    let posts = live.order_posts();
+    assert_eq!(posts.len(), 1);
+    assert!(posts[0].contains("side=SELL") && !posts[0].contains("reduceOnly"), "{}", posts[0]);
+
+    // The venue takes the next sell but the answer is lost: the bot queries, never resends.
+    live.rest.fail_next(1, FuturesFault::AcceptThenDrop);
+    let more = json!({"side": "sell", "qty": "0.25", "type": "market"});
+    let order = live.place(&more).await;
+    let id = order["id"].as_u64().unwrap();
+    let reconciled = live.wait_for(id, "reconciled").await;
+    assert_eq!(reconciled["filled_qty"], "0.25", "{reconciled}");
+    assert_eq!(live.rest.creates(), 2, "no duplicate order");
+    assert_eq!(live.rest.position("BTCUSDT"), dec("-0.75"));
+
+    // The kill switch flattens: a reduce-only buy of the whole short.
+    let res = live
+        .app
+        .post_json("/api/v1/kill-switch", &json!({"flatten": true}), Some(&live.token))
+        .await;
+    let status = res.status().as_u16();
+    let report: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{report}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live.rest.position("BTCUSDT").is_zero() {
+        assert!(Instant::now() < deadline, "the kill switch never closed the short: {report}");
+        live.quote();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let close = live.order_posts().pop().unwrap();
+    assert!(close.contains("side=BUY") && close.contains("reduceOnly=true"), "{close}");
+    assert_eq!(live.rest.creates(), 3);
+}
+
+#[actix_web::test]
+#[ignore = "needs OrderRouter::prepare called at bot start (helper derivrt, issue 22)"]
+async fn bot_start_sets_margin_type_and_leverage_before_the_first_order() {
+    let live = live_futures_bot("futures-prepare@example.com").await;
+    let buy = json!({"side": "buy", "qty": "0.5", "type": "market"});
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    let paths: Vec<String> =
+        live.rest.log().iter().map(|l| l.split('?').next().unwrap().to_owned()).collect();
+    let at = |path: &str| paths.iter().position(|p| p == path);
+    let (margin, leverage, first_order) =
+        (at("POST /fapi/v1/marginType"), at("POST /fapi/v1/leverage"), at("POST /fapi/v1/order"));
+    assert!(margin.is_some() && leverage.is_some(), "{paths:?}");
+    assert!(margin < leverage && leverage < first_order, "{paths:?}");
+    assert_eq!(live.rest.config("BTCUSDT"), Some((3, "ISOLATED".to_owned())));
+    // Its exits (a take-profit, a close) go reduce-only.
+    let close = format!("/api/v1/bots/{}/close-position", live.bot);
+    let res = live.app.send(Method::POST, &close, Some(&json!({})), &live.token).await;
+    assert!(res.status().is_success(), "{}", res.status());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !live.rest.position("BTCUSDT").is_zero() {
+        assert!(Instant::now() < deadline, "the close never reached the venue");
+        live.quote();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(live.order_posts().pop().unwrap().contains("reduceOnly=true"));
+}
