@@ -14,7 +14,13 @@
 //!   (`-4046` when already so, `-4048` with a position open), `POST /fapi/v1/leverage` (`-4028`
 //!   above the symbol's bracket: 125 on BTCUSDT, 75 on ETHUSDT);
 //! - `GET /fapi/v3/balance`, `GET /fapi/v3/positionRisk`, `GET /fapi/v1/symbolConfig`,
-//!   `GET /fapi/v1/income` ([`FakeFutures::pay_funding`]).
+//!   `GET /fapi/v1/income` ([`FakeFutures::pay_funding`]);
+//! - `POST`/`PUT`/`DELETE /fapi/v1/listenKey` (API key only, `-1125` for a keep-alive of no key)
+//!   and the user data stream at [`FakeFutures::ws_url`]`/ws/<listenKey>` (a wrong key is refused
+//!   at the handshake): every order change pushes `ORDER_TRADE_UPDATE` (`NEW`, `TRADE`,
+//!   `CANCELED`), every execution an `ACCOUNT_UPDATE` (`ORDER`) with the position;
+//!   [`FakeFutures::charge_funding`] an `ACCOUNT_UPDATE` (`FUNDING_FEE`), and
+//!   [`FakeFutures::expire_listen_key`] `listenKeyExpired` (then the connection closes).
 //!
 //! One-way position mode: each symbol has one signed position. A `MARKET` order fills at once at
 //! [`FakeFutures::set_price`] paying 0.04 % commission in USDT; a `LIMIT` `GTC`/`GTX` order rests
@@ -30,10 +36,16 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use futures_util::{SinkExt, StreamExt};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as Request2, Response,
+};
 
 use crate::hmac_sha256_hex;
 
@@ -134,6 +146,11 @@ struct Book {
     /// Signed requests that passed the checks, as `METHOD /path?query` (signature removed).
     log: Vec<String>,
     next_id: u64,
+    /// User data stream events made by the last change, pushed once the book is released.
+    outbox: Vec<Value>,
+    /// The account's valid listen key, if any.
+    listen_key: Option<String>,
+    listen_keys_made: u64,
 }
 
 #[derive(Debug)]
@@ -146,12 +163,27 @@ struct State {
     time_requests: AtomicUsize,
     clock_refusals: AtomicUsize,
     weight: AtomicU32,
+    /// Frames for every user data stream connection.
+    stream: broadcast::Sender<Message>,
+    stream_connections: AtomicUsize,
+    keepalives: AtomicUsize,
+}
+
+impl State {
+    /// Pushes what the last change made to the user data stream connections.
+    fn flush(&self) {
+        let events = std::mem::take(&mut lock(&self.book).outbox);
+        for event in events {
+            let _ = self.stream.send(Message::text(event.to_string()));
+        }
+    }
 }
 
 /// The running fake (dropping every handle does not stop it; it lives with the runtime).
 #[derive(Debug, Clone)]
 pub struct FakeFutures {
     url: String,
+    ws_url: String,
     state: Arc<State>,
 }
 
@@ -188,6 +220,9 @@ impl FakeFutures {
                 rate_limit: None,
                 log: Vec::new(),
                 next_id: 8_389_765_000,
+                outbox: Vec::new(),
+                listen_key: None,
+                listen_keys_made: 0,
             }),
             skew_ms: AtomicI64::new(0),
             price: Mutex::new(Decimal::from(50_000)),
@@ -196,6 +231,9 @@ impl FakeFutures {
             time_requests: AtomicUsize::new(0),
             clock_refusals: AtomicUsize::new(0),
             weight: AtomicU32::new(0),
+            stream: broadcast::channel(1024).0,
+            stream_connections: AtomicUsize::new(0),
+            keepalives: AtomicUsize::new(0),
         });
         let served = state.clone();
         tokio::spawn(async move {
@@ -203,7 +241,60 @@ impl FakeFutures {
                 tokio::spawn(serve(stream, served.clone()));
             }
         });
-        Self { url, state }
+        let ws_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ws_url = format!("ws://{}", ws_listener.local_addr().unwrap());
+        let served = state.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = ws_listener.accept().await {
+                let pushes = served.stream.subscribe();
+                tokio::spawn(serve_stream(tcp, served.clone(), pushes));
+            }
+        });
+        Self { url, ws_url, state }
+    }
+
+    /// The user data stream's base (`ws://127.0.0.1:port`; connect to `/ws/<listenKey>`).
+    pub fn ws_url(&self) -> String {
+        self.ws_url.clone()
+    }
+
+    /// User data stream connections accepted so far.
+    pub fn stream_connections(&self) -> usize {
+        self.state.stream_connections.load(Ordering::SeqCst)
+    }
+
+    /// Listen keys created (`POST /fapi/v1/listenKey` without a valid one).
+    pub fn listen_keys_made(&self) -> u64 {
+        lock(&self.state.book).listen_keys_made
+    }
+
+    /// `PUT /fapi/v1/listenKey` requests that kept a valid key alive.
+    pub fn keepalives(&self) -> usize {
+        self.state.keepalives.load(Ordering::SeqCst)
+    }
+
+    /// The listen key lapses: `listenKeyExpired` goes to every connection, the key is invalid.
+    pub fn expire_listen_key(&self) {
+        let key = lock(&self.state.book).listen_key.take();
+        if let Some(key) = key {
+            let event = json!({"e": "listenKeyExpired", "E": now_ms(), "listenKey": key});
+            let _ = self.state.stream.send(Message::text(event.to_string()));
+        }
+    }
+
+    /// Sends `event` to every user data stream connection, as it is.
+    pub fn push(&self, event: &Value) {
+        let _ = self.state.stream.send(Message::text(event.to_string()));
+    }
+
+    /// A funding fee is charged: recorded in income history and announced by an
+    /// `ACCOUNT_UPDATE` with reason `FUNDING_FEE` (cross margin: the balance only).
+    pub fn charge_funding(&self, symbol: &str, amount: Decimal, tran_id: u64) {
+        let now = now_ms();
+        self.pay_funding(symbol, amount, now, tran_id);
+        let event = json!({"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": {"m": "FUNDING_FEE",
+            "B": [{"a": "USDT", "wb": s(WALLET_USDT + amount), "cw": s(WALLET_USDT + amount), "bc": s(amount)}]}});
+        self.push(&event);
     }
 
     /// Its base URL (`http://127.0.0.1:port`).
@@ -254,6 +345,8 @@ impl FakeFutures {
             return false;
         }
         execute(&mut book, client_order_id, qty, price);
+        drop(book);
+        self.state.flush();
         true
     }
 
@@ -340,12 +433,56 @@ fn execute(book: &mut Book, client_order_id: &str, qty: Decimal, price: Decimal)
     };
     position.amt = after;
     position.update_time = now;
+    let position = *position;
+    let margin = book
+        .configs
+        .get(&order.symbol)
+        .map_or("cross".to_owned(), |c| c.1.to_lowercase().replace("crossed", "cross"));
+    book.outbox.push(order_event(
+        &order,
+        client_order_id,
+        "TRADE",
+        Some((qty, price, commission, trade_id)),
+        realized,
+    ));
+    book.outbox.push(json!({"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": {"m": "ORDER",
+        "B": [{"a": "USDT", "wb": s(WALLET_USDT), "cw": s(WALLET_USDT), "bc": "0"}],
+        "P": [{"s": order.symbol, "pa": s(position.amt), "ep": s(position.entry), "bep": s(position.entry),
+               "cr": "0", "up": "0", "mt": margin, "iw": "0", "ps": "BOTH"}]}}));
     book.trades.push(json!({
         "buyer": order.side == "BUY", "commission": s(commission), "commissionAsset": "USDT",
         "id": trade_id, "maker": order.order_type == "LIMIT", "orderId": order.order_id,
         "price": s(price), "qty": s(qty), "quoteQty": s(qty * price), "realizedPnl": s(realized),
         "side": order.side, "positionSide": "BOTH", "symbol": order.symbol, "time": now
     }));
+}
+
+/// `ORDER_TRADE_UPDATE` for `order` (after the change), execution type `x`, with the trade it
+/// reports (quantity, price, commission, id) if any.
+fn order_event(
+    order: &StoredOrder,
+    client_order_id: &str,
+    x: &str,
+    trade: Option<(Decimal, Decimal, Decimal, u64)>,
+    realized: Decimal,
+) -> Value {
+    let avg =
+        if order.executed.is_zero() { Decimal::ZERO } else { order.cum_quote / order.executed };
+    let (l, last_price, n, t) = trade.unwrap_or_default();
+    let mut o = json!({
+        "s": order.symbol, "c": client_order_id, "S": order.side, "o": order.order_type,
+        "f": order.tif, "q": s(order.qty), "p": s(order.price), "ap": s(avg.round_dp(8)), "sp": "0",
+        "x": x, "X": order.status, "i": order.order_id, "l": s(l), "z": s(order.executed),
+        "L": s(last_price), "T": order.update_time, "t": t, "b": "0", "a": "0",
+        "m": order.order_type == "LIMIT", "R": order.reduce_only, "wt": "CONTRACT_PRICE",
+        "ot": order.order_type, "ps": "BOTH", "cp": false, "rp": s(realized), "pP": false,
+        "si": 0, "ss": 0, "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": 0
+    });
+    if trade.is_some() {
+        o["N"] = json!("USDT");
+        o["n"] = json!(s(n));
+    }
+    json!({"e": "ORDER_TRADE_UPDATE", "E": order.update_time, "T": order.update_time, "o": o})
 }
 
 struct Request {
@@ -488,6 +625,7 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
         }
         ("GET", "/fapi/v1/exchangeInfo") => ok(exchange_info(server_time)),
         ("GET", "/fapi/v1/ping") => ok(json!({})),
+        ("POST" | "PUT" | "DELETE", "/fapi/v1/listenKey") => listen_key(&request, &state),
         _ => match check_signed(&request, &state, server_time) {
             Err(answer) => answer,
             Ok(params) => {
@@ -515,6 +653,8 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
                         ) => {
                             let _ = new_order(&state, &params);
                             if after == FuturesFault::AcceptThenDrop {
+                                // The venue's events go out even though its answer does not.
+                                state.flush();
                                 return;
                             }
                             error(
@@ -531,7 +671,85 @@ async fn serve(mut stream: TcpStream, state: Arc<State>) {
             }
         },
     };
+    state.flush();
     write(&mut stream, &state, answer).await;
+}
+
+/// `POST` (create, or the valid key again), `PUT` (keep alive) and `DELETE` (close) of the
+/// account's listen key: the API key only, no signature (`USER_STREAM`).
+fn listen_key(request: &Request, state: &State) -> Answer {
+    if request.headers.get("x-mbx-apikey").map(String::as_str) != Some(API_KEY) {
+        return error(401, -2015, "Invalid API-key, IP, or permissions for action.");
+    }
+    let mut book = lock(&state.book);
+    match request.method.as_str() {
+        "POST" => {
+            if book.listen_key.is_none() {
+                book.listen_keys_made += 1;
+                let key = format!(
+                    "pqia91ma19a5s61cv6a81va65sdf19v8a65a1a5s61cv6a81va65sdf19v8a{:05}",
+                    book.listen_keys_made
+                );
+                book.listen_key = Some(key);
+            }
+            ok(json!({"listenKey": book.listen_key}))
+        }
+        "PUT" => match &book.listen_key {
+            Some(key) => {
+                state.keepalives.fetch_add(1, Ordering::SeqCst);
+                ok(json!({"listenKey": key}))
+            }
+            None => error(400, -1125, "This listenKey does not exist."),
+        },
+        _ => {
+            book.listen_key = None;
+            ok(json!({}))
+        }
+    }
+}
+
+/// One user data stream connection: `/ws/<listenKey>` with the valid key, then every pushed
+/// frame until either side closes.
+async fn serve_stream(tcp: TcpStream, state: Arc<State>, mut pushes: broadcast::Receiver<Message>) {
+    let valid = lock(&state.book).listen_key.clone();
+    // The handshake callback's signature is tungstenite's.
+    #[allow(clippy::result_large_err)]
+    let callback =
+        move |request: &Request2, response: Response| -> Result<Response, ErrorResponse> {
+            let path = request.uri().path();
+            if valid.as_ref().is_some_and(|key| path == format!("/ws/{key}")) {
+                return Ok(response);
+            }
+            let mut refused = ErrorResponse::new(Some("invalid listen key".into()));
+            *refused.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::BAD_REQUEST;
+            Err(refused)
+        };
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, callback).await else { return };
+    state.stream_connections.fetch_add(1, Ordering::SeqCst);
+    let (mut sink, mut stream) = ws.split();
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(Ok(Message::Ping(payload))) => {
+                    if sink.send(Message::Pong(payload)).await.is_err() { return; }
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            pushed = pushes.recv() => match pushed {
+                Ok(message) => {
+                    let expired = message.to_text().is_ok_and(|t| t.contains("listenKeyExpired"));
+                    if sink.send(message).await.is_err() { return; }
+                    if expired {
+                        let _ = sink.close().await;
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
 }
 
 /// The key, signature and timestamp checks; the request's parameters when they pass.
@@ -686,6 +904,8 @@ fn new_order(state: &State, params: &HashMap<String, String>) -> Answer {
         },
     );
     state.creates.fetch_add(1, Ordering::Relaxed);
+    let placed = book.orders[&client_id].clone();
+    book.outbox.push(order_event(&placed, &client_id, "NEW", None, Decimal::ZERO));
     if order_type == "MARKET" {
         execute(&mut book, &client_id, qty, market_price);
     } else if matches!(tif.as_str(), "IOC" | "FOK")
@@ -730,6 +950,10 @@ fn signed_route(route: (&str, &str), state: &State, params: &HashMap<String, Str
             }
             let mut json = order.json();
             json["clientOrderId"] = json!(id);
+            if route.0 == "DELETE" {
+                let event = order_event(&order.clone(), id, "CANCELED", None, Decimal::ZERO);
+                book.outbox.push(event);
+            }
             ok(json)
         }
         ("GET", "/fapi/v1/userTrades") => {

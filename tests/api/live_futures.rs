@@ -24,14 +24,23 @@ struct Live {
 }
 
 async fn live_futures_bot(email: &str) -> Live {
+    live_futures_bot_with(email, true).await
+}
+
+/// A running live futures bot; with `user_stream`, the account's user data stream is the
+/// fake's (else the bot polls).
+async fn live_futures_bot_with(email: &str, user_stream: bool) -> Live {
     let ws = FakeBinance::start().await;
     let rest = FakeFutures::start().await;
     rest.set_price("100".parse().unwrap());
-    let (ws_url, rest_url) = (ws.url.clone(), rest.url());
+    let (ws_url, rest_url, private_ws_url) = (ws.url.clone(), rest.url(), rest.ws_url());
     let app = spawn_app_with(move |s| {
         s.venues.binance_futures.enabled = true;
         s.venues.binance_futures.ws_url = ws_url;
         s.venues.binance_futures.rest_url = rest_url;
+        if user_stream {
+            s.venues.binance_futures.private_ws_url = private_ws_url;
+        }
     })
     .await;
     let user = app.register(email).await;
@@ -86,6 +95,21 @@ impl Live {
         self.app.wait_for_order(&self.token, self.bot, id, status).await
     }
 
+    /// Waits until the bot's position is `qty` (compared as numbers).
+    async fn assert_position(&self, qty: &str) {
+        let path = format!("/api/v1/bots/{}/position", self.bot);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let position = self.app.get_json(&path, &self.token).await;
+            let held = position["qty"].as_str().and_then(|q| q.parse::<f64>().ok());
+            if held == qty.parse::<f64>().ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the position never became {qty}: {position}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The order requests the fake accepted, in order.
     fn order_posts(&self) -> Vec<String> {
         self.rest.log().into_iter().filter(|l| l.starts_with("POST /fapi/v1/order?")).collect()
@@ -98,7 +122,21 @@ fn dec(s: &str) -> Decimal {
 
 #[actix_web::test]
 async fn a_short_entry_fills_a_lost_answer_is_settled_and_the_kill_switch_closes_reduce_only() {
-    let live = live_futures_bot("futures-short@example.com").await;
+    for user_stream in [true, false] {
+        short_and_kill(user_stream).await;
+    }
+}
+
+async fn short_and_kill(user_stream: bool) {
+    let email = format!("futures-short-{user_stream}@example.com");
+    let live = live_futures_bot_with(&email, user_stream).await;
+    if user_stream {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while live.rest.stream_connections() == 0 {
+            assert!(Instant::now() < deadline, "the account stream never connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     // A short entry from flat: a plain sell, not reduce-only.
     let sell = json!({"side": "sell", "qty": "0.5", "type": "market"});
     let order = live.place(&sell).await;
@@ -115,10 +153,13 @@ async fn a_short_entry_fills_a_lost_answer_is_settled_and_the_kill_switch_closes
     let more = json!({"side": "sell", "qty": "0.25", "type": "market"});
     let order = live.place(&more).await;
     let id = order["id"].as_u64().unwrap();
-    let reconciled = live.wait_for(id, "reconciled").await;
+    // Settled by the query (polling), or by the venue's own report of it (user stream).
+    let settled = if user_stream { "filled" } else { "reconciled" };
+    let reconciled = live.wait_for(id, settled).await;
     assert_eq!(reconciled["filled_qty"], "0.25", "{reconciled}");
     assert_eq!(live.rest.creates(), 2, "no duplicate order");
     assert_eq!(live.rest.position("BTCUSDT"), dec("-0.75"));
+    live.assert_position("-0.75").await;
 
     // The kill switch flattens: a reduce-only buy of the whole short.
     let res = live
@@ -136,7 +177,9 @@ async fn a_short_entry_fills_a_lost_answer_is_settled_and_the_kill_switch_closes
     }
     let close = live.order_posts().pop().unwrap();
     assert!(close.contains("side=BUY") && close.contains("reduceOnly=true"), "{close}");
+    assert!(close.contains("quantity=0.75"), "{close}");
     assert_eq!(live.rest.creates(), 3);
+    live.assert_position("0").await;
 }
 
 #[actix_web::test]

@@ -195,3 +195,89 @@ async fn a_429_holds_every_request_back_for_its_retry_after() {
     assert_eq!(fake.requests(), requests, "nothing sent during the back-off");
     assert_eq!(fake.creates(), 0);
 }
+
+mod stream {
+    use std::time::Duration;
+
+    use keel_venues::account::{AccountEvent, AccountStream, OwnedSigner};
+    use keel_venues::binance_futures::user_stream::FuturesStreamConfig;
+
+    use super::*;
+
+    async fn open(fake: &FakeFutures, keepalive: Duration) -> (FuturesRouter, AccountStream) {
+        let rest = RestClient::new(&keel_venues::binance_futures::DIALECT, &fake.url()).unwrap();
+        let mut config = FuturesStreamConfig::new(fake.ws_url());
+        config.keepalive_every = keepalive;
+        config.connection.backoff_base = Duration::from_millis(10);
+        config.connection.backoff_cap = Duration::from_millis(50);
+        let router = FuturesRouter::new(Arc::new(rest)).with_stream(config);
+        let owned: OwnedSigner = Arc::from(signer(fake_futures::API_KEY, fake_futures::SECRET_KEY));
+        let stream = router.account_stream(owned).unwrap();
+        (router, stream)
+    }
+
+    async fn next(stream: &mut AccountStream) -> AccountEvent {
+        tokio::time::timeout(Duration::from_secs(5), stream.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("the stream is open")
+    }
+
+    #[tokio::test]
+    async fn orders_positions_balances_and_funding_arrive_from_the_user_data_stream() {
+        let fake = FakeFutures::start().await;
+        fake.set_price(dec("50000"));
+        let (router, mut stream) = open(&fake, Duration::from_secs(1800)).await;
+        assert_eq!(next(&mut stream).await, AccountEvent::Connected);
+        let signer = signer(fake_futures::API_KEY, fake_futures::SECRET_KEY);
+        let order = new_order("keel-42-000100", Side::Sell, OrderType::Market, dec("0.010"));
+        router.place(&btc(), &order, &*signer).await.unwrap();
+        let AccountEvent::Order(placed) = next(&mut stream).await else { panic!("not an order") };
+        assert_eq!((placed.report.status.as_str(), placed.trade_id), ("NEW", None));
+        let AccountEvent::Order(traded) = next(&mut stream).await else { panic!("not an order") };
+        assert_eq!(traded.report.client_order_id, "keel-42-000100");
+        assert_eq!(
+            (traded.report.status.as_str(), traded.report.executed_qty),
+            ("FILLED", dec("0.010"))
+        );
+        assert_eq!(traded.report.cum_quote, dec("500"));
+        assert!(traded.trade_id.is_some());
+        assert_eq!(
+            (traded.report.fills[0].fee, traded.report.fills[0].fee_asset.as_str()),
+            (dec("0.2"), "USDT")
+        );
+        let AccountEvent::Position(short) = next(&mut stream).await else {
+            panic!("not a position")
+        };
+        assert_eq!(
+            (short.symbol.as_str(), short.qty, short.entry_price),
+            ("BTCUSDT", dec("-0.010"), dec("50000"))
+        );
+        let AccountEvent::Balances(balances) = next(&mut stream).await else {
+            panic!("not balances")
+        };
+        assert_eq!(balances[0].asset, "USDT");
+
+        fake.charge_funding("BTCUSDT", dec("-0.05"), 777);
+        let AccountEvent::Balances(_) = next(&mut stream).await else { panic!("not balances") };
+        let AccountEvent::Funding(paid) = next(&mut stream).await else { panic!("not funding") };
+        assert_eq!(
+            (paid.symbol.as_str(), paid.amount, paid.id.as_str()),
+            ("BTCUSDT", dec("-0.05"), "777")
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_listen_key_reconnects_with_a_new_one_and_the_key_is_kept_alive() {
+        let fake = FakeFutures::start().await;
+        let (_router, mut stream) = open(&fake, Duration::from_millis(100)).await;
+        assert_eq!(next(&mut stream).await, AccountEvent::Connected);
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(fake.keepalives() >= 2, "{}", fake.keepalives());
+        fake.expire_listen_key();
+        let AccountEvent::Disconnected(why) = next(&mut stream).await else { panic!("not down") };
+        assert!(why.contains("listenKeyExpired"), "{why}");
+        assert_eq!(next(&mut stream).await, AccountEvent::Connected);
+        assert_eq!((fake.listen_keys_made(), fake.stream_connections()), (2, 2));
+    }
+}

@@ -59,8 +59,8 @@ pub fn router(
 
 /// Where `dialect`'s user data stream is: the configured `private_ws_url`, or the preset when
 /// the REST endpoint is the preset too (a configured REST endpoint with the preset stream would
-/// watch one environment and trade on another). `None` where Keel reads no user stream (USD-M
-/// futures): bots poll.
+/// watch one environment and trade on another). `None` where the dialect has no preset stream:
+/// bots poll. (USD-M futures builds its own router and listen-key stream.)
 fn user_stream_url(dialect: &'static Dialect, settings: &ExchangeSettings) -> Option<String> {
     let preset = dialect.presets(settings.testnet).private_ws_url;
     if preset.is_empty() {

@@ -453,6 +453,34 @@ impl RestClient {
         .await
     }
 
+    /// A request that carries the API key but no signature (Binance's `USER_STREAM` security:
+    /// the futures listen key), with `params` in the query string.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub(crate) async fn keyed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        params: &[(&str, String)],
+        api_key: &str,
+    ) -> Result<T, RestError> {
+        self.throttle().await;
+        let query = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let url = if query.is_empty() {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}{path}?{query}", self.base)
+        };
+        let req = self.http.request(method, url).header("X-MBX-APIKEY", api_key);
+        let (body, _) = self.send_reading(req).await?;
+        decode(&body)
+    }
+
     /// [`sync_time`](Self::sync_time), logging a failure.
     async fn measure(&self) -> Result<i64, RestError> {
         let measured = self.sync_time().await;

@@ -19,6 +19,7 @@ use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::{StreamKind, VenueId};
 
 pub mod router;
+pub mod user_stream;
 
 /// USD-M futures market streams, combined-stream endpoint.
 /// <https://developers.binance.com/docs/derivatives/usds-margined-futures/websocket-market-streams>
@@ -60,8 +61,16 @@ pub fn min_notional(filters: &[serde_json::Value]) -> Option<Decimal> {
 /// Binance USD-M futures.
 pub static DIALECT: Dialect = Dialect {
     venue: VenueId::BinanceFutures,
-    mainnet: Presets { ws_url: WS_URL, rest_url: REST_URL, private_ws_url: "" },
-    testnet: Presets { ws_url: TESTNET_WS_URL, rest_url: TESTNET_REST_URL, private_ws_url: "" },
+    mainnet: Presets {
+        ws_url: WS_URL,
+        rest_url: REST_URL,
+        private_ws_url: user_stream::PRIVATE_WS_URL,
+    },
+    testnet: Presets {
+        ws_url: TESTNET_WS_URL,
+        rest_url: TESTNET_REST_URL,
+        private_ws_url: user_stream::TESTNET_PRIVATE_WS_URL,
+    },
     channel,
     max_incoming_msgs_per_sec: MAX_INCOMING_MSGS_PER_SEC,
     ping_interval: PING_INTERVAL,

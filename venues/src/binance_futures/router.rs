@@ -33,9 +33,11 @@ use futures_util::FutureExt;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
+use super::user_stream::{self, FuturesStreamConfig};
+use crate::account::{AccountStream, OwnedSigner};
 use crate::binance::connector::route_error;
 use crate::binance::rest::{RestClient, RestError};
-use crate::registry::{VenueError, VenueSettings};
+use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
 use crate::routing::{
     Balance, FundingPayment, OrderFill, OrderReport, OrderRouter, RouteError, RouteErrorKind,
     RouteFuture, Signer, VenuePosition,
@@ -63,13 +65,32 @@ pub fn build(settings: &VenueSettings) -> Result<Arc<dyn OrderRouter>, VenueErro
     let client = RestClient::new(&super::DIALECT, &rest_url)
         .map_err(|err| VenueError(format!("building the binance_futures REST client: {err}")))?
         .with_recv_window(settings.recv_window_ms);
-    Ok(Arc::new(FuturesRouter::new(Arc::new(client))))
+    let router = FuturesRouter::new(Arc::new(client));
+    let router = match stream_url(settings) {
+        Some(url) => router.with_stream(FuturesStreamConfig::new(url)),
+        None => router,
+    };
+    Ok(Arc::new(router))
+}
+
+/// Where the user data stream is: the configured `private_ws_url`, or the preset when the REST
+/// endpoint is the preset too (a configured REST endpoint with the preset stream would watch
+/// one environment and trade on another: no stream then, bots poll).
+fn stream_url(settings: &ExchangeSettings) -> Option<String> {
+    let preset = super::DIALECT.presets(settings.testnet).private_ws_url;
+    match (settings.private_ws_url.trim(), settings.rest_url.trim()) {
+        ("", "") => Some(preset.to_owned()),
+        ("", _) => None,
+        (url, _) => Some(url.to_owned()),
+    }
 }
 
 /// Signed orders, positions and funding on Binance USD-M futures.
 #[derive(Debug, Clone)]
 pub struct FuturesRouter {
     rest: Arc<RestClient>,
+    /// The user data stream's endpoint and timings, where there is one.
+    stream: Option<FuturesStreamConfig>,
 }
 
 /// An order as `/fapi/v1/order` reports it (new with `RESULT`, query, cancel).
@@ -156,7 +177,13 @@ struct Income {
 impl FuturesRouter {
     /// Orders through `rest` (a client built with the futures dialect).
     pub fn new(rest: Arc<RestClient>) -> Self {
-        Self { rest }
+        Self { rest, stream: None }
+    }
+
+    /// The same, with accounts' user data streams at `config` ([`user_stream`]).
+    pub fn with_stream(mut self, config: FuturesStreamConfig) -> Self {
+        self.stream = Some(config);
+        self
     }
 
     /// The REST client (shared: its weight budget and back-off cover every caller).
@@ -302,55 +329,67 @@ impl FuturesRouter {
             })
             .collect())
     }
+}
 
-    async fn read_funding(
-        &self,
-        symbol: &Symbol,
-        since_ms: u64,
-        signer: Signer<'_>,
-    ) -> Result<Vec<FundingPayment>, RouteError> {
-        let mut payments: Vec<FundingPayment> = Vec::new();
-        let mut start = since_ms;
-        for _ in 0..INCOME_PAGES {
-            let params = vec![
-                ("symbol", symbol.to_string()),
-                ("incomeType", "FUNDING_FEE".to_owned()),
-                ("startTime", start.to_string()),
-                ("limit", INCOME_PAGE.to_string()),
-            ];
-            let page: Vec<Income> = self
-                .rest
-                .signed(reqwest::Method::GET, "/fapi/v1/income", params, signer)
-                .await
-                .map_err(route_error)?;
-            let full = page.len() >= INCOME_PAGE;
-            for income in page {
-                if income.income_type != "FUNDING_FEE" || income.time < since_ms {
-                    continue;
-                }
-                let id = match &income.tran_id {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                if payments.iter().any(|p| p.id == id) {
-                    continue;
-                }
-                start = start.max(income.time);
-                payments.push(FundingPayment {
-                    symbol: income.symbol,
-                    asset: income.asset,
-                    amount: income.income,
-                    time_ms: income.time,
-                    id,
-                });
-            }
-            if !full {
-                break;
-            }
+/// Funding payments from `since_ms` on (of `symbol`, or of every symbol), oldest first, each
+/// once: `GET /fapi/v1/income?incomeType=FUNDING_FEE`, pages of 1000, `tranId` as the id.
+pub(crate) async fn funding_of(
+    rest: &RestClient,
+    symbol: Option<&Symbol>,
+    since_ms: u64,
+    signer: Signer<'_>,
+) -> Result<Vec<FundingPayment>, RouteError> {
+    let mut payments: Vec<FundingPayment> = Vec::new();
+    let mut start = since_ms;
+    for _ in 0..INCOME_PAGES {
+        let mut params = vec![
+            ("incomeType", "FUNDING_FEE".to_owned()),
+            ("startTime", start.to_string()),
+            ("limit", INCOME_PAGE.to_string()),
+        ];
+        if let Some(symbol) = symbol {
+            params.insert(0, ("symbol", symbol.to_string()));
         }
-        payments.sort_by_key(|p| p.time_ms);
-        Ok(payments)
+        let page: Vec<Income> = rest
+            .signed(reqwest::Method::GET, "/fapi/v1/income", params, signer)
+            .await
+            .map_err(route_error)?;
+        let full = page.len() >= INCOME_PAGE;
+        for income in page {
+            if income.income_type != "FUNDING_FEE" || income.time < since_ms {
+                continue;
+            }
+            let id = match &income.tran_id {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            if payments.iter().any(|p| p.id == id) {
+                continue;
+            }
+            start = start.max(income.time);
+            payments.push(FundingPayment {
+                symbol: income.symbol,
+                asset: income.asset,
+                amount: income.income,
+                time_ms: income.time,
+                id,
+            });
+        }
+        if !full {
+            break;
+        }
     }
+    payments.sort_by_key(|p| p.time_ms);
+    Ok(payments)
+}
+
+/// [`funding_of`] every symbol.
+pub(crate) async fn funding_all(
+    rest: &RestClient,
+    since_ms: u64,
+    signer: Signer<'_>,
+) -> Result<Vec<FundingPayment>, RouteError> {
+    funding_of(rest, None, since_ms, signer).await
 }
 
 fn margin_type_of(word: &str) -> Option<MarginType> {
@@ -528,7 +567,13 @@ impl OrderRouter for FuturesRouter {
         since_ms: u64,
         signer: Signer<'a>,
     ) -> RouteFuture<'a, Vec<FundingPayment>> {
-        self.read_funding(symbol, since_ms, signer).boxed()
+        async move { funding_of(&self.rest, Some(symbol), since_ms, signer).await }.boxed()
+    }
+
+    fn account_stream(&self, signer: OwnedSigner) -> Option<AccountStream> {
+        let config = self.stream.clone()?;
+        let reader: Arc<dyn OrderRouter> = Arc::new(FuturesRouter::new(self.rest.clone()));
+        Some(user_stream::spawn(self.rest.clone(), reader, config, signer))
     }
 }
 
