@@ -163,6 +163,7 @@ struct State {
     time_requests: AtomicUsize,
     clock_refusals: AtomicUsize,
     weight: AtomicU32,
+    order_count_10s: AtomicU32,
     /// Frames for every user data stream connection.
     stream: broadcast::Sender<Message>,
     stream_connections: AtomicUsize,
@@ -231,6 +232,7 @@ impl FakeFutures {
             time_requests: AtomicUsize::new(0),
             clock_refusals: AtomicUsize::new(0),
             weight: AtomicU32::new(0),
+            order_count_10s: AtomicU32::new(0),
             stream: broadcast::channel(1024).0,
             stream_connections: AtomicUsize::new(0),
             keepalives: AtomicUsize::new(0),
@@ -251,6 +253,11 @@ impl FakeFutures {
             }
         });
         Self { url, ws_url, state }
+    }
+
+    /// `X-MBX-ORDER-COUNT-10S` on the next order answers is `count` (then it counts on).
+    pub fn set_order_count_10s(&self, count: u32) {
+        self.state.order_count_10s.store(count, Ordering::SeqCst);
     }
 
     /// The user data stream's base (`ws://127.0.0.1:port`; connect to `/ws/<listenKey>`).
@@ -916,7 +923,15 @@ fn new_order(state: &State, params: &HashMap<String, String>) -> Answer {
     let mut json = book.orders[&client_id].json();
     json["clientOrderId"] = json!(client_id);
     json.as_object_mut().map(|o| o.remove("time"));
-    (200, json, vec![("X-MBX-ORDER-COUNT-10S", "1".into()), ("X-MBX-ORDER-COUNT-1M", "1".into())])
+    let count = state.order_count_10s.fetch_add(1, Ordering::SeqCst) + 1;
+    (
+        200,
+        json,
+        vec![
+            ("X-MBX-ORDER-COUNT-10S", count.to_string()),
+            ("X-MBX-ORDER-COUNT-1M", count.to_string()),
+        ],
+    )
 }
 
 fn signed_route(route: (&str, &str), state: &State, params: &HashMap<String, String>) -> Answer {

@@ -196,6 +196,28 @@ async fn a_429_holds_every_request_back_for_its_retry_after() {
     assert_eq!(fake.creates(), 0);
 }
 
+#[tokio::test]
+async fn the_order_budget_is_futures_300_per_10_seconds_not_spots_100() {
+    let (fake, router, signer) = start().await;
+    fake.set_price(dec("50000"));
+    // Past spot's 95: futures still sends.
+    fake.set_order_count_10s(120);
+    for n in 0..2 {
+        let order =
+            new_order(&format!("keel-42-00020{n}"), Side::Buy, OrderType::Market, dec("0.001"));
+        router.place(&btc(), &order, &*signer).await.unwrap();
+    }
+    // At 295 of 300, the next order is held back and not sent.
+    fake.set_order_count_10s(294);
+    let order = new_order("keel-42-000210", Side::Buy, OrderType::Market, dec("0.001"));
+    router.place(&btc(), &order, &*signer).await.unwrap();
+    let creates = fake.creates();
+    let order = new_order("keel-42-000211", Side::Buy, OrderType::Market, dec("0.001"));
+    let err = router.place(&btc(), &order, &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::NotSent, "{}", err.message);
+    assert_eq!(fake.creates(), creates);
+}
+
 mod stream {
     use std::time::Duration;
 

@@ -42,6 +42,10 @@ pub struct Dialect {
     pub paths: RestPaths,
     /// Reads the minimum order value from a symbol's exchange-info filters.
     pub min_notional: fn(&[serde_json::Value]) -> Option<Decimal>,
+    /// The request-weight budget per minute per IP (`REQUEST_WEIGHT`).
+    pub weight_per_minute: u32,
+    /// Orders per 10 s per account (`ORDERS`).
+    pub orders_per_10s: u32,
 }
 
 /// The REST endpoints Keel calls, relative to the base URL.
@@ -90,6 +94,8 @@ pub static SPOT: Dialect = Dialect {
         trades: "/api/v3/myTrades",
     },
     min_notional: rest::spot_min_notional,
+    weight_per_minute: rest::WEIGHT_PER_MINUTE,
+    orders_per_10s: rest::ORDERS_PER_10S,
 };
 
 /// Binance spot in the registry: live orders, credentials, no shorting.

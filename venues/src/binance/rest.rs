@@ -8,8 +8,10 @@
 //! is sent once more after a new measurement (Binance checks the timestamp before it looks at
 //! the order, so nothing happened). The payload is signed in the vault (HMAC-SHA256, hex), never
 //! here. Request weight used is read from `X-MBX-USED-WEIGHT-1M` and requests wait when the
-//! budget is nearly spent; a 429 or 418 stops every request on the venue for its `Retry-After`; an account whose
-//! `X-MBX-ORDER-COUNT-10S` is near Binance's 100 gets no new order until the window passes. An answer that
+//! budget (the market's: spot 6000, USD-M futures 2400 a minute) is nearly spent; a 429 or 418
+//! stops every request on the venue for its `Retry-After`; an account whose
+//! `X-MBX-ORDER-COUNT-10S` is near the market's budget (spot 100, USD-M futures 300) gets no new
+//! order until the window passes. An answer that
 //! does not say what happened (a timeout, a 5xx, an unreadable 2xx) is
 //! [`RestError::is_unknown_outcome`]: the order must be queried before any retry.
 
@@ -46,12 +48,11 @@ pub const WEIGHT_PER_MINUTE: u32 = 6_000;
 const DEFAULT_BACKOFF_SECS: u64 = 60;
 /// Longest back-off honoured as given (418 bans run from 2 minutes to 3 days), seconds.
 const MAX_BACKOFF_SECS: u64 = 3 * 24 * 3600;
-/// Orders per 10 s per account on spot (Binance's `ORDERS` limit), and where Keel stops short.
-const ORDER_SLOWDOWN_10S: u32 = 95;
+/// Orders per 10 s per account on spot (Binance's `ORDERS` limit); Keel stops 5 short of a
+/// market's budget.
+pub const ORDERS_PER_10S: u32 = 100;
 /// The order-count window, ms.
 const ORDER_WINDOW_MS: u64 = 10_000;
-/// Keel slows down above this share of the budget.
-const WEIGHT_SLOWDOWN: u32 = WEIGHT_PER_MINUTE * 9 / 10;
 
 /// What went wrong with a REST call.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -527,7 +528,8 @@ impl RestClient {
 
     /// Near the minute's budget: spread what is left rather than get banned (-1003/418).
     async fn throttle(&self) {
-        if self.used_weight.load(Ordering::Relaxed) >= WEIGHT_SLOWDOWN {
+        // Keel slows down above 90 % of the market's budget.
+        if self.used_weight.load(Ordering::Relaxed) >= self.dialect.weight_per_minute * 9 / 10 {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -539,7 +541,8 @@ impl RestClient {
         let counts = self.order_counts.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(&(count, at)) = counts.get(api_key) else { return Ok(()) };
         let elapsed = (crate::now_us() / 1000).saturating_sub(at);
-        if count >= ORDER_SLOWDOWN_10S && elapsed < ORDER_WINDOW_MS {
+        let slowdown = self.dialect.orders_per_10s.saturating_sub(5);
+        if count >= slowdown && elapsed < ORDER_WINDOW_MS {
             return Err(RestError::Backoff(ORDER_WINDOW_MS - elapsed));
         }
         Ok(())

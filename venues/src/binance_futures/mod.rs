@@ -39,6 +39,11 @@ pub const MAX_INCOMING_MSGS_PER_SEC: u32 = 10;
 /// ten minutes.
 pub const PING_INTERVAL: Duration = Duration::from_secs(3 * 60);
 
+/// USD-M futures' request-weight budget per minute per IP (`REQUEST_WEIGHT` in exchange info).
+pub const WEIGHT_PER_MINUTE: u32 = 2_400;
+/// USD-M futures' order budget per 10 s per account (`ORDERS`, besides 1200 per minute).
+pub const ORDERS_PER_10S: u32 = 300;
+
 /// The futures channel (after `<symbol>@`) carrying `kind`.
 pub fn channel(kind: StreamKind) -> Option<&'static str> {
     Some(match kind {
@@ -82,6 +87,8 @@ pub static DIALECT: Dialect = Dialect {
         trades: "/fapi/v1/userTrades",
     },
     min_notional,
+    weight_per_minute: WEIGHT_PER_MINUTE,
+    orders_per_10s: ORDERS_PER_10S,
 };
 
 /// Binance USD-M futures in the registry: live orders (reduce-only exits), shorting, leverage and
