@@ -254,16 +254,22 @@ mod tests {
             (VenueId::Binance, binance_spot),
             (VenueId::BinanceFutures, Capabilities { leverage: false, ..perpetuals }),
             (VenueId::Bybit, spot),
-            (VenueId::BybitLinear, perpetuals),
+            (VenueId::BybitLinear, Capabilities { live_orders: true, ..perpetuals }),
         ];
         for (venue, capabilities) in expected {
             assert_eq!(super::capabilities(venue), capabilities, "{venue}");
         }
         let credentials: Vec<&str> = credential_venues().map(VenueId::as_str).collect();
         assert_eq!(credentials, ["binance", "binance_futures", "bybit", "bybit_linear"]);
-        assert_eq!(live_order_venues().collect::<Vec<_>>(), [VenueId::Binance, VenueId::Bybit]);
+        assert_eq!(
+            live_order_venues().collect::<Vec<_>>(),
+            [VenueId::Binance, VenueId::Bybit, VenueId::BybitLinear]
+        );
         // The API's refusal of a live bot elsewhere names them.
-        assert_eq!(live_order_labels(), "binance (spot), bybit (spot)");
+        assert_eq!(
+            live_order_labels(),
+            "binance (spot), bybit (spot), bybit_linear (USDT perpetuals)"
+        );
         for entry in VENUES {
             assert_eq!(entry.router.is_some(), entry.capabilities.live_orders, "{}", entry.id);
         }
