@@ -64,6 +64,8 @@ struct Book {
     margin_mode: Option<String>,
     /// Funding executions, as `execution/list` lists them.
     funding: Vec<Value>,
+    /// Trade executions, oldest first.
+    trades: Vec<Value>,
     /// Executions so far (for their ids).
     executions: u64,
 }
@@ -508,26 +510,39 @@ fn signed(method: &str, path: &str, request: &Request, state: &State) -> Answer 
             ok(json!({"list": list, "nextPageCursor": "", "category": "linear"}))
         }
         ("GET", "/v5/execution/list") => {
-            let symbol = param(&request.query, "symbol").unwrap_or_default();
-            let bound =
-                |name: &str| param(&request.query, name).and_then(|v| v.parse::<u64>().ok());
-            let (start, end) =
-                (bound("startTime").unwrap_or(0), bound("endTime").unwrap_or(u64::MAX));
-            if end.saturating_sub(start) > 7 * 24 * 3600 * 1000 {
+            let query = &request.query;
+            let symbol = param(query, "symbol");
+            let link = param(query, "orderLinkId");
+            let exec_type = param(query, "execType");
+            let category = param(query, "category").unwrap_or_default();
+            let bound = |name: &str| param(query, name).and_then(|v| v.parse::<u64>().ok());
+            let (start, end) = (bound("startTime"), bound("endTime"));
+            if let (Some(start), Some(end)) = (start, end)
+                && end.saturating_sub(start) > 7 * 24 * 3600 * 1000
+            {
                 return refuse(10001, "params error: the time range is longer than 7 days");
             }
             let book = state.book.lock().unwrap();
-            let list: Vec<Value> = book
+            // Newest first, as Bybit sorts them.
+            let mut list: Vec<Value> = book
                 .funding
                 .iter()
-                .filter(|e| e["symbol"] == symbol.as_str())
+                .chain(book.trades.iter())
+                .filter(|e| e["category"] == category.as_str())
+                .filter(|e| symbol.as_deref().is_none_or(|s| e["symbol"] == s))
+                .filter(|e| link.as_deref().is_none_or(|l| e["orderLinkId"] == l))
+                .filter(|e| exec_type.as_deref().is_none_or(|t| e["execType"] == t))
                 .filter(|e| {
                     let t = e["execTime"].as_str().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
-                    start <= t && t <= end
+                    start.is_none_or(|s| s <= t) && end.is_none_or(|e| t <= e)
                 })
                 .cloned()
                 .collect();
-            ok(json!({"list": list, "nextPageCursor": "", "category": "linear"}))
+            list.reverse();
+            list.sort_by_key(|e| {
+                std::cmp::Reverse(e["execTime"].as_str().and_then(|t| t.parse::<u64>().ok()))
+            });
+            ok(json!({"list": list, "nextPageCursor": "", "category": category}))
         }
         _ => refuse(10001, "unknown endpoint"),
     }
@@ -626,6 +641,7 @@ fn fill_order(state: &State, book: &mut Book, link: &str, qty: Decimal, price: D
         "orderLinkId": link, "orderPrice": order["price"].clone(), "orderQty": order["qty"].clone(),
         "orderType": order["orderType"].clone(), "side": side, "execTime": now_ms().to_string(),
         "isLeverage": "0", "closedSize": "", "seq": book.executions, "feeCurrency": fee_currency});
+    book.trades.push(exec.clone());
     state.private.publish("execution", json!([exec]));
     state.private.publish("order", json!([order]));
     if category == "linear" {

@@ -128,6 +128,8 @@ impl FakeBybitPrivate {
         let mut topics: BTreeSet<String> = BTreeSet::new();
         loop {
             tokio::select! {
+                // A drop comes before anything published after it.
+                biased;
                 _ = kick.recv() => break,
                 pushed = frames.recv() => {
                     let Ok((topic, frame)) = pushed else { continue };

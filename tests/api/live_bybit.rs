@@ -108,3 +108,34 @@ async fn a_bybit_limit_rests_fills_in_part_and_is_cancelled_at_the_venue() {
     assert_eq!(canceled["filled_qty"], "0.05");
     assert_eq!(live.rest.order(&client_id).unwrap()["orderStatus"], "PartiallyFilledCanceled");
 }
+
+/// Bybit spot takes a buy's fee in the coin received: the bot holds what the account holds (the
+/// bought quantity less the BTC fee, read from the order's trades), and a close sells that.
+#[actix_web::test]
+async fn a_bybit_buy_fee_in_btc_leaves_the_position_the_account_holds() {
+    let live = live_bot("bybit-fee@example.com").await;
+    let buy = json!({"side": "buy", "qty": "0.1", "type": "market"});
+    let order = live.place(&buy).await;
+    live.wait_for(order["id"].as_u64().unwrap(), "filled").await;
+    let path = format!("/api/v1/bots/{}/fills", live.bot);
+    let fills = live.app.get_json(&path, &live.token).await;
+    let fill = &fills["items"][0];
+    assert_eq!(fill["commission"]["asset"], "BTC", "{fill}");
+    assert_eq!(fill["commission"]["amount"], "0.0001", "{fill}");
+    assert_eq!(fill["commission"]["charged_to"], "base", "{fill}");
+    assert_eq!(fill["fee"], "0.01", "valued in USDT at the fill price: {fill}");
+    let position =
+        live.app.get_json(&format!("/api/v1/bots/{}/position", live.bot), &live.token).await;
+    let held = position["qty"].as_str().and_then(|q| q.parse::<f64>().ok());
+    assert_eq!(held, Some(0.0999), "{position}");
+
+    let close = format!("/api/v1/bots/{}/close-position", live.bot);
+    let res = live.app.send(Method::POST, &close, None, &live.token).await;
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert!(matches!(status, 200 | 202), "{status}: {body}");
+    let close_id = body["id"].as_u64().unwrap_or_else(|| body["order"]["id"].as_u64().unwrap());
+    let closed = live.wait_for(close_id, "filled").await;
+    let sold = live.rest.order(closed["client_order_id"].as_str().unwrap()).unwrap();
+    assert_eq!(sold["qty"], "0.0999", "never more than the account holds: {sold}");
+}

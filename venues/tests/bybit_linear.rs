@@ -212,3 +212,37 @@ async fn a_wrong_secret_never_subscribes() {
     assert_eq!(fake.private().auths(), 0);
     assert_eq!(fake.private().refusals()[0], "Request not authorized");
 }
+
+#[tokio::test]
+async fn answers_carry_each_trade_with_the_fee_bybit_took_and_its_coin() {
+    let fake = FakeBybit::start().await;
+    fake.set_price(dec("100"));
+    let signer = good_signer();
+    // Spot takes a buy's fee in the coin received (BTC), a sell's in USDT.
+    let spot = BybitRouter::new(Arc::new(
+        RestClient::new(&keel_venues::bybit::SPOT, &fake.url()).unwrap(),
+    ));
+    let buy = new_order("keel-42-000020", Side::Buy, OrderType::Market, dec("0.1"));
+    let report = spot.place(&btc(), &buy, &*signer).await.unwrap();
+    let [fill] = &report.fills[..] else { panic!("{report:?}") };
+    assert_eq!(
+        (fill.qty, fill.price, fill.fee, fill.fee_asset.as_str()),
+        (dec("0.1"), dec("100"), dec("0.0001"), "BTC")
+    );
+    let sell = new_order("keel-42-000021", Side::Sell, OrderType::Market, dec("0.05"));
+    let report = spot.place(&btc(), &sell, &*signer).await.unwrap();
+    assert_eq!((report.fills[0].fee, report.fills[0].fee_asset.as_str()), (dec("0.005"), "USDT"));
+    // Linear in the settle coin; a resting order's query lists its trades oldest first.
+    let linear = router(&fake);
+    let limit = new_order("keel-42-000022", Side::Sell, OrderType::limit(dec("100")), dec("0.3"));
+    assert!(linear.place(&btc(), &limit, &*signer).await.unwrap().fills.is_empty());
+    fake.set_price(dec("101"));
+    assert!(fake.fill("keel-42-000022", dec("0.1")));
+    fake.set_price(dec("102"));
+    assert!(fake.fill("keel-42-000022", dec("0.05")));
+    let report = linear.query(&btc(), "keel-42-000022", &*signer).await.unwrap();
+    let prices: Vec<Decimal> = report.fills.iter().map(|f| f.price).collect();
+    assert_eq!(prices, [dec("101"), dec("102")]);
+    assert!(report.fills.iter().all(|f| f.fee_asset == "USDT"));
+    assert_eq!(report.executed_qty, dec("0.15"));
+}

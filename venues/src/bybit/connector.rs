@@ -195,6 +195,34 @@ impl BybitRouter {
     pub fn rest(&self) -> &Arc<RestClient> {
         &self.rest
     }
+
+    /// `order` as the seam reports it, with its trades and their fees when it has filled and
+    /// they add up to what filled (otherwise the cumulative figures alone: the engine then
+    /// estimates the fee, and says so).
+    async fn with_fills(
+        &self,
+        symbol: &Symbol,
+        order: VenueOrder,
+        signer: Signer<'_>,
+    ) -> OrderReport {
+        let mut out = report(order);
+        if out.executed_qty.is_zero() {
+            return out;
+        }
+        match self.rest.fills(symbol, &out.client_order_id, signer).await {
+            Ok(fills)
+                if fills.iter().map(|f| f.qty).sum::<rust_decimal::Decimal>()
+                    == out.executed_qty =>
+            {
+                out.fills = fills;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(venue = %self.rest.category().venue, error = %err, "trades not read");
+            }
+        }
+        out
+    }
 }
 
 impl OrderRouter for BybitRouter {
@@ -208,8 +236,11 @@ impl OrderRouter for BybitRouter {
         order: &'a Order,
         signer: Signer<'a>,
     ) -> RouteFuture<'a, OrderReport> {
-        async move { self.rest.place(symbol, order, signer).await.map(report).map_err(route_error) }
-            .boxed()
+        async move {
+            let placed = self.rest.place(symbol, order, signer).await.map_err(route_error)?;
+            Ok(self.with_fills(symbol, placed, signer).await)
+        }
+        .boxed()
     }
 
     fn cancel<'a>(
@@ -219,7 +250,9 @@ impl OrderRouter for BybitRouter {
         signer: Signer<'a>,
     ) -> RouteFuture<'a, OrderReport> {
         async move {
-            self.rest.cancel(symbol, client_order_id, signer).await.map(report).map_err(route_error)
+            let canceled =
+                self.rest.cancel(symbol, client_order_id, signer).await.map_err(route_error)?;
+            Ok(self.with_fills(symbol, canceled, signer).await)
         }
         .boxed()
     }
@@ -232,7 +265,7 @@ impl OrderRouter for BybitRouter {
     ) -> RouteFuture<'a, OrderReport> {
         async move {
             match self.rest.query(symbol, client_order_id, signer).await {
-                Ok(order) => Ok(report(order)),
+                Ok(order) => Ok(self.with_fills(symbol, order, signer).await),
                 // A query that finds nothing anywhere: the venue never received it.
                 Err(err) if err.is_not_open() => {
                     Err(RouteError { kind: RouteErrorKind::NoSuchOrder, message: err.to_string() })
@@ -325,8 +358,7 @@ fn report(order: VenueOrder) -> OrderReport {
         client_order_id: order.order_link_id,
         executed_qty: order.cum_exec_qty,
         cum_quote: order.cum_exec_value,
-        // Bybit's order answers carry cumulative figures only; the engine derives fills from
-        // them (and estimates the fee at the configured rate).
+        // Bybit's order answers carry cumulative figures only: the trades are read apart.
         fills: Vec::new(),
     }
 }

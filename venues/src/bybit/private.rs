@@ -43,7 +43,9 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::Category;
-use super::rest::{RawPosition, RestClient, VenueOrder, funding_payment, settle_coin};
+use super::rest::{
+    RawPosition, RestClient, VenueOrder, funding_payment, settle_coin, spot_fee_coin,
+};
 use crate::account::{
     ACCOUNT_EVENTS_BUFFER, AccountEvent, AccountStream, OrderUpdate, OwnedSigner, TaskGuard,
 };
@@ -373,16 +375,6 @@ impl PrivateParser {
             event_ms: exec.exec_time.parse().unwrap_or(0),
         })))
     }
-}
-
-/// The coin Bybit spot takes a taker's fee in when an execution does not say: the coin received
-/// (the base on a buy, the quote on a sell).
-fn spot_fee_coin(symbol: &str, side: &str) -> String {
-    let quote = ["USDT", "USDC", "BTC", "ETH", "EUR"]
-        .into_iter()
-        .find(|q| symbol.ends_with(q) && symbol.len() > q.len())
-        .unwrap_or("");
-    if side == "Buy" { symbol[..symbol.len() - quote.len()].to_owned() } else { quote.to_owned() }
 }
 
 /// Bybit's execution ids are strings (UUIDs); the seam's trade ids are numbers: a 64-bit

@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 
 use super::Category;
 use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms, signed_call};
-use crate::routing::{FundingPayment, Signer, VenuePosition};
+use crate::routing::{FundingPayment, OrderFill, Signer, VenuePosition};
 use crate::urlencode;
 use keel_core::bot::MarginType;
 use keel_core::market::Symbol;
@@ -446,6 +446,48 @@ impl RestClient {
         Ok(out)
     }
 
+    /// The trades of the order `client_order_id` with the fee of each and its coin
+    /// (`GET /v5/execution/list?orderLinkId=…&execType=Trade`, the last 7 days), oldest first.
+    /// Bybit's order answers carry cumulative figures only; these make a position
+    /// commission-aware (spot takes the fee in the coin received).
+    ///
+    /// # Errors
+    /// The call failed or an execution's numbers are not numbers.
+    pub async fn fills(
+        &self,
+        symbol: &Symbol,
+        client_order_id: &str,
+        signer: Signer<'_>,
+    ) -> Result<Vec<OrderFill>, RestError> {
+        let query = format!(
+            "category={}&symbol={}&orderLinkId={}&execType=Trade&limit=100",
+            self.category.name,
+            symbol.as_str(),
+            urlencode(client_order_id)
+        );
+        let page: List<RawExecution> =
+            self.signed(reqwest::Method::GET, "/v5/execution/list", query, signer).await?;
+        let mut fills = Vec::new();
+        // Newest first as Bybit sorts them; the engine wants them in the order they happened.
+        for exec in page.list.iter().rev().filter(|e| e.exec_type == "Trade") {
+            let number = |field: &str, s: &str| -> Result<Decimal, RestError> {
+                s.parse().map_err(|_| RestError::Decode(format!("execution {field} {s:?}")))
+            };
+            let fee_asset = match exec.fee_currency.as_str() {
+                "" if self.category.derivatives => settle_coin(&exec.symbol).to_owned(),
+                "" => spot_fee_coin(&exec.symbol, &exec.side),
+                coin => coin.to_owned(),
+            };
+            fills.push(OrderFill {
+                price: number("execPrice", &exec.exec_price)?,
+                qty: number("execQty", &exec.exec_qty)?,
+                fee: number("execFee", &exec.exec_fee)?,
+                fee_asset,
+            });
+        }
+        Ok(fills)
+    }
+
     /// Sets `symbol`'s leverage for both sides (`POST /v5/position/set-leverage`; one-way mode
     /// wants them equal). Already so (`110043`) is success.
     ///
@@ -824,6 +866,16 @@ pub fn reduce_only(category: &Category, order: &Order) -> bool {
         )
 }
 
+/// The coin Bybit spot takes a taker's fee in when an execution does not say: the coin received
+/// (the base on a buy, the quote on a sell).
+pub fn spot_fee_coin(symbol: &str, side: &str) -> String {
+    let quote = ["USDT", "USDC", "BTC", "ETH", "EUR"]
+        .into_iter()
+        .find(|q| symbol.ends_with(q) && symbol.len() > q.len())
+        .unwrap_or("");
+    if side == "Buy" { symbol[..symbol.len() - quote.len()].to_owned() } else { quote.to_owned() }
+}
+
 /// The coin a linear contract settles in: USDT perpetuals end in `USDT`; the others are USDC's.
 pub fn settle_coin(symbol: &str) -> &'static str {
     if symbol.ends_with("USDT") { "USDT" } else { "USDC" }
@@ -897,7 +949,7 @@ impl RawPosition {
     }
 }
 
-/// An execution as `/v5/execution/list` lists it (only what funding needs).
+/// An execution as `/v5/execution/list` lists it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawExecution {
@@ -908,6 +960,12 @@ struct RawExecution {
     exec_time: String,
     #[serde(default)]
     fee_currency: String,
+    #[serde(default)]
+    side: String,
+    #[serde(default)]
+    exec_price: String,
+    #[serde(default)]
+    exec_qty: String,
 }
 
 /// A funding execution as a payment. Bybit's `execFee` of a funding is what the account paid
