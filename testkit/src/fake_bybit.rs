@@ -83,6 +83,8 @@ struct State {
     signed: Mutex<Vec<String>>,
     set_leverage_calls: AtomicUsize,
     margin_switches: AtomicUsize,
+    /// Signed order look-ups (`order/realtime`, `order/history`).
+    queries: AtomicUsize,
     private: FakeBybitPrivate,
 }
 
@@ -110,6 +112,7 @@ impl FakeBybit {
             signed: Mutex::new(Vec::new()),
             set_leverage_calls: AtomicUsize::new(0),
             margin_switches: AtomicUsize::new(0),
+            queries: AtomicUsize::new(0),
             private,
         });
         let served = state.clone();
@@ -177,6 +180,11 @@ impl FakeBybit {
     /// The account's margin mode (`REGULAR_MARGIN`, `ISOLATED_MARGIN`).
     pub fn margin_mode(&self) -> String {
         margin_mode(&self.state.book.lock().unwrap())
+    }
+
+    /// Signed order look-ups received (`GET /v5/order/realtime` and `/v5/order/history`).
+    pub fn queries(&self) -> usize {
+        self.state.queries.load(Ordering::Relaxed)
     }
 
     /// `set-leverage` requests received (changed or not).
@@ -448,6 +456,7 @@ fn signed(method: &str, path: &str, request: &Request, state: &State) -> Answer 
         ("POST", "/v5/order/create") => create(request, state),
         ("POST", "/v5/order/cancel") => cancel(request, state),
         ("GET", "/v5/order/realtime" | "/v5/order/history") => {
+            state.queries.fetch_add(1, Ordering::Relaxed);
             let link = param(&request.query, "orderLinkId").unwrap_or_default();
             let closed_only = path == "/v5/order/history"
                 || param(&request.query, "openOnly").as_deref() == Some("1");

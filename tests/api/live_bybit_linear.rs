@@ -178,12 +178,16 @@ async fn the_private_stream_fills_orders_with_bybits_fee_and_reconnects_to_recon
     let accepted = live.wait_for(id, "accepted").await;
     let client = accepted["client_order_id"].as_str().unwrap().to_owned();
 
+    // Pushed, not polled: no order look-up between the fill and the bot knowing it (a bot
+    // whose stream is up polls every 30 s).
+    let queries = live.rest.queries();
     assert!(live.rest.fill(&client, dec("0.05")));
     let partial = live.wait_for(id, "partially_filled").await;
     assert_eq!(partial["filled_qty"], "0.05", "{partial}");
+    assert_eq!(live.rest.queries(), queries, "the fill came from the private stream");
     let fill = live.fills(1).await[0].clone();
     // The execution's own fee (0.05 × 100 × 0.055 %, USDT), not an estimate at the bot's rate
-    // (a poll would have estimated 10 bps: 0.005).
+    // (10 bps: 0.005).
     assert_eq!(fill["commission"]["asset"], "USDT", "{fill}");
     assert_eq!(fill["commission"]["amount"], "0.00275", "{fill}");
     assert_eq!(fill["fee"], "0.00275", "{fill}");

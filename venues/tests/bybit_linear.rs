@@ -142,6 +142,8 @@ async fn positions_and_funding_come_from_the_venue() {
     assert_eq!(amounts, [dec("-0.0125"), dec("0.004")]);
     assert!(paid.iter().all(|p| p.asset == "USDT" && !p.id.is_empty()));
     assert!(router.funding(&btc(), now - day, &*signer).await.unwrap().is_empty());
+    // From the epoch: only the two years Bybit keeps are asked for, and today's are found.
+    assert_eq!(router.funding(&btc(), 0, &*signer).await.unwrap().len(), 2);
 }
 
 #[tokio::test]

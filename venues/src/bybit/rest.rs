@@ -46,8 +46,9 @@ const DEFAULT_BACKOFF_MS: u64 = 1_000;
 pub const LEVERAGE_NOT_MODIFIED: i64 = 110_043;
 /// The widest time range `/v5/execution/list` answers for, ms (7 days).
 const EXECUTION_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
-/// Most funding windows one [`RestClient::funding`] call walks (about a year).
-const MAX_FUNDING_WINDOWS: usize = 53;
+/// Most funding windows one [`RestClient::funding`] call walks: the two years Bybit keeps
+/// executions for.
+const MAX_FUNDING_WINDOWS: u64 = 105;
 
 /// What went wrong with a REST call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -626,7 +627,7 @@ impl RestClient {
 
     /// Funding paid or received on `symbol` from `since_ms` on, oldest first: the executions
     /// of type `Funding` (`GET /v5/execution/list?execType=Funding`), asked for in the 7-day
-    /// windows Bybit answers for, every page.
+    /// windows Bybit answers for, every page, at most the last two years (what Bybit keeps).
     ///
     /// # Errors
     /// The call failed.
@@ -638,8 +639,8 @@ impl RestClient {
     ) -> Result<Vec<FundingPayment>, RestError> {
         let now = self.clock.timestamp().max(since_ms);
         let mut out = Vec::new();
-        let mut start = since_ms;
-        for _ in 0..MAX_FUNDING_WINDOWS {
+        let mut start = since_ms.max(now.saturating_sub(MAX_FUNDING_WINDOWS * EXECUTION_WINDOW_MS));
+        for _ in 0..=MAX_FUNDING_WINDOWS {
             let end = (start + EXECUTION_WINDOW_MS - 1).min(now);
             let mut cursor = String::new();
             for _ in 0..50 {
