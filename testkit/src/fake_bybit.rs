@@ -8,6 +8,14 @@
 //! order fills at once at the configured price, a limit order rests until [`FakeBybit::fill`].
 //! Answers have Bybit's envelope (`retCode`, `retMsg`, `result`, `time`) and its rate-limit
 //! headers. Faults can be injected: a 502, a dropped connection, or `10006`.
+//!
+//! Derivatives (`category=linear`): a one-way position per symbol that fills move; a
+//! `reduceOnly` order that would open, grow or flip it is refused (`110017`); leverage
+//! (`set-leverage`, `110043` when unchanged), the unified account's margin mode (`account/info`,
+//! `set-margin-mode`), `position/list` and funding executions (`execution/list?execType=Funding`).
+//! Every fill is pushed on the fake's private stream ([`FakeBybitPrivate`]) as Bybit pushes it:
+//! an `execution` with its fee (spot: in the coin received), the `order`, and on linear the
+//! `position`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -18,7 +26,13 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::fake_bybit_private::FakeBybitPrivate;
 use crate::hmac_sha256_hex;
+
+/// Spot's fee rate in the fake (taken in the coin received).
+pub const SPOT_FEE_RATE: &str = "0.001";
+/// Linear's taker fee rate in the fake (taken in USDT).
+pub const LINEAR_FEE_RATE: &str = "0.00055";
 
 /// The API key the fake accepts.
 pub const API_KEY: &str = "K8x2Lq9Vt4Wm7Pz3Rb";
@@ -42,6 +56,18 @@ struct Book {
     /// The order of creation, for `realtime` listings.
     created: Vec<String>,
     faults: Vec<BybitFault>,
+    /// Linear positions: signed size and entry price, by symbol.
+    positions: HashMap<String, (Decimal, Decimal)>,
+    /// Leverage by symbol (Bybit's default 10 until set).
+    leverage: HashMap<String, u32>,
+    /// The unified account's margin mode (`REGULAR_MARGIN` until set).
+    margin_mode: Option<String>,
+    /// Funding executions, as `execution/list` lists them.
+    funding: Vec<Value>,
+    /// Trade executions, oldest first.
+    trades: Vec<Value>,
+    /// Executions so far (for their ids).
+    executions: u64,
 }
 
 #[derive(Debug)]
@@ -55,6 +81,11 @@ struct State {
     clock_refusals: AtomicUsize,
     /// Signed texts the fake verified, for tests to read.
     signed: Mutex<Vec<String>>,
+    set_leverage_calls: AtomicUsize,
+    margin_switches: AtomicUsize,
+    /// Signed order look-ups (`order/realtime`, `order/history`).
+    queries: AtomicUsize,
+    private: FakeBybitPrivate,
 }
 
 /// The running fake.
@@ -69,6 +100,7 @@ impl FakeBybit {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let private = FakeBybitPrivate::start().await;
         let state = Arc::new(State {
             book: Mutex::new(Book::default()),
             skew_ms: AtomicI64::new(0),
@@ -78,6 +110,10 @@ impl FakeBybit {
             time_requests: AtomicUsize::new(0),
             clock_refusals: AtomicUsize::new(0),
             signed: Mutex::new(Vec::new()),
+            set_leverage_calls: AtomicUsize::new(0),
+            margin_switches: AtomicUsize::new(0),
+            queries: AtomicUsize::new(0),
+            private,
         });
         let served = state.clone();
         tokio::spawn(async move {
@@ -112,12 +148,68 @@ impl FakeBybit {
     pub fn fill(&self, order_link_id: &str, qty: Decimal) -> bool {
         let price = *self.state.price.lock().unwrap();
         let mut book = self.state.book.lock().unwrap();
-        let Some(order) = book.orders.get_mut(order_link_id) else { return false };
+        let Some(order) = book.orders.get(order_link_id) else { return false };
         if !matches!(order["orderStatus"].as_str(), Some("New" | "PartiallyFilled")) {
             return false;
         }
-        execute(order, qty, price);
+        fill_order(&self.state, &mut book, order_link_id, qty, price);
         true
+    }
+
+    /// The private stream that pushes this account's fills.
+    pub fn private(&self) -> &FakeBybitPrivate {
+        &self.state.private
+    }
+
+    /// The linear position on `symbol`: signed size and entry price.
+    pub fn position(&self, symbol: &str) -> (Decimal, Decimal) {
+        let book = self.state.book.lock().unwrap();
+        book.positions.get(symbol).copied().unwrap_or_default()
+    }
+
+    /// Sets the linear position on `symbol` (as if opened before the test).
+    pub fn set_position(&self, symbol: &str, qty: Decimal, entry: Decimal) {
+        self.state.book.lock().unwrap().positions.insert(symbol.to_owned(), (qty, entry));
+    }
+
+    /// `symbol`'s leverage as last set (`None` before any `set-leverage`).
+    pub fn leverage(&self, symbol: &str) -> Option<u32> {
+        self.state.book.lock().unwrap().leverage.get(symbol).copied()
+    }
+
+    /// The account's margin mode (`REGULAR_MARGIN`, `ISOLATED_MARGIN`).
+    pub fn margin_mode(&self) -> String {
+        margin_mode(&self.state.book.lock().unwrap())
+    }
+
+    /// Signed order look-ups received (`GET /v5/order/realtime` and `/v5/order/history`).
+    pub fn queries(&self) -> usize {
+        self.state.queries.load(Ordering::Relaxed)
+    }
+
+    /// `set-leverage` requests received (changed or not).
+    pub fn set_leverage_calls(&self) -> usize {
+        self.state.set_leverage_calls.load(Ordering::Relaxed)
+    }
+
+    /// `set-margin-mode` requests received.
+    pub fn margin_switches(&self) -> usize {
+        self.state.margin_switches.load(Ordering::Relaxed)
+    }
+
+    /// Books a funding execution on `symbol`: `exec_fee` paid (negative: received) at `time_ms`,
+    /// and pushes it on the private stream.
+    pub fn add_funding(&self, symbol: &str, exec_fee: &str, time_ms: u64) {
+        let mut book = self.state.book.lock().unwrap();
+        book.executions += 1;
+        let exec = json!({"category": "linear", "symbol": symbol, "execFee": exec_fee,
+            "execId": format!("funding-{}", book.executions), "execPrice": "0", "execQty": "0",
+            "execType": "Funding", "execValue": "0", "isMaker": false, "feeRate": "0.0001",
+            "leavesQty": "0", "orderId": "", "orderLinkId": "", "orderPrice": "0", "orderQty": "0",
+            "orderType": "UNKNOWN", "side": "Sell", "execTime": time_ms.to_string(),
+            "isLeverage": "0", "feeCurrency": ""});
+        book.funding.push(exec.clone());
+        self.state.private.publish("execution", json!([exec]));
     }
 
     /// One order as the fake holds it.
@@ -290,6 +382,21 @@ fn answer(request: &Request, state: &State, server_time: i64) -> Answer {
                 json!({"timeSecond": secs.to_string(), "timeNano": (server_time as i128 * 1_000_000).to_string()}),
             )
         }
+        ("GET", "/v5/market/instruments-info")
+            if param(&request.query, "category").as_deref() == Some("linear") =>
+        {
+            ok(json!({
+                "category": "linear",
+                "list": [{"symbol": "BTCUSDT", "contractType": "LinearPerpetual", "status": "Trading",
+                    "baseCoin": "BTC", "quoteCoin": "USDT", "settleCoin": "USDT",
+                    "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+                    "priceFilter": {"minPrice": "0.10", "maxPrice": "1999999.80", "tickSize": "0.10"},
+                    "lotSizeFilter": {"maxOrderQty": "1190.000", "minOrderQty": "0.001",
+                        "qtyStep": "0.001", "postOnlyMaxOrderQty": "1190.000",
+                        "maxMktOrderQty": "500.000", "minNotionalValue": "5"}}],
+                "nextPageCursor": ""
+            }))
+        }
         ("GET", "/v5/market/instruments-info") => ok(json!({
             "category": param(&request.query, "category").unwrap_or_default(),
             "list": [{"symbol": "BTCUSDT", "status": "Trading", "baseCoin": "BTC", "quoteCoin": "USDT",
@@ -349,6 +456,7 @@ fn signed(method: &str, path: &str, request: &Request, state: &State) -> Answer 
         ("POST", "/v5/order/create") => create(request, state),
         ("POST", "/v5/order/cancel") => cancel(request, state),
         ("GET", "/v5/order/realtime" | "/v5/order/history") => {
+            state.queries.fetch_add(1, Ordering::Relaxed);
             let link = param(&request.query, "orderLinkId").unwrap_or_default();
             let closed_only = path == "/v5/order/history"
                 || param(&request.query, "openOnly").as_deref() == Some("1");
@@ -372,8 +480,200 @@ fn signed(method: &str, path: &str, request: &Request, state: &State) -> Answer 
         ("GET", "/v5/account/wallet-balance") => ok(json!({"list": [{"accountType": "UNIFIED",
             "coin": [{"coin": "USDT", "walletBalance": "1000.5", "locked": "100.25"},
                      {"coin": "BTC", "walletBalance": "0.01", "locked": "0"}]}]})),
+        ("POST", "/v5/position/set-leverage") => set_leverage(request, state),
+        ("GET", "/v5/account/info") => {
+            let book = state.book.lock().unwrap();
+            ok(json!({"marginMode": margin_mode(&book), "unifiedMarginStatus": 5,
+                "isMasterTrader": false, "spotHedgingStatus": "OFF",
+                "updatedTime": now_ms().to_string(), "dcpStatus": "OFF", "timeWindow": 10,
+                "smpGroup": 0}))
+        }
+        ("POST", "/v5/account/set-margin-mode") => {
+            state.margin_switches.fetch_add(1, Ordering::Relaxed);
+            let Ok(body) = serde_json::from_str::<Value>(&request.body) else {
+                return refuse(10001, "params error: body is not JSON");
+            };
+            let mode = body["setMarginMode"].as_str().unwrap_or_default();
+            if !matches!(mode, "ISOLATED_MARGIN" | "REGULAR_MARGIN" | "PORTFOLIO_MARGIN") {
+                return refuse(10001, "params error: setMarginMode");
+            }
+            state.book.lock().unwrap().margin_mode = Some(mode.to_owned());
+            ok(json!({"reasons": []}))
+        }
+        ("GET", "/v5/position/list") => {
+            let category = param(&request.query, "category").unwrap_or_default();
+            let settle = param(&request.query, "settleCoin");
+            let symbol = param(&request.query, "symbol");
+            if category != "linear" || (settle.is_none() && symbol.is_none()) {
+                return refuse(10001, "params error: category linear and symbol or settleCoin");
+            }
+            let price = *state.price.lock().unwrap();
+            let book = state.book.lock().unwrap();
+            let list: Vec<Value> = book
+                .positions
+                .iter()
+                .filter(|(s, _)| symbol.as_deref().is_none_or(|want| want == s.as_str()))
+                .filter(|(s, _)| settle.as_deref().is_none_or(|c| s.ends_with(c)))
+                .map(|(s, (qty, entry))| position_json(&book, s, *qty, *entry, price))
+                .collect();
+            ok(json!({"list": list, "nextPageCursor": "", "category": "linear"}))
+        }
+        ("GET", "/v5/execution/list") => {
+            let query = &request.query;
+            let symbol = param(query, "symbol");
+            let link = param(query, "orderLinkId");
+            let exec_type = param(query, "execType");
+            let category = param(query, "category").unwrap_or_default();
+            let bound = |name: &str| param(query, name).and_then(|v| v.parse::<u64>().ok());
+            let (start, end) = (bound("startTime"), bound("endTime"));
+            if let (Some(start), Some(end)) = (start, end)
+                && end.saturating_sub(start) > 7 * 24 * 3600 * 1000
+            {
+                return refuse(10001, "params error: the time range is longer than 7 days");
+            }
+            let book = state.book.lock().unwrap();
+            // Newest first, as Bybit sorts them.
+            let mut list: Vec<Value> = book
+                .funding
+                .iter()
+                .chain(book.trades.iter())
+                .filter(|e| e["category"] == category.as_str())
+                .filter(|e| symbol.as_deref().is_none_or(|s| e["symbol"] == s))
+                .filter(|e| link.as_deref().is_none_or(|l| e["orderLinkId"] == l))
+                .filter(|e| exec_type.as_deref().is_none_or(|t| e["execType"] == t))
+                .filter(|e| {
+                    let t = e["execTime"].as_str().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+                    start.is_none_or(|s| s <= t) && end.is_none_or(|e| t <= e)
+                })
+                .cloned()
+                .collect();
+            list.reverse();
+            list.sort_by_key(|e| {
+                std::cmp::Reverse(e["execTime"].as_str().and_then(|t| t.parse::<u64>().ok()))
+            });
+            ok(json!({"list": list, "nextPageCursor": "", "category": category}))
+        }
         _ => refuse(10001, "unknown endpoint"),
     }
+}
+
+fn margin_mode(book: &Book) -> String {
+    book.margin_mode.clone().unwrap_or_else(|| "REGULAR_MARGIN".to_owned())
+}
+
+fn set_leverage(request: &Request, state: &State) -> Answer {
+    state.set_leverage_calls.fetch_add(1, Ordering::Relaxed);
+    let Ok(body) = serde_json::from_str::<Value>(&request.body) else {
+        return refuse(10001, "params error: body is not JSON");
+    };
+    let (buy, sell) = (body["buyLeverage"].as_str(), body["sellLeverage"].as_str());
+    let (Some(buy), Some(sell)) = (buy.and_then(|v| v.parse::<u32>().ok()), sell) else {
+        return refuse(10001, "params error: buyLeverage and sellLeverage are strings");
+    };
+    if body["category"] != "linear" || sell != buy.to_string() || !(1..=100).contains(&buy) {
+        return refuse(10001, "params error: leverage");
+    }
+    let symbol = body["symbol"].as_str().unwrap_or_default().to_owned();
+    let mut book = state.book.lock().unwrap();
+    if book.leverage.insert(symbol, buy) == Some(buy) {
+        return refuse(110_043, "leverage not modified");
+    }
+    ok(json!({}))
+}
+
+fn position_json(book: &Book, symbol: &str, qty: Decimal, entry: Decimal, mark: Decimal) -> Value {
+    let side = if qty > Decimal::ZERO {
+        "Buy"
+    } else if qty < Decimal::ZERO {
+        "Sell"
+    } else {
+        ""
+    };
+    let leverage = book.leverage.get(symbol).copied().unwrap_or(10);
+    let pnl = (mark - entry) * qty;
+    // A rough liquidation price: the entry moved against the position by 1 / leverage.
+    let liq = if qty.is_zero() {
+        String::new()
+    } else {
+        let step = entry / Decimal::from(leverage);
+        let liq = if qty > Decimal::ZERO { entry - step } else { entry + step };
+        liq.normalize().to_string()
+    };
+    json!({"positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": symbol,
+        "side": side, "size": qty.abs().normalize().to_string(),
+        "avgPrice": entry.normalize().to_string(),
+        "positionValue": (qty.abs() * entry).normalize().to_string(), "tradeMode": 0,
+        "autoAddMargin": 0, "positionStatus": "Normal", "leverage": leverage.to_string(),
+        "markPrice": mark.normalize().to_string(), "liqPrice": liq, "bustPrice": "",
+        "positionIM": "0", "positionMM": "0", "positionBalance": "0", "tpslMode": "Full",
+        "takeProfit": "0", "stopLoss": "0", "trailingStop": "0",
+        "unrealisedPnl": pnl.normalize().to_string(), "curRealisedPnl": "0",
+        "cumRealisedPnl": "0", "adlRankIndicator": 2, "isReduceOnly": false,
+        "createdTime": "1676538056258", "updatedTime": now_ms().to_string(), "seq": 1,
+        "category": "linear"})
+}
+
+/// Fills `qty` of order `link` at `price`: the order's figures, the linear position, and the
+/// private stream's `execution`, `order` and `position` pushes.
+fn fill_order(state: &State, book: &mut Book, link: &str, qty: Decimal, price: Decimal) {
+    let Some(order) = book.orders.get_mut(link) else { return };
+    let before = dec_of(&order["cumExecQty"]);
+    execute(order, qty, price);
+    let qty = dec_of(&order["cumExecQty"]) - before;
+    if qty.is_zero() {
+        return;
+    }
+    let category = order["category"].as_str().unwrap_or("spot").to_owned();
+    let symbol = order["symbol"].as_str().unwrap_or_default().to_owned();
+    let side = order["side"].as_str().unwrap_or_default().to_owned();
+    let value = qty * price;
+    let (fee, fee_currency) = if category == "spot" {
+        let rate: Decimal = SPOT_FEE_RATE.parse().unwrap();
+        if side == "Buy" {
+            (qty * rate, symbol.trim_end_matches("USDT").to_owned())
+        } else {
+            (value * rate, "USDT".to_owned())
+        }
+    } else {
+        (value * LINEAR_FEE_RATE.parse::<Decimal>().unwrap(), String::new())
+    };
+    order["cumExecFee"] = json!((dec_of(&order["cumExecFee"]) + fee).normalize().to_string());
+    order["updatedTime"] = json!(now_ms().to_string());
+    let order = order.clone();
+    book.executions += 1;
+    let exec = json!({"category": category, "symbol": symbol, "execFee": fee.normalize().to_string(),
+        "execId": format!("e0f4{:04x}-4edf-5800-a352-{:012x}", book.executions, book.executions),
+        "execPrice": price.normalize().to_string(), "execQty": qty.normalize().to_string(),
+        "execType": "Trade", "execValue": value.normalize().to_string(), "isMaker": false,
+        "feeRate": if category == "spot" { SPOT_FEE_RATE } else { LINEAR_FEE_RATE },
+        "leavesQty": order["leavesQty"].clone(), "orderId": order["orderId"].clone(),
+        "orderLinkId": link, "orderPrice": order["price"].clone(), "orderQty": order["qty"].clone(),
+        "orderType": order["orderType"].clone(), "side": side, "execTime": now_ms().to_string(),
+        "isLeverage": "0", "closedSize": "", "seq": book.executions, "feeCurrency": fee_currency});
+    book.trades.push(exec.clone());
+    state.private.publish("execution", json!([exec]));
+    state.private.publish("order", json!([order]));
+    if category == "linear" {
+        let (held, entry) = book.positions.get(&symbol).copied().unwrap_or_default();
+        let signed = if side == "Buy" { qty } else { -qty };
+        let now = held + signed;
+        let entry = if now.is_zero() {
+            Decimal::ZERO
+        } else if held.is_zero() || (held > Decimal::ZERO) != (now > Decimal::ZERO) {
+            price
+        } else if (held > Decimal::ZERO) == (signed > Decimal::ZERO) {
+            (held * entry + signed * price) / now
+        } else {
+            entry
+        };
+        book.positions.insert(symbol.clone(), (now, entry));
+        let position = position_json(book, &symbol, now, entry, price);
+        state.private.publish("position", json!([position]));
+    }
+}
+
+fn dec_of(v: &Value) -> Decimal {
+    v.as_str().unwrap_or("0").parse().unwrap_or_default()
 }
 
 fn create(request: &Request, state: &State) -> Answer {
@@ -396,21 +696,40 @@ fn create(request: &Request, state: &State) -> Answer {
     if book.orders.contains_key(&link) {
         return refuse(170_141, "Duplicate clientOrderId");
     }
+    let category = text("category");
+    let reduce_only = body["reduceOnly"].as_bool().unwrap_or(false);
+    let qty = text("qty").parse::<Decimal>().unwrap_or_default();
+    if reduce_only {
+        if category == "spot" {
+            return refuse(170_130, "reduceOnly is not supported on spot");
+        }
+        let (held, _) = book.positions.get(&text("symbol")).copied().unwrap_or_default();
+        let reduces = match text("side").as_str() {
+            "Buy" => held < Decimal::ZERO && qty <= -held,
+            _ => held > Decimal::ZERO && qty <= held,
+        };
+        if !reduces {
+            return refuse(110_017, "Reduce-only rule not satisfied");
+        }
+    }
     let price = *state.price.lock().unwrap();
     let order_id = format!("{}", 1_321_003_749_386_327_552u64 + book.orders.len() as u64);
-    let mut order = json!({
-        "orderId": order_id, "orderLinkId": link, "symbol": text("symbol"), "side": text("side"),
-        "orderType": order_type, "price": body["price"].as_str().unwrap_or("0"), "qty": text("qty"),
-        "orderStatus": "New", "cumExecQty": "0", "cumExecValue": "0", "leavesQty": text("qty"),
+    let order = json!({
+        "category": category, "orderId": order_id, "orderLinkId": link, "symbol": text("symbol"),
+        "side": text("side"), "orderType": order_type,
+        "price": body["price"].as_str().unwrap_or("0"), "qty": text("qty"),
+        "orderStatus": "New", "cumExecQty": "0", "cumExecValue": "0", "cumExecFee": "0",
+        "leavesQty": text("qty"), "reduceOnly": reduce_only,
         "timeInForce": body["timeInForce"].as_str().unwrap_or("IOC"),
+        "createdTime": now_ms().to_string(), "updatedTime": now_ms().to_string(),
     });
-    if order_type == "Market" {
-        let qty = text("qty").parse::<Decimal>().unwrap_or_default();
-        execute(&mut order, qty, price);
-    }
-    book.orders.insert(link.clone(), order);
+    book.orders.insert(link.clone(), order.clone());
     book.created.push(link.clone());
     state.creates.fetch_add(1, Ordering::Relaxed);
+    state.private.publish("order", json!([order]));
+    if order_type == "Market" {
+        fill_order(state, &mut book, &link, qty, price);
+    }
     ok(json!({"orderId": order_id, "orderLinkId": link}))
 }
 
@@ -429,6 +748,9 @@ fn cancel(request: &Request, state: &State) -> Answer {
     }
     order["orderStatus"] =
         json!(if status == "PartiallyFilled" { "PartiallyFilledCanceled" } else { "Cancelled" });
+    order["updatedTime"] = json!(now_ms().to_string());
+    let pushed = order.clone();
+    state.private.publish("order", json!([pushed]));
     ok(json!({"orderId": order["orderId"].clone(), "orderLinkId": link}))
 }
 

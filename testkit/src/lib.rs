@@ -29,6 +29,7 @@
 
 pub mod fake_binance;
 pub mod fake_bybit;
+pub mod fake_bybit_private;
 pub mod fake_bybit_stream;
 pub mod fake_futures;
 pub mod fake_hook;

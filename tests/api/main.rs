@@ -16,6 +16,7 @@ mod indicators;
 mod limits;
 mod live;
 mod live_bybit;
+mod live_bybit_linear;
 mod live_crash;
 mod live_futures;
 mod live_oco;

@@ -254,7 +254,7 @@ mod tests {
             (VenueId::Binance, binance_spot),
             (VenueId::BinanceFutures, Capabilities { live_orders: true, ..perpetuals }),
             (VenueId::Bybit, spot),
-            (VenueId::BybitLinear, perpetuals),
+            (VenueId::BybitLinear, Capabilities { live_orders: true, ..perpetuals }),
         ];
         for (venue, capabilities) in expected {
             assert_eq!(super::capabilities(venue), capabilities, "{venue}");
@@ -263,12 +263,12 @@ mod tests {
         assert_eq!(credentials, ["binance", "binance_futures", "bybit", "bybit_linear"]);
         assert_eq!(
             live_order_venues().collect::<Vec<_>>(),
-            [VenueId::Binance, VenueId::BinanceFutures, VenueId::Bybit]
+            [VenueId::Binance, VenueId::BinanceFutures, VenueId::Bybit, VenueId::BybitLinear]
         );
         // The API's refusal of a live bot elsewhere names them.
         assert_eq!(
             live_order_labels(),
-            "binance (spot), binance_futures (USD-M futures), bybit (spot)"
+            "binance (spot), binance_futures (USD-M futures), bybit (spot), bybit_linear (USDT perpetuals)"
         );
         for entry in VENUES {
             assert_eq!(entry.router.is_some(), entry.capabilities.live_orders, "{}", entry.id);

@@ -72,16 +72,15 @@ impl Venue for Binance {
     }
 }
 
-struct Bybit(FakeBybit);
+/// Bybit on one of its categories (spot, linear): one fake, one wire format.
+struct Bybit(FakeBybit, &'static keel_venues::bybit::Category);
 
 impl Venue for Bybit {
     fn name(&self) -> &'static str {
-        "bybit"
+        self.1.venue.as_str()
     }
     fn router(&self) -> Arc<dyn OrderRouter> {
-        let rest =
-            keel_venues::bybit::rest::RestClient::new(&keel_venues::bybit::SPOT, &self.0.url())
-                .unwrap();
+        let rest = keel_venues::bybit::rest::RestClient::new(self.1, &self.0.url()).unwrap();
         Arc::new(keel_venues::bybit::connector::BybitRouter::new(Arc::new(rest)))
     }
     fn signer(&self) -> TestSigner {
@@ -173,7 +172,14 @@ fn venues() -> Vec<Start> {
             Box::pin(async {
                 let fake = FakeBybit::start().await;
                 fake.set_price(price());
-                Box::new(Bybit(fake)) as Box<dyn Venue>
+                Box::new(Bybit(fake, &keel_venues::bybit::SPOT)) as Box<dyn Venue>
+            })
+        },
+        || {
+            Box::pin(async {
+                let fake = FakeBybit::start().await;
+                fake.set_price(price());
+                Box::new(Bybit(fake, &keel_venues::bybit_linear::LINEAR)) as Box<dyn Venue>
             })
         },
         || {

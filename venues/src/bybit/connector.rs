@@ -6,14 +6,18 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 
 use super::parse::Parser;
+use super::private::{self, PrivateStreamConfig};
 use super::rest::{RestClient, RestError, VenueOrder};
 use super::{Category, Network, streams};
+use crate::account::{AccountStream, OwnedSigner};
 use crate::connection::ConnectionConfig;
 use crate::market::{FrameError, FrameParser, Inbound, Instruments, MarketConnector};
 use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
 use crate::routing::{
-    Balance, OrderReport, OrderRouter, RouteError, RouteErrorKind, RouteFuture, Signer,
+    Balance, FundingPayment, OrderReport, OrderRouter, RouteError, RouteErrorKind, RouteFuture,
+    Signer, VenuePosition,
 };
+use keel_core::bot::MarginType;
 use keel_core::market::{StreamKind, Symbol, VenueId};
 use keel_core::trading::Order;
 
@@ -52,11 +56,28 @@ pub fn router(
     settings: &VenueSettings,
 ) -> Result<Arc<dyn OrderRouter>, VenueError> {
     let settings = exchange(category, settings)?;
-    let rest_url = settings.rest_url_or(category.presets(network(settings)).rest_url);
+    let presets = category.presets(network(settings));
+    let rest_url = settings.rest_url_or(presets.rest_url);
     let client = RestClient::new(category, &rest_url)
         .map_err(|err| VenueError(format!("building the {} REST client: {err}", category.venue)))?
         .with_recv_window(settings.recv_window_ms);
-    Ok(Arc::new(BybitRouter::new(Arc::new(client))))
+    let router = BybitRouter::new(Arc::new(client));
+    let router = match private_stream_url(presets.private_ws_url, settings) {
+        Some(url) => router.with_private_stream(PrivateStreamConfig::new(url)),
+        None => router,
+    };
+    Ok(Arc::new(router))
+}
+
+/// Where the private stream is: the configured `private_ws_url`, or the preset when the REST
+/// endpoint is the preset too (a configured REST endpoint with the preset stream would watch
+/// one environment and trade on another: then there is none, and bots poll).
+pub fn private_stream_url(preset: &str, settings: &ExchangeSettings) -> Option<String> {
+    match (settings.private_ws_url.trim(), settings.rest_url.trim()) {
+        ("", "") => Some(preset.to_owned()),
+        ("", _) => None,
+        (url, _) => Some(url.to_owned()),
+    }
 }
 
 fn exchange<'a>(
@@ -150,16 +171,57 @@ impl FrameParser for Parser {
     }
 }
 
-/// Signed orders on a Bybit market, through one shared [`RestClient`].
+/// Signed orders on a Bybit market, through one shared [`RestClient`], and the account's
+/// private stream.
 #[derive(Debug, Clone)]
 pub struct BybitRouter {
     rest: Arc<RestClient>,
+    private: Option<PrivateStreamConfig>,
 }
 
 impl BybitRouter {
-    /// Orders through `rest`.
+    /// Orders through `rest`, without a private stream (the caller polls).
     pub fn new(rest: Arc<RestClient>) -> Self {
-        Self { rest }
+        Self { rest, private: None }
+    }
+
+    /// The same with the account's private stream at `config`'s URL.
+    pub fn with_private_stream(mut self, config: PrivateStreamConfig) -> Self {
+        self.private = Some(config);
+        self
+    }
+
+    /// The REST client.
+    pub fn rest(&self) -> &Arc<RestClient> {
+        &self.rest
+    }
+
+    /// `order` as the seam reports it, with its trades and their fees when it has filled and
+    /// they add up to what filled (otherwise the cumulative figures alone: the engine then
+    /// estimates the fee, and says so).
+    async fn with_fills(
+        &self,
+        symbol: &Symbol,
+        order: VenueOrder,
+        signer: Signer<'_>,
+    ) -> OrderReport {
+        let mut out = report(order);
+        if out.executed_qty.is_zero() {
+            return out;
+        }
+        match self.rest.fills(symbol, &out.client_order_id, signer).await {
+            Ok(fills)
+                if fills.iter().map(|f| f.qty).sum::<rust_decimal::Decimal>()
+                    == out.executed_qty =>
+            {
+                out.fills = fills;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(venue = %self.rest.category().venue, error = %err, "trades not read");
+            }
+        }
+        out
     }
 }
 
@@ -174,8 +236,11 @@ impl OrderRouter for BybitRouter {
         order: &'a Order,
         signer: Signer<'a>,
     ) -> RouteFuture<'a, OrderReport> {
-        async move { self.rest.place(symbol, order, signer).await.map(report).map_err(route_error) }
-            .boxed()
+        async move {
+            let placed = self.rest.place(symbol, order, signer).await.map_err(route_error)?;
+            Ok(self.with_fills(symbol, placed, signer).await)
+        }
+        .boxed()
     }
 
     fn cancel<'a>(
@@ -185,7 +250,9 @@ impl OrderRouter for BybitRouter {
         signer: Signer<'a>,
     ) -> RouteFuture<'a, OrderReport> {
         async move {
-            self.rest.cancel(symbol, client_order_id, signer).await.map(report).map_err(route_error)
+            let canceled =
+                self.rest.cancel(symbol, client_order_id, signer).await.map_err(route_error)?;
+            Ok(self.with_fills(symbol, canceled, signer).await)
         }
         .boxed()
     }
@@ -198,7 +265,7 @@ impl OrderRouter for BybitRouter {
     ) -> RouteFuture<'a, OrderReport> {
         async move {
             match self.rest.query(symbol, client_order_id, signer).await {
-                Ok(order) => Ok(report(order)),
+                Ok(order) => Ok(self.with_fills(symbol, order, signer).await),
                 // A query that finds nothing anywhere: the venue never received it.
                 Err(err) if err.is_not_open() => {
                     Err(RouteError { kind: RouteErrorKind::NoSuchOrder, message: err.to_string() })
@@ -231,6 +298,58 @@ impl OrderRouter for BybitRouter {
     fn instruments(&self) -> RouteFuture<'_, crate::market::InstrumentMap> {
         async move { self.rest.instruments().await.map_err(route_error) }.boxed()
     }
+
+    /// On a derivatives category: the account's margin mode first (account-wide on a unified
+    /// account, switched only when it differs), then the symbol's leverage for both sides. On
+    /// spot: nothing.
+    fn prepare<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        leverage: u32,
+        margin_type: MarginType,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, ()> {
+        async move {
+            if !self.rest.category().derivatives {
+                return Ok(());
+            }
+            self.rest.set_margin_mode(margin_type, signer).await.map_err(route_error)?;
+            self.rest.set_leverage(symbol, leverage, signer).await.map_err(route_error)
+        }
+        .boxed()
+    }
+
+    fn positions<'a>(&'a self, signer: Signer<'a>) -> RouteFuture<'a, Vec<VenuePosition>> {
+        async move {
+            if !self.rest.category().derivatives {
+                return Ok(Vec::new());
+            }
+            // The margin mode is the account's; a position's `tradeMode` is deprecated there.
+            let margin = self.rest.margin_mode(signer).await.ok();
+            self.rest.positions(&["USDT", "USDC"], margin, signer).await.map_err(route_error)
+        }
+        .boxed()
+    }
+
+    fn funding<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        since_ms: u64,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<FundingPayment>> {
+        async move {
+            if !self.rest.category().derivatives {
+                return Ok(Vec::new());
+            }
+            self.rest.funding(symbol, since_ms, signer).await.map_err(route_error)
+        }
+        .boxed()
+    }
+
+    fn account_stream(&self, signer: OwnedSigner) -> Option<AccountStream> {
+        let config = self.private.clone()?;
+        Some(private::spawn(self.rest.clone(), config, signer))
+    }
 }
 
 fn report(order: VenueOrder) -> OrderReport {
@@ -239,8 +358,7 @@ fn report(order: VenueOrder) -> OrderReport {
         client_order_id: order.order_link_id,
         executed_qty: order.cum_exec_qty,
         cum_quote: order.cum_exec_value,
-        // Bybit's order answers carry cumulative figures only; the engine derives fills from
-        // them (and estimates the fee at the configured rate).
+        // Bybit's order answers carry cumulative figures only: the trades are read apart.
         fills: Vec::new(),
     }
 }
@@ -264,6 +382,26 @@ pub fn route_error(err: RestError) -> RouteError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_private_stream_follows_the_rest_endpoint_and_demo_applies_to_both_markets() {
+        let preset = crate::bybit::PRIVATE_WS_URL;
+        let mut settings = ExchangeSettings::default();
+        assert_eq!(private_stream_url(preset, &settings).as_deref(), Some(preset));
+        settings.rest_url = "http://127.0.0.1:1".into();
+        assert_eq!(private_stream_url(preset, &settings), None);
+        settings.private_ws_url = "ws://127.0.0.1:2/v5/private".into();
+        assert_eq!(
+            private_stream_url(preset, &settings).as_deref(),
+            Some("ws://127.0.0.1:2/v5/private")
+        );
+        let demo = ExchangeSettings { demo: true, ..ExchangeSettings::default() };
+        for category in [&crate::bybit::SPOT, &crate::bybit_linear::LINEAR] {
+            let presets = category.presets(network(&demo));
+            assert_eq!(presets.rest_url, "https://api-demo.bybit.com");
+            assert_eq!(presets.private_ws_url, "wss://stream-demo.bybit.com/v5/private");
+        }
+    }
 
     #[test]
     fn rest_errors_are_classified_as_live_trading_reads_them() {

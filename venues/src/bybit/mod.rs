@@ -5,7 +5,9 @@
 //! [`crate::binance::Dialect`] does for Binance. Modules:
 //! - [`streams`]: topic names, subscribe requests, the JSON heartbeat, connection limits;
 //! - [`parse`]: public stream frames into market events (with a local order book per symbol);
-//! - [`rest`]: the REST client: server time, instruments, signed orders and balances;
+//! - [`rest`]: the REST client: server time, instruments, signed orders and balances, and for
+//!   derivatives leverage, margin mode, positions and funding;
+//! - [`private`]: the private stream (orders, executions, positions, wallet) as account events;
 //! - [`connector`]: the seam's [`MarketConnector`](crate::market::MarketConnector) and
 //!   [`OrderRouter`](crate::routing::OrderRouter).
 //!
@@ -14,6 +16,7 @@
 
 pub mod connector;
 pub mod parse;
+pub mod private;
 pub mod rest;
 pub mod streams;
 
@@ -52,6 +55,8 @@ pub struct Category {
     pub liquidations: bool,
     /// Most topics one subscribe request may carry (spot: 10).
     pub topics_per_request: usize,
+    /// A derivatives category: positions, leverage, reduce-only exits, funding.
+    pub derivatives: bool,
 }
 
 /// Which endpoints a Bybit section points at.
@@ -97,6 +102,7 @@ pub static SPOT: Category = Category {
     },
     liquidations: false,
     topics_per_request: streams::SPOT_TOPICS_PER_REQUEST,
+    derivatives: false,
 };
 
 /// Bybit spot in the registry: live orders (signed v5 REST), credentials, no shorting.

@@ -28,10 +28,11 @@ use serde::de::DeserializeOwned;
 
 use super::Category;
 use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms, signed_call};
-use crate::routing::Signer;
+use crate::routing::{FundingPayment, OrderFill, Signer, VenuePosition};
 use crate::urlencode;
+use keel_core::bot::MarginType;
 use keel_core::market::Symbol;
-use keel_core::trading::{InstrumentFilters, Order, OrderType, Side, TimeInForce};
+use keel_core::trading::{InstrumentFilters, Order, OrderOrigin, OrderType, Side, TimeInForce};
 
 /// How long one REST call may take.
 pub const REST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,6 +42,13 @@ pub const RECV_WINDOW_MS: u64 = 5_000;
 const IP_BAN_MS: u64 = 10 * 60 * 1000;
 /// Back-off after a `10006` without a reset time, ms.
 const DEFAULT_BACKOFF_MS: u64 = 1_000;
+/// `set-leverage`'s answer when the leverage already is what was asked: success for Keel.
+pub const LEVERAGE_NOT_MODIFIED: i64 = 110_043;
+/// The widest time range `/v5/execution/list` answers for, ms (7 days).
+const EXECUTION_WINDOW_MS: u64 = 7 * 24 * 3600 * 1000;
+/// Most funding windows one [`RestClient::funding`] call walks: the two years Bybit keeps
+/// executions for.
+const MAX_FUNDING_WINDOWS: u64 = 105;
 
 /// What went wrong with a REST call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -439,6 +447,238 @@ impl RestClient {
         Ok(out)
     }
 
+    /// The trades of the order `client_order_id` with the fee of each and its coin
+    /// (`GET /v5/execution/list?orderLinkId=…&execType=Trade`, the last 7 days), oldest first.
+    /// Bybit's order answers carry cumulative figures only; these make a position
+    /// commission-aware (spot takes the fee in the coin received).
+    ///
+    /// # Errors
+    /// The call failed or an execution's numbers are not numbers.
+    pub async fn fills(
+        &self,
+        symbol: &Symbol,
+        client_order_id: &str,
+        signer: Signer<'_>,
+    ) -> Result<Vec<OrderFill>, RestError> {
+        let query = format!(
+            "category={}&symbol={}&orderLinkId={}&execType=Trade&limit=100",
+            self.category.name,
+            symbol.as_str(),
+            urlencode(client_order_id)
+        );
+        let page: List<RawExecution> =
+            self.signed(reqwest::Method::GET, "/v5/execution/list", query, signer).await?;
+        let mut fills = Vec::new();
+        // Newest first as Bybit sorts them; the engine wants them in the order they happened.
+        for exec in page.list.iter().rev().filter(|e| e.exec_type == "Trade") {
+            let number = |field: &str, s: &str| -> Result<Decimal, RestError> {
+                s.parse().map_err(|_| RestError::Decode(format!("execution {field} {s:?}")))
+            };
+            let fee_asset = match exec.fee_currency.as_str() {
+                "" if self.category.derivatives => settle_coin(&exec.symbol).to_owned(),
+                "" => spot_fee_coin(&exec.symbol, &exec.side),
+                coin => coin.to_owned(),
+            };
+            fills.push(OrderFill {
+                price: number("execPrice", &exec.exec_price)?,
+                qty: number("execQty", &exec.exec_qty)?,
+                fee: number("execFee", &exec.exec_fee)?,
+                fee_asset,
+            });
+        }
+        Ok(fills)
+    }
+
+    /// Sets `symbol`'s leverage for both sides (`POST /v5/position/set-leverage`; one-way mode
+    /// wants them equal). Already so (`110043`) is success.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn set_leverage(
+        &self,
+        symbol: &Symbol,
+        leverage: u32,
+        signer: Signer<'_>,
+    ) -> Result<(), RestError> {
+        let body = serde_json::json!({
+            "category": self.category.name,
+            "symbol": symbol.as_str(),
+            "buyLeverage": leverage.to_string(),
+            "sellLeverage": leverage.to_string(),
+        })
+        .to_string();
+        match self
+            .signed::<serde_json::Value>(
+                reqwest::Method::POST,
+                "/v5/position/set-leverage",
+                body,
+                signer,
+            )
+            .await
+        {
+            Err(RestError::Api { code: LEVERAGE_NOT_MODIFIED, .. }) | Ok(_) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The unified account's margin mode (`GET /v5/account/info`): isolated, or cross (regular
+    /// and portfolio margin are both cross-margined).
+    ///
+    /// # Errors
+    /// The call failed, or the mode is not one Bybit documents.
+    pub async fn margin_mode(&self, signer: Signer<'_>) -> Result<MarginType, RestError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Info {
+            margin_mode: String,
+        }
+        let info: Info =
+            self.signed(reqwest::Method::GET, "/v5/account/info", String::new(), signer).await?;
+        match info.margin_mode.as_str() {
+            "ISOLATED_MARGIN" => Ok(MarginType::Isolated),
+            "REGULAR_MARGIN" | "PORTFOLIO_MARGIN" => Ok(MarginType::Cross),
+            other => Err(RestError::Decode(format!("unknown margin mode {other:?}"))),
+        }
+    }
+
+    /// Makes the unified account's margin mode `margin_type`, unless it already is: a unified
+    /// account sets it for the whole account (`POST /v5/account/set-margin-mode`,
+    /// `ISOLATED_MARGIN` or `REGULAR_MARGIN`); the per-symbol `switch-isolated` is for classic
+    /// accounts only. Bybit refuses the switch while positions or orders stand in its way, with
+    /// its reasons.
+    ///
+    /// # Errors
+    /// The call failed or Bybit gave reasons not to switch.
+    pub async fn set_margin_mode(
+        &self,
+        margin_type: MarginType,
+        signer: Signer<'_>,
+    ) -> Result<(), RestError> {
+        if self.margin_mode(signer).await? == margin_type {
+            return Ok(());
+        }
+        #[derive(Deserialize)]
+        struct Reasons {
+            #[serde(default)]
+            reasons: Vec<Reason>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Reason {
+            #[serde(default)]
+            reason_code: String,
+            #[serde(default)]
+            reason_msg: String,
+        }
+        let mode = match margin_type {
+            MarginType::Isolated => "ISOLATED_MARGIN",
+            MarginType::Cross => "REGULAR_MARGIN",
+        };
+        let body = serde_json::json!({ "setMarginMode": mode }).to_string();
+        let answer: Reasons =
+            self.signed(reqwest::Method::POST, "/v5/account/set-margin-mode", body, signer).await?;
+        match answer.reasons.first() {
+            None => Ok(()),
+            Some(reason) => Err(RestError::Api {
+                status: 200,
+                code: reason.reason_code.parse().unwrap_or(0),
+                msg: reason.reason_msg.clone(),
+            }),
+        }
+    }
+
+    /// The account's open positions in this category (`GET /v5/position/list`, by settle
+    /// coin, every page); flat ones are left out.
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn positions(
+        &self,
+        settle_coins: &[&str],
+        margin_type: Option<MarginType>,
+        signer: Signer<'_>,
+    ) -> Result<Vec<VenuePosition>, RestError> {
+        let mut out = Vec::new();
+        for coin in settle_coins {
+            let mut cursor = String::new();
+            for _ in 0..50 {
+                let mut query =
+                    format!("category={}&settleCoin={coin}&limit=200", self.category.name);
+                if !cursor.is_empty() {
+                    query.push_str("&cursor=");
+                    query.push_str(&urlencode(&cursor));
+                }
+                let page: List<RawPosition> =
+                    self.signed(reqwest::Method::GET, "/v5/position/list", query, signer).await?;
+                out.extend(
+                    page.list
+                        .iter()
+                        .filter_map(|p| p.to_position(margin_type))
+                        .filter(|p| !p.qty.is_zero()),
+                );
+                if page.next_page_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_page_cursor;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Funding paid or received on `symbol` from `since_ms` on, oldest first: the executions
+    /// of type `Funding` (`GET /v5/execution/list?execType=Funding`), asked for in the 7-day
+    /// windows Bybit answers for, every page, at most the last two years (what Bybit keeps).
+    ///
+    /// # Errors
+    /// The call failed.
+    pub async fn funding(
+        &self,
+        symbol: &Symbol,
+        since_ms: u64,
+        signer: Signer<'_>,
+    ) -> Result<Vec<FundingPayment>, RestError> {
+        let now = self.clock.timestamp().max(since_ms);
+        let mut out = Vec::new();
+        let mut start = since_ms.max(now.saturating_sub(MAX_FUNDING_WINDOWS * EXECUTION_WINDOW_MS));
+        for _ in 0..=MAX_FUNDING_WINDOWS {
+            let end = (start + EXECUTION_WINDOW_MS - 1).min(now);
+            let mut cursor = String::new();
+            for _ in 0..50 {
+                let mut query = format!(
+                    "category={}&symbol={}&execType=Funding&startTime={start}&endTime={end}&limit=100",
+                    self.category.name,
+                    symbol.as_str()
+                );
+                if !cursor.is_empty() {
+                    query.push_str("&cursor=");
+                    query.push_str(&urlencode(&cursor));
+                }
+                let page: List<RawExecution> =
+                    self.signed(reqwest::Method::GET, "/v5/execution/list", query, signer).await?;
+                out.extend(page.list.iter().filter(|e| e.exec_type == "Funding").filter_map(|e| {
+                    funding_payment(
+                        &e.symbol,
+                        &e.exec_id,
+                        &e.exec_fee,
+                        &e.exec_time,
+                        &e.fee_currency,
+                    )
+                }));
+                if page.next_page_cursor.is_empty() {
+                    break;
+                }
+                cursor = page.next_page_cursor;
+            }
+            if end >= now {
+                break;
+            }
+            start = end + 1;
+        }
+        out.sort_by(|a, b| a.time_ms.cmp(&b.time_ms).then_with(|| a.id.cmp(&b.id)));
+        out.dedup_by(|a, b| a.id == b.id);
+        Ok(out)
+    }
+
     /// A signed call with the clock applied (`crate::clock::signed_call`): measured first when
     /// stale, and once more after a `10002`, then sent again. Nothing else is retried.
     async fn signed<T: DeserializeOwned>(
@@ -586,6 +826,10 @@ pub fn create_body(
         "qty": order.remaining().normalize().to_string(),
         "orderLinkId": order.client_order_id,
     });
+    if reduce_only(category, order) {
+        // An exit can only shrink the position, never open or flip one.
+        body["reduceOnly"] = true.into();
+    }
     match order.order_type {
         OrderType::Limit { price, time_in_force } => {
             body["orderType"] = "Limit".into();
@@ -611,6 +855,138 @@ pub fn create_body(
         }
     }
     Ok(body.to_string())
+}
+
+/// Whether `order` goes to the venue reduce-only: an exit (take-profit, stop-loss, close) on a
+/// derivatives category. Spot has no positions to reduce.
+pub fn reduce_only(category: &Category, order: &Order) -> bool {
+    category.derivatives
+        && matches!(
+            order.origin,
+            OrderOrigin::TakeProfit | OrderOrigin::StopLoss | OrderOrigin::Close
+        )
+}
+
+/// The coin Bybit spot takes a taker's fee in when an execution does not say: the coin received
+/// (the base on a buy, the quote on a sell).
+pub fn spot_fee_coin(symbol: &str, side: &str) -> String {
+    let quote = ["USDT", "USDC", "BTC", "ETH", "EUR"]
+        .into_iter()
+        .find(|q| symbol.ends_with(q) && symbol.len() > q.len())
+        .unwrap_or("");
+    if side == "Buy" { symbol[..symbol.len() - quote.len()].to_owned() } else { quote.to_owned() }
+}
+
+/// The coin a linear contract settles in: USDT perpetuals end in `USDT`; the others are USDC's.
+pub fn settle_coin(symbol: &str) -> &'static str {
+    if symbol.ends_with("USDT") { "USDT" } else { "USDC" }
+}
+
+/// A position as Bybit lists it (`/v5/position/list`) and pushes it (the private `position`
+/// topic): the same fields in both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RawPosition {
+    /// `linear`, `inverse`, `option` (the stream says; the REST list does not repeat it).
+    #[serde(default)]
+    pub category: Option<String>,
+    /// Symbol.
+    pub symbol: String,
+    /// `Buy` (long), `Sell` (short), or empty / `None` when flat.
+    #[serde(default)]
+    pub side: String,
+    /// Size, unsigned.
+    pub size: String,
+    /// Average entry price.
+    #[serde(default)]
+    pub avg_price: Option<String>,
+    /// The stream's older name for it.
+    #[serde(default)]
+    pub entry_price: Option<String>,
+    /// Mark price.
+    #[serde(default)]
+    pub mark_price: Option<String>,
+    /// Liquidation price ("" when none).
+    #[serde(default)]
+    pub liq_price: Option<String>,
+    /// Unrealised P&L.
+    #[serde(default)]
+    pub unrealised_pnl: Option<String>,
+    /// Leverage.
+    #[serde(default)]
+    pub leverage: Option<String>,
+    /// Last change, ms.
+    #[serde(default)]
+    pub updated_time: Option<String>,
+}
+
+impl RawPosition {
+    /// The seam's position; `None` when its numbers are not numbers. `margin_type` is the
+    /// account's (a unified account's margin mode is account-wide; `tradeMode` is deprecated).
+    pub fn to_position(&self, margin_type: Option<MarginType>) -> Option<VenuePosition> {
+        let number = |s: &Option<String>| -> Option<Decimal> {
+            s.as_deref().filter(|v| !v.is_empty()).and_then(|v| v.parse().ok())
+        };
+        let size: Decimal = self.size.parse().ok()?;
+        let qty = match self.side.as_str() {
+            "Sell" => -size,
+            "Buy" => size,
+            _ => Decimal::ZERO,
+        };
+        let entry = number(&self.avg_price).or_else(|| number(&self.entry_price));
+        let leverage = number(&self.leverage)
+            .and_then(|l| rust_decimal::prelude::ToPrimitive::to_u32(&l.round()));
+        Some(VenuePosition {
+            symbol: self.symbol.clone(),
+            qty,
+            entry_price: if qty.is_zero() { Decimal::ZERO } else { entry.unwrap_or_default() },
+            mark_price: number(&self.mark_price),
+            liquidation_price: number(&self.liq_price).filter(|p| !p.is_zero()),
+            unrealized_pnl: number(&self.unrealised_pnl).unwrap_or_default(),
+            leverage: leverage.filter(|l| *l > 0),
+            margin_type,
+            updated_ms: self.updated_time.as_deref().and_then(|t| t.parse().ok()).unwrap_or(0),
+        })
+    }
+}
+
+/// An execution as `/v5/execution/list` lists it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawExecution {
+    symbol: String,
+    exec_id: String,
+    exec_type: String,
+    exec_fee: String,
+    exec_time: String,
+    #[serde(default)]
+    fee_currency: String,
+    #[serde(default)]
+    side: String,
+    #[serde(default)]
+    exec_price: String,
+    #[serde(default)]
+    exec_qty: String,
+}
+
+/// A funding execution as a payment. Bybit's `execFee` of a funding is what the account paid
+/// (negative when it received), so the payment's signed amount is its negation.
+pub fn funding_payment(
+    symbol: &str,
+    exec_id: &str,
+    exec_fee: &str,
+    exec_time: &str,
+    fee_currency: &str,
+) -> Option<FundingPayment> {
+    let fee: Decimal = exec_fee.parse().ok()?;
+    let asset = if fee_currency.is_empty() { settle_coin(symbol) } else { fee_currency };
+    Some(FundingPayment {
+        symbol: symbol.to_owned(),
+        asset: asset.to_owned(),
+        amount: -fee,
+        time_ms: exec_time.parse().ok()?,
+        id: exec_id.to_owned(),
+    })
 }
 
 fn filters_of(instrument: &Instrument) -> Option<InstrumentFilters> {

@@ -1,10 +1,11 @@
-//! Bybit USDT perpetuals (v5 category `linear`): public market streams with liquidations,
-//! behind the venue seam.
+//! Bybit USDT perpetuals (v5 category `linear`): public market streams with liquidations, and
+//! live orders, behind the venue seam.
 //!
-//! Linear speaks spot's wire format, so streams, parser and REST client are [`crate::bybit`]'s;
-//! what differs is its [`Category`]: the public stream URL, the liquidation stream, the
-//! subscribe batch. Live orders are not routed to perpetuals yet (Keel's live engine holds long
-//! spot positions only), so the registry builds no order router for it.
+//! Linear speaks spot's wire format, so streams, parser, REST client, router and private stream
+//! are [`crate::bybit`]'s; what differs is its [`Category`]: the public stream URL, the
+//! liquidation stream, the subscribe batch, and that it is a derivatives market: exits go
+//! reduce-only, and the router sets leverage and margin mode (`prepare`), lists positions and
+//! funding payments.
 
 use crate::bybit::{self, Category, connector, streams};
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
@@ -31,16 +32,16 @@ pub static LINEAR: Category = Category {
     },
     liquidations: true,
     topics_per_request: streams::LINEAR_TOPICS_PER_REQUEST,
+    derivatives: true,
 };
 
-/// Bybit USDT perpetuals in the registry: shorting, leverage and credentials; no live orders
-/// yet.
+/// Bybit USDT perpetuals in the registry: live orders, shorting, leverage and credentials.
 pub static ENTRY: VenueEntry = VenueEntry {
     id: VenueId::BybitLinear,
     label: "bybit_linear (USDT perpetuals)",
     market_type: MarketType::Perpetual,
     capabilities: Capabilities {
-        live_orders: false,
+        live_orders: true,
         shorting: true,
         credentials: true,
         leverage: true,
@@ -54,5 +55,5 @@ pub static ENTRY: VenueEntry = VenueEntry {
         }))
     },
     market: |settings| connector::market(&LINEAR, settings),
-    router: None,
+    router: Some(|settings| connector::router(&LINEAR, settings)),
 };
