@@ -73,6 +73,15 @@ impl From<BotError> for ApiError {
             BotError::Trade(err) => err.into(),
             BotError::Unavailable(err) => err.into(),
             BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
+            // A derivatives bot's start: the venue refused its leverage or margin type (422
+            // `LEVERAGE_REFUSED`, with the venue's words), or did not answer (503, retry).
+            BotError::Venue { refused: true, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "LEVERAGE_REFUSED", message)
+            }
+            BotError::Venue { refused: false, message } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "VENUE_UNAVAILABLE", message)
+                    .retry_after(RETRY_AFTER_SECS)
+            }
         }
     }
 }
