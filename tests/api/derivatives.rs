@@ -171,21 +171,32 @@ impl OrderRouter for FakeFutures {
 struct Keel {
     runtime: Runtime,
     venue: FakeFutures,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The runtime as Keel builds it from its test settings, with the double as `bybit_linear`'s
 /// router.
 async fn keel() -> Keel {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = keel_testkit::test_settings(dir.path());
-    let secrets = keel::secrets::resolve(&settings).unwrap();
-    let mut config = settings.runtime_config(secrets.key_ring).unwrap();
-    let venue = FakeFutures::default();
-    let router: Arc<dyn OrderRouter> = Arc::new(venue.clone());
-    config.routers = BTreeMap::from([(VenueId::BybitLinear, router)]);
-    let runtime = Runtime::start(config).await.unwrap();
-    Keel { runtime, venue, _dir: dir }
+    keel_in(tempfile::tempdir().unwrap(), FakeFutures::default()).await
+}
+
+/// [`keel`] on the data directory `dir` (another Keel's, to restart it).
+async fn keel_in(dir: tempfile::TempDir, venue: FakeFutures) -> Keel {
+    // A Keel stopped just before releases the store's lock as its last actors stop.
+    let deadline = Instant::now() + WAIT;
+    let runtime = loop {
+        let settings = keel_testkit::test_settings(dir.path());
+        let secrets = keel::secrets::resolve(&settings).unwrap();
+        let mut config = settings.runtime_config(secrets.key_ring).unwrap();
+        let router: Arc<dyn OrderRouter> = Arc::new(venue.clone());
+        config.routers = BTreeMap::from([(VenueId::BybitLinear, router)]);
+        match Runtime::start(config).await {
+            Ok(runtime) => break runtime,
+            Err(err) => assert!(Instant::now() < deadline, "no start on the data: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Keel { runtime, venue, dir }
 }
 
 impl Keel {
@@ -242,8 +253,13 @@ impl Keel {
     }
 
     async fn live(&self, bot_id: u64) -> (BotRecord, Option<LiveView>) {
+        self.try_live(bot_id).await.unwrap()
+    }
+
+    /// [`Self::live`], or the error of a bot actor restarting in between.
+    async fn try_live(&self, bot_id: u64) -> Result<(BotRecord, Option<LiveView>), BotError> {
         let bots = self.bots().await;
-        ask(&bots, GetLiveBot { user_id: USER, bot_id }, WAIT, "bots").await.unwrap().unwrap()
+        ask(&bots, GetLiveBot { user_id: USER, bot_id }, WAIT, "bots").await.unwrap()
     }
 
     /// Waits until the running bot's live view satisfies `ok`; returns it.
@@ -255,7 +271,7 @@ impl Keel {
     ) -> LiveView {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let (_, Some(view)) = self.live(bot_id).await
+            if let Ok((_, Some(view))) = self.try_live(bot_id).await
                 && ok(&view)
             {
                 return view;
@@ -271,7 +287,41 @@ impl Keel {
     }
 
     async fn stop(self) {
+        self.shut().await;
+    }
+
+    /// Stops Keel as its shutdown does; answers what a restart needs.
+    async fn shut(self) -> (tempfile::TempDir, FakeFutures) {
         stop_tree(&self.runtime.root, Duration::from_secs(5)).await.unwrap();
+        let Keel { runtime, venue, dir } = self;
+        drop(runtime);
+        (dir, venue)
+    }
+
+    /// Keel stopped and started again on its data directory.
+    async fn restart(self) -> Keel {
+        let (dir, venue) = self.shut().await;
+        keel_in(dir, venue).await
+    }
+
+    /// Waits until the bot's record satisfies `ok`; returns it.
+    async fn record_until(
+        &self,
+        bot_id: u64,
+        what: &str,
+        ok: impl Fn(&BotRecord) -> bool,
+    ) -> BotRecord {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let record = self.try_live(bot_id).await.map(|(record, _)| record);
+            if let Ok(record) = &record
+                && ok(record)
+            {
+                return record.clone();
+            }
+            assert!(Instant::now() < deadline, "never: {what}: {record:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -427,5 +477,36 @@ async fn venue_positions_are_shown_and_adopted_and_funding_is_booked_once_across
         [(d("-1.5"), Some("tran-1".into())), (d("0.25"), Some("tran-2".into()))]
     );
     assert_eq!(keel.venue.with(|v| v.prepared.len()), 2, "once per start");
+    keel.stop().await;
+}
+
+#[actix_web::test]
+async fn a_restarted_bot_sets_its_leverage_again_first_and_fails_with_the_venues_words_if_refused()
+{
+    let keel = keel().await;
+    let bot = keel.create(20, MarginType::Isolated).await;
+    keel.control(bot.id, Control::Start).await.unwrap();
+    keel.live_until(bot.id, "running", |_| true).await;
+
+    // Keel restarts with the bot running: the bot sets them again before anything else.
+    let keel = keel.restart().await;
+    keel.live_until(bot.id, "running again", |_| true).await;
+    let prepared = keel.venue.with(|v| v.prepared.clone());
+    assert_eq!(prepared, vec![("BTCUSDT".to_owned(), 20, MarginType::Isolated); 2]);
+
+    // The venue now refuses (a margin type it will not change while a position is open).
+    let words = "-4048: Margin type cannot be changed if there exists position.";
+    keel.venue.with(|v| {
+        v.refuse = Some(RouteError { kind: RouteErrorKind::Rejected, message: words.into() })
+    });
+    let keel = keel.restart().await;
+    let failed = keel.record_until(bot.id, "failed", |r| r.status == BotStatus::Failed).await;
+    assert!(failed.status_reason.as_deref().is_some_and(|r| r.contains(words)), "{failed:?}");
+    let journal = keel.journal(bot.id);
+    assert!(
+        journal.iter().any(|e| matches!(&e.kind, BotEventKind::Log { level, message }
+            if level == "error" && message.contains(words))),
+        "the refusal is in the journal: {journal:?}"
+    );
     keel.stop().await;
 }

@@ -289,6 +289,26 @@ mod tests {
     use super::*;
 
     #[actix_web::test]
+    async fn a_start_the_venue_refuses_leverage_for_is_422_and_one_it_could_not_ask_503() {
+        use keel_actors::bot::BotError;
+        let cases =
+            [(true, 422, "LEVERAGE_REFUSED", false), (false, 503, "VENUE_UNAVAILABLE", true)];
+        for (refused, status, code, retry) in cases {
+            let message = "not started: the venue refused leverage 50x isolated on BTCUSDT: -4028";
+            let res = ApiError::from(BotError::Venue { refused, message: message.into() })
+                .error_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers().contains_key(header::RETRY_AFTER), retry);
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
+            assert_eq!(
+                (body["error"]["code"].as_str(), body["error"]["message"].as_str()),
+                (Some(code), Some(message))
+            );
+        }
+    }
+
+    #[actix_web::test]
     async fn mailbox_errors_map_to_503_and_504_with_retry_after() {
         let cases = [
             (AskError::Full { actor: "vault" }, 503, "OVERLOADED", true),
