@@ -262,6 +262,8 @@ fn start_bot(
         resumed: supervisor.clone().recipient(),
         breaker_paused: false,
         live: None,
+        prepared: false,
+        leverage: None,
         exposure: None,
         user_id: 1,
         sessions: Default::default(),

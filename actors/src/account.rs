@@ -11,7 +11,10 @@
 //!   polls at [`LIVE_POLL`](crate::bot::actor::LIVE_POLL), and when it is back it reconciles
 //!   every open order at once (nothing is replayed);
 //! - balances into the account's [`BalanceBook`], which the API shows; they are read again from
-//!   the venue after every (re)connection, since changes meanwhile were not pushed.
+//!   the venue after every (re)connection, since changes meanwhile were not pushed;
+//! - a derivatives position's change and a funding payment to the account's bots trading that
+//!   symbol (each bot books a payment once, by its venue id, and reads positions and missed
+//!   payments from the venue itself after every (re)connection).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +25,7 @@ use rust_decimal::Decimal;
 
 use keel_core::market::VenueId;
 use keel_venues::account::{AccountEvent, OrderUpdate, OwnedSigner, TaskGuard};
-use keel_venues::routing::{Balance, OrderRouter};
+use keel_venues::routing::{Balance, FundingPayment, OrderRouter, VenuePosition};
 
 /// How many venue trade ids an account remembers to drop repeats.
 const SEEN_TRADES: usize = 10_000;
@@ -37,6 +40,10 @@ pub enum AccountNews {
     StreamDown,
     /// One of the bot's orders changed.
     Order(OrderUpdate),
+    /// The account's derivatives position in the bot's symbol changed (as it is now).
+    Position(VenuePosition),
+    /// A funding payment on the account's position in the bot's symbol.
+    Funding(FundingPayment),
 }
 
 /// An account's balances as Keel last learned them.
@@ -87,6 +94,8 @@ pub struct Account {
     balances: Mutex<BalanceBook>,
     stream_up: AtomicBool,
     bots: Mutex<HashMap<u64, Recipient<AccountNews>>>,
+    /// Each attached bot's symbol, in the venue's spelling.
+    symbols: Mutex<HashMap<u64, String>>,
     seen_trades: Mutex<(HashSet<u64>, VecDeque<u64>)>,
     stream: Mutex<Option<TaskGuard>>,
 }
@@ -103,6 +112,7 @@ impl Account {
             balances: Mutex::default(),
             stream_up: AtomicBool::new(false),
             bots: Mutex::default(),
+            symbols: Mutex::default(),
             seen_trades: Mutex::default(),
             stream: Mutex::default(),
         }
@@ -150,9 +160,14 @@ impl Account {
             }
             AccountEvent::Position(position) => {
                 tracing::debug!(venue = %self.venue, account_id = self.account_id, ?position, "position");
+                let symbol = position.symbol.clone();
+                self.tell_symbol(&symbol, &AccountNews::Position(position));
             }
             AccountEvent::Funding(payment) => {
                 tracing::debug!(venue = %self.venue, account_id = self.account_id, ?payment, "funding");
+                metrics::counter!("keel_funding_payments_total").increment(1);
+                let symbol = payment.symbol.clone();
+                self.tell_symbol(&symbol, &AccountNews::Funding(payment));
             }
         }
     }
@@ -170,6 +185,32 @@ impl Account {
             seen.0.remove(&old);
         }
         true
+    }
+
+    /// The attached bots trading `symbol` (the venue's spelling, any case).
+    fn bots_on(&self, symbol: &str) -> Vec<u64> {
+        lock(&self.symbols)
+            .iter()
+            .filter(|(_, s)| s.eq_ignore_ascii_case(symbol))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// How many of the account's running bots trade `symbol`: a venue position in it is theirs
+    /// together (one-way mode), so a bot adopts the venue's quantity only when it is alone.
+    pub fn bots_trading(&self, symbol: &str) -> usize {
+        self.bots_on(symbol).len()
+    }
+
+    /// Passes `news` to the bots trading `symbol`.
+    fn tell_symbol(&self, symbol: &str, news: &AccountNews) {
+        let targets = self.bots_on(symbol);
+        let bots = lock(&self.bots);
+        for bot_id in targets {
+            if let Some(bot) = bots.get(&bot_id) {
+                bot.do_send(news.clone());
+            }
+        }
     }
 
     fn broadcast(&self, news: &AccountNews) {
@@ -274,14 +315,15 @@ impl Accounts {
         lock(&self.inner).get(&(venue, account_id)).cloned()
     }
 
-    /// Adds `bot_id` to the account's bots, opening the account's stream (through `router`,
-    /// signed by `signer`) if it is the first. Call from within a tokio runtime.
+    /// Adds `bot_id` (trading `symbol`, in the venue's spelling) to the account's bots, opening
+    /// the account's stream (through `router`, signed by `signer`) if it is the first. Call from
+    /// within a tokio runtime.
     pub fn attach(
         &self,
         router: &Arc<dyn OrderRouter>,
         account_id: u64,
         signer: OwnedSigner,
-        bot_id: u64,
+        (bot_id, symbol): (u64, &str),
         bot: Recipient<AccountNews>,
     ) -> Arc<Account> {
         let venue = router.venue();
@@ -293,6 +335,7 @@ impl Accounts {
             bot.do_send(AccountNews::StreamUp);
         }
         lock(&account.bots).insert(bot_id, bot);
+        lock(&account.symbols).insert(bot_id, symbol.to_owned());
         let mut stream = lock(&account.stream);
         if stream.is_none() {
             // Balances are read at start whether or not the venue has a stream.
@@ -332,6 +375,7 @@ impl Accounts {
         let mut bots = lock(&account.bots);
         if bots.get(&bot_id) == Some(bot) {
             bots.remove(&bot_id);
+            lock(&account.symbols).remove(&bot_id);
         }
         if bots.is_empty() {
             drop(bots);

@@ -361,8 +361,14 @@ pub async fn delete(
             state (`CONFLICT`).", body = ErrorResponse),
         (status = 422, description = "`start` of a live bot whose exchange account cannot pay \
             for its first order (`INSUFFICIENT_BALANCE`: the asset, the amount needed and the \
-            amount free); a 503 `VENUE_UNAVAILABLE` when the venue did not give the balances.",
-            body = ErrorResponse),
+            amount free); `start` of a live bot on a derivatives venue that refused its \
+            leverage or margin type (`LEVERAGE_REFUSED`, with the venue's words; the bot stays \
+            as it was).", body = ErrorResponse),
+        (status = 503, description = "`start` of a live bot whose venue did not give the \
+            balances, or did not answer setting a derivatives bot's leverage and margin type \
+            (`VENUE_UNAVAILABLE`); or the bot supervisor is overloaded (`OVERLOADED`).",
+            body = ErrorResponse,
+            headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
         (status = 507, description = DISK_LOW, body = ErrorResponse),
     ))]

@@ -210,7 +210,9 @@ async fn position_of(
 /// 404 for another user's bot.
 #[utoipa::path(get, path = "/bots/{id}/position", tag = "trading", params(BotPath),
     responses(
-        (status = 200, description = "The bot's position.", body = PositionView),
+        (status = 200, description = "The bot's position: its own book, and for a running \
+            live bot on a derivatives venue also the venue's (`venue`: entry and liquidation \
+            prices, unrealised P&L, leverage, margin type, mark).", body = PositionView),
         (status = 404, description = BOT_NOT_FOUND, body = ErrorResponse),
         (status = 504, description = SUPERVISOR_TIMEOUT, body = ErrorResponse),
     ))]
@@ -221,7 +223,9 @@ pub async fn position(
 ) -> Result<HttpResponse, ApiError> {
     let (record, live) = live(&state, user.user_id, id.into_inner()).await?;
     let (position, mark, through) = position_of(&state, &record, live.as_ref()).await?;
-    Ok(HttpResponse::Ok().json(PositionView::new(&record, &position, mark, through)))
+    let venue = live.and_then(|l| l.venue_position);
+    let view = PositionView::new(&record, &position, mark, through).with_venue(venue);
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// `GET /bots/{id}/performance`.

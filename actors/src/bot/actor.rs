@@ -19,6 +19,7 @@
 mod breaker;
 mod cancel_retry;
 mod commands;
+mod derivatives;
 mod live_orders;
 pub mod messages;
 mod persist;
@@ -95,6 +96,11 @@ pub struct BotActorArgs {
     pub reconciled: Recipient<BotReconciled>,
     /// The venue link of a live bot (`None` for paper).
     pub live: Option<LiveLink>,
+    /// A derivatives bot's leverage and margin type were just set at the venue (its owner's
+    /// start): the actor does not set them again.
+    pub prepared: bool,
+    /// The bot's leverage and margin type (a bot on a venue with leverage).
+    pub leverage: Option<(u32, keel_core::bot::MarginType)>,
     /// The owner's exposure book, when a per-user limit is set.
     pub exposure: Option<super::exposure::ExposureLink>,
     /// The bot's owner.
@@ -144,6 +150,8 @@ pub struct BotActor {
     ring: Arc<Mutex<IndicatorRing>>,
     /// Its account's user data stream, as the bot knows it (live bots).
     stream: stream::StreamLink,
+    /// The venue's view of a derivatives bot's position.
+    venue_book: derivatives::VenueBook,
 }
 
 impl BotActor {
@@ -171,6 +179,7 @@ impl BotActor {
             flushing: None,
             reported_reconciled: false,
             stream: stream::StreamLink::default(),
+            venue_book: derivatives::VenueBook::default(),
         }
     }
 
@@ -299,6 +308,9 @@ impl Actor for BotActor {
         let reason = self.args.start_reason.take();
         let now = keel_venues::now_us() / 1000;
         self.args.engine.log(now, BotEventKind::Status { status, reason }, &mut self.fx);
+        if self.is_derivatives() {
+            self.args.engine.start_funding_clock(now);
+        }
         self.persist(ctx, None);
         self.subscribe(ctx);
         ctx.run_interval(SNAPSHOT_INTERVAL, |act, _| {
@@ -320,6 +332,8 @@ impl Actor for BotActor {
             self.sent_at = self.args.engine.open_orders().iter().map(|o| (o.id, now)).collect();
             // Reconciled once the venue has answered about every order found open.
             self.watch_breaker(ctx);
+            // A derivatives bot's leverage is set before anything goes to the venue.
+            self.start_derivatives(ctx);
             self.poll_live(ctx);
             self.attach_account(ctx);
             ctx.run_interval(LIVE_POLL, |act, ctx| {

@@ -299,3 +299,60 @@ pub(crate) fn venue_outcome(symbol: &Symbol, venue: OrderReport) -> ExecOutcome 
         ts: keel_venues::now_us() / 1000,
     }
 }
+
+/// Longest a bot's start waits for the venue to set its leverage and margin type.
+pub const PREPARE_DEADLINE: Duration = Duration::from_secs(15);
+
+/// What setting a derivatives bot's leverage and margin type at its venue returns.
+pub type Prepare = BoxFuture<'static, Result<(), keel_venues::routing::RouteError>>;
+
+/// The request that sets `record`'s leverage and margin type at its venue
+/// ([`OrderRouter::prepare`], signed by the vault), when it trades live on a venue with leverage;
+/// `None` otherwise (spot, paper).
+pub fn prepare_request(link: &LiveLink, record: &keel_core::bot::BotRecord) -> Option<Prepare> {
+    if !keel_venues::registry::capabilities(record.venue).leverage {
+        return None;
+    }
+    let leverage = record.leverage.unwrap_or(1);
+    let margin = record.margin_type.unwrap_or(keel_core::bot::MarginType::Isolated);
+    Some(prepare(link.clone(), record.symbol.clone(), leverage, margin))
+}
+
+/// Sets `symbol`'s leverage and margin type at the venue, signed by the vault, within
+/// [`PREPARE_DEADLINE`].
+pub fn prepare(
+    link: LiveLink,
+    symbol: Symbol,
+    leverage: u32,
+    margin: keel_core::bot::MarginType,
+) -> Prepare {
+    Box::pin(async move {
+        let signer = signer(&link);
+        let asked = link.router.prepare(&symbol, leverage, margin, signer.as_ref());
+        match tokio::time::timeout(PREPARE_DEADLINE, asked).await {
+            Ok(answer) => answer.map_err(|err| keel_venues::routing::RouteError {
+                kind: err.kind,
+                message: format!(
+                    "the venue refused leverage {leverage}x {} on {symbol}: {}",
+                    margin_word(margin),
+                    err.message
+                ),
+            }),
+            Err(_) => Err(keel_venues::routing::RouteError {
+                kind: RouteErrorKind::UnknownOutcome,
+                message: format!(
+                    "the venue did not answer setting leverage {leverage}x {} on {symbol} within {} s",
+                    margin_word(margin),
+                    PREPARE_DEADLINE.as_secs()
+                ),
+            }),
+        }
+    })
+}
+
+fn margin_word(margin: keel_core::bot::MarginType) -> &'static str {
+    match margin {
+        keel_core::bot::MarginType::Isolated => "isolated",
+        keel_core::bot::MarginType::Cross => "cross",
+    }
+}

@@ -86,6 +86,15 @@ pub enum BotError {
     /// Storage failed; nothing changed.
     #[error("storage failed")]
     Store,
+    /// The venue refused what a start needs (a derivatives bot's leverage or margin type), or
+    /// could not be asked (`refused` false: retry later).
+    #[error("{message}")]
+    Venue {
+        /// The venue answered no (rather than not answering).
+        refused: bool,
+        /// What it said.
+        message: String,
+    },
 }
 
 impl From<StoreError> for BotError {

@@ -504,6 +504,8 @@ impl<'a> TryFrom<&'a BotEvent> for WireEvent<'a> {
             }
             other @ (BotEventKind::Status { .. }
             | BotEventKind::Breaker { .. }
+            | BotEventKind::Funding { .. }
+            | BotEventKind::VenuePosition(_)
             | BotEventKind::Log { .. }) => WireEventKind::Json(Cow::Owned(
                 serde_json::to_string(other).map_err(StoreError::Codec)?,
             )),

@@ -34,6 +34,11 @@ pub struct PositionView {
     mark_price: Option<Decimal>,
     /// Absolute notional at the mark price; null without a mark.
     exposure: Option<Decimal>,
+    /// A running live bot on a derivatives venue: its position as the venue reports it (entry
+    /// and liquidation prices, unrealised P&L, leverage, margin type, mark). Absent on spot, in
+    /// paper, while the bot is not running, and until the venue has reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    venue: Option<crate::engine::VenuePositionView>,
 }
 
 impl PositionView {
@@ -57,7 +62,15 @@ impl PositionView {
             quote_balance: position.quote_balance,
             mark_price: mark,
             exposure: mark.map(|m| position.exposure(m)),
+            venue: None,
         }
+    }
+
+    /// With the venue's view of a derivatives bot's position (`None`: not reported yet).
+    #[must_use]
+    pub fn with_venue(mut self, venue: Option<crate::engine::VenuePositionView>) -> Self {
+        self.venue = venue;
+        self
     }
 }
 

@@ -49,6 +49,19 @@ pub enum BotEventKind {
         /// Why it opened.
         reason: Option<String>,
     },
+    /// A funding payment on the bot's perpetual position, booked into its realised P&L and
+    /// quote balance.
+    Funding {
+        /// The asset it was paid in (`USDT`).
+        asset: String,
+        /// Signed amount: positive received, negative paid.
+        amount: rust_decimal::Decimal,
+        /// The venue's id of the payment (none for a paper payment).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// The venue's view of the bot's derivatives position changed.
+    VenuePosition(super::VenuePositionView),
     /// Something the owner should read.
     Log {
         /// `info`, `warn` or `error`.

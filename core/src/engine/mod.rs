@@ -36,6 +36,7 @@ macro_rules! strategy_context {
 }
 
 mod bracket;
+mod derivatives;
 mod effects;
 mod fills;
 mod live;
@@ -43,6 +44,7 @@ mod native_bracket;
 mod orders;
 mod state;
 
+pub use derivatives::{FUNDING_IDS_KEPT, FundingLedger, VenuePositionView};
 pub use effects::{BotEvent, BotEventKind, Effects, Outbound};
 pub use live::{ExecOutcome, ExecReport, VenueFillReport, is_armed_stop};
 pub use native_bracket::list_client_order_id;

@@ -25,6 +25,9 @@ pub struct BotState {
     pub daily: DailyLoss,
     /// Event time of the last market event seen, ms.
     pub last_event_ms: u64,
+    /// Venue funding payments booked (live derivatives bots).
+    #[serde(default)]
+    pub funding: super::FundingLedger,
 }
 
 /// The fixed settings of one bot's engine.

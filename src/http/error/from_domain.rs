@@ -73,6 +73,15 @@ impl From<BotError> for ApiError {
             BotError::Trade(err) => err.into(),
             BotError::Unavailable(err) => err.into(),
             BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
+            // A derivatives bot's start: the venue refused its leverage or margin type (422
+            // `LEVERAGE_REFUSED`, with the venue's words), or did not answer (503, retry).
+            BotError::Venue { refused: true, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "LEVERAGE_REFUSED", message)
+            }
+            BotError::Venue { refused: false, message } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "VENUE_UNAVAILABLE", message)
+                    .retry_after(RETRY_AFTER_SECS)
+            }
         }
     }
 }
@@ -278,6 +287,26 @@ mod tests {
     use actix_web::http::header;
 
     use super::*;
+
+    #[actix_web::test]
+    async fn a_start_the_venue_refuses_leverage_for_is_422_and_one_it_could_not_ask_503() {
+        use keel_actors::bot::BotError;
+        let cases =
+            [(true, 422, "LEVERAGE_REFUSED", false), (false, 503, "VENUE_UNAVAILABLE", true)];
+        for (refused, status, code, retry) in cases {
+            let message = "not started: the venue refused leverage 50x isolated on BTCUSDT: -4028";
+            let res = ApiError::from(BotError::Venue { refused, message: message.into() })
+                .error_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers().contains_key(header::RETRY_AFTER), retry);
+            let body: serde_json::Value =
+                serde_json::from_slice(&to_bytes(res.into_body()).await.unwrap()).unwrap();
+            assert_eq!(
+                (body["error"]["code"].as_str(), body["error"]["message"].as_str()),
+                (Some(code), Some(message))
+            );
+        }
+    }
 
     #[actix_web::test]
     async fn mailbox_errors_map_to_503_and_504_with_retry_after() {

@@ -180,6 +180,7 @@ impl Handler<Ask<GetLive>> for BotActor {
             durable_fill_id: self.durable_fill_id,
             durable_event_id: self.durable_event_id,
             status: if self.paused { BotStatus::Paused } else { BotStatus::Running },
+            venue_position: self.venue_book.position.clone(),
         });
     }
 }

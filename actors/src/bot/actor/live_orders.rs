@@ -15,7 +15,7 @@ use keel_core::engine::{ExecOutcome, Outbound};
 impl BotActor {
     /// Sends durable requests to the venue; the answers are applied as they come.
     pub(super) fn dispatch(&mut self, outbound: Vec<Outbound>, ctx: &mut Context<Self>) {
-        self.dispatch_then(outbound, ctx, |_, _| {});
+        self.dispatch_then(outbound, ctx, |_, _, _| {});
     }
 
     /// [`Self::dispatch`], then `then` with whether the venue answered every request.
@@ -23,7 +23,7 @@ impl BotActor {
         &mut self,
         outbound: Vec<Outbound>,
         ctx: &mut Context<Self>,
-        then: impl FnOnce(&mut Self, bool) + 'static,
+        then: impl FnOnce(&mut Self, bool, &mut Context<Self>) + 'static,
     ) {
         let Some(link) = self.args.live.clone() else {
             tracing::error!(bot_id = self.id(), "a paper bot produced venue requests; dropped");
@@ -46,7 +46,7 @@ impl BotActor {
         ctx.spawn(execute(link, symbol, outbound).into_actor(self).map(|results, act, ctx| {
             let answered = results.iter().all(|r| r.venue_error.is_none());
             act.apply_live(results, ctx);
-            then(act, answered);
+            then(act, answered, ctx);
         }));
     }
 
@@ -99,13 +99,13 @@ impl BotActor {
             .collect();
         if requests.is_empty() {
             if self.in_flight.is_empty() {
-                self.report_reconciled();
+                self.orders_reconciled(ctx);
             }
             return;
         }
-        self.dispatch_then(requests, ctx, |act, answered| {
+        self.dispatch_then(requests, ctx, |act, answered, ctx| {
             if answered {
-                act.report_reconciled();
+                act.orders_reconciled(ctx);
             }
         });
     }

@@ -124,6 +124,8 @@ pub struct LiveView {
     pub durable_event_id: u64,
     /// Whether the strategy is being called.
     pub status: BotStatus,
+    /// A derivatives bot's position as the venue last reported it.
+    pub venue_position: Option<keel_core::engine::VenuePositionView>,
 }
 
 /// The bot told its supervisor it paused itself.

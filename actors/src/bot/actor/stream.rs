@@ -41,7 +41,7 @@ impl BotActor {
             &link.router,
             link.credential_id,
             signer,
-            self.args.bot_id,
+            (self.args.bot_id, self.args.symbol.as_str()),
             ctx.address().recipient(),
         );
     }
@@ -117,10 +117,13 @@ impl Handler<AccountNews> for BotActor {
                 // Whatever happened while nobody listened was not pushed: reconcile now.
                 self.stream.up = true;
                 self.stream.last_poll = Instant::now();
+                self.derivatives_stream_up(ctx);
                 self.poll_live(ctx);
             }
             AccountNews::StreamDown => self.stream.up = false,
             AccountNews::Order(update) => self.on_stream_order(update, ctx),
+            AccountNews::Position(position) => self.on_venue_position(position, ctx),
+            AccountNews::Funding(payment) => self.on_funding(payment, ctx),
         }
     }
 }

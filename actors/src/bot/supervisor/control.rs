@@ -36,19 +36,38 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                 if let Err(err) = self.not_deleting(user_id) {
                     return replier.send(Err(err));
                 }
-                let mut record = record;
-                record.status = next;
-                record.status_reason = None;
-                record.updated_ts = now_ms();
-                self.bots.insert(bot_id, record.clone());
-                self.publish_owner(user_id);
-                self.restarts.remove(&bot_id);
-                if let Err(reason) = self.launch(bot_id, None, ctx) {
-                    self.mark_failed(bot_id, reason.clone(), ctx);
-                    return replier
-                        .send(Err(BotError::Conflict(format!("bot cannot start: {reason}"))));
-                }
-                self.save_then(record, ctx, move |r| replier.send(r));
+                // A derivatives bot's leverage and margin type are set at the venue first: a
+                // refusal is the start's answer, and the bot stays as it was.
+                let prepare = match self.live_link(&record) {
+                    Ok(Some(link)) => crate::bot::live::prepare_request(&link, &record),
+                    _ => None,
+                };
+                let Some(prepare) = prepare else {
+                    return self.start_now(record, next, false, ctx, replier);
+                };
+                self.busy.insert(bot_id, ());
+                ctx.spawn(prepare.into_actor(self).map(move |prepared, act, ctx| {
+                    act.busy.remove(&bot_id);
+                    if let Err(err) = prepared {
+                        tracing::warn!(bot_id, error = %err, "the venue refused the bot's leverage or margin type");
+                        return replier.send(Err(BotError::Venue {
+                            refused: err.kind != keel_venues::routing::RouteErrorKind::NotSent
+                                && err.kind != keel_venues::routing::RouteErrorKind::UnknownOutcome,
+                            message: format!("not started: {err}"),
+                        }));
+                    }
+                    // Read again: a change may have come while the venue answered.
+                    let Some(record) = act.bots.get(&bot_id).cloned() else {
+                        return replier.send(Err(BotError::NotFound(bot_id)));
+                    };
+                    let Some(next) = record.status.after(Control::Start) else {
+                        return replier.send(Err(BotError::Conflict(format!(
+                            "cannot Start a bot that is {:?}",
+                            record.status
+                        ))));
+                    };
+                    act.start_now(record, next, true, ctx, replier);
+                }));
             }
             Control::Pause | Control::Resume => {
                 let Some(running) = self.running.get(&bot_id) else {
@@ -77,6 +96,32 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                 );
             }
         }
+    }
+}
+
+impl BotSupervisor {
+    /// Starts `record` now, in state `next`; `prepared` when its leverage and margin type were
+    /// just set at the venue.
+    fn start_now(
+        &mut self,
+        mut record: keel_core::bot::BotRecord,
+        next: BotStatus,
+        prepared: bool,
+        ctx: &mut Context<Self>,
+        replier: crate::mailbox::Replier<Result<keel_core::bot::BotRecord, BotError>>,
+    ) {
+        let (bot_id, user_id) = (record.id, record.user_id);
+        record.status = next;
+        record.status_reason = None;
+        record.updated_ts = now_ms();
+        self.bots.insert(bot_id, record.clone());
+        self.publish_owner(user_id);
+        self.restarts.remove(&bot_id);
+        if let Err(reason) = self.launch(bot_id, None, prepared, ctx) {
+            self.mark_failed(bot_id, reason.clone(), ctx);
+            return replier.send(Err(BotError::Conflict(format!("bot cannot start: {reason}"))));
+        }
+        self.save_then(record, ctx, move |r| replier.send(r));
     }
 }
 

@@ -25,11 +25,14 @@ use crate::strategies::Modules;
 
 impl BotSupervisor {
     /// Starts the actor of an active bot, rebuilding its engine from the store.
-    /// `why` is journaled with the bot's start (`None` when its owner started it).
+    /// `why` is journaled with the bot's start (`None` when its owner started it); `prepared`
+    /// when a derivatives bot's leverage and margin type were just set at the venue (otherwise
+    /// the bot sets them before anything else).
     pub(super) fn launch(
         &mut self,
         bot_id: BotId,
         why: Option<String>,
+        prepared: bool,
         ctx: &mut Context<Self>,
     ) -> Result<(), String> {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
@@ -61,6 +64,8 @@ impl BotSupervisor {
                     .is_some_and(|r| r.starts_with(crate::breaker::BREAKER_REASON)),
             reconciled: ctx.address().recipient(),
             live,
+            prepared,
+            leverage: record.leverage.zip(record.margin_type),
             user_id: record.user_id,
             sessions: self.config.sessions.clone(),
             mailbox: self.config.bot_mailbox,
@@ -271,7 +276,9 @@ impl Actor for BotSupervisor {
             self.relaunch_done();
         }
         for bot_id in active {
-            if let Err(reason) = self.launch(bot_id, Some("resumed as Keel started".into()), ctx) {
+            if let Err(reason) =
+                self.launch(bot_id, Some("resumed as Keel started".into()), false, ctx)
+            {
                 self.mark_failed(bot_id, reason, ctx);
             }
         }
@@ -319,7 +326,9 @@ impl Handler<ChildExited> for BotSupervisor {
             return;
         }
         metrics::counter!("keel_actor_restarts_total", "actor" => "bot").increment(1);
-        if let Err(launch) = self.launch(bot_id, Some(format!("restarted after: {reason}")), ctx) {
+        if let Err(launch) =
+            self.launch(bot_id, Some(format!("restarted after: {reason}")), false, ctx)
+        {
             self.mark_failed(bot_id, format!("{reason}; restart failed: {launch}"), ctx);
         }
     }

@@ -147,6 +147,18 @@ fn journal() -> Vec<BotEvent> {
             reason: None,
         },
         BotEventKind::Log { level: "warn".into(), message: "a \"quoted\" line\n".into() },
+        BotEventKind::Funding { asset: "USDT".into(), amount: d("-0.01250"), id: Some("9".into()) },
+        BotEventKind::VenuePosition(keel_core::engine::VenuePositionView {
+            symbol: "BTCUSDT".into(),
+            qty: d("-0.500"),
+            entry_price: d("97000.10"),
+            mark_price: Some(d("97100.00")),
+            liquidation_price: None,
+            unrealized_pnl: d("-49.95"),
+            leverage: Some(20),
+            margin_type: Some(keel_core::bot::MarginType::Cross),
+            updated_ms: 1_764_000_000_000,
+        }),
     ];
     kinds
         .into_iter()

@@ -16,6 +16,7 @@ use crate::trading::{
     Commission, FeeAsset, Fill, InstrumentFilters, OrderOrigin, OrderStatus, OrderType, Position,
 };
 
+mod derivatives;
 mod fees;
 mod live;
 
