@@ -175,6 +175,7 @@ mod tests {
             realized_pnl: Decimal::from(realized),
             fees: Decimal::from(fees),
             quote_balance: Decimal::from(1_000),
+            funding: Decimal::ZERO,
         }
     }
 

@@ -2,6 +2,7 @@
 //! requests for a live venue), for the bot actor to persist in one transaction and publish, and
 //! the journal line types ([`BotEvent`]) a bot's history is made of.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::strategy::IndicatorUpdate;
@@ -48,6 +49,37 @@ pub enum BotEventKind {
         state: String,
         /// Why it opened.
         reason: Option<String>,
+    },
+    /// A funding payment on a perpetual position: received when `amount` is positive, paid
+    /// when negative (a long pays a positive rate). Counted in `Position.funding` and the quote
+    /// balance.
+    Funding {
+        /// Signed amount, in `asset`.
+        amount: Decimal,
+        /// The asset paid in (the quote, `USDT`).
+        asset: String,
+        /// The funding rate applied (paper funding; absent when the venue reported the payment).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<Decimal>,
+        /// The mark price the payment was valued at (paper funding).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mark_price: Option<Decimal>,
+    },
+    /// The paper venue liquidated the position: the mark crossed the liquidation price, open
+    /// orders were canceled and the position closed at that price (the fill is journaled
+    /// before this line).
+    Liquidated {
+        /// The position closed (signed, base).
+        qty: Decimal,
+        /// The liquidation price it closed at.
+        price: Decimal,
+        /// The mark price that crossed it.
+        mark_price: Decimal,
+        /// The clearance fee taken by the venue's insurance fund (what was left of the
+        /// position's maintenance margin), in quote.
+        clearance_fee: Decimal,
+        /// `isolated` or `cross`.
+        margin_type: crate::bot::MarginType,
     },
     /// Something the owner should read.
     Log {

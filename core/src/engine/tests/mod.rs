@@ -17,6 +17,7 @@ use crate::trading::{
 };
 
 mod fees;
+mod futures;
 mod live;
 
 fn d(s: &str) -> Decimal {
@@ -72,6 +73,7 @@ fn engine_for(
         bracket,
         paper: PaperConfig { fee_bps: d("10"), slippage_bps: d("0") },
         allow_short: false,
+        futures: None,
         live,
     };
     let state = BotState {
