@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{BotRecord, BotStatus};
 use crate::market::Symbol;
 use crate::trading::Position;
+use crate::trading::margin::FuturesConfig;
 
 /// A bot's position as `GET /bots/{id}/position` shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -34,6 +35,16 @@ pub struct PositionView {
     mark_price: Option<Decimal>,
     /// Absolute notional at the mark price; null without a mark.
     exposure: Option<Decimal>,
+    /// Funding received minus paid, in quote (derivatives).
+    funding: Decimal,
+    /// Paper futures (a paper bot with leverage): the initial margin the position holds, in
+    /// quote (notional at entry / leverage); absent on spot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    margin: Option<Decimal>,
+    /// Paper futures: the mark price at which the position is liquidated (Binance's formula
+    /// for one position, see docs/SIM.md); absent when flat, on spot, or when never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    liquidation_price: Option<Decimal>,
 }
 
 impl PositionView {
@@ -57,8 +68,19 @@ impl PositionView {
             quote_balance: position.quote_balance,
             mark_price: mark,
             exposure: mark.map(|m| position.exposure(m)),
+            funding: position.funding,
+            margin: paper_futures(record).map(|f| f.position_margin(position)),
+            liquidation_price: paper_futures(record).and_then(|f| f.liquidation_price(position)),
         }
     }
+}
+
+/// The paper futures model of a paper bot with leverage.
+fn paper_futures(record: &BotRecord) -> Option<FuturesConfig> {
+    if record.mode != super::BotMode::Paper {
+        return None;
+    }
+    FuturesConfig::for_bot(record)
 }
 
 /// A stopped bot's position as the store holds it. A bot that never placed an order has stored

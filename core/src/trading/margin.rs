@@ -68,6 +68,21 @@ impl FuturesConfig {
         }
     }
 
+    /// A leveraged bot's settings: its leverage and margin type, its paper maintenance margin
+    /// rate (or the default), its symbol's quote asset; funding from the venue's feed. `None`
+    /// for a bot without leverage (spot).
+    pub fn for_bot(record: &crate::bot::BotRecord) -> Option<Self> {
+        let leverage = record.leverage?;
+        let mut futures = Self::new(leverage, record.margin_type.unwrap_or(MarginType::Isolated));
+        if let Some(rate) = record.paper.maintenance_margin_rate {
+            futures.maintenance_margin_rate = rate;
+        }
+        if let Some(quote) = crate::bot::funding::quote_asset(record.symbol.as_str()) {
+            quote.clone_into(&mut futures.quote_asset);
+        }
+        Some(futures)
+    }
+
     /// Margin `notional` needs at this leverage.
     pub fn initial_margin(&self, notional: Decimal) -> Decimal {
         notional / Decimal::from(self.leverage.max(1))
@@ -111,8 +126,8 @@ pub fn wallet_balance(position: &Position) -> Decimal {
 }
 
 /// Binance's liquidation price of one USDT-margined position in one-way mode (maintenance
-/// amount 0, the lowest bracket): `(WB − side × qty × entry) / (qty × MMR − side × qty)`;
-/// `qty` is signed here. `None` when flat, or when no positive price liquidates it.
+/// amount 0, the lowest bracket): `(WB − side × qty × entry) / (qty × MMR − side × qty)`,
+/// rounded to 8 decimals; `qty` is signed here. `None` when flat, or when no positive price liquidates it.
 pub fn liquidation_price(
     qty: Decimal,
     entry: Decimal,
@@ -129,7 +144,7 @@ pub fn liquidation_price(
     if denominator.is_zero() {
         return None;
     }
-    let price = numerator.checked_div(denominator)?;
+    let price = round_amount(numerator.checked_div(denominator)?);
     (price > Decimal::ZERO).then_some(price)
 }
 

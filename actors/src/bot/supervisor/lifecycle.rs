@@ -248,7 +248,7 @@ pub(crate) fn engine_for(
         bracket: record.bracket,
         paper: PaperConfig { fee_bps: record.paper.fee_bps, slippage_bps: paper_slippage_bps },
         allow_short: keel_venues::registry::capabilities(record.venue).shorting,
-        futures: paper_futures(record),
+        futures: FuturesConfig::for_bot(record),
         live: record.mode == BotMode::Live,
     };
     if state.last_order_id == 0 && state.position == Default::default() {
@@ -258,23 +258,6 @@ pub(crate) fn engine_for(
     // Live brackets go to the venue as its own OCO order list where it has them.
     engine.set_native_brackets(keel_venues::registry::capabilities(record.venue).native_brackets);
     Ok(engine)
-}
-
-/// A leveraged bot's paper futures settings: its leverage and margin type, the maintenance
-/// margin rate of its paper settings (or the default), funding from the venue's feed.
-fn paper_futures(record: &BotRecord) -> Option<FuturesConfig> {
-    let leverage = record.leverage?;
-    let mut futures = FuturesConfig::new(
-        leverage,
-        record.margin_type.unwrap_or(keel_core::bot::MarginType::Isolated),
-    );
-    if let Some(rate) = record.paper.maintenance_margin_rate {
-        futures.maintenance_margin_rate = rate;
-    }
-    if let Some(quote) = keel_core::bot::funding::quote_asset(record.symbol.as_str()) {
-        futures.quote_asset = quote.to_owned();
-    }
-    Some(futures)
 }
 
 impl Actor for BotSupervisor {
