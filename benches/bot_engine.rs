@@ -141,6 +141,7 @@ fn engine(flavour: Flavour) -> BotEngine {
         bracket: None,
         paper: PaperConfig { fee_bps: Decimal::TEN, slippage_bps: Decimal::from(5) },
         allow_short: false,
+        futures: None,
         live: false,
     };
     let state = BotState {

@@ -91,6 +91,7 @@ fn engine(bot_id: u64, instrument: &Instrument, qty: &str, args: &Args) -> BotEn
         bracket: None,
         paper: PaperConfig { fee_bps: Decimal::TEN, slippage_bps: Decimal::from(5) },
         allow_short: false,
+        futures: None,
         live: false,
     };
     let state = BotState {

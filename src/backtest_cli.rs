@@ -61,6 +61,7 @@ pub fn backtest(args: &BacktestArgs) -> anyhow::Result<()> {
         fee_bps: args.fee_bps,
         slippage_bps: Decimal::from(5),
         starting_quote: args.starting_quote,
+        futures: None,
     };
     let bytes_read = Arc::new(AtomicU64::new(0));
     let mut reader =
@@ -273,6 +274,7 @@ mod tests {
             fee_bps: Decimal::TEN,
             slippage_bps: Decimal::from(5),
             starting_quote: Decimal::from(10_000),
+            futures: None,
         };
         let ticks = synth(5_000, 3, symbol).map(Ok::<_, ()>);
         let outcome = run(&config, ticks).unwrap().unwrap();

@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::bot::Bracket;
 use crate::bot::performance::{self, Performance};
-use crate::engine::{BotEngine, BotState, Effects, EngineConfig};
+use crate::engine::{BotEngine, BotEventKind, BotState, Effects, EngineConfig};
 use crate::market::MarketEvent;
 use crate::strategy::StrategySpec;
+use crate::trading::margin::FuturesConfig;
 use crate::trading::paper::PaperConfig;
 use crate::trading::risk::RiskLimits;
 use crate::trading::{Fill, InstrumentFilters, Order, Position};
@@ -38,6 +39,9 @@ pub struct BacktestConfig {
     pub slippage_bps: Decimal,
     /// Starting quote balance.
     pub starting_quote: Decimal,
+    /// Paper futures: leverage, margin type, maintenance rate and the funding rate to apply
+    /// at each funding time (`None`: spot, as before).
+    pub futures: Option<FuturesConfig>,
 }
 
 /// What a backtest found.
@@ -59,6 +63,9 @@ pub struct Report {
     pub ticks_per_sec: f64,
     /// First and last tick time, ms.
     pub span_ms: (u64, u64),
+    /// Paper futures: when the position was liquidated (the strategy stops there), ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liquidated_ms: Option<u64>,
 }
 
 impl Report {
@@ -113,7 +120,9 @@ pub fn run_with<E>(
         risk: config.risk.clone(),
         bracket: config.bracket,
         paper: PaperConfig { fee_bps: config.fee_bps, slippage_bps: config.slippage_bps },
-        allow_short: false,
+        // A leveraged backtest trades both ways, as on a derivatives venue.
+        allow_short: config.futures.is_some(),
+        futures: config.futures.clone(),
         live: false,
     };
     let state = BotState {
@@ -126,6 +135,7 @@ pub fn run_with<E>(
     let mut orders: Vec<Order> = Vec::new();
     let mut ticks_seen: u64 = 0;
     let (mut first_ts, mut last_ts) = (None, 0);
+    let mut liquidated_ms = None;
     for tick in ticks {
         let tick = tick?;
         ticks_seen += 1;
@@ -142,6 +152,11 @@ pub fn run_with<E>(
                 _ => orders.push(order),
             }
         }
+        if liquidated_ms.is_none()
+            && fx.events.iter().any(|e| matches!(e.kind, BotEventKind::Liquidated { .. }))
+        {
+            liquidated_ms = Some(tick.exchange_ts);
+        }
         // Journal lines are what a bot would store; a backtest has no use for them.
         fx.clear();
     }
@@ -155,6 +170,7 @@ pub fn run_with<E>(
         seconds: 0.0,
         ticks_per_sec: 0.0,
         span_ms: (first_ts.unwrap_or(0), last_ts),
+        liquidated_ms,
     };
     Ok(Outcome { report, orders, fills })
 }
@@ -178,6 +194,7 @@ mod tests {
             fee_bps: Decimal::TEN,
             slippage_bps: Decimal::from(5),
             starting_quote: Decimal::from(10_000),
+            futures: None,
         }
     }
 
@@ -215,6 +232,40 @@ mod tests {
         }
         assert_eq!(replay, a.report.position);
         assert_eq!(a.report.ticks, 20_000);
+    }
+
+    #[test]
+    fn a_leveraged_backtest_pays_funding_and_is_liquidated_by_a_crash() {
+        use crate::bot::MarginType;
+        let mut leveraged = config();
+        leveraged.strategy.params = serde_json::json!({"fast": 3, "slow": 10, "qty": "1"});
+        let mut futures = FuturesConfig::new(10, MarginType::Isolated);
+        futures.funding_rate = Some(Decimal::new(1, 4));
+        leveraged.futures = Some(futures);
+        // 2023-11-15T00:00:00Z: flat, then a rise (the fast average crosses up: a long), a
+        // funding time at 08:00, then a crash far past the liquidation price.
+        let day = 1_700_006_400_000u64;
+        let minute = 60_000u64;
+        let mut prices: Vec<(u64, i64)> = (0..20).map(|i| (day + i * minute, 100)).collect();
+        prices.extend((20..40).map(|i| (day + i * minute, 100 + (i as i64 - 19))));
+        prices.push((day + 8 * 3_600_000, 121));
+        prices.push((day + 8 * 3_600_000 + minute, 60));
+        prices.push((day + 8 * 3_600_000 + 2 * minute, 59));
+        let ticks: Vec<_> =
+            prices.iter().map(|&(ts, p)| testing::trade(ts, Decimal::from(p))).collect();
+        let outcome = run(&leveraged, ticks.into_iter().map(Ok::<_, ()>)).unwrap().unwrap();
+        let report = &outcome.report;
+        assert_eq!(report.liquidated_ms, Some(day + 8 * 3_600_000 + minute), "{report:?}");
+        assert!(report.position.qty.is_zero());
+        assert!(report.position.funding < Decimal::ZERO, "a long pays: {:?}", report.position);
+        let entry = outcome.fills[0].price;
+        let margin = entry / Decimal::TEN;
+        let p = &report.position;
+        // The trading loss is the margin (and the entry's fee), not the 40 % crash.
+        let loss = -(p.realized_pnl - p.fees);
+        assert_eq!(loss, margin + outcome.fills[0].fee, "{p:?}");
+        // The strategy stops at the liquidation: no order after it.
+        assert!(outcome.orders.iter().all(|o| o.created_ts <= day + 8 * 3_600_000 + minute));
     }
 
     #[test]

@@ -106,6 +106,7 @@ async fn a_paper_bot_on_a_replayed_file_makes_exactly_the_orders_and_fills_of_it
         fee_bps: "7.5".parse().unwrap(),
         slippage_bps: Decimal::from(5),
         starting_quote: Decimal::from(10_000),
+        futures: None,
     };
     let reader = TradeReader::open(&file, btc(), false).unwrap();
     let expected = run(&config, reader).unwrap().unwrap();
@@ -186,6 +187,7 @@ async fn an_uploaded_file_backtests_to_a_report_that_only_its_owner_sees() {
             fee_bps: Decimal::TEN,
             slippage_bps: Decimal::from(5),
             starting_quote: Decimal::from(10_000),
+            futures: None,
         };
         run(&config, synth(20_000, 5, btc()).map(Ok::<_, ()>)).unwrap().unwrap()
     };

@@ -228,7 +228,7 @@ impl Keel {
             },
             risk: Default::default(),
             bracket: None,
-            paper: PaperSettings { starting_quote: d("1000"), fee_bps: d("10") },
+            paper: PaperSettings { starting_quote: d("1000"), ..PaperSettings::default() },
             leverage: Some(leverage),
             margin_type: Some(margin_type),
             filters: InstrumentFilters {
@@ -440,7 +440,7 @@ async fn venue_positions_are_shown_and_adopted_and_funding_is_booked_once_across
 
     // A payment pushed twice (a reconnecting stream may) is booked once.
     let paid_at = now_ms() + 1_000;
-    let realized = view.position.realized_pnl;
+    let (realized, funded) = (view.position.realized_pnl, view.position.funding);
     keel.venue.push(AccountEvent::Funding(payment("tran-1", "-1.5", paid_at))).await;
     keel.venue.push(AccountEvent::Funding(payment("tran-1", "-1.5", paid_at))).await;
     // Another symbol's payment is not this bot's.
@@ -449,13 +449,15 @@ async fn venue_positions_are_shown_and_adopted_and_funding_is_booked_once_across
     keel.venue.push(AccountEvent::Funding(other)).await;
     let view = keel
         .live_until(bot.id, "the payment booked", |l| {
-            l.position.realized_pnl == realized - d("1.5")
+            l.position.funding == funded - d("1.5")
         })
         .await;
     assert_eq!(view.position.quote_balance, d("1000") - d("1.5"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, view) = keel.live(bot.id).await;
-    assert_eq!(view.unwrap().position.realized_pnl, realized - d("1.5"), "booked once");
+    let position = view.unwrap().position;
+    assert_eq!(position.funding, funded - d("1.5"), "booked once");
+    assert_eq!(position.realized_pnl, realized, "funding is not trading profit");
     assert_eq!(funding_lines(&keel.journal(bot.id)), [(d("-1.5"), Some("tran-1".into()))]);
 
     // Stopped, then started again: the catch-up reads the history from the last payment
@@ -467,7 +469,7 @@ async fn venue_positions_are_shown_and_adopted_and_funding_is_booked_once_across
     keel.control(bot.id, Control::Start).await.unwrap();
     let view = keel
         .live_until(bot.id, "the missed payment booked", |l| {
-            l.position.realized_pnl == realized - d("1.25")
+            l.position.funding == funded - d("1.25")
         })
         .await;
     assert_eq!(view.position.qty, d("0.5"), "the book agrees with the venue: nothing adopted");

@@ -24,6 +24,7 @@ mod live_oco;
 mod live_stream;
 mod markets;
 mod notifications;
+mod paper_futures;
 mod postgres;
 mod process;
 mod protection;

@@ -174,6 +174,7 @@ fn assert_sane(inbound: &Inbound, text: &str) {
                 && !ask_qty.is_sign_negative()
         }
         EventKind::Candle(c) => c.low <= c.high,
+        EventKind::MarkPrice { mark_price, .. } => positive(mark_price),
         EventKind::Depth { bids, asks, .. } => bids
             .iter()
             .chain(asks)

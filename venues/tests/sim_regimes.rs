@@ -56,6 +56,7 @@ fn net_pnl(kind: &str, regime: Regime, seed: u64) -> Decimal {
         fee_bps: Decimal::new(75, 1),
         slippage_bps: Decimal::from(5),
         starting_quote: Decimal::from(100_000),
+        futures: None,
     };
     let events = ticks(regime, seed);
     let outcome = run(&config, events.into_iter().map(Ok::<_, ()>)).unwrap().unwrap();

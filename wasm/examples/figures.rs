@@ -97,6 +97,7 @@ fn main() {
         fee_bps: d("10"),
         slippage_bps: d("2"),
         starting_quote: d("1000000"),
+        futures: None,
     };
     let input = ticks(1_000_000);
     let host = WasmHost::new(WasmConfig { max_instances: 1_100, ..WasmConfig::default() }).unwrap();
@@ -195,6 +196,7 @@ fn paper_engine(bot_id: u64, strategy: Box<dyn Strategy>, quote: Decimal) -> Bot
         bracket: None,
         paper: PaperConfig { fee_bps: d("10"), slippage_bps: d("2") },
         allow_short: false,
+        futures: None,
         live: false,
     };
     let state = BotState {

@@ -86,6 +86,7 @@ pub fn config(params: serde_json::Value) -> BacktestConfig {
         fee_bps: d("10"),
         slippage_bps: d("2"),
         starting_quote: d("100000"),
+        futures: None,
     }
 }
 

@@ -40,6 +40,7 @@ fn engine(strategy: Box<dyn Strategy>) -> BotEngine {
         bracket: None,
         paper: PaperConfig { fee_bps: d("10"), slippage_bps: d("0") },
         allow_short: false,
+        futures: None,
         live: false,
     };
     let state = BotState {
@@ -106,6 +107,7 @@ fn engine_config() -> EngineConfig {
         bracket: None,
         paper: PaperConfig { fee_bps: d("10"), slippage_bps: d("0") },
         allow_short: false,
+        futures: None,
         live: false,
     }
 }

@@ -8,9 +8,10 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use keel_core::bot::Bracket;
+use keel_core::bot::{Bracket, MAX_LEVERAGE, MarginType};
 use keel_core::market::{Symbol, VenueId};
 use keel_core::strategy::StrategySpec;
+use keel_core::trading::margin::{DEFAULT_MAINTENANCE_MARGIN_RATE, FuturesConfig};
 use keel_core::trading::risk::RiskLimits;
 use keel_core::validation::FieldError;
 use keel_venues::sim::Instrument;
@@ -47,11 +48,75 @@ pub struct NewBacktest {
     /// OCO bracket around every filled entry.
     #[serde(default)]
     bracket: Option<Bracket>,
+    /// Paper futures: trade with leverage (both directions), pay funding at a fixed rate
+    /// every 8 hours from 00:00 UTC, and liquidate the position when the price crosses its
+    /// liquidation price (the strategy stops there). Absent: spot.
+    #[serde(default)]
+    futures: Option<BacktestFutures>,
     /// Skip rows that cannot be read instead of failing.
     #[serde(default)]
     skip_bad_rows: bool,
     /// Where the trades come from.
     data: DataSource,
+}
+
+/// A leveraged backtest's settings.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestFutures {
+    /// Notional over margin, 1 to 125.
+    leverage: u32,
+    /// `isolated` (a liquidation loses the position's margin) or `cross` (the whole balance).
+    #[serde(default = "default_margin_type")]
+    #[schema(default = "isolated")]
+    margin_type: MarginType,
+    /// Funding rate applied at each funding time (a long pays a positive rate), -0.03 to 0.03.
+    #[serde(default)]
+    #[schema(default = "0")]
+    funding_rate: Decimal,
+    /// Maintenance margin rate, above 0 and below 1.
+    #[serde(default = "default_maintenance_margin_rate")]
+    #[schema(default = "0.004")]
+    maintenance_margin_rate: Decimal,
+}
+
+fn default_margin_type() -> MarginType {
+    MarginType::Isolated
+}
+
+fn default_maintenance_margin_rate() -> Decimal {
+    DEFAULT_MAINTENANCE_MARGIN_RATE
+}
+
+impl BacktestFutures {
+    fn config(&self, symbol: &Symbol) -> FuturesConfig {
+        let mut futures = FuturesConfig::new(self.leverage, self.margin_type);
+        futures.funding_rate = Some(self.funding_rate);
+        futures.maintenance_margin_rate = self.maintenance_margin_rate;
+        if let Some(quote) = keel_core::bot::funding::quote_asset(symbol.as_str()) {
+            futures.quote_asset = quote.to_owned();
+        }
+        futures
+    }
+
+    fn check(&self, details: &mut Vec<FieldError>) {
+        if !(1..=MAX_LEVERAGE).contains(&self.leverage) {
+            details
+                .push(FieldError::new("futures.leverage", format!("must be 1 to {MAX_LEVERAGE}")));
+        }
+        let cap = Decimal::new(3, 2);
+        if self.funding_rate.abs() > cap {
+            details.push(FieldError::new("futures.funding_rate", "must be between -0.03 and 0.03"));
+        }
+        if self.maintenance_margin_rate <= Decimal::ZERO
+            || self.maintenance_margin_rate >= Decimal::ONE
+        {
+            details.push(FieldError::new(
+                "futures.maintenance_margin_rate",
+                "must be above 0 and below 1",
+            ));
+        }
+    }
 }
 
 /// Where the trades come from: exactly one of the two.
@@ -119,6 +184,7 @@ impl NewBacktest {
                 fee_bps: self.fee_bps,
                 slippage_bps: Decimal::from(SLIPPAGE_BPS),
                 starting_quote: self.starting_quote,
+                futures: self.futures.as_ref().map(|f| f.config(&symbol)),
             },
             files,
             symbol,
@@ -139,6 +205,9 @@ impl NewBacktest {
             || self.starting_quote > Decimal::from(1_000_000_000_000u64)
         {
             details.push(FieldError::new("starting_quote", "must be above 0 and at most 1e12"));
+        }
+        if let Some(futures) = &self.futures {
+            futures.check(&mut details);
         }
         if let Some(b) = &self.bracket {
             if b.take_profit_pct <= Decimal::ZERO || b.take_profit_pct > Decimal::from(1000) {

@@ -81,6 +81,7 @@ impl SymbolState {
             EventKind::Candle(_)
             | EventKind::Depth { .. }
             | EventKind::Liquidation { .. }
+            | EventKind::MarkPrice { .. }
             | EventKind::Gap { .. } => {}
         }
     }

@@ -432,8 +432,9 @@ impl From<WireFill<'_>> for Fill {
 
 /// Every field of [`Position`] and [`WirePosition`].
 macro_rules! position_fields {
-    ($src:ident => $to:ident) => {
-        mirror!($src => $to { qty, avg_entry_price, realized_pnl, fees, quote_balance })
+    ($src:ident => $to:ident $(+ { $($extra:ident: $value:expr),* })?) => {
+        mirror!($src => $to { qty, avg_entry_price, realized_pnl, fees, quote_balance }
+            $(+ { $($extra: $value),* })?)
     };
 }
 
@@ -499,12 +500,16 @@ impl<'a> TryFrom<&'a BotEvent> for WireEvent<'a> {
         let kind = match &e.kind {
             BotEventKind::Order(order) => WireEventKind::Order(order.into()),
             BotEventKind::Fill(fill) => WireEventKind::Fill(fill.into()),
-            BotEventKind::Position(p) => {
+            // A position with funding (paper or live futures) goes as JSON: the binary form
+            // predates the field.
+            BotEventKind::Position(p) if p.funding.is_zero() => {
                 WireEventKind::Position(position_fields!(p => WirePosition))
             }
-            other @ (BotEventKind::Status { .. }
-            | BotEventKind::Breaker { .. }
+            other @ (BotEventKind::Position(_)
             | BotEventKind::Funding { .. }
+            | BotEventKind::Liquidated { .. }
+            | BotEventKind::Status { .. }
+            | BotEventKind::Breaker { .. }
             | BotEventKind::VenuePosition(_)
             | BotEventKind::Log { .. }) => WireEventKind::Json(Cow::Owned(
                 serde_json::to_string(other).map_err(StoreError::Codec)?,
@@ -519,7 +524,9 @@ fn journal_kind(kind: WireEventKind<'_>, earlier: &[BotEvent]) -> Result<BotEven
     Ok(match kind {
         WireEventKind::Order(order) => BotEventKind::Order(order.into()),
         WireEventKind::Fill(fill) => BotEventKind::Fill(fill.into()),
-        WireEventKind::Position(p) => BotEventKind::Position(position_fields!(p => Position)),
+        WireEventKind::Position(p) => {
+            BotEventKind::Position(position_fields!(p => Position + { funding: Decimal::ZERO }))
+        }
         WireEventKind::Json(json) => serde_json::from_str(&json).map_err(StoreError::Codec)?,
         WireEventKind::OrderChange(change) => {
             let mut order = latest_version(earlier, change.id).cloned().ok_or_else(|| {

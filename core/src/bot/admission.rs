@@ -73,6 +73,13 @@ pub fn check_derivatives(
     record.margin_type.get_or_insert(MarginType::Isolated);
     if !(1..=MAX_LEVERAGE).contains(&leverage) {
         details.push(FieldError::new("leverage", format!("must be 1 to {MAX_LEVERAGE}")));
+    } else if let Some(max) = record.risk.max_leverage
+        && leverage > max
+    {
+        details.push(FieldError::new(
+            "leverage",
+            format!("{leverage}x exceeds risk.max_leverage {max}x"),
+        ));
     }
 }
 
@@ -245,6 +252,19 @@ mod tests {
         assert_eq!(details.len(), 1);
         assert_eq!(details[0].field, "leverage");
         assert_eq!(perp.margin_type, Some(MarginType::Cross), "an owner's choice is kept");
+
+        // The bot's own leverage cap.
+        let mut capped = record();
+        capped.leverage = Some(20);
+        capped.risk.max_leverage = Some(10);
+        let mut details = Vec::new();
+        check_derivatives(&mut capped, true, &mut details);
+        assert_eq!(details.len(), 1);
+        assert_eq!(details[0].field, "leverage");
+        capped.leverage = Some(10);
+        let mut details = Vec::new();
+        check_derivatives(&mut capped, true, &mut details);
+        assert!(details.is_empty(), "{details:?}");
     }
 
     #[test]

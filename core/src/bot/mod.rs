@@ -121,6 +121,11 @@ pub struct PaperSettings {
     /// Fee per fill in basis points.
     #[serde(default = "default_fee_bps")]
     pub fee_bps: Decimal,
+    /// Paper futures (a bot with `leverage`): the maintenance margin rate, as a fraction of
+    /// notional, below which the position is liquidated. Defaults to 0.004 (Binance USD-M's
+    /// lowest bracket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_margin_rate: Option<Decimal>,
 }
 
 fn default_fee_bps() -> Decimal {
@@ -129,7 +134,11 @@ fn default_fee_bps() -> Decimal {
 
 impl Default for PaperSettings {
     fn default() -> Self {
-        Self { starting_quote: Decimal::from(10_000), fee_bps: default_fee_bps() }
+        Self {
+            starting_quote: Decimal::from(10_000),
+            fee_bps: default_fee_bps(),
+            maintenance_margin_rate: None,
+        }
     }
 }
 
@@ -234,6 +243,12 @@ pub fn validate_static(
     if paper.fee_bps < Decimal::ZERO || paper.fee_bps > Decimal::from(1000) {
         errors.push(FieldError::new("paper.fee_bps", "must be between 0 and 1000"));
     }
+    if let Some(rate) = paper.maintenance_margin_rate
+        && (rate <= Decimal::ZERO || rate >= Decimal::ONE)
+    {
+        errors
+            .push(FieldError::new("paper.maintenance_margin_rate", "must be above 0 and below 1"));
+    }
     errors
 }
 
@@ -276,7 +291,11 @@ mod tests {
             None,
             &RiskLimits::default(),
             Some(&Bracket { take_profit_pct: Decimal::ZERO, stop_loss_pct: Decimal::ONE_HUNDRED }),
-            &PaperSettings { starting_quote: Decimal::NEGATIVE_ONE, fee_bps: Decimal::from(-1) },
+            &PaperSettings {
+                starting_quote: Decimal::NEGATIVE_ONE,
+                fee_bps: Decimal::from(-1),
+                maintenance_margin_rate: Some(Decimal::ONE),
+            },
         );
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -287,7 +306,8 @@ mod tests {
                 "bracket.take_profit_pct",
                 "bracket.stop_loss_pct",
                 "paper.starting_quote",
-                "paper.fee_bps"
+                "paper.fee_bps",
+                "paper.maintenance_margin_rate"
             ]
         );
         let ok = validate_static(

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{BotRecord, BotStatus};
 use crate::market::Symbol;
 use crate::trading::Position;
+use crate::trading::margin::FuturesConfig;
 
 /// A bot's position as `GET /bots/{id}/position` shows it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -39,6 +40,16 @@ pub struct PositionView {
     /// paper, while the bot is not running, and until the venue has reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
     venue: Option<crate::engine::VenuePositionView>,
+    /// Funding received minus paid, in quote (derivatives).
+    funding: Decimal,
+    /// Paper futures (a paper bot with leverage): the initial margin the position holds, in
+    /// quote (notional at entry / leverage); absent on spot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    margin: Option<Decimal>,
+    /// Paper futures: the mark price at which the position is liquidated (Binance's formula
+    /// for one position, see docs/SIM.md); absent when flat, on spot, or when never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    liquidation_price: Option<Decimal>,
 }
 
 impl PositionView {
@@ -63,6 +74,9 @@ impl PositionView {
             mark_price: mark,
             exposure: mark.map(|m| position.exposure(m)),
             venue: None,
+            funding: position.funding,
+            margin: paper_futures(record).map(|f| f.position_margin(position)),
+            liquidation_price: paper_futures(record).and_then(|f| f.liquidation_price(position)),
         }
     }
 
@@ -72,6 +86,14 @@ impl PositionView {
         self.venue = venue;
         self
     }
+}
+
+/// The paper futures model of a paper bot with leverage.
+fn paper_futures(record: &BotRecord) -> Option<FuturesConfig> {
+    if record.mode != super::BotMode::Paper {
+        return None;
+    }
+    FuturesConfig::for_bot(record)
 }
 
 /// A stopped bot's position as the store holds it. A bot that never placed an order has stored
@@ -188,6 +210,7 @@ mod tests {
             realized_pnl: Decimal::from(realized),
             fees: Decimal::from(fees),
             quote_balance: Decimal::from(1_000),
+            funding: Decimal::ZERO,
         }
     }
 

@@ -81,11 +81,20 @@ impl FundingLedger {
     }
 }
 
+/// What a funding line says besides its amount: the venue's payment id (live), or the rate and
+/// mark it was valued at (paper).
+#[derive(Debug, Clone, Default)]
+pub(super) struct FundingBooking {
+    pub(super) id: Option<String>,
+    pub(super) rate: Option<Decimal>,
+    pub(super) mark_price: Option<Decimal>,
+}
+
 impl BotEngine {
     /// Books a funding payment: `amount` of `asset` (positive received, negative paid) at `ts`,
-    /// into the position's realised P&L and quote balance, and journals a `funding` line.
+    /// into the position's funding and quote balance, and journals a `funding` line.
     pub fn apply_funding(&mut self, amount: Decimal, asset: &str, ts: u64, fx: &mut Effects) {
-        self.book_funding(amount, asset, ts, None, fx);
+        self.book_funding(amount, asset, ts, FundingBooking::default(), fx);
     }
 
     /// Books the venue's funding payment `id` unless it was booked already (by id, across
@@ -102,23 +111,27 @@ impl BotEngine {
             return false;
         }
         self.state.funding.remember(id.to_owned(), time_ms);
-        self.book_funding(amount, asset, time_ms, Some(id.to_owned()), fx);
+        let booking = FundingBooking { id: Some(id.to_owned()), ..FundingBooking::default() };
+        self.book_funding(amount, asset, time_ms, booking, fx);
         true
     }
 
-    fn book_funding(
+    /// Books a funding payment (paper or the venue's) into the position's funding and quote
+    /// balance, and journals it with the position after it.
+    pub(super) fn book_funding(
         &mut self,
         amount: Decimal,
         asset: &str,
         ts: u64,
-        id: Option<String>,
+        booking: FundingBooking,
         fx: &mut Effects,
     ) {
         let position = &mut self.state.position;
-        position.realized_pnl += amount;
+        position.funding += amount;
         position.quote_balance += amount;
         self.state.funding.total += amount;
-        let funding = BotEventKind::Funding { asset: asset.to_owned(), amount, id };
+        let FundingBooking { id, rate, mark_price } = booking;
+        let funding = BotEventKind::Funding { asset: asset.to_owned(), amount, id, rate, mark_price };
         let now = self.now().max(ts);
         self.log(now, funding, fx);
         let position = self.state.position.clone();

@@ -2,6 +2,7 @@
 //! requests for a live venue), for the bot actor to persist in one transaction and publish, and
 //! the journal line types ([`BotEvent`]) a bot's history is made of.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::strategy::IndicatorUpdate;
@@ -49,19 +50,42 @@ pub enum BotEventKind {
         /// Why it opened.
         reason: Option<String>,
     },
-    /// A funding payment on the bot's perpetual position, booked into its realised P&L and
+    /// A funding payment on the bot's perpetual position: received when `amount` is positive,
+    /// paid when negative (a long pays a positive rate). Counted in `Position.funding` and the
     /// quote balance.
     Funding {
-        /// The asset it was paid in (`USDT`).
+        /// The asset it was paid in (the quote, `USDT`).
         asset: String,
-        /// Signed amount: positive received, negative paid.
-        amount: rust_decimal::Decimal,
-        /// The venue's id of the payment (none for a paper payment).
+        /// Signed amount, in `asset`.
+        amount: Decimal,
+        /// The venue's id of the payment (a live bot's; none for a paper payment).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        /// The funding rate applied (paper funding; absent when the venue reported the payment).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rate: Option<Decimal>,
+        /// The mark price the payment was valued at (paper funding).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mark_price: Option<Decimal>,
     },
     /// The venue's view of the bot's derivatives position changed.
     VenuePosition(super::VenuePositionView),
+    /// The paper venue liquidated the position: the mark crossed the liquidation price, open
+    /// orders were canceled and the position closed at that price (the fill is journaled
+    /// before this line).
+    Liquidated {
+        /// The position closed (signed, base).
+        qty: Decimal,
+        /// The liquidation price it closed at.
+        price: Decimal,
+        /// The mark price that crossed it.
+        mark_price: Decimal,
+        /// The clearance fee taken by the venue's insurance fund (what was left of the
+        /// position's maintenance margin), in quote.
+        clearance_fee: Decimal,
+        /// `isolated` or `cross`.
+        margin_type: crate::bot::MarginType,
+    },
     /// Something the owner should read.
     Log {
         /// `info`, `warn` or `error`.

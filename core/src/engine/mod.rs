@@ -39,13 +39,16 @@ mod bracket;
 mod derivatives;
 mod effects;
 mod fills;
+mod futures;
 mod live;
 mod native_bracket;
 mod orders;
 mod state;
 
 pub use derivatives::{FUNDING_IDS_KEPT, FundingLedger, VenuePositionView};
+use derivatives::FundingBooking;
 pub use effects::{BotEvent, BotEventKind, Effects, Outbound};
+pub use futures::LIQUIDATED_REASON;
 pub use live::{ExecOutcome, ExecReport, VenueFillReport, is_armed_stop};
 pub use native_bracket::list_client_order_id;
 pub use orders::{CancelError, client_order_id};
@@ -228,6 +231,7 @@ impl BotEngine {
             }
             self.paper_fills = fills;
         }
+        self.paper_futures(event, fx);
         if self.strategy_active {
             self.deliver_order_updates(now);
             self.refresh_views();

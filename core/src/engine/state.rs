@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bot::{BotId, Bracket};
+use crate::trading::margin::FuturesConfig;
 use crate::trading::paper::PaperConfig;
 use crate::trading::risk::{DailyLoss, RiskLimits};
 use crate::trading::{InstrumentFilters, Position};
@@ -23,6 +24,15 @@ pub struct BotState {
     pub strategy: Option<serde_json::Value>,
     /// The day's P&L tracker for `max_daily_loss`.
     pub daily: DailyLoss,
+    /// Paper futures: the next funding time, ms (0 until the first event sets it).
+    #[serde(default)]
+    pub next_funding_ms: u64,
+    /// Paper futures: the funding rate the venue's feed last published.
+    #[serde(default)]
+    pub funding_rate: Option<rust_decimal::Decimal>,
+    /// Paper futures: the mark price the venue's feed last published.
+    #[serde(default)]
+    pub venue_mark: Option<rust_decimal::Decimal>,
     /// Event time of the last market event seen, ms.
     pub last_event_ms: u64,
     /// Venue funding payments booked (live derivatives bots).
@@ -45,6 +55,9 @@ pub struct EngineConfig {
     pub paper: PaperConfig,
     /// Whether the venue allows short positions (futures).
     pub allow_short: bool,
+    /// Leverage, margin type, liquidation and funding of a paper bot on a derivatives venue
+    /// (`None` on spot; see [`margin`](crate::trading::margin)).
+    pub futures: Option<FuturesConfig>,
     /// Real orders on the venue (sent through [`Effects::outbound`](super::Effects::outbound)) instead of paper fills.
     pub live: bool,
 }

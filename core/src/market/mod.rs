@@ -235,6 +235,17 @@ pub enum EventKind {
         /// Quantity.
         qty: Decimal,
     },
+    /// A perpetual's mark price and funding (Binance `markPriceUpdate`, Bybit linear `tickers`).
+    MarkPrice {
+        /// The mark price.
+        mark_price: Decimal,
+        /// The funding rate the next funding time will apply, when published.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        funding_rate: Option<Decimal>,
+        /// The next funding time, ms since the epoch, when published.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        next_funding_ms: Option<u64>,
+    },
     /// Data may have been missed (reconnect): resynchronise before trusting local state.
     Gap {
         /// Why.
@@ -267,7 +278,7 @@ impl MarketEvent {
             EventKind::Candle(_) => StreamKind::Candles1m,
             EventKind::Depth { .. } => StreamKind::Depth,
             EventKind::Liquidation { .. } => StreamKind::Liquidations,
-            EventKind::Gap { .. } => return None,
+            EventKind::Gap { .. } | EventKind::MarkPrice { .. } => return None,
         })
     }
 }

@@ -9,6 +9,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub mod margin;
 pub mod paper;
 pub mod risk;
 
@@ -349,6 +350,9 @@ pub struct Position {
     pub fees: Decimal,
     /// Quote balance (paper: starting quote, minus buys, plus sells, minus fees).
     pub quote_balance: Decimal,
+    /// Funding received minus paid, in quote.
+    #[serde(default)]
+    pub funding: Decimal,
 }
 
 impl Position {

@@ -4,6 +4,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use super::margin::{self, FuturesConfig};
 use super::{InstrumentFilters, Order, OrderRequest, OrderType, Position, Side, TRAILING_BPS};
 use crate::validation::FieldError;
 
@@ -28,6 +29,14 @@ pub struct RiskLimits {
     /// Loss in one UTC day (realised + unrealised − fees, in quote) that pauses the bot.
     #[serde(default)]
     pub max_daily_loss: Option<Decimal>,
+    /// Highest leverage the bot may be given (derivatives venues): a bot asking for more is
+    /// refused at admission.
+    #[serde(default)]
+    pub max_leverage: Option<u32>,
+    /// Largest notional the bot may hold, in quote: its position at the mark price plus the
+    /// open orders that add to it, plus the order being checked (`MAX_NOTIONAL`).
+    #[serde(default)]
+    pub max_notional: Option<Decimal>,
 }
 
 impl RiskLimits {
@@ -38,6 +47,7 @@ impl RiskLimits {
             ("risk.max_order_notional", self.max_order_notional),
             ("risk.max_position", self.max_position),
             ("risk.max_daily_loss", self.max_daily_loss),
+            ("risk.max_notional", self.max_notional),
         ];
         for (field, value) in amounts {
             if let Some(v) = value
@@ -55,6 +65,14 @@ impl RiskLimits {
             errors.push(FieldError::new(
                 "risk.max_open_orders",
                 format!("must be 1 to {MAX_OPEN_ORDERS}"),
+            ));
+        }
+        if let Some(n) = self.max_leverage
+            && !(1..=crate::bot::MAX_LEVERAGE).contains(&n)
+        {
+            errors.push(FieldError::new(
+                "risk.max_leverage",
+                format!("must be 1 to {}", crate::bot::MAX_LEVERAGE),
             ));
         }
         errors
@@ -80,6 +98,12 @@ pub struct RiskContext<'a> {
     pub base_balance_check: bool,
     /// How much more exposure the user's other limits allow, when the caller tracks it.
     pub user_exposure_headroom: Option<Decimal>,
+    /// The bot's exposure now (position at mark plus open orders that add to it), in quote,
+    /// for `max_notional`.
+    pub exposure: Decimal,
+    /// Paper futures: the order needs margin (notional / leverage) rather than the full
+    /// notional in quote.
+    pub futures: Option<&'a FuturesConfig>,
 }
 
 /// Why an order was refused: a stable code and the numbers.
@@ -245,17 +269,78 @@ pub fn check_order(req: &OrderRequest, ctx: &RiskContext<'_>) -> Result<(), Risk
     {
         return reject("NO_SHORTING", format!("selling {qty} would open a short position"));
     }
-    if let Some(headroom) = ctx.user_exposure_headroom {
-        let increases = ctx.position.qty.is_zero()
-            || ctx.position.qty.is_sign_positive() == (req.side == Side::Buy);
-        if increases && notional > headroom {
-            return reject(
-                "USER_EXPOSURE",
-                format!(
-                    "order notional {notional} exceeds the user's remaining exposure {headroom}"
-                ),
-            );
-        }
+    let increases = ctx.position.qty.is_zero()
+        || ctx.position.qty.is_sign_positive() == (req.side == Side::Buy);
+    if let Some(max) = limits.max_notional
+        && increases
+        && ctx.exposure + notional > max
+    {
+        return reject(
+            "MAX_NOTIONAL",
+            format!(
+                "notional would reach {} with the position and open orders; max_notional is {max}",
+                ctx.exposure + notional
+            ),
+        );
+    }
+    if let Some(futures) = ctx.futures {
+        check_margin(req, notional, price, futures, ctx)?;
+    }
+    if let Some(headroom) = ctx.user_exposure_headroom
+        && increases
+        && notional > headroom
+    {
+        return reject(
+            "USER_EXPOSURE",
+            format!("order notional {notional} exceeds the user's remaining exposure {headroom}"),
+        );
+    }
+    Ok(())
+}
+
+/// Paper futures: what the order adds to the position needs `notional / leverage` of margin,
+/// from the wallet balance less the unrealised loss and the margin the position and the open
+/// orders that add to it already hold.
+fn check_margin(
+    req: &OrderRequest,
+    notional: Decimal,
+    price: Decimal,
+    futures: &FuturesConfig,
+    ctx: &RiskContext<'_>,
+) -> Result<(), RiskRejection> {
+    let position = ctx.position;
+    let reduces =
+        !position.qty.is_zero() && position.qty.is_sign_positive() != (req.side == Side::Buy);
+    let opening = if reduces { (req.qty - position.qty.abs()).max(Decimal::ZERO) } else { req.qty };
+    if opening.is_zero() {
+        return Ok(());
+    }
+    let needed = futures.initial_margin(opening * price);
+    let adding = |o: &&Order| {
+        o.status.is_open()
+            && (position.qty.is_zero() || position.qty.is_sign_positive() == (o.side == Side::Buy))
+    };
+    let orders: Decimal = ctx
+        .open_orders
+        .iter()
+        .filter(adding)
+        .map(|o| o.remaining() * o.order_type.limit_price().or(ctx.mark_price).unwrap_or_default())
+        .sum();
+    let loss =
+        ctx.mark_price.map_or(Decimal::ZERO, |m| position.unrealized_pnl(m).min(Decimal::ZERO));
+    let available = margin::wallet_balance(position) + loss
+        - futures.position_margin(position)
+        - futures.initial_margin(orders);
+    if needed > available {
+        return reject(
+            "INSUFFICIENT_MARGIN",
+            format!(
+                "the order needs {} margin ({notional} at {}x); {} is available",
+                needed.round_dp(8).normalize(),
+                futures.leverage,
+                available.round_dp(8).normalize()
+            ),
+        );
     }
     Ok(())
 }

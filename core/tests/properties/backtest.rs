@@ -50,6 +50,7 @@ fn config(strategy: StrategySpec, bracket: Option<Bracket>) -> BacktestConfig {
         fee_bps: Decimal::from(10),
         slippage_bps: Decimal::from(5),
         starting_quote: Decimal::from(100_000),
+        futures: None,
     }
 }
 

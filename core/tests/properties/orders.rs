@@ -103,6 +103,7 @@ fn session(
         bracket,
         paper: PaperConfig { fee_bps: Decimal::from(10), slippage_bps: Decimal::from(5) },
         allow_short,
+        futures: None,
         live: false,
     };
     let state = BotState {

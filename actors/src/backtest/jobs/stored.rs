@@ -89,6 +89,7 @@ impl From<StoredSpec> for JobSpec {
                 fee_bps: s.fee_bps,
                 slippage_bps: s.slippage_bps,
                 starting_quote: s.starting_quote,
+                futures: None,
             },
             files: s.files,
             symbol: s.symbol,

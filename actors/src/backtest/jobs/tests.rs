@@ -26,6 +26,7 @@ fn spec(files: Vec<PathBuf>) -> JobSpec {
             fee_bps: Decimal::TEN,
             slippage_bps: Decimal::from(5),
             starting_quote: Decimal::from(10_000),
+            futures: None,
         },
         files,
         symbol,

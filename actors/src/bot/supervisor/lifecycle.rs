@@ -18,6 +18,7 @@ use crate::supervisor::{ChildExited, Lifeline, RestartWindow, Stop};
 use keel_core::bot::{BotId, BotMode, BotRecord, BotStatus};
 use keel_core::engine::{BotEngine, BotEvent, BotEventKind, BotState, Effects, EngineConfig};
 use keel_core::trading::Order;
+use keel_core::trading::margin::FuturesConfig;
 use keel_core::trading::paper::PaperConfig;
 use rust_decimal::Decimal;
 
@@ -252,6 +253,7 @@ pub(crate) fn engine_for(
         bracket: record.bracket,
         paper: PaperConfig { fee_bps: record.paper.fee_bps, slippage_bps: paper_slippage_bps },
         allow_short: keel_venues::registry::capabilities(record.venue).shorting,
+        futures: FuturesConfig::for_bot(record),
         live: record.mode == BotMode::Live,
     };
     if state.last_order_id == 0 && state.position == Default::default() {

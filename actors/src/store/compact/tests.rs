@@ -138,7 +138,31 @@ fn journal() -> Vec<BotEvent> {
             realized_pnl: d("-12.5"),
             fees: d("0.29"),
             quote_balance: d("10000.00"),
+            funding: Decimal::ZERO,
         }),
+        // A position with funding goes as JSON (the binary form predates the field).
+        BotEventKind::Position(Position {
+            qty: d("0.5"),
+            avg_entry_price: d("100"),
+            realized_pnl: d("0"),
+            fees: d("0.05"),
+            quote_balance: d("49.95"),
+            funding: d("-0.005"),
+        }),
+        BotEventKind::Funding {
+            amount: d("-0.005"),
+            asset: "USDT".into(),
+            id: None,
+            rate: Some(d("0.0001")),
+            mark_price: Some(d("100")),
+        },
+        BotEventKind::Liquidated {
+            qty: d("0.5"),
+            price: d("90.37"),
+            mark_price: d("90.2"),
+            clearance_fee: d("0.18"),
+            margin_type: keel_core::bot::MarginType::Isolated,
+        },
         BotEventKind::Status { status: BotStatus::Paused, reason: Some("disk".into()) },
         BotEventKind::Breaker {
             venue: "binance".into(),
@@ -147,7 +171,13 @@ fn journal() -> Vec<BotEvent> {
             reason: None,
         },
         BotEventKind::Log { level: "warn".into(), message: "a \"quoted\" line\n".into() },
-        BotEventKind::Funding { asset: "USDT".into(), amount: d("-0.01250"), id: Some("9".into()) },
+        BotEventKind::Funding {
+            asset: "USDT".into(),
+            amount: d("-0.01250"),
+            id: Some("9".into()),
+            rate: None,
+            mark_price: None,
+        },
         BotEventKind::VenuePosition(keel_core::engine::VenuePositionView {
             symbol: "BTCUSDT".into(),
             qty: d("-0.500"),
@@ -263,6 +293,7 @@ fn a_fill_takes_under_half_the_bytes_of_packed_json() {
         realized_pnl: d("-3.1"),
         fees: d("0.388"),
         quote_balance: d("9802.15"),
+        funding: Decimal::ZERO,
     };
     let lines: Vec<BotEvent> = [
         BotEventKind::Order(placed),

@@ -21,9 +21,10 @@ fn a_venue_funding_payment_is_booked_once_into_the_pnl_even_after_a_restart() {
     assert!(!engine.apply_venue_funding("t1", d("-1.5"), "USDT", 2_000, &mut fx));
     assert_eq!(funding_lines(&fx), [(d("-1.5"), Some("t1".into()))]);
     assert!(
-        matches!(fx.events.last().map(|e| &e.kind), Some(BotEventKind::Position(p)) if p.realized_pnl == d("-1.5"))
+        matches!(fx.events.last().map(|e| &e.kind), Some(BotEventKind::Position(p)) if p.funding == d("-1.5"))
     );
-    assert_eq!(engine.position().realized_pnl, d("-1.5"));
+    assert_eq!(engine.position().funding, d("-1.5"));
+    assert_eq!(engine.position().realized_pnl, d("0"), "funding is not trading profit");
     assert_eq!(engine.position().quote_balance, d("9998.5"));
     assert_eq!(engine.funding_ledger().since_ms, 2_000);
     assert_eq!(engine.funding_ledger().total, d("-1.5"));
@@ -39,12 +40,13 @@ fn a_venue_funding_payment_is_booked_once_into_the_pnl_even_after_a_restart() {
         paper: PaperConfig { fee_bps: d("10"), slippage_bps: d("0") },
         allow_short: true,
         live: true,
+        futures: None,
     };
     let mut again = BotEngine::new(config, state, Box::new(Scripted::default()), Vec::new());
     let mut fx = Effects::default();
     assert!(!again.apply_venue_funding("t1", d("-1.5"), "USDT", 2_000, &mut fx));
     assert!(again.apply_venue_funding("t2", d("0.25"), "USDT", 3_000, &mut fx));
-    assert_eq!(again.position().realized_pnl, d("-1.25"));
+    assert_eq!(again.position().funding, d("-1.25"));
     let mut old = json;
     old.as_object_mut().unwrap().remove("funding");
     let old: BotState = serde_json::from_value(old).unwrap();

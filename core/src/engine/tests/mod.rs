@@ -18,6 +18,7 @@ use crate::trading::{
 
 mod derivatives;
 mod fees;
+mod futures;
 mod live;
 
 fn d(s: &str) -> Decimal {
@@ -73,6 +74,7 @@ fn engine_for(
         bracket,
         paper: PaperConfig { fee_bps: d("10"), slippage_bps: d("0") },
         allow_short: false,
+        futures: None,
         live,
     };
     let state = BotState {

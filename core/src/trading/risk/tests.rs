@@ -1,6 +1,7 @@
 //! Every rejection code, and acceptance exactly at each limit.
 
 use super::*;
+use crate::trading::margin::FuturesConfig;
 use crate::trading::{OrderOrigin, OrderStatus};
 
 fn d(s: &str) -> Decimal {
@@ -46,6 +47,8 @@ struct Case {
     mark: Option<Decimal>,
     spot: bool,
     headroom: Option<Decimal>,
+    exposure: Decimal,
+    futures: Option<FuturesConfig>,
 }
 
 impl Case {
@@ -58,6 +61,8 @@ impl Case {
             mark: Some(d("100")),
             spot: true,
             headroom: None,
+            exposure: Decimal::ZERO,
+            futures: None,
         }
     }
 
@@ -72,6 +77,8 @@ impl Case {
             allow_short: !self.spot,
             base_balance_check: self.spot,
             user_exposure_headroom: self.headroom,
+            exposure: self.exposure,
+            futures: self.futures.as_ref(),
         };
         check_order(&self.req, &ctx).map_err(|r| {
             assert!(!r.reason.is_empty());
@@ -194,12 +201,77 @@ fn every_rule_rejects_with_its_code_and_passes_at_its_boundary() {
 }
 
 #[test]
+fn max_notional_counts_the_position_and_open_orders_and_spares_exits() {
+    let limits = RiskLimits { max_notional: Some(d("500")), ..RiskLimits::default() };
+    // 100 of position and orders already: 4 more at 100 reach exactly 500.
+    let mut case = Case { limits, exposure: d("100"), spot: false, ..Case::new(buy("4")) };
+    assert_eq!(case.check(), Ok(()));
+    case.req = buy("4.01");
+    assert_eq!(case.check(), Err("MAX_NOTIONAL"));
+    // Reducing the long is never refused for notional.
+    case.req = sell("1");
+    assert_eq!(case.check(), Ok(()));
+}
+
+#[test]
+fn leveraged_orders_need_margin_not_the_full_notional() {
+    use crate::bot::MarginType;
+    let futures = FuturesConfig::new(10, MarginType::Isolated);
+    // Flat with 100 quote: 10x leverage opens up to 1,000 of notional, either way.
+    let flat = Position { quote_balance: d("100"), ..Position::default() };
+    let mut case = Case {
+        position: flat,
+        spot: false,
+        futures: Some(futures.clone()),
+        ..Case::new(buy("10"))
+    };
+    assert_eq!(case.check(), Ok(()));
+    case.req = sell("10");
+    assert_eq!(case.check(), Ok(()));
+    case.req = buy("10.01");
+    assert_eq!(case.check(), Err("INSUFFICIENT_MARGIN"));
+    // Without leverage the same bot (a short-capable venue) is not checked for margin.
+    case.futures = None;
+    assert_eq!(case.check(), Ok(()));
+
+    // A 5 long at 100 holds 50 of margin: 50 is left for 5 more; a resting buy of 1 at 100
+    // holds 10 of it.
+    let long = Position {
+        qty: d("5"),
+        avg_entry_price: d("100"),
+        quote_balance: d("100") - d("500"),
+        ..Position::default()
+    };
+    let mut case = Case {
+        position: long,
+        spot: false,
+        futures: Some(futures),
+        open: vec![open(Side::Buy, "1", "100")],
+        ..Case::new(buy("4"))
+    };
+    assert_eq!(case.check(), Ok(()));
+    case.req = buy("4.01");
+    assert_eq!(case.check(), Err("INSUFFICIENT_MARGIN"));
+    // Closing needs no margin; flipping needs margin for the new short only.
+    case.req = sell("5");
+    assert_eq!(case.check(), Ok(()));
+    case.req = sell("9");
+    assert_eq!(case.check(), Ok(()));
+    // An unrealised loss eats into what is available: at 95 the long is 25 down.
+    case.mark = Some(d("95"));
+    case.req = sell("9.5");
+    assert_eq!(case.check(), Err("INSUFFICIENT_MARGIN"));
+}
+
+#[test]
 fn limits_must_be_positive_and_sane() {
     let bad = RiskLimits {
         max_order_notional: Some(d("0")),
         max_position: Some(d("-1")),
         max_open_orders: Some(0),
         max_daily_loss: Some(d("1e13")),
+        max_leverage: Some(126),
+        max_notional: Some(d("0")),
     };
     let fields: Vec<_> = bad.validate().into_iter().map(|e| e.field).collect();
     assert_eq!(
@@ -208,7 +280,9 @@ fn limits_must_be_positive_and_sane() {
             "risk.max_order_notional",
             "risk.max_position",
             "risk.max_daily_loss",
-            "risk.max_open_orders"
+            "risk.max_notional",
+            "risk.max_open_orders",
+            "risk.max_leverage"
         ]
     );
     assert!(RiskLimits::default().validate().is_empty());

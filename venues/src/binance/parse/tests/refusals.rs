@@ -222,6 +222,7 @@ fn assert_sane(inbound: &Inbound, input: &str) {
             .chain(asks)
             .all(|(p, q)| positive(p) && (q.is_zero() || q.is_sign_positive())),
         EventKind::Liquidation { price, qty, .. } => positive(price) && positive(qty),
+        EventKind::MarkPrice { mark_price, .. } => positive(mark_price),
         EventKind::Gap { .. } => false,
     };
     assert!(ok, "{input} gave {e:?}");
