@@ -44,7 +44,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::Category;
 use super::rest::{
-    RawPosition, RestClient, VenueOrder, funding_payment, settle_coin, spot_fee_coin,
+    RawPosition, RestClient, VenueOrder, coin_amounts, funding_payment, settle_coin, spot_fee_coin,
 };
 use crate::account::{
     ACCOUNT_EVENTS_BUFFER, AccountEvent, AccountStream, OrderUpdate, OwnedSigner, TaskGuard,
@@ -205,6 +205,10 @@ struct RawCoin {
     wallet_balance: String,
     #[serde(default)]
     locked: String,
+    #[serde(default, rename = "totalOrderIM")]
+    total_order_im: String,
+    #[serde(default, rename = "totalPositionIM")]
+    total_position_im: String,
 }
 
 /// What the stream has seen of one order's executions.
@@ -276,9 +280,13 @@ impl PrivateParser {
                     .into_iter()
                     .flat_map(|w| w.coin)
                     .map(|c| {
-                        let total: Decimal = c.wallet_balance.parse().unwrap_or_default();
-                        let locked: Decimal = c.locked.parse().unwrap_or_default();
-                        Balance { asset: c.coin, free: (total - locked).max(Decimal::ZERO), locked }
+                        let (free, locked) = coin_amounts(
+                            &c.wallet_balance,
+                            &c.locked,
+                            &c.total_order_im,
+                            &c.total_position_im,
+                        );
+                        Balance { asset: c.coin, free, locked }
                     })
                     .collect();
                 if !balances.is_empty() {
@@ -710,7 +718,10 @@ mod tests {
         let [AccountEvent::Balances(balances)] = &events(&mut parser, "wallet")[..] else {
             panic!("not balances");
         };
-        assert!(balances.iter().any(|b| b.asset == "USDT"));
+        let usdt = balances.iter().find(|b| b.asset == "USDT").unwrap();
+        assert_eq!(usdt.locked, "127.86".parse::<Decimal>().unwrap());
+        assert_eq!(coin_amounts("100", "10", "5", "20"), (Decimal::from(65), Decimal::from(35)));
+        assert_eq!(coin_amounts("100", "", "", ""), (Decimal::from(100), Decimal::ZERO));
     }
 
     #[test]

@@ -211,6 +211,24 @@ struct WalletCoin {
     wallet_balance: String,
     #[serde(default)]
     locked: String,
+    #[serde(default, rename = "totalOrderIM")]
+    total_order_im: String,
+    #[serde(default, rename = "totalPositionIM")]
+    total_position_im: String,
+}
+
+/// A unified account coin's free and held amounts: held is what spot orders lock (`locked`)
+/// plus the initial margin of derivatives orders and positions (`totalOrderIM`,
+/// `totalPositionIM`; empty where the account mode does not give them per coin).
+pub fn coin_amounts(
+    wallet_balance: &str,
+    locked: &str,
+    order_im: &str,
+    position_im: &str,
+) -> (Decimal, Decimal) {
+    let total = decimal_or_zero(wallet_balance);
+    let held = decimal_or_zero(locked) + decimal_or_zero(order_im) + decimal_or_zero(position_im);
+    ((total - held).max(Decimal::ZERO), held)
 }
 
 /// Bybit's REST endpoint for one category, with its clock offset and rate-limit state. Share one
@@ -436,13 +454,13 @@ impl RestClient {
             .await?;
         let mut out = Vec::new();
         for coin in page.list.into_iter().flat_map(|w| w.coin) {
-            let total = decimal_or_zero(&coin.wallet_balance);
-            let locked = decimal_or_zero(&coin.locked);
-            out.push(CoinBalance {
-                coin: coin.coin,
-                free: (total - locked).max(Decimal::ZERO),
-                locked,
-            });
+            let (free, locked) = coin_amounts(
+                &coin.wallet_balance,
+                &coin.locked,
+                &coin.total_order_im,
+                &coin.total_position_im,
+            );
+            out.push(CoinBalance { coin: coin.coin, free, locked });
         }
         Ok(out)
     }
