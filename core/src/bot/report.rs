@@ -226,6 +226,33 @@ mod tests {
     }
 
     #[test]
+    fn a_derivatives_bot_shows_the_venues_position_beside_its_own_and_others_do_not() {
+        let plain = PositionView::new(&record(7, BotStatus::Running), &long(2, 100, 0, 0), None, 3);
+        let value = serde_json::to_value(plain.with_venue(None)).unwrap();
+        assert!(value.get("venue").is_none(), "{value}");
+        let venue = crate::engine::VenuePositionView {
+            symbol: "BTCUSDT".into(),
+            qty: Decimal::from(-2),
+            entry_price: Decimal::from(100),
+            mark_price: Some(Decimal::from(104)),
+            liquidation_price: Some(Decimal::from(140)),
+            unrealized_pnl: Decimal::from(-8),
+            leverage: Some(5),
+            margin_type: Some(crate::bot::MarginType::Isolated),
+            updated_ms: 12,
+        };
+        let view = PositionView::new(&record(7, BotStatus::Running), &long(-2, 100, 0, 0), None, 3)
+            .with_venue(Some(venue));
+        let value = serde_json::to_value(view).unwrap();
+        assert_eq!(
+            value["venue"],
+            json!({"symbol": "BTCUSDT", "qty": "-2", "entry_price": "100", "mark_price": "104",
+                "liquidation_price": "140", "unrealized_pnl": "-8", "leverage": 5,
+                "margin_type": "isolated", "updated_ms": 12})
+        );
+    }
+
+    #[test]
     fn a_position_at_a_mark_shows_its_unrealized_pnl_and_exposure() {
         let mark = Some(Decimal::from(110));
         let view = PositionView::new(&record(7, BotStatus::Running), &long(2, 100, 0, 0), mark, 3);

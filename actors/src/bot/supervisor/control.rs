@@ -46,6 +46,7 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                     return self.start_now(record, next, false, ctx, replier);
                 };
                 self.busy.insert(bot_id, ());
+                let asked_at = record.updated_ts;
                 ctx.spawn(prepare.into_actor(self).map(move |prepared, act, ctx| {
                     act.busy.remove(&bot_id);
                     if let Err(err) = prepared {
@@ -56,14 +57,18 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                             message: format!("not started: {err}"),
                         }));
                     }
-                    // Read again: a change may have come while the venue answered.
+                    // Read again: the kill switch, an edit or the owner's deletion may have
+                    // come while the venue answered; the start does not override them.
                     let Some(record) = act.bots.get(&bot_id).cloned() else {
                         return replier.send(Err(BotError::NotFound(bot_id)));
                     };
-                    let Some(next) = record.status.after(Control::Start) else {
+                    if let Err(err) = act.not_deleting(user_id) {
+                        return replier.send(Err(err));
+                    }
+                    let next = record.status.after(Control::Start);
+                    let (Some(next), true) = (next, record.updated_ts == asked_at) else {
                         return replier.send(Err(BotError::Conflict(format!(
-                            "cannot Start a bot that is {:?}",
-                            record.status
+                            "bot {bot_id} changed while its venue was asked; retry"
                         ))));
                     };
                     act.start_now(record, next, true, ctx, replier);
