@@ -149,3 +149,66 @@ async fn a_ten_times_leveraged_paper_bot_is_liquidated_at_its_price_and_paused()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+fn ticker(stream: &FakeBybitStream, ts: u64, mark: &str, rate: &str, next: u64) {
+    stream.publish(
+        "tickers.BTCUSDT",
+        &json!({"topic": "tickers.BTCUSDT", "type": "snapshot", "ts": ts, "cs": 1,
+            "data": {"symbol": "BTCUSDT", "markPrice": mark, "indexPrice": mark,
+                "fundingRate": rate, "nextFundingTime": next.to_string()}}),
+    );
+}
+
+#[actix_web::test]
+async fn a_leveraged_paper_short_receives_funding_at_the_venues_rate_and_time() {
+    let (app, stream) = app_with_linear().await;
+    let user = app.register("funding@example.com").await;
+    let (status, created) = create(&app, &user.access, &bot(json!(5))).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_u64().unwrap();
+    assert_eq!(app.control(&user.access, id, "start").await.status().as_u16(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stream.topics().contains("tickers.BTCUSDT") {
+        assert!(Instant::now() < deadline, "no mark price stream: {:?}", stream.topics());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Short 0.5 at 10,000: 1,000 of margin at 5x.
+    let sell = json!({"side": "sell", "qty": "0.5", "type": "market"});
+    let orders = format!("/api/v1/bots/{id}/orders");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        quote(&stream, "10000.00", "10000.01");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let res = app.send(Method::POST, &orders, Some(&sell), &user.access).await;
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status}: {body}");
+    }
+    // The venue publishes a positive rate and its next funding time; at that time the short
+    // receives 0.5 × 10,000 × 0.0001 = 0.5 USDT.
+    let t0 = 1_700_000_000_000u64;
+    ticker(&stream, t0, "10000", "0.0001", t0 + 1_000);
+    let events_path = format!("/api/v1/bots/{id}/events?limit=100");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let funding = loop {
+        ticker(&stream, t0 + 1_000, "10000", "0.0001", t0 + 1_000 + 8 * 3_600_000);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let page = app.get_json(&events_path, &user.access).await;
+        let found =
+            page["items"].as_array().unwrap().iter().find(|e| e["kind"] == "funding").cloned();
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(Instant::now() < deadline, "no funding: {page}");
+        ticker(&stream, t0, "10000", "0.0001", t0 + 1_000);
+    };
+    assert_eq!(funding["ts"], t0 + 1_000, "{funding}");
+    assert_eq!(funding["data"]["amount"], "0.5", "{funding}");
+    assert_eq!(funding["data"]["asset"], "USDT");
+    assert_eq!(funding["data"]["rate"], "0.0001");
+    let position = app.get_json(&format!("/api/v1/bots/{id}/position"), &user.access).await;
+    assert_eq!(position["funding"], "0.5", "{position}");
+}

@@ -357,13 +357,14 @@ mod tests {
         let bybit = market(VenueId::Bybit);
         let bybit_linear = market(VenueId::BybitLinear);
         for kind in StreamKind::ALL {
-            assert_eq!(bybit.supports(kind), kind != StreamKind::Liquidations, "{kind:?}");
+            let derivatives_only = matches!(kind, StreamKind::Liquidations | StreamKind::MarkPrice);
+            assert_eq!(bybit.supports(kind), !derivatives_only, "{kind:?}");
             assert!(bybit_linear.supports(kind), "{kind:?}");
             let on_sim =
                 matches!(kind, StreamKind::Trades | StreamKind::Quotes | StreamKind::Candles1m);
             assert_eq!(sim.supports(kind), on_sim, "{kind:?}");
             assert_eq!(sim.stream_name(&btc, kind), None, "the sim has no upstream streams");
-            assert_eq!(spot.supports(kind), kind != StreamKind::Liquidations, "{kind:?}");
+            assert_eq!(spot.supports(kind), !derivatives_only, "{kind:?}");
             assert!(futures.supports(kind), "{kind:?}");
             for market in [&spot, &futures, &bybit, &bybit_linear] {
                 assert_eq!(market.stream_name(&btc, kind).is_some(), market.supports(kind));

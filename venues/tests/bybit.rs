@@ -64,6 +64,34 @@ fn spot_trades_arrive_one_event_per_row_with_numeric_ids() {
 }
 
 #[test]
+fn linear_tickers_give_the_mark_price_and_funding_and_deltas_keep_what_they_omit() {
+    let mut parser = Parser::new(&LINEAR);
+    let snapshot = events(parser.parse(&frame("tickers_linear_snapshot"), 0).unwrap());
+    assert_eq!(snapshot.len(), 1);
+    assert_eq!(snapshot[0].exchange_ts, 1_673_272_861_686);
+    assert_eq!(
+        snapshot[0].kind,
+        EventKind::MarkPrice {
+            mark_price: dec("17217.33"),
+            funding_rate: Some(dec("-0.000212")),
+            next_funding_ms: Some(1_673_280_000_000),
+        }
+    );
+    // The delta changes the mark only: the rate and the next funding time stay.
+    let delta = events(parser.parse(&frame("tickers_linear_delta"), 0).unwrap());
+    assert_eq!(
+        delta[0].kind,
+        EventKind::MarkPrice {
+            mark_price: dec("17210.01"),
+            funding_rate: Some(dec("-0.000212")),
+            next_funding_ms: Some(1_673_280_000_000),
+        }
+    );
+    // Spot has no tickers stream in Keel.
+    assert!(Parser::new(&SPOT).parse(&frame("tickers_linear_snapshot"), 0).is_err());
+}
+
+#[test]
 fn linear_trade_ids_are_the_uuids_first_64_bits() {
     let mut parser = Parser::new(&LINEAR);
     let trades = events(parser.parse(&frame("trade_linear"), 0).unwrap());

@@ -263,13 +263,23 @@ impl BotActor {
         engine.set_user_budget(link.book.budget(link.user_id, self.args.bot_id));
     }
 
+    /// The streams the bot trades on: trades and quotes, and a paper futures bot the mark price
+    /// and funding its venue publishes.
+    fn stream_kinds(&self) -> Vec<StreamKind> {
+        let mut kinds = vec![StreamKind::Trades, StreamKind::Quotes];
+        if self.args.engine.futures().is_some() {
+            kinds.push(StreamKind::MarkPrice);
+        }
+        kinds
+    }
+
     fn subscribe(&self, ctx: &mut Context<Self>) {
         let Some(feed) = self.args.feed.get() else {
             tracing::warn!(bot_id = self.id(), "venue feed is not running; the bot waits for data");
             return;
         };
         let recipient = ctx.address().recipient::<MarketData>();
-        for kind in [StreamKind::Trades, StreamKind::Quotes] {
+        for kind in self.stream_kinds() {
             let subscribe = Subscribe {
                 symbol: self.args.symbol.clone(),
                 kind,
@@ -363,7 +373,7 @@ impl Actor for BotActor {
             link.book.remove(link.user_id, self.args.bot_id);
         }
         if let Some(feed) = self.args.feed.get() {
-            for kind in [StreamKind::Trades, StreamKind::Quotes] {
+            for kind in self.stream_kinds() {
                 let _ = feed.try_send(Unsubscribe {
                     symbol: self.args.symbol.clone(),
                     kind,

@@ -70,7 +70,7 @@ impl FeedActor {
         let data = MarketData(event);
         let Stream { subscribers, conflated } = stream;
         let delivery = subscribers.publish(&data, |subscriber, undelivered| match kind {
-            StreamKind::Quotes | StreamKind::Candles1m | StreamKind::Depth => {
+            StreamKind::Quotes | StreamKind::Candles1m | StreamKind::Depth | StreamKind::MarkPrice => {
                 conflated.insert(*subscriber, undelivered);
             }
             StreamKind::Trades | StreamKind::Liquidations => {

@@ -278,7 +278,8 @@ impl MarketEvent {
             EventKind::Candle(_) => StreamKind::Candles1m,
             EventKind::Depth { .. } => StreamKind::Depth,
             EventKind::Liquidation { .. } => StreamKind::Liquidations,
-            EventKind::Gap { .. } | EventKind::MarkPrice { .. } => return None,
+            EventKind::MarkPrice { .. } => StreamKind::MarkPrice,
+            EventKind::Gap { .. } => return None,
         })
     }
 }

@@ -24,21 +24,27 @@ pub enum StreamKind {
     /// Liquidations (futures).
     #[serde(rename = "liquidations")]
     Liquidations,
+    /// Mark price and funding (perpetuals).
+    #[serde(rename = "mark_price")]
+    MarkPrice,
 }
 
 /// An unknown stream kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown stream `{0}`; expected trades, quotes, candles.1m, depth or liquidations")]
+#[error(
+    "unknown stream `{0}`; expected trades, quotes, candles.1m, depth, liquidations or mark_price"
+)]
 pub struct StreamKindParseError(pub String);
 
 impl StreamKind {
     /// Every kind.
-    pub const ALL: [StreamKind; 5] = [
+    pub const ALL: [StreamKind; 6] = [
         StreamKind::Trades,
         StreamKind::Quotes,
         StreamKind::Candles1m,
         StreamKind::Depth,
         StreamKind::Liquidations,
+        StreamKind::MarkPrice,
     ];
 
     /// The channel suffix: `trades`, `quotes`, `candles.1m`, `depth`, `liquidations`.
@@ -49,6 +55,7 @@ impl StreamKind {
             StreamKind::Candles1m => "candles.1m",
             StreamKind::Depth => "depth",
             StreamKind::Liquidations => "liquidations",
+            StreamKind::MarkPrice => "mark_price",
         }
     }
 

@@ -156,7 +156,9 @@ pub fn crossed(qty: Decimal, mark: Decimal, liquidation: Decimal) -> bool {
 /// A funding payment for holding `qty` (signed) at `mark` when the rate is `rate`: positive
 /// when received. A long pays a positive rate; a short receives it.
 pub fn funding_amount(qty: Decimal, mark: Decimal, rate: Decimal) -> Decimal {
-    (-(qty * mark * rate)).round_dp_with_strategy(AMOUNT_DP, RoundingStrategy::MidpointAwayFromZero)
+    (-(qty * mark * rate))
+        .round_dp_with_strategy(AMOUNT_DP, RoundingStrategy::MidpointAwayFromZero)
+        .normalize()
 }
 
 /// Rounds a quote amount as fees are.

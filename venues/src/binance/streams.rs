@@ -48,7 +48,7 @@ pub fn spot_channel(kind: StreamKind) -> Option<&'static str> {
         StreamKind::Quotes => "bookTicker",
         StreamKind::Candles1m => "kline_1m",
         StreamKind::Depth => "depth20@100ms",
-        StreamKind::Liquidations => return None,
+        StreamKind::Liquidations | StreamKind::MarkPrice => return None,
     })
 }
 
@@ -83,6 +83,7 @@ pub(crate) fn channel_kind(channel: &str) -> Option<StreamKind> {
         "trade" | "aggTrade" => Some(StreamKind::Trades),
         "bookTicker" => Some(StreamKind::Quotes),
         "forceOrder" => Some(StreamKind::Liquidations),
+        c if c.starts_with("markPrice") => Some(StreamKind::MarkPrice),
         c if c.starts_with("kline_") => Some(StreamKind::Candles1m),
         c if c.starts_with("depth") => Some(StreamKind::Depth),
         _ => None,
@@ -208,7 +209,8 @@ mod tests {
             ("depth5", Some(StreamKind::Depth), true),
             ("depth20@100ms", Some(StreamKind::Depth), true),
             ("forceOrder", Some(StreamKind::Liquidations), false),
-            ("markPrice", None, false),
+            ("markPrice", Some(StreamKind::MarkPrice), false),
+            ("markPrice@1s", Some(StreamKind::MarkPrice), false),
             ("ticker", None, false),
         ];
         for (channel, kind, partial) in cases {

@@ -53,6 +53,8 @@ pub fn channel(kind: StreamKind) -> Option<&'static str> {
         StreamKind::Candles1m => "kline_1m",
         StreamKind::Depth => "depth20@100ms",
         StreamKind::Liquidations => "forceOrder",
+        // Mark price and funding rate every 3 s (`markPriceUpdate`).
+        StreamKind::MarkPrice => "markPrice",
     })
 }
 

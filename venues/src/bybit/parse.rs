@@ -48,6 +48,26 @@ struct Frame {
 enum Data {
     Rows(Vec<Row>),
     Book(BookData),
+    Ticker(TickerData),
+}
+
+/// A linear `tickers` snapshot or delta: the fields Keel reads (a delta has only those that
+/// changed).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TickerData {
+    symbol: String,
+    mark_price: Option<String>,
+    funding_rate: Option<String>,
+    next_funding_time: Option<String>,
+}
+
+/// One `tickers` topic's latest values.
+#[derive(Debug, Default)]
+struct Ticker {
+    mark_price: Option<Decimal>,
+    funding_rate: Option<Decimal>,
+    next_funding_ms: Option<u64>,
 }
 
 /// A trade, candle or liquidation row: every field any of them has.
@@ -97,12 +117,13 @@ struct Book {
 pub struct Parser {
     category: &'static Category,
     books: HashMap<String, Book>,
+    tickers: HashMap<String, Ticker>,
 }
 
 impl Parser {
     /// A parser for a connection to `category`'s public streams.
     pub fn new(category: &'static Category) -> Self {
-        Self { category, books: HashMap::new() }
+        Self { category, books: HashMap::new(), tickers: HashMap::new() }
     }
 
     /// Parses one text frame received at `received_us`.
@@ -154,12 +175,49 @@ impl Parser {
                     None => Vec::new(),
                 }
             }
+            (StreamKind::MarkPrice, Data::Ticker(ticker)) => {
+                if ticker.symbol != symbol.as_str() {
+                    return Err(error("inconsistent", format!("{} on {topic}", ticker.symbol)));
+                }
+                match self.apply_ticker(topic, &ticker)? {
+                    Some(kind) => vec![event(ts, kind)],
+                    None => Vec::new(),
+                }
+            }
             _ => return Err(error("malformed", format!("unexpected data on {topic}"))),
         };
         Ok(match events.len() {
             1 => Inbound::Event(events.into_iter().next().expect("one event")),
             _ => Inbound::Events(events),
         })
+    }
+
+    /// Folds a `tickers` snapshot or delta into `topic`'s values: the mark price event, or
+    /// `None` while no mark price has come yet.
+    fn apply_ticker(
+        &mut self,
+        topic: &str,
+        data: &TickerData,
+    ) -> Result<Option<EventKind>, FrameError> {
+        let mark_price = data.mark_price.as_deref().map(positive).transpose()?;
+        let funding_rate =
+            data.funding_rate.as_deref().filter(|r| !r.is_empty()).map(signed).transpose()?;
+        let next_funding_ms = match data.next_funding_time.as_deref() {
+            None | Some("") => None,
+            Some(t) => Some(
+                t.parse::<u64>()
+                    .map_err(|_| error("malformed", format!("nextFundingTime {t:?}")))?,
+            ),
+        };
+        let ticker = self.tickers.entry(topic.to_owned()).or_default();
+        ticker.mark_price = mark_price.or(ticker.mark_price);
+        ticker.funding_rate = funding_rate.or(ticker.funding_rate);
+        ticker.next_funding_ms = next_funding_ms.filter(|t| *t > 0).or(ticker.next_funding_ms);
+        Ok(ticker.mark_price.map(|mark_price| EventKind::MarkPrice {
+            mark_price,
+            funding_rate: ticker.funding_rate,
+            next_funding_ms: ticker.next_funding_ms,
+        }))
     }
 
     /// Applies a book update to `topic`'s book; `None` when the update was stale.
@@ -304,6 +362,14 @@ fn trade_id(id: &str) -> Result<u64, FrameError> {
         return Ok(n);
     }
     Err(error("malformed", format!("trade id {id:?}")))
+}
+
+/// A decimal that may be negative (a funding rate).
+fn signed(s: &str) -> Result<Decimal, FrameError> {
+    match s.strip_prefix('-') {
+        Some(rest) => decimal(rest).map(|d| -d),
+        None => decimal(s),
+    }
 }
 
 fn decimal(s: &str) -> Result<Decimal, FrameError> {

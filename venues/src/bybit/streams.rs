@@ -57,6 +57,10 @@ pub fn channel(category: &Category, kind: StreamKind) -> Option<&'static str> {
         StreamKind::Depth => "orderbook.50",
         StreamKind::Liquidations if category.liquidations => "allLiquidation",
         StreamKind::Liquidations => return None,
+        // Derivatives tickers carry the mark price, the funding rate and the next funding
+        // time (a snapshot, then deltas of what changed).
+        StreamKind::MarkPrice if category.liquidations => "tickers",
+        StreamKind::MarkPrice => return None,
     })
 }
 
@@ -138,7 +142,7 @@ mod tests {
         for category in [&SPOT, &LINEAR] {
             for kind in StreamKind::ALL {
                 let Some(name) = topic(category, &btc, kind) else {
-                    assert_eq!(kind, StreamKind::Liquidations);
+                    assert!(matches!(kind, StreamKind::Liquidations | StreamKind::MarkPrice));
                     assert!(!category.liquidations);
                     continue;
                 };

@@ -41,6 +41,8 @@ pub(super) struct Body<'a> {
     pub(super) event_time: Option<u64>,
     /// `T`: trade or transaction time.
     pub(super) time: Option<u64>,
+    /// `r`: the funding rate (`markPriceUpdate`).
+    pub(super) funding_rate: Option<&'a str>,
     /// `s`.
     pub(super) symbol: Option<&'a str>,
     /// `t`.
@@ -175,6 +177,7 @@ fn body_entry<'de, A: MapAccess<'de>>(
             b'p' => put(&mut b.price, m, "p"),
             b'q' => put(&mut b.qty, m, "q"),
             b'T' => put(&mut b.time, m, "T"),
+            b'r' => put(&mut b.funding_rate, m, "r"),
             b't' => put(&mut b.trade_id, m, "t"),
             b'm' => put(&mut b.buyer_is_maker, m, "m"),
             b'u' => put(&mut b.update_id, m, "u"),

@@ -56,7 +56,6 @@ const UNSUPPORTED_EVENTS: &[&str] = &[
     "4hTicker",
     "1dTicker",
     "avgPrice",
-    "markPriceUpdate",
     "continuous_kline",
     "compositeIndex",
     "contractInfo",
@@ -241,6 +240,7 @@ fn convert(
             (b.symbol, event_time()?, trade(b, id)?)
         }
         Some("bookTicker") => (b.symbol, event_time()?, quote(b)?),
+        Some("markPriceUpdate") => (b.symbol, event_time()?, mark_price(b)?),
         Some("kline") => {
             let k = object(b.k, &b.kline, "k")?;
             (b.symbol.or(k.symbol), event_time()?, candle(k)?)
@@ -348,6 +348,26 @@ fn quote(b: &Body<'_>) -> Result<EventKind, ParseError> {
         ask: positive("a", flex_str(&b.a, "a")?)?,
         ask_qty: positive("A", b.ask_qty)?,
     })
+}
+
+/// USD-M `markPriceUpdate`: the mark price `p`, the funding rate `r` (empty for a delivery
+/// contract) and the next funding time `T` (0 when there is none).
+fn mark_price(b: &Body<'_>) -> Result<EventKind, ParseError> {
+    let mark_price = positive("p", b.price)?;
+    let funding_rate = match b.funding_rate {
+        None | Some("") => None,
+        Some(r) => {
+            let (negative, digits) = match r.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, r),
+            };
+            let rate = decimal::parse_decimal(digits)
+                .ok_or_else(|| ParseError::BadNumber { field: "r", value: excerpt(r) })?;
+            Some(if negative { -rate } else { rate })
+        }
+    };
+    let next_funding_ms = b.time.filter(|t| *t > 0);
+    Ok(EventKind::MarkPrice { mark_price, funding_rate, next_funding_ms })
 }
 
 fn candle(k: &Kline<'_>) -> Result<EventKind, ParseError> {

@@ -141,6 +141,15 @@ fn raw_fixtures() -> Vec<(VenueId, &'static str, &'static str, Expected, Expecte
         let ohlcv = ["98230.00", "98270.00", "98220.00", "98260.10", "210.512"];
         event(BinanceFutures, 1_732_307_467_600, candle(ohlcv, false))
     };
+    // `r` is the funding rate the next funding time (`T`) applies.
+    let fut_mark = || {
+        let kind = EventKind::MarkPrice {
+            mark_price: d("98261.33000000"),
+            funding_rate: Some(d("0.00010000")),
+            next_funding_ms: Some(1_732_320_000_000),
+        };
+        event(BinanceFutures, 1_732_307_468_000, kind)
+    };
     let spot: Vec<_> = SPOT_STREAMS.lines().collect();
     let futures: Vec<_> = FUTURES_STREAMS.lines().collect();
     assert_eq!((spot.len(), futures.len()), (8, 5), "a fixture line went missing");
@@ -164,7 +173,7 @@ fn raw_fixtures() -> Vec<(VenueId, &'static str, &'static str, Expected, Expecte
         (Binance, spot[7], "btcusdt@ticker", Err("unsupported"), Err("unsupported")),
         (BinanceFutures, futures[0], "btcusdt@aggTrade", fut_agg(), fut_agg()),
         (BinanceFutures, futures[1], "btcusdt@bookTicker", fut_quote(), fut_quote()),
-        (BinanceFutures, futures[2], "btcusdt@markPrice", Err("unsupported"), Err("unsupported")),
+        (BinanceFutures, futures[2], "btcusdt@markPrice", fut_mark(), fut_mark()),
         (BinanceFutures, futures[3], "btcusdt@forceOrder", fut_liq(), fut_liq()),
         (BinanceFutures, futures[4], "btcusdt@kline_1m", fut_kline(), fut_kline()),
     ]
