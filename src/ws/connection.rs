@@ -491,6 +491,10 @@ impl Actor for ClientConnection {
         let ping = Duration::from_secs(ws.ping_secs);
         ctx.run_interval(ping, |act, ctx| act.heartbeat(ctx));
         ctx.run_interval(LAG_CHECK, |act, ctx| act.check_lag(ctx));
+        // Graceful shutdown: 1001 behind what is queued, before the server stops.
+        ctx.spawn(self.limits.shutting_down().into_actor(self).map(|(), act, ctx| {
+            act.close(CloseCode::Away, "the server is shutting down", "shutdown", ctx);
+        }));
         if self.user.is_some() {
             self.welcome(ctx);
             self.attach_session(ctx);

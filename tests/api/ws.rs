@@ -493,3 +493,25 @@ async fn the_authentication_deadline_is_at_most_ten_seconds() {
     settings.ws.auth_timeout_ms = 10_001;
     assert!(settings.validate().is_err(), "an unauthenticated socket may wait 10 s at most");
 }
+
+#[actix_web::test]
+async fn graceful_shutdown_closes_every_connection_with_1001_before_the_drain_ends() {
+    let app = spawn_app_with(quick).await;
+    let user = app.register("ws-shutdown@example.com").await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut socket = connect(&app, Some(&user.access)).await.unwrap();
+        send(&mut socket, json!({"op": "subscribe", "channels": ["market:sim:BTCUSDT:trades"]}))
+            .await;
+        expect_type(&mut socket, "subscribed").await;
+        sockets.push(socket);
+    }
+    let began = Instant::now();
+    app.stop.stop();
+    for socket in &mut sockets {
+        assert_eq!(expect_closed(socket, Duration::from_secs(5)).await, Some(1001));
+    }
+    // Well before the HTTP drain's deadline (server.shutdown_timeout_secs, 5 s), which would have
+    // reset them.
+    assert!(began.elapsed() < Duration::from_secs(3), "{:?}", began.elapsed());
+}
