@@ -71,6 +71,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longer than a restart may take to be ready.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(360);
 const STOPPED_WAIT: Duration = Duration::from_secs(30);
+/// How long a bot's stop is asked again while Keel answers busy.
+const STOP_RETRY_FOR: Duration = Duration::from_secs(60);
+/// Bots being stopped at once at the end (their owners are many).
+const STOPS_AT_ONCE: usize = 20;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -263,6 +267,60 @@ fn line_of(line: &Value) -> Line {
         _ => kind.to_owned(),
     };
     (kind, line["ts"].as_u64().unwrap_or(0))
+}
+
+/// Stops a bot as a client would: a busy Keel (503), a timed-out answer (504) or a change still
+/// in progress (409) is not a refusal. The bot's state says whether the stop was carried out (a
+/// 504's stop may still finish); if not, the stop is asked again, for up to [`STOP_RETRY_FOR`].
+async fn stop_bot(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: u64,
+    retries: &mut BTreeMap<u16, u64>,
+) -> anyhow::Result<()> {
+    let began = Instant::now();
+    loop {
+        let url = format!("{base}/api/v1/bots/{id}/stop");
+        let status = http.post(url).bearer_auth(token).send().await?.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if ![409, 503, 504].contains(&status.as_u16()) || began.elapsed() > STOP_RETRY_FOR {
+            bail!(
+                "stopping bot {id} answered {status} ({:.0} s of tries)",
+                began.elapsed().as_secs_f64()
+            );
+        }
+        *retries.entry(status.as_u16()).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if bot_status(http, base, token, id, retries).await? == "stopped" {
+            return Ok(());
+        }
+    }
+}
+
+/// A bot's status, asked again while Keel answers busy (503) or late (504).
+async fn bot_status(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: u64,
+    retries: &mut BTreeMap<u16, u64>,
+) -> anyhow::Result<String> {
+    let began = Instant::now();
+    loop {
+        let res = http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(token).send().await?;
+        let status = res.status();
+        if status.is_success() {
+            return Ok(res.json::<Value>().await?["status"].as_str().unwrap_or("?").to_owned());
+        }
+        if ![503, 504].contains(&status.as_u16()) || began.elapsed() > STOP_RETRY_FOR {
+            bail!("reading bot {id} answered {status}");
+        }
+        *retries.entry(status.as_u16()).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// What one client saw.
@@ -657,30 +715,31 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // Stop the bots; every client must see its bot's `stopped` line.
+    // Stop the bots, as their owners would: many at once, each owner retrying while Keel is
+    // busy. Every client must see its bot's `stopped` line.
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    for (id, user, _) in &bots {
-        let bot = call(
-            http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(&tokens[*user]),
-            200,
-            "reading a bot",
-        )
-        .await?;
-        *statuses.entry(bot["status"].as_str().unwrap_or("?").to_owned()).or_insert(0) += 1;
-        // A busy Keel answers 503 or 504: asked again, up to five times. A stop that timed out
-        // may have been carried out: asked again, it is then an invalid transition (409).
-        for tries in 1.. {
-            let url = format!("{base}/api/v1/bots/{id}/stop");
-            let status = http.post(url).bearer_auth(&tokens[*user]).send().await?.status();
-            if status.is_success() || (status.as_u16() == 409 && tries > 1) {
-                break;
-            }
-            if ![503, 504].contains(&status.as_u16()) || tries == 5 {
-                bail!("stopping bot {id} answered {status} (try {tries})");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut stop_retries: BTreeMap<u16, u64> = BTreeMap::new();
+    let stops_began = Instant::now();
+    let stops = futures_util::stream::iter(bots.iter().map(|(id, user, _)| {
+        let (http, base, token) = (&http, &base, &tokens[*user]);
+        async move {
+            let mut retries = BTreeMap::new();
+            let status = bot_status(http, base, token, *id, &mut retries).await?;
+            stop_bot(http, base, token, *id, &mut retries).await?;
+            anyhow::Ok((status, retries))
+        }
+    }))
+    .buffer_unordered(STOPS_AT_ONCE)
+    .collect::<Vec<_>>()
+    .await;
+    for stop in stops {
+        let (status, retries) = stop?;
+        *statuses.entry(status).or_insert(0) += 1;
+        for (code, n) in retries {
+            *stop_retries.entry(code).or_insert(0) += n;
         }
     }
+    let stops_took = stops_began.elapsed();
     let wait = Instant::now();
     while wait.elapsed() < STOPPED_WAIT
         && !seen.iter().all(|(_, _, s)| s.lock().unwrap_or_else(PoisonError::into_inner).stopped)
@@ -809,6 +868,12 @@ async fn main() -> anyhow::Result<()> {
         args.bots, args.clients
     );
     println!("market events {market}, lagged notices {lagged}; connection ends: {closes:?}");
+    println!(
+        "bot stops: {} ({STOPS_AT_ONCE} at once) in {:.1} s; answers retried (status: count) \
+         {stop_retries:?}",
+        bots.len(),
+        stops_took.as_secs_f64()
+    );
     if let Some(example) = example {
         println!("first loss: {example}");
     }
