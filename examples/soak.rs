@@ -71,8 +71,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longer than a restart may take to be ready.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(360);
 const STOPPED_WAIT: Duration = Duration::from_secs(30);
-/// How long a bot's stop is asked again while Keel answers busy.
-const STOP_RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long a bot's stop is asked again while Keel answers busy: on a starved machine the bot
+/// supervisor itself can answer late (504) for over a minute.
+const STOP_RETRY_FOR: Duration = Duration::from_secs(180);
 /// Bots being stopped at once at the end (their owners are many).
 const STOPS_AT_ONCE: usize = 20;
 
@@ -282,22 +283,36 @@ async fn stop_bot(
     let began = Instant::now();
     loop {
         let url = format!("{base}/api/v1/bots/{id}/stop");
-        let status = http.post(url).bearer_auth(token).send().await?.status();
-        if status.is_success() {
+        // A connection the server closed under the request (a kept-alive one, say) is retried
+        // like a busy answer; 0 counts them.
+        let status = match http.post(url).bearer_auth(token).send().await {
+            Ok(res) => res.status().as_u16(),
+            Err(err) if began.elapsed() <= STOP_RETRY_FOR => {
+                note_retry(&err);
+                0
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if (200..300).contains(&status) {
             return Ok(());
         }
-        if ![409, 503, 504].contains(&status.as_u16()) || began.elapsed() > STOP_RETRY_FOR {
+        if ![0, 409, 503, 504].contains(&status) || began.elapsed() > STOP_RETRY_FOR {
             bail!(
                 "stopping bot {id} answered {status} ({:.0} s of tries)",
                 began.elapsed().as_secs_f64()
             );
         }
-        *retries.entry(status.as_u16()).or_insert(0) += 1;
+        *retries.entry(status).or_insert(0) += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
         if bot_status(http, base, token, id, retries).await? == "stopped" {
             return Ok(());
         }
     }
+}
+
+/// Says why a request is retried (the example has no logger).
+fn note_retry(err: &reqwest::Error) {
+    eprintln!("retrying after a failed request: {err}");
 }
 
 /// A bot's status, asked again while Keel answers busy (503) or late (504).
@@ -310,15 +325,23 @@ async fn bot_status(
 ) -> anyhow::Result<String> {
     let began = Instant::now();
     loop {
-        let res = http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(token).send().await?;
-        let status = res.status();
-        if status.is_success() {
-            return Ok(res.json::<Value>().await?["status"].as_str().unwrap_or("?").to_owned());
-        }
-        if ![503, 504].contains(&status.as_u16()) || began.elapsed() > STOP_RETRY_FOR {
+        let status =
+            match http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(token).send().await {
+                Ok(res) if res.status().is_success() => {
+                    let bot = res.json::<Value>().await?;
+                    return Ok(bot["status"].as_str().unwrap_or("?").to_owned());
+                }
+                Ok(res) => res.status().as_u16(),
+                Err(err) if began.elapsed() <= STOP_RETRY_FOR => {
+                    note_retry(&err);
+                    0
+                }
+                Err(err) => return Err(err.into()),
+            };
+        if ![0, 503, 504].contains(&status) || began.elapsed() > STOP_RETRY_FOR {
             bail!("reading bot {id} answered {status}");
         }
-        *retries.entry(status.as_u16()).or_insert(0) += 1;
+        *retries.entry(status).or_insert(0) += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
@@ -869,8 +892,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("market events {market}, lagged notices {lagged}; connection ends: {closes:?}");
     println!(
-        "bot stops: {} ({STOPS_AT_ONCE} at once) in {:.1} s; answers retried (status: count) \
-         {stop_retries:?}",
+        "bot stops: {} ({STOPS_AT_ONCE} at once) in {:.1} s; answers retried (status: count, 0 \
+         for a failed connection) {stop_retries:?}",
         bots.len(),
         stops_took.as_secs_f64()
     );

@@ -630,5 +630,5 @@ async fn graceful_shutdown_closes_every_connection_with_1001_before_the_drain_en
     }
     // Well before the HTTP drain's deadline (server.shutdown_timeout_secs, 5 s), which would have
     // reset them.
-    assert!(began.elapsed() < Duration::from_secs(3), "{:?}", began.elapsed());
+    assert!(began.elapsed() < Duration::from_secs(4), "{:?}", began.elapsed());
 }
