@@ -62,7 +62,10 @@ cleanup() {
     # The example stops Keel itself; if it was killed, Keel (whose pid it wrote) is stopped here.
     local pid
     pid=$(cat "$work/data.keel.pid" 2>/dev/null || true)
-    if [[ -n $pid ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == keel ]]; then
+    # The kernel keeps 15 characters of a process's name (a renamed copy of keel counts too).
+    local name
+    name=$(basename "$KEEL_BIN")
+    if [[ -n $pid ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "${name:0:15}" ]]; then
         stop_pid "$pid" 30 keel
     fi
     if [[ -n ${KEEP:-} ]]; then
