@@ -6,8 +6,10 @@
 //!    (round-robin over the users, alternating BTCUSDT and ETHUSDT) and starts them;
 //! 2. connects `--clients` WebSocket clients, client `n` as the owner of bot `n % bots`,
 //!    subscribed to `bot:{id}` and to the bot's market trades. A client that loses its connection
-//!    reconnects and resumes: it subscribes again and reads what it missed from
-//!    `GET /api/v1/bots/{id}/events?after=<last seq>` (docs/WEBSOCKET.md);
+//!    reconnects and resumes as docs/WEBSOCKET.md ("Resuming") says: it subscribes to `bot:{id}`
+//!    with `since` its last journal id (0 the first time), and the server sends the missed lines
+//!    and then the live ones (a resume too far back reads them from
+//!    `GET /api/v1/bots/{id}/events?after=<last seq>` first);
 //! 3. samples Keel's RSS (`VmRSS`) and open descriptors (`/proc/<pid>/fd`) every
 //!    `--sample-secs`;
 //! 4. at half the run, stops Keel with SIGTERM and starts it again on the same store and port
@@ -20,8 +22,11 @@
 //!   its median over the first post-warm-up minute, in both halves;
 //! - open descriptors after warm-up stay within ±max(`--fd-slack`, 5 %) of the same reference;
 //! - every client holds each of its bot's journal lines exactly once: none missing against the
-//!   journal, no id delivered twice on one connection or out of order, and a line seen both
-//!   live and by catch-up is the same line (its kind and time);
+//!   journal, each connection's ids following on from its resume point one by one (none
+//!   repeated, none skipped), and a line seen twice (over HTTP and live) is the same line (its
+//!   kind and time);
+//! - every connection the server ended was closed with 1001 (the restart) or 1013 (a slow
+//!   client), never reset;
 //! - the store matches the retention settings: nothing was removed by the sweeps (every row is
 //!   younger than `retention.*_days`, at least a day), the oldest row of each kind is within its
 //!   limit, the fills in the store are exactly the `fill` lines the bots' journals list, and the
@@ -66,6 +71,11 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longer than a restart may take to be ready.
 const RECONNECT_LIMIT: Duration = Duration::from_secs(360);
 const STOPPED_WAIT: Duration = Duration::from_secs(30);
+/// How long a bot's stop is asked again while Keel answers busy: on a starved machine the bot
+/// supervisor itself can answer late (504) for over a minute.
+const STOP_RETRY_FOR: Duration = Duration::from_secs(180);
+/// Bots being stopped at once at the end (their owners are many).
+const STOPS_AT_ONCE: usize = 20;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -260,6 +270,82 @@ fn line_of(line: &Value) -> Line {
     (kind, line["ts"].as_u64().unwrap_or(0))
 }
 
+/// Stops a bot as a client would: a busy Keel (503), a timed-out answer (504) or a change still
+/// in progress (409) is not a refusal. The bot's state says whether the stop was carried out (a
+/// 504's stop may still finish); if not, the stop is asked again, for up to [`STOP_RETRY_FOR`].
+async fn stop_bot(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: u64,
+    retries: &mut BTreeMap<u16, u64>,
+) -> anyhow::Result<()> {
+    let began = Instant::now();
+    loop {
+        let url = format!("{base}/api/v1/bots/{id}/stop");
+        // A connection the server closed under the request (a kept-alive one, say) is retried
+        // like a busy answer; 0 counts them.
+        let status = match http.post(url).bearer_auth(token).send().await {
+            Ok(res) => res.status().as_u16(),
+            Err(err) if began.elapsed() <= STOP_RETRY_FOR => {
+                note_retry(&err);
+                0
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        if ![0, 409, 503, 504].contains(&status) || began.elapsed() > STOP_RETRY_FOR {
+            bail!(
+                "stopping bot {id} answered {status} ({:.0} s of tries)",
+                began.elapsed().as_secs_f64()
+            );
+        }
+        *retries.entry(status).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if bot_status(http, base, token, id, retries).await? == "stopped" {
+            return Ok(());
+        }
+    }
+}
+
+/// Says why a request is retried (the example has no logger).
+fn note_retry(err: &reqwest::Error) {
+    eprintln!("retrying after a failed request: {err}");
+}
+
+/// A bot's status, asked again while Keel answers busy (503) or late (504).
+async fn bot_status(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    id: u64,
+    retries: &mut BTreeMap<u16, u64>,
+) -> anyhow::Result<String> {
+    let began = Instant::now();
+    loop {
+        let status =
+            match http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(token).send().await {
+                Ok(res) if res.status().is_success() => {
+                    let bot = res.json::<Value>().await?;
+                    return Ok(bot["status"].as_str().unwrap_or("?").to_owned());
+                }
+                Ok(res) => res.status().as_u16(),
+                Err(err) if began.elapsed() <= STOP_RETRY_FOR => {
+                    note_retry(&err);
+                    0
+                }
+                Err(err) => return Err(err.into()),
+            };
+        if ![0, 503, 504].contains(&status) || began.elapsed() > STOP_RETRY_FOR {
+            bail!("reading bot {id} answered {status}");
+        }
+        *retries.entry(status).or_insert(0) += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// What one client saw.
 #[derive(Default)]
 struct Seen {
@@ -267,12 +353,14 @@ struct Seen {
     lines: BTreeMap<u64, Line>,
     /// Ids delivered on a connection at or below one that connection had already delivered.
     wire_repeats: u64,
+    /// Ids on a connection that skipped some after the one before (or after its resume point).
+    wire_gaps: u64,
     /// Lines seen both live and by catch-up whose kind or time differ.
     mismatches: u64,
     /// Connections opened (1 + resumptions).
     connections: u64,
-    /// Lines read back by catch-up after a reconnect.
-    caught_up: u64,
+    /// Lines read over HTTP because a resume was too far back for the WebSocket.
+    read_over_http: u64,
     /// Market events received.
     market_events: u64,
     /// `lagged` notices.
@@ -284,6 +372,11 @@ struct Seen {
 }
 
 impl Seen {
+    /// The last journal id held (0 for none).
+    fn last(&self) -> u64 {
+        self.lines.keys().next_back().copied().unwrap_or(0)
+    }
+
     fn add(&mut self, id: u64, line: Line) {
         if let Some(old) = self.lines.get(&id) {
             if *old != line {
@@ -316,10 +409,9 @@ async fn client(
     symbol: &'static str,
     seen: Arc<Mutex<Seen>>,
 ) -> anyhow::Result<()> {
-    let channels = vec![format!("bot:{bot}"), format!("market:sim:{symbol}:trades")];
     let mut lost_since: Option<Instant> = None;
     while !shared.stop.load(Ordering::Relaxed) {
-        let mut ws = match open(&shared.ws_url, &token, &channels).await {
+        let mut ws = match open(&shared, &token, bot, symbol, &seen).await {
             Ok(ws) => ws,
             Err(err) => {
                 let since = *lost_since.get_or_insert_with(Instant::now);
@@ -334,38 +426,7 @@ async fn client(
         };
         lost_since = None;
         shared.open.fetch_add(1, Ordering::Relaxed);
-        // Resume: everything after the last line held, from the journal. Lines that also arrive
-        // live are the same ids (kept once, compared).
-        let after =
-            seen.lock().unwrap_or_else(PoisonError::into_inner).lines.keys().last().copied();
-        let missed = journal(&shared.http, &shared.base, &token, bot, after.unwrap_or(0)).await;
-        let caught_up = {
-            let mut seen = seen.lock().unwrap_or_else(PoisonError::into_inner);
-            seen.connections += 1;
-            match missed {
-                Ok(lines) => {
-                    if seen.connections > 1 {
-                        seen.caught_up += lines.len() as u64;
-                    }
-                    for (id, line) in lines {
-                        seen.add(id, line);
-                    }
-                    true
-                }
-                Err(err) => {
-                    let what = err.root_cause().to_string();
-                    *seen.closes.entry(format!("catch-up failed: {what}")).or_insert(0) += 1;
-                    false
-                }
-            }
-        };
-        if !caught_up {
-            // The server went away or is busy: this connection is dropped unread, so the next
-            // one catches up from the same point (live lines read now would hide the gap).
-            shared.open.fetch_sub(1, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            continue;
-        }
+        seen.lock().unwrap_or_else(PoisonError::into_inner).connections += 1;
         let ended = read(&shared, &mut ws, &seen).await;
         shared.open.fetch_sub(1, Ordering::Relaxed);
         *seen.lock().unwrap_or_else(PoisonError::into_inner).closes.entry(ended).or_insert(0) += 1;
@@ -375,7 +436,8 @@ async fn client(
 
 /// Reads one connection until it ends or the run stops; returns how it ended.
 async fn read(shared: &Shared, ws: &mut Ws, seen: &Mutex<Seen>) -> String {
-    let mut last_id: Option<u64> = None;
+    // The resume point this connection subscribed with: its lines must follow on from it.
+    let mut last_id = seen.lock().unwrap_or_else(PoisonError::into_inner).last();
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
@@ -417,24 +479,37 @@ async fn read(shared: &Shared, ws: &mut Ws, seen: &Mutex<Seen>) -> String {
             continue;
         }
         let Some(id) = data["id"].as_u64() else { continue };
-        if last_id.is_some_and(|last| id <= last) {
+        if id <= last_id {
             seen.wire_repeats += 1;
+        } else if id != last_id + 1 {
+            seen.wire_gaps += 1;
         }
-        last_id = Some(id);
+        last_id = last_id.max(id);
         seen.add(id, line_of(data));
     }
 }
 
-/// Opens one connection, waits for `authenticated`, subscribes and waits for `subscribed`.
-async fn open(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws> {
-    let mut request = url.into_client_request()?;
+/// Opens one connection, waits for `authenticated`, subscribes and waits for `subscribed`, as a
+/// resuming client does (docs/WEBSOCKET.md, "Resuming"): the bot channel with `since` set to the
+/// last journal id held (0 on the first connection: the whole journal), so the server sends what
+/// was missed and then the live lines, with no gap and none twice. A resume too far back
+/// (`RESUME_TOO_FAR`) reads the missed lines over HTTP first and asks again.
+async fn open(
+    shared: &Shared,
+    token: &str,
+    bot: u64,
+    symbol: &str,
+    seen: &Mutex<Seen>,
+) -> anyhow::Result<Ws> {
+    let mut request = shared.ws_url.as_str().into_client_request()?;
     request
         .headers_mut()
         .insert("authorization", HeaderValue::from_str(&format!("Bearer {token}"))?);
     let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
     let (mut ws, _) =
         tokio::time::timeout(REQUEST_TIMEOUT, connect).await.context("upgrade timed out")??;
-    let op = json!({"op": "subscribe", "channels": channels});
+    let bot_channel = format!("bot:{bot}");
+    let channels = [bot_channel.clone(), format!("market:sim:{symbol}:trades")];
     let mut subscribed = false;
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     while !subscribed {
@@ -445,9 +520,25 @@ async fn open(url: &str, token: &str, channels: &[String]) -> anyhow::Result<Ws>
             .context("closed during set-up")??;
         let Message::Text(text) = message else { continue };
         let value: Value = serde_json::from_str(&text)?;
+        let subscribe = |seen: &Mutex<Seen>| {
+            let last = seen.lock().unwrap_or_else(PoisonError::into_inner).last();
+            json!({"op": "subscribe", "channels": channels, "since": {&bot_channel: last}})
+        };
         match value["type"].as_str() {
-            Some("authenticated") => ws.send(Message::text(op.to_string())).await?,
+            Some("authenticated") => ws.send(Message::text(subscribe(seen).to_string())).await?,
             Some("subscribed") => subscribed = true,
+            Some("error") if value["code"] == "RESUME_TOO_FAR" => {
+                let after = seen.lock().unwrap_or_else(PoisonError::into_inner).last();
+                let lines = journal(&shared.http, &shared.base, token, bot, after).await?;
+                {
+                    let mut held = seen.lock().unwrap_or_else(PoisonError::into_inner);
+                    held.read_over_http += lines.len() as u64;
+                    for (id, line) in lines {
+                        held.add(id, line);
+                    }
+                }
+                ws.send(Message::text(subscribe(seen).to_string())).await?;
+            }
             Some("error") => bail!("subscribe refused: {value}"),
             _ => {}
         }
@@ -647,30 +738,31 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    // Stop the bots; every client must see its bot's `stopped` line.
+    // Stop the bots, as their owners would: many at once, each owner retrying while Keel is
+    // busy. Every client must see its bot's `stopped` line.
     let mut statuses: BTreeMap<String, usize> = BTreeMap::new();
-    for (id, user, _) in &bots {
-        let bot = call(
-            http.get(format!("{base}/api/v1/bots/{id}")).bearer_auth(&tokens[*user]),
-            200,
-            "reading a bot",
-        )
-        .await?;
-        *statuses.entry(bot["status"].as_str().unwrap_or("?").to_owned()).or_insert(0) += 1;
-        // A busy Keel answers 503 or 504: asked again, up to five times. A stop that timed out
-        // may have been carried out: asked again, it is then an invalid transition (409).
-        for tries in 1.. {
-            let url = format!("{base}/api/v1/bots/{id}/stop");
-            let status = http.post(url).bearer_auth(&tokens[*user]).send().await?.status();
-            if status.is_success() || (status.as_u16() == 409 && tries > 1) {
-                break;
-            }
-            if ![503, 504].contains(&status.as_u16()) || tries == 5 {
-                bail!("stopping bot {id} answered {status} (try {tries})");
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut stop_retries: BTreeMap<u16, u64> = BTreeMap::new();
+    let stops_began = Instant::now();
+    let stops = futures_util::stream::iter(bots.iter().map(|(id, user, _)| {
+        let (http, base, token) = (&http, &base, &tokens[*user]);
+        async move {
+            let mut retries = BTreeMap::new();
+            let status = bot_status(http, base, token, *id, &mut retries).await?;
+            stop_bot(http, base, token, *id, &mut retries).await?;
+            anyhow::Ok((status, retries))
+        }
+    }))
+    .buffer_unordered(STOPS_AT_ONCE)
+    .collect::<Vec<_>>()
+    .await;
+    for stop in stops {
+        let (status, retries) = stop?;
+        *statuses.entry(status).or_insert(0) += 1;
+        for (code, n) in retries {
+            *stop_retries.entry(code).or_insert(0) += n;
         }
     }
+    let stops_took = stops_began.elapsed();
     let wait = Instant::now();
     while wait.elapsed() < STOPPED_WAIT
         && !seen.iter().all(|(_, _, s)| s.lock().unwrap_or_else(PoisonError::into_inner).stopped)
@@ -688,7 +780,8 @@ async fn main() -> anyhow::Result<()> {
         journals.insert(*id, journal(&http, &base, &tokens[*user], *id, 0).await?);
     }
     let (mut missing, mut extra, mut wire_repeats, mut mismatches) = (0u64, 0u64, 0u64, 0u64);
-    let (mut resumed, mut caught_up, mut market, mut lagged, mut no_stop) = (0, 0, 0, 0, 0);
+    let mut wire_gaps = 0u64;
+    let (mut resumed, mut read_over_http, mut market, mut lagged, mut no_stop) = (0, 0, 0, 0, 0);
     let mut closes: BTreeMap<String, u64> = BTreeMap::new();
     let mut example = None;
     for (bot, _, s) in &seen {
@@ -711,9 +804,10 @@ async fn main() -> anyhow::Result<()> {
         }
         missing += lost.len() as u64;
         wire_repeats += s.wire_repeats;
+        wire_gaps += s.wire_gaps;
         mismatches += s.mismatches;
         resumed += u64::from(s.connections > 1);
-        caught_up += s.caught_up;
+        read_over_http += s.read_over_http;
         market += s.market_events;
         lagged += s.lagged;
         no_stop += u64::from(!s.stopped);
@@ -790,17 +884,36 @@ async fn main() -> anyhow::Result<()> {
     }
     println!(
         "events: {journal_lines} journal lines over {} bots; clients resumed {resumed} of {}, \
-         {caught_up} lines read back by catch-up; missing {missing}, not in the journal {extra}, \
-         repeated on a connection {wire_repeats}, differing copies {mismatches}; clients without \
+         {read_over_http} lines read over HTTP (a resume too far back); missing {missing}, not in the journal {extra}, \
+         repeated on a connection {wire_repeats}, skipped on a connection {wire_gaps}, differing \
+         copies {mismatches}; clients without \
          their bot's stop {no_stop}; bots before the final stop: {statuses:?}",
         args.bots, args.clients
     );
     println!("market events {market}, lagged notices {lagged}; connection ends: {closes:?}");
+    println!(
+        "bot stops: {} ({STOPS_AT_ONCE} at once) in {:.1} s; answers retried (status: count, 0 \
+         for a failed connection) {stop_retries:?}",
+        bots.len(),
+        stops_took.as_secs_f64()
+    );
     if let Some(example) = example {
         println!("first loss: {example}");
     }
-    if missing > 0 || extra > 0 || wire_repeats > 0 || mismatches > 0 {
+    if missing > 0 || extra > 0 || wire_repeats > 0 || wire_gaps > 0 || mismatches > 0 {
         failures.push("WebSocket events lost, duplicated or altered across the run".to_owned());
+    }
+    // The restart's SIGTERM closes every connection with 1001 (a slow client may also be cut
+    // off with 1013, and resumes the same way); a reset or a bare end is a failure.
+    let abrupt: u64 = closes
+        .iter()
+        .filter(|(how, _)| {
+            !["closed by the client", "close 1001", "close 1013"].contains(&how.as_str())
+        })
+        .map(|(_, n)| n)
+        .sum();
+    if abrupt > 0 {
+        failures.push(format!("{abrupt} connections ended without a 1001 or 1013 close"));
     }
     if resumed < args.clients as u64 {
         failures

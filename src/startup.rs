@@ -272,8 +272,12 @@ impl Application {
         let deadline = Instant::now() + SHUTDOWN_BUDGET;
         tracing::info!(reason, "shutting down");
 
-        // 1. Stop accepting, drain in-flight requests (bounded by server.shutdown_timeout_secs).
-        // The server future processes the stop command, so it must be polled alongside.
+        // 1. WebSocket clients are told the server is going away (1001, behind what is queued
+        // for them), so their connections end now instead of holding up the drain until its
+        // deadline resets them. Then stop accepting, drain in-flight requests (bounded by
+        // server.shutdown_timeout_secs). The server future processes the stop command, so it
+        // must be polled alongside.
+        state.ws_limits.shut_down();
         let drain = futures_util::future::join(handle.stop(true), &mut server);
         if tokio::time::timeout(shutdown_timeout + Duration::from_millis(500), drain).await.is_err()
         {

@@ -14,6 +14,7 @@
 //!   subscriptions end even while a socket write is blocked, so a half-open connection is reaped
 //!   by the heartbeat whatever state its socket is in.
 
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,8 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
-use keel_actors::bot::supervisor::GetBot;
+use keel_actors::bot::supervisor::{GetBot, GetLiveBot};
+use keel_actors::bot::{BotEvent, BotRepo};
 use keel_actors::feed::{MarketData, Subscribe, SubscriberId};
 use keel_actors::mailbox::ask;
 use keel_actors::session::{Detach, SessionActor, SessionEvent};
@@ -29,7 +31,7 @@ use serde_json::json;
 
 use super::Limits;
 use super::hub::{Hub, StreamKey};
-use super::outbound::{Outbound, Outgoing};
+use super::outbound::{ChannelState, Outbound, Outgoing};
 use super::protocol::{
     Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, parse_op,
 };
@@ -40,6 +42,8 @@ use crate::state::AppState;
 const LAG_CHECK: Duration = Duration::from_secs(1);
 /// How long a subscription request to a feed or the bots may take.
 const LOOKUP_DEADLINE: Duration = Duration::from_secs(5);
+/// Most journal lines one resume (`since`) brings back; beyond, the client reads them over HTTP.
+const MAX_BACKFILL: usize = 500;
 /// WebSocket close code for "not authenticated" (4401 mirrors HTTP 401).
 pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
 /// WebSocket close code for "too many connections" (4429 mirrors HTTP 429).
@@ -242,16 +246,37 @@ impl ClientConnection {
                     OpError::new("UNAUTHENTICATED", "send {\"op\":\"auth\",\"token\":…} first");
                 self.send_error(&error, ctx);
             }
-            ClientOp::Subscribe { channels } => self.subscribe(channels, ctx),
+            ClientOp::Subscribe { channels, since } => self.subscribe(channels, since, ctx),
             ClientOp::Unsubscribe { channels } => self.unsubscribe(channels, ctx),
         }
     }
 
-    fn subscribe(&mut self, names: Vec<String>, ctx: &mut Context<Self>) {
+    fn subscribe(
+        &mut self,
+        names: Vec<String>,
+        mut since: BTreeMap<String, u64>,
+        ctx: &mut Context<Self>,
+    ) {
         if names.is_empty() || names.len() > MAX_CHANNELS_PER_OP {
             let message = format!("name 1 to {MAX_CHANNELS_PER_OP} channels");
             return self.send_error(&OpError::new("BAD_MESSAGE", message), ctx);
         }
+        // A resume point is for a bot channel this message subscribes to.
+        if let Some(name) = since.keys().find(|name| {
+            !matches!(Channel::parse(name), Some(Channel::Bot(_)))
+                || !names.iter().any(|n| Channel::parse(n) == Channel::parse(name))
+        }) {
+            let name: String = name.chars().take(100).collect();
+            let message = format!(
+                "`since` names `{name}`: it takes bot:{{id}} channels that `channels` names"
+            );
+            return self.send_error(&OpError::new("BAD_MESSAGE", message), ctx);
+        }
+        // Keyed by canonical name from here on.
+        since = since
+            .into_iter()
+            .filter_map(|(name, seq)| Some((Channel::parse(&name)?.name(), seq)))
+            .collect();
         let Some(user) = self.user else { return };
         let max = self.state.settings.ws.max_subscriptions;
         let mut wanted = Vec::new();
@@ -263,7 +288,12 @@ impl ClientConnection {
                 continue;
             };
             let name = channel.name();
-            if self.outbound.has_channel(&name) || wanted.iter().any(|(n, _)| *n == name) {
+            if wanted.iter().any(|(n, _, _)| *n == name) {
+                continue;
+            }
+            let resume = since.get(&name).copied();
+            if self.outbound.has_channel(&name) {
+                // Already live here: a resume point asks for nothing the connection lacks.
                 continue;
             }
             if self.outbound.channel_count() + wanted.len() >= max {
@@ -271,7 +301,7 @@ impl ClientConnection {
                 self.send_error(&OpError::new("TOO_MANY_SUBSCRIPTIONS", message), ctx);
                 break;
             }
-            wanted.push((name, channel));
+            wanted.push((name, channel, resume));
         }
         if wanted.is_empty() {
             return;
@@ -284,24 +314,42 @@ impl ClientConnection {
         self.hub = Some(hub.clone());
         let recipient = hub.recipient();
         let hub_id = hub.id;
+        // A resume's lines, with the answer, must fit in the queue beside what is there.
+        let backfill_max = (self.outbound.capacity() / 2).min(MAX_BACKFILL);
+        // `wait`: nothing else reaches this connection until the answer is queued. Bot lines
+        // published meanwhile wait in the mailbox and are handled after their channel exists,
+        // so a resume's read (from the bot's durable watermark) and the live lines meet with no
+        // gap; the few on both sides are sent once (a bot channel never goes back in `seq`).
         ctx.wait(
             async move {
                 let mut results = Vec::with_capacity(wanted.len());
-                for (name, channel) in wanted {
-                    let checked =
-                        check_channel(&state, user.user_id, hub_id, &channel, &recipient).await;
-                    results.push((name, channel, checked));
+                for (name, channel, resume) in wanted {
+                    let checked = check_channel(
+                        &state,
+                        user.user_id,
+                        hub_id,
+                        &channel,
+                        &recipient,
+                        resume.map(|after| (after, backfill_max)),
+                    )
+                    .await;
+                    results.push((name, channel, resume, checked));
                 }
                 results
             }
             .into_actor(self)
             .map(move |results, act, ctx| {
                 let mut added = Vec::new();
-                for (name, channel, checked) in results {
+                let mut backfills = Vec::new();
+                for (name, channel, resume, checked) in results {
                     match checked {
-                        Ok(()) => {
+                        Ok(backfill) => {
                             let key = market_key(&channel);
                             let state = act.outbound.add_channel(name.clone(), channel);
+                            if let Some(after) = resume {
+                                state.seq.set(after);
+                                backfills.push((state.clone(), backfill));
+                            }
                             if let Some(key) = key {
                                 let outbound = act.outbound.clone();
                                 hub.join(key, act.id, state, outbound, &act.state.feeds);
@@ -313,6 +361,13 @@ impl ClientConnection {
                 }
                 if !added.is_empty() {
                     act.send_control(&json!({"type": "subscribed", "channels": added}), ctx);
+                }
+                for (channel, lines) in backfills {
+                    for line in lines.iter() {
+                        if !act.send_bot_line(&channel, line, ctx) {
+                            return;
+                        }
+                    }
                 }
             }),
         );
@@ -344,28 +399,47 @@ impl ClientConnection {
     ) {
         let bot_channel = format!("bot:{bot_id}");
         for event in events {
-            let data = match serde_json::to_string(event) {
-                Ok(data) => data,
-                Err(_) => continue,
-            };
             for name in [bot_channel.as_str(), "account"] {
                 let Some(sub) = self.outbound.channel(name) else { continue };
-                // A bot channel's seq is the bot's journal id: a client that sees a gap reads
-                // `GET /bots/{id}/events?after=<last seq>`.
-                let seq = if name == "account" { sub.seq.get() + 1 } else { event.id };
-                sub.seq.set(seq);
-                let frame = event_frame(name, seq, event.ts, &data);
-                if !self.outbound.try_send(Outgoing::Text(frame)) {
-                    metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
-                    return self.close(
-                        CloseCode::Again,
-                        "bot events could not be delivered; reconnect and resync",
-                        "slow_client",
-                        ctx,
-                    );
+                if !self.send_bot_line(&sub, event, ctx) {
+                    return;
                 }
             }
         }
+    }
+
+    /// Queues one journal line on a bot channel or `account`; false if the connection had to
+    /// close (1013) because the queue could not take it. A bot channel's seq is the bot's
+    /// journal id (a client that sees a gap resumes from its last one), and a line at or below
+    /// the last one sent (a resume's read met the live lines) is skipped.
+    fn send_bot_line(
+        &mut self,
+        sub: &ChannelState,
+        event: &keel_actors::bot::BotEvent,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        let seq = if matches!(sub.channel, Channel::Bot(_)) {
+            if event.id <= sub.seq.get() {
+                return true;
+            }
+            event.id
+        } else {
+            sub.seq.get() + 1
+        };
+        let Ok(data) = serde_json::to_string(event) else { return true };
+        sub.seq.set(seq);
+        let frame = event_frame(&sub.name, seq, event.ts, &data);
+        if !self.outbound.try_send(Outgoing::Text(frame)) {
+            metrics::counter!("keel_ws_dropped_total", "channel" => "bot").increment(1);
+            self.close(
+                CloseCode::Again,
+                "bot events could not be delivered; reconnect and resync",
+                "slow_client",
+                ctx,
+            );
+            return false;
+        }
+        true
     }
 
     /// An `indicator` event on the bot's channel and `account`. Not a journal line: its `seq` is
@@ -431,27 +505,59 @@ fn market_key(channel: &Channel) -> Option<StreamKey> {
     }
 }
 
-/// Checks a channel for `user_id` and registers what it needs.
+/// Checks a channel for `user_id` and registers what it needs. With `resume` (a bot channel's
+/// `since` and the most lines it may bring back), answers the bot's durable journal lines after
+/// it.
 async fn check_channel(
     state: &AppState,
     user_id: u64,
     id: SubscriberId,
     channel: &Channel,
     recipient: &Recipient<MarketData>,
-) -> Result<(), OpError> {
+    resume: Option<(u64, usize)>,
+) -> Result<Vec<BotEvent>, OpError> {
     match channel {
-        Channel::Account => Ok(()),
+        Channel::Account => Ok(Vec::new()),
         Channel::Bot(bot_id) => {
             // Another user's bot and a missing one answer the same.
             let forbidden =
                 || OpError::new("FORBIDDEN_CHANNEL", format!("bot:{bot_id} is not a bot of yours"));
             let bots = state.bots().map_err(|_| unavailable())?;
-            let query = GetBot { user_id, bot_id: *bot_id };
-            match ask(&bots, query, LOOKUP_DEADLINE, "bots").await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(_)) => Err(forbidden()),
-                Err(_) => Err(unavailable()),
+            let Some((after, max)) = resume else {
+                let query = GetBot { user_id, bot_id: *bot_id };
+                return match ask(&bots, query, LOOKUP_DEADLINE, "bots").await {
+                    Ok(Ok(_)) => Ok(Vec::new()),
+                    Ok(Err(_)) => Err(forbidden()),
+                    Err(_) => Err(unavailable()),
+                };
+            };
+            // The watermark is asked first: every line above it is published after this
+            // answer, so it reaches the connection live (see `subscribe`).
+            let query = GetLiveBot { user_id, bot_id: *bot_id };
+            let live = match ask(&bots, query, LOOKUP_DEADLINE, "bots").await {
+                Ok(Ok((_, live))) => live,
+                Ok(Err(_)) => return Err(forbidden()),
+                Err(_) => return Err(unavailable()),
+            };
+            // A bot without an actor writes only through its supervisor, durable before sent.
+            let upto = live.map_or(u64::MAX, |l| l.durable_event_id);
+            let repo = BotRepo::new(&state.store).map_err(|_| unavailable())?;
+            let bot = *bot_id;
+            let page = web::block(move || repo.events(bot, after, upto, max + 1))
+                .await
+                .map_err(|_| unavailable())?
+                .map_err(|_| unavailable())?;
+            if page.items.len() > max {
+                return Err(OpError::new(
+                    "RESUME_TOO_FAR",
+                    format!(
+                        "bot:{bot} has more than {max} lines after {after}: read them with \
+                         GET /api/v1/bots/{bot}/events?after={after}, then subscribe with the \
+                         last id as `since`"
+                    ),
+                ));
             }
+            Ok(page.items)
         }
         Channel::Market { venue, symbol, kind } => {
             let Some(feed) = state.feeds.get(venue) else {
@@ -468,7 +574,7 @@ async fn check_channel(
                 recipient: recipient.clone(),
             };
             match ask(&feed, subscribe, LOOKUP_DEADLINE, "feed").await {
-                Ok(Ok(())) => Ok(()),
+                Ok(Ok(())) => Ok(Vec::new()),
                 Ok(Err(err)) => Err(OpError::new("UNKNOWN_CHANNEL", err.to_string())),
                 Err(_) => Err(unavailable()),
             }
@@ -491,6 +597,10 @@ impl Actor for ClientConnection {
         let ping = Duration::from_secs(ws.ping_secs);
         ctx.run_interval(ping, |act, ctx| act.heartbeat(ctx));
         ctx.run_interval(LAG_CHECK, |act, ctx| act.check_lag(ctx));
+        // Graceful shutdown: 1001 behind what is queued, before the server stops.
+        ctx.spawn(self.limits.shutting_down().into_actor(self).map(|(), act, ctx| {
+            act.close(CloseCode::Away, "the server is shutting down", "shutdown", ctx);
+        }));
         if self.user.is_some() {
             self.welcome(ctx);
             self.attach_session(ctx);

@@ -41,6 +41,8 @@ pub struct Limits {
     unauthenticated: AtomicUsize,
     per_user: Mutex<HashMap<u64, usize>>,
     next_id: AtomicU64,
+    /// Set once, as graceful shutdown begins: every connection closes with 1001.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Limits {
@@ -54,6 +56,23 @@ impl Limits {
             unauthenticated: AtomicUsize::new(0),
             per_user: Mutex::default(),
             next_id: AtomicU64::new(1),
+            shutdown: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// Graceful shutdown has begun: every connection, open or opening, queues a close frame
+    /// with 1001 ("going away") behind what it had queued and ends, so the HTTP server's drain
+    /// is not held up by long-lived sockets (which it would otherwise reset at its deadline).
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Limits::shut_down`] was called (at once if it already was).
+    pub fn shutting_down(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mut watch = self.shutdown.subscribe();
+        async move {
+            // An error means the sender is gone: so is the server.
+            let _ = watch.wait_for(|down| *down).await;
         }
     }
 

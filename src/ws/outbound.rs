@@ -173,6 +173,11 @@ impl Outbound {
         self.channels.borrow().get(name).cloned()
     }
 
+    /// Frames the queue holds at most (`ws.outbound_queue`).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether `name` is subscribed.
     pub fn has_channel(&self, name: &str) -> bool {
         self.channels.borrow().contains_key(name)

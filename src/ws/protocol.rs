@@ -21,6 +21,11 @@ pub enum ClientOp {
     Subscribe {
         /// Channel names.
         channels: Vec<String>,
+        /// Resume points: for a `bot:{id}` channel named in `channels`, the last journal id the
+        /// client holds. The server sends the bot's durable lines after it, then the live ones,
+        /// with no gap and none twice.
+        #[serde(default)]
+        since: std::collections::BTreeMap<String, u64>,
     },
     /// Stop receiving channels.
     Unsubscribe {
@@ -217,7 +222,11 @@ mod tests {
         assert!(matches!(parse_op(r#"{"op":"ping"}"#), Ok(ClientOp::Ping)));
         assert!(matches!(
             parse_op(r#"{"op":"subscribe","channels":["account"]}"#),
-            Ok(ClientOp::Subscribe { channels }) if channels == ["account"]
+            Ok(ClientOp::Subscribe { channels, since }) if channels == ["account"] && since.is_empty()
+        ));
+        assert!(matches!(
+            parse_op(r#"{"op":"subscribe","channels":["bot:7"],"since":{"bot:7":12}}"#),
+            Ok(ClientOp::Subscribe { since, .. }) if since.get("bot:7") == Some(&12)
         ));
         assert_eq!(parse_op(r#"{"op":"dance"}"#).unwrap_err().code, "UNKNOWN_OP");
         for bad in [
@@ -229,6 +238,8 @@ mod tests {
             r#"{"op":"subscribe","channels":"account"}"#,
             r#"{"op":"auth"}"#,
             r#"{"channels":[]}"#,
+            r#"{"op":"subscribe","channels":["bot:7"],"since":{"bot:7":-1}}"#,
+            r#"{"op":"subscribe","channels":["bot:7"],"since":["bot:7"]}"#,
         ] {
             assert_eq!(parse_op(bad).unwrap_err().code, "BAD_MESSAGE", "{bad}");
         }

@@ -493,3 +493,142 @@ async fn the_authentication_deadline_is_at_most_ten_seconds() {
     settings.ws.auth_timeout_ms = 10_001;
     assert!(settings.validate().is_err(), "an unauthenticated socket may wait 10 s at most");
 }
+
+/// Fills one market order of `bot`, retrying while the bot has no price yet.
+async fn fill_one(app: &TestApp, token: &str, bot: u64) {
+    let orders = format!("/api/v1/bots/{bot}/orders");
+    let buy = json!({"side": "buy", "qty": "0.001", "type": "market"});
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.send(Method::POST, &orders, Some(&buy), token).await.status() != 200 {
+        assert!(Instant::now() < deadline, "no market order filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The bot's journal ids, all of them.
+async fn journal_ids(app: &TestApp, token: &str, bot: u64) -> Vec<u64> {
+    let page = app.get_json(&format!("/api/v1/bots/{bot}/events?limit=500"), token).await;
+    page["items"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect()
+}
+
+/// Reads events on `channel` until `seq` `upto` arrives; their seqs, in order.
+async fn bot_seqs_until(socket: &mut Socket, channel: &str, upto: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.last().is_none_or(|last| *last < upto) {
+        let event = expect_type(socket, "event").await;
+        if event["channel"] == channel && event["data"]["kind"] != "indicator" {
+            assert_eq!(event["data"]["id"], event["seq"], "{event}");
+            seqs.push(event["seq"].as_u64().unwrap());
+        }
+    }
+    seqs
+}
+
+#[actix_web::test]
+async fn a_subscription_with_since_resumes_the_bot_journal_with_no_gap_and_no_repeat() {
+    let app = spawn_app_with(quick).await;
+    let alice = app.register("ws-resume@example.com").await;
+    let bot = app.create_bot(&alice.access, &quiet_bot()).await["id"].as_u64().unwrap();
+    assert_eq!(app.control(&alice.access, bot, "start").await.status().as_u16(), 200);
+    let channel = format!("bot:{bot}");
+
+    // A first connection from the start of the journal (`since` 0: everything).
+    let mut first = connect(&app, Some(&alice.access)).await.unwrap();
+    send(&mut first, json!({"op": "subscribe", "channels": [&channel], "since": {&channel: 0}}))
+        .await;
+    expect_type(&mut first, "subscribed").await;
+    fill_one(&app, &alice.access, bot).await;
+    let ids = journal_ids(&app, &alice.access, bot).await;
+    let seen = bot_seqs_until(&mut first, &channel, *ids.last().unwrap()).await;
+    assert_eq!(seen, ids, "the whole journal, in order, once");
+    let held = *seen.last().unwrap();
+    drop(first);
+
+    // Lines written while no one listens.
+    fill_one(&app, &alice.access, bot).await;
+    fill_one(&app, &alice.access, bot).await;
+    let missed: Vec<u64> =
+        journal_ids(&app, &alice.access, bot).await.into_iter().filter(|id| *id > held).collect();
+    assert!(missed.len() >= 2, "{missed:?}");
+
+    // Resumed: the missed lines, then live ones, one by one.
+    let mut second = connect(&app, Some(&alice.access)).await.unwrap();
+    let op = json!({"op": "subscribe", "channels": [&channel, "market:sim:BTCUSDT:trades"],
+                    "since": {&channel: held}});
+    send(&mut second, op).await;
+    let subscribed = expect_type(&mut second, "subscribed").await;
+    assert_eq!(subscribed["channels"], json!([&channel, "market:sim:BTCUSDT:trades"]));
+    fill_one(&app, &alice.access, bot).await;
+    let last = *journal_ids(&app, &alice.access, bot).await.last().unwrap();
+    let resumed = bot_seqs_until(&mut second, &channel, last).await;
+    let expected: Vec<u64> = (held + 1..=last).collect();
+    assert_eq!(resumed, expected, "no gap, no repeat across the resume");
+}
+
+#[actix_web::test]
+async fn a_resume_too_far_back_or_on_the_wrong_channel_is_refused_and_the_connection_stays() {
+    // A queue of 8 frames brings back at most 4 lines.
+    let app = spawn_app_with(|s| {
+        quick(s);
+        s.ws.outbound_queue = 8;
+    })
+    .await;
+    let alice = app.register("ws-resume-far@example.com").await;
+    let bot = app.create_bot(&alice.access, &quiet_bot()).await["id"].as_u64().unwrap();
+    assert_eq!(app.control(&alice.access, bot, "start").await.status().as_u16(), 200);
+    for _ in 0..3 {
+        fill_one(&app, &alice.access, bot).await;
+    }
+    let ids = journal_ids(&app, &alice.access, bot).await;
+    assert!(ids.len() > 4, "{ids:?}");
+    let channel = format!("bot:{bot}");
+    let mut socket = connect(&app, Some(&alice.access)).await.unwrap();
+    expect_type(&mut socket, "authenticated").await;
+
+    send(&mut socket, json!({"op": "subscribe", "channels": [&channel], "since": {&channel: 0}}))
+        .await;
+    let error = expect_type(&mut socket, "error").await;
+    assert_eq!(error["code"], "RESUME_TOO_FAR", "{error}");
+    let text = error["message"].as_str().unwrap();
+    assert!(text.contains(&format!("/api/v1/bots/{bot}/events?after=0")), "{text}");
+
+    for since in [json!({"market:sim:BTCUSDT:trades": 1}), json!({"bot:999": 1})] {
+        let op = json!({"op": "subscribe", "channels": ["market:sim:BTCUSDT:trades"],
+                        "since": since});
+        send(&mut socket, op).await;
+        assert_eq!(expect_type(&mut socket, "error").await["code"], "BAD_MESSAGE");
+    }
+
+    // Close enough: the last lines come back.
+    let from = ids[ids.len() - 3];
+    send(
+        &mut socket,
+        json!({"op": "subscribe", "channels": [&channel], "since": {&channel: from}}),
+    )
+    .await;
+    expect_type(&mut socket, "subscribed").await;
+    let seqs = bot_seqs_until(&mut socket, &channel, *ids.last().unwrap()).await;
+    assert_eq!(seqs, ids[ids.len() - 2..].to_vec());
+}
+
+#[actix_web::test]
+async fn graceful_shutdown_closes_every_connection_with_1001_before_the_drain_ends() {
+    let app = spawn_app_with(quick).await;
+    let user = app.register("ws-shutdown@example.com").await;
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let mut socket = connect(&app, Some(&user.access)).await.unwrap();
+        send(&mut socket, json!({"op": "subscribe", "channels": ["market:sim:BTCUSDT:trades"]}))
+            .await;
+        expect_type(&mut socket, "subscribed").await;
+        sockets.push(socket);
+    }
+    let began = Instant::now();
+    app.stop.stop();
+    for socket in &mut sockets {
+        assert_eq!(expect_closed(socket, Duration::from_secs(5)).await, Some(1001));
+    }
+    // Well before the HTTP drain's deadline (server.shutdown_timeout_secs, 5 s), which would have
+    // reset them.
+    assert!(began.elapsed() < Duration::from_secs(4), "{:?}", began.elapsed());
+}

@@ -59,6 +59,13 @@ use keel_core::market::VenueId;
 
 /// How long the supervisor waits for a bot to answer a forwarded command.
 const BOT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the supervisor waits for a bot to carry out its owner's stop. Longer than a request
+/// may take: the stop waits in the bot's mailbox behind market data (`mailboxes.bot`), which on a
+/// starved machine takes longer than a request's 5 s. The bot stays busy meanwhile (another
+/// change answers 409), so a client whose request timed out (504) retries and finds it stopped.
+/// Giving up sooner would let a retry record the stop from the supervisor while the bot is still
+/// journaling: two writers of one journal, whose lines could reach clients out of order.
+const STOP_DEADLINE: Duration = Duration::from_secs(60);
 /// How long shutdown waits for bots to save their state.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

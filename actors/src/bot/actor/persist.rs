@@ -77,13 +77,13 @@ impl BotActor {
             self.paused = true;
             let _ = self.args.supervisor.try_send(BotPaused { bot_id: self.id(), reason });
         }
-        // Sent only once what they concern is durable.
+        // Sent only once what they concern is durable. The journal lines are kept whoever is
+        // connected now: whether to hand them to the owner's session is decided when they are
+        // durable (`SessionDirectory::publish`). Deciding here lost them for a client that
+        // connected in between: not live (dropped here), and not by its catch-up read either,
+        // which is cut at the durable watermark that this flush had not moved yet.
         let outbound = std::mem::take(&mut self.fx.outbound);
-        let events = if self.args.sessions.is_connected(self.args.user_id) {
-            std::mem::take(&mut self.fx.events)
-        } else {
-            Vec::new()
-        };
+        let events = std::mem::take(&mut self.fx.events);
         self.fx.clear();
         self.dirty_snapshot = false;
         self.awaiting.push(AfterFlush { written: written.is_ok(), state, outbound, events, then });

@@ -10,7 +10,7 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use super::relaunch::Relaunch;
-use super::{BOT_DEADLINE, BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, now_ms};
+use super::{BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, STOP_DEADLINE, now_ms};
 use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, BotResumed, OrderCancel, StopBot};
 use crate::bot::exposure::ExposureLink;
 use crate::bot::live::LiveLink;
@@ -201,7 +201,7 @@ impl BotSupervisor {
         self.busy.insert(bot_id, ());
         let addr = running.addr;
         ctx.spawn(
-            async move { crate::mailbox::ask(&addr, StopBot { flatten }, BOT_DEADLINE, "bot").await }
+            async move { crate::mailbox::ask(&addr, StopBot { flatten }, STOP_DEADLINE, "bot").await }
                 .into_actor(self)
                 .map(move |answer, act, ctx| {
                     act.busy.remove(&bot_id);
