@@ -448,9 +448,7 @@ async fn venue_positions_are_shown_and_adopted_and_funding_is_booked_once_across
     other.symbol = "ETHUSDT".into();
     keel.venue.push(AccountEvent::Funding(other)).await;
     let view = keel
-        .live_until(bot.id, "the payment booked", |l| {
-            l.position.funding == funded - d("1.5")
-        })
+        .live_until(bot.id, "the payment booked", |l| l.position.funding == funded - d("1.5"))
         .await;
     assert_eq!(view.position.quote_balance, d("1000") - d("1.5"));
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -218,7 +218,6 @@ async fn the_private_stream_fills_orders_with_bybits_fee_and_reconnects_to_recon
 /// `prepare` at bot start is the runtime's (helper `derivrt`): once it calls it, the bot's
 /// leverage and margin type are set at Bybit before its first order.
 #[actix_web::test]
-#[ignore = "needs the runtime to call OrderRouter::prepare at bot start (derivrt)"]
 async fn the_bots_leverage_and_margin_type_are_set_before_its_first_order() {
     let live = live_bot("bybit-linear-prepare@example.com", false).await;
     let rest = live.rest.clone();

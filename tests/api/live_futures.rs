@@ -183,7 +183,6 @@ async fn short_and_kill(user_stream: bool) {
 }
 
 #[actix_web::test]
-#[ignore = "needs OrderRouter::prepare called at bot start (helper derivrt, issue 22)"]
 async fn bot_start_sets_margin_type_and_leverage_before_the_first_order() {
     let live = live_futures_bot("futures-prepare@example.com").await;
     let buy = json!({"side": "buy", "qty": "0.5", "type": "market"});

@@ -132,7 +132,8 @@ async fn a_ten_times_leveraged_paper_bot_is_liquidated_at_its_price_and_paused()
         trade(&stream, "9000.00", "2f4b3c1a-0000-4000-8000-000000000002");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(liquidated["data"]["price"], "9036.14", "{liquidated}");
+    // 9036.1446 on the fake's tick of 0.10 (Bybit's for BTCUSDT), rounded against the trader.
+    assert_eq!(liquidated["data"]["price"], "9036.10", "{liquidated}");
     assert_eq!(liquidated["data"]["margin_type"], "isolated");
     let position = app.get_json(&position_path, &user.access).await;
     assert_eq!(position["qty"], "0", "{position}");

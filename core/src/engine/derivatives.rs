@@ -94,7 +94,8 @@ impl BotEngine {
     /// Books a funding payment: `amount` of `asset` (positive received, negative paid) at `ts`,
     /// into the position's funding and quote balance, and journals a `funding` line.
     pub fn apply_funding(&mut self, amount: Decimal, asset: &str, ts: u64, fx: &mut Effects) {
-        self.book_funding(amount, asset, ts, FundingBooking::default(), fx);
+        let at = self.now().max(ts);
+        self.book_funding(amount, asset, at, FundingBooking::default(), fx);
     }
 
     /// Books the venue's funding payment `id` unless it was booked already (by id, across
@@ -112,7 +113,9 @@ impl BotEngine {
         }
         self.state.funding.remember(id.to_owned(), time_ms);
         let booking = FundingBooking { id: Some(id.to_owned()), ..FundingBooking::default() };
-        self.book_funding(amount, asset, time_ms, booking, fx);
+        // A payment caught up from the venue's history is journaled now, not back in time.
+        let at = self.now().max(time_ms);
+        self.book_funding(amount, asset, at, booking, fx);
         true
     }
 
@@ -131,11 +134,11 @@ impl BotEngine {
         position.quote_balance += amount;
         self.state.funding.total += amount;
         let FundingBooking { id, rate, mark_price } = booking;
-        let funding = BotEventKind::Funding { asset: asset.to_owned(), amount, id, rate, mark_price };
-        let now = self.now().max(ts);
-        self.log(now, funding, fx);
+        let funding =
+            BotEventKind::Funding { asset: asset.to_owned(), amount, id, rate, mark_price };
+        self.log(ts, funding, fx);
         let position = self.state.position.clone();
-        self.log(now, BotEventKind::Position(position), fx);
+        self.log(ts, BotEventKind::Position(position), fx);
     }
 
     /// The funding ledger: what was booked, and from when a catch-up asks.

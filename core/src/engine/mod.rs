@@ -45,8 +45,8 @@ mod native_bracket;
 mod orders;
 mod state;
 
-pub use derivatives::{FUNDING_IDS_KEPT, FundingLedger, VenuePositionView};
 use derivatives::FundingBooking;
+pub use derivatives::{FUNDING_IDS_KEPT, FundingLedger, VenuePositionView};
 pub use effects::{BotEvent, BotEventKind, Effects, Outbound};
 pub use futures::LIQUIDATED_REASON;
 pub use live::{ExecOutcome, ExecReport, VenueFillReport, is_armed_stop};
