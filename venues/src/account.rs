@@ -7,11 +7,13 @@
 //! it is back ([`AccountEvent::Connected`]), since nothing the venue sent meanwhile is replayed.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
 
+use crate::connection::{ConnectionConfig, backoff};
 use crate::routing::{Balance, FundingPayment, OrderReport, VenuePosition};
 
 /// Signs a payload for as long as the stream lives: the vault's `Sign`, owned (a stream task
@@ -82,5 +84,104 @@ pub struct TaskGuard(pub tokio::task::JoinHandle<()>);
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// An account stream's WebSocket.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens an account stream's WebSocket to `url` within `timeout`, its frames capped as
+/// `connection` says.
+///
+/// # Errors
+/// Why it could not connect, for [`Ended`].
+pub async fn open_socket(
+    url: &str,
+    connection: &ConnectionConfig,
+    timeout: Duration,
+) -> Result<Socket, String> {
+    let ws = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .max_message_size(Some(connection.max_frame_bytes))
+        .max_frame_size(Some(connection.max_frame_bytes));
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(ws), false);
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Err(err)) => Err(format!("connect failed: {err}")),
+        Err(_) => Err("connect timed out".to_owned()),
+    }
+}
+
+/// How one connection of an account stream ended.
+#[derive(Debug)]
+pub struct Ended {
+    /// Why, for the log and [`AccountEvent::Disconnected`].
+    pub reason: String,
+    /// When it was subscribed, if it got that far (a connection that stayed up long enough
+    /// starts the backoff over).
+    pub subscribed_at: Option<Instant>,
+    /// The least wait before the next attempt (a venue's `retryAfter` on a ban).
+    pub at_least: Duration,
+}
+
+impl Ended {
+    /// A connection that ended before it was subscribed.
+    pub fn early(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), subscribed_at: None, at_least: Duration::ZERO }
+    }
+
+    /// A connection subscribed at `subscribed_at` that ended for `reason`.
+    pub fn after(reason: impl Into<String>, subscribed_at: Instant) -> Self {
+        Self { reason: reason.into(), subscribed_at: Some(subscribed_at), at_least: Duration::ZERO }
+    }
+}
+
+/// One account stream's connection: what [`keep_connected`] runs again and again.
+pub trait Reconnecting: Send {
+    /// Connects, subscribes, and forwards the venue's events until the connection ends.
+    fn connect_once(&mut self) -> impl Future<Output = Ended> + Send;
+}
+
+/// Starts an account stream: the connection `make` builds around the events' sender, kept up by
+/// [`keep_connected`] in its own task.
+pub fn spawn_stream<S: Reconnecting + 'static>(
+    venue: &'static str,
+    connection: ConnectionConfig,
+    make: impl FnOnce(mpsc::Sender<AccountEvent>) -> S,
+) -> AccountStream {
+    crate::tls::install_crypto_provider();
+    let (tx, events) = mpsc::channel(ACCOUNT_EVENTS_BUFFER);
+    let stream = make(tx.clone());
+    let task = tokio::spawn(keep_connected(venue, tx, connection, stream));
+    AccountStream { events, guard: TaskGuard(task) }
+}
+
+/// Keeps an account stream connected for as long as the runtime reads it: runs one connection
+/// of `stream` to its end again and again, reports each end as [`AccountEvent::Disconnected`],
+/// and waits with full-jitter backoff before the next, starting over after a connection that
+/// stayed subscribed `healthy_after`. Returns when the receiver is gone.
+pub async fn keep_connected(
+    venue: &'static str,
+    tx: mpsc::Sender<AccountEvent>,
+    connection: ConnectionConfig,
+    mut stream: impl Reconnecting,
+) {
+    let mut attempt: u32 = 0;
+    loop {
+        let ended = stream.connect_once().await;
+        if tx.is_closed() {
+            return;
+        }
+        metrics::counter!("keel_user_stream_disconnects_total", "venue" => venue).increment(1);
+        tracing::info!(venue, reason = %ended.reason, "account stream down");
+        if tx.send(AccountEvent::Disconnected(ended.reason)).await.is_err() {
+            return;
+        }
+        if ended.subscribed_at.is_some_and(|at| at.elapsed() >= connection.healthy_after) {
+            attempt = 0;
+        }
+        let wait = backoff(&connection, attempt).max(ended.at_least);
+        attempt = attempt.saturating_add(1);
+        tokio::time::sleep(wait).await;
     }
 }

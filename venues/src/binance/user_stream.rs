@@ -34,9 +34,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::rest::RestClient;
 use crate::account::{
-    ACCOUNT_EVENTS_BUFFER, AccountEvent, AccountStream, OrderUpdate, OwnedSigner, TaskGuard,
+    AccountEvent, AccountStream, Ended, OrderUpdate, OwnedSigner, Reconnecting, open_socket,
+    spawn_stream,
 };
-use crate::connection::{ConnectionConfig, backoff};
+use crate::connection::ConnectionConfig;
 use crate::routing::{Balance, OrderFill, OrderReport};
 
 /// Spot WebSocket API.
@@ -300,19 +301,14 @@ pub fn spawn(
     config: UserStreamConfig,
     signer: OwnedSigner,
 ) -> AccountStream {
-    crate::tls::install_crypto_provider();
-    let (tx, events) = mpsc::channel(ACCOUNT_EVENTS_BUFFER);
-    let task = tokio::spawn(UserStream { rest, config, signer, tx, next_id: 0 }.run());
-    AccountStream { events, guard: TaskGuard(task) }
+    let (venue, connection) = (rest.dialect().venue.as_str(), config.connection.clone());
+    spawn_stream(venue, connection, |tx| UserStream { rest, config, signer, tx, next_id: 0 })
 }
 
-/// Why one connection ended, and how long to wait at least before the next.
-struct Ended {
-    reason: String,
-    /// Subscribed before it ended (the backoff may start over).
-    subscribed_at: Option<Instant>,
-    /// A 429/418's `retryAfter`.
-    at_least: Duration,
+impl Reconnecting for UserStream {
+    fn connect_once(&mut self) -> impl Future<Output = Ended> + Send {
+        self.connect_and_serve()
+    }
 }
 
 struct UserStream {
@@ -328,63 +324,30 @@ impl UserStream {
         self.rest.dialect().venue.as_str()
     }
 
-    async fn run(mut self) {
-        let mut attempt: u32 = 0;
-        loop {
-            let ended = self.connect_and_serve().await;
-            if self.tx.is_closed() {
-                return;
-            }
-            metrics::counter!("keel_user_stream_disconnects_total", "venue" => self.venue())
-                .increment(1);
-            tracing::info!(venue = self.venue(), reason = %ended.reason, "user data stream down");
-            if self.tx.send(AccountEvent::Disconnected(ended.reason)).await.is_err() {
-                return;
-            }
-            if ended
-                .subscribed_at
-                .is_some_and(|at| at.elapsed() >= self.config.connection.healthy_after)
-            {
-                attempt = 0;
-            }
-            let wait = backoff(&self.config.connection, attempt).max(ended.at_least);
-            attempt = attempt.saturating_add(1);
-            tokio::time::sleep(wait).await;
-        }
-    }
-
-    fn ended(reason: impl Into<String>) -> Ended {
-        Ended { reason: reason.into(), subscribed_at: None, at_least: Duration::ZERO }
-    }
-
     async fn connect_and_serve(&mut self) -> Ended {
-        let ws = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(self.config.connection.max_frame_bytes))
-            .max_frame_size(Some(self.config.connection.max_frame_bytes));
-        let connect =
-            tokio_tungstenite::connect_async_with_config(self.config.url.as_str(), Some(ws), false);
-        let socket = match tokio::time::timeout(self.config.subscribe_timeout, connect).await {
-            Ok(Ok((socket, _))) => socket,
-            Ok(Err(err)) => return Self::ended(format!("connect failed: {err}")),
-            Err(_) => return Self::ended("connect timed out"),
-        };
+        let url = self.config.url.as_str();
+        let socket =
+            match open_socket(url, &self.config.connection, self.config.subscribe_timeout).await {
+                Ok(socket) => socket,
+                Err(why) => return Ended::early(why),
+            };
         let (mut sink, mut stream) = socket.split();
         let request = match self.request().await {
             Ok(request) => request,
-            Err(why) => return Self::ended(why),
+            Err(why) => return Ended::early(why),
         };
         let id = self.next_id;
         if let Err(err) = sink.send(Message::text(request)).await {
-            return Self::ended(format!("subscribe not sent: {err}"));
+            return Ended::early(format!("subscribe not sent: {err}"));
         }
         // The answer, within the deadline; pings are answered meanwhile.
         let deadline = tokio::time::Instant::now() + self.config.subscribe_timeout;
         loop {
             let frame = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => return Self::ended("no answer to the subscription"),
-                Ok(None) => return Self::ended("closed before the subscription was answered"),
+                Err(_) => return Ended::early("no answer to the subscription"),
+                Ok(None) => return Ended::early("closed before the subscription was answered"),
                 Ok(Some(Err(err))) => {
-                    return Self::ended(format!(
+                    return Ended::early(format!(
                         "closed before the subscription was answered: {err}"
                     ));
                 }
@@ -397,7 +360,7 @@ impl UserStream {
                     continue;
                 }
                 Message::Close(_) => {
-                    return Self::ended("closed before the subscription was answered");
+                    return Ended::early("closed before the subscription was answered");
                 }
                 _ => continue,
             };
@@ -415,25 +378,22 @@ impl UserStream {
                         429 | 418 => Duration::from_millis(retry_after_ms.unwrap_or(60_000)),
                         _ => Duration::ZERO,
                     };
-                    return Ended {
-                        reason: format!("subscription refused: {status} {code} {msg}"),
-                        subscribed_at: None,
-                        at_least,
-                    };
+                    let reason = format!("subscription refused: {status} {code} {msg}");
+                    return Ended { at_least, ..Ended::early(reason) };
                 }
                 Ok(_) => continue,
-                Err(err) => return Self::ended(format!("unreadable answer: {err}")),
+                Err(err) => return Ended::early(format!("unreadable answer: {err}")),
             }
         }
         let subscribed_at = Instant::now();
         metrics::counter!("keel_user_stream_subscriptions_total", "venue" => self.venue())
             .increment(1);
         if self.tx.send(AccountEvent::Connected).await.is_err() {
-            return Self::ended("stopped");
+            return Ended::early("stopped");
         }
         let reason = self.serve(&mut sink, &mut stream, subscribed_at).await;
         let _ = sink.close().await;
-        Ended { reason, subscribed_at: Some(subscribed_at), at_least: Duration::ZERO }
+        Ended::after(reason, subscribed_at)
     }
 
     /// The signed subscription. The API key is part of the signed payload, so the vault is asked

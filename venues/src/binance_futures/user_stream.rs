@@ -29,10 +29,11 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::account::{
-    ACCOUNT_EVENTS_BUFFER, AccountEvent, AccountStream, OrderUpdate, OwnedSigner, TaskGuard,
+    AccountEvent, AccountStream, Ended, OrderUpdate, OwnedSigner, Reconnecting, open_socket,
+    spawn_stream,
 };
 use crate::binance::rest::{RestClient, RestError};
-use crate::connection::{ConnectionConfig, backoff};
+use crate::connection::ConnectionConfig;
 use crate::routing::{OrderFill, OrderReport, OrderRouter, VenuePosition};
 
 /// USD-M futures private stream base (`/ws/<listenKey>` is appended).
@@ -255,10 +256,20 @@ pub fn spawn(
     config: FuturesStreamConfig,
     signer: OwnedSigner,
 ) -> AccountStream {
-    crate::tls::install_crypto_provider();
-    let (tx, events) = mpsc::channel(ACCOUNT_EVENTS_BUFFER);
-    let task = tokio::spawn(FuturesStream { rest, router, config, signer, tx }.run());
-    AccountStream { events, guard: TaskGuard(task) }
+    let connection = config.connection.clone();
+    spawn_stream("binance_futures", connection, |tx| FuturesStream {
+        rest,
+        router,
+        config,
+        signer,
+        tx,
+    })
+}
+
+impl Reconnecting for FuturesStream {
+    fn connect_once(&mut self) -> impl Future<Output = Ended> + Send {
+        self.connect_and_serve()
+    }
 }
 
 struct FuturesStream {
@@ -270,27 +281,6 @@ struct FuturesStream {
 }
 
 impl FuturesStream {
-    async fn run(self) {
-        let mut attempt: u32 = 0;
-        loop {
-            let (reason, connected_at) = self.connect_and_serve().await;
-            if self.tx.is_closed() {
-                return;
-            }
-            metrics::counter!("keel_user_stream_disconnects_total", "venue" => "binance_futures")
-                .increment(1);
-            tracing::info!(venue = "binance_futures", %reason, "user data stream down");
-            if self.tx.send(AccountEvent::Disconnected(reason)).await.is_err() {
-                return;
-            }
-            if connected_at.is_some_and(|at| at.elapsed() >= self.config.connection.healthy_after) {
-                attempt = 0;
-            }
-            tokio::time::sleep(backoff(&self.config.connection, attempt)).await;
-            attempt = attempt.saturating_add(1);
-        }
-    }
-
     async fn api_key(&self) -> Result<String, String> {
         (self.signer)(String::new())
             .await
@@ -307,37 +297,32 @@ impl FuturesStream {
         Ok(key.listen_key)
     }
 
-    /// One connection: a listen key, the socket, events until it ends. Returns why it ended and
-    /// when it was connected.
-    async fn connect_and_serve(&self) -> (String, Option<Instant>) {
+    /// One connection: a listen key, the socket, events until it ends.
+    async fn connect_and_serve(&self) -> Ended {
         let api_key = match self.api_key().await {
             Ok(key) => key,
-            Err(why) => return (why, None),
+            Err(why) => return Ended::early(why),
         };
         let listen_key = match self.listen_key(reqwest::Method::POST, &api_key).await {
             Ok(key) => key,
-            Err(err) => return (format!("no listen key: {err}"), None),
+            Err(err) => return Ended::early(format!("no listen key: {err}")),
         };
         let url = format!("{}/ws/{listen_key}", self.config.url.trim_end_matches('/'));
-        let ws = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(self.config.connection.max_frame_bytes))
-            .max_frame_size(Some(self.config.connection.max_frame_bytes));
-        let connect = tokio_tungstenite::connect_async_with_config(url.as_str(), Some(ws), false);
-        let socket = match tokio::time::timeout(self.config.connect_timeout, connect).await {
-            Ok(Ok((socket, _))) => socket,
-            Ok(Err(err)) => return (format!("connect failed: {err}"), None),
-            Err(_) => return ("connect timed out".into(), None),
+        let connection = &self.config.connection;
+        let socket = match open_socket(&url, connection, self.config.connect_timeout).await {
+            Ok(socket) => socket,
+            Err(why) => return Ended::early(why),
         };
         let connected_at = Instant::now();
         metrics::counter!("keel_user_stream_subscriptions_total", "venue" => "binance_futures")
             .increment(1);
         if self.tx.send(AccountEvent::Connected).await.is_err() {
-            return ("stopped".into(), Some(connected_at));
+            return Ended::after("stopped", connected_at);
         }
         let (mut sink, mut stream) = socket.split();
         let reason = self.serve(&mut sink, &mut stream, connected_at, &api_key).await;
         let _ = sink.close().await;
-        (reason, Some(connected_at))
+        Ended::after(reason, connected_at)
     }
 
     async fn serve<S, R>(

@@ -47,9 +47,10 @@ use super::rest::{
     RawPosition, RestClient, VenueOrder, coin_amounts, funding_payment, settle_coin, spot_fee_coin,
 };
 use crate::account::{
-    ACCOUNT_EVENTS_BUFFER, AccountEvent, AccountStream, OrderUpdate, OwnedSigner, TaskGuard,
+    AccountEvent, AccountStream, Ended, OrderUpdate, OwnedSigner, Reconnecting, open_socket,
+    spawn_stream,
 };
-use crate::connection::{ConnectionConfig, backoff};
+use crate::connection::ConnectionConfig;
 use crate::routing::{Balance, OrderFill, OrderReport};
 
 /// The topics Keel subscribes to (all-in-one: every category).
@@ -399,11 +400,22 @@ pub fn spawn(
     config: PrivateStreamConfig,
     signer: OwnedSigner,
 ) -> AccountStream {
-    crate::tls::install_crypto_provider();
-    let (tx, events) = mpsc::channel(ACCOUNT_EVENTS_BUFFER);
+    let (venue, connection) = (rest.category().venue.as_str(), config.connection.clone());
     let parser = PrivateParser::new(rest.category());
-    let task = tokio::spawn(PrivateStream { rest, config, signer, tx, parser, next_id: 0 }.run());
-    AccountStream { events, guard: TaskGuard(task) }
+    spawn_stream(venue, connection, |tx| PrivateStream {
+        rest,
+        config,
+        signer,
+        tx,
+        parser,
+        next_id: 0,
+    })
+}
+
+impl Reconnecting for PrivateStream {
+    fn connect_once(&mut self) -> impl Future<Output = Ended> + Send {
+        self.connect_and_serve()
+    }
 }
 
 struct PrivateStream {
@@ -413,16 +425,6 @@ struct PrivateStream {
     tx: mpsc::Sender<AccountEvent>,
     parser: PrivateParser,
     next_id: u64,
-}
-
-/// Why one connection ended.
-struct Ended {
-    reason: String,
-    subscribed_at: Option<Instant>,
-}
-
-fn ended(reason: impl Into<String>) -> Ended {
-    Ended { reason: reason.into(), subscribed_at: None }
 }
 
 impl PrivateStream {
@@ -435,68 +437,39 @@ impl PrivateStream {
         format!("keel-{}", self.next_id)
     }
 
-    async fn run(mut self) {
-        let mut attempt: u32 = 0;
-        loop {
-            let ended = self.connect_and_serve().await;
-            if self.tx.is_closed() {
-                return;
-            }
-            metrics::counter!("keel_user_stream_disconnects_total", "venue" => self.venue())
-                .increment(1);
-            tracing::info!(venue = self.venue(), reason = %ended.reason, "bybit private stream down");
-            if self.tx.send(AccountEvent::Disconnected(ended.reason)).await.is_err() {
-                return;
-            }
-            if ended
-                .subscribed_at
-                .is_some_and(|at| at.elapsed() >= self.config.connection.healthy_after)
-            {
-                attempt = 0;
-            }
-            let wait = backoff(&self.config.connection, attempt);
-            attempt = attempt.saturating_add(1);
-            tokio::time::sleep(wait).await;
-        }
-    }
-
     async fn connect_and_serve(&mut self) -> Ended {
-        let ws = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(self.config.connection.max_frame_bytes))
-            .max_frame_size(Some(self.config.connection.max_frame_bytes));
-        let connect =
-            tokio_tungstenite::connect_async_with_config(self.config.url.as_str(), Some(ws), false);
-        let socket = match tokio::time::timeout(self.config.answer_timeout, connect).await {
-            Ok(Ok((socket, _))) => socket,
-            Ok(Err(err)) => return ended(format!("connect failed: {err}")),
-            Err(_) => return ended("connect timed out"),
-        };
+        let url = self.config.url.as_str();
+        let socket =
+            match open_socket(url, &self.config.connection, self.config.answer_timeout).await {
+                Ok(socket) => socket,
+                Err(why) => return Ended::early(why),
+            };
         let (mut sink, mut stream) = socket.split();
         let auth = match self.auth().await {
             Ok(auth) => auth,
-            Err(why) => return ended(why),
+            Err(why) => return Ended::early(why),
         };
         for (request, op) in [(auth, "auth"), (subscribe_request(&self.req_id()), "subscribe")] {
             if let Err(err) = sink.send(Message::text(request)).await {
-                return ended(format!("{op} not sent: {err}"));
+                return Ended::early(format!("{op} not sent: {err}"));
             }
             if let Err(why) = self.answer(&mut sink, &mut stream, op).await {
                 if op == "auth" {
                     // An expired `expires` is one way to fail: measure before the next try.
                     let _ = self.rest.sync_time().await;
                 }
-                return ended(why);
+                return Ended::early(why);
             }
         }
         let subscribed_at = Instant::now();
         metrics::counter!("keel_user_stream_subscriptions_total", "venue" => self.venue())
             .increment(1);
         if self.tx.send(AccountEvent::Connected).await.is_err() {
-            return ended("stopped");
+            return Ended::early("stopped");
         }
         let reason = self.serve(&mut sink, &mut stream).await;
         let _ = sink.close().await;
-        Ended { reason, subscribed_at: Some(subscribed_at) }
+        Ended::after(reason, subscribed_at)
     }
 
     /// The signed authentication. The key is asked of the vault first (by signing nothing).
