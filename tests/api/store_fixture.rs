@@ -46,6 +46,32 @@ fn booked(position: &Value) -> Value {
     position
 }
 
+/// Fields the API gained after the fixture was written, with the value an old record reads back
+/// with: they may appear in an answer where the fixture has none, and must hold exactly that.
+const ADDED_SINCE: [(&str, &str); 3] =
+    [("risk.max_leverage", "null"), ("risk.max_notional", "null"), ("funding", "\"0\"")];
+
+/// `now` without the fields added since the fixture (checked to hold their default first).
+fn as_served_then(now: &Value, was: &Value) -> Value {
+    let mut now = now.clone();
+    for (path, default) in ADDED_SINCE {
+        let (parent, key) = path.rsplit_once('.').map_or(("", path), |(p, k)| (p, k));
+        let (now_parent, was_parent) = if parent.is_empty() {
+            (Some(&mut now), Some(was))
+        } else {
+            (now.get_mut(parent), was.get(parent))
+        };
+        let (Some(now_parent), Some(was_parent)) = (now_parent, was_parent) else { continue };
+        if was_parent.get(key).is_none()
+            && let Some(value) = now_parent.as_object_mut().and_then(|o| o.remove(key))
+        {
+            let expected: Value = serde_json::from_str(default).unwrap();
+            assert_eq!(value, expected, "{path} of a record from before it");
+        }
+    }
+    now
+}
+
 #[actix_web::test]
 async fn a_data_directory_from_before_the_crate_split_opens_with_everything_intact() {
     let (app, expected) = open_fixture("store-bdb1687").await;
@@ -74,7 +100,7 @@ async fn a_data_directory_from_before_the_crate_split_opens_with_everything_inta
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
-            assert_eq!(now, *bot, "{email}: bot {id}");
+            assert_eq!(as_served_then(&now, bot), *bot, "{email}: bot {id}");
             let per_bot = &was["per_bot"][id.to_string()];
             for report in ["orders", "fills"] {
                 assert_eq!(
@@ -83,8 +109,9 @@ async fn a_data_directory_from_before_the_crate_split_opens_with_everything_inta
                     "{email}: bot {id}'s {report}"
                 );
             }
+            let position = app.get_json(&format!("{path}/position"), &token).await;
             assert_eq!(
-                booked(&app.get_json(&format!("{path}/position"), &token).await),
+                booked(&as_served_then(&position, &per_bot["position"])),
                 booked(&per_bot["position"]),
                 "{email}: bot {id}'s position"
             );

@@ -31,11 +31,11 @@ pub struct RiskLimits {
     pub max_daily_loss: Option<Decimal>,
     /// Highest leverage the bot may be given (derivatives venues): a bot asking for more is
     /// refused at admission.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_leverage: Option<u32>,
     /// Largest notional the bot may hold, in quote: its position at the mark price plus the
     /// open orders that add to it, plus the order being checked (`MAX_NOTIONAL`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub max_notional: Option<Decimal>,
 }
 
