@@ -9,9 +9,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::SinkExt;
 use futures_util::future::BoxFuture;
 use rust_decimal::Decimal;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::connection::{ConnectionConfig, backoff};
 use crate::routing::{Balance, FundingPayment, OrderReport, VenuePosition};
@@ -109,6 +111,35 @@ pub async fn open_socket(
         Ok(Ok((socket, _))) => Ok(socket),
         Ok(Err(err)) => Err(format!("connect failed: {err}")),
         Err(_) => Err("connect timed out".to_owned()),
+    }
+}
+
+/// What one item of an account stream's socket asks of its reader ([`incoming`]).
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame, to parse.
+    Text(tokio_tungstenite::tungstenite::Utf8Bytes),
+    /// Nothing to read: a ping (answered) or a frame of no interest.
+    Skip,
+    /// The connection ended, for this reason.
+    Ended(String),
+}
+
+/// Takes the socket's next item: answers a ping with its pong, and tells a text frame from a
+/// frame to skip and from the connection's end (closed, failed, or a pong that could not go).
+pub async fn incoming<S>(item: Option<Result<Message, WsError>>, sink: &mut S) -> Incoming
+where
+    S: futures_util::Sink<Message, Error = WsError> + Unpin,
+{
+    match item {
+        None | Some(Ok(Message::Close(_))) => Incoming::Ended("closed by the server".into()),
+        Some(Err(err)) => Incoming::Ended(format!("connection closed: {err}")),
+        Some(Ok(Message::Text(text))) => Incoming::Text(text),
+        Some(Ok(Message::Ping(payload))) => match sink.send(Message::Pong(payload)).await {
+            Ok(()) => Incoming::Skip,
+            Err(_) => Incoming::Ended("pong not sent".into()),
+        },
+        Some(Ok(_)) => Incoming::Skip,
     }
 }
 

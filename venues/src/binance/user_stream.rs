@@ -34,8 +34,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::rest::RestClient;
 use crate::account::{
-    AccountEvent, AccountStream, Ended, OrderUpdate, OwnedSigner, Reconnecting, open_socket,
-    spawn_stream,
+    AccountEvent, AccountStream, Ended, Incoming, OrderUpdate, OwnedSigner, Reconnecting, incoming,
+    open_socket, spawn_stream,
 };
 use crate::connection::ConnectionConfig;
 use crate::routing::{Balance, OrderFill, OrderReport};
@@ -430,20 +430,12 @@ impl UserStream {
             let frame = match tokio::time::timeout(silence.min(left), stream.next()).await {
                 Err(_) if subscribed_at.elapsed() >= max_life => continue,
                 Err(_) => return format!("silent for {silence:?}"),
-                Ok(None) => return "closed by the server".into(),
-                Ok(Some(Err(err))) => return format!("connection closed: {err}"),
-                Ok(Some(Ok(frame))) => frame,
+                Ok(frame) => frame,
             };
-            let text = match frame {
-                Message::Text(text) => text,
-                Message::Ping(payload) => {
-                    if sink.send(Message::Pong(payload)).await.is_err() {
-                        return "pong not sent".into();
-                    }
-                    continue;
-                }
-                Message::Close(_) => return "closed by the server".into(),
-                _ => continue,
+            let text = match incoming(frame, sink).await {
+                Incoming::Text(text) => text,
+                Incoming::Skip => continue,
+                Incoming::Ended(why) => return why,
             };
             match parse_frame(&text) {
                 Ok(Frame::Event(event)) => {

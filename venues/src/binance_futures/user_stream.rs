@@ -29,8 +29,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::account::{
-    AccountEvent, AccountStream, Ended, OrderUpdate, OwnedSigner, Reconnecting, open_socket,
-    spawn_stream,
+    AccountEvent, AccountStream, Ended, Incoming, OrderUpdate, OwnedSigner, Reconnecting, incoming,
+    open_socket, spawn_stream,
 };
 use crate::binance::rest::{RestClient, RestError};
 use crate::connection::ConnectionConfig;
@@ -362,20 +362,12 @@ impl FuturesStream {
             let frame = match frame {
                 Err(_) if connected_at.elapsed() >= max_life => continue,
                 Err(_) => return format!("silent for {silence:?}"),
-                Ok(None) => return "closed by the server".into(),
-                Ok(Some(Err(err))) => return format!("connection closed: {err}"),
-                Ok(Some(Ok(frame))) => frame,
+                Ok(frame) => frame,
             };
-            let text = match frame {
-                Message::Text(text) => text,
-                Message::Ping(payload) => {
-                    if sink.send(Message::Pong(payload)).await.is_err() {
-                        return "pong not sent".into();
-                    }
-                    continue;
-                }
-                Message::Close(_) => return "closed by the server".into(),
-                _ => continue,
+            let text = match incoming(frame, sink).await {
+                Incoming::Text(text) => text,
+                Incoming::Skip => continue,
+                Incoming::Ended(why) => return why,
             };
             let sent = match parse_frame(&text) {
                 Ok(Frame::Order(update)) => self.tx.send(AccountEvent::Order(update)).await.is_ok(),

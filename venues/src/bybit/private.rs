@@ -47,8 +47,8 @@ use super::rest::{
     RawPosition, RestClient, VenueOrder, coin_amounts, funding_payment, settle_coin, spot_fee_coin,
 };
 use crate::account::{
-    AccountEvent, AccountStream, Ended, OrderUpdate, OwnedSigner, Reconnecting, open_socket,
-    spawn_stream,
+    AccountEvent, AccountStream, Ended, Incoming, OrderUpdate, OwnedSigner, Reconnecting, incoming,
+    open_socket, spawn_stream,
 };
 use crate::connection::ConnectionConfig;
 use crate::routing::{Balance, OrderFill, OrderReport};
@@ -551,18 +551,10 @@ impl PrivateStream {
                 frame = stream.next() => frame,
             };
             last_frame = tokio::time::Instant::now();
-            let text = match frame {
-                None => return "closed by the server".into(),
-                Some(Err(err)) => return format!("connection closed: {err}"),
-                Some(Ok(Message::Text(text))) => text,
-                Some(Ok(Message::Ping(payload))) => {
-                    if sink.send(Message::Pong(payload)).await.is_err() {
-                        return "pong not sent".into();
-                    }
-                    continue;
-                }
-                Some(Ok(Message::Close(_))) => return "closed by the server".into(),
-                Some(Ok(_)) => continue,
+            let text = match incoming(frame, sink).await {
+                Incoming::Text(text) => text,
+                Incoming::Skip => continue,
+                Incoming::Ended(why) => return why,
             };
             match self.parser.parse(&text) {
                 Ok(Frame::Events(events)) => {
