@@ -351,8 +351,9 @@ fn watch_disk(store: WeakStore, bots: BotsAddress) {
 /// How long after start the store's figures first reach `/metrics`.
 const FIRST_STATS_AFTER: Duration = Duration::from_secs(5);
 
-/// Publishes the store's figures by kind on `/metrics` every [`STATS_EVERY`] (a scan of every
-/// key, on a blocking thread).
+/// Publishes the store's figures by kind on `/metrics` every [`STATS_EVERY`], on a blocking
+/// thread: the first time from a read of every row, then from the store's tally
+/// ([`stats::current`]).
 /// Holds the store only while it runs: it ends once the application has let the store go.
 fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>) {
     actix::spawn(async move {
@@ -364,7 +365,7 @@ fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>) {
             let Some(store) = store.upgrade() else { return };
             let dir = record_dir.clone();
             let done = tokio::task::spawn_blocking(move || {
-                stats::collect(&store, dir.as_deref(), keel_venues::now_us() / 1000)
+                stats::current(&store, dir.as_deref(), keel_venues::now_us() / 1000)
             })
             .await;
             match done {

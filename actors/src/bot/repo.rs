@@ -28,6 +28,7 @@
 //! their outbox copies), so after a crash the position always equals the fills that are stored,
 //! and the outbox holds exactly what the other trees do.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -36,6 +37,7 @@ use serde::Serialize;
 use crate::notify::Notifications;
 use crate::sink::outbox::{Outbox, OutboxRecord, RecordKind};
 use crate::store::compact::{decode_journal, encode_journal};
+use crate::store::tally::Changes;
 use crate::store::{
     Store, StoreError, StoredRow, decode, encode, encode_packed, id_key, pair_key, trees,
 };
@@ -161,10 +163,21 @@ impl BotRepo {
         self.bots.remove(id_key(id))?;
         self.owners.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         self.positions.remove(id_key(id))?;
-        for tree in [&self.orders, &self.fills, &self.events, &self.open_orders] {
+        let tallied = [
+            (&self.orders, trees::ORDERS),
+            (&self.fills, trees::FILLS),
+            (&self.events, trees::EVENTS),
+            (&self.open_orders, trees::OPEN_ORDERS),
+        ];
+        for (tree, name) in tallied {
+            let mut changes = Changes::default();
             for key in tree.range(pair_key(id, 0)..=pair_key(id, u64::MAX)).keys() {
-                tree.remove(key?)?;
+                let key = key?;
+                if let Some(old) = tree.remove(&key)? {
+                    changes.removed(name, &key, &old);
+                }
             }
+            self.store.tally().apply(&changes);
         }
         Ok(())
     }
@@ -282,14 +295,21 @@ impl BotRepo {
         if let (false, Some(notify)) = (notices.is_empty(), &self.notify) {
             trees.push(notify.tree());
         }
+        // What the write did to the store's figures: counted again on each run of the closure.
+        let changes = RefCell::new(Changes::default());
         self.store.transaction(&trees, |t| {
-            for (table, rows) in [(&t[0], &orders), (&t[1], &fills)] {
+            let mut changed = changes.borrow_mut();
+            *changed = Changes::default();
+            let tables = [(&t[0], &orders, trees::ORDERS), (&t[1], &fills, trees::FILLS)];
+            for (table, rows, name) in tables {
                 for (_, key, value) in rows {
-                    table.insert(key.as_slice(), value.as_slice())?;
+                    let old = table.insert(key.as_slice(), value.as_slice())?;
+                    changed.put(name, key, old.as_deref(), value);
                 }
             }
             for (key, value) in &journal {
-                t[2].insert(key.as_slice(), value.as_slice())?;
+                let old = t[2].insert(key.as_slice(), value.as_slice())?;
+                changed.put(trees::EVENTS, key, old.as_deref(), value);
             }
             t[3].insert(id_key(id).as_slice(), state.as_slice())?;
             for (is_open, key) in &open {
@@ -311,6 +331,7 @@ impl BotRepo {
             }
             Ok(())
         })?;
+        self.store.tally().apply(&changes.into_inner());
         if let Some(outbox) = &self.outbox {
             outbox.added(staged.len());
         }

@@ -17,6 +17,7 @@ mod migrations;
 pub mod permissions;
 pub mod retention;
 pub mod stats;
+pub mod tally;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -141,6 +142,8 @@ struct Inner {
     id_floor: u64,
     /// The free-space floor.
     disk: DiskGuard,
+    /// Rows and bytes of the trees that grow with trading, kept as they are written.
+    tally: tally::Tally,
 }
 
 /// Key in the `meta` tree of the id floor, a big-endian `u64`.
@@ -187,6 +190,7 @@ impl Store {
                 db,
                 path: config.path.clone(),
                 barrier: std::sync::RwLock::new(()),
+                tally: tally::Tally::default(),
             }),
         };
         migrations::run(&store)?;
@@ -201,6 +205,12 @@ impl Store {
     /// The free-space guard of the data directory.
     pub fn disk(&self) -> &DiskGuard {
         &self.inner.disk
+    }
+
+    /// The running figures of the trees that grow with trading: whoever writes or removes their
+    /// rows reports it here ([`tally`]).
+    pub fn tally(&self) -> &tally::Tally {
+        &self.inner.tally
     }
 
     /// One of the trees named in [`trees`].

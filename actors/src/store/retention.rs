@@ -20,6 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::tally::Changes;
 use super::{Store, StoreError, StoredRow, encode, key_id, pair_key, trees};
 use crate::bot::repo::journal_lines;
 use crate::sink::OutboxRecord;
@@ -143,10 +144,13 @@ pub fn sweep(
             }
             for chunk in old.chunks(BATCH) {
                 let mut batch = sled::Batch::default();
-                for (key, _) in chunk {
+                let mut changes = Changes::default();
+                for (key, raw) in chunk {
                     batch.remove(key.clone());
+                    changes.removed(tree_name, key, raw);
                 }
                 tree.apply_batch(batch)?;
+                store.tally().apply(&changes);
             }
             removed += old.len() as u64;
         }
