@@ -4,7 +4,7 @@
 //! signature (hex HMAC-SHA256 of `timestamp + api_key + recv_window + payload`, the payload
 //! being the raw query string of a GET and the raw body of a POST), and the timestamp rule
 //! `server_time - recv_window <= timestamp < server_time + 1000` (`10002` otherwise). Orders
-//! are kept by `orderLinkId` (a second create with the same id is refused, `170141`); a market
+//! are kept by `orderLinkId` (a second create with the same id is refused); a market
 //! order fills at once at the configured price, a limit order rests until [`FakeBybit::fill`].
 //! Answers have Bybit's envelope (`retCode`, `retMsg`, `result`, `time`) and its rate-limit
 //! headers. Faults can be injected: a 502, a dropped connection, or `10006`.
@@ -13,6 +13,9 @@
 //! `reduceOnly` order that would open, grow or flip it is refused (`110017`); leverage
 //! (`set-leverage`, `110043` when unchanged), the unified account's margin mode (`account/info`,
 //! `set-margin-mode`), `position/list` and funding executions (`execution/list?execType=Funding`).
+//! Conditional orders (`triggerPrice`; linear) rest `Untriggered` and fire when
+//! [`FakeBybit::set_price`] reaches their trigger (the `conditional` module); a duplicate
+//! `orderLinkId` is `110072` on linear (`170141` on spot).
 //! Every fill is pushed on the fake's private stream ([`FakeBybitPrivate`]) as Bybit pushes it:
 //! an `execution` with its fee (spot: in the coin received), the `order`, and on linear the
 //! `position`.
@@ -26,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 mod account;
+mod conditional;
 mod http;
 mod orders;
 mod routes;
@@ -140,9 +144,12 @@ impl FakeBybit {
         self.state.skew_ms.store(skew_ms, Ordering::Relaxed);
     }
 
-    /// The price market orders fill at.
+    /// The last price: what market orders fill at and conditional orders watch. A move that
+    /// reaches a conditional order's trigger fires it, as Bybit does.
     pub fn set_price(&self, price: Decimal) {
         *self.state.price.lock().unwrap() = price;
+        let mut book = self.state.book.lock().unwrap();
+        conditional::fire_crossed(&self.state, &mut book, price);
     }
 
     /// The next requests meet `fault`, one each.

@@ -7,6 +7,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 use super::account::position_json;
+use super::conditional;
 use super::http::{Answer, Request, ok, refuse};
 use super::{Book, LINEAR_FEE_RATE, SPOT_FEE_RATE, State, now_ms};
 
@@ -103,10 +104,13 @@ pub(super) fn create(request: &Request, state: &State) -> Answer {
         return refuse(170_137, "Order quantity has too many decimals (qty in quote coin)");
     }
     let mut book = state.book.lock().unwrap();
-    if book.orders.contains_key(&link) {
-        return refuse(170_141, "Duplicate clientOrderId");
-    }
     let category = text("category");
+    if book.orders.contains_key(&link) {
+        return match category.as_str() {
+            "spot" => refuse(170_141, "Duplicate clientOrderId"),
+            _ => refuse(110_072, "OrderLinkedID is duplicate"),
+        };
+    }
     let reduce_only = body["reduceOnly"].as_bool().unwrap_or(false);
     let qty = text("qty").parse::<Decimal>().unwrap_or_default();
     if reduce_only {
@@ -123,21 +127,30 @@ pub(super) fn create(request: &Request, state: &State) -> Answer {
         }
     }
     let price = *state.price.lock().unwrap();
+    let trigger = match conditional::check(&body, &category, price) {
+        Ok(trigger) => trigger,
+        Err(refusal) => return refusal,
+    };
     let order_id = format!("{}", 1_321_003_749_386_327_552u64 + book.orders.len() as u64);
     let order = json!({
         "category": category, "orderId": order_id, "orderLinkId": link, "symbol": text("symbol"),
         "side": text("side"), "orderType": order_type,
         "price": body["price"].as_str().unwrap_or("0"), "qty": text("qty"),
-        "orderStatus": "New", "cumExecQty": "0", "cumExecValue": "0", "cumExecFee": "0",
+        "orderStatus": if trigger.is_some() { "Untriggered" } else { "New" }, "cumExecQty": "0", "cumExecValue": "0", "cumExecFee": "0",
         "leavesQty": text("qty"), "reduceOnly": reduce_only,
         "timeInForce": body["timeInForce"].as_str().unwrap_or("IOC"),
         "createdTime": now_ms().to_string(), "updatedTime": now_ms().to_string(),
+        "stopOrderType": if trigger.is_some() { "Stop" } else { "" },
+        "triggerPrice": trigger.map(|t| t.normalize().to_string()).unwrap_or_default(),
+        "triggerDirection": body["triggerDirection"].as_u64().unwrap_or(0),
+        "triggerBy": body["triggerBy"].as_str().unwrap_or(if trigger.is_some() { "LastPrice" } else { "" }),
+        "closeOnTrigger": body["closeOnTrigger"].as_bool().unwrap_or(false),
     });
     book.orders.insert(link.clone(), order.clone());
     book.created.push(link.clone());
     state.creates.fetch_add(1, Ordering::Relaxed);
     state.private.publish("order", json!([order]));
-    if order_type == "Market" {
+    if order_type == "Market" && trigger.is_none() {
         fill_order(state, &mut book, &link, qty, price);
     }
     ok(json!({"orderId": order_id, "orderLinkId": link}))
@@ -153,11 +166,15 @@ pub(super) fn cancel(request: &Request, state: &State) -> Answer {
         return refuse(170_213, "Order does not exist.");
     };
     let status = order["orderStatus"].as_str().unwrap_or_default().to_owned();
-    if !matches!(status.as_str(), "New" | "PartiallyFilled") {
+    if !matches!(status.as_str(), "New" | "PartiallyFilled" | "Untriggered") {
         return refuse(170_213, "Order does not exist.");
     }
-    order["orderStatus"] =
-        json!(if status == "PartiallyFilled" { "PartiallyFilledCanceled" } else { "Cancelled" });
+    // A conditional order cancelled before it fired is `Deactivated` on a unified account.
+    order["orderStatus"] = json!(match status.as_str() {
+        "PartiallyFilled" => "PartiallyFilledCanceled",
+        "Untriggered" => "Deactivated",
+        _ => "Cancelled",
+    });
     order["updatedTime"] = json!(now_ms().to_string());
     let pushed = order.clone();
     state.private.publish("order", json!([pushed]));

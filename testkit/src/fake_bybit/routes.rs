@@ -68,7 +68,10 @@ pub(super) fn signed(method: &str, path: &str, request: &Request, state: &State)
                 .filter(|id| link.is_empty() || **id == link)
                 .filter_map(|id| book.orders.get(id))
                 .filter(|o| {
-                    let open = matches!(o["orderStatus"].as_str(), Some("New" | "PartiallyFilled"));
+                    let open = matches!(
+                        o["orderStatus"].as_str(),
+                        Some("New" | "PartiallyFilled" | "Untriggered")
+                    );
                     open != closed_only
                 })
                 .cloned()
