@@ -34,7 +34,10 @@ pub mod orders;
 mod transport;
 
 pub use derivatives::{RawPosition, funding_payment, settle_coin};
-pub use orders::{VenueOrder, create_body, reduce_only, spot_fee_coin};
+pub use orders::{
+    BracketLeg, VenueOrder, conditional_body, create_body, reduce_only, spot_fee_coin,
+    trigger_direction,
+};
 
 use super::Category;
 use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms};

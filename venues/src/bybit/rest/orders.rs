@@ -250,3 +250,98 @@ pub fn spot_fee_coin(symbol: &str, side: &str) -> String {
         .unwrap_or("");
     if side == "Buy" { symbol[..symbol.len() - quote.len()].to_owned() } else { quote.to_owned() }
 }
+
+/// Which leg of a bracket a conditional order is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BracketLeg {
+    /// The take-profit: a limit at its price once the price has reached it.
+    TakeProfit,
+    /// The stop-loss: a market order once the price has reached its stop.
+    StopLoss,
+}
+
+/// Bybit's `triggerDirection` for a bracket leg exiting on `side`: `1` fires when the last
+/// price rises to the trigger, `2` when it falls to it. A long's exits sell: its take-profit
+/// is above the market (rises), its stop below (falls); a short's the other way round.
+pub fn trigger_direction(leg: BracketLeg, side: Side) -> u8 {
+    match (leg, side) {
+        (BracketLeg::TakeProfit, Side::Sell) | (BracketLeg::StopLoss, Side::Buy) => 1,
+        (BracketLeg::TakeProfit, Side::Buy) | (BracketLeg::StopLoss, Side::Sell) => 2,
+    }
+}
+
+/// The JSON body of `POST /v5/order/create` for one leg of a bracket as a conditional order on
+/// a derivatives category: `triggerPrice` makes it conditional (it holds no margin until it
+/// fires), `triggerDirection` says which way the last price must cross (`triggerBy` =
+/// `LastPrice`, as Keel's own stops watch trades), and `reduceOnly` that it can only shrink the
+/// position, never open or flip one. The stop-loss is also `closeOnTrigger`: when it fires
+/// Bybit frees margin from other orders rather than let it fail. The take-profit fires into a
+/// GTC limit at its price; the stop-loss into a market order. `orderLinkId` is the leg's own
+/// client order id.
+///
+/// # Errors
+/// [`RestError::Unsupported`] on spot, or for a leg that is not a limit (take-profit) or a
+/// stop (stop-loss); nothing is sent.
+pub fn conditional_body(
+    category: &Category,
+    symbol: &Symbol,
+    order: &Order,
+    leg: BracketLeg,
+) -> Result<String, RestError> {
+    if !category.derivatives {
+        return Err(RestError::Unsupported("conditional bracket legs are derivatives only".into()));
+    }
+    let side = match order.side {
+        Side::Buy => "Buy",
+        Side::Sell => "Sell",
+    };
+    let mut body = serde_json::json!({
+        "category": category.name,
+        "symbol": symbol.as_str(),
+        "side": side,
+        "qty": order.remaining().normalize().to_string(),
+        "orderLinkId": order.client_order_id,
+        "triggerDirection": trigger_direction(leg, order.side),
+        "triggerBy": "LastPrice",
+        "reduceOnly": true,
+    });
+    match (leg, order.order_type) {
+        (BracketLeg::TakeProfit, OrderType::Limit { price, .. }) => {
+            body["orderType"] = "Limit".into();
+            body["price"] = price.normalize().to_string().into();
+            body["triggerPrice"] = price.normalize().to_string().into();
+            body["timeInForce"] = "GTC".into();
+        }
+        (BracketLeg::StopLoss, OrderType::Stop { stop_price }) => {
+            body["orderType"] = "Market".into();
+            body["triggerPrice"] = stop_price.normalize().to_string().into();
+            body["closeOnTrigger"] = true.into();
+        }
+        _ => {
+            return Err(RestError::Unsupported(
+                "a bracket is a take-profit limit and a stop-loss stop".into(),
+            ));
+        }
+    }
+    Ok(body.to_string())
+}
+
+impl RestClient {
+    /// Sends one bracket leg as a conditional order (`POST /v5/order/create`, body from
+    /// [`conditional_body`]) and nothing else: the caller reads it back by its client id.
+    ///
+    /// # Errors
+    /// See [`RestError::is_unknown_outcome`]: an unknown outcome must be queried, never resent.
+    pub async fn create_conditional(
+        &self,
+        symbol: &Symbol,
+        order: &Order,
+        leg: BracketLeg,
+        signer: Signer<'_>,
+    ) -> Result<(), RestError> {
+        let body = conditional_body(self.category, symbol, order, leg)?;
+        let _: serde_json::Value =
+            self.signed(reqwest::Method::POST, "/v5/order/create", body, signer).await?;
+        Ok(())
+    }
+}
