@@ -50,11 +50,16 @@ fn legs(side: Side, tp: &str, sl: &str, qty: &str) -> (Order, Order) {
     (take_profit, stop_loss)
 }
 
-/// Opens a position with a market order on `side` (`keel-42-000001`) at the fake's price.
-async fn open(router: &BybitRouter, side: Side, qty: &str) {
+/// A fake at 100 and a router to it, with a position opened by a market order on `side`
+/// (`keel-42-000001`).
+async fn opened(side: Side, qty: &str) -> (FakeBybit, BybitRouter) {
+    let fake = FakeBybit::start().await;
+    fake.set_price(dec("100"));
+    let router = router(&fake);
     let entry = new_order("keel-42-000001", side, OrderType::Market, dec(qty));
     let report = router.place(&btc(), &entry, &*good_signer()).await.unwrap();
     assert_eq!(report.status, "FILLED");
+    (fake, router)
 }
 
 fn leg<'a>(reports: &'a [OrderReport], id: &str) -> &'a OrderReport {
@@ -63,11 +68,8 @@ fn leg<'a>(reports: &'a [OrderReport], id: &str) -> &'a OrderReport {
 
 #[tokio::test]
 async fn a_long_bracket_rests_as_two_conditional_orders_and_its_stop_fires_at_the_venue() {
-    let fake = FakeBybit::start().await;
-    fake.set_price(dec("100"));
-    let router = router(&fake);
+    let (fake, router) = opened(Side::Buy, "0.2").await;
     let signer = good_signer();
-    open(&router, Side::Buy, "0.2").await;
     let (tp, sl) = legs(Side::Sell, "102", "99", "0.2");
     let legs = OrderListLegs { list_client_order_id: LIST, take_profit: &tp, stop_loss: &sl };
     let placed = router.place_list(&btc(), legs, &*signer).await.unwrap();
@@ -120,11 +122,8 @@ async fn a_long_bracket_rests_as_two_conditional_orders_and_its_stop_fires_at_th
 
 #[tokio::test]
 async fn a_short_bracket_fires_the_other_way_and_its_take_profit_fills_at_its_limit() {
-    let fake = FakeBybit::start().await;
-    fake.set_price(dec("100"));
-    let router = router(&fake);
+    let (fake, router) = opened(Side::Sell, "0.3").await;
     let signer = good_signer();
-    open(&router, Side::Sell, "0.3").await;
     let (tp, sl) = legs(Side::Buy, "98", "101", "0.3");
     let legs = OrderListLegs { list_client_order_id: LIST, take_profit: &tp, stop_loss: &sl };
     router.place_list(&btc(), legs, &*signer).await.unwrap();
@@ -154,11 +153,8 @@ async fn a_short_bracket_fires_the_other_way_and_its_take_profit_fills_at_its_li
 
 #[tokio::test]
 async fn a_refused_stop_loss_takes_the_take_profit_back_and_the_list_is_refused_whole() {
-    let fake = FakeBybit::start().await;
-    fake.set_price(dec("100"));
-    let router = router(&fake);
+    let (fake, router) = opened(Side::Buy, "0.2").await;
     let signer = good_signer();
-    open(&router, Side::Buy, "0.2").await;
     // A stop above the market for a long's exit would fire at once: Bybit refuses it.
     let (tp, sl) = legs(Side::Sell, "102", "100.5", "0.2");
     let legs = OrderListLegs { list_client_order_id: LIST, take_profit: &tp, stop_loss: &sl };
@@ -182,11 +178,8 @@ async fn a_refused_stop_loss_takes_the_take_profit_back_and_the_list_is_refused_
 async fn a_lost_create_is_looked_up_and_never_sent_twice() {
     // Bybit did the work and the answer was lost: a dropped connection, a 502.
     for fault in [BybitFault::Drop, BybitFault::BadGateway] {
-        let fake = FakeBybit::start().await;
-        fake.set_price(dec("100"));
-        let router = router(&fake);
+        let (fake, router) = opened(Side::Buy, "0.2").await;
         let signer = good_signer();
-        open(&router, Side::Buy, "0.2").await;
         let (tp, sl) = legs(Side::Sell, "102", "99", "0.2");
         let legs = OrderListLegs { list_client_order_id: LIST, take_profit: &tp, stop_loss: &sl };
         fake.fail_next(1, fault);

@@ -189,17 +189,7 @@ pub fn create_body(
     symbol: &Symbol,
     order: &Order,
 ) -> Result<String, RestError> {
-    let side = match order.side {
-        Side::Buy => "Buy",
-        Side::Sell => "Sell",
-    };
-    let mut body = serde_json::json!({
-        "category": category.name,
-        "symbol": symbol.as_str(),
-        "side": side,
-        "qty": order.remaining().normalize().to_string(),
-        "orderLinkId": order.client_order_id,
-    });
+    let mut body = order_fields(category, symbol, order);
     if reduce_only(category, order) {
         // An exit can only shrink the position, never open or flip one.
         body["reduceOnly"] = true.into();
@@ -229,6 +219,22 @@ pub fn create_body(
         }
     }
     Ok(body.to_string())
+}
+
+/// What every create says of `order`: category, symbol, side, the quantity still to fill and
+/// our client order id as `orderLinkId`.
+fn order_fields(category: &Category, symbol: &Symbol, order: &Order) -> serde_json::Value {
+    let side = match order.side {
+        Side::Buy => "Buy",
+        Side::Sell => "Sell",
+    };
+    serde_json::json!({
+        "category": category.name,
+        "symbol": symbol.as_str(),
+        "side": side,
+        "qty": order.remaining().normalize().to_string(),
+        "orderLinkId": order.client_order_id,
+    })
 }
 
 /// Whether `order` goes to the venue reduce-only: an exit (take-profit, stop-loss, close) on a
@@ -291,20 +297,10 @@ pub fn conditional_body(
     if !category.derivatives {
         return Err(RestError::Unsupported("conditional bracket legs are derivatives only".into()));
     }
-    let side = match order.side {
-        Side::Buy => "Buy",
-        Side::Sell => "Sell",
-    };
-    let mut body = serde_json::json!({
-        "category": category.name,
-        "symbol": symbol.as_str(),
-        "side": side,
-        "qty": order.remaining().normalize().to_string(),
-        "orderLinkId": order.client_order_id,
-        "triggerDirection": trigger_direction(leg, order.side),
-        "triggerBy": "LastPrice",
-        "reduceOnly": true,
-    });
+    let mut body = order_fields(category, symbol, order);
+    body["triggerDirection"] = trigger_direction(leg, order.side).into();
+    body["triggerBy"] = "LastPrice".into();
+    body["reduceOnly"] = true.into();
     match (leg, order.order_type) {
         (BracketLeg::TakeProfit, OrderType::Limit { price, .. }) => {
             body["orderType"] = "Limit".into();
