@@ -236,12 +236,17 @@ async fn the_bots_leverage_and_margin_type_are_set_before_its_first_order() {
     assert_eq!(live.rest.margin_mode(), "ISOLATED_MARGIN");
 }
 
-/// A bot with a 2 % take-profit and 1 % stop-loss bracket enters on `side` (0.1 at 100), its
-/// legs rest at Bybit; Keel stops, the price moves to `crossed` and fires the stop there, and
-/// once Keel is back it shows the stop filled, the take-profit cancelled, the position flat
-/// and the trade's P&L with the fees Bybit took. Returns nothing: it asserts.
-async fn stop_fires_while_keel_is_down(email: &str, side: &str, legs: (&str, &str), crossed: &str) {
-    let mut live = live_bot_defined(email, false, |body| {
+/// A bot (with the private stream when `private`) with a 2 % take-profit and 1 % stop-loss
+/// bracket that entered on `side` (0.1 at 100); both legs checked at Bybit, reduce-only
+/// conditional orders triggering at `legs` (take-profit, stop-loss). Returns them as Keel shows
+/// them.
+async fn bracketed_entry(
+    email: &str,
+    private: bool,
+    side: &str,
+    legs: (&str, &str),
+) -> (Live, Value, Value) {
+    let live = live_bot_defined(email, private, |body| {
         body["bracket"] = json!({"take_profit_pct": "2", "stop_loss_pct": "1"});
     })
     .await;
@@ -276,6 +281,15 @@ async fn stop_fires_while_keel_is_down(email: &str, side: &str, legs: (&str, &st
         assert_eq!(venue["triggerPrice"], trigger, "{venue}");
     }
     assert_eq!(live.rest.creates(), 3);
+    (live, tp, sl)
+}
+
+/// A bracketed entry ([`bracketed_entry`]) on `side`, then Keel stops, the price moves to
+/// `crossed` and fires the stop at Bybit, and once Keel is back it shows the stop filled, the
+/// take-profit cancelled, the position flat and the trade's P&L with the fees Bybit took.
+async fn stop_fires_while_keel_is_down(email: &str, side: &str, legs: (&str, &str), crossed: &str) {
+    let (mut live, tp, sl) = bracketed_entry(email, false, side, legs).await;
+    let client = |o: &Value| o["client_order_id"].as_str().unwrap().to_owned();
 
     // Keel stops; while it is down the price crosses the stop and Bybit fires it.
     live.app.stop.stop();
@@ -334,4 +348,25 @@ async fn a_short_brackets_stop_fires_at_bybit_while_keel_is_down_and_is_settled_
         "101.5",
     )
     .await;
+}
+
+/// With the private stream up, Bybit's pushes of the stop firing (its conditional order
+/// `Triggered`, then filled, with the execution's fee) settle the stop-loss leg while Keel
+/// runs, and Keel cancels the take-profit.
+#[actix_web::test]
+async fn a_stop_fired_at_bybit_while_keel_runs_is_pushed_and_its_partner_cancelled() {
+    let email = "bybit-linear-bracket-pushed@example.com";
+    let (live, tp, sl) = bracketed_entry(email, true, "buy", ("102", "99")).await;
+    live.rest.set_price(dec("98.9"));
+    let stopped = live.wait_for(sl["id"].as_u64().unwrap(), "filled").await;
+    assert_eq!(stopped["avg_fill_price"], "98.9", "{stopped}");
+    live.wait_for(tp["id"].as_u64().unwrap(), "canceled").await;
+    let tp_client = tp["client_order_id"].as_str().unwrap();
+    assert_eq!(live.rest.order(tp_client).unwrap()["orderStatus"], "Deactivated");
+    live.assert_position("0").await;
+    let fills = live.fills(2).await;
+    let stop_fill = fills.iter().find(|f| f["order_id"] == sl["id"]).expect("the stop's fill");
+    // 0.1 × 98.9 × 0.055 %, as the execution said.
+    assert_eq!(stop_fill["fee"], "0.0054395", "{stop_fill}");
+    assert_eq!(live.rest.creates(), 3, "nothing sent again");
 }
