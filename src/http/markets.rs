@@ -47,7 +47,8 @@ pub struct VenueCapabilities {
     pub shorts: bool,
     /// Leveraged positions.
     pub leverage: bool,
-    /// A live bracket's exits are the venue's own linked orders, which hold while Keel is down;
+    /// A live bracket's exits rest at the venue as its own orders (Binance spot: one OCO list;
+    /// Bybit linear: two reduce-only conditional orders), which hold while Keel is down;
     /// where false, Keel emulates them.
     pub native_brackets: bool,
     /// It takes exchange credentials.

@@ -2,7 +2,9 @@
 //! stream, v5 REST API and private stream, through the real HTTP API: a short entry, exits sent
 //! reduce-only so they can never open or flip a position, a lost answer settled by a query, the
 //! kill switch, fills pushed by the private stream with the fee Bybit charged (no poll needed),
-//! and a dropped private stream reconnected and reconciled.
+//! a dropped private stream reconnected and reconciled, and native brackets: a long's and a
+//! short's take-profit and stop-loss resting at Bybit as conditional orders, the stop firing
+//! there while Keel is stopped and Keel settling it when it is back.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +28,11 @@ struct Live {
 /// A running live bot on `bybit_linear` BTCUSDT; with `private`, its account's private stream
 /// is the fake's (without, the bot polls).
 async fn live_bot(email: &str, private: bool) -> Live {
+    live_bot_defined(email, private, |_| ()).await
+}
+
+/// [`live_bot`] with its definition changed by `edit` (a bracket, say).
+async fn live_bot_defined(email: &str, private: bool, edit: impl FnOnce(&mut Value)) -> Live {
     let stream = FakeBybitStream::start().await;
     let rest = FakeBybit::start().await;
     rest.set_price("100".parse().unwrap());
@@ -40,7 +47,7 @@ async fn live_bot(email: &str, private: bool) -> Live {
     .await;
     let user = app.register(email).await;
     let account = app.add_exchange_account(&user.access, "bybit_linear", API_KEY, API_SECRET).await;
-    let bot = app.create_live_bot(&user.access, "bybit_linear", account).await;
+    let bot = app.create_live_bot_with(&user.access, "bybit_linear", account, edit).await;
     let res = app.control(&user.access, bot, "start").await;
     assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -227,4 +234,139 @@ async fn the_bots_leverage_and_margin_type_are_set_before_its_first_order() {
     })
     .await;
     assert_eq!(live.rest.margin_mode(), "ISOLATED_MARGIN");
+}
+
+/// A bot (with the private stream when `private`) with a 2 % take-profit and 1 % stop-loss
+/// bracket that entered on `side` (0.1 at 100); both legs checked at Bybit, reduce-only
+/// conditional orders triggering at `legs` (take-profit, stop-loss). Returns them as Keel shows
+/// them.
+async fn bracketed_entry(
+    email: &str,
+    private: bool,
+    side: &str,
+    legs: (&str, &str),
+) -> (Live, Value, Value) {
+    let live = live_bot_defined(email, private, |body| {
+        body["bracket"] = json!({"take_profit_pct": "2", "stop_loss_pct": "1"});
+    })
+    .await;
+    // The API says so: on this venue a bracket outlives Keel (bybit spot's does not).
+    let venues = live.app.get_json("/api/v1/venues", &live.token).await;
+    let native = |venue: &str| {
+        let items = venues["items"].as_array().unwrap();
+        items.iter().find(|v| v["venue"] == venue).unwrap()["capabilities"]["native_brackets"]
+            .clone()
+    };
+    assert_eq!((native("bybit_linear"), native("bybit")), (json!(true), json!(false)), "{venues}");
+    let entry = live.place(&json!({"side": side, "qty": "0.1", "type": "market"})).await;
+    let id = entry["id"].as_u64().unwrap();
+    live.wait_for(id, "filled").await;
+    let tp = live.wait_for(id + 1, "accepted").await;
+    let sl = live.wait_for(id + 2, "accepted").await;
+    let client = |o: &Value| o["client_order_id"].as_str().unwrap().to_owned();
+    let list = format!("{}-oco", client(&tp));
+    assert_eq!(
+        (tp["venue_list"].as_str(), sl["venue_list"].as_str()),
+        (Some(&*list), Some(&*list))
+    );
+    assert_eq!(
+        (tp["origin"].as_str(), sl["origin"].as_str()),
+        (Some("take_profit"), Some("stop_loss"))
+    );
+    // Both legs rest at Bybit as reduce-only conditional orders under their own ids.
+    for (leg, trigger) in [(&tp, legs.0), (&sl, legs.1)] {
+        let venue = live.rest.order(&client(leg)).expect("the leg is at bybit");
+        assert_eq!(venue["orderStatus"], "Untriggered", "{venue}");
+        assert_eq!(venue["reduceOnly"], true, "{venue}");
+        assert_eq!(venue["triggerPrice"], trigger, "{venue}");
+    }
+    assert_eq!(live.rest.creates(), 3);
+    (live, tp, sl)
+}
+
+/// A bracketed entry ([`bracketed_entry`]) on `side`, then Keel stops, the price moves to
+/// `crossed` and fires the stop at Bybit, and once Keel is back it shows the stop filled, the
+/// take-profit cancelled, the position flat and the trade's P&L with the fees Bybit took.
+async fn stop_fires_while_keel_is_down(email: &str, side: &str, legs: (&str, &str), crossed: &str) {
+    let (mut live, tp, sl) = bracketed_entry(email, false, side, legs).await;
+    let client = |o: &Value| o["client_order_id"].as_str().unwrap().to_owned();
+
+    // Keel stops; while it is down the price crosses the stop and Bybit fires it.
+    live.app.stop.stop();
+    let deadline = Instant::now() + WAIT;
+    let health = format!("{}/health/live", live.app.address);
+    while live.app.client.get(&health).send().await.is_ok() {
+        assert!(Instant::now() < deadline, "keel never stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    live.rest.set_price(dec(crossed));
+    assert_eq!(live.rest.position("BTCUSDT").0, Decimal::ZERO, "the venue closed the position");
+    let (ws_url, rest_url) = (live.stream.url.clone(), live.rest.url());
+    live.app = live
+        .app
+        .restart_with(move |s| {
+            s.venues.bybit_linear.enabled = true;
+            s.venues.bybit_linear.ws_url = ws_url.clone();
+            s.venues.bybit_linear.rest_url = rest_url.clone();
+        })
+        .await;
+
+    let stopped = live.wait_for(sl["id"].as_u64().unwrap(), "filled").await;
+    assert_eq!(stopped["avg_fill_price"], crossed, "{stopped}");
+    let canceled = live.wait_for(tp["id"].as_u64().unwrap(), "canceled").await;
+    assert_eq!(live.rest.order(&client(&tp)).unwrap()["orderStatus"], "Deactivated", "{canceled}");
+    live.assert_position("0").await;
+    // P&L before fees, and the fees Bybit took on both trades (0.055 % of each's value).
+    let path = format!("/api/v1/bots/{}/position", live.bot);
+    let position = live.app.get_json(&path, &live.token).await;
+    let (entry_value, exit_value) = (dec("10"), dec(crossed) * dec("0.1"));
+    let direction = if side == "buy" { Decimal::ONE } else { Decimal::NEGATIVE_ONE };
+    let realized = (exit_value - entry_value) * direction;
+    let fees = (entry_value + exit_value) * dec("0.00055");
+    let read = |k: &str| position[k].as_str().and_then(|v| v.parse::<Decimal>().ok());
+    assert_eq!((read("realized_pnl"), read("fees")), (Some(realized), Some(fees)), "{position}");
+    assert_eq!(live.rest.creates(), 3, "nothing was sent again");
+}
+
+#[actix_web::test]
+async fn a_long_brackets_stop_fires_at_bybit_while_keel_is_down_and_is_settled_after() {
+    stop_fires_while_keel_is_down(
+        "bybit-linear-bracket-long@example.com",
+        "buy",
+        ("102", "99"),
+        "98.5",
+    )
+    .await;
+}
+
+#[actix_web::test]
+async fn a_short_brackets_stop_fires_at_bybit_while_keel_is_down_and_is_settled_after() {
+    stop_fires_while_keel_is_down(
+        "bybit-linear-bracket-short@example.com",
+        "sell",
+        ("98", "101"),
+        "101.5",
+    )
+    .await;
+}
+
+/// With the private stream up, Bybit's pushes of the stop firing (its conditional order
+/// `Triggered`, then filled, with the execution's fee) settle the stop-loss leg while Keel
+/// runs, and Keel cancels the take-profit.
+#[actix_web::test]
+async fn a_stop_fired_at_bybit_while_keel_runs_is_pushed_and_its_partner_cancelled() {
+    let email = "bybit-linear-bracket-pushed@example.com";
+    let (live, tp, sl) = bracketed_entry(email, true, "buy", ("102", "99")).await;
+    live.rest.set_price(dec("98.9"));
+    let stopped = live.wait_for(sl["id"].as_u64().unwrap(), "filled").await;
+    assert_eq!(stopped["avg_fill_price"], "98.9", "{stopped}");
+    live.wait_for(tp["id"].as_u64().unwrap(), "canceled").await;
+    let tp_client = tp["client_order_id"].as_str().unwrap();
+    assert_eq!(live.rest.order(tp_client).unwrap()["orderStatus"], "Deactivated");
+    live.assert_position("0").await;
+    let fills = live.fills(2).await;
+    let stop_fill = fills.iter().find(|f| f["order_id"] == sl["id"]).expect("the stop's fill");
+    // 0.1 × 98.9 × 0.055 %, as the execution said.
+    assert_eq!(stop_fill["fee"], "0.0054395", "{stop_fill}");
+    assert_eq!(live.rest.creates(), 3, "nothing sent again");
 }

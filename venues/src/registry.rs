@@ -254,7 +254,10 @@ mod tests {
             (VenueId::Binance, binance_spot),
             (VenueId::BinanceFutures, Capabilities { live_orders: true, ..perpetuals }),
             (VenueId::Bybit, spot),
-            (VenueId::BybitLinear, Capabilities { live_orders: true, ..perpetuals }),
+            (
+                VenueId::BybitLinear,
+                Capabilities { live_orders: true, native_brackets: true, ..perpetuals },
+            ),
         ];
         for (venue, capabilities) in expected {
             assert_eq!(super::capabilities(venue), capabilities, "{venue}");

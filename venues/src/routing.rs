@@ -203,8 +203,9 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
     fn instruments(&self) -> RouteFuture<'_, InstrumentMap>;
 
     /// Places a bracket's take-profit and stop-loss as the venue's own one-cancels-the-other
-    /// order list named `list_client_order_id`, each leg under its own client order id, and
-    /// reports both legs. Only venues whose registry entry has `native_brackets` implement it;
+    /// order list named `list_client_order_id` (or, on a venue without such lists, as two
+    /// reduce-only orders the list id names: Bybit's conditional orders), each leg under its
+    /// own client order id, and reports both legs. Only venues whose registry entry has `native_brackets` implement it;
     /// the others refuse ([`RouteErrorKind::Rejected`]) and Keel emulates their brackets. The
     /// same contract as [`place`](Self::place): an unknown outcome is never sent again blind.
     fn place_list<'a>(

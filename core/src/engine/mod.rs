@@ -18,7 +18,8 @@
 //! - `orders`: the order manager (risk checks, numbering, cancels);
 //! - `fills`: a fill's effect on its order, the position, the bracket and the strategy;
 //! - `bracket`: take-profit and stop-loss legs linked as OCO;
-//! - `native_bracket`: the same legs placed as the venue's own OCO order list;
+//! - `native_bracket`: the same legs placed at the venue (its OCO order list, or
+//!   a reduce-only conditional order per leg);
 //! - `live`: real orders, answered by the venue instead of filled here.
 
 /// What the strategy sees at `$now`. A macro rather than a method: the context borrows the
@@ -50,7 +51,7 @@ pub use derivatives::{FUNDING_IDS_KEPT, FundingLedger, VenuePositionView};
 pub use effects::{BotEvent, BotEventKind, Effects, Outbound};
 pub use futures::LIQUIDATED_REASON;
 pub use live::{ExecOutcome, ExecReport, VenueFillReport, is_armed_stop};
-pub use native_bracket::list_client_order_id;
+pub use native_bracket::{list_client_order_id, list_leg_ids};
 pub use orders::{CancelError, client_order_id};
 pub use state::{BotState, EngineConfig};
 

@@ -21,6 +21,20 @@ pub fn list_client_order_id(bot_id: BotId, first_leg: u64) -> String {
     format!("{}-oco", client_order_id(bot_id, first_leg))
 }
 
+/// The client ids of the two legs of the list `list_client_order_id`, take-profit first: a
+/// venue without a list of its own (Bybit's conditional orders) finds the legs by them. The
+/// take-profit is the list's first order and the stop-loss the next one
+/// ([`BotEngine::place_native_bracket`] places them one after the other). `None` for an id
+/// this module did not make.
+pub fn list_leg_ids(list_client_order_id: &str) -> Option<(String, String)> {
+    let first = list_client_order_id.strip_suffix("-oco")?;
+    let (prefix, number) = first.rsplit_once('-')?;
+    let order: u64 = number.parse().ok()?;
+    let bot: BotId = prefix.strip_prefix("keel-")?.parse().ok()?;
+    (client_order_id(bot, order) == first)
+        .then(|| (first.to_owned(), client_order_id(bot, order + 1)))
+}
+
 impl BotEngine {
     /// Records both legs (`new`, linked) and asks for them as one order list.
     pub(super) fn place_native_bracket(
@@ -105,6 +119,24 @@ impl BotEngine {
             && sl.status.is_open()
         {
             self.link_oco(tp.id, sl.id, fx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lists_legs_are_its_first_order_and_the_next() {
+        let list = list_client_order_id(42, 18);
+        assert_eq!(list, "keel-42-000018-oco");
+        let legs = list_leg_ids(&list).unwrap();
+        assert_eq!(legs, ("keel-42-000018".to_owned(), "keel-42-000019".to_owned()));
+        let wide = list_leg_ids(&list_client_order_id(7, 1_234_567)).unwrap();
+        assert_eq!(wide.1, "keel-7-1234568");
+        for other in ["keel-42-000018", "keel-42-18-oco", "spot-test-01-oco", "keel-x-000001-oco"] {
+            assert_eq!(list_leg_ids(other), None, "{other}");
         }
     }
 }

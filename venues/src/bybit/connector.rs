@@ -14,8 +14,8 @@ use crate::connection::ConnectionConfig;
 use crate::market::{FrameError, FrameParser, Inbound, Instruments, MarketConnector};
 use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
 use crate::routing::{
-    Balance, FundingPayment, OrderReport, OrderRouter, RouteError, RouteErrorKind, RouteFuture,
-    Signer, VenuePosition,
+    Balance, FundingPayment, OrderListLegs, OrderReport, OrderRouter, RouteError, RouteErrorKind,
+    RouteFuture, Signer, VenuePosition,
 };
 use keel_core::bot::MarginType;
 use keel_core::market::{StreamKind, Symbol, VenueId};
@@ -199,7 +199,7 @@ impl BybitRouter {
     /// `order` as the seam reports it, with its trades and their fees when it has filled and
     /// they add up to what filled (otherwise the cumulative figures alone: the engine then
     /// estimates the fee, and says so).
-    async fn with_fills(
+    pub(super) async fn with_fills(
         &self,
         symbol: &Symbol,
         order: VenueOrder,
@@ -274,6 +274,34 @@ impl OrderRouter for BybitRouter {
             }
         }
         .boxed()
+    }
+
+    /// Derivatives only: each leg a reduce-only conditional order ([`super::brackets`]).
+    fn place_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        legs: OrderListLegs<'a>,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::brackets::place(self, symbol, legs, signer).boxed()
+    }
+
+    fn cancel_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::brackets::cancel(self, symbol, list_client_order_id, signer).boxed()
+    }
+
+    fn query_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::brackets::query(self, symbol, list_client_order_id, signer).boxed()
     }
 
     fn sync_clock(&self) -> RouteFuture<'_, ()> {

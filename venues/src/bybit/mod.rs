@@ -8,12 +8,14 @@
 //! - [`rest`]: the REST client: server time, instruments, signed orders and balances, and for
 //!   derivatives leverage, margin mode, positions and funding;
 //! - [`private`]: the private stream (orders, executions, positions, wallet) as account events;
+//! - [`brackets`]: native brackets on derivatives, each leg a reduce-only conditional order;
 //! - [`connector`]: the seam's [`MarketConnector`](crate::market::MarketConnector) and
 //!   [`OrderRouter`](crate::routing::OrderRouter).
 //!
 //! Follows <https://bybit-exchange.github.io/docs/v5/intro> and
 //! <https://bybit-exchange.github.io/docs/v5/ws/connect>.
 
+pub mod brackets;
 pub mod connector;
 pub mod parse;
 pub mod private;

@@ -45,7 +45,7 @@ pub static ENTRY: VenueEntry = VenueEntry {
         shorting: true,
         credentials: true,
         leverage: true,
-        native_brackets: false,
+        native_brackets: true,
     },
     presets: |testnet| {
         Some(LINEAR.presets(if testnet {
