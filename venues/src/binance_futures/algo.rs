@@ -74,13 +74,18 @@ pub struct AlgoOrder {
 impl AlgoOrder {
     /// The triggered market order's id, once there is one.
     pub fn actual_order(&self) -> Option<u64> {
-        match &self.actual_order_id {
-            serde_json::Value::Number(n) => n.as_u64(),
-            serde_json::Value::String(s) => s.parse().ok(),
-            _ => None,
-        }
-        .filter(|id| *id > 0)
+        order_id_of(&self.actual_order_id)
     }
+}
+
+/// An order id Binance sends as a number or a string (`""` or `0` for none).
+pub fn order_id_of(value: &serde_json::Value) -> Option<u64> {
+    match value {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+    .filter(|id| *id > 0)
 }
 
 /// The client ids of a native bracket's take-profit and stop-loss, from Keel's list id.
@@ -196,33 +201,39 @@ impl FuturesRouter {
                 algo.algo_status
             ))));
         };
-        Ok(Some(OrderReport {
-            client_order_id: client_algo_id.to_owned(),
-            status: status.to_owned(),
-            executed_qty: executed,
-            cum_quote: executed * algo.actual_price.unwrap_or_default(),
-            fills: Vec::new(),
-        }))
+        let price = algo.actual_price.unwrap_or_default();
+        Ok(Some(leg_report(client_algo_id.to_owned(), status, executed, price)))
     }
 }
 
-fn unknown_list(list_client_order_id: &str) -> RouteError {
-    RouteError {
+/// [`legs_of`], or the refusal of a list id that is not a bracket's.
+fn legs(list_client_order_id: &str) -> Result<(String, String), RouteError> {
+    legs_of(list_client_order_id).ok_or_else(|| RouteError {
         kind: RouteErrorKind::Rejected,
         message: format!("{list_client_order_id} is not a Keel bracket's list id"),
+    })
+}
+
+/// A leg's report without fills (its trades are read where they are needed).
+fn leg_report(
+    client_order_id: String,
+    status: &str,
+    executed: Decimal,
+    price: Decimal,
+) -> OrderReport {
+    OrderReport {
+        client_order_id,
+        status: status.to_owned(),
+        executed_qty: executed,
+        cum_quote: executed * price,
+        fills: Vec::new(),
     }
 }
 
 /// An accepted conditional order, as a report of its leg.
 fn placed(algo: &AlgoOrder) -> OrderReport {
     let status = status_word(&algo.algo_status, Decimal::ZERO, Decimal::ONE).unwrap_or("NEW");
-    OrderReport {
-        client_order_id: algo.client_algo_id.clone(),
-        status: status.to_owned(),
-        executed_qty: Decimal::ZERO,
-        cum_quote: Decimal::ZERO,
-        fills: Vec::new(),
-    }
+    leg_report(algo.client_algo_id.clone(), status, Decimal::ZERO, Decimal::ZERO)
 }
 
 /// [`OrderRouter::place_list`](crate::routing::OrderRouter::place_list) on USD-M futures.
@@ -267,17 +278,10 @@ pub(super) async fn query(
     list_client_order_id: &str,
     signer: Signer<'_>,
 ) -> Result<Vec<OrderReport>, RouteError> {
-    let (tp, sl) =
-        legs_of(list_client_order_id).ok_or_else(|| unknown_list(list_client_order_id))?;
+    let (tp, sl) = legs(list_client_order_id)?;
     let take_profit = router.algo_leg(symbol, &tp, signer).await?;
     let stop_loss = router.algo_leg(symbol, &sl, signer).await?;
-    let never_sent = |client_order_id: String| OrderReport {
-        client_order_id,
-        status: "EXPIRED".to_owned(),
-        executed_qty: Decimal::ZERO,
-        cum_quote: Decimal::ZERO,
-        fills: Vec::new(),
-    };
+    let never_sent = |id: String| leg_report(id, "EXPIRED", Decimal::ZERO, Decimal::ZERO);
     match (take_profit, stop_loss) {
         (None, None) => Err(route_error(RestError::Api {
             status: 400,
@@ -299,8 +303,7 @@ pub(super) async fn cancel(
     list_client_order_id: &str,
     signer: Signer<'_>,
 ) -> Result<Vec<OrderReport>, RouteError> {
-    let (tp, sl) =
-        legs_of(list_client_order_id).ok_or_else(|| unknown_list(list_client_order_id))?;
+    let (tp, sl) = legs(list_client_order_id)?;
     let mut canceled = false;
     for leg in [&tp, &sl] {
         match router.algo(reqwest::Method::DELETE, leg, signer).await {

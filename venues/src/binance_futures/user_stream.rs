@@ -303,12 +303,7 @@ fn algo_update(u: AlgoUpdateEvent) -> Result<Frame, String> {
     else {
         return Err(format!("ALGO_UPDATE: unknown algo status {}", o.status));
     };
-    let actual_order = match &o.ai {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-    .filter(|id| *id > 0);
+    let actual_order = super::algo::order_id_of(&o.ai);
     let update = OrderUpdate {
         symbol: o.s,
         report: OrderReport {
