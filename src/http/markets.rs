@@ -47,8 +47,9 @@ pub struct VenueCapabilities {
     pub shorts: bool,
     /// Leveraged positions.
     pub leverage: bool,
-    /// A live bracket's exits are the venue's own linked orders, which hold while Keel is down;
-    /// where false, Keel emulates them.
+    /// A live bracket's exits rest at the venue (Binance spot: one OCO list; Binance USD-M
+    /// futures: two reduce-only conditional orders), so they hold while Keel is down; where
+    /// false, Keel emulates them.
     pub native_brackets: bool,
     /// It takes exchange credentials.
     pub credentials: bool,
