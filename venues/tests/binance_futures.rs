@@ -289,6 +289,60 @@ mod stream {
         );
     }
 
+    /// The leg's order updates from the stream, until `done` says enough, skipping positions
+    /// and balances.
+    async fn leg_updates(
+        stream: &mut AccountStream,
+        leg: &str,
+        done: impl Fn(&keel_venues::account::OrderUpdate) -> bool,
+    ) -> Vec<keel_venues::account::OrderUpdate> {
+        let mut seen = Vec::new();
+        loop {
+            if let AccountEvent::Order(update) = next(stream).await
+                && update.report.client_order_id == leg
+            {
+                let last = done(&update);
+                seen.push(update);
+                if last {
+                    return seen;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_triggered_stop_arrives_as_its_legs_updates_with_the_market_orders_trade() {
+        let fake = FakeFutures::start().await;
+        fake.set_price(dec("100"));
+        let (router, mut stream) = open(&fake, Duration::from_secs(1800)).await;
+        assert_eq!(next(&mut stream).await, AccountEvent::Connected);
+        let signer = signer(fake_futures::API_KEY, fake_futures::SECRET_KEY);
+        let entry = new_order("keel-42-000017", Side::Buy, OrderType::Market, dec("0.5"));
+        router.place(&btc(), &entry, &*signer).await.unwrap();
+        let (tp, sl) = bracket(Side::Sell, "110", "95");
+        router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap();
+        let placed = leg_updates(&mut stream, "keel-42-000019", |_| true).await;
+        assert_eq!(placed[0].report.status, "NEW");
+
+        fake.set_price(dec("95"));
+        let finished = |u: &keel_venues::account::OrderUpdate| {
+            u.report.status == "FILLED" && u.trade_id.is_none()
+        };
+        let updates = leg_updates(&mut stream, "keel-42-000019", finished).await;
+        // ALGO_UPDATE TRIGGERED, the market order's NEW and TRADE (renamed to the leg, with its
+        // trade and commission), ALGO_UPDATE FINISHED.
+        let traded: Vec<_> = updates.iter().filter(|u| u.trade_id.is_some()).collect();
+        assert_eq!(traded.len(), 1, "{updates:?}");
+        assert_eq!(traded[0].report.fills[0].fee, dec("0.019"));
+        assert_eq!(traded[0].report.executed_qty, dec("0.5"));
+        let finished = updates.last().unwrap();
+        assert_eq!(
+            (finished.report.executed_qty, finished.report.cum_quote),
+            (dec("0.5"), dec("47.5"))
+        );
+        assert_eq!(updates.len(), 4, "{updates:?}");
+    }
+
     #[tokio::test]
     async fn an_expired_listen_key_reconnects_with_a_new_one_and_the_key_is_kept_alive() {
         let fake = FakeFutures::start().await;
