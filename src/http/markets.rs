@@ -48,8 +48,8 @@ pub struct VenueCapabilities {
     /// Leveraged positions.
     pub leverage: bool,
     /// A live bracket's exits rest at the venue as its own orders (Binance spot: one OCO list;
-    /// Bybit linear: two reduce-only conditional orders), which hold while Keel is down;
-    /// where false, Keel emulates them.
+    /// Binance USD-M futures and Bybit linear: two reduce-only conditional orders), which hold
+    /// while Keel is down; where false, Keel emulates them.
     pub native_brackets: bool,
     /// It takes exchange credentials.
     pub credentials: bool,

@@ -3,8 +3,9 @@
 //!
 //! - [`fake_binance`]: a loopback fake of Binance's combined-stream WebSocket, with faults;
 //! - [`fake_rest`]: a loopback fake of Binance's spot REST API (signed orders), with faults;
-//! - [`fake_futures`]: a loopback fake of Binance's USD-M futures REST API (orders, leverage,
-//!   margin type, positions, funding), strict like the venue;
+//! - [`fake_futures`]: a loopback fake of Binance's USD-M futures REST API (orders, conditional
+//!   orders of the Algo Order API, leverage, margin type, positions, funding) and user data
+//!   stream, strict like the venue;
 //! - [`fake_user_stream`]: a loopback fake of Binance's WebSocket API user data stream
 //!   (signature subscriptions, pushed account events), with faults;
 //! - [`hmac_sha256_hex`]: request signing done independently of Keel's vault, so the fakes check

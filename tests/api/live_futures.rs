@@ -1,6 +1,7 @@
 //! Live trading on Binance USD-M futures over the real HTTP API, against loopback fakes of its
 //! market stream and REST API (`keel_testkit::fake_futures`): a short entry, reduce-only exits,
-//! a lost answer settled by a query, and the kill switch closing the position reduce-only.
+//! a lost answer settled by a query, the kill switch closing the position reduce-only, and
+//! native brackets (two reduce-only conditional orders at the venue) for a long and a short.
 //!
 //! `bot_start_sets_margin_type_and_leverage_before_the_first_order` needs the runtime to call
 //! `OrderRouter::prepare` at bot start (helper `derivrt`'s part of issue 22): it is ignored until
@@ -30,6 +31,15 @@ async fn live_futures_bot(email: &str) -> Live {
 /// A running live futures bot; with `user_stream`, the account's user data stream is the
 /// fake's (else the bot polls).
 async fn live_futures_bot_with(email: &str, user_stream: bool) -> Live {
+    live_futures_bot_defined(email, user_stream, |_| ()).await
+}
+
+/// The same, with `edit` applied to the bot's definition.
+async fn live_futures_bot_defined(
+    email: &str,
+    user_stream: bool,
+    edit: impl FnOnce(&mut Value),
+) -> Live {
     let ws = FakeBinance::start().await;
     let rest = FakeFutures::start().await;
     rest.set_price("100".parse().unwrap());
@@ -50,6 +60,7 @@ async fn live_futures_bot_with(email: &str, user_stream: bool) -> Live {
         .create_live_bot_with(&user.access, "binance_futures", account_id, |body| {
             body["leverage"] = json!(3);
             body["margin_type"] = json!("isolated");
+            edit(body);
         })
         .await;
     let bot_json = app.get_json(&format!("/api/v1/bots/{bot}"), &user.access).await;
@@ -207,4 +218,117 @@ async fn bot_start_sets_margin_type_and_leverage_before_the_first_order() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(live.order_posts().pop().unwrap().contains("reduceOnly=true"));
+}
+
+/// A decimal field as a number.
+fn num(v: &Value) -> f64 {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
+}
+
+/// A running live futures bot with a 10 % take-profit and 5 % stop-loss bracket.
+async fn bracket_bot(email: &str) -> Live {
+    live_futures_bot_defined(email, true, |body| {
+        body["bracket"] = json!({"take_profit_pct": "10", "stop_loss_pct": "5"});
+    })
+    .await
+}
+
+/// Enters 0.5 on `side` at market (100 at the fake); waits for the bracket's legs to be open;
+/// returns (take-profit, stop-loss) as `GET /orders` shows them.
+async fn bracketed_entry(live: &Live, side: &str) -> (Value, Value) {
+    let entry = live.place(&json!({"side": side, "qty": "0.5", "type": "market"})).await;
+    let id = entry["id"].as_u64().unwrap();
+    live.wait_for(id, "filled").await;
+    let tp = live.wait_for(id + 1, "accepted").await;
+    let sl = live.wait_for(id + 2, "accepted").await;
+    (tp, sl)
+}
+
+fn client_id(order: &Value) -> String {
+    order["client_order_id"].as_str().unwrap().to_owned()
+}
+
+#[actix_web::test]
+async fn a_bracket_rests_at_the_venue_and_its_stop_fills_while_keel_is_down_for_a_long_and_a_short()
+{
+    // (entry side, exit side, take-profit, stop, realised P&L, fees: 0.04 % of each side)
+    let cases =
+        [("buy", "SELL", 110.0, 95.0, -2.5, 0.039), ("sell", "BUY", 90.0, 105.0, -2.5, 0.041)];
+    for (entry, exit, take_profit, stop, realized, fees) in cases {
+        let mut live = bracket_bot(&format!("futures-bracket-{entry}@example.com")).await;
+        let (tp, sl) = bracketed_entry(&live, entry).await;
+        assert_eq!((tp["origin"].as_str(), num(&tp["price"])), (Some("take_profit"), take_profit));
+        assert_eq!((sl["origin"].as_str(), num(&sl["stop_price"])), (Some("stop_loss"), stop));
+        assert_eq!(tp["venue_list"], format!("{}-oco", client_id(&tp)), "{tp}");
+        // Both legs rest at the venue as reduce-only conditional orders under their own ids;
+        // no plain order was sent for them.
+        for (leg, kind) in [(&tp, "TAKE_PROFIT_MARKET"), (&sl, "STOP_MARKET")] {
+            let venue = live.rest.algo(&client_id(leg)).expect("the leg is at the venue");
+            assert_eq!(
+                (venue["orderType"].as_str(), venue["algoStatus"].as_str(), venue["side"].as_str()),
+                (Some(kind), Some("NEW"), Some(exit)),
+                "{venue}"
+            );
+            assert_eq!((venue["reduceOnly"].clone(), num(&venue["quantity"])), (json!(true), 0.5));
+        }
+        assert_eq!(live.order_posts().len(), 1, "only the entry went to /fapi/v1/order");
+
+        // Keel stops; the price goes through the stop meanwhile and the venue closes the
+        // position; Keel comes back.
+        let (ws_url, rest_url, private_ws_url) =
+            (live.ws.url.clone(), live.rest.url(), live.rest.ws_url());
+        let venue = live.rest.clone();
+        let moved = std::sync::atomic::AtomicBool::new(false);
+        live.app = live
+            .app
+            .restart_with(move |s| {
+                if !moved.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    venue.set_price(Decimal::try_from(stop).unwrap());
+                }
+                s.venues.binance_futures.enabled = true;
+                s.venues.binance_futures.ws_url = ws_url.clone();
+                s.venues.binance_futures.rest_url = rest_url.clone();
+                s.venues.binance_futures.private_ws_url = private_ws_url.clone();
+            })
+            .await;
+        assert_eq!(live.rest.position("BTCUSDT"), Decimal::ZERO, "the venue's stop closed it");
+        let stopped = live.wait_for(sl["id"].as_u64().unwrap(), "filled").await;
+        assert_eq!(num(&stopped["avg_fill_price"]), stop, "{stopped}");
+        live.wait_for(tp["id"].as_u64().unwrap(), "canceled").await;
+        assert_eq!(live.rest.algo(&client_id(&tp)).unwrap()["algoStatus"], "CANCELED");
+        live.assert_position("0").await;
+        let path = format!("/api/v1/bots/{}/position", live.bot);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let position = live.app.get_json(&path, &live.token).await;
+            let (got_realized, got_fees) = (num(&position["realized_pnl"]), num(&position["fees"]));
+            if (got_realized - realized).abs() < 1e-9 && (got_fees - fees).abs() < 1e-9 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "P&L and fees never settled: {position}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(live.order_posts().len(), 1, "nothing was sent again");
+    }
+}
+
+#[actix_web::test]
+async fn a_bracket_the_venue_refuses_is_emulated_instead() {
+    let live = bracket_bot("futures-bracket-refused@example.com").await;
+    // Hedge mode behind Keel's back (after its start checked the mode): the venue refuses
+    // reduce-only conditional orders (`reduceOnly` cannot be sent in hedge mode).
+    live.rest.set_dual_side(true);
+    let entry = live.place(&json!({"side": "buy", "qty": "0.5", "type": "market"})).await;
+    let id = entry["id"].as_u64().unwrap();
+    live.wait_for(id, "filled").await;
+    live.wait_for(id + 1, "rejected").await;
+    live.wait_for(id + 2, "rejected").await;
+    // The same exits again, emulated: the take-profit a reduce-only limit at the venue, the
+    // stop-loss held by Keel.
+    let tp = live.wait_for(id + 3, "accepted").await;
+    let sl = live.wait_for(id + 4, "accepted").await;
+    assert!(tp["venue_list"].is_null() && sl["venue_list"].is_null(), "{tp} {sl}");
+    let posted = live.order_posts().pop().unwrap();
+    assert!(posted.contains("type=LIMIT") && posted.contains("reduceOnly=true"), "{posted}");
+    assert!(live.rest.algo(&client_id(&sl)).is_none(), "the stop is held by Keel");
 }

@@ -29,9 +29,8 @@ pub struct Capabilities {
     pub credentials: bool,
     /// Positions may be leveraged (a margin or derivatives venue).
     pub leverage: bool,
-    /// Keel places a live bracket's exits as the venue's own linked orders (OCO, or take-profit
-    /// and stop-loss attached to the position), so they hold while Keel is down. Where false,
-    /// Keel emulates them.
+    /// Keel places a live bracket's exits at the venue (an OCO list, or two reduce-only
+    /// conditional orders), so they hold while Keel is down. Where false, Keel emulates them.
     pub native_brackets: bool,
 }
 
@@ -252,7 +251,10 @@ mod tests {
         let expected = [
             (VenueId::Sim, Capabilities::default()),
             (VenueId::Binance, binance_spot),
-            (VenueId::BinanceFutures, Capabilities { live_orders: true, ..perpetuals }),
+            (
+                VenueId::BinanceFutures,
+                Capabilities { live_orders: true, native_brackets: true, ..perpetuals },
+            ),
             (VenueId::Bybit, spot),
             (
                 VenueId::BybitLinear,

@@ -1,18 +1,18 @@
 //! The Binance USD-M futures router against the loopback fake (`keel_testkit::fake_futures`):
-//! leverage and margin type set before the first order, reduce-only exits, positions, funding,
-//! balances and back-offs. The guarantees every live venue shares are in `conformance.rs`.
+//! leverage and margin type set before the first order, reduce-only exits, native brackets as
+//! conditional orders, positions, funding, balances and back-offs. The guarantees every live venue shares are in `conformance.rs`.
 #![allow(clippy::unwrap_used)] // test helpers: a panic is a failed test with its line
 
 use std::sync::Arc;
 
 use keel_core::bot::MarginType;
 use keel_core::market::Symbol;
-use keel_core::trading::{OrderOrigin, OrderType, Side};
-use keel_testkit::fake_futures::{self, FakeFutures};
+use keel_core::trading::{Order, OrderOrigin, OrderType, Side};
+use keel_testkit::fake_futures::{self, FakeFutures, FuturesFault};
 use keel_testkit::routing::{TestSigner, new_order, signer};
 use keel_venues::binance::rest::RestClient;
 use keel_venues::binance_futures::router::FuturesRouter;
-use keel_venues::routing::{OrderRouter, RouteErrorKind};
+use keel_venues::routing::{OrderListLegs, OrderReport, OrderRouter, RouteErrorKind};
 use rust_decimal::Decimal;
 
 fn dec(s: &str) -> Decimal {
@@ -289,6 +289,60 @@ mod stream {
         );
     }
 
+    /// The leg's order updates from the stream, until `done` says enough, skipping positions
+    /// and balances.
+    async fn leg_updates(
+        stream: &mut AccountStream,
+        leg: &str,
+        done: impl Fn(&keel_venues::account::OrderUpdate) -> bool,
+    ) -> Vec<keel_venues::account::OrderUpdate> {
+        let mut seen = Vec::new();
+        loop {
+            if let AccountEvent::Order(update) = next(stream).await
+                && update.report.client_order_id == leg
+            {
+                let last = done(&update);
+                seen.push(update);
+                if last {
+                    return seen;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_triggered_stop_arrives_as_its_legs_updates_with_the_market_orders_trade() {
+        let fake = FakeFutures::start().await;
+        fake.set_price(dec("100"));
+        let (router, mut stream) = open(&fake, Duration::from_secs(1800)).await;
+        assert_eq!(next(&mut stream).await, AccountEvent::Connected);
+        let signer = signer(fake_futures::API_KEY, fake_futures::SECRET_KEY);
+        let entry = new_order("keel-42-000017", Side::Buy, OrderType::Market, dec("0.5"));
+        router.place(&btc(), &entry, &*signer).await.unwrap();
+        let (tp, sl) = bracket(Side::Sell, "110", "95");
+        router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap();
+        let placed = leg_updates(&mut stream, "keel-42-000019", |_| true).await;
+        assert_eq!(placed[0].report.status, "NEW");
+
+        fake.set_price(dec("95"));
+        let finished = |u: &keel_venues::account::OrderUpdate| {
+            u.report.status == "FILLED" && u.trade_id.is_none()
+        };
+        let updates = leg_updates(&mut stream, "keel-42-000019", finished).await;
+        // ALGO_UPDATE TRIGGERED, the market order's NEW and TRADE (renamed to the leg, with its
+        // trade and commission), ALGO_UPDATE FINISHED.
+        let traded: Vec<_> = updates.iter().filter(|u| u.trade_id.is_some()).collect();
+        assert_eq!(traded.len(), 1, "{updates:?}");
+        assert_eq!(traded[0].report.fills[0].fee, dec("0.019"));
+        assert_eq!(traded[0].report.executed_qty, dec("0.5"));
+        let finished = updates.last().unwrap();
+        assert_eq!(
+            (finished.report.executed_qty, finished.report.cum_quote),
+            (dec("0.5"), dec("47.5"))
+        );
+        assert_eq!(updates.len(), 4, "{updates:?}");
+    }
+
     #[tokio::test]
     async fn an_expired_listen_key_reconnects_with_a_new_one_and_the_key_is_kept_alive() {
         let fake = FakeFutures::start().await;
@@ -302,4 +356,119 @@ mod stream {
         assert_eq!(next(&mut stream).await, AccountEvent::Connected);
         assert_eq!((fake.listen_keys_made(), fake.stream_connections()), (2, 2));
     }
+}
+
+/// A bracket's two legs on `side` (the exit's side), as the engine makes them: the take-profit
+/// order 18, the stop-loss 19, list `keel-42-000018-oco`.
+fn bracket(side: Side, take_profit: &str, stop: &str) -> (Order, Order) {
+    let list = Some("keel-42-000018-oco".to_owned());
+    let mut tp = new_order("keel-42-000018", side, OrderType::limit(dec(take_profit)), dec("0.5"));
+    tp.origin = OrderOrigin::TakeProfit;
+    tp.venue_list.clone_from(&list);
+    let stop = OrderType::Stop { stop_price: dec(stop) };
+    let mut sl = new_order("keel-42-000019", side, stop, dec("0.5"));
+    sl.origin = OrderOrigin::StopLoss;
+    sl.venue_list = list;
+    (tp, sl)
+}
+
+fn legs<'a>(tp: &'a Order, sl: &'a Order) -> OrderListLegs<'a> {
+    OrderListLegs { list_client_order_id: "keel-42-000018-oco", take_profit: tp, stop_loss: sl }
+}
+
+/// The leg `id` of a list answer.
+fn leg<'a>(reports: &'a [OrderReport], id: &str) -> &'a OrderReport {
+    reports.iter().find(|r| r.client_order_id == id).unwrap()
+}
+
+#[tokio::test]
+async fn a_bracket_rests_as_two_reduce_only_conditional_orders_and_its_stop_fills_at_the_venue() {
+    // A long exits by selling: take-profit above, stop below; a short the other way round.
+    for (entry, exit, take_profit, stop, through) in
+        [(Side::Buy, Side::Sell, "110", "95", "94"), (Side::Sell, Side::Buy, "90", "105", "106")]
+    {
+        let (fake, router, signer) = start().await;
+        fake.set_price(dec("100"));
+        let open = new_order("keel-42-000017", entry, OrderType::Market, dec("0.5"));
+        router.place(&btc(), &open, &*signer).await.unwrap();
+        let (tp, sl) = bracket(exit, take_profit, stop);
+        let placed = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap();
+        assert_eq!(leg(&placed, "keel-42-000018").status, "NEW");
+        assert_eq!(leg(&placed, "keel-42-000019").status, "NEW");
+        let posts: Vec<String> =
+            fake.log().into_iter().filter(|l| l.starts_with("POST /fapi/v1/algoOrder")).collect();
+        assert_eq!(posts.len(), 2, "{posts:?}");
+        assert!(posts[0].contains("type=TAKE_PROFIT_MARKET"), "{}", posts[0]);
+        assert!(posts[1].contains("type=STOP_MARKET"), "{}", posts[1]);
+        for (post, id) in posts.iter().zip(["keel-42-000018", "keel-42-000019"]) {
+            assert!(post.contains("reduceOnly=true") && post.contains("quantity=0.5"), "{post}");
+            assert!(post.contains(&format!("clientAlgoId={id}")), "{post}");
+        }
+        assert_eq!(fake.algo("keel-42-000019").unwrap()["algoStatus"], "NEW");
+
+        // The price goes through the stop with nobody watching: the venue closes the position.
+        fake.set_price(dec(through));
+        assert_eq!(fake.position("BTCUSDT"), Decimal::ZERO);
+        let found = router.query_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap();
+        let stop_leg = leg(&found, "keel-42-000019");
+        assert_eq!((stop_leg.status.as_str(), stop_leg.executed_qty), ("FILLED", dec("0.5")));
+        assert_eq!(stop_leg.cum_quote, dec("0.5") * dec(through));
+        // Its trade, with the commission, from the market order it became.
+        assert_eq!(stop_leg.fills.len(), 1);
+        assert_eq!(stop_leg.fills[0].fee, (dec("0.5") * dec(through) * dec("0.0004")).normalize());
+        assert_eq!(leg(&found, "keel-42-000018").status, "NEW");
+
+        // Keel cancels the partner; a cancel once nothing is open is "not open".
+        let canceled = router.cancel_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap();
+        assert_eq!(leg(&canceled, "keel-42-000018").status, "CANCELED");
+        assert_eq!(leg(&canceled, "keel-42-000019").status, "FILLED");
+        let err = router.cancel_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap_err();
+        assert_eq!(err.kind, RouteErrorKind::NotOpen);
+        assert_eq!(fake.algo("keel-42-000018").unwrap()["algoStatus"], "CANCELED");
+    }
+}
+
+#[tokio::test]
+async fn a_stop_already_crossed_refuses_the_whole_bracket_and_leaves_nothing_behind() {
+    let (fake, router, signer) = start().await;
+    fake.set_price(dec("100"));
+    let open = new_order("keel-42-000017", Side::Buy, OrderType::Market, dec("0.5"));
+    router.place(&btc(), &open, &*signer).await.unwrap();
+    // A long's stop above the market would trigger at once.
+    let (tp, sl) = bracket(Side::Sell, "110", "101");
+    let err = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::Rejected);
+    assert!(err.message.contains("-2021"), "{}", err.message);
+    assert_eq!(fake.algo("keel-42-000018").unwrap()["algoStatus"], "CANCELED");
+    assert!(fake.algo("keel-42-000019").is_none());
+    // An exit on the side that would grow the position is the venue's reduce-only refusal.
+    let (tp, sl) = bracket(Side::Buy, "90", "95");
+    let err = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap_err();
+    assert!(err.message.contains("-2022"), "{}", err.message);
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_looked_up_never_sent_again() {
+    let (fake, router, signer) = start().await;
+    fake.set_price(dec("100"));
+    let open = new_order("keel-42-000017", Side::Buy, OrderType::Market, dec("0.5"));
+    router.place(&btc(), &open, &*signer).await.unwrap();
+    let (tp, sl) = bracket(Side::Sell, "110", "95");
+    // Nothing received at all: the venue knows neither leg.
+    fake.fail_next(1, FuturesFault::Drop);
+    let err = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::UnknownOutcome);
+    let err = router.query_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::NoSuchOrder);
+    // The take-profit arrives but its answer is lost: the stop-loss is not sent blind.
+    fake.fail_next(1, FuturesFault::AcceptThenDrop);
+    let err = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap_err();
+    assert_eq!(err.kind, RouteErrorKind::UnknownOutcome);
+    let found = router.query_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap();
+    assert_eq!(leg(&found, "keel-42-000018").status, "NEW");
+    assert_eq!(leg(&found, "keel-42-000019").status, "EXPIRED");
+    // Two requests reached the venue (the dropped one, the take-profit); the stop-loss none.
+    let posts = fake.log().into_iter().filter(|l| l.starts_with("POST /fapi/v1/algoOrder")).count();
+    assert_eq!(posts, 2);
+    assert!(fake.algo("keel-42-000019").is_none());
 }

@@ -145,6 +145,12 @@ impl BotEngine {
         self.cancel_pending.retain(|id| open.iter().any(|o| o.id == *id));
         if native_leg && refused {
             self.native_list_refused(order_id, fx);
+        } else if native_leg && self.state.position.qty.is_zero() {
+            // Nothing left to protect. A venue that does not link the legs (Binance futures'
+            // conditional orders) keeps this one working after its partner closed the
+            // position, and the cancel asked for then may never have gone out (Keel stopped
+            // first): ask again (no second cancel while one is in flight).
+            self.cancel_open(order_id, "position is flat", fx);
         }
     }
 

@@ -18,6 +18,7 @@ use crate::binance::{Dialect, RestPaths, connector};
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::{StreamKind, VenueId};
 
+pub mod algo;
 pub mod router;
 pub mod user_stream;
 
@@ -93,8 +94,9 @@ pub static DIALECT: Dialect = Dialect {
     orders_per_10s: ORDERS_PER_10S,
 };
 
-/// Binance USD-M futures in the registry: live orders (reduce-only exits), shorting, leverage and
-/// margin type. Brackets are emulated by Keel (no native conditional orders yet).
+/// Binance USD-M futures in the registry: live orders (reduce-only exits), shorting, leverage,
+/// margin type, and native brackets (a bracket's exits rest at the venue as reduce-only
+/// conditional orders of the Algo Order API: [`algo`]).
 pub static ENTRY: VenueEntry = VenueEntry {
     id: VenueId::BinanceFutures,
     label: "binance_futures (USD-M futures)",
@@ -104,7 +106,7 @@ pub static ENTRY: VenueEntry = VenueEntry {
         shorting: true,
         credentials: true,
         leverage: true,
-        native_brackets: false,
+        native_brackets: true,
     },
     presets: |testnet| Some(DIALECT.presets(testnet)),
     market: |settings| connector::market(&DIALECT, settings),

@@ -10,6 +10,8 @@
 //!   `timeInForce=GTX`. Since Binance moved conditional orders (`STOP`, `TAKE_PROFIT`,
 //!   `TRAILING_STOP_MARKET`, …) to the Algo Order API, `/fapi/v1/order` refuses them; Keel
 //!   refuses stop-limit and trailing-stop orders here (a plain stop is emulated as on spot).
+//!   A bracket's take-profit and stop-loss are the exception: they go to the Algo Order API as
+//!   reduce-only conditional orders ([`super::algo`]), so they hold while Keel is down.
 //! - [`prepare`](OrderRouter::prepare): one-way position mode is required
 //!   (`GET /fapi/v1/positionSide/dual`), then `POST /fapi/v1/marginType` (`-4046` "No need to
 //!   change margin type." is success) and `POST /fapi/v1/leverage` (a leverage above the
@@ -39,8 +41,8 @@ use crate::binance::connector::route_error;
 use crate::binance::rest::{RestClient, RestError};
 use crate::registry::{ExchangeSettings, VenueError, VenueSettings};
 use crate::routing::{
-    Balance, FundingPayment, OrderFill, OrderReport, OrderRouter, RouteError, RouteErrorKind,
-    RouteFuture, Signer, VenuePosition,
+    Balance, FundingPayment, OrderFill, OrderListLegs, OrderReport, OrderRouter, RouteError,
+    RouteErrorKind, RouteFuture, Signer, VenuePosition,
 };
 use keel_core::bot::MarginType;
 use keel_core::market::{Symbol, VenueId};
@@ -213,7 +215,7 @@ impl FuturesRouter {
 
     /// The report of `order`, with its trades when it executed something (a futures order
     /// answer never lists them).
-    async fn with_trades(
+    pub(super) async fn with_trades(
         &self,
         symbol: &Symbol,
         order: FuturesOrder,
@@ -545,6 +547,33 @@ impl OrderRouter for FuturesRouter {
 
     fn instruments(&self) -> RouteFuture<'_, crate::market::InstrumentMap> {
         async move { self.rest.exchange_info().await.map_err(route_error) }.boxed()
+    }
+
+    fn place_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        legs: OrderListLegs<'a>,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::algo::place(self, symbol, legs, signer).boxed()
+    }
+
+    fn cancel_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::algo::cancel(self, symbol, list_client_order_id, signer).boxed()
+    }
+
+    fn query_list<'a>(
+        &'a self,
+        symbol: &'a Symbol,
+        list_client_order_id: &'a str,
+        signer: Signer<'a>,
+    ) -> RouteFuture<'a, Vec<OrderReport>> {
+        super::algo::query(self, symbol, list_client_order_id, signer).boxed()
     }
 
     fn prepare<'a>(

@@ -14,11 +14,19 @@
 //!   nothing of what is free); with reason `m` `FUNDING_FEE`, [`AccountEvent::Funding`] for the
 //!   payments of `GET /fapi/v1/income?incomeType=FUNDING_FEE` since shortly before the event, so
 //!   each carries its `tranId` (the event has none, and names no symbol on cross margin);
+//! - `ALGO_UPDATE` (a conditional order of a native bracket, [`super::algo`]) → an
+//!   [`AccountEvent::Order`] of the leg `caid`: status `X` read as an order status
+//!   ([`super::algo::status_word`]), executed `aq` at `ap`, without fills (an update with
+//!   executions it does not carry makes the bot query the leg, which reads the trades). Once it
+//!   names the market order it became (`ai`), that order's `ORDER_TRADE_UPDATE`s (whose client
+//!   id the documentation does not give) are reported under the leg's client id, with their
+//!   trades;
 //! - `listenKeyExpired`, a close, silence or a connection at its 24-hour limit reconnect with
 //!   full-jitter backoff, a new listen key first. After every connection
 //!   [`AccountEvent::Connected`] tells the runtime to reconcile; every loss is an
 //!   [`AccountEvent::Disconnected`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +56,8 @@ pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(30 * 60);
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// How far before a funding event's time its payments are looked up, ms.
 const FUNDING_LOOKBACK_MS: u64 = 60_000;
+/// Most triggered conditional orders remembered per connection (their order id → the leg).
+const TRIGGERED_KEPT: usize = 1024;
 /// Largest frame read.
 const MAX_FRAME_BYTES: usize = 1 << 20;
 
@@ -97,8 +107,21 @@ impl FuturesStreamConfig {
 /// One frame of the stream, as the task reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    /// An order changed.
-    Order(OrderUpdate),
+    /// An order changed (`order_id` is the venue's id of it, `i`).
+    Order {
+        /// The update.
+        update: OrderUpdate,
+        /// The venue's order id.
+        order_id: u64,
+    },
+    /// A conditional order changed (`ALGO_UPDATE`): its leg's update, and the market order it
+    /// became once triggered (`ai`).
+    Algo {
+        /// The leg's update, under its client id (`caid`).
+        update: OrderUpdate,
+        /// The triggered market order's id, once there is one.
+        actual_order: Option<u64>,
+    },
     /// The account changed (`ACCOUNT_UPDATE`): its reason `m`, its one-way positions, and when.
     Account {
         /// `ORDER`, `FUNDING_FEE`, `DEPOSIT`, …
@@ -142,6 +165,31 @@ struct OrderFields {
     commission_asset: Option<String>,
     #[serde(default)]
     t: i64,
+    #[serde(default)]
+    i: u64,
+}
+
+#[derive(Deserialize)]
+struct AlgoUpdateEvent {
+    #[serde(rename = "E")]
+    event_time: u64,
+    o: AlgoFields,
+}
+
+#[derive(Deserialize)]
+struct AlgoFields {
+    caid: String,
+    s: String,
+    #[serde(rename = "X")]
+    status: String,
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    q: Option<Decimal>,
+    #[serde(default)]
+    ai: serde_json::Value,
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    ap: Option<Decimal>,
+    #[serde(default, with = "rust_decimal::serde::str_option")]
+    aq: Option<Decimal>,
 }
 
 #[derive(Deserialize)]
@@ -184,7 +232,12 @@ pub fn parse_frame(text: &str) -> Result<Frame, String> {
     Ok(match kind.as_str() {
         "ORDER_TRADE_UPDATE" => {
             let u: OrderTradeUpdate = serde_json::from_value(event).map_err(bad)?;
-            Frame::Order(order_update(u))
+            let order_id = u.o.i;
+            Frame::Order { update: order_update(u), order_id }
+        }
+        "ALGO_UPDATE" => {
+            let u: AlgoUpdateEvent = serde_json::from_value(event).map_err(bad)?;
+            algo_update(u)?
         }
         "ACCOUNT_UPDATE" => {
             let u: AccountUpdate = serde_json::from_value(event).map_err(bad)?;
@@ -241,6 +294,29 @@ fn order_update(u: OrderTradeUpdate) -> OrderUpdate {
         trade_id: traded.then_some(o.t as u64),
         event_ms: u.event_time,
     }
+}
+
+fn algo_update(u: AlgoUpdateEvent) -> Result<Frame, String> {
+    let o = u.o;
+    let executed = o.aq.unwrap_or_default();
+    let Some(status) = super::algo::status_word(&o.status, executed, o.q.unwrap_or_default())
+    else {
+        return Err(format!("ALGO_UPDATE: unknown algo status {}", o.status));
+    };
+    let actual_order = super::algo::order_id_of(&o.ai);
+    let update = OrderUpdate {
+        symbol: o.s,
+        report: OrderReport {
+            client_order_id: o.caid,
+            status: status.to_owned(),
+            executed_qty: executed,
+            cum_quote: executed * o.ap.unwrap_or_default(),
+            fills: Vec::new(),
+        },
+        trade_id: None,
+        event_ms: u.event_time,
+    };
+    Ok(Frame::Algo { update, actual_order })
 }
 
 #[derive(Deserialize)]
@@ -339,6 +415,8 @@ impl FuturesStream {
     {
         let silence = self.config.connection.silence_timeout;
         let max_life = self.config.connection.max_life;
+        // Triggered conditional orders: the market order's id → the leg's client id.
+        let mut triggered: HashMap<u64, String> = HashMap::new();
         let mut keepalive = tokio::time::interval_at(
             tokio::time::Instant::now() + self.config.keepalive_every,
             self.config.keepalive_every,
@@ -370,7 +448,21 @@ impl FuturesStream {
                 Incoming::Ended(why) => return why,
             };
             let sent = match parse_frame(&text) {
-                Ok(Frame::Order(update)) => self.tx.send(AccountEvent::Order(update)).await.is_ok(),
+                Ok(Frame::Order { mut update, order_id }) => {
+                    if let Some(leg) = triggered.get(&order_id) {
+                        update.report.client_order_id.clone_from(leg);
+                    }
+                    self.tx.send(AccountEvent::Order(update)).await.is_ok()
+                }
+                Ok(Frame::Algo { update, actual_order }) => {
+                    if let Some(order_id) = actual_order {
+                        if triggered.len() >= TRIGGERED_KEPT {
+                            triggered.clear();
+                        }
+                        triggered.insert(order_id, update.report.client_order_id.clone());
+                    }
+                    self.tx.send(AccountEvent::Order(update)).await.is_ok()
+                }
                 Ok(Frame::Account { reason, positions, time_ms }) => {
                     self.account_changed(&reason, positions, time_ms).await
                 }
@@ -450,7 +542,8 @@ mod tests {
 
     #[test]
     fn the_documented_events_are_read() {
-        let Frame::Order(update) = parse_frame(fixture("ORDER_TRADE_UPDATE")).unwrap() else {
+        let Frame::Order { update, .. } = parse_frame(fixture("ORDER_TRADE_UPDATE")).unwrap()
+        else {
             panic!("not an order update");
         };
         assert_eq!(
@@ -481,7 +574,10 @@ mod tests {
     #[test]
     fn a_trade_carries_its_fill_commission_and_trade_id() {
         let text = r#"{"e":"ORDER_TRADE_UPDATE","E":1568879465651,"T":1568879465650,"o":{"s":"BTCUSDT","c":"keel-7-000001","S":"SELL","o":"MARKET","f":"GTC","q":"0.010","p":"0","ap":"50000","sp":"0","x":"TRADE","X":"PARTIALLY_FILLED","i":8886774,"l":"0.004","z":"0.004","L":"50000","N":"USDT","n":"0.08","T":1568879465650,"t":12345,"b":"0","a":"0","m":false,"R":false,"wt":"CONTRACT_PRICE","ot":"MARKET","ps":"BOTH","cp":false,"rp":"0","pP":false,"si":0,"ss":0,"V":"EXPIRE_TAKER","pm":"NONE","gtd":0}}"#;
-        let Frame::Order(update) = parse_frame(text).unwrap() else { panic!("not an order") };
+        let Frame::Order { update, order_id } = parse_frame(text).unwrap() else {
+            panic!("not an order")
+        };
+        assert_eq!(order_id, 8_886_774);
         assert_eq!(update.trade_id, Some(12_345));
         assert_eq!(update.report.cum_quote, Decimal::from(200));
         let fill = &update.report.fills[0];
@@ -489,5 +585,34 @@ mod tests {
             (fill.qty, fill.fee, fill.fee_asset.as_str()),
             (Decimal::new(4, 3), Decimal::new(8, 2), "USDT")
         );
+    }
+
+    #[test]
+    fn the_documented_algo_update_is_read_as_its_legs_order_update() {
+        let Frame::Algo { update, actual_order } = parse_frame(fixture("ALGO_UPDATE")).unwrap()
+        else {
+            panic!("not an algo update")
+        };
+        assert_eq!(update.report.client_order_id, "Q5xaq5EGKgXXa0fD7fs0Ip");
+        assert_eq!(
+            (update.symbol.as_str(), update.report.status.as_str()),
+            ("BNBUSDT", "CANCELED")
+        );
+        assert_eq!((actual_order, update.trade_id), (None, None));
+    }
+
+    #[test]
+    fn a_finished_stop_names_its_market_order_and_what_it_executed() {
+        let text = r#"{"e":"ALGO_UPDATE","T":1,"E":2,"o":{"caid":"keel-7-000019","aid":5,"at":"CONDITIONAL","o":"STOP_MARKET","s":"BTCUSDT","S":"SELL","ps":"BOTH","f":"GTC","q":"0.5","X":"FINISHED","ai":"8389765012","ap":"95","aq":"0.5","act":"MARKET","tp":"95","p":"0","V":"EXPIRE_MAKER","wt":"CONTRACT_PRICE","pm":"NONE","cp":false,"pP":false,"R":true,"tt":1,"gtd":0,"rm":""}}"#;
+        let Frame::Algo { update, actual_order } = parse_frame(text).unwrap() else {
+            panic!("not an algo update")
+        };
+        assert_eq!(actual_order, Some(8_389_765_012));
+        assert_eq!(update.report.status, "FILLED");
+        assert_eq!(update.report.executed_qty, Decimal::new(5, 1));
+        assert_eq!(update.report.cum_quote, Decimal::new(475, 1));
+        assert!(update.report.fills.is_empty());
+        let unknown = text.replace("FINISHED", "SOMETHING_ELSE");
+        assert!(parse_frame(&unknown).is_err());
     }
 }

@@ -178,6 +178,28 @@ fn a_native_bracket_goes_to_the_venue_as_one_order_list_and_nothing_is_armed_her
     assert_eq!(fx.orders.last().unwrap().status, OrderStatus::Canceled);
 }
 
+/// On a venue that does not link the legs, the partner's cancel may be lost (Keel stopped as
+/// the stop filled): a leg the venue still reports open while the position is flat is canceled.
+#[test]
+fn a_native_leg_still_open_once_the_position_is_flat_is_canceled() {
+    let (mut engine, tp, sl, mut fx) = native_bracketed();
+    engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    engine.on_exec(venue_report(sl.id, "NEW", "0", "0"), &mut fx);
+    fx.clear();
+    engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    assert!(fx.outbound.is_empty(), "the position is held: {:?}", fx.outbound);
+    engine.on_exec(venue_report(sl.id, "FILLED", "1", "99"), &mut fx);
+    assert!(engine.position().qty.is_zero());
+    // The cancel went nowhere (a restart forgets it): the next report of the leg asks again.
+    engine.cancel_failed(tp.id);
+    fx.clear();
+    engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    assert_eq!(fx.outbound, vec![Outbound::Cancel(engine.open_orders()[0].clone())]);
+    fx.clear();
+    engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    assert!(fx.outbound.is_empty(), "one cancel in flight at a time");
+}
+
 #[test]
 fn paper_engines_never_place_native_brackets() {
     let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
