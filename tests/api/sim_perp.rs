@@ -1,12 +1,18 @@
 //! The simulated perpetuals (`sim_perp`) over the API, offline: the venue is listed with shorts
 //! and leverage; a paper short at 5x receives funding at the sim's (short, test-configured)
 //! funding time at the rate its mark price stream published; a 125x short is liquidated when
-//! the seeded trend carries the price against it.
+//! the seeded trend carries the price against it; a leveraged backtest of sim_perp recordings
+//! pays the funding rates their mark prices published.
 
 use std::time::{Duration, Instant};
 
 use keel::configuration::Settings;
+use keel_actors::record::format::write_recording;
+use keel_core::market::{MarketEvent, Symbol, VenueId};
 use keel_testkit::{TestApp, Tokens, spawn_app_with};
+use keel_venues::registry::VenueSettings;
+use keel_venues::sim::connector::SimSettings;
+use keel_venues::sim::{Regime, RegimePlan};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -170,4 +176,62 @@ async fn a_high_leverage_paper_short_on_sim_perp_is_liquidated_when_the_sim_tren
         assert!(Instant::now() < deadline, "not paused: {record}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[actix_web::test]
+async fn a_leveraged_backtest_of_sim_perp_recordings_pays_the_funding_they_published() {
+    let app = spawn_app_with(|s| s.backtests.workers = 1).await;
+    let user = app.register("simperp-backtest@example.com").await;
+    // Synthetic sim_perp data as its feed records it: each trade, its quote and its mark price,
+    // 100 ms apart, funding every second, in a trend (so the premium and the rate move).
+    let btc = Symbol::parse("BTCUSDT").unwrap();
+    let settings = SimSettings {
+        regime: RegimePlan::Fixed(Regime::Trend),
+        volatility_bps: 20.0,
+        funding_interval_ms: 1_000,
+        ..SimSettings::walk(vec![btc.clone()], 3, 10)
+    };
+    let connector = keel_venues::sim_perp::connector::market(&VenueSettings::Simulated(settings))
+        .expect("a simulation's settings");
+    let mut sim = connector.simulator().unwrap();
+    let day_start = 1_764_547_200_000u64; // 2025-12-01T00:00:00Z
+    let events: Vec<MarketEvent> = (0..10_000)
+        .flat_map(|i| {
+            let ts = day_start + i * 100;
+            sim.step(&btc, ts, ts * 1_000).unwrap()
+        })
+        .collect();
+    let record_dir = app.data_dir.path().join("record");
+    let path = keel_actors::record::file_path(&record_dir, VenueId::SimPerp, &btc, "2025-12-01");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    write_recording(&mut out, VenueId::SimPerp, &btc, &events).unwrap();
+    std::io::Write::flush(&mut out).unwrap();
+    drop(out);
+
+    let job = |funding_rate: Option<&str>| {
+        let mut futures = json!({"leverage": 3});
+        if let Some(rate) = funding_rate {
+            futures["funding_rate"] = json!(rate);
+        }
+        json!({
+            "strategy": {"kind": "ema_cross", "params": {"fast": 5, "slow": 20, "qty": "0.01"}},
+            "fee_bps": "0",
+            "starting_quote": "10000",
+            "futures": futures,
+            "data": {"recorded": {"venue": "sim_perp", "from": "2025-12-01", "to": "2025-12-01"}}
+        })
+    };
+    // No fixed rate: the recording's rates at its funding times.
+    let id = app.start_backtest(&user.access, &job(None)).await;
+    let done = app.backtest_until(&user.access, id, |v| v["status"] == "done").await;
+    let result = &done["result"];
+    assert_eq!(result["ticks"], 30_000, "trades, quotes and mark prices: {done}");
+    let funding = dec(&result["position"]["funding"]);
+    assert!(!funding.is_zero(), "the recorded rates were paid: {done}");
+    // A fixed rate of 0 instead: nothing is paid, the rest is the same run.
+    let id = app.start_backtest(&user.access, &job(Some("0"))).await;
+    let fixed = app.backtest_until(&user.access, id, |v| v["status"] == "done").await;
+    assert!(dec(&fixed["result"]["position"]["funding"]).is_zero(), "{fixed}");
+    assert_eq!(fixed["result"]["orders"], result["orders"], "{fixed}");
 }
