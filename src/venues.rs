@@ -10,47 +10,22 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::configuration::Settings;
-use keel_core::market::{Symbol, VenueId};
+use keel_core::market::VenueId;
 use keel_venues::market::MarketConnector;
 use keel_venues::registry::{self, ExchangeSettings, VenueSettings};
 use keel_venues::routing::OrderRouter;
-use keel_venues::sim::Regime;
-use keel_venues::sim::connector::SimSettings;
 
 /// A venue's section as the registry takes it, and whether it is enabled; `None` for a venue
 /// the configuration has no section for.
 pub fn venue_settings(settings: &Settings, venue: VenueId) -> Option<(bool, VenueSettings)> {
-    let walk = || (keel_venues::sim::RegimePlan::Fixed(Regime::Walk), Vec::new());
-    let symbols =
-        |list: &[String]| -> Vec<Symbol> { list.iter().filter_map(|s| Symbol::parse(s)).collect() };
-    if venue == VenueId::Sim {
-        let sim = &settings.venues.sim;
-        // Validated at load; a plan that does not parse here falls back to the walk.
-        let (regime, symbol_regimes) = sim.plans().unwrap_or_else(|_| walk());
-        let simulated = SimSettings {
-            symbols: symbols(&sim.symbols),
-            seed: sim.seed,
-            trades_per_sec: sim.trades_per_sec,
-            regime,
-            symbol_regimes,
-            volatility_bps: sim.volatility_bps,
-            funding_interval_ms: keel_core::trading::margin::FUNDING_INTERVAL_MS,
-        };
-        return Some((sim.enabled, VenueSettings::Simulated(simulated)));
-    }
-    if venue == VenueId::SimPerp {
-        let perp = &settings.venues.sim_perp;
-        let (regime, symbol_regimes) = perp.plans().unwrap_or_else(|_| walk());
-        let simulated = SimSettings {
-            symbols: symbols(&perp.symbols),
-            seed: perp.seed,
-            trades_per_sec: perp.trades_per_sec,
-            regime,
-            symbol_regimes,
-            volatility_bps: perp.volatility_bps,
-            funding_interval_ms: perp.funding_interval_ms,
-        };
-        return Some((perp.enabled, VenueSettings::Simulated(simulated)));
+    let venues = &settings.venues;
+    let simulation = match venue {
+        VenueId::Sim => Some((venues.sim.enabled, venues.sim.simulation())),
+        VenueId::SimPerp => Some((venues.sim_perp.enabled, venues.sim_perp.simulation())),
+        _ => None,
+    };
+    if let Some((enabled, simulation)) = simulation {
+        return Some((enabled, VenueSettings::Simulated(simulation)));
     }
     let section = settings.venues.exchange(venue.as_str())?;
     let exchange = ExchangeSettings {
@@ -107,6 +82,8 @@ pub fn routers(settings: &Settings) -> anyhow::Result<BTreeMap<VenueId, Arc<dyn 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_core::market::Symbol;
+    use keel_venues::sim::{Regime, RegimePlan};
 
     fn settings(vars: &[(&str, &str)]) -> Settings {
         let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
@@ -137,7 +114,7 @@ mod tests {
         };
         assert_eq!(perp.funding_interval_ms, 60_000);
         assert_eq!(perp.symbols, [Symbol::parse("SOLUSDT").unwrap()]);
-        assert_eq!(perp.regime, keel_venues::sim::RegimePlan::Fixed(Regime::Trend));
+        assert_eq!(perp.regime, RegimePlan::Fixed(Regime::Trend));
         assert_eq!(perp.seed, 7);
         let Some((true, VenueSettings::Simulated(sim))) = venue_settings(&settings, VenueId::Sim)
         else {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{SettingsError, invalid, list_or_csv};
 use keel_core::market::Symbol;
+use keel_venues::sim::connector::SimSettings;
 use keel_venues::sim::{Regime, RegimePlan};
 
 /// `[venues]`.
@@ -206,6 +207,11 @@ impl SimVenueSettings {
         self.keys().plans()
     }
 
+    /// The simulation the registry builds the venue from (no funding: the interval is unused).
+    pub fn simulation(&self) -> SimSettings {
+        self.keys().simulation(self.seed, keel_core::trading::margin::FUNDING_INTERVAL_MS)
+    }
+
     fn keys(&self) -> SimMarketKeys<'_> {
         SimMarketKeys {
             section: "venues.sim",
@@ -236,12 +242,9 @@ impl SimPerpVenueSettings {
         self.keys().validate()
     }
 
-    /// The plan of a symbol `symbol_regimes` does not name, and those it names.
-    ///
-    /// # Errors
-    /// An unknown regime, a bad schedule segment or a bad `SYMBOL=REGIME`, by key.
-    pub fn plans(&self) -> Result<(RegimePlan, Vec<(Symbol, RegimePlan)>), SettingsError> {
-        self.keys().plans()
+    /// The simulation the registry builds the venue from.
+    pub fn simulation(&self) -> SimSettings {
+        self.keys().simulation(self.seed, self.funding_interval_ms)
     }
 
     fn keys(&self) -> SimMarketKeys<'_> {
@@ -259,6 +262,22 @@ impl SimPerpVenueSettings {
 }
 
 impl SimMarketKeys<'_> {
+    /// The simulation these keys describe. They were validated at load; a plan that does not
+    /// parse here falls back to the walk.
+    fn simulation(&self, seed: u64, funding_interval_ms: u64) -> SimSettings {
+        let (regime, symbol_regimes) =
+            self.plans().unwrap_or_else(|_| (RegimePlan::Fixed(Regime::Walk), Vec::new()));
+        SimSettings {
+            symbols: self.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
+            seed,
+            trades_per_sec: self.trades_per_sec,
+            regime,
+            symbol_regimes,
+            volatility_bps: self.volatility_bps,
+            funding_interval_ms,
+        }
+    }
+
     /// Checks the symbols, pace, volatility and regimes.
     fn validate(&self) -> Result<(), SettingsError> {
         let key = |name: &str| format!("{}.{name}", self.section);

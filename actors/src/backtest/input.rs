@@ -589,7 +589,7 @@ mod tests {
         gap.kind = EventKind::Gap { reason: "test".into() };
         let mut mark = events[1].clone();
         mark.kind = EventKind::MarkPrice {
-            mark_price: Decimal::new(3_500_12, 2),
+            mark_price: Decimal::new(350_012, 2),
             funding_rate: Some(Decimal::new(1, 4)),
             next_funding_ms: Some(28_800_000),
         };
