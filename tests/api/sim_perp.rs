@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use keel::configuration::Settings;
 use keel_actors::record::format::write_recording;
 use keel_core::market::{MarketEvent, Symbol, VenueId};
-use keel_testkit::{TestApp, Tokens, spawn_app_with};
+use keel_testkit::{TestApp, Tokens, eventually, spawn_app_with};
 use keel_venues::registry::VenueSettings;
 use keel_venues::sim::connector::SimSettings;
 use keel_venues::sim::{Regime, RegimePlan};
@@ -108,6 +108,11 @@ async fn a_five_times_leveraged_paper_short_on_sim_perp_receives_funding_at_its_
         "{perp}"
     );
 
+    // Its ticker, as the sim's: the last trade and the quote around it.
+    let ticker = app.get_json("/api/v1/markets/sim_perp/BTCUSDT/ticker", &user.access).await;
+    assert_eq!(ticker["venue"], "sim_perp", "{ticker}");
+    assert!(dec(&ticker["last_trade"]["price"]) > Decimal::ZERO, "{ticker}");
+
     // A live bot has nowhere to go on a simulated venue.
     let mut live = perp_bot(5, "1000");
     live["mode"] = json!("live");
@@ -166,16 +171,13 @@ async fn a_high_leverage_paper_short_on_sim_perp_is_liquidated_when_the_sim_tren
     let margin = entry * Decimal::new(1, 2) / Decimal::from(125);
     let expected = Decimal::from(100) - margin + dec(&position["funding"]);
     assert_eq!(dec(&position["quote_balance"]).round_dp(6), expected.round_dp(6), "{position}");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let record = app.get_json(&format!("/api/v1/bots/{id}"), &user.access).await;
-        if record["status"] == "paused" {
-            assert!(record["status_reason"].as_str().unwrap().starts_with("liquidated"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "not paused: {record}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let bot_path = format!("/api/v1/bots/{id}");
+    eventually(Duration::from_secs(5), "the liquidated bot pauses", || async {
+        app.get_json(&bot_path, &user.access).await["status"] == "paused"
+    })
+    .await;
+    let record = app.get_json(&bot_path, &user.access).await;
+    assert!(record["status_reason"].as_str().unwrap().starts_with("liquidated"), "{record}");
 }
 
 #[actix_web::test]
