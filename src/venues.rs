@@ -10,31 +10,22 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::configuration::Settings;
-use keel_core::market::{Symbol, VenueId};
+use keel_core::market::VenueId;
 use keel_venues::market::MarketConnector;
 use keel_venues::registry::{self, ExchangeSettings, VenueSettings};
 use keel_venues::routing::OrderRouter;
-use keel_venues::sim::Regime;
-use keel_venues::sim::connector::SimSettings;
 
 /// A venue's section as the registry takes it, and whether it is enabled; `None` for a venue
 /// the configuration has no section for.
 pub fn venue_settings(settings: &Settings, venue: VenueId) -> Option<(bool, VenueSettings)> {
-    if venue == VenueId::Sim {
-        let sim = &settings.venues.sim;
-        // Validated at load; a plan that does not parse here falls back to the walk.
-        let (regime, symbol_regimes) = sim
-            .plans()
-            .unwrap_or_else(|_| (keel_venues::sim::RegimePlan::Fixed(Regime::Walk), Vec::new()));
-        let simulated = SimSettings {
-            symbols: sim.symbols.iter().filter_map(|s| Symbol::parse(s)).collect(),
-            seed: sim.seed,
-            trades_per_sec: sim.trades_per_sec,
-            regime,
-            symbol_regimes,
-            volatility_bps: sim.volatility_bps,
-        };
-        return Some((sim.enabled, VenueSettings::Simulated(simulated)));
+    let venues = &settings.venues;
+    let simulation = match venue {
+        VenueId::Sim => Some((venues.sim.enabled, venues.sim.simulation())),
+        VenueId::SimPerp => Some((venues.sim_perp.enabled, venues.sim_perp.simulation())),
+        _ => None,
+    };
+    if let Some((enabled, simulation)) = simulation {
+        return Some((enabled, VenueSettings::Simulated(simulation)));
     }
     let section = settings.venues.exchange(venue.as_str())?;
     let exchange = ExchangeSettings {
@@ -91,6 +82,8 @@ pub fn routers(settings: &Settings) -> anyhow::Result<BTreeMap<VenueId, Arc<dyn 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_core::market::Symbol;
+    use keel_venues::sim::{Regime, RegimePlan};
 
     fn settings(vars: &[(&str, &str)]) -> Settings {
         let vars = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
@@ -104,6 +97,33 @@ mod tests {
             let (_, venue_settings) = venue_settings(&settings, entry.id).unwrap();
             assert!(entry.market(&venue_settings).is_ok(), "{}", entry.id);
         }
+    }
+
+    #[test]
+    fn the_simulated_perpetuals_take_their_own_section() {
+        let settings = settings(&[
+            ("KEEL__VENUES__SIM_PERP__FUNDING_INTERVAL_MS", "60000"),
+            ("KEEL__VENUES__SIM_PERP__SYMBOLS", "SOLUSDT"),
+            ("KEEL__VENUES__SIM_PERP__REGIME", "trend"),
+            ("KEEL__VENUES__SIM_PERP__SEED", "7"),
+        ]);
+        let Some((true, VenueSettings::Simulated(perp))) =
+            venue_settings(&settings, VenueId::SimPerp)
+        else {
+            panic!("sim_perp is an enabled simulation by default")
+        };
+        assert_eq!(perp.funding_interval_ms, 60_000);
+        assert_eq!(perp.symbols, [Symbol::parse("SOLUSDT").unwrap()]);
+        assert_eq!(perp.regime, RegimePlan::Fixed(Regime::Trend));
+        assert_eq!(perp.seed, 7);
+        let Some((true, VenueSettings::Simulated(sim))) = venue_settings(&settings, VenueId::Sim)
+        else {
+            panic!("sim is an enabled simulation")
+        };
+        assert_eq!(sim.symbols.len(), 2, "the sim keeps its own symbols");
+        assert!(!testnet(&settings, VenueId::SimPerp));
+        let feeds: Vec<VenueId> = markets(&settings).unwrap().iter().map(|m| m.venue()).collect();
+        assert_eq!(feeds, [VenueId::Sim, VenueId::SimPerp], "both simulations run offline");
     }
 
     #[test]

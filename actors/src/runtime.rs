@@ -63,7 +63,7 @@ pub struct RuntimeConfig {
     pub routers: BTreeMap<VenueId, Arc<dyn OrderRouter>>,
     /// How feeds keep and wait for market data.
     pub feeds: FeedTiming,
-    /// A recording to replay instead of the simulated venue's random walk.
+    /// A recording to replay instead of the `sim` venue's random walk.
     pub sim_replay: Option<ReplayConfig>,
     /// Recording of market data to daily files, when on.
     pub record: Option<RecordConfig>,
@@ -235,8 +235,11 @@ impl Runtime {
         let feed_configs = markets
             .into_iter()
             .map(|market| FeedConfig {
-                // A replay stands in for a simulation only.
-                replay: market.simulator().and(sim_replay.clone()),
+                // `venues.sim.replay` stands in for the sim venue's simulation only (not for
+                // the simulated perpetuals', which add mark prices a recording lacks).
+                replay: sim_replay
+                    .clone()
+                    .filter(|_| market.venue() == keel_core::market::VenueId::Sim),
                 market,
                 warm_for: timing.warm_for,
                 first_data_wait: timing.first_data_wait,

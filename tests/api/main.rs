@@ -31,6 +31,7 @@ mod protection;
 mod registration;
 mod restart;
 mod sessions;
+mod sim_perp;
 mod sink;
 mod sink_tls;
 mod status_events;

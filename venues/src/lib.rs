@@ -6,6 +6,8 @@
 //! is one folder implementing them, listed once in the [`registry`]:
 //!
 //! - [`sim`]: the built-in simulated market (seeded random walks), the offline default;
+//! - [`sim_perp`]: simulated USDT perpetuals over the same walks, with mark price, funding
+//!   and (through Keel's paper futures) leverage, shorts and liquidation; offline, paper only;
 //! - [`binance`]: Binance spot: public streams, signed REST orders;
 //! - [`binance_futures`]: Binance USD-M futures: public streams with liquidations (Binance's
 //!   wire format, shared with [`binance`]);
@@ -29,6 +31,7 @@ pub mod market;
 pub mod registry;
 pub mod routing;
 pub mod sim;
+pub mod sim_perp;
 pub mod tls;
 
 /// Microseconds since the Unix epoch, now: when Keel received something from a venue.

@@ -11,12 +11,18 @@ use std::sync::Arc;
 use crate::market::MarketConnector;
 use crate::routing::OrderRouter;
 use crate::sim::connector::SimSettings;
-use crate::{binance, binance_futures, bybit, bybit_linear, sim};
+use crate::{binance, binance_futures, bybit, bybit_linear, sim, sim_perp};
 use keel_core::market::VenueId;
 
 /// Every venue Keel knows, in `VenueId::ALL` order.
-pub static VENUES: [&VenueEntry; 5] =
-    [&sim::ENTRY, &binance::ENTRY, &binance_futures::ENTRY, &bybit::ENTRY, &bybit_linear::ENTRY];
+pub static VENUES: [&VenueEntry; 6] = [
+    &sim::ENTRY,
+    &binance::ENTRY,
+    &binance_futures::ENTRY,
+    &bybit::ENTRY,
+    &bybit_linear::ENTRY,
+    &sim_perp::ENTRY,
+];
 
 /// What a venue can do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,7 +41,7 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// Market data only (the simulated venue).
+    /// Market data only (the simulated spot venue).
     pub const NONE: Capabilities = Capabilities {
         live_orders: false,
         shorting: false,
@@ -59,7 +65,7 @@ pub struct Presets {
 /// What the registry builds a venue's connectors from: its configuration section.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VenueSettings {
-    /// A venue generated in process.
+    /// A venue generated in process (`sim`, `sim_perp`).
     Simulated(SimSettings),
     /// An exchange reached over the network.
     Exchange(ExchangeSettings),
@@ -260,6 +266,8 @@ mod tests {
                 VenueId::BybitLinear,
                 Capabilities { live_orders: true, native_brackets: true, ..perpetuals },
             ),
+            // Paper perpetuals: shorts and leverage, nothing live, no keys.
+            (VenueId::SimPerp, Capabilities { credentials: false, ..perpetuals }),
         ];
         for (venue, capabilities) in expected {
             assert_eq!(super::capabilities(venue), capabilities, "{venue}");
@@ -304,6 +312,7 @@ mod tests {
             "wss://stream.bybit.com/v5/public/linear"
         );
         assert_eq!(presets(VenueId::Sim, false), None);
+        assert_eq!(presets(VenueId::SimPerp, true), None);
         assert_eq!(presets(VenueId::Binance, false).unwrap().rest_url, "https://api.binance.com");
         assert_eq!(
             presets(VenueId::BinanceFutures, true).unwrap().ws_url,
@@ -326,8 +335,8 @@ mod tests {
             ..ExchangeSettings::default()
         });
         for entry in VENUES {
-            let (right, wrong) =
-                if entry.id == VenueId::Sim { (&sim, &exchange) } else { (&exchange, &sim) };
+            let simulated = entry.market_type == MarketType::Simulated;
+            let (right, wrong) = if simulated { (&sim, &exchange) } else { (&exchange, &sim) };
             let market = entry.market(right).unwrap();
             assert_eq!(market.venue(), entry.id);
             assert!(entry.market(wrong).is_err(), "{}", entry.id);
@@ -353,14 +362,16 @@ mod tests {
         let exchange = VenueSettings::Exchange(ExchangeSettings::default());
         let sim = VenueSettings::Simulated(SimSettings::walk(vec![btc.clone()], 1, 1));
         let market = |venue: VenueId| {
-            let settings = if venue == VenueId::Sim { &sim } else { &exchange };
-            entry(venue).unwrap().market(settings).unwrap()
+            let entry = entry(venue).unwrap();
+            let simulated = entry.market_type == MarketType::Simulated;
+            entry.market(if simulated { &sim } else { &exchange }).unwrap()
         };
         let sim = market(VenueId::Sim);
         let spot = market(VenueId::Binance);
         let futures = market(VenueId::BinanceFutures);
         let bybit = market(VenueId::Bybit);
         let bybit_linear = market(VenueId::BybitLinear);
+        let sim_perp = market(VenueId::SimPerp);
         for kind in StreamKind::ALL {
             let derivatives_only = matches!(kind, StreamKind::Liquidations | StreamKind::MarkPrice);
             assert_eq!(bybit.supports(kind), !derivatives_only, "{kind:?}");
@@ -369,6 +380,9 @@ mod tests {
                 matches!(kind, StreamKind::Trades | StreamKind::Quotes | StreamKind::Candles1m);
             assert_eq!(sim.supports(kind), on_sim, "{kind:?}");
             assert_eq!(sim.stream_name(&btc, kind), None, "the sim has no upstream streams");
+            let on_sim_perp = on_sim || kind == StreamKind::MarkPrice;
+            assert_eq!(sim_perp.supports(kind), on_sim_perp, "{kind:?}");
+            assert_eq!(sim_perp.stream_name(&btc, kind), None);
             assert_eq!(spot.supports(kind), !derivatives_only, "{kind:?}");
             assert!(futures.supports(kind), "{kind:?}");
             for market in [&spot, &futures, &bybit, &bybit_linear] {

@@ -7,7 +7,9 @@
 //! - Binance `aggTrades` dumps: `agg_id,price,qty,first_id,last_id,time,is_buyer_maker[,is_best_match]`.
 //!
 //! - Keel's recordings (`*.krec`, see [`crate::record::format`]), told apart by their magic
-//!   bytes: their trades and quotes, on the recorded symbol, in recorded order.
+//!   bytes: their trades, quotes and mark prices (a perpetual's, as `sim_perp` records them:
+//!   a leveraged backtest without a fixed funding rate pays the recorded ones), on the recorded
+//!   symbol, in recorded order.
 //!
 //! Binance times in microseconds (spot dumps from 2025 on) are read as such. A row that does not
 //! parse, has the wrong column count, or goes back in time is an error naming the file and line,
@@ -252,7 +254,7 @@ impl<R: BufRead> TradeReader<R> {
         matches!(self.source, Source::Recorded(_))
     }
 
-    /// The next trade or quote of a recording.
+    /// The next trade, quote or mark price of a recording.
     fn next_recorded(&mut self) -> Option<Result<MarketEvent, InputError>> {
         loop {
             let Source::Recorded(recording) = &mut self.source else { return None };
@@ -267,7 +269,12 @@ impl<R: BufRead> TradeReader<R> {
             };
             match next {
                 Ok(event)
-                    if matches!(event.kind, EventKind::Trade { .. } | EventKind::Quote { .. }) =>
+                    if matches!(
+                        event.kind,
+                        EventKind::Trade { .. }
+                            | EventKind::Quote { .. }
+                            | EventKind::MarkPrice { .. }
+                    ) =>
                 {
                     return Some(Ok(event));
                 }
@@ -570,7 +577,8 @@ mod tests {
         assert_eq!(back, orig);
     }
 
-    /// A recording of `n` sim steps (trade and quote each) plus a gap, and the trades and quotes.
+    /// A recording of `n` sim steps (trade and quote each) plus a gap and a mark price, and the
+    /// trades, quotes and the mark price.
     fn recording(n: u64) -> (Vec<u8>, Vec<MarketEvent>) {
         let symbol = Symbol::parse("ETHUSDT").unwrap();
         let mut market = SimMarket::new(5, vec![Instrument::for_symbol(symbol.clone())]);
@@ -579,6 +587,13 @@ mod tests {
             .collect();
         let mut gap = events[0].clone();
         gap.kind = EventKind::Gap { reason: "test".into() };
+        let mut mark = events[1].clone();
+        mark.kind = EventKind::MarkPrice {
+            mark_price: Decimal::new(350_012, 2),
+            funding_rate: Some(Decimal::new(1, 4)),
+            next_funding_ms: Some(28_800_000),
+        };
+        events.insert(2, mark);
         events.insert(1, gap);
         let mut bytes = Vec::new();
         record::write_recording(&mut bytes, VenueId::Sim, &symbol, &events).unwrap();
@@ -600,7 +615,7 @@ mod tests {
     }
 
     #[test]
-    fn recordings_are_detected_and_give_their_trades_and_quotes_on_their_own_symbol() {
+    fn recordings_are_detected_and_give_their_trades_quotes_and_marks_on_their_own_symbol() {
         let (bytes, events) = recording(50);
         let (rows, skipped) = read_recording(bytes, false);
         let rows: Vec<MarketEvent> = rows.into_iter().map(Result::unwrap).collect();

@@ -48,8 +48,8 @@ pub struct NewBacktest {
     /// OCO bracket around every filled entry.
     #[serde(default)]
     bracket: Option<Bracket>,
-    /// Paper futures: trade with leverage (both directions), pay funding at a fixed rate
-    /// every 8 hours from 00:00 UTC, and liquidate the position when the price crosses its
+    /// Paper futures: trade with leverage (both directions), pay funding (at a fixed rate every
+    /// 8 hours from 00:00 UTC, or as the recording's mark prices say), and liquidate the position when the price crosses its
     /// liquidation price (the strategy stops there). Absent: spot.
     #[serde(default)]
     futures: Option<BacktestFutures>,
@@ -71,9 +71,10 @@ pub struct BacktestFutures {
     #[schema(default = "isolated")]
     margin_type: MarginType,
     /// Funding rate applied at each funding time (a long pays a positive rate), -0.03 to 0.03.
+    /// Absent: the rates and funding times a recording's mark prices published (`sim_perp`,
+    /// `binance_futures`, `bybit_linear` recordings), and no funding where there are none.
     #[serde(default)]
-    #[schema(default = "0")]
-    funding_rate: Decimal,
+    funding_rate: Option<Decimal>,
     /// Maintenance margin rate, above 0 and below 1.
     #[serde(default = "default_maintenance_margin_rate")]
     #[schema(default = "0.004")]
@@ -91,7 +92,7 @@ fn default_maintenance_margin_rate() -> Decimal {
 impl BacktestFutures {
     fn config(&self, symbol: &Symbol) -> FuturesConfig {
         let mut futures = FuturesConfig::new(self.leverage, self.margin_type);
-        futures.funding_rate = Some(self.funding_rate);
+        futures.funding_rate = self.funding_rate;
         futures.maintenance_margin_rate = self.maintenance_margin_rate;
         if let Some(quote) = keel_core::bot::funding::quote_asset(symbol.as_str()) {
             futures.quote_asset = quote.to_owned();
@@ -105,7 +106,7 @@ impl BacktestFutures {
                 .push(FieldError::new("futures.leverage", format!("must be 1 to {MAX_LEVERAGE}")));
         }
         let cap = Decimal::new(3, 2);
-        if self.funding_rate.abs() > cap {
+        if self.funding_rate.is_some_and(|rate| rate.abs() > cap) {
             details.push(FieldError::new("futures.funding_rate", "must be between -0.03 and 0.03"));
         }
         if self.maintenance_margin_rate <= Decimal::ZERO

@@ -8,7 +8,7 @@
 //! payload := tag:u8 | exchange_ts:varint | received_us:varint | body
 //!   tag 1 trade: price:dec qty:dec side:u8 (0 buy, 1 sell) trade_id:varint
 //!   tag 2 quote: bid:dec bid_qty:dec ask:dec ask_qty:dec
-//!   tag 3 other: the event kind as JSON (candles, depth, liquidations, gaps: rare)
+//!   tag 3 other: the event kind as JSON (candles, depth, liquidations, mark prices, gaps)
 //! dec     := scale:u8 | mantissa as a zig-zag LEB128 varint (exact, any scale up to 28)
 //! varint  := unsigned LEB128
 //! ```

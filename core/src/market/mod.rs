@@ -38,16 +38,19 @@ pub enum VenueId {
     Bybit,
     /// Bybit USDT perpetuals (v5 API, category `linear`).
     BybitLinear,
+    /// The built-in simulated USDT perpetuals: the sim's prices plus mark price and funding.
+    SimPerp,
 }
 
 impl VenueId {
     /// Every venue.
-    pub const ALL: [VenueId; 5] = [
+    pub const ALL: [VenueId; 6] = [
         VenueId::Sim,
         VenueId::Binance,
         VenueId::BinanceFutures,
         VenueId::Bybit,
         VenueId::BybitLinear,
+        VenueId::SimPerp,
     ];
 
     /// The id used in URLs, channels and configuration.
@@ -58,6 +61,7 @@ impl VenueId {
             VenueId::BinanceFutures => "binance_futures",
             VenueId::Bybit => "bybit",
             VenueId::BybitLinear => "bybit_linear",
+            VenueId::SimPerp => "sim_perp",
         }
     }
 

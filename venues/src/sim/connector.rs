@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{Instrument, Regime, RegimePlan, SimMarket};
-use crate::market::{Instruments, MarketConnector, Simulator};
+use crate::market::{InstrumentMap, Instruments, MarketConnector, Simulator};
 use crate::registry::{VenueError, VenueSettings};
 use keel_core::market::{MarketEvent, StreamKind, Symbol, VenueId};
 
@@ -23,6 +23,9 @@ pub struct SimSettings {
     pub symbol_regimes: Vec<(Symbol, RegimePlan)>,
     /// Typical move of one trade, basis points.
     pub volatility_bps: f64,
+    /// Milliseconds between funding times, counted from 00:00 UTC: used by the simulated
+    /// perpetuals (`sim_perp`) only; the spot simulation has no funding.
+    pub funding_interval_ms: u64,
 }
 
 impl SimSettings {
@@ -35,6 +38,7 @@ impl SimSettings {
             regime: RegimePlan::Fixed(Regime::Walk),
             symbol_regimes: Vec::new(),
             volatility_bps: 0.0,
+            funding_interval_ms: keel_core::trading::margin::FUNDING_INTERVAL_MS,
         }
     }
 
@@ -69,8 +73,31 @@ impl SimConnector {
         Self { settings }
     }
 
+    /// Its settings.
+    pub fn settings(&self) -> &SimSettings {
+        &self.settings
+    }
+
+    /// The rules of every instrument it simulates.
+    pub fn instrument_map(&self) -> InstrumentMap {
+        self.instruments().map(|i| (i.symbol.clone(), i.filters())).collect()
+    }
+
     fn instruments(&self) -> impl Iterator<Item = Instrument> + '_ {
         self.settings.symbols.iter().cloned().map(Instrument::for_symbol)
+    }
+
+    /// The seeded market of its settings, its events stamped as `venue`'s.
+    pub fn market(&self, venue: VenueId) -> SimMarket {
+        let plans = self
+            .instruments()
+            .map(|i| {
+                let plan = self.settings.plan(&i.symbol).clone();
+                (i, plan)
+            })
+            .collect();
+        SimMarket::with_regimes(self.settings.seed, plans, self.settings.volatility_bps)
+            .on_venue(venue)
     }
 }
 
@@ -84,19 +111,11 @@ impl MarketConnector for SimConnector {
     }
 
     fn instruments(&self) -> Instruments {
-        Instruments::Fixed(self.instruments().map(|i| (i.symbol.clone(), i.filters())).collect())
+        Instruments::Fixed(self.instrument_map())
     }
 
     fn simulator(&self) -> Option<Box<dyn Simulator>> {
-        let plans = self
-            .instruments()
-            .map(|i| {
-                let plan = self.settings.plan(&i.symbol).clone();
-                (i, plan)
-            })
-            .collect();
-        let market =
-            SimMarket::with_regimes(self.settings.seed, plans, self.settings.volatility_bps);
+        let market = self.market(VenueId::Sim);
         Some(Box::new(Walks { market, trades_per_sec: f64::from(self.settings.trades_per_sec) }))
     }
 }

@@ -87,6 +87,8 @@ struct Walk {
 #[derive(Debug)]
 pub struct SimMarket {
     walks: Vec<Walk>,
+    /// The venue its events carry (`sim`, or `sim_perp` for the perpetuals built on it).
+    venue: VenueId,
 }
 
 /// Largest move of one step, in ticks.
@@ -129,7 +131,13 @@ impl SimMarket {
                 }
             })
             .collect();
-        Self { walks }
+        Self { walks, venue: VenueId::Sim }
+    }
+
+    /// The same market with its events stamped as `venue`'s.
+    pub fn on_venue(mut self, venue: VenueId) -> Self {
+        self.venue = venue;
+        self
     }
 
     /// The regime `symbol`'s next trade is made in, if simulated.
@@ -165,8 +173,9 @@ impl SimMarket {
         let qty = step_size * Decimal::from(lots);
         let trade_id = walk.next_trade_id;
         walk.next_trade_id += 1;
+        let venue = self.venue;
         let event = |kind| MarketEvent {
-            venue: VenueId::Sim,
+            venue,
             symbol: symbol.clone(),
             exchange_ts: now_ms,
             received_us,
