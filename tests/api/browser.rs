@@ -119,13 +119,16 @@ async fn app_with_perpetuals() -> (TestApp, Perpetuals) {
 }
 
 /// Another user's running live `bybit_linear` bot whose account holds a long the venue reports
-/// (entry 9,800, with its liquidation price); returns the user's email and the bot.
+/// (entry 9,800, at 5x, with its liquidation price); returns the user's email and the bot.
 async fn live_perpetual_bot(app: &TestApp, rest: &FakeBybit) -> (&'static str, u64) {
     let email = "browser-perp-live@example.com";
     let user = app.register(email).await;
     rest.set_position("BTCUSDT", "0.01".parse().unwrap(), "9800".parse().unwrap());
     let account = app.add_exchange_account(&user.access, "bybit_linear", API_KEY, API_SECRET).await;
-    let bot = app.create_live_bot(&user.access, "bybit_linear", account).await;
+    // At 5x the venue reports a liquidation price (at 1x a long has none).
+    let bot = app
+        .create_live_bot_with(&user.access, "bybit_linear", account, |b| b["leverage"] = json!(5))
+        .await;
     let res = app.control(&user.access, bot, "start").await;
     assert_eq!(res.status().as_u16(), 200, "{}", res.text().await.unwrap());
     let path = format!("/api/v1/bots/{bot}/position");

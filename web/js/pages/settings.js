@@ -82,5 +82,5 @@ async function limitsForm() {
         status.textContent = err.message; status.className = "err";
       } finally { button.disabled = false; }
     },
-  }, h("div.row", leverage, notional), status, button);
+  }, leverage, notional, status, button);
 }
