@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_testkit::fake_bybit::{API_KEY, API_SECRET, FakeBybit};
-use keel_testkit::fake_bybit_stream::FakeBybitStream;
-use keel_testkit::{TestApp, eventually, spawn_app, spawn_app_with};
+use keel_testkit::linear::{LinearApp, spawn_app_with_linear};
+use keel_testkit::{TestApp, eventually, spawn_app};
 use serde_json::json;
 
 fn on_path(name: &str) -> bool {
@@ -83,18 +83,9 @@ impl Drop for Perpetuals {
 /// The app with `bybit_linear` enabled against loopback fakes, whose public stream prints a
 /// quote and a trade near 10,000 every 250 ms (so its chart, marks and paper fills work).
 async fn app_with_perpetuals() -> (TestApp, Perpetuals) {
-    let stream = Arc::new(FakeBybitStream::start().await);
-    let rest = FakeBybit::start().await;
+    let LinearApp { app, stream, rest } = spawn_app_with_linear(true, |_| {}).await;
     rest.set_price("10000".parse().unwrap());
-    let (ws_url, rest_url) = (stream.url.clone(), rest.url());
-    let private_url = rest.private().url.clone();
-    let app = spawn_app_with(move |s| {
-        s.venues.bybit_linear.enabled = true;
-        s.venues.bybit_linear.ws_url = ws_url;
-        s.venues.bybit_linear.rest_url = rest_url;
-        s.venues.bybit_linear.private_ws_url = private_url;
-    })
-    .await;
+    let stream = Arc::new(stream);
     let publisher = actix_web::rt::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_millis(250));
         for n in 0u64.. {

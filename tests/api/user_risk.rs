@@ -6,11 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use keel_testkit::fake_bybit::FakeBybit;
-use keel_testkit::fake_bybit_stream::FakeBybitStream;
-use keel_testkit::{
-    PASSWORD, TestApp, assert_error, error_fields, quiet_bot, spawn_app, spawn_app_with,
-};
+use keel_testkit::linear::spawn_app_with_linear;
+use keel_testkit::{PASSWORD, TestApp, assert_error, error_fields, quiet_bot, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -76,17 +73,8 @@ async fn orders_past_the_owners_max_notional_across_two_bots_are_refused_and_jou
     for id in [first, second] {
         assert_eq!(app.control(&user.access, id, "start").await.status().as_u16(), 200);
     }
+    app.market_buy_of(&user, first, "0.002").await;
     let buy = json!({"side": "buy", "qty": "0.002", "type": "market"});
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let path = format!("/api/v1/bots/{first}/orders");
-        let res = app.send(Method::POST, &path, Some(&buy), &user.access).await;
-        if res.status().as_u16() == 200 {
-            break;
-        }
-        assert!(Instant::now() < until, "no market buy filled in 10 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     // The second bot learns of the first one's position within its refresh interval.
     tokio::time::sleep(Duration::from_millis(600)).await;
     let path = format!("/api/v1/bots/{second}/orders");
@@ -123,19 +111,10 @@ async fn orders_past_the_owners_max_notional_across_two_bots_are_refused_and_jou
 
 /// An app with Bybit USDT perpetuals (a venue with leverage) against loopback fakes.
 async fn app_with_linear(max_leverage: u32) -> TestApp {
-    let stream = FakeBybitStream::start().await;
-    let rest = FakeBybit::start().await;
-    let (ws_url, rest_url) = (stream.url.clone(), rest.url());
-    let app = spawn_app_with(move |s| {
-        s.venues.bybit_linear.enabled = true;
-        s.venues.bybit_linear.ws_url = ws_url;
-        s.venues.bybit_linear.rest_url = rest_url;
-        s.bots.max_leverage = max_leverage;
-    })
-    .await;
+    let linear = spawn_app_with_linear(false, move |s| s.bots.max_leverage = max_leverage).await;
     // The fakes keep serving while the app runs.
-    std::mem::forget((stream, rest));
-    app
+    std::mem::forget((linear.stream, linear.rest));
+    linear.app
 }
 
 fn perp(leverage: u32) -> Value {

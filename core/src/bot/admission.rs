@@ -163,34 +163,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::bot::{BotMode, MAX_LEVERAGE, PaperSettings};
+    use crate::bot::{BotMode, MAX_LEVERAGE};
     use crate::strategy::StrategySpec;
-    use crate::trading::risk::RiskLimits;
 
     fn record() -> BotRecord {
         BotRecord {
-            id: 3,
-            user_id: 1,
             name: "grid".into(),
-            venue: VenueId::Sim,
-            symbol: Symbol::parse("BTCUSDT").unwrap(),
-            mode: BotMode::Paper,
-            exchange_account_id: None,
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: json!({"fast": 5, "slow": 20, "qty": "0.001"}),
                 module_id: None,
             },
-            risk: RiskLimits::default(),
-            bracket: None,
-            paper: PaperSettings::default(),
-            leverage: None,
-            margin_type: None,
-            filters: InstrumentFilters::default(),
-            status: BotStatus::Created,
-            status_reason: None,
-            created_ts: 0,
-            updated_ts: 0,
+            ..crate::bot::testing::record(3, BotStatus::Created)
         }
     }
 

@@ -11,6 +11,9 @@ pub mod performance;
 pub mod report;
 pub mod user_risk;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 

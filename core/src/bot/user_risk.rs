@@ -129,33 +129,12 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::bot::{BotMode, BotStatus, PaperSettings};
-    use crate::market::{Symbol, VenueId};
-    use crate::strategy::StrategySpec;
-    use crate::trading::InstrumentFilters;
-    use crate::trading::risk::RiskLimits;
+    use crate::bot::BotStatus;
+    use crate::bot::testing::record;
+    use crate::market::VenueId;
 
     fn bot(id: BotId, leverage: Option<u32>, status: BotStatus) -> BotRecord {
-        BotRecord {
-            id,
-            user_id: 1,
-            name: "b".into(),
-            venue: VenueId::BybitLinear,
-            symbol: Symbol::parse("BTCUSDT").unwrap(),
-            mode: BotMode::Paper,
-            exchange_account_id: None,
-            strategy: StrategySpec { kind: "ema_cross".into(), params: json!({}), module_id: None },
-            risk: RiskLimits::default(),
-            bracket: None,
-            paper: PaperSettings::default(),
-            leverage,
-            margin_type: None,
-            filters: InstrumentFilters::default(),
-            status,
-            status_reason: None,
-            created_ts: 0,
-            updated_ts: 0,
-        }
+        BotRecord { venue: VenueId::BybitLinear, leverage, ..record(id, status) }
     }
 
     #[test]
