@@ -24,7 +24,7 @@ import time
 import uuid
 
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -84,6 +84,16 @@ class Flow:
         el.clear()
         el.send_keys(value)
         return el
+
+    def act(self, action):
+        """Bot controls: the bot's status event may redraw them between finding and clicking."""
+        for _ in range(20):
+            try:
+                self.d.find_element(By.CSS_SELECTOR, f"button[data-action={action}]").click()
+                return
+            except StaleElementReferenceException:
+                time.sleep(0.1)
+        raise AssertionError(f"the {action} button kept being redrawn")
 
     def expect_failed(self, path, status):
         self.expected_failures.add((path, status))
@@ -236,11 +246,11 @@ class Flow:
         self.text_in("main .badge", "running")
 
         # Stop.
-        d.find_element(By.CSS_SELECTOR, "button[data-action=stop]").click()
+        self.act("stop")
         self.text_in("main .badge", "stopped")
 
         # Start again so the kill switch has something to stop, then the kill switch.
-        d.find_element(By.CSS_SELECTOR, "button[data-action=start]").click()
+        self.act("start")
         self.text_in("main .badge", "running")
         d.find_element(By.ID, "kill").send_keys(Keys.ENTER)
         self.visible("#kill-go")
@@ -345,7 +355,7 @@ class Flow:
         d.find_element(By.CSS_SELECTOR, "form[aria-label='New bot'] button[type=submit]").click()
         self.text_in("main .badge", "created")
         self.text_in("main p.help", "3x cross")
-        d.find_element(By.CSS_SELECTOR, "button[data-action=start]").click()
+        self.act("start")
         self.text_in("main .badge", "running")
         # A short (cross margin liquidates a short, not a long of this size): its margin,
         # liquidation price and funding show.
