@@ -147,6 +147,11 @@ impl Fixture {
                 keel_wasm::WasmConfig::default(),
             )
             .expect("the modules' trees open"),
+            user_limits: keel_actors::bot::UserLimits::new(
+                keel_actors::identity::Users::new(store_handle.clone())
+                    .expect("the users tree opens"),
+                Arc::new(keel_actors::bot::exposure::ExposureBook::new(None)),
+            ),
             notifications: keel_actors::notify::Notifications::open(&notify_store)
                 .expect("the notification trees open"),
             live: Default::default(),

@@ -162,6 +162,7 @@ impl Application {
             sink,
             backtests,
             modules,
+            user_limits,
             notifications,
             live,
         } = runtime;
@@ -180,6 +181,7 @@ impl Application {
             sink,
             backtests,
             strategies: modules,
+            user_limits,
             notifications,
             live,
         };

@@ -51,6 +51,8 @@ pub struct AppState {
     pub backtests: keel_actors::backtest::jobs::Jobs,
     /// Owners' strategy modules and the WebAssembly host.
     pub strategies: keel_actors::strategies::Modules,
+    /// Owners' own limits over all of their bots (`/me/risk`).
+    pub user_limits: keel_actors::bot::UserLimits,
     /// Owners' notification channels and deliveries.
     pub notifications: keel_actors::notify::Notifications,
     /// Live venues' routers and the accounts with a running live bot (balances).

@@ -127,6 +127,8 @@ pub struct BotLimits {
     pub paper_slippage_bps: Decimal,
     /// Most exposure (quote) one user's bots may hold together; `None` for no limit.
     pub max_user_exposure: Option<Decimal>,
+    /// Highest leverage any bot may be given, whatever its owner allows.
+    pub max_leverage: u32,
     /// The circuit breaker of every venue account.
     pub breaker: crate::breaker::BreakerPolicy,
     /// Points kept per indicator series of each bot.
@@ -187,6 +189,8 @@ pub struct Runtime {
     pub backtests: Jobs,
     /// Owners' strategy modules and the WebAssembly host.
     pub modules: Modules,
+    /// Owners' own limits over all of their bots.
+    pub user_limits: crate::bot::UserLimits,
     /// Each live venue's router and the accounts with a running live bot (their user data
     /// streams and balances).
     pub live: crate::account::LiveAccounts,
@@ -257,6 +261,10 @@ impl Runtime {
         let bots = BotsAddress::default();
         let bots_view = BotsView::default();
         let accounts = crate::account::Accounts::default();
+        let user_limits = crate::bot::UserLimits::new(
+            crate::identity::Users::new(store.clone()).map_err(store_error)?,
+            Arc::new(crate::bot::exposure::ExposureBook::new(limits.max_user_exposure)),
+        );
         let bots_config = BotsConfig {
             policy,
             arbiters: limits.arbiters,
@@ -268,7 +276,8 @@ impl Runtime {
                 breakers: crate::breaker::Breakers::new(limits.breaker),
                 accounts: accounts.clone(),
             },
-            max_user_exposure: limits.max_user_exposure,
+            user_limits: user_limits.clone(),
+            max_leverage: limits.max_leverage,
             sessions: sessions.clone(),
             mailbox: mailboxes.bot_supervisor,
             bot_mailbox: mailboxes.bot,
@@ -322,6 +331,7 @@ impl Runtime {
             sink: sink_health,
             backtests,
             modules,
+            user_limits,
             notifications,
             live: crate::account::LiveAccounts { routers, accounts },
         })

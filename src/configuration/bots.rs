@@ -18,6 +18,9 @@ pub struct BotsSettings {
     /// Most exposure (quote currency: position at mark plus open orders that add to it) one
     /// user's bots may hold together; 0 means no limit.
     pub max_user_exposure: Decimal,
+    /// Highest leverage any bot may be given (1 to 125), whatever its owner's own limits allow:
+    /// a bot above it is refused at create, edit and start.
+    pub max_leverage: u32,
     /// Venue failures in a row (unreachable, or no answer saying what happened) that open a
     /// venue account's circuit breaker and pause its live bots.
     pub breaker_failures: u32,
@@ -47,6 +50,12 @@ impl BotsSettings {
         }
         if self.max_user_exposure < Decimal::ZERO {
             return Err(invalid("bots.max_user_exposure", "must be 0 (no limit) or positive"));
+        }
+        if !(1..=keel_core::bot::MAX_LEVERAGE).contains(&self.max_leverage) {
+            return Err(invalid(
+                "bots.max_leverage",
+                format!("must be between 1 and {}", keel_core::bot::MAX_LEVERAGE),
+            ));
         }
         if !(1..=1000).contains(&self.breaker_failures) {
             return Err(invalid("bots.breaker_failures", "must be between 1 and 1000"));

@@ -57,6 +57,7 @@ impl Settings {
                 max_per_user: self.bots.max_per_user,
                 paper_slippage_bps: self.bots.paper_slippage_bps,
                 max_user_exposure: Some(self.bots.max_user_exposure).filter(|l| !l.is_zero()),
+                max_leverage: self.bots.max_leverage,
                 breaker: self.bots.breaker(),
                 indicator_points: self.bots.indicator_points,
             },

@@ -9,6 +9,7 @@ use keel_actors::bot::{BotMode, BotRecord, BotStatus, Bracket, Control, PaperSet
 use keel_actors::mailbox::ask;
 use keel_core::bot::MarginType;
 use keel_core::bot::admission::{check_editable, parse_market};
+use keel_core::bot::user_risk::LeverageCaps;
 use keel_core::market::VenueId;
 use keel_core::strategy::StrategySpec;
 use keel_core::trading::InstrumentFilters;
@@ -139,12 +140,17 @@ async fn validate(
 ) -> Result<(), ApiError> {
     let venue = record.venue;
     let venue_testnet = crate::venues::testnet(&state.settings, venue);
+    let owner = state.user_limits.get(record.user_id)?;
     let admission = Admission {
         feed: state.feeds.get(&venue),
         vault: &state.vault,
         timeout: state.settings.request_timeout(),
         venue_testnet,
         modules: &state.strategies,
+        leverage_caps: LeverageCaps {
+            owner: owner.max_leverage,
+            server: state.settings.bots.max_leverage,
+        },
     };
     let mut details = admission.check(record, details).await?;
     if record.mode == BotMode::Live && !keel_venues::registry::capabilities(venue).live_orders {

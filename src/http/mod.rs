@@ -28,6 +28,7 @@ pub mod protect;
 pub mod request;
 pub mod strategies;
 pub mod trading;
+pub mod user_risk;
 
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::http::Method;
@@ -43,7 +44,7 @@ pub fn cors(settings: &crate::configuration::Settings) -> actix_cors::Cors {
         return actix_cors::Cors::permissive();
     }
     let mut cors = actix_cors::Cors::default()
-        .allowed_methods(["GET", "POST", "PATCH", "DELETE"])
+        .allowed_methods(["GET", "POST", "PUT", "PATCH", "DELETE"])
         .allowed_headers([
             actix_web::http::header::AUTHORIZATION,
             actix_web::http::header::CONTENT_TYPE,
@@ -118,6 +119,8 @@ pub fn api_routes() -> Vec<ApiRoute> {
         ApiRoute::new(M::GET, "/me", User, web::route().to(auth::me)),
         ApiRoute::new(M::DELETE, "/me", User, web::route().to(auth::delete_me)),
         ApiRoute::new(M::POST, "/me/password", User, web::route().to(auth::change_password)),
+        ApiRoute::new(M::GET, "/me/risk", User, web::route().to(user_risk::get)),
+        ApiRoute::new(M::PUT, "/me/risk", User, web::route().to(user_risk::put)),
         ApiRoute::new(M::POST, "/exchange-accounts", User, web::route().to(accounts::create)),
         ApiRoute::new(M::GET, "/exchange-accounts", User, web::route().to(accounts::list)),
         ApiRoute::new(

@@ -33,7 +33,7 @@ use keel_core::market::Interval;
 use super::error::ErrorResponse;
 use super::{
     Access, accounts, auth, backtests, bots, indicators, markets, notifications, strategies,
-    trading,
+    trading, user_risk,
 };
 
 /// Name of the bearer security scheme in the document.
@@ -61,6 +61,8 @@ const JSON: &str = "application/json";
         auth::me,
         auth::delete_me,
         auth::change_password,
+        user_risk::get,
+        user_risk::put,
         accounts::create,
         accounts::list,
         accounts::delete,

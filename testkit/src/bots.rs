@@ -149,8 +149,13 @@ impl TestApp {
 
     /// A market buy, retried until the sim has quoted (its first seconds): adds a fill.
     pub async fn market_buy(&self, user: &Tokens, bot: u64) {
+        self.market_buy_of(user, bot, "0.001").await;
+    }
+
+    /// [`market_buy`](Self::market_buy) of `qty`.
+    pub async fn market_buy_of(&self, user: &Tokens, bot: u64, qty: &str) {
         let orders = format!("/api/v1/bots/{bot}/orders");
-        let buy = json!({"side": "buy", "qty": "0.001", "type": "market"});
+        let buy = json!({"side": "buy", "qty": qty, "type": "market"});
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let res = self.send(Method::POST, &orders, Some(&buy), &user.access).await;

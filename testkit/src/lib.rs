@@ -51,6 +51,8 @@ mod bots;
 #[cfg(feature = "app")]
 mod health;
 #[cfg(feature = "app")]
+pub mod linear;
+#[cfg(feature = "app")]
 mod strategies;
 
 #[cfg(feature = "app")]

@@ -204,8 +204,9 @@ async fn rate_limits_overload_and_cors_refusals_are_hardened_too() {
         .unwrap();
     assert!(!res.headers().contains_key("access-control-allow-origin"));
     assert_eq!(res.headers()["content-security-policy"], CSP);
+    // An origin not allowed, and a method no route takes (PUT is one: `/me/risk`).
     for (origin, method) in
-        [("https://evil.example.com", "GET"), ("https://app.example.com", "PUT")]
+        [("https://evil.example.com", "GET"), ("https://app.example.com", "TRACE")]
     {
         let res = app
             .client
@@ -217,6 +218,15 @@ async fn rate_limits_overload_and_cors_refusals_are_hardened_too() {
             .unwrap();
         assert_refused(res, 400, "BAD_REQUEST").await;
     }
+    let res = app
+        .client
+        .request(Method::OPTIONS, format!("{}{API_PREFIX}/me/risk", app.address))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "PUT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200, "an allowed origin may PUT its limits");
     // 429.
     let mut limited = None;
     for _ in 0..5 {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use keel_testkit::fake_bybit::{API_KEY, API_SECRET, BybitFault, FakeBybit};
 use keel_testkit::fake_bybit_stream::FakeBybitStream;
-use keel_testkit::{TestApp, eventually, spawn_app_with};
+use keel_testkit::linear::{LinearApp, spawn_app_with_linear};
+use keel_testkit::{TestApp, eventually};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -33,18 +34,8 @@ async fn live_bot(email: &str, private: bool) -> Live {
 
 /// [`live_bot`] with its definition changed by `edit` (a bracket, say).
 async fn live_bot_defined(email: &str, private: bool, edit: impl FnOnce(&mut Value)) -> Live {
-    let stream = FakeBybitStream::start().await;
-    let rest = FakeBybit::start().await;
+    let LinearApp { app, stream, rest } = spawn_app_with_linear(private, |_| {}).await;
     rest.set_price("100".parse().unwrap());
-    let (ws_url, rest_url) = (stream.url.clone(), rest.url());
-    let private_url = if private { rest.private().url.clone() } else { String::new() };
-    let app = spawn_app_with(move |s| {
-        s.venues.bybit_linear.enabled = true;
-        s.venues.bybit_linear.ws_url = ws_url;
-        s.venues.bybit_linear.rest_url = rest_url;
-        s.venues.bybit_linear.private_ws_url = private_url;
-    })
-    .await;
     let user = app.register(email).await;
     let account = app.add_exchange_account(&user.access, "bybit_linear", API_KEY, API_SECRET).await;
     let bot = app.create_live_bot_with(&user.access, "bybit_linear", account, edit).await;

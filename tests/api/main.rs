@@ -40,6 +40,7 @@ mod store_stats;
 mod strategies;
 mod strict_input;
 mod tampering;
+mod user_risk;
 mod ws;
 
 use keel_testkit::{fake_binance, fake_rest};

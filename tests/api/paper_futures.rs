@@ -5,22 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use keel_testkit::fake_bybit::FakeBybit;
+use keel_testkit::TestApp;
 use keel_testkit::fake_bybit_stream::FakeBybitStream;
-use keel_testkit::{TestApp, spawn_app_with};
+use keel_testkit::linear::{LinearApp, spawn_app_with_linear};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 async fn app_with_linear() -> (TestApp, FakeBybitStream) {
-    let stream = FakeBybitStream::start().await;
-    let rest = FakeBybit::start().await;
-    let (ws_url, rest_url) = (stream.url.clone(), rest.url());
-    let app = spawn_app_with(move |s| {
-        s.venues.bybit_linear.enabled = true;
-        s.venues.bybit_linear.ws_url = ws_url;
-        s.venues.bybit_linear.rest_url = rest_url;
-    })
-    .await;
+    let LinearApp { app, stream, rest } = spawn_app_with_linear(false, |_| {}).await;
     // The fake REST keeps serving while the app runs.
     std::mem::forget(rest);
     (app, stream)

@@ -1,12 +1,17 @@
 """The dashboard in headless Chromium (selenium + the system chromedriver).
 
     python dashboard_flow.py BASE_URL OUT_DIR --module FILE.wasm [--heap-seconds N]
+        [--live-user EMAIL --live-bot ID]
 
 The flow: register -> create an ema_cross bot on sim from the generated form (a bad value first:
 its error must appear beside its field) -> start -> the chart (and its indicator lines when the
 API publishes them), a fill marker and the P&L moving -> stop -> kill switch. Then every other
 page, at 1280 px and 360 px wide; on Strategies, a refused upload shows the API's error and
-FILE.wasm, uploaded, is listed and offered by New bot. Fails on any console error (CSP violations are console
+FILE.wasm, uploaded, is listed and offered by New bot. New bot offers leverage and margin type
+only on a venue with leverage (bybit_linear): a paper perpetual bot is created with them (a
+leverage out of range first), started and given a position, whose margin, liquidation price and
+funding show. Settings: the limits for all one's bots (a max leverage under the running perpetual
+bot is refused, naming it). Last, as EMAIL, the live perpetual bot ID shows the venue's position. Fails on any console error (CSP violations are console
 errors). Writes OUT_DIR/*.png and OUT_DIR/measurements.json (first-load bytes, chart throughput
 and delay, JS heap growth over a live period).
 """
@@ -19,13 +24,13 @@ import time
 import uuid
 
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 
 def driver():
@@ -41,9 +46,10 @@ def driver():
 
 
 class Flow:
-    def __init__(self, base, out, module):
+    def __init__(self, base, out, module, live=None):
         self.base = base.rstrip("/")
         self.module = module
+        self.live = live
         self.out = out
         self.d = driver()
         self.wait = WebDriverWait(self.d, 20)
@@ -78,6 +84,16 @@ class Flow:
         el.clear()
         el.send_keys(value)
         return el
+
+    def act(self, action):
+        """Bot controls: the bot's status event may redraw them between finding and clicking."""
+        for _ in range(20):
+            try:
+                self.d.find_element(By.CSS_SELECTOR, f"button[data-action={action}]").click()
+                return
+            except StaleElementReferenceException:
+                time.sleep(0.1)
+        raise AssertionError(f"the {action} button kept being redrawn")
 
     def expect_failed(self, path, status):
         self.expected_failures.add((path, status))
@@ -230,11 +246,11 @@ class Flow:
         self.text_in("main .badge", "running")
 
         # Stop.
-        d.find_element(By.CSS_SELECTOR, "button[data-action=stop]").click()
+        self.act("stop")
         self.text_in("main .badge", "stopped")
 
         # Start again so the kill switch has something to stop, then the kill switch.
-        d.find_element(By.CSS_SELECTOR, "button[data-action=start]").click()
+        self.act("start")
         self.text_in("main .badge", "running")
         d.find_element(By.ID, "kill").send_keys(Keys.ENTER)
         self.visible("#kill-go")
@@ -270,6 +286,7 @@ class Flow:
         self.page("#/new-bot", "form.stack")
         kinds = [o.text for o in d.find_elements(By.CSS_SELECTOR, "select[name='strategy.kind'] option")]
         assert any(k.startswith("first trade (module") for k in kinds), kinds
+        self.perpetual_bot()
         self.page("#/accounts", "main h1")
         self.text_in("main h1", "Exchange accounts")
         self.shot("accounts")
@@ -296,6 +313,7 @@ class Flow:
         self.type_into("New password", "correct horse battery staple 2").send_keys(Keys.ENTER)
         WebDriverWait(d, 10).until(lambda _: d.find_element(By.CSS_SELECTOR, "form[aria-label='Change password'] p[role=status]").text)
         self.shot("settings")
+        self.limits()
 
         # Every control has a label (an element, aria-label or its own text).
         unlabelled = d.execute_script("""
@@ -310,6 +328,83 @@ class Flow:
         d.find_element(By.ID, "logout").click()
         self.text_in("main h1", "Log in")
         assert d.execute_script("return sessionStorage.getItem('keel.refresh')") is None
+        self.logs()
+        if self.live:
+            self.venue_position()
+
+    def perpetual_bot(self):
+        """New bot on a venue with leverage: the fields appear, are sent and are checked."""
+        d = self.d
+        derivatives = self.css("[data-testid=derivatives]")
+        assert not derivatives.is_displayed(), "leverage is offered on a spot venue"
+        Select(self.labelled("Venue")).select_by_value("bybit_linear")
+        assert derivatives.is_displayed(), "no leverage on a venue with leverage"
+        self.type_into("Name", "browser perp")
+        Select(self.labelled("Strategy")).select_by_value("ema_cross")
+        self.type_into("Fast EMA period", "500")
+        self.type_into("Slow EMA period", "900")
+        Select(self.labelled("Margin type")).select_by_value("cross")
+        leverage = self.type_into("Leverage", "130")
+        # Out of range: the API's 422 names `leverage`, shown beside it (the form sent it).
+        d.execute_script("arguments[0].removeAttribute('max')", leverage)
+        self.expect_failed("/api/v1/bots", 422)
+        d.find_element(By.CSS_SELECTOR, "form[aria-label='New bot'] button[type=submit]").click()
+        self.text_in(f"#{leverage.get_attribute('id')}-err", "must be 1 to 125")
+        self.shot("new-bot-leverage")
+        self.type_into("Leverage", "3")
+        d.find_element(By.CSS_SELECTOR, "form[aria-label='New bot'] button[type=submit]").click()
+        self.text_in("main .badge", "created")
+        self.text_in("main p.help", "3x cross")
+        self.act("start")
+        self.text_in("main .badge", "running")
+        # A short (cross margin liquidates a short, not a long of this size): its margin,
+        # liquidation price and funding show.
+        Select(self.labelled("Side")).select_by_value("sell")
+        self.type_into("Quantity", "0.05")
+        d.find_element(By.CSS_SELECTOR, "form[aria-label='Manual order'] button[type=submit]").click()
+        WebDriverWait(d, 20).until(lambda _: self.js_text("[data-testid=liquidation] b") not in ("", "–"))
+        assert self.js_text("[data-testid=funding] b") != "", "no funding on a perpetual bot"
+        self.shot("bot-perp")
+
+    def limits(self):
+        """Settings: the limits for all one's bots, refused under the running perpetual bot."""
+        d = self.d
+        form = "form[aria-label='Limits for all your bots']"
+        status = f"{form} p[role=status]"
+        self.type_into("Max leverage", "2")
+        self.expect_failed("/api/v1/me/risk", 409)
+        d.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]").click()
+        self.text_in(status, "(3x)")
+        notional = self.type_into("Max notional", "lots")
+        self.type_into("Max leverage", "5")
+        self.expect_failed("/api/v1/me/risk", 422)
+        d.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]").click()
+        WebDriverWait(d, 10).until(lambda _: notional.get_attribute("aria-invalid") == "true")
+        self.type_into("Max notional", "5000")
+        d.find_element(By.CSS_SELECTOR, f"{form} button[type=submit]").click()
+        self.text_in(status, "Limits saved.")
+        d.refresh()
+        self.text_in("main h1", "Settings")
+        WebDriverWait(d, 10).until(lambda _: self.labelled("Max notional").get_attribute("value") == "5000")
+        assert self.labelled("Max leverage").get_attribute("value") == "5"
+        self.shot("settings-limits")
+
+    def venue_position(self):
+        """The live perpetual bot of another user: its position as the venue reports it."""
+        d = self.d
+        email, bot = self.live
+        self.type_into("Email", email)
+        self.type_into("Password", "correct horse battery staple").send_keys(Keys.ENTER)
+        self.text_in("main h1", "Bots")
+        self.page(f"#/bot/{bot}", "main .badge")
+        self.css("[data-testid=venue-position]")
+        WebDriverWait(d, 20).until(lambda _: self.js_text("[data-testid=venue-liquidation] b") not in ("", "–"))
+        assert "9,800" in self.js_text(".stats"), self.js_text(".stats")
+        self.shot("bot-venue-position")
+        d.set_window_size(360, 900)
+        time.sleep(0.5)
+        self.shot("bot-venue-position-360")
+        d.set_window_size(1280, 1000)
         self.logs()
 
     def heap(self, seconds):
@@ -354,9 +449,12 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--heap-seconds", type=int, default=30)
     parser.add_argument("--module", required=True, help="a strategy module (.wasm) to upload")
+    parser.add_argument("--live-user", help="the owner of a live perpetual bot (password as the flow's)")
+    parser.add_argument("--live-bot", type=int, help="that bot, whose venue position is shown")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    flow = Flow(args.base, args.out, os.path.abspath(args.module))
+    live = (args.live_user, args.live_bot) if args.live_user and args.live_bot else None
+    flow = Flow(args.base, args.out, os.path.abspath(args.module), live)
     ok = False
     try:
         flow.run(args.heap_seconds)

@@ -101,7 +101,8 @@ pub struct BotActorArgs {
     pub prepared: bool,
     /// The bot's leverage and margin type (a bot on a venue with leverage).
     pub leverage: Option<(u32, keel_core::bot::MarginType)>,
-    /// The owner's exposure book, when a per-user limit is set.
+    /// The owner's exposure book (the operator's per-user limit and the owner's own
+    /// `max_notional`); `None` only for a bot tracked by no book.
     pub exposure: Option<super::exposure::ExposureLink>,
     /// The bot's owner.
     pub user_id: keel_core::bot::UserId,
@@ -255,12 +256,14 @@ impl BotActor {
         );
     }
 
-    /// Publishes this bot's exposure and reads its budget under the owner's limit.
+    /// Publishes this bot's exposure and reads its budgets under the operator's per-user limit
+    /// and its owner's own `max_notional`.
     fn refresh_exposure(&mut self) {
         let Some(link) = &self.args.exposure else { return };
         let engine = &mut self.args.engine;
         link.book.publish(link.user_id, self.args.bot_id, engine.exposure());
         engine.set_user_budget(link.book.budget(link.user_id, self.args.bot_id));
+        engine.set_user_notional(link.book.owner_notional(link.user_id, self.args.bot_id));
     }
 
     /// The streams the bot trades on: trades and quotes, and a paper futures bot the mark price

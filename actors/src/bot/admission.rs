@@ -8,6 +8,7 @@ use actix::Addr;
 use keel_core::bot::admission::{
     check_account, check_derivatives, check_strategy, static_errors, unknown_symbol,
 };
+use keel_core::bot::user_risk::LeverageCaps;
 use keel_core::bot::{BotMode, BotRecord};
 use keel_core::market::VenueId;
 use keel_core::validation::FieldError;
@@ -47,6 +48,8 @@ pub struct Admission<'a> {
     pub venue_testnet: bool,
     /// Owners' strategy modules, for a bot of kind `wasm`.
     pub modules: &'a Modules,
+    /// The leverage caps above the bot's own: its owner's and the operator's.
+    pub leverage_caps: LeverageCaps,
 }
 
 impl Admission<'_> {
@@ -62,7 +65,7 @@ impl Admission<'_> {
     ) -> Result<Vec<FieldError>, AdmissionError> {
         details.extend(static_errors(record));
         let leverage_venue = keel_venues::registry::capabilities(record.venue).leverage;
-        check_derivatives(record, leverage_venue, &mut details);
+        check_derivatives(record, leverage_venue, self.leverage_caps, &mut details);
         let feed = self.feed.and_then(|slot| slot.get()).ok_or(AskError::Gone { actor: "feed" })?;
         let query = GetInstrument { symbol: record.symbol.clone() };
         match ask(&feed, query, self.timeout, "feed").await? {

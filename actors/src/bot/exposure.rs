@@ -1,10 +1,11 @@
-//! Per-user exposure across bots, for the `max_user_exposure` limit.
+//! Per-user exposure across bots, for the operator's `bots.max_user_exposure` limit and each
+//! owner's own `max_notional` (`PUT /me/risk`).
 //!
 //! Each running bot publishes its exposure (position notional at mark plus the notional of its
 //! open orders that would add to the position) after every change it stores, and reads the sum
-//! of its owner's *other* bots on a short interval. Its own exposure is always exact; the others'
-//! may lag by up to [`REFRESH`], so two bots of one user trading in the same instant can overshoot
-//! the limit by at most one order each.
+//! of its owner's *other* bots on a short interval, with both limits. Its own exposure is always
+//! exact; the others' may lag by up to [`REFRESH`], so two bots of one user trading in the same
+//! instant can overshoot a limit by at most one order each.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 
 use keel_core::bot::{BotId, UserId};
+use keel_core::trading::risk::UserNotional;
 
 /// How often a bot re-reads its owner's other bots' exposure.
 pub const REFRESH: Duration = Duration::from_millis(250);
@@ -22,12 +24,29 @@ pub const REFRESH: Duration = Duration::from_millis(250);
 pub struct ExposureBook {
     limit: Option<Decimal>,
     by_user: Mutex<HashMap<UserId, HashMap<BotId, Decimal>>>,
+    /// Owners' own `max_notional`, for the owners who set one.
+    owner_limits: Mutex<HashMap<UserId, Decimal>>,
 }
 
 impl ExposureBook {
     /// A book enforcing `limit` (quote currency) per user; `None` tracks without limiting.
     pub fn new(limit: Option<Decimal>) -> Self {
-        Self { limit, by_user: Mutex::default() }
+        Self { limit, ..Self::default() }
+    }
+
+    /// Sets (or, with `None`, lifts) `user`'s own limit over all their bots.
+    pub fn set_owner_limit(&self, user: UserId, limit: Option<Decimal>) {
+        let mut limits = self.owner_limits.lock().unwrap_or_else(PoisonError::into_inner);
+        match limit {
+            Some(limit) => limits.insert(user, limit),
+            None => limits.remove(&user),
+        };
+    }
+
+    /// `user`'s own limit over all their bots, and what their bots other than `bot` hold.
+    pub fn owner_notional(&self, user: UserId, bot: BotId) -> Option<UserNotional> {
+        let limit = *self.owner_limits.lock().unwrap_or_else(PoisonError::into_inner).get(&user)?;
+        Some(UserNotional { limit, others: self.others(user, bot) })
     }
 
     /// The per-user limit.
@@ -91,5 +110,19 @@ mod tests {
         book.remove(1, 11);
         assert_eq!(book.budget(1, 10), Some(Decimal::from(1000)));
         assert_eq!(ExposureBook::new(None).budget(1, 1), None);
+    }
+
+    #[test]
+    fn an_owners_own_limit_sees_the_same_siblings_and_can_be_lifted() {
+        let book = ExposureBook::new(None);
+        book.publish(1, 10, Decimal::from(300));
+        book.publish(1, 11, Decimal::from(200));
+        assert_eq!(book.owner_notional(1, 10), None);
+        book.set_owner_limit(1, Some(Decimal::from(1000)));
+        let seen = book.owner_notional(1, 10).unwrap();
+        assert_eq!((seen.limit, seen.others), (Decimal::from(1000), Decimal::from(200)));
+        assert_eq!(book.owner_notional(2, 20), None, "another owner has no limit");
+        book.set_owner_limit(1, None);
+        assert_eq!(book.owner_notional(1, 10), None);
     }
 }

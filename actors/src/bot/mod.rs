@@ -6,6 +6,7 @@
 //!
 //! - [`repo`]: how bots, orders, fills, state and journal are stored;
 //! - [`exposure`]: per-user exposure across bots;
+//! - [`user_limits`]: owners' own limits over all of their bots, stored with the user;
 //! - [`indicators`]: the indicator series bots publish, a bounded ring per bot;
 //! - [`live`]: a live bot's signed REST link to its venue;
 //! - `live_list`: the same for a native bracket's order list (both legs in one request);
@@ -24,6 +25,7 @@ pub mod live;
 mod live_list;
 pub mod repo;
 pub mod supervisor;
+pub mod user_limits;
 pub mod view;
 
 pub use actor::{LiveView, TradeCommand, TradeError, TradeOutcome};
@@ -32,6 +34,7 @@ pub use keel_core::engine::{BotEngine, BotEvent, BotEventKind, BotState, EngineC
 pub use repo::{BotRepo, Page};
 pub use supervisor::{
     BotError, BotSupervisor, BotsAddress, BotsConfig, BotsSpec, DISK_LOW_REASON, DiskSpace,
-    GetRelaunch, LiveVenues, RelaunchReport,
+    GetRelaunch, LiveVenues, RelaunchReport, SetUserRisk,
 };
+pub use user_limits::UserLimits;
 pub use view::{BotsView, OwnedBots};

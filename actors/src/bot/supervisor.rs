@@ -14,6 +14,7 @@
 //! - `relaunch`: bringing back the bots that were running before a stop, for readiness;
 //! - `storage`: pausing bots while the disk guard reports low space, resuming them after.
 //! - `owner`: removing every bot of an account being deleted.
+//! - `user_risk`: an owner's limits over all their bots, and the leverage a start must fit under.
 //! - [`modules`]: deleting a strategy module no bot of its owner runs.
 //!
 //! After every change to a definition the owner's list is republished to the [`BotsView`]
@@ -28,6 +29,7 @@ pub mod modules;
 mod owner;
 mod relaunch;
 mod storage;
+mod user_risk;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,13 +40,12 @@ use actix::prelude::*;
 pub(crate) use self::lifecycle::engine_for;
 pub use self::messages::{
     ControlBot, CreateBot, DeleteBot, ForBot, GetBot, GetIndicators, GetLiveBot, KillReport,
-    KillSwitch, ListBots, OpenOrderLeft, RemoveUserBots, RemovedBots, UpdateBot,
+    KillSwitch, ListBots, OpenOrderLeft, RemoveUserBots, RemovedBots, SetUserRisk, UpdateBot,
 };
 use self::relaunch::Relaunch;
 pub use self::relaunch::{GetRelaunch, RelaunchReport};
 pub use self::storage::{DISK_LOW_REASON, DiskSpace};
 use super::actor::{BotActor, TradeError};
-use super::exposure::ExposureBook;
 use super::indicators::IndicatorBook;
 use super::repo::BotRepo;
 use super::view::BotsView;
@@ -84,6 +85,9 @@ pub enum BotError {
     /// A per-user limit was reached.
     #[error("{0}")]
     Limit(String),
+    /// The request breaks a rule a field names (a leverage above its owner's limit at start).
+    #[error("{}", .0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<keel_core::validation::FieldError>),
     /// The bot's command failed.
     #[error(transparent)]
     Trade(#[from] TradeError),
@@ -124,8 +128,11 @@ pub struct BotsConfig {
     pub paper_slippage_bps: rust_decimal::Decimal,
     /// What live bots trade through.
     pub live: LiveVenues,
-    /// Most exposure (quote) one user's bots may hold together; `None` for no limit.
-    pub max_user_exposure: Option<rust_decimal::Decimal>,
+    /// Owners' own limits, and the exposure book (with `bots.max_user_exposure`) every bot
+    /// publishes to.
+    pub user_limits: super::user_limits::UserLimits,
+    /// The operator's leverage ceiling for every bot (`bots.max_leverage`).
+    pub max_leverage: u32,
     /// Where users' live connections are, for bot events.
     pub sessions: crate::session::SessionDirectory,
     /// Capacity of the supervisor's own mailbox: every bot request from the API passes it.
@@ -174,8 +181,6 @@ pub struct BotSupervisor {
     next_arbiter: usize,
     generation: u64,
     stopping: bool,
-    /// The per-user exposure book, when a limit is configured.
-    exposure: Option<Arc<ExposureBook>>,
     /// Every bot's indicator series.
     indicators: IndicatorBook,
     /// Ties this supervisor to the root supervisor.
@@ -215,11 +220,8 @@ impl BotSupervisor {
         for (user, records) in owners {
             config.view.set(user, records);
         }
-        let exposure =
-            config.max_user_exposure.map(|limit| Arc::new(ExposureBook::new(Some(limit))));
         Ok(Self {
             indicators: IndicatorBook::new(config.indicator_points),
-            exposure,
             repo,
             feeds,
             config,

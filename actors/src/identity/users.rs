@@ -1,5 +1,6 @@
 //! User accounts and the email index.
 
+use keel_core::bot::user_risk::UserRiskLimits;
 use serde::{Deserialize, Serialize};
 
 use super::{IdentityError, now_ms};
@@ -19,6 +20,10 @@ pub struct UserRecord {
     pub password_hash: String,
     /// When the account was created, ms since the epoch.
     pub created_at_ms: u64,
+    /// The owner's limits over all of their bots (`PUT /me/risk`); none for a user stored
+    /// before they existed.
+    #[serde(default)]
+    pub risk: UserRiskLimits,
 }
 
 /// Normalises an email (trimmed, lowercased) and checks its shape.
@@ -81,6 +86,7 @@ impl Users {
             email: email.to_owned(),
             password_hash,
             created_at_ms: now_ms(),
+            risk: UserRiskLimits::default(),
         };
         let value = encode(&user)?;
         let created =
@@ -128,10 +134,41 @@ impl Users {
     /// # Errors
     /// The store failed.
     pub fn set_password(&self, id: u64, password_hash: String) -> Result<bool, StoreError> {
-        let Some(mut user) = self.get(id)? else { return Ok(false) };
-        user.password_hash = password_hash;
-        self.users.insert(id_key(id), encode(&user)?)?;
-        Ok(true)
+        self.modify(id, |user| user.password_hash.clone_from(&password_hash))
+    }
+
+    /// Replaces a user's limits over all of their bots; false if there is no such user. Not
+    /// durable until `Store::commit`.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn set_risk(&self, id: u64, risk: &UserRiskLimits) -> Result<bool, StoreError> {
+        self.modify(id, |user| user.risk.clone_from(risk))
+    }
+
+    /// Changes one user's record in place, atomically: two changes of different fields at once
+    /// (a password and the limits) both land. False if there is no such user.
+    fn modify(&self, id: u64, change: impl Fn(&mut UserRecord)) -> Result<bool, StoreError> {
+        let mut outcome: Result<bool, StoreError> = Ok(false);
+        self.users.update_and_fetch(id_key(id), |old| {
+            // sled may call this more than once (a concurrent write): each call starts over.
+            let old = old?;
+            let changed = decode::<UserRecord>(old).and_then(|mut user| {
+                change(&mut user);
+                encode(&user)
+            });
+            match changed {
+                Ok(value) => {
+                    outcome = Ok(true);
+                    Some(value)
+                }
+                Err(err) => {
+                    outcome = Err(err);
+                    Some(old.to_vec())
+                }
+            }
+        })?;
+        outcome
     }
 
     /// Deletes a user and frees their email. True if they existed. Not durable until
@@ -197,5 +234,27 @@ mod tests {
         assert!(users.set_password(again.id, "h2".into()).unwrap());
         assert_eq!(users.get(again.id).unwrap().unwrap().password_hash, "h2");
         assert!(!users.set_password(alice.id, "h3".into()).unwrap());
+    }
+
+    #[test]
+    fn limits_are_kept_with_the_user_and_a_password_change_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let users = Users::new(Store::open(&StoreConfig::new(dir.path())).unwrap()).unwrap();
+        let ada = users.create("ada@example.com", "h".into()).unwrap();
+        assert_eq!(users.get(ada.id).unwrap().unwrap().risk, UserRiskLimits::default());
+        let limits = UserRiskLimits {
+            max_leverage: Some(5),
+            max_notional: Some(rust_decimal::Decimal::from(2500)),
+        };
+        assert!(users.set_risk(ada.id, &limits).unwrap());
+        assert!(users.set_password(ada.id, "h2".into()).unwrap());
+        let stored = users.get(ada.id).unwrap().unwrap();
+        assert_eq!((stored.risk, stored.password_hash.as_str()), (limits.clone(), "h2"));
+        assert!(!users.set_risk(ada.id + 100, &limits).unwrap());
+        // A record written before the limits existed reads as having none.
+        let old = serde_json::json!({"id": 9, "email": "old@example.com", "password_hash": "h",
+            "created_at_ms": 1});
+        let old: UserRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(old.risk, UserRiskLimits::default());
     }
 }

@@ -5,7 +5,8 @@
 //! Field errors are collected, not returned at the first, so an owner sees every bad field at
 //! once.
 
-use super::{BotId, BotRecord, BotStatus, MAX_LEVERAGE, MarginType, validate_static};
+use super::user_risk::{LeverageCaps, leverage_error};
+use super::{BotId, BotRecord, BotStatus, MarginType, validate_static};
 use crate::market::{Symbol, VenueId};
 use crate::trading::InstrumentFilters;
 use crate::validation::FieldError;
@@ -47,10 +48,12 @@ pub fn static_errors(record: &BotRecord) -> Vec<FieldError> {
 
 /// Checks a bot's `leverage` and `margin_type` against its venue: only a venue with leverage
 /// takes them, and there they default to 1 and `isolated`, so the venue never trades a bot at
-/// whatever leverage its account happened to hold.
+/// whatever leverage its account happened to hold. The leverage must fit under the bot's own
+/// `risk.max_leverage` and `caps` (its owner's and the operator's).
 pub fn check_derivatives(
     record: &mut BotRecord,
     leverage_venue: bool,
+    caps: LeverageCaps,
     details: &mut Vec<FieldError>,
 ) {
     if !leverage_venue {
@@ -69,18 +72,9 @@ pub fn check_derivatives(
         }
         return;
     }
-    let leverage = *record.leverage.get_or_insert(1);
+    record.leverage.get_or_insert(1);
     record.margin_type.get_or_insert(MarginType::Isolated);
-    if !(1..=MAX_LEVERAGE).contains(&leverage) {
-        details.push(FieldError::new("leverage", format!("must be 1 to {MAX_LEVERAGE}")));
-    } else if let Some(max) = record.risk.max_leverage
-        && leverage > max
-    {
-        details.push(FieldError::new(
-            "leverage",
-            format!("{leverage}x exceeds risk.max_leverage {max}x"),
-        ));
-    }
+    details.extend(leverage_error(record, caps));
 }
 
 /// The field error for a symbol the venue does not list.
@@ -169,34 +163,18 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::bot::{BotMode, PaperSettings};
+    use crate::bot::{BotMode, MAX_LEVERAGE};
     use crate::strategy::StrategySpec;
-    use crate::trading::risk::RiskLimits;
 
     fn record() -> BotRecord {
         BotRecord {
-            id: 3,
-            user_id: 1,
             name: "grid".into(),
-            venue: VenueId::Sim,
-            symbol: Symbol::parse("BTCUSDT").unwrap(),
-            mode: BotMode::Paper,
-            exchange_account_id: None,
             strategy: StrategySpec {
                 kind: "ema_cross".into(),
                 params: json!({"fast": 5, "slow": 20, "qty": "0.001"}),
                 module_id: None,
             },
-            risk: RiskLimits::default(),
-            bracket: None,
-            paper: PaperSettings::default(),
-            leverage: None,
-            margin_type: None,
-            filters: InstrumentFilters::default(),
-            status: BotStatus::Created,
-            status_reason: None,
-            created_ts: 0,
-            updated_ts: 0,
+            ..crate::bot::testing::record(3, BotStatus::Created)
         }
     }
 
@@ -236,19 +214,19 @@ mod tests {
         spot.leverage = Some(3);
         spot.margin_type = Some(MarginType::Cross);
         let mut details = Vec::new();
-        check_derivatives(&mut spot, false, &mut details);
+        check_derivatives(&mut spot, false, LeverageCaps::default(), &mut details);
         let fields: Vec<_> = details.iter().map(|d| d.field.as_str()).collect();
         assert_eq!(fields, ["leverage", "margin_type"]);
 
         let mut perp = record();
         let mut details = Vec::new();
-        check_derivatives(&mut perp, true, &mut details);
+        check_derivatives(&mut perp, true, LeverageCaps::default(), &mut details);
         assert!(details.is_empty(), "{details:?}");
         assert_eq!((perp.leverage, perp.margin_type), (Some(1), Some(MarginType::Isolated)));
 
         perp.leverage = Some(MAX_LEVERAGE + 1);
         perp.margin_type = Some(MarginType::Cross);
-        check_derivatives(&mut perp, true, &mut details);
+        check_derivatives(&mut perp, true, LeverageCaps::default(), &mut details);
         assert_eq!(details.len(), 1);
         assert_eq!(details[0].field, "leverage");
         assert_eq!(perp.margin_type, Some(MarginType::Cross), "an owner's choice is kept");
@@ -258,13 +236,23 @@ mod tests {
         capped.leverage = Some(20);
         capped.risk.max_leverage = Some(10);
         let mut details = Vec::new();
-        check_derivatives(&mut capped, true, &mut details);
+        check_derivatives(&mut capped, true, LeverageCaps::default(), &mut details);
         assert_eq!(details.len(), 1);
         assert_eq!(details[0].field, "leverage");
         capped.leverage = Some(10);
         let mut details = Vec::new();
-        check_derivatives(&mut capped, true, &mut details);
+        check_derivatives(&mut capped, true, LeverageCaps::default(), &mut details);
         assert!(details.is_empty(), "{details:?}");
+
+        // Its owner's cap for all their bots, then the server's.
+        for caps in
+            [LeverageCaps { owner: Some(5), server: 125 }, LeverageCaps { owner: None, server: 8 }]
+        {
+            let mut details = Vec::new();
+            check_derivatives(&mut capped, true, caps, &mut details);
+            assert_eq!(details.len(), 1, "{caps:?}");
+            assert!(details[0].message.contains("max_leverage"), "{details:?}");
+        }
     }
 
     #[test]

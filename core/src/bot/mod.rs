@@ -3,11 +3,16 @@
 //! - [`admission`]: the pure checks a new or edited bot definition must pass;
 //! - [`performance`]: P&L, win rate, drawdown and exposure from a bot's fills.
 //! - [`report`]: the position and portfolio views of one user's bots.
+//! - [`user_risk`]: an owner's limits over all of their bots, and the leverage caps.
 
 pub mod admission;
 pub mod funding;
 pub mod performance;
 pub mod report;
+pub mod user_risk;
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};

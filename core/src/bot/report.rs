@@ -174,34 +174,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::bot::{BotMode, PaperSettings};
-    use crate::market::VenueId;
-    use crate::strategy::StrategySpec;
-    use crate::trading::InstrumentFilters;
-    use crate::trading::risk::RiskLimits;
-
-    fn record(id: u64, status: BotStatus) -> BotRecord {
-        BotRecord {
-            id,
-            user_id: 1,
-            name: format!("bot {id}"),
-            venue: VenueId::Sim,
-            symbol: Symbol::parse("BTCUSDT").unwrap(),
-            mode: BotMode::Paper,
-            exchange_account_id: None,
-            strategy: StrategySpec { kind: "dca".into(), params: json!({}), module_id: None },
-            risk: RiskLimits::default(),
-            bracket: None,
-            paper: PaperSettings::default(),
-            leverage: None,
-            margin_type: None,
-            filters: InstrumentFilters::default(),
-            status,
-            status_reason: None,
-            created_ts: 0,
-            updated_ts: 0,
-        }
-    }
+    use crate::bot::testing::record;
 
     fn long(qty: i64, entry: i64, realized: i64, fees: i64) -> Position {
         Position {

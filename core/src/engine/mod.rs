@@ -61,7 +61,7 @@ use crate::market::MarketEvent;
 use crate::strategy::series::SeriesTracker;
 use crate::strategy::{Intent, OpenOrderView, SeriesSpec, Strategy, StrategyContext};
 use crate::trading::paper::{PaperFill, PaperVenue};
-use crate::trading::risk::RiskRejection;
+use crate::trading::risk::{RiskRejection, UserNotional};
 use crate::trading::{Order, OrderOrigin, OrderRequest, Position, Side};
 
 /// Rounds of strategy callbacks one event may trigger (fills that cause intents that fill...),
@@ -91,6 +91,8 @@ pub struct BotEngine {
     /// Most exposure this bot may hold under its owner's limit (the limit less the owner's other
     /// bots), when one is set.
     user_budget: Option<Decimal>,
+    /// The owner's own `max_notional` over all their bots and what the others hold, when set.
+    user_notional: Option<UserNotional>,
     /// The strategy's indicator series, fixed at build.
     series: Vec<SeriesSpec>,
     published: SeriesTracker,
@@ -137,6 +139,7 @@ impl BotEngine {
             paper_fills: Vec::new(),
             cancel_pending: Vec::new(),
             user_budget: None,
+            user_notional: None,
             series,
             published,
             native_brackets: false,
@@ -186,6 +189,12 @@ impl BotEngine {
     /// Sets the most exposure this bot may hold under its owner's limit (`None`: no limit).
     pub fn set_user_budget(&mut self, budget: Option<Decimal>) {
         self.user_budget = budget;
+    }
+
+    /// Sets the owner's `max_notional` over all their bots and what their other bots hold
+    /// (`None`: the owner set no such limit).
+    pub fn set_user_notional(&mut self, notional: Option<UserNotional>) {
+        self.user_notional = notional;
     }
 
     /// The bot's exposure in quote: its position at the mark price plus the remaining notional

@@ -75,6 +75,7 @@ impl BotEngine {
             allow_short: self.config.allow_short,
             base_balance_check: !self.config.allow_short,
             user_exposure_headroom: self.user_budget.map(|budget| budget - self.exposure()),
+            user_notional: self.user_notional,
             exposure: self.exposure(),
             futures: self.config.futures.as_ref().filter(|_| !self.config.live),
         };

@@ -9,7 +9,7 @@ use super::{InstrumentFilters, Order, OrderRequest, OrderType, Position, Side, T
 use crate::validation::FieldError;
 
 /// Largest amount any limit may be set to: beyond it a limit means nothing.
-const MAX_LIMIT: u64 = 1_000_000_000_000;
+pub(crate) const MAX_LIMIT: u64 = 1_000_000_000_000;
 /// Most open orders a limit may allow.
 const MAX_OPEN_ORDERS: u32 = 1000;
 
@@ -98,12 +98,25 @@ pub struct RiskContext<'a> {
     pub base_balance_check: bool,
     /// How much more exposure the user's other limits allow, when the caller tracks it.
     pub user_exposure_headroom: Option<Decimal>,
+    /// The owner's `max_notional` over all their bots and what the other bots hold, when the
+    /// owner set one (`MAX_USER_NOTIONAL`).
+    pub user_notional: Option<UserNotional>,
     /// The bot's exposure now (position at mark plus open orders that add to it), in quote,
     /// for `max_notional`.
     pub exposure: Decimal,
     /// Paper futures: the order needs margin (notional / leverage) rather than the full
     /// notional in quote.
     pub futures: Option<&'a FuturesConfig>,
+}
+
+/// An owner's notional limit over all of their bots, as one bot sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserNotional {
+    /// The owner's `max_notional` (quote).
+    pub limit: Decimal,
+    /// The notional the owner's other bots hold (each published by its bot, the measure of
+    /// `max_notional`).
+    pub others: Decimal,
 }
 
 /// Why an order was refused: a stable code and the numbers.
@@ -280,6 +293,22 @@ pub fn check_order(req: &OrderRequest, ctx: &RiskContext<'_>) -> Result<(), Risk
             format!(
                 "notional would reach {} with the position and open orders; max_notional is {max}",
                 ctx.exposure + notional
+            ),
+        );
+    }
+    if let Some(user) = ctx.user_notional
+        && increases
+        && user.others + ctx.exposure + notional > user.limit
+    {
+        return reject(
+            "MAX_USER_NOTIONAL",
+            format!(
+                "notional across your bots would reach {} ({} in this bot with the order, {} in \
+                 the others); your max_notional is {}",
+                user.others + ctx.exposure + notional,
+                ctx.exposure + notional,
+                user.others,
+                user.limit
             ),
         );
     }

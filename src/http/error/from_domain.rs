@@ -70,6 +70,7 @@ impl From<BotError> for ApiError {
                 ApiError::not_found("BOT_NOT_FOUND", format!("no bot {id} for this user"))
             }
             BotError::Conflict(message) | BotError::Limit(message) => ApiError::conflict(message),
+            BotError::Invalid(details) => ApiError::validation(details),
             BotError::Trade(err) => err.into(),
             BotError::Unavailable(err) => err.into(),
             BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),

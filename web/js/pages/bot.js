@@ -1,5 +1,6 @@
 // Bot detail: live price chart (candles, then trades), indicators, fills as markers, open orders
-// as lines; controls; position and P&L; open orders with cancel; a manual order form; the
+// as lines; controls; position and P&L (with, on a venue with leverage, the venue's own view of
+// the position and the funding booked); open orders with cancel; a manual order form; the
 // journal; the equity curve.
 
 import { ApiError, allPages, api } from "../api.js";
@@ -46,7 +47,7 @@ export async function bot(main, idText) {
   const orderForm = manualOrderForm(id, () => refreshPosition());
   clear(main,
     h("div.row", h("h1", record.name), status),
-    h("p.help", `${record.venue} · ${record.symbol} · ${record.mode} · ${record.strategy.kind} ${JSON.stringify(record.strategy.params)}`),
+    h("p.help", `${record.venue} · ${record.symbol} · ${record.mode}${record.leverage ? ` · ${record.leverage}x ${record.margin_type || ""}` : ""} · ${record.strategy.kind} ${JSON.stringify(record.strategy.params)}`),
     controls,
     h("div.grid2",
       h("div", h("section.panel", { "aria-label": "Price" }, legend, chartBox), h("section.panel", h("h2", "Equity"), equityBox)),
@@ -111,7 +112,8 @@ export async function bot(main, idText) {
       h("div.stat", { "data-testid": "pnl" }, h("span", "Net P&L"), h("b", perf ? signed(perf.net_pnl) : "–")),
       s("Trades", perf ? `${perf.trade_count} (${Math.round(perf.win_rate * 100)}% won)` : "–"),
       s("Max drawdown", perf ? num(perf.max_drawdown) : "–"),
-      h("div.stat", { "data-testid": "fills" }, h("span", "Fills"), h("b", String(fills.length))));
+      h("div.stat", { "data-testid": "fills" }, h("span", "Fills"), h("b", String(fills.length))),
+      derivativesStats(record, position));
   }
   async function refreshPosition() {
     try {
@@ -175,6 +177,32 @@ export async function bot(main, idText) {
   });
   const markTimer = setInterval(refreshPosition, 3000);
   return () => { stopBot(); stopTrades(); clearInterval(markTimer); chart.remove(); equity.remove(); };
+}
+
+/**
+ * What a bot on a venue with leverage adds to its position panel: the funding booked, paper
+ * futures' margin and liquidation price, and a live bot's position as the venue reports it
+ * (`venue` in `GET /bots/{id}/position`). Nothing for a spot bot.
+ */
+function derivativesStats(record, position) {
+  if (!position) return null;
+  const s = (label, value, testid) => h("div.stat", { "data-testid": testid }, h("span", label), h("b", value));
+  const funding = record.leverage || Number(position.funding) !== 0;
+  const out = [];
+  if (funding) out.push(s("Funding", signed(position.funding), "funding"));
+  if (position.margin !== undefined) out.push(s("Margin", num(position.margin)));
+  if (position.liquidation_price !== undefined) out.push(s("Liquidation", num(position.liquidation_price), "liquidation"));
+  const v = position.venue;
+  if (v) {
+    out.push(h("h3.stat-head", { "data-testid": "venue-position" }, "At the venue"),
+      s("Venue qty", num(v.qty, 3)),
+      s("Entry", num(v.entry_price)),
+      s("Venue mark", num(v.mark_price)),
+      s("Liquidation", num(v.liquidation_price), "venue-liquidation"),
+      s("Venue unrealised P&L", signed(v.unrealized_pnl)),
+      s("Leverage", v.leverage ? `${v.leverage}x ${v.margin_type || ""}` : "–"));
+  }
+  return out;
 }
 
 function manualOrderForm(id, after) {

@@ -1,6 +1,7 @@
 // Create bot: the strategy's params form is generated from its JSON Schema, as `GET /strategies`
-// lists it for the built-in kinds and the caller's uploaded modules alike; the API's validation
-// errors are shown beside their fields.
+// lists it for the built-in kinds and the caller's uploaded modules alike; leverage and margin
+// type are offered only on a venue whose capabilities (`GET /venues`) have leverage; the API's
+// validation errors are shown beside their fields.
 
 import { api } from "../api.js";
 import { clear, field, h } from "../dom.js";
@@ -29,6 +30,14 @@ export async function newBot(main) {
   const name = all.name = field("Name", { name: "name", required: true, maxlength: 64, value: "my bot" });
   const venue = all.venue = field("Venue", { name: "venue", options: venues.items.filter((v) => v.enabled !== false).map((v) => [v.venue, v.label || v.venue]) });
   const symbol = all.symbol = field("Symbol", { name: "symbol", required: true, value: "BTCUSDT", pattern: "[A-Za-z0-9]{2,20}", autocapitalize: "characters" });
+  const leverage = all.leverage = field("Leverage", { name: "leverage", type: "number", min: 1, max: 125, step: 1, inputmode: "numeric", value: "1" },
+    "1 to 125, within your own and the server's limits; set at the venue before the first order.");
+  const marginType = all.margin_type = field("Margin type", { name: "margin_type", options: [["isolated", "Isolated"], ["cross", "Cross"]] });
+  const derivatives = h("fieldset", { "data-testid": "derivatives" }, h("legend", "Leverage"), h("div.row", leverage, marginType));
+  const hasLeverage = (id) => venues.items.some((v) => v.venue === id && v.capabilities?.leverage);
+  const syncVenue = () => { derivatives.hidden = !hasLeverage(venue.input.value); };
+  venue.input.addEventListener("change", syncVenue);
+  syncVenue();
   const mode = all.mode = field("Mode", { name: "mode", options: [["paper", "Paper (simulated fills)"], ["live", "Live (real orders)"]] });
   const account = all.exchange_account_id = field("Exchange account", {
     name: "exchange_account_id", options: [["", "—"], ...accounts.items.map((a) => [String(a.id), `${a.label} (${a.venue}, …${a.api_key_hint})`])],
@@ -73,6 +82,10 @@ export async function newBot(main) {
         paper: { starting_quote: start.input.value, fee_bps: fee.input.value },
       };
       if (body.mode === "live" && account.input.value) body.exchange_account_id = Number(account.input.value);
+      if (!derivatives.hidden) {
+        body.leverage = Number(leverage.input.value);
+        body.margin_type = marginType.input.value;
+      }
       const risk = {};
       for (const [key, f] of Object.entries(riskFields)) {
         if (f.input.value !== "") risk[key] = key === "max_open_orders" ? Number(f.input.value) : f.input.value;
@@ -94,7 +107,7 @@ export async function newBot(main) {
       } finally { submit.disabled = false; }
     },
   },
-  h("fieldset", h("legend", "Bot"), name, h("div.row", venue, symbol), mode, account),
+  h("fieldset", h("legend", "Bot"), name, h("div.row", venue, symbol), mode, account), derivatives,
   h("fieldset", h("legend", "Strategy"), kind, description), paramsBox,
   h("fieldset", h("legend", "Paper account"), start, fee),
   h("fieldset", h("legend", "Risk limits"), ...Object.values(riskFields)),

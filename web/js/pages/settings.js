@@ -1,4 +1,5 @@
-// Account settings: change password, sign out everywhere, who am I.
+// Account settings: change password, limits over all of your bots (`/me/risk`), sign out
+// everywhere, who am I.
 
 import { ApiError, api, dropSession } from "../api.js";
 import { clear, field, h } from "../dom.js";
@@ -29,6 +30,8 @@ export async function settings(main) {
     },
   }, current, next, pwStatus, pwButton);
 
+  const riskForm = await limitsForm();
+
   const allStatus = h("p", { role: "status", "aria-live": "polite" });
   const allButton = h("button.danger", { type: "button", text: "Sign out everywhere", onclick: async () => {
     allStatus.textContent = ""; allStatus.className = "";
@@ -43,5 +46,41 @@ export async function settings(main) {
   clear(main, h("h1", "Settings"),
     h("section.panel", h("h2", "Account"), h("p", `${me.email} · user ${me.id} · since ${new Date(me.created_at).toLocaleDateString()}`)),
     h("section.panel", h("h2", "Change password"), pwForm),
+    h("section.panel", h("h2", "Limits for all your bots"), riskForm),
     h("section.panel", h("h2", "Sessions"), h("p.help", "Revokes every refresh token of yours, this one included."), allButton, allStatus));
+}
+
+/** `GET/PUT /me/risk`: an owner's max leverage and max notional over all their bots. */
+async function limitsForm() {
+  let limits;
+  try { limits = await api("GET", "/me/risk"); } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return h("p.notice", MISSING);
+    throw err;
+  }
+  const leverage = field("Max leverage", { name: "max_leverage", type: "number", min: 1, max: 125, step: 1, inputmode: "numeric", value: limits.max_leverage ?? "" },
+    "Optional. No bot of yours may be created, edited or started above it.");
+  const notional = field("Max notional", { name: "max_notional", inputmode: "decimal", value: limits.max_notional ?? "" },
+    "Optional, in quote. Your running bots' positions and open orders together; orders past it are refused (MAX_USER_NOTIONAL).");
+  const fields = { max_leverage: leverage, max_notional: notional };
+  const status = h("p", { role: "status", "aria-live": "polite" });
+  const button = h("button.primary", { type: "submit", text: "Save limits" });
+  return h("form.stack", {
+    "aria-label": "Limits for all your bots",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      leverage.error(""); notional.error(""); status.textContent = ""; status.className = "";
+      const body = {
+        max_leverage: leverage.input.value === "" ? null : Number(leverage.input.value),
+        max_notional: notional.input.value === "" ? null : notional.input.value,
+      };
+      button.disabled = true;
+      try {
+        await api("PUT", "/me/risk", body);
+        status.textContent = "Limits saved.";
+      } catch (err) {
+        for (const d of err.details || []) fields[d.field]?.error(d.message);
+        status.textContent = err.message; status.className = "err";
+      } finally { button.disabled = false; }
+    },
+  }, leverage, notional, status, button);
 }

@@ -33,7 +33,9 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                 self.stop_bot(bot_id, false, ctx, move |r| replier.send(r.map(|(r, _)| r)))
             }
             Control::Start => {
-                if let Err(err) = self.not_deleting(user_id) {
+                if let Err(err) =
+                    self.not_deleting(user_id).and_then(|()| self.check_start_leverage(&record))
+                {
                     return replier.send(Err(err));
                 }
                 // A derivatives bot's leverage and margin type are set at the venue first: a
@@ -62,7 +64,10 @@ impl Handler<Ask<ControlBot>> for BotSupervisor {
                     let Some(record) = act.bots.get(&bot_id).cloned() else {
                         return replier.send(Err(BotError::NotFound(bot_id)));
                     };
-                    if let Err(err) = act.not_deleting(user_id) {
+                    // Its owner may have lowered their max_leverage meanwhile.
+                    if let Err(err) =
+                        act.not_deleting(user_id).and_then(|()| act.check_start_leverage(&record))
+                    {
                         return replier.send(Err(err));
                     }
                     let next = record.status.after(Control::Start);

@@ -47,6 +47,8 @@ impl BotSupervisor {
             self.config.modules.as_ref(),
         )?;
         let live = self.live_link(&record)?;
+        // The owner's own limits reach the exposure book before the bot's first refresh.
+        self.config.user_limits.get(record.user_id).map_err(|e| e.to_string())?;
         self.generation += 1;
         let args = BotActorArgs {
             bot_id,
@@ -72,10 +74,10 @@ impl BotSupervisor {
             mailbox: self.config.bot_mailbox,
             start_reason: why,
             indicators: self.indicators.clone(),
-            exposure: self
-                .exposure
-                .as_ref()
-                .map(|book| ExposureLink { book: book.clone(), user_id: record.user_id }),
+            exposure: Some(ExposureLink {
+                book: self.config.user_limits.book().clone(),
+                user_id: record.user_id,
+            }),
         };
         if self.arbiters.is_empty() {
             self.arbiters = (0..self.config.arbiters.max(1)).map(|_| Arbiter::new()).collect();

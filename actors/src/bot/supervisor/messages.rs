@@ -140,6 +140,17 @@ pub struct RemoveUserBots {
 }
 query!(RemoveUserBots => Result<RemovedBots, BotError>);
 
+/// Replaces an owner's limits over all of their bots (`PUT /me/risk`), unless a running bot's
+/// leverage is above the new `max_leverage`.
+#[derive(Debug, Clone)]
+pub struct SetUserRisk {
+    /// Owner.
+    pub user_id: UserId,
+    /// The new limits, already validated.
+    pub limits: keel_core::bot::user_risk::UserRiskLimits,
+}
+query!(SetUserRisk => Result<keel_core::bot::user_risk::UserRiskLimits, BotError>);
+
 /// What removing an account's bots did.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct RemovedBots {

@@ -15,6 +15,7 @@ impl Handler<Ask<RemoveUserBots>> for BotSupervisor {
     fn handle(&mut self, ask: Ask<RemoveUserBots>, ctx: &mut Context<Self>) {
         let (RemoveUserBots { user_id }, replier) = ask.into_parts();
         self.deleting.insert(user_id);
+        self.config.user_limits.forget(user_id);
         let owned: Vec<BotId> =
             self.bots.values().filter(|b| b.user_id == user_id).map(|b| b.id).collect();
         tracing::warn!(user_id, bots = owned.len(), "removing an account's bots");

@@ -47,6 +47,7 @@ struct Case {
     mark: Option<Decimal>,
     spot: bool,
     headroom: Option<Decimal>,
+    user: Option<UserNotional>,
     exposure: Decimal,
     futures: Option<FuturesConfig>,
 }
@@ -61,6 +62,7 @@ impl Case {
             mark: Some(d("100")),
             spot: true,
             headroom: None,
+            user: None,
             exposure: Decimal::ZERO,
             futures: None,
         }
@@ -77,6 +79,7 @@ impl Case {
             allow_short: !self.spot,
             base_balance_check: self.spot,
             user_exposure_headroom: self.headroom,
+            user_notional: self.user,
             exposure: self.exposure,
             futures: self.futures.as_ref(),
         };
@@ -301,4 +304,24 @@ fn the_daily_loss_counts_from_the_start_of_the_utc_day() {
     assert_eq!(loss.observe(3 * day + 6, &p, Some(d("85"))), d("-50"));
     assert!(loss.breached(&limits));
     assert!(!loss.breached(&RiskLimits::default()));
+}
+
+#[test]
+fn the_owners_max_notional_counts_every_bot_and_spares_exits() {
+    // The other bots hold 300 of a 1000 limit; this one 100: 6 more at 100 reach exactly 1000.
+    let user = Some(UserNotional { limit: d("1000"), others: d("300") });
+    let mut case = Case { user, exposure: d("100"), spot: false, ..Case::new(buy("6")) };
+    assert_eq!(case.check(), Ok(()));
+    case.req = buy("6.01");
+    assert_eq!(case.check(), Err("MAX_USER_NOTIONAL"));
+    // The bot's own limit is reported first when both are broken.
+    case.limits.max_notional = Some(d("500"));
+    assert_eq!(case.check(), Err("MAX_NOTIONAL"));
+    case.limits.max_notional = None;
+    // Reducing the long is never refused for notional, even past the limit.
+    case.user = Some(UserNotional { limit: d("1000"), others: d("2000") });
+    case.req = sell("1");
+    assert_eq!(case.check(), Ok(()));
+    case.req = buy("1");
+    assert_eq!(case.check(), Err("MAX_USER_NOTIONAL"));
 }

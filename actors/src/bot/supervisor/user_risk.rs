@@ -1,0 +1,58 @@
+//! An owner's limits over all of their bots: changing them (`SetUserRisk`), and the leverage a
+//! bot's start must fit under. Both run in the supervisor, so a start and a lowered
+//! `max_leverage` cannot pass each other: a limit is never lowered under a running bot, and a
+//! bot never starts above it.
+
+use actix::prelude::*;
+
+use super::messages::SetUserRisk;
+use super::{BotError, BotSupervisor};
+use crate::mailbox::Ask;
+use keel_core::bot::BotRecord;
+use keel_core::bot::user_risk::{
+    LeverageCaps, leverage_error, running_above, running_above_message,
+};
+
+impl Handler<Ask<SetUserRisk>> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ask: Ask<SetUserRisk>, ctx: &mut Context<Self>) {
+        let (SetUserRisk { user_id, limits }, replier) = ask.into_parts();
+        if let Err(err) = self.not_deleting(user_id) {
+            return replier.send(Err(err));
+        }
+        if let Some(max) = limits.max_leverage {
+            let owned = self.bots.values().filter(|b| b.user_id == user_id);
+            let above = running_above(owned, max);
+            if !above.is_empty() {
+                return replier.send(Err(BotError::Conflict(running_above_message(max, &above))));
+            }
+        }
+        match self.config.user_limits.set(user_id, &limits) {
+            Ok(true) => {}
+            Ok(false) => {
+                return replier
+                    .send(Err(BotError::Conflict("the account no longer exists".into())));
+            }
+            Err(err) => return replier.send(Err(err.into())),
+        }
+        tracing::info!(user_id, ?limits, "owner's limits changed");
+        let store = self.repo.store().clone();
+        ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
+            replier.send(done.map(|()| limits).map_err(BotError::from));
+        }));
+    }
+}
+
+impl BotSupervisor {
+    /// Refuses to start a bot whose leverage is above its owner's `max_leverage` or the
+    /// operator's `bots.max_leverage` (either may have been lowered since it was defined).
+    pub(super) fn check_start_leverage(&self, record: &BotRecord) -> Result<(), BotError> {
+        let owner = self.config.user_limits.get(record.user_id)?;
+        let caps = LeverageCaps { owner: owner.max_leverage, server: self.config.max_leverage };
+        match leverage_error(record, caps) {
+            Some(error) => Err(BotError::Invalid(vec![error])),
+            None => Ok(()),
+        }
+    }
+}
