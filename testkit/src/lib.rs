@@ -36,6 +36,7 @@ pub mod fake_futures;
 pub mod fake_hook;
 pub mod fake_rest;
 pub mod fake_user_stream;
+mod http_wire;
 pub mod routing;
 
 #[cfg(feature = "app")]

@@ -1,69 +1,17 @@
-//! The fake's HTTP: reading a request, Bybit's envelope and rate-limit headers, injected
-//! faults, and the signature and timestamp checks of a signed request.
+//! The fake's HTTP (requests are read by `crate::http_wire`): Bybit's envelope and rate-limit
+//! headers, injected faults, and the signature and timestamp checks of a signed request.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::routes::answer;
 use super::{API_KEY, API_SECRET, BybitFault, State, now_ms};
 use crate::hmac_sha256_hex;
-
-pub(super) struct Request {
-    pub(super) method: String,
-    pub(super) path: String,
-    pub(super) query: String,
-    pub(super) headers: HashMap<String, String>,
-    pub(super) body: String,
-}
-
-pub(super) async fn read_request(stream: &mut TcpStream) -> Option<Request> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let header_end = loop {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        if buf.len() > 64 * 1024 {
-            return None;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..header_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next()?.split(' ');
-    let method = first.next()?.to_owned();
-    let target = first.next()?;
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let mut body = buf[header_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    Some(Request {
-        method,
-        path: path.to_owned(),
-        query: query.to_owned(),
-        headers,
-        body: String::from_utf8_lossy(&body).to_string(),
-    })
-}
+pub(super) use crate::http_wire::{Request, read_request};
 
 pub(super) async fn serve(mut stream: TcpStream, state: Arc<State>) {
     let Some(request) = read_request(&mut stream).await else { return };
