@@ -83,6 +83,12 @@ impl BotActor {
         // connected in between: not live (dropped here), and not by its catch-up read either,
         // which is cut at the durable watermark that this flush had not moved yet.
         let outbound = std::mem::take(&mut self.fx.outbound);
+        // In flight from now: a poll in the meantime (the account stream coming up, say) must
+        // not ask the venue about an order it has not been sent yet and take "no such order"
+        // for "never received".
+        for request in &outbound {
+            self.in_flight.extend(request.orders().into_iter().map(|order| order.id));
+        }
         let events = std::mem::take(&mut self.fx.events);
         self.fx.clear();
         self.dirty_snapshot = false;
@@ -116,6 +122,14 @@ impl BotActor {
                 if !outbound.is_empty() {
                     self.dispatch(outbound, ctx);
                 }
+            } else {
+                for request in &outbound {
+                    for order in request.orders() {
+                        self.in_flight.remove(&order.id);
+                    }
+                }
+            }
+            if durable {
                 self.durable_fill_id = self.durable_fill_id.max(state.last_fill_id);
                 self.durable_event_id = self.durable_event_id.max(state.last_event_id);
                 if state.last_fill_id >= self.durable_fill_id {
