@@ -129,6 +129,12 @@ async fn a_bot_given_up_is_journaled_failed_and_stopping_it_reaches_its_channel(
     let mut socket = subscribe(&app, &token, &format!("bot:{bot}")).await;
     let sent = Instant::now();
     assert_eq!(app.control(&token, bot, "stop").await.status().as_u16(), 200);
-    let event = status_within(&mut socket, SECOND.saturating_sub(sent.elapsed())).await;
+    let mut event = status_within(&mut socket, SECOND.saturating_sub(sent.elapsed())).await;
+    if event["status"] == "failed" {
+        // The `failed` line read above is handed to the channel once durable, which on a loaded
+        // machine can come after this subscription: the same line, not a new status.
+        assert_eq!(event["reason"], last["data"]["reason"], "{event}");
+        event = status_within(&mut socket, SECOND.saturating_sub(sent.elapsed())).await;
+    }
     assert_eq!(event["status"], "stopped", "{event}");
 }
