@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 
 use super::{BotEngine, BotEventKind, Effects, Outbound, client_order_id};
 use crate::bot::BotId;
-use crate::trading::{Order, OrderOrigin, OrderRequest};
+use crate::trading::{Order, OrderOrigin, OrderRequest, OrderStatus, Side};
 
 /// The client id of the order list whose first leg (the take-profit) is order `first_leg`:
 /// `keel-{bot}-{order:06}-oco`, within the venue's 36-character `[.A-Za-z0-9:/_-]` rule.
@@ -119,6 +119,77 @@ impl BotEngine {
             && sl.status.is_open()
         {
             self.link_oco(tp.id, sl.id, fx);
+        }
+    }
+    /// A leg of a native list ended with nothing executed (refused, never received, expired)
+    /// while its partner still rests at the venue and the position still holds: half a
+    /// bracket. When the take-profit is what is left the position has no stop at all, so the
+    /// missing leg is placed again the emulated way (a stop-loss armed here, a take-profit as a
+    /// plain limit at the venue), linked to the leg still working, and the journal says so.
+    ///
+    /// `order_id` is the order this answer was about, either leg: the one that ended (its
+    /// partner confirmed open before) or the one just confirmed open (its partner having ended
+    /// earlier in the same batch of answers, as a list's look-up reports both legs). A leg Keel
+    /// asked to cancel is not "missing": the caller does not call for it.
+    pub(super) fn native_leg_alone(&mut self, order_id: u64, fx: &mut Effects) {
+        let open = |engine: &Self, id: u64| engine.open.iter().find(|o| o.id == id).cloned();
+        let latest = |id: u64| fx.orders.iter().rev().find(|o| o.id == id).cloned();
+        let (ended, working) = match open(self, order_id) {
+            Some(leg) => {
+                let Some(partner) = leg.oco_with.filter(|p| open(self, *p).is_none()) else {
+                    return;
+                };
+                let Some(partner) = latest(partner) else { return };
+                (partner, leg)
+            }
+            None => {
+                let Some(leg) = latest(order_id) else { return };
+                let Some(partner) = leg.oco_with.and_then(|p| open(self, p)) else { return };
+                (leg, partner)
+            }
+        };
+        let confirmed =
+            matches!(working.status, OrderStatus::Accepted | OrderStatus::PartiallyFilled)
+                && !self.cancel_pending.contains(&working.id);
+        if !ended.status.is_final()
+            || !ended.filled_qty.is_zero()
+            || ended.venue_list.is_none()
+            || working.oco_with != Some(ended.id)
+            || !confirmed
+        {
+            return;
+        }
+        let pos = self.state.position.qty;
+        let holds = !pos.is_zero() && pos.is_sign_positive() == (ended.side == Side::Sell);
+        // The new leg pairs with the one still working: only the rest of the position limits it.
+        let free = pos.abs() - self.committed_to_exits(ended.side) + working.remaining();
+        let qty = self.config.filters.floor_qty(working.remaining().min(free));
+        if !holds || qty <= Decimal::ZERO {
+            return;
+        }
+        let now = self.now();
+        let list = ended.venue_list.clone().unwrap_or_default();
+        let why = ended.reason.as_deref().unwrap_or("no reason given");
+        let message = match ended.origin {
+            OrderOrigin::StopLoss => format!(
+                "the stop-loss {} of order list {list} is not at the venue ({why}) while its \
+                 take-profit {} rests there: the stop is now held by Keel and does not protect \
+                 the position while Keel is down",
+                ended.id, working.id
+            ),
+            _ => format!(
+                "the take-profit {} of order list {list} is not at the venue ({why}) while its \
+                 stop-loss {} rests there: the take-profit is placed again as a plain limit",
+                ended.id, working.id
+            ),
+        };
+        self.log(now, BotEventKind::Log { level: "warn".into(), message }, fx);
+        let request =
+            OrderRequest { side: ended.side, qty, order_type: ended.order_type, tag: ended.tag };
+        if let Ok(placed) = self.place(request, ended.origin, fx)
+            && placed.status.is_open()
+        {
+            self.link_oco(working.id, placed.id, fx);
         }
     }
 }
