@@ -38,8 +38,10 @@ pub trait LegVenue: Sync {
     /// Sends the leg once. A lost answer is [`RouteErrorKind::UnknownOutcome`].
     fn create<'a>(&'a self, leg: &'a Order, role: LegRole) -> RouteFuture<'a, ()>;
 
-    /// Whether the venue has the leg (in any state): `false` when it never received it.
-    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, bool>;
+    /// Looks the leg up: `Ok` when the venue has it (in any state),
+    /// [`RouteErrorKind::NoSuchOrder`] or [`RouteErrorKind::NotOpen`] when it has not received
+    /// it.
+    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, ()>;
 
     /// Cancels a leg already placed because its partner is not there: `Ok` once it no longer
     /// works at the venue (as the venue's rules say); a failure leaves the list unknown.
@@ -89,8 +91,9 @@ async fn send(venue: &impl LegVenue, leg: &Order, role: LegRole) -> Result<(), R
     let deadline = Instant::now() + venue.accept_delay();
     loop {
         match venue.look_up(id).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
+            Ok(()) => return Ok(()),
+            Err(err)
+                if matches!(err.kind, RouteErrorKind::NoSuchOrder | RouteErrorKind::NotOpen) => {}
             Err(err) => {
                 return Err(RouteError {
                     kind: RouteErrorKind::UnknownOutcome,
@@ -115,7 +118,8 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use keel_core::trading::{OrderOrigin, OrderStatus, OrderType, Side};
+    use keel_core::trading::{OrderOrigin, OrderType, Side};
+    use keel_testkit::routing::new_order;
     use rust_decimal::Decimal;
 
     /// A venue that does what each leg's script says, and counts what it was asked.
@@ -155,10 +159,11 @@ mod tests {
             })
         }
 
-        fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, bool> {
+        fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, ()> {
             Box::pin(async move {
                 self.log.lock().unwrap().push(format!("look up {client_order_id}"));
-                Ok(self.held.lock().unwrap().iter().any(|h| h == client_order_id))
+                let held = self.held.lock().unwrap().iter().any(|h| h == client_order_id);
+                if held { Ok(()) } else { Err(fail(RouteErrorKind::NoSuchOrder)) }
             })
         }
 
@@ -179,24 +184,7 @@ mod tests {
     }
 
     fn leg(id: &str, origin: OrderOrigin) -> Order {
-        Order {
-            id: 1,
-            bot_id: 42,
-            client_order_id: id.to_owned(),
-            side: Side::Sell,
-            order_type: OrderType::Market,
-            qty: Decimal::ONE,
-            filled_qty: Decimal::ZERO,
-            avg_fill_price: Decimal::ZERO,
-            status: OrderStatus::New,
-            origin,
-            tag: 0,
-            oco_with: None,
-            venue_list: None,
-            reason: None,
-            created_ts: 0,
-            updated_ts: 0,
-        }
+        Order { origin, ..new_order(id, Side::Sell, OrderType::Market, Decimal::ONE) }
     }
 
     async fn run(venue: &Scripted) -> Result<(), RouteError> {

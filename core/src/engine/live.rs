@@ -154,7 +154,7 @@ impl BotEngine {
             self.cancel_open(order_id, "position is flat", fx);
         }
         if native_leg && !keel_cancel {
-            self.native_leg_alone(order_id, fx);
+            self.native_leg_ended(order_id, fx);
         }
     }
 

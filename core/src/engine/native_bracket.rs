@@ -121,44 +121,54 @@ impl BotEngine {
             self.link_oco(tp.id, sl.id, fx);
         }
     }
-    /// A leg of a native list ended with nothing executed (refused, never received, expired)
-    /// while its partner still rests at the venue and the position still holds: half a
-    /// bracket. When the take-profit is what is left the position has no stop at all, so the
-    /// missing leg is placed again the emulated way (a stop-loss armed here, a take-profit as a
-    /// plain limit at the venue), linked to the leg still working, and the journal says so.
-    ///
-    /// `order_id` is the order this answer was about, either leg: the one that ended (its
-    /// partner confirmed open before) or the one just confirmed open (its partner having ended
-    /// earlier in the same batch of answers, as a list's look-up reports both legs). A leg Keel
-    /// asked to cancel is not "missing": the caller does not call for it.
-    pub(super) fn native_leg_alone(&mut self, order_id: u64, fx: &mut Effects) {
-        let open = |engine: &Self, id: u64| engine.open.iter().find(|o| o.id == id).cloned();
-        let latest = |id: u64| fx.orders.iter().rev().find(|o| o.id == id).cloned();
-        let (ended, working) = match open(self, order_id) {
-            Some(leg) => {
-                let Some(partner) = leg.oco_with.filter(|p| open(self, *p).is_none()) else {
-                    return;
-                };
-                let Some(partner) = latest(partner) else { return };
-                (partner, leg)
-            }
-            None => {
-                let Some(leg) = latest(order_id) else { return };
-                let Some(partner) = leg.oco_with.and_then(|p| open(self, p)) else { return };
-                (leg, partner)
-            }
-        };
-        let confirmed =
-            matches!(working.status, OrderStatus::Accepted | OrderStatus::PartiallyFilled)
-                && !self.cancel_pending.contains(&working.id);
-        if !ended.status.is_final()
-            || !ended.filled_qty.is_zero()
-            || ended.venue_list.is_none()
-            || working.oco_with != Some(ended.id)
-            || !confirmed
-        {
+    /// A leg of a native list ended (`order_id`, which Keel did not ask to cancel): when nothing
+    /// of it executed and its partner is still open, it is remembered, and looked at again by
+    /// [`protect_half_lists`](Self::protect_half_lists) once the partner's own answer, which
+    /// often comes in the same batch (a list's look-up reports both legs), is in too.
+    pub(super) fn native_leg_ended(&mut self, order_id: u64, fx: &Effects) {
+        if self.open.iter().any(|o| o.id == order_id) {
             return;
         }
+        let Some(leg) = fx.orders.iter().rev().find(|o| o.id == order_id) else { return };
+        let partner_open = leg.oco_with.is_some_and(|p| self.open.iter().any(|o| o.id == p));
+        if leg.filled_qty.is_zero() && partner_open {
+            self.half_lists.push(leg.clone());
+        }
+    }
+
+    /// Half a bracket: a leg of a native list ended with nothing executed (refused, never
+    /// received, expired) while its partner rests at the venue and the position still holds.
+    /// When the take-profit is what is left the position has no stop at all, so the missing leg
+    /// is placed again the emulated way (a stop-loss armed here, a take-profit as a plain limit
+    /// at the venue), linked to the leg still working, and the journal says so. Run before
+    /// armed stops are checked on a market event, so such a stop works from that event on.
+    /// A leg whose partner's answer is still to come waits; one whose partner has ended too
+    /// (filled: the venue expired this leg; or refused with it) is dropped.
+    pub(super) fn protect_half_lists(&mut self, fx: &mut Effects) {
+        if self.half_lists.is_empty() {
+            return;
+        }
+        for ended in std::mem::take(&mut self.half_lists) {
+            let Some(working) = ended
+                .oco_with
+                .and_then(|id| {
+                    self.open.iter().find(|o| o.id == id && o.oco_with == Some(ended.id))
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            if matches!(working.status, OrderStatus::New | OrderStatus::Unknown) {
+                self.half_lists.push(ended);
+                continue;
+            }
+            if !self.cancel_pending.contains(&working.id) {
+                self.replace_missing_leg(&ended, &working, fx);
+            }
+        }
+    }
+
+    fn replace_missing_leg(&mut self, ended: &Order, working: &Order, fx: &mut Effects) {
         let pos = self.state.position.qty;
         let holds = !pos.is_zero() && pos.is_sign_positive() == (ended.side == Side::Sell);
         // The new leg pairs with the one still working: only the rest of the position limits it.

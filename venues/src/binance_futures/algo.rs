@@ -238,13 +238,14 @@ impl LegVenue for AlgoLegs<'_> {
         })
     }
 
-    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, bool> {
+    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, ()> {
         Box::pin(async move {
-            match self.router.algo(reqwest::Method::GET, client_order_id, self.signer).await {
-                Ok(_) => Ok(true),
-                Err(err) if err.is_no_such_order() => Ok(false),
-                Err(err) => Err(route_error(err)),
-            }
+            // `-2013` when it never arrived: `NoSuchOrder`.
+            self.router
+                .algo(reqwest::Method::GET, client_order_id, self.signer)
+                .await
+                .map_err(route_error)?;
+            Ok(())
         })
     }
 

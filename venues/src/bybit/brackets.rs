@@ -146,13 +146,12 @@ impl LegVenue for ConditionalLegs<'_> {
         })
     }
 
-    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, bool> {
+    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, ()> {
         Box::pin(async move {
-            match self.router.rest().query(self.symbol, client_order_id, self.signer).await {
-                Ok(_) => Ok(true),
-                Err(err) if err.is_not_open() => Ok(false),
-                Err(err) => Err(route_error(err)),
-            }
+            // An `orderLinkId` Bybit does not have is `NotOpen`.
+            let rest = self.router.rest();
+            rest.query(self.symbol, client_order_id, self.signer).await.map_err(route_error)?;
+            Ok(())
         })
     }
 

@@ -1,6 +1,7 @@
 //! Half a native bracket: one leg of a list ended with nothing executed while its partner rests
-//! at the venue and the position still holds. The missing leg is placed again the emulated way
-//! and linked to the one still working, so the position never stays without its stop.
+//! at the venue and the position still holds. At the next market event (every answer of the
+//! batch in) the missing leg is placed again the emulated way and linked to the one still
+//! working, so the position never stays without its stop.
 
 use super::live::native_bracketed;
 use super::*;
@@ -13,6 +14,12 @@ fn warned(fx: &Effects, words: &str) -> bool {
     fx.events.iter().any(|e| {
         matches!(&e.kind, BotEventKind::Log { level, message } if level == "warn" && message.contains(words))
     })
+}
+
+/// The next market event, which is when a half list is looked at (every answer of the batch
+/// applied by then); its price crosses no stop.
+fn tick(engine: &mut BotEngine, fx: &mut Effects) {
+    engine.on_market(&quote("99.99", "100.00", 4), fx);
 }
 
 fn armed(engine: &BotEngine) -> Vec<Order> {
@@ -31,6 +38,7 @@ fn a_stop_loss_never_received_beside_a_resting_take_profit_is_armed_here() {
     // One look-up of the list answers for both legs, the take-profit's first.
     engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
     engine.on_exec(venue_report(sl.id, "EXPIRED", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     assert!(fx.outbound.is_empty(), "a stop is armed, nothing is sent: {:?}", fx.outbound);
     let stops = armed(&engine);
     assert_eq!(stops.len(), 1, "{:?}", engine.open_orders());
@@ -46,6 +54,7 @@ fn a_stop_loss_never_received_beside_a_resting_take_profit_is_armed_here() {
     // The same answers again (the next poll) arm nothing more.
     fx.clear();
     engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     assert_eq!(armed(&engine).len(), 1);
     assert!(fx.events.is_empty() && fx.outbound.is_empty(), "{fx:?}");
 
@@ -74,8 +83,10 @@ fn the_stop_is_armed_whichever_legs_answer_comes_first() {
     engine.on_exec(unknown(tp.id), &mut fx);
     engine.on_exec(unknown(sl.id), &mut fx);
     engine.on_exec(venue_report(sl.id, "EXPIRED", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     assert!(armed(&engine).is_empty(), "the take-profit's outcome is still unknown");
     engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     let stops = armed(&engine);
     assert_eq!(stops.len(), 1, "{:?}", engine.open_orders());
     assert_eq!((stops[0].order_type, stops[0].oco_with), (sl.order_type, Some(tp.id)));
@@ -89,6 +100,7 @@ fn a_take_profit_missing_beside_a_resting_stop_loss_is_placed_again_as_a_plain_l
     engine.on_exec(venue_report(sl.id, "NEW", "0", "0"), &mut fx);
     fx.clear();
     engine.on_exec(venue_report(tp.id, "REJECTED", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     let placed = match fx.outbound.as_slice() {
         [Outbound::Place(order)] => order.clone(),
         other => panic!("expected the take-profit placed again, got {other:?}"),
@@ -113,6 +125,7 @@ fn a_leg_keel_canceled_or_a_flat_position_or_an_unanswered_partner_places_nothin
     engine.cancel(sl.id, "owner", &mut fx).unwrap();
     fx.clear();
     engine.on_exec(venue_report(sl.id, "CANCELED", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     assert!(armed(&engine).is_empty() && fx.outbound.is_empty(), "{:?}", fx.outbound);
 
     // The position is gone (closed elsewhere): nothing to protect.
@@ -121,6 +134,7 @@ fn a_leg_keel_canceled_or_a_flat_position_or_an_unanswered_partner_places_nothin
     engine.state.position.qty = Decimal::ZERO;
     fx.clear();
     engine.on_exec(venue_report(sl.id, "EXPIRED", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     assert!(armed(&engine).is_empty());
     assert!(!fx.outbound.iter().any(|o| matches!(o, Outbound::Place(_))), "{:?}", fx.outbound);
 
@@ -128,5 +142,22 @@ fn a_leg_keel_canceled_or_a_flat_position_or_an_unanswered_partner_places_nothin
     let (mut engine, _, sl, mut fx) = native_bracketed();
     fx.clear();
     engine.on_exec(venue_report(sl.id, "REJECTED", "0", "0"), &mut fx);
+    tick(&mut engine, &mut fx);
     assert!(armed(&engine).is_empty() && fx.outbound.is_empty(), "{:?}", fx.outbound);
+}
+
+/// A look-up after a restart finds the take-profit expired by the venue because the stop-loss
+/// filled, the take-profit's answer first: once the batch is in, nothing is missing.
+#[test]
+fn a_leg_expired_because_its_partner_filled_in_the_same_batch_is_not_placed_again() {
+    let (mut engine, tp, sl, mut fx) = native_bracketed();
+    engine.on_exec(venue_report(tp.id, "NEW", "0", "0"), &mut fx);
+    engine.on_exec(venue_report(sl.id, "NEW", "0", "0"), &mut fx);
+    fx.clear();
+    engine.on_exec(venue_report(tp.id, "EXPIRED", "0", "0"), &mut fx);
+    engine.on_exec(venue_report(sl.id, "FILLED", "1", "99"), &mut fx);
+    tick(&mut engine, &mut fx);
+    assert!(engine.position().qty.is_zero());
+    assert!(engine.open_orders().is_empty(), "{:?}", engine.open_orders());
+    assert!(!fx.outbound.iter().any(|o| matches!(o, Outbound::Place(_))), "{:?}", fx.outbound);
 }
