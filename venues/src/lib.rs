@@ -15,7 +15,8 @@
 //! - [`bybit_linear`]: Bybit USDT perpetuals: public streams with liquidations (Bybit's wire
 //!   format, shared with [`bybit`]).
 //!
-//! [`account`] is the seam's account stream (order executions and balances pushed by the
+//! [`bracket_legs`] is the one flow that sends a native bracket's two legs on a venue that does
+//! not link them (both futures venues). [`account`] is the seam's account stream (order executions and balances pushed by the
 //! venue); [`connection`] is the generic WebSocket driver upstream connectors plug into; [`clock`]
 //! keeps a venue's server-time offset for signed requests; [`tls`] installs the process-wide
 //! rustls provider every outgoing connection uses.
@@ -23,6 +24,7 @@
 pub mod account;
 pub mod binance;
 pub mod binance_futures;
+pub mod bracket_legs;
 pub mod bybit;
 pub mod bybit_linear;
 pub mod clock;

@@ -447,28 +447,65 @@ async fn a_stop_already_crossed_refuses_the_whole_bracket_and_leaves_nothing_beh
     assert!(err.message.contains("-2022"), "{}", err.message);
 }
 
-#[tokio::test]
-async fn a_lost_answer_is_looked_up_never_sent_again() {
-    let (fake, router, signer) = start().await;
+/// The conditional orders the fake was asked to create, by client id.
+fn algo_posts(fake: &FakeFutures) -> Vec<String> {
+    fake.log().into_iter().filter(|l| l.starts_with("POST /fapi/v1/algoOrder")).collect()
+}
+
+/// A router to `fake` with a short receive window, so a lost answer settles quickly, and a long
+/// position of 0.5 to protect.
+async fn opened_with_short_window(fake: &FakeFutures) -> FuturesRouter {
+    let rest = RestClient::new(&keel_venues::binance_futures::DIALECT, &fake.url())
+        .unwrap()
+        .with_recv_window(300);
+    let router = FuturesRouter::new(Arc::new(rest));
     fake.set_price(dec("100"));
     let open = new_order("keel-42-000017", Side::Buy, OrderType::Market, dec("0.5"));
+    let signer = signer(fake_futures::API_KEY, fake_futures::SECRET_KEY);
     router.place(&btc(), &open, &*signer).await.unwrap();
+    router
+}
+
+#[tokio::test]
+async fn a_take_profit_whose_answer_is_lost_is_looked_up_and_the_stop_loss_still_goes_out() {
+    // The take-profit arrives but its answer is lost (connection reset, 503): it is found by
+    // its client id, never sent again, and the stop-loss follows, so the position keeps a stop.
+    for fault in [FuturesFault::AcceptThenDrop, FuturesFault::AcceptThenServerError] {
+        let (fake, _, signer) = start().await;
+        let router = opened_with_short_window(&fake).await;
+        let (tp, sl) = bracket(Side::Sell, "110", "95");
+        fake.fail_next(1, fault);
+        let placed = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap();
+        assert_eq!(leg(&placed, "keel-42-000018").status, "NEW", "{fault:?}");
+        assert_eq!(leg(&placed, "keel-42-000019").status, "NEW", "{fault:?}");
+        for id in ["keel-42-000018", "keel-42-000019"] {
+            assert_eq!(fake.algo(id).unwrap()["algoStatus"], "NEW", "{fault:?}: {id}");
+        }
+        let posts = algo_posts(&fake);
+        assert_eq!(posts.len(), 2, "{fault:?}: one create per leg: {posts:?}");
+        assert!(posts[0].contains("clientAlgoId=keel-42-000018"), "{}", posts[0]);
+        assert!(posts[1].contains("clientAlgoId=keel-42-000019"), "{}", posts[1]);
+        let found = router.query_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap();
+        assert!(found.iter().all(|r| r.status == "NEW"), "{fault:?}: {found:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_take_profit_never_received_leaves_nothing_behind_and_the_list_is_refused() {
+    let (fake, _, signer) = start().await;
+    let router = opened_with_short_window(&fake).await;
     let (tp, sl) = bracket(Side::Sell, "110", "95");
-    // Nothing received at all: the venue knows neither leg.
+    // Nothing received at all: looked for until the receive window has passed, then refused,
+    // and the stop-loss is not sent on its own.
     fake.fail_next(1, FuturesFault::Drop);
+    let started = std::time::Instant::now();
     let err = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap_err();
-    assert_eq!(err.kind, RouteErrorKind::UnknownOutcome);
+    assert_eq!(err.kind, RouteErrorKind::Rejected, "{}", err.message);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(algo_posts(&fake).len(), 1);
+    let lookups = fake.log().iter().filter(|l| l.starts_with("GET /fapi/v1/algoOrder")).count();
+    assert!(lookups >= 2, "looked up now and after the window: {lookups}");
+    assert!(fake.algo("keel-42-000018").is_none() && fake.algo("keel-42-000019").is_none());
     let err = router.query_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap_err();
     assert_eq!(err.kind, RouteErrorKind::NoSuchOrder);
-    // The take-profit arrives but its answer is lost: the stop-loss is not sent blind.
-    fake.fail_next(1, FuturesFault::AcceptThenDrop);
-    let err = router.place_list(&btc(), legs(&tp, &sl), &*signer).await.unwrap_err();
-    assert_eq!(err.kind, RouteErrorKind::UnknownOutcome);
-    let found = router.query_list(&btc(), "keel-42-000018-oco", &*signer).await.unwrap();
-    assert_eq!(leg(&found, "keel-42-000018").status, "NEW");
-    assert_eq!(leg(&found, "keel-42-000019").status, "EXPIRED");
-    // Two requests reached the venue (the dropped one, the take-profit); the stop-loss none.
-    let posts = fake.log().into_iter().filter(|l| l.starts_with("POST /fapi/v1/algoOrder")).count();
-    assert_eq!(posts, 2);
-    assert!(fake.algo("keel-42-000019").is_none());
 }

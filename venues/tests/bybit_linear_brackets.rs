@@ -175,8 +175,8 @@ async fn a_refused_stop_loss_takes_the_take_profit_back_and_the_list_is_refused_
 }
 
 #[tokio::test]
-async fn a_lost_create_is_looked_up_and_never_sent_twice() {
-    // Bybit did the work and the answer was lost: a dropped connection, a 502.
+async fn a_take_profit_whose_create_answer_is_lost_is_looked_up_and_the_stop_loss_follows() {
+    // Bybit did the work and the take-profit's answer was lost: a dropped connection, a 502.
     for fault in [BybitFault::Drop, BybitFault::BadGateway] {
         let (fake, router) = opened(Side::Buy, "0.2").await;
         let signer = good_signer();
@@ -187,5 +187,12 @@ async fn a_lost_create_is_looked_up_and_never_sent_twice() {
         assert_eq!(placed.len(), 2, "{fault:?}: {placed:?}");
         assert!(placed.iter().all(|r| r.status == "NEW"), "{fault:?}: {placed:?}");
         assert_eq!(fake.creates(), 3, "{fault:?}: entry, take-profit and stop-loss once each");
+        // Both legs rest at Bybit: the position is never left with the take-profit alone.
+        for id in [TP, SL] {
+            let order = fake.order(id).unwrap_or_else(|| panic!("{fault:?}: {id} not at bybit"));
+            assert_eq!(order["orderStatus"], "Untriggered", "{fault:?}: {order}");
+        }
+        let found = router.query_list(&btc(), LIST, &*signer).await.unwrap();
+        assert!(found.len() == 2 && found.iter().all(|r| r.status == "NEW"), "{found:?}");
     }
 }

@@ -140,6 +140,7 @@ impl BotEngine {
         let order_id = report.order_id;
         let native_leg = self.open[index].venue_list.is_some();
         let refused = matches!(report.outcome, ExecOutcome::Rejected(_) | ExecOutcome::NotFound);
+        let keel_cancel = self.cancel_pending.contains(&order_id);
         self.apply_exec(index, was_unknown, report, fx);
         let open = &self.open;
         self.cancel_pending.retain(|id| open.iter().any(|o| o.id == *id));
@@ -151,6 +152,9 @@ impl BotEngine {
             // position, and the cancel asked for then may never have gone out (Keel stopped
             // first): ask again (no second cancel while one is in flight).
             self.cancel_open(order_id, "position is flat", fx);
+        }
+        if native_leg && !keel_cancel {
+            self.native_leg_ended(order_id, fx);
         }
     }
 

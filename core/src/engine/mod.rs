@@ -100,6 +100,9 @@ pub struct BotEngine {
     native_brackets: bool,
     /// The order list the orders being placed belong to (set while a native bracket is built).
     pending_list: Option<String>,
+    /// Native legs that ended with nothing executed while their partner was still open: looked
+    /// at again once every answer of the batch is in (see `native_bracket`).
+    half_lists: Vec<Order>,
 }
 
 impl BotEngine {
@@ -144,6 +147,7 @@ impl BotEngine {
             published,
             native_brackets: false,
             pending_list: None,
+            half_lists: Vec::new(),
         }
     }
 
@@ -232,6 +236,7 @@ impl BotEngine {
         self.paper_fills.clear();
         self.venue.on_market(event, &mut self.paper_fills);
         if self.config.live {
+            self.protect_half_lists(fx);
             self.trigger_stops(event, fx);
         }
         if !self.paper_fills.is_empty() {

@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 
 use super::{BotEngine, BotEventKind, Effects, Outbound, client_order_id};
 use crate::bot::BotId;
-use crate::trading::{Order, OrderOrigin, OrderRequest};
+use crate::trading::{Order, OrderOrigin, OrderRequest, OrderStatus, Side};
 
 /// The client id of the order list whose first leg (the take-profit) is order `first_leg`:
 /// `keel-{bot}-{order:06}-oco`, within the venue's 36-character `[.A-Za-z0-9:/_-]` rule.
@@ -119,6 +119,87 @@ impl BotEngine {
             && sl.status.is_open()
         {
             self.link_oco(tp.id, sl.id, fx);
+        }
+    }
+    /// A leg of a native list ended (`order_id`, which Keel did not ask to cancel): when nothing
+    /// of it executed and its partner is still open, it is remembered, and looked at again by
+    /// [`protect_half_lists`](Self::protect_half_lists) once the partner's own answer, which
+    /// often comes in the same batch (a list's look-up reports both legs), is in too.
+    pub(super) fn native_leg_ended(&mut self, order_id: u64, fx: &Effects) {
+        if self.open.iter().any(|o| o.id == order_id) {
+            return;
+        }
+        let Some(leg) = fx.orders.iter().rev().find(|o| o.id == order_id) else { return };
+        let partner_open = leg.oco_with.is_some_and(|p| self.open.iter().any(|o| o.id == p));
+        if leg.filled_qty.is_zero() && partner_open {
+            self.half_lists.push(leg.clone());
+        }
+    }
+
+    /// Half a bracket: a leg of a native list ended with nothing executed (refused, never
+    /// received, expired) while its partner rests at the venue and the position still holds.
+    /// When the take-profit is what is left the position has no stop at all, so the missing leg
+    /// is placed again the emulated way (a stop-loss armed here, a take-profit as a plain limit
+    /// at the venue), linked to the leg still working, and the journal says so. Run before
+    /// armed stops are checked on a market event, so such a stop works from that event on.
+    /// A leg whose partner's answer is still to come waits; one whose partner has ended too
+    /// (filled: the venue expired this leg; or refused with it) is dropped.
+    pub(super) fn protect_half_lists(&mut self, fx: &mut Effects) {
+        if self.half_lists.is_empty() {
+            return;
+        }
+        for ended in std::mem::take(&mut self.half_lists) {
+            let Some(working) = ended
+                .oco_with
+                .and_then(|id| {
+                    self.open.iter().find(|o| o.id == id && o.oco_with == Some(ended.id))
+                })
+                .cloned()
+            else {
+                continue;
+            };
+            if matches!(working.status, OrderStatus::New | OrderStatus::Unknown) {
+                self.half_lists.push(ended);
+                continue;
+            }
+            if !self.cancel_pending.contains(&working.id) {
+                self.replace_missing_leg(&ended, &working, fx);
+            }
+        }
+    }
+
+    fn replace_missing_leg(&mut self, ended: &Order, working: &Order, fx: &mut Effects) {
+        let pos = self.state.position.qty;
+        let holds = !pos.is_zero() && pos.is_sign_positive() == (ended.side == Side::Sell);
+        // The new leg pairs with the one still working: only the rest of the position limits it.
+        let free = pos.abs() - self.committed_to_exits(ended.side) + working.remaining();
+        let qty = self.config.filters.floor_qty(working.remaining().min(free));
+        if !holds || qty <= Decimal::ZERO {
+            return;
+        }
+        let now = self.now();
+        let list = ended.venue_list.clone().unwrap_or_default();
+        let why = ended.reason.as_deref().unwrap_or("no reason given");
+        let message = match ended.origin {
+            OrderOrigin::StopLoss => format!(
+                "the stop-loss {} of order list {list} is not at the venue ({why}) while its \
+                 take-profit {} rests there: the stop is now held by Keel and does not protect \
+                 the position while Keel is down",
+                ended.id, working.id
+            ),
+            _ => format!(
+                "the take-profit {} of order list {list} is not at the venue ({why}) while its \
+                 stop-loss {} rests there: the take-profit is placed again as a plain limit",
+                ended.id, working.id
+            ),
+        };
+        self.log(now, BotEventKind::Log { level: "warn".into(), message }, fx);
+        let request =
+            OrderRequest { side: ended.side, qty, order_type: ended.order_type, tag: ended.tag };
+        if let Ok(placed) = self.place(request, ended.origin, fx)
+            && placed.status.is_open()
+        {
+            self.link_oco(working.id, placed.id, fx);
         }
     }
 }

@@ -25,11 +25,12 @@
 //!   their commission), and reported under the leg's own client id; `CANCELED`, `REJECTED`,
 //!   `EXPIRED` are final.
 //!
-//! A place never resends: the stop-loss goes out only once the take-profit was accepted; when the
-//! venue refuses the stop-loss the take-profit is canceled and the whole list is refused (Keel
-//! then emulates the bracket); an unknown outcome of either is reported unknown, and the query
-//! reports a leg the venue does not know, while its partner is there, as `EXPIRED` (it was never
-//! sent, or was lost: either way nothing of it executed).
+//! The legs are sent by [`place_both`] (shared with Bybit): the stop-loss only once the
+//! take-profit is known to be there, a lost answer settled by looking the leg up by its
+//! `clientAlgoId` (never sent again), a refused stop-loss taking the take-profit back so the
+//! whole list is refused (Keel then emulates the bracket). What still cannot be settled is
+//! reported unknown, and the query reports a leg the venue does not know, while its partner is
+//! there, as `EXPIRED` (it was never received: nothing of it executed).
 
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -37,7 +38,8 @@ use serde::Deserialize;
 use super::router::{FuturesOrder, FuturesRouter, is_exit};
 use crate::binance::connector::route_error;
 use crate::binance::rest::RestError;
-use crate::routing::{OrderListLegs, OrderReport, RouteError, RouteErrorKind, Signer};
+use crate::bracket_legs::{LegRole, LegVenue, place_both};
+use crate::routing::{OrderListLegs, OrderReport, RouteError, RouteErrorKind, RouteFuture, Signer};
 use keel_core::engine::list_leg_ids;
 use keel_core::market::Symbol;
 use keel_core::trading::{Order, OrderType, Side};
@@ -221,13 +223,51 @@ fn leg_report(
     }
 }
 
-/// An accepted conditional order, as a report of its leg.
-fn placed(algo: &AlgoOrder) -> OrderReport {
-    let status = status_word(&algo.algo_status, Decimal::ZERO, Decimal::ONE).unwrap_or("NEW");
-    leg_report(algo.client_algo_id.clone(), status, Decimal::ZERO, Decimal::ZERO)
+/// One bracket's legs as conditional orders on `symbol`, for [`place_both`].
+struct AlgoLegs<'a> {
+    router: &'a FuturesRouter,
+    symbol: &'a Symbol,
+    signer: Signer<'a>,
 }
 
-/// [`OrderRouter::place_list`](crate::routing::OrderRouter::place_list) on USD-M futures.
+impl LegVenue for AlgoLegs<'_> {
+    fn create<'a>(&'a self, leg: &'a Order, _: LegRole) -> RouteFuture<'a, ()> {
+        Box::pin(async move {
+            self.router.new_algo(self.symbol, leg, self.signer).await.map_err(route_error)?;
+            Ok(())
+        })
+    }
+
+    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, ()> {
+        Box::pin(async move {
+            // `-2013` when it never arrived: `NoSuchOrder`.
+            self.router
+                .algo(reqwest::Method::GET, client_order_id, self.signer)
+                .await
+                .map_err(route_error)?;
+            Ok(())
+        })
+    }
+
+    fn withdraw<'a>(&'a self, leg: &'a Order) -> RouteFuture<'a, ()> {
+        Box::pin(async move {
+            // Any failure, "not open" included (it may have triggered), leaves it unknown.
+            let id = &leg.client_order_id;
+            self.router.algo(reqwest::Method::DELETE, id, self.signer).await.map_err(|err| {
+                tracing::warn!(client_order_id = %id, error = %err, "take-profit of a refused bracket not canceled");
+                route_error(err)
+            })?;
+            Ok(())
+        })
+    }
+
+    fn accept_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.router.rest().recv_window_ms())
+    }
+}
+
+/// [`OrderRouter::place_list`](crate::routing::OrderRouter::place_list) on USD-M futures:
+/// both legs through [`place_both`], each reported as the conditional order it rests as.
 pub(super) async fn place(
     router: &FuturesRouter,
     symbol: &Symbol,
@@ -241,25 +281,10 @@ pub(super) async fn place(
             message: "a bracket's legs must share side and quantity".to_owned(),
         });
     }
-    let take_profit = router.new_algo(symbol, tp, signer).await.map_err(route_error)?;
-    let stop_loss = match router.new_algo(symbol, sl, signer).await {
-        Ok(stop_loss) => stop_loss,
-        Err(err) if err.is_unknown_outcome() => return Err(route_error(err)),
-        Err(err) => {
-            // Half a bracket is no bracket: take the take-profit back, so Keel emulates both.
-            if let Err(cancel) =
-                router.algo(reqwest::Method::DELETE, &tp.client_order_id, signer).await
-            {
-                tracing::warn!(client_order_id = %tp.client_order_id, error = %cancel, "take-profit of a refused bracket not canceled");
-                return Err(RouteError {
-                    kind: RouteErrorKind::UnknownOutcome,
-                    ..route_error(err)
-                });
-            }
-            return Err(route_error(err));
-        }
-    };
-    Ok(vec![placed(&take_profit), placed(&stop_loss)])
+    place_both(&AlgoLegs { router, symbol, signer }, tp, sl).await?;
+    let resting =
+        |leg: &Order| leg_report(leg.client_order_id.clone(), "NEW", Decimal::ZERO, Decimal::ZERO);
+    Ok(vec![resting(tp), resting(sl)])
 }
 
 /// [`OrderRouter::query_list`](crate::routing::OrderRouter::query_list) on USD-M futures.

@@ -19,16 +19,18 @@
 //! other leg is reduce-only: if it fired with the position already closed, Bybit would cancel
 //! it rather than open one.
 //!
-//! The list is both legs or neither: the take-profit goes first, the stop-loss only once the
-//! take-profit is known to be there, and a refused stop-loss takes the take-profit back. A leg
-//! whose create answer was lost is looked up by its client id, never sent again; one still not
-//! found after the venue's `recv_window` was never received.
+//! The list is both legs or neither, sent by [`place_both`] (shared with Binance futures): the
+//! take-profit goes first, the stop-loss only once the take-profit is known to be there, and a
+//! refused stop-loss takes the take-profit back. A leg whose create answer was lost is looked
+//! up by its client id, never sent again; one still not found after the venue's `recv_window`
+//! was never received.
 
 use std::time::Duration;
 
 use super::connector::{BybitRouter, route_error};
 use super::rest::BracketLeg;
-use crate::routing::{OrderListLegs, OrderReport, RouteError, RouteErrorKind, Signer};
+use crate::bracket_legs::{LegRole, LegVenue, place_both};
+use crate::routing::{OrderListLegs, OrderReport, RouteError, RouteErrorKind, RouteFuture, Signer};
 use keel_core::engine::list_leg_ids;
 use keel_core::market::Symbol;
 use keel_core::trading::Order;
@@ -49,15 +51,7 @@ pub(super) async fn place(
     {
         return Err(refused("a bracket's legs share side and quantity and are the list's own"));
     }
-    send_leg(router, symbol, take_profit, BracketLeg::TakeProfit, signer).await?;
-    if let Err(err) = send_leg(router, symbol, stop_loss, BracketLeg::StopLoss, signer).await {
-        if err.kind != RouteErrorKind::UnknownOutcome {
-            // Nothing of the stop-loss is at the venue: take the take-profit back, so the list
-            // is refused whole (and the engine emulates the bracket instead).
-            withdraw(router, symbol, take_profit, signer).await?;
-        }
-        return Err(err);
-    }
+    place_both(&ConditionalLegs { router, symbol, signer }, take_profit, stop_loss).await?;
     read_legs(router, symbol, &[ids.0, ids.1], signer).await
 }
 
@@ -133,54 +127,48 @@ fn refused(message: &str) -> RouteError {
     RouteError { kind: RouteErrorKind::Rejected, message: message.to_owned() }
 }
 
-/// Sends one leg; `Ok` once it is known to be at the venue. A lost answer is settled by
-/// looking the leg up (now, and once more after the venue's `recv_window`, past which a
-/// request it has not seen can no longer be accepted): found is `Ok`, never found is
-/// [`RouteErrorKind::Rejected`], a look-up that fails leaves it unknown.
-async fn send_leg(
-    router: &BybitRouter,
-    symbol: &Symbol,
-    order: &Order,
-    leg: BracketLeg,
-    signer: Signer<'_>,
-) -> Result<(), RouteError> {
-    let rest = router.rest();
-    let lost = match rest.create_conditional(symbol, order, leg, signer).await {
-        Ok(()) => return Ok(()),
-        Err(err) if err.is_unknown_outcome() => err,
-        Err(err) => return Err(route_error(err)),
-    };
-    let id = &order.client_order_id;
-    let unknown = |why: String| RouteError { kind: RouteErrorKind::UnknownOutcome, message: why };
-    for wait in [false, true] {
-        if wait {
-            tokio::time::sleep(Duration::from_millis(rest.recv_window_ms())).await;
-        }
-        match rest.query(symbol, id, signer).await {
-            Ok(_) => return Ok(()),
-            Err(err) if err.is_not_open() => {}
-            Err(err) => return Err(unknown(format!("{lost}; then its look-up failed: {err}"))),
-        }
-    }
-    Err(refused(&format!("{lost}; {id} never reached bybit")))
+/// One bracket's legs as conditional orders on `symbol`, for [`place_both`].
+struct ConditionalLegs<'a> {
+    router: &'a BybitRouter,
+    symbol: &'a Symbol,
+    signer: Signer<'a>,
 }
 
-/// Cancels a leg already placed because its partner was refused. A cancel that fails leaves
-/// the list's outcome unknown (the caller looks it up).
-async fn withdraw(
-    router: &BybitRouter,
-    symbol: &Symbol,
-    order: &Order,
-    signer: Signer<'_>,
-) -> Result<(), RouteError> {
-    match router.rest().cancel(symbol, &order.client_order_id, signer).await {
-        Ok(_) => Ok(()),
-        // Already gone (or filled: its report comes with the look-up the engine makes).
-        Err(err) if err.is_not_open() => Ok(()),
-        Err(err) => Err(RouteError {
-            kind: RouteErrorKind::UnknownOutcome,
-            message: format!("the stop-loss was refused and the take-profit not withdrawn: {err}"),
-        }),
+impl LegVenue for ConditionalLegs<'_> {
+    fn create<'a>(&'a self, leg: &'a Order, role: LegRole) -> RouteFuture<'a, ()> {
+        Box::pin(async move {
+            let kind = match role {
+                LegRole::TakeProfit => BracketLeg::TakeProfit,
+                LegRole::StopLoss => BracketLeg::StopLoss,
+            };
+            let rest = self.router.rest();
+            rest.create_conditional(self.symbol, leg, kind, self.signer).await.map_err(route_error)
+        })
+    }
+
+    fn look_up<'a>(&'a self, client_order_id: &'a str) -> RouteFuture<'a, ()> {
+        Box::pin(async move {
+            // An `orderLinkId` Bybit does not have is `NotOpen`.
+            let rest = self.router.rest();
+            rest.query(self.symbol, client_order_id, self.signer).await.map_err(route_error)?;
+            Ok(())
+        })
+    }
+
+    fn withdraw<'a>(&'a self, leg: &'a Order) -> RouteFuture<'a, ()> {
+        Box::pin(async move {
+            let id = &leg.client_order_id;
+            match self.router.rest().cancel(self.symbol, id, self.signer).await {
+                // Already gone (or filled: its report comes with the look-up the engine makes).
+                Ok(_) => Ok(()),
+                Err(err) if err.is_not_open() => Ok(()),
+                Err(err) => Err(route_error(err)),
+            }
+        })
+    }
+
+    fn accept_delay(&self) -> Duration {
+        Duration::from_millis(self.router.rest().recv_window_ms())
     }
 }
 

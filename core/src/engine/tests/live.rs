@@ -125,7 +125,7 @@ fn live_stops_are_armed_locally_and_sent_as_market_orders_when_crossed() {
 
 /// A live engine on a venue with native brackets that bought 1 at 100: returns it with the
 /// order list its bracket asked for (take-profit, stop-loss), and the effects of the fill.
-fn native_bracketed() -> (BotEngine, Order, Order, Effects) {
+pub(super) fn native_bracketed() -> (BotEngine, Order, Order, Effects) {
     let bracket = Bracket { take_profit_pct: d("2"), stop_loss_pct: d("1") };
     let (mut engine, _) = engine_for(RiskLimits::default(), Some(bracket), true);
     engine.set_native_brackets(true);

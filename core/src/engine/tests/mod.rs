@@ -20,6 +20,7 @@ mod derivatives;
 mod fees;
 mod futures;
 mod live;
+mod native_half;
 
 fn d(s: &str) -> Decimal {
     s.parse().unwrap()
