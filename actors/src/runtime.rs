@@ -246,7 +246,8 @@ impl Runtime {
             None => None,
         };
         let cluster = match cluster {
-            Some(config) => Some(crate::cluster::Cluster::connect(config).await?),
+            // Boxed: the connection set-up is a large future, not worth carrying in start-up's.
+            Some(config) => Some(Box::pin(crate::cluster::Cluster::connect(config)).await?),
             None => None,
         };
         let feed_configs = markets

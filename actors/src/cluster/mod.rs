@@ -62,9 +62,11 @@ pub enum ClusterError {
     },
 }
 
-/// This node's handle on the cluster, cheap to clone.
+/// This node's handle on the cluster, cheap to clone (and small to carry across start-up).
 #[derive(Clone)]
-pub struct Cluster {
+pub struct Cluster(std::sync::Arc<Inner>);
+
+struct Inner {
     config: ClusterConfig,
     client: async_nats::Client,
     jetstream: jetstream::Context,
@@ -74,7 +76,7 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Cluster").field("config", &self.0.config).finish_non_exhaustive()
     }
 }
 
@@ -112,17 +114,17 @@ impl Cluster {
             .await
             .map_err(|err| ClusterError::JetStream { what: name, message: err.to_string() })?;
         tracing::info!(node = %config.node_id, cluster = %config.name, url = %config.nats_url, "joined the cluster");
-        Ok(Self { config, client, jetstream, leases, stream })
+        Ok(Self(std::sync::Arc::new(Inner { config, client, jetstream, leases, stream })))
     }
 
     /// This node's id.
     pub fn node_id(&self) -> &str {
-        &self.config.node_id
+        &self.0.config.node_id
     }
 
     /// Whether the NATS connection is up now (for `/health/ready`).
     pub fn connected(&self) -> bool {
-        let up = self.client.connection_state() == async_nats::connection::State::Connected;
+        let up = self.0.client.connection_state() == async_nats::connection::State::Connected;
         metrics::gauge!("keel_cluster_nats_connected").set(if up { 1.0 } else { 0.0 });
         up
     }
@@ -139,20 +141,20 @@ impl Cluster {
 
     /// Every subject of a venue's symbol: `{name}.md.{venue}.{symbol}.*`.
     fn symbol_subject(&self, venue: VenueId, symbol: &Symbol) -> String {
-        format!("{}.md.{}.{}", self.config.name, venue.as_str(), symbol.as_str())
+        format!("{}.md.{}.{}", self.0.config.name, venue.as_str(), symbol.as_str())
     }
 
     /// Tries to take the lease of `key` (it must be free). Its revision when taken.
     pub(crate) async fn acquire(self, key: String) -> Option<u64> {
-        let value = self.config.node_id.clone().into();
-        self.leases.create(&key, value).await.ok()
+        let value = self.0.config.node_id.clone().into();
+        self.0.leases.create(&key, value).await.ok()
     }
 
     /// Renews the lease of `key` held at `revision`; `None` when another node holds it now (or
     /// it expired and was taken).
     pub(crate) async fn renew(self, key: String, revision: u64) -> Option<u64> {
-        let value = self.config.node_id.clone().into();
-        match self.leases.update(&key, value, revision).await {
+        let value = self.0.config.node_id.clone().into();
+        match self.0.leases.update(&key, value, revision).await {
             Ok(revision) => Some(revision),
             Err(err) => {
                 tracing::warn!(%key, error = %err, "market-data lease lost");
@@ -163,7 +165,7 @@ impl Cluster {
 
     /// The relay of one venue: publishes what this node holds, in order.
     pub fn relay(&self, venue: VenueId) -> Relay {
-        Relay::start(self.jetstream.clone(), venue)
+        Relay::start(self.0.jetstream.clone(), venue)
     }
 
     /// Reads a venue's symbol from the stream (new events only), into `out`, until aborted.
@@ -174,7 +176,7 @@ impl Cluster {
         out: tokio::sync::mpsc::Sender<Received>,
     ) -> Follower {
         let filter = format!("{}.*", self.symbol_subject(venue, &symbol));
-        Follower::start(self.stream.clone(), filter, symbol, out)
+        Follower::start(self.0.stream.clone(), filter, symbol, out)
     }
 }
 
