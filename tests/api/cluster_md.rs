@@ -18,19 +18,6 @@ use crate::ws::{Socket, connect, expect_type};
 const URL_VAR: &str = "KEEL_TEST_NATS_URL";
 const TRADES: &str = "market:binance:BTCUSDT:trades";
 
-/// The NATS URL, or `None` after saying why the test is skipped.
-fn nats_url(test: &str) -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!(
-                "{test}: skipped: {URL_VAR} is not set (`.ci/run` sets it to the local server)"
-            );
-            None
-        }
-    }
-}
-
 /// A node of cluster `name` on the fake exchange.
 async fn node(id: &str, name: &str, nats: &str, fake: &FakeBinance, rest: &FakeRest) -> TestApp {
     let (id, name, nats) = (id.to_owned(), name.to_owned(), nats.to_owned());
@@ -113,7 +100,7 @@ async fn first_trade(fake: &FakeBinance, socket: &mut Socket, from: u64) -> (Opt
 
 #[actix_web::test]
 async fn one_node_holds_the_exchange_connection_and_another_takes_over_when_it_stops() {
-    let Some(nats) = nats_url("cluster_md") else { return };
+    let Some(nats) = crate::service_url(URL_VAR, "cluster_md") else { return };
     let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
     let fake = FakeBinance::start().await;
     let rest = FakeRest::start().await;
