@@ -51,3 +51,36 @@ impl ClusterSettings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+    use super::super::tests::env;
+
+    #[test]
+    fn cluster_mode_is_off_by_default_and_checked_only_when_on() {
+        let settings = Settings::load_with_env(None, env(&[])).unwrap();
+        assert!(!settings.cluster.enabled);
+        assert!(settings.cluster.cluster_config().is_none());
+        // Off, a name that could not be a subject prefix is not looked at.
+        let off = env(&[("KEEL__CLUSTER__NAME", "a.b")]);
+        assert!(Settings::load_with_env(None, off).is_ok());
+
+        let on = |key: &'static str, value: &'static str| {
+            let vars = env(&[("KEEL__CLUSTER__ENABLED", "true"), (key, value)]);
+            Settings::load_with_env(None, vars).map_err(|e| e.to_string())
+        };
+        let settings = on("KEEL__CLUSTER__NODE_ID", "node-b").unwrap();
+        let config = settings.cluster.cluster_config().unwrap();
+        assert_eq!((config.node_id.as_str(), config.name.as_str()), ("node-b", "keel"));
+        for (key, value, named) in [
+            ("KEEL__CLUSTER__NAME", "a.b", "cluster.name"),
+            ("KEEL__CLUSTER__NAME", "a>", "cluster.name"),
+            ("KEEL__CLUSTER__NODE_ID", "", "cluster.node_id"),
+            ("KEEL__CLUSTER__NATS_URL", "http://127.0.0.1:4222", "cluster.nats_url"),
+        ] {
+            let err = on(key, value).unwrap_err();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
+    }
+}
