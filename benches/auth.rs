@@ -133,6 +133,7 @@ impl Fixture {
             ws_limits: Arc::new(keel::ws::Limits::new(1, 1, 1)),
             protection,
             sink: None,
+            cluster: None,
             backtests: keel_actors::backtest::jobs::Jobs::start(
                 keel_actors::backtest::jobs::JobsConfig {
                     workers: 1,

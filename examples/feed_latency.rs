@@ -56,6 +56,7 @@ fn main() {
             replay: None,
             recorder: None,
             mailbox: keel_actors::feed::DEFAULT_MAILBOX,
+            cluster: None,
         })
         .start();
         let samples = Arc::new(Mutex::new(Vec::with_capacity((rate * seconds * subscribers) as usize)));

@@ -47,6 +47,8 @@ pub struct AppState {
     pub protection: Arc<http::protect::Protection>,
     /// The Postgres sink's state, when it is configured.
     pub sink: Option<SinkHealth>,
+    /// This node's cluster connection, in cluster mode.
+    pub cluster: Option<keel_actors::cluster::Cluster>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
     /// Owners' strategy modules and the WebAssembly host.

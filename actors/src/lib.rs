@@ -19,6 +19,7 @@ pub mod account;
 pub mod backtest;
 pub mod bot;
 pub mod breaker;
+pub mod cluster;
 pub mod fanout;
 pub mod feed;
 pub mod identity;

@@ -59,6 +59,9 @@ pub struct RuntimeConfig {
     pub max_credentials_per_user: usize,
     /// The market-data connector of every enabled venue (from the venue registry).
     pub markets: Vec<Arc<dyn MarketConnector>>,
+    /// Cluster mode: the cluster this node joins (market data shared through NATS). `None`
+    /// runs the node on its own.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The order router of every enabled venue that takes live orders.
     pub routers: BTreeMap<VenueId, Arc<dyn OrderRouter>>,
     /// How feeds keep and wait for market data.
@@ -159,6 +162,9 @@ pub enum RuntimeError {
     /// The backtest worker threads cannot be started.
     #[error("starting the backtest workers")]
     Backtests(#[source] std::io::Error),
+    /// Cluster mode is on and the cluster cannot be joined.
+    #[error("joining the cluster")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// A blocking start-up task was lost (it panicked).
     #[error("a start-up task failed: {0}")]
     Task(String),
@@ -181,6 +187,8 @@ pub struct Runtime {
     pub bots_view: BotsView,
     /// Users' sessions (live connections), which bots publish their events to.
     pub sessions: SessionDirectory,
+    /// This node's cluster connection, in cluster mode.
+    pub cluster: Option<crate::cluster::Cluster>,
     /// The Postgres sink's state, when it is configured.
     pub sink: Option<SinkHealth>,
     /// Owners' notification channels and deliveries.
@@ -212,6 +220,7 @@ impl Runtime {
             key_ring,
             max_credentials_per_user,
             markets,
+            cluster,
             routers,
             feeds: timing,
             sim_replay,
@@ -236,6 +245,11 @@ impl Runtime {
             ),
             None => None,
         };
+        let cluster = match cluster {
+            // Boxed: the connection set-up is a large future, not worth carrying in start-up's.
+            Some(config) => Some(Box::pin(crate::cluster::Cluster::connect(config)).await?),
+            None => None,
+        };
         let feed_configs = markets
             .into_iter()
             .map(|market| FeedConfig {
@@ -249,6 +263,7 @@ impl Runtime {
                 first_data_wait: timing.first_data_wait,
                 recorder: recorder.clone(),
                 mailbox: mailboxes.feed,
+                cluster: cluster.clone(),
             })
             .collect();
         let (feeds_spec, feeds) = feeds(feed_configs, policy, mailboxes.supervisor);
@@ -328,6 +343,7 @@ impl Runtime {
             bots,
             bots_view,
             sessions,
+            cluster,
             sink: sink_health,
             backtests,
             modules,

@@ -300,6 +300,7 @@ mod feed {
             replay: None,
             recorder: None,
             mailbox: keel_actors::feed::DEFAULT_MAILBOX,
+            cluster: None,
         })
         .start();
         let seen = Arc::new(Mutex::new(Vec::new()));

@@ -11,6 +11,7 @@ mod admin;
 mod auth;
 mod backtests;
 mod bots;
+mod cluster;
 mod feed;
 mod log;
 mod mailboxes;
@@ -44,6 +45,7 @@ pub use admin::AdminSettings;
 pub use auth::{AuthSettings, MIN_JWT_SECRET_BYTES, Registration};
 pub use backtests::BacktestSettings;
 pub use bots::BotsSettings;
+pub use cluster::ClusterSettings;
 pub use feed::FeedSettings;
 pub use log::{LogFormat, LogSettings};
 pub use mailboxes::MailboxSettings;
@@ -122,6 +124,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// Actors' mailbox capacities.
     pub mailboxes: MailboxSettings,
+    /// Cluster mode: several nodes sharing market data through NATS.
+    pub cluster: ClusterSettings,
     /// Operator endpoints (`keel backup`).
     #[serde(default)]
     pub admin: AdminSettings,
@@ -242,6 +246,7 @@ impl Settings {
         self.sink.validate()?;
         self.notifications.validate()?;
         self.mailboxes.validate()?;
+        self.cluster.validate()?;
         Ok(())
     }
 

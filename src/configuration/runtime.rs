@@ -39,6 +39,7 @@ impl Settings {
             key_ring,
             max_credentials_per_user: self.vault.max_credentials_per_user,
             markets: crate::venues::markets(self)?,
+            cluster: self.cluster.cluster_config(),
             routers: crate::venues::routers(self)?,
             feeds: FeedTiming {
                 warm_for: Duration::from_secs(self.feed.warm_secs),

@@ -55,7 +55,8 @@ pub async fn live() -> HttpResponse {
 /// supervised actor is running, and every bot
 /// that was running before the stop is running again with its open orders reconciled
 /// (`checks.bots`; a bot that could not come back is counted as failed and shows its own status
-/// instead of holding readiness). The Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
+/// instead of holding readiness). In cluster mode the node's NATS connection must be up
+/// (`checks.cluster`): without it the node neither relays nor receives market data. The Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
 /// depend on it, and its backlog waits safely in the outbox.
 ///
 /// The verdict is reused for `server.ready_cache_ms` (`checked_at_ms` says when it was made).
@@ -119,6 +120,13 @@ async fn check(state: &AppState) -> Verdict {
             None
         }
     };
+    let cluster = state.cluster.as_ref().map(|cluster| {
+        let connected = cluster.connected();
+        if !connected {
+            problems.push(FieldError::new("cluster.nats", "not connected to NATS"));
+        }
+        json!({ "node_id": cluster.node_id(), "nats": if connected { "connected" } else { "disconnected" } })
+    });
     let bots = bots_back(state, &mut problems).await;
     if !problems.is_empty() {
         return Verdict::NotReady(problems);
@@ -128,7 +136,7 @@ async fn check(state: &AppState) -> Verdict {
     Verdict::Ready(json!({
         "status": "ready",
         "checked_at_ms": checked_at_ms,
-        "checks": { "store": "ok", "actors": actors, "bots": bots, "sink": sink },
+        "checks": { "store": "ok", "actors": actors, "bots": bots, "sink": sink, "cluster": cluster },
     }))
 }
 

@@ -9,6 +9,7 @@ mod backup;
 mod bot_recovery;
 mod bots;
 mod browser;
+mod cluster_md;
 mod derivatives;
 mod disk_guard;
 mod errors;
@@ -44,3 +45,15 @@ mod user_risk;
 mod ws;
 
 use keel_testkit::{fake_binance, fake_rest};
+
+/// The URL of an external service a test needs, from the environment variable `var`, or `None`
+/// after saying that `test` is skipped (`.ci/run` sets these to the local servers).
+pub(crate) fn service_url(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!("{test}: skipped: {var} is not set (`.ci/run` sets it to the local server)");
+            None
+        }
+    }
+}

@@ -16,15 +16,7 @@ const URL_VAR: &str = "KEEL_TEST_POSTGRES_URL";
 
 /// The URL, or `None` after saying why the test is skipped.
 pub fn postgres_url(test: &str) -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => Some(url),
-        _ => {
-            eprintln!(
-                "{test}: skipped: {URL_VAR} is not set (`.ci/run` sets it to the local server)"
-            );
-            None
-        }
-    }
+    crate::service_url(URL_VAR, test)
 }
 
 /// A schema of the test's own in the test database, and a direct client to inspect it.

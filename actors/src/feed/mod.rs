@@ -17,6 +17,7 @@
 //! (never waited on: see [`crate::record`]). A simulated venue can replay a file instead of its
 //! random walk ([`replay`]), losslessly and deterministically.
 
+mod cluster;
 mod messages;
 mod replay;
 mod requests;
@@ -66,6 +67,9 @@ pub struct FeedConfig {
     pub recorder: Option<Recorder>,
     /// Capacity of the feed's mailbox (subscriptions and market requests).
     pub mailbox: usize,
+    /// The cluster this node belongs to, in cluster mode: the exchange connection of each symbol
+    /// is shared through it (venues reached over the network only).
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 #[derive(Default)]
@@ -105,6 +109,8 @@ pub struct FeedActor {
     instruments: Option<InstrumentMap>,
     /// The file being replayed instead of the simulation.
     replay: Option<replay::Replay>,
+    /// Which symbols this node holds or follows, in cluster mode.
+    cluster: Option<cluster::FeedCluster>,
     _lifeline: Option<Lifeline>,
 }
 
@@ -119,6 +125,12 @@ impl FeedActor {
     pub fn new(config: FeedConfig) -> Self {
         let simulator = config.market.simulator();
         let upstream = config.market.connection().map(upstream::Upstream::new);
+        // A simulated venue runs in each node on its own; only an exchange is shared.
+        let cluster = config
+            .cluster
+            .clone()
+            .filter(|_| upstream.is_some())
+            .map(|cluster| cluster::FeedCluster::new(cluster, config.market.venue()));
         let instruments = match config.market.instruments() {
             Instruments::Fixed(known) => Some(known),
             Instruments::Fetch(_) | Instruments::Unavailable => None,
@@ -136,6 +148,7 @@ impl FeedActor {
             last_message: None,
             instruments,
             replay: None,
+            cluster,
             _lifeline: None,
         }
     }
@@ -171,6 +184,7 @@ impl Actor for FeedActor {
         ctx.run_interval(TICK, |this, _| this.tick());
         self.load_instruments(ctx);
         self.start_upstream(ctx);
+        self.start_cluster(ctx);
         tracing::info!(venue = %self.venue(), "feed started");
     }
 

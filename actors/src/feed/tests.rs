@@ -26,6 +26,7 @@ fn sim_feed(trades_per_sec: u32) -> Addr<FeedActor> {
         replay: None,
         recorder: None,
         mailbox: super::DEFAULT_MAILBOX,
+        cluster: None,
     })
     .start()
 }
@@ -160,6 +161,7 @@ async fn without_data_a_market_request_answers_no_data_after_the_wait() {
         replay: None,
         recorder: None,
         mailbox: super::DEFAULT_MAILBOX,
+        cluster: None,
     })
     .start();
     let started = Instant::now();
@@ -230,6 +232,7 @@ fn replay_feed(path: std::path::PathBuf, events_per_sec: u32) -> Addr<FeedActor>
         replay: Some(ReplayConfig { path, symbol: sym("BTCUSDT"), events_per_sec }),
         recorder: None,
         mailbox: super::DEFAULT_MAILBOX,
+        cluster: None,
     })
     .start()
 }
@@ -294,6 +297,7 @@ async fn a_recording_feed_writes_what_it_handles_to_the_days_file() {
         replay: None,
         recorder: Some(recorder),
         mailbox: super::DEFAULT_MAILBOX,
+        cluster: None,
     })
     .start();
     let (seen, to) = collector(4096, None);

@@ -11,7 +11,7 @@ use actix::prelude::*;
 
 use super::messages::MarketData;
 use super::{FeedActor, Stream};
-use keel_core::market::{EventKind, MarketEvent, StreamKind};
+use keel_core::market::{EventKind, MarketEvent, StreamKind, Symbol};
 use keel_venues::connection::{self, Command, ConnectionConfig, Output};
 use keel_venues::market::Instruments;
 use keel_venues::now_us;
@@ -88,12 +88,16 @@ impl FeedActor {
         let venue = self.venue();
         let Some(upstream) = self.upstream.as_mut() else { return };
         let Some(source) = upstream.source.clone() else { return };
+        // In cluster mode, only the symbols this node holds the lease of.
+        let cluster = &self.cluster;
+        let held = |symbol: &Symbol| cluster.as_ref().is_none_or(|c| c.holds(symbol));
         let mut wanted: BTreeSet<String> = self
             .streams
             .keys()
+            .filter(|(symbol, _)| held(symbol))
             .filter_map(|(symbol, kind)| market.stream_name(symbol, *kind))
             .collect();
-        for symbol in self.warm_until.keys() {
+        for symbol in self.warm_until.keys().filter(|symbol| held(symbol)) {
             for kind in [StreamKind::Trades, StreamKind::Quotes] {
                 wanted.extend(market.stream_name(symbol, kind));
             }
@@ -147,32 +151,54 @@ impl FeedActor {
         self.upstream.as_mut()?.links.get_mut(connection)
     }
 
-    /// Tells the subscribers of `streams` that data may have been missed on them.
+    /// Tells the subscribers of `streams` that data may have been missed on them (and, in
+    /// cluster mode, the followers of their symbols).
     fn gap(&mut self, streams: Vec<String>, reason: String) {
-        let venue = self.venue();
+        let mut relayed = BTreeSet::new();
         for name in streams {
             let Some((symbol, kind)) = self.config.market.parse_stream_name(&name) else {
                 continue;
             };
-            let gap = MarketData(Arc::new(MarketEvent {
-                venue,
-                symbol: symbol.clone(),
-                exchange_ts: 0,
-                received_us: now_us(),
-                kind: EventKind::Gap { reason: reason.clone() },
-            }));
-            if let Some(recorder) = &self.config.recorder {
-                recorder.record(&gap.0);
+            let gap = self.gap_event(&symbol, &reason);
+            if relayed.insert(symbol.clone()) {
+                self.relay(&gap);
             }
-            let Some(stream) = self.streams.get_mut(&(symbol, kind)) else {
-                continue;
-            };
-            // A gap must not be lost to a full mailbox: it waits with the conflated values.
-            let Stream { subscribers, conflated } = stream;
-            subscribers.publish(&gap, |subscriber, undelivered| {
-                conflated.insert(*subscriber, undelivered);
-            });
+            self.deliver_gap(gap, kind);
         }
+    }
+
+    /// Tells the subscribers of every stream of `symbol` that data may have been missed.
+    pub(super) fn gap_symbol(&mut self, symbol: &Symbol, reason: &str) {
+        let kinds: Vec<StreamKind> =
+            self.streams.keys().filter(|(s, _)| s == symbol).map(|(_, kind)| *kind).collect();
+        for kind in kinds {
+            let gap = self.gap_event(symbol, reason);
+            self.deliver_gap(gap, kind);
+        }
+    }
+
+    fn gap_event(&self, symbol: &Symbol, reason: &str) -> MarketEvent {
+        MarketEvent {
+            venue: self.venue(),
+            symbol: symbol.clone(),
+            exchange_ts: 0,
+            received_us: now_us(),
+            kind: EventKind::Gap { reason: reason.to_owned() },
+        }
+    }
+
+    fn deliver_gap(&mut self, gap: MarketEvent, kind: StreamKind) {
+        let gap = Arc::new(gap);
+        if let Some(recorder) = &self.config.recorder {
+            recorder.record(&gap);
+        }
+        let Some(stream) = self.streams.get_mut(&(gap.symbol.clone(), kind)) else { return };
+        let gap = MarketData(gap);
+        // A gap must not be lost to a full mailbox: it waits with the conflated values.
+        let Stream { subscribers, conflated } = stream;
+        subscribers.publish(&gap, |subscriber, undelivered| {
+            conflated.insert(*subscriber, undelivered);
+        });
     }
 }
 
@@ -185,7 +211,10 @@ fn send_command(link: &Link, command: Command) {
 impl StreamHandler<Output> for FeedActor {
     fn handle(&mut self, output: Output, _: &mut Context<Self>) {
         match output {
-            Output::Event(event) => self.dispatch(event),
+            Output::Event(event) => {
+                self.relay(&event);
+                self.dispatch(event);
+            }
             Output::Connected { connection } => {
                 if let Some(link) = self.link_mut(connection) {
                     link.connected = true;
