@@ -63,12 +63,19 @@ async fn next_trade(socket: &mut Socket) -> u64 {
 /// The next trade event's id, and the reason of the gap reported before it, if any.
 async fn next_trade_after_gap(socket: &mut Socket) -> (Option<String>, u64) {
     let mut gap = None;
+    let id = next_trade_noting_gaps(socket, &mut gap).await;
+    (gap, id)
+}
+
+/// The next trade event's id; a gap reported before it goes to `gap`, where it stays if this
+/// is cancelled before the trade comes.
+async fn next_trade_noting_gaps(socket: &mut Socket, gap: &mut Option<String>) -> u64 {
     loop {
         let event = expect_type(socket, "event").await;
         assert_eq!(event["channel"], TRADES, "{event}");
         match event["data"]["kind"].as_str() {
-            Some("trade") => return (gap, event["data"]["trade_id"].as_u64().unwrap()),
-            Some("gap") => gap = Some(event["data"]["reason"].to_string()),
+            Some("trade") => return event["data"]["trade_id"].as_u64().unwrap(),
+            Some("gap") => *gap = Some(event["data"]["reason"].to_string()),
             _ => panic!("unexpected event {event}"),
         }
     }
@@ -87,13 +94,16 @@ async fn wait_for(what: &str, within: Duration, mut done: impl FnMut() -> bool) 
 async fn first_trade(fake: &FakeBinance, socket: &mut Socket, from: u64) -> (Option<String>, u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut id = from;
+    // Kept across the waits: a gap that came just before a wait ran out is still the one
+    // reported before the trade.
+    let mut gap = None;
     loop {
         assert!(Instant::now() < deadline, "no trade reached the client within 10 s");
         trade(fake, id);
         id += 1;
-        let next = next_trade_after_gap(socket);
+        let next = next_trade_noting_gaps(socket, &mut gap);
         if let Ok(got) = tokio::time::timeout(Duration::from_millis(100), next).await {
-            return got;
+            return (gap, got);
         }
     }
 }
