@@ -553,7 +553,8 @@ mod tests {
             store.tree(trees::USERS).unwrap().insert(id_key(1), encode(&"alice").unwrap()).unwrap();
             store.commit().await.unwrap();
         }
-        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        // sled lets go of the directory lock a moment after the last handle is dropped.
+        let store = reopen(dir.path());
         let raw = store.tree(trees::USERS).unwrap().get(id_key(1)).unwrap().unwrap();
         assert_eq!(decode::<String>(&raw).unwrap(), "alice");
     }
