@@ -250,6 +250,9 @@ impl Runtime {
             Some(config) => Some(Box::pin(crate::cluster::Cluster::connect(config)).await?),
             None => None,
         };
+        if let Some(cluster) = &cluster {
+            share_order_budgets(cluster, &routers);
+        }
         let feed_configs = markets
             .into_iter()
             .map(|market| FeedConfig {
@@ -351,6 +354,24 @@ impl Runtime {
             notifications,
             live: crate::account::LiveAccounts { routers, accounts },
         })
+    }
+}
+
+/// Hands every live router the cluster's order budget, so the new orders of one exchange
+/// account stay within the venue's limits across nodes (docs/CLUSTER.md, "Order budgets").
+fn share_order_budgets(
+    cluster: &crate::cluster::Cluster,
+    routers: &BTreeMap<VenueId, Arc<dyn OrderRouter>>,
+) {
+    for (venue, router) in routers {
+        match router.order_budget() {
+            Some(slot) => {
+                if !slot.set(cluster.order_budget()) {
+                    tracing::warn!(%venue, "the router's order budget was already set; kept");
+                }
+            }
+            None => tracing::warn!(%venue, "this router takes no order budget: not shared"),
+        }
     }
 }
 

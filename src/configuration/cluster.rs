@@ -16,6 +16,11 @@ pub struct ClusterSettings {
     pub nats_url: String,
     /// The cluster's name: the prefix of its NATS subjects, stream and bucket.
     pub name: String,
+    /// Orders a node reserves from an account's shared order budget per round trip to NATS.
+    pub order_budget_block: u32,
+    /// While NATS cannot be reached, each node grants at most this fraction (1/n) of an
+    /// account's order budget per window.
+    pub order_budget_fallback_nodes: u32,
 }
 
 impl ClusterSettings {
@@ -39,6 +44,12 @@ impl ClusterSettings {
         if !(self.nats_url.starts_with("nats://") || self.nats_url.starts_with("tls://")) {
             return Err(invalid("cluster.nats_url", "must start with nats:// or tls://"));
         }
+        if !(1..=100).contains(&self.order_budget_block) {
+            return Err(invalid("cluster.order_budget_block", "must be 1 to 100"));
+        }
+        if !(1..=64).contains(&self.order_budget_fallback_nodes) {
+            return Err(invalid("cluster.order_budget_fallback_nodes", "must be 1 to 64"));
+        }
         Ok(())
     }
 
@@ -48,6 +59,10 @@ impl ClusterSettings {
             node_id: self.node_id.clone(),
             nats_url: self.nats_url.clone(),
             name: self.name.clone(),
+            order_budget: keel_actors::cluster::BudgetConfig {
+                block: self.order_budget_block,
+                fallback_nodes: self.order_budget_fallback_nodes,
+            },
         })
     }
 }
@@ -73,11 +88,18 @@ mod tests {
         let settings = on("KEEL__CLUSTER__NODE_ID", "node-b").unwrap();
         let config = settings.cluster.cluster_config().unwrap();
         assert_eq!((config.node_id.as_str(), config.name.as_str()), ("node-b", "keel"));
+        assert_eq!(config.order_budget, keel_actors::cluster::BudgetConfig::default());
         for (key, value, named) in [
             ("KEEL__CLUSTER__NAME", "a.b", "cluster.name"),
             ("KEEL__CLUSTER__NAME", "a>", "cluster.name"),
             ("KEEL__CLUSTER__NODE_ID", "", "cluster.node_id"),
             ("KEEL__CLUSTER__NATS_URL", "http://127.0.0.1:4222", "cluster.nats_url"),
+            ("KEEL__CLUSTER__ORDER_BUDGET_BLOCK", "0", "cluster.order_budget_block"),
+            (
+                "KEEL__CLUSTER__ORDER_BUDGET_FALLBACK_NODES",
+                "0",
+                "cluster.order_budget_fallback_nodes",
+            ),
         ] {
             let err = on(key, value).unwrap_err();
             assert!(err.contains(named), "{key}={value}: {err}");

@@ -9,6 +9,7 @@ mod backup;
 mod bot_recovery;
 mod bots;
 mod browser;
+mod cluster_budget;
 mod cluster_md;
 mod derivatives;
 mod disk_guard;

@@ -18,13 +18,15 @@
 //! [`bracket_legs`] is the one flow that sends a native bracket's two legs on a venue that does
 //! not link them (both futures venues). [`account`] is the seam's account stream (order executions and balances pushed by the
 //! venue); [`connection`] is the generic WebSocket driver upstream connectors plug into; [`clock`]
-//! keeps a venue's server-time offset for signed requests; [`tls`] installs the process-wide
+//! keeps a venue's server-time offset for signed requests; [`budget`] is what a connector asks
+//! before it sends a new order (the account's order budget, shared between nodes in cluster mode); [`tls`] installs the process-wide
 //! rustls provider every outgoing connection uses.
 
 pub mod account;
 pub mod binance;
 pub mod binance_futures;
 pub mod bracket_legs;
+pub mod budget;
 pub mod bybit;
 pub mod bybit_linear;
 pub mod clock;

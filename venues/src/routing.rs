@@ -161,6 +161,10 @@ pub type RouteFuture<'a, T> = BoxFuture<'a, Result<T, RouteError>>;
 /// - Requests that need it are signed with the given [`Signer`]; the connector keeps no
 ///   secret. Rate limits the venue announces (weights, order counts, back-offs) are the
 ///   connector's business: a request it holds back answers [`RouteErrorKind::NotSent`].
+/// - Before each request that creates orders the connector asks its
+///   [`order_budget`](Self::order_budget) with the account's hashed key and the venue's
+///   documented limits; an order the budget holds back is not sent and answers
+///   [`RouteErrorKind::NotSent`].
 pub trait OrderRouter: fmt::Debug + Send + Sync {
     /// Which venue this is.
     fn venue(&self) -> VenueId;
@@ -282,6 +286,13 @@ pub trait OrderRouter: fmt::Debug + Send + Sync {
         signer: crate::account::OwnedSigner,
     ) -> Option<crate::account::AccountStream> {
         let _ = signer;
+        None
+    }
+
+    /// Where the router asks before each new order ([`crate::budget`]): the runtime sets a
+    /// shared budget there in cluster mode. `None` for a router that sends no orders of an
+    /// exchange account (test doubles).
+    fn order_budget(&self) -> Option<&crate::budget::BudgetSlot> {
         None
     }
 }

@@ -1,18 +1,21 @@
-//! Cluster mode, market-data slice: several Keel nodes share one exchange connection per venue
-//! and symbol through NATS JetStream (docs/CLUSTER.md).
+//! Cluster mode: several Keel nodes share one exchange connection per venue and symbol through
+//! NATS JetStream, and each exchange account's order budget through NATS KV (docs/CLUSTER.md).
 //!
 //! [`Cluster::connect`] opens the node's NATS connection, the lease bucket (NATS KV, entries
 //! expire after [`LEASE_TTL`]) and the market-data stream (`{name}.md.>`). A feed with a
 //! cluster holds or follows each symbol it wants ([`crate::feed`]'s `cluster` module): the
 //! holder connects to the exchange and publishes every normalised event; the others read the
-//! stream instead of connecting. Nothing here blocks an actor thread: every NATS call runs in a
-//! spawned future.
+//! stream instead of connecting. The order budget ([`budget`]) is what every live router asks
+//! before a new order in cluster mode. Nothing here blocks an actor thread: every NATS call
+//! runs in a spawned future (or in the router's own, for the budget).
 
+pub mod budget;
 mod relay;
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
+pub use budget::{BudgetConfig, ClusterBudget};
 use keel_core::market::{EventKind, Symbol, VenueId};
 pub use relay::{Follower, Received, RecentTrades, Relay, Seen, Verdict};
 
@@ -38,6 +41,8 @@ pub struct ClusterConfig {
     pub nats_url: String,
     /// The cluster's name: the prefix of its subjects, stream and bucket.
     pub name: String,
+    /// How the exchange accounts' order budgets are shared.
+    pub order_budget: BudgetConfig,
 }
 
 /// The cluster connection could not be set up.
@@ -72,6 +77,7 @@ struct Inner {
     jetstream: jetstream::Context,
     leases: kv::Store,
     stream: stream::Stream,
+    budget: std::sync::Arc<ClusterBudget>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -113,8 +119,20 @@ impl Cluster {
             })
             .await
             .map_err(|err| ClusterError::JetStream { what: name, message: err.to_string() })?;
+        let what = budget::bucket(&config.name);
+        let budget =
+            ClusterBudget::open(client.clone(), &jetstream, &config.name, config.order_budget)
+                .await
+                .map_err(|message| ClusterError::JetStream { what, message })?;
+        let budget = std::sync::Arc::new(budget);
         tracing::info!(node = %config.node_id, cluster = %config.name, url = %config.nats_url, "joined the cluster");
-        Ok(Self(std::sync::Arc::new(Inner { config, client, jetstream, leases, stream })))
+        Ok(Self(std::sync::Arc::new(Inner { config, client, jetstream, leases, stream, budget })))
+    }
+
+    /// The exchange accounts' order budget, shared with the cluster's other nodes: what every
+    /// live router asks before a new order in cluster mode.
+    pub fn order_budget(&self) -> std::sync::Arc<dyn keel_venues::budget::OrderBudget> {
+        self.0.budget.clone()
     }
 
     /// This node's id.

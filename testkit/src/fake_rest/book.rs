@@ -326,6 +326,9 @@ pub(super) fn decimal_param(
 impl State {
     pub(super) fn post(&self, params: &HashMap<String, String>) -> Reply {
         self.posts.fetch_add(1, Ordering::SeqCst);
+        if let Err(refused) = self.count_new_orders(1) {
+            return Reply::Answer(refused);
+        }
         let fault = lock(&self.faults).pop_front();
         faulted(fault, || self.new_order(params))
     }

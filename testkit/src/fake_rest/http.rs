@@ -204,7 +204,7 @@ async fn write_answer(tcp: &mut TcpStream, state: &State, answer: &Answer) -> st
         answer.status,
         answer.body.len(),
         state.weight.load(Ordering::SeqCst),
-        state.order_count_10s.load(Ordering::SeqCst),
+        state.reported_order_count(),
         answer.body,
     );
     tcp.write_all(out.as_bytes()).await?;

@@ -143,8 +143,14 @@ struct State {
     posts: AtomicUsize,
     requests: AtomicUsize,
     weight: AtomicU32,
-    /// Reported in `X-MBX-ORDER-COUNT-10S`.
+    /// Reported in `X-MBX-ORDER-COUNT-10S` (unless the order limit is enforced).
     order_count_10s: AtomicU32,
+    /// [`FakeRest::enforce_order_limit`]: the account's new orders per 10 s window, and the
+    /// count per window (index: server time / 10 s).
+    order_limit: Mutex<Option<u32>>,
+    order_windows: Mutex<std::collections::BTreeMap<i64, u32>>,
+    /// New orders refused with `-1015`.
+    order_limit_refusals: AtomicUsize,
     /// Signed requests still to be refused with `-1021` whatever their timestamp.
     refuse_timestamps: AtomicUsize,
     /// `-1021` answers so far.
@@ -191,6 +197,9 @@ impl FakeRest {
             requests: AtomicUsize::new(0),
             weight: AtomicU32::new(0),
             order_count_10s: AtomicU32::new(0),
+            order_limit: Mutex::new(None),
+            order_windows: Mutex::new(std::collections::BTreeMap::new()),
+            order_limit_refusals: AtomicUsize::new(0),
             refuse_timestamps: AtomicUsize::new(0),
             clock_refusals: AtomicUsize::new(0),
             time_requests: AtomicUsize::new(0),
@@ -335,6 +344,25 @@ impl FakeRest {
         self.state.order_count_10s.store(count, Ordering::SeqCst);
     }
 
+    /// Counts the account's new orders (an OCO list counts two) per 10 s window aligned to the
+    /// epoch, by the fake's clock, as Binance's `ORDERS` limit does, and refuses one past `limit`
+    /// with HTTP 429 `-1015` ("Too many new orders"). `X-MBX-ORDER-COUNT-10S` then reports the
+    /// current window's count.
+    pub fn enforce_order_limit(&self, limit: u32) {
+        *lock(&self.state.order_limit) = Some(limit);
+    }
+
+    /// New orders taken per 10 s window, by window index (server time ms / 10 000), while the
+    /// order limit is enforced.
+    pub fn orders_per_window(&self) -> std::collections::BTreeMap<i64, u32> {
+        lock(&self.state.order_windows).clone()
+    }
+
+    /// New orders refused with `-1015` so far.
+    pub fn order_limit_refusals(&self) -> usize {
+        self.state.order_limit_refusals.load(Ordering::SeqCst)
+    }
+
     /// The running `X-MBX-USED-WEIGHT-1M` total.
     pub fn used_weight(&self) -> u32 {
         self.state.weight.load(Ordering::SeqCst)
@@ -391,6 +419,38 @@ fn d8(d: Decimal) -> String {
 impl State {
     fn now_ms(&self) -> i64 {
         real_now_ms() + self.skew_ms.load(Ordering::SeqCst)
+    }
+
+    /// The order-count window of server time `now_ms`.
+    fn order_window(now_ms: i64) -> i64 {
+        now_ms.div_euclid(10_000)
+    }
+
+    /// Counts `orders` new orders in the current window, or refuses them (`-1015`) when the
+    /// enforced limit would be passed. Always `Ok` while no limit is enforced.
+    pub(super) fn count_new_orders(&self, orders: u32) -> Result<(), Answer> {
+        let Some(limit) = *lock(&self.order_limit) else { return Ok(()) };
+        let window = Self::order_window(self.now_ms());
+        let mut windows = lock(&self.order_windows);
+        let count = windows.entry(window).or_insert(0);
+        if *count + orders > limit {
+            self.order_limit_refusals.fetch_add(1, Ordering::SeqCst);
+            let msg =
+                format!("Too many new orders; current limit is {limit} orders per 10 SECOND.");
+            return Err(Answer::error(429, -1015, &msg));
+        }
+        *count += orders;
+        Ok(())
+    }
+
+    /// What `X-MBX-ORDER-COUNT-10S` says: the current window's count when the limit is
+    /// enforced, else what the test set.
+    pub(super) fn reported_order_count(&self) -> u32 {
+        if lock(&self.order_limit).is_none() {
+            return self.order_count_10s.load(Ordering::SeqCst);
+        }
+        let window = Self::order_window(self.now_ms());
+        lock(&self.order_windows).get(&window).copied().unwrap_or(0)
     }
 
     fn add_weight(&self, weight: u32) {

@@ -123,6 +123,9 @@ impl State {
         let faults = match method {
             "POST" => {
                 self.list_posts.fetch_add(1, Ordering::SeqCst);
+                if let Err(refused) = self.count_new_orders(2) {
+                    return Reply::Answer(refused);
+                }
                 &self.list_faults
             }
             "DELETE" => &self.list_cancel_faults,

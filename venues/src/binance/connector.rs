@@ -325,6 +325,9 @@ impl OrderRouter for BinanceRouter {
         let config = self.user_stream.clone()?;
         Some(user_stream::spawn(self.rest.clone(), config, signer))
     }
+    fn order_budget(&self) -> Option<&crate::budget::BudgetSlot> {
+        Some(self.rest.budget())
+    }
 }
 
 pub(super) fn report(order: VenueOrder) -> OrderReport {
@@ -357,7 +360,7 @@ pub fn route_error(err: RestError) -> RouteError {
         RouteErrorKind::NotOpen
     } else if err.is_unknown_outcome() {
         RouteErrorKind::UnknownOutcome
-    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_)) {
+    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_) | RestError::Held(_)) {
         RouteErrorKind::NotSent
     } else {
         RouteErrorKind::Rejected
@@ -382,6 +385,10 @@ mod tests {
             (RestError::Decode("x".into()), RouteErrorKind::UnknownOutcome),
             (RestError::NotSent("refused".into()), RouteErrorKind::NotSent),
             (RestError::Backoff(5), RouteErrorKind::NotSent),
+            (
+                RestError::Held(crate::budget::Held { reason: "x".into(), retry_in_ms: 5 }),
+                RouteErrorKind::NotSent,
+            ),
             (RestError::Sign("no key".into()), RouteErrorKind::Rejected),
             (api(400, -2010), RouteErrorKind::Rejected),
         ];

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
+use crate::budget::RateLimit;
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::{StreamKind, VenueId};
 
@@ -46,6 +47,9 @@ pub struct Dialect {
     pub weight_per_minute: u32,
     /// Orders per 10 s per account (`ORDERS`).
     pub orders_per_10s: u32,
+    /// Every documented limit on an account's new orders (`ORDERS`), what the account's order
+    /// budget counts against ([`crate::budget`]).
+    pub order_limits: &'static [RateLimit],
 }
 
 /// The REST endpoints Keel calls, relative to the base URL.
@@ -61,6 +65,9 @@ pub struct RestPaths {
     pub account: Option<&'static str>,
     /// The account's trades of one order (with each trade's commission).
     pub trades: &'static str,
+    /// The `POST` paths that create orders, each with how many (an OCO list is two): what a
+    /// request asks of the account's order budget.
+    pub new_orders: &'static [(&'static str, u32)],
 }
 
 impl Dialect {
@@ -92,10 +99,14 @@ pub static SPOT: Dialect = Dialect {
         order: "/api/v3/order",
         account: Some("/api/v3/account"),
         trades: "/api/v3/myTrades",
+        new_orders: &[("/api/v3/order", 1), (order_list::ORDER_LIST_OCO, 2)],
     },
     min_notional: rest::spot_min_notional,
     weight_per_minute: rest::WEIGHT_PER_MINUTE,
     orders_per_10s: rest::ORDERS_PER_10S,
+    // <https://developers.binance.com/docs/binance-spot-api-docs/faqs/order_count_decrement>;
+    // the daily 200,000 is left to the venue's own count.
+    order_limits: &[RateLimit::aligned(10_000, rest::ORDERS_PER_10S)],
 };
 
 /// Binance spot in the registry: live orders, credentials, no shorting.

@@ -24,6 +24,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::Dialect;
+use crate::budget::{AccountKey, BudgetAsk, BudgetSlot, Held};
 use crate::clock::{CLOCK_REFRESH, ServerClock, signed_call};
 use crate::urlencode;
 use keel_core::market::Symbol;
@@ -83,6 +84,9 @@ pub enum RestError {
     /// sent.
     #[error("rate limited by binance for another {0} ms")]
     Backoff(u64),
+    /// The account's shared order budget held the new order back; nothing was sent.
+    #[error("{0}")]
+    Held(#[from] Held),
 }
 
 impl RestError {
@@ -92,7 +96,10 @@ impl RestError {
             // -1006/-1007: Binance's own "execution status unknown" codes.
             RestError::Api { status, code, .. } => *status >= 500 || matches!(code, -1006 | -1007),
             RestError::NoAnswer(_) | RestError::Decode(_) => true,
-            RestError::NotSent(_) | RestError::Sign(_) | RestError::Backoff(_) => false,
+            RestError::NotSent(_)
+            | RestError::Sign(_)
+            | RestError::Backoff(_)
+            | RestError::Held(_) => false,
         }
     }
 
@@ -125,6 +132,8 @@ pub struct RestClient {
     blocked_until_ms: AtomicU64,
     /// Per account (API key): orders counted in the current 10 s window and when it was read.
     order_counts: std::sync::Mutex<HashMap<String, (u32, u64)>>,
+    /// What each new order asks first ([`crate::budget`]): granted until a shared one is set.
+    budget: BudgetSlot,
 }
 
 /// An order as Binance reports it (new order, query, cancel).
@@ -233,7 +242,14 @@ impl RestClient {
             used_weight: AtomicU32::new(0),
             blocked_until_ms: AtomicU64::new(0),
             order_counts: std::sync::Mutex::default(),
+            budget: BudgetSlot::default(),
         })
+    }
+
+    /// The account order budget new orders ask before they are sent (shared across nodes in
+    /// cluster mode: set it once with [`BudgetSlot::set`]).
+    pub fn budget(&self) -> &BudgetSlot {
+        &self.budget
     }
 
     /// The same with `recvWindow` `ms` (kept within Binance's 1..=60000).
@@ -265,6 +281,10 @@ impl RestClient {
 
     fn venue(&self) -> &'static str {
         self.dialect.venue.as_str()
+    }
+
+    fn venue_id(&self) -> keel_core::market::VenueId {
+        self.dialect.venue
     }
 
     /// The market this client talks to.
@@ -512,6 +532,13 @@ impl RestClient {
         if places {
             self.check_order_rate(&api_key)?;
         }
+        let orders = self.new_orders(&method, path);
+        if orders > 0 {
+            let account = AccountKey::new(self.venue_id(), &api_key);
+            let limits = self.dialect.order_limits;
+            let ask = BudgetAsk { account: &account, limits, orders, now_ms: self.timestamp() };
+            self.budget.take(ask).await?;
+        }
         let url = format!("{}{path}?{query}&signature={signature}", self.base);
         let req = self.http.request(method, url).header("X-MBX-APIKEY", &api_key);
         let (body, headers) = self.send_reading(req).await?;
@@ -524,6 +551,15 @@ impl RestClient {
             counts.insert(api_key, (count, now));
         }
         decode(&body)
+    }
+
+    /// How many orders a request creates: what it asks of the account's order budget.
+    fn new_orders(&self, method: &reqwest::Method, path: &str) -> u32 {
+        if *method != reqwest::Method::POST {
+            return 0;
+        }
+        let paths = self.dialect.paths.new_orders;
+        paths.iter().find(|(p, _)| *p == path).map_or(0, |(_, orders)| *orders)
     }
 
     /// Near the minute's budget: spread what is left rather than get banned (-1003/418).

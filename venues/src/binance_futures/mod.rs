@@ -15,6 +15,7 @@ use rust_decimal::Decimal;
 
 use crate::binance::rest::{filter_field, find_filter, spot_min_notional};
 use crate::binance::{Dialect, RestPaths, connector};
+use crate::budget::RateLimit;
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::{StreamKind, VenueId};
 
@@ -44,6 +45,9 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(3 * 60);
 pub const WEIGHT_PER_MINUTE: u32 = 2_400;
 /// USD-M futures' order budget per 10 s per account (`ORDERS`, besides 1200 per minute).
 pub const ORDERS_PER_10S: u32 = 300;
+/// USD-M futures' order budget per minute per account (`ORDERS`).
+/// <https://developers.binance.com/docs/derivatives/usds-margined-futures/general-info>
+pub const ORDERS_PER_MINUTE: u32 = 1_200;
 
 /// The futures channel (after `<symbol>@`) carrying `kind`.
 pub fn channel(kind: StreamKind) -> Option<&'static str> {
@@ -88,10 +92,15 @@ pub static DIALECT: Dialect = Dialect {
         order: "/fapi/v1/order",
         account: None,
         trades: "/fapi/v1/userTrades",
+        new_orders: &[("/fapi/v1/order", 1), (algo::ALGO_ORDER, 1)],
     },
     min_notional,
     weight_per_minute: WEIGHT_PER_MINUTE,
     orders_per_10s: ORDERS_PER_10S,
+    order_limits: &[
+        RateLimit::aligned(10_000, ORDERS_PER_10S),
+        RateLimit::aligned(60_000, ORDERS_PER_MINUTE),
+    ],
 };
 
 /// Binance USD-M futures in the registry: live orders (reduce-only exits), shorting, leverage,

@@ -604,6 +604,9 @@ impl OrderRouter for FuturesRouter {
         let reader: Arc<dyn OrderRouter> = Arc::new(FuturesRouter::new(self.rest.clone()));
         Some(user_stream::spawn(self.rest.clone(), reader, config, signer))
     }
+    fn order_budget(&self) -> Option<&crate::budget::BudgetSlot> {
+        Some(self.rest.budget())
+    }
 }
 
 /// The parameters that name one of our orders.

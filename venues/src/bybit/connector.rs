@@ -378,6 +378,9 @@ impl OrderRouter for BybitRouter {
         let config = self.private.clone()?;
         Some(private::spawn(self.rest.clone(), config, signer))
     }
+    fn order_budget(&self) -> Option<&crate::budget::BudgetSlot> {
+        Some(self.rest.budget())
+    }
 }
 
 fn report(order: VenueOrder) -> OrderReport {
@@ -399,7 +402,7 @@ pub fn route_error(err: RestError) -> RouteError {
         RouteErrorKind::NotOpen
     } else if err.is_unknown_outcome() {
         RouteErrorKind::UnknownOutcome
-    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_)) {
+    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_) | RestError::Held(_)) {
         RouteErrorKind::NotSent
     } else {
         RouteErrorKind::Rejected

@@ -22,6 +22,7 @@ pub mod private;
 pub mod rest;
 pub mod streams;
 
+use crate::budget::RateLimit;
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::VenueId;
 
@@ -59,6 +60,10 @@ pub struct Category {
     pub topics_per_request: usize,
     /// A derivatives category: positions, leverage, reduce-only exits, funding.
     pub derivatives: bool,
+    /// The documented limit on an account's new orders (`/v5/order/create` per UID and rolling
+    /// second, default tier), what the account's order budget counts against
+    /// ([`crate::budget`]). <https://bybit-exchange.github.io/docs/v5/rate-limit>
+    pub order_limits: &'static [RateLimit],
 }
 
 /// Which endpoints a Bybit section points at.
@@ -105,6 +110,7 @@ pub static SPOT: Category = Category {
     liquidations: false,
     topics_per_request: streams::SPOT_TOPICS_PER_REQUEST,
     derivatives: false,
+    order_limits: &[RateLimit::rolling(1_000, 20)],
 };
 
 /// Bybit spot in the registry: live orders (signed v5 REST), credentials, no shorting.

@@ -7,6 +7,7 @@
 //! reduce-only, and the router sets leverage and margin mode (`prepare`), lists positions and
 //! funding payments.
 
+use crate::budget::RateLimit;
 use crate::bybit::{self, Category, connector, streams};
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
 use keel_core::market::VenueId;
@@ -33,6 +34,7 @@ pub static LINEAR: Category = Category {
     liquidations: true,
     topics_per_request: streams::LINEAR_TOPICS_PER_REQUEST,
     derivatives: true,
+    order_limits: &[RateLimit::rolling(1_000, 10)],
 };
 
 /// Bybit USDT perpetuals in the registry: live orders, shorting, leverage and credentials.

@@ -40,6 +40,7 @@ pub use orders::{
 };
 
 use super::Category;
+use crate::budget::{BudgetSlot, Held};
 use crate::clock::{CLOCK_REFRESH, ServerClock, local_ms};
 use crate::routing::Signer;
 use crate::urlencode;
@@ -93,6 +94,9 @@ pub enum RestError {
     /// Held back by a rate limit or ban for this many more ms.
     #[error("bybit rate limit: retry in {0} ms")]
     Backoff(u64),
+    /// The account's shared order budget held the new order back; nothing was sent.
+    #[error("{0}")]
+    Held(#[from] Held),
 }
 
 impl RestError {
@@ -221,6 +225,8 @@ pub struct RestClient {
     recv_window_ms: u64,
     /// No request before this time (ms since the epoch).
     blocked_until_ms: AtomicU64,
+    /// What each new order asks first ([`crate::budget`]): granted until a shared one is set.
+    budget: BudgetSlot,
 }
 
 impl RestClient {
@@ -241,7 +247,14 @@ impl RestClient {
             clock: ServerClock::new(CLOCK_REFRESH),
             recv_window_ms: RECV_WINDOW_MS,
             blocked_until_ms: AtomicU64::new(0),
+            budget: BudgetSlot::default(),
         })
+    }
+
+    /// The account order budget new orders ask before they are sent (shared across nodes in
+    /// cluster mode: set it once with [`BudgetSlot::set`]).
+    pub fn budget(&self) -> &BudgetSlot {
+        &self.budget
     }
 
     /// The same with `recv_window` = `ms`.

@@ -6,8 +6,12 @@ use std::sync::atomic::Ordering;
 use serde::de::DeserializeOwned;
 
 use super::{DEFAULT_BACKOFF_MS, Envelope, IP_BAN_MS, RestClient, RestError, header_u64};
+use crate::budget::{AccountKey, BudgetAsk};
 use crate::clock::{local_ms, signed_call};
 use crate::routing::Signer;
+
+/// Bybit's one endpoint that creates orders (plain and conditional alike).
+pub(super) const ORDER_CREATE: &str = "/v5/order/create";
 
 impl RestClient {
     /// A signed call with the clock applied (`crate::clock::signed_call`): measured first when
@@ -46,6 +50,16 @@ impl RestClient {
     ) -> Result<T, RestError> {
         // The vault holds the key; learn it (the signature of an empty text is discarded).
         let (api_key, _) = signer(String::new()).await.map_err(RestError::Sign)?;
+        if method == reqwest::Method::POST && path == ORDER_CREATE {
+            let account = AccountKey::new(self.category.venue, &api_key);
+            let ask = BudgetAsk {
+                account: &account,
+                limits: self.category.order_limits,
+                orders: 1,
+                now_ms: self.clock.timestamp(),
+            };
+            self.budget.take(ask).await?;
+        }
         let timestamp = self.clock.timestamp().to_string();
         let recv_window = self.recv_window_ms.to_string();
         let text = format!("{timestamp}{api_key}{recv_window}{payload}");

@@ -1,0 +1,304 @@
+//! Shared order budgets per exchange account (docs/CLUSTER.md, "Order budgets").
+//!
+//! Every node's routers ask [`ClusterBudget`] before a new order ([`keel_venues::budget`]). It
+//! counts the account's orders per venue window in NATS KV (bucket `{name}_order_budget`, key
+//! `{venue}.{account hash}.{window ms}.{window index}`, value the count as decimal text), raised
+//! only by compare-and-set on the key's revision, so two nodes never both take the last
+//! orders of a window. A node reserves `block` orders per round trip (1 by default: every order
+//! one round trip, nothing reserved and left unused) and spends its reservation locally; it
+//! remembers each key's last revision, so an uncontended reservation is one KV write.
+//!
+//! When NATS cannot be reached (the connection is down, or a call fails or takes longer than
+//! [`CALL_TIMEOUT`]) the node does not wait and does not go unlimited: for the next
+//! [`DEGRADED_FOR`] it decides alone, granting per window at most `cap / fallback_nodes`
+//! orders (counting what it already sent in that window), and adds what it sent to the shared
+//! count once NATS answers again.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv, stream};
+use futures_util::future::BoxFuture;
+use keel_venues::budget::{AccountKey, BudgetAsk, Held, OrderBudget, RateLimit};
+
+/// The longest a budget call to NATS may take before the node decides alone.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a node decides alone after NATS failed it, before it tries NATS again.
+pub const DEGRADED_FOR: Duration = Duration::from_secs(1);
+/// How long a window's count stays in the bucket: twice the longest venue window (a minute).
+const BUCKET_MAX_AGE: Duration = Duration::from_secs(120);
+/// Compare-and-set attempts per reservation before the order is held back as contended.
+const MAX_ATTEMPTS: usize = 16;
+
+/// How the node shares its accounts' order budgets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetConfig {
+    /// Orders reserved per round trip to NATS (at most a tenth of a window's cap).
+    pub block: u32,
+    /// How many nodes' shares a window's cap is split into while NATS cannot be reached.
+    pub fallback_nodes: u32,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self { block: 1, fallback_nodes: 2 }
+    }
+}
+
+/// The cluster's order budget, as one node holds it.
+pub struct ClusterBudget {
+    kv: kv::Store,
+    client: async_nats::Client,
+    config: BudgetConfig,
+    state: tokio::sync::Mutex<State>,
+}
+
+impl std::fmt::Debug for ClusterBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBudget").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// One account's window, as this node knows it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    /// Orders this node has added to the shared count.
+    reserved: u32,
+    /// Orders this node has sent (more than `reserved` after deciding alone).
+    used: u32,
+    /// The key's last revision and count this node saw (0, 0: not created yet).
+    seen: (u64, u32),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    slots: HashMap<(AccountKey, u64, u64), Slot>,
+    /// Deciding alone until then.
+    degraded_until: Option<Instant>,
+}
+
+/// What one compare-and-set reservation achieved.
+struct Reserved {
+    got: u32,
+    seen: (u64, u32),
+}
+
+/// Why a reservation did not reach NATS (the node decides alone).
+#[derive(Debug)]
+struct Unreachable(String);
+
+impl ClusterBudget {
+    /// Creates (or opens) the bucket of cluster `name`'s order budgets.
+    ///
+    /// # Errors
+    /// JetStream refuses the bucket's stream.
+    pub(crate) async fn open(
+        client: async_nats::Client,
+        jetstream: &jetstream::Context,
+        name: &str,
+        config: BudgetConfig,
+    ) -> Result<Self, String> {
+        let bucket = bucket(name);
+        // Made as `lease_store` makes the lease bucket (NATS 2.9 lacks fields the client's
+        // bucket creation reads).
+        jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{bucket}"),
+                description: Some(
+                    "Keel order budgets: venue.account.window_ms.index -> orders".to_owned(),
+                ),
+                subjects: vec![format!("$KV.{bucket}.>")],
+                max_messages_per_subject: 1,
+                max_age: BUCKET_MAX_AGE,
+                storage: stream::StorageType::Memory,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                num_replicas: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| err.to_string())?;
+        let kv = jetstream.get_key_value(&bucket).await.map_err(|err| err.to_string())?;
+        Ok(Self { kv, client, config, state: tokio::sync::Mutex::default() })
+    }
+
+    /// Whether to ask NATS now: connected, and not within [`DEGRADED_FOR`] of a failure.
+    fn reachable(&self, state: &State, now: Instant) -> bool {
+        let connected = self.client.connection_state() == async_nats::connection::State::Connected;
+        connected && state.degraded_until.is_none_or(|until| now >= until)
+    }
+
+    async fn decide(&self, ask: BudgetAsk<'_>) -> Result<(), Held> {
+        let venue = ask.account.venue().as_str();
+        let mut state = self.state.lock().await;
+        prune(&mut state, ask.now_ms);
+        let mut planned = Vec::new();
+        for limit in ask.limits {
+            for index in limit.windows(ask.now_ms) {
+                let key = (ask.account.clone(), limit.window_ms, index);
+                let mut slot = state.slots.get(&key).copied().unwrap_or_default();
+                let needed = slot.used + ask.orders;
+                if slot.reserved < needed && self.reachable(&state, Instant::now()) {
+                    let want = needed - slot.reserved;
+                    let block = self.config.block.min((limit.cap() / 10).max(1)).max(want);
+                    let name = kv_key(ask.account, limit.window_ms, index);
+                    let reserve = reserve(&self.kv, &name, limit.cap(), want, block, slot.seen);
+                    match tokio::time::timeout(CALL_TIMEOUT, reserve).await {
+                        Ok(Ok(reserved)) => {
+                            metrics::counter!("keel_cluster_budget_reservations_total", "venue" => venue)
+                                .increment(1);
+                            slot.reserved += reserved.got;
+                            slot.seen = reserved.seen;
+                        }
+                        failed => {
+                            let why = match failed {
+                                Ok(Err(Unreachable(why))) => why,
+                                _ => format!("no answer within {} ms", CALL_TIMEOUT.as_millis()),
+                            };
+                            tracing::warn!(%venue, error = %why, "order budget not reached in NATS: deciding alone");
+                            state.degraded_until = Some(Instant::now() + DEGRADED_FOR);
+                        }
+                    }
+                    state.slots.insert(key.clone(), slot);
+                }
+                let granted = if slot.reserved >= needed {
+                    true
+                } else if self.reachable(&state, Instant::now()) {
+                    false
+                } else {
+                    // Alone: this node's share, never less than what it already holds.
+                    metrics::counter!("keel_cluster_budget_local_total", "venue" => venue)
+                        .increment(u64::from(ask.orders));
+                    needed <= self.share(limit).max(slot.reserved)
+                };
+                if !granted {
+                    metrics::counter!("keel_cluster_budget_held_total", "venue" => venue)
+                        .increment(u64::from(ask.orders));
+                    return Err(self.held(limit, index, ask.now_ms, &state));
+                }
+                planned.push(key);
+            }
+        }
+        for key in planned {
+            state.slots.entry(key).or_default().used += ask.orders;
+        }
+        Ok(())
+    }
+
+    /// A window's cap split between `fallback_nodes` nodes (at least one order).
+    fn share(&self, limit: &RateLimit) -> u32 {
+        (limit.cap() / self.config.fallback_nodes.max(1)).max(1)
+    }
+
+    fn held(&self, limit: &RateLimit, index: u64, now_ms: u64, state: &State) -> Held {
+        let reason = if self.reachable(state, Instant::now()) {
+            format!(
+                "{} new orders per {} ms window across the cluster",
+                limit.cap(),
+                limit.window_ms
+            )
+        } else {
+            format!(
+                "{} new orders per {} ms window on this node while NATS cannot be reached",
+                self.share(limit),
+                limit.window_ms
+            )
+        };
+        Held { reason, retry_in_ms: limit.until_end(index, now_ms) }
+    }
+}
+
+impl OrderBudget for ClusterBudget {
+    fn take<'a>(&'a self, ask: BudgetAsk<'a>) -> BoxFuture<'a, Result<(), Held>> {
+        Box::pin(self.decide(ask))
+    }
+}
+
+/// Raises the count of `key` by `block` (fewer when the cap is nearer), by compare-and-set from
+/// the revision last `seen`, reading the key again after each conflict. `got` may be less than
+/// `want` (the window is nearly spent) or 0 (spent, or contended past [`MAX_ATTEMPTS`]).
+async fn reserve(
+    kv: &kv::Store,
+    key: &str,
+    cap: u32,
+    want: u32,
+    block: u32,
+    seen: (u64, u32),
+) -> Result<Reserved, Unreachable> {
+    let (mut revision, mut count) = seen;
+    for _ in 0..MAX_ATTEMPTS {
+        let room = cap.saturating_sub(count);
+        if room == 0 {
+            return Ok(Reserved { got: 0, seen: (revision, count) });
+        }
+        let take = block.max(want).min(room);
+        let value = (count + take).to_string().into();
+        match kv.update(key, value, revision).await {
+            Ok(written) => return Ok(Reserved { got: take, seen: (written, count + take) }),
+            Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                metrics::counter!("keel_cluster_budget_conflicts_total").increment(1);
+                match kv.entry(key).await {
+                    Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                        revision = entry.revision;
+                        count = std::str::from_utf8(&entry.value)
+                            .ok()
+                            .and_then(|text| text.parse().ok())
+                            // An unreadable count is taken as spent: never as room.
+                            .unwrap_or(cap);
+                    }
+                    Ok(Some(entry)) => (revision, count) = (entry.revision, 0),
+                    Ok(None) => (revision, count) = (0, 0),
+                    Err(err) => return Err(Unreachable(err.to_string())),
+                }
+            }
+            Err(err) => return Err(Unreachable(err.to_string())),
+        }
+    }
+    Ok(Reserved { got: 0, seen: (revision, count) })
+}
+
+/// Forgets windows that ended more than a window ago.
+fn prune(state: &mut State, now_ms: u64) {
+    if state.slots.len() < 1024 {
+        return;
+    }
+    state.slots.retain(|(_, window_ms, index), _| (index + 2).saturating_mul(*window_ms) > now_ms);
+}
+
+/// The KV key of an account's window.
+fn kv_key(account: &AccountKey, window_ms: u64, index: u64) -> String {
+    format!("{account}.{window_ms}.{index}")
+}
+
+/// The bucket of a cluster's order budgets.
+pub(super) fn bucket(name: &str) -> String {
+    format!("{name}_order_budget")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_name_the_venue_the_hashed_account_and_the_window() {
+        let account = AccountKey::new(keel_core::market::VenueId::Binance, "secret-key");
+        let key = kv_key(&account, 10_000, 176_000_000);
+        assert!(key.starts_with("binance."), "{key}");
+        assert!(key.ends_with(".10000.176000000"), "{key}");
+        assert!(!key.contains("secret"), "{key}");
+        assert_eq!(bucket("keel"), "keel_order_budget");
+    }
+
+    #[test]
+    fn old_windows_are_forgotten_once_there_are_many() {
+        let account = AccountKey::new(keel_core::market::VenueId::Binance, "k");
+        let mut state = State::default();
+        for index in 0..2000 {
+            state.slots.insert((account.clone(), 10_000, index), Slot::default());
+        }
+        prune(&mut state, 1000 * 10_000);
+        assert_eq!(state.slots.len(), 1001, "windows 999.. are kept");
+    }
+}
