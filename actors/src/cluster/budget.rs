@@ -291,6 +291,71 @@ mod tests {
         assert_eq!(bucket("keel"), "keel_order_budget");
     }
 
+    /// A budget of a fresh cluster on the NATS at `KEEL_TEST_NATS_URL` (`None`: skipped).
+    async fn open(name: &str, config: BudgetConfig) -> Option<(ClusterBudget, async_nats::Client)> {
+        let Ok(url) = std::env::var("KEEL_TEST_NATS_URL") else {
+            eprintln!("cluster budget: skipped: KEEL_TEST_NATS_URL is not set");
+            return None;
+        };
+        let client = async_nats::connect(url.as_str()).await.expect("NATS");
+        let jetstream = jetstream::new(client.clone());
+        let budget = ClusterBudget::open(client.clone(), &jetstream, name, config).await.unwrap();
+        Some((budget, client))
+    }
+
+    /// Asks `budget` for one order at `now_ms` until it holds one back: how many it granted, and
+    /// why it held.
+    async fn take_all(budget: &ClusterBudget, account: &AccountKey, now_ms: u64) -> (u32, Held) {
+        let limits = [RateLimit::aligned(10_000, 100)];
+        let mut granted = 0;
+        loop {
+            let ask = BudgetAsk { account, limits: &limits, orders: 1, now_ms };
+            match budget.take(ask).await {
+                Ok(()) => granted += 1,
+                Err(held) => return (granted, held),
+            }
+            assert!(granted <= 100, "never held back");
+        }
+    }
+
+    #[tokio::test]
+    async fn two_nodes_share_one_cap_and_a_node_cut_off_from_nats_takes_only_its_share() {
+        for block in [1, 10] {
+            let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
+            let config = BudgetConfig { block, fallback_nodes: 2 };
+            let Some((a, _)) = open(&name, config).await else { return };
+            let Some((b, b_client)) = open(&name, config).await else { return };
+            let account = AccountKey::new(keel_core::market::VenueId::Binance, "key");
+            // Mid-window (venue time is the ask's, so the test does not race the clock).
+            let now = 176_000_000 * 10_000 + 5_000;
+            let limits = [RateLimit::aligned(10_000, 100)];
+            let mut granted = 0;
+            for round in 0..60 {
+                let node = if round % 2 == 0 { &a } else { &b };
+                let ask = BudgetAsk { account: &account, limits: &limits, orders: 1, now_ms: now };
+                granted += u32::from(node.take(ask).await.is_ok());
+            }
+            assert_eq!(granted, 60, "block {block}");
+            let (more_a, held) = take_all(&a, &account, now).await;
+            let (more_b, _) = take_all(&b, &account, now).await;
+            assert_eq!(granted + more_a + more_b, 95, "block {block}: the cap, across both");
+            assert!(held.reason.contains("across the cluster"), "{held:?}");
+            assert_eq!(held.retry_in_ms, 5_000);
+            // Another account's budget is its own.
+            let other = AccountKey::new(keel_core::market::VenueId::Binance, "other key");
+            assert_eq!(take_all(&a, &other, now).await.0, 95);
+
+            // B loses NATS: alone, it grants half the cap in the next window, never unlimited.
+            b_client.drain().await.unwrap();
+            let next = now + 10_000;
+            let started = Instant::now();
+            let (alone, held) = take_all(&b, &account, next).await;
+            assert_eq!(alone, 47, "block {block}");
+            assert!(held.reason.contains("while NATS cannot be reached"), "{held:?}");
+            assert!(started.elapsed() < CALL_TIMEOUT * 4, "a node cut off does not wait on NATS");
+        }
+    }
+
     #[test]
     fn old_windows_are_forgotten_once_there_are_many() {
         let account = AccountKey::new(keel_core::market::VenueId::Binance, "k");
