@@ -70,7 +70,7 @@ fn cluster_slot(rt: &Runtime, block: u32) -> Option<BudgetSlot> {
 }
 
 fn order_budget(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
     let mut group = c.benchmark_group("order_budget");
     group.measurement_time(Duration::from_secs(5));
     // Venue time starts far from any real window, so runs never share a key.
@@ -89,12 +89,12 @@ fn order_budget(c: &mut Criterion) {
     }
 
     let fake = rt.block_on(FakeRest::start());
-    let rest = RestClient::new(&keel_venues::binance::SPOT, &fake.url()).unwrap();
+    let rest = RestClient::new(&keel_venues::binance::SPOT, &fake.url()).expect("an HTTP client");
     let router = BinanceRouter::new(Arc::new(rest));
     let sign = signer(API_KEY, SECRET_KEY);
-    let symbol = Symbol::parse("BTCUSDT").unwrap();
+    let symbol = Symbol::parse("BTCUSDT").expect("a symbol");
     let orders = AtomicU64::new(0);
-    rt.block_on(router.sync_clock()).unwrap();
+    rt.block_on(router.sync_clock()).expect("the fake's clock");
     group.bench_function("place_on_loopback_fake", |b| {
         b.iter_custom(|iters| {
             // The fake's weight total never resets; near the budget the client would pause.
@@ -104,7 +104,7 @@ fn order_budget(c: &mut Criterion) {
                 for _ in 0..iters {
                     let id = format!("keel-1-{:06}", orders.fetch_add(1, Ordering::Relaxed));
                     let order = new_order(&id, Side::Buy, OrderType::Market, Decimal::ONE);
-                    black_box(router.place(&symbol, &order, &*sign).await.unwrap());
+                    black_box(router.place(&symbol, &order, &*sign).await.expect("the fake fills it"));
                 }
                 started.elapsed()
             })
