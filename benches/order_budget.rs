@@ -47,7 +47,13 @@ fn time_takes(rt: &Runtime, slot: &BudgetSlot, clock: &AtomicU64, iters: u64) ->
         let started = Instant::now();
         for _ in 0..iters {
             let now_ms = clock.fetch_add(STEP_MS, Ordering::Relaxed);
-            let ask = BudgetAsk { account: &account, limits: &LIMITS, orders: 1, now_ms };
+            let ask = BudgetAsk {
+                account: &account,
+                limits: &LIMITS,
+                orders: 1,
+                now_ms,
+                uncertainty_ms: 0,
+            };
             slot.take(ask).await.expect("below the cap, nothing is held back");
         }
         started.elapsed()
@@ -70,7 +76,10 @@ fn cluster_slot(rt: &Runtime, block: u32) -> Option<BudgetSlot> {
 }
 
 fn order_budget(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let mut group = c.benchmark_group("order_budget");
     group.measurement_time(Duration::from_secs(5));
     // Venue time starts far from any real window, so runs never share a key.
@@ -104,7 +113,9 @@ fn order_budget(c: &mut Criterion) {
                 for _ in 0..iters {
                     let id = format!("keel-1-{:06}", orders.fetch_add(1, Ordering::Relaxed));
                     let order = new_order(&id, Side::Buy, OrderType::Market, Decimal::ONE);
-                    black_box(router.place(&symbol, &order, &*sign).await.expect("the fake fills it"));
+                    black_box(
+                        router.place(&symbol, &order, &*sign).await.expect("the fake fills it"),
+                    );
                 }
                 started.elapsed()
             })

@@ -103,12 +103,12 @@ impl RateLimit {
     }
 
     /// The indices (`time / window_ms`) of the aligned windows an order sent at `now_ms` (the
-    /// venue's time) counts in: every window within [`slack_ms`](Self::slack_ms) of now. Near
-    /// a boundary that is both windows, so the venue's count of either stays under the cap
-    /// wherever the order lands.
-    pub fn windows(&self, now_ms: u64) -> std::ops::RangeInclusive<u64> {
+    /// venue's time, known within `uncertainty_ms`) counts in: every window within
+    /// [`slack_ms`](Self::slack_ms) plus the uncertainty of now. Near a boundary that is both
+    /// windows, so the venue's count of either stays under the cap wherever the order lands.
+    pub fn windows(&self, now_ms: u64, uncertainty_ms: u64) -> std::ops::RangeInclusive<u64> {
         let window = self.window_ms.max(1);
-        let slack = self.slack_ms();
+        let slack = self.slack_ms() + uncertainty_ms.min(window);
         let first = now_ms.saturating_sub(slack) / window;
         let last = now_ms.saturating_add(slack) / window;
         first..=last
@@ -131,6 +131,8 @@ pub struct BudgetAsk<'a> {
     pub orders: u32,
     /// The venue's time now (local time corrected by the measured offset), ms.
     pub now_ms: u64,
+    /// How far off `now_ms` may be: half the round trip that measured the offset, ms.
+    pub uncertainty_ms: u64,
 }
 
 /// An order the budget held back: nothing was sent.
@@ -226,15 +228,18 @@ mod tests {
     fn an_order_near_a_boundary_counts_in_both_windows() {
         let limit = RateLimit::aligned(10_000, 100);
         assert_eq!(limit.slack_ms(), 250);
-        assert_eq!(limit.windows(25_000).collect::<Vec<_>>(), [2]);
-        assert_eq!(limit.windows(29_800).collect::<Vec<_>>(), [2, 3]);
-        assert_eq!(limit.windows(30_100).collect::<Vec<_>>(), [2, 3]);
-        assert_eq!(limit.windows(30_300).collect::<Vec<_>>(), [3]);
+        assert_eq!(limit.windows(25_000, 0).collect::<Vec<_>>(), [2]);
+        assert_eq!(limit.windows(29_800, 0).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(limit.windows(30_100, 0).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(limit.windows(30_300, 0).collect::<Vec<_>>(), [3]);
+        // A clock measured over a slow round trip widens the edges by its uncertainty.
+        assert_eq!(limit.windows(30_300, 100).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(limit.windows(25_000, 60_000).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(limit.until_end(2, 25_000), 5_000);
         let second = RateLimit::rolling(1_000, 20);
         assert_eq!(second.slack_ms(), 100);
-        assert_eq!(second.windows(5_500).collect::<Vec<_>>(), [5]);
-        assert_eq!(second.windows(5_950).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(second.windows(5_500, 0).collect::<Vec<_>>(), [5]);
+        assert_eq!(second.windows(5_950, 0).collect::<Vec<_>>(), [5, 6]);
     }
 
     #[tokio::test]
@@ -248,7 +253,13 @@ mod tests {
         }
         let account = AccountKey::new(VenueId::Binance, "k");
         let limits = [RateLimit::aligned(10_000, 100)];
-        let ask = BudgetAsk { account: &account, limits: &limits, orders: 1, now_ms: 1 };
+        let ask = BudgetAsk {
+            account: &account,
+            limits: &limits,
+            orders: 1,
+            now_ms: 1,
+            uncertainty_ms: 0,
+        };
         let slot = BudgetSlot::default();
         assert!(slot.take(ask).await.is_ok());
         assert!(!slot.is_shared());

@@ -37,6 +37,8 @@ pub struct ServerClock {
     offset_ms: AtomicI64,
     /// When the offset was last measured, local ms since the epoch; 0 when never.
     synced_at_ms: AtomicU64,
+    /// How far off the offset may be: half the round trip of its measurement, ms.
+    uncertainty_ms: AtomicU64,
     /// How long a measurement stays good.
     refresh: Duration,
     /// Held while measuring, so concurrent callers wait for one measurement.
@@ -49,6 +51,7 @@ impl ServerClock {
         Self {
             offset_ms: AtomicI64::new(0),
             synced_at_ms: AtomicU64::new(0),
+            uncertainty_ms: AtomicU64::new(0),
             refresh,
             measuring: tokio::sync::Mutex::new(()),
         }
@@ -89,8 +92,20 @@ impl ServerClock {
 
     /// Records a measurement.
     pub fn record(&self, offset_ms: i64) {
+        self.record_within(offset_ms, 0);
+    }
+
+    /// Records a measurement taken over a round trip of `2 × uncertainty_ms`: the server's time
+    /// was read somewhere in it, so the offset may be off by that much either way.
+    pub fn record_within(&self, offset_ms: i64, uncertainty_ms: u64) {
         self.offset_ms.store(offset_ms, Ordering::Relaxed);
+        self.uncertainty_ms.store(uncertainty_ms, Ordering::Relaxed);
         self.synced_at_ms.store(local_ms().max(1), Ordering::Relaxed);
+    }
+
+    /// How far off the last measured offset may be, ms (half its measurement's round trip).
+    pub fn uncertainty_ms(&self) -> u64 {
+        self.uncertainty_ms.load(Ordering::Relaxed)
     }
 
     /// Waits for any measurement in progress and holds off others until the guard drops.

@@ -10,9 +10,10 @@
 //!
 //! When NATS cannot be reached (the connection is down, or a call fails or takes longer than
 //! [`CALL_TIMEOUT`]) the node does not wait and does not go unlimited: for the next
-//! [`DEGRADED_FOR`] it decides alone, granting per window at most `cap / fallback_nodes`
-//! orders (counting what it already sent in that window), and adds what it sent to the shared
-//! count once NATS answers again.
+//! [`DEGRADED_FOR`] it decides alone. In a window it has asked NATS for it spends only what it
+//! reserved there (the other nodes may hold the rest of the cap); in a window it never shared it
+//! grants at most `cap / fallback_nodes` orders. It adds what it sent alone to the
+//! shared count once NATS answers again.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -68,6 +69,9 @@ struct Slot {
     used: u32,
     /// The key's last revision and count this node saw (0, 0: not created yet).
     seen: (u64, u32),
+    /// Whether this node has asked the shared count for this window (since then the others
+    /// may hold the rest of its cap).
+    shared: bool,
 }
 
 #[derive(Debug, Default)]
@@ -136,7 +140,7 @@ impl ClusterBudget {
         prune(&mut state, ask.now_ms);
         let mut planned = Vec::new();
         for limit in ask.limits {
-            for index in limit.windows(ask.now_ms) {
+            for index in limit.windows(ask.now_ms, ask.uncertainty_ms) {
                 let key = (ask.account.clone(), limit.window_ms, index);
                 let mut slot = state.slots.get(&key).copied().unwrap_or_default();
                 let needed = slot.used + ask.orders;
@@ -145,6 +149,9 @@ impl ClusterBudget {
                     let block = self.config.block.min((limit.cap() / 10).max(1)).max(want);
                     let name = kv_key(ask.account, limit.window_ms, index);
                     let reserve = reserve(&self.kv, &name, limit.cap(), want, block, slot.seen);
+                    // Even a call that fails may have reached the others (a write whose answer
+                    // was lost): from now on this window is shared.
+                    slot.shared = true;
                     match tokio::time::timeout(CALL_TIMEOUT, reserve).await {
                         Ok(Ok(reserved)) => {
                             metrics::counter!("keel_cluster_budget_reservations_total", "venue" => venue)
@@ -168,10 +175,13 @@ impl ClusterBudget {
                 } else if self.reachable(&state, Instant::now()) {
                     false
                 } else {
-                    // Alone: this node's share, never less than what it already holds.
+                    // Alone. In a window this node has shared through NATS, the others may hold
+                    // the rest of the cap: only what it reserved. In a window it never shared,
+                    // its fallback share.
                     metrics::counter!("keel_cluster_budget_local_total", "venue" => venue)
                         .increment(u64::from(ask.orders));
-                    needed <= self.share(limit).max(slot.reserved)
+                    let alone = if slot.shared { slot.reserved } else { self.share(limit) };
+                    needed <= alone
                 };
                 if !granted {
                     metrics::counter!("keel_cluster_budget_held_total", "venue" => venue)
@@ -309,7 +319,7 @@ mod tests {
         let limits = [RateLimit::aligned(10_000, 100)];
         let mut granted = 0;
         loop {
-            let ask = BudgetAsk { account, limits: &limits, orders: 1, now_ms };
+            let ask = BudgetAsk { account, limits: &limits, orders: 1, now_ms, uncertainty_ms: 0 };
             match budget.take(ask).await {
                 Ok(()) => granted += 1,
                 Err(held) => return (granted, held),
@@ -332,7 +342,13 @@ mod tests {
             let mut granted = 0;
             for round in 0..60 {
                 let node = if round % 2 == 0 { &a } else { &b };
-                let ask = BudgetAsk { account: &account, limits: &limits, orders: 1, now_ms: now };
+                let ask = BudgetAsk {
+                    account: &account,
+                    limits: &limits,
+                    orders: 1,
+                    now_ms: now,
+                    uncertainty_ms: 0,
+                };
                 granted += u32::from(node.take(ask).await.is_ok());
             }
             assert_eq!(granted, 60, "block {block}");

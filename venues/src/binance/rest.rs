@@ -310,7 +310,7 @@ impl RestClient {
         let now = crate::now_us() as i64 / 1000;
         let time: ServerTime = decode(&res)?;
         let offset = time.server_time - (sent + now) / 2;
-        self.clock.record(offset);
+        self.clock.record_within(offset, u64::try_from((now - sent) / 2).unwrap_or(0));
         metrics::gauge!("keel_venue_clock_offset_ms", "venue" => self.venue()).set(offset as f64);
         Ok(offset)
     }
@@ -536,7 +536,13 @@ impl RestClient {
         if orders > 0 {
             let account = AccountKey::new(self.venue_id(), &api_key);
             let limits = self.dialect.order_limits;
-            let ask = BudgetAsk { account: &account, limits, orders, now_ms: self.timestamp() };
+            let ask = BudgetAsk {
+                account: &account,
+                limits,
+                orders,
+                now_ms: self.timestamp(),
+                uncertainty_ms: self.clock.uncertainty_ms(),
+            };
             self.budget.take(ask).await?;
         }
         let url = format!("{}{path}?{query}&signature={signature}", self.base);

@@ -300,7 +300,7 @@ impl RestClient {
             return Err(RestError::Decode("no `time` in the server time answer".into()));
         }
         let offset = envelope.time - (sent + now) / 2;
-        self.clock.record(offset);
+        self.clock.record_within(offset, u64::try_from((now - sent) / 2).unwrap_or(0));
         metrics::gauge!("keel_venue_clock_offset_ms", "venue" => self.venue()).set(offset as f64);
         Ok(offset)
     }

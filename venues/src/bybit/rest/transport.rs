@@ -57,6 +57,7 @@ impl RestClient {
                 limits: self.category.order_limits,
                 orders: 1,
                 now_ms: self.clock.timestamp(),
+                uncertainty_ms: self.clock.uncertainty_ms(),
             };
             self.budget.take(ask).await?;
         }
