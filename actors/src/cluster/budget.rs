@@ -8,11 +8,12 @@
 //! one round trip, nothing reserved and left unused) and spends its reservation locally; it
 //! remembers each key's last revision, so an uncontended reservation is one KV write.
 //!
-//! When NATS cannot be reached (the connection is down, or a call fails or takes longer than
-//! [`CALL_TIMEOUT`]) the node does not wait and does not go unlimited: for the next
-//! [`DEGRADED_FOR`] it decides alone. In a window it has asked NATS for it spends only what it
-//! reserved there (the other nodes may hold the rest of the cap); in a window it never shared it
-//! grants at most `cap / fallback_nodes` orders. It adds what it sent alone to the
+//! A call that takes longer than [`CALL_TIMEOUT`] holds its order back (NATS is slow, not gone:
+//! the others may still be counting there). When NATS cannot be reached (the connection is down,
+//! or a call fails) the node does not wait and does not go unlimited: for the next
+//! [`DEGRADED_FOR`] it decides alone. In a window where it has reserved through NATS it spends
+//! only what it reserved there (the other nodes may hold the rest of the cap); in a window it
+//! never reserved in it grants at most `cap / fallback_nodes` orders. It adds what it sent alone to the
 //! shared count once NATS answers again.
 
 use std::collections::HashMap;
@@ -69,8 +70,8 @@ struct Slot {
     used: u32,
     /// The key's last revision and count this node saw (0, 0: not created yet).
     seen: (u64, u32),
-    /// Whether this node has asked the shared count for this window (since then the others
-    /// may hold the rest of its cap).
+    /// Whether this node has reserved from the shared count in this window (since then the
+    /// others may hold the rest of its cap).
     shared: bool,
 }
 
@@ -149,23 +150,32 @@ impl ClusterBudget {
                     let block = self.config.block.min((limit.cap() / 10).max(1)).max(want);
                     let name = kv_key(ask.account, limit.window_ms, index);
                     let reserve = reserve(&self.kv, &name, limit.cap(), want, block, slot.seen);
-                    // Even a call that fails may have reached the others (a write whose answer
-                    // was lost): from now on this window is shared.
-                    slot.shared = true;
                     match tokio::time::timeout(CALL_TIMEOUT, reserve).await {
                         Ok(Ok(reserved)) => {
                             metrics::counter!("keel_cluster_budget_reservations_total", "venue" => venue)
                                 .increment(1);
                             slot.reserved += reserved.got;
                             slot.seen = reserved.seen;
+                            slot.shared = true;
                         }
-                        failed => {
-                            let why = match failed {
-                                Ok(Err(Unreachable(why))) => why,
-                                _ => format!("no answer within {} ms", CALL_TIMEOUT.as_millis()),
-                            };
+                        Ok(Err(Unreachable(why))) => {
                             tracing::warn!(%venue, error = %why, "order budget not reached in NATS: deciding alone");
                             state.degraded_until = Some(Instant::now() + DEGRADED_FOR);
+                        }
+                        Err(_) => {
+                            // Slow, not gone: the write may even have landed, and the others
+                            // may be reaching NATS. Deciding alone could pass the cap; hold.
+                            slot.shared = true;
+                            state.slots.insert(key, slot);
+                            metrics::counter!("keel_cluster_budget_held_total", "venue" => venue)
+                                .increment(u64::from(ask.orders));
+                            let ms = CALL_TIMEOUT.as_millis();
+                            let reason =
+                                format!("the shared count in NATS did not answer within {ms} ms");
+                            return Err(Held {
+                                reason,
+                                retry_in_ms: u64::try_from(ms).unwrap_or(0),
+                            });
                         }
                     }
                     state.slots.insert(key.clone(), slot);
@@ -362,10 +372,15 @@ mod tests {
             assert_eq!(take_all(&a, &other, now).await.0, 95);
 
             // B loses NATS: alone, it grants half the cap in the next window, never unlimited.
+            // (A drained client still says it is connected, and its first calls may still go
+            // through; then they fail, as a dead server's do.) In the window where B reserved
+            // before its calls failed, it spends only that reservation.
             b_client.drain().await.unwrap();
             let next = now + 10_000;
+            let (before, _) = take_all(&b, &account, next).await;
+            assert!(before < 47, "block {block}: {before}");
             let started = Instant::now();
-            let (alone, held) = take_all(&b, &account, next).await;
+            let (alone, held) = take_all(&b, &account, next + 10_000).await;
             assert_eq!(alone, 47, "block {block}");
             assert!(held.reason.contains("while NATS cannot be reached"), "{held:?}");
             assert!(started.elapsed() < CALL_TIMEOUT * 4, "a node cut off does not wait on NATS");
