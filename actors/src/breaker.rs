@@ -97,6 +97,9 @@ pub enum Outcome<'a> {
     /// The venue answered a query: proof enough for a probe, but it does not end a run of
     /// failures (a venue that answers queries and fails every order is still failing).
     Reached,
+    /// Keel held the request back itself (the account's order budget): nothing was sent, so it
+    /// says nothing about the venue; a probe's turn passes to the next request.
+    Unsent,
 }
 
 /// Leave to send one request.
@@ -163,6 +166,9 @@ impl Machine {
     ) -> Option<BreakerState> {
         if permit.probe {
             self.probe_in_flight = false;
+        }
+        if outcome == Outcome::Unsent {
+            return None;
         }
         let ok = !matches!(outcome, Outcome::Failed(_));
         match (self.state, ok) {
@@ -378,6 +384,25 @@ mod tests {
         assert!(m.admit(&POLICY, t1).0.is_some());
         // Closed again: the count starts over.
         assert_eq!(send(&mut m, t1, false), None);
+    }
+
+    #[test]
+    fn a_request_keel_held_back_itself_neither_fails_nor_probes() {
+        let t0 = Instant::now();
+        let mut m = Machine::new();
+        for _ in 0..10 {
+            let (permit, _) = m.admit(&POLICY, t0);
+            assert_eq!(m.record(&POLICY, permit.unwrap(), Outcome::Unsent, t0), None);
+        }
+        assert_eq!(m.state, BreakerState::Closed, "held orders do not open it");
+        for _ in 0..3 {
+            send(&mut m, t0, false);
+        }
+        let t1 = t0 + Duration::from_secs(10);
+        let (probe, _) = m.admit(&POLICY, t1);
+        assert_eq!(m.record(&POLICY, probe.unwrap(), Outcome::Unsent, t1), None);
+        assert_eq!(m.successes, 0, "a held probe proves nothing");
+        assert!(m.admit(&POLICY, t1).0.is_some(), "the next request probes instead");
     }
 
     #[test]

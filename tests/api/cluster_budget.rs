@@ -40,9 +40,6 @@ async fn node(id: &str, name: &str, nats: &str, ws: &FakeBinance, rest: &FakeRes
         s.cluster.node_id = id;
         s.cluster.nats_url = nats;
         s.cluster.name = name;
-        // Held-back orders are "not sent", which the account's circuit breaker counts as
-        // failures; this test looks at the budget alone, so the breaker stays closed.
-        s.bots.breaker_failures = 1000;
         // The burst comes from one address at once.
         s.protection.max_in_flight_per_ip = 256;
         s.protection.max_connections_per_ip = 256;
@@ -180,6 +177,15 @@ async fn bots_of_one_account_on_two_nodes_stay_within_the_venues_order_limit() {
         // Under heavy load a NATS call can take longer than the budget waits: the node then
         // decides alone, on what it reserved, and says so; either way the budget held it.
         assert!(reason.contains("shared order budget"), "held back for another reason: {order}");
+    }
+    // Orders Keel held back itself say nothing about the venue: the account's circuit breaker
+    // (default: open after 5 failures in a row) stays closed and every bot keeps running.
+    for (app, token, bots) in [(&a, &token_a, &bots_a), (&b, &token_b, &bots_b)] {
+        for bot in bots {
+            let res = app.send(Method::GET, &format!("/api/v1/bots/{bot}"), None, token).await;
+            let record: Value = res.json().await.unwrap();
+            assert_eq!(record["status"], "running", "bot {bot} after the burst: {record}");
+        }
     }
     let metrics = a.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("keel_cluster_budget_held_total"), "no budget metric");

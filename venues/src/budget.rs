@@ -13,8 +13,8 @@
 //! default, [`Unshared`], grants everything: a single node keeps to the limits by the venue's
 //! counts, as before. In cluster mode the runtime hands every router the cluster's budget
 //! (`keel_actors::cluster`), which counts the account's orders across nodes; an order it holds
-//! back is [`Held`], which the connector answers as "not sent"
-//! ([`crate::routing::RouteErrorKind::NotSent`]).
+//! back is [`Held`], which the connector answers as "throttled"
+//! ([`crate::routing::RouteErrorKind::Throttled`]).
 //!
 //! The window arithmetic every shared budget needs lives here too, beside the limits it reads:
 //! [`RateLimit::cap`] (how many orders a shared count lets through per window) and

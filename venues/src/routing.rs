@@ -110,6 +110,10 @@ pub enum RouteErrorKind {
     /// Nothing was sent (refused connection, a back-off the venue asked for): nothing changed,
     /// but the venue is not reachable as it should be.
     NotSent,
+    /// Keel held the request back itself, to keep the account within the venue's limit on new
+    /// orders (the shared order budget, [`crate::budget`]): nothing was sent, and it says
+    /// nothing about the venue's health.
+    Throttled,
     /// The order may or may not exist now (a timeout, a 5xx, an unreadable answer): query it
     /// before anything else; never send it again blind.
     UnknownOutcome,

@@ -30,7 +30,7 @@ use crate::vault::{Sign, VaultAddress};
 use keel_core::engine::{ExecOutcome, ExecReport, Outbound, VenueFillReport};
 use keel_core::market::Symbol;
 use keel_core::trading::{Commission, Order};
-use keel_venues::routing::{OrderReport, OrderRouter, RouteErrorKind};
+use keel_venues::routing::{OrderReport, OrderRouter, RouteError, RouteErrorKind};
 
 /// How long the vault may take to sign.
 const SIGN_DEADLINE: Duration = Duration::from_secs(2);
@@ -79,7 +79,8 @@ pub struct LiveResult {
     /// A place or cancel the venue answered (ends a run of failures; a query does not: a venue
     /// that answers queries but fails every order is still failing).
     pub order_answered: bool,
-    /// Not sent: the account's circuit breaker is open.
+    /// Not sent, by Keel's own decision: the account's circuit breaker is open, or its order
+    /// budget held the order back. Says nothing about the venue.
     pub refused: bool,
 }
 
@@ -134,6 +135,7 @@ pub async fn execute(link: LiveLink, symbol: Symbol, requests: Vec<Outbound>) ->
         };
         let first = answers.first();
         let outcome = match first.map(|r| (&r.venue_error, r.order_answered)) {
+            _ if first.is_some_and(|r| r.refused) => Outcome::Unsent,
             Some((Some(why), _)) => Outcome::Failed(why),
             Some((None, true)) => Outcome::Answered,
             _ => Outcome::Reached,
@@ -207,13 +209,18 @@ async fn place(link: &LiveLink, symbol: &Symbol, order: &Order, signer: &BoxSign
             venue_error: Some(err.to_string()),
             ..LiveResult::report(order.id, ExecOutcome::Unknown(err.to_string()))
         },
-        Err(err) => {
-            let error = (err.kind == RouteErrorKind::NotSent).then(|| err.to_string());
-            LiveResult {
-                venue_error: error,
-                ..LiveResult::report(order.id, ExecOutcome::Rejected(err.to_string()))
-            }
-        }
+        Err(err) => not_placed(order.id, &err),
+    }
+}
+
+/// A place that did not go through and changed nothing at the venue: the order is rejected. Only
+/// a request the venue did not take (unreachable, a back-off it asked for) counts towards the
+/// breaker; one Keel held back itself is marked refused.
+pub(super) fn not_placed(order_id: u64, err: &RouteError) -> LiveResult {
+    LiveResult {
+        venue_error: (err.kind == RouteErrorKind::NotSent).then(|| err.to_string()),
+        refused: err.kind == RouteErrorKind::Throttled,
+        ..LiveResult::report(order_id, ExecOutcome::Rejected(err.to_string()))
     }
 }
 

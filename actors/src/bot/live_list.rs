@@ -124,9 +124,6 @@ fn failed_place(leg: &Order, err: &RouteError) -> LiveResult {
             venue_error: Some(err.to_string()),
             ..LiveResult::report(leg.id, ExecOutcome::Unknown(err.to_string()))
         },
-        kind => LiveResult {
-            venue_error: (kind == RouteErrorKind::NotSent).then(|| err.to_string()),
-            ..LiveResult::report(leg.id, ExecOutcome::Rejected(err.to_string()))
-        },
+        _ => super::live::not_placed(leg.id, err),
     }
 }

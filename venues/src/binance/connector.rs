@@ -360,7 +360,9 @@ pub fn route_error(err: RestError) -> RouteError {
         RouteErrorKind::NotOpen
     } else if err.is_unknown_outcome() {
         RouteErrorKind::UnknownOutcome
-    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_) | RestError::Held(_)) {
+    } else if matches!(err, RestError::Held(_)) {
+        RouteErrorKind::Throttled
+    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_)) {
         RouteErrorKind::NotSent
     } else {
         RouteErrorKind::Rejected
@@ -387,7 +389,7 @@ mod tests {
             (RestError::Backoff(5), RouteErrorKind::NotSent),
             (
                 RestError::Held(crate::budget::Held { reason: "x".into(), retry_in_ms: 5 }),
-                RouteErrorKind::NotSent,
+                RouteErrorKind::Throttled,
             ),
             (RestError::Sign("no key".into()), RouteErrorKind::Rejected),
             (api(400, -2010), RouteErrorKind::Rejected),

@@ -402,7 +402,9 @@ pub fn route_error(err: RestError) -> RouteError {
         RouteErrorKind::NotOpen
     } else if err.is_unknown_outcome() {
         RouteErrorKind::UnknownOutcome
-    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_) | RestError::Held(_)) {
+    } else if matches!(err, RestError::Held(_)) {
+        RouteErrorKind::Throttled
+    } else if matches!(err, RestError::NotSent(_) | RestError::Backoff(_)) {
         RouteErrorKind::NotSent
     } else {
         RouteErrorKind::Rejected
@@ -447,6 +449,10 @@ mod tests {
             (RestError::Decode("x".into()), RouteErrorKind::UnknownOutcome),
             (RestError::NotSent("refused".into()), RouteErrorKind::NotSent),
             (RestError::Backoff(5), RouteErrorKind::NotSent),
+            (
+                RestError::Held(crate::budget::Held { reason: "x".into(), retry_in_ms: 5 }),
+                RouteErrorKind::Throttled,
+            ),
             (api(403, 0), RouteErrorKind::Rejected),
             (api(200, 10004), RouteErrorKind::Rejected),
             (api(200, 170_131), RouteErrorKind::Rejected),
