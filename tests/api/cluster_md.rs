@@ -1,7 +1,7 @@
 //! Cluster mode, market data (docs/CLUSTER.md): two nodes against one fake Binance and a real
 //! NATS (`KEEL_TEST_NATS_URL`). The exchange sees one connection; the other node's WebSocket
 //! clients get the holder's trades through JetStream, once each; when the holder stops, the
-//! other node takes the lease and connects within 10 s.
+//! other node takes the lease and connects within 10 s. Metrics carry the node's id.
 
 use std::time::{Duration, Instant};
 
@@ -164,4 +164,11 @@ async fn one_node_holds_the_exchange_connection_and_another_takes_over_when_it_s
 
     let metrics = b.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("keel_cluster_md_received_total"), "no relay metric");
+    // Every sample carries this node's id (the comments do not).
+    let samples: Vec<&str> =
+        metrics.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert!(samples.len() > 10, "{metrics}");
+    for sample in samples {
+        assert!(sample.contains(r#"node_id="b""#), "without node_id: {sample}");
+    }
 }
