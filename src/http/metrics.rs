@@ -14,6 +14,8 @@ use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::state::AppState;
+
 /// Latency buckets for request and actor histograms, in seconds.
 const LATENCY_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -64,11 +66,56 @@ impl Recorder {
         Ok(recorder)
     }
 
-    /// The Prometheus text exposition, with fresh process figures.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition, with fresh process figures; in cluster mode every sample
+    /// carries the label `node_id` (`node`), so series from several nodes stay apart.
+    pub fn render(&self, node: Option<&str>) -> String {
         self.process.collect();
-        self.handle.render()
+        let text = self.handle.render();
+        match node {
+            Some(node) => with_node_label(&text, node),
+            None => text,
+        }
     }
+}
+
+/// `text` with `node_id="{node}"` added to every sample line (comments are left as they are).
+///
+/// This is what the exporter's global labels do, applied when the text is rendered rather than
+/// when the recorder is installed: the recorder is one per process, and tests run several nodes
+/// (each with its own `node_id`) in one process. A metric name ends at `{` or a space, neither of
+/// which a name may hold, so the label goes right after it; `node` is letters, digits, `-` and
+/// `_` (`cluster.node_id` is checked), so it needs no escaping.
+fn with_node_label(text: &str, node: &str) -> String {
+    let label = format!("node_id=\"{node}\"");
+    let mut out = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.split_inclusive('\n') {
+        if line.starts_with('#') || line.trim().is_empty() {
+            out.push_str(line);
+            continue;
+        }
+        match line.find(['{', ' ']) {
+            Some(at) if line[at..].starts_with("{}") => {
+                out.push_str(&line[..=at]);
+                out.push_str(&label);
+                out.push_str(&line[at + 1..]);
+            }
+            Some(at) if line[at..].starts_with('{') => {
+                out.push_str(&line[..=at]);
+                out.push_str(&label);
+                out.push(',');
+                out.push_str(&line[at + 1..]);
+            }
+            Some(at) => {
+                out.push_str(&line[..at]);
+                out.push('{');
+                out.push_str(&label);
+                out.push('}');
+                out.push_str(&line[at..]);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 fn describe() {
@@ -203,9 +250,35 @@ pub async fn middleware(
     result
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub async fn scrape(recorder: web::Data<&'static Recorder>) -> HttpResponse {
+/// `GET /metrics`: Prometheus text format (every sample labelled `node_id` in cluster mode).
+pub async fn scrape(
+    recorder: web::Data<&'static Recorder>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let node = state.cluster.as_ref().map(keel_actors::cluster::Cluster::node_id);
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8"))
-        .body(recorder.render())
+        .body(recorder.render(node))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_node_label;
+
+    #[test]
+    fn the_node_label_goes_on_every_sample_and_on_no_comment() {
+        let text = "# HELP keel_up Up.\n# TYPE keel_up gauge\nkeel_up 1\n\
+            keel_http_requests_total{method=\"GET\",route=\"/a b\"} 3\n\
+            keel_flush_seconds_bucket{le=\"0.5\"} 2\nkeel_flush_seconds_sum 0.25\n\
+            keel_empty{} 0\n\n";
+        let labelled = with_node_label(text, "node-a");
+        assert_eq!(
+            labelled,
+            "# HELP keel_up Up.\n# TYPE keel_up gauge\nkeel_up{node_id=\"node-a\"} 1\n\
+            keel_http_requests_total{node_id=\"node-a\",method=\"GET\",route=\"/a b\"} 3\n\
+            keel_flush_seconds_bucket{node_id=\"node-a\",le=\"0.5\"} 2\n\
+            keel_flush_seconds_sum{node_id=\"node-a\"} 0.25\n\
+            keel_empty{node_id=\"node-a\"} 0\n\n"
+        );
+    }
 }

@@ -1,12 +1,16 @@
 //! Cluster mode, market data (docs/CLUSTER.md): two nodes against one fake Binance and a real
 //! NATS (`KEEL_TEST_NATS_URL`). The exchange sees one connection; the other node's WebSocket
-//! clients get the holder's trades through JetStream, once each; when the holder stops, the
-//! other node takes the lease and connects within 10 s.
+//! clients get the holder's trades through JetStream, once each; when the holder stops
+//! gracefully it releases its lease and the other node takes it at its next lease round; a
+//! holder that dies without a word (its lease left behind) is replaced once the lease expires.
+//! Metrics carry the node's id.
 
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
+use async_nats::jetstream::kv;
+use futures_util::{SinkExt, StreamExt};
 use keel::configuration::Settings;
+use keel_actors::cluster::LEASE_TTL;
 use keel_testkit::{TestApp, spawn_app_with};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -17,6 +21,8 @@ use crate::ws::{Socket, connect, expect_type};
 
 const URL_VAR: &str = "KEEL_TEST_NATS_URL";
 const TRADES: &str = "market:binance:BTCUSDT:trades";
+/// The lease key of Binance's BTCUSDT.
+const LEASE: &str = "binance.BTCUSDT";
 
 /// A node of cluster `name` on the fake exchange.
 async fn node(id: &str, name: &str, nats: &str, fake: &FakeBinance, rest: &FakeRest) -> TestApp {
@@ -148,14 +154,29 @@ async fn one_node_holds_the_exchange_connection_and_another_takes_over_when_it_s
     assert_eq!(ready["checks"]["cluster"]["nats"], "connected", "{ready}");
     assert_eq!(ready["checks"]["cluster"]["node_id"], "b", "{ready}");
 
-    // The holder goes away without a word: B takes the lease when it lapses and connects.
+    // The holder stops gracefully (as on SIGTERM): it deletes its lease (a KV delete marker,
+    // which an expiry never leaves), and B takes the lease at its next round and connects, well
+    // before the lease would have expired.
+    let leases = lease_bucket(&nats, &name).await;
+    let mut changes = leases.watch(LEASE).await.unwrap();
     let stopped = Instant::now();
     a.stop.stop();
     drop(on_a);
     wait_for("B connects to the exchange", Duration::from_secs(10), || fake.connections() >= 2)
         .await;
     let took = stopped.elapsed();
-    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
+    assert!(took < LEASE_TTL, "takeover took {took:?}, as long as an expiry");
+    let mut seen = Vec::new();
+    while !seen.contains(&"b".to_owned()) {
+        let change = tokio::time::timeout(Duration::from_secs(5), changes.next()).await;
+        let entry = change.expect("the lease's changes").unwrap().unwrap();
+        seen.push(match entry.operation {
+            kv::Operation::Put => String::from_utf8_lossy(&entry.value).into_owned(),
+            kv::Operation::Delete | kv::Operation::Purge => "released".to_owned(),
+        });
+    }
+    seen.retain(|holder| holder != "a"); // A's renewals before it stopped
+    assert_eq!(seen, ["released", "b"], "A did not release its lease before B took it");
     // B's client hears that data may have been missed at the handover, then trades again.
     let (gap, after) = first_trade(&fake, &mut on_b, 9_000).await;
     assert!(after >= 9_000, "{after}");
@@ -164,4 +185,43 @@ async fn one_node_holds_the_exchange_connection_and_another_takes_over_when_it_s
 
     let metrics = b.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("keel_cluster_md_received_total"), "no relay metric");
+    // Every sample carries this node's id (the comments do not).
+    let samples: Vec<&str> =
+        metrics.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    assert!(samples.len() > 10, "{metrics}");
+    for sample in samples {
+        assert!(sample.contains(r#"node_id="b""#), "without node_id: {sample}");
+    }
+}
+
+#[actix_web::test]
+async fn a_lease_left_by_a_dead_holder_is_taken_once_it_expires() {
+    let Some(nats) = crate::service_url(URL_VAR, "cluster_md") else { return };
+    let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
+    let fake = FakeBinance::start().await;
+    let rest = FakeRest::start().await;
+    let b = node("b", &name, &nats, &fake, &rest).await;
+
+    // A holder killed with SIGKILL leaves its lease as it was: written here for node "dead".
+    let leases = lease_bucket(&nats, &name).await;
+    leases.create(LEASE, "dead".into()).await.unwrap();
+    let left = Instant::now();
+    let mut on_b = trades_client(&b, "cluster-dead@example.com").await;
+    // B follows the dead node meanwhile and does not connect; once the lease expires (5 s after
+    // it was written) its next lease round takes it.
+    wait_for("B connects to the exchange", Duration::from_secs(10), || fake.connections() >= 1)
+        .await;
+    let took = left.elapsed();
+    assert!(took >= Duration::from_secs(4), "B took a live lease after {took:?}");
+    let holder = leases.get(LEASE).await.unwrap().unwrap();
+    assert_eq!(&holder[..], b"b");
+    let (_, first) = first_trade(&fake, &mut on_b, 1).await;
+    assert!(first >= 1);
+}
+
+/// The lease bucket of cluster `name` (its nodes create it when they join).
+async fn lease_bucket(nats: &str, name: &str) -> kv::Store {
+    let client = async_nats::connect(nats).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream.get_key_value(format!("{name}_md_leases")).await.unwrap()
 }

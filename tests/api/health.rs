@@ -59,4 +59,6 @@ async fn metrics_count_requests_by_route_pattern_never_by_raw_path() {
     {
         assert!(text.contains(process_metric), "{process_metric} missing");
     }
+    // A node on its own has no node id to label with (cluster mode adds it: cluster_md.rs).
+    assert!(!text.contains("node_id="), "a single node's metrics carry node_id");
 }

@@ -181,6 +181,37 @@ impl Cluster {
         }
     }
 
+    /// Gives up the lease of `key`, held at `revision`, so another node can take it at its next
+    /// lease round instead of waiting for it to expire (graceful shutdown, a symbol no longer
+    /// wanted). A delete checked against the revision: a lease another node holds by now is
+    /// left alone. Whether it was released.
+    pub(crate) async fn release(self, key: String, revision: u64) -> bool {
+        let leases = &self.0.leases;
+        let Err(first) = leases.delete_expect_revision(&key, Some(revision)).await else {
+            return true;
+        };
+        // A renewal sent before this may have moved the revision on: if the entry is still this
+        // node's, delete it at its revision (checked again, so a node taking it meanwhile wins).
+        let mine = self.0.config.node_id.as_bytes();
+        let current = match leases.entry(key.as_str()).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == mine => {
+                entry.revision
+            }
+            Ok(_) => return false, // gone, or another node's
+            Err(err) => {
+                tracing::warn!(%key, error = %err, first = %first, "market-data lease not released; it expires");
+                return false;
+            }
+        };
+        match leases.delete_expect_revision(&key, Some(current)).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%key, error = %err, "market-data lease not released; it expires");
+                false
+            }
+        }
+    }
+
     /// The relay of one venue: publishes what this node holds, in order.
     pub fn relay(&self, venue: VenueId) -> Relay {
         Relay::start(self.0.jetstream.clone(), venue)

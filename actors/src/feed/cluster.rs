@@ -15,6 +15,8 @@ use keel_core::market::{EventKind, MarketEvent, Symbol};
 
 /// Relayed events buffered between the followers and the feed.
 const RECEIVED_BUFFER: usize = 65_536;
+/// How long a stopping feed waits for its leases to be released (one NATS round trip each).
+const RELEASE_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum Role {
     /// This node holds the lease taken at revision `lease`, now at `revision`; `seq` numbers
@@ -66,8 +68,19 @@ impl FeedActor {
         let venue = self.venue();
         let wanted = self.wanted_symbols();
         let Some(cluster) = self.cluster.as_mut() else { return };
-        // An unwanted lease is simply not renewed: it lapses within the TTL.
-        cluster.roles.retain(|symbol, _| wanted.contains(symbol));
+        // A symbol no longer wanted is no longer followed; its lease, if held, is given up, so a
+        // node that still wants the symbol takes it at its next round.
+        let unwanted: Vec<Symbol> =
+            cluster.roles.keys().filter(|symbol| !wanted.contains(*symbol)).cloned().collect();
+        for symbol in unwanted {
+            if let Some(Role::Held { revision, .. }) = cluster.roles.remove(&symbol) {
+                let key = Cluster::lease_key(venue, &symbol);
+                let release = cluster.cluster.clone().release(key, revision);
+                ctx.spawn(actix::fut::wrap_future::<_, Self>(async move {
+                    release.await;
+                }));
+            }
+        }
         for symbol in wanted {
             let key = Cluster::lease_key(venue, &symbol);
             let handle = cluster.cluster.clone();
@@ -154,6 +167,49 @@ impl FeedActor {
             metrics::counter!("keel_cluster_md_gaps_total", "venue" => venue.as_str()).increment(1);
             self.gap_symbol(symbol, "the exchange connection moved to this node");
         }
+    }
+
+    /// The graceful stop's part in cluster mode: the symbols this node holds are dropped (nothing
+    /// more is relayed or subscribed at the exchange for them), then their leases are released,
+    /// so other nodes take over at their next lease round (within [`LEASE_EVERY`]) instead of
+    /// after the lease TTL. `None` when nothing is held. A node killed outright releases
+    /// nothing: its leases expire.
+    pub(super) fn release_leases(&mut self) -> Option<impl Future<Output = ()> + 'static> {
+        let venue = self.venue();
+        let cluster = self.cluster.as_mut()?;
+        let held: Vec<(Symbol, u64)> = cluster
+            .roles
+            .iter()
+            .filter_map(|(symbol, role)| match role {
+                Role::Held { revision, .. } => Some((symbol.clone(), *revision)),
+                Role::Following { .. } => None,
+            })
+            .collect();
+        if held.is_empty() {
+            return None;
+        }
+        for (symbol, _) in &held {
+            cluster.roles.remove(symbol);
+        }
+        let handle = cluster.cluster.clone();
+        self.reconcile();
+        metrics::gauge!("keel_cluster_leases_held", "venue" => venue.as_str()).set(0.0);
+        let releases = held.into_iter().map(move |(symbol, revision)| {
+            let key = Cluster::lease_key(venue, &symbol);
+            handle.clone().release(key, revision)
+        });
+        Some(async move {
+            let all = futures_util::future::join_all(releases);
+            match tokio::time::timeout(RELEASE_WITHIN, all).await {
+                Ok(released) => {
+                    let count = released.iter().filter(|r| **r).count();
+                    tracing::info!(venue = %venue, released = count, of = released.len(), "market-data leases released");
+                }
+                Err(_) => {
+                    tracing::warn!(venue = %venue, "releasing market-data leases took too long; they expire");
+                }
+            }
+        })
     }
 
     /// Relays an event from the exchange when this node holds its symbol.

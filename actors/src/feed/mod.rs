@@ -197,8 +197,18 @@ impl Actor for FeedActor {
 impl Handler<Stop> for FeedActor {
     type Result = ();
 
+    /// In cluster mode, the leases this node holds are released first (bounded in time).
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        ctx.stop();
+        match self.release_leases() {
+            Some(released) => {
+                ctx.wait(actix::fut::wrap_future(released).map(
+                    |(), _, ctx: &mut Context<Self>| {
+                        ctx.stop();
+                    },
+                ));
+            }
+            None => ctx.stop(),
+        }
     }
 }
 
