@@ -27,10 +27,17 @@
 //!   kind and time);
 //! - every connection the server ended was closed with 1001 (the restart) or 1013 (a slow
 //!   client), never reset;
-//! - the store matches the retention settings: nothing was removed by the sweeps (every row is
-//!   younger than `retention.*_days`, at least a day), the oldest row of each kind is within its
-//!   limit, the fills in the store are exactly the `fill` lines the bots' journals list, and the
-//!   sled files stay within `--max-disk-amplification` × the bytes of the rows plus 64 MiB.
+//! - the store matches the retention settings. Keel runs with `retention.*_max_age_secs` =
+//!   `--retention-secs` (120) and a sweep a minute, so the store holds a steady size (sled's
+//!   memory grows with the rows it holds: docs/PERFORMANCE.md, "The hour with the store held by
+//!   retention"): the sweeps removed rows of each kind, no fill or journal row is older than the
+//!   limit plus two sweeps, the fills in the store plus those removed are exactly the `fill` lines
+//!   seen (by the clients, or still in the journals), and the sled files stay within
+//!   `--max-disk-amplification` × the bytes of the rows plus 64 MiB. With `--retention-secs 0`
+//!   (Keel's limits in days) nothing may be removed.
+//!
+//! A client's lines older than the first its bot's journal still holds were removed by retention;
+//! they are counted, and the lines from there on must match the journal one for one.
 //!
 //! `scripts/soak.sh` builds and runs it; `DURATION_SECS=300 scripts/soak.sh` is CI's version.
 
