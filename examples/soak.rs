@@ -27,10 +27,17 @@
 //!   kind and time);
 //! - every connection the server ended was closed with 1001 (the restart) or 1013 (a slow
 //!   client), never reset;
-//! - the store matches the retention settings: nothing was removed by the sweeps (every row is
-//!   younger than `retention.*_days`, at least a day), the oldest row of each kind is within its
-//!   limit, the fills in the store are exactly the `fill` lines the bots' journals list, and the
-//!   sled files stay within `--max-disk-amplification` × the bytes of the rows plus 64 MiB.
+//! - the store matches the retention settings. Keel runs with `retention.*_max_age_secs` =
+//!   `--retention-secs` (120) and a sweep a minute, so the store holds a steady size (sled's
+//!   memory grows with the rows it holds: docs/PERFORMANCE.md, "The hour with the store held by
+//!   retention"): the sweeps removed rows of each kind, no fill or journal row is older than the
+//!   limit plus two sweeps, the fills in the store plus those removed are exactly the `fill` lines
+//!   seen (by the clients, or still in the journals), and the sled files stay within
+//!   `--max-disk-amplification` × the bytes of the rows plus 64 MiB. With `--retention-secs 0`
+//!   (Keel's limits in days) nothing may be removed.
+//!
+//! A client's lines older than the first its bot's journal still holds were removed by retention;
+//! they are counted, and the lines from there on must match the journal one for one.
 //!
 //! `scripts/soak.sh` builds and runs it; `DURATION_SECS=300 scripts/soak.sh` is CI's version.
 
@@ -74,6 +81,8 @@ const STOPPED_WAIT: Duration = Duration::from_secs(30);
 /// How long a bot's stop is asked again while Keel answers busy: on a starved machine the bot
 /// supervisor itself can answer late (504) for over a minute.
 const STOP_RETRY_FOR: Duration = Duration::from_secs(180);
+/// Seconds between two retention sweeps (Keel's shortest; the first runs a minute after start).
+const SWEEP_SECS: u64 = 60;
 /// Bots being stopped at once at the end (their owners are many).
 const STOPS_AT_ONCE: usize = 20;
 
@@ -118,6 +127,11 @@ struct Args {
     /// Largest ratio of sled's files to the bytes of the rows they hold.
     #[arg(long, default_value_t = 8.0)]
     max_disk_amplification: f64,
+    /// Seconds fills, final orders and journal rows are kept (`retention.*_max_age_secs`), so
+    /// that the store holds a steady size (sweeps every minute); 0 keeps Keel's limits in days,
+    /// under which nothing of the run is removed.
+    #[arg(long, default_value_t = 120)]
+    retention_secs: u64,
     /// Sim trades per second per symbol.
     #[arg(long, default_value_t = 20)]
     trades_per_sec: u32,
@@ -163,7 +177,10 @@ async fn start_keel(args: &Args, http: &reqwest::Client, run: u32) -> anyhow::Re
         .env("KEEL__AUTH__REGISTRATIONS_PER_HOUR_PER_IP", "100000")
         .env("KEEL__VENUES__SIM__TRADES_PER_SEC", args.trades_per_sec.to_string())
         // A sweep every minute, so retention runs during the soak.
-        .env("KEEL__RETENTION__SWEEP_INTERVAL_SECS", "60")
+        .env("KEEL__RETENTION__SWEEP_INTERVAL_SECS", SWEEP_SECS.to_string())
+        .env("KEEL__RETENTION__FILLS_MAX_AGE_SECS", args.retention_secs.to_string())
+        .env("KEEL__RETENTION__ORDERS_MAX_AGE_SECS", args.retention_secs.to_string())
+        .env("KEEL__RETENTION__BOT_EVENTS_MAX_AGE_SECS", args.retention_secs.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -308,6 +325,27 @@ async fn stop_bot(
             return Ok(());
         }
     }
+}
+
+/// `/metrics` of the running Keel.
+async fn metrics(http: &reqwest::Client, base: &str) -> anyhow::Result<String> {
+    call_text(http.get(format!("{base}/metrics"))).await
+}
+
+/// `GET` answered 200, as text.
+async fn call_text(req: reqwest::RequestBuilder) -> anyhow::Result<String> {
+    let res = req.timeout(REQUEST_TIMEOUT).send().await?;
+    if !res.status().is_success() {
+        bail!("/metrics answered {}", res.status());
+    }
+    Ok(res.text().await?)
+}
+
+/// Rows of `kind` retention removed, from a `/metrics` text (`keel_retention_removed_total`).
+fn removed_rows(text: &str, kind: &str) -> u64 {
+    let label = format!("kind=\"{kind}\"");
+    let of_kind: Vec<&str> = text.lines().filter(|l| l.contains(&label)).collect();
+    counter_total(&of_kind.join("\n"), "keel_retention_removed_total") as u64
 }
 
 /// Says why a request is retried (the example has no logger).
@@ -683,7 +721,8 @@ async fn main() -> anyhow::Result<()> {
     let mut halves: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new()];
     let mut restart_note = String::new();
     let mut restart_graceful = true;
-    let mut metrics_before_stop = String::new();
+    // Each process's `/metrics` just before its stop: what its retention sweeps removed.
+    let mut metrics_before_stops = Vec::new();
     for (part, samples) in halves.iter_mut().enumerate() {
         let end = if part == 0 { began + half } else { began + 2 * half };
         let mut next_print = Instant::now();
@@ -712,6 +751,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(args.sample_secs)).await;
         }
         if part == 0 {
+            metrics_before_stops.push(metrics(&http, &base).await?);
             let stopped_in = stop_keel(keel).await?;
             let down = Instant::now();
             keel = start_keel(&args, &http, 2).await?;
@@ -733,8 +773,6 @@ async fn main() -> anyhow::Result<()> {
                 limit.elapsed().as_secs_f64()
             );
             println!("{restart_note}");
-        } else {
-            metrics_before_stop = http.get(format!("{base}/metrics")).send().await?.text().await?;
         }
     }
 
@@ -784,9 +822,24 @@ async fn main() -> anyhow::Result<()> {
     let (mut resumed, mut read_over_http, mut market, mut lagged, mut no_stop) = (0, 0, 0, 0, 0);
     let mut closes: BTreeMap<String, u64> = BTreeMap::new();
     let mut example = None;
+    // Every journal line any client or the final journal holds, by bot: the lines retention
+    // removed are known from the clients that saw them.
+    let mut all_lines: BTreeMap<u64, BTreeMap<u64, Line>> = BTreeMap::new();
+    for (bot, lines) in &journals {
+        all_lines.entry(*bot).or_default().extend(lines.iter().cloned());
+    }
+    let mut expired = 0u64;
     for (bot, _, s) in &seen {
         let s = s.lock().unwrap_or_else(PoisonError::into_inner);
         let journal = &journals[bot];
+        let held = all_lines.entry(*bot).or_default();
+        for (id, line) in &s.lines {
+            held.entry(*id).or_insert_with(|| line.clone());
+        }
+        // Lines before the oldest the journal still holds were removed by retention: the client
+        // must have them (no gap on its connections says so), the journal no longer does.
+        let first_kept = journal.first().map_or(u64::MAX, |(id, _)| *id);
+        expired += s.lines.range(..first_kept).count() as u64;
         let lost: Vec<u64> =
             journal.iter().map(|(id, _)| *id).filter(|id| !s.lines.contains_key(id)).collect();
         for (id, line) in journal {
@@ -794,7 +847,8 @@ async fn main() -> anyhow::Result<()> {
                 mismatches += 1;
             }
         }
-        extra += s.lines.keys().filter(|id| !journal.iter().any(|(j, _)| j == *id)).count() as u64;
+        let kept: std::collections::BTreeSet<u64> = journal.iter().map(|(id, _)| *id).collect();
+        extra += s.lines.range(first_kept..).filter(|(id, _)| !kept.contains(id)).count() as u64;
         if !lost.is_empty() && example.is_none() {
             example = Some(format!(
                 "bot {bot}: lost {:?} of {} lines",
@@ -816,9 +870,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let journal_lines: usize = journals.values().map(Vec::len).sum();
+    let lines_ever: usize = all_lines.values().map(BTreeMap::len).sum();
     let fill_lines =
-        journals.values().flatten().filter(|(_, line)| line.0 == "fill").count() as u64;
+        all_lines.values().flat_map(BTreeMap::values).filter(|l| l.0 == "fill").count() as u64;
+    // Whether every bot had a client, so that every line retention removed was seen by one.
+    let every_bot_watched = args.clients >= args.bots;
 
+    metrics_before_stops.push(metrics(&http, &base).await?);
+    let stopped_at_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     let stopped_in = stop_keel(keel).await?;
     let stats = Command::new(&args.keel_bin)
         .args(["store", "stats", "--json", "--store"])
@@ -883,7 +942,8 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "events: {journal_lines} journal lines over {} bots; clients resumed {resumed} of {}, \
+        "events: {lines_ever} journal lines over {} bots, {journal_lines} still in the journals \
+         ({expired} held by clients were removed by retention since); clients resumed {resumed} of {}, \
          {read_over_http} lines read over HTTP (a resume too far back); missing {missing}, not in the journal {extra}, \
          repeated on a connection {wire_repeats}, skipped on a connection {wire_gaps}, differing \
          copies {mismatches}; clients without \
@@ -929,41 +989,71 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Store against retention.
-    // An empty sum of f64 is -0.0: printed as 0.
-    let removed = counter_total(&metrics_before_stop, "keel_retention_removed_total") + 0.0;
+    let removed_of = |kind: &str| -> u64 {
+        metrics_before_stops.iter().map(|text| removed_rows(text, kind)).sum()
+    };
     let kinds = stats["kinds"].as_object().context("no kinds in the store's figures")?;
     let rows_of = |kind: &str| kinds.get(kind).and_then(|k| k["rows"].as_u64()).unwrap_or(0);
     let logical: u64 = kinds.values().filter_map(|k| k["bytes"].as_u64()).sum();
     let on_disk = stats["size_on_disk"].as_u64().unwrap_or(0);
-    let retention = [("fills", 365u64), ("orders", 365), ("events", 90)];
     println!(
         "store: {} MiB of sled files for {:.1} MiB of rows ({:.2}×); rows: events {}, orders {}, \
-         fills {} ({fill_lines} fill lines in the journals); removed by retention sweeps \
-         {removed:.0}",
+         fills {} ({fill_lines} fill lines seen in the run); removed by retention sweeps \
+         (limit {} s): events {}, orders {}, fills {}",
         on_disk / (1 << 20),
         logical as f64 / f64::from(1 << 20),
         on_disk as f64 / logical.max(1) as f64,
         rows_of("events"),
         rows_of("orders"),
-        rows_of("fills")
+        rows_of("fills"),
+        args.retention_secs,
+        removed_of("events"),
+        removed_of("orders"),
+        removed_of("fills")
     );
-    if removed > 0.0 {
-        failures.push(format!("retention removed {removed} rows younger than its limits"));
-    }
-    // Every fill is one row of its own and one `fill` line of its bot's journal.
-    if rows_of("fills") != fill_lines {
-        failures.push(format!(
-            "the store holds {} fills, the journals list {fill_lines}",
-            rows_of("fills")
-        ));
-    }
-    let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
-    for (kind, days) in retention {
-        if let Some(oldest) = kinds.get(kind).and_then(|k| k["oldest_ms"].as_u64())
-            && now_ms.saturating_sub(oldest) > days * 86_400_000 + 3_600_000
-        {
-            failures.push(format!("{kind}: a row older than retention's {days} days"));
+    let (limit_ms, kinds_checked) = if args.retention_secs > 0 {
+        // Rows past the limit must have gone: the sweeps ran, and removed rows of each kind.
+        for kind in ["events", "orders", "fills"] {
+            if removed_of(kind) == 0 {
+                failures.push(format!(
+                    "{kind}: retention removed nothing under a {} s limit",
+                    args.retention_secs
+                ));
+            }
         }
+        // The last sweep ran at most a sweep interval before the stop; a minute of slack for a
+        // sweep's own time on a loaded machine. Orders are left out: open orders are kept
+        // whatever their age, and the figure is their creation time.
+        (args.retention_secs * 1000 + 2 * SWEEP_SECS * 1000, &["fills", "events"][..])
+    } else {
+        // Keel's limits in days: nothing of the run may have been removed.
+        let removed: u64 = ["events", "orders", "fills"].iter().map(|k| removed_of(k)).sum();
+        if removed > 0 {
+            failures.push(format!("retention removed {removed} rows younger than its limits"));
+        }
+        (90 * 86_400_000, &["fills", "orders", "events"][..])
+    };
+    for kind in kinds_checked {
+        if let Some(oldest) = kinds.get(*kind).and_then(|k| k["oldest_ms"].as_u64())
+            && stopped_at_ms.saturating_sub(oldest) > limit_ms
+        {
+            failures.push(format!(
+                "{kind}: a row {} s old at the stop, past retention's limit",
+                stopped_at_ms.saturating_sub(oldest) / 1000
+            ));
+        }
+    }
+    // Every fill is one row of its own and one `fill` line of its bot's journal: the fills in the
+    // store and those retention removed are the fill lines seen (by a client or in the journal).
+    let fills_accounted = rows_of("fills") + removed_of("fills");
+    if (every_bot_watched && fills_accounted != fill_lines)
+        || (!every_bot_watched && rows_of("fills") > fill_lines)
+    {
+        failures.push(format!(
+            "the store holds {} fills and retention removed {}; {fill_lines} fill lines were seen",
+            rows_of("fills"),
+            removed_of("fills")
+        ));
     }
     if on_disk as f64 > args.max_disk_amplification * logical as f64 + 64.0 * f64::from(1 << 20) {
         failures.push(format!(

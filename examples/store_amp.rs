@@ -9,12 +9,22 @@
 //! (`wchar` in `/proc/self/io`) per fill, the store's size on disk, and VmRSS. At the end it
 //! prints the live bytes (keys and values) in each tree, per fill.
 //!
+//! With `--keep-secs N`, a retention sweep (`store::retention::sweep`) runs at each report and
+//! removes the fills, final orders and journal rows more than N seconds older than the market's
+//! clock, as `retention.*_max_age_secs` does in a server: the store then holds a steady size,
+//! and RSS shows whether sled's memory follows the rows it holds or the rows ever written.
+//! Pointed at an existing `--data-dir` with `--fills 0`, it measures what opening that store
+//! costs (the first line's RSS).
+//!
 //!   cargo run --release --example store_amp -- --bots 1000 --fills 200000
+//!   cargo run --example store_amp -- --bots 200 --fills 600000 --report-every 50000 --cache-mb 16
+//!   cargo run --example store_amp -- --bots 200 --fills 600000 --report-every 50000 --cache-mb 16 --keep-secs 120
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Parser;
 use keel_actors::bot::repo::BotRepo;
+use keel_actors::store::retention::{self, RetentionConfig};
 use keel_actors::store::{Store, StoreConfig, trees};
 use keel_core::engine::{BotEngine, BotState, Effects, EngineConfig};
 use keel_core::market::{MarketEvent, Symbol};
@@ -53,6 +63,10 @@ struct Args {
     /// sled cache, MiB.
     #[arg(long, default_value_t = 64)]
     cache_mb: u64,
+    /// Remove fills, final orders and journal rows older than this many seconds of market time
+    /// at each report (0: keep everything).
+    #[arg(long, default_value_t = 0)]
+    keep_secs: u64,
     /// Run the engines but write nothing (what the driver itself holds).
     #[arg(long)]
     dry: bool,
@@ -125,6 +139,13 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
 
+    if args.keep_secs > 0 {
+        // The sweep goes over the bots the `bots` tree lists; only their ids matter to it.
+        let listed = store.tree(trees::BOTS)?;
+        for (id, _, _) in &bots {
+            listed.insert(keel_actors::store::id_key(*id), &[][..])?;
+        }
+    }
     let wchar_start = proc_field("/proc/self/io", "wchar:");
     println!(
         "store open, bots built: RSS {:.1} MiB",
@@ -136,8 +157,8 @@ fn main() -> anyhow::Result<()> {
     let mut ts = 1_732_000_000_000u64;
     let mut steps = 0u64;
     println!(
-        "{:>9} {:>9} {:>12} {:>11} {:>9} {:>9}",
-        "fills", "writes", "wchar/fill", "wchar MiB", "disk MiB", "RSS MiB"
+        "{:>9} {:>9} {:>12} {:>11} {:>9} {:>9} {:>9} {:>9}",
+        "fills", "writes", "wchar/fill", "wchar MiB", "disk MiB", "RSS MiB", "anon MiB", "removed"
     );
     while fills < args.fills {
         ts += 5;
@@ -173,21 +194,39 @@ fn main() -> anyhow::Result<()> {
         }
         if fills >= next_report {
             next_report += args.report_every;
+            let mut removed = 0;
+            if args.keep_secs > 0 {
+                let keep = std::time::Duration::from_secs(args.keep_secs);
+                let config = RetentionConfig {
+                    fills_max_age: keep,
+                    orders_max_age: keep,
+                    bot_events_max_age: keep,
+                    recordings_days: 0,
+                    archive_dir: None,
+                    record_dir: None,
+                    every: keep,
+                };
+                let report = retention::sweep(&store, &config, ts, None)?;
+                removed = report.removed.values().sum::<u64>();
+                runtime.block_on(store.commit())?;
+            }
             let wchar = proc_field("/proc/self/io", "wchar:") - wchar_start;
             println!(
-                "{fills:>9} {writes:>9} {:>12.0} {:>11.1} {:>9.1} {:>9.1}",
+                "{fills:>9} {writes:>9} {:>12.0} {:>11.1} {:>9.1} {:>9.1} {:>9.1} {removed:>9}",
                 wchar as f64 / fills as f64,
                 mib(wchar),
                 mib(store.size_on_disk()?),
                 proc_field("/proc/self/status", "VmRSS:") as f64 / 1024.0,
+                proc_field("/proc/self/smaps_rollup", "Anonymous:") as f64 / 1024.0,
             );
         }
     }
     runtime.block_on(store.commit())?;
     let wchar = proc_field("/proc/self/io", "wchar:") - wchar_start;
     println!(
-        "done: {fills} fills, {writes} writes in {:.1} s; {:.0} bytes written per fill; {:.1} MiB on disk ({:.0} bytes per fill)",
+        "done: {fills} fills, {writes} writes in {:.1} s ({:.0} s of market time); {:.0} bytes written per fill; {:.1} MiB on disk ({:.0} bytes per fill)",
         started.elapsed().as_secs_f64(),
+        (ts - 1_732_000_000_000) as f64 / 1000.0,
         wchar as f64 / fills as f64,
         mib(store.size_on_disk()?),
         store.size_on_disk()? as f64 / fills as f64,

@@ -9,8 +9,11 @@
 #   - every client holds each of its bot's journal lines exactly once, none lost or repeated,
 #     each connection's ids following on one by one; the server closed connections with 1001
 #     (SIGTERM) or 1013, never a reset;
-#   - the store against the retention settings (nothing removed, rows = journal lines, the sled
-#     files bounded by the rows they hold).
+#   - the store against the retention settings: Keel keeps RETENTION_SECS (120) of fills, orders
+#     and journal rows (retention.*_max_age_secs, a sweep a minute), so the store holds a steady
+#     size; rows of each kind removed, none older than the limit plus two sweeps, fills kept +
+#     removed = fill lines seen, the sled files bounded by the rows they hold (RETENTION_SECS=0:
+#     Keel's limits in days, nothing removed).
 # It prints every figure, and exits non-zero on a violation. Everything stays on loopback and
 # is removed on exit, however the script ends (KEEP=1 keeps the data directory and Keel's logs).
 #
@@ -27,6 +30,7 @@ CLIENTS=${CLIENTS:-200}
 USERS=${USERS:-20}
 PROFILE=${PROFILE:-release}
 RSS_TOLERANCE_PCT=${RSS_TOLERANCE_PCT:-10}
+RETENTION_SECS=${RETENTION_SECS:-120}
 # Empty: the example's default (a tenth of the run, between 30 and 300 s).
 WARMUP_SECS=${WARMUP_SECS:-}
 # Bound, so the script always ends by itself: the run, two starts and stops, set-up and checks.
@@ -86,6 +90,7 @@ status=0
 timeout --kill-after=30 "$TIMEOUT_SECS" "$SOAK_BIN" --keel-bin "$KEEL_BIN" \
     --data-dir "$work/data" --port "$port" --duration-secs "$DURATION_SECS" --bots "$BOTS" \
     --clients "$CLIENTS" --users "$USERS" --rss-tolerance-pct "$RSS_TOLERANCE_PCT" \
+    --retention-secs "$RETENTION_SECS" \
     "${extra[@]}" || status=$?
 for log in "$work"/data.keel-*.log; do
     [[ -s $log ]] || continue

@@ -99,9 +99,9 @@ impl Settings {
             ArchiveMode::Files => Some(r.archive_dir.clone()),
         };
         RetentionConfig {
-            fills_days: r.fills_days,
-            orders_days: r.orders_days,
-            bot_events_days: r.bot_events_days,
+            fills_max_age: r.fills_max_age(),
+            orders_max_age: r.orders_max_age(),
+            bot_events_max_age: r.bot_events_max_age(),
             recordings_days: r.recordings_days,
             archive_dir,
             record_dir: Some(self.record_dir()),

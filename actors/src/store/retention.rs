@@ -34,12 +34,12 @@ const DAY_MS: u64 = 86_400_000;
 /// What to keep and where old rows go.
 #[derive(Debug, Clone)]
 pub struct RetentionConfig {
-    /// Fills older than this many days are removed; 0 keeps them.
-    pub fills_days: u64,
-    /// Final orders (filled, canceled, rejected, expired) older than this; 0 keeps them.
-    pub orders_days: u64,
-    /// Journal rows older than this; 0 keeps them.
-    pub bot_events_days: u64,
+    /// Fills older than this are removed; zero keeps them.
+    pub fills_max_age: Duration,
+    /// Final orders (filled, canceled, rejected, expired) older than this; zero keeps them.
+    pub orders_max_age: Duration,
+    /// Journal rows older than this; zero keeps them.
+    pub bot_events_max_age: Duration,
     /// Daily market recordings older than this; 0 keeps them.
     pub recordings_days: u64,
     /// Where removed rows are archived as JSON lines; `None` removes them without a copy (or
@@ -54,7 +54,15 @@ pub struct RetentionConfig {
 impl RetentionConfig {
     /// Whether any kind has an age limit.
     pub fn is_on(&self) -> bool {
-        self.fills_days + self.orders_days + self.bot_events_days + self.recordings_days > 0
+        !self.fills_max_age.is_zero()
+            || !self.orders_max_age.is_zero()
+            || !self.bot_events_max_age.is_zero()
+            || self.recordings_days > 0
+    }
+
+    /// A limit of whole days, as the row kinds' limits are given ([`Duration::ZERO`] for 0).
+    pub fn days(days: u64) -> Duration {
+        Duration::from_millis(days.saturating_mul(DAY_MS))
     }
 }
 
@@ -99,8 +107,8 @@ pub fn sweep(
     floor: Option<u64>,
 ) -> Result<SweepReport, StoreError> {
     let mut report = SweepReport::default();
-    let cutoff = |days: u64| {
-        let by_age = now_ms.saturating_sub(days.saturating_mul(DAY_MS));
+    let cutoff = |max_age: Duration| {
+        let by_age = now_ms.saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
         floor.map_or(by_age, |f| by_age.min(f))
     };
     let bots: Vec<u64> = store
@@ -110,16 +118,16 @@ pub fn sweep(
         .map(|k| k.map_err(StoreError::from).and_then(|k| key_id(&k)))
         .collect::<Result<_, _>>()?;
     let open = store.tree(trees::OPEN_ORDERS)?;
-    let kinds: [(&'static str, u64); 3] = [
-        (trees::ORDERS, config.orders_days),
-        (trees::FILLS, config.fills_days),
-        (trees::EVENTS, config.bot_events_days),
+    let kinds: [(&'static str, Duration); 3] = [
+        (trees::ORDERS, config.orders_max_age),
+        (trees::FILLS, config.fills_max_age),
+        (trees::EVENTS, config.bot_events_max_age),
     ];
-    for (tree_name, days) in kinds {
-        if days == 0 {
+    for (tree_name, max_age) in kinds {
+        if max_age.is_zero() {
             continue;
         }
-        let cutoff = cutoff(days);
+        let cutoff = cutoff(max_age);
         let tree = store.tree(tree_name)?;
         let mut removed = 0;
         for &bot in &bots {
@@ -151,12 +159,14 @@ pub fn sweep(
                 }
                 tree.apply_batch(batch)?;
                 store.tally().apply(&changes);
+                // Counted as removed, batch by batch: a read of `/metrics` during a long sweep
+                // sees what is gone so far, not nothing until the kind is done.
+                metrics::counter!("keel_retention_removed_total", "kind" => tree_name)
+                    .increment(chunk.len() as u64);
             }
             removed += old.len() as u64;
         }
         if removed > 0 {
-            metrics::counter!("keel_retention_removed_total", "kind" => tree_name)
-                .increment(removed);
             report.removed.insert(tree_name, removed);
         }
     }

@@ -373,9 +373,9 @@ mod tests {
         // A year on, the sweep removes every final order, fill and journal row.
         let later = now() + 400 * DAY_MS;
         let config = super::super::retention::RetentionConfig {
-            fills_days: 1,
-            orders_days: 1,
-            bot_events_days: 1,
+            fills_max_age: Duration::from_secs(86_400),
+            orders_max_age: Duration::from_secs(86_400),
+            bot_events_max_age: Duration::from_secs(86_400),
             recordings_days: 0,
             archive_dir: None,
             record_dir: None,

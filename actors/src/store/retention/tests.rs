@@ -14,9 +14,9 @@ fn seeded() -> (tempfile::TempDir, Store, BotRepo, u64) {
 
 fn config(days: u64, archive: Option<PathBuf>) -> RetentionConfig {
     RetentionConfig {
-        fills_days: days,
-        orders_days: days,
-        bot_events_days: days,
+        fills_max_age: RetentionConfig::days(days),
+        orders_max_age: RetentionConfig::days(days),
+        bot_events_max_age: RetentionConfig::days(days),
         recordings_days: days,
         archive_dir: archive,
         record_dir: None,
@@ -103,6 +103,32 @@ fn nothing_at_or_after_the_sinks_floor_is_removed_and_zero_days_keeps_everything
 }
 
 #[test]
+fn a_limit_in_seconds_keeps_exactly_that_much_history() {
+    let (_dir, store, _repo, now) = seeded();
+    let fills = store.tree(trees::FILLS).unwrap().len();
+    // 30 s of each bot's 100 s of history, swept now.
+    let limit = Duration::from_secs(30);
+    let config = RetentionConfig {
+        fills_max_age: limit,
+        orders_max_age: Duration::ZERO,
+        bot_events_max_age: limit,
+        ..config(0, None)
+    };
+    assert!(config.is_on());
+    let orders = store.tree(trees::ORDERS).unwrap().len();
+    let report = sweep(&store, &config, now, None).unwrap();
+    let removed = report.removed.get(trees::FILLS).copied().unwrap_or(0);
+    assert!(removed > 0, "{report:?}");
+    assert_eq!(store.tree(trees::FILLS).unwrap().len() as u64, fills as u64 - removed);
+    assert!(report.removed.get(trees::EVENTS).is_some_and(|n| *n > 0), "{report:?}");
+    for tree in [trees::FILLS, trees::EVENTS] {
+        let left = times(&store, tree);
+        assert!(!left.is_empty() && left.iter().all(|ts| *ts >= now - 30_000), "{tree}: {left:?}");
+    }
+    assert_eq!(store.tree(trees::ORDERS).unwrap().len(), orders, "a zero limit keeps them");
+}
+
+#[test]
 fn the_sinks_floor_is_the_time_of_the_oldest_row_it_has_not_copied() {
     let (_dir, store, _repo, _) = seeded();
     assert_eq!(sink_floor(&store).unwrap(), None, "no outbox, no floor");
@@ -141,7 +167,12 @@ fn recordings_of_days_before_the_limit_are_deleted() {
     let config = RetentionConfig { record_dir: Some(record.clone()), ..config(2, None) };
     let report = sweep(
         &store,
-        &RetentionConfig { fills_days: 0, orders_days: 0, bot_events_days: 0, ..config },
+        &RetentionConfig {
+            fills_max_age: Duration::ZERO,
+            orders_max_age: Duration::ZERO,
+            bot_events_max_age: Duration::ZERO,
+            ..config
+        },
         now,
         None,
     )
