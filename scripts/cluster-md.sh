@@ -43,17 +43,7 @@ if ! (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; then
     exit 1
 fi
 
-target=${CARGO_TARGET_DIR:-target}
-if [[ $PROFILE == release ]]; then
-    dir=$target/release
-    profile_flag=(--release)
-else
-    dir=$target/debug
-    profile_flag=()
-fi
-if [[ -z ${NO_BUILD:-} ]]; then
-    cargo build "${profile_flag[@]}" --bin keel --example cluster_md
-fi
+build_binaries cluster_md
 KEEL_BIN=${KEEL_BIN:-$dir/keel}
 EXAMPLE_BIN=${EXAMPLE_BIN:-$dir/examples/cluster_md}
 

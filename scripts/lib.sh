@@ -62,3 +62,18 @@ stop_pid() {
     fi
     wait "$pid" 2>/dev/null || true
 }
+
+# build_binaries EXAMPLE: builds Keel and examples/EXAMPLE for PROFILE (release or debug; not with
+# NO_BUILD set) and sets `dir`, where both are.
+build_binaries() {
+    local target=${CARGO_TARGET_DIR:-target} profile_flag=()
+    if [[ $PROFILE == release ]]; then
+        dir=$target/release
+        profile_flag=(--release)
+    else
+        dir=$target/debug
+    fi
+    if [[ -z ${NO_BUILD:-} ]]; then
+        cargo build "${profile_flag[@]}" --bin keel --example "$1"
+    fi
+}

@@ -39,17 +39,7 @@ TIMEOUT_SECS=$((DURATION_SECS + 900))
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
-target=${CARGO_TARGET_DIR:-target}
-if [[ $PROFILE == release ]]; then
-    dir=$target/release
-    profile_flag=(--release)
-else
-    dir=$target/debug
-    profile_flag=()
-fi
-if [[ -z ${NO_BUILD:-} ]]; then
-    cargo build "${profile_flag[@]}" --bin keel --example soak
-fi
+build_binaries soak
 # Other builds of either (a copy, so that rebuilding meanwhile changes nothing mid-run).
 KEEL_BIN=${KEEL_BIN:-$dir/keel}
 SOAK_BIN=${SOAK_BIN:-$dir/examples/soak}

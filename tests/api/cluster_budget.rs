@@ -8,8 +8,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use keel::configuration::Settings;
-use keel_testkit::{TestApp, spawn_app_with};
+use keel_testkit::TestApp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -30,16 +29,7 @@ const QUOTE: &str = r#"{"u":1,"s":"BTCUSDT","b":"99.99000000","B":"5.00000000","
 
 /// A node of cluster `name` trading on the fakes.
 async fn node(id: &str, name: &str, nats: &str, ws: &FakeBinance, rest: &FakeRest) -> TestApp {
-    let (id, name, nats) = (id.to_owned(), name.to_owned(), nats.to_owned());
-    let (ws_url, rest_url) = (ws.url.clone(), rest.url());
-    spawn_app_with(move |s: &mut Settings| {
-        s.venues.binance.enabled = true;
-        s.venues.binance.ws_url = ws_url;
-        s.venues.binance.rest_url = rest_url;
-        s.cluster.enabled = true;
-        s.cluster.node_id = id;
-        s.cluster.nats_url = nats;
-        s.cluster.name = name;
+    crate::cluster_md::node_with(id, name, nats, ws, rest, |s| {
         // The burst comes from one address at once.
         s.protection.max_in_flight_per_ip = 256;
         s.protection.max_connections_per_ip = 256;

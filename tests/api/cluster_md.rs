@@ -26,6 +26,18 @@ const LEASE: &str = "binance.BTCUSDT";
 
 /// A node of cluster `name` on the fake exchange.
 async fn node(id: &str, name: &str, nats: &str, fake: &FakeBinance, rest: &FakeRest) -> TestApp {
+    node_with(id, name, nats, fake, rest, |_| ()).await
+}
+
+/// [`node`], with `adjust` applied to its settings last.
+pub(crate) async fn node_with(
+    id: &str,
+    name: &str,
+    nats: &str,
+    fake: &FakeBinance,
+    rest: &FakeRest,
+    adjust: impl FnOnce(&mut Settings),
+) -> TestApp {
     let (id, name, nats) = (id.to_owned(), name.to_owned(), nats.to_owned());
     let (ws_url, rest_url) = (fake.url.clone(), rest.url());
     spawn_app_with(move |s: &mut Settings| {
@@ -36,6 +48,7 @@ async fn node(id: &str, name: &str, nats: &str, fake: &FakeBinance, rest: &FakeR
         s.cluster.node_id = id;
         s.cluster.nats_url = nats;
         s.cluster.name = name;
+        adjust(s);
     })
     .await
 }

@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use futures_util::future::BoxFuture;
 use keel_venues::budget::{AccountKey, BudgetAsk, Held, OrderBudget, RateLimit};
 
@@ -104,28 +104,8 @@ impl ClusterBudget {
         config: BudgetConfig,
     ) -> Result<Self, String> {
         let bucket = bucket(name);
-        // Made as `lease_store` makes the lease bucket (NATS 2.9 lacks fields the client's
-        // bucket creation reads).
-        jetstream
-            .get_or_create_stream(stream::Config {
-                name: format!("KV_{bucket}"),
-                description: Some(
-                    "Keel order budgets: venue.account.window_ms.index -> orders".to_owned(),
-                ),
-                subjects: vec![format!("$KV.{bucket}.>")],
-                max_messages_per_subject: 1,
-                max_age: BUCKET_MAX_AGE,
-                storage: stream::StorageType::Memory,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                discard: stream::DiscardPolicy::New,
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| err.to_string())?;
-        let kv = jetstream.get_key_value(&bucket).await.map_err(|err| err.to_string())?;
+        let description = "Keel order budgets: venue.account.window_ms.index -> orders";
+        let kv = super::kv_bucket(jetstream, &bucket, description, BUCKET_MAX_AGE).await?;
         Ok(Self { kv, client, config, state: tokio::sync::Mutex::default() })
     }
 

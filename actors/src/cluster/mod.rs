@@ -234,13 +234,25 @@ impl Cluster {
 /// denied, direct gets) rather than by the client's bucket creation, which first reads account
 /// fields that NATS servers before 2.10 do not send.
 async fn lease_store(jetstream: &jetstream::Context, bucket: &str) -> Result<kv::Store, String> {
+    kv_bucket(jetstream, bucket, "Keel market-data leases: venue.symbol -> node id", LEASE_TTL)
+        .await
+}
+
+/// Opens the KV bucket `bucket` (one value per key, in memory, each kept `max_age`), creating
+/// its stream by hand when missing: NATS 2.9 lacks fields the client's own bucket creation reads.
+pub(super) async fn kv_bucket(
+    jetstream: &jetstream::Context,
+    bucket: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, String> {
     jetstream
         .get_or_create_stream(stream::Config {
             name: format!("KV_{bucket}"),
-            description: Some("Keel market-data leases: venue.symbol -> node id".to_owned()),
+            description: Some(description.to_owned()),
             subjects: vec![format!("$KV.{bucket}.>")],
             max_messages_per_subject: 1,
-            max_age: LEASE_TTL,
+            max_age,
             storage: stream::StorageType::Memory,
             allow_rollup: true,
             deny_delete: true,
