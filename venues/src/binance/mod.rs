@@ -9,6 +9,7 @@
 /// The clock offset, shared with other venues (it lives at the crate root).
 pub use crate::clock;
 pub mod connector;
+pub mod filters;
 pub mod order_list;
 pub mod parse;
 pub mod rest;
@@ -101,7 +102,7 @@ pub static SPOT: Dialect = Dialect {
         trades: "/api/v3/myTrades",
         new_orders: &[("/api/v3/order", 1), (order_list::ORDER_LIST_OCO, 2)],
     },
-    min_notional: rest::spot_min_notional,
+    min_notional: filters::spot_min_notional,
     weight_per_minute: rest::WEIGHT_PER_MINUTE,
     orders_per_10s: rest::ORDERS_PER_10S,
     // <https://developers.binance.com/docs/binance-spot-api-docs/faqs/order_count_decrement>;

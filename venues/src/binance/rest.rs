@@ -1,4 +1,5 @@
-//! Binance REST: exchange info (instrument rules), signed spot orders and account balances.
+//! Binance REST: exchange info (its filters are read in [`super::filters`]), signed spot orders
+//! and account balances.
 //!
 //! Follows <https://developers.binance.com/docs/binance-spot-api-docs/rest-api>; the paths and
 //! exchange-info filters of the market at hand come from its [`Dialect`]. Signed requests
@@ -24,6 +25,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::Dialect;
+use super::filters::ExchangeInfo;
 use crate::budget::{AccountKey, BudgetAsk, BudgetSlot, Held};
 use crate::clock::{CLOCK_REFRESH, ServerClock, signed_call};
 use crate::urlencode;
@@ -207,19 +209,6 @@ pub struct AccountBalance {
     pub locked: Decimal,
 }
 
-#[derive(Deserialize)]
-struct ExchangeInfo {
-    symbols: Vec<SymbolInfo>,
-}
-
-#[derive(Deserialize)]
-struct SymbolInfo {
-    symbol: String,
-    status: String,
-    #[serde(default)]
-    filters: Vec<serde_json::Value>,
-}
-
 impl RestClient {
     /// A client for `dialect`'s market at `base` (`https://api.binance.com`, or a local fake in
     /// tests).
@@ -324,15 +313,7 @@ impl RestClient {
         self.throttle().await;
         let body = self.send(self.http.get(url)).await?;
         let info: ExchangeInfo = decode(&body)?;
-        Ok(info
-            .symbols
-            .into_iter()
-            .filter(|s| s.status == "TRADING")
-            .filter_map(|s| {
-                let filters = filters_of(&s.filters, self.dialect.min_notional)?;
-                Some((Symbol::parse(&s.symbol)?, filters))
-            })
-            .collect())
+        Ok(info.tradable(self.dialect.min_notional))
     }
 
     /// Places `order` (`POST /api/v3/order`, `newOrderRespType=FULL`). A stop is sent as the
@@ -666,46 +647,6 @@ fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RestError> {
     serde_json::from_slice(body).map_err(|e| RestError::Decode(e.to_string()))
 }
 
-/// The decimal string field `key` of an exchange-info filter.
-pub fn filter_field(filter: &serde_json::Value, key: &str) -> Option<Decimal> {
-    filter.get(key)?.as_str()?.parse::<Decimal>().ok()
-}
-
-/// The exchange-info filter of type `filter_type`.
-pub fn find_filter<'a>(
-    filters: &'a [serde_json::Value],
-    filter_type: &str,
-) -> Option<&'a serde_json::Value> {
-    filters.iter().find(|f| f.get("filterType").and_then(|v| v.as_str()) == Some(filter_type))
-}
-
-/// Spot's minimum order value: `NOTIONAL.minNotional`, or the older `MIN_NOTIONAL.minNotional`.
-pub fn spot_min_notional(filters: &[serde_json::Value]) -> Option<Decimal> {
-    find_filter(filters, "NOTIONAL").and_then(|f| filter_field(f, "minNotional")).or_else(|| {
-        find_filter(filters, "MIN_NOTIONAL").and_then(|f| filter_field(f, "minNotional"))
-    })
-}
-
-/// Reads PRICE_FILTER, LOT_SIZE and the minimum order value (by `min_notional`) into filters;
-/// `None` without the first two.
-fn filters_of(
-    filters: &[serde_json::Value],
-    min_notional: fn(&[serde_json::Value]) -> Option<Decimal>,
-) -> Option<InstrumentFilters> {
-    let field = filter_field;
-    let find = |t: &str| find_filter(filters, t);
-    let price = find("PRICE_FILTER")?;
-    let lot = find("LOT_SIZE")?;
-    let min_notional = min_notional(filters).unwrap_or_default();
-    Some(InstrumentFilters {
-        tick_size: field(price, "tickSize")?,
-        step_size: field(lot, "stepSize")?,
-        min_qty: field(lot, "minQty")?,
-        max_qty: field(lot, "maxQty")?,
-        min_notional,
-    })
-}
-
 /// The parameters that name one of our orders: its symbol and our client order id.
 fn by_id(symbol: &Symbol, client_order_id: &str) -> Vec<(&'static str, String)> {
     vec![("symbol", symbol.to_string()), ("origClientOrderId", client_order_id.to_owned())]
@@ -714,31 +655,6 @@ fn by_id(symbol: &Symbol, client_order_id: &str) -> Vec<(&'static str, String)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exchange_info_filters_are_read_from_binances_shapes() {
-        let spot: Vec<serde_json::Value> = serde_json::from_str(
-            r#"[{"filterType":"PRICE_FILTER","minPrice":"0.01","maxPrice":"1000000.00","tickSize":"0.01"},
-                {"filterType":"LOT_SIZE","minQty":"0.00001","maxQty":"9000.00000000","stepSize":"0.00001"},
-                {"filterType":"NOTIONAL","minNotional":"5.00000000","applyMinToMarket":true}]"#,
-        )
-        .unwrap();
-        let f = filters_of(&spot, spot_min_notional).unwrap();
-        assert_eq!(f.tick_size.to_string(), "0.01");
-        assert_eq!(f.step_size.to_string(), "0.00001");
-        assert_eq!(f.min_notional.to_string(), "5.00000000");
-        let futures: Vec<serde_json::Value> = serde_json::from_str(
-            r#"[{"filterType":"PRICE_FILTER","tickSize":"0.10"},{"filterType":"LOT_SIZE","minQty":"0.001","maxQty":"1000","stepSize":"0.001"},
-                {"filterType":"MIN_NOTIONAL","notional":"100"}]"#,
-        )
-        .unwrap();
-        let futures_min_notional = crate::binance_futures::DIALECT.min_notional;
-        assert_eq!(
-            filters_of(&futures, futures_min_notional).unwrap().min_notional,
-            Decimal::ONE_HUNDRED
-        );
-        assert!(filters_of(&[], spot_min_notional).is_none());
-    }
 
     #[test]
     fn the_fixture_order_answers_decode() {

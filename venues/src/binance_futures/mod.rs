@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 
-use crate::binance::rest::{filter_field, find_filter, spot_min_notional};
+use crate::binance::filters::{filter_field, find_filter, spot_min_notional};
 use crate::binance::{Dialect, RestPaths, connector};
 use crate::budget::RateLimit;
 use crate::registry::{Capabilities, MarketType, Presets, VenueEntry};
