@@ -17,6 +17,7 @@
 //! shared count once NATS answers again.
 
 use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
@@ -52,7 +53,11 @@ pub struct ClusterBudget {
     kv: kv::Store,
     client: async_nats::Client,
     config: BudgetConfig,
-    state: tokio::sync::Mutex<State>,
+    /// Each account's windows, behind a lock of its own: an account's asks wait for each
+    /// other's round trips to NATS, never another account's.
+    accounts: std::sync::Mutex<HashMap<AccountKey, Arc<tokio::sync::Mutex<State>>>>,
+    /// Deciding alone until then (NATS failed a call).
+    degraded_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for ClusterBudget {
@@ -75,11 +80,10 @@ struct Slot {
     shared: bool,
 }
 
+/// One account's windows.
 #[derive(Debug, Default)]
 struct State {
     slots: HashMap<(AccountKey, u64, u64), Slot>,
-    /// Deciding alone until then.
-    degraded_until: Option<Instant>,
 }
 
 /// What one compare-and-set reservation achieved.
@@ -106,18 +110,32 @@ impl ClusterBudget {
         let bucket = bucket(name);
         let description = "Keel order budgets: venue.account.window_ms.index -> orders";
         let kv = super::kv_bucket(jetstream, &bucket, description, BUCKET_MAX_AGE).await?;
-        Ok(Self { kv, client, config, state: tokio::sync::Mutex::default() })
+        Ok(Self {
+            kv,
+            client,
+            config,
+            accounts: std::sync::Mutex::default(),
+            degraded_until: std::sync::Mutex::default(),
+        })
     }
 
     /// Whether to ask NATS now: connected, and not within [`DEGRADED_FOR`] of a failure.
-    fn reachable(&self, state: &State, now: Instant) -> bool {
+    fn reachable(&self, now: Instant) -> bool {
         let connected = self.client.connection_state() == async_nats::connection::State::Connected;
-        connected && state.degraded_until.is_none_or(|until| now >= until)
+        let degraded_until = *self.degraded_until.lock().unwrap_or_else(PoisonError::into_inner);
+        connected && degraded_until.is_none_or(|until| now >= until)
+    }
+
+    /// The lock of `account`'s windows.
+    fn account(&self, account: &AccountKey) -> Arc<tokio::sync::Mutex<State>> {
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        accounts.entry(account.clone()).or_default().clone()
     }
 
     async fn decide(&self, ask: BudgetAsk<'_>) -> Result<(), Held> {
         let venue = ask.account.venue().as_str();
-        let mut state = self.state.lock().await;
+        let account = self.account(ask.account);
+        let mut state = account.lock().await;
         prune(&mut state, ask.now_ms);
         let mut planned = Vec::new();
         for limit in ask.limits {
@@ -125,7 +143,7 @@ impl ClusterBudget {
                 let key = (ask.account.clone(), limit.window_ms, index);
                 let mut slot = state.slots.get(&key).copied().unwrap_or_default();
                 let needed = slot.used + ask.orders;
-                if slot.reserved < needed && self.reachable(&state, Instant::now()) {
+                if slot.reserved < needed && self.reachable(Instant::now()) {
                     let want = needed - slot.reserved;
                     let block = self.config.block.min((limit.cap() / 10).max(1)).max(want);
                     let name = kv_key(ask.account, limit.window_ms, index);
@@ -140,7 +158,8 @@ impl ClusterBudget {
                         }
                         Ok(Err(Unreachable(why))) => {
                             tracing::warn!(%venue, error = %why, "order budget not reached in NATS: deciding alone");
-                            state.degraded_until = Some(Instant::now() + DEGRADED_FOR);
+                            *self.degraded_until.lock().unwrap_or_else(PoisonError::into_inner) =
+                                Some(Instant::now() + DEGRADED_FOR);
                         }
                         Err(_) => {
                             // Slow, not gone: the write may even have landed, and the others
@@ -162,7 +181,7 @@ impl ClusterBudget {
                 }
                 let granted = if slot.reserved >= needed {
                     true
-                } else if self.reachable(&state, Instant::now()) {
+                } else if self.reachable(Instant::now()) {
                     false
                 } else {
                     // Alone. In a window this node has shared through NATS, the others may hold
@@ -176,7 +195,7 @@ impl ClusterBudget {
                 if !granted {
                     metrics::counter!("keel_cluster_budget_held_total", "venue" => venue)
                         .increment(u64::from(ask.orders));
-                    return Err(self.held(limit, index, ask.now_ms, &state));
+                    return Err(self.held(limit, index, ask.now_ms));
                 }
                 planned.push(key);
             }
@@ -192,8 +211,8 @@ impl ClusterBudget {
         (limit.cap() / self.config.fallback_nodes.max(1)).max(1)
     }
 
-    fn held(&self, limit: &RateLimit, index: u64, now_ms: u64, state: &State) -> Held {
-        let reason = if self.reachable(state, Instant::now()) {
+    fn held(&self, limit: &RateLimit, index: u64, now_ms: u64) -> Held {
+        let reason = if self.reachable(Instant::now()) {
             format!(
                 "{} new orders per {} ms window across the cluster",
                 limit.cap(),
