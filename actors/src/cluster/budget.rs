@@ -348,17 +348,17 @@ mod tests {
             // Mid-window (venue time is the ask's, so the test does not race the clock).
             let now = 176_000_000 * 10_000 + 5_000;
             let limits = [RateLimit::aligned(10_000, 100)];
+            let ask = |now_ms| BudgetAsk {
+                account: &account,
+                limits: &limits,
+                orders: 1,
+                now_ms,
+                uncertainty_ms: 0,
+            };
             let mut granted = 0;
             for round in 0..60 {
                 let node = if round % 2 == 0 { &a } else { &b };
-                let ask = BudgetAsk {
-                    account: &account,
-                    limits: &limits,
-                    orders: 1,
-                    now_ms: now,
-                    uncertainty_ms: 0,
-                };
-                granted += u32::from(node.take(ask).await.is_ok());
+                granted += u32::from(node.take(ask(now)).await.is_ok());
             }
             assert_eq!(granted, 60, "block {block}");
             let (more_a, held) = take_all(&a, &account, now).await;
@@ -370,14 +370,38 @@ mod tests {
             let other = AccountKey::new(keel_core::market::VenueId::Binance, "other key");
             assert_eq!(take_all(&a, &other, now).await.0, 95);
 
-            // B loses NATS: alone, it grants half the cap in the next window, never unlimited.
-            // (A drained client still says it is connected, and its first calls may still go
-            // through; then they fail, as a dead server's do.) In the window where B reserved
-            // before its calls failed, it spends only that reservation.
-            b_client.drain().await.unwrap();
+            // B reserves in the next window, then loses NATS. A drained client still says it is
+            // connected and may pass a few more calls, so B is asked (for another account) until
+            // one of its calls has failed: from then on it decides alone.
             let next = now + 10_000;
-            let (before, _) = take_all(&b, &account, next).await;
-            assert!(before < 47, "block {block}: {before}");
+            for _ in 0..5 {
+                b.take(ask(next)).await.unwrap();
+            }
+            b_client.drain().await.unwrap();
+            let probe = AccountKey::new(keel_core::market::VenueId::Binance, "probe");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while b.reachable(Instant::now()) {
+                assert!(Instant::now() < deadline, "a drained client's calls never failed");
+                let ask = BudgetAsk {
+                    account: &probe,
+                    limits: &limits,
+                    orders: 1,
+                    now_ms: next,
+                    uncertainty_ms: 0,
+                };
+                let _ = b.take(ask).await;
+            }
+            // In the window it shared, B spends only what it reserved there: the others may
+            // hold the rest of the cap.
+            let (rest, held) = take_all(&b, &account, next).await;
+            let reserved = 5 + rest;
+            // One order per round trip, or a block of at most a tenth of the cap (95).
+            assert_eq!(reserved, if block == 1 { 5 } else { 9 }, "block {block}");
+            assert!(held.reason.contains("while NATS cannot be reached"), "{held:?}");
+            let key = kv_key(&account, 10_000, next / 10_000);
+            let count = a.kv.get(&key).await.unwrap().expect("B's reservation is in NATS");
+            assert_eq!(std::str::from_utf8(&count).unwrap(), reserved.to_string());
+            // In a window it never shared, B grants its share of the cap, never unlimited.
             let started = Instant::now();
             let (alone, held) = take_all(&b, &account, next + 10_000).await;
             assert_eq!(alone, 47, "block {block}");
