@@ -739,8 +739,18 @@ async fn main() -> anyhow::Result<()> {
             };
             samples.push(sample);
             if Instant::now() >= next_print {
+                // What Keel holds in memory besides its code: frames queued for the clients,
+                // and the rows its store keeps (sled's memory follows them).
+                let held = match metrics(&http, &base).await {
+                    Ok(text) => format!(
+                        "queued frames {:>6.0}, store rows {:>7.0}",
+                        counter_total(&text, "keel_ws_outbound_frames"),
+                        counter_total(&text, "keel_store_rows")
+                    ),
+                    Err(err) => format!("/metrics: {err}"),
+                };
                 println!(
-                    "[{:>5.0} s] pid {pid}: rss {:>7.1} MiB, fds {:>4}, clients open {:>4}",
+                    "[{:>5.0} s] pid {pid}: rss {:>7.1} MiB, fds {:>4}, clients open {:>4}, {held}",
                     began.elapsed().as_secs_f64(),
                     sample.rss_kib as f64 / 1024.0,
                     sample.fds,

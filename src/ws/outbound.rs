@@ -100,6 +100,9 @@ pub struct Outbound {
     lagging_since: Cell<Option<Instant>>,
     /// `keel_ws_dropped_total{channel="market"}`, resolved once (a lagging client drops many).
     market_dropped: metrics::Counter,
+    /// `keel_ws_outbound_frames`: frames queued on every connection, raised as a frame is queued
+    /// and lowered as it is written or discarded.
+    depth: metrics::Gauge,
 }
 
 impl Outbound {
@@ -112,6 +115,7 @@ impl Outbound {
             lagged: Cell::new(false),
             lagging_since: Cell::new(None),
             market_dropped: metrics::counter!("keel_ws_dropped_total", "channel" => "market"),
+            depth: metrics::gauge!("keel_ws_outbound_frames"),
         })
     }
 
@@ -133,6 +137,7 @@ impl Outbound {
             queue.frames.push_back(frame);
             queue.waker.take()
         };
+        self.depth.increment(1.0);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -150,7 +155,9 @@ impl Outbound {
             }
             queue.closed = true;
             queue.close = Some(reason);
+            let before = queue.frames.len();
             queue.frames.retain(|frame| !matches!(frame, Outgoing::Market { .. }));
+            self.depth.decrement((before - queue.frames.len()) as f64);
             queue.waker.take()
         };
         if let Some(waker) = waker {
@@ -263,6 +270,13 @@ impl Outbound {
     }
 }
 
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        // Frames still queued when no body ever took them (the body clears them as it goes).
+        self.depth.decrement(self.queue.get_mut().frames.len() as f64);
+    }
+}
+
 /// The WebSocket response body: encodes the connection's queue as it is polled.
 pub struct FrameBody {
     outbound: Rc<Outbound>,
@@ -335,6 +349,7 @@ impl MessageBody for FrameBody {
             this.done = true;
         }
         drop(queue);
+        this.outbound.depth.decrement(written as f64);
         this.messages_out.increment(written);
         // One sample per write, for its oldest market frame: the write's worst latency.
         if let Some(received_us) = oldest_market {
@@ -349,6 +364,7 @@ impl Drop for FrameBody {
     fn drop(&mut self) {
         let mut queue = self.outbound.queue.borrow_mut();
         queue.body_gone = true;
+        self.outbound.depth.decrement(queue.frames.len() as f64);
         queue.frames.clear();
         queue.waker = None;
     }
@@ -422,6 +438,7 @@ mod tests {
     use actix_http::ws::{Codec, Frame};
     use actix_web::body::MessageBody;
     use actix_ws::CloseCode;
+    use metrics_util::debugging::DebugValue;
 
     use super::*;
 
@@ -533,6 +550,45 @@ mod tests {
         assert!(outbound.body_gone());
         assert_eq!(outbound.queued(), 0, "what was queued is freed with the body");
         assert!(!outbound.try_send(Outgoing::Ping));
+    }
+
+    #[actix_web::test]
+    async fn the_depth_gauge_follows_frames_queued_written_and_discarded() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        // The gauge is resolved when the queue is made: it stays on this recorder afterwards.
+        let (outbound, mut body) = metrics::with_local_recorder(&recorder, || body(8));
+        // A snapshot hands over the gauge's value and resets it: the level is their sum.
+        let level = Cell::new(0.0);
+        let depth = || {
+            let snapshot = snapshotter.snapshot().into_vec();
+            let name = "keel_ws_outbound_frames";
+            let found = snapshot.iter().find(|(key, ..)| key.key().name() == name);
+            match found.map(|(.., value)| value) {
+                Some(DebugValue::Gauge(value)) => level.set(level.get() + value.into_inner()),
+                other => panic!("{other:?}"),
+            }
+            level.get()
+        };
+        let shared = Rc::new(EventFrame::new("market:sim:BTCUSDT:trades", 7, "{}"));
+        let market = |seq| Outgoing::Market { frame: shared.clone(), seq, received_us: 1 };
+        for seq in 1..=3 {
+            assert!(outbound.try_send(market(seq)));
+        }
+        assert!(outbound.try_send(Outgoing::Ping));
+        assert_eq!(depth(), 4.0);
+        while let Some(Some(_)) = poll_once(&mut body).await {}
+        assert_eq!(depth(), 0.0, "written");
+        for seq in 4..=6 {
+            assert!(outbound.try_send(market(seq)));
+        }
+        assert!(outbound.try_send(Outgoing::Text("bot event".into())));
+        outbound.close(CloseReason { code: CloseCode::Away, description: None });
+        assert_eq!(depth(), 1.0, "the market frames were discarded with the close");
+        drop(body);
+        assert_eq!(depth(), 0.0, "the rest went with the body");
+        drop(outbound);
+        assert_eq!(depth(), 0.0);
     }
 
     #[test]
