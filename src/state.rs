@@ -146,16 +146,27 @@ impl Identity {
                 SessionStore::Sled(Sessions::new(store.clone())?.with_token_window(window)),
                 InviteStore::Sled(Invites::new(store)?),
             ),
-            Some(record) => (
-                UserStore::Pg(PgUsers::new(record.clone())),
-                SessionStore::Pg(
-                    PgSessions::open(record.clone(), window)
-                        .await
-                        .map_err(|err| anyhow::anyhow!(err.detail()))
-                        .context("reading the session revocations from Postgres")?,
-                ),
-                InviteStore::Pg(PgInvites::new(record.clone())),
-            ),
+            Some(record) => {
+                // Ids in Postgres start afresh: a user of this node's own store would share an
+                // id (and so bots and credentials) with a different user there.
+                if !Users::new(store.clone())?.is_empty() {
+                    anyhow::bail!(
+                        "cluster.postgres_url is set but this node's store holds users of its own; \
+                         moving them to Postgres is not built yet: start the node on a fresh data \
+                         directory (store.path), or unset cluster.postgres_url"
+                    );
+                }
+                (
+                    UserStore::Pg(PgUsers::new(record.clone())),
+                    SessionStore::Pg(
+                        PgSessions::open(record.clone(), window)
+                            .await
+                            .map_err(|err| anyhow::anyhow!(err.detail()))
+                            .context("reading the session revocations from Postgres")?,
+                    ),
+                    InviteStore::Pg(PgInvites::new(record.clone())),
+                )
+            }
         };
         Ok(Self {
             tokens: TokenIssuer::new(auth, jwt_secret),

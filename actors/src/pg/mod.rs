@@ -105,17 +105,7 @@ impl RecordError {
 
     /// The message with its causes, `outer: inner: innermost`, for logs and readiness.
     pub fn detail(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.ends_with(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        text
+        crate::sink::with_causes(self)
     }
 }
 

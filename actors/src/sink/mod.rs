@@ -119,17 +119,7 @@ impl SinkError {
     /// The message with its causes, `outer: inner: innermost`, for logs and readiness (the
     /// causes say *why*: "connection refused", the server's own error).
     pub fn detail(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            // Some wrappers repeat their cause in their own message.
-            if !text.ends_with(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
+        let mut text = with_causes(self);
         if let Some(hint) = self.certificate_error().and_then(certificate_hint) {
             text.push_str(" (");
             text.push_str(hint);
@@ -178,6 +168,22 @@ impl SinkError {
             SinkError::Store(_) | SinkError::Task(_) => "outbox",
         }
     }
+}
+
+/// An error's message with its causes, `outer: inner: innermost` (a cause that a wrapper's own
+/// message already ends with is not repeated).
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// What a person should look at when the server's certificate is refused.
