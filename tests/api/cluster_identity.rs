@@ -138,6 +138,28 @@ async fn a_user_registered_on_one_node_logs_in_on_another_and_logout_everywhere_
     assert_eq!(two.login("bob@example.com", PASSWORD).await.status().as_u16(), 401);
     assert_eq!(two.me_status(&bob.access).await, 200, "the session that changed it stays");
 
+    // An operator resets Bob's password while both nodes run: every session ends on both.
+    let mut settings = keel_testkit::test_settings(one.data_dir.path());
+    settings.cluster.enabled = true;
+    settings.cluster.postgres_url = Some(SecretString::from(db.url_via(db.upstream)));
+    let args = keel::cli::ResetPasswordArgs {
+        email: "Bob@example.com".into(),
+        password_stdin: false,
+        store: None,
+    };
+    let reset = keel::admin_cli::reset_password_in_postgres(&settings, &args, None).await.unwrap();
+    assert_eq!((reset.user_id, reset.sessions_ended), (bob.user_id, 1));
+    let generated = reset.generated.expect("a generated password");
+    eventually(Duration::from_secs(5), "both nodes refuse bob's last session", || async {
+        one.me_status(&bob.access).await == 401 && two.me_status(&bob.access).await == 401
+    })
+    .await;
+    let res = one.login("bob@example.com", secrecy::ExposeSecret::expose_secret(&generated)).await;
+    assert_eq!(res.status().as_u16(), 200, "the new password works on any node");
+    let nobody = keel::cli::ResetPasswordArgs { email: "nobody@example.com".into(), ..args };
+    let err = keel::admin_cli::reset_password_in_postgres(&settings, &nobody, None).await;
+    assert!(format!("{:#}", err.unwrap_err()).contains("no account"));
+
     let ready: Value = one.get("/health/ready").await.json().await.unwrap();
     assert_eq!(ready["checks"]["cluster"]["postgres"], "connected", "{ready}");
     assert_eq!(ready["checks"]["cluster"]["advertise_url"], "http://127.0.0.1:1", "{ready}");
