@@ -143,6 +143,7 @@ impl ClusterSettings {
                 block: self.order_budget_block,
                 fallback_nodes: self.order_budget_fallback_nodes,
             },
+            users_in_postgres: self.postgres_url().is_some(),
         })
     }
 }

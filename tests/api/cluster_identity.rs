@@ -126,6 +126,12 @@ async fn a_user_registered_on_one_node_logs_in_on_another_and_logout_everywhere_
     // Bob's session is his own.
     assert_eq!(one.me_status(&bob.access).await, 200);
 
+    // Owners' limits stay with the node's bots: they work for a user kept in Postgres.
+    let limits = json!({"max_leverage": 3, "max_notional": "1000"});
+    let res = one.send(Method::PUT, "/api/v1/me/risk", Some(&limits), &bob.access).await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(one.get_json("/api/v1/me/risk", &bob.access).await, limits);
+
     // A password change on node one: every other session ends, on node two as well.
     let (other_access, _) = login_tokens(&two, "bob@example.com").await;
     let change = json!({"current_password": PASSWORD, "new_password": "a brand new passphrase"});
