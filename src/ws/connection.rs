@@ -140,6 +140,12 @@ impl ClientConnection {
     fn authenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
         let user = match AuthUser::from_token(&self.state, token) {
             Ok(user) => user,
+            // Not a verdict on the token: the cluster's revocations cannot be read just now.
+            Err(err) if err.code() == "UNAVAILABLE" => {
+                let reason = "the cluster's database is unavailable; reconnect shortly";
+                self.close(CloseCode::Again, reason, "revocations_unavailable", ctx);
+                return;
+            }
             Err(_) => {
                 if self.user.is_none() {
                     self.unauthenticated("invalid or expired access token", "unauthenticated", ctx);

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::postgres::{Proxy, postgres_url, upstream, via};
+use crate::ws::{connect, expect_closed, expect_type};
 
 /// A database of the test's own, dropped at the end.
 struct Database {
@@ -185,6 +186,8 @@ async fn a_node_cut_off_from_postgres_answers_503_and_is_not_ready_until_it_is_b
     let app = node("one", &name, &nats, db.url_via(proxy.addr)).await;
     let ada = app.register("ada@example.com").await;
     assert_eq!(app.me_status(&ada.access).await, 200);
+    let mut socket = connect(&app, Some(&ada.access)).await.unwrap();
+    expect_type(&mut socket, "authenticated").await;
 
     proxy.cut();
     let started = Instant::now();
@@ -206,6 +209,8 @@ async fn a_node_cut_off_from_postgres_answers_503_and_is_not_ready_until_it_is_b
     })
     .await;
     assert!(started.elapsed() >= Duration::from_secs(4), "not before the list is stale");
+    // Nor is a WebSocket kept: closed with 1013, reconnect later.
+    assert_eq!(expect_closed(&mut socket, Duration::from_secs(3)).await, Some(1013));
     let ready = app.get("/health/ready").await;
     let ready = assert_error(ready, 503, "NOT_READY").await;
     assert!(ready.to_string().contains("cluster.postgres"), "{ready}");
