@@ -89,8 +89,13 @@ impl RecordError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             RecordError::Pool(_) | RecordError::Timeout { .. } => true,
-            // Errors without a SQLSTATE come from the connection, not the server's verdict.
-            RecordError::Postgres(err) => err.is_closed() || err.code().is_none(),
+            // A broken connection (closed, or an I/O error under the client's own), not the
+            // server's verdict on a statement or a value that does not convert.
+            RecordError::Postgres(err) => {
+                err.is_closed()
+                    || std::error::Error::source(err)
+                        .is_some_and(|cause| cause.downcast_ref::<std::io::Error>().is_some())
+            }
             _ => false,
         }
     }
@@ -198,6 +203,40 @@ pub fn to_db(id: u64) -> Result<i64, RecordError> {
 /// [`RecordError::Corrupt`] for a negative value.
 pub fn from_db(value: i64) -> Result<u64, RecordError> {
     u64::try_from(value).map_err(|_| RecordError::Corrupt(format!("negative value {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unreachable_or_slow_postgres_is_unavailable() {
+        let timeout = RecordError::Timeout { what: "users.get", after: CALL_TIMEOUT };
+        assert!(timeout.is_unavailable());
+        for bug in [
+            RecordError::Config("bad".into()),
+            RecordError::SchemaTooNew { found: 9, supported: 1 },
+            RecordError::Corrupt("negative value -1".into()),
+        ] {
+            assert!(!bug.is_unavailable(), "{bug}");
+        }
+        assert!(matches!(to_db(u64::MAX), Err(RecordError::Corrupt(_))));
+        assert!(matches!(from_db(-1), Err(RecordError::Corrupt(_))));
+        assert_eq!((to_db(7).unwrap(), from_db(7).unwrap()), (7, 7));
+    }
+
+    #[test]
+    fn a_url_that_cannot_work_is_refused_without_echoing_it() {
+        let config = |url: &str| RecordConfig {
+            url: SecretString::from(url.to_owned()),
+            tls: PgTls::Disable,
+        };
+        let err = PgRecord::new(&config("mysql://root:hunter2@db/keel")).unwrap_err();
+        assert!(matches!(err, RecordError::Config(_)) && !err.to_string().contains("hunter2"));
+        let err = PgRecord::new(&config("postgres://k:hunter2@db/keel?sslmode=require"));
+        assert!(err.unwrap_err().to_string().contains("verify-full"));
+        assert!(PgRecord::new(&config("postgres://keel@127.0.0.1:1/keel")).is_ok(), "lazy");
+    }
 }
 
 #[cfg(test)]
