@@ -29,7 +29,9 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use keel::auth::{AuthUser, LoginThrottle, TokenIssuer};
 use keel::configuration::Settings;
 use keel::state::{AppState, Identity};
-use keel_actors::identity::{PasswordHasher, Sessions, Users};
+use keel_actors::identity::{
+    InviteStore, PasswordHasher, SessionStore, Sessions, UserStore, Users,
+};
 use keel_actors::store::{Store, StoreConfig};
 use keel_actors::supervisor::{RestartPolicy, Supervisor};
 use keel_actors::vault::VaultAddress;
@@ -56,6 +58,9 @@ struct Fixture {
     user_id: u64,
     session_id: u64,
     password_hash: String,
+    /// The sled trees behind `state.identity` (the single-node backend), read directly.
+    users: Users,
+    sessions: Sessions,
     // Held for the bench's duration: the System runs the supervisor, the directory holds sled.
     _system: actix_rt::SystemRunner,
     _data_dir: tempfile::TempDir,
@@ -73,16 +78,20 @@ impl Fixture {
         let settings = Settings::load_with_env(None, vars.map(|(k, v)| (k.to_owned(), v)))
             .expect("bench settings are valid");
         let store = Store::open(&StoreConfig::new(data_dir.path())).expect("the store opens");
+        let users = Users::new(store.clone()).expect("the users tree opens");
+        let sessions = Sessions::new(store.clone()).expect("the sessions tree opens");
         let identity = Identity {
             tokens: TokenIssuer::new(&settings.auth, &SecretString::from(JWT_SECRET)),
-            users: Users::new(store.clone()).expect("the users tree opens"),
-            sessions: Sessions::new(store.clone()).expect("the sessions tree opens"),
+            users: UserStore::Sled(users.clone()),
+            sessions: SessionStore::Sled(sessions.clone()),
             hasher: PasswordHasher::new(HASH_CONCURRENCY, HASH_QUEUE).expect("the decoy hashes"),
             throttle: LoginThrottle::new(
                 settings.auth.login_attempts_per_minute_per_account,
                 settings.auth.login_attempts_per_minute_per_ip,
             ),
-            invites: keel_actors::identity::Invites::new(&store).expect("the invites tree opens"),
+            invites: InviteStore::Sled(
+                keel_actors::identity::Invites::new(&store).expect("the invites tree opens"),
+            ),
             refresh_ttl: Duration::from_secs(settings.auth.refresh_ttl_secs),
         };
 
@@ -97,15 +106,12 @@ impl Fixture {
             .expect("the password hashes");
         let mut target = None;
         for n in 0..USERS {
-            let user = identity
-                .users
+            let user = users
                 .create(&format!("user{n}@example.com"), password_hash.clone())
                 .expect("the user is created");
             for _ in 0..SESSIONS_PER_USER {
-                let (session, _) = identity
-                    .sessions
-                    .start(user.id, identity.refresh_ttl)
-                    .expect("the session starts");
+                let (session, _) =
+                    sessions.start(user.id, identity.refresh_ttl).expect("the session starts");
                 if n == USERS / 2 {
                     target = Some((user.id, session.id));
                 }
@@ -134,6 +140,7 @@ impl Fixture {
             protection,
             sink: None,
             cluster: None,
+            record: None,
             backtests: keel_actors::backtest::jobs::Jobs::start(
                 keel_actors::backtest::jobs::JobsConfig {
                     workers: 1,
@@ -163,6 +170,8 @@ impl Fixture {
             user_id,
             session_id,
             password_hash,
+            users,
+            sessions,
             _system: system,
             _data_dir: data_dir,
         }
@@ -199,11 +208,11 @@ fn access_token(c: &mut Criterion, fixture: &Fixture) {
         b.iter(|| identity.tokens.verify(black_box(token)).expect("the token verifies"))
     });
     group.bench_function("users_exists", |b| {
-        b.iter(|| identity.users.exists(black_box(fixture.user_id)).expect("the store answers"))
+        b.iter(|| fixture.users.exists(black_box(fixture.user_id)).expect("the store answers"))
     });
     group.bench_function("sessions_is_active", |b| {
         b.iter(|| {
-            identity
+            fixture
                 .sessions
                 .is_active(black_box(fixture.user_id), black_box(fixture.session_id))
                 .expect("the store answers")

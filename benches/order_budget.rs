@@ -68,6 +68,7 @@ fn cluster_slot(rt: &Runtime, block: u32) -> Option<BudgetSlot> {
         nats_url: url,
         name: format!("keelbench_{}", uuid::Uuid::new_v4().simple()),
         order_budget: BudgetConfig { block, fallback_nodes: 2 },
+        users_in_postgres: false,
     };
     let cluster = rt.block_on(Cluster::connect(config)).expect("joining the bench cluster");
     let slot = BudgetSlot::default();

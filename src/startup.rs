@@ -122,10 +122,23 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let recorder = Recorder::install().context("installing the metrics recorder")?;
         let secrets = crate::secrets::resolve(&settings)?;
+        // Before the runtime: a node that cannot reach its system of record starts nothing.
+        let record = match settings.cluster.record_config() {
+            Some(config) => Some(
+                keel_actors::pg::PgRecord::connect(&config)
+                    .await
+                    .map_err(|err| anyhow::anyhow!(err.detail()))
+                    .context("connecting to the cluster's Postgres (cluster.postgres_url)")?,
+            ),
+            None => None,
+        };
         let runtime = Runtime::start(settings.runtime_config(secrets.key_ring)?)
             .await
             .context("starting the runtime")?;
-        let identity = Arc::new(Identity::build(&settings, &runtime.store, &secrets.jwt_secret)?);
+        let identity = Arc::new(
+            Identity::build(&settings, &runtime.store, record.as_ref(), &secrets.jwt_secret)
+                .await?,
+        );
         // Weak: the task must not keep the store open after the server stops.
         let pruned = Arc::downgrade(&identity);
         let protection = Arc::new(http::protect::Protection::new(&settings.protection));
@@ -135,7 +148,7 @@ impl Application {
             loop {
                 every.tick().await;
                 let Some(identity) = pruned.upgrade() else { break };
-                identity.prune();
+                identity.prune().await;
                 limiters.prune();
             }
         });
@@ -181,6 +194,7 @@ impl Application {
             protection,
             sink,
             cluster,
+            record,
             backtests,
             strategies: modules,
             user_limits,

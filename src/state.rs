@@ -6,9 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
+use anyhow::Context as _;
 use keel_actors::bot::{BotSupervisor, BotsAddress, BotsView};
 use keel_actors::feed::FeedAddress;
-use keel_actors::identity::{Invites, PasswordHasher, Sessions, Users};
+use keel_actors::identity::pg::{PgInvites, PgSessions, PgUsers};
+use keel_actors::identity::{
+    InviteStore, Invites, PasswordHasher, SessionStore, Sessions, UserStore, Users,
+};
+use keel_actors::pg::PgRecord;
 use keel_actors::session::SessionDirectory;
 use keel_actors::sink::SinkHealth;
 use keel_actors::store::Store;
@@ -49,6 +54,8 @@ pub struct AppState {
     pub sink: Option<SinkHealth>,
     /// This node's cluster connection, in cluster mode.
     pub cluster: Option<keel_actors::cluster::Cluster>,
+    /// The cluster's Postgres (the system of record), in cluster mode with `postgres_url`.
+    pub record: Option<PgRecord>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
     /// Owners' strategy modules and the WebAssembly host.
@@ -91,16 +98,16 @@ impl AppState {
 pub struct Identity {
     /// Signs and verifies access tokens.
     pub tokens: TokenIssuer,
-    /// User accounts.
-    pub users: Users,
-    /// Login sessions and refresh tokens.
-    pub sessions: Sessions,
+    /// User accounts (sled, or the cluster's Postgres).
+    pub users: UserStore,
+    /// Login sessions and refresh tokens (sled, or the cluster's Postgres).
+    pub sessions: SessionStore,
     /// Argon2id off the worker threads.
     pub hasher: PasswordHasher,
     /// Login and registration throttling.
     pub throttle: LoginThrottle,
-    /// Registration invites.
-    pub invites: Invites,
+    /// Registration invites (sled, or the cluster's Postgres).
+    pub invites: InviteStore,
     /// Session lifetime.
     pub refresh_ttl: Duration,
 }
@@ -108,20 +115,23 @@ pub struct Identity {
 impl Identity {
     /// Forgets what has timed out: throttle keys whose budget refilled, revocations whose
     /// tokens have all expired. Called every minute.
-    pub fn prune(&self) {
+    pub async fn prune(&self) {
         self.throttle.prune();
-        if let Err(err) = self.sessions.prune_revocations() {
+        if let Err(err) = self.sessions.prune_revocations().await {
             tracing::warn!(error = %err, "pruning the revocation list failed");
         }
     }
 
-    /// The identity services over `store`, configured from `[auth]`.
+    /// The identity services over `store`, or over the cluster's Postgres when `record` is
+    /// given, configured from `[auth]`.
     ///
     /// # Errors
-    /// The store's trees cannot be opened, or the hashing pool cannot start.
-    pub fn build(
+    /// The store's trees cannot be opened, the revocation list cannot be read from Postgres,
+    /// or the hashing pool cannot start.
+    pub async fn build(
         settings: &Settings,
         store: &Store,
+        record: Option<&PgRecord>,
         jwt_secret: &secrecy::SecretString,
     ) -> anyhow::Result<Self> {
         let auth = &settings.auth;
@@ -129,19 +139,46 @@ impl Identity {
             0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
             n => n,
         };
+        let window = Duration::from_secs(auth.access_ttl_secs.saturating_add(auth.leeway_secs));
+        let (users, sessions, invites) = match record {
+            None => (
+                UserStore::Sled(Users::new(store.clone())?),
+                SessionStore::Sled(Sessions::new(store.clone())?.with_token_window(window)),
+                InviteStore::Sled(Invites::new(store)?),
+            ),
+            Some(record) => {
+                // Ids in Postgres start afresh: a user of this node's own store would share an
+                // id (and so bots and credentials) with a different user there.
+                if !Users::new(store.clone())?.is_empty() {
+                    anyhow::bail!(
+                        "cluster.postgres_url is set but this node's store holds users of its own; \
+                         moving them to Postgres is not built yet: start the node on a fresh data \
+                         directory (store.path), or unset cluster.postgres_url"
+                    );
+                }
+                (
+                    UserStore::Pg(PgUsers::new(record.clone())),
+                    SessionStore::Pg(
+                        PgSessions::open(record.clone(), window)
+                            .await
+                            .map_err(|err| anyhow::anyhow!(err.detail()))
+                            .context("reading the session revocations from Postgres")?,
+                    ),
+                    InviteStore::Pg(PgInvites::new(record.clone())),
+                )
+            }
+        };
         Ok(Self {
             tokens: TokenIssuer::new(auth, jwt_secret),
-            users: Users::new(store.clone())?,
-            sessions: Sessions::new(store.clone())?.with_token_window(Duration::from_secs(
-                auth.access_ttl_secs.saturating_add(auth.leeway_secs),
-            )),
+            users,
+            sessions,
             hasher: PasswordHasher::new(concurrency, auth.hash_queue)?,
             throttle: LoginThrottle::new(
                 auth.login_attempts_per_minute_per_account,
                 auth.login_attempts_per_minute_per_ip,
             )
             .with_registrations(auth.registrations_per_hour_per_ip),
-            invites: Invites::new(store)?,
+            invites,
             refresh_ttl: Duration::from_secs(auth.refresh_ttl_secs),
         })
     }

@@ -25,6 +25,7 @@ pub mod feed;
 pub mod identity;
 pub mod mailbox;
 pub mod notify;
+pub mod pg;
 pub mod record;
 pub mod runtime;
 pub mod seed;

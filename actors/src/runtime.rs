@@ -245,6 +245,7 @@ impl Runtime {
             ),
             None => None,
         };
+        let users_in_postgres = cluster.as_ref().is_some_and(|c| c.users_in_postgres);
         let cluster = match cluster {
             // Boxed: the connection set-up is a large future, not worth carrying in start-up's.
             Some(config) => Some(Box::pin(crate::cluster::Cluster::connect(config)).await?),
@@ -279,10 +280,13 @@ impl Runtime {
         let bots = BotsAddress::default();
         let bots_view = BotsView::default();
         let accounts = crate::account::Accounts::default();
-        let user_limits = crate::bot::UserLimits::new(
-            crate::identity::Users::new(store.clone()).map_err(store_error)?,
-            Arc::new(crate::bot::exposure::ExposureBook::new(limits.max_user_exposure)),
-        );
+        let book = Arc::new(crate::bot::exposure::ExposureBook::new(limits.max_user_exposure));
+        let user_limits = if users_in_postgres {
+            crate::bot::UserLimits::on_their_own(&store, book).map_err(store_error)?
+        } else {
+            let users = crate::identity::Users::new(store.clone()).map_err(store_error)?;
+            crate::bot::UserLimits::new(users, book)
+        };
         let bots_config = BotsConfig {
             policy,
             arbiters: limits.arbiters,

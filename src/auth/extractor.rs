@@ -2,13 +2,14 @@
 //!
 //! It reads `Authorization: Bearer <jwt>`, verifies the token ([`TokenIssuer::check`]: a token
 //! this worker thread verified before costs a hash look-up), and checks that its session is not
-//! revoked ([`Sessions::is_revoked`]: one in-memory look-up). No store read: a session that ends
+//! revoked ([`SessionStore::is_revoked`]: one in-memory look-up, kept current from Postgres in
+//! cluster mode with `cluster.postgres_url`). No store read: a session that ends
 //! (logout, logout everywhere, a password change, account deletion, refresh-token reuse) is
 //! revoked, and tokens never outlive their session's expiry. Any failure is 401
 //! `UNAUTHORIZED` with `WWW-Authenticate: Bearer`, saying no more.
 //!
 //! [`TokenIssuer::check`]: crate::auth::TokenIssuer::check
-//! [`Sessions::is_revoked`]: keel_actors::identity::Sessions::is_revoked
+//! [`SessionStore::is_revoked`]: keel_actors::identity::SessionStore::is_revoked
 
 use std::future::{Ready, ready};
 
@@ -46,7 +47,9 @@ impl AuthUser {
             tracing::debug!(reason = %rejected, "access token refused");
             unauthorized("invalid or expired access token")
         })?;
-        if identity.sessions.is_revoked(verified.session_id) {
+        // In cluster mode with Postgres, an error: the cluster's revocations could not be read
+        // for a while, so "not revoked" cannot be said (503, never a pass).
+        if identity.sessions.is_revoked(verified.session_id)? {
             return Err(unauthorized("the session has ended; log in again"));
         }
         Ok(Self {

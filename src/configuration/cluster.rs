@@ -1,8 +1,12 @@
 //! `[cluster]`: cluster mode (docs/CLUSTER.md). Off by default: a node runs on its own.
 
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::{SettingsError, invalid};
+use super::sink::PgSslMode;
+use super::{SettingsError, invalid, redact};
 
 /// `[cluster]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -21,6 +25,16 @@ pub struct ClusterSettings {
     /// While NATS cannot be reached, each node grants at most this fraction (1/n) of an
     /// account's order budget per window.
     pub order_budget_fallback_nodes: u32,
+    /// The cluster's Postgres, the system of record for identity; unset or empty: each node
+    /// keeps its own in sled.
+    #[serde(default, serialize_with = "redact")]
+    pub postgres_url: Option<SecretString>,
+    /// Plain TCP, or TLS with the server verified, to `postgres_url`.
+    pub postgres_sslmode: PgSslMode,
+    /// PEM file of the CA(s) Postgres's certificate must chain to (`verify-full`).
+    pub postgres_ca_file: PathBuf,
+    /// This node's HTTP address for the other nodes (`http(s)://host:port`); empty: none.
+    pub advertise_url: String,
 }
 
 impl ClusterSettings {
@@ -30,6 +44,13 @@ impl ClusterSettings {
     /// The first invalid value, by key.
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
         if !self.enabled {
+            if self.postgres_url().is_some() {
+                return Err(invalid(
+                    "cluster.postgres_url",
+                    "is set but cluster.enabled is false: Postgres is the system of record only \
+                     in cluster mode (a single node keeps its records in its own store)",
+                ));
+            }
             return Ok(());
         }
         if !keel_actors::cluster::valid_name(&self.node_id) {
@@ -50,7 +71,66 @@ impl ClusterSettings {
         if !(1..=64).contains(&self.order_budget_fallback_nodes) {
             return Err(invalid("cluster.order_budget_fallback_nodes", "must be 1 to 64"));
         }
+        if !self.advertise_url.is_empty() {
+            let parsed = reqwest::Url::parse(&self.advertise_url).ok();
+            let usable = parsed.is_some_and(|url| {
+                matches!(url.scheme(), "http" | "https") && url.host_str().is_some()
+            });
+            if !usable {
+                return Err(invalid(
+                    "cluster.advertise_url",
+                    "must be an http:// or https:// URL with a host, or empty",
+                ));
+            }
+        }
+        self.validate_postgres()
+    }
+
+    fn validate_postgres(&self) -> Result<(), SettingsError> {
+        if self.postgres_sslmode == PgSslMode::VerifyFull
+            && self.postgres_ca_file.as_os_str().is_empty()
+        {
+            return Err(invalid(
+                "cluster.postgres_ca_file",
+                "postgres_sslmode verify-full needs the CA file the server's certificate chains to",
+            ));
+        }
+        let Some(config) = self.record_config() else { return Ok(()) };
+        let detail = |err: keel_actors::sink::SinkError| match err {
+            keel_actors::sink::SinkError::Config(detail) => detail,
+            other => other.to_string(),
+        };
+        keel_actors::sink::connection_config(
+            &config.url,
+            &config.tls,
+            keel_actors::pg::CONNECT_TIMEOUT,
+        )
+        .map_err(|err| invalid("cluster.postgres_url", detail(err)))?;
+        if let keel_actors::sink::PgTls::VerifyFull { ca_file } = &config.tls {
+            keel_actors::sink::tls::roots(ca_file)
+                .map_err(|err| invalid("cluster.postgres_ca_file", detail(err)))?;
+        }
         Ok(())
+    }
+
+    fn postgres_url(&self) -> Option<&SecretString> {
+        self.postgres_url.as_ref().filter(|u| !u.expose_secret().trim().is_empty())
+    }
+
+    /// The system of record, in cluster mode with `postgres_url` set.
+    pub fn record_config(&self) -> Option<keel_actors::pg::RecordConfig> {
+        if !self.enabled {
+            return None;
+        }
+        Some(keel_actors::pg::RecordConfig {
+            url: self.postgres_url()?.clone(),
+            tls: match self.postgres_sslmode {
+                PgSslMode::Disable => keel_actors::sink::PgTls::Disable,
+                PgSslMode::VerifyFull => {
+                    keel_actors::sink::PgTls::VerifyFull { ca_file: self.postgres_ca_file.clone() }
+                }
+            },
+        })
     }
 
     /// What the runtime joins, when cluster mode is on.
@@ -63,6 +143,7 @@ impl ClusterSettings {
                 block: self.order_budget_block,
                 fallback_nodes: self.order_budget_fallback_nodes,
             },
+            users_in_postgres: self.postgres_url().is_some(),
         })
     }
 }
@@ -89,7 +170,16 @@ mod tests {
         let config = settings.cluster.cluster_config().unwrap();
         assert_eq!((config.node_id.as_str(), config.name.as_str()), ("node-b", "keel"));
         assert_eq!(config.order_budget, keel_actors::cluster::BudgetConfig::default());
+        assert!(settings.cluster.record_config().is_none(), "no Postgres unless its URL is set");
+        let url = "postgres://keel:hunter2@127.0.0.1:5432/keel";
+        let record = on("KEEL__CLUSTER__POSTGRES_URL", url).unwrap().cluster.record_config();
+        assert_eq!(record.map(|r| r.tls), Some(keel_actors::sink::PgTls::Disable));
+        assert!(on("KEEL__CLUSTER__ADVERTISE_URL", "https://10.0.0.7:8080").is_ok());
         for (key, value, named) in [
+            ("KEEL__CLUSTER__POSTGRES_URL", "mysql://root:hunter2@x/y", "cluster.postgres_url"),
+            ("KEEL__CLUSTER__POSTGRES_SSLMODE", "verify-full", "cluster.postgres_ca_file"),
+            ("KEEL__CLUSTER__ADVERTISE_URL", "10.0.0.7:8080", "cluster.advertise_url"),
+            ("KEEL__CLUSTER__ADVERTISE_URL", "nats://10.0.0.7:8080", "cluster.advertise_url"),
             ("KEEL__CLUSTER__NAME", "a.b", "cluster.name"),
             ("KEEL__CLUSTER__NAME", "a>", "cluster.name"),
             ("KEEL__CLUSTER__NODE_ID", "", "cluster.node_id"),
@@ -102,7 +192,16 @@ mod tests {
             ),
         ] {
             let err = on(key, value).unwrap_err();
-            assert!(err.contains(named), "{key}={value}: {err}");
+            assert!(err.contains(named) && !err.contains("hunter2"), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn a_postgres_url_without_cluster_mode_is_refused() {
+        let vars = env(&[("KEEL__CLUSTER__POSTGRES_URL", "postgres://keel@127.0.0.1/keel")]);
+        let err = Settings::load_with_env(None, vars).unwrap_err().to_string();
+        assert!(err.contains("cluster.postgres_url") && err.contains("cluster mode"), "{err}");
+        let empty = env(&[("KEEL__CLUSTER__POSTGRES_URL", "")]);
+        assert!(Settings::load_with_env(None, empty).is_ok(), "empty is none");
     }
 }

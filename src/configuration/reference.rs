@@ -66,6 +66,9 @@ fn code_keys() -> BTreeSet<String> {
         ("KEEL__VAULT__PREVIOUS_MASTER_KEY", "HyAhIiMkJSYnKCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4="),
         ("KEEL__ADMIN__TOKEN", "admin-token-admin-token-admin-token!"),
         ("KEEL__SINK__POSTGRES__URL", "postgres://keel:secret@127.0.0.1:5432/keel"),
+        // The cluster's Postgres is read only in cluster mode.
+        ("KEEL__CLUSTER__ENABLED", "true"),
+        ("KEEL__CLUSTER__POSTGRES_URL", "postgres://keel:secret@127.0.0.1:5432/keel"),
     ]);
     let settings = Settings::load_with_env(None, vars).expect("every optional key set is valid");
     toml_leaves(&settings.to_redacted_toml().expect("settings print")).into_keys().collect()

@@ -40,7 +40,7 @@ pub async fn create_invite(
 ) -> Result<HttpResponse, ApiError> {
     authorize(&req, &state)?;
     let ttl = std::time::Duration::from_secs(state.settings.auth.invite_ttl_secs);
-    let (token, expires_at_ms) = state.identity.invites.create(ttl)?;
+    let (token, expires_at_ms) = state.identity.invites.create(ttl).await?;
     state.store.commit().await?;
     let expires = std::time::UNIX_EPOCH + std::time::Duration::from_millis(expires_at_ms);
     tracing::info!("registration invite created");

@@ -125,7 +125,7 @@ fn check_new_credentials(email: &str, password: &SecretString) -> Result<String,
 /// Starts a session for `user_id`, makes it durable, and answers with its tokens.
 async fn start_session(state: &AppState, user_id: u64) -> Result<TokenPair, ApiError> {
     let identity = &state.identity;
-    let (session, refresh) = identity.sessions.start(user_id, identity.refresh_ttl)?;
+    let (session, refresh) = identity.sessions.start(user_id, identity.refresh_ttl).await?;
     state.store.commit().await?;
     token_pair(state, user_id, session.id, refresh.0, session.expires_at_ms)
 }
@@ -191,14 +191,14 @@ pub async fn register(
         (Registration::Invite, None) => {
             return Err(forbidden("INVITE_REQUIRED", "registration needs an invite"));
         }
-        (Registration::Invite, Some(token)) => match identity.invites.consume(&token)? {
+        (Registration::Invite, Some(token)) => match identity.invites.consume(&token).await? {
             Some(expires_at_ms) => Some((token, expires_at_ms)),
             None => return Err(forbidden("INVALID_INVITE", "the invite is unknown or expired")),
         },
         _ => None,
     };
     let created = match identity.hasher.hash(body.password).await {
-        Ok(hash) => identity.users.create(&email, hash),
+        Ok(hash) => identity.users.create(&email, hash).await,
         Err(err) => Err(err),
     };
     let user = match created {
@@ -206,7 +206,7 @@ pub async fn register(
         Err(err) => {
             // The invite was not used up: give it back.
             if let Some((token, expires_at_ms)) = &invite {
-                identity.invites.restore(token, *expires_at_ms)?;
+                identity.invites.restore(token, *expires_at_ms).await?;
             }
             return Err(err.into());
         }
@@ -250,7 +250,7 @@ pub async fn login(
         metrics::counter!("keel_login_throttled_total").increment(1);
         return Err(ApiError::rate_limited(wait.as_secs().max(1)));
     }
-    let user = state.identity.users.by_email(&email)?;
+    let user = state.identity.users.by_email(&email).await?;
     let stored = user.as_ref().map(|u| u.password_hash.clone());
     let matched = state.identity.hasher.verify(stored, body.password).await?;
     let Some(user) = user.filter(|_| matched) else {
@@ -278,11 +278,11 @@ pub async fn refresh(
     body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let identity = &state.identity;
-    let result = identity.sessions.rotate(&body.refresh_token);
+    let result = identity.sessions.rotate(&body.refresh_token).await;
     // A detected reuse revoked the session: make that durable before answering.
     state.store.commit().await?;
     let (session, next) = result?;
-    if !identity.users.exists(session.user_id)? {
+    if !identity.users.exists(session.user_id).await? {
         return Err(IdentityError::InvalidRefreshToken.into());
     }
     let tokens = token_pair(&state, session.user_id, session.id, next.0, session.expires_at_ms)?;
@@ -297,7 +297,7 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/auth/logout", tag = "auth",
     responses((status = 204, description = "The session is over.")))]
 pub async fn logout(user: AuthUser, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.identity.sessions.revoke(user.user_id, user.session_id, "logout")?;
+    state.identity.sessions.revoke(user.user_id, user.session_id, "logout").await?;
     state.store.commit().await?;
     state.sessions.revoke(user.user_id, &[user.session_id]);
     Ok(HttpResponse::NoContent().finish())
@@ -314,7 +314,8 @@ pub async fn logout_all(
     user: AuthUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let revoked = state.identity.sessions.revoke_all(user.user_id, None, "logout everywhere")?;
+    let revoked =
+        state.identity.sessions.revoke_all(user.user_id, None, "logout everywhere").await?;
     state.store.commit().await?;
     state.sessions.revoke(user.user_id, &revoked);
     tracing::info!(user_id = user.user_id, sessions = revoked.len(), "signed out everywhere");
@@ -362,7 +363,8 @@ pub async fn change_password(
     let identity = &state.identity;
     let record = identity
         .users
-        .get(user.user_id)?
+        .get(user.user_id)
+        .await?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
     if let Err(wait) = identity.throttle.attempt(&record.email, client_ip(&state, &req)) {
         metrics::counter!("keel_login_throttled_total").increment(1);
@@ -377,11 +379,13 @@ pub async fn change_password(
         ));
     }
     let hash = identity.hasher.hash(body.new_password).await?;
-    if !identity.users.set_password(user.user_id, hash)? {
+    if !identity.users.set_password(user.user_id, hash).await? {
         return Err(ApiError::unauthorized("the account no longer exists"));
     }
-    let revoked =
-        identity.sessions.revoke_all(user.user_id, Some(user.session_id), "password changed")?;
+    let revoked = identity
+        .sessions
+        .revoke_all(user.user_id, Some(user.session_id), "password changed")
+        .await?;
     state.store.commit().await?;
     state.sessions.revoke(user.user_id, &revoked);
     tracing::info!(sessions_ended = revoked.len(), "password changed");
@@ -398,7 +402,8 @@ pub async fn me(user: AuthUser, state: web::Data<AppState>) -> Result<HttpRespon
     let record = state
         .identity
         .users
-        .get(user.user_id)?
+        .get(user.user_id)
+        .await?
         .ok_or_else(|| ApiError::unauthorized("the account no longer exists"))?;
     Ok(HttpResponse::Ok().json(UserView::from(&record)))
 }
@@ -461,22 +466,21 @@ pub async fn delete_me(
     let notifications = state.notifications.clone();
     let uploads = keel_actors::backtest::upload::uploads_dir(&state.settings.store.path, user_id);
     let modules = state.strategies.clone();
-    let ended = web::block(move || -> Result<Vec<u64>, ApiError> {
+    let mut ended = identity.sessions.revoke_all(user_id, None, "account deleted").await?;
+    identity.users.delete(user_id).await?;
+    // A login that checked the password before the user row went may have started a session
+    // meanwhile: revoke again, then drop every session and refresh token of the account.
+    ended.extend(identity.sessions.revoke_all(user_id, None, "account deleted").await?);
+    identity.sessions.remove_all(user_id).await?;
+    web::block(move || -> Result<(), ApiError> {
         // Their bots are gone: nothing runs the owner's strategy modules any more.
         modules.remove_user(user_id)?;
-        let mut ended = identity.sessions.revoke_all(user_id, None, "account deleted")?;
-        identity.users.delete(user_id)?;
-        // A login that checked the password before the user row went may have started a session
-        // meanwhile: revoke again, then drop every session and refresh token of the account.
-        ended.extend(identity.sessions.revoke_all(user_id, None, "account deleted")?);
-        identity.sessions.remove_all(user_id)?;
         notifications.remove_user(user_id)?;
         match std::fs::remove_dir_all(&uploads) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(ApiError::internal(err)),
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(ApiError::internal(err)),
         }
-        Ok(ended)
     })
     .await
     .map_err(ApiError::internal)??;

@@ -56,7 +56,9 @@ pub async fn live() -> HttpResponse {
 /// that was running before the stop is running again with its open orders reconciled
 /// (`checks.bots`; a bot that could not come back is counted as failed and shows its own status
 /// instead of holding readiness). In cluster mode the node's NATS connection must be up
-/// (`checks.cluster`): without it the node neither relays nor receives market data. The Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
+/// (`checks.cluster`): without it the node neither relays nor receives market data; and with
+/// `cluster.postgres_url`, Postgres must answer (`cluster.postgres`): without it no one can log
+/// in, and authenticated requests are refused once the revocation list goes stale. The Postgres sink is reported (`checks.sink`) but never makes Keel unready: trading does not
 /// depend on it, and its backlog waits safely in the outbox.
 ///
 /// The verdict is reused for `server.ready_cache_ms` (`checked_at_ms` says when it was made).
@@ -120,12 +122,32 @@ async fn check(state: &AppState) -> Verdict {
             None
         }
     };
+    let postgres = match &state.record {
+        None => None,
+        Some(record) => Some(match tokio::time::timeout(CHECK_DEADLINE, record.ping()).await {
+            Ok(Ok(())) => "connected",
+            Ok(Err(err)) => {
+                problems.push(FieldError::new("cluster.postgres", err.detail()));
+                "unreachable"
+            }
+            Err(_) => {
+                problems.push(FieldError::new("cluster.postgres", "did not answer within 2 s"));
+                "unreachable"
+            }
+        }),
+    };
     let cluster = state.cluster.as_ref().map(|cluster| {
         let connected = cluster.connected();
         if !connected {
             problems.push(FieldError::new("cluster.nats", "not connected to NATS"));
         }
-        json!({ "node_id": cluster.node_id(), "nats": if connected { "connected" } else { "disconnected" } })
+        let advertise = &state.settings.cluster.advertise_url;
+        json!({
+            "node_id": cluster.node_id(),
+            "nats": if connected { "connected" } else { "disconnected" },
+            "postgres": postgres,
+            "advertise_url": (!advertise.is_empty()).then_some(advertise),
+        })
     });
     let bots = bots_back(state, &mut problems).await;
     if !problems.is_empty() {

@@ -140,6 +140,12 @@ impl ClientConnection {
     fn authenticate(&mut self, token: &str, ctx: &mut Context<Self>) {
         let user = match AuthUser::from_token(&self.state, token) {
             Ok(user) => user,
+            // Not a verdict on the token: the cluster's revocations cannot be read just now.
+            Err(err) if err.code() == "UNAVAILABLE" => {
+                let reason = "the cluster's database is unavailable; reconnect shortly";
+                self.close(CloseCode::Again, reason, "revocations_unavailable", ctx);
+                return;
+            }
             Err(_) => {
                 if self.user.is_none() {
                     self.unauthenticated("invalid or expired access token", "unauthenticated", ctx);
@@ -475,10 +481,20 @@ impl ClientConnection {
     /// (the session tells its connections at once; this one-second check is the backstop for a
     /// connection that was not attached yet). One in-memory look-up.
     fn check_revoked(&mut self, ctx: &mut Context<Self>) {
-        if let Some(user) = self.user
-            && self.state.identity.sessions.is_revoked(user.session_id)
-        {
-            self.unauthenticated("the session has ended; log in again", "revoked", ctx);
+        let Some(user) = self.user else { return };
+        match self.state.identity.sessions.is_revoked(user.session_id) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.unauthenticated("the session has ended; log in again", "revoked", ctx);
+            }
+            // The cluster's revocations cannot be read: the session may have been revoked on
+            // another node, so the connection is not kept.
+            Err(_) => self.close(
+                CloseCode::Again,
+                "the cluster's database is unavailable; reconnect shortly",
+                "revocations_unavailable",
+                ctx,
+            ),
         }
     }
 

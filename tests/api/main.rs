@@ -10,6 +10,7 @@ mod bot_recovery;
 mod bots;
 mod browser;
 mod cluster_budget;
+mod cluster_identity;
 mod cluster_md;
 mod derivatives;
 mod disk_guard;

@@ -1,6 +1,8 @@
 //! Owners' own limits over all of their bots (`GET/PUT /api/v1/me/risk`): stored with the user
 //! (`users` tree), read once per user and kept in memory, and handed to the [`ExposureBook`] so
-//! every bot of the owner sees their `max_notional` on its next refresh.
+//! every bot of the owner sees their `max_notional` on its next refresh. When the users are in
+//! the cluster's Postgres, the limits stay in this node's store beside its bots (the
+//! `user_limits` tree), until bots move to Postgres too.
 //!
 //! Nothing is read at start-up: an owner's limits are loaded the first time one of their bots
 //! launches or they are asked for, so start-up reads only the running bots' owners.
@@ -13,12 +15,21 @@ use keel_core::bot::user_risk::UserRiskLimits;
 
 use super::exposure::ExposureBook;
 use crate::identity::Users;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError, decode, encode, id_key, trees};
+
+/// Where owners' limits are stored.
+#[derive(Debug, Clone)]
+enum Stored {
+    /// In each user's `users` row.
+    WithUser(Users),
+    /// In the `user_limits` tree, by user id (the users are in the cluster's Postgres).
+    OnTheirOwn(sled::Tree),
+}
 
 /// Owners' limits, cached; cloning shares the cache.
 #[derive(Debug, Clone)]
 pub struct UserLimits {
-    users: Users,
+    stored: Stored,
     book: Arc<ExposureBook>,
     cache: Arc<Mutex<HashMap<UserId, UserRiskLimits>>>,
 }
@@ -26,7 +37,39 @@ pub struct UserLimits {
 impl UserLimits {
     /// Limits read from `users`, their notional enforced through `book`.
     pub fn new(users: Users, book: Arc<ExposureBook>) -> Self {
-        Self { users, book, cache: Arc::default() }
+        Self { stored: Stored::WithUser(users), book, cache: Arc::default() }
+    }
+
+    /// Limits kept in `store`'s `user_limits` tree, by user id: for a node whose users are in
+    /// the cluster's Postgres, so have no `users` row here.
+    ///
+    /// # Errors
+    /// The tree cannot be opened.
+    pub fn on_their_own(store: &Store, book: Arc<ExposureBook>) -> Result<Self, StoreError> {
+        let tree = store.tree(trees::USER_LIMITS)?;
+        Ok(Self { stored: Stored::OnTheirOwn(tree), book, cache: Arc::default() })
+    }
+
+    fn read(&self, user: UserId) -> Result<UserRiskLimits, StoreError> {
+        match &self.stored {
+            Stored::WithUser(users) => Ok(users.get(user)?.map(|u| u.risk).unwrap_or_default()),
+            Stored::OnTheirOwn(tree) => tree
+                .get(id_key(user))?
+                .map(|raw| decode(&raw))
+                .transpose()
+                .map(Option::unwrap_or_default),
+        }
+    }
+
+    fn write(&self, user: UserId, limits: &UserRiskLimits) -> Result<bool, StoreError> {
+        match &self.stored {
+            Stored::WithUser(users) => users.set_risk(user, limits),
+            // The caller is authenticated: the user exists in Postgres.
+            Stored::OnTheirOwn(tree) => {
+                tree.insert(id_key(user), encode(limits)?)?;
+                Ok(true)
+            }
+        }
     }
 
     /// The book every bot publishes its exposure to.
@@ -44,7 +87,7 @@ impl UserLimits {
         if let Some(limits) = cache.get(&user) {
             return Ok(limits.clone());
         }
-        let limits = self.users.get(user)?.map(|u| u.risk).unwrap_or_default();
+        let limits = self.read(user)?;
         self.book.set_owner_limit(user, limits.max_notional);
         cache.insert(user, limits.clone());
         Ok(limits)
@@ -57,7 +100,7 @@ impl UserLimits {
     /// The store failed; nothing changed.
     pub fn set(&self, user: UserId, limits: &UserRiskLimits) -> Result<bool, StoreError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if !self.users.set_risk(user, limits)? {
+        if !self.write(user, limits)? {
             return Ok(false);
         }
         self.book.set_owner_limit(user, limits.max_notional);
@@ -65,10 +108,16 @@ impl UserLimits {
         Ok(true)
     }
 
-    /// Forgets a user whose account is being deleted.
+    /// Forgets a user whose account is being deleted (and, kept on their own, their stored
+    /// limits; durable with the deletion's commit).
     pub fn forget(&self, user: UserId) {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(&user);
         self.book.set_owner_limit(user, None);
+        if let Stored::OnTheirOwn(tree) = &self.stored
+            && let Err(err) = tree.remove(id_key(user))
+        {
+            tracing::warn!(user_id = user, error = %err, "removing an owner's limits failed");
+        }
     }
 }
 
@@ -101,5 +150,23 @@ mod tests {
         let again = UserLimits::new(users, Arc::new(ExposureBook::new(None)));
         assert_eq!(again.get(ada.id).unwrap(), lifted);
         assert!(!limits.set(ada.id + 50, &lifted).unwrap());
+    }
+
+    #[test]
+    fn limits_kept_on_their_own_need_no_user_row_and_go_with_the_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+        let book = || Arc::new(ExposureBook::new(None));
+        let limits = UserLimits::on_their_own(&store, book()).unwrap();
+        assert_eq!(limits.get(42).unwrap(), UserRiskLimits::default());
+        let set = UserRiskLimits { max_leverage: Some(2), max_notional: Some(Decimal::ONE) };
+        assert!(limits.set(42, &set).unwrap(), "no users row is needed");
+        assert_eq!(limits.book().owner_notional(42, 1).unwrap().limit, Decimal::ONE);
+        assert!(Users::new(store.clone()).unwrap().is_empty(), "no users row is made");
+        let again = UserLimits::on_their_own(&store, book()).unwrap();
+        assert_eq!(again.get(42).unwrap(), set, "read back from the store");
+        again.forget(42);
+        let after = UserLimits::on_their_own(&store, book()).unwrap();
+        assert_eq!(after.get(42).unwrap(), UserRiskLimits::default());
     }
 }

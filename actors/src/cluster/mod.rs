@@ -43,6 +43,9 @@ pub struct ClusterConfig {
     pub name: String,
     /// How the exchange accounts' order budgets are shared.
     pub order_budget: BudgetConfig,
+    /// Whether the users are in the cluster's Postgres (`cluster.postgres_url`): then owners'
+    /// limits are kept in this node's store on their own (`bot::UserLimits::on_their_own`).
+    pub users_in_postgres: bool,
 }
 
 /// The cluster connection could not be set up.

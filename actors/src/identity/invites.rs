@@ -25,9 +25,16 @@ pub struct Invites {
     tree: sled::Tree,
 }
 
-fn invite_key(token: &str) -> Result<Vec<u8>, IdentityError> {
+pub(super) fn invite_key(token: &str) -> Result<Vec<u8>, IdentityError> {
     let digest = orion::hash::digest(token.as_bytes()).map_err(|_| IdentityError::Hashing)?;
     Ok(digest.as_ref().to_vec())
+}
+
+/// A new invite token and the key it is stored under.
+pub(super) fn new_invite() -> Result<(SecretString, Vec<u8>), IdentityError> {
+    let token = format!("{INVITE_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<24>()?));
+    let key = invite_key(&token)?;
+    Ok((SecretString::from(token), key))
 }
 
 impl Invites {
@@ -45,12 +52,12 @@ impl Invites {
     /// # Errors
     /// The store or the random source failed.
     pub fn create(&self, ttl: Duration) -> Result<(SecretString, u64), IdentityError> {
-        let token = format!("{INVITE_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<24>()?));
+        let (token, key) = new_invite()?;
         let expires_at_ms = now_ms().saturating_add(ttl.as_millis() as u64);
         let record = encode(&InviteRecord { expires_at_ms })?;
-        self.tree.insert(invite_key(&token)?, record).map_err(StoreError::from)?;
+        self.tree.insert(key, record).map_err(StoreError::from)?;
         self.prune()?;
-        Ok((SecretString::from(token), expires_at_ms))
+        Ok((token, expires_at_ms))
     }
 
     /// Spends an invite: its expiry if it existed and had not expired (it is gone either way).

@@ -1,18 +1,24 @@
 //! Users, login sessions and password hashing.
 //!
-//! Users and their sessions live in the store; JWT handling is the façade's business (the
+//! Users and their sessions live in the node's store (sled), or in cluster mode with
+//! `cluster.postgres_url` in the cluster's Postgres ([`pg`]); [`UserStore`], [`SessionStore`]
+//! and [`InviteStore`] are the seam between the two. JWT handling is the façade's business (the
 //! `keel` crate), which asks this module who exists and which sessions are alive.
 
+mod backend;
 mod invites;
 mod password;
+pub mod pg;
 mod sessions;
 mod users;
 
+pub use backend::{InviteStore, SessionStore, UserStore};
 pub use invites::Invites;
 pub use password::{PasswordHasher, PasswordPolicy, hash_password_blocking, validate_password};
 pub use sessions::{MAX_TOKEN_WINDOW, RefreshToken, SessionRecord, Sessions};
 pub use users::{UserRecord, Users, normalize_email};
 
+use crate::pg::RecordError;
 use crate::store::StoreError;
 
 /// Why an identity operation failed.
@@ -39,6 +45,13 @@ pub enum IdentityError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The cluster's Postgres failed or could not be reached.
+    #[error("the system of record")]
+    Record(#[from] RecordError),
+    /// The cluster's revocation list has not been read from Postgres for too long to say that
+    /// a session is not revoked.
+    #[error("the cluster's session revocations cannot be read")]
+    RevocationsStale,
 }
 
 /// Milliseconds since the Unix epoch, now.

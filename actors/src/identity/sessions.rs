@@ -77,18 +77,18 @@ struct RefreshRecord {
 #[derive(Debug)]
 pub struct RefreshToken(pub SecretString);
 
-fn token_key(token: &str) -> Result<Vec<u8>, IdentityError> {
+pub(super) fn token_key(token: &str) -> Result<Vec<u8>, IdentityError> {
     let digest = orion::hash::digest(token.as_bytes()).map_err(|_| IdentityError::Hashing)?;
     Ok(digest.as_ref().to_vec())
 }
 
-fn new_token() -> Result<(RefreshToken, Vec<u8>), IdentityError> {
+pub(super) fn new_token() -> Result<(RefreshToken, Vec<u8>), IdentityError> {
     let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(random_bytes::<32>()?));
     let key = token_key(&token)?;
     Ok((RefreshToken(SecretString::from(token)), key))
 }
 
-enum Rotation {
+pub(super) enum Rotation {
     Rotated(SessionRecord),
     Invalid,
     /// The user and session revoked.
@@ -108,7 +108,7 @@ pub struct Sessions {
     token_window: Duration,
 }
 
-fn now_secs() -> u64 {
+pub(super) fn now_secs() -> u64 {
     now_ms() / 1000
 }
 

@@ -117,6 +117,11 @@ impl Users {
         Ok(self.users.contains_key(id_key(id))?)
     }
 
+    /// Whether this store holds no user at all.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
     /// The user with this normalised email.
     ///
     /// # Errors

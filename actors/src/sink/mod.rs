@@ -119,17 +119,7 @@ impl SinkError {
     /// The message with its causes, `outer: inner: innermost`, for logs and readiness (the
     /// causes say *why*: "connection refused", the server's own error).
     pub fn detail(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            // Some wrappers repeat their cause in their own message.
-            if !text.ends_with(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
+        let mut text = with_causes(self);
         if let Some(hint) = self.certificate_error().and_then(certificate_hint) {
             text.push_str(" (");
             text.push_str(hint);
@@ -180,6 +170,22 @@ impl SinkError {
     }
 }
 
+/// An error's message with its causes, `outer: inner: innermost` (a cause that a wrapper's own
+/// message already ends with is not repeated).
+pub fn with_causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// What a person should look at when the server's certificate is refused.
 fn certificate_hint(err: &rustls::CertificateError) -> Option<&'static str> {
     use rustls::CertificateError as E;
@@ -208,26 +214,40 @@ impl PgSinkConfig {
     /// [`SinkError::Config`] saying what is wrong, never echoing the URL (it may hold a password).
     pub fn connection(&self) -> Result<tokio_postgres::Config, SinkError> {
         check_schema(&self.schema)?;
-        let mut config = parse_url(self.url.expose_secret())?;
-        if let PgTls::VerifyFull { .. } = self.tls {
-            if config.get_ssl_mode() == SslMode::Disable {
-                return Err(SinkError::Config(
-                    "the URL says sslmode=disable but sink.postgres.sslmode is verify-full"
-                        .to_owned(),
-                ));
-            }
-            config.ssl_mode(SslMode::Require);
-        }
-        config.connect_timeout(self.connect_timeout);
-        if config.get_application_name().is_none() {
-            config.application_name("keel");
-        }
-        Ok(config)
+        connection_config(&self.url, &self.tls, self.connect_timeout)
     }
 }
 
+/// Parses a Postgres URL into a connection configuration for `tls` (shared by the sink and the
+/// cluster's system of record). With `verify-full` TLS is required (the URL may not say
+/// `sslmode=disable`).
+///
+/// # Errors
+/// [`SinkError::Config`] saying what is wrong, never echoing the URL (it may hold a password).
+pub fn connection_config(
+    url: &SecretString,
+    tls: &PgTls,
+    connect_timeout: Duration,
+) -> Result<tokio_postgres::Config, SinkError> {
+    let mut config = parse_url(url.expose_secret())?;
+    if let PgTls::VerifyFull { .. } = tls {
+        if config.get_ssl_mode() == SslMode::Disable {
+            return Err(SinkError::Config(
+                "the URL says sslmode=disable but the configured sslmode is verify-full".to_owned(),
+            ));
+        }
+        config.ssl_mode(SslMode::Require);
+    }
+    config.connect_timeout(connect_timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("keel");
+    }
+    Ok(config)
+}
+
 /// Checks a Postgres URL without connecting: it parses, names a host, and does not ask for TLS
-/// itself. TLS is `sink.postgres.sslmode = "verify-full"` with `sink.postgres.ca_file`; the
+/// itself. TLS is `sslmode = "verify-full"` with `ca_file` (`[sink.postgres]`, or the
+/// `postgres_` keys of `[cluster]`); the
 /// URL's `sslmode=require` (TLS that trusts any certificate, in libpq) is refused rather than
 /// quietly run with or without verification.
 ///
@@ -246,9 +266,8 @@ pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, SinkError> {
     }
     if !matches!(config.get_ssl_mode(), SslMode::Disable | SslMode::Prefer) {
         return Err(SinkError::Config(
-            "sslmode in the URL may be disable or prefer: for TLS set sink.postgres.sslmode = \
-             \"verify-full\" and sink.postgres.ca_file (the server's certificate is always \
-             verified)"
+            "sslmode in the URL may be disable or prefer: for TLS set the section's sslmode = \
+             \"verify-full\" and its ca_file (the server's certificate is always verified)"
                 .to_owned(),
         ));
     }

@@ -91,21 +91,49 @@ pub const PG_SCHEMA_VERSION: i32 = 1;
 /// # Errors
 /// [`SinkError::Config`] when the configuration cannot work.
 pub fn pool(config: &PgSinkConfig) -> Result<Pool, SinkError> {
+    let limits = PoolLimits {
+        size: config.pool_size,
+        connect_timeout: config.connect_timeout,
+        wait_timeout: config.wait_timeout,
+    };
+    pool_for(config.connection()?, &config.tls, limits)
+}
+
+/// The size and deadlines of a pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Most connections.
+    pub size: usize,
+    /// How long opening (and recycling) a connection may take.
+    pub connect_timeout: std::time::Duration,
+    /// How long to wait for a free connection.
+    pub wait_timeout: std::time::Duration,
+}
+
+/// A pool over `connection`, plain TCP or TLS as `tls` says (shared by the sink and the
+/// cluster's system of record). It connects lazily.
+///
+/// # Errors
+/// [`SinkError::Config`] when the CA file cannot be used or the pool cannot be built.
+pub fn pool_for(
+    connection: tokio_postgres::Config,
+    tls: &PgTls,
+    limits: PoolLimits,
+) -> Result<Pool, SinkError> {
     // `Fast` only checks that the connection is not closed; a broken one that looks open fails
-    // its batch, and the sink then drops it instead of returning it to the pool.
+    // its statement, and the caller then drops it instead of returning it to the pool.
     let recycling = ManagerConfig { recycling_method: RecyclingMethod::Fast };
-    let connection = config.connection()?;
-    let manager = match &config.tls {
+    let manager = match tls {
         PgTls::Disable => Manager::from_config(connection, NoTls, recycling),
         PgTls::VerifyFull { ca_file } => {
             Manager::from_config(connection, tls::connector(ca_file)?, recycling)
         }
     };
     Pool::builder(manager)
-        .max_size(config.pool_size)
-        .wait_timeout(Some(config.wait_timeout))
-        .create_timeout(Some(config.connect_timeout))
-        .recycle_timeout(Some(config.connect_timeout))
+        .max_size(limits.size)
+        .wait_timeout(Some(limits.wait_timeout))
+        .create_timeout(Some(limits.connect_timeout))
+        .recycle_timeout(Some(limits.connect_timeout))
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|err| SinkError::Config(format!("the connection pool: {err}")))

@@ -1,4 +1,4 @@
-//! TLS for the sink's Postgres connections: rustls (ring, like every other connection Keel
+//! TLS for Keel's Postgres connections (the sink's, and the cluster's system of record): rustls (ring, like every other connection Keel
 //! makes) with libpq's `sslmode=verify-full` semantics. The server's chain must lead to a CA in
 //! `sink.postgres.ca_file`, and its certificate must name the host the URL names (a DNS name, or
 //! an IP address in an IP SAN). There is no mode that encrypts without verifying: libpq's
@@ -15,7 +15,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::SinkError;
 
-/// How the sink talks to Postgres.
+/// How Keel talks to a Postgres server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PgTls {
     /// Plain TCP (`sslmode=disable`): Postgres on this host, or through a tunnel.
@@ -35,23 +35,19 @@ pub enum PgTls {
 /// rustls cannot use as a trust anchor.
 pub fn roots(ca_file: &Path) -> Result<RootCertStore, SinkError> {
     let shown = ca_file.display();
-    let bytes = std::fs::read(ca_file).map_err(|err| {
-        SinkError::Config(format!("sink.postgres.ca_file {shown} cannot be read: {err}"))
-    })?;
-    let certs: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&bytes).collect::<Result<_, _>>().map_err(|err| {
-            SinkError::Config(format!("sink.postgres.ca_file {shown} is not valid PEM: {err}"))
-        })?;
+    let bytes = std::fs::read(ca_file)
+        .map_err(|err| SinkError::Config(format!("the CA file {shown} cannot be read: {err}")))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|err| SinkError::Config(format!("the CA file {shown} is not valid PEM: {err}")))?;
     if certs.is_empty() {
-        return Err(SinkError::Config(format!(
-            "sink.postgres.ca_file {shown} holds no CERTIFICATE block"
-        )));
+        return Err(SinkError::Config(format!("the CA file {shown} holds no CERTIFICATE block")));
     }
     let mut roots = RootCertStore::empty();
     for cert in certs {
         roots.add(cert).map_err(|err| {
             SinkError::Config(format!(
-                "sink.postgres.ca_file {shown}: a certificate cannot be trusted: {err}"
+                "the CA file {shown}: a certificate cannot be trusted: {err}"
             ))
         })?;
     }

@@ -88,6 +88,11 @@ pub mod trees {
     /// Notification deliveries, pending and recent (`keel_actors::notify::outbox`).
     pub const NOTIFY_OUTBOX: &str = "notify_outbox";
 
+    /// Owners' limits over all of their bots, by user id, when the users themselves are in the
+    /// cluster's Postgres (`keel_actors::bot::UserLimits`; opened on demand). Otherwise the limits
+    /// are in each user's `users` row.
+    pub const USER_LIMITS: &str = "user_limits";
+
     /// Every tree the first migration creates.
     pub const ALL: [&str; 9] =
         [META, USERS, CREDENTIALS, BOTS, ORDERS, FILLS, POSITIONS, EVENTS, OUTBOX];

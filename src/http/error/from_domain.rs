@@ -12,6 +12,7 @@ use keel_actors::bot::{BotError, TradeError};
 use keel_actors::feed::FeedError;
 use keel_actors::identity::IdentityError;
 use keel_actors::mailbox::AskError;
+use keel_actors::pg::RecordError;
 use keel_actors::store::{DiskLow, StoreError};
 use keel_actors::strategies::ModulesError;
 use keel_actors::vault::VaultError;
@@ -206,8 +207,33 @@ impl From<IdentityError> for ApiError {
             }
             IdentityError::Overloaded => ApiError::overloaded("password hashing"),
             IdentityError::Hashing | IdentityError::Store(_) => ApiError::internal(err),
+            IdentityError::Record(err) => err.into(),
+            IdentityError::RevocationsStale => record_unavailable(),
         }
     }
+}
+
+impl From<RecordError> for ApiError {
+    /// The cluster's Postgres: unreachable or too slow is 503 `UNAVAILABLE` with `Retry-After`
+    /// (the cause is logged, never sent); a refused statement is 500.
+    fn from(err: RecordError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err.detail(), "the system of record is unavailable");
+            record_unavailable()
+        } else {
+            ApiError::internal(err)
+        }
+    }
+}
+
+/// 503 while the cluster's Postgres cannot answer.
+fn record_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "UNAVAILABLE",
+        "the cluster's database is unavailable; retry shortly",
+    )
+    .retry_after(RETRY_AFTER_SECS)
 }
 
 impl From<FeedError> for ApiError {

@@ -1,0 +1,176 @@
+//! The system of record's schema: versioned migrations shared by every node, recorded in
+//! `keel_schema` (version, name, applied_at), as `store::migrations` does for sled.
+//!
+//! Every node runs [`migrate`] at start-up. Each step runs in a transaction of its own, which
+//! first takes a transaction-scoped advisory lock and reads the version under it: three nodes
+//! starting at once take turns, and each step is applied exactly once (the second node finds it
+//! recorded). A database whose version is newer than this binary's is refused
+//! ([`RecordError::SchemaTooNew`]): a newer Keel has changed it in ways this one does not know.
+
+use super::{PgRecord, RecordError};
+
+/// Key of the advisory lock held while migrating ("keel_sor").
+const MIGRATION_LOCK: i64 = 0x6b65_656c_5f73_6f72;
+
+/// One step of the schema. Applied steps are never edited: add a step instead.
+#[derive(Debug)]
+pub struct PgMigration {
+    /// Version the schema is at after this step; consecutive from 1.
+    pub version: i32,
+    /// What it does, for logs and `keel_schema.name`.
+    pub name: &'static str,
+    /// The statements.
+    pub sql: &'static str,
+}
+
+/// Every step, oldest first.
+pub const MIGRATIONS: &[PgMigration] = &[PgMigration {
+    version: 1,
+    name: "identity: users, sessions, refresh tokens, revocations, invites",
+    sql: r"
+CREATE TABLE keel_users (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    email         text   NOT NULL,
+    password_hash text   NOT NULL,
+    created_at_ms bigint NOT NULL,
+    CONSTRAINT keel_users_email_key UNIQUE (email)
+);
+CREATE TABLE keel_sessions (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       bigint NOT NULL REFERENCES keel_users (id) ON DELETE CASCADE,
+    created_at_ms bigint NOT NULL,
+    expires_at_ms bigint NOT NULL,
+    revoked       text
+);
+CREATE INDEX keel_sessions_user ON keel_sessions (user_id);
+CREATE TABLE keel_refresh_tokens (
+    token_hash    bytea   PRIMARY KEY,
+    user_id       bigint  NOT NULL,
+    session_id    bigint  NOT NULL REFERENCES keel_sessions (id) ON DELETE CASCADE,
+    expires_at_ms bigint  NOT NULL,
+    used          boolean NOT NULL DEFAULT false
+);
+CREATE INDEX keel_refresh_tokens_session ON keel_refresh_tokens (session_id);
+CREATE INDEX keel_refresh_tokens_expiry ON keel_refresh_tokens (expires_at_ms);
+CREATE TABLE keel_revoked_sessions (
+    session_id  bigint      PRIMARY KEY,
+    user_id     bigint      NOT NULL,
+    until_secs  bigint      NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX keel_revoked_sessions_recorded ON keel_revoked_sessions (recorded_at);
+CREATE INDEX keel_revoked_sessions_until ON keel_revoked_sessions (until_secs);
+CREATE TABLE keel_invites (
+    token_hash    bytea  PRIMARY KEY,
+    expires_at_ms bigint NOT NULL
+);
+",
+}];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+
+/// Brings the schema up to [`SCHEMA_VERSION`], one transaction per step, each under the
+/// advisory lock. Returns the steps this call applied (none when another node did).
+///
+/// # Errors
+/// Postgres failed (the step being applied was rolled back; earlier ones stay), or the schema
+/// is newer than this binary.
+pub async fn migrate(record: &PgRecord) -> Result<Vec<i32>, RecordError> {
+    let mut client = record.client().await?;
+    let mut applied = Vec::new();
+    loop {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS keel_schema (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await?;
+        let found: i32 =
+            tx.query_one("SELECT coalesce(max(version), 0) FROM keel_schema", &[]).await?.get(0);
+        if found > SCHEMA_VERSION {
+            return Err(RecordError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+        }
+        let Some(step) = MIGRATIONS.iter().find(|m| m.version > found) else {
+            tx.commit().await?;
+            return Ok(applied);
+        };
+        tracing::info!(version = step.version, name = step.name, "running Postgres migration");
+        tx.batch_execute(step.sql).await?;
+        tx.execute(
+            "INSERT INTO keel_schema (version, name) VALUES ($1, $2)",
+            &[&step.version, &step.name],
+        )
+        .await?;
+        tx.commit().await?;
+        applied.push(step.version);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_db::TestDb;
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (i, step) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(step.version, i as i32 + 1, "{}", step.name);
+        }
+    }
+
+    async fn versions(record: &PgRecord) -> Vec<i32> {
+        let client = record.client().await.unwrap();
+        let rows = client.query("SELECT version FROM keel_schema ORDER BY version", &[]).await;
+        rows.unwrap().iter().map(|row| row.get(0)).collect()
+    }
+
+    #[tokio::test]
+    async fn migrations_run_once_and_a_newer_schema_is_refused() {
+        let Some(db) = TestDb::create("migrations_run_once").await else { return };
+        let record = PgRecord::new(&db.config).unwrap();
+        let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(migrate(&record).await.unwrap(), all);
+        assert_eq!(migrate(&record).await.unwrap(), Vec::<i32>::new(), "nothing runs twice");
+        assert_eq!(versions(&record).await, all);
+
+        let newer = SCHEMA_VERSION + 1;
+        let client = record.client().await.unwrap();
+        client
+            .execute(
+                "INSERT INTO keel_schema (version, name) VALUES ($1, 'from the future')",
+                &[&newer],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let err = migrate(&record).await.unwrap_err();
+        assert!(
+            matches!(err, RecordError::SchemaTooNew { found, supported }
+                if found == newer && supported == SCHEMA_VERSION),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("newer Keel"), "{err}");
+        drop(record);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn two_nodes_migrating_at_once_apply_each_step_once() {
+        let Some(db) = TestDb::create("two_nodes_migrating").await else { return };
+        let (a, b) = (PgRecord::new(&db.config).unwrap(), PgRecord::new(&db.config).unwrap());
+        let (ran_a, ran_b) = tokio::join!(migrate(&a), migrate(&b));
+        let (mut ran_a, ran_b) = (ran_a.unwrap(), ran_b.unwrap());
+        ran_a.extend(ran_b);
+        ran_a.sort_unstable();
+        let all: Vec<i32> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(ran_a, all, "between them, every step ran exactly once");
+        assert_eq!(versions(&a).await, all);
+        drop((a, b));
+        db.drop_db().await;
+    }
+}
