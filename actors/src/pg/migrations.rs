@@ -24,10 +24,11 @@ pub struct PgMigration {
 }
 
 /// Every step, oldest first.
-pub const MIGRATIONS: &[PgMigration] = &[PgMigration {
-    version: 1,
-    name: "identity: users, sessions, refresh tokens, revocations, invites",
-    sql: r"
+pub const MIGRATIONS: &[PgMigration] = &[
+    PgMigration {
+        version: 1,
+        name: "identity: users, sessions, refresh tokens, revocations, invites",
+        sql: r"
 CREATE TABLE keel_users (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     email         text   NOT NULL,
@@ -65,7 +66,29 @@ CREATE TABLE keel_invites (
     expires_at_ms bigint NOT NULL
 );
 ",
-}];
+    },
+    PgMigration {
+        version: 2,
+        name: "cluster: nodes and their heartbeats, user leases with an epoch",
+        // A lease row is never deleted while its user exists (a released lease expires now), so
+        // a user's epoch only ever rises: a fence taken under an old epoch stays stale. Times
+        // are Postgres's clock, never a node's.
+        sql: r"
+CREATE TABLE keel_nodes (
+    node_id       text        PRIMARY KEY,
+    advertise_url text        NOT NULL DEFAULT '',
+    heartbeat_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE keel_user_leases (
+    user_id    bigint      PRIMARY KEY REFERENCES keel_users (id) ON DELETE CASCADE,
+    holder     text        NOT NULL,
+    epoch      bigint      NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE INDEX keel_user_leases_holder ON keel_user_leases (holder);
+",
+    },
+];
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].version;

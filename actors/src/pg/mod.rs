@@ -7,6 +7,7 @@
 //! `block_on`, and under a deadline ([`PgRecord::timed`]): a Postgres that hangs makes the call
 //! fail with [`RecordError::Timeout`] (503 at the API) instead of holding the request.
 
+pub mod fence;
 pub mod migrations;
 
 use std::future::Future;
