@@ -4,7 +4,8 @@
 //! The bot definition and the pure trading core it runs are `keel_core::bot` and
 //! `keel_core::engine`.
 //!
-//! - [`repo`]: how bots, orders, fills, state and journal are stored;
+//! - [`repo`]: how bots, orders, fills, state and journal are stored in sled;
+//! - [`pg`]: the same in the cluster's Postgres (cluster mode with `postgres_url`);
 //! - [`exposure`]: per-user exposure across bots;
 //! - [`user_limits`]: owners' own limits over all of their bots, stored with the user;
 //! - [`indicators`]: the indicator series bots publish, a bounded ring per bot;
@@ -23,6 +24,7 @@ pub mod funding;
 pub mod indicators;
 pub mod live;
 mod live_list;
+pub mod pg;
 pub mod repo;
 pub mod supervisor;
 pub mod user_limits;

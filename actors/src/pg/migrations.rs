@@ -88,6 +88,56 @@ CREATE TABLE keel_user_leases (
 CREATE INDEX keel_user_leases_holder ON keel_user_leases (holder);
 ",
     },
+    PgMigration {
+        version: 3,
+        name: "bots: definitions, orders, fills, positions, journal, the open-order index",
+        // Bot ids come from the identity column, so they are unique across nodes, and with them
+        // the client order ids `keel-{bot}-{order}` sent to venues. Domain values are the JSON
+        // the sled store keeps (decimals as JSON strings, exact); the columns beside them are
+        // what rows are looked up, ordered and aged by. `ts` and `updated_ts` are the rows'
+        // own times, ms since the epoch. The open-order index is a partial index on the orders
+        // that may still fill, kept with the order row in the same statement.
+        sql: r"
+CREATE TABLE keel_bots (
+    id         bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id    bigint      NOT NULL REFERENCES keel_users (id) ON DELETE CASCADE,
+    record     jsonb       NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX keel_bots_user ON keel_bots (user_id, id);
+CREATE TABLE keel_bot_orders (
+    bot_id     bigint  NOT NULL REFERENCES keel_bots (id) ON DELETE CASCADE,
+    order_id   bigint  NOT NULL,
+    is_open    boolean NOT NULL,
+    updated_ts bigint  NOT NULL,
+    body       jsonb   NOT NULL,
+    PRIMARY KEY (bot_id, order_id)
+);
+CREATE INDEX keel_bot_orders_open ON keel_bot_orders (bot_id, order_id) WHERE is_open;
+CREATE INDEX keel_bot_orders_final_age ON keel_bot_orders (updated_ts) WHERE NOT is_open;
+CREATE TABLE keel_bot_fills (
+    bot_id  bigint NOT NULL REFERENCES keel_bots (id) ON DELETE CASCADE,
+    fill_id bigint NOT NULL,
+    ts      bigint NOT NULL,
+    body    jsonb  NOT NULL,
+    PRIMARY KEY (bot_id, fill_id)
+);
+CREATE INDEX keel_bot_fills_age ON keel_bot_fills (ts);
+CREATE TABLE keel_bot_positions (
+    bot_id     bigint      PRIMARY KEY REFERENCES keel_bots (id) ON DELETE CASCADE,
+    state      jsonb       NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE keel_bot_journal (
+    bot_id   bigint NOT NULL REFERENCES keel_bots (id) ON DELETE CASCADE,
+    event_id bigint NOT NULL,
+    ts       bigint NOT NULL,
+    body     jsonb  NOT NULL,
+    PRIMARY KEY (bot_id, event_id)
+);
+CREATE INDEX keel_bot_journal_age ON keel_bot_journal (ts);
+",
+    },
 ];
 
 /// The schema version this binary writes.
