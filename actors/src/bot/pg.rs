@@ -16,6 +16,8 @@
 //! Bot ids come from `keel_bots`' identity column, so two nodes never hand out the same one,
 //! and neither the client order ids (`keel-{bot}-{order}`) built from them.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres::Transaction;
@@ -23,12 +25,16 @@ use tokio_postgres::Transaction;
 use super::repo::Page;
 use crate::pg::fence::{Fence, Fenced};
 use crate::pg::{PgRecord, RecordError, from_db, to_db};
+use crate::store::stats::KindStats;
+use crate::store::trees;
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotEvent, BotState, Effects};
 use keel_core::trading::{Fill, Order};
 
 /// Rows one retention statement removes at most.
 pub const PRUNE_BATCH: i64 = 1000;
+/// One day, in milliseconds.
+const DAY_MS: u64 = 86_400_000;
 
 /// What a bot write can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -456,6 +462,59 @@ impl PgBotRepo {
             }
         }
         Ok(pruned)
+    }
+}
+
+/// The tables behind each kind of [`PgBotRepo::figures`], named as the sled trees are, with
+/// the column holding the rows' own time (ms since the epoch) where they have one.
+const FIGURE_TABLES: [(&str, &str, Option<&str>); 5] = [
+    (trees::BOTS, "keel_bots", None),
+    (trees::ORDERS, "keel_bot_orders", Some("updated_ts")),
+    (trees::FILLS, "keel_bot_fills", Some("ts")),
+    (trees::POSITIONS, "keel_bot_positions", None),
+    (trees::EVENTS, "keel_bot_journal", Some("ts")),
+];
+
+impl PgBotRepo {
+    /// What the bot tables hold at `now_ms`, by kind as `keel store stats` names the sled
+    /// trees: rows, bytes on disk with indexes and TOAST (`pg_total_relation_size`), bytes of
+    /// the rows of the last 24 hours (by their own time, through the time index; the JSON
+    /// bodies, `pg_column_size`) and the oldest row's time. Rows are counted exactly: a full
+    /// scan of each table, for the periodic figures, not for a request path.
+    ///
+    /// # Errors
+    /// Postgres failed.
+    pub async fn figures(&self, now_ms: u64) -> Result<BTreeMap<String, KindStats>, RecordError> {
+        let since = bound(now_ms.saturating_sub(DAY_MS));
+        self.record
+            .timed("bots.figures", async {
+                let client = self.record.client().await?;
+                let mut kinds = BTreeMap::new();
+                for (kind, table, time) in FIGURE_TABLES {
+                    let sql =
+                        format!("SELECT count(*), pg_total_relation_size('{table}') FROM {table}");
+                    let row = client.query_one(&sql, &[]).await?;
+                    let mut stats = KindStats {
+                        rows: from_db(row.try_get(0)?)?,
+                        bytes: from_db(row.try_get(1)?)?,
+                        ..KindStats::default()
+                    };
+                    if let Some(time) = time {
+                        let sql = format!(
+                            "SELECT (SELECT min({time}) FROM {table}), \
+                             (SELECT coalesce(sum(pg_column_size(body)), 0)::bigint \
+                              FROM {table} WHERE {time} >= $1)"
+                        );
+                        let row = client.query_one(&sql, &[&since]).await?;
+                        let oldest: Option<i64> = row.try_get(0)?;
+                        stats.oldest_ms = oldest.map(from_db).transpose()?;
+                        stats.growth_bytes_per_day = Some(from_db(row.try_get(1)?)?);
+                    }
+                    kinds.insert(kind.to_owned(), stats);
+                }
+                Ok(kinds)
+            })
+            .await
     }
 }
 

@@ -320,7 +320,7 @@ async fn a_fenced_write_is_refused_and_leaves_nothing() {
 }
 
 #[tokio::test]
-async fn retention_removes_old_rows_but_never_open_orders_or_state() {
+async fn retention_removes_old_rows_but_never_open_orders_or_state_and_figures_follow() {
     let Some((db, record)) = record("pg_bots_prune").await else { return };
     let repo = PgBotRepo::new(record.clone());
     let ada = user(&record, "ada@example.com").await;
@@ -337,6 +337,23 @@ async fn retention_removes_old_rows_but_never_open_orders_or_state() {
     assert_eq!(left, [line(2, "filled")]);
     assert_eq!(repo.state(bot.id).await.unwrap(), state);
     assert_eq!(repo.prune(None, None, None).await.unwrap(), Pruned::default());
+    // The figures count what is left; the day before 1500 + a day holds the rows at 2000.
+    let figures = repo.figures(1500 + DAY_MS).await.unwrap();
+    let rows = |kind: &str| figures[kind].rows;
+    let (orders, fills, events) =
+        (&figures[trees::ORDERS], &figures[trees::FILLS], &figures[trees::EVENTS]);
+    assert_eq!((rows(trees::BOTS), rows(trees::POSITIONS)), (1, 1));
+    assert_eq!((orders.rows, fills.rows, events.rows), (1, 0, 1));
+    assert_eq!(
+        (orders.oldest_ms, fills.oldest_ms, events.oldest_ms),
+        (Some(2000), None, Some(2000))
+    );
+    assert_eq!(fills.growth_bytes_per_day, Some(0));
+    assert!(events.growth_bytes_per_day.unwrap() > 0 && events.bytes > 0);
+    assert!(orders.growth_bytes_per_day.unwrap() > 0);
+    assert_eq!(figures[trees::BOTS].growth_bytes_per_day, None);
+    let later = repo.figures(2500 + DAY_MS).await.unwrap();
+    assert_eq!(later[trees::EVENTS].growth_bytes_per_day, Some(0), "older than a day");
     drop((repo, record));
     db.drop_db().await;
 }
