@@ -18,9 +18,11 @@
 
 use std::collections::BTreeMap;
 
+use deadpool_postgres::Transaction as PoolTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres::Transaction;
+use tokio_postgres::types::ToSql;
 
 use super::repo::Page;
 use crate::pg::fence::{Fence, Fenced};
@@ -560,46 +562,63 @@ impl Rows {
         })
     }
 
-    /// The statements of one flush, in `tx`.
-    async fn write(&self, tx: &Transaction<'_>, bot: i64) -> Result<(), tokio_postgres::Error> {
-        if !self.order_ids.is_empty() {
-            tx.execute(
-                "INSERT INTO keel_bot_orders (bot_id, order_id, is_open, updated_ts, body)
-                 SELECT $1, * FROM unnest($2::bigint[], $3::boolean[], $4::bigint[], $5::jsonb[])
-                 ON CONFLICT (bot_id, order_id) DO UPDATE
-                 SET is_open = excluded.is_open, updated_ts = excluded.updated_ts,
-                     body = excluded.body",
-                &[&bot, &self.order_ids, &self.order_open, &self.order_ts, &self.order_bodies],
-            )
-            .await?;
-        }
-        if !self.fill_ids.is_empty() {
-            tx.execute(
-                "INSERT INTO keel_bot_fills (bot_id, fill_id, ts, body)
-                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::jsonb[])
-                 ON CONFLICT (bot_id, fill_id) DO UPDATE SET ts = excluded.ts, body = excluded.body",
-                &[&bot, &self.fill_ids, &self.fill_ts, &self.fill_bodies],
-            )
-            .await?;
-        }
-        if !self.event_ids.is_empty() {
-            tx.execute(
-                "INSERT INTO keel_bot_journal (bot_id, event_id, ts, body)
-                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::jsonb[])
-                 ON CONFLICT (bot_id, event_id) DO UPDATE SET ts = excluded.ts, body = excluded.body",
-                &[&bot, &self.event_ids, &self.event_ts, &self.event_bodies],
-            )
-            .await?;
-        }
-        tx.execute(
-            "INSERT INTO keel_bot_positions (bot_id, state) VALUES ($1, $2)
-             ON CONFLICT (bot_id) DO UPDATE SET state = excluded.state, updated_at = clock_timestamp()",
-            &[&bot, &self.state],
-        )
-        .await?;
+    /// The statements of one flush, in `tx`: prepared once per pooled connection, then sent
+    /// together (pipelined) and answered in order, so a flush costs one round trip after its
+    /// fence check, not one per table. If one fails, the ones after it fail too (the
+    /// transaction is aborted) and nothing is committed.
+    async fn write(&self, tx: &PoolTransaction<'_>, bot: i64) -> Result<(), tokio_postgres::Error> {
+        let orders = async {
+            if self.order_ids.is_empty() {
+                return Ok(0);
+            }
+            let statement = tx.prepare_cached(ORDERS_SQL).await?;
+            let params: [&(dyn ToSql + Sync); 5] =
+                [&bot, &self.order_ids, &self.order_open, &self.order_ts, &self.order_bodies];
+            tx.execute(&statement, &params).await
+        };
+        let fills = async {
+            if self.fill_ids.is_empty() {
+                return Ok(0);
+            }
+            let statement = tx.prepare_cached(FILLS_SQL).await?;
+            let params: [&(dyn ToSql + Sync); 4] =
+                [&bot, &self.fill_ids, &self.fill_ts, &self.fill_bodies];
+            tx.execute(&statement, &params).await
+        };
+        let events = async {
+            if self.event_ids.is_empty() {
+                return Ok(0);
+            }
+            let statement = tx.prepare_cached(JOURNAL_SQL).await?;
+            let params: [&(dyn ToSql + Sync); 4] =
+                [&bot, &self.event_ids, &self.event_ts, &self.event_bodies];
+            tx.execute(&statement, &params).await
+        };
+        let state = async {
+            let statement = tx.prepare_cached(STATE_SQL).await?;
+            tx.execute(&statement, &[&bot, &self.state]).await
+        };
+        futures_util::future::try_join4(orders, fills, events, state).await?;
         Ok(())
     }
 }
+
+/// An order as it ended, in or out of the open-order index with it.
+const ORDERS_SQL: &str = "INSERT INTO keel_bot_orders (bot_id, order_id, is_open, updated_ts, body)
+     SELECT $1, * FROM unnest($2::bigint[], $3::boolean[], $4::bigint[], $5::jsonb[])
+     ON CONFLICT (bot_id, order_id) DO UPDATE
+     SET is_open = excluded.is_open, updated_ts = excluded.updated_ts, body = excluded.body";
+/// Fills (written once; a rewrite replaces).
+const FILLS_SQL: &str = "INSERT INTO keel_bot_fills (bot_id, fill_id, ts, body)
+     SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::jsonb[])
+     ON CONFLICT (bot_id, fill_id) DO UPDATE SET ts = excluded.ts, body = excluded.body";
+/// Journal lines.
+const JOURNAL_SQL: &str = "INSERT INTO keel_bot_journal (bot_id, event_id, ts, body)
+     SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::jsonb[])
+     ON CONFLICT (bot_id, event_id) DO UPDATE SET ts = excluded.ts, body = excluded.body";
+/// The state after the flush.
+const STATE_SQL: &str = "INSERT INTO keel_bot_positions (bot_id, state) VALUES ($1, $2)
+     ON CONFLICT (bot_id) DO UPDATE SET state = excluded.state, updated_at = clock_timestamp()";
 
 #[cfg(test)]
 mod tests;

@@ -246,11 +246,28 @@ async fn a_flush_that_fails_half_way_leaves_nothing() {
     // fills were inserted in the same transaction.
     fx.events.push(line(3, "nul \0 here"));
     let err = repo.persist(bot.id, &fx, &state, None).await.unwrap_err();
-    assert!(matches!(err, PgBotError::Record(RecordError::Postgres(_))), "{err:?}");
+    let code = match &err {
+        PgBotError::Record(err) => err.code().cloned(),
+        PgBotError::Fenced(_) => None,
+    };
+    assert_eq!(code, Some(tokio_postgres::error::SqlState::UNTRANSLATABLE_CHARACTER), "{err:?}");
     for table in TABLES {
         assert_eq!(count(&record, table).await, 0, "{table}");
     }
     assert_eq!(repo.state(bot.id).await.unwrap(), BotState::default());
+    // After a good flush, a failing one leaves the good one as it was.
+    fx.events.pop();
+    repo.persist(bot.id, &fx, &state, None).await.unwrap();
+    let mut more = Effects::default();
+    more.orders.push(order(bot.id, 2, OrderStatus::Canceled));
+    more.fills.push(fill(bot.id, 2, 2));
+    more.events.push(line(3, "nul \0 again"));
+    let mut later = state.clone();
+    later.last_fill_id = 2;
+    assert!(repo.persist(bot.id, &more, &later, None).await.is_err());
+    assert_eq!(repo.state(bot.id).await.unwrap(), state);
+    assert_eq!(repo.open_orders(bot.id).await.unwrap(), [order(bot.id, 2, OrderStatus::Accepted)]);
+    assert_eq!(repo.all_fills(bot.id, u64::MAX).await.unwrap(), fx.fills);
     drop((repo, record));
     db.drop_db().await;
 }
