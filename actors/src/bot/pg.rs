@@ -394,11 +394,14 @@ impl PgBotRepo {
     /// Writes the effects of several engine calls, oldest first, and the state after the last,
     /// in one transaction: each order as it ended (and in or out of the open-order index with
     /// it), every fill and journal line, the state row. Acknowledged (`Ok`) only once `COMMIT`
-    /// returned; on any error nothing of it is stored.
+    /// returned. On an error nothing of it is stored, with one exception no client can rule
+    /// out: when the connection breaks or the deadline passes while `COMMIT` is under way, the
+    /// transaction may have committed. The caller treats every error as "not written" and, as
+    /// with a failed sled write, stops the bot so that its restart reloads what Postgres holds.
     ///
     /// # Errors
     /// [`PgBotError::Fenced`] when `fence` no longer holds (rolled back), or Postgres failed
-    /// or timed out (rolled back, never committed later).
+    /// or timed out.
     pub async fn persist_calls(
         &self,
         id: BotId,
