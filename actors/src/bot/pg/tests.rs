@@ -374,3 +374,90 @@ async fn retention_removes_old_rows_but_never_open_orders_or_state_and_figures_f
     drop((repo, record));
     db.drop_db().await;
 }
+
+/// A paper bot's engine trades on the sim market (market orders that fill, limit orders left
+/// open), each call written to sled and to Postgres alike; a restarted node then rebuilds the
+/// engine from Postgres alone, as the supervisor rebuilds it from sled.
+#[tokio::test]
+async fn a_trading_engine_is_rebuilt_from_postgres_as_from_sled() {
+    use crate::bot::BotRepo;
+    use crate::bot::supervisor::engine_for;
+    use crate::store::{Store, StoreConfig};
+    use keel_core::trading::OrderRequest;
+    use keel_venues::sim::{Instrument, SimMarket};
+
+    let Some((db, record)) = record("pg_bots_rebuild").await else { return };
+    let repo = PgBotRepo::new(record.clone());
+    let ada = user(&record, "ada@example.com").await;
+    let instrument = Instrument::for_symbol(Symbol::parse("BTCUSDT").unwrap());
+    let mut bot = definition(ada, "trader");
+    bot.strategy = StrategySpec {
+        kind: "ema_cross".into(),
+        params: json!({"fast": 5, "slow": 9, "qty": "0.001"}),
+        module_id: None,
+    };
+    bot.filters = instrument.filters();
+    let bot = repo.create_bot(&bot, None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreConfig::new(dir.path())).unwrap();
+    let sled = BotRepo::new(&store).unwrap();
+    sled.put_bot(&bot).unwrap();
+
+    let slippage = Decimal::from(5);
+    let mut engine = engine_for(&bot, BotState::default(), Vec::new(), slippage, None).unwrap();
+    engine.set_strategy_active(false);
+    let mut market = SimMarket::new(7, vec![instrument.clone()]);
+    let qty = Decimal::new(1, 3);
+    for k in 0..12u64 {
+        let ts = 1_700_000_000_000 + k * 1000;
+        let mut fx = Effects::default();
+        for event in market.step(&bot.symbol, ts, ts * 1000).unwrap() {
+            engine.on_market(&event, &mut fx);
+        }
+        let price = engine.mark_price().unwrap_or(instrument.start_price);
+        let request = if k % 4 == 3 {
+            // Far below the market: stays open.
+            let half = (price / Decimal::TWO / instrument.tick_size).floor() * instrument.tick_size;
+            OrderRequest::limit(Side::Buy, qty, half)
+        } else if engine.position().qty.is_zero() {
+            OrderRequest::market(Side::Buy, qty)
+        } else {
+            OrderRequest::market(Side::Sell, engine.position().qty)
+        };
+        engine.place_manual(request, &mut fx).unwrap();
+        let state = engine.snapshot();
+        sled.persist(bot.id, &fx, &state).unwrap();
+        repo.persist(bot.id, &fx, &state, None).await.unwrap();
+    }
+    let fills = sled.all_fills(bot.id, u64::MAX).unwrap();
+    assert!(fills.len() >= 6, "the market orders filled: {}", fills.len());
+    assert_eq!(engine.open_orders().len(), 3);
+    let lines = sled.events(bot.id, 0, u64::MAX, 500).unwrap().items.len();
+    assert!(lines > 10, "the engine journaled its orders and fills: {lines}");
+
+    // The restarted node: a pool of its own, and nothing but Postgres.
+    let restarted = PgBotRepo::new(PgRecord::new(&db.config).unwrap());
+    let stored = restarted.bot(bot.id).await.unwrap().unwrap();
+    let state = restarted.state(bot.id).await.unwrap();
+    let open = restarted.open_orders(bot.id).await.unwrap();
+    let rebuilt = engine_for(&stored, state, open, slippage, None).unwrap();
+    assert_eq!(rebuilt.snapshot(), engine.snapshot());
+    assert_eq!(rebuilt.open_orders(), engine.open_orders());
+    // Every read answers as sled's does.
+    assert_eq!(restarted.all_fills(bot.id, u64::MAX).await.unwrap(), fills);
+    for (after, limit) in [(0, 500), (0, 5), (5, 5), (20, 5)] {
+        let (pg, sl) = (
+            restarted.orders(bot.id, after, u64::MAX, limit).await.unwrap(),
+            sled.orders(bot.id, after, u64::MAX, limit).unwrap(),
+        );
+        assert_eq!((pg.items, pg.next_after), (sl.items, sl.next_after), "orders {after} {limit}");
+        let (pg, sl) = (
+            restarted.events(bot.id, after, 10, limit).await.unwrap(),
+            sled.events(bot.id, after, 10, limit).unwrap(),
+        );
+        assert_eq!((pg.items, pg.next_after), (sl.items, sl.next_after), "events {after} {limit}");
+    }
+    assert_eq!(restarted.open_orders(bot.id).await.unwrap(), sled.open_orders(bot.id).unwrap());
+    drop((repo, restarted, record));
+    db.drop_db().await;
+}
