@@ -26,7 +26,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a call may wait for a free pooled connection.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one call (its whole transaction) may take before it is abandoned. A transaction
-/// abandoned this way is rolled back, never committed later.
+/// abandoned before its `COMMIT` was sent is rolled back; one abandoned while its `COMMIT` was
+/// on the wire may have committed, so a caller never takes the error for "not written" (the
+/// bot store, for one, stops the bot, whose restart reloads what Postgres holds).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How to reach the system of record.
