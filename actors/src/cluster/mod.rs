@@ -11,6 +11,7 @@
 
 pub mod budget;
 mod relay;
+pub mod rpc;
 pub mod users;
 
 use std::time::Duration;

@@ -200,6 +200,18 @@ impl UserLeases {
         Ok(Owner::Other { node_id, advertise_url })
     }
 
+    /// Drops what the round's cache says of `user_id`'s owner (it did not answer), so the next
+    /// [`UserLeases::owner`] reads the lease again.
+    pub fn forget(&self, user_id: u64) {
+        self.lock().others.remove(&user_id);
+    }
+
+    /// The live node that should hold `user_id` (the rendezvous winner at the last round).
+    pub fn winner(&self, user_id: u64) -> Option<String> {
+        let state = self.lock();
+        winner(user_id, state.live.iter().map(|(id, _)| id.as_str())).map(str::to_owned)
+    }
+
     /// Takes `user_id`'s lease if this node is the rendezvous winner among the live nodes and
     /// the lease is free; who owns the user afterwards.
     ///

@@ -1,0 +1,133 @@
+//! User leases and forwarding (cluster mode with `cluster.postgres_url`): three nodes on one
+//! Postgres (`KEEL_TEST_POSTGRES_URL`, a database of the test's own) and one NATS
+//! (`KEEL_TEST_NATS_URL`). A user's requests on any node are served by the node holding the
+//! user's lease (`keel-node`), and when that node stops another takes the user over.
+
+use std::time::Duration;
+
+use keel_testkit::{TestApp, assert_error, eventually, quiet_bot};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::cluster_identity::{Database, node};
+
+/// The node that served an answer.
+fn served_by(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("keel-node")
+        .and_then(|v| v.to_str().ok())
+        .expect("every answer in cluster mode names its node")
+        .to_owned()
+}
+
+/// `GET /api/v1/bots` on `app`: its status, the node that served it, and the body.
+async fn bots(app: &TestApp, token: &str) -> (u16, String, Value) {
+    let res = app.send(Method::GET, "/api/v1/bots", None, token).await;
+    let (status, by) = (res.status().as_u16(), served_by(&res));
+    (status, by, res.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_over_when_it_stops()
+{
+    let test = "cluster_users";
+    let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
+    let Some(db) = Database::create(test).await else { return };
+    let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
+    let ids = ["n1", "n2", "n3"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(node(id, &name, &nats, db.url_via(db.upstream)).await);
+    }
+    // Every node is live before the user exists, so its owner is the rendezvous winner of all
+    // three (a node's first round heartbeats at once; the others see it at their next).
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let ada = nodes[0].register("ada@example.com").await;
+
+    // Any node answers for Ada, and all of them through one owner.
+    eventually(Duration::from_secs(15), "ada's requests are served", || async {
+        bots(&nodes[0], &ada.access).await.0 == 200
+    })
+    .await;
+    let (_, owner, _) = bots(&nodes[0], &ada.access).await;
+    for app in &nodes {
+        let (status, by, body) = bots(app, &ada.access).await;
+        assert_eq!((status, by.as_str(), &body), (200, owner.as_str(), &json!({"items": []})));
+    }
+    let owner_at = ids.iter().position(|id| *id == owner).expect("one of the nodes");
+    let other_at = (owner_at + 1) % ids.len();
+    let (on_owner, elsewhere) = (&nodes[owner_at], &nodes[other_at]);
+
+    // A paper bot created on a node that does not own Ada lives on the owner.
+    let res = elsewhere.send(Method::POST, "/api/v1/bots", Some(&quiet_bot()), &ada.access).await;
+    assert_eq!((res.status().as_u16(), served_by(&res)), (201, owner.clone()));
+    let bot: Value = res.json().await.unwrap();
+    let id = bot["id"].as_u64().expect("a bot id");
+    let (status, by, list) = bots(elsewhere, &ada.access).await;
+    assert_eq!((status, by.as_str()), (200, owner.as_str()));
+    assert_eq!(list, bots(on_owner, &ada.access).await.2, "the same list on either node");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    let path = format!("/api/v1/bots/{id}");
+    let forwarded = elsewhere.send(Method::GET, &path, None, &ada.access).await;
+    assert_eq!(served_by(&forwarded), owner);
+    let forwarded: Value = forwarded.json().await.unwrap();
+    assert_eq!(forwarded, on_owner.get_json(&path, &ada.access).await);
+    assert_eq!(forwarded["name"], bot["name"]);
+
+    // A bad request gets the owner's error as it is, under the id the client sent.
+    let bad = json!({"name": "no venue"});
+    let res = elsewhere
+        .client
+        .post(format!("{}/api/v1/bots", elsewhere.address))
+        .bearer_auth(&ada.access)
+        .header("x-request-id", "forwarded-bad-request-1")
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&res), owner);
+    let there = assert_error(res, 422, "VALIDATION_FAILED").await;
+    assert_eq!(there["request_id"], "forwarded-bad-request-1");
+    let res = on_owner.send(Method::POST, "/api/v1/bots", Some(&bad), &ada.access).await;
+    let here = assert_error(res, 422, "VALIDATION_FAILED").await;
+    for field in ["code", "message", "details", "path"] {
+        assert_eq!(there[field], here[field], "{field}");
+    }
+    // Without a token nothing is forwarded: 401 from the node reached.
+    let res = elsewhere.call(Method::GET, "/api/v1/bots", None).await;
+    assert_eq!(served_by(&res), ids[other_at]);
+    assert_error(res, 401, "UNAUTHORIZED").await;
+    // A request already forwarded is never forwarded again: a node that does not own the user
+    // answers that ownership is moving.
+    let res = elsewhere
+        .client
+        .get(format!("{}/api/v1/bots", elsewhere.address))
+        .bearer_auth(&ada.access)
+        .header("keel-forwarded", "n0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let moving = assert_error(res, 503, "UNAVAILABLE").await;
+    assert_eq!(moving["message"], "ownership is moving, retry");
+
+    // The owner stops: it releases Ada's lease, and another node owns her within seconds. Her
+    // bot stays in the stopped node's own store (bots move with Postgres, not yet), so the new
+    // owner lists none.
+    on_owner.stop.stop();
+    eventually(Duration::from_secs(15), "another node owns ada", || async {
+        let (status, by, body) = bots(elsewhere, &ada.access).await;
+        status == 200 && by != owner && body == json!({"items": []})
+    })
+    .await;
+    let (_, new_owner, _) = bots(elsewhere, &ada.access).await;
+    for (at, app) in nodes.iter().enumerate().filter(|(at, _)| *at != owner_at) {
+        let (status, by, _) = bots(app, &ada.access).await;
+        assert_eq!((status, by.as_str()), (200, new_owner.as_str()), "node {}", ids[at]);
+    }
+    for app in &nodes {
+        app.stop.stop();
+    }
+    drop(nodes);
+    db.drop_db().await;
+}
