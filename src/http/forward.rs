@@ -146,7 +146,7 @@ async fn route(
         };
         let bytes = match body.take() {
             Some(bytes) => bytes,
-            None => match req.extract::<web::Bytes>().await {
+            None => match read_body(&mut req, cluster.max_forward_bytes(), &node_id).await {
                 Ok(bytes) => bytes,
                 Err(err) => return Ok(req.error_response(err)),
             },
@@ -175,6 +175,31 @@ async fn route(
     }
     let err = last_error.map_or_else(moving, |err| rpc_error(&err));
     Ok(req.error_response(err))
+}
+
+/// The request's body, up to `limit` bytes (what one NATS message carries; larger uploads must
+/// be sent to the owner itself).
+async fn read_body(req: &mut ServiceRequest, limit: usize, owner: &str) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt as _;
+    let mut payload = req.take_payload();
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|err| {
+            ApiError::bad_request("BAD_REQUEST", format!("cannot read the body: {err}"))
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!(
+                    "bodies over {limit} bytes are not forwarded between nodes; send this one to \
+                     node {owner}, which holds this user's data"
+                ),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 /// 503: the lease moved while the request was on its way.

@@ -111,6 +111,20 @@ async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_
     let moving = assert_error(res, 503, "UNAVAILABLE").await;
     assert_eq!(moving["message"], "ownership is moving, retry");
 
+    // A body larger than a NATS message is refused where it arrives, naming the owner.
+    let res = elsewhere
+        .client
+        .post(format!("{}/api/v1/backtests/uploads", elsewhere.address))
+        .bearer_auth(&ada.access)
+        .header("content-type", "text/csv")
+        .body(vec![b'1'; 2 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&res), ids[other_at]);
+    let large = assert_error(res, 413, "PAYLOAD_TOO_LARGE").await;
+    assert!(large["message"].as_str().unwrap().contains(&owner), "{large}");
+
     // The owner stops: it releases Ada's lease, and another node owns her within seconds. Her
     // bot stays in the stopped node's own store (bots move with Postgres, not yet), so the new
     // owner lists none.

@@ -27,6 +27,10 @@ const FROM: &str = "Keel-From";
 const DEADLINE: &str = "Keel-Deadline-Ms";
 /// NATS header: the answer's HTTP status.
 const STATUS: &str = "Keel-Status";
+/// NATS's default largest message, assumed until the server says its own.
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// Room left in a message for the forwarded request's headers.
+const HEADER_ROOM: usize = 16 * 1024;
 /// How much longer than the owner's deadline the forwarding node waits for the answer, so an
 /// answer the owner gives at its deadline still arrives.
 pub const REPLY_MARGIN: Duration = Duration::from_secs(1);
@@ -94,6 +98,16 @@ pub type RpcHandler =
     Arc<dyn Fn(RpcRequest) -> Pin<Box<dyn Future<Output = RpcAnswer> + Send>> + Send + Sync>;
 
 impl Cluster {
+    /// The largest body a forwarded request may carry: the NATS server's `max_payload` less
+    /// room for the headers ([`DEFAULT_MAX_PAYLOAD`] before the server has said).
+    pub fn max_forward_bytes(&self) -> usize {
+        let max = match self.0.client.server_info().max_payload {
+            0 => DEFAULT_MAX_PAYLOAD,
+            max => max,
+        };
+        max.saturating_sub(HEADER_ROOM)
+    }
+
     /// The subject node `node_id` serves forwarded requests on.
     pub fn rpc_subject(&self, node_id: &str) -> String {
         format!("{}.rpc.{node_id}", self.0.config.name)
