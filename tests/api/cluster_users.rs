@@ -145,3 +145,74 @@ async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_
     drop(nodes);
     db.drop_db().await;
 }
+
+#[actix_web::test]
+async fn a_request_for_an_owner_that_does_not_answer_is_503_at_once_and_the_user_is_taken_once_its_lease_expires()
+ {
+    let test = "cluster_users_ghost";
+    let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
+    let Some(db) = Database::create(test).await else { return };
+    let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
+    let app = node("n1", &name, &nats, db.url_via(db.upstream)).await;
+    let ada = app.register("ada@example.com").await;
+    // A node that heartbeats in Postgres and holds Ada's lease, but does not listen on NATS (hung,
+    // or cut off from NATS): its lease takes Ada from n1 at a higher epoch.
+    let (sql, connection) =
+        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    actix_web::rt::spawn(connection);
+    let user = i64::try_from(ada.user_id).unwrap();
+    sql.execute(
+        "INSERT INTO keel_nodes (node_id, advertise_url) VALUES ('ghost', 'http://g')",
+        &[],
+    )
+    .await
+    .unwrap();
+    sql.execute(
+        "INSERT INTO keel_user_leases (user_id, holder, epoch, expires_at)
+         VALUES ($1, 'ghost', 7, clock_timestamp() + interval '1 hour')
+         ON CONFLICT (user_id) DO UPDATE
+         SET holder = 'ghost', epoch = 7, expires_at = clock_timestamp() + interval '1 hour'",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    // n1 notices at its next renewal at the latest; then every request for Ada is refused at
+    // once (nothing answers on the ghost's subject), never held.
+    eventually(Duration::from_secs(10), "n1 forwards ada's requests to the ghost", || async {
+        let res = app.send(Method::GET, "/api/v1/bots", None, &ada.access).await;
+        res.status().as_u16() == 503
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let res = app.send(Method::GET, "/api/v1/bots", None, &ada.access).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "answered in {:?}", started.elapsed());
+    assert_eq!(res.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let refused = assert_error(res, 503, "UNAVAILABLE").await;
+    assert!(refused["message"].as_str().unwrap().contains("ghost"), "{refused}");
+
+    // The ghost's lease runs out and its heartbeat stops: n1 takes Ada over, at a higher epoch.
+    sql.execute("UPDATE keel_nodes SET heartbeat_at = clock_timestamp() - interval '1 minute' WHERE node_id = 'ghost'", &[])
+        .await
+        .unwrap();
+    sql.execute(
+        "UPDATE keel_user_leases SET expires_at = clock_timestamp() WHERE user_id = $1",
+        &[&user],
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(15), "n1 owns ada again", || async {
+        let (status, by, _) = bots(&app, &ada.access).await;
+        status == 200 && by == "n1"
+    })
+    .await;
+    let row = sql
+        .query_one("SELECT holder, epoch FROM keel_user_leases WHERE user_id = $1", &[&user])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("n1".to_owned(), 8));
+    app.stop.stop();
+    drop((sql, app));
+    db.drop_db().await;
+}
