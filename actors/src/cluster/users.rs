@@ -264,13 +264,14 @@ impl UserLeases {
             .await?;
         let due = {
             let mut state = self.lock();
-            state.live = live.clone();
+            state.live = live;
             state.others.clear();
             state.renewed.is_none_or(|at| at.elapsed() >= RENEW_EVERY)
         };
         if due {
             self.renew().await?;
         }
+        let held: Vec<i64> = self.lock().mine.keys().filter_map(|&u| to_db(u).ok()).collect();
         // Free users, expired leases, and leases this node's row names but this process did
         // not take (a restart); with how long each has been expired.
         let candidates = record
@@ -280,8 +281,9 @@ impl UserLeases {
                     .query(
                         "SELECT u.id, coalesce(extract(epoch FROM clock_timestamp() - l.expires_at), 0)::float8
                          FROM keel_users u LEFT JOIN keel_user_leases l ON l.user_id = u.id
-                         WHERE l.user_id IS NULL OR l.expires_at <= clock_timestamp() OR l.holder = $1",
-                        &[&me],
+                         WHERE (l.user_id IS NULL OR l.expires_at <= clock_timestamp() OR l.holder = $1)
+                           AND NOT u.id = ANY($2)",
+                        &[&me, &held],
                     )
                     .await?;
                 rows.iter()
@@ -365,7 +367,7 @@ impl UserLeases {
     async fn renew(&self) -> Result<(), RecordError> {
         let (users, epochs): (Vec<i64>, Vec<i64>) = {
             let state = self.lock();
-            state.mine.iter().map(|(&u, &e)| (to_db(u).unwrap_or(i64::MAX), e)).unzip()
+            state.mine.iter().filter_map(|(&u, &e)| Some((to_db(u).ok()?, e))).unzip()
         };
         let started = Instant::now();
         let record = &self.0.record;
@@ -441,7 +443,7 @@ impl UserLeases {
         }
         self.set_gauge();
         let (users, epochs): (Vec<i64>, Vec<i64>) =
-            mine.iter().map(|(&u, &e)| (to_db(u).unwrap_or(i64::MAX), e)).unzip();
+            mine.iter().filter_map(|(&u, &e)| Some((to_db(u).ok()?, e))).unzip();
         let record = &self.0.record;
         record
             .timed("leases.release", async {
