@@ -40,8 +40,18 @@ async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_
         nodes.push(node(id, &name, &nats, db.url_via(db.upstream)).await);
     }
     // Every node is live before the user exists, so its owner is the rendezvous winner of all
-    // three (a node's first round heartbeats at once; the others see it at their next).
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // three (a node's first round heartbeats at once).
+    let (sql, connection) =
+        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    actix_web::rt::spawn(connection);
+    eventually(Duration::from_secs(5), "three nodes heartbeat", || async {
+        let row = sql.query_one("SELECT count(*) FROM keel_nodes", &[]).await.unwrap();
+        row.get::<_, i64>(0) == 3
+    })
+    .await;
+    drop(sql);
     let ada = nodes[0].register("ada@example.com").await;
 
     // Any node answers for Ada, and all of them through one owner.

@@ -227,3 +227,33 @@ fn plain_headers(headers: &HeaderMap) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_request_reads_back_from_its_headers_without_keels_own() {
+        let mut headers = HeaderMap::new();
+        headers.insert(METHOD, "POST");
+        headers.insert(PATH, "/api/v1/bots?limit=2");
+        headers.insert(FROM, "n2");
+        headers.insert(DEADLINE, "5000");
+        headers.insert("Authorization", "Bearer t");
+        let request = parse(headers, Bytes::from_static(b"{}")).expect("complete");
+        assert_eq!(
+            request,
+            RpcRequest {
+                method: "POST".into(),
+                path: "/api/v1/bots?limit=2".into(),
+                headers: vec![("authorization".into(), "Bearer t".into())],
+                body: Bytes::from_static(b"{}"),
+                deadline: Duration::from_secs(5),
+                from: "n2".into(),
+            }
+        );
+        let mut no_path = HeaderMap::new();
+        no_path.insert(METHOD, "GET");
+        assert_eq!(parse(no_path, Bytes::new()), None, "a request needs its path");
+    }
+}
