@@ -80,8 +80,10 @@ pub async fn middleware(
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let node = state.cluster.as_ref().map(|c| c.node_id().to_owned());
+    // The path as the router matches it (`%62ots` is `bots`), not as sent.
+    let scoped = user_scoped(req.match_info().as_str());
     let mut res = match &state.leases {
-        Some(_) if user_scoped(req.path()) => route(req, next, &state).await?,
+        Some(_) if scoped => route(req, next, &state).await?,
         _ => next.call(req).await?.map_into_boxed_body(),
     };
     if let Some(node) = node

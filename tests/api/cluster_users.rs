@@ -77,6 +77,9 @@ async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_
     assert_eq!((status, by.as_str()), (200, owner.as_str()));
     assert_eq!(list, bots(on_owner, &ada.access).await.2, "the same list on either node");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+    // The path as routed decides, not as spelled.
+    let res = elsewhere.send(Method::GET, "/api/v1/%62ots", None, &ada.access).await;
+    assert_eq!((res.status().as_u16(), served_by(&res)), (200, owner.clone()));
     let path = format!("/api/v1/bots/{id}");
     let forwarded = elsewhere.send(Method::GET, &path, None, &ada.access).await;
     assert_eq!(served_by(&forwarded), owner);
