@@ -99,7 +99,7 @@ pub type RpcHandler =
 
 impl Cluster {
     /// The largest body a forwarded request may carry: the NATS server's `max_payload` less
-    /// room for the headers ([`DEFAULT_MAX_PAYLOAD`] before the server has said).
+    /// room for the headers (1 MiB, NATS's default, before the server has said).
     pub fn max_forward_bytes(&self) -> usize {
         let max = match self.0.client.server_info().max_payload {
             0 => DEFAULT_MAX_PAYLOAD,
