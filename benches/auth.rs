@@ -141,6 +141,7 @@ impl Fixture {
             sink: None,
             cluster: None,
             record: None,
+            leases: None,
             backtests: keel_actors::backtest::jobs::Jobs::start(
                 keel_actors::backtest::jobs::JobsConfig {
                     workers: 1,

@@ -24,6 +24,8 @@ use crate::state::{AppState, Identity};
 const SHUTDOWN_BUDGET: Duration = Duration::from_millis(9_500);
 /// Share of the budget the actor tree gets to stop.
 const ACTOR_STOP_DEADLINE: Duration = Duration::from_secs(2);
+/// Share of the budget releasing the user leases gets (they expire by themselves after that).
+const LEASE_RELEASE_DEADLINE: Duration = Duration::from_secs(1);
 /// How long a connection whose response is sent may take to close before it is dropped.
 const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -103,6 +105,8 @@ pub struct Application {
     stop: StopHandle,
     shutdown_timeout: Duration,
     signals: Signals,
+    /// The user-lease rounds and the forwarded-request responder, in cluster mode.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Application {
@@ -161,7 +165,33 @@ impl Application {
         let address = settings.listen_address()?;
         let listener = TcpListener::bind(address)
             .with_context(|| format!("binding {address} (server.host, server.port)"))?;
-        let port = listener.local_addr()?.port();
+        let local = listener.local_addr()?;
+        let port = local.port();
+        // In cluster mode with Postgres: user leases, and the requests other nodes forward to
+        // this one, served through this listener (`http::forward`).
+        let mut tasks = Vec::new();
+        let leases = match (&record, &runtime.cluster) {
+            (Some(record), Some(cluster)) => {
+                let leases = keel_actors::cluster::users::UserLeases::new(
+                    record.clone(),
+                    cluster.node_id().to_owned(),
+                    settings.cluster.advertise_url.clone(),
+                );
+                tasks.push(leases.start());
+                let ip = match local.ip() {
+                    ip if !ip.is_unspecified() => ip,
+                    std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                };
+                let base = format!("http://{}", std::net::SocketAddr::new(ip, port));
+                let responder = http::forward::responder(base)?;
+                tasks.push(
+                    cluster.serve_rpc(responder).await.context("serving forwarded requests")?,
+                );
+                Some(leases)
+            }
+            _ => None,
+        };
 
         let settings = Arc::new(settings);
         let Runtime {
@@ -195,6 +225,7 @@ impl Application {
             sink,
             cluster,
             record,
+            leases,
             backtests,
             strategies: modules,
             user_limits,
@@ -219,6 +250,7 @@ impl Application {
                 .app_data(path.clone())
                 .app_data(query.clone())
                 .app_data(access_log.clone())
+                .wrap(from_fn(http::forward::middleware))
                 .wrap(from_fn(http::protect::middleware))
                 .wrap(http::cors(&cors))
                 .wrap(from_fn(http::metrics::middleware))
@@ -256,6 +288,7 @@ impl Application {
             stop: StopHandle::default(),
             shutdown_timeout,
             signals,
+            tasks,
         })
     }
 
@@ -276,7 +309,7 @@ impl Application {
     /// # Errors
     /// The server failed, or the final flush failed.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { server, state, stop, shutdown_timeout, mut signals, .. } = self;
+        let Self { server, state, stop, shutdown_timeout, mut signals, tasks, .. } = self;
         let handle = server.handle();
         let mut server = std::pin::pin!(server);
         let reason = tokio::select! {
@@ -313,7 +346,25 @@ impl Application {
             Err(err) => tracing::warn!(error = %err, "the actor tree did not answer shutdown"),
         }
 
-        // 3. Make everything durable.
+        // 3. In cluster mode, give up this node's user leases (expired now) so other nodes take
+        // its users at their next round instead of after the TTL; forward nothing more here.
+        for task in &tasks {
+            task.abort();
+        }
+        if let Some(leases) = &state.leases {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(LEASE_RELEASE_DEADLINE.min(remaining), leases.release_all())
+                .await
+            {
+                Ok(Ok(released)) => tracing::info!(released, "user leases released"),
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err.detail(), "user leases not released; they expire");
+                }
+                Err(_) => tracing::warn!("releasing the user leases took too long; they expire"),
+            }
+        }
+
+        // 4. Make everything durable.
         let remaining = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(remaining, state.store.flush())
             .await

@@ -56,6 +56,8 @@ pub struct AppState {
     pub cluster: Option<keel_actors::cluster::Cluster>,
     /// The cluster's Postgres (the system of record), in cluster mode with `postgres_url`.
     pub record: Option<PgRecord>,
+    /// This node's user leases (who owns which user), in cluster mode with `postgres_url`.
+    pub leases: Option<keel_actors::cluster::users::UserLeases>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
     /// Owners' strategy modules and the WebAssembly host.

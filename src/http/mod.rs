@@ -13,6 +13,7 @@ pub mod backtests;
 pub mod bots;
 pub mod dashboard;
 pub mod error;
+pub mod forward;
 #[cfg(test)]
 mod fuzz;
 pub mod health;

@@ -69,7 +69,10 @@ pub async fn middleware(
 
 fn finish_error(res: ServiceResponse<BoxBody>, request_id: &str) -> ServiceResponse<BoxBody> {
     let status = res.status();
-    if !(status.is_client_error() || status.is_server_error()) {
+    // An answer forwarded from the user's owner is already in the JSON error shape, with this
+    // request's id.
+    let forwarded = res.response().extensions().contains::<super::forward::ForwardedAnswer>();
+    if !(status.is_client_error() || status.is_server_error()) || forwarded {
         return res;
     }
     let (req, response) = res.into_parts();

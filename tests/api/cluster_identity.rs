@@ -18,16 +18,16 @@ use crate::postgres::{Proxy, postgres_url, upstream, via};
 use crate::ws::{connect, expect_closed, expect_type};
 
 /// A database of the test's own, dropped at the end.
-struct Database {
+pub(crate) struct Database {
     name: String,
     admin: tokio_postgres::Client,
     /// Where it is, without any proxy.
-    upstream: SocketAddr,
+    pub(crate) upstream: SocketAddr,
     url: String,
 }
 
 impl Database {
-    async fn create(test: &str) -> Option<Self> {
+    pub(crate) async fn create(test: &str) -> Option<Self> {
         let url = postgres_url(test)?;
         let (admin, connection) =
             tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connects");
@@ -38,19 +38,19 @@ impl Database {
     }
 
     /// The key=value URL of the database through `addr` (the server itself, or a proxy).
-    fn url_via(&self, addr: SocketAddr) -> String {
+    pub(crate) fn url_via(&self, addr: SocketAddr) -> String {
         // `via` keeps the test server's database name; a later `dbname` takes its place.
         format!("{} dbname={}", via(&self.url, addr), self.name)
     }
 
-    async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         self.admin.batch_execute(&sql).await.unwrap();
     }
 }
 
 /// A cluster node whose identity lives in the Postgres at `postgres`.
-async fn node(id: &str, name: &str, nats: &str, postgres: String) -> TestApp {
+pub(crate) async fn node(id: &str, name: &str, nats: &str, postgres: String) -> TestApp {
     let (id, name, nats) = (id.to_owned(), name.to_owned(), nats.to_owned());
     spawn_app_with(move |s| {
         s.cluster.enabled = true;

@@ -12,6 +12,7 @@ mod browser;
 mod cluster_budget;
 mod cluster_identity;
 mod cluster_md;
+mod cluster_users;
 mod derivatives;
 mod disk_guard;
 mod errors;

@@ -6,11 +6,15 @@
 //! cluster holds or follows each symbol it wants ([`crate::feed`]'s `cluster` module): the
 //! holder connects to the exchange and publishes every normalised event; the others read the
 //! stream instead of connecting. The order budget ([`budget`]) is what every live router asks
-//! before a new order in cluster mode. Nothing here blocks an actor thread: every NATS call
-//! runs in a spawned future (or in the router's own, for the budget).
+//! before a new order in cluster mode. With Postgres, [`users`] holds the user leases (which node
+//! acts for which user) and [`rpc`] carries requests forwarded to a user's owner. Nothing here
+//! blocks an actor thread: every NATS call runs in a spawned future (or in the router's own, for
+//! the budget).
 
 pub mod budget;
 mod relay;
+pub mod rpc;
+pub mod users;
 
 use std::time::Duration;
 

@@ -68,6 +68,22 @@ impl ErrorBody {
         builder.json(ErrorResponse { error: self })
     }
 
+    /// A complete error body, serialized, for an answer built outside the request pipeline
+    /// (a forwarded request the owner could not serve).
+    pub(crate) fn standalone(
+        code: &'static str,
+        message: &str,
+        request_id: &str,
+        path: &str,
+    ) -> bytes::Bytes {
+        let mut body = Self::new(code, message.to_owned(), Vec::new());
+        body.request_id = request_id.to_owned();
+        body.timestamp =
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        body.path = path.split('?').next().unwrap_or(path).to_owned();
+        serde_json::to_vec(&ErrorResponse { error: body }).unwrap_or_default().into()
+    }
+
     /// The body for an error response that did not come from an [`ApiError`] (actix's own).
     pub(crate) fn for_foreign(
         status: StatusCode,
