@@ -270,6 +270,7 @@ fn start_bot(
         sessions: Default::default(),
         mailbox: BOT_MAILBOX,
         start_reason: None,
+        postgres: None,
         indicators: Default::default(),
     };
     BotActor::start_in_arbiter(arbiter, move |_| BotActor::new(args))

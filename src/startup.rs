@@ -136,9 +136,27 @@ impl Application {
             ),
             None => None,
         };
-        let runtime = Runtime::start(settings.runtime_config(secrets.key_ring)?)
-            .await
-            .context("starting the runtime")?;
+        // In cluster mode with Postgres: the user leases, built before the runtime so that the
+        // bot supervisor follows them from its start (their rounds start once the node serves).
+        let leases = match &record {
+            Some(record) if settings.cluster.enabled => {
+                Some(keel_actors::cluster::users::UserLeases::new(
+                    record.clone(),
+                    settings.cluster.node_id.clone(),
+                    settings.cluster.advertise_url.clone(),
+                ))
+            }
+            _ => None,
+        };
+        let mut runtime_config = settings.runtime_config(secrets.key_ring)?;
+        runtime_config.bots_in_postgres = match (&record, &leases) {
+            (Some(record), Some(leases)) => Some(keel_actors::bot::supervisor::PgBots {
+                repo: keel_actors::bot::pg::PgBotRepo::new(record.clone()),
+                leases: leases.clone(),
+            }),
+            _ => None,
+        };
+        let runtime = Runtime::start(runtime_config).await.context("starting the runtime")?;
         let identity = Arc::new(
             Identity::build(&settings, &runtime.store, record.as_ref(), &secrets.jwt_secret)
                 .await?,
@@ -170,13 +188,8 @@ impl Application {
         // In cluster mode with Postgres: user leases, and the requests other nodes forward to
         // this one, served through this listener (`http::forward`).
         let mut tasks = Vec::new();
-        let leases = match (&record, &runtime.cluster) {
-            (Some(record), Some(cluster)) => {
-                let leases = keel_actors::cluster::users::UserLeases::new(
-                    record.clone(),
-                    cluster.node_id().to_owned(),
-                    settings.cluster.advertise_url.clone(),
-                );
+        let leases = match (leases, &runtime.cluster) {
+            (Some(leases), Some(cluster)) => {
                 tasks.push(leases.start());
                 let ip = match local.ip() {
                     ip if !ip.is_unspecified() => ip,

@@ -82,6 +82,9 @@ pub struct RuntimeConfig {
     pub retention: RetentionConfig,
     /// The caps owners' WebAssembly strategy modules run under.
     pub wasm: keel_wasm::WasmConfig,
+    /// Cluster mode with `postgres_url`: bots live in Postgres and run on the node holding their
+    /// owner's lease (`None`: the node's own store only).
+    pub bots_in_postgres: Option<crate::bot::supervisor::PgBots>,
 }
 
 /// Mailbox capacities of the tree's actors.
@@ -231,6 +234,7 @@ impl Runtime {
             backtests,
             retention,
             wasm,
+            bots_in_postgres,
         } = config;
         let path = store_config.path.clone();
         let store_error = |source| RuntimeError::Store { path: path.clone(), source };
@@ -306,6 +310,7 @@ impl Runtime {
             indicator_points: limits.indicator_points,
             view: bots_view.clone(),
             modules: Some(modules.clone()),
+            postgres: bots_in_postgres,
         };
         let sink = postgres_sink(sink, &store).await?.map_err(store_error)?;
         let mut repo = BotRepo::new(&store).map_err(store_error)?;

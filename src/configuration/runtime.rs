@@ -23,6 +23,8 @@ impl Settings {
         let mailboxes = &self.mailboxes;
         Ok(RuntimeConfig {
             wasm: self.wasm.config(),
+            // Set by the application once it has the cluster's Postgres and its user leases.
+            bots_in_postgres: None,
             store: self.store_config(),
             policy: RestartPolicy {
                 max_restarts: self.supervisor.max_restarts,

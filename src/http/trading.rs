@@ -84,6 +84,14 @@ fn repo(state: &AppState) -> Result<keel_actors::bot::BotRepo, ApiError> {
     Ok(keel_actors::bot::BotRepo::new(&state.store)?)
 }
 
+/// Cluster mode with `postgres_url`: the bot tables, which hold a bot's whole history (this
+/// node's store holds only what happened while it owned the bot's owner). The request runs on
+/// the owner (forwarding), whose flushes are what the watermarks count.
+fn pg_repo(state: &AppState) -> Option<keel_actors::bot::pg::PgBotRepo> {
+    state.leases.as_ref()?;
+    state.record.clone().map(keel_actors::bot::pg::PgBotRepo::new)
+}
+
 /// Durable fill and event watermarks: a running bot's, or everything for a stopped one.
 fn watermarks(live: Option<&LiveView>) -> (u64, u64) {
     live.map_or((u64::MAX, u64::MAX), |l| (l.durable_fill_id, l.durable_event_id))
@@ -108,8 +116,22 @@ async fn page(
     let limit = q.limit()?;
     let (_, live) = live(state, user.user_id, bot_id).await?;
     let (fills_upto, events_upto) = watermarks(live.as_ref());
-    let repo = repo(state)?;
     let after = q.after;
+    if let Some(repo) = pg_repo(state) {
+        let body = match journal {
+            Journal::Orders => {
+                serde_json::to_value(repo.orders(bot_id, after, u64::MAX, limit).await?)
+            }
+            Journal::Fills => {
+                serde_json::to_value(repo.fills(bot_id, after, fills_upto, limit).await?)
+            }
+            Journal::Events => {
+                serde_json::to_value(repo.events(bot_id, after, events_upto, limit).await?)
+            }
+        };
+        return Ok(HttpResponse::Ok().json(body.map_err(ApiError::internal)?));
+    }
+    let repo = repo(state)?;
     let body = match journal {
         // Orders show their latest state; they carry no watermark.
         Journal::Orders => {
@@ -247,9 +269,14 @@ pub async fn performance(
     let (record, live) = live(&state, user.user_id, id.into_inner()).await?;
     let (upto, _) = watermarks(live.as_ref());
     let mark = live.as_ref().and_then(|l| l.mark_price);
-    let repo = repo(&state)?;
     let bot_id = record.id;
-    let fills = read(move || repo.all_fills(bot_id, upto)).await?;
+    let fills = match pg_repo(&state) {
+        Some(repo) => repo.all_fills(bot_id, upto).await?,
+        None => {
+            let repo = repo(&state)?;
+            read(move || repo.all_fills(bot_id, upto)).await?
+        }
+    };
     let now = keel_venues::now_us() / 1000;
     let figures = performance::compute(&fills, record.paper.starting_quote, mark, now);
     Ok(HttpResponse::Ok().json(figures))

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::cluster_identity::{Database, node};
 
 /// The node that served an answer.
-fn served_by(res: &reqwest::Response) -> String {
+pub(crate) fn served_by(res: &reqwest::Response) -> String {
     res.headers()
         .get("keel-node")
         .and_then(|v| v.to_str().ok())
@@ -27,31 +27,37 @@ async fn bots(app: &TestApp, token: &str) -> (u16, String, Value) {
     (status, by, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Nodes `ids` of a fresh cluster on `db`, once every one of them heartbeats: a user
+/// registered then is owned by the rendezvous winner of them all (a node's first round
+/// heartbeats at once).
+pub(crate) async fn live_nodes(ids: &[&str], nats: &str, db: &Database) -> Vec<TestApp> {
+    let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(node(id, &name, nats, db.url_via(db.upstream)).await);
+    }
+    let (sql, connection) =
+        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    actix_web::rt::spawn(connection);
+    let count = i64::try_from(ids.len()).expect("a few nodes");
+    eventually(Duration::from_secs(5), "every node heartbeats", || async {
+        let row = sql.query_one("SELECT count(*) FROM keel_nodes", &[]).await.unwrap();
+        row.get::<_, i64>(0) == count
+    })
+    .await;
+    nodes
+}
+
 #[actix_web::test]
 async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_over_when_it_stops()
 {
     let test = "cluster_users";
     let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
     let Some(db) = Database::create(test).await else { return };
-    let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
     let ids = ["n1", "n2", "n3"];
-    let mut nodes = Vec::new();
-    for id in ids {
-        nodes.push(node(id, &name, &nats, db.url_via(db.upstream)).await);
-    }
-    // Every node is live before the user exists, so its owner is the rendezvous winner of all
-    // three (a node's first round heartbeats at once).
-    let (sql, connection) =
-        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-    actix_web::rt::spawn(connection);
-    eventually(Duration::from_secs(5), "three nodes heartbeat", || async {
-        let row = sql.query_one("SELECT count(*) FROM keel_nodes", &[]).await.unwrap();
-        row.get::<_, i64>(0) == 3
-    })
-    .await;
-    drop(sql);
+    let nodes = live_nodes(&ids, &nats, &db).await;
     let ada = nodes[0].register("ada@example.com").await;
 
     // Any node answers for Ada, and all of them through one owner.
@@ -139,12 +145,11 @@ async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_
     assert!(large["message"].as_str().unwrap().contains(&owner), "{large}");
 
     // The owner stops: it releases Ada's lease, and another node owns her within seconds. Her
-    // bot stays in the stopped node's own store (bots move with Postgres, not yet), so the new
-    // owner lists none.
+    // bot lives in Postgres, so the new owner lists it as it was.
     on_owner.stop.stop();
     eventually(Duration::from_secs(15), "another node owns ada", || async {
         let (status, by, body) = bots(elsewhere, &ada.access).await;
-        status == 200 && by != owner && body == json!({"items": []})
+        status == 200 && by != owner && body == list
     })
     .await;
     let (_, new_owner, _) = bots(elsewhere, &ada.access).await;

@@ -10,6 +10,7 @@ mod bot_recovery;
 mod bots;
 mod browser;
 mod cluster_budget;
+mod cluster_failover;
 mod cluster_identity;
 mod cluster_md;
 mod cluster_users;

@@ -115,6 +115,9 @@ pub struct BotActorArgs {
     pub start_reason: Option<String>,
     /// Where the bot's indicator series are kept.
     pub indicators: super::indicators::IndicatorBook,
+    /// Cluster mode with `postgres_url`: every flush is also written to Postgres under the
+    /// owner's lease (`None`: the node's own store only).
+    pub postgres: Option<super::pg::PgBotLink>,
 }
 
 /// One running bot.
@@ -326,9 +329,12 @@ impl Actor for BotActor {
         }
         self.persist(ctx, None);
         self.subscribe(ctx);
-        ctx.run_interval(SNAPSHOT_INTERVAL, |act, _| {
+        ctx.run_interval(SNAPSHOT_INTERVAL, |act, ctx| {
             if act.dirty_snapshot {
                 act.dirty_snapshot = false;
+                if act.persist_snapshot(ctx) {
+                    return;
+                }
                 if let Err(err) = act.args.repo.put_state(act.id(), &act.args.engine.snapshot()) {
                     tracing::warn!(bot_id = act.id(), error = %err, "strategy snapshot not stored");
                 }
@@ -395,5 +401,24 @@ impl Handler<MarketData> for BotActor {
 
     fn handle(&mut self, data: MarketData, ctx: &mut Context<Self>) {
         self.on_event(&data, ctx);
+    }
+}
+
+/// Stop at once and send nothing more, not even cancels: this node no longer holds the owner's
+/// lease (cluster mode with `postgres_url`), and the node that does runs the bot now. Nothing
+/// is written to Postgres either (the fence would refuse it).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Abandon;
+
+impl Handler<Abandon> for BotActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Abandon, ctx: &mut Context<Self>) {
+        tracing::info!(bot_id = self.id(), "bot stopped: its owner's lease moved to another node");
+        self.stopping = true;
+        self.awaiting.clear();
+        self.args.lifeline.stopped_on_request();
+        ctx.stop();
     }
 }

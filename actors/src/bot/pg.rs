@@ -70,6 +70,17 @@ pub struct Pruned {
     pub events: u64,
 }
 
+/// What a bot actor writes through when its owner's data lives in Postgres: the bot tables and
+/// the fence of the owner's lease on this node. Each of the bot's flushes is one
+/// [`PgBotRepo::persist_calls`] under this fence.
+#[derive(Debug, Clone)]
+pub struct PgBotLink {
+    /// The bot tables.
+    pub repo: PgBotRepo,
+    /// The owner's lease, as this node took it.
+    pub fence: Fence,
+}
+
 /// Typed access to the bot tables.
 #[derive(Debug, Clone)]
 pub struct PgBotRepo {

@@ -182,6 +182,26 @@ impl BotRepo {
         Ok(())
     }
 
+    /// Replaces everything stored of a bot with a definition, a state and the orders still open
+    /// (read from the system of record, `postgres_url`): the node's working copy of a bot whose
+    /// owner it has just taken. Nothing goes to the outbox or the notification outbox: it is not
+    /// news. Not yet durable: commit before relying on it.
+    ///
+    /// # Errors
+    /// Encoding or sled failed.
+    pub fn replace_bot(
+        &self,
+        bot: &BotRecord,
+        state: &BotState,
+        open: &[Order],
+    ) -> Result<(), StoreError> {
+        self.delete_bot(bot.id)?;
+        let quiet = Self { outbox: None, notify: None, ..self.clone() };
+        let fx = Effects { orders: open.to_vec(), ..Effects::default() };
+        quiet.persist(bot.id, &fx, state)?;
+        self.put_bot(bot)
+    }
+
     /// The bot's durable state; the default for a bot that never traded.
     ///
     /// # Errors

@@ -27,6 +27,7 @@ mod lifecycle;
 pub mod messages;
 pub mod modules;
 mod owner;
+pub mod postgres;
 mod relaunch;
 mod storage;
 mod user_risk;
@@ -42,6 +43,7 @@ pub use self::messages::{
     ControlBot, CreateBot, DeleteBot, ForBot, GetBot, GetIndicators, GetLiveBot, KillReport,
     KillSwitch, ListBots, OpenOrderLeft, RemoveUserBots, RemovedBots, SetUserRisk, UpdateBot,
 };
+pub use self::postgres::PgBots;
 use self::relaunch::Relaunch;
 pub use self::relaunch::{GetRelaunch, RelaunchReport};
 pub use self::storage::{DISK_LOW_REASON, DiskSpace};
@@ -97,6 +99,14 @@ pub enum BotError {
     /// Storage failed; nothing changed.
     #[error("storage failed")]
     Store,
+    /// Cluster mode with `postgres_url`: this node does not hold (or no longer holds) the
+    /// owner's lease, so it may not change the owner's bots; retry (the request goes to the
+    /// new owner).
+    #[error("ownership is moving, retry")]
+    Moving,
+    /// Cluster mode with `postgres_url`: Postgres failed or did not answer in time.
+    #[error("the system of record did not answer")]
+    Record,
     /// The venue refused what a start needs (a derivatives bot's leverage or margin type), or
     /// could not be asked (`refused` false: retry later).
     #[error("{message}")]
@@ -145,6 +155,9 @@ pub struct BotsConfig {
     pub view: BotsView,
     /// Owners' strategy modules and the WebAssembly host wasm bots run on (none: no wasm bots).
     pub modules: Option<crate::strategies::Modules>,
+    /// Cluster mode with `postgres_url`: bots live in Postgres and run on the node holding
+    /// their owner's lease ([`postgres`]); `None`: the node's own store only.
+    pub postgres: Option<PgBots>,
 }
 
 /// The venues live bots can trade on, and the vault that signs for them.
@@ -189,6 +202,8 @@ pub struct BotSupervisor {
     relaunch: Relaunch,
     /// Users whose account is being deleted: no new bots, no starts.
     deleting: std::collections::HashSet<UserId>,
+    /// Bots in Postgres (set as the actor starts, from `BotsConfig::postgres`).
+    pg: Option<postgres::PgSide>,
 }
 
 impl std::fmt::Debug for BotSupervisor {
@@ -210,8 +225,15 @@ impl BotSupervisor {
         feeds: Arc<BTreeMap<VenueId, FeedAddress>>,
         config: BotsConfig,
     ) -> Result<Self, StoreError> {
-        let bots: BTreeMap<BotId, BotRecord> =
+        let mut bots: BTreeMap<BotId, BotRecord> =
             repo.all_bots()?.into_iter().map(|b| (b.id, b)).collect();
+        if config.postgres.is_some() {
+            // The working copies of an earlier run: the bots of the users this node takes are
+            // read again from Postgres.
+            for bot_id in std::mem::take(&mut bots).into_keys() {
+                repo.delete_bot(bot_id)?;
+            }
+        }
         let mut owners: HashMap<UserId, Vec<BotRecord>> = HashMap::new();
         for bot in bots.values() {
             owners.entry(bot.user_id).or_default().push(bot.clone());
@@ -236,6 +258,7 @@ impl BotSupervisor {
             lifeline: None,
             relaunch: Relaunch::default(),
             deleting: std::collections::HashSet::new(),
+            pg: None,
         })
     }
 
@@ -273,6 +296,16 @@ impl BotSupervisor {
         ctx: &mut Context<Self>,
         reply: impl FnOnce(Result<BotRecord, BotError>) -> R + 'static,
     ) {
+        let pg = match &self.pg {
+            Some(pg) => match pg.write(record.user_id, postgres::PgWrite::Put(record.clone())) {
+                Ok(write) => Some(write),
+                Err(err) => {
+                    reply(Err(err));
+                    return;
+                }
+            },
+            None => None,
+        };
         if let Err(err) = self.repo.put_bot(&record) {
             reply(Err(err.into()));
             return;
@@ -281,8 +314,15 @@ impl BotSupervisor {
         self.bots.insert(record.id, record.clone());
         self.publish_owner(owner);
         let store = self.repo.store().clone();
-        ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
-            reply(done.map(|()| record).map_err(BotError::from));
+        let written = async move {
+            store.commit().await?;
+            if let Some(write) = pg {
+                write.await?;
+            }
+            Ok::<(), BotError>(())
+        };
+        ctx.spawn(written.into_actor(self).map(move |done, _, _| {
+            reply(done.map(|()| record));
         }));
     }
 }

@@ -75,6 +75,20 @@ impl From<BotError> for ApiError {
             BotError::Trade(err) => err.into(),
             BotError::Unavailable(err) => err.into(),
             BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
+            // Cluster mode with `postgres_url`: the owner's lease is moving, or Postgres did not
+            // answer. Both pass: retry.
+            BotError::Moving => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "ownership is moving, retry",
+            )
+            .retry_after(1),
+            BotError::Record => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the system of record did not answer; retry",
+            )
+            .retry_after(RETRY_AFTER_SECS),
             // A derivatives bot's start: the venue refused its leverage or margin type (422
             // `LEVERAGE_REFUSED`, with the venue's words), or did not answer (503, retry).
             BotError::Venue { refused: true, message } => {

@@ -4,12 +4,19 @@
 //! durable by a shared flush (group commit). What depends on durability waits in [`AfterFlush`]
 //! until the flush that covers it: the command's answer, venue requests, journal lines for the
 //! owner's connections, and the durable watermarks the read endpoints show.
+//!
+//! With a Postgres link (cluster mode with `postgres_url`) a flush also writes what it covers to
+//! Postgres, as one [`PgBotRepo::persist_calls`](crate::bot::pg::PgBotRepo::persist_calls)
+//! transaction under the owner's [`Fence`](crate::pg::fence::Fence), and counts as durable only
+//! once that committed. One flush is in flight per bot; the writes made meanwhile wait and go
+//! together in the next. A fenced flush stops the bot at once and sends nothing: another node
+//! owns the user now. Any other Postgres error stops it as a failed store write does.
 
 use actix::prelude::*;
 
 use super::{BotActor, BotPaused};
 use keel_core::bot::BotStatus;
-use keel_core::engine::{BotEvent, BotEventKind, BotState, Outbound};
+use keel_core::engine::{BotEvent, BotEventKind, BotState, Effects, Outbound};
 
 /// What a write leaves to do once it is durable: applied in write order after the flush that
 /// covers it.
@@ -24,6 +31,21 @@ pub(super) struct AfterFlush {
     events: Vec<BotEvent>,
     /// The command's answer.
     then: Option<Box<dyn FnOnce(bool) + Send>>,
+    /// What of the write goes to Postgres (orders, fills, journal lines), when the bot has a
+    /// Postgres link.
+    record: Option<Effects>,
+}
+
+/// How a flush ended.
+enum Flushed {
+    /// Everything it covers is durable.
+    Durable,
+    /// The node's store could not flush (nothing it covers is reported durable).
+    NotDurable,
+    /// Postgres refused the write: the owner's lease is no longer this node's.
+    Fenced(String),
+    /// Postgres failed (nothing is reported durable; the bot stops).
+    Failed(String),
 }
 
 impl std::fmt::Debug for AfterFlush {
@@ -89,11 +111,108 @@ impl BotActor {
         for request in &outbound {
             self.in_flight.extend(request.orders().into_iter().map(|order| order.id));
         }
+        let record = self.args.postgres.as_ref().map(|_| Effects {
+            orders: self.fx.orders.clone(),
+            fills: self.fx.fills.clone(),
+            events: self.fx.events.clone(),
+            ..Effects::default()
+        });
         let events = std::mem::take(&mut self.fx.events);
         self.fx.clear();
         self.dirty_snapshot = false;
-        self.awaiting.push(AfterFlush { written: written.is_ok(), state, outbound, events, then });
+        self.awaiting.push(AfterFlush {
+            written: written.is_ok(),
+            state,
+            outbound,
+            events,
+            then,
+            record,
+        });
         self.flush(ctx);
+    }
+
+    /// With a Postgres link, queues the strategy's state for the next flush (the snapshot a
+    /// quiet bot saves every 10 s); `false` without one.
+    pub(super) fn persist_snapshot(&mut self, ctx: &mut Context<Self>) -> bool {
+        if self.args.postgres.is_none() {
+            return false;
+        }
+        self.awaiting.push(AfterFlush {
+            written: true,
+            state: self.args.engine.snapshot(),
+            outbound: Vec::new(),
+            events: Vec::new(),
+            then: None,
+            record: Some(Effects::default()),
+        });
+        self.flush(ctx);
+        true
+    }
+
+    /// A future that makes `batch` durable: the node's store flushed, then, with a Postgres
+    /// link, its records and the state after its last write committed under the owner's fence.
+    fn write_batch(
+        &self,
+        batch: &[AfterFlush],
+    ) -> impl std::future::Future<Output = Flushed> + 'static {
+        let store = self.args.repo.store().clone();
+        let postgres = self.args.postgres.clone().and_then(|link| {
+            let state = batch.last()?.state.clone();
+            let calls: Vec<Effects> = batch
+                .iter()
+                .filter_map(|after| {
+                    after.record.as_ref().map(|fx| Effects {
+                        orders: fx.orders.clone(),
+                        fills: fx.fills.clone(),
+                        events: fx.events.clone(),
+                        ..Effects::default()
+                    })
+                })
+                .collect();
+            Some((link, calls, state))
+        });
+        let bot_id = self.id();
+        async move {
+            if store.commit().await.is_err() {
+                return Flushed::NotDurable;
+            }
+            let Some((link, calls, state)) = postgres else { return Flushed::Durable };
+            match link.repo.persist_calls(bot_id, &calls, &state, Some(&link.fence)).await {
+                Ok(()) => Flushed::Durable,
+                Err(err) if err.is_fenced() => Flushed::Fenced(err.to_string()),
+                Err(err) => Flushed::Failed(err.to_string()),
+            }
+        }
+    }
+
+    /// Acts on how a flush ended once what it covered was answered: a fenced bot stops at once
+    /// and sends nothing more; a failed Postgres write stops it as a failed store write does
+    /// (its restart reloads what is stored). Returns whether the bot goes on.
+    fn after_outcome(&mut self, outcome: &Flushed, ctx: &mut Context<Self>) -> bool {
+        match outcome {
+            Flushed::Durable | Flushed::NotDurable => true,
+            Flushed::Fenced(err) => {
+                tracing::warn!(
+                    bot_id = self.id(),
+                    error = %err,
+                    "bot stopped: {}",
+                    crate::bot::pg::PgBotError::FENCED_REASON
+                );
+                metrics::counter!("keel_bot_fenced_total").increment(1);
+                // Not a crash: the bot must not be restarted here, its new owner runs it.
+                self.stopping = true;
+                self.args.lifeline.stopped_on_request();
+                ctx.stop();
+                false
+            }
+            Flushed::Failed(err) => {
+                tracing::error!(bot_id = self.id(), error = %err, "bot state could not be stored");
+                self.stopping = true;
+                self.args.lifeline.crashed(format!("store write failed: {err}"));
+                ctx.stop();
+                false
+            }
+        }
     }
 
     /// Starts a flush covering every write so far, unless one is in progress (its completion
@@ -102,20 +221,21 @@ impl BotActor {
         if self.flushing.is_some() || self.awaiting.is_empty() {
             return;
         }
-        self.flushing = Some(std::mem::take(&mut self.awaiting));
-        let store = self.args.repo.store().clone();
-        ctx.spawn(async move { store.commit().await.is_ok() }.into_actor(self).map(
-            |durable, act, ctx| {
-                let batch = act.flushing.take().unwrap_or_default();
-                act.after_flush(batch, durable, ctx);
+        let batch = std::mem::take(&mut self.awaiting);
+        let write = self.write_batch(&batch);
+        self.flushing = Some(batch);
+        ctx.spawn(write.into_actor(self).map(|outcome, act, ctx| {
+            let batch = act.flushing.take().unwrap_or_default();
+            act.after_flush(batch, matches!(outcome, Flushed::Durable), ctx);
+            if act.after_outcome(&outcome, ctx) {
                 act.flush(ctx);
-            },
-        ));
+            }
+        }));
     }
 
     /// Applies what waited for a flush, in write order.
     fn after_flush(&mut self, batch: Vec<AfterFlush>, flushed: bool, ctx: &mut Context<Self>) {
-        for AfterFlush { written, state, outbound, events, then } in batch {
+        for AfterFlush { written, state, outbound, events, then, .. } in batch {
             let durable = written && flushed;
             if durable {
                 self.args.sessions.publish(self.args.user_id, self.args.bot_id, &events);
@@ -148,18 +268,20 @@ impl BotActor {
         ctx: &mut Context<Self>,
         then: impl FnOnce(bool) + 'static,
     ) {
-        let store = self.args.repo.store().clone();
-        ctx.wait(async move { store.commit().await.is_ok() }.into_actor(self).map(
-            move |durable, act, ctx| {
-                // This flush covers every write so far, including any a flush in progress
-                // covers: answer them all before stopping.
-                let mut batch = act.flushing.take().unwrap_or_default();
-                batch.append(&mut act.awaiting);
-                act.after_flush(batch, durable, ctx);
-                then(durable);
+        // This flush covers every write so far, including any a flush in progress covers (its
+        // Postgres rows are written again, in order, which leaves them as they ended): answer
+        // them all before stopping.
+        let mut batch = self.flushing.take().unwrap_or_default();
+        batch.append(&mut self.awaiting);
+        let write = self.write_batch(&batch);
+        ctx.wait(write.into_actor(self).map(move |outcome, act, ctx| {
+            let durable = matches!(outcome, Flushed::Durable);
+            act.after_flush(batch, durable, ctx);
+            then(durable);
+            if act.after_outcome(&outcome, ctx) {
                 ctx.stop();
-            },
-        ));
+            }
+        }));
     }
 }
 

@@ -4,6 +4,7 @@
 use actix::prelude::*;
 
 use super::messages::{CreateBot, DeleteBot, GetBot, ListBots, UpdateBot};
+use super::postgres::PgWrite;
 use super::{BotError, BotSupervisor};
 use crate::mailbox::Ask;
 use keel_core::bot::{BotRecord, BotStatus};
@@ -36,11 +37,37 @@ impl Handler<Ask<CreateBot>> for BotSupervisor {
                 ))));
             }
         }
+        record.status = BotStatus::Created;
+        if let Some(pg) = &self.pg {
+            // The id comes from Postgres (unique across nodes); the definition is kept here once
+            // committed there.
+            let user_id = record.user_id;
+            let created = match pg.write(user_id, PgWrite::Create(record)) {
+                Ok(created) => created,
+                Err(err) => return replier.send(Err(err)),
+            };
+            ctx.spawn(created.into_actor(self).map(move |created, act, ctx| {
+                let record = match created {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return replier.send(Err(BotError::Record)),
+                    Err(err) => return replier.send(Err(err)),
+                };
+                if let Err(err) = act.repo.put_bot(&record) {
+                    return replier.send(Err(err.into()));
+                }
+                act.bots.insert(record.id, record.clone());
+                act.publish_owner(user_id);
+                let store = act.repo.store().clone();
+                ctx.spawn(async move { store.commit().await }.into_actor(act).map(
+                    move |done, _, _| replier.send(done.map(|()| record).map_err(BotError::from)),
+                ));
+            }));
+            return;
+        }
         record.id = match self.repo.store().next_id() {
             Ok(id) => id + 1,
             Err(err) => return replier.send(Err(err.into())),
         };
-        record.status = BotStatus::Created;
         self.save_then(record, ctx, move |r| replier.send(r));
     }
 }
@@ -79,6 +106,13 @@ impl Handler<Ask<DeleteBot>> for BotSupervisor {
                 "bot {bot_id} is {status:?}; stop it before deleting"
             ))));
         }
+        let pg = match &self.pg {
+            Some(pg) => match pg.write(user_id, PgWrite::Delete(bot_id)) {
+                Ok(write) => Some(write),
+                Err(err) => return replier.send(Err(err)),
+            },
+            None => None,
+        };
         if let Err(err) = self.repo.delete_bot(bot_id) {
             return replier.send(Err(err.into()));
         }
@@ -87,9 +121,14 @@ impl Handler<Ask<DeleteBot>> for BotSupervisor {
         self.indicators.remove(bot_id);
         self.publish_owner(user_id);
         let store = self.repo.store().clone();
-        ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
-            replier.send(done.map_err(BotError::from));
-        }));
+        let deleted = async move {
+            store.commit().await?;
+            if let Some(write) = pg {
+                write.await?;
+            }
+            Ok::<(), BotError>(())
+        };
+        ctx.spawn(deleted.into_actor(self).map(move |done, _, _| replier.send(done)));
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+use super::postgres::PgWrite;
 use super::relaunch::Relaunch;
 use super::{BotError, BotSupervisor, RunningBot, SHUTDOWN_GRACE, STOP_DEADLINE, now_ms};
 use crate::bot::actor::{BotActor, BotActorArgs, BotPaused, BotResumed, OrderCancel, StopBot};
@@ -37,6 +38,13 @@ impl BotSupervisor {
         ctx: &mut Context<Self>,
     ) -> Result<(), String> {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
+        let postgres = match &self.pg {
+            Some(pg) => Some(
+                pg.link(record.user_id)
+                    .ok_or("this node does not hold the owner's lease (ownership is moving)")?,
+            ),
+            None => None,
+        };
         let state = self.repo.state(bot_id).map_err(|e| e.to_string())?;
         let open = self.repo.open_orders(bot_id).map_err(|e| e.to_string())?;
         let engine = engine_for(
@@ -73,6 +81,7 @@ impl BotSupervisor {
             sessions: self.config.sessions.clone(),
             mailbox: self.config.bot_mailbox,
             start_reason: why,
+            postgres,
             indicators: self.indicators.clone(),
             exposure: Some(ExposureLink {
                 book: self.config.user_limits.book().clone(),
@@ -166,13 +175,29 @@ impl BotSupervisor {
                 return;
             }
         };
+        let pg = self.pg.as_ref().map(|pg| {
+            let state = self.repo.state(bot_id).unwrap_or_default();
+            let fx = Effects { events: vec![event.clone()], ..Effects::default() };
+            pg.write(user_id, PgWrite::Journal(bot_id, fx, state))
+        });
         let store = self.repo.store().clone();
         let sessions = self.config.sessions.clone();
         ctx.spawn(
             async move {
-                if store.commit().await.is_ok() {
-                    sessions.publish(user_id, bot_id, &[event]);
+                if store.commit().await.is_err() {
+                    return;
                 }
+                if let Some(pg) = pg {
+                    let written = match pg {
+                        Ok(write) => write.await.map(|_| ()),
+                        Err(err) => Err(err),
+                    };
+                    if let Err(err) = written {
+                        tracing::warn!(bot_id, error = %err, "status change not journaled");
+                        return;
+                    }
+                }
+                sessions.publish(user_id, bot_id, &[event]);
             }
             .into_actor(self),
         );
@@ -272,6 +297,10 @@ impl Actor for BotSupervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.config.mailbox);
+        if let Some(bots) = self.config.postgres.clone() {
+            self.pg = Some(super::postgres::PgSide::start(bots));
+            self.follow_leases(ctx);
+        }
         let active: Vec<BotId> =
             self.bots.values().filter(|b| b.status.is_active()).map(|b| b.id).collect();
         tracing::info!(bots = self.bots.len(), resuming = active.len(), "bot supervisor started");
