@@ -115,3 +115,85 @@ async fn a_users_running_bot_moves_to_another_node_with_its_fills_when_its_owner
     drop(nodes);
     db.drop_db().await;
 }
+
+#[actix_web::test]
+async fn a_node_whose_lease_was_taken_has_its_next_flush_refused_and_the_new_owner_runs_the_bot() {
+    let test = "cluster_fencing";
+    let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
+    let Some(db) = Database::create(test).await else { return };
+    // Node ids of this test's own: the pause below is by node id, process-wide.
+    let node_ids = ["fence-a", "fence-b"];
+    let nodes = live_nodes(&node_ids, &nats, &db).await;
+    let ada = nodes[0].register("ada@example.com").await;
+    eventually(Duration::from_secs(15), "ada's requests are served", || async {
+        nodes[0].send(Method::GET, "/api/v1/bots", None, &ada.access).await.status() == 200
+    })
+    .await;
+    let (owner, _) = read(&nodes[0], "/api/v1/bots", &ada.access).await;
+    let owner_at = node_ids.iter().position(|id| *id == owner).expect("one of the nodes");
+    let (stale, other) = (&nodes[owner_at], &nodes[1 - owner_at]);
+    let res = other.send(Method::POST, "/api/v1/bots", Some(&quiet_bot()), &ada.access).await;
+    let bot = res.json::<Value>().await.unwrap()["id"].as_u64().expect("a bot id");
+    assert_eq!(other.control(&ada.access, bot, "start").await.status().as_u16(), 200);
+    fill_until(other, &ada.access, bot, 2).await;
+    let fills = format!("/api/v1/bots/{bot}/fills?limit=500");
+    let orders = format!("/api/v1/bots/{bot}/orders?limit=500");
+    let (_, before) = read(other, &orders, &ada.access).await;
+
+    // The owner's lease task stalls: its lease expires, the other node takes Ada and runs the
+    // bot, and the stalled node still believes it owns her.
+    keel_actors::cluster::users::pause_rounds(&owner, true);
+    let stalled = Instant::now();
+    let path = format!("/api/v1/bots/{bot}");
+    eventually(Duration::from_secs(30), "the other node runs the bot", || async {
+        let (by, body) = read(other, &path, &ada.access).await;
+        by != owner && body["status"] == "running"
+    })
+    .await;
+    eprintln!(
+        "cluster_fencing: the bot ran on the other node {:?} after its owner's lease rounds stalled",
+        stalled.elapsed()
+    );
+
+    // An order reaching the stalled node (as a forwarded request, so it serves it itself) is not
+    // taken: its bot's flush is refused by the fence (this one's, or an earlier one: the bot
+    // saves its strategy's state every 10 s), the bot stops there and sends nothing.
+    let buy = json!({"side": "buy", "qty": "0.001", "type": "market"});
+    let res = stale
+        .client
+        .post(format!("{}/api/v1/bots/{bot}/orders", stale.address))
+        .bearer_auth(&ada.access)
+        .header("keel-forwarded", "test")
+        .json(&buy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&res), owner);
+    let status = res.status().as_u16();
+    let body = res.text().await.unwrap();
+    assert!(status >= 500, "a fenced bot takes no order: {status} {body}");
+    eprintln!("cluster_fencing: the order on the stalled node: {status} {body}");
+    eventually(Duration::from_secs(15), "the stalled node's bot flush is fenced", || async {
+        let metrics = stale.get("/metrics").await.text().await.unwrap();
+        metrics.lines().any(|l| l.starts_with("keel_bot_fenced_total") && !l.ends_with(" 0"))
+    })
+    .await;
+
+    // Postgres holds none of it: the new owner shows the orders as they were, and its own new
+    // orders and fills follow under ids never used before.
+    let (_, after) = read(other, &orders, &ada.access).await;
+    assert_eq!(ids(&after), ids(&before), "the refused order was not written");
+    let (_, had) = read(other, &fills, &ada.access).await;
+    fill_until(other, &ada.access, bot, ids(&had).len() + 1).await;
+    let (_, all_orders) = read(other, &orders, &ada.access).await;
+    let order_ids = ids(&all_orders);
+    assert_eq!(order_ids.iter().collect::<BTreeSet<_>>().len(), order_ids.len(), "{all_orders}");
+    assert!(order_ids.len() > ids(&before).len());
+
+    keel_actors::cluster::users::pause_rounds(&owner, false);
+    for app in &nodes {
+        app.stop.stop();
+    }
+    drop(nodes);
+    db.drop_db().await;
+}

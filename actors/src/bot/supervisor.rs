@@ -277,6 +277,10 @@ impl BotSupervisor {
     }
 
     fn owned(&self, user_id: UserId, bot_id: BotId) -> Result<&BotRecord, BotError> {
+        // With bots in Postgres, only the holder of the user's lease answers for their bots.
+        if self.pg.as_ref().is_some_and(|pg| !pg.fences.contains_key(&user_id)) {
+            return Err(BotError::Moving);
+        }
         self.bots.get(&bot_id).filter(|b| b.user_id == user_id).ok_or(BotError::NotFound(bot_id))
     }
 

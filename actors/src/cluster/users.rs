@@ -12,7 +12,7 @@
 //! tells of users gained and lost ([`Ownership`]), so the bot supervisor can start and stop a
 //! user's bots. Nothing here runs on an actor thread: the rounds are a task of their own.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,27 @@ pub enum Ownership {
     /// This node no longer holds the lease it took under the fence (taken over, expired, or
     /// released at shutdown): it must stop acting for the user.
     Lost(Fence),
+}
+
+/// Nodes whose lease rounds are paused ([`pause_rounds`]); empty unless a test paused one.
+static PAUSED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+
+/// For tests: pauses (or resumes) the lease rounds of the node `node_id` in this process, as a
+/// stalled lease task would (no heartbeat, no renewal, no loss noticed) while the rest of the
+/// node goes on believing it holds its users. Its leases expire and other nodes take them; its
+/// writes for those users are then refused by their fence.
+#[doc(hidden)]
+pub fn pause_rounds(node_id: &str, paused: bool) {
+    let mut nodes = PAUSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if paused {
+        nodes.insert(node_id.to_owned());
+    } else {
+        nodes.remove(node_id);
+    }
+}
+
+fn rounds_paused(node_id: &str) -> bool {
+    PAUSED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(node_id)
 }
 
 /// This node's user leases; cheap to clone.
@@ -134,6 +155,9 @@ impl UserLeases {
                 every.tick().await;
                 if leases.lock().stopped {
                     break;
+                }
+                if rounds_paused(&leases.0.node_id) {
+                    continue;
                 }
                 if let Err(err) = leases.round().await {
                     tracing::warn!(error = %err.detail(), "user lease round failed");

@@ -199,9 +199,10 @@ impl BotActor {
                     crate::bot::pg::PgBotError::FENCED_REASON
                 );
                 metrics::counter!("keel_bot_fenced_total").increment(1);
-                // Not a crash: the bot must not be restarted here, its new owner runs it.
+                // The supervisor restarts no bot that exits with this reason: it gives the user
+                // up (its new owner runs the bot).
                 self.stopping = true;
-                self.args.lifeline.stopped_on_request();
+                self.args.lifeline.crashed(crate::bot::pg::PgBotError::FENCED_REASON);
                 ctx.stop();
                 false
             }

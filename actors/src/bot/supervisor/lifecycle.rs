@@ -351,6 +351,9 @@ impl Handler<ChildExited> for BotSupervisor {
         if reason.is_requested() {
             return;
         }
+        if self.fenced(bot_id, &reason) {
+            return;
+        }
         tracing::warn!(bot_id, %reason, "bot actor died");
         let policy = self.config.policy;
         let window = self.restarts.entry(bot_id).or_insert_with(|| RestartWindow::new(policy));

@@ -27,6 +27,7 @@ use crate::bot::actor::Abandon;
 use crate::bot::pg::{PgBotError, PgBotLink, PgBotRepo};
 use crate::cluster::users::{Ownership, UserLeases};
 use crate::pg::fence::Fence;
+use crate::supervisor::ExitReason;
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotState, Effects};
 use keel_core::trading::Order;
@@ -226,6 +227,25 @@ impl BotSupervisor {
         }
         self.count_running();
         self.config.view.set(user_id, Vec::new());
+    }
+}
+
+impl BotSupervisor {
+    /// Whether a bot exited because Postgres refused its flush under its owner's fence: then
+    /// this node no longer holds the user's lease, whatever its lease task believes (a stalled
+    /// round), and gives the user up as on `Lost`. The bot is not restarted.
+    pub(super) fn fenced(&mut self, bot_id: BotId, reason: &ExitReason) -> bool {
+        let ExitReason::Crashed(text) = reason else { return false };
+        if text != PgBotError::FENCED_REASON {
+            return false;
+        }
+        let Some(user_id) = self.bots.get(&bot_id).map(|b| b.user_id) else { return true };
+        tracing::warn!(bot_id, user_id, "bot fenced: giving its owner's bots up");
+        if let Some(pg) = &mut self.pg {
+            pg.fences.remove(&user_id);
+        }
+        self.drop_user(user_id);
+        true
     }
 }
 
