@@ -19,7 +19,6 @@
 //! It prints the figures, then one `RESULT key=value …` line that `scripts/cluster-forward.sh`
 //! takes medians of over several runs. Exits 1 if a step fails.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
@@ -31,7 +30,7 @@ mod http;
 #[path = "support/nodes.rs"]
 mod nodes;
 use http::call;
-use nodes::{Node, percentile, signal, stop_node, wait_ready};
+use nodes::{Node, NodeArgs, percentile, signal, stop_node, wait_ready};
 
 const PASSWORD: &str = "correct horse battery staple";
 const NODES: [&str; 2] = ["node-a", "node-b"];
@@ -40,15 +39,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Command line.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The keel binary.
-    #[arg(long)]
-    keel_bin: PathBuf,
-    /// Where the nodes' data directories and logs go (created; left for the caller to remove).
-    #[arg(long)]
-    work_dir: PathBuf,
-    /// The NATS server (JetStream on), on loopback.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// The binary, the work directory, the NATS server.
+    #[command(flatten)]
+    nodes: NodeArgs,
     /// A Postgres on loopback where this run may create (and drop) a database of its own.
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     postgres_url: String,
@@ -67,7 +60,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_venues::tls::install_crypto_provider();
-    std::fs::create_dir_all(&args.work_dir)?;
+    std::fs::create_dir_all(&args.nodes.work_dir)?;
     let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let cluster = format!("keelload_{}_{nonce}", std::process::id());
@@ -85,11 +78,11 @@ async fn main() -> anyhow::Result<()> {
         let env = [
             ("KEEL__CLUSTER__ENABLED", "true"),
             ("KEEL__CLUSTER__NODE_ID", name),
-            ("KEEL__CLUSTER__NATS_URL", args.nats_url.as_str()),
+            ("KEEL__CLUSTER__NATS_URL", args.nodes.nats_url.as_str()),
             ("KEEL__CLUSTER__NAME", cluster.as_str()),
             ("KEEL__CLUSTER__POSTGRES_URL", record_url.as_str()),
         ];
-        match nodes::start(&args.keel_bin, &args.work_dir, name, &env) {
+        match nodes::start(&args.nodes.keel_bin, &args.nodes.work_dir, name, &env) {
             Ok(node) => nodes.push(node),
             Err(err) => {
                 result = Err(err);
@@ -103,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
     for node in &mut nodes {
         stop_node(node).await;
     }
-    if let Err(err) = drop_cluster(&args.nats_url, &cluster).await {
+    if let Err(err) = drop_cluster(&args.nodes.nats_url, &cluster).await {
         println!("could not delete the cluster's NATS streams: {err:#}");
     }
     let drop = format!("DROP DATABASE IF EXISTS {cluster} WITH (FORCE)");

@@ -29,7 +29,6 @@
 //! medians of over several runs. Exits 1 if a step fails (a node not ready, no takeover within
 //! `--failover-limit-secs`).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,7 +48,7 @@ mod http;
 #[path = "support/nodes.rs"]
 mod nodes;
 use http::{call, counter_total};
-use nodes::{Node, percentile, signal, stop_node, wait_ready};
+use nodes::{Node, NodeArgs, percentile, signal, stop_node, wait_ready};
 
 const PASSWORD: &str = "correct horse battery staple";
 const CHANNEL: &str = "market:binance:BTCUSDT:trades";
@@ -60,15 +59,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Command line.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The keel binary.
-    #[arg(long)]
-    keel_bin: PathBuf,
-    /// Where the nodes' data directories and logs go (created; left for the caller to remove).
-    #[arg(long)]
-    work_dir: PathBuf,
-    /// The NATS server (JetStream on), on loopback.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// The binary, the work directory, the NATS server.
+    #[command(flatten)]
+    nodes: NodeArgs,
     /// Trades a second from the fake exchange.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
@@ -165,7 +158,7 @@ async fn holds(node: &Node, http: &reqwest::Client) -> anyhow::Result<bool> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_venues::tls::install_crypto_provider();
-    std::fs::create_dir_all(&args.work_dir)?;
+    std::fs::create_dir_all(&args.nodes.work_dir)?;
     let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let cluster = format!("keelload_{}_{nonce}", std::process::id());
@@ -180,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
     for node in &mut nodes {
         stop_node(node).await;
     }
-    if let Err(err) = drop_cluster(&args.nats_url, &cluster).await {
+    if let Err(err) = drop_cluster(&args.nodes.nats_url, &cluster).await {
         println!("could not delete the cluster's stream and bucket: {err:#}");
     }
     result
@@ -470,10 +463,10 @@ fn start_node(
         ("KEEL__VENUES__BINANCE__REST_URL", rest_url),
         ("KEEL__CLUSTER__ENABLED", "true"),
         ("KEEL__CLUSTER__NODE_ID", name),
-        ("KEEL__CLUSTER__NATS_URL", &args.nats_url),
+        ("KEEL__CLUSTER__NATS_URL", &args.nodes.nats_url),
         ("KEEL__CLUSTER__NAME", cluster),
     ];
-    nodes::start(&args.keel_bin, &args.work_dir, name, &env)
+    nodes::start(&args.nodes.keel_bin, &args.nodes.work_dir, name, &env)
 }
 
 async fn wait_until(

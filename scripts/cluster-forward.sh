@@ -44,17 +44,12 @@ results="$work/results"
 : >"$results"
 cleanup() {
     stop_node_pids "$work" "$KEEL_BIN"
-    if [[ -n ${KEEP:-} ]]; then
-        echo "kept $work"
-    else
-        rm -rf "$work"
-    fi
+    remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); keel $KEEL_BIN ($PROFILE)," \
-    "tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $(date -u +%FT%TZ)"
+host_line ""
 failed=0
 for run in $(seq 1 "$RUNS"); do
     echo

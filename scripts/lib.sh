@@ -141,3 +141,19 @@ require_loopback_nats() {
         exit 1
     fi
 }
+
+# remove_work: removes the run's work directory `$work`, or keeps it with KEEP=1 and says where.
+remove_work() {
+    if [[ -n ${KEEP:-} ]]; then
+        echo "kept $work"
+    else
+        rm -rf "$work"
+    fi
+}
+
+# host_line DETAIL: one line naming the host, its load, the keel binary and profile, the tree,
+# DETAIL and the time, for the top of a run's output.
+host_line() {
+    echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); keel $KEEL_BIN ($PROFILE)," \
+        "tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $1$(date -u +%FT%TZ)"
+}

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each example uses a part
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,20 @@ pub const JWT_SECRET: &str = "load-run-only-secret-0123456789abcdef";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest a node may take to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The command-line options every run of Keel nodes takes.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The keel binary.
+    #[arg(long)]
+    pub keel_bin: PathBuf,
+    /// Where the nodes' data directories and logs go (created; left for the caller to remove).
+    #[arg(long)]
+    pub work_dir: PathBuf,
+    /// The NATS server (JetStream on), on loopback.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+}
 
 /// One Keel node.
 pub struct Node {
