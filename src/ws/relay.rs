@@ -21,6 +21,9 @@ use serde::Deserialize;
 use super::protocol::OpError;
 use crate::state::AppState;
 
+/// How long following a user's subject may take (the connection waits for its answer).
+const FOLLOW_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether a relayed channel's next line must follow on from the last one sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Continuity {
@@ -104,10 +107,17 @@ pub async fn remote_bot(
         Err(_) => return Err(unavailable()),
     };
     // Followed before the owner is read, so no line falls between the read and the live ones.
-    let following = events.follow(user_id).await.map_err(|err| {
-        tracing::warn!(error = %err, user_id, "a bot channel cannot be relayed");
-        unavailable()
-    })?;
+    let following = match tokio::time::timeout(FOLLOW_DEADLINE, events.follow(user_id)).await {
+        Ok(Ok(following)) => following,
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, user_id, "a bot channel cannot be relayed");
+            return Err(unavailable());
+        }
+        Err(_) => {
+            tracing::warn!(user_id, "following a user's bot lines took too long");
+            return Err(unavailable());
+        }
+    };
     let path = match resume {
         None => format!("/api/v1/bots/{bot_id}"),
         Some((after, max)) => {

@@ -73,29 +73,12 @@ impl Cluster {
     /// This node's [`UserEvents`], relaying to and from `sessions`, and its publishing task
     /// (started here: call it inside the runtime, once).
     pub fn user_events(&self, sessions: SessionDirectory) -> UserEvents {
-        let (queue, mut batches) = mpsc::channel::<(UserId, BotId, Arc<[BotEvent]>)>(PUBLISH_QUEUE);
-        let events = UserEvents {
-            client: self.0.client.clone(),
-            name: self.0.config.name.clone(),
-            node_id: self.0.config.node_id.clone(),
+        UserEvents::start(
+            self.0.client.clone(),
+            self.0.config.name.clone(),
+            self.0.config.node_id.clone(),
             sessions,
-            queue,
-            following: Arc::default(),
-        };
-        let publisher = events.clone();
-        tokio::spawn(async move {
-            // One task, so each bot's batches leave in the order they were published.
-            while let Some((user_id, bot_id, lines)) = batches.recv().await {
-                let batch = Batch { node: publisher.node_id.as_str(), bot_id, events: &*lines };
-                let Ok(payload) = serde_json::to_vec(&batch) else { continue };
-                let subject = user_subject(&publisher.name, user_id);
-                if let Err(err) = publisher.client.publish(subject, payload.into()).await {
-                    metrics::counter!("keel_cluster_user_events_dropped_total").increment(1);
-                    tracing::debug!(user_id, bot_id, error = %err, "bot lines not relayed");
-                }
-            }
-        });
-        events
+        )
     }
 }
 
@@ -113,16 +96,45 @@ impl RemoteEvents for UserEvents {
 }
 
 impl UserEvents {
+    /// Relays between `sessions` and the cluster `name` as node `node_id`, and starts the
+    /// publishing task.
+    fn start(
+        client: async_nats::Client,
+        name: String,
+        node_id: String,
+        sessions: SessionDirectory,
+    ) -> Self {
+        let (queue, mut batches) = mpsc::channel::<(UserId, BotId, Arc<[BotEvent]>)>(PUBLISH_QUEUE);
+        let events = Self { client, name, node_id, sessions, queue, following: Arc::default() };
+        let publisher = events.clone();
+        tokio::spawn(async move {
+            // One task, so each bot's batches leave in the order they were published.
+            while let Some((user_id, bot_id, lines)) = batches.recv().await {
+                let batch = Batch { node: publisher.node_id.as_str(), bot_id, events: &*lines };
+                let Ok(payload) = serde_json::to_vec(&batch) else { continue };
+                let subject = user_subject(&publisher.name, user_id);
+                if let Err(err) = publisher.client.publish(subject, payload.into()).await {
+                    metrics::counter!("keel_cluster_user_events_dropped_total").increment(1);
+                    tracing::debug!(user_id, bot_id, error = %err, "bot lines not relayed");
+                }
+            }
+        });
+        events
+    }
+
     /// Follows `user_id`'s subject (or joins this node's following of it): relayed lines reach
     /// the user's session here until every holder of the answer has dropped it. Returns once the
     /// NATS server has the subscription, so every batch published after that arrives.
     ///
     /// # Errors
-    /// NATS refused the subscription or could not confirm it.
+    /// NATS is not connected, or refused the subscription or could not confirm it.
     pub async fn follow(&self, user_id: UserId) -> Result<Arc<Following>, FollowError> {
         let mut following = self.following.lock().await;
         if let Some(existing) = following.get(&user_id).and_then(Weak::upgrade) {
             return Ok(existing);
+        }
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(FollowError("NATS is not connected".to_owned()));
         }
         let mut subscription = self
             .client
@@ -161,6 +173,8 @@ fn decode(payload: &[u8], me: &str) -> Option<(BotId, Arc<[BotEvent]>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use keel_core::engine::BotEventKind;
 
     use super::*;
@@ -171,6 +185,84 @@ mod tests {
             ts: 1_000 + id,
             kind: BotEventKind::Log { level: "info".into(), message: format!("line {id}") },
         }
+    }
+
+    use actix::prelude::*;
+
+    use crate::session::{BotEvents, SessionEvent};
+
+    /// A connection that keeps the bot lines its session hands it.
+    struct Connection(tokio::sync::mpsc::UnboundedSender<BotEvents>);
+
+    impl Actor for Connection {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<SessionEvent> for Connection {
+        type Result = ();
+        fn handle(&mut self, event: SessionEvent, _: &mut Context<Self>) {
+            if let SessionEvent::Bot(batch) = event {
+                let _ = self.0.send(batch);
+            }
+        }
+    }
+
+    /// Node `node` of cluster `name` with user 7 connected: its relay and what user 7's
+    /// connection there receives.
+    async fn node(
+        url: &str,
+        name: &str,
+        node: &str,
+    ) -> (UserEvents, tokio::sync::mpsc::UnboundedReceiver<BotEvents>) {
+        let client = async_nats::connect(url).await.expect("NATS");
+        let sessions = SessionDirectory::default();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let connection = Connection(tx).start().recipient();
+        sessions.attach(7, 1, connection).await.expect("the session starts");
+        let events = UserEvents::start(client, name.to_owned(), node.to_owned(), sessions.clone());
+        sessions.set_remote(Arc::new(events.clone()));
+        (events, rx)
+    }
+
+    #[actix_rt::test]
+    async fn a_nodes_lines_reach_a_follower_once_and_in_order_and_stop_when_it_is_dropped() {
+        let Ok(url) = std::env::var("KEEL_TEST_NATS_URL") else {
+            eprintln!("user events: skipped: KEEL_TEST_NATS_URL is not set");
+            return;
+        };
+        let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
+        let (owner, mut at_owner) = node(&url, &name, "n1").await;
+        let (other, mut at_other) = node(&url, &name, "n2").await;
+        // Both follow: the owner skips its own batches, the other node relays them.
+        let own = owner.follow(7).await.unwrap();
+        let first = other.follow(7).await.unwrap();
+        let second = other.follow(7).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &second), "one following per user per node");
+
+        owner.sessions.publish(7, 9, &[line(1), line(2)]);
+        owner.sessions.publish(7, 9, &[line(3)]);
+        let local = at_owner.recv().await.unwrap();
+        assert!(!local.relayed && local.events.len() == 2, "the owner's own session as before");
+        let mut relayed = Vec::new();
+        while relayed.len() < 3 {
+            let batch = tokio::time::timeout(Duration::from_secs(5), at_other.recv())
+                .await
+                .expect("relayed within 5 s")
+                .unwrap();
+            assert!(batch.relayed && batch.bot_id == 9, "{batch:?}");
+            relayed.extend(batch.events.iter().map(|e| e.id));
+        }
+        assert_eq!(relayed, [1, 2, 3]);
+        assert_eq!(at_owner.recv().await.unwrap().events.len(), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(at_owner.try_recv().is_err(), "the owner skipped its own relayed batches");
+
+        // Nobody holds the following any more: nothing more arrives.
+        drop((first, second, own));
+        tokio::task::yield_now().await;
+        owner.sessions.publish(7, 9, &[line(4)]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(at_other.try_recv().is_err(), "no longer followed");
     }
 
     #[test]
