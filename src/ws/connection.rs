@@ -388,6 +388,13 @@ impl ClientConnection {
                 }
                 for (channel, lines) in backfills {
                     for line in lines.iter() {
+                        // The owner's durable journal, read in order: what it holds is the
+                        // continuity the live lines are checked against.
+                        if let Channel::Bot(bot_id) = channel.channel
+                            && let Some(continuity) = act.relayed.get_mut(&bot_id)
+                        {
+                            continuity.trust_next();
+                        }
                         if !act.send_bot_line(&channel, line, ctx) {
                             return;
                         }

@@ -48,6 +48,12 @@ impl Continuity {
         Self { known }
     }
 
+    /// Takes the next line as it comes (a line of the catch-up read: the owner's journal itself),
+    /// and checks the ones after it against it.
+    pub fn trust_next(&mut self) {
+        self.known = false;
+    }
+
     /// The verdict on line `id` when the last line sent on the channel was `last` (0 for none).
     pub fn accept(&mut self, last: u64, id: u64) -> Verdict {
         if self.known && id <= last {
@@ -190,6 +196,21 @@ mod tests {
         assert_eq!(verdicts, [Verdict::Send, Verdict::Gap]);
         // Resumed from 0 (the whole journal), the first line must be 1.
         assert_eq!(Continuity::new(true).accept(0, 2), Verdict::Gap);
+    }
+
+    #[test]
+    fn the_catch_up_read_sets_the_point_the_live_lines_follow() {
+        // The owner's journal after 390 as read (whatever its ids), then the live lines.
+        let mut continuity = Continuity::new(true);
+        let mut last = 390;
+        for id in [392, 393] {
+            continuity.trust_next();
+            assert_eq!(continuity.accept(last, id), Verdict::Send);
+            last = id;
+        }
+        assert_eq!(continuity.accept(last, 393), Verdict::Skip);
+        assert_eq!(continuity.accept(last, 394), Verdict::Send);
+        assert_eq!(continuity.accept(394, 396), Verdict::Gap);
     }
 
     #[test]
