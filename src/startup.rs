@@ -170,7 +170,7 @@ impl Application {
         // In cluster mode with Postgres: user leases, and the requests other nodes forward to
         // this one, served through this listener (`http::forward`).
         let mut tasks = Vec::new();
-        let leases = match (&record, &runtime.cluster) {
+        let (leases, user_events) = match (&record, &runtime.cluster) {
             (Some(record), Some(cluster)) => {
                 let leases = keel_actors::cluster::users::UserLeases::new(
                     record.clone(),
@@ -188,9 +188,12 @@ impl Application {
                 tasks.push(
                     cluster.serve_rpc(responder).await.context("serving forwarded requests")?,
                 );
-                Some(leases)
+                // Bot lines go to the other nodes too, for their WebSockets (`ws::relay`).
+                let user_events = cluster.user_events(runtime.sessions.clone());
+                runtime.sessions.set_remote(Arc::new(user_events.clone()));
+                (Some(leases), Some(user_events))
             }
-            _ => None,
+            _ => (None, None),
         };
 
         let settings = Arc::new(settings);
@@ -226,6 +229,7 @@ impl Application {
             cluster,
             record,
             leases,
+            user_events,
             backtests,
             strategies: modules,
             user_limits,

@@ -11,8 +11,22 @@ use serde_json::{Value, json};
 
 use crate::cluster_identity::{Database, node};
 
+/// Waits until `count` nodes heartbeat in `db` (a node's first round heartbeats at once).
+pub(crate) async fn all_heartbeat(db: &Database, count: usize) {
+    let (sql, connection) =
+        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    actix_web::rt::spawn(connection);
+    eventually(Duration::from_secs(5), "every node heartbeats", || async {
+        let row = sql.query_one("SELECT count(*) FROM keel_nodes", &[]).await.unwrap();
+        usize::try_from(row.get::<_, i64>(0)).is_ok_and(|n| n == count)
+    })
+    .await;
+}
+
 /// The node that served an answer.
-fn served_by(res: &reqwest::Response) -> String {
+pub(crate) fn served_by(res: &reqwest::Response) -> String {
     res.headers()
         .get("keel-node")
         .and_then(|v| v.to_str().ok())
@@ -21,7 +35,7 @@ fn served_by(res: &reqwest::Response) -> String {
 }
 
 /// `GET /api/v1/bots` on `app`: its status, the node that served it, and the body.
-async fn bots(app: &TestApp, token: &str) -> (u16, String, Value) {
+pub(crate) async fn bots(app: &TestApp, token: &str) -> (u16, String, Value) {
     let res = app.send(Method::GET, "/api/v1/bots", None, token).await;
     let (status, by) = (res.status().as_u16(), served_by(&res));
     (status, by, res.json().await.unwrap_or(Value::Null))
@@ -41,17 +55,7 @@ async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_
     }
     // Every node is live before the user exists, so its owner is the rendezvous winner of all
     // three (a node's first round heartbeats at once).
-    let (sql, connection) =
-        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-    actix_web::rt::spawn(connection);
-    eventually(Duration::from_secs(5), "three nodes heartbeat", || async {
-        let row = sql.query_one("SELECT count(*) FROM keel_nodes", &[]).await.unwrap();
-        row.get::<_, i64>(0) == 3
-    })
-    .await;
-    drop(sql);
+    all_heartbeat(&db, ids.len()).await;
     let ada = nodes[0].register("ada@example.com").await;
 
     // Any node answers for Ada, and all of them through one owner.
