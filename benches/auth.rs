@@ -142,6 +142,7 @@ impl Fixture {
             cluster: None,
             record: None,
             leases: None,
+            user_events: None,
             backtests: keel_actors::backtest::jobs::Jobs::start(
                 keel_actors::backtest::jobs::JobsConfig {
                     workers: 1,

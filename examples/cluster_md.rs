@@ -29,8 +29,6 @@
 //! medians of over several runs. Exits 1 if a step fails (a node not ready, no takeover within
 //! `--failover-limit-secs`).
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -47,29 +45,23 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "support/nodes.rs"]
+mod nodes;
 use http::{call, counter_total};
+use nodes::{Node, NodeArgs, percentile, signal, stop_node, wait_ready};
 
 const PASSWORD: &str = "correct horse battery staple";
-const JWT_SECRET: &str = "cluster-md-only-secret-0123456789abcdef";
 const CHANNEL: &str = "market:binance:BTCUSDT:trades";
 const STREAM: &str = "btcusdt@trade";
 const NODES: [&str; 3] = ["node-a", "node-b", "node-c"];
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Command line.
 #[derive(Debug, Parser)]
 struct Args {
-    /// The keel binary.
-    #[arg(long)]
-    keel_bin: PathBuf,
-    /// Where the nodes' data directories and logs go (created; left for the caller to remove).
-    #[arg(long)]
-    work_dir: PathBuf,
-    /// The NATS server (JetStream on), on loopback.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    nats_url: String,
+    /// The binary, the work directory, the NATS server.
+    #[command(flatten)]
+    nodes: NodeArgs,
     /// Trades a second from the fake exchange.
     #[arg(long, default_value_t = 1000)]
     rate: u64,
@@ -152,42 +144,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-/// One Keel node.
-struct Node {
-    name: &'static str,
-    child: Child,
-    base: String,
-}
-
-impl Node {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Whether this node holds the symbol's lease, from its own `/metrics`.
-    async fn holds(&self, http: &reqwest::Client) -> anyhow::Result<bool> {
-        let text = http.get(format!("{}/metrics", self.base)).send().await?.text().await?;
-        Ok(text.lines().any(|line| {
-            line.starts_with("keel_cluster_leases_held{")
-                && line.contains(r#"venue="binance""#)
-                && line.ends_with(" 1")
-        }))
-    }
+/// Whether `node` holds the symbol's lease, from its own `/metrics`.
+async fn holds(node: &Node, http: &reqwest::Client) -> anyhow::Result<bool> {
+    let text = http.get(format!("{}/metrics", node.base)).send().await?.text().await?;
+    Ok(text.lines().any(|line| {
+        line.starts_with("keel_cluster_leases_held{")
+            && line.contains(r#"venue="binance""#)
+            && line.ends_with(" 1")
+    }))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     keel_venues::tls::install_crypto_provider();
-    std::fs::create_dir_all(&args.work_dir)?;
+    std::fs::create_dir_all(&args.nodes.work_dir)?;
     let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
     let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let cluster = format!("keelload_{}_{nonce}", std::process::id());
@@ -202,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
     for node in &mut nodes {
         stop_node(node).await;
     }
-    if let Err(err) = drop_cluster(&args.nats_url, &cluster).await {
+    if let Err(err) = drop_cluster(&args.nodes.nats_url, &cluster).await {
         println!("could not delete the cluster's stream and bucket: {err:#}");
     }
     result
@@ -468,7 +439,7 @@ async fn holder_of(http: &reqwest::Client, nodes: &[Node]) -> anyhow::Result<(us
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         for (index, node) in nodes.iter().enumerate() {
-            if node.holds(http).await? {
+            if holds(node, http).await? {
                 return Ok((index, 1 - index.min(1)));
             }
         }
@@ -486,63 +457,16 @@ fn start_node(
     ws_url: &str,
     rest_url: &str,
 ) -> anyhow::Result<Node> {
-    let data = args.work_dir.join(name);
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&data)?;
-    let port = free_port()?;
-    let log = std::fs::File::create(args.work_dir.join(format!("{name}.log")))?;
-    let child = Command::new(&args.keel_bin)
-        .arg("serve")
-        .env_remove("RUST_LOG")
-        .env("KEEL__SERVER__HOST", "127.0.0.1")
-        .env("KEEL__SERVER__PORT", port.to_string())
-        .env("KEEL__STORE__PATH", &data)
-        .env("KEEL__LOG__LEVEL", "info")
-        .env("KEEL__ACCESS_LOG__OUTPUT", "off")
-        .env("KEEL__AUTH__JWT_SECRET", JWT_SECRET)
-        .env("KEEL__PROTECTION__PER_IP_PER_MINUTE", "100000")
-        .env("KEEL__PROTECTION__PER_USER_PER_MINUTE", "100000")
-        .env("KEEL__AUTH__REGISTRATIONS_PER_HOUR_PER_IP", "100000")
-        .env("KEEL__VENUES__BINANCE__ENABLED", "true")
-        .env("KEEL__VENUES__BINANCE__WS_URL", ws_url)
-        .env("KEEL__VENUES__BINANCE__REST_URL", rest_url)
-        .env("KEEL__CLUSTER__ENABLED", "true")
-        .env("KEEL__CLUSTER__NODE_ID", name)
-        .env("KEEL__CLUSTER__NATS_URL", &args.nats_url)
-        .env("KEEL__CLUSTER__NAME", cluster)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", args.keel_bin.display()))?;
-    // The script stops these pids whatever happens to this process.
-    std::fs::write(args.work_dir.join(format!("{name}.pid")), child.id().to_string())?;
-    Ok(Node { name, child, base: format!("http://127.0.0.1:{port}") })
-}
-
-/// A loopback port nothing listens on now (Keel fails to start, and says so, if it is taken
-/// in between).
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-async fn wait_ready(node: &mut Node, http: &reqwest::Client) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = node.child.try_wait()? {
-            bail!("{} exited during start-up ({status}); see {}.log", node.name, node.name);
-        }
-        if started.elapsed() > READY_TIMEOUT {
-            bail!("{} not ready within {READY_TIMEOUT:?}", node.name);
-        }
-        if let Ok(res) = http.get(format!("{}/health/ready", node.base)).send().await
-            && res.status().is_success()
-        {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let env = [
+        ("KEEL__VENUES__BINANCE__ENABLED", "true"),
+        ("KEEL__VENUES__BINANCE__WS_URL", ws_url),
+        ("KEEL__VENUES__BINANCE__REST_URL", rest_url),
+        ("KEEL__CLUSTER__ENABLED", "true"),
+        ("KEEL__CLUSTER__NODE_ID", name),
+        ("KEEL__CLUSTER__NATS_URL", &args.nodes.nats_url),
+        ("KEEL__CLUSTER__NAME", cluster),
+    ];
+    nodes::start(&args.nodes.keel_bin, &args.nodes.work_dir, name, &env)
 }
 
 async fn wait_until(
@@ -558,39 +482,6 @@ async fn wait_until(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
-}
-
-/// Sends `signal` (`-TERM`) to a child of this process (not yet reaped, so still Keel).
-fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
-    let status = Command::new("kill").args([signal, &pid.to_string()]).status()?;
-    if !status.success() {
-        bail!("kill {signal} {pid} failed ({status})");
-    }
-    Ok(())
-}
-
-/// Waits for a signalled child to exit; how long it took.
-async fn wait_exit(child: &mut Child) -> anyhow::Result<Duration> {
-    let began = Instant::now();
-    while began.elapsed() < STOP_TIMEOUT {
-        if child.try_wait()?.is_some() {
-            return Ok(began.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    bail!("no exit within {STOP_TIMEOUT:?} of SIGTERM")
-}
-
-/// SIGTERM to a node still running, SIGKILL if it does not exit in time.
-async fn stop_node(node: &mut Node) {
-    if node.child.try_wait().ok().flatten().is_some() {
-        return;
-    }
-    if signal(node.pid(), "-TERM").is_ok() && wait_exit(&mut node.child).await.is_ok() {
-        return;
-    }
-    let _ = node.child.kill();
-    let _ = node.child.wait();
 }
 
 /// Deletes the cluster's market-data stream and lease bucket (memory storage on the server).

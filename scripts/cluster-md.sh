@@ -30,18 +30,7 @@ RUN_TIMEOUT_SECS=$((WARMUP_SECS + MEASURE_SECS + 300))
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
-case $NATS_URL in
-nats://127.* | nats://localhost:*) ;;
-*)
-    echo "NATS_URL must be on loopback (nats://127.0.0.1:PORT): $NATS_URL" >&2
-    exit 1
-    ;;
-esac
-hostport=${NATS_URL#nats://}
-if ! (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; then
-    echo "no NATS server at $NATS_URL (start one with JetStream: nats-server -js)" >&2
-    exit 1
-fi
+require_loopback_nats "$NATS_URL"
 
 build_binaries cluster_md
 KEEL_BIN=${KEEL_BIN:-$dir/keel}
@@ -51,58 +40,28 @@ work=$(mktemp -d -t keel-cluster-md.XXXXXX)
 results="$work/results"
 : >"$results"
 cleanup() {
-    # The example stops its nodes itself; if it was killed, the nodes it wrote down are stopped
-    # here (only if the pid is still a keel process).
-    local pidfile pid name
-    name=$(basename "$KEEL_BIN")
-    for pidfile in "$work"/run-*/node-*.pid; do
-        [[ -e $pidfile ]] || continue
-        pid=$(cat "$pidfile")
-        if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "${name:0:15}" ]]; then
-            stop_pid "$pid" 20 keel
-        fi
-    done
-    if [[ -n ${KEEP:-} ]]; then
-        echo "kept $work"
-    else
-        rm -rf "$work"
-    fi
+    stop_node_pids "$work" "$KEEL_BIN"
+    remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); keel $KEEL_BIN ($PROFILE)," \
-    "tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'); NATS $NATS_URL; $(date -u +%FT%TZ)"
+host_line "NATS $NATS_URL; "
 failed=0
 for run in $(seq 1 "$RUNS"); do
     echo
     echo "== run $run of $RUNS =="
-    status=0
-    timeout --kill-after=30 "$RUN_TIMEOUT_SECS" "$EXAMPLE_BIN" --keel-bin "$KEEL_BIN" \
+    run_example "$run" "$work" "$work/run-$run.log" \
+        timeout --kill-after=30 "$RUN_TIMEOUT_SECS" "$EXAMPLE_BIN" --keel-bin "$KEEL_BIN" \
         --work-dir "$work/run-$run" --nats-url "$NATS_URL" --rate "$RATE" \
-        --warmup-secs "$WARMUP_SECS" --measure-secs "$MEASURE_SECS" |
-        tee "$work/run-$run.log" || status=${PIPESTATUS[0]}
-    grep '^RESULT ' "$work/run-$run.log" | sed "s/^RESULT /RESULT run=$run /" >>"$results" || true
-    if ((status != 0)); then
-        echo "run $run failed (exit $status); the nodes' logs (first 20 lines each):" >&2
-        for log in "$work/run-$run"/node-*.log; do
-            [[ -s $log ]] && { echo "-- $log" >&2; head -n 20 "$log" >&2; }
-        done
-        failed=1
-    fi
+        --warmup-secs "$WARMUP_SECS" --measure-secs "$MEASURE_SECS"
 done
 
 echo
 echo "== medians over the runs that finished ($(wc -l <"$results") of $RUNS) =="
-for key in holder_p50_us holder_p99_us follower_p50_us follower_p99_us hop_p50_us hop_p99_us \
-    kill9_connect_ms kill9_holder_trades_ms kill9_follower_trades_ms kill9_pause_ms kill9_missed \
-    term_exit_ms term_connect_ms term_pause_ms term_missed; do
-    values=$(tr ' ' '\n' <"$results" | sed -n "s/^$key=//p" | sort -g | tr '\n' ' ')
-    [[ -z $values ]] && continue
-    med=$(echo "$values" | tr ' ' '\n' | grep -v '^$' |
-        awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
-    printf '%-26s median %-8s (runs: %s)\n' "$key" "$med" "$values"
-done
+print_medians "$results" holder_p50_us holder_p99_us follower_p50_us follower_p99_us hop_p50_us \
+    hop_p99_us kill9_connect_ms kill9_holder_trades_ms kill9_follower_trades_ms kill9_pause_ms \
+    kill9_missed term_exit_ms term_connect_ms term_pause_ms term_missed
 for key in holder_received b_received c_received; do
     printf '%-26s %s\n' "$key" "$(tr ' ' '\n' <"$results" | sed -n "s/^$key=//p" | tr '\n' ' ')"
 done

@@ -77,3 +77,83 @@ build_binaries() {
         cargo build "${profile_flag[@]}" --bin keel --example "$1"
     fi
 }
+
+# stop_node_pids WORK KEEL_BIN: stops every node a load example wrote down as WORK/run-*/*.pid
+# and that is still a keel process (the example stops its nodes itself; this is for when it was
+# killed).
+stop_node_pids() {
+    local work=$1 name pidfile pid
+    name=$(basename "$2")
+    for pidfile in "$work"/run-*/*.pid; do
+        [[ -e $pidfile ]] || continue
+        pid=$(cat "$pidfile")
+        if [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "${name:0:15}" ]]; then
+            stop_pid "$pid" 20 keel
+        fi
+    done
+}
+
+# print_medians RESULTS KEY...: for each KEY, the median of its values over the `KEY=value`
+# lines of RESULTS (one line per run), and every run's value.
+print_medians() {
+    local results=$1 key values med
+    shift
+    for key in "$@"; do
+        values=$(tr ' ' '\n' <"$results" | sed -n "s/^$key=//p" | sort -g | tr '\n' ' ')
+        [[ -z $values ]] && continue
+        med=$(echo "$values" | tr ' ' '\n' | grep -v '^$' |
+            awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]}')
+        printf '%-26s median %-8s (runs: %s)\n' "$key" "$med" "$values"
+    done
+}
+
+# run_example RUN WORK LOG CMD...: runs one load run, its output also in LOG, adds its
+# `RESULT` line to WORK/results, and on failure prints the first 20 lines of each node's log.
+# Sets `failed=1` when the run failed.
+run_example() {
+    local run=$1 work=$2 log=$3 status=0 node_log
+    shift 3
+    "$@" | tee "$log" || status=${PIPESTATUS[0]}
+    grep '^RESULT ' "$log" | sed "s/^RESULT /RESULT run=$run /" >>"$work/results" || true
+    if ((status != 0)); then
+        echo "run $run failed (exit $status); the nodes' logs (first 20 lines each):" >&2
+        for node_log in "$work/run-$run"/node-*.log; do
+            [[ -s $node_log ]] && { echo "-- $node_log" >&2; head -n 20 "$node_log" >&2; }
+        done
+        failed=1
+    fi
+}
+
+# require_loopback_nats URL: exits unless URL is a NATS server on loopback that accepts a
+# connection (load runs never reach beyond 127.0.0.0/8).
+require_loopback_nats() {
+    local url=$1 hostport
+    case $url in
+    nats://127.* | nats://localhost:*) ;;
+    *)
+        echo "NATS_URL must be on loopback (nats://127.0.0.1:PORT): $url" >&2
+        exit 1
+        ;;
+    esac
+    hostport=${url#nats://}
+    if ! (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; then
+        echo "no NATS server at $url (start one with JetStream: nats-server -js)" >&2
+        exit 1
+    fi
+}
+
+# remove_work: removes the run's work directory `$work`, or keeps it with KEEP=1 and says where.
+remove_work() {
+    if [[ -n ${KEEP:-} ]]; then
+        echo "kept $work"
+    else
+        rm -rf "$work"
+    fi
+}
+
+# host_line DETAIL: one line naming the host, its load, the keel binary and profile, the tree,
+# DETAIL and the time, for the top of a run's output.
+host_line() {
+    echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); keel $KEEL_BIN ($PROFILE)," \
+        "tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $1$(date -u +%FT%TZ)"
+}

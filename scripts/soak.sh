@@ -62,18 +62,13 @@ cleanup() {
     if [[ -n $pid ]] && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "${name:0:15}" ]]; then
         stop_pid "$pid" 30 keel
     fi
-    if [[ -n ${KEEP:-} ]]; then
-        echo "kept $work"
-    else
-        rm -rf "$work"
-    fi
+    remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port=$(free_port)
-echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); keel $KEEL_BIN ($PROFILE)," \
-    "tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'); port $port; $(date -u +%FT%TZ)"
+host_line "port $port; "
 extra=()
 if [[ -n $WARMUP_SECS ]]; then extra=(--warmup-secs "$WARMUP_SECS"); fi
 status=0

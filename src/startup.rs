@@ -188,7 +188,7 @@ impl Application {
         // In cluster mode with Postgres: user leases, and the requests other nodes forward to
         // this one, served through this listener (`http::forward`).
         let mut tasks = Vec::new();
-        let leases = match (leases, &runtime.cluster) {
+        let (leases, user_events) = match (leases, &runtime.cluster) {
             (Some(leases), Some(cluster)) => {
                 tasks.push(leases.start());
                 let ip = match local.ip() {
@@ -201,9 +201,12 @@ impl Application {
                 tasks.push(
                     cluster.serve_rpc(responder).await.context("serving forwarded requests")?,
                 );
-                Some(leases)
+                // Bot lines go to the other nodes too, for their WebSockets (`ws::relay`).
+                let user_events = cluster.user_events(runtime.sessions.clone());
+                runtime.sessions.set_remote(Arc::new(user_events.clone()));
+                (Some(leases), Some(user_events))
             }
-            _ => None,
+            _ => (None, None),
         };
 
         let settings = Arc::new(settings);
@@ -239,6 +242,7 @@ impl Application {
             cluster,
             record,
             leases,
+            user_events,
             backtests,
             strategies: modules,
             user_limits,

@@ -58,6 +58,9 @@ pub struct AppState {
     pub record: Option<PgRecord>,
     /// This node's user leases (who owns which user), in cluster mode with `postgres_url`.
     pub leases: Option<keel_actors::cluster::users::UserLeases>,
+    /// Bot lines relayed between nodes for WebSockets (`{name}.user.{user_id}`), in cluster
+    /// mode with `postgres_url`.
+    pub user_events: Option<keel_actors::cluster::user_events::UserEvents>,
     /// Backtest jobs and their worker pool.
     pub backtests: keel_actors::backtest::jobs::Jobs,
     /// Owners' strategy modules and the WebAssembly host.

@@ -11,9 +11,15 @@
 //! directory, and a `try_send` to the owner's session when one exists. Nothing here waits on a
 //! client. A session that cannot take an event (its mailbox is full) tells every connection to
 //! close with 1013, because bot events are never dropped silently.
+//!
+//! In cluster mode with Postgres, [`SessionDirectory::set_remote`] installs a [`RemoteEvents`]
+//! (the cluster's [`UserEvents`](crate::cluster::user_events::UserEvents)): every published batch
+//! also goes to the other nodes, and lines relayed from them arrive through
+//! [`SessionDirectory::deliver_relayed`], marked [`BotEvents::relayed`]. On a single node nothing
+//! is installed and publishing does no more than before.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use actix::prelude::*;
 
@@ -34,6 +40,16 @@ pub struct BotEvents {
     pub bot_id: BotId,
     /// Its new journal lines, durable, in order.
     pub events: Arc<[BotEvent]>,
+    /// Relayed from the node that runs the bot (cluster mode): only `bot:{id}` channels that
+    /// asked for the relay take them, never `account` (which carries this node's bots).
+    pub relayed: bool,
+}
+
+/// Where a node's published bot lines also go (the cluster's other nodes). Called on the
+/// publishing actor's thread once the lines are durable: must not block.
+pub trait RemoteEvents: std::fmt::Debug + Send + Sync {
+    /// Hands `user_id`'s bot `bot_id`'s durable lines on.
+    fn publish(&self, user_id: UserId, bot_id: BotId, events: &[BotEvent]);
 }
 
 /// A bot's indicator values for one user's connections. Not a journal line: it may be dropped
@@ -197,6 +213,8 @@ pub struct SessionDirectory {
     sessions: Arc<RwLock<HashMap<UserId, Addr<SessionActor>>>>,
     /// Capacity of each session's mailbox.
     mailbox: usize,
+    /// Where published lines also go, in cluster mode with Postgres.
+    remote: Arc<OnceLock<Arc<dyn RemoteEvents>>>,
 }
 
 impl Default for SessionDirectory {
@@ -209,7 +227,13 @@ impl Default for SessionDirectory {
 impl SessionDirectory {
     /// An empty directory whose sessions have mailboxes of `mailbox` messages.
     pub fn new(mailbox: usize) -> Self {
-        Self { sessions: Arc::default(), mailbox }
+        Self { sessions: Arc::default(), mailbox, remote: Arc::default() }
+    }
+
+    /// Sends every batch published from now on to `remote` as well (once; later calls are
+    /// ignored). Every clone of the directory shares it.
+    pub fn set_remote(&self, remote: Arc<dyn RemoteEvents>) {
+        let _ = self.remote.set(remote);
     }
 
     /// The user's running session, if any.
@@ -258,13 +282,29 @@ impl SessionDirectory {
         addr
     }
 
-    /// Hands a bot's durable events to its owner's session, if the owner is connected.
+    /// Hands a bot's durable events to its owner's session, if the owner is connected, and to
+    /// the other nodes when [`SessionDirectory::set_remote`] installed them.
     pub fn publish(&self, user_id: UserId, bot_id: BotId, events: &[BotEvent]) {
         if events.is_empty() {
             return;
         }
+        if let Some(remote) = self.remote.get() {
+            remote.publish(user_id, bot_id, events);
+        }
+        self.deliver(user_id, BotEvents { bot_id, events: events.into(), relayed: false });
+    }
+
+    /// Hands lines relayed from the node that runs the bot to the user's session here, if the
+    /// user is connected here. They go to no other node.
+    pub fn deliver_relayed(&self, user_id: UserId, bot_id: BotId, events: Arc<[BotEvent]>) {
+        if events.is_empty() {
+            return;
+        }
+        self.deliver(user_id, BotEvents { bot_id, events, relayed: true });
+    }
+
+    fn deliver(&self, user_id: UserId, message: BotEvents) {
         let Some(session) = self.get(user_id) else { return };
-        let message = BotEvents { bot_id, events: events.into() };
         match session.try_send(message) {
             Ok(()) => {}
             Err(SendError::Full(_)) => {
@@ -326,7 +366,7 @@ mod tests {
     }
 
     fn events() -> BotEvents {
-        BotEvents { bot_id: 1, events: Vec::<BotEvent>::new().into() }
+        BotEvents { bot_id: 1, events: Vec::<BotEvent>::new().into(), relayed: false }
     }
 
     #[actix_rt::test]

@@ -1,5 +1,7 @@
 //! HTTP helpers the load examples share (included with `#[path]`: examples are one crate each).
 
+#![allow(dead_code)] // each example uses a part
+
 use anyhow::{Context as _, bail};
 use serde_json::Value;
 

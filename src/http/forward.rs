@@ -236,6 +236,45 @@ fn rpc_request(req: &ServiceRequest, state: &AppState, me: &str, body: Bytes) ->
     }
 }
 
+/// Sends `GET {path}` (an `/api/v1` path and query) to node `node_id` for the bearer of `token`,
+/// as a forwarded request: the owner serves it through its own HTTP stack and never forwards it
+/// on. For the WebSocket relay, which reads a bot and its journal from the bot's owner.
+///
+/// # Errors
+/// Not in cluster mode, or the owner cannot be reached or does not answer in time.
+pub async fn forward_get(
+    state: &AppState,
+    node_id: &str,
+    path: String,
+    token: &str,
+) -> Result<RpcAnswer, RpcError> {
+    let Some(cluster) = &state.cluster else {
+        return Err(RpcError::Unreachable {
+            node: node_id.to_owned(),
+            reason: "not in cluster mode".into(),
+        });
+    };
+    let request = RpcRequest {
+        method: "GET".to_owned(),
+        path,
+        headers: vec![
+            ("authorization".to_owned(), format!("Bearer {token}")),
+            ("accept".to_owned(), "application/json".to_owned()),
+        ],
+        body: Bytes::new(),
+        deadline: state.settings.request_timeout(),
+        from: cluster.node_id().to_owned(),
+    };
+    let answer = cluster.forward(node_id, request).await;
+    let outcome = match &answer {
+        Ok(_) => "forwarded",
+        Err(RpcError::TimedOut { .. }) => "timed_out",
+        Err(_) => "unreachable",
+    };
+    metrics::counter!("keel_cluster_forwarded_total", "outcome" => outcome).increment(1);
+    answer
+}
+
 /// The owner's answer as this node's response, marked so its body is left as it is.
 fn answer_response(answer: RpcAnswer) -> HttpResponse {
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);

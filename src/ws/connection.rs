@@ -14,7 +14,7 @@
 //!   subscriptions end even while a socket write is blocked, so a half-open connection is reaped
 //!   by the heartbeat whatever state its socket is in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
 use keel_actors::bot::supervisor::{GetBot, GetLiveBot};
 use keel_actors::bot::{BotEvent, BotRepo};
+use keel_actors::cluster::user_events::Following;
 use keel_actors::feed::{MarketData, Subscribe, SubscriberId};
 use keel_actors::mailbox::ask;
 use keel_actors::session::{Detach, SessionActor, SessionEvent};
@@ -35,6 +36,7 @@ use super::outbound::{ChannelState, Outbound, Outgoing};
 use super::protocol::{
     Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, parse_op,
 };
+use super::relay::{self, Continuity, Verdict};
 use crate::auth::AuthUser;
 use crate::state::AppState;
 
@@ -60,6 +62,13 @@ pub struct ClientConnection {
     user: Option<AuthUser>,
     /// Access-token expiry (seconds since the epoch) of the current authentication.
     expires_at: u64,
+    /// The access token of the current authentication: a relayed bot channel reads the bot
+    /// from its owner node with it.
+    token: Option<String>,
+    /// Bot channels relayed from another node (cluster mode), by bot id, with their continuity.
+    relayed: HashMap<u64, Continuity>,
+    /// This node's following of the user's bot lines, held while a channel is relayed.
+    following: Option<Arc<Following>>,
     user_session: Option<Addr<SessionActor>>,
     /// The thread's market hub, once a market channel was asked for: channels leave the hub they
     /// joined (never one started just to leave).
@@ -85,11 +94,11 @@ impl ClientConnection {
         state: web::Data<AppState>,
         limits: Arc<Limits>,
         outbound: Rc<Outbound>,
-        user: Option<(AuthUser, u64)>,
+        user: Option<(AuthUser, u64, String)>,
     ) -> Self {
-        let (user, expires_at) = match user {
-            Some((user, exp)) => (Some(user), exp),
-            None => (None, 0),
+        let (user, expires_at, token) = match user {
+            Some((user, exp, token)) => (Some(user), exp, Some(token)),
+            None => (None, 0, None),
         };
         Self {
             id,
@@ -98,6 +107,9 @@ impl ClientConnection {
             outbound,
             user,
             expires_at,
+            token,
+            relayed: HashMap::new(),
+            following: None,
             user_session: None,
             hub: None,
             last_heard: Instant::now(),
@@ -180,6 +192,7 @@ impl ClientConnection {
         }
         self.user = Some(user);
         self.expires_at = user.expires_at;
+        self.token = Some(token.to_owned());
         self.welcome(ctx);
         if first {
             self.attach_session(ctx);
@@ -320,6 +333,7 @@ impl ClientConnection {
         self.hub = Some(hub.clone());
         let recipient = hub.recipient();
         let hub_id = hub.id;
+        let token = self.token.clone();
         // A resume's lines, with the answer, must fit in the queue beside what is there.
         let backfill_max = (self.outbound.capacity() / 2).min(MAX_BACKFILL);
         // `wait`: nothing else reaches this connection until the answer is queued. Bot lines
@@ -332,7 +346,7 @@ impl ClientConnection {
                 for (name, channel, resume) in wanted {
                     let checked = check_channel(
                         &state,
-                        user.user_id,
+                        (user.user_id, token.as_deref()),
                         hub_id,
                         &channel,
                         &recipient,
@@ -349,8 +363,12 @@ impl ClientConnection {
                 let mut backfills = Vec::new();
                 for (name, channel, resume, checked) in results {
                     match checked {
-                        Ok(backfill) => {
+                        Ok((backfill, following)) => {
                             let key = market_key(&channel);
+                            if let (Channel::Bot(bot_id), Some(following)) = (&channel, following) {
+                                act.relayed.insert(*bot_id, Continuity::new(resume.is_some()));
+                                act.following = Some(following);
+                            }
                             let state = act.outbound.add_channel(name.clone(), channel);
                             if let Some(after) = resume {
                                 state.seq.set(after);
@@ -370,6 +388,13 @@ impl ClientConnection {
                 }
                 for (channel, lines) in backfills {
                     for line in lines.iter() {
+                        // The owner's durable journal, read in order: what it holds is the
+                        // continuity the live lines are checked against.
+                        if let Channel::Bot(bot_id) = channel.channel
+                            && let Some(continuity) = act.relayed.get_mut(&bot_id)
+                        {
+                            continuity.trust_next();
+                        }
                         if !act.send_bot_line(&channel, line, ctx) {
                             return;
                         }
@@ -385,6 +410,12 @@ impl ClientConnection {
             let Some(name) = Channel::parse(name).map(|c| c.name()) else { continue };
             if let Some(state) = self.outbound.remove_channel(&name) {
                 self.leave(&state.channel);
+                if let Channel::Bot(bot_id) = state.channel {
+                    self.relayed.remove(&bot_id);
+                    if self.relayed.is_empty() {
+                        self.following = None;
+                    }
+                }
                 removed.push(name);
             }
         }
@@ -397,15 +428,23 @@ impl ClientConnection {
         hub.leave(&key, self.id, &self.state.feeds);
     }
 
+    /// A bot's lines, from a bot on this node or `relayed` from another (those only reach the
+    /// bot's channel, and only when it is relayed here).
     fn on_bot_events(
         &mut self,
         bot_id: u64,
         events: &[keel_actors::bot::BotEvent],
+        relayed: bool,
         ctx: &mut Context<Self>,
     ) {
+        if relayed && !self.relayed.contains_key(&bot_id) {
+            return;
+        }
         let bot_channel = format!("bot:{bot_id}");
+        let names: &[&str] =
+            if relayed { &[bot_channel.as_str()] } else { &[bot_channel.as_str(), "account"] };
         for event in events {
-            for name in [bot_channel.as_str(), "account"] {
+            for name in names {
                 let Some(sub) = self.outbound.channel(name) else { continue };
                 if !self.send_bot_line(&sub, event, ctx) {
                     return;
@@ -417,13 +456,33 @@ impl ClientConnection {
     /// Queues one journal line on a bot channel or `account`; false if the connection had to
     /// close (1013) because the queue could not take it. A bot channel's seq is the bot's
     /// journal id (a client that sees a gap resumes from its last one), and a line at or below
-    /// the last one sent (a resume's read met the live lines) is skipped.
+    /// the last one sent (a resume's read met the live lines) is skipped. On a channel relayed
+    /// from another node, a line past a hole closes the connection (1013): lines were lost
+    /// between the nodes, and the client resumes with `since`.
     fn send_bot_line(
         &mut self,
         sub: &ChannelState,
         event: &keel_actors::bot::BotEvent,
         ctx: &mut Context<Self>,
     ) -> bool {
+        if let Channel::Bot(bot_id) = sub.channel
+            && let Some(continuity) = self.relayed.get_mut(&bot_id)
+        {
+            match continuity.accept(sub.seq.get(), event.id) {
+                Verdict::Send => {}
+                Verdict::Skip => return true,
+                Verdict::Gap => {
+                    metrics::counter!("keel_ws_relay_gaps_total").increment(1);
+                    self.close(
+                        CloseCode::Again,
+                        "bot events were lost between nodes; reconnect and resync",
+                        "relay_gap",
+                        ctx,
+                    );
+                    return false;
+                }
+            }
+        }
         let seq = if matches!(sub.channel, Channel::Bot(_)) {
             if event.id <= sub.seq.get() {
                 return true;
@@ -521,29 +580,43 @@ fn market_key(channel: &Channel) -> Option<StreamKey> {
     }
 }
 
-/// Checks a channel for `user_id` and registers what it needs. With `resume` (a bot channel's
-/// `since` and the most lines it may bring back), answers the bot's durable journal lines after
-/// it.
+/// What a channel that can be subscribed needs: a resume's lines, and for a bot channel relayed
+/// from another node, this node's following of the user's lines.
+type Checked = (Vec<BotEvent>, Option<Arc<Following>>);
+
+/// Checks a channel for the user (with the token the connection authenticated with) and
+/// registers what it needs. With `resume` (a bot channel's `since` and the most lines it may
+/// bring back), answers the bot's durable journal lines after it. A bot that is not on this
+/// node is asked of the user's owner node, and relayed from it ([`relay`]).
 async fn check_channel(
     state: &AppState,
-    user_id: u64,
+    (user_id, token): (u64, Option<&str>),
     id: SubscriberId,
     channel: &Channel,
     recipient: &Recipient<MarketData>,
     resume: Option<(u64, usize)>,
-) -> Result<Vec<BotEvent>, OpError> {
+) -> Result<Checked, OpError> {
     match channel {
-        Channel::Account => Ok(Vec::new()),
+        Channel::Account => Ok((Vec::new(), None)),
         Channel::Bot(bot_id) => {
             // Another user's bot and a missing one answer the same.
             let forbidden =
                 || OpError::new("FORBIDDEN_CHANNEL", format!("bot:{bot_id} is not a bot of yours"));
             let bots = state.bots().map_err(|_| unavailable())?;
+            // Not a bot of this node: perhaps one of the user's on their owner node.
+            let elsewhere = || async {
+                let Some(token) = token else { return Err(forbidden()) };
+                match relay::remote_bot(state, user_id, token, *bot_id, resume, forbidden()).await?
+                {
+                    Some(relayed) => Ok((relayed.backfill, Some(relayed.following))),
+                    None => Err(forbidden()),
+                }
+            };
             let Some((after, max)) = resume else {
                 let query = GetBot { user_id, bot_id: *bot_id };
                 return match ask(&bots, query, LOOKUP_DEADLINE, "bots").await {
-                    Ok(Ok(_)) => Ok(Vec::new()),
-                    Ok(Err(_)) => Err(forbidden()),
+                    Ok(Ok(_)) => Ok((Vec::new(), None)),
+                    Ok(Err(_)) => elsewhere().await,
                     Err(_) => Err(unavailable()),
                 };
             };
@@ -552,7 +625,7 @@ async fn check_channel(
             let query = GetLiveBot { user_id, bot_id: *bot_id };
             let live = match ask(&bots, query, LOOKUP_DEADLINE, "bots").await {
                 Ok(Ok((_, live))) => live,
-                Ok(Err(_)) => return Err(forbidden()),
+                Ok(Err(_)) => return elsewhere().await,
                 Err(_) => return Err(unavailable()),
             };
             // A bot without an actor writes only through its supervisor, durable before sent.
@@ -573,7 +646,7 @@ async fn check_channel(
                     ),
                 ));
             }
-            Ok(page.items)
+            Ok((page.items, None))
         }
         Channel::Market { venue, symbol, kind } => {
             let Some(feed) = state.feeds.get(venue) else {
@@ -590,7 +663,7 @@ async fn check_channel(
                 recipient: recipient.clone(),
             };
             match ask(&feed, subscribe, LOOKUP_DEADLINE, "feed").await {
-                Ok(Ok(())) => Ok(Vec::new()),
+                Ok(Ok(())) => Ok((Vec::new(), None)),
                 Ok(Err(err)) => Err(OpError::new("UNKNOWN_CHANNEL", err.to_string())),
                 Err(_) => Err(unavailable()),
             }
@@ -708,7 +781,9 @@ impl Handler<SessionEvent> for ClientConnection {
 
     fn handle(&mut self, event: SessionEvent, ctx: &mut Context<Self>) {
         match event {
-            SessionEvent::Bot(batch) => self.on_bot_events(batch.bot_id, &batch.events, ctx),
+            SessionEvent::Bot(batch) => {
+                self.on_bot_events(batch.bot_id, &batch.events, batch.relayed, ctx);
+            }
             SessionEvent::Indicator(indicator) => self.on_indicator(&indicator),
             SessionEvent::Revoked(sessions) => {
                 if self.user.is_some_and(|user| sessions.contains(&user.session_id)) {

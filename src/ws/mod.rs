@@ -8,6 +8,7 @@ pub mod connection;
 pub mod hub;
 pub mod outbound;
 pub mod protocol;
+pub mod relay;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -159,6 +160,13 @@ pub async fn connect(
     } else {
         None
     };
+    // Kept to read a bot from its owner node (the relay, in cluster mode).
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_owned());
     let limits = state.ws_limits.clone();
     if !limits.admit_connection() {
         metrics::counter!("keel_ws_refused_total", "reason" => "total").increment(1);
@@ -193,7 +201,7 @@ pub async fn connect(
     };
     let stream = stream.max_frame_size(MAX_FRAME_BYTES);
     let id = limits.next_id();
-    let user = user.map(|u| (u, u.expires_at));
+    let user = user.zip(token).map(|(u, token)| (u, u.expires_at, token));
     let outbound = Outbound::new(state.settings.ws.outbound_queue);
     let response =
         response.map_body(|_, reader_link| FrameBody::new(outbound.clone(), reader_link).boxed());

@@ -11,6 +11,20 @@ use serde_json::{Value, json};
 
 use crate::cluster_identity::{Database, node};
 
+/// Waits until `count` nodes heartbeat in `db` (a node's first round heartbeats at once).
+pub(crate) async fn all_heartbeat(db: &Database, count: usize) {
+    let (sql, connection) =
+        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
+            .await
+            .expect("connects");
+    actix_web::rt::spawn(connection);
+    eventually(Duration::from_secs(5), "every node heartbeats", || async {
+        let row = sql.query_one("SELECT count(*) FROM keel_nodes", &[]).await.unwrap();
+        usize::try_from(row.get::<_, i64>(0)).is_ok_and(|n| n == count)
+    })
+    .await;
+}
+
 /// The node that served an answer.
 pub(crate) fn served_by(res: &reqwest::Response) -> String {
     res.headers()
@@ -21,7 +35,7 @@ pub(crate) fn served_by(res: &reqwest::Response) -> String {
 }
 
 /// `GET /api/v1/bots` on `app`: its status, the node that served it, and the body.
-async fn bots(app: &TestApp, token: &str) -> (u16, String, Value) {
+pub(crate) async fn bots(app: &TestApp, token: &str) -> (u16, String, Value) {
     let res = app.send(Method::GET, "/api/v1/bots", None, token).await;
     let (status, by) = (res.status().as_u16(), served_by(&res));
     (status, by, res.json().await.unwrap_or(Value::Null))
@@ -36,17 +50,7 @@ pub(crate) async fn live_nodes(ids: &[&str], nats: &str, db: &Database) -> Vec<T
     for id in ids {
         nodes.push(node(id, &name, nats, db.url_via(db.upstream)).await);
     }
-    let (sql, connection) =
-        tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls)
-            .await
-            .expect("connects");
-    actix_web::rt::spawn(connection);
-    let count = i64::try_from(ids.len()).expect("a few nodes");
-    eventually(Duration::from_secs(5), "every node heartbeats", || async {
-        let row = sql.query_one("SELECT count(*) FROM keel_nodes", &[]).await.unwrap();
-        row.get::<_, i64>(0) == count
-    })
-    .await;
+    all_heartbeat(db, ids.len()).await;
     nodes
 }
 

@@ -28,7 +28,7 @@ pub(crate) async fn connect(app: &TestApp, token: Option<&str>) -> Result<Socket
     tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket)
 }
 
-async fn send(socket: &mut Socket, value: Value) {
+pub(crate) async fn send(socket: &mut Socket, value: Value) {
     socket.send(Message::Text(value.to_string().into())).await.unwrap();
 }
 
@@ -495,7 +495,7 @@ async fn the_authentication_deadline_is_at_most_ten_seconds() {
 }
 
 /// Fills one market order of `bot`, retrying while the bot has no price yet.
-async fn fill_one(app: &TestApp, token: &str, bot: u64) {
+pub(crate) async fn fill_one(app: &TestApp, token: &str, bot: u64) {
     let orders = format!("/api/v1/bots/{bot}/orders");
     let buy = json!({"side": "buy", "qty": "0.001", "type": "market"});
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -506,13 +506,13 @@ async fn fill_one(app: &TestApp, token: &str, bot: u64) {
 }
 
 /// The bot's journal ids, all of them.
-async fn journal_ids(app: &TestApp, token: &str, bot: u64) -> Vec<u64> {
+pub(crate) async fn journal_ids(app: &TestApp, token: &str, bot: u64) -> Vec<u64> {
     let page = app.get_json(&format!("/api/v1/bots/{bot}/events?limit=500"), token).await;
     page["items"].as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect()
 }
 
 /// Reads events on `channel` until `seq` `upto` arrives; their seqs, in order.
-async fn bot_seqs_until(socket: &mut Socket, channel: &str, upto: u64) -> Vec<u64> {
+pub(crate) async fn bot_seqs_until(socket: &mut Socket, channel: &str, upto: u64) -> Vec<u64> {
     let mut seqs = Vec::new();
     while seqs.last().is_none_or(|last| *last < upto) {
         let event = expect_type(socket, "event").await;

@@ -7,13 +7,15 @@
 //! holder connects to the exchange and publishes every normalised event; the others read the
 //! stream instead of connecting. The order budget ([`budget`]) is what every live router asks
 //! before a new order in cluster mode. With Postgres, [`users`] holds the user leases (which node
-//! acts for which user) and [`rpc`] carries requests forwarded to a user's owner. Nothing here
+//! acts for which user), [`rpc`] carries requests forwarded to a user's owner and
+//! [`user_events`] relays bots' journal lines to the nodes where their users' WebSockets are. Nothing here
 //! blocks an actor thread: every NATS call runs in a spawned future (or in the router's own, for
 //! the budget).
 
 pub mod budget;
 mod relay;
 pub mod rpc;
+pub mod user_events;
 pub mod users;
 
 use std::time::Duration;

@@ -208,6 +208,21 @@ pub fn from_db(value: i64) -> Result<u64, RecordError> {
     u64::try_from(value).map_err(|_| RecordError::Corrupt(format!("negative value {value}")))
 }
 
+/// `url` with its database replaced by `name` (a test's or a load run's own database on the
+/// same server).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
+    let base = match rest.find('/') {
+        Some(slash) => &base[..base.len() - rest.len() + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{base}/{name}?{query}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,20 +296,6 @@ pub(crate) mod test_db {
         pub async fn drop_db(self) {
             let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
             self.admin.batch_execute(&sql).await.unwrap();
-        }
-    }
-
-    /// `url` with its database replaced by `name`.
-    pub fn with_database(url: &str, name: &str) -> String {
-        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-        let rest = base.split_once("://").map_or(base, |(_, rest)| rest);
-        let base = match rest.find('/') {
-            Some(slash) => &base[..base.len() - rest.len() + slash],
-            None => base,
-        };
-        match query {
-            Some(query) => format!("{base}/{name}?{query}"),
-            None => format!("{base}/{name}"),
         }
     }
 
