@@ -87,6 +87,14 @@ impl AppState {
 }
 
 impl AppState {
+    /// Cluster mode with `postgres_url`: the bot tables, which hold a bot's whole history (this
+    /// node's store holds only what happened while it owned the bot's owner). Requests for a
+    /// user's bots run on the owner (forwarding), whose flushes are what the watermarks count.
+    pub fn bot_history(&self) -> Option<keel_actors::bot::pg::PgBotRepo> {
+        self.leases.as_ref()?;
+        self.record.clone().map(keel_actors::bot::pg::PgBotRepo::new)
+    }
+
     /// The running bot supervisor.
     ///
     /// # Errors

@@ -84,14 +84,6 @@ fn repo(state: &AppState) -> Result<keel_actors::bot::BotRepo, ApiError> {
     Ok(keel_actors::bot::BotRepo::new(&state.store)?)
 }
 
-/// Cluster mode with `postgres_url`: the bot tables, which hold a bot's whole history (this
-/// node's store holds only what happened while it owned the bot's owner). The request runs on
-/// the owner (forwarding), whose flushes are what the watermarks count.
-fn pg_repo(state: &AppState) -> Option<keel_actors::bot::pg::PgBotRepo> {
-    state.leases.as_ref()?;
-    state.record.clone().map(keel_actors::bot::pg::PgBotRepo::new)
-}
-
 /// Durable fill and event watermarks: a running bot's, or everything for a stopped one.
 fn watermarks(live: Option<&LiveView>) -> (u64, u64) {
     live.map_or((u64::MAX, u64::MAX), |l| (l.durable_fill_id, l.durable_event_id))
@@ -117,7 +109,7 @@ async fn page(
     let (_, live) = live(state, user.user_id, bot_id).await?;
     let (fills_upto, events_upto) = watermarks(live.as_ref());
     let after = q.after;
-    if let Some(repo) = pg_repo(state) {
+    if let Some(repo) = state.bot_history() {
         let body = match journal {
             Journal::Orders => {
                 serde_json::to_value(repo.orders(bot_id, after, u64::MAX, limit).await?)
@@ -270,7 +262,7 @@ pub async fn performance(
     let (upto, _) = watermarks(live.as_ref());
     let mark = live.as_ref().and_then(|l| l.mark_price);
     let bot_id = record.id;
-    let fills = match pg_repo(&state) {
+    let fills = match state.bot_history() {
         Some(repo) => repo.all_fills(bot_id, upto).await?,
         None => {
             let repo = repo(&state)?;

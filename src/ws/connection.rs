@@ -630,12 +630,18 @@ async fn check_channel(
             };
             // A bot without an actor writes only through its supervisor, durable before sent.
             let upto = live.map_or(u64::MAX, |l| l.durable_event_id);
-            let repo = BotRepo::new(&state.store).map_err(|_| unavailable())?;
             let bot = *bot_id;
-            let page = web::block(move || repo.events(bot, after, upto, max + 1))
-                .await
-                .map_err(|_| unavailable())?
-                .map_err(|_| unavailable())?;
+            // In a cluster on Postgres, the whole journal is there; this node's store holds
+            // only the lines since it took the bot's owner.
+            let page = if let Some(history) = state.bot_history() {
+                history.events(bot, after, upto, max + 1).await.map_err(|_| unavailable())?
+            } else {
+                let repo = BotRepo::new(&state.store).map_err(|_| unavailable())?;
+                web::block(move || repo.events(bot, after, upto, max + 1))
+                    .await
+                    .map_err(|_| unavailable())?
+                    .map_err(|_| unavailable())?
+            };
             if page.items.len() > max {
                 return Err(OpError::new(
                     "RESUME_TOO_FAR",
