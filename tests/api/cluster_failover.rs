@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::cluster_identity::Database;
 use crate::cluster_users::{live_nodes, served_by};
+use crate::ws::{bot_seqs_until, connect, expect_type, journal_ids, send};
 
 /// `GET path` on `app`: the node that served it and the body (`Null` unless 200).
 async fn read(app: &TestApp, path: &str, token: &str) -> (String, Value) {
@@ -108,6 +109,20 @@ async fn a_users_running_bot_moves_to_another_node_with_its_fills_when_its_owner
     assert_eq!(order_ids.iter().collect::<BTreeSet<_>>().len(), order_ids.len(), "{all_orders}");
     let (_, list) = read(elsewhere, "/api/v1/bots", &ada.access).await;
     assert_eq!(ids(&list), vec![bot], "one bot, under its id");
+
+    // A WebSocket resuming from the start on the new owner, where the bot now runs, gets the
+    // whole journal, lines from before the failover included (they are in Postgres, not in
+    // this node's working copy).
+    let new_owner_at = node_ids.iter().position(|id| *id == new_owner).expect("a node");
+    let journal = journal_ids(&nodes[new_owner_at], &ada.access, bot).await;
+    let held = *journal.last().expect("the bot has journal lines");
+    let channel = format!("bot:{bot}");
+    let mut socket = connect(&nodes[new_owner_at], Some(&ada.access)).await.unwrap();
+    send(&mut socket, json!({"op": "subscribe", "channels": [&channel], "since": {&channel: 0}}))
+        .await;
+    expect_type(&mut socket, "subscribed").await;
+    let seen = bot_seqs_until(&mut socket, &channel, held).await;
+    assert!(seen.starts_with(&journal), "the whole journal from before the failover: {seen:?}");
 
     for app in &nodes {
         app.stop.stop();
