@@ -19,7 +19,7 @@
 //! It prints the figures, then one `RESULT key=value …` line that `scripts/cluster-forward.sh`
 //! takes medians of over several runs. Exits 1 if a step fails.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -59,11 +59,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    keel_venues::tls::install_crypto_provider();
-    std::fs::create_dir_all(&args.nodes.work_dir)?;
-    let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
-    let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-    let cluster = format!("keelload_{}_{nonce}", std::process::id());
+    let (http, cluster) = nodes::prepare(&args.nodes, REQUEST_TIMEOUT)?;
 
     let (admin, connection) = tokio_postgres::connect(&args.postgres_url, tokio_postgres::NoTls)
         .await

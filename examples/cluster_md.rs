@@ -31,7 +31,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
@@ -157,11 +157,7 @@ async fn holds(node: &Node, http: &reqwest::Client) -> anyhow::Result<bool> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    keel_venues::tls::install_crypto_provider();
-    std::fs::create_dir_all(&args.nodes.work_dir)?;
-    let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
-    let nonce = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
-    let cluster = format!("keelload_{}_{nonce}", std::process::id());
+    let (http, cluster) = nodes::prepare(&args.nodes, REQUEST_TIMEOUT)?;
 
     let fake = Arc::new(FakeBinance::start().await);
     let rest = FakeRest::start().await;

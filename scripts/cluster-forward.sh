@@ -39,28 +39,13 @@ build_binaries cluster_forward
 KEEL_BIN=${KEEL_BIN:-$dir/keel}
 EXAMPLE_BIN=${EXAMPLE_BIN:-$dir/examples/cluster_forward}
 
-work=$(mktemp -d -t keel-cluster-forward.XXXXXX)
-results="$work/results"
-: >"$results"
-cleanup() {
-    stop_node_pids "$work" "$KEEL_BIN"
-    remove_work
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-host_line ""
-failed=0
-for run in $(seq 1 "$RUNS"); do
-    echo
-    echo "== run $run of $RUNS =="
+one_run() {
+    local run=$1
     run_example "$run" "$work" "$work/run-$run.log" \
         timeout --kill-after=30 "$RUN_TIMEOUT_SECS" "$EXAMPLE_BIN" --keel-bin "$KEEL_BIN" \
         --work-dir "$work/run-$run" --nats-url "$NATS_URL" --postgres-url "$POSTGRES_URL" \
         --requests "$REQUESTS"
-done
-
-echo
-echo "== medians over the runs that finished ($(wc -l <"$results") of $RUNS) =="
+}
+load_runs keel-cluster-forward ""
 print_medians "$results" direct_p50_us direct_p99_us forwarded_p50_us forwarded_p99_us failover_ms
 exit "$failed"

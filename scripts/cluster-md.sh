@@ -36,29 +36,14 @@ build_binaries cluster_md
 KEEL_BIN=${KEEL_BIN:-$dir/keel}
 EXAMPLE_BIN=${EXAMPLE_BIN:-$dir/examples/cluster_md}
 
-work=$(mktemp -d -t keel-cluster-md.XXXXXX)
-results="$work/results"
-: >"$results"
-cleanup() {
-    stop_node_pids "$work" "$KEEL_BIN"
-    remove_work
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-host_line "NATS $NATS_URL; "
-failed=0
-for run in $(seq 1 "$RUNS"); do
-    echo
-    echo "== run $run of $RUNS =="
+one_run() {
+    local run=$1
     run_example "$run" "$work" "$work/run-$run.log" \
         timeout --kill-after=30 "$RUN_TIMEOUT_SECS" "$EXAMPLE_BIN" --keel-bin "$KEEL_BIN" \
         --work-dir "$work/run-$run" --nats-url "$NATS_URL" --rate "$RATE" \
         --warmup-secs "$WARMUP_SECS" --measure-secs "$MEASURE_SECS"
-done
-
-echo
-echo "== medians over the runs that finished ($(wc -l <"$results") of $RUNS) =="
+}
+load_runs keel-cluster-md "NATS $NATS_URL; "
 print_medians "$results" holder_p50_us holder_p99_us follower_p50_us follower_p99_us hop_p50_us \
     hop_p99_us kill9_connect_ms kill9_holder_trades_ms kill9_follower_trades_ms kill9_pause_ms \
     kill9_missed term_exit_ms term_connect_ms term_pause_ms term_missed

@@ -157,3 +157,26 @@ host_line() {
     echo "host: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); keel $KEEL_BIN ($PROFILE)," \
         "tree $(git rev-parse --short HEAD 2>/dev/null || echo '?'); $1$(date -u +%FT%TZ)"
 }
+
+# load_runs PREFIX DETAIL: for a script that runs a load example RUNS times. Makes the work
+# directory `$work` (removed at exit, KEEP=1 keeps it; nodes left running are stopped) with an
+# empty `$results`, prints the host line (with DETAIL), calls the script's `one_run RUN` for
+# each run, and prints the heading of the medians. `one_run` uses `run_example`, which sets
+# `failed=1` when a run fails.
+load_runs() {
+    work=$(mktemp -d -t "$1.XXXXXX")
+    results="$work/results"
+    : >"$results"
+    trap 'stop_node_pids "$work" "$KEEL_BIN"; remove_work' EXIT
+    trap 'exit 130' INT TERM
+    host_line "$2"
+    failed=0
+    local run
+    for run in $(seq 1 "$RUNS"); do
+        echo
+        echo "== run $run of $RUNS =="
+        one_run "$run"
+    done
+    echo
+    echo "== medians over the runs that finished ($(wc -l <"$results") of $RUNS) =="
+}

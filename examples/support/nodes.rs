@@ -30,6 +30,20 @@ pub struct NodeArgs {
     pub nats_url: String,
 }
 
+/// What every cluster run does first: TLS's crypto provider, the work directory, an HTTP client
+/// with `timeout`, and the run's own cluster name, `keelload_<pid>_<ms>` (so nothing else on the
+/// NATS or Postgres it uses is touched).
+///
+/// # Errors
+/// The directory or the client could not be made.
+pub fn prepare(args: &NodeArgs, timeout: Duration) -> anyhow::Result<(reqwest::Client, String)> {
+    keel_venues::tls::install_crypto_provider();
+    std::fs::create_dir_all(&args.work_dir)?;
+    let http = reqwest::Client::builder().timeout(timeout).build()?;
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    Ok((http, format!("keelload_{}_{nonce}", std::process::id())))
+}
+
 /// One Keel node.
 pub struct Node {
     /// Its name (its `cluster.node_id`, and the name of its data directory and log).

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use keel_testkit::{TestApp, eventually, quiet_bot};
+use keel_testkit::{TestApp, Tokens, eventually, quiet_bot};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -50,13 +50,14 @@ async fn fill_until(app: &TestApp, token: &str, bot: u64, fills: usize) {
     .await;
 }
 
-#[actix_web::test]
-async fn a_users_running_bot_moves_to_another_node_with_its_fills_when_its_owner_stops() {
-    let test = "cluster_failover";
-    let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
-    let Some(db) = Database::create(test).await else { return };
-    let node_ids = ["n1", "n2", "n3"];
-    let nodes = live_nodes(&node_ids, &nats, &db).await;
+/// Nodes `node_ids` up on `db`, Ada registered and served: the nodes, her tokens, the node that
+/// owns her and its index.
+async fn ada_and_her_owner(
+    node_ids: &[&'static str],
+    nats: &str,
+    db: &Database,
+) -> (Vec<TestApp>, Tokens, String, usize) {
+    let nodes = live_nodes(node_ids, nats, db).await;
     let ada = nodes[0].register("ada@example.com").await;
     eventually(Duration::from_secs(15), "ada's requests are served", || async {
         nodes[0].send(Method::GET, "/api/v1/bots", None, &ada.access).await.status() == 200
@@ -64,6 +65,16 @@ async fn a_users_running_bot_moves_to_another_node_with_its_fills_when_its_owner
     .await;
     let (owner, _) = read(&nodes[0], "/api/v1/bots", &ada.access).await;
     let owner_at = node_ids.iter().position(|id| *id == owner).expect("one of the nodes");
+    (nodes, ada, owner, owner_at)
+}
+
+#[actix_web::test]
+async fn a_users_running_bot_moves_to_another_node_with_its_fills_when_its_owner_stops() {
+    let test = "cluster_failover";
+    let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
+    let Some(db) = Database::create(test).await else { return };
+    let node_ids = ["n1", "n2", "n3"];
+    let (nodes, ada, owner, owner_at) = ada_and_her_owner(&node_ids, &nats, &db).await;
     let elsewhere = &nodes[(owner_at + 1) % node_ids.len()];
 
     // A paper bot on the sim venue, started on its owner, fills.
@@ -138,14 +149,7 @@ async fn a_node_whose_lease_was_taken_has_its_next_flush_refused_and_the_new_own
     let Some(db) = Database::create(test).await else { return };
     // Node ids of this test's own: the pause below is by node id, process-wide.
     let node_ids = ["fence-a", "fence-b"];
-    let nodes = live_nodes(&node_ids, &nats, &db).await;
-    let ada = nodes[0].register("ada@example.com").await;
-    eventually(Duration::from_secs(15), "ada's requests are served", || async {
-        nodes[0].send(Method::GET, "/api/v1/bots", None, &ada.access).await.status() == 200
-    })
-    .await;
-    let (owner, _) = read(&nodes[0], "/api/v1/bots", &ada.access).await;
-    let owner_at = node_ids.iter().position(|id| *id == owner).expect("one of the nodes");
+    let (nodes, ada, owner, owner_at) = ada_and_her_owner(&node_ids, &nats, &db).await;
     let (stale, other) = (&nodes[owner_at], &nodes[1 - owner_at]);
     let res = other.send(Method::POST, "/api/v1/bots", Some(&quiet_bot()), &ada.access).await;
     let bot = res.json::<Value>().await.unwrap()["id"].as_u64().expect("a bot id");
