@@ -122,7 +122,8 @@ impl Fixture {
         let token =
             identity.tokens.issue(user_id, session_id, u64::MAX).expect("the token signs").token;
 
-        let protection = Arc::new(keel::http::protect::Protection::new(&settings.protection));
+        let protection =
+            Arc::new(keel::http::protect::Protection::new(&settings.protection, false));
         let store_handle = store.clone();
         let notify_store = store.clone();
         let state = AppState {

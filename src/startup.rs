@@ -163,7 +163,8 @@ impl Application {
         );
         // Weak: the task must not keep the store open after the server stops.
         let pruned = Arc::downgrade(&identity);
-        let protection = Arc::new(http::protect::Protection::new(&settings.protection));
+        let forwarding = leases.is_some();
+        let protection = Arc::new(http::protect::Protection::new(&settings.protection, forwarding));
         let limiters = protection.clone();
         actix::spawn(async move {
             let mut every = tokio::time::interval(THROTTLE_PRUNE_INTERVAL);

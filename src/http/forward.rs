@@ -32,8 +32,14 @@ pub const NODE_HEADER: HeaderName = HeaderName::from_static("keel-node");
 /// Header on a forwarded request: the node that forwarded it (the owner never forwards it on).
 pub const FORWARDED_HEADER: HeaderName = HeaderName::from_static("keel-forwarded");
 /// The request headers forwarded with a request.
-const REQUEST_HEADERS: [&str; 5] =
-    ["authorization", "content-type", "accept", "idempotency-key", "x-request-id"];
+const REQUEST_HEADERS: [&str; 6] = [
+    "authorization",
+    "content-type",
+    "accept",
+    "idempotency-key",
+    "x-request-id",
+    "x-forwarded-for",
+];
 /// The answer headers sent back with an answer.
 const ANSWER_HEADERS: [&str; 6] =
     ["content-type", "retry-after", "www-authenticate", "location", "x-request-id", "keel-node"];
@@ -214,7 +220,7 @@ fn moving() -> ApiError {
 fn rpc_request(req: &ServiceRequest, state: &AppState, me: &str, body: Bytes) -> RpcRequest {
     let mut headers: Vec<(String, String)> = REQUEST_HEADERS
         .iter()
-        .filter(|name| **name != "x-request-id")
+        .filter(|name| !matches!(**name, "x-request-id" | "x-forwarded-for"))
         .filter_map(|name| {
             let value = req.headers().get(*name)?.to_str().ok()?;
             Some(((*name).to_owned(), value.to_owned()))
@@ -223,6 +229,11 @@ fn rpc_request(req: &ServiceRequest, state: &AppState, me: &str, body: Bytes) ->
     // The id this node answers with, so the owner's body and logs carry the same one.
     if let Some(id) = req.extensions().get::<RequestId>() {
         headers.push(("x-request-id".to_owned(), id.0.clone()));
+    }
+    // The client's address as this node sees it (never the client's own header): the owner's
+    // per-address limits and access log count the client, not this node.
+    if let Some(ip) = state.protection.client_ip(req.request()) {
+        headers.push(("x-forwarded-for".to_owned(), ip.to_string()));
     }
     let path =
         req.uri().path_and_query().map_or_else(|| req.path().to_owned(), |pq| pq.to_string());

@@ -49,6 +49,10 @@ pub struct Protection {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_user: DefaultKeyedRateLimiter<u64>,
     trusted_proxies: Vec<IpAddr>,
+    /// Cluster mode with forwarding: a request this node's forwarding responder sends to its own
+    /// listener (from loopback, marked `keel-forwarded`) is counted under the client address the
+    /// node it reached saw (its `x-forwarded-for`), not under loopback.
+    forwarded_from_cluster: bool,
     hsts: bool,
 }
 
@@ -57,8 +61,9 @@ fn per_minute(n: u32) -> Quota {
 }
 
 impl Protection {
-    /// From the settings (validated: the proxies parse).
-    pub fn new(settings: &ProtectionSettings) -> Self {
+    /// From the settings (validated: the proxies parse). `forwarded_from_cluster`: cluster mode
+    /// with forwarding (`cluster.postgres_url`).
+    pub fn new(settings: &ProtectionSettings, forwarded_from_cluster: bool) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
             max_in_flight: settings.max_in_flight,
@@ -71,6 +76,7 @@ impl Protection {
                 .iter()
                 .filter_map(|p| p.parse().ok())
                 .collect(),
+            forwarded_from_cluster,
             hsts: settings.hsts,
         }
     }
@@ -105,16 +111,27 @@ impl Protection {
     /// The client's address, seen through trusted proxies only.
     pub fn client_ip(&self, req: &HttpRequest) -> Option<IpAddr> {
         let peer = req.peer_addr()?.ip();
+        let forwarded = || {
+            req.headers()
+                .get_all(HeaderName::from_static("x-forwarded-for"))
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
+                .collect::<Vec<_>>()
+        };
+        // Another node's request, through this node's own forwarding responder: the client is
+        // the one that node saw (it set the header itself, one address; the per-address limits
+        // were applied there too).
+        if self.forwarded_from_cluster
+            && peer.is_loopback()
+            && req.headers().contains_key("keel-forwarded")
+        {
+            return Some(forwarded().last().copied().unwrap_or(peer));
+        }
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        let forwarded = req
-            .headers()
-            .get_all(HeaderName::from_static("x-forwarded-for"))
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|ip| ip.trim().parse::<IpAddr>().ok())
-            .collect::<Vec<_>>();
+        let forwarded = forwarded();
         // Right to left: each trusted proxy appended the address it received from.
         Some(
             forwarded

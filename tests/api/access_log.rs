@@ -40,7 +40,7 @@ fn lines(path: &std::path::Path) -> Vec<Value> {
         .collect()
 }
 
-async fn line_for(path: &std::path::Path, id: &str) -> Value {
+pub(crate) async fn line_for(path: &std::path::Path, id: &str) -> Value {
     let what = format!("an access-log line for request {id}");
     eventually(Duration::from_secs(5), &what, || async {
         lines(path).iter().any(|l| l["request_id"] == id)

@@ -51,6 +51,17 @@ impl Database {
 
 /// A cluster node whose identity lives in the Postgres at `postgres`.
 pub(crate) async fn node(id: &str, name: &str, nats: &str, postgres: String) -> TestApp {
+    node_with(id, name, nats, postgres, |_| {}).await
+}
+
+/// [`node`], with `more` settings on top.
+pub(crate) async fn node_with(
+    id: &str,
+    name: &str,
+    nats: &str,
+    postgres: String,
+    more: impl FnOnce(&mut keel::configuration::Settings) + Send + 'static,
+) -> TestApp {
     let (id, name, nats) = (id.to_owned(), name.to_owned(), nats.to_owned());
     spawn_app_with(move |s| {
         s.cluster.enabled = true;
@@ -59,6 +70,7 @@ pub(crate) async fn node(id: &str, name: &str, nats: &str, postgres: String) -> 
         s.cluster.name = name;
         s.cluster.postgres_url = Some(SecretString::from(postgres));
         s.cluster.advertise_url = "http://127.0.0.1:1".to_owned();
+        more(s);
     })
     .await
 }

@@ -9,7 +9,7 @@ use keel_testkit::{TestApp, assert_error, eventually, quiet_bot};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cluster_identity::{Database, node};
+use crate::cluster_identity::{Database, node, node_with};
 
 /// Waits until `count` nodes heartbeat in `db` (a node's first round heartbeats at once).
 pub(crate) async fn all_heartbeat(db: &Database, count: usize) {
@@ -236,5 +236,64 @@ async fn a_request_for_an_owner_that_does_not_answer_is_503_at_once_and_the_user
     assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("n1".to_owned(), 8));
     app.stop.stop();
     drop((sql, app));
+    db.drop_db().await;
+}
+
+#[actix_web::test]
+async fn a_forwarded_request_is_counted_and_logged_on_the_owner_under_its_clients_address() {
+    let test = "cluster_forward_client";
+    let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
+    let Some(db) = Database::create(test).await else { return };
+    let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
+    // The test is the clients' proxy, at 127.0.0.2 (not the nodes' own loopback address, from
+    // which the owner receives forwarded requests); each node logs to a file of its own.
+    let logs = tempfile::tempdir().unwrap();
+    let ids = ["cip1", "cip2"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let file = logs.path().join(format!("{id}.log")).display().to_string();
+        let settings = move |s: &mut keel::configuration::Settings| {
+            s.protection.trusted_proxies = vec!["127.0.0.2".into()];
+            s.access_log.output = file;
+        };
+        nodes.push(node_with(id, &name, &nats, db.url_via(db.upstream), settings).await);
+    }
+    all_heartbeat(&db, ids.len()).await;
+    let ada = nodes[0].register("ada-client@example.com").await;
+    eventually(Duration::from_secs(15), "ada's requests are served", || async {
+        bots(&nodes[0], &ada.access).await.0 == 200
+    })
+    .await;
+    let (_, owner, _) = bots(&nodes[0], &ada.access).await;
+    let owner_at = ids.iter().position(|id| *id == owner).expect("one of the nodes");
+    let other = &nodes[1 - owner_at];
+
+    // Through the other node, for a client at 203.0.113.7 (the client's own claim of another
+    // address, 198.51.100.1, comes before the proxy's and is not believed).
+    let proxy = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let res = proxy
+        .get(format!("{}/api/v1/bots", other.address))
+        .bearer_auth(&ada.access)
+        .header("x-request-id", "forwarded-1")
+        .header("x-forwarded-for", "198.51.100.1, 203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((res.status().as_u16(), served_by(&res)), (200, owner.clone()));
+    // The owner counts and logs the client, not the node that forwarded it (loopback).
+    let owner_log = logs.path().join(format!("{owner}.log"));
+    let line = crate::access_log::line_for(&owner_log, "forwarded-1").await;
+    assert_eq!(line["client_ip"], "203.0.113.7", "{line}");
+    let other_log = logs.path().join(format!("{}.log", ids[1 - owner_at]));
+    let line = crate::access_log::line_for(&other_log, "forwarded-1").await;
+    assert_eq!(line["client_ip"], "203.0.113.7", "{line}");
+
+    for app in &nodes {
+        app.stop.stop();
+    }
+    drop(nodes);
     db.drop_db().await;
 }
