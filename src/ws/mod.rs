@@ -4,6 +4,7 @@
 //! handler upgrades, then hands the socket to a [`connection::ClientConnection`] actor with a
 //! bounded outbound queue, which the response body ([`outbound::FrameBody`]) encodes. Connections are counted here, in total and per user.
 
+mod channels;
 pub mod connection;
 pub mod hub;
 pub mod outbound;
