@@ -12,9 +12,13 @@
 //!    `--warmup` requests each: to the owner (the baseline: served where it lands) and to the
 //!    other node (forwarded over NATS request/reply to the owner, which serves it through its own
 //!    listener). p50 and p99 of each, and the difference.
-//! 2. **Failover.** kill -9 of the owner; the time until the other node answers the same request
-//!    itself (`keel-node` is its own name): the lease's TTL runs out, then the survivor takes it
-//!    at its next round.
+//! 2. **Failover.** The user starts a paper bot (`ema_cross` 2/5 on the sim venue, which fills
+//!    every few seconds) through the other node, and it fills on the owner. Then kill -9 of the
+//!    owner, and three times from the kill: until the other node answers the same request itself
+//!    (`keel-node` is its own name: the lease's TTL ran out and the survivor took it at its next
+//!    round), until it shows the bot `running` (started there from Postgres), and until the bot
+//!    has a fill newer than the newest one read just before the kill (its first fill on the new
+//!    node, given the price crosses meanwhile).
 //!
 //! It prints the figures, then one `RESULT key=value …` line that `scripts/cluster-forward.sh`
 //! takes medians of over several runs. Exits 1 if a step fails.
@@ -144,47 +148,125 @@ async fn run(args: &Args, http: &reqwest::Client, nodes: &mut [Node]) -> anyhow:
         f99 as i64 - d99 as i64
     );
 
+    let bot = start_bot(http, &nodes[other].base, &token).await?;
+    let bot_base = format!("{}/api/v1/bots/{bot}", nodes[other].base);
+    let filled = Instant::now();
+    while newest_fill(http, &bot_base, &token).await?.is_none() {
+        if filled.elapsed() > Duration::from_secs(60) {
+            bail!("bot {bot} did not fill within 60 s on {}", nodes[owner].name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let before = newest_fill(http, &bot_base, &token).await?;
     signal(nodes[owner].pid(), "-KILL")?;
     let killed = Instant::now();
     let _ = nodes[owner].child.wait();
     let limit = Duration::from_secs(args.failover_limit_secs);
-    let (mut refused, mut failover) = (0u64, None);
-    while killed.elapsed() < limit {
+    let (mut refused, mut user, mut running, mut fill) = (0u64, None, None, None);
+    while killed.elapsed() < limit && fill.is_none() {
+        let survivor = &nodes[other].name;
         match bots(http, &nodes[other].base, &token).await {
-            Ok(served_by) if served_by == nodes[other].name => {
-                failover = Some(killed.elapsed());
-                break;
+            Ok(served_by) if served_by == *survivor => {
+                user.get_or_insert_with(|| killed.elapsed());
             }
             _ => refused += 1,
         }
+        if user.is_some() && running.is_none() {
+            let (served_by, status) = bot_status(http, &bot_base, &token).await?;
+            if served_by == *survivor && status == "running" {
+                running = Some(killed.elapsed());
+            }
+        }
+        if running.is_some() && newest_fill(http, &bot_base, &token).await? > before {
+            fill = Some(killed.elapsed());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let Some(failover) = failover else {
-        bail!("{} did not take the user within {limit:?} of the kill", nodes[other].name);
+    let (Some(user), Some(running), Some(fill)) = (user, running, fill) else {
+        bail!(
+            "within {limit:?} of the kill {}: served the user after {user:?}, ran the bot after \
+             {running:?}, its first fill after {fill:?}",
+            nodes[other].name
+        );
     };
     println!(
-        "kill -9 of the owner: {} serves the user after {:.2} s ({refused} answers before were not its own)",
+        "kill -9 of the owner: {} serves the user after {:.2} s ({refused} answers before were \
+         not its own), shows the bot running after {:.2} s, its first fill after {:.2} s",
         nodes[other].name,
-        failover.as_secs_f64()
+        user.as_secs_f64(),
+        running.as_secs_f64(),
+        fill.as_secs_f64()
     );
     println!(
         "RESULT direct_p50_us={d50} direct_p99_us={d99} forwarded_p50_us={f50} \
-         forwarded_p99_us={f99} failover_ms={}",
-        failover.as_millis()
+         forwarded_p99_us={f99} failover_ms={} bot_running_ms={} bot_fill_ms={}",
+        user.as_millis(),
+        running.as_millis(),
+        fill.as_millis()
     );
     Ok(())
+}
+
+/// Creates and starts, through `base`, a paper `ema_cross` 2/5 bot on the sim venue (it crosses,
+/// and fills, every few seconds): its id.
+async fn start_bot(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<u64> {
+    let body = json!({
+        "name": "failover", "venue": "sim", "symbol": "BTCUSDT", "mode": "paper",
+        "strategy": {"kind": "ema_cross", "params": {"fast": 2, "slow": 5, "qty": "0.0001"}},
+        "paper": {"starting_quote": "100000", "fee_bps": "10"}
+    });
+    let req = http.post(format!("{base}/api/v1/bots")).bearer_auth(token).json(&body);
+    let id = call(req, 201, "creating a bot").await?["id"].as_u64().context("no bot id")?;
+    let req = http.post(format!("{base}/api/v1/bots/{id}/start")).bearer_auth(token);
+    call(req, 200, "starting the bot").await?;
+    Ok(id)
+}
+
+/// `GET {bot}`: the node that served it and the bot's status (empty unless 200).
+async fn bot_status(
+    http: &reqwest::Client,
+    bot: &str,
+    token: &str,
+) -> anyhow::Result<(String, String)> {
+    let res = http.get(bot).bearer_auth(token).send().await?;
+    let node = served_by(&res);
+    if !res.status().is_success() {
+        return Ok((node, String::new()));
+    }
+    let body: serde_json::Value = res.json().await?;
+    Ok((node, body["status"].as_str().unwrap_or_default().to_owned()))
+}
+
+/// The bot's newest fill id (`None`: none yet, or the read was not answered).
+async fn newest_fill(
+    http: &reqwest::Client,
+    bot: &str,
+    token: &str,
+) -> anyhow::Result<Option<u64>> {
+    let res = http.get(format!("{bot}/fills?limit=500")).bearer_auth(token).send().await?;
+    if !res.status().is_success() {
+        return Ok(None);
+    }
+    let page: serde_json::Value = res.json().await?;
+    let items = page["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(items.iter().filter_map(|fill| fill["id"].as_u64()).max())
+}
+
+/// The node that served an answer (`keel-node`).
+fn served_by(res: &reqwest::Response) -> String {
+    res.headers()
+        .get("keel-node")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// `GET /api/v1/bots` on `base`, which must answer 200: the node that served it (`keel-node`).
 async fn bots(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<String> {
     let res = http.get(format!("{base}/api/v1/bots")).bearer_auth(token).send().await?;
     let status = res.status().as_u16();
-    let node = res
-        .headers()
-        .get("keel-node")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let node = served_by(&res);
     let _ = res.bytes().await?;
     if status != 200 {
         bail!("GET /api/v1/bots on {base} answered {status} (from {node:?})");

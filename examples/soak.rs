@@ -135,6 +135,11 @@ struct Args {
     /// Sim trades per second per symbol.
     #[arg(long, default_value_t = 20)]
     trades_per_sec: u32,
+    /// The sim venue's regime (`venues.sim.regime`). `walk` by default: a steady load, so that
+    /// memory flat under it means no leak. Under `schedule` (Keel's default) the load itself
+    /// cycles (docs/PERFORMANCE.md, "Soak"), and memory follows it.
+    #[arg(long, default_value = "walk")]
+    sim_regime: String,
     /// EMA periods of the bots, in trades (5/20 crosses every few seconds at 20 trades/s).
     #[arg(long, default_value_t = 5)]
     fast: u32,
@@ -176,6 +181,7 @@ async fn start_keel(args: &Args, http: &reqwest::Client, run: u32) -> anyhow::Re
         .env("KEEL__PROTECTION__PER_IP_PER_MINUTE", "100000")
         .env("KEEL__AUTH__REGISTRATIONS_PER_HOUR_PER_IP", "100000")
         .env("KEEL__VENUES__SIM__TRADES_PER_SEC", args.trades_per_sec.to_string())
+        .env("KEEL__VENUES__SIM__REGIME", &args.sim_regime)
         // A sweep every minute, so retention runs during the soak.
         .env("KEEL__RETENTION__SWEEP_INTERVAL_SECS", SWEEP_SECS.to_string())
         .env("KEEL__RETENTION__FILLS_MAX_AGE_SECS", args.retention_secs.to_string())
@@ -437,6 +443,8 @@ struct Shared {
     stop: AtomicBool,
     /// Connections currently open.
     open: AtomicU64,
+    /// Fill lines the clients received: the bots' activity, printed per minute beside RSS.
+    fills: AtomicU64,
 }
 
 /// One client: connects, reads, resumes after a loss, until `stop`.
@@ -517,6 +525,9 @@ async fn read(shared: &Shared, ws: &mut Ws, seen: &Mutex<Seen>) -> String {
             continue;
         }
         let Some(id) = data["id"].as_u64() else { continue };
+        if id > last_id && data["kind"] == "fill" {
+            shared.fills.fetch_add(1, Ordering::Relaxed);
+        }
         if id <= last_id {
             seen.wire_repeats += 1;
         } else if id != last_id + 1 {
@@ -691,6 +702,7 @@ async fn main() -> anyhow::Result<()> {
         http: http.clone(),
         stop: AtomicBool::new(false),
         open: AtomicU64::new(0),
+        fills: AtomicU64::new(0),
     });
     let mut seen = Vec::with_capacity(args.clients);
     let mut tasks = tokio::task::JoinSet::new();
@@ -726,6 +738,7 @@ async fn main() -> anyhow::Result<()> {
     for (part, samples) in halves.iter_mut().enumerate() {
         let end = if part == 0 { began + half } else { began + 2 * half };
         let mut next_print = Instant::now();
+        let mut fills_before = shared.fills.load(Ordering::Relaxed);
         while Instant::now() < end {
             let pid = keel.pid();
             if let Some(status) = keel.child.try_wait()? {
@@ -749,13 +762,17 @@ async fn main() -> anyhow::Result<()> {
                     ),
                     Err(err) => format!("/metrics: {err}"),
                 };
+                let fills = shared.fills.load(Ordering::Relaxed);
                 println!(
-                    "[{:>5.0} s] pid {pid}: rss {:>7.1} MiB, fds {:>4}, clients open {:>4}, {held}",
+                    "[{:>5.0} s] pid {pid}: rss {:>7.1} MiB, fds {:>4}, clients open {:>4}, \
+                     fills since the last line {:>6}, {held}",
                     began.elapsed().as_secs_f64(),
                     sample.rss_kib as f64 / 1024.0,
                     sample.fds,
-                    sample.open
+                    sample.open,
+                    fills - fills_before
                 );
+                fills_before = fills;
                 next_print += Duration::from_secs(60);
             }
             tokio::time::sleep(Duration::from_secs(args.sample_secs)).await;

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Cluster mode, users: what forwarding a request to the user's owner adds (p50, p99), and how long
-# a user is without an owner after kill -9 of that node, RUNS times, with medians.
+# a user and their bot are without an owner after kill -9 of that node, RUNS times, with medians.
 #
 # Each run (`examples/cluster_forward.rs`) creates a database of its own on the Postgres at
 # POSTGRES_URL, starts two Keel nodes (own ports, data directories and cluster name) on 127.0.0.1
 # against it and the NATS at NATS_URL, registers a user, and times `GET /api/v1/bots` sent to the
 # user's owner (served there: the baseline) and to the other node (forwarded over NATS to the
-# owner), one request at a time; then it kills the owner with SIGKILL and times until the other
-# node serves the user itself. Everything stays on loopback, each run is bounded by
+# owner), one request at a time; then it starts a paper bot for the user, kills the owner with
+# SIGKILL and times until the other node serves the user itself, shows the bot running, and
+# shows the bot's first fill made there. Everything stays on loopback, each run is bounded by
 # RUN_TIMEOUT_SECS, the database and NATS streams are dropped, and the work directory is removed
 # on exit (KEEP=1 keeps it, with the nodes' logs).
 #
@@ -47,5 +48,6 @@ one_run() {
         --requests "$REQUESTS"
 }
 load_runs keel-cluster-forward ""
-print_medians "$results" direct_p50_us direct_p99_us forwarded_p50_us forwarded_p99_us failover_ms
+print_medians "$results" direct_p50_us direct_p99_us forwarded_p50_us forwarded_p99_us failover_ms \
+    bot_running_ms bot_fill_ms
 exit "$failed"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Soak: Keel for DURATION_SECS (an hour by default) with BOTS paper bots trading on the sim venue
-# and CLIENTS WebSocket clients, stopped with SIGTERM and started again on the same store at half
-# time. `examples/soak.rs` runs Keel itself (127.0.0.1, a free port, a temporary data directory),
-# samples its RSS and open descriptors, has every client resume after the restart (subscribe
-# again with `since` its last journal id: docs/WEBSOCKET.md, "Resuming"), and at the end checks:
+# (a steady random walk: SIM_REGIME) and CLIENTS WebSocket clients, stopped with SIGTERM and
+# started again on the same store at half time. `examples/soak.rs` runs Keel itself (127.0.0.1,
+# a free port, a temporary data directory), samples its RSS and open descriptors, has every
+# client resume after the restart (subscribe again with `since` its last journal id:
+# docs/WEBSOCKET.md, "Resuming"), and at the end checks:
 #   - RSS after warm-up within ±RSS_TOLERANCE_PCT % of its reference, in both processes;
 #   - open descriptors flat after warm-up;
 #   - every client holds each of its bot's journal lines exactly once, none lost or repeated,
@@ -31,6 +32,9 @@ USERS=${USERS:-20}
 PROFILE=${PROFILE:-release}
 RSS_TOLERANCE_PCT=${RSS_TOLERANCE_PCT:-10}
 RETENTION_SECS=${RETENTION_SECS:-120}
+# The sim venue's regime: walk, a steady load. SIM_REGIME=schedule is Keel's default, whose
+# segments make the bots trade more in some minutes than in others (docs/PERFORMANCE.md, "Soak").
+SIM_REGIME=${SIM_REGIME:-walk}
 # Empty: the example's default (a tenth of the run, between 30 and 300 s).
 WARMUP_SECS=${WARMUP_SECS:-}
 # Bound, so the script always ends by itself: the run, two starts and stops, set-up and checks.
@@ -75,7 +79,7 @@ status=0
 timeout --kill-after=30 "$TIMEOUT_SECS" "$SOAK_BIN" --keel-bin "$KEEL_BIN" \
     --data-dir "$work/data" --port "$port" --duration-secs "$DURATION_SECS" --bots "$BOTS" \
     --clients "$CLIENTS" --users "$USERS" --rss-tolerance-pct "$RSS_TOLERANCE_PCT" \
-    --retention-secs "$RETENTION_SECS" \
+    --retention-secs "$RETENTION_SECS" --sim-regime "$SIM_REGIME" \
     "${extra[@]}" || status=$?
 for log in "$work"/data.keel-*.log; do
     [[ -s $log ]] || continue
