@@ -40,8 +40,8 @@ pub struct BotEvents {
     pub bot_id: BotId,
     /// Its new journal lines, durable, in order.
     pub events: Arc<[BotEvent]>,
-    /// Relayed from the node that runs the bot (cluster mode): only `bot:{id}` channels that
-    /// asked for the relay take them, never `account` (which carries this node's bots).
+    /// Relayed from the node that runs the bot (cluster mode): only the channels that asked for
+    /// the relay take them (a `bot:{id}` channel of a bot on another node, `account`).
     pub relayed: bool,
 }
 

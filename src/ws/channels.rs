@@ -1,6 +1,7 @@
 //! What subscribing a channel checks and sets up, for [`ClientConnection`](super::connection):
 //! a market stream's feed subscription, a bot channel's owner check and resume (its durable
-//! journal lines after `since`), and for a bot on the user's owner node, the relay from it.
+//! journal lines after `since`), and for a bot on the user's owner node, the relay from it (and
+//! for `account`, from every node).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +30,8 @@ pub(super) fn market_key(channel: &Channel) -> Option<StreamKey> {
     }
 }
 
-/// What a channel that can be subscribed needs: a resume's lines, and for a bot channel relayed
-/// from another node, this node's following of the user's lines.
+/// What a channel that can be subscribed needs: a resume's lines, and for a channel relayed from
+/// other nodes (a bot channel, `account`), this node's following of the user's lines.
 pub(super) type Checked = (Vec<BotEvent>, Option<Arc<Following>>);
 
 /// Checks a channel for the user (with the token the connection authenticated with) and
@@ -46,7 +47,7 @@ pub(super) async fn check_channel(
     resume: Option<(u64, usize)>,
 ) -> Result<Checked, OpError> {
     match channel {
-        Channel::Account => Ok((Vec::new(), None)),
+        Channel::Account => Ok((Vec::new(), relay::follow_account(state, user_id).await?)),
         Channel::Bot(bot_id) => {
             // Another user's bot and a missing one answer the same.
             let forbidden =

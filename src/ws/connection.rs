@@ -14,7 +14,7 @@
 //!   subscriptions end even while a socket write is blocked, so a half-open connection is reaped
 //!   by the heartbeat whatever state its socket is in.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use actix_web::web;
 use actix_ws::{CloseCode, CloseReason, Message, ProtocolError};
-use keel_actors::cluster::user_events::Following;
 use keel_actors::feed::SubscriberId;
 use keel_actors::session::{Detach, SessionActor, SessionEvent};
 use serde_json::json;
@@ -34,7 +33,7 @@ use super::outbound::{ChannelState, Outbound, Outgoing};
 use super::protocol::{
     Channel, ClientOp, MAX_CHANNELS_PER_OP, OpError, control_frame, event_frame, parse_op,
 };
-use super::relay::{Continuity, Verdict};
+use super::relay::{Relays, Verdict};
 use crate::auth::AuthUser;
 use crate::state::AppState;
 
@@ -61,10 +60,8 @@ pub struct ClientConnection {
     /// The access token of the current authentication: a relayed bot channel reads the bot
     /// from its owner node with it.
     token: Option<String>,
-    /// Bot channels relayed from another node (cluster mode), by bot id, with their continuity.
-    relayed: HashMap<u64, Continuity>,
-    /// This node's following of the user's bot lines, held while a channel is relayed.
-    following: Option<Arc<Following>>,
+    /// Channels relayed from other nodes (cluster mode).
+    relays: Relays,
     user_session: Option<Addr<SessionActor>>,
     /// The thread's market hub, once a market channel was asked for: channels leave the hub they
     /// joined (never one started just to leave).
@@ -104,8 +101,7 @@ impl ClientConnection {
             user,
             expires_at,
             token,
-            relayed: HashMap::new(),
-            following: None,
+            relays: Relays::default(),
             user_session: None,
             hub: None,
             last_heard: Instant::now(),
@@ -361,9 +357,8 @@ impl ClientConnection {
                     match checked {
                         Ok((backfill, following)) => {
                             let key = market_key(&channel);
-                            if let (Channel::Bot(bot_id), Some(following)) = (&channel, following) {
-                                act.relayed.insert(*bot_id, Continuity::new(resume.is_some()));
-                                act.following = Some(following);
+                            if let Some(following) = following {
+                                act.relays.add(&channel, following, resume.is_some());
                             }
                             let state = act.outbound.add_channel(name.clone(), channel);
                             if let Some(after) = resume {
@@ -387,7 +382,7 @@ impl ClientConnection {
                         // The owner's durable journal, read in order: what it holds is the
                         // continuity the live lines are checked against.
                         if let Channel::Bot(bot_id) = channel.channel
-                            && let Some(continuity) = act.relayed.get_mut(&bot_id)
+                            && let Some(continuity) = act.relays.continuity(bot_id)
                         {
                             continuity.trust_next();
                         }
@@ -406,12 +401,7 @@ impl ClientConnection {
             let Some(name) = Channel::parse(name).map(|c| c.name()) else { continue };
             if let Some(state) = self.outbound.remove_channel(&name) {
                 self.leave(&state.channel);
-                if let Channel::Bot(bot_id) = state.channel {
-                    self.relayed.remove(&bot_id);
-                    if self.relayed.is_empty() {
-                        self.following = None;
-                    }
-                }
+                self.relays.remove(&state.channel);
                 removed.push(name);
             }
         }
@@ -424,8 +414,8 @@ impl ClientConnection {
         hub.leave(&key, self.id, &self.state.feeds);
     }
 
-    /// A bot's lines, from a bot on this node or `relayed` from another (those only reach the
-    /// bot's channel, and only when it is relayed here).
+    /// A bot's lines, from a bot on this node or `relayed` from another (those reach the bot's
+    /// channel and `account` only where these are relayed here).
     fn on_bot_events(
         &mut self,
         bot_id: u64,
@@ -433,14 +423,11 @@ impl ClientConnection {
         relayed: bool,
         ctx: &mut Context<Self>,
     ) {
-        if relayed && !self.relayed.contains_key(&bot_id) {
-            return;
-        }
+        let (to_bot, to_account) = if relayed { self.relays.targets(bot_id) } else { (true, true) };
         let bot_channel = format!("bot:{bot_id}");
-        let names: &[&str] =
-            if relayed { &[bot_channel.as_str()] } else { &[bot_channel.as_str(), "account"] };
+        let names = [(to_bot, bot_channel.as_str()), (to_account, "account")];
         for event in events {
-            for name in names {
+            for (_, name) in names.iter().filter(|(to, _)| *to) {
                 let Some(sub) = self.outbound.channel(name) else { continue };
                 if !self.send_bot_line(&sub, event, ctx) {
                     return;
@@ -462,7 +449,7 @@ impl ClientConnection {
         ctx: &mut Context<Self>,
     ) -> bool {
         if let Channel::Bot(bot_id) = sub.channel
-            && let Some(continuity) = self.relayed.get_mut(&bot_id)
+            && let Some(continuity) = self.relays.continuity(bot_id)
         {
             match continuity.accept(sub.seq.get(), event.id) {
                 Verdict::Send => {}

@@ -10,7 +10,13 @@
 //! both in the read and live are sent once (by journal id). From then on [`Continuity`] checks
 //! every line of the channel: one that skips an id the channel has not had means lines were lost
 //! between the nodes, and the connection closes with 1013 so the client resumes with `since`.
+//!
+//! The `account` channel (every line of every bot of the user) follows the user's subject too
+//! ([`follow_account`]), whichever node owns the user: a node skips its own batches, so the
+//! channel gets this node's bots' lines directly and the other nodes' relayed, also across a
+//! handover of the user.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use keel_actors::bot::BotEvent;
@@ -18,7 +24,7 @@ use keel_actors::cluster::user_events::Following;
 use keel_actors::cluster::users::Owner;
 use serde::Deserialize;
 
-use super::protocol::OpError;
+use super::protocol::{Channel, OpError};
 use crate::state::AppState;
 
 /// How long following a user's subject may take (the connection waits for its answer).
@@ -64,6 +70,88 @@ impl Continuity {
         }
         self.known = true;
         Verdict::Send
+    }
+}
+
+/// What one connection relays from other nodes: bot channels with their continuity, whether
+/// `account` is relayed, and the following of the user's subject, held while any of them is.
+#[derive(Debug, Default)]
+pub struct Relays {
+    bots: HashMap<u64, Continuity>,
+    account: bool,
+    following: Option<Arc<Following>>,
+}
+
+impl Relays {
+    /// Relays `channel` (a bot channel resumed with `since` when `resumed`, or `account`) under
+    /// `following`.
+    pub fn add(&mut self, channel: &Channel, following: Arc<Following>, resumed: bool) {
+        match channel {
+            Channel::Bot(bot_id) => {
+                self.bots.insert(*bot_id, Continuity::new(resumed));
+            }
+            Channel::Account => self.account = true,
+            Channel::Market { .. } => return,
+        }
+        self.following = Some(following);
+    }
+
+    /// Stops relaying `channel`; the user's subject is let go once nothing is relayed.
+    pub fn remove(&mut self, channel: &Channel) {
+        match channel {
+            Channel::Bot(bot_id) => {
+                self.bots.remove(bot_id);
+            }
+            Channel::Account => self.account = false,
+            Channel::Market { .. } => {}
+        }
+        if self.bots.is_empty() && !self.account {
+            self.following = None;
+        }
+    }
+
+    /// The continuity of bot channel `bot_id`, if it is relayed.
+    pub fn continuity(&mut self, bot_id: u64) -> Option<&mut Continuity> {
+        self.bots.get_mut(&bot_id)
+    }
+
+    /// Where a relayed line of `bot_id` goes: its bot channel (if relayed), `account` (if
+    /// relayed).
+    pub fn targets(&self, bot_id: u64) -> (bool, bool) {
+        (self.bots.contains_key(&bot_id), self.account)
+    }
+}
+
+/// Follows the user's subject for an `account` channel: `None` when this node does not relay (a
+/// single node, or one without Postgres).
+///
+/// # Errors
+/// `UNAVAILABLE` when NATS cannot take the subscription in time.
+pub async fn follow_account(
+    state: &AppState,
+    user_id: u64,
+) -> Result<Option<Arc<Following>>, OpError> {
+    let (Some(_), Some(events)) = (&state.leases, &state.user_events) else {
+        return Ok(None);
+    };
+    follow(events, user_id).await.map(Some)
+}
+
+/// This node's following of `user_id`'s subject, within [`FOLLOW_DEADLINE`].
+async fn follow(
+    events: &keel_actors::cluster::user_events::UserEvents,
+    user_id: u64,
+) -> Result<Arc<Following>, OpError> {
+    match tokio::time::timeout(FOLLOW_DEADLINE, events.follow(user_id)).await {
+        Ok(Ok(following)) => Ok(following),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, user_id, "a channel cannot be relayed");
+            Err(unavailable())
+        }
+        Err(_) => {
+            tracing::warn!(user_id, "following a user's bot lines took too long");
+            Err(unavailable())
+        }
     }
 }
 
@@ -113,17 +201,7 @@ pub async fn remote_bot(
         Err(_) => return Err(unavailable()),
     };
     // Followed before the owner is read, so no line falls between the read and the live ones.
-    let following = match tokio::time::timeout(FOLLOW_DEADLINE, events.follow(user_id)).await {
-        Ok(Ok(following)) => following,
-        Ok(Err(err)) => {
-            tracing::warn!(error = %err, user_id, "a bot channel cannot be relayed");
-            return Err(unavailable());
-        }
-        Err(_) => {
-            tracing::warn!(user_id, "following a user's bot lines took too long");
-            return Err(unavailable());
-        }
-    };
+    let following = follow(events, user_id).await?;
     let path = match resume {
         None => format!("/api/v1/bots/{bot_id}"),
         Some((after, max)) => {

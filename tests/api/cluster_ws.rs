@@ -1,8 +1,8 @@
 //! The WebSocket relay (cluster mode with `cluster.postgres_url`): two nodes on one Postgres
 //! (`KEEL_TEST_POSTGRES_URL`, a database of the test's own) and one NATS (`KEEL_TEST_NATS_URL`).
 //! A user's paper bot runs on the user's owner; a WebSocket on the other node subscribed to the
-//! bot's channel gets its lines, in order and once, catching up first with `since`, and another
-//! user is refused the channel as on a single node.
+//! bot's channel gets its lines, in order and once, catching up first with `since`, `account`
+//! gets them on either node, and another user is refused the channel as on a single node.
 
 use std::time::Duration;
 
@@ -56,15 +56,26 @@ async fn a_websocket_on_another_node_gets_the_owners_bot_lines_in_order_once_and
     let seen = bot_seqs_until(&mut resumed, &channel, held).await;
     assert_eq!(seen, journal, "the whole journal, in order, once");
 
-    // A second one without `since` starts with the next live line.
+    // A second one without `since` starts with the next live line; `account` (every bot of
+    // hers) gets the same lines on either node: relayed on the other one.
     let mut live = connect(elsewhere, Some(&ada.access)).await.unwrap();
     send(&mut live, json!({"op": "subscribe", "channels": [&channel]})).await;
     expect_type(&mut live, "subscribed").await;
+    let mut accounts = Vec::new();
+    for app in [elsewhere, on_owner] {
+        let mut account = connect(app, Some(&ada.access)).await.unwrap();
+        send(&mut account, json!({"op": "subscribe", "channels": ["account"]})).await;
+        assert_eq!(expect_type(&mut account, "subscribed").await["channels"], json!(["account"]));
+        accounts.push(account);
+    }
     fill_one(elsewhere, &ada.access, bot).await;
     let last = *journal_ids(elsewhere, &ada.access, bot).await.last().unwrap();
     assert!(last > held, "the second order added lines");
     let expected: Vec<u64> = (held + 1..=last).collect();
     assert_eq!(bot_seqs_until(&mut resumed, &channel, last).await, expected, "no gap, no repeat");
+    for (account, on) in accounts.iter_mut().zip(["the other node", "her owner"]) {
+        assert_eq!(account_ids_until(account, last).await, expected, "account on {on}");
+    }
     let fresh = bot_seqs_until(&mut live, &channel, last).await;
     assert!(fresh.first().is_some_and(|first| *first > held), "{fresh:?}");
     assert_eq!(fresh, (fresh[0]..=last).collect::<Vec<_>>(), "consecutive from the first");
@@ -90,10 +101,23 @@ async fn a_websocket_on_another_node_gets_the_owners_bot_lines_in_order_once_and
     send(&mut live, json!({"op": "subscribe", "channels": ["bot:999999"]})).await;
     assert_eq!(expect_type(&mut live, "error").await["code"], "FORBIDDEN_CHANNEL");
 
-    drop((resumed, live));
+    drop((resumed, live, accounts));
     for app in &nodes {
         app.stop.stop();
     }
     drop(nodes);
     db.drop_db().await;
+}
+
+/// Reads `account` events until the journal line `upto` of the (one) bot arrives; their journal
+/// ids, in order.
+async fn account_ids_until(socket: &mut crate::ws::Socket, upto: u64) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while ids.last().is_none_or(|last| *last < upto) {
+        let event = expect_type(socket, "event").await;
+        if event["channel"] == "account" && event["data"]["kind"] != "indicator" {
+            ids.push(event["data"]["id"].as_u64().expect("a journal line's id"));
+        }
+    }
+    ids
 }
