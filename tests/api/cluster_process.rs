@@ -155,6 +155,7 @@ impl Answer {
     }
 }
 
+/// Sends `request`; a request that got no answer (a killed or paused node) is status 0.
 async fn answer(request: RequestBuilder) -> Answer {
     let Ok(res) = request.send().await else {
         return Answer { status: 0, by: String::new(), body: Value::Null };
