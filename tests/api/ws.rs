@@ -15,13 +15,18 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn ws_url(app: &TestApp) -> String {
-    format!("{}/api/v1/ws", app.address.replacen("http://", "ws://", 1))
+fn ws_url(address: &str) -> String {
+    format!("{}/api/v1/ws", address.replacen("http://", "ws://", 1))
 }
 
 /// Connects, with a bearer header when `token` is given.
 pub(crate) async fn connect(app: &TestApp, token: Option<&str>) -> Result<Socket, WsError> {
-    let mut request = ws_url(app).into_client_request().unwrap();
+    connect_to(&app.address, token).await
+}
+
+/// [`connect`] to the Keel at `address` (`http://host:port`), a process of its own or not.
+pub(crate) async fn connect_to(address: &str, token: Option<&str>) -> Result<Socket, WsError> {
+    let mut request = ws_url(address).into_client_request().unwrap();
     if let Some(token) = token {
         request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
@@ -345,7 +350,7 @@ async fn small_window_client(app: &TestApp, token: &str) -> Socket {
     tcp.set_recv_buffer_size(4096).unwrap();
     let addr = app.address.trim_start_matches("http://").parse().unwrap();
     let stream = tcp.connect(addr).await.unwrap();
-    let mut request = ws_url(app).into_client_request().unwrap();
+    let mut request = ws_url(&app.address).into_client_request().unwrap();
     let bearer = format!("Bearer {token}").parse().unwrap();
     request.headers_mut().insert("authorization", bearer);
     let (socket, _) =
