@@ -26,6 +26,7 @@ use tokio_postgres::types::ToSql;
 
 use super::repo::Page;
 use crate::pg::fence::{Fence, Fenced};
+use crate::pg::text::scrub_json;
 use crate::pg::{PgRecord, RecordError, from_db, to_db};
 use crate::store::stats::KindStats;
 use crate::store::trees;
@@ -87,8 +88,13 @@ pub struct PgBotRepo {
     record: PgRecord,
 }
 
+/// `value` as JSON for a `jsonb` column, NUL replaced ([`scrub_json`]): a venue's message or a
+/// strategy's log line with one would otherwise fail the whole flush and stop the bot.
 fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, RecordError> {
-    serde_json::to_value(value).map_err(|err| RecordError::Corrupt(format!("encoding: {err}")))
+    let mut json = serde_json::to_value(value)
+        .map_err(|err| RecordError::Corrupt(format!("encoding: {err}")))?;
+    scrub_json(&mut json);
+    Ok(json)
 }
 
 fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, RecordError> {

@@ -242,15 +242,15 @@ async fn a_flush_that_fails_half_way_leaves_nothing() {
     let ada = user(&record, "ada@example.com").await;
     let bot = repo.create_bot(&definition(ada, "one"), None).await.unwrap();
     let (mut fx, state) = trade(bot.id);
-    // Postgres refuses a NUL in jsonb: the journal statement fails after the orders and the
-    // fills were inserted in the same transaction.
-    fx.events.push(line(3, "nul \0 here"));
+    // One statement cannot upsert a row twice: the journal statement fails (a second line 2)
+    // after the orders and the fills were inserted in the same transaction.
+    fx.events.push(line(2, "line 2 again"));
     let err = repo.persist(bot.id, &fx, &state, None).await.unwrap_err();
     let code = match &err {
         PgBotError::Record(err) => err.code().cloned(),
         PgBotError::Fenced(_) => None,
     };
-    assert_eq!(code, Some(tokio_postgres::error::SqlState::UNTRANSLATABLE_CHARACTER), "{err:?}");
+    assert_eq!(code, Some(tokio_postgres::error::SqlState::CARDINALITY_VIOLATION), "{err:?}");
     for table in TABLES {
         assert_eq!(count(&record, table).await, 0, "{table}");
     }
@@ -261,7 +261,7 @@ async fn a_flush_that_fails_half_way_leaves_nothing() {
     let mut more = Effects::default();
     more.orders.push(order(bot.id, 2, OrderStatus::Canceled));
     more.fills.push(fill(bot.id, 2, 2));
-    more.events.push(line(3, "nul \0 again"));
+    more.events.extend([line(3, "three"), line(3, "three again")]);
     let mut later = state.clone();
     later.last_fill_id = 2;
     assert!(repo.persist(bot.id, &more, &later, None).await.is_err());
@@ -459,5 +459,27 @@ async fn a_trading_engine_is_rebuilt_from_postgres_as_from_sled() {
     }
     assert_eq!(restarted.open_orders(bot.id).await.unwrap(), sled.open_orders(bot.id).unwrap());
     drop((repo, restarted, record));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_nul_in_a_journal_line_or_a_venue_message_is_written_replaced() {
+    let Some((db, record)) = record("pg_bots_nul").await else { return };
+    let repo = PgBotRepo::new(record.clone());
+    let ada = user(&record, "ada@example.com").await;
+    let mut defined = definition(ada, "one");
+    defined.strategy.params = json!({"note\u{0}": "a\u{0}b"});
+    let bot = repo.create_bot(&defined, None).await.unwrap();
+    let (mut fx, state) = trade(bot.id);
+    fx.events.push(line(3, "venue said: bad\u{0}symbol"));
+    fx.orders[2].reason = Some("rejected\u{0}".into());
+    repo.persist(bot.id, &fx, &state, None).await.expect("written despite the NULs");
+    let lines = repo.events(bot.id, 0, u64::MAX, 10).await.unwrap().items;
+    assert_eq!(lines.last(), Some(&line(3, "venue said: bad\u{FFFD}symbol")));
+    let open = repo.open_orders(bot.id).await.unwrap();
+    assert_eq!(open[0].reason.as_deref(), Some("rejected\u{FFFD}"));
+    let stored = repo.bot(bot.id).await.unwrap().unwrap();
+    assert_eq!(stored.strategy.params, json!({"note\u{FFFD}": "a\u{FFFD}b"}));
+    drop((repo, record));
     db.drop_db().await;
 }
