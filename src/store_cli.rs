@@ -1,14 +1,19 @@
 //! `keel store seed` and `keel store stats`: the operator's side of seeding a store (the work is
 //! `keel_actors::seed`) and of reading its figures (`keel_actors::store::stats`). Keel must be
 //! stopped: sled holds a lock on its directory (a running Keel shows the same figures on
-//! `/metrics`).
+//! `/metrics`). In cluster mode with `postgres_url`, the stats add the bot tables' figures in
+//! Postgres.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use keel_actors::bot::BotRepo;
+use keel_actors::bot::pg::PgBotRepo;
+use keel_actors::pg::PgRecord;
 use keel_actors::seed::{SEED_PASSWORD, SeedPlan, seed, seed_email};
 use keel_actors::sink::Outbox;
+use keel_actors::store::stats::{KindStats, POSTGRES_PREFIX};
 use keel_actors::store::{Store, StoreConfig};
 use keel_core::market::Symbol;
 
@@ -90,7 +95,8 @@ pub fn stats(settings: &Settings, args: &StatsArgs) -> anyhow::Result<String> {
         .with_context(|| format!("opening the store at {} (is Keel stopped?)", dir.display()))?;
     let now = keel_venues::now_us() / 1000;
     let record_dir = settings.record_dir();
-    let figures = keel_actors::store::stats::collect(&store, Some(&record_dir), now)?;
+    let mut figures = keel_actors::store::stats::collect(&store, Some(&record_dir), now)?;
+    figures.kinds.extend(postgres_figures(settings, now)?);
     if args.json {
         return Ok(serde_json::to_string_pretty(&figures)? + "\n");
     }
@@ -111,4 +117,26 @@ pub fn stats(settings: &Settings, args: &StatsArgs) -> anyhow::Result<String> {
     }
     writeln!(out, "sled files: {} bytes on disk", figures.size_on_disk)?;
     Ok(out)
+}
+
+/// In cluster mode with `postgres_url`: the bot tables' figures there (the cluster's, the same
+/// from every node), by kind named [`POSTGRES_PREFIX`] then the sled tree it mirrors. Nothing
+/// otherwise. Read through a pool that does not migrate: a stats command changes nothing.
+///
+/// # Errors
+/// Postgres cannot be reached or failed.
+fn postgres_figures(
+    settings: &Settings,
+    now_ms: u64,
+) -> anyhow::Result<BTreeMap<String, KindStats>> {
+    let Some(config) = settings.cluster.record_config() else { return Ok(BTreeMap::new()) };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let kinds = runtime
+        .block_on(async {
+            let repo = PgBotRepo::new(PgRecord::new(&config)?);
+            repo.figures(now_ms).await
+        })
+        .map_err(|err| anyhow::anyhow!(err.detail()))
+        .context("reading the bot tables' figures in Postgres (cluster.postgres_url)")?;
+    Ok(kinds.into_iter().map(|(kind, stats)| (format!("{POSTGRES_PREFIX}{kind}"), stats)).collect())
 }

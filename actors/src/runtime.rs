@@ -27,6 +27,7 @@ use keel_venues::routing::OrderRouter;
 use rust_decimal::Decimal;
 
 use crate::backtest::jobs::{Jobs, JobsConfig};
+use crate::bot::pg::PgBotRepo;
 use crate::bot::{BotRepo, BotsAddress, BotsConfig, BotsSpec, BotsView, DiskSpace, LiveVenues};
 use crate::feed::{FeedAddress, FeedConfig, FeedSpec, ReplayConfig};
 use crate::mailbox::{AskError, ask};
@@ -291,6 +292,8 @@ impl Runtime {
             let users = crate::identity::Users::new(store.clone()).map_err(store_error)?;
             crate::bot::UserLimits::new(users, book)
         };
+        // The bot tables' upkeep (retention, figures) follows them when they are in Postgres.
+        let pg_bots = bots_in_postgres.as_ref().map(|pg| pg.repo.clone());
         let bots_config = BotsConfig {
             policy,
             arbiters: limits.arbiters,
@@ -343,9 +346,9 @@ impl Runtime {
         }
         let root = root.start();
         watch_disk(store.downgrade(), bots.clone());
-        publish_stats(store.downgrade(), retention.record_dir.clone());
+        publish_stats(store.downgrade(), retention.record_dir.clone(), pg_bots.clone());
         if retention.is_on() {
-            sweep_history(store.downgrade(), retention, sink_health.is_some());
+            sweep_history(store.downgrade(), retention, sink_health.is_some(), pg_bots);
         }
         Ok(Self {
             store,
@@ -412,9 +415,10 @@ const FIRST_STATS_AFTER: Duration = Duration::from_secs(5);
 
 /// Publishes the store's figures by kind on `/metrics` every [`STATS_EVERY`], on a blocking
 /// thread: the first time from a read of every row, then from the store's tally
-/// ([`stats::current`]).
+/// ([`stats::current`]). With the bots in Postgres, their tables' figures too, awaited on this
+/// task (not an actor's thread), as `postgres_`-prefixed kinds ([`stats::POSTGRES_PREFIX`]).
 /// Holds the store only while it runs: it ends once the application has let the store go.
-fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>) {
+fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>, pg: Option<PgBotRepo>) {
     actix::spawn(async move {
         let start = tokio::time::Instant::now() + FIRST_STATS_AFTER;
         let mut ticks = tokio::time::interval_at(start, STATS_EVERY);
@@ -432,6 +436,14 @@ fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>) {
                 Ok(Err(err)) => tracing::warn!(error = %err, "reading the store's figures failed"),
                 Err(err) => tracing::warn!(error = %err, "reading the store's figures panicked"),
             }
+            if let Some(pg) = &pg {
+                match pg.figures(keel_venues::now_us() / 1000).await {
+                    Ok(kinds) => stats::publish_kinds(stats::POSTGRES_PREFIX, &kinds),
+                    Err(err) => {
+                        tracing::warn!(error = %err.detail(), "reading Postgres's figures failed");
+                    }
+                }
+            }
         }
     });
 }
@@ -440,9 +452,11 @@ fn publish_stats(store: WeakStore, record_dir: Option<PathBuf>) {
 const FIRST_SWEEP_AFTER: Duration = Duration::from_secs(60);
 
 /// Runs a retention sweep every `config.every` on a blocking thread, then commits what it
-/// removed. With the Postgres sink on, rows it has not copied yet are kept.
+/// removed. With the Postgres sink on, rows it has not copied yet are kept. With the bots in
+/// Postgres, the same settings then prune their tables there ([`PgBotRepo::sweep`]: one node
+/// at a time, in short batches, awaited on this task).
 /// Holds the store only while it sweeps: it ends once the application has let the store go.
-fn sweep_history(weak: WeakStore, config: RetentionConfig, sink_on: bool) {
+fn sweep_history(weak: WeakStore, config: RetentionConfig, sink_on: bool, pg: Option<PgBotRepo>) {
     let config = Arc::new(config);
     actix::spawn(async move {
         let start = tokio::time::Instant::now() + FIRST_SWEEP_AFTER;
@@ -451,10 +465,10 @@ fn sweep_history(weak: WeakStore, config: RetentionConfig, sink_on: bool) {
         loop {
             ticks.tick().await;
             let Some(store) = weak.upgrade() else { return };
-            let (sweeping, config) = (store.clone(), config.clone());
+            let (sweeping, settings) = (store.clone(), config.clone());
             let done = tokio::task::spawn_blocking(move || {
                 let floor = if sink_on { retention::sink_floor(&sweeping)? } else { None };
-                retention::sweep(&sweeping, &config, keel_venues::now_us() / 1000, floor)
+                retention::sweep(&sweeping, &settings, keel_venues::now_us() / 1000, floor)
             })
             .await;
             match done {
@@ -468,8 +482,37 @@ fn sweep_history(weak: WeakStore, config: RetentionConfig, sink_on: bool) {
                 Ok(Err(err)) => tracing::warn!(error = %err, "retention sweep failed"),
                 Err(err) => tracing::warn!(error = %err, "retention sweep panicked"),
             }
+            // Postgres's rows are not the store's: it is let go before they are swept.
+            drop(store);
+            if let Some(pg) = &pg {
+                sweep_postgres(pg, &config).await;
+            }
         }
     });
+}
+
+/// One retention sweep of the bot tables in Postgres, counted as the sled sweep's rows are
+/// (`keel_retention_removed_total{kind}`), under the `postgres_`-prefixed kinds.
+async fn sweep_postgres(pg: &PgBotRepo, config: &RetentionConfig) {
+    match pg.sweep(config, keel_venues::now_us() / 1000).await {
+        Ok(Some(pruned)) => {
+            let kinds = [
+                (crate::store::trees::ORDERS, pruned.orders),
+                (crate::store::trees::FILLS, pruned.fills),
+                (crate::store::trees::EVENTS, pruned.events),
+            ];
+            for (kind, removed) in kinds {
+                let kind = format!("{}{kind}", stats::POSTGRES_PREFIX);
+                metrics::counter!("keel_retention_removed_total", "kind" => kind)
+                    .increment(removed);
+            }
+            if pruned != Default::default() {
+                tracing::info!(?pruned, "retention sweep of Postgres");
+            }
+        }
+        Ok(None) => tracing::debug!("retention sweep of Postgres: another node is sweeping"),
+        Err(err) => tracing::warn!(error = %err.detail(), "retention sweep of Postgres failed"),
+    }
 }
 
 /// Stops the tree under `root`, children in reverse start order, each within what is left of

@@ -14,6 +14,7 @@ mod cluster_failover;
 mod cluster_identity;
 mod cluster_md;
 mod cluster_process;
+mod cluster_upkeep;
 mod cluster_users;
 mod cluster_ws;
 mod derivatives;

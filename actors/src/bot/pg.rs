@@ -16,8 +16,6 @@
 //! Bot ids come from `keel_bots`' identity column, so two nodes never hand out the same one,
 //! and neither the client order ids (`keel-{bot}-{order}`) built from them.
 
-use std::collections::BTreeMap;
-
 use deadpool_postgres::Transaction as PoolTransaction;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,17 +24,11 @@ use tokio_postgres::types::ToSql;
 
 use super::repo::Page;
 use crate::pg::fence::{Fence, Fenced};
+use crate::pg::text::scrub_json;
 use crate::pg::{PgRecord, RecordError, from_db, to_db};
-use crate::store::stats::KindStats;
-use crate::store::trees;
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotEvent, BotState, Effects};
 use keel_core::trading::{Fill, Order};
-
-/// Rows one retention statement removes at most.
-pub const PRUNE_BATCH: i64 = 1000;
-/// One day, in milliseconds.
-const DAY_MS: u64 = 86_400_000;
 
 /// What a bot write can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -59,17 +51,6 @@ impl PgBotError {
     }
 }
 
-/// Rows removed by one retention pass ([`PgBotRepo::prune`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
-    /// Fills.
-    pub fills: u64,
-    /// Final orders.
-    pub orders: u64,
-    /// Journal lines.
-    pub events: u64,
-}
-
 /// What a bot actor writes through when its owner's data lives in Postgres: the bot tables and
 /// the fence of the owner's lease on this node. Each of the bot's flushes is one
 /// [`PgBotRepo::persist_calls`] under this fence.
@@ -87,8 +68,13 @@ pub struct PgBotRepo {
     record: PgRecord,
 }
 
+/// `value` as JSON for a `jsonb` column, NUL replaced ([`scrub_json`]): a venue's message or a
+/// strategy's log line with one would otherwise fail the whole flush and stop the bot.
 fn json<T: Serialize>(value: &T) -> Result<serde_json::Value, RecordError> {
-    serde_json::to_value(value).map_err(|err| RecordError::Corrupt(format!("encoding: {err}")))
+    let mut json = serde_json::to_value(value)
+        .map_err(|err| RecordError::Corrupt(format!("encoding: {err}")))?;
+    scrub_json(&mut json);
+    Ok(json)
 }
 
 fn parse<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, RecordError> {
@@ -436,102 +422,6 @@ impl PgBotRepo {
             })
             .await??)
     }
-
-    /// Removes fills with `ts`, final orders with `updated_ts`, and journal lines with `ts`
-    /// before the given cutoffs (ms since the epoch; `None` keeps that kind), in statements of
-    /// at most [`PRUNE_BATCH`] rows each, each committed on its own. Definitions, positions and
-    /// open orders are never removed.
-    ///
-    /// # Errors
-    /// Postgres failed; what earlier batches removed stays removed.
-    pub async fn prune(
-        &self,
-        fills_before: Option<u64>,
-        orders_before: Option<u64>,
-        events_before: Option<u64>,
-    ) -> Result<Pruned, RecordError> {
-        let mut pruned = Pruned::default();
-        let kinds = [
-            (fills_before, "keel_bot_fills", "ts", "true", &mut pruned.fills),
-            (orders_before, "keel_bot_orders", "updated_ts", "NOT is_open", &mut pruned.orders),
-            (events_before, "keel_bot_journal", "ts", "true", &mut pruned.events),
-        ];
-        for (cutoff, table, column, only, count) in kinds {
-            let Some(cutoff) = cutoff else { continue };
-            let cutoff = bound(cutoff);
-            let sql = format!(
-                "DELETE FROM {table} WHERE ctid IN \
-                 (SELECT ctid FROM {table} WHERE {column} < $1 AND {only} LIMIT $2)"
-            );
-            loop {
-                let removed = self
-                    .record
-                    .timed("bots.prune", async {
-                        let client = self.record.client().await?;
-                        Ok(client.execute(&sql, &[&cutoff, &PRUNE_BATCH]).await?)
-                    })
-                    .await?;
-                *count += removed;
-                if removed < PRUNE_BATCH as u64 {
-                    break;
-                }
-            }
-        }
-        Ok(pruned)
-    }
-}
-
-/// The tables behind each kind of [`PgBotRepo::figures`], named as the sled trees are, with
-/// the column holding the rows' own time (ms since the epoch) where they have one.
-const FIGURE_TABLES: [(&str, &str, Option<&str>); 5] = [
-    (trees::BOTS, "keel_bots", None),
-    (trees::ORDERS, "keel_bot_orders", Some("updated_ts")),
-    (trees::FILLS, "keel_bot_fills", Some("ts")),
-    (trees::POSITIONS, "keel_bot_positions", None),
-    (trees::EVENTS, "keel_bot_journal", Some("ts")),
-];
-
-impl PgBotRepo {
-    /// What the bot tables hold at `now_ms`, by kind as `keel store stats` names the sled
-    /// trees: rows, bytes on disk with indexes and TOAST (`pg_total_relation_size`), bytes of
-    /// the rows of the last 24 hours (by their own time, through the time index; the JSON
-    /// bodies, `pg_column_size`) and the oldest row's time. Rows are counted exactly: a full
-    /// scan of each table, for the periodic figures, not for a request path.
-    ///
-    /// # Errors
-    /// Postgres failed.
-    pub async fn figures(&self, now_ms: u64) -> Result<BTreeMap<String, KindStats>, RecordError> {
-        let since = bound(now_ms.saturating_sub(DAY_MS));
-        self.record
-            .timed("bots.figures", async {
-                let client = self.record.client().await?;
-                let mut kinds = BTreeMap::new();
-                for (kind, table, time) in FIGURE_TABLES {
-                    let sql =
-                        format!("SELECT count(*), pg_total_relation_size('{table}') FROM {table}");
-                    let row = client.query_one(&sql, &[]).await?;
-                    let mut stats = KindStats {
-                        rows: from_db(row.try_get(0)?)?,
-                        bytes: from_db(row.try_get(1)?)?,
-                        ..KindStats::default()
-                    };
-                    if let Some(time) = time {
-                        let sql = format!(
-                            "SELECT (SELECT min({time}) FROM {table}), \
-                             (SELECT coalesce(sum(pg_column_size(body)), 0)::bigint \
-                              FROM {table} WHERE {time} >= $1)"
-                        );
-                        let row = client.query_one(&sql, &[&since]).await?;
-                        let oldest: Option<i64> = row.try_get(0)?;
-                        stats.oldest_ms = oldest.map(from_db).transpose()?;
-                        stats.growth_bytes_per_day = Some(from_db(row.try_get(1)?)?);
-                    }
-                    kinds.insert(kind.to_owned(), stats);
-                }
-                Ok(kinds)
-            })
-            .await
-    }
 }
 
 /// One flush, encoded before the transaction starts (as columns, one statement per table).
@@ -633,6 +523,9 @@ const JOURNAL_SQL: &str = "INSERT INTO keel_bot_journal (bot_id, event_id, ts, b
 /// The state after the flush.
 const STATE_SQL: &str = "INSERT INTO keel_bot_positions (bot_id, state) VALUES ($1, $2)
      ON CONFLICT (bot_id) DO UPDATE SET state = excluded.state, updated_at = clock_timestamp()";
+
+mod upkeep;
+pub use upkeep::{PRUNE_BATCH, Pruned, SWEEP_LOCK};
 
 #[cfg(test)]
 mod tests;

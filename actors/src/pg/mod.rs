@@ -9,6 +9,7 @@
 
 pub mod fence;
 pub mod migrations;
+pub mod text;
 
 use std::future::Future;
 use std::time::Duration;

@@ -278,8 +278,10 @@ impl Batch {
 
     fn add(&mut self, outbox_id: i64, raw: &[u8]) -> Result<(), String> {
         let record = OutboxRecord::decode(raw).map_err(|e| e.to_string())?;
-        let data: serde_json::Value = serde_json::from_slice(&record.payload)
+        let mut data: serde_json::Value = serde_json::from_slice(&record.payload)
             .map_err(|e| format!("payload is not JSON: {e}"))?;
+        // jsonb refuses NUL: one in a journal line would stall the sink on this batch forever.
+        crate::pg::text::scrub_json(&mut data);
         let columns = match record.kind {
             RecordKind::Order => &mut self.orders,
             RecordKind::Fill => &mut self.fills,

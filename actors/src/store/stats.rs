@@ -270,11 +270,21 @@ fn day_ms(date: &str) -> Option<u64> {
     Some(time.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
 }
 
+/// What the kinds of the bot tables in Postgres (cluster mode with `postgres_url`) are named
+/// with, before the sled tree names they mirror (`postgres_orders`, `postgres_fills`...), so
+/// they are told apart from this node's own store on `/metrics` and in `keel store stats`.
+pub const POSTGRES_PREFIX: &str = "postgres_";
+
 /// Sets the `/metrics` gauges from `stats`.
 pub fn publish(stats: &StoreStats) {
     metrics::gauge!("keel_store_size_on_disk_bytes").set(stats.size_on_disk as f64);
-    for (kind, figures) in &stats.kinds {
-        let label = kind.clone();
+    publish_kinds("", &stats.kinds);
+}
+
+/// Sets the per-kind `/metrics` gauges from `kinds`, each kind named `prefix` then its name.
+pub fn publish_kinds(prefix: &str, kinds: &BTreeMap<String, KindStats>) {
+    for (kind, figures) in kinds {
+        let label = format!("{prefix}{kind}");
         metrics::gauge!("keel_store_bytes", "kind" => label.clone()).set(figures.bytes as f64);
         metrics::gauge!("keel_store_rows", "kind" => label.clone()).set(figures.rows as f64);
         if let Some(growth) = figures.growth_bytes_per_day {

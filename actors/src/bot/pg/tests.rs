@@ -6,6 +6,8 @@ use serde_json::json;
 
 use super::*;
 use crate::pg::test_db::TestDb;
+use crate::store::retention::RetentionConfig;
+use crate::store::trees;
 use keel_core::bot::{BotMode, BotStatus, PaperSettings};
 use keel_core::engine::BotEventKind;
 use keel_core::market::{Symbol, VenueId};
@@ -242,15 +244,15 @@ async fn a_flush_that_fails_half_way_leaves_nothing() {
     let ada = user(&record, "ada@example.com").await;
     let bot = repo.create_bot(&definition(ada, "one"), None).await.unwrap();
     let (mut fx, state) = trade(bot.id);
-    // Postgres refuses a NUL in jsonb: the journal statement fails after the orders and the
-    // fills were inserted in the same transaction.
-    fx.events.push(line(3, "nul \0 here"));
+    // One statement cannot upsert a row twice: the journal statement fails (a second line 2)
+    // after the orders and the fills were inserted in the same transaction.
+    fx.events.push(line(2, "line 2 again"));
     let err = repo.persist(bot.id, &fx, &state, None).await.unwrap_err();
     let code = match &err {
         PgBotError::Record(err) => err.code().cloned(),
         PgBotError::Fenced(_) => None,
     };
-    assert_eq!(code, Some(tokio_postgres::error::SqlState::UNTRANSLATABLE_CHARACTER), "{err:?}");
+    assert_eq!(code, Some(tokio_postgres::error::SqlState::CARDINALITY_VIOLATION), "{err:?}");
     for table in TABLES {
         assert_eq!(count(&record, table).await, 0, "{table}");
     }
@@ -261,7 +263,7 @@ async fn a_flush_that_fails_half_way_leaves_nothing() {
     let mut more = Effects::default();
     more.orders.push(order(bot.id, 2, OrderStatus::Canceled));
     more.fills.push(fill(bot.id, 2, 2));
-    more.events.push(line(3, "nul \0 again"));
+    more.events.extend([line(3, "three"), line(3, "three again")]);
     let mut later = state.clone();
     later.last_fill_id = 2;
     assert!(repo.persist(bot.id, &more, &later, None).await.is_err());
@@ -347,13 +349,13 @@ async fn retention_removes_old_rows_but_never_open_orders_or_state_and_figures_f
     // Order 1 (final) was updated at 1000, order 2 (open) at 2000; fill 1 at 1000; lines at
     // 1000 and 2000.
     let pruned = repo.prune(Some(1001), Some(5000), Some(1500)).await.unwrap();
-    assert_eq!(pruned, Pruned { fills: 1, orders: 1, events: 1 });
+    assert_eq!(pruned, Some(Pruned { fills: 1, orders: 1, events: 1 }));
     assert_eq!(repo.open_orders(bot.id).await.unwrap(), [order(bot.id, 2, OrderStatus::Accepted)]);
     assert!(repo.all_fills(bot.id, u64::MAX).await.unwrap().is_empty());
     let left = repo.events(bot.id, 0, u64::MAX, 10).await.unwrap().items;
     assert_eq!(left, [line(2, "filled")]);
     assert_eq!(repo.state(bot.id).await.unwrap(), state);
-    assert_eq!(repo.prune(None, None, None).await.unwrap(), Pruned::default());
+    assert_eq!(repo.prune(None, None, None).await.unwrap(), Some(Pruned::default()));
     // The figures count what is left; the day before 1500 + a day holds the rows at 2000.
     let figures = repo.figures(1500 + DAY_MS).await.unwrap();
     let rows = |kind: &str| figures[kind].rows;
@@ -459,5 +461,68 @@ async fn a_trading_engine_is_rebuilt_from_postgres_as_from_sled() {
     }
     assert_eq!(restarted.open_orders(bot.id).await.unwrap(), sled.open_orders(bot.id).unwrap());
     drop((repo, restarted, record));
+    db.drop_db().await;
+}
+
+/// One day, in milliseconds.
+const DAY_MS: u64 = 86_400_000;
+
+#[tokio::test]
+async fn one_node_at_a_time_sweeps_with_the_retention_settings() {
+    let Some((db, record)) = record("pg_bots_sweep_lock").await else { return };
+    let repo = PgBotRepo::new(record.clone());
+    let ada = user(&record, "ada@example.com").await;
+    let bot = repo.create_bot(&definition(ada, "one"), None).await.unwrap();
+    let (fx, state) = trade(bot.id);
+    repo.persist(bot.id, &fx, &state, None).await.unwrap();
+    let config = RetentionConfig {
+        fills_max_age: RetentionConfig::days(1),
+        orders_max_age: RetentionConfig::days(1),
+        bot_events_max_age: std::time::Duration::ZERO,
+        recordings_days: 0,
+        archive_dir: None,
+        record_dir: None,
+        every: std::time::Duration::from_secs(60),
+    };
+    // Another node is sweeping (holds the lock on its own connection): this one skips.
+    let other = record.client().await.unwrap();
+    other.execute("SELECT pg_advisory_lock($1)", &[&SWEEP_LOCK]).await.unwrap();
+    assert_eq!(repo.sweep(&config, 5000 + DAY_MS).await.unwrap(), None);
+    assert_eq!(count(&record, "keel_bot_fills").await, 1, "nothing removed while skipped");
+    other.execute("SELECT pg_advisory_unlock($1)", &[&SWEEP_LOCK]).await.unwrap();
+    // Now it sweeps: the final order and the fill, never the open order nor the state; zero
+    // keeps the journal, as in the sled sweep.
+    let swept = repo.sweep(&config, 5000 + DAY_MS).await.unwrap();
+    assert_eq!(swept, Some(Pruned { fills: 1, orders: 1, events: 0 }));
+    assert_eq!(repo.open_orders(bot.id).await.unwrap(), [order(bot.id, 2, OrderStatus::Accepted)]);
+    assert_eq!(count(&record, "keel_bot_journal").await, 2);
+    assert_eq!(repo.state(bot.id).await.unwrap(), state);
+    // The sweep's connection was closed with its lock: another session takes it at once.
+    let taken: bool =
+        other.query_one("SELECT pg_try_advisory_lock($1)", &[&SWEEP_LOCK]).await.unwrap().get(0);
+    assert!(taken, "the sweep left its lock held");
+    drop((other, repo, record));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_nul_in_a_journal_line_or_a_venue_message_is_written_replaced() {
+    let Some((db, record)) = record("pg_bots_nul").await else { return };
+    let repo = PgBotRepo::new(record.clone());
+    let ada = user(&record, "ada@example.com").await;
+    let mut defined = definition(ada, "one");
+    defined.strategy.params = json!({"note\u{0}": "a\u{0}b"});
+    let bot = repo.create_bot(&defined, None).await.unwrap();
+    let (mut fx, state) = trade(bot.id);
+    fx.events.push(line(3, "venue said: bad\u{0}symbol"));
+    fx.orders[2].reason = Some("rejected\u{0}".into());
+    repo.persist(bot.id, &fx, &state, None).await.expect("written despite the NULs");
+    let lines = repo.events(bot.id, 0, u64::MAX, 10).await.unwrap().items;
+    assert_eq!(lines.last(), Some(&line(3, "venue said: bad\u{FFFD}symbol")));
+    let open = repo.open_orders(bot.id).await.unwrap();
+    assert_eq!(open[0].reason.as_deref(), Some("rejected\u{FFFD}"));
+    let stored = repo.bot(bot.id).await.unwrap().unwrap();
+    assert_eq!(stored.strategy.params, json!({"note\u{FFFD}": "a\u{FFFD}b"}));
+    drop((repo, record));
     db.drop_db().await;
 }

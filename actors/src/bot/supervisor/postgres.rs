@@ -61,26 +61,31 @@ struct Queued {
     done: oneshot::Sender<Result<Option<BotRecord>, PgBotError>>,
 }
 
+/// Writes that may wait for the writer task at once; one more is refused (503, retry) rather
+/// than queued. The supervisor's writes are definition changes and status lines, each a
+/// request or a bot's exit: at a few milliseconds per commit, 1024 is seconds of backlog, far
+/// more than a healthy Postgres ever leaves waiting, and few enough that a stalled Postgres
+/// (each write waits up to the call deadline) holds a bounded memory and answers the clients
+/// past it at once instead of after minutes in the queue.
+pub(super) const WRITE_QUEUE: usize = 1024;
+
 /// The supervisor's Postgres side: the repo, the fences of the users it holds, the writer.
 #[derive(Debug)]
 pub(super) struct PgSide {
     pub(super) bots: PgBots,
     /// The users whose lease this node holds, with the fence it holds each under.
     pub(super) fences: HashMap<UserId, Fence>,
-    writer: mpsc::UnboundedSender<Queued>,
+    writer: Writer,
 }
 
-impl std::fmt::Debug for Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queued").field("write", &self.write).finish_non_exhaustive()
-    }
-}
+/// The queue of the task that writes the supervisor's writes one after the other, in order.
+#[derive(Debug, Clone)]
+struct Writer(mpsc::Sender<Queued>);
 
-impl PgSide {
-    /// Starts the writer task (on the current arbiter).
-    pub(super) fn start(bots: PgBots) -> Self {
-        let (writer, mut queue) = mpsc::unbounded_channel::<Queued>();
-        let repo = bots.repo.clone();
+impl Writer {
+    /// Starts the task (on the current arbiter), with room for `capacity` waiting writes.
+    fn start(repo: PgBotRepo, capacity: usize) -> Self {
+        let (writer, mut queue) = mpsc::channel::<Queued>(capacity);
         actix::spawn(async move {
             while let Some(Queued { write, fence, done }) = queue.recv().await {
                 let fence = Some(&fence);
@@ -95,19 +100,53 @@ impl PgSide {
                 let _ = done.send(outcome);
             }
         });
+        Self(writer)
+    }
+
+    /// Queues `write` under `fence` without waiting (the caller is the supervisor's actor
+    /// thread): [`BotError::Record`] (503, retry) when the queue is full, [`BotError::Moving`]
+    /// when the task is gone.
+    fn queue(
+        &self,
+        write: PgWrite,
+        fence: Fence,
+    ) -> Result<oneshot::Receiver<Result<Option<BotRecord>, PgBotError>>, BotError> {
+        let (done, outcome) = oneshot::channel();
+        match self.0.try_send(Queued { write, fence, done }) {
+            Ok(()) => Ok(outcome),
+            Err(mpsc::error::TrySendError::Full(queued)) => {
+                tracing::warn!(write = ?queued.write, "Postgres write queue full: refused");
+                metrics::counter!("keel_pg_write_queue_full_total").increment(1);
+                Err(BotError::Record)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(BotError::Moving),
+        }
+    }
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued").field("write", &self.write).finish_non_exhaustive()
+    }
+}
+
+impl PgSide {
+    /// Starts the writer task (on the current arbiter).
+    pub(super) fn start(bots: PgBots) -> Self {
+        let writer = Writer::start(bots.repo.clone(), WRITE_QUEUE);
         Self { bots, fences: HashMap::new(), writer }
     }
 
     /// Queues `write` for `user_id`'s bots. Refused with [`BotError::Moving`] when this node does
-    /// not hold the user's lease.
+    /// not hold the user's lease, with [`BotError::Record`] when [`WRITE_QUEUE`] writes wait
+    /// already.
     pub(super) fn write(
         &self,
         user_id: UserId,
         write: PgWrite,
     ) -> Result<impl Future<Output = Result<Option<BotRecord>, BotError>> + 'static, BotError> {
         let fence = self.fences.get(&user_id).cloned().ok_or(BotError::Moving)?;
-        let (done, outcome) = oneshot::channel();
-        self.writer.send(Queued { write, fence, done }).map_err(|_| BotError::Moving)?;
+        let outcome = self.writer.queue(write, fence)?;
         Ok(async move {
             match outcome.await {
                 Ok(Ok(record)) => Ok(record),
@@ -311,5 +350,42 @@ impl Handler<UserBotsLoaded> for BotSupervisor {
                 self.mark_failed(bot_id, reason, ctx);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::pg::{PgRecord, RecordConfig};
+    use crate::sink::PgTls;
+
+    /// A repo on a Postgres that is not there (the pool connects lazily).
+    fn nowhere() -> PgBotRepo {
+        let url = SecretString::from("postgres://keel@127.0.0.1:1/keel".to_owned());
+        PgBotRepo::new(PgRecord::new(&RecordConfig { url, tls: PgTls::Disable }).unwrap())
+    }
+
+    fn fence() -> Fence {
+        Fence { user_id: 7, node_id: "a".into(), epoch: 1 }
+    }
+
+    #[actix_rt::test]
+    async fn a_full_write_queue_refuses_at_once_and_takes_writes_again_once_drained() {
+        let writer = Writer::start(nowhere(), 2);
+        // Queued without yielding: the writer task has taken none of them yet.
+        let first = writer.queue(PgWrite::Delete(1), fence()).expect("room");
+        let second = writer.queue(PgWrite::Delete(2), fence()).expect("room");
+        let refused = writer.queue(PgWrite::Delete(3), fence());
+        assert!(matches!(refused, Err(BotError::Record)), "{refused:?}");
+        // Both queued writes are answered (Postgres is not there: an error, not a hang) ...
+        for queued in [first, second] {
+            let outcome = queued.await.expect("answered");
+            assert!(matches!(outcome, Err(PgBotError::Record(_))), "{outcome:?}");
+        }
+        // ... and the queue takes writes again.
+        let again = writer.queue(PgWrite::Delete(4), fence()).expect("room again");
+        assert!(again.await.expect("answered").is_err());
     }
 }
