@@ -28,8 +28,7 @@ async fn a_wasm_bot_runs_on_the_new_owner_from_the_module_in_postgres() {
     let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
     let Some(db) = Database::create(test).await else { return };
     let node_ids = ["w1", "w2", "w3"];
-    let (nodes, ada, owner, owner_at) =
-        ada_and_her_owner_with(&node_ids, &nats, &db, |_| {}).await;
+    let (nodes, ada, owner, owner_at) = ada_and_her_owner_with(&node_ids, &nats, &db, |_| {}).await;
     let elsewhere = &nodes[(owner_at + 1) % node_ids.len()];
 
     // Uploaded through a node that does not own Ada (her owner stores it), run by a wasm bot.
@@ -53,7 +52,8 @@ async fn a_wasm_bot_runs_on_the_new_owner_from_the_module_in_postgres() {
     .await;
     let (new_owner, body) = read(elsewhere, &path, &ada.access).await;
     assert_eq!(body["status"], "running", "{body}");
-    let (by, listed) = read(elsewhere, &format!("/api/v1/strategies/{module_id}"), &ada.access).await;
+    let (by, listed) =
+        read(elsewhere, &format!("/api/v1/strategies/{module_id}"), &ada.access).await;
     assert_eq!(by, new_owner);
     assert_eq!(listed["sha256"], module["sha256"], "the same module, under its id: {listed}");
 
@@ -71,11 +71,8 @@ async fn a_wasm_bot_runs_on_the_new_owner_from_the_module_in_postgres() {
     let client = tokio_postgres::connect(&db.url_via(db.upstream), tokio_postgres::NoTls).await;
     let (client, connection) = client.expect("connects");
     actix_web::rt::spawn(connection);
-    let left: i64 = client
-        .query_one("SELECT count(*) FROM keel_strategy_modules", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let left: i64 =
+        client.query_one("SELECT count(*) FROM keel_strategy_modules", &[]).await.unwrap().get(0);
     assert_eq!(left, 0, "deleted in the record");
     drop(client);
 
