@@ -7,6 +7,9 @@
 //! reads no module bytes and a module of another owner is never found by id alone. A bot of kind
 //! `wasm` names its module by id; the bot supervisor refuses to delete a module while a bot of
 //! its owner uses it (`bot::supervisor::modules`).
+//!
+//! In cluster mode with `postgres_url` the record is Postgres ([`pg`]): these trees are the
+//! working copy of the modules of the users whose lease this node holds.
 
 pub mod pg;
 
@@ -264,6 +267,17 @@ impl Modules {
             self.remove(user_id, id)?;
         }
         Ok(ids.len())
+    }
+
+    /// Removes every module (cluster mode: the working copies an earlier run left; the users
+    /// this node takes are read again from Postgres). Not durable until `Store::commit`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.records.clear()?;
+        self.bytes.clear()?;
+        Ok(())
     }
 
     /// Checks a bot's `wasm` strategy for its owner: the module is theirs, the params meet its

@@ -219,6 +219,17 @@ impl Channels {
         Ok(())
     }
 
+    /// Deletes every channel (cluster mode: the working copies an earlier run left).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.tree.clear()?;
+        self.total.store(0, Ordering::Relaxed);
+        self.rules.write().unwrap_or_else(PoisonError::into_inner).clear();
+        Ok(())
+    }
+
     /// Deletes every channel of a user's; returns how many.
     ///
     /// # Errors
