@@ -12,7 +12,7 @@ use keel_actors::vault::MasterKey;
 use secrecy::{ExposeSecret, SecretString};
 
 use keel_testkit::eventually;
-use keel_testkit::fake_hook::FakeHook;
+use keel_testkit::fake_hook::{FakeHook, Reply};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -62,7 +62,11 @@ async fn a_wasm_bot_runs_on_the_new_owner_from_the_module_in_postgres() {
     let module_path = format!("/api/v1/strategies/{module_id}");
     let res = elsewhere.send(Method::DELETE, &module_path, None, &ada.access).await;
     assert_eq!(res.status().as_u16(), 409);
-    assert_eq!(elsewhere.control(&ada.access, bot, "stop").await.status().as_u16(), 200);
+    // A 503 or 504 while the user settles on her new node is an answer to retry.
+    eventually(Duration::from_secs(20), "the bot stops", || async {
+        elsewhere.control(&ada.access, bot, "stop").await.status().as_u16() == 200
+    })
+    .await;
     let res = elsewhere.send(Method::DELETE, &path, None, &ada.access).await;
     assert_eq!(res.status().as_u16(), 204);
     let res = elsewhere.send(Method::DELETE, &module_path, None, &ada.access).await;
@@ -154,6 +158,52 @@ async fn a_webhook_created_on_one_node_gets_a_bot_event_from_the_new_owner_after
         })
         .await;
     }
+
+    for app in &nodes {
+        app.stop.stop();
+    }
+    drop(nodes);
+    db.drop_db().await;
+}
+
+#[actix_web::test]
+async fn a_delivery_left_pending_by_a_stopped_owner_is_made_by_the_next_one() {
+    let test = "cluster_pending";
+    let Some(nats) = crate::service_url("KEEL_TEST_NATS_URL", test) else { return };
+    let Some(db) = Database::create(test).await else { return };
+    let hook = FakeHook::start().await;
+    // The receiver fails the first attempts: the delivery is still pending when the owner stops.
+    hook.script((0..4).map(|_| Reply::Json(500, "{}".into())));
+    let node_ids = ["p1", "p2", "p3"];
+    let (nodes, ada, owner, owner_at) =
+        ada_and_her_owner_with(&node_ids, &nats, &db, hook_nodes).await;
+    let elsewhere = &nodes[(owner_at + 1) % node_ids.len()];
+    let body = json!({"kind": "webhook", "url": hook.url("/keel"), "events": ["kill_switch"]});
+    add_channel(elsewhere, &ada, &body).await;
+    let res = elsewhere.send(Method::POST, "/api/v1/kill-switch", None, &ada.access).await;
+    assert_eq!(res.status().as_u16(), 200);
+    let first = hook.wait_for(1, Duration::from_secs(15)).await;
+    let id = first[0].header("keel-delivery").expect("a delivery id").to_owned();
+    let number: u64 = id.parse().expect("a numeric delivery id");
+    nodes[owner_at].stop.stop();
+    let stopped = std::time::Instant::now();
+
+    // The next owner finds it pending in Postgres and makes it, under the same id.
+    eventually(Duration::from_secs(30), "the next owner delivers it", || async {
+        // Read as any client would, through a node that is up, while the user moves (503s).
+        let (by, listed) = read(elsewhere, "/api/v1/notifications/deliveries", &ada.access).await;
+        let items = listed["items"].as_array().cloned().unwrap_or_default();
+        by != owner
+            && items.iter().any(|d| d["id"].as_u64() == Some(number) && d["state"] == "delivered")
+    })
+    .await;
+    let after: Vec<_> = hook
+        .received()
+        .into_iter()
+        .filter(|r| r.at > stopped && r.header("keel-delivery") == Some(id.as_str()))
+        .collect();
+    assert!(!after.is_empty(), "attempts after the owner stopped, under id {id}");
+    assert_eq!(after.last().unwrap().json()["type"], "kill_switch");
 
     for app in &nodes {
         app.stop.stop();
