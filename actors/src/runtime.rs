@@ -6,7 +6,7 @@
 //! ├── vault          the only holder of plaintext secrets
 //! ├── feeds          one FeedActor per enabled venue (a supervisor of its own)
 //! ├── bots           BotSupervisor, one BotActor per running bot
-//! ├── notifier       delivers owners' notifications from the sled outbox
+//! ├── notifier       delivers owners' notifications from the outbox (sled, or Postgres)
 //! └── pg_sink        only when a Postgres sink is configured; last to start, first to stop
 //! ```
 //!
@@ -321,9 +321,16 @@ impl Runtime {
             repo = repo.with_outbox(outbox.clone());
         }
         let notify_store = store.clone();
-        let notifications = blocking(move || crate::notify::Notifications::open(&notify_store))
-            .await?
-            .map_err(store_error)?;
+        // With Postgres as the record, channels and deliveries are recorded there.
+        let notify_record =
+            bots_config.postgres.as_ref().map(|pg| crate::notify::pg::NotifyRecord {
+                table: crate::notify::pg::PgNotify::new(pg.repo.record().clone()),
+                leases: pg.leases.clone(),
+            });
+        let notifications =
+            blocking(move || crate::notify::Notifications::open_in(&notify_store, notify_record))
+                .await?
+                .map_err(store_error)?;
         repo = repo.with_notifications(notifications.clone());
         let notifier = crate::notify::NotifierSpec::new(
             notifications.clone(),

@@ -7,6 +7,11 @@
 //! reads no module bytes and a module of another owner is never found by id alone. A bot of kind
 //! `wasm` names its module by id; the bot supervisor refuses to delete a module while a bot of
 //! its owner uses it (`bot::supervisor::modules`).
+//!
+//! In cluster mode with `postgres_url` the record is Postgres ([`pg`]): these trees are the
+//! working copy of the modules of the users whose lease this node holds.
+
+pub mod pg;
 
 use std::sync::{Arc, OnceLock};
 
@@ -74,6 +79,13 @@ pub enum ModulesError {
     /// Storage failed; nothing changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode with `postgres_url`: this node does not hold the owner's lease (it is
+    /// moving); nothing changed, retry.
+    #[error("the owner's lease is moving")]
+    Moving,
+    /// Cluster mode with `postgres_url`: the system of record failed; nothing changed.
+    #[error(transparent)]
+    Record(#[from] crate::pg::RecordError),
 }
 
 /// The modules' trees and the process's WebAssembly host. Cheap to clone.
@@ -138,14 +150,33 @@ impl Modules {
         bytes: &[u8],
         now_ms: u64,
     ) -> Result<ModuleRecord, ModulesError> {
+        let checked = self.check_upload(user_id, name, bytes, now_ms)?;
+        let record = ModuleRecord { id: self.store.next_id()? + 1, ..checked };
+        self.insert(&record, bytes)?;
+        Ok(record)
+    }
+
+    /// Checks `bytes` as at upload (the name, the module in the sandbox, the per-owner cap)
+    /// and answers its record with no id yet (`0`): the caller gives it one. Blocks: call it on
+    /// a blocking thread.
+    ///
+    /// # Errors
+    /// A bad name, the module's refusal, the per-owner cap, storage.
+    pub fn check_upload(
+        &self,
+        user_id: u64,
+        name: &str,
+        bytes: &[u8],
+        now_ms: u64,
+    ) -> Result<ModuleRecord, ModulesError> {
         let name = check_name(name)?;
         let ModuleInfo { sha256, size, abi_version, params_schema } =
             self.host()?.inspect(bytes)?;
         if self.list(user_id)?.len() >= MAX_MODULES_PER_USER {
             return Err(ModulesError::Limit);
         }
-        let record = ModuleRecord {
-            id: self.store.next_id()? + 1,
+        Ok(ModuleRecord {
+            id: 0,
             user_id,
             name,
             sha256,
@@ -153,14 +184,39 @@ impl Modules {
             abi_version,
             params_schema,
             created_at_ms: now_ms,
-        };
-        let key = pair_key(user_id, record.id);
+        })
+    }
+
+    /// Stores a checked module under its id (its record and bytes in one transaction). Not
+    /// durable until `Store::commit`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn insert(&self, record: &ModuleRecord, bytes: &[u8]) -> Result<(), ModulesError> {
+        let key = pair_key(record.user_id, record.id);
         self.store.transaction(&[&self.records, &self.bytes], |tx| -> TxResult<()> {
-            tx[0].insert(&key, encode_tx(&record)?)?;
+            tx[0].insert(&key, encode_tx(record)?)?;
             tx[1].insert(&key, bytes)?;
             Ok(())
         })?;
-        Ok(record)
+        Ok(())
+    }
+
+    /// Replaces the owner's modules with `modules` (cluster mode: this node's working copy
+    /// of what Postgres holds, on taking the owner). Not durable until `Store::commit`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn replace_user(
+        &self,
+        user_id: u64,
+        modules: &[(ModuleRecord, Vec<u8>)],
+    ) -> Result<(), ModulesError> {
+        self.remove_user(user_id)?;
+        for (record, bytes) in modules.iter().filter(|(m, _)| m.user_id == user_id) {
+            self.insert(record, bytes)?;
+        }
+        Ok(())
     }
 
     /// The owner's modules, oldest first.
@@ -211,6 +267,17 @@ impl Modules {
             self.remove(user_id, id)?;
         }
         Ok(ids.len())
+    }
+
+    /// Removes every module (cluster mode: the working copies an earlier run left; the users
+    /// this node takes are read again from Postgres). Not durable until `Store::commit`.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.records.clear()?;
+        self.bytes.clear()?;
+        Ok(())
     }
 
     /// Checks a bot's `wasm` strategy for its owner: the module is theirs, the params meet its

@@ -285,6 +285,11 @@ pub async fn deliveries(
     user: AuthUser,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Cluster mode with `postgres_url`: the record, which holds the deliveries every node made.
+    if let Some(record) = state.notifications.record() {
+        let items = record.table.recent(user.user_id, RECENT_DELIVERIES).await?;
+        return Ok(HttpResponse::Ok().json(Items { items }));
+    }
     let notifications = state.notifications.clone();
     let items = web::block(move || notifications.recent(user.user_id, RECENT_DELIVERIES))
         .await

@@ -9,7 +9,9 @@
 //!   /strategies/{id}` read and delete one module (409 while a bot of the caller's runs it).
 //!
 //! The checks and the storage are `keel_actors::strategies`; the delete goes through the bot
-//! supervisor, which owns the bots that may name the module. Another user's id is 404.
+//! supervisor, which owns the bots that may name the module. Another user's id is 404. In
+//! cluster mode with `postgres_url` uploads and deletes commit in Postgres
+//! (`keel_actors::strategies::pg`) before the answer; reads use the owner's working copy.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -17,6 +19,7 @@ use futures_util::StreamExt as _;
 use keel_actors::bot::supervisor::modules::RemoveModule;
 use keel_actors::mailbox::ask;
 use keel_actors::strategies::ModuleRecord;
+use keel_actors::strategies::pg::PgModules;
 use keel_core::strategy::{WASM_KIND, builtin_kinds};
 use serde::{Deserialize, Serialize};
 
@@ -170,10 +173,21 @@ pub async fn upload(
     }
     let (modules, user_id, name) =
         (state.strategies.clone(), user.user_id, query.into_inner().name);
-    let record = web::block(move || modules.upload(user_id, &name, &bytes, now_ms()))
-        .await
-        .map_err(ApiError::internal)??;
-    state.store.commit().await?;
+    let record = match (&state.leases, &state.record) {
+        // Cluster mode with `postgres_url`: committed in Postgres under the owner's fence.
+        (Some(leases), Some(record)) => {
+            PgModules::new(record.clone())
+                .upload(&modules, leases, user_id, name, bytes.to_vec(), now_ms())
+                .await?
+        }
+        _ => {
+            let record = web::block(move || modules.upload(user_id, &name, &bytes, now_ms()))
+                .await
+                .map_err(ApiError::internal)??;
+            state.store.commit().await?;
+            record
+        }
+    };
     tracing::info!(module_id = record.id, sha256 = %record.sha256, "strategy module uploaded");
     let location = format!("{}/strategies/{}", super::API_PREFIX, record.id);
     Ok(HttpResponse::Created()

@@ -13,6 +13,7 @@ mod cluster_budget;
 mod cluster_failover;
 mod cluster_identity;
 mod cluster_md;
+mod cluster_modules;
 mod cluster_process;
 mod cluster_upkeep;
 mod cluster_users;

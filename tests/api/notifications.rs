@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 const TOKEN: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
 
 /// Loopback receivers need private targets allowed; retries are quick.
-fn loopback(settings: &mut Settings) {
+pub(crate) fn loopback(settings: &mut Settings) {
     settings.notifications.allow_private_targets = true;
     settings.notifications.retry_base_ms = 200;
     settings.notifications.retry_max_ms = 1000;
@@ -21,7 +21,7 @@ fn loopback(settings: &mut Settings) {
     settings.notifications.timeout_ms = 500;
 }
 
-async fn add_channel(app: &TestApp, user: &Tokens, body: &Value) -> Value {
+pub(crate) async fn add_channel(app: &TestApp, user: &Tokens, body: &Value) -> Value {
     let res =
         app.send(Method::POST, "/api/v1/notifications/channels", Some(body), &user.access).await;
     let status = res.status().as_u16();
@@ -35,7 +35,7 @@ async fn kill_switch(app: &TestApp, user: &Tokens) {
     assert_eq!(res.status().as_u16(), 200);
 }
 
-async fn deliveries(app: &TestApp, user: &Tokens) -> Vec<Value> {
+pub(crate) async fn deliveries(app: &TestApp, user: &Tokens) -> Vec<Value> {
     let body = app.get_json("/api/v1/notifications/deliveries", &user.access).await;
     body["items"].as_array().unwrap().clone()
 }
@@ -66,7 +66,7 @@ async fn settled(app: &TestApp, user: &Tokens, state: &str, within: Duration) ->
 }
 
 /// Checks `Keel-Signature` as a receiver would, with an HMAC of its own (not Keel's code).
-fn assert_signed(request: &Received, secret: &str) {
+pub(crate) fn assert_signed(request: &Received, secret: &str) {
     let header = request.header("keel-signature").expect("a Keel-Signature header");
     let (t, v1) = header.split_once(',').unwrap();
     let t = t.strip_prefix("t=").unwrap();

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 /// The SDK-less module of docs/STRATEGY_ABI.md: buys 0.01 at market on its first trade, once.
 const FIRST_TRADE: &str = include_str!("../../wasm/tests/modules/first_trade.wat");
 
-fn first_trade() -> Vec<u8> {
+pub(crate) fn first_trade() -> Vec<u8> {
     wat::parse_str(FIRST_TRADE).unwrap()
 }
 
@@ -43,7 +43,7 @@ fn trapping() -> Vec<u8> {
     module(r#"{"type":"object"}"#, "(unreachable)")
 }
 
-fn wasm_bot(name: &str, module_id: u64, params: Value) -> Value {
+pub(crate) fn wasm_bot(name: &str, module_id: u64, params: Value) -> Value {
     json!({
         "name": name,
         "venue": "sim",
@@ -64,7 +64,7 @@ async fn orders(app: &TestApp, user: &Tokens, id: u64) -> Vec<Value> {
 }
 
 /// Waits until the bot has a filled order; returns its orders.
-async fn wait_for_fill(app: &TestApp, user: &Tokens, id: u64) -> Vec<Value> {
+pub(crate) async fn wait_for_fill(app: &TestApp, user: &Tokens, id: u64) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let orders = orders(app, user, id).await;

@@ -60,6 +60,8 @@ pub struct PgBotLink {
     pub repo: PgBotRepo,
     /// The owner's lease, as this node took it.
     pub fence: Fence,
+    /// The owner's notifications: a flush's deliveries go in its transaction.
+    pub notify: Option<crate::notify::Notifications>,
 }
 
 /// Typed access to the bot tables.
@@ -101,6 +103,12 @@ impl PgBotRepo {
     /// The bot tables of `record` (migrated by [`PgRecord::connect`]).
     pub fn new(record: PgRecord) -> Self {
         Self { record }
+    }
+
+    /// The system of record these tables are in (for the owner's other tables: modules,
+    /// notification channels).
+    pub fn record(&self) -> &PgRecord {
+        &self.record
     }
 
     /// Stores a new bot under a fresh id from `keel_bots`' identity column (unique across
@@ -385,12 +393,13 @@ impl PgBotRepo {
         state: &BotState,
         fence: Option<&Fence>,
     ) -> Result<(), PgBotError> {
-        self.persist_calls(id, std::slice::from_ref(fx), state, fence).await
+        self.persist_calls(id, std::slice::from_ref(fx), state, &[], fence).await
     }
 
     /// Writes the effects of several engine calls, oldest first, and the state after the last,
     /// in one transaction: each order as it ended (and in or out of the open-order index with
-    /// it), every fill and journal line, the state row. Acknowledged (`Ok`) only once `COMMIT`
+    /// it), every fill and journal line, the state row, and the notification `deliveries` its
+    /// journal lines give (`notify::pg`). Acknowledged (`Ok`) only once `COMMIT`
     /// returned. On an error nothing of it is stored, with one exception no client can rule
     /// out: when the connection breaks or the deadline passes while `COMMIT` is under way, the
     /// transaction may have committed. The caller treats every error as "not written" and, as
@@ -404,6 +413,7 @@ impl PgBotRepo {
         id: BotId,
         calls: &[Effects],
         state: &BotState,
+        deliveries: &[crate::notify::DeliveryRecord],
         fence: Option<&Fence>,
     ) -> Result<(), PgBotError> {
         let rows = Rows::encode(calls, state)?;
@@ -417,6 +427,7 @@ impl PgBotRepo {
                     return Ok(Err(fenced));
                 }
                 rows.write(&tx, bot).await?;
+                crate::notify::pg::insert_deliveries(&tx, deliveries).await?;
                 tx.commit().await?;
                 Ok(Ok(()))
             })

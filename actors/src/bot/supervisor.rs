@@ -233,6 +233,13 @@ impl BotSupervisor {
             for bot_id in std::mem::take(&mut bots).into_keys() {
                 repo.delete_bot(bot_id)?;
             }
+            // So are their strategy modules and notification channels.
+            if let Some(modules) = &config.modules {
+                modules.clear()?;
+            }
+            if let Some(notify) = repo.notifications() {
+                notify.channels().clear()?;
+            }
         }
         let mut owners: HashMap<UserId, Vec<BotRecord>> = HashMap::new();
         for bot in bots.values() {

@@ -7,6 +7,8 @@
 //! receiver's `retry_after`), or failed past the attempt cap or when refused for good. Finished
 //! rows stay listed for `keep_finished`, then a sweep removes them.
 //!
+//! In cluster mode with `postgres_url` the loop is `pg_deliver`'s, over the Postgres outbox.
+//!
 //! A second future sends the daily P&L summary: once per UTC day, for the day that ended, to
 //! every owner with a channel that wants `daily_pnl` (the marker in `meta` makes it once).
 
@@ -35,7 +37,7 @@ use crate::vault::VaultAddress;
 /// Longest sleep with nothing due (new rows wake the loop anyway).
 const IDLE: Duration = Duration::from_secs(60);
 /// How often finished rows past `keep_finished` are removed.
-const PRUNE_EVERY: Duration = Duration::from_secs(600);
+pub(super) const PRUNE_EVERY: Duration = Duration::from_secs(600);
 /// How often the daily summary's marker is looked at.
 const DAILY_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// How long the bot supervisor may take to answer the summary's questions.
@@ -62,8 +64,15 @@ impl Actor for Notifier {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let deliver = deliver(self.notifications.clone(), self.sender.clone(), self.config.clone());
-        ctx.spawn(deliver.into_actor(self));
+        let (notifications, sender, config) =
+            (self.notifications.clone(), self.sender.clone(), self.config.clone());
+        match notifications.record().cloned() {
+            // Cluster mode with `postgres_url`: the outbox is in Postgres.
+            Some(record) => ctx.spawn(
+                super::pg_deliver::deliver(notifications, record, sender, config).into_actor(self),
+            ),
+            None => ctx.spawn(deliver(notifications, sender, config).into_actor(self)),
+        };
         ctx.spawn(daily(self.notifications.clone(), self.bots.clone()).into_actor(self));
     }
 }
@@ -269,7 +278,7 @@ async fn attempt(
 
 /// Applies an attempt's `outcome` to `record` at `now`, with `jitter` in [0, 1); the next due
 /// time when it stays pending.
-fn apply(
+pub(super) fn apply(
     record: &mut DeliveryRecord,
     outcome: &Outcome,
     config: &NotifyConfig,

@@ -202,6 +202,34 @@ impl Channels {
         Ok(())
     }
 
+    /// Replaces a user's channels with `channels` (cluster mode: this node's working copy of
+    /// what Postgres holds, on taking the user).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn replace_user(
+        &self,
+        user_id: u64,
+        channels: &[ChannelRecord],
+    ) -> Result<(), NotifyError> {
+        self.remove_user(user_id)?;
+        for channel in channels.iter().filter(|c| c.user_id == user_id) {
+            self.insert(channel)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every channel (cluster mode: the working copies an earlier run left).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn clear(&self) -> Result<(), StoreError> {
+        self.tree.clear()?;
+        self.total.store(0, Ordering::Relaxed);
+        self.rules.write().unwrap_or_else(PoisonError::into_inner).clear();
+        Ok(())
+    }
+
     /// Deletes every channel of a user's; returns how many.
     ///
     /// # Errors

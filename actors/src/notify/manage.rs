@@ -1,5 +1,7 @@
 //! What the API does with channels: create one (its secret sealed by the vault, a webhook's
-//! signing secret generated here and shown once), delete one.
+//! signing secret generated here and shown once), delete one. In cluster mode with
+//! `postgres_url` both commit in Postgres under the owner's fence before the working copy
+//! changes and the answer goes.
 
 use actix::Addr;
 use keel_core::notify::EventKind;
@@ -58,7 +60,16 @@ impl Notifications {
         if self.channels().count(new.user_id) >= max {
             return Err(NotifyError::Limit(max));
         }
-        let id = self.store().next_id()?;
+        // With Postgres: the id from its identity column (unique across nodes), and the write
+        // made under the owner's fence.
+        let fence = match self.record() {
+            Some(record) => Some(record.fence(new.user_id).await?.ok_or(NotifyError::Moving)?),
+            None => None,
+        };
+        let id = match self.record() {
+            Some(record) => record.table.next_channel_id().await?,
+            None => self.store().next_id()?,
+        };
         let (field, secret, shown) = match (&new.target, new.bot_token) {
             (Target::Telegram { .. }, Some(token)) => (TELEGRAM_TOKEN_FIELD, token, None),
             _ => {
@@ -79,6 +90,9 @@ impl Notifications {
             secret: sealed,
             created_at_ms: now_ms(),
         };
+        if let (Some(table), Some(fence)) = (self.record().map(|r| &r.table), &fence) {
+            table.insert_channel(&record, fence).await?.map_err(|_| NotifyError::Moving)?;
+        }
         self.channels().insert(&record)?;
         self.store().commit().await?;
         Ok((record, shown))
@@ -90,6 +104,19 @@ impl Notifications {
     /// # Errors
     /// [`NotifyError::NotFound`] for a channel the user does not have.
     pub async fn delete_channel(&self, user_id: u64, id: u64) -> Result<(), NotifyError> {
+        if let Some(record) = self.record() {
+            let fence = record.fence(user_id).await?.ok_or(NotifyError::Moving)?;
+            match record.table.delete_channel(user_id, id, &fence).await? {
+                Ok(true) => {}
+                Ok(false) => return Err(NotifyError::NotFound),
+                Err(_fenced) => return Err(NotifyError::Moving),
+            }
+            // The working copy may lack it (it is being loaded): gone from the record is gone.
+            return match self.channels().remove(user_id, id) {
+                Ok(()) | Err(NotifyError::NotFound) => Ok(self.store().commit().await?),
+                Err(err) => Err(err),
+            };
+        }
         self.channels().remove(user_id, id)?;
         self.store().commit().await?;
         Ok(())

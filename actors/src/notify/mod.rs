@@ -10,6 +10,9 @@
 //!   `sendMessage`) and what its outcome means.
 //! - [`actor`]: the supervised [`Notifier`]: schedules, retries with backoff, records outcomes,
 //!   sends the daily P&L summary.
+//! - [`pg`]: cluster mode with `postgres_url`: channels and the outbox in Postgres, the record
+//!   (sled keeps the owner node's working copy of the channels); `pg_deliver` is the
+//!   notifier's loop over that outbox.
 //!
 //! The pure rules (event names, signatures, refused addresses, the backoff) are
 //! `keel_core::notify`.
@@ -19,6 +22,8 @@ pub mod channels;
 pub mod deliver;
 mod manage;
 pub mod outbox;
+pub mod pg;
+mod pg_deliver;
 
 use std::time::Duration;
 
@@ -95,6 +100,13 @@ pub enum NotifyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode with `postgres_url`: this node does not hold the owner's lease (it is
+    /// moving); nothing changed, retry.
+    #[error("the owner's lease is moving")]
+    Moving,
+    /// Cluster mode with `postgres_url`: the system of record failed; nothing changed.
+    #[error(transparent)]
+    Record(#[from] crate::pg::RecordError),
 }
 
 impl From<sled::Error> for NotifyError {

@@ -14,6 +14,7 @@ use keel_core::notify::NotifyEvent;
 use serde::{Deserialize, Serialize};
 
 use super::channels::Channels;
+use super::pg::NotifyRecord;
 use super::{DeliveryView, NotifyError};
 use crate::identity::now_ms;
 use crate::store::{Store, StoreError, decode, encode, id_key, pair_key, trees};
@@ -111,6 +112,8 @@ pub struct Notifications {
 #[derive(Debug)]
 struct Inner {
     store: Store,
+    /// Cluster mode with `postgres_url`: channels and deliveries are recorded in Postgres.
+    record: Option<NotifyRecord>,
     channels: Channels,
     outbox: sled::Tree,
     /// Keys written since the notifier last looked.
@@ -125,9 +128,20 @@ impl Notifications {
     /// # Errors
     /// The store failed.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
+        Self::open_in(store, None)
+    }
+
+    /// Opens the trees and loads the rules; with `record` (cluster mode with `postgres_url`)
+    /// channels and deliveries are recorded in Postgres ([`super::pg`]) and the trees hold
+    /// the working copy of the channels of the users this node holds.
+    ///
+    /// # Errors
+    /// The store failed.
+    pub fn open_in(store: &Store, record: Option<NotifyRecord>) -> Result<Self, StoreError> {
         Ok(Self {
             inner: Arc::new(Inner {
                 store: store.clone(),
+                record,
                 channels: Channels::open(store)?,
                 outbox: store.tree(trees::NOTIFY_OUTBOX)?,
                 fresh: Mutex::default(),
@@ -151,13 +165,33 @@ impl Notifications {
         &self.inner.store
     }
 
+    /// Cluster mode with `postgres_url`: the tables channels and deliveries are recorded in.
+    pub fn record(&self) -> Option<&NotifyRecord> {
+        self.inner.record.as_ref()
+    }
+
     fn rows(&self, user_id: u64, events: Vec<NotifyEvent>) -> Result<Staged, StoreError> {
         let mut rows = Staged::new();
+        for record in self.deliveries(user_id, events, || self.inner.store.next_id())? {
+            rows.push((record.key(), encode(&record)?));
+        }
+        Ok(rows)
+    }
+
+    /// The pending deliveries `events` give the owner's channels that want them, with ids from
+    /// `next_id`.
+    fn deliveries(
+        &self,
+        user_id: u64,
+        events: Vec<NotifyEvent>,
+        mut next_id: impl FnMut() -> Result<u64, StoreError>,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut deliveries = Vec::new();
         let now = now_ms();
         for event in events {
             for channel_id in self.inner.channels.subscribers(user_id, event.kind) {
-                let record = DeliveryRecord {
-                    id: self.inner.store.next_id()?,
+                deliveries.push(DeliveryRecord {
+                    id: next_id()?,
                     user_id,
                     channel_id,
                     event: event.clone(),
@@ -169,11 +203,35 @@ impl Notifications {
                     last_error: None,
                     delivered_at_ms: None,
                     finished_at_ms: None,
-                };
-                rows.push((record.key(), encode(&record)?));
+                });
             }
         }
-        Ok(rows)
+        Ok(deliveries)
+    }
+
+    /// Cluster mode with `postgres_url`: the deliveries one bot flush gives (ids are Postgres's),
+    /// inserted in the flush's own Postgres transaction. Empty, at the cost of one map lookup,
+    /// for an owner with no channels.
+    pub fn recorded_deliveries(
+        &self,
+        user_id: u64,
+        bot_id: u64,
+        calls: &[Effects],
+    ) -> Vec<DeliveryRecord> {
+        if self.inner.record.is_none() || !self.inner.channels.has_any(user_id) {
+            return Vec::new();
+        }
+        let events = calls
+            .iter()
+            .flat_map(|fx| &fx.events)
+            .flat_map(|line| NotifyEvent::from_journal(bot_id, line))
+            .collect();
+        self.deliveries(user_id, events, || Ok(0)).unwrap_or_default()
+    }
+
+    /// Wakes the notifier (rows were committed in Postgres).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
     }
 
     /// The deliveries one bot write gives (fills, status changes, self-pauses), for the
@@ -189,7 +247,8 @@ impl Notifications {
         bot_id: u64,
         calls: &[Effects],
     ) -> Result<Staged, StoreError> {
-        if !self.inner.channels.has_any(user_id) {
+        // With Postgres the deliveries go in the bot's Postgres flush instead.
+        if self.inner.record.is_some() || !self.inner.channels.has_any(user_id) {
             return Ok(Staged::new());
         }
         let events = calls
@@ -219,12 +278,42 @@ impl Notifications {
     /// # Errors
     /// The store failed.
     pub fn enqueue(&self, user_id: u64, event: NotifyEvent) -> Result<usize, StoreError> {
+        if let Some(record) = self.inner.record.clone() {
+            return Ok(self.enqueue_recorded(record, user_id, event));
+        }
         let rows = self.rows(user_id, vec![event])?;
         for (key, value) in &rows {
             self.inner.outbox.insert(key, value.as_slice())?;
         }
         self.written(&rows);
         Ok(rows.len())
+    }
+
+    /// Cluster mode with `postgres_url`: inserts the event's deliveries in Postgres under the
+    /// owner's fence, on a task of its own (the callers are actors); how many. One this node
+    /// cannot record (the owner moved, Postgres failed) is logged and lost.
+    fn enqueue_recorded(&self, record: NotifyRecord, user_id: u64, event: NotifyEvent) -> usize {
+        let rows = self.deliveries(user_id, vec![event], || Ok(0)).unwrap_or_default();
+        let count = rows.len();
+        if count == 0 {
+            return 0;
+        }
+        let notifications = self.clone();
+        actix::spawn(async move {
+            let written = match record.fence(user_id).await {
+                Ok(Some(fence)) => record.table.enqueue(&rows, &fence).await.map(|r| r.is_ok()),
+                Ok(None) => Ok(false),
+                Err(err) => Err(err),
+            };
+            match written {
+                Ok(true) => notifications.wake(),
+                Ok(false) => tracing::warn!(user_id, "notification not enqueued: owner moved"),
+                Err(err) => {
+                    tracing::warn!(user_id, error = %err.detail(), "notification not enqueued")
+                }
+            }
+        });
+        count
     }
 
     /// Takes the keys written since the last call.

@@ -138,6 +138,53 @@ CREATE TABLE keel_bot_journal (
 CREATE INDEX keel_bot_journal_age ON keel_bot_journal (ts);
 ",
     },
+    PgMigration {
+        version: 4,
+        name: "owners' strategy modules, notification channels and their outbox",
+        // Ids from identity columns, unique across nodes: a module id a bot names, a channel id
+        // a channel's sealed secret is bound to, a delivery id receivers deduplicate on
+        // (`Keel-Delivery`). `metadata`, `record` and `body` are the JSON the sled store keeps
+        // (a channel's secret only as the vault's envelope: ciphertext); the columns beside them
+        // are what rows are looked up, ordered and aged by. A delivery keeps no reference to its
+        // channel: one whose channel was deleted fails when its turn comes and stays listed,
+        // as in sled.
+        sql: r"
+CREATE TABLE keel_strategy_modules (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       bigint NOT NULL REFERENCES keel_users (id) ON DELETE CASCADE,
+    name          text   NOT NULL,
+    sha256        text   NOT NULL,
+    wasm          bytea  NOT NULL,
+    metadata      jsonb  NOT NULL,
+    created_at_ms bigint NOT NULL
+);
+CREATE INDEX keel_strategy_modules_user ON keel_strategy_modules (user_id, id);
+CREATE TABLE keel_notify_channels (
+    id            bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       bigint  NOT NULL REFERENCES keel_users (id) ON DELETE CASCADE,
+    kind          text    NOT NULL,
+    events        text[]  NOT NULL,
+    record        jsonb   NOT NULL,
+    created_at_ms bigint  NOT NULL
+);
+CREATE INDEX keel_notify_channels_user ON keel_notify_channels (user_id, id);
+CREATE TABLE keel_notify_outbox (
+    id              bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id         bigint  NOT NULL REFERENCES keel_users (id) ON DELETE CASCADE,
+    channel_id      bigint  NOT NULL,
+    state           text    NOT NULL,
+    attempts        integer NOT NULL,
+    next_attempt_ms bigint,
+    finished_at_ms  bigint,
+    body            jsonb   NOT NULL
+);
+CREATE INDEX keel_notify_outbox_user ON keel_notify_outbox (user_id, id);
+CREATE INDEX keel_notify_outbox_due ON keel_notify_outbox (user_id, next_attempt_ms)
+    WHERE state = 'pending';
+CREATE INDEX keel_notify_outbox_finished ON keel_notify_outbox (finished_at_ms)
+    WHERE state <> 'pending';
+",
+    },
 ];
 
 /// The schema version this binary writes.

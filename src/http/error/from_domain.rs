@@ -77,12 +77,7 @@ impl From<BotError> for ApiError {
             BotError::Store => ApiError::internal(anyhow::anyhow!("bot storage failed")),
             // Cluster mode with `postgres_url`: the owner's lease is moving, or Postgres did not
             // answer. Both pass: retry.
-            BotError::Moving => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                "ownership is moving, retry",
-            )
-            .retry_after(1),
+            BotError::Moving => moving(),
             BotError::Record => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
@@ -156,6 +151,8 @@ impl From<ModulesError> for ApiError {
                 "strategy modules cannot run on this server now",
             ),
             ModulesError::Store(err) => err.into(),
+            ModulesError::Moving => moving(),
+            ModulesError::Record(err) => err.into(),
         }
     }
 }
@@ -202,6 +199,8 @@ impl From<keel_actors::notify::NotifyError> for ApiError {
             NotifyError::Vault(err) => err.into(),
             NotifyError::Ask(err) => err.into(),
             NotifyError::Store(err) => err.into(),
+            NotifyError::Moving => moving(),
+            NotifyError::Record(err) => err.into(),
         }
     }
 }
@@ -238,6 +237,13 @@ impl From<RecordError> for ApiError {
             ApiError::internal(err)
         }
     }
+}
+
+/// 503 `UNAVAILABLE` with `Retry-After: 1`: cluster mode with `postgres_url`, and this node does
+/// not hold the user's lease (it is moving, or the write was fenced); nothing changed.
+fn moving() -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "ownership is moving, retry")
+        .retry_after(1)
 }
 
 /// 503 while the cluster's Postgres cannot answer.

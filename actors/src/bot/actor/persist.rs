@@ -8,7 +8,8 @@
 //! With a Postgres link (cluster mode with `postgres_url`) a flush also writes what it covers to
 //! Postgres, as one [`PgBotRepo::persist_calls`](crate::bot::pg::PgBotRepo::persist_calls)
 //! transaction under the owner's [`Fence`](crate::pg::fence::Fence), and counts as durable only
-//! once that committed. One flush is in flight per bot; the writes made meanwhile wait and go
+//! once that committed, with the notification deliveries its journal lines give in the same
+//! transaction. One flush is in flight per bot; the writes made meanwhile wait and go
 //! together in the next. A fenced flush stops the bot at once and sends nothing: another node
 //! owns the user now. Any other Postgres error stops it as a failed store write does.
 
@@ -177,8 +178,18 @@ impl BotActor {
                 return Flushed::NotDurable;
             }
             let Some((link, calls, state)) = postgres else { return Flushed::Durable };
-            match link.repo.persist_calls(bot_id, &calls, &state, Some(&link.fence)).await {
-                Ok(()) => Flushed::Durable,
+            let notify = link.notify.as_ref();
+            let deliveries = notify
+                .map(|n| n.recorded_deliveries(link.fence.user_id, bot_id, &calls))
+                .unwrap_or_default();
+            let fence = Some(&link.fence);
+            match link.repo.persist_calls(bot_id, &calls, &state, &deliveries, fence).await {
+                Ok(()) => {
+                    if let (false, Some(notify)) = (deliveries.is_empty(), notify) {
+                        notify.wake();
+                    }
+                    Flushed::Durable
+                }
                 Err(err) if err.is_fenced() => Flushed::Fenced(err.to_string()),
                 Err(err) => Flushed::Failed(err.to_string()),
             }

@@ -40,7 +40,7 @@ impl BotSupervisor {
         let record = self.bots.get(&bot_id).ok_or("bot vanished")?.clone();
         let postgres = match &self.pg {
             Some(pg) => Some(
-                pg.link(record.user_id)
+                pg.link(record.user_id, self.repo.notifications().cloned())
                     .ok_or("this node does not hold the owner's lease (ownership is moving)")?,
             ),
             None => None,
@@ -178,7 +178,10 @@ impl BotSupervisor {
         let pg = self.pg.as_ref().map(|pg| {
             let state = self.repo.state(bot_id).unwrap_or_default();
             let fx = Effects { events: vec![event.clone()], ..Effects::default() };
-            pg.write(user_id, PgWrite::Journal(bot_id, fx, state))
+            let deliveries = self.repo.notifications().map_or_else(Vec::new, |notify| {
+                notify.recorded_deliveries(user_id, bot_id, std::slice::from_ref(&fx))
+            });
+            pg.write(user_id, PgWrite::Journal(bot_id, fx, state, deliveries))
         });
         let store = self.repo.store().clone();
         let sessions = self.config.sessions.clone();
@@ -298,7 +301,8 @@ impl Actor for BotSupervisor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(self.config.mailbox);
         if let Some(bots) = self.config.postgres.clone() {
-            self.pg = Some(super::postgres::PgSide::start(bots));
+            let notify = self.repo.notifications().cloned();
+            self.pg = Some(super::postgres::PgSide::start(bots, notify));
             self.follow_leases(ctx);
         }
         let active: Vec<BotId> =

@@ -45,10 +45,35 @@ impl Handler<Ask<RemoveModule>> for BotSupervisor {
         if !bots.is_empty() {
             return replier.send(Err(ModulesError::InUse { module: module_id, bots }));
         }
+        let store = self.repo.store().clone();
+        if let Some(pg) = &self.pg {
+            // Cluster mode with `postgres_url`: deleted in Postgres under the owner's fence
+            // first (awaited off the actor), then from this node's working copy.
+            let Some(fence) = pg.fences.get(&user_id).cloned() else {
+                return replier.send(Err(ModulesError::Moving));
+            };
+            let table = pg.modules.clone();
+            ctx.spawn(
+                async move {
+                    match table.delete(user_id, module_id, &fence).await? {
+                        Ok(true) => {}
+                        Ok(false) => return Err(ModulesError::NotFound(module_id)),
+                        Err(_fenced) => return Err(ModulesError::Moving),
+                    }
+                    match modules.remove(user_id, module_id) {
+                        Ok(()) | Err(ModulesError::NotFound(_)) => {}
+                        Err(err) => return Err(err),
+                    }
+                    Ok(store.commit().await?)
+                }
+                .into_actor(self)
+                .map(move |done, _, _| replier.send(done)),
+            );
+            return;
+        }
         if let Err(err) = modules.remove(user_id, module_id) {
             return replier.send(Err(err));
         }
-        let store = self.repo.store().clone();
         ctx.spawn(async move { store.commit().await }.into_actor(self).map(move |done, _, _| {
             replier.send(done.map_err(ModulesError::from));
         }));

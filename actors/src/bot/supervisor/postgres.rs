@@ -6,9 +6,12 @@
 //!   node's working copy of them in its own store with what it read, and starts those whose
 //!   stored status is active (running or paused), as after a restart: a live bot reconciles its
 //!   open orders with the venue, a paper bot resumes them in its engine.
+//!   The user's strategy modules and notification channels are read with them and replace
+//!   this node's working copies first, so a wasm bot finds its module.
 //! - **Lost.** When the lease goes (taken over, expired, released at shutdown) the user's bots
 //!   are stopped at once and send nothing more, not even cancels: the new owner runs them now.
-//!   Their definitions leave this node's list.
+//!   Their definitions leave this node's list, and the working copies of the user's modules and
+//!   channels are dropped.
 //! - **Writes.** Every definition write (create, edit, status change, delete) and every status
 //!   line the supervisor journals goes to Postgres under the user's [`Fence`], in the order the
 //!   supervisor made them (one task writes them one after the other), and is answered only
@@ -26,7 +29,11 @@ use super::{BotError, BotSupervisor};
 use crate::bot::actor::Abandon;
 use crate::bot::pg::{PgBotError, PgBotLink, PgBotRepo};
 use crate::cluster::users::{Ownership, UserLeases};
+use crate::notify::pg::PgNotify;
+use crate::notify::{ChannelRecord, DeliveryRecord, Notifications};
 use crate::pg::fence::Fence;
+use crate::strategies::ModuleRecord;
+use crate::strategies::pg::PgModules;
 use crate::supervisor::ExitReason;
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotState, Effects};
@@ -50,8 +57,9 @@ pub(super) enum PgWrite {
     Put(BotRecord),
     /// A definition and every row of its bot.
     Delete(BotId),
-    /// Journal lines the supervisor wrote for a bot without an actor, and the state after them.
-    Journal(BotId, Effects, BotState),
+    /// Journal lines the supervisor wrote for a bot without an actor, the state after them, and
+    /// the notification deliveries they give.
+    Journal(BotId, Effects, BotState, Vec<DeliveryRecord>),
 }
 
 /// A write, the fence it is made under, and where its outcome goes.
@@ -73,6 +81,10 @@ pub(super) const WRITE_QUEUE: usize = 1024;
 #[derive(Debug)]
 pub(super) struct PgSide {
     pub(super) bots: PgBots,
+    /// The owners' strategy modules (the record of this node's working copy).
+    pub(super) modules: PgModules,
+    /// The owners' notification channels.
+    pub(super) channels: PgNotify,
     /// The users whose lease this node holds, with the fence it holds each under.
     pub(super) fences: HashMap<UserId, Fence>,
     writer: Writer,
@@ -83,8 +95,9 @@ pub(super) struct PgSide {
 struct Writer(mpsc::Sender<Queued>);
 
 impl Writer {
-    /// Starts the task (on the current arbiter), with room for `capacity` waiting writes.
-    fn start(repo: PgBotRepo, capacity: usize) -> Self {
+    /// Starts the task (on the current arbiter), with room for `capacity` waiting writes; it
+    /// wakes `notify`'s deliverer after a flush that recorded deliveries.
+    fn start(repo: PgBotRepo, notify: Option<Notifications>, capacity: usize) -> Self {
         let (writer, mut queue) = mpsc::channel::<Queued>(capacity);
         actix::spawn(async move {
             while let Some(Queued { write, fence, done }) = queue.recv().await {
@@ -93,8 +106,16 @@ impl Writer {
                     PgWrite::Create(record) => repo.create_bot(&record, fence).await.map(Some),
                     PgWrite::Put(record) => repo.put_bot(&record, fence).await.map(|_| None),
                     PgWrite::Delete(id) => repo.delete_bot(id, fence).await.map(|_| None),
-                    PgWrite::Journal(id, fx, state) => {
-                        repo.persist(id, &fx, &state, fence).await.map(|()| None)
+                    PgWrite::Journal(id, fx, state, deliveries) => {
+                        let calls = std::slice::from_ref(&fx);
+                        let written = repo.persist_calls(id, calls, &state, &deliveries, fence);
+                        let written = written.await.map(|()| None);
+                        if let (Ok(_), false, Some(notify)) =
+                            (&written, deliveries.is_empty(), &notify)
+                        {
+                            notify.wake();
+                        }
+                        written
                     }
                 };
                 let _ = done.send(outcome);
@@ -132,9 +153,11 @@ impl std::fmt::Debug for Queued {
 
 impl PgSide {
     /// Starts the writer task (on the current arbiter).
-    pub(super) fn start(bots: PgBots) -> Self {
-        let writer = Writer::start(bots.repo.clone(), WRITE_QUEUE);
-        Self { bots, fences: HashMap::new(), writer }
+    pub(super) fn start(bots: PgBots, notify: Option<Notifications>) -> Self {
+        let writer = Writer::start(bots.repo.clone(), notify, WRITE_QUEUE);
+        let modules = PgModules::new(bots.repo.record().clone());
+        let channels = PgNotify::new(bots.repo.record().clone());
+        Self { bots, modules, channels, fences: HashMap::new(), writer }
     }
 
     /// Queues `write` for `user_id`'s bots. Refused with [`BotError::Moving`] when this node does
@@ -157,9 +180,13 @@ impl PgSide {
     }
 
     /// The link a bot actor of `user_id` writes its flushes through.
-    pub(super) fn link(&self, user_id: UserId) -> Option<PgBotLink> {
+    pub(super) fn link(
+        &self,
+        user_id: UserId,
+        notify: Option<crate::notify::Notifications>,
+    ) -> Option<PgBotLink> {
         let fence = self.fences.get(&user_id)?.clone();
-        Some(PgBotLink { repo: self.bots.repo.clone(), fence })
+        Some(PgBotLink { repo: self.bots.repo.clone(), fence, notify })
     }
 }
 
@@ -181,6 +208,10 @@ impl From<PgBotError> for BotError {
 pub(super) struct UserBotsLoaded {
     fence: Fence,
     bots: Vec<(BotRecord, BotState, Vec<Order>)>,
+    /// The user's strategy modules with their bytes: in the working copy before a bot starts.
+    modules: Vec<(ModuleRecord, Vec<u8>)>,
+    /// The user's notification channels.
+    channels: Vec<ChannelRecord>,
 }
 
 /// A change of this node's leases, from the subscription.
@@ -219,9 +250,24 @@ impl BotSupervisor {
     fn load_user(&mut self, fence: Fence, ctx: &mut Context<Self>) {
         let Some(pg) = &self.pg else { return };
         let repo = pg.bots.repo.clone();
+        let (modules, channels) = (pg.modules.clone(), pg.channels.clone());
         let addr = ctx.address();
         ctx.spawn(
             async move {
+                let user_id = fence.user_id;
+                let owned = async {
+                    Ok::<_, crate::pg::RecordError>((
+                        modules.of_user(user_id).await?,
+                        channels.channels_of(user_id).await?,
+                    ))
+                };
+                let (modules, channels) = match owned.await {
+                    Ok(owned) => owned,
+                    Err(err) => {
+                        tracing::error!(user_id, error = %err, "modules and channels not loaded");
+                        return;
+                    }
+                };
                 let mut loaded = Vec::new();
                 let bots = match repo.bots_of(fence.user_id).await {
                     Ok(bots) => bots,
@@ -244,7 +290,7 @@ impl BotSupervisor {
                         }
                     }
                 }
-                addr.do_send(UserBotsLoaded { fence, bots: loaded });
+                addr.do_send(UserBotsLoaded { fence, bots: loaded, modules, channels });
             }
             .into_actor(self),
         );
@@ -266,6 +312,37 @@ impl BotSupervisor {
         }
         self.count_running();
         self.config.view.set(user_id, Vec::new());
+        // The working copies of the user's modules and channels go too: the new owner loads
+        // them from Postgres, and a later return here replaces them.
+        if let Some(modules) = &self.config.modules
+            && let Err(err) = modules.remove_user(user_id)
+        {
+            tracing::error!(user_id, error = %err, "strategy modules' working copy not dropped");
+        }
+        if let Some(notify) = self.repo.notifications()
+            && let Err(err) = notify.channels().remove_user(user_id)
+        {
+            tracing::error!(user_id, error = %err, "notification channels' working copy not dropped");
+        }
+    }
+
+    /// Replaces the working copies of a user's modules and channels with what Postgres holds.
+    fn keep_user_data(
+        &self,
+        user_id: UserId,
+        modules: &[(ModuleRecord, Vec<u8>)],
+        channels: &[ChannelRecord],
+    ) {
+        if let Some(working) = &self.config.modules
+            && let Err(err) = working.replace_user(user_id, modules)
+        {
+            tracing::error!(user_id, error = %err, "strategy modules' working copy not stored");
+        }
+        if let Some(notify) = self.repo.notifications()
+            && let Err(err) = notify.channels().replace_user(user_id, channels)
+        {
+            tracing::error!(user_id, error = %err, "notification channels' working copy not stored");
+        }
     }
 }
 
@@ -320,13 +397,15 @@ impl Handler<UserBotsLoaded> for BotSupervisor {
     type Result = ();
 
     fn handle(&mut self, loaded: UserBotsLoaded, ctx: &mut Context<Self>) {
-        let UserBotsLoaded { fence, bots } = loaded;
+        let UserBotsLoaded { fence, bots, modules, channels } = loaded;
         let user_id = fence.user_id;
         // Lost (or taken again) while the read was under way: this read is not the user's now.
         let current = self.pg.as_ref().and_then(|pg| pg.fences.get(&user_id));
         if current != Some(&fence) || self.stopping {
             return;
         }
+        // Before any bot starts: a wasm bot compiles its module from the working copy.
+        self.keep_user_data(user_id, &modules, &channels);
         let mut active = Vec::new();
         for (record, state, open) in bots {
             // Created here since the lease came (what was read may predate it): kept as it is.
@@ -373,7 +452,7 @@ mod tests {
 
     #[actix_rt::test]
     async fn a_full_write_queue_refuses_at_once_and_takes_writes_again_once_drained() {
-        let writer = Writer::start(nowhere(), 2);
+        let writer = Writer::start(nowhere(), None, 2);
         // Queued without yielding: the writer task has taken none of them yet.
         let first = writer.queue(PgWrite::Delete(1), fence()).expect("room");
         let second = writer.queue(PgWrite::Delete(2), fence()).expect("room");
