@@ -28,6 +28,9 @@ use crate::bot::pg::{PgBotError, PgBotLink, PgBotRepo};
 use crate::cluster::users::{Ownership, UserLeases};
 use crate::pg::fence::Fence;
 use crate::supervisor::ExitReason;
+use crate::vault::pg::PgVault;
+use crate::vault::{CredentialRecord, Credentials, VaultError};
+use keel_core::bot::user_risk::UserRiskLimits;
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotState, Effects};
 use keel_core::trading::Order;
@@ -39,6 +42,9 @@ pub struct PgBots {
     pub repo: PgBotRepo,
     /// This node's user leases.
     pub leases: UserLeases,
+    /// The owners' exchange credentials, loaded into the vault's working copy (this node's
+    /// `credentials` tree) before a taken user's bots start.
+    pub vault: PgVault,
 }
 
 /// One write of the supervisor to Postgres.
@@ -52,6 +58,8 @@ pub(super) enum PgWrite {
     Delete(BotId),
     /// Journal lines the supervisor wrote for a bot without an actor, and the state after them.
     Journal(BotId, Effects, BotState),
+    /// An owner's own limits over all of their bots (`PUT /me/risk`).
+    Limits(UserId, UserRiskLimits),
 }
 
 /// A write, the fence it is made under, and where its outcome goes.
@@ -67,6 +75,9 @@ pub(super) struct PgSide {
     pub(super) bots: PgBots,
     /// The users whose lease this node holds, with the fence it holds each under.
     pub(super) fences: HashMap<UserId, Fence>,
+    /// How many times each user's limits were set here: limits read on taking a user are
+    /// applied only if none was set since the read began (else they are read again).
+    pub(super) limits_set: HashMap<UserId, u64>,
     writer: mpsc::UnboundedSender<Queued>,
 }
 
@@ -91,11 +102,14 @@ impl PgSide {
                     PgWrite::Journal(id, fx, state) => {
                         repo.persist(id, &fx, &state, fence).await.map(|()| None)
                     }
+                    PgWrite::Limits(user, limits) => {
+                        repo.put_user_limits(user, &limits, fence).await.map(|()| None)
+                    }
                 };
                 let _ = done.send(outcome);
             }
         });
-        Self { bots, fences: HashMap::new(), writer }
+        Self { bots, fences: HashMap::new(), limits_set: HashMap::new(), writer }
     }
 
     /// Queues `write` for `user_id`'s bots. Refused with [`BotError::Moving`] when this node does
@@ -136,12 +150,16 @@ impl From<PgBotError> for BotError {
     }
 }
 
-/// A user's bots as read from Postgres on taking the lease.
+/// A user's bots, exchange credentials and own limits as read from Postgres on taking the lease.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(super) struct UserBotsLoaded {
     fence: Fence,
     bots: Vec<(BotRecord, BotState, Vec<Order>)>,
+    credentials: Vec<CredentialRecord>,
+    limits: UserRiskLimits,
+    /// The working copies' change counts when the read began.
+    seen: (u64, u64),
 }
 
 /// A change of this node's leases, from the subscription.
@@ -176,13 +194,31 @@ impl BotSupervisor {
         );
     }
 
-    /// Reads `fence`'s user's bots from Postgres, then hands them to [`UserBotsLoaded`].
+    /// Reads `fence`'s user's bots, credentials and limits from Postgres, then hands them to
+    /// [`UserBotsLoaded`]. Without the credentials and limits no bot starts: a live bot must be
+    /// able to sign at once (it reconciles its open orders with the venue), and every bot must
+    /// be bound by its owner's limits.
     fn load_user(&mut self, fence: Fence, ctx: &mut Context<Self>) {
         let Some(pg) = &self.pg else { return };
-        let repo = pg.bots.repo.clone();
+        let (repo, vault) = (pg.bots.repo.clone(), pg.bots.vault.clone());
+        let user_id = fence.user_id;
+        let seen = (vault.changes(user_id), pg.limits_set.get(&user_id).copied().unwrap_or(0));
         let addr = ctx.address();
         ctx.spawn(
             async move {
+                let owner = async {
+                    Ok::<_, crate::pg::RecordError>((
+                        vault.of_user(user_id).await?,
+                        repo.user_limits(user_id).await?,
+                    ))
+                };
+                let (credentials, limits) = match owner.await {
+                    Ok(owner) => owner,
+                    Err(err) => {
+                        tracing::error!(user_id, error = %err, "credentials and limits not loaded");
+                        return;
+                    }
+                };
                 let mut loaded = Vec::new();
                 let bots = match repo.bots_of(fence.user_id).await {
                     Ok(bots) => bots,
@@ -205,7 +241,7 @@ impl BotSupervisor {
                         }
                     }
                 }
-                addr.do_send(UserBotsLoaded { fence, bots: loaded });
+                addr.do_send(UserBotsLoaded { fence, bots: loaded, credentials, limits, seen });
             }
             .into_actor(self),
         );
@@ -227,6 +263,19 @@ impl BotSupervisor {
         }
         self.count_running();
         self.config.view.set(user_id, Vec::new());
+        // The user's credentials and limits go with the user: the new owner loads its own.
+        self.config.user_limits.forget(user_id);
+        let Some(vault) = self.pg.as_ref().map(|pg| pg.bots.vault.clone()) else { return };
+        let dropped =
+            self.credentials().and_then(|c| vault.change(user_id, || c.drop_user(user_id)));
+        if let Err(err) = dropped {
+            tracing::error!(user_id, error = %err, "credentials' working copy not dropped");
+        }
+    }
+
+    /// The vault's working copy of the credentials (the node's `credentials` tree).
+    fn credentials(&self) -> Result<Credentials, VaultError> {
+        Ok(Credentials::new(self.repo.store().clone())?)
     }
 }
 
@@ -281,11 +330,35 @@ impl Handler<UserBotsLoaded> for BotSupervisor {
     type Result = ();
 
     fn handle(&mut self, loaded: UserBotsLoaded, ctx: &mut Context<Self>) {
-        let UserBotsLoaded { fence, bots } = loaded;
+        let UserBotsLoaded { fence, bots, credentials, limits, seen } = loaded;
         let user_id = fence.user_id;
         // Lost (or taken again) while the read was under way: this read is not the user's now.
-        let current = self.pg.as_ref().and_then(|pg| pg.fences.get(&user_id));
-        if current != Some(&fence) || self.stopping {
+        let Some(pg) = self.pg.as_ref().filter(|pg| pg.fences.get(&user_id) == Some(&fence)) else {
+            return;
+        };
+        if self.stopping {
+            return;
+        }
+        // Limits set here since the read began: what was read may predate them; read again.
+        if pg.limits_set.get(&user_id).copied().unwrap_or(0) != seen.1 {
+            return self.load_user(fence, ctx);
+        }
+        // Before any bot starts: a live bot signs from the vault's working copy at once.
+        let vault = pg.bots.vault.clone();
+        let working = self
+            .credentials()
+            .and_then(|c| vault.replace_if_unchanged(&c, user_id, seen.0, &credentials));
+        match working {
+            Ok(true) => {}
+            // An account added or removed since the read began: read again.
+            Ok(false) => return self.load_user(fence, ctx),
+            Err(err) => {
+                tracing::error!(user_id, error = %err, "credentials' working copy not stored");
+                return;
+            }
+        }
+        if let Err(err) = self.config.user_limits.set(user_id, &limits) {
+            tracing::error!(user_id, error = %err, "limits' working copy not stored");
             return;
         }
         let mut active = Vec::new();
