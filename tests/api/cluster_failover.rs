@@ -11,11 +11,11 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::cluster_identity::Database;
-use crate::cluster_users::{live_nodes, served_by};
+use crate::cluster_users::{live_nodes_with, served_by};
 use crate::ws::{bot_seqs_until, connect, expect_type, journal_ids, send};
 
 /// `GET path` on `app`: the node that served it and the body (`Null` unless 200).
-async fn read(app: &TestApp, path: &str, token: &str) -> (String, Value) {
+pub(crate) async fn read(app: &TestApp, path: &str, token: &str) -> (String, Value) {
     let res = app.send(Method::GET, path, None, token).await;
     let by = served_by(&res);
     if res.status().as_u16() != 200 {
@@ -57,7 +57,17 @@ async fn ada_and_her_owner(
     nats: &str,
     db: &Database,
 ) -> (Vec<TestApp>, Tokens, String, usize) {
-    let nodes = live_nodes(node_ids, nats, db).await;
+    ada_and_her_owner_with(node_ids, nats, db, |_| {}).await
+}
+
+/// [`ada_and_her_owner`], with `more` settings on every node.
+pub(crate) async fn ada_and_her_owner_with(
+    node_ids: &[&'static str],
+    nats: &str,
+    db: &Database,
+    more: impl Fn(&mut keel::configuration::Settings) + Clone + Send + 'static,
+) -> (Vec<TestApp>, Tokens, String, usize) {
+    let nodes = live_nodes_with(node_ids, nats, db, more).await;
     let ada = nodes[0].register("ada@example.com").await;
     eventually(Duration::from_secs(15), "ada's requests are served", || async {
         nodes[0].send(Method::GET, "/api/v1/bots", None, &ada.access).await.status() == 200

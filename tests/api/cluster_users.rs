@@ -45,10 +45,20 @@ pub(crate) async fn bots(app: &TestApp, token: &str) -> (u16, String, Value) {
 /// registered then is owned by the rendezvous winner of them all (a node's first round
 /// heartbeats at once).
 pub(crate) async fn live_nodes(ids: &[&str], nats: &str, db: &Database) -> Vec<TestApp> {
+    live_nodes_with(ids, nats, db, |_| {}).await
+}
+
+/// [`live_nodes`], with `more` settings on every node (the venues' fakes, say).
+pub(crate) async fn live_nodes_with(
+    ids: &[&str],
+    nats: &str,
+    db: &Database,
+    more: impl Fn(&mut keel::configuration::Settings) + Clone + Send + 'static,
+) -> Vec<TestApp> {
     let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
     let mut nodes = Vec::new();
     for id in ids {
-        nodes.push(node(id, &name, nats, db.url_via(db.upstream)).await);
+        nodes.push(node_with(id, &name, nats, db.url_via(db.upstream), more.clone()).await);
     }
     all_heartbeat(db, ids.len()).await;
     nodes

@@ -14,6 +14,7 @@ mod cluster_failover;
 mod cluster_identity;
 mod cluster_md;
 mod cluster_users;
+mod cluster_vault;
 mod cluster_ws;
 mod derivatives;
 mod disk_guard;
