@@ -17,7 +17,8 @@
 //! The node's own store keeps a working copy of the bots it runs (the engine is rebuilt from it
 //! on a crash restart); Postgres is the record every node reads on taking a user.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -78,6 +79,9 @@ pub(super) struct PgSide {
     /// How many times each user's limits were set here: limits read on taking a user are
     /// applied only if none was set since the read began (else they are read again).
     pub(super) limits_set: HashMap<UserId, u64>,
+    /// The users taken but whose bots, credentials and limits are not loaded yet: their writes
+    /// wait (503, retry), so none is checked against limits or bots not read yet.
+    pub(super) loading: HashSet<UserId>,
     writer: mpsc::UnboundedSender<Queued>,
 }
 
@@ -109,7 +113,13 @@ impl PgSide {
                 let _ = done.send(outcome);
             }
         });
-        Self { bots, fences: HashMap::new(), limits_set: HashMap::new(), writer }
+        Self {
+            bots,
+            fences: HashMap::new(),
+            limits_set: HashMap::new(),
+            loading: HashSet::new(),
+            writer,
+        }
     }
 
     /// Queues `write` for `user_id`'s bots. Refused with [`BotError::Moving`] when this node does
@@ -120,6 +130,10 @@ impl PgSide {
         write: PgWrite,
     ) -> Result<impl Future<Output = Result<Option<BotRecord>, BotError>> + 'static, BotError> {
         let fence = self.fences.get(&user_id).cloned().ok_or(BotError::Moving)?;
+        // The supervisor's own journal lines are for bots already loaded.
+        if self.loading.contains(&user_id) && !matches!(write, PgWrite::Journal(..)) {
+            return Err(BotError::Moving);
+        }
         let (done, outcome) = oneshot::channel();
         self.writer.send(Queued { write, fence, done }).map_err(|_| BotError::Moving)?;
         Ok(async move {
@@ -161,6 +175,14 @@ pub(super) struct UserBotsLoaded {
     /// The working copies' change counts when the read began.
     seen: (u64, u64),
 }
+
+/// How long after a failed read of a taken user's data it is read again.
+const RELOAD_AFTER: Duration = Duration::from_secs(1);
+
+/// Read a taken user's data again (the last read failed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct ReloadUser(Fence);
 
 /// A change of this node's leases, from the subscription.
 #[derive(Debug, Message)]
@@ -216,6 +238,8 @@ impl BotSupervisor {
                     Ok(owner) => owner,
                     Err(err) => {
                         tracing::error!(user_id, error = %err, "credentials and limits not loaded");
+                        actix::clock::sleep(RELOAD_AFTER).await;
+                        addr.do_send(ReloadUser(fence));
                         return;
                     }
                 };
@@ -292,6 +316,7 @@ impl BotSupervisor {
         tracing::warn!(bot_id, user_id, "bot fenced: giving its owner's bots up");
         if let Some(pg) = &mut self.pg {
             pg.fences.remove(&user_id);
+            pg.loading.remove(&user_id);
         }
         self.drop_user(user_id);
         true
@@ -307,6 +332,7 @@ impl Handler<LeaseChange> for BotSupervisor {
             Ownership::Gained(fence) => {
                 tracing::info!(user_id = fence.user_id, epoch = fence.epoch, "user's bots taken");
                 pg.fences.insert(fence.user_id, fence.clone());
+                pg.loading.insert(fence.user_id);
                 self.load_user(fence, ctx);
             }
             Ownership::Lost(fence) => {
@@ -320,8 +346,20 @@ impl Handler<LeaseChange> for BotSupervisor {
                     "user's bots given up"
                 );
                 pg.fences.remove(&fence.user_id);
+                pg.loading.remove(&fence.user_id);
                 self.drop_user(fence.user_id);
             }
+        }
+    }
+}
+
+impl Handler<ReloadUser> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ReloadUser(fence): ReloadUser, ctx: &mut Context<Self>) {
+        let current = self.pg.as_ref().and_then(|pg| pg.fences.get(&fence.user_id));
+        if current == Some(&fence) && !self.stopping {
+            self.load_user(fence, ctx);
         }
     }
 }
@@ -354,12 +392,17 @@ impl Handler<UserBotsLoaded> for BotSupervisor {
             Ok(false) => return self.load_user(fence, ctx),
             Err(err) => {
                 tracing::error!(user_id, error = %err, "credentials' working copy not stored");
+                ctx.notify_later(ReloadUser(fence), RELOAD_AFTER);
                 return;
             }
         }
         if let Err(err) = self.config.user_limits.set(user_id, &limits) {
             tracing::error!(user_id, error = %err, "limits' working copy not stored");
+            ctx.notify_later(ReloadUser(fence), RELOAD_AFTER);
             return;
+        }
+        if let Some(pg) = &mut self.pg {
+            pg.loading.remove(&user_id);
         }
         let mut active = Vec::new();
         for (record, state, open) in bots {
