@@ -79,8 +79,8 @@ pub(super) struct PgSide {
     /// How many times each user's limits were set here: limits read on taking a user are
     /// applied only if none was set since the read began (else they are read again).
     pub(super) limits_set: HashMap<UserId, u64>,
-    /// The users taken but whose bots, credentials and limits are not loaded yet: their writes
-    /// wait (503, retry), so none is checked against limits or bots not read yet.
+    /// The users taken but whose bots, credentials and limits are not loaded yet: a change of
+    /// their limits waits for the load (`SetUserRisk`).
     pub(super) loading: HashSet<UserId>,
     writer: mpsc::UnboundedSender<Queued>,
 }
@@ -130,10 +130,6 @@ impl PgSide {
         write: PgWrite,
     ) -> Result<impl Future<Output = Result<Option<BotRecord>, BotError>> + 'static, BotError> {
         let fence = self.fences.get(&user_id).cloned().ok_or(BotError::Moving)?;
-        // The supervisor's own journal lines are for bots already loaded.
-        if self.loading.contains(&user_id) && !matches!(write, PgWrite::Journal(..)) {
-            return Err(BotError::Moving);
-        }
         let (done, outcome) = oneshot::channel();
         self.writer.send(Queued { write, fence, done }).map_err(|_| BotError::Moving)?;
         Ok(async move {

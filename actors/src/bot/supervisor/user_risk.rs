@@ -14,10 +14,19 @@ use keel_core::bot::user_risk::{
     LeverageCaps, UserRiskLimits, leverage_error, running_above, running_above_message,
 };
 
+/// How soon a change of limits that waits for its owner's load is tried again.
+const LOADING_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Handler<Ask<SetUserRisk>> for BotSupervisor {
     type Result = ();
 
     fn handle(&mut self, ask: Ask<SetUserRisk>, ctx: &mut Context<Self>) {
+        // A user just taken: their limits are being read from Postgres; change them after.
+        let user = ask.query.user_id;
+        if self.pg.as_ref().is_some_and(|pg| pg.loading.contains(&user)) {
+            ctx.notify_later(ask, LOADING_RETRY);
+            return;
+        }
         let (SetUserRisk { user_id, limits }, replier) = ask.into_parts();
         if let Err(err) = self.not_deleting(user_id) {
             return replier.send(Err(err));
