@@ -148,11 +148,22 @@ impl Application {
             }
             _ => None,
         };
+        // Envelopes in Postgres open only with the cluster's master key: a node with another
+        // refuses to start rather than fail every signature of the users it takes.
+        if let Some(record) = &record
+            && settings.cluster.enabled
+        {
+            keel_actors::vault::pg::PgVault::new(record.clone())
+                .check_key(secrets.key_ring.current())
+                .await
+                .context("checking the vault master key against the cluster's")?;
+        }
         let mut runtime_config = settings.runtime_config(secrets.key_ring)?;
         runtime_config.bots_in_postgres = match (&record, &leases) {
             (Some(record), Some(leases)) => Some(keel_actors::bot::supervisor::PgBots {
                 repo: keel_actors::bot::pg::PgBotRepo::new(record.clone()),
                 leases: leases.clone(),
+                vault: keel_actors::vault::pg::PgVault::new(record.clone()),
             }),
             _ => None,
         };

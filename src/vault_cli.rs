@@ -26,6 +26,16 @@ pub fn keygen() -> anyhow::Result<()> {
 /// The store is in use or cannot be opened, the new key is missing or malformed, or a
 /// credential cannot be opened with the configured keys.
 pub async fn rotate_keys(settings: &Settings) -> anyhow::Result<()> {
+    // The record of the credentials is the cluster's Postgres there (the node's store holds a
+    // working copy), and every node must have the same key: re-wrapping one node's sled would
+    // leave the record under the old key and the node at odds with the cluster.
+    if settings.cluster.record_config().is_some() {
+        anyhow::bail!(
+            "`keel vault rotate` re-wraps this node's store only; with cluster.postgres_url the \
+             credentials are in the cluster's Postgres, sealed under the cluster's one key, and \
+             rotating them there is not built: keep vault.master_key as it is on every node"
+        );
+    }
     let secrets = secrets::resolve(settings)?;
     let old = secrets.key_ring.current();
     let new = match std::env::var(NEW_KEY_VAR) {

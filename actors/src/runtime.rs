@@ -243,6 +243,10 @@ impl Runtime {
 
         let (vault_spec, vault) =
             VaultSpec::new(store.clone(), key_ring, max_credentials_per_user, mailboxes.vault);
+        // With `postgres_url`: credentials are recorded in Postgres, the tree is the working copy.
+        let vault_spec = vault_spec.with_record(bots_in_postgres.as_ref().map(|pg| {
+            crate::vault::pg::VaultRecord { vault: pg.vault.clone(), leases: pg.leases.clone() }
+        }));
         let recorder = match record {
             Some(RecordConfig { dir, queue }) => Some(
                 Recorder::start(dir.clone(), queue)

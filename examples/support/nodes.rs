@@ -11,6 +11,8 @@ use anyhow::{Context as _, bail};
 
 /// The JWT secret every node of a load run shares (so a token is good on any node).
 pub const JWT_SECRET: &str = "load-run-only-secret-0123456789abcdef";
+/// The vault master key every node of a load run shares.
+pub const MASTER_KEY: &str = "NRyji4JgfCAvZo6o4zsyrAPmkJFbr/b9KoL0sE/rpow=";
 /// Longest a node may take to answer `/health/ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest a node may take to exit after SIGTERM.
@@ -88,6 +90,8 @@ pub fn start(
         .env("KEEL__LOG__LEVEL", "info")
         .env("KEEL__ACCESS_LOG__OUTPUT", "off")
         .env("KEEL__AUTH__JWT_SECRET", JWT_SECRET)
+        // One vault key for all nodes: a cluster node with another key refuses to start.
+        .env("KEEL__VAULT__MASTER_KEY", MASTER_KEY)
         .env("KEEL__PROTECTION__PER_IP_PER_MINUTE", "100000")
         .env("KEEL__PROTECTION__PER_USER_PER_MINUTE", "100000")
         .env("KEEL__AUTH__REGISTRATIONS_PER_HOUR_PER_IP", "100000");

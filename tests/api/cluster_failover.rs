@@ -60,12 +60,12 @@ async fn ada_and_her_owner(
     ada_and_her_owner_with(node_ids, nats, db, |_| {}).await
 }
 
-/// [`ada_and_her_owner`], each node with `more` settings on top.
+/// [`ada_and_her_owner`], with `more` settings on every node.
 pub(crate) async fn ada_and_her_owner_with(
     node_ids: &[&'static str],
     nats: &str,
     db: &Database,
-    more: fn(&mut keel::configuration::Settings),
+    more: impl Fn(&mut keel::configuration::Settings) + Clone + Send + 'static,
 ) -> (Vec<TestApp>, Tokens, String, usize) {
     let nodes = live_nodes_with(node_ids, nats, db, more).await;
     let ada = nodes[0].register("ada@example.com").await;

@@ -17,6 +17,10 @@ use serde_json::{Value, json};
 use crate::postgres::{Proxy, postgres_url, upstream, via};
 use crate::ws::{connect, expect_closed, expect_type};
 
+/// The vault master key every test node of a cluster shares (a node whose key differs from the
+/// one the cluster recorded refuses to start).
+pub(crate) const CLUSTER_MASTER_KEY: &str = "h4ZnLlmaVi6Z/2K3ZvgVLzoEajfN2fCFVeQavCYzYM4=";
+
 /// A database of the test's own, dropped at the end.
 pub(crate) struct Database {
     name: String,
@@ -70,6 +74,7 @@ pub(crate) async fn node_with(
         s.cluster.name = name;
         s.cluster.postgres_url = Some(SecretString::from(postgres));
         s.cluster.advertise_url = "http://127.0.0.1:1".to_owned();
+        s.vault.master_key = Some(SecretString::from(CLUSTER_MASTER_KEY));
         more(s);
     })
     .await

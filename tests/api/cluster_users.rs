@@ -48,17 +48,17 @@ pub(crate) async fn live_nodes(ids: &[&str], nats: &str, db: &Database) -> Vec<T
     live_nodes_with(ids, nats, db, |_| {}).await
 }
 
-/// [`live_nodes`], each node with `more` settings on top.
+/// [`live_nodes`], with `more` settings on every node (the venues' fakes, say).
 pub(crate) async fn live_nodes_with(
     ids: &[&str],
     nats: &str,
     db: &Database,
-    more: fn(&mut keel::configuration::Settings),
+    more: impl Fn(&mut keel::configuration::Settings) + Clone + Send + 'static,
 ) -> Vec<TestApp> {
     let name = format!("keeltest_{}", uuid::Uuid::new_v4().simple());
     let mut nodes = Vec::new();
     for id in ids {
-        nodes.push(node_with(id, &name, nats, db.url_via(db.upstream), more).await);
+        nodes.push(node_with(id, &name, nats, db.url_via(db.upstream), more.clone()).await);
     }
     all_heartbeat(db, ids.len()).await;
     nodes

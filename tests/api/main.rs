@@ -17,6 +17,7 @@ mod cluster_modules;
 mod cluster_process;
 mod cluster_upkeep;
 mod cluster_users;
+mod cluster_vault;
 mod cluster_ws;
 mod derivatives;
 mod disk_guard;

@@ -535,6 +535,7 @@ const JOURNAL_SQL: &str = "INSERT INTO keel_bot_journal (bot_id, event_id, ts, b
 const STATE_SQL: &str = "INSERT INTO keel_bot_positions (bot_id, state) VALUES ($1, $2)
      ON CONFLICT (bot_id) DO UPDATE SET state = excluded.state, updated_at = clock_timestamp()";
 
+mod limits;
 mod upkeep;
 pub use upkeep::{PRUNE_BATCH, Pruned, SWEEP_LOCK};
 

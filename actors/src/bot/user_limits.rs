@@ -1,8 +1,9 @@
 //! Owners' own limits over all of their bots (`GET/PUT /api/v1/me/risk`): stored with the user
 //! (`users` tree), read once per user and kept in memory, and handed to the [`ExposureBook`] so
 //! every bot of the owner sees their `max_notional` on its next refresh. When the users are in
-//! the cluster's Postgres, the limits stay in this node's store beside its bots (the
-//! `user_limits` tree), until bots move to Postgres too.
+//! the cluster's Postgres, the record is `keel_user_limits` there (`bot::pg::limits`, written
+//! by the supervisor under the user's fence) and the `user_limits` tree is the owner node's
+//! working copy, set when it takes the user and forgotten when it loses them.
 //!
 //! Nothing is read at start-up: an owner's limits are loaded the first time one of their bots
 //! launches or they are asked for, so start-up reads only the running bots' owners.

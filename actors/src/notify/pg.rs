@@ -1,5 +1,5 @@
 //! Notification channels and their outbox in Postgres (cluster mode with `postgres_url`): the
-//! tables `keel_notify_channels` and `keel_notify_outbox` of schema step 4
+//! tables `keel_notify_channels` and `keel_notify_outbox` of schema step 5
 //! ([`crate::pg::migrations`]).
 //!
 //! - **Channels.** Postgres is the record; the node holding the owner's lease keeps a working

@@ -140,6 +140,39 @@ CREATE INDEX keel_bot_journal_age ON keel_bot_journal (ts);
     },
     PgMigration {
         version: 4,
+        name: "vault and owners' limits: credentials (ciphertext), the vault key check, risk limits",
+        // Credential ids come from the identity column, so they are unique across nodes; the
+        // envelopes are bound to (user id, credential id) and stored as the vault seals them
+        // (ciphertext and key id only, never plaintext). The key check is one row: an HMAC of a
+        // fixed label under the vault's master key, written by the first node, compared by the
+        // others (never the key). Limits are the JSON the sled store keeps.
+        sql: r"
+CREATE TABLE keel_credentials (
+    id            bigint  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    user_id       bigint  NOT NULL REFERENCES keel_users (id) ON DELETE CASCADE,
+    venue         text    NOT NULL,
+    label         text    NOT NULL,
+    api_key_hint  text    NOT NULL,
+    testnet       boolean NOT NULL,
+    created_at_ms bigint  NOT NULL,
+    api_key       jsonb   NOT NULL,
+    api_secret    jsonb   NOT NULL
+);
+CREATE INDEX keel_credentials_user ON keel_credentials (user_id, id);
+CREATE TABLE keel_vault_key (
+    singleton   boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+    check_value text        NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE keel_user_limits (
+    user_id    bigint      PRIMARY KEY REFERENCES keel_users (id) ON DELETE CASCADE,
+    limits     jsonb       NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+",
+    },
+    PgMigration {
+        version: 5,
         name: "owners' strategy modules, notification channels and their outbox",
         // Ids from identity columns, unique across nodes: a module id a bot names, a channel id
         // a channel's sealed secret is bound to, a delivery id receivers deduplicate on

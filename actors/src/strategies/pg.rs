@@ -1,5 +1,5 @@
 //! Owners' strategy modules in Postgres (cluster mode with `postgres_url`): the table
-//! `keel_strategy_modules` of schema step 4 ([`crate::pg::migrations`]).
+//! `keel_strategy_modules` of schema step 5 ([`crate::pg::migrations`]).
 //!
 //! Postgres is the record; the node holding the owner's lease keeps a working copy in its sled
 //! trees (what bots compile and run from), replaced from here when it takes the owner and

@@ -12,6 +12,8 @@ use super::VaultError;
 pub const MASTER_KEY_LEN: usize = 32;
 /// Domain separation for key ids, so an id never equals a hash of the key used elsewhere.
 const KEY_ID_CONTEXT: &[u8] = b"keel.vault.key-id.v1";
+/// The label MACed into the key check value ([`MasterKey::check_value`]).
+const KEY_CHECK_LABEL: &[u8] = b"keel.vault.key-check.v1";
 
 /// A master key and its id. The id is stored in every envelope it wraps (the envelope's key
 /// version) and tells the vault which key opens it.
@@ -73,6 +75,15 @@ impl MasterKey {
     /// The key's id (16 hex digits), recorded as the key version of every envelope.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The key check value: HMAC-SHA256 of a fixed label under the key, hex. It tells whether
+    /// two nodes have the same key without revealing it (the cluster records the first node's).
+    ///
+    /// # Errors
+    /// The MAC cannot be computed.
+    pub fn check_value(&self) -> Result<String, VaultError> {
+        super::hmac_sha256_hex(self.key.unprotected_as_ref(), KEY_CHECK_LABEL)
     }
 
     pub(crate) fn secret(&self) -> &SecretKey {

@@ -8,6 +8,7 @@
 pub mod envelope;
 pub mod keys;
 pub mod notify;
+pub mod pg;
 mod rotate;
 
 use std::fmt;
@@ -55,6 +56,19 @@ pub enum VaultError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Cluster mode: this node does not hold the user's lease (it is moving): retry.
+    #[error("ownership is moving, retry")]
+    Moving,
+    /// Cluster mode: the system of record failed or did not answer; nothing was written.
+    #[error("the system of record failed")]
+    Record(#[from] crate::pg::RecordError),
+    /// Cluster mode: this node's master key is not the one the cluster's credentials are
+    /// sealed with (`keel_vault_key` holds the first node's check value).
+    #[error(
+        "vault.master_key is not the cluster's: every node must have the same vault master key \
+         (the key check value recorded in Postgres by the first node differs from this key's)"
+    )]
+    KeyMismatch,
 }
 
 impl From<sled::Error> for VaultError {
@@ -266,7 +280,13 @@ impl Credentials {
         if self.tree.scan_prefix(id_key(add.user_id)).count() >= max {
             return Err(VaultError::Limit(max));
         }
-        let id = self.store.next_id()?;
+        let record = Self::seal(ring, add, self.store.next_id()?)?;
+        self.put(&record)?;
+        Ok(record)
+    }
+
+    /// The record of a new credential `id`, its key and secret sealed and bound to it.
+    fn seal(ring: &KeyRing, add: &AddCredential, id: u64) -> Result<CredentialRecord, VaultError> {
         let key = add.api_key.expose_secret();
         let seal = |field, value: &str| {
             Envelope::seal(
@@ -286,7 +306,6 @@ impl Credentials {
             api_key: seal("api_key", key)?,
             api_secret: seal("api_secret", add.api_secret.expose_secret())?,
         };
-        self.put(&record)?;
         Ok(record)
     }
 
@@ -308,6 +327,8 @@ pub struct Vault {
     store: Store,
     max_per_user: usize,
     mailbox: usize,
+    /// Cluster mode with `postgres_url`: the record credentials are written to first.
+    pg: Option<pg::VaultRecord>,
     _lifeline: Option<Lifeline>,
 }
 
@@ -333,6 +354,7 @@ impl Vault {
             store,
             max_per_user,
             mailbox: DEFAULT_MAILBOX,
+            pg: None,
             _lifeline: None,
         })
     }
@@ -340,6 +362,12 @@ impl Vault {
     /// Sets the capacity of the vault's mailbox.
     pub fn with_mailbox(mut self, capacity: usize) -> Self {
         self.mailbox = capacity;
+        self
+    }
+
+    /// Keeps credentials in the cluster's Postgres (the sled tree becomes the working copy).
+    pub fn with_record(mut self, pg: Option<pg::VaultRecord>) -> Self {
+        self.pg = pg;
         self
     }
 
@@ -394,6 +422,9 @@ impl Handler<Ask<AddCredential>> for Vault {
     #[tracing::instrument(skip_all, fields(user_id = ask.query.user_id))]
     fn handle(&mut self, ask: Ask<AddCredential>, _: &mut Context<Self>) -> Self::Result {
         let (add, replier) = ask.into_parts();
+        if let Some(pg) = self.pg.clone() {
+            return self.add_in_record(pg, add, replier);
+        }
         let answer = self
             .credentials
             .add(&self.ring, &add, self.max_per_user)
@@ -404,14 +435,19 @@ impl Handler<Ask<AddCredential>> for Vault {
 }
 
 impl Handler<Ask<ListCredentials>> for Vault {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, ask: Ask<ListCredentials>, _: &mut Context<Self>) {
+    fn handle(&mut self, ask: Ask<ListCredentials>, _: &mut Context<Self>) -> Self::Result {
+        let (q, replier) = ask.into_parts();
+        if let Some(pg) = self.pg.clone() {
+            return self.list_in_record(pg, q.user_id, replier);
+        }
         let answer = self
             .credentials
-            .list(ask.query.user_id)
+            .list(q.user_id)
             .map(|records| records.iter().map(CredentialView::from).collect());
-        ask.reply(answer);
+        replier.send(answer);
+        Box::pin(actix::fut::ready(()))
     }
 }
 
@@ -420,6 +456,9 @@ impl Handler<Ask<RemoveCredential>> for Vault {
 
     fn handle(&mut self, ask: Ask<RemoveCredential>, _: &mut Context<Self>) -> Self::Result {
         let (q, replier) = ask.into_parts();
+        if let Some(pg) = self.pg.clone() {
+            return self.remove_in_record(pg, q.user_id, q.credential_id, replier);
+        }
         let answer = match self.credentials.tree.remove(pair_key(q.user_id, q.credential_id)) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(VaultError::NotFound),
@@ -435,6 +474,9 @@ impl Handler<Ask<RemoveUserCredentials>> for Vault {
 
     fn handle(&mut self, ask: Ask<RemoveUserCredentials>, _: &mut Context<Self>) -> Self::Result {
         let (q, replier) = ask.into_parts();
+        if let Some(pg) = self.pg.clone() {
+            return self.remove_user_in_record(pg, q.user_id, replier);
+        }
         let remove = || -> Result<usize, VaultError> {
             let keys: Vec<_> = self
                 .credentials
@@ -484,6 +526,7 @@ pub struct VaultSpec {
     max_per_user: usize,
     mailbox: usize,
     address: VaultAddress,
+    pg: Option<pg::VaultRecord>,
 }
 
 impl fmt::Debug for VaultSpec {
@@ -503,8 +546,14 @@ impl VaultSpec {
     ) -> (Self, VaultAddress) {
         let address = VaultAddress::default();
         let ring = std::sync::Arc::new(ring);
-        let spec = Self { store, ring, max_per_user, mailbox, address: address.clone() };
+        let spec = Self { store, ring, max_per_user, mailbox, address: address.clone(), pg: None };
         (spec, address)
+    }
+
+    /// Keeps credentials in the cluster's Postgres ([`Vault::with_record`]).
+    pub fn with_record(mut self, pg: Option<pg::VaultRecord>) -> Self {
+        self.pg = pg;
+        self
     }
 }
 
@@ -516,7 +565,8 @@ impl ChildSpec for VaultSpec {
     fn start(&mut self, lifeline: Lifeline) -> Result<Box<dyn ChildHandle>, StartError> {
         let mut vault = Vault::new(self.store.clone(), self.ring.clone(), self.max_per_user)
             .map_err(|e| StartError(e.to_string()))?
-            .with_mailbox(self.mailbox);
+            .with_mailbox(self.mailbox)
+            .with_record(self.pg.clone());
         vault._lifeline = Some(lifeline);
         let addr = vault.start();
         self.address.set(addr.clone());

@@ -179,6 +179,9 @@ impl From<VaultError> for ApiError {
             VaultError::Limit(n) => {
                 ApiError::conflict(format!("at most {n} exchange accounts per user"))
             }
+            // Cluster mode with `postgres_url`: as for bots, both pass: retry.
+            VaultError::Moving => BotError::Moving.into(),
+            VaultError::Record(err) if err.is_unavailable() => BotError::Record.into(),
             other => ApiError::internal(other),
         }
     }

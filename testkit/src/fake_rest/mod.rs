@@ -142,6 +142,8 @@ struct State {
     fee_mode: Mutex<FeeMode>,
     posts: AtomicUsize,
     requests: AtomicUsize,
+    /// Signed requests that passed the key, signature and timestamp checks.
+    signed: AtomicUsize,
     weight: AtomicU32,
     /// Reported in `X-MBX-ORDER-COUNT-10S` (unless the order limit is enforced).
     order_count_10s: AtomicU32,
@@ -195,6 +197,7 @@ impl FakeRest {
             fee_mode: Mutex::new(FeeMode::Quote),
             posts: AtomicUsize::new(0),
             requests: AtomicUsize::new(0),
+            signed: AtomicUsize::new(0),
             weight: AtomicU32::new(0),
             order_count_10s: AtomicU32::new(0),
             order_limit: Mutex::new(None),
@@ -332,6 +335,12 @@ impl FakeRest {
     /// (faulted ones included).
     pub fn posts(&self) -> usize {
         self.state.posts.load(Ordering::SeqCst)
+    }
+
+    /// Signed requests (any path) that passed the key, signature and timestamp checks: each was
+    /// signed with the test account's secret.
+    pub fn signed(&self) -> usize {
+        self.state.signed.load(Ordering::SeqCst)
     }
 
     /// Requests read so far, any path, well-formed or not.

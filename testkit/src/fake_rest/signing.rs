@@ -115,6 +115,7 @@ impl State {
             self.clock_refusals.fetch_add(1, Ordering::SeqCst);
             return Err(Answer::bad(-1021, msg));
         }
+        self.signed.fetch_add(1, Ordering::SeqCst);
         Ok(params)
     }
 }

@@ -20,7 +20,8 @@
 //! The node's own store keeps a working copy of the bots it runs (the engine is rebuilt from it
 //! on a crash restart); Postgres is the record every node reads on taking a user.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -35,6 +36,9 @@ use crate::pg::fence::Fence;
 use crate::strategies::ModuleRecord;
 use crate::strategies::pg::PgModules;
 use crate::supervisor::ExitReason;
+use crate::vault::pg::PgVault;
+use crate::vault::{CredentialRecord, Credentials, VaultError};
+use keel_core::bot::user_risk::UserRiskLimits;
 use keel_core::bot::{BotId, BotRecord, UserId};
 use keel_core::engine::{BotState, Effects};
 use keel_core::trading::Order;
@@ -46,6 +50,9 @@ pub struct PgBots {
     pub repo: PgBotRepo,
     /// This node's user leases.
     pub leases: UserLeases,
+    /// The owners' exchange credentials, loaded into the vault's working copy (this node's
+    /// `credentials` tree) before a taken user's bots start.
+    pub vault: PgVault,
 }
 
 /// One write of the supervisor to Postgres.
@@ -60,6 +67,8 @@ pub(super) enum PgWrite {
     /// Journal lines the supervisor wrote for a bot without an actor, the state after them, and
     /// the notification deliveries they give.
     Journal(BotId, Effects, BotState, Vec<DeliveryRecord>),
+    /// An owner's own limits over all of their bots (`PUT /me/risk`).
+    Limits(UserId, UserRiskLimits),
 }
 
 /// A write, the fence it is made under, and where its outcome goes.
@@ -87,6 +96,12 @@ pub(super) struct PgSide {
     pub(super) channels: PgNotify,
     /// The users whose lease this node holds, with the fence it holds each under.
     pub(super) fences: HashMap<UserId, Fence>,
+    /// How many times each user's limits were set here: limits read on taking a user are
+    /// applied only if none was set since the read began (else they are read again).
+    pub(super) limits_set: HashMap<UserId, u64>,
+    /// The users taken but whose bots, credentials and limits are not loaded yet: a change of
+    /// their limits waits for the load (`SetUserRisk`).
+    pub(super) loading: HashSet<UserId>,
     writer: Writer,
 }
 
@@ -116,6 +131,9 @@ impl Writer {
                             notify.wake();
                         }
                         written
+                    }
+                    PgWrite::Limits(user, limits) => {
+                        repo.put_user_limits(user, &limits, fence).await.map(|()| None)
                     }
                 };
                 let _ = done.send(outcome);
@@ -157,7 +175,15 @@ impl PgSide {
         let writer = Writer::start(bots.repo.clone(), notify, WRITE_QUEUE);
         let modules = PgModules::new(bots.repo.record().clone());
         let channels = PgNotify::new(bots.repo.record().clone());
-        Self { bots, modules, channels, fences: HashMap::new(), writer }
+        Self {
+            bots,
+            modules,
+            channels,
+            fences: HashMap::new(),
+            limits_set: HashMap::new(),
+            loading: HashSet::new(),
+            writer,
+        }
     }
 
     /// Queues `write` for `user_id`'s bots. Refused with [`BotError::Moving`] when this node does
@@ -202,17 +228,30 @@ impl From<PgBotError> for BotError {
     }
 }
 
-/// A user's bots as read from Postgres on taking the lease.
+/// What a user has besides bots, as read from Postgres on taking the lease: exchange
+/// credentials, own limits, strategy modules with their bytes, notification channels. All are in
+/// the working copies before any of the user's bots starts.
+type UserData =
+    (Vec<CredentialRecord>, UserRiskLimits, Vec<(ModuleRecord, Vec<u8>)>, Vec<ChannelRecord>);
+
+/// A user's bots and [`UserData`] as read from Postgres on taking the lease.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub(super) struct UserBotsLoaded {
     fence: Fence,
     bots: Vec<(BotRecord, BotState, Vec<Order>)>,
-    /// The user's strategy modules with their bytes: in the working copy before a bot starts.
-    modules: Vec<(ModuleRecord, Vec<u8>)>,
-    /// The user's notification channels.
-    channels: Vec<ChannelRecord>,
+    owned: UserData,
+    /// The working copies' change counts when the read began.
+    seen: (u64, u64),
 }
+
+/// How long after a failed read of a taken user's data it is read again.
+const RELOAD_AFTER: Duration = Duration::from_secs(1);
+
+/// Read a taken user's data again (the last read failed).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(super) struct ReloadUser(Fence);
 
 /// A change of this node's leases, from the subscription.
 #[derive(Debug, Message)]
@@ -246,25 +285,33 @@ impl BotSupervisor {
         );
     }
 
-    /// Reads `fence`'s user's bots from Postgres, then hands them to [`UserBotsLoaded`].
+    /// Reads `fence`'s user's bots and [`UserData`] from Postgres, then hands them to
+    /// [`UserBotsLoaded`]. Without the credentials and limits no bot starts: a live bot must be
+    /// able to sign at once (it reconciles its open orders with the venue), and every bot must
+    /// be bound by its owner's limits.
     fn load_user(&mut self, fence: Fence, ctx: &mut Context<Self>) {
         let Some(pg) = &self.pg else { return };
-        let repo = pg.bots.repo.clone();
+        let (repo, vault) = (pg.bots.repo.clone(), pg.bots.vault.clone());
         let (modules, channels) = (pg.modules.clone(), pg.channels.clone());
+        let user_id = fence.user_id;
+        let seen = (vault.changes(user_id), pg.limits_set.get(&user_id).copied().unwrap_or(0));
         let addr = ctx.address();
         ctx.spawn(
             async move {
-                let user_id = fence.user_id;
-                let owned = async {
+                let owner = async {
                     Ok::<_, crate::pg::RecordError>((
+                        vault.of_user(user_id).await?,
+                        repo.user_limits(user_id).await?,
                         modules.of_user(user_id).await?,
                         channels.channels_of(user_id).await?,
                     ))
                 };
-                let (modules, channels) = match owned.await {
-                    Ok(owned) => owned,
+                let (credentials, limits, modules, channels) = match owner.await {
+                    Ok(owner) => owner,
                     Err(err) => {
-                        tracing::error!(user_id, error = %err, "modules and channels not loaded");
+                        tracing::error!(user_id, error = %err, "the user's data not loaded");
+                        actix::clock::sleep(RELOAD_AFTER).await;
+                        addr.do_send(ReloadUser(fence));
                         return;
                     }
                 };
@@ -273,6 +320,8 @@ impl BotSupervisor {
                     Ok(bots) => bots,
                     Err(err) => {
                         tracing::error!(user_id = fence.user_id, error = %err, "bots not loaded");
+                        actix::clock::sleep(RELOAD_AFTER).await;
+                        addr.do_send(ReloadUser(fence));
                         return;
                     }
                 };
@@ -290,7 +339,8 @@ impl BotSupervisor {
                         }
                     }
                 }
-                addr.do_send(UserBotsLoaded { fence, bots: loaded, modules, channels });
+                let owned = (credentials, limits, modules, channels);
+                addr.do_send(UserBotsLoaded { fence, bots: loaded, owned, seen });
             }
             .into_actor(self),
         );
@@ -324,6 +374,14 @@ impl BotSupervisor {
         {
             tracing::error!(user_id, error = %err, "notification channels' working copy not dropped");
         }
+        // The user's credentials and limits go with the user: the new owner loads its own.
+        self.config.user_limits.forget(user_id);
+        let Some(vault) = self.pg.as_ref().map(|pg| pg.bots.vault.clone()) else { return };
+        let dropped =
+            self.credentials().and_then(|c| vault.change(user_id, || c.drop_user(user_id)));
+        if let Err(err) = dropped {
+            tracing::error!(user_id, error = %err, "credentials' working copy not dropped");
+        }
     }
 
     /// Replaces the working copies of a user's modules and channels with what Postgres holds.
@@ -344,6 +402,11 @@ impl BotSupervisor {
             tracing::error!(user_id, error = %err, "notification channels' working copy not stored");
         }
     }
+
+    /// The vault's working copy of the credentials (the node's `credentials` tree).
+    fn credentials(&self) -> Result<Credentials, VaultError> {
+        Ok(Credentials::new(self.repo.store().clone())?)
+    }
 }
 
 impl BotSupervisor {
@@ -359,6 +422,7 @@ impl BotSupervisor {
         tracing::warn!(bot_id, user_id, "bot fenced: giving its owner's bots up");
         if let Some(pg) = &mut self.pg {
             pg.fences.remove(&user_id);
+            pg.loading.remove(&user_id);
         }
         self.drop_user(user_id);
         true
@@ -374,6 +438,7 @@ impl Handler<LeaseChange> for BotSupervisor {
             Ownership::Gained(fence) => {
                 tracing::info!(user_id = fence.user_id, epoch = fence.epoch, "user's bots taken");
                 pg.fences.insert(fence.user_id, fence.clone());
+                pg.loading.insert(fence.user_id);
                 self.load_user(fence, ctx);
             }
             Ownership::Lost(fence) => {
@@ -387,8 +452,20 @@ impl Handler<LeaseChange> for BotSupervisor {
                     "user's bots given up"
                 );
                 pg.fences.remove(&fence.user_id);
+                pg.loading.remove(&fence.user_id);
                 self.drop_user(fence.user_id);
             }
+        }
+    }
+}
+
+impl Handler<ReloadUser> for BotSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ReloadUser(fence): ReloadUser, ctx: &mut Context<Self>) {
+        let current = self.pg.as_ref().and_then(|pg| pg.fences.get(&fence.user_id));
+        if current == Some(&fence) && !self.stopping {
+            self.load_user(fence, ctx);
         }
     }
 }
@@ -397,12 +474,42 @@ impl Handler<UserBotsLoaded> for BotSupervisor {
     type Result = ();
 
     fn handle(&mut self, loaded: UserBotsLoaded, ctx: &mut Context<Self>) {
-        let UserBotsLoaded { fence, bots, modules, channels } = loaded;
+        let UserBotsLoaded { fence, bots, owned, seen } = loaded;
+        let (credentials, limits, modules, channels) = owned;
         let user_id = fence.user_id;
         // Lost (or taken again) while the read was under way: this read is not the user's now.
-        let current = self.pg.as_ref().and_then(|pg| pg.fences.get(&user_id));
-        if current != Some(&fence) || self.stopping {
+        let Some(pg) = self.pg.as_ref().filter(|pg| pg.fences.get(&user_id) == Some(&fence)) else {
             return;
+        };
+        if self.stopping {
+            return;
+        }
+        // Limits set here since the read began: what was read may predate them; read again.
+        if pg.limits_set.get(&user_id).copied().unwrap_or(0) != seen.1 {
+            return self.load_user(fence, ctx);
+        }
+        // Before any bot starts: a live bot signs from the vault's working copy at once.
+        let vault = pg.bots.vault.clone();
+        let working = self
+            .credentials()
+            .and_then(|c| vault.replace_if_unchanged(&c, user_id, seen.0, &credentials));
+        match working {
+            Ok(true) => {}
+            // An account added or removed since the read began: read again.
+            Ok(false) => return self.load_user(fence, ctx),
+            Err(err) => {
+                tracing::error!(user_id, error = %err, "credentials' working copy not stored");
+                ctx.notify_later(ReloadUser(fence), RELOAD_AFTER);
+                return;
+            }
+        }
+        if let Err(err) = self.config.user_limits.set(user_id, &limits) {
+            tracing::error!(user_id, error = %err, "limits' working copy not stored");
+            ctx.notify_later(ReloadUser(fence), RELOAD_AFTER);
+            return;
+        }
+        if let Some(pg) = &mut self.pg {
+            pg.loading.remove(&user_id);
         }
         // Before any bot starts: a wasm bot compiles its module from the working copy.
         self.keep_user_data(user_id, &modules, &channels);
