@@ -69,6 +69,8 @@ impl Node {
             .env("KEEL__CLUSTER__NAME", cluster)
             .env("KEEL__CLUSTER__POSTGRES_URL", postgres)
             .env("KEEL__CLUSTER__ADVERTISE_URL", &address)
+            // One key for the cluster: a node with another refuses to start.
+            .env("KEEL__VAULT__MASTER_KEY", crate::cluster_identity::CLUSTER_MASTER_KEY)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
