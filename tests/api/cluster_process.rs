@@ -17,6 +17,7 @@ use keel_testkit::{PASSWORD, Tokens, eventually, quiet_bot};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
 
+use crate::accounts::{API_KEY, API_SECRET};
 use crate::cluster_identity::Database;
 use crate::cluster_users::all_heartbeat;
 use crate::fake_binance::FakeBinance;
@@ -298,7 +299,7 @@ fn node_index(id: &str) -> usize {
 }
 
 /// A paper bot on Binance: market data from the fake, fills simulated, no credentials; it trades
-/// only when told. (A live variant adds an exchange account and `"mode": "live"` to it.)
+/// only when told. ([`ada_with_a_running_bot`] makes it live on her exchange account.)
 fn paper_bot_on_binance() -> Value {
     let mut bot = quiet_bot();
     bot["venue"] = json!("binance");
@@ -314,11 +315,13 @@ fn buying_bot_on_binance() -> Value {
     bot
 }
 
-/// A cluster, Ada registered on node 0 with a paper bot of `definition` made through a node
-/// that does not own her, running and filled twice: the cluster, her tokens, the bot, her owner.
+/// A cluster, Ada registered on node 0 with a bot of `definition` made through a node that does
+/// not own her, running and filled twice: the cluster, her tokens, the bot, her owner. `live`:
+/// on her exchange account at the fake Binance (added through that node too), not on paper.
 async fn ada_with_a_running_bot(
     test: &str,
     definition: &Value,
+    live: bool,
 ) -> Option<(Cluster, Tokens, u64, usize)> {
     let cluster = Cluster::start(test).await?;
     let ada = cluster.register(0, "ada@example.com").await;
@@ -327,9 +330,19 @@ async fn ada_with_a_running_bot(
     })
     .await;
     let owner = node_index(&cluster.get(0, "/api/v1/bots", &ada.access).await.by);
-    let bot = cluster.start_bot((owner + 1) % 3, &ada.access, definition).await;
+    let via = (owner + 1) % 3;
+    let mut definition = definition.clone();
+    if live {
+        let account = json!({"venue": "binance", "label": "live", "api_key": API_KEY,
+                             "api_secret": API_SECRET});
+        let added = cluster.post(via, "/api/v1/exchange-accounts", &account, &ada.access).await;
+        assert_eq!((added.status, added.by.as_str()), (201, NODE_IDS[owner]), "{added:?}");
+        definition["mode"] = json!("live");
+        definition["exchange_account_id"] = added.body["id"].clone();
+    }
+    let bot = cluster.start_bot(via, &ada.access, &definition).await;
     for _ in 0..2 {
-        cluster.bought((owner + 1) % 3, &ada.access, bot).await;
+        cluster.bought(via, &ada.access, bot).await;
     }
     Some((cluster, ada, bot, owner))
 }
@@ -371,7 +384,7 @@ fn check_kept(items: &[Value], kept: &[Value], fields: &[&str]) {
 #[actix_web::test]
 async fn three_processes_share_one_exchange_connection_and_serve_a_user_and_her_fills_anywhere() {
     let Some((cluster, ada, bot, owner)) =
-        ada_with_a_running_bot("cluster_process", &paper_bot_on_binance()).await
+        ada_with_a_running_bot("cluster_process", &paper_bot_on_binance(), false).await
     else {
         return;
     };
@@ -469,8 +482,20 @@ impl Trader {
 
 #[actix_web::test]
 async fn after_kill_9_of_her_owner_another_process_runs_her_bot_within_15_s_with_no_order_lost() {
+    kill_9_of_her_owner("cluster_kill", false).await;
+}
+
+#[actix_web::test]
+async fn after_kill_9_of_her_owner_her_live_bot_runs_elsewhere_with_no_order_lost_or_sent_twice() {
+    kill_9_of_her_owner("cluster_kill_live", true).await;
+}
+
+/// kill -9 of Ada's owner while orders are placed through another node: her bot (`live`: on
+/// the fake Binance with her credentials, read from Postgres by the next owner) runs elsewhere
+/// within 15 s, every acknowledged order is kept, and none is sent to the venue twice.
+async fn kill_9_of_her_owner(test: &str, live: bool) {
     let Some((mut cluster, ada, bot, owner)) =
-        ada_with_a_running_bot("cluster_kill", &paper_bot_on_binance()).await
+        ada_with_a_running_bot(test, &paper_bot_on_binance(), live).await
     else {
         return;
     };
@@ -516,6 +541,19 @@ async fn after_kill_9_of_her_owner_another_process_runs_her_bot_within_15_s_with
     // Every market order filled once, at most: none executed twice.
     let filled: BTreeSet<u64> = after.iter().filter_map(|f| f["order_id"].as_u64()).collect();
     assert_eq!(filled.len(), after.len(), "an order filled twice: {after:#?}");
+    if live {
+        // The venue took each order once: every new-order request made an order (a client
+        // order id sent again is refused, -2010, and would count here), and each acknowledged
+        // order is one of them.
+        let venue = &cluster.md.rest;
+        let at_venue = venue.client_order_ids();
+        assert_eq!(venue.posts(), at_venue.len(), "an order was sent twice: {at_venue:?}");
+        for order in &acked {
+            let id = order["client_order_id"].as_str().expect("a client order id");
+            assert!(at_venue.iter().any(|v| v == id), "{id} never reached the venue");
+        }
+        assert!(at_venue.len() >= acked.len() + 2, "{} at the venue", at_venue.len());
+    }
     cluster.finish().await;
 }
 
@@ -532,7 +570,7 @@ async fn counter(cluster: &Cluster, at: usize, name: &str) -> u64 {
 async fn an_owner_paused_past_its_lease_is_fenced_when_it_resumes_and_forwards_her_requests() {
     let definition = buying_bot_on_binance();
     let Some((cluster, ada, bot, owner)) =
-        ada_with_a_running_bot("cluster_sigstop", &definition).await
+        ada_with_a_running_bot("cluster_sigstop", &definition, false).await
     else {
         return;
     };

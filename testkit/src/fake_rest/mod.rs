@@ -403,6 +403,14 @@ impl FakeRest {
         *lock(&self.state.balances) = Value::Array(list);
     }
 
+    /// The client order ids of every order the book holds (each taken once: a second
+    /// `newClientOrderId` is refused with `-2010`), sorted.
+    pub fn client_order_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = lock(&self.state.book).orders.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
     /// The stored order, in the `GET /api/v3/order` shape.
     pub fn order(&self, client_order_id: &str) -> Option<Value> {
         lock(&self.state.book).orders.get(client_order_id).map(StoredOrder::query_json)
