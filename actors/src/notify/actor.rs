@@ -232,9 +232,31 @@ async fn attempt(
         }
     };
     let channel = notifications.channels().get(record.user_id, record.channel_id);
+    let next =
+        attempt_on(sender, config, &mut record, channel.map_err(|err| err.to_string())).await;
+    // A row removed meanwhile (account deletion) is not brought back.
+    if matches!(notifications.delivery(&key), Ok(Some(_))) {
+        if let Err(err) = notifications.put_delivery(&record) {
+            tracing::warn!(error = %err, "recording a delivery's outcome failed");
+        } else if let Err(err) = notifications.store().commit().await {
+            tracing::warn!(error = %err, "committing a delivery's outcome failed");
+        }
+    }
+    next
+}
+
+/// Makes one attempt at `row` on its channel as read (`Ok(None)`: deleted; `Err`: could not be
+/// read, why), applies the outcome to `row` (counted, and logged unless delivered); its next due
+/// time when it stays pending. Recording `row` is the caller's.
+pub(super) async fn attempt_on(
+    sender: &Sender,
+    config: &NotifyConfig,
+    row: &mut DeliveryRecord,
+    channel: Result<Option<super::ChannelRecord>, String>,
+) -> Option<u64> {
     let started = Instant::now();
     let (outcome, kind) = match channel {
-        Ok(Some(channel)) => (sender.attempt(&channel, &record).await, channel.target.kind()),
+        Ok(Some(channel)) => (sender.attempt(&channel, row).await, channel.target.kind()),
         Ok(None) => (Outcome::Refused { status: None, error: "channel deleted".into() }, "deleted"),
         Err(err) => (
             Outcome::Retry {
@@ -247,8 +269,8 @@ async fn attempt(
     };
     metrics::histogram!("keel_notify_attempt_seconds", "channel" => kind)
         .record(started.elapsed().as_secs_f64());
-    let next = apply(&mut record, &outcome, config, rand::rng().random::<f64>(), now_ms());
-    let result = match record.state {
+    let next = apply(row, &outcome, config, rand::rng().random::<f64>(), now_ms());
+    let result = match row.state {
         DeliveryState::Delivered => "delivered",
         DeliveryState::Failed => "failed",
         DeliveryState::Pending => "retry",
@@ -257,21 +279,13 @@ async fn attempt(
         .increment(1);
     if result != "delivered" {
         tracing::info!(
-            delivery = record.id,
-            channel = record.channel_id,
-            attempts = record.attempts,
-            error = record.last_error.as_deref().unwrap_or(""),
+            delivery = row.id,
+            channel = row.channel_id,
+            attempts = row.attempts,
+            error = row.last_error.as_deref().unwrap_or(""),
             state = result,
             "notification attempt failed"
         );
-    }
-    // A row removed meanwhile (account deletion) is not brought back.
-    if matches!(notifications.delivery(&key), Ok(Some(_))) {
-        if let Err(err) = notifications.put_delivery(&record) {
-            tracing::warn!(error = %err, "recording a delivery's outcome failed");
-        } else if let Err(err) = notifications.store().commit().await {
-            tracing::warn!(error = %err, "committing a delivery's outcome failed");
-        }
     }
     next
 }

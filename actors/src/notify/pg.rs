@@ -22,7 +22,7 @@ use tokio_postgres::Transaction;
 use super::DeliveryView;
 use super::channels::ChannelRecord;
 use super::outbox::{DeliveryRecord, DeliveryState};
-use crate::pg::fence::{Fence, Fenced};
+use crate::pg::fence::{Fence, Fenced, fenced};
 use crate::pg::{PgRecord, RecordError, from_db, to_db};
 
 /// Finished rows one retention statement removes at most.
@@ -140,24 +140,16 @@ impl PgNotify {
             (to_db(channel.id)?, to_db(channel.user_id)?, to_db(channel.created_at_ms)?);
         let events: Vec<&str> = channel.events.iter().map(|e| e.as_str()).collect();
         let body = json(channel)?;
-        self.record
-            .timed("notify.channel_insert", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if let Err(fenced) = fence.check(&tx).await? {
-                    return Ok(Err(fenced));
-                }
-                tx.execute(
-                    "INSERT INTO keel_notify_channels
-                         (id, user_id, kind, events, record, created_at_ms) OVERRIDING SYSTEM VALUE
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[&id, &user_id, &channel.target.kind(), &events, &body, &created],
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(Ok(()))
-            })
-            .await
+        fenced!(self.record, "notify.channel_insert", fence, |tx| {
+            tx.execute(
+                "INSERT INTO keel_notify_channels
+                     (id, user_id, kind, events, record, created_at_ms) OVERRIDING SYSTEM VALUE
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id, &user_id, &channel.target.kind(), &events, &body, &created],
+            )
+            .await?;
+        })
+        .await
     }
 
     /// Deletes one channel of the owner's; whether there was one. Its pending deliveries stay
@@ -172,24 +164,8 @@ impl PgNotify {
         id: u64,
         fence: &Fence,
     ) -> Result<Result<bool, Fenced>, RecordError> {
-        let (user_id, id) = (to_db(user_id)?, to_db(id)?);
-        self.record
-            .timed("notify.channel_delete", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if let Err(fenced) = fence.check(&tx).await? {
-                    return Ok(Err(fenced));
-                }
-                let deleted = tx
-                    .execute(
-                        "DELETE FROM keel_notify_channels WHERE user_id = $1 AND id = $2",
-                        &[&user_id, &id],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(Ok(deleted == 1))
-            })
-            .await
+        let row = (user_id, id);
+        self.record.delete_owned("notify.channel_delete", "keel_notify_channels", row, fence).await
     }
 
     /// The owner's channels, oldest first.
@@ -247,18 +223,10 @@ impl PgNotify {
         rows: &[DeliveryRecord],
         fence: &Fence,
     ) -> Result<Result<(), Fenced>, RecordError> {
-        self.record
-            .timed("notify.enqueue", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if let Err(fenced) = fence.check(&tx).await? {
-                    return Ok(Err(fenced));
-                }
-                insert_deliveries(&tx, rows).await?;
-                tx.commit().await?;
-                Ok(Ok(()))
-            })
-            .await
+        fenced!(self.record, "notify.enqueue", fence, |tx| {
+            insert_deliveries(&tx, rows).await?;
+        })
+        .await
     }
 
     /// Pending deliveries of `users` due at `now_ms`, soonest first, at most `limit`.
@@ -306,26 +274,19 @@ impl PgNotify {
         let (next, finished) =
             (optional(record.next_attempt_ms)?, optional(record.finished_at_ms)?);
         let body = json(record)?;
-        self.record
-            .timed("notify.outcome", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if let Err(fenced) = fence.check(&tx).await? {
-                    return Ok(Err(fenced));
-                }
-                let updated = tx
-                    .execute(
-                        "UPDATE keel_notify_outbox
-                         SET state = $2, attempts = $3, next_attempt_ms = $4, finished_at_ms = $5,
-                             body = $6
-                         WHERE id = $1",
-                        &[&id, &state_name(record.state), &attempts, &next, &finished, &body],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(Ok(updated == 1))
-            })
-            .await
+        fenced!(self.record, "notify.outcome", fence, |tx| {
+            let updated = tx
+                .execute(
+                    "UPDATE keel_notify_outbox
+                     SET state = $2, attempts = $3, next_attempt_ms = $4, finished_at_ms = $5,
+                         body = $6
+                     WHERE id = $1",
+                    &[&id, &state_name(record.state), &attempts, &next, &finished, &body],
+                )
+                .await?;
+            updated == 1
+        })
+        .await
     }
 
     /// The owner's most recent deliveries, newest first, at most `limit`, made by any node.

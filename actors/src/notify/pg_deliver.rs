@@ -13,13 +13,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::task::JoinSet;
 
 use super::NotifyConfig;
-use super::actor::{PRUNE_EVERY, apply};
-use super::deliver::{Outcome, Sender};
-use super::outbox::{DeliveryRecord, DeliveryState, Notifications};
+use super::actor::{PRUNE_EVERY, attempt_on};
+use super::deliver::Sender;
+use super::outbox::{DeliveryRecord, Notifications};
 use super::pg::NotifyRecord;
 use crate::identity::now_ms;
 use crate::pg::fence::Fence;
@@ -98,39 +97,8 @@ async fn attempt(
     // Read from the record, not the working copy: it may still be loading on a node that just
     // took the owner, and a delivery must not fail for a channel that exists.
     let channel = record.table.channel(row.user_id, row.channel_id).await;
-    let started = Instant::now();
-    let (outcome, kind) = match channel {
-        Ok(Some(channel)) => (sender.attempt(&channel, &row).await, channel.target.kind()),
-        Ok(None) => (Outcome::Refused { status: None, error: "channel deleted".into() }, "deleted"),
-        Err(err) => (
-            Outcome::Retry {
-                status: None,
-                error: format!("reading the channel: {}", err.detail()),
-                after: None,
-            },
-            "unknown",
-        ),
-    };
-    metrics::histogram!("keel_notify_attempt_seconds", "channel" => kind)
-        .record(started.elapsed().as_secs_f64());
-    apply(&mut row, &outcome, config, rand::rng().random::<f64>(), now_ms());
-    let result = match row.state {
-        DeliveryState::Delivered => "delivered",
-        DeliveryState::Failed => "failed",
-        DeliveryState::Pending => "retry",
-    };
-    metrics::counter!("keel_notify_deliveries_total", "channel" => kind, "outcome" => result)
-        .increment(1);
-    if result != "delivered" {
-        tracing::info!(
-            delivery = row.id,
-            channel = row.channel_id,
-            attempts = row.attempts,
-            error = row.last_error.as_deref().unwrap_or(""),
-            state = result,
-            "notification attempt failed"
-        );
-    }
+    let channel = channel.map_err(|err| err.detail());
+    attempt_on(sender, config, &mut row, channel).await;
     match record.table.record_outcome(&row, fence).await {
         Ok(Ok(_)) => {}
         Ok(Err(fenced)) => {

@@ -61,6 +61,49 @@ impl Fence {
     }
 }
 
+/// The shape of every write a node makes for a user: `fenced!(record, what, fence, |tx| body)`
+/// runs `body` (an expression that may use `tx`, the transaction, and `?` on [`RecordError`])
+/// in one transaction that first checks `fence`, and commits once `body` has succeeded, within
+/// the call deadline as `what` ([`PgRecord::timed`](super::PgRecord::timed)). A future of
+/// `Result<Result<T, Fenced>, RecordError>`: `Ok(Err(Fenced))` when the lease has moved
+/// (nothing ran, nothing written); `Err` when Postgres or `body` failed (rolled back). A macro
+/// rather than a function taking a closure: `body` borrows the caller's data and the
+/// transaction, which a closure bound for every transaction lifetime could not.
+macro_rules! fenced {
+    ($record:expr, $what:expr, $fence:expr, |$tx:ident| $body:expr) => {
+        $record.timed($what, async {
+            let mut client = $record.client().await?;
+            let $tx = client.transaction().await?;
+            if let Err(fenced) = $fence.check(&$tx).await? {
+                return Ok(Err(fenced));
+            }
+            let done = $body;
+            $tx.commit().await?;
+            Ok(Ok(done))
+        })
+    };
+}
+pub(crate) use fenced;
+
+impl super::PgRecord {
+    /// Deletes row `id` of `user_id`'s from `table` (one of ours, with `user_id` and `id`
+    /// columns) under `fence`, as `what`; whether there was one.
+    ///
+    /// # Errors
+    /// `Ok(Err(Fenced))` when the lease has moved (nothing deleted); `Err` when Postgres failed.
+    pub(crate) async fn delete_owned(
+        &self,
+        what: &'static str,
+        table: &'static str,
+        (user_id, id): (u64, u64),
+        fence: &Fence,
+    ) -> Result<Result<bool, Fenced>, RecordError> {
+        let (user_id, id) = (to_db(user_id)?, to_db(id)?);
+        let sql = format!("DELETE FROM {table} WHERE user_id = $1 AND id = $2");
+        fenced!(self, what, fence, |tx| tx.execute(&sql, &[&user_id, &id]).await? == 1).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_db::TestDb;

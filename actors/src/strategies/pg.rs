@@ -10,7 +10,7 @@
 
 use super::{ModuleRecord, Modules, ModulesError};
 use crate::cluster::users::{Owner, UserLeases};
-use crate::pg::fence::{Fence, Fenced};
+use crate::pg::fence::{Fence, Fenced, fenced};
 use crate::pg::{PgRecord, RecordError, from_db, to_db};
 
 /// The modules' table.
@@ -78,26 +78,19 @@ impl PgModules {
     ) -> Result<Result<ModuleRecord, Fenced>, RecordError> {
         let (user_id, created) = (to_db(module.user_id)?, to_db(module.created_at_ms)?);
         let body = metadata(module)?;
-        self.record
-            .timed("modules.create", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if let Err(fenced) = fence.check(&tx).await? {
-                    return Ok(Err(fenced));
-                }
-                let row = tx
-                    .query_one(
-                        "INSERT INTO keel_strategy_modules
-                             (user_id, name, sha256, wasm, metadata, created_at_ms)
-                         VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-                        &[&user_id, &module.name, &module.sha256, &bytes, &body, &created],
-                    )
-                    .await?;
-                let id = from_db(row.try_get(0)?)?;
-                tx.commit().await?;
-                Ok(Ok(ModuleRecord { id, ..module.clone() }))
-            })
-            .await
+        fenced!(self.record, "modules.create", fence, |tx| {
+            let row = tx
+                .query_one(
+                    "INSERT INTO keel_strategy_modules
+                         (user_id, name, sha256, wasm, metadata, created_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    &[&user_id, &module.name, &module.sha256, &bytes, &body, &created],
+                )
+                .await?;
+            let id = from_db(row.try_get(0)?)?;
+            ModuleRecord { id, ..module.clone() }
+        })
+        .await
     }
 
     /// Deletes one module of the owner's; whether there was one. Committed when this returns.
@@ -111,24 +104,8 @@ impl PgModules {
         id: u64,
         fence: &Fence,
     ) -> Result<Result<bool, Fenced>, RecordError> {
-        let (user_id, id) = (to_db(user_id)?, to_db(id)?);
-        self.record
-            .timed("modules.delete", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if let Err(fenced) = fence.check(&tx).await? {
-                    return Ok(Err(fenced));
-                }
-                let deleted = tx
-                    .execute(
-                        "DELETE FROM keel_strategy_modules WHERE user_id = $1 AND id = $2",
-                        &[&user_id, &id],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(Ok(deleted == 1))
-            })
-            .await
+        let row = (user_id, id);
+        self.record.delete_owned("modules.delete", "keel_strategy_modules", row, fence).await
     }
 
     /// Every module of the owner's with its bytes, oldest first: what a node taking the owner

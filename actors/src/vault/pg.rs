@@ -22,7 +22,7 @@ use super::{
 };
 use crate::cluster::users::{Owner, UserLeases};
 use crate::mailbox::Replier;
-use crate::pg::fence::Fence;
+use crate::pg::fence::{Fence, fenced};
 use crate::pg::{PgRecord, RecordError, from_db, to_db};
 
 /// The credential tables, and how often each user's working copy changed (cloning shares it).
@@ -158,57 +158,45 @@ impl PgVault {
         max: usize,
     ) -> Result<CredentialRecord, VaultError> {
         let user_id = to_db(add.user_id)?;
-        self.record
-            .timed("credentials.add", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if fence.check(&tx).await?.is_err() {
-                    return Ok(Err(VaultError::Moving));
-                }
-                let count: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM keel_credentials WHERE user_id = $1",
-                        &[&user_id],
-                    )
-                    .await?
-                    .get(0);
-                if usize::try_from(count).unwrap_or(usize::MAX) >= max {
-                    return Ok(Err(VaultError::Limit(max)));
-                }
-                // The id is drawn first: the envelopes are bound to it.
-                let id: i64 = tx
-                    .query_one(
-                        "SELECT nextval(pg_get_serial_sequence('keel_credentials', 'id'))",
-                        &[],
-                    )
-                    .await?
-                    .get(0);
-                let record = match Credentials::seal(ring, add, from_db(id)?) {
-                    Ok(record) => record,
-                    Err(err) => return Ok(Err(err)),
-                };
-                tx.execute(
-                    &format!(
-                        "INSERT INTO keel_credentials ({COLUMNS}) OVERRIDING SYSTEM VALUE
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                    ),
-                    &[
-                        &id,
-                        &user_id,
-                        &record.venue,
-                        &record.label,
-                        &record.api_key_hint,
-                        &record.testnet,
-                        &to_db(record.created_at_ms)?,
-                        &json(&record.api_key)?,
-                        &json(&record.api_secret)?,
-                    ],
-                )
-                .await?;
-                tx.commit().await?;
-                Ok(Ok(record))
-            })
-            .await?
+        let added = fenced!(self.record, "credentials.add", fence, |tx| 'add: {
+            let count: i64 = tx
+                .query_one("SELECT count(*) FROM keel_credentials WHERE user_id = $1", &[&user_id])
+                .await?
+                .get(0);
+            if usize::try_from(count).unwrap_or(usize::MAX) >= max {
+                break 'add Err(VaultError::Limit(max));
+            }
+            // The id is drawn first: the envelopes are bound to it.
+            let id: i64 = tx
+                .query_one("SELECT nextval(pg_get_serial_sequence('keel_credentials', 'id'))", &[])
+                .await?
+                .get(0);
+            let record = match Credentials::seal(ring, add, from_db(id)?) {
+                Ok(record) => record,
+                Err(err) => break 'add Err(err),
+            };
+            tx.execute(
+                &format!(
+                    "INSERT INTO keel_credentials ({COLUMNS}) OVERRIDING SYSTEM VALUE
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                ),
+                &[
+                    &id,
+                    &user_id,
+                    &record.venue,
+                    &record.label,
+                    &record.api_key_hint,
+                    &record.testnet,
+                    &to_db(record.created_at_ms)?,
+                    &json(&record.api_key)?,
+                    &json(&record.api_secret)?,
+                ],
+            )
+            .await?;
+            Ok(record)
+        })
+        .await?;
+        added.unwrap_or(Err(VaultError::Moving))
     }
 
     /// Deletes one credential of a user under `fence`. False if there was none.
@@ -216,24 +204,10 @@ impl PgVault {
     /// # Errors
     /// [`VaultError::Moving`] when the fence no longer holds, or Postgres failed.
     pub async fn remove(&self, fence: &Fence, credential_id: u64) -> Result<bool, VaultError> {
-        let (user_id, id) = (to_db(fence.user_id)?, to_db(credential_id)?);
-        self.record
-            .timed("credentials.remove", async {
-                let mut client = self.record.client().await?;
-                let tx = client.transaction().await?;
-                if fence.check(&tx).await?.is_err() {
-                    return Ok(Err(VaultError::Moving));
-                }
-                let deleted = tx
-                    .execute(
-                        "DELETE FROM keel_credentials WHERE user_id = $1 AND id = $2",
-                        &[&user_id, &id],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(Ok(deleted == 1))
-            })
-            .await?
+        let row = (fence.user_id, credential_id);
+        let removed =
+            self.record.delete_owned("credentials.remove", "keel_credentials", row, fence).await?;
+        removed.map_err(|_| VaultError::Moving)
     }
 
     /// Deletes every credential of a user (account deletion; unfenced: the account is going,
