@@ -145,11 +145,7 @@ async fn a_users_running_bot_moves_to_another_node_with_its_fills_when_its_owner
     let seen = bot_seqs_until(&mut socket, &channel, held).await;
     assert!(seen.starts_with(&journal), "the whole journal from before the failover: {seen:?}");
 
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }
 
 #[actix_web::test]
@@ -220,9 +216,5 @@ async fn a_node_whose_lease_was_taken_has_its_next_flush_refused_and_the_new_own
     assert!(order_ids.len() > ids(&before).len());
 
     keel_actors::cluster::users::pause_rounds(&owner, false);
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }

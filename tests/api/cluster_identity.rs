@@ -51,6 +51,15 @@ impl Database {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         self.admin.batch_execute(&sql).await.unwrap();
     }
+
+    /// The end of a test: its `nodes` stopped, then this database dropped.
+    pub(crate) async fn finish(self, nodes: Vec<TestApp>) {
+        for app in &nodes {
+            app.stop.stop();
+        }
+        drop(nodes);
+        self.drop_db().await;
+    }
 }
 
 /// A cluster node whose identity lives in the Postgres at `postgres`.

@@ -80,11 +80,7 @@ async fn a_wasm_bot_runs_on_the_new_owner_from_the_module_in_postgres() {
     assert_eq!(left, 0, "deleted in the record");
     drop(client);
 
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }
 
 /// Loopback receivers allowed, and one vault master key for every node: a channel's secret is
@@ -159,11 +155,7 @@ async fn a_webhook_created_on_one_node_gets_a_bot_event_from_the_new_owner_after
         .await;
     }
 
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }
 
 #[actix_web::test]
@@ -205,9 +197,5 @@ async fn a_delivery_left_pending_by_a_stopped_owner_is_made_by_the_next_one() {
     assert!(!after.is_empty(), "attempts after the owner stopped, under id {id}");
     assert_eq!(after.last().unwrap().json()["type"], "kill_switch");
 
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }

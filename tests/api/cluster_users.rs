@@ -171,11 +171,7 @@ async fn a_users_requests_on_any_node_are_served_by_its_owner_and_another_takes_
         let (status, by, _) = bots(app, &ada.access).await;
         assert_eq!((status, by.as_str()), (200, new_owner.as_str()), "node {}", ids[at]);
     }
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }
 
 #[actix_web::test]
@@ -301,9 +297,5 @@ async fn a_forwarded_request_is_counted_and_logged_on_the_owner_under_its_client
     let line = crate::access_log::line_for(&other_log, "forwarded-1").await;
     assert_eq!(line["client_ip"], "203.0.113.7", "{line}");
 
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }

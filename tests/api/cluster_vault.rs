@@ -99,11 +99,7 @@ async fn a_live_bot_fails_over_with_its_owners_credentials_and_reconciles_its_op
         read(elsewhere, &format!("/api/v1/bots/{bot}/orders?limit=100"), &token).await;
     assert_eq!(orders["items"].as_array().map(Vec::len), Some(1), "{orders}");
 
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }
 
 #[actix_web::test]
@@ -149,11 +145,7 @@ async fn risk_limits_set_through_one_node_are_returned_and_enforced_by_the_next_
     };
     assert!(refused.to_string().contains("your max_leverage 2x"), "{refused}");
 
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }
 
 #[actix_web::test]

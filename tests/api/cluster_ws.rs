@@ -102,11 +102,7 @@ async fn a_websocket_on_another_node_gets_the_owners_bot_lines_in_order_once_and
     assert_eq!(expect_type(&mut live, "error").await["code"], "FORBIDDEN_CHANNEL");
 
     drop((resumed, live, accounts));
-    for app in &nodes {
-        app.stop.stop();
-    }
-    drop(nodes);
-    db.drop_db().await;
+    db.finish(nodes).await;
 }
 
 /// Reads `account` events until the journal line `upto` of the (one) bot arrives; their journal
